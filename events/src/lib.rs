@@ -1,0 +1,255 @@
+//! The events of dns-handling: the persisted facts of every custom domain's life.
+//!
+//! This crate is the contract for everyone who reads the history without running the service:
+//! auditors replaying an issuance, analysts consuming the feed, the projections. It depends on no
+//! part of the service itself.
+//!
+//! Every event carries what a reader needs without calling anything else (names, values,
+//! deadlines, timestamps) and never any private key material: a certificate's key is referenced
+//! by the order it belongs to and identified by the certificate's public fingerprint.
+
+#![forbid(unsafe_code)]
+
+use chrono::{DateTime, Utc};
+use serde::{Deserialize, Serialize};
+
+/// The aggregate type name under which every custom domain's events are stored.
+pub const AGGREGATE_TYPE: &str = "CustomDomain";
+
+/// The version every event type starts at; a changed payload means a new version plus an upcaster.
+pub const INITIAL_EVENT_VERSION: &str = "1.0";
+
+/// Where a domain is in its lifecycle (see the REST contract's state diagram).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize, Default)]
+#[serde(rename_all = "snake_case")]
+pub enum DomainStatus {
+    /// Registered; ownership not proven yet.
+    #[default]
+    Pending,
+    /// Ownership proven; a certificate may be requested.
+    Verified,
+    /// An ACME order is open and the service is waiting for the challenge record.
+    CertificatePending,
+    /// A certificate was issued and stored.
+    Active,
+    /// The last issuance attempt failed; see the failure reason.
+    Failed,
+}
+
+impl DomainStatus {
+    /// The status as the REST contract spells it.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Pending => "pending",
+            Self::Verified => "verified",
+            Self::CertificatePending => "certificate_pending",
+            Self::Active => "active",
+            Self::Failed => "failed",
+        }
+    }
+
+    /// Parses the contract's spelling back into a status.
+    pub fn parse(text: &str) -> Option<Self> {
+        [
+            Self::Pending,
+            Self::Verified,
+            Self::CertificatePending,
+            Self::Active,
+            Self::Failed,
+        ]
+        .into_iter()
+        .find(|status| status.as_str() == text)
+    }
+}
+
+impl std::fmt::Display for DomainStatus {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+/// Why an issuance attempt failed: a stable machine-readable code and a human-readable detail.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct FailureReason {
+    /// Stable code such as `dns_timeout`, `challenge_invalid`, `finalize_failed`, `acme_error`.
+    pub code: String,
+    /// What happened, including the CA's RFC 7807 problem document where there is one.
+    pub detail: String,
+}
+
+impl FailureReason {
+    /// The code recorded when the challenge record never appeared before the deadline.
+    pub const DNS_TIMEOUT: &'static str = "dns_timeout";
+
+    /// Builds a reason from a code and a detail.
+    pub fn new(code: &str, detail: impl Into<String>) -> Self {
+        Self {
+            code: code.to_owned(),
+            detail: detail.into(),
+        }
+    }
+}
+
+/// Everything needed to carry an ACME order forward, persisted before the order is handed to a
+/// poller so that a restart can resume it without creating a second order.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct OrderDetails {
+    /// The service's own id for this order (returned to clients as `order_id`).
+    pub order_id: String,
+    /// The ACME order URL: the handle to resume the order with after a restart.
+    pub order_url: String,
+    /// The URL of the dns-01 challenge of the order's first authorization.
+    pub challenge_url: String,
+    /// Where the TXT record must be published, with the trailing dot.
+    pub challenge_domain: String,
+    /// The base64url SHA-256 key authorization digest the TXT record must hold.
+    pub expected_txt_value: String,
+    /// The ACME account (its URL/KID) the order belongs to.
+    pub account_id: String,
+    /// How often the poller looks the record up, in milliseconds.
+    pub poll_interval_ms: u64,
+    /// When the poller gives up if the record has not been seen.
+    pub deadline: DateTime<Utc>,
+}
+
+/// The public facts of an issued certificate; the private key is stored elsewhere, by order id.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct IssuedCertificate {
+    /// Id of this certificate in the service.
+    pub certificate_id: String,
+    /// The order it was issued for (also the reference of its private key).
+    pub order_id: String,
+    /// Serial number, lower-case hex.
+    pub serial: String,
+    /// Start of validity, read from the certificate.
+    pub not_before: DateTime<Utc>,
+    /// End of validity, read from the certificate.
+    pub not_after: DateTime<Utc>,
+    /// SHA-256 of the leaf certificate's DER, lower-case hex.
+    pub fingerprint_sha256: String,
+    /// The chain as the CA returned it (public material only).
+    pub chain_pem: String,
+}
+
+/// Every fact recorded about a custom domain.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub enum CustomDomainEvent {
+    /// The domain was registered and given a verification token.
+    DomainRegistered {
+        /// Normalised host name (lower case, punycode, no trailing dot).
+        domain_name: String,
+        /// The random token the owner must publish.
+        verification_token: String,
+        /// Where the token must be published, with the trailing dot.
+        verification_record_name: String,
+        /// When it happened.
+        registered_at: DateTime<Utc>,
+    },
+    /// The verification token was found in DNS.
+    OwnershipVerified {
+        /// All TXT values seen at the verification record name.
+        observed_values: Vec<String>,
+        /// When it happened.
+        verified_at: DateTime<Utc>,
+    },
+    /// An ACME order was created and handed to a poller.
+    CertificateRequested {
+        /// The order and its challenge.
+        order: OrderDetails,
+        /// When it happened.
+        requested_at: DateTime<Utc>,
+    },
+    /// The expected challenge record was seen in DNS; the CA is being asked to validate.
+    ChallengeRecordObserved {
+        /// The order the record belongs to.
+        order_id: String,
+        /// All TXT values seen at the challenge domain.
+        observed_values: Vec<String>,
+        /// The resolver(s) that answered.
+        resolver: String,
+        /// When it happened.
+        observed_at: DateTime<Utc>,
+    },
+    /// The order was finalized and the certificate stored.
+    CertificateIssued {
+        /// The certificate's public facts.
+        certificate: IssuedCertificate,
+        /// When it happened.
+        issued_at: DateTime<Utc>,
+    },
+    /// The CA refused the challenge or the finalization, or the order could not be completed.
+    IssuanceFailed {
+        /// The order that failed.
+        order_id: String,
+        /// Why.
+        reason: FailureReason,
+        /// When it happened.
+        failed_at: DateTime<Utc>,
+    },
+    /// The challenge record was not seen before the order's deadline.
+    IssuanceTimedOut {
+        /// The order that timed out.
+        order_id: String,
+        /// The deadline that passed.
+        deadline: DateTime<Utc>,
+        /// When the timeout was recorded.
+        timed_out_at: DateTime<Utc>,
+    },
+}
+
+impl CustomDomainEvent {
+    /// The event's type name as stored (`event_type` column).
+    pub fn type_name(&self) -> &'static str {
+        match self {
+            Self::DomainRegistered { .. } => "DomainRegistered",
+            Self::OwnershipVerified { .. } => "OwnershipVerified",
+            Self::CertificateRequested { .. } => "CertificateRequested",
+            Self::ChallengeRecordObserved { .. } => "ChallengeRecordObserved",
+            Self::CertificateIssued { .. } => "CertificateIssued",
+            Self::IssuanceFailed { .. } => "IssuanceFailed",
+            Self::IssuanceTimedOut { .. } => "IssuanceTimedOut",
+        }
+    }
+}
+
+impl cqrs_es::DomainEvent for CustomDomainEvent {
+    fn event_type(&self) -> String {
+        self.type_name().to_owned()
+    }
+
+    fn event_version(&self) -> String {
+        INITIAL_EVENT_VERSION.to_owned()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn status_round_trips_through_its_contract_spelling() {
+        for status in [
+            DomainStatus::Pending,
+            DomainStatus::Verified,
+            DomainStatus::CertificatePending,
+            DomainStatus::Active,
+            DomainStatus::Failed,
+        ] {
+            assert_eq!(DomainStatus::parse(status.as_str()), Some(status));
+            let json = serde_json::to_string(&status).expect("serialises");
+            assert_eq!(json, format!("\"{}\"", status.as_str()));
+        }
+        assert_eq!(DomainStatus::parse("bogus"), None);
+    }
+
+    #[test]
+    fn event_type_names_match_the_serialised_variant() {
+        let event = CustomDomainEvent::IssuanceTimedOut {
+            order_id: "o".into(),
+            deadline: Utc::now(),
+            timed_out_at: Utc::now(),
+        };
+        let json = serde_json::to_value(&event).expect("serialises");
+        assert!(json.get(event.type_name()).is_some(), "{json}");
+    }
+}

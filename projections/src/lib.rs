@@ -1,0 +1,276 @@
+//! Read models of dns-handling, built only from its events.
+//!
+//! Each view is a plain struct with a pure `apply`: given the same events in the same order it
+//! always ends in the same state, so a rebuild from zero reproduces the live views exactly. Where
+//! the views are stored is the service's business, not this crate's.
+
+#![forbid(unsafe_code)]
+
+use chrono::{DateTime, Utc};
+use dns_handling_events::{CustomDomainEvent, DomainStatus, FailureReason, OrderDetails};
+use serde::{Deserialize, Serialize};
+
+/// The challenge a client must satisfy while a certificate is pending.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ChallengeView {
+    /// Where the TXT record must be published, with the trailing dot.
+    pub challenge_domain: String,
+    /// The value the record must hold.
+    pub expected_txt_value: String,
+}
+
+/// A short summary of the domain's current certificate.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct CertificateSummary {
+    /// Id of the certificate.
+    pub id: String,
+    /// Start of validity.
+    pub not_before: DateTime<Utc>,
+    /// End of validity.
+    pub not_after: DateTime<Utc>,
+    /// Serial number, lower-case hex.
+    pub serial: String,
+}
+
+/// The view behind `GET /domains/{id}` and `GET /domains`.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct DomainView {
+    /// The domain's id (the aggregate id).
+    pub id: String,
+    /// Normalised host name.
+    pub domain_name: String,
+    /// Lifecycle status.
+    pub status: DomainStatus,
+    /// The token the owner must publish to prove ownership.
+    pub verification_token: String,
+    /// Where the token must be published.
+    pub verification_record_name: String,
+    /// When ownership was proven.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub verified_at: Option<DateTime<Utc>>,
+    /// When the domain was registered.
+    pub created_at: DateTime<Utc>,
+    /// When the last event was recorded.
+    pub updated_at: DateTime<Utc>,
+    /// Why the last issuance failed, while the domain is `failed`.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub failure_reason: Option<FailureReason>,
+    /// The challenge to satisfy, while a certificate is pending.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub challenge: Option<ChallengeView>,
+    /// The current certificate, once one was issued.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub certificate: Option<CertificateSummary>,
+    /// The open (or last) ACME order, for resuming and for correlation; not part of the API body.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub order: Option<OrderDetails>,
+    /// The sequence number of the last event applied.
+    pub last_sequence: u64,
+}
+
+impl DomainView {
+    /// Starts a view from the domain's first event; `None` when the event is not a registration.
+    pub fn from_registration(
+        id: &str,
+        sequence: u64,
+        event: &CustomDomainEvent,
+    ) -> Option<DomainView> {
+        let CustomDomainEvent::DomainRegistered {
+            domain_name,
+            verification_token,
+            verification_record_name,
+            registered_at,
+        } = event
+        else {
+            return None;
+        };
+        Some(DomainView {
+            id: id.to_owned(),
+            domain_name: domain_name.clone(),
+            status: DomainStatus::Pending,
+            verification_token: verification_token.clone(),
+            verification_record_name: verification_record_name.clone(),
+            verified_at: None,
+            created_at: *registered_at,
+            updated_at: *registered_at,
+            failure_reason: None,
+            challenge: None,
+            certificate: None,
+            order: None,
+            last_sequence: sequence,
+        })
+    }
+
+    /// Applies one event that follows the registration. Events already applied (by sequence)
+    /// are ignored, which makes delivering an event twice harmless.
+    pub fn apply(&mut self, sequence: u64, event: &CustomDomainEvent) {
+        if sequence <= self.last_sequence {
+            return;
+        }
+        self.last_sequence = sequence;
+        match event {
+            CustomDomainEvent::DomainRegistered { registered_at, .. } => {
+                self.updated_at = *registered_at;
+            }
+            CustomDomainEvent::OwnershipVerified { verified_at, .. } => {
+                self.status = DomainStatus::Verified;
+                self.verified_at = Some(*verified_at);
+                self.updated_at = *verified_at;
+            }
+            CustomDomainEvent::CertificateRequested {
+                order,
+                requested_at,
+            } => {
+                self.status = DomainStatus::CertificatePending;
+                self.failure_reason = None;
+                self.challenge = Some(ChallengeView {
+                    challenge_domain: order.challenge_domain.clone(),
+                    expected_txt_value: order.expected_txt_value.clone(),
+                });
+                self.order = Some(order.clone());
+                self.updated_at = *requested_at;
+            }
+            CustomDomainEvent::ChallengeRecordObserved { observed_at, .. } => {
+                self.updated_at = *observed_at;
+            }
+            CustomDomainEvent::CertificateIssued {
+                certificate,
+                issued_at,
+            } => {
+                self.status = DomainStatus::Active;
+                self.challenge = None;
+                self.certificate = Some(CertificateSummary {
+                    id: certificate.certificate_id.clone(),
+                    not_before: certificate.not_before,
+                    not_after: certificate.not_after,
+                    serial: certificate.serial.clone(),
+                });
+                self.updated_at = *issued_at;
+            }
+            CustomDomainEvent::IssuanceFailed {
+                reason, failed_at, ..
+            } => {
+                self.status = DomainStatus::Failed;
+                self.challenge = None;
+                self.failure_reason = Some(reason.clone());
+                self.updated_at = *failed_at;
+            }
+            CustomDomainEvent::IssuanceTimedOut {
+                deadline,
+                timed_out_at,
+                ..
+            } => {
+                self.status = DomainStatus::Failed;
+                self.challenge = None;
+                self.failure_reason = Some(FailureReason::new(
+                    FailureReason::DNS_TIMEOUT,
+                    format!("the challenge TXT record was not seen before {deadline}"),
+                ));
+                self.updated_at = *timed_out_at;
+            }
+        }
+    }
+}
+
+/// The view behind `GET /domains/{id}/certificate`: public parts only.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct CertificateView {
+    /// Id of the certificate.
+    pub id: String,
+    /// The domain it belongs to.
+    pub domain_id: String,
+    /// The order it was issued for.
+    pub order_id: String,
+    /// Serial number, lower-case hex.
+    pub serial: String,
+    /// Start of validity, read from the certificate.
+    pub not_before: DateTime<Utc>,
+    /// End of validity, read from the certificate.
+    pub not_after: DateTime<Utc>,
+    /// When the service stored it.
+    pub issued_at: DateTime<Utc>,
+    /// SHA-256 of the leaf certificate's DER, lower-case hex.
+    pub fingerprint_sha256: String,
+    /// The chain as PEM.
+    pub chain_pem: String,
+}
+
+impl CertificateView {
+    /// The certificate view an event produces, if it is a `CertificateIssued`.
+    pub fn from_event(domain_id: &str, event: &CustomDomainEvent) -> Option<CertificateView> {
+        let CustomDomainEvent::CertificateIssued {
+            certificate,
+            issued_at,
+        } = event
+        else {
+            return None;
+        };
+        Some(CertificateView {
+            id: certificate.certificate_id.clone(),
+            domain_id: domain_id.to_owned(),
+            order_id: certificate.order_id.clone(),
+            serial: certificate.serial.clone(),
+            not_before: certificate.not_before,
+            not_after: certificate.not_after,
+            issued_at: *issued_at,
+            fingerprint_sha256: certificate.fingerprint_sha256.clone(),
+            chain_pem: certificate.chain_pem.clone(),
+        })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn registered() -> CustomDomainEvent {
+        CustomDomainEvent::DomainRegistered {
+            domain_name: "shop.example.com".into(),
+            verification_token: "tok".into(),
+            verification_record_name: "_acme-challenge.shop.example.com.".into(),
+            registered_at: Utc::now(),
+        }
+    }
+
+    #[test]
+    fn a_view_starts_pending_and_ignores_replayed_events() {
+        let mut view = DomainView::from_registration("d1", 1, &registered()).expect("view");
+        assert_eq!(view.status, DomainStatus::Pending);
+        let verified = CustomDomainEvent::OwnershipVerified {
+            observed_values: vec!["tok".into()],
+            verified_at: Utc::now(),
+        };
+        view.apply(2, &verified);
+        assert_eq!(view.status, DomainStatus::Verified);
+        let snapshot = view.clone();
+        view.apply(2, &verified);
+        assert_eq!(view, snapshot);
+    }
+
+    #[test]
+    fn a_timeout_fails_the_domain_with_dns_timeout() {
+        let mut view = DomainView::from_registration("d1", 1, &registered()).expect("view");
+        view.apply(
+            2,
+            &CustomDomainEvent::IssuanceTimedOut {
+                order_id: "o".into(),
+                deadline: Utc::now(),
+                timed_out_at: Utc::now(),
+            },
+        );
+        assert_eq!(view.status, DomainStatus::Failed);
+        assert_eq!(
+            view.failure_reason.map(|reason| reason.code),
+            Some(FailureReason::DNS_TIMEOUT.to_owned())
+        );
+    }
+
+    #[test]
+    fn only_a_registration_starts_a_view() {
+        let event = CustomDomainEvent::OwnershipVerified {
+            observed_values: vec![],
+            verified_at: Utc::now(),
+        };
+        assert!(DomainView::from_registration("d1", 1, &event).is_none());
+    }
+}

@@ -1,0 +1,361 @@
+//! The ACME side (RFC 8555) through instant-acme: the one account, new orders, and carrying an
+//! order from "challenge ready" to a downloaded certificate.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use chrono::{DateTime, Utc};
+use dns_handling_events::{FailureReason, IssuedCertificate, OrderDetails};
+use instant_acme::{
+    Account, AccountCredentials, AuthorizationStatus, ChallengeType, Identifier, NewAccount,
+    NewOrder, Order, OrderStatus, Problem, RetryPolicy,
+};
+use sha2::{Digest, Sha256};
+use tokio::sync::Mutex;
+
+use crate::store::{Store, StoreError};
+
+/// A failure on the ACME side.
+#[derive(Debug, thiserror::Error)]
+pub enum AcmeError {
+    /// Loading, creating or storing the account failed.
+    #[error("ACME account setup failed: {0}")]
+    AccountSetup(String),
+    /// Creating the order or reading its challenge failed.
+    #[error("ACME order creation failed: {0}")]
+    OrderCreation(String),
+    /// The CA decided against the order (a final answer: retrying will not change it).
+    #[error("{}: {}", .0.code, .0.detail)]
+    Refused(FailureReason),
+    /// The CA or the network did not answer as expected; trying again later may work.
+    #[error("ACME server unavailable: {0}")]
+    Unavailable(String),
+    /// Our own store failed.
+    #[error(transparent)]
+    Store(#[from] StoreError),
+}
+
+/// What a new order gives the caller.
+#[derive(Debug, Clone)]
+pub struct CreatedOrder {
+    /// The ACME order URL.
+    pub order_url: String,
+    /// The dns-01 challenge URL of the first authorization.
+    pub challenge_url: String,
+    /// `_acme-challenge.<domain>.`
+    pub challenge_domain: String,
+    /// The TXT value the CA will look for.
+    pub expected_txt_value: String,
+    /// The account the order belongs to.
+    pub account_id: String,
+}
+
+/// The service's ACME client: one account per directory, created once and reused.
+pub struct AcmeClient {
+    directory_url: String,
+    contact_email: Option<String>,
+    ca_bundle: Option<std::path::PathBuf>,
+    store: Store,
+    /// Single flight: concurrent first calls wait here for the one that creates the account.
+    account: Mutex<Option<Account>>,
+    retry: RetryPolicy,
+}
+
+/// Renders a problem document the way it is recorded: type, detail, status and subproblems.
+pub fn describe_problem(problem: &Problem) -> String {
+    let mut text = format!(
+        "{}: {}",
+        problem.r#type.as_deref().unwrap_or("about:blank"),
+        problem.detail.as_deref().unwrap_or("(no detail)")
+    );
+    if let Some(status) = problem.status {
+        text.push_str(&format!(" (HTTP {status})"));
+    }
+    for sub in &problem.subproblems {
+        text.push_str(&format!(
+            "; {}: {}",
+            sub.r#type.as_deref().unwrap_or("about:blank"),
+            sub.detail.as_deref().unwrap_or("")
+        ));
+    }
+    text
+}
+
+fn classify(error: instant_acme::Error, code: &str) -> AcmeError {
+    match error {
+        instant_acme::Error::Api(problem) => {
+            AcmeError::Refused(FailureReason::new(code, describe_problem(&problem)))
+        }
+        other => AcmeError::Unavailable(other.to_string()),
+    }
+}
+
+impl AcmeClient {
+    /// A client for `directory_url`, trusting `ca_bundle` in addition to the web PKI roots.
+    pub fn new(
+        directory_url: String,
+        contact_email: Option<String>,
+        ca_bundle: Option<std::path::PathBuf>,
+        store: Store,
+    ) -> Arc<Self> {
+        Arc::new(Self {
+            directory_url,
+            contact_email,
+            ca_bundle,
+            store,
+            account: Mutex::new(None),
+            retry: RetryPolicy::new()
+                .initial_delay(Duration::from_millis(200))
+                .backoff(1.5)
+                .timeout(Duration::from_secs(60)),
+        })
+    }
+
+    fn builder(&self) -> Result<instant_acme::AccountBuilder, instant_acme::Error> {
+        match &self.ca_bundle {
+            Some(path) => Account::builder_with_root(path),
+            None => Account::builder(),
+        }
+    }
+
+    /// The account: loaded from the store, or registered with the CA and stored, exactly once.
+    pub async fn account(&self) -> Result<Account, AcmeError> {
+        let mut slot = self.account.lock().await;
+        if let Some(account) = slot.as_ref() {
+            return Ok(account.clone());
+        }
+        let setup = |e: &dyn std::fmt::Display| AcmeError::AccountSetup(e.to_string());
+        let stored = self
+            .store
+            .acme_account(&self.directory_url)
+            .await
+            .map_err(|e| setup(&e))?;
+        let credentials_json = match stored {
+            Some(json) => json,
+            None => {
+                let contact = self
+                    .contact_email
+                    .as_ref()
+                    .map(|email| format!("mailto:{email}"));
+                let contacts: Vec<&str> = contact.iter().map(String::as_str).collect();
+                let (account, credentials) = self
+                    .builder()
+                    .map_err(|e| setup(&e))?
+                    .create(
+                        &NewAccount {
+                            contact: &contacts,
+                            terms_of_service_agreed: true,
+                            only_return_existing: false,
+                        },
+                        self.directory_url.clone(),
+                        None,
+                    )
+                    .await
+                    .map_err(|e| setup(&e))?;
+                let json = serde_json::to_string(&credentials).map_err(|e| setup(&e))?;
+                // Another process may have stored an account meanwhile: the stored one wins, so
+                // every process ends up using the same account.
+                let of_record = self
+                    .store
+                    .insert_acme_account(&self.directory_url, account.id(), &json)
+                    .await
+                    .map_err(|e| setup(&e))?;
+                tracing::info!(account_id = account.id(), "registered ACME account");
+                of_record
+            }
+        };
+        let credentials: AccountCredentials =
+            serde_json::from_str(&credentials_json).map_err(|e| setup(&e))?;
+        let account = self
+            .builder()
+            .map_err(|e| setup(&e))?
+            .from_credentials(credentials)
+            .await
+            .map_err(|e| setup(&e))?;
+        *slot = Some(account.clone());
+        Ok(account)
+    }
+
+    /// Places a new order for `domain_name` and reads the dns-01 challenge of its first
+    /// authorization.
+    pub async fn create_order(&self, domain_name: &str) -> Result<CreatedOrder, AcmeError> {
+        let account = self.account().await?;
+        let creation = |e: &dyn std::fmt::Display| AcmeError::OrderCreation(e.to_string());
+        let identifiers = [Identifier::Dns(domain_name.to_owned())];
+        let mut order = account
+            .new_order(&NewOrder::new(&identifiers))
+            .await
+            .map_err(|e| creation(&e))?;
+        let order_url = order.url().to_owned();
+        let mut authorizations = order.authorizations();
+        let mut authorization = authorizations
+            .next()
+            .await
+            .ok_or_else(|| AcmeError::OrderCreation("the order has no authorization".into()))?
+            .map_err(|e| creation(&e))?;
+        let challenge = authorization
+            .challenge(ChallengeType::Dns01)
+            .ok_or_else(|| AcmeError::OrderCreation("the CA offered no dns-01 challenge".into()))?;
+        Ok(CreatedOrder {
+            order_url,
+            challenge_url: challenge.url.clone(),
+            challenge_domain: format!("_acme-challenge.{domain_name}."),
+            expected_txt_value: challenge.key_authorization().dns_value(),
+            account_id: account.id().to_owned(),
+        })
+    }
+
+    /// Carries an order whose challenge record is published to a downloaded certificate.
+    ///
+    /// Every step first looks at where the order stands at the CA, so this can be called again
+    /// after a crash at any point: a challenge already answered is not answered twice, and an
+    /// order already finalized is only downloaded, with the key stored before finalizing.
+    pub async fn complete_order(
+        &self,
+        domain_id: &str,
+        domain_name: &str,
+        order: &OrderDetails,
+    ) -> Result<IssuedCertificate, AcmeError> {
+        let account = self.account().await?;
+        let mut acme_order = account
+            .order(order.order_url.clone())
+            .await
+            .map_err(|e| classify(e, "acme_error"))?;
+        loop {
+            let status = acme_order.state().status;
+            match status {
+                OrderStatus::Pending => self.answer_challenges(&mut acme_order).await?,
+                OrderStatus::Ready => {
+                    let key_pem = self.certificate_key(domain_id, &order.order_id).await?;
+                    let csr = build_csr(domain_name, &key_pem)?;
+                    acme_order
+                        .finalize_csr(&csr)
+                        .await
+                        .map_err(|e| classify(e, "finalize_failed"))?;
+                }
+                OrderStatus::Processing | OrderStatus::Valid => {
+                    let chain_pem = acme_order
+                        .poll_certificate(&self.retry)
+                        .await
+                        .map_err(|e| classify(e, "finalize_failed"))?;
+                    return describe_certificate(&order.order_id, chain_pem);
+                }
+                OrderStatus::Invalid => {
+                    return Err(AcmeError::Refused(
+                        invalid_order_reason(&mut acme_order).await,
+                    ));
+                }
+            }
+        }
+    }
+
+    /// Tells the CA the challenges are ready and waits until the order is ready (or invalid).
+    async fn answer_challenges(&self, acme_order: &mut Order) -> Result<(), AcmeError> {
+        let mut authorizations = acme_order.authorizations();
+        while let Some(authorization) = authorizations.next().await {
+            let mut authorization = authorization.map_err(|e| classify(e, "acme_error"))?;
+            if authorization.status != AuthorizationStatus::Pending {
+                continue;
+            }
+            let mut challenge = authorization
+                .challenge(ChallengeType::Dns01)
+                .ok_or_else(|| {
+                    AcmeError::Refused(FailureReason::new(
+                        "challenge_invalid",
+                        "the authorization offers no dns-01 challenge",
+                    ))
+                })?;
+            // Answering a challenge that is already processing is harmless: RFC 8555 §7.5.1
+            // says the server ignores a repeated response.
+            challenge
+                .set_ready()
+                .await
+                .map_err(|e| classify(e, "challenge_invalid"))?;
+        }
+        acme_order
+            .poll_ready(&self.retry)
+            .await
+            .map_err(|e| classify(e, "challenge_invalid"))?;
+        Ok(())
+    }
+
+    /// The private key of an order: the stored one, or a fresh one stored before first use.
+    async fn certificate_key(&self, domain_id: &str, order_id: &str) -> Result<String, AcmeError> {
+        if let Some(existing) = self.store.certificate_key(order_id).await? {
+            return Ok(existing);
+        }
+        // RSA-2048 generation takes tens to hundreds of milliseconds of CPU: run it on the
+        // blocking pool so it never stalls an actor's or an HTTP worker's thread.
+        let generated = tokio::task::spawn_blocking(|| {
+            rcgen::KeyPair::generate_for(&rcgen::PKCS_RSA_SHA256).map(|key| key.serialize_pem())
+        })
+        .await
+        .map_err(|e| AcmeError::Unavailable(format!("key generation task failed: {e}")))?
+        .map_err(|e| {
+            AcmeError::Refused(FailureReason::new("key_generation_failed", e.to_string()))
+        })?;
+        Ok(self
+            .store
+            .insert_certificate_key(order_id, domain_id, &generated)
+            .await?)
+    }
+}
+
+/// Why an invalid order is invalid: the order's own problem, or the failed challenge's.
+async fn invalid_order_reason(acme_order: &mut Order) -> FailureReason {
+    if let Some(problem) = acme_order.state().error.clone() {
+        return FailureReason::new("challenge_invalid", describe_problem(&problem));
+    }
+    let mut authorizations = acme_order.authorizations();
+    while let Some(Ok(authorization)) = authorizations.next().await {
+        for challenge in &authorization.challenges {
+            if let Some(problem) = &challenge.error {
+                return FailureReason::new("challenge_invalid", describe_problem(problem));
+            }
+        }
+    }
+    FailureReason::new("challenge_invalid", "the CA marked the order invalid")
+}
+
+fn build_csr(domain_name: &str, key_pem: &str) -> Result<Vec<u8>, AcmeError> {
+    let fail =
+        |e: rcgen::Error| AcmeError::Refused(FailureReason::new("csr_failed", e.to_string()));
+    let key = rcgen::KeyPair::from_pem(key_pem).map_err(fail)?;
+    let mut params = rcgen::CertificateParams::new(vec![domain_name.to_owned()]).map_err(fail)?;
+    params.distinguished_name = rcgen::DistinguishedName::new();
+    Ok(params.serialize_request(&key).map_err(fail)?.der().to_vec())
+}
+
+/// Reads the public facts of an issued chain from the leaf certificate itself.
+pub fn describe_certificate(
+    order_id: &str,
+    chain_pem: String,
+) -> Result<IssuedCertificate, AcmeError> {
+    let bad = |reason: String| {
+        AcmeError::Refused(FailureReason::new(
+            "certificate_unreadable",
+            format!("the CA returned a certificate that cannot be read: {reason}"),
+        ))
+    };
+    let (_, pem) =
+        x509_parser::pem::parse_x509_pem(chain_pem.as_bytes()).map_err(|e| bad(e.to_string()))?;
+    let leaf = pem.parse_x509().map_err(|e| bad(e.to_string()))?;
+    let validity = leaf.validity();
+    let to_utc = |time: &x509_parser::time::ASN1Time| -> Result<DateTime<Utc>, AcmeError> {
+        DateTime::from_timestamp(time.timestamp(), 0).ok_or_else(|| bad("date out of range".into()))
+    };
+    Ok(IssuedCertificate {
+        certificate_id: uuid::Uuid::now_v7().to_string(),
+        order_id: order_id.to_owned(),
+        serial: hex(leaf.tbs_certificate.raw_serial()),
+        not_before: to_utc(&validity.not_before)?,
+        not_after: to_utc(&validity.not_after)?,
+        fingerprint_sha256: hex(&Sha256::digest(&pem.contents)),
+        chain_pem,
+    })
+}
+
+/// Lower-case hex of bytes.
+pub fn hex(bytes: &[u8]) -> String {
+    bytes.iter().map(|b| format!("{b:02x}")).collect()
+}

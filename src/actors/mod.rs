@@ -1,0 +1,13 @@
+//! The actors: a supervisor that owns one poller per pending order.
+//!
+//! The actors do the waiting and the I/O (DNS polling, ACME round trips) and report what they
+//! saw back to the aggregate as commands; they hold no state that is not also in the events, so
+//! a restart loses nothing: the supervisor resumes every pending order from the projection.
+
+mod poller;
+mod supervisor;
+
+pub use poller::{poll_once, PollOutcome};
+pub use supervisor::{
+    PendingOrder, PollerCount, ResumePending, Shutdown, StartPolling, Supervisor,
+};

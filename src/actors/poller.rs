@@ -1,0 +1,215 @@
+//! `OrderPoller`: one actor per pending order. It looks the challenge record up every poll
+//! interval until the deadline, then finishes the order with the CA, reporting each fact back
+//! to the aggregate as a command.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use actix::prelude::*;
+use chrono::Utc;
+use cqrs_es::AggregateError;
+use dns_handling_events::FailureReason;
+
+use super::supervisor::{PendingOrder, PollerStopped, Shutdown, Supervisor};
+use crate::acme::AcmeError;
+use crate::aggregate::{CustomDomainCommand, DomainError};
+use crate::services::{CommandOrigin, Services};
+
+const ACTOR_NAME: &str = "order-poller";
+
+/// What one poll decided.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum PollOutcome {
+    /// Nothing final happened; poll again later.
+    Waiting,
+    /// The order reached an end (issued, failed, timed out, or superseded): stop polling.
+    Finished,
+}
+
+/// What a poller remembers between polls (nothing that is not also derivable from events).
+#[derive(Debug, Clone, Default)]
+pub struct PollerMemory {
+    /// The record was seen and recorded; the order is with the CA now.
+    record_seen: bool,
+    /// The last transient ACME failure, reported if the deadline passes before it clears.
+    last_acme_error: Option<String>,
+}
+
+/// How a refused command ends the poll: a refusal means the order is no longer this poller's
+/// business (already issued, failed, or replaced by a newer order).
+fn settle(result: Result<(), AggregateError<DomainError>>, domain_id: &str) -> PollOutcome {
+    match result {
+        Ok(()) => PollOutcome::Finished,
+        Err(AggregateError::UserError(refusal)) => {
+            tracing::info!(%domain_id, %refusal, "order no longer pending; poller stops");
+            PollOutcome::Finished
+        }
+        Err(error) => {
+            // The store did not answer (or another writer won a race): keep the order and try
+            // again at the next poll, rather than dropping it.
+            tracing::warn!(%domain_id, %error, "could not record the outcome; will retry");
+            PollOutcome::Waiting
+        }
+    }
+}
+
+/// One poll of one order: time out, or look the record up and, once it is there, finish the
+/// order with the CA.
+pub async fn poll_once(
+    services: Arc<Services>,
+    pending: PendingOrder,
+    mut memory: PollerMemory,
+) -> (PollOutcome, PollerMemory) {
+    let origin = || CommandOrigin::actor(ACTOR_NAME);
+    let domain_id = pending.domain_id.as_str();
+    let order = &pending.order;
+    let now = Utc::now();
+    if now >= order.deadline {
+        let command = match (&memory.record_seen, &memory.last_acme_error) {
+            (true, last_error) => CustomDomainCommand::IssuanceFailed {
+                order_id: order.order_id.clone(),
+                reason: FailureReason::new(
+                    "acme_unavailable",
+                    last_error
+                        .clone()
+                        .unwrap_or_else(|| "the CA did not complete the order in time".into()),
+                ),
+                at: now,
+            },
+            (false, _) => CustomDomainCommand::TimedOut {
+                order_id: order.order_id.clone(),
+                at: now,
+            },
+        };
+        let outcome = settle(
+            services.execute(domain_id, command, origin()).await,
+            domain_id,
+        );
+        return (outcome, memory);
+    }
+
+    if !memory.record_seen {
+        let values = match services.dns.txt_values(&order.challenge_domain).await {
+            Ok(values) => values,
+            Err(error) => {
+                tracing::debug!(%domain_id, %error, "TXT lookup failed; polling on");
+                return (PollOutcome::Waiting, memory);
+            }
+        };
+        if !values.contains(&order.expected_txt_value) {
+            return (PollOutcome::Waiting, memory);
+        }
+        let observed = CustomDomainCommand::TxtObserved {
+            order_id: order.order_id.clone(),
+            observed_values: values,
+            resolver: services.dns.describe(),
+            at: Utc::now(),
+        };
+        match services.execute(domain_id, observed, origin()).await {
+            Ok(()) => memory.record_seen = true,
+            Err(AggregateError::UserError(DomainError::DeadlinePassed { .. })) => {
+                return (PollOutcome::Waiting, memory);
+            }
+            Err(other) => return (settle(Err(other), domain_id), memory),
+        }
+    }
+
+    let command = match services
+        .acme
+        .complete_order(domain_id, &pending.domain_name, order)
+        .await
+    {
+        Ok(certificate) => CustomDomainCommand::OrderFinalized {
+            certificate,
+            at: Utc::now(),
+        },
+        Err(AcmeError::Refused(reason)) => CustomDomainCommand::IssuanceFailed {
+            order_id: order.order_id.clone(),
+            reason,
+            at: Utc::now(),
+        },
+        Err(error) => {
+            tracing::warn!(%domain_id, %error, "ACME step failed; retrying at the next poll");
+            memory.last_acme_error = Some(error.to_string());
+            return (PollOutcome::Waiting, memory);
+        }
+    };
+    let outcome = settle(
+        services.execute(domain_id, command, origin()).await,
+        domain_id,
+    );
+    (outcome, memory)
+}
+
+/// The actor that polls one order.
+pub struct OrderPoller {
+    services: Arc<Services>,
+    pending: PendingOrder,
+    memory: Option<PollerMemory>,
+    supervisor: Addr<Supervisor>,
+}
+
+impl OrderPoller {
+    /// A poller for `pending`, reporting its end to `supervisor`.
+    pub fn new(
+        services: Arc<Services>,
+        pending: PendingOrder,
+        supervisor: Addr<Supervisor>,
+    ) -> Self {
+        Self {
+            services,
+            pending,
+            memory: Some(PollerMemory::default()),
+            supervisor,
+        }
+    }
+
+    fn poll(&mut self, ctx: &mut Context<Self>) {
+        let memory = self.memory.take().unwrap_or_default();
+        let work = poll_once(self.services.clone(), self.pending.clone(), memory);
+        ctx.spawn(work.into_actor(self).map(|(outcome, memory), actor, ctx| {
+            actor.memory = Some(memory);
+            match outcome {
+                PollOutcome::Finished => ctx.stop(),
+                PollOutcome::Waiting => {
+                    let delay = actor.next_delay();
+                    ctx.run_later(delay, |actor, ctx| actor.poll(ctx));
+                }
+            }
+        }));
+    }
+
+    /// The next poll comes one interval later, but never later than the deadline, so a timeout
+    /// is recorded on time.
+    fn next_delay(&self) -> Duration {
+        let interval = Duration::from_millis(self.pending.order.poll_interval_ms.max(1));
+        let until_deadline = (self.pending.order.deadline - Utc::now())
+            .to_std()
+            .unwrap_or(Duration::ZERO);
+        interval.min(until_deadline)
+    }
+}
+
+impl Actor for OrderPoller {
+    type Context = Context<Self>;
+
+    fn started(&mut self, ctx: &mut Self::Context) {
+        tracing::info!(domain_id = %self.pending.domain_id, order_id = %self.pending.order.order_id, "poller started");
+        self.poll(ctx);
+    }
+
+    fn stopped(&mut self, _ctx: &mut Self::Context) {
+        self.supervisor.do_send(PollerStopped {
+            domain_id: self.pending.domain_id.clone(),
+            order_id: self.pending.order.order_id.clone(),
+        });
+    }
+}
+
+impl Handler<Shutdown> for OrderPoller {
+    type Result = ();
+
+    fn handle(&mut self, _msg: Shutdown, ctx: &mut Self::Context) {
+        ctx.stop();
+    }
+}

@@ -1,0 +1,836 @@
+//! The `CustomDomain` aggregate: decides which commands are accepted and records the facts.
+//!
+//! It does no I/O and never reads the clock: every command carries the time it happened, so the
+//! same history always leads to the same decisions (and the tests need no clock).
+
+use chrono::{DateTime, Utc};
+use cqrs_es::event_sink::EventSink;
+use cqrs_es::Aggregate;
+use dns_handling_events::{
+    CustomDomainEvent, DomainStatus, FailureReason, IssuedCertificate, OrderDetails, AGGREGATE_TYPE,
+};
+use serde::{Deserialize, Serialize};
+
+use crate::domain_name::DomainName;
+
+/// What can be asked of a custom domain.
+#[derive(Debug, Clone, PartialEq)]
+pub enum CustomDomainCommand {
+    /// Register a new domain with its verification token.
+    RegisterDomain {
+        /// The validated, normalised name.
+        domain_name: DomainName,
+        /// The token the owner must publish.
+        verification_token: String,
+        /// Where the token must be published.
+        verification_record_name: String,
+        /// When the request arrived.
+        at: DateTime<Utc>,
+    },
+    /// Prove ownership with the TXT values found at the verification record name.
+    VerifyOwnership {
+        /// Every value found there.
+        observed_values: Vec<String>,
+        /// When they were looked up.
+        at: DateTime<Utc>,
+    },
+    /// Record a newly created ACME order (created before this command, by the HTTP layer).
+    RequestCertificate {
+        /// The order and its challenge.
+        order: OrderDetails,
+        /// When the order was created.
+        at: DateTime<Utc>,
+    },
+    /// The poller saw the expected challenge value.
+    TxtObserved {
+        /// The order the poller works on.
+        order_id: String,
+        /// Every value found at the challenge domain.
+        observed_values: Vec<String>,
+        /// Which resolver answered.
+        resolver: String,
+        /// When they were looked up.
+        at: DateTime<Utc>,
+    },
+    /// The order was finalized and the certificate downloaded and its key stored.
+    OrderFinalized {
+        /// The certificate's public facts.
+        certificate: IssuedCertificate,
+        /// When it was stored.
+        at: DateTime<Utc>,
+    },
+    /// The CA refused the challenge or the finalization.
+    IssuanceFailed {
+        /// The order that failed.
+        order_id: String,
+        /// Why.
+        reason: FailureReason,
+        /// When it was decided.
+        at: DateTime<Utc>,
+    },
+    /// The poller's deadline passed without the record being seen.
+    TimedOut {
+        /// The order that timed out.
+        order_id: String,
+        /// When the poller gave up.
+        at: DateTime<Utc>,
+    },
+}
+
+/// Why a command was refused. Business meaning only; the HTTP layer maps it to a status code.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum DomainError {
+    /// The aggregate already holds a registration.
+    #[error("domain is already registered")]
+    AlreadyRegistered,
+    /// Any command but a registration on an aggregate without one.
+    #[error("domain not found")]
+    NotRegistered,
+    /// The command is not allowed in the domain's current status.
+    #[error("domain status is {actual}; this requires status {required}")]
+    WrongStatus {
+        /// The status the command needs.
+        required: DomainStatus,
+        /// The status the domain has.
+        actual: DomainStatus,
+    },
+    /// Verification found no TXT value equal to the token.
+    #[error("verification token not found in TXT records at {record_name}; found {}", describe_values(.found))]
+    TokenNotFound {
+        /// Where it was looked for.
+        record_name: String,
+        /// What was there.
+        found: Vec<String>,
+    },
+    /// A report about an order that is not the domain's open order.
+    #[error("order {order_id} is not the domain's open order")]
+    UnknownOrder {
+        /// The order named in the command.
+        order_id: String,
+    },
+    /// The poller reported values that do not contain the expected one.
+    #[error("the expected challenge value is not among the observed values")]
+    ChallengeValueMissing,
+    /// The record was reported after the order's deadline had passed.
+    #[error("the order's deadline {deadline} has passed")]
+    DeadlinePassed {
+        /// The order's deadline.
+        deadline: DateTime<Utc>,
+    },
+    /// A timeout was reported before the order's deadline.
+    #[error("the order's deadline {deadline} has not passed yet")]
+    DeadlineNotReached {
+        /// The order's deadline.
+        deadline: DateTime<Utc>,
+    },
+    /// A certificate was reported before its challenge record was observed.
+    #[error("the challenge record of order {order_id} has not been observed yet")]
+    RecordNotObserved {
+        /// The open order.
+        order_id: String,
+    },
+}
+
+fn describe_values(values: &[String]) -> String {
+    if values.is_empty() {
+        "no TXT records".to_owned()
+    } else {
+        format!("{values:?}")
+    }
+}
+
+/// One custom domain, rebuilt from its events.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+pub struct CustomDomain {
+    registered: bool,
+    domain_name: String,
+    status: DomainStatus,
+    verification_token: String,
+    verification_record_name: String,
+    open_order: Option<OrderDetails>,
+    record_observed: bool,
+}
+
+impl CustomDomain {
+    /// The domain's current status.
+    pub fn status(&self) -> DomainStatus {
+        self.status
+    }
+
+    fn require_registered(&self) -> Result<(), DomainError> {
+        if self.registered {
+            Ok(())
+        } else {
+            Err(DomainError::NotRegistered)
+        }
+    }
+
+    fn require_status(&self, required: DomainStatus) -> Result<(), DomainError> {
+        self.require_registered()?;
+        if self.status == required {
+            Ok(())
+        } else {
+            Err(DomainError::WrongStatus {
+                required,
+                actual: self.status,
+            })
+        }
+    }
+
+    /// The open order, provided the command names it; reports of stale orders are refused so a
+    /// late poller of an earlier attempt can never change the current one.
+    fn require_open_order(&self, order_id: &str) -> Result<&OrderDetails, DomainError> {
+        self.require_status(DomainStatus::CertificatePending)?;
+        match &self.open_order {
+            Some(order) if order.order_id == order_id => Ok(order),
+            _ => Err(DomainError::UnknownOrder {
+                order_id: order_id.to_owned(),
+            }),
+        }
+    }
+
+    fn register(
+        &self,
+        domain_name: DomainName,
+        verification_token: String,
+        verification_record_name: String,
+        at: DateTime<Utc>,
+    ) -> Result<CustomDomainEvent, DomainError> {
+        if self.registered {
+            return Err(DomainError::AlreadyRegistered);
+        }
+        Ok(CustomDomainEvent::DomainRegistered {
+            domain_name: domain_name.into_string(),
+            verification_token,
+            verification_record_name,
+            registered_at: at,
+        })
+    }
+
+    fn verify(
+        &self,
+        observed_values: Vec<String>,
+        at: DateTime<Utc>,
+    ) -> Result<CustomDomainEvent, DomainError> {
+        self.require_status(DomainStatus::Pending)?;
+        // Exact comparison: a token differing in case or quoting is a different token.
+        if !observed_values.contains(&self.verification_token) {
+            return Err(DomainError::TokenNotFound {
+                record_name: self.verification_record_name.clone(),
+                found: observed_values,
+            });
+        }
+        Ok(CustomDomainEvent::OwnershipVerified {
+            observed_values,
+            verified_at: at,
+        })
+    }
+
+    fn request_certificate(
+        &self,
+        order: OrderDetails,
+        at: DateTime<Utc>,
+    ) -> Result<CustomDomainEvent, DomainError> {
+        self.require_status(DomainStatus::Verified)?;
+        Ok(CustomDomainEvent::CertificateRequested {
+            order,
+            requested_at: at,
+        })
+    }
+
+    fn observe_txt(
+        &self,
+        order_id: String,
+        observed_values: Vec<String>,
+        resolver: String,
+        at: DateTime<Utc>,
+    ) -> Result<Option<CustomDomainEvent>, DomainError> {
+        let order = self.require_open_order(&order_id)?;
+        if at > order.deadline {
+            return Err(DomainError::DeadlinePassed {
+                deadline: order.deadline,
+            });
+        }
+        if !observed_values.contains(&order.expected_txt_value) {
+            return Err(DomainError::ChallengeValueMissing);
+        }
+        // A poller resumed after a restart may see the record again: once is the fact.
+        if self.record_observed {
+            return Ok(None);
+        }
+        Ok(Some(CustomDomainEvent::ChallengeRecordObserved {
+            order_id,
+            observed_values,
+            resolver,
+            observed_at: at,
+        }))
+    }
+
+    fn finalize(
+        &self,
+        certificate: IssuedCertificate,
+        at: DateTime<Utc>,
+    ) -> Result<CustomDomainEvent, DomainError> {
+        self.require_open_order(&certificate.order_id)?;
+        if !self.record_observed {
+            return Err(DomainError::RecordNotObserved {
+                order_id: certificate.order_id,
+            });
+        }
+        Ok(CustomDomainEvent::CertificateIssued {
+            certificate,
+            issued_at: at,
+        })
+    }
+
+    fn fail(
+        &self,
+        order_id: String,
+        reason: FailureReason,
+        at: DateTime<Utc>,
+    ) -> Result<CustomDomainEvent, DomainError> {
+        self.require_open_order(&order_id)?;
+        Ok(CustomDomainEvent::IssuanceFailed {
+            order_id,
+            reason,
+            failed_at: at,
+        })
+    }
+
+    fn time_out(
+        &self,
+        order_id: String,
+        at: DateTime<Utc>,
+    ) -> Result<CustomDomainEvent, DomainError> {
+        let order = self.require_open_order(&order_id)?;
+        if at < order.deadline {
+            return Err(DomainError::DeadlineNotReached {
+                deadline: order.deadline,
+            });
+        }
+        Ok(CustomDomainEvent::IssuanceTimedOut {
+            order_id,
+            deadline: order.deadline,
+            timed_out_at: at,
+        })
+    }
+}
+
+impl Aggregate for CustomDomain {
+    const TYPE: &'static str = AGGREGATE_TYPE;
+    type Command = CustomDomainCommand;
+    type Event = CustomDomainEvent;
+    type Error = DomainError;
+    type Services = ();
+
+    async fn handle(
+        &mut self,
+        command: Self::Command,
+        _services: &Self::Services,
+        sink: &EventSink<Self>,
+    ) -> Result<(), Self::Error> {
+        let event = match command {
+            CustomDomainCommand::RegisterDomain {
+                domain_name,
+                verification_token,
+                verification_record_name,
+                at,
+            } => Some(self.register(
+                domain_name,
+                verification_token,
+                verification_record_name,
+                at,
+            )?),
+            CustomDomainCommand::VerifyOwnership {
+                observed_values,
+                at,
+            } => Some(self.verify(observed_values, at)?),
+            CustomDomainCommand::RequestCertificate { order, at } => {
+                Some(self.request_certificate(order, at)?)
+            }
+            CustomDomainCommand::TxtObserved {
+                order_id,
+                observed_values,
+                resolver,
+                at,
+            } => self.observe_txt(order_id, observed_values, resolver, at)?,
+            CustomDomainCommand::OrderFinalized { certificate, at } => {
+                Some(self.finalize(certificate, at)?)
+            }
+            CustomDomainCommand::IssuanceFailed {
+                order_id,
+                reason,
+                at,
+            } => Some(self.fail(order_id, reason, at)?),
+            CustomDomainCommand::TimedOut { order_id, at } => Some(self.time_out(order_id, at)?),
+        };
+        if let Some(event) = event {
+            sink.write(event, self).await;
+        }
+        Ok(())
+    }
+
+    fn apply(&mut self, event: Self::Event) {
+        match event {
+            CustomDomainEvent::DomainRegistered {
+                domain_name,
+                verification_token,
+                verification_record_name,
+                ..
+            } => {
+                self.registered = true;
+                self.domain_name = domain_name;
+                self.verification_token = verification_token;
+                self.verification_record_name = verification_record_name;
+                self.status = DomainStatus::Pending;
+            }
+            CustomDomainEvent::OwnershipVerified { .. } => self.status = DomainStatus::Verified,
+            CustomDomainEvent::CertificateRequested { order, .. } => {
+                self.status = DomainStatus::CertificatePending;
+                self.open_order = Some(order);
+                self.record_observed = false;
+            }
+            CustomDomainEvent::ChallengeRecordObserved { .. } => self.record_observed = true,
+            CustomDomainEvent::CertificateIssued { .. } => {
+                self.status = DomainStatus::Active;
+                self.open_order = None;
+            }
+            CustomDomainEvent::IssuanceFailed { .. }
+            | CustomDomainEvent::IssuanceTimedOut { .. } => {
+                self.status = DomainStatus::Failed;
+                self.open_order = None;
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use chrono::Duration;
+    use cqrs_es::test::TestFramework;
+
+    use super::*;
+
+    type DomainTest = TestFramework<CustomDomain>;
+
+    fn t(seconds: i64) -> DateTime<Utc> {
+        DateTime::from_timestamp(1_800_000_000 + seconds, 0).expect("valid timestamp")
+    }
+
+    fn registered() -> CustomDomainEvent {
+        CustomDomainEvent::DomainRegistered {
+            domain_name: "shop.example.com".into(),
+            verification_token: "token-123".into(),
+            verification_record_name: "_acme-challenge.shop.example.com.".into(),
+            registered_at: t(0),
+        }
+    }
+
+    fn verified() -> CustomDomainEvent {
+        CustomDomainEvent::OwnershipVerified {
+            observed_values: vec!["token-123".into()],
+            verified_at: t(1),
+        }
+    }
+
+    fn order() -> OrderDetails {
+        OrderDetails {
+            order_id: "order-1".into(),
+            order_url: "https://ca.test/order/1".into(),
+            challenge_url: "https://ca.test/chall/1".into(),
+            challenge_domain: "_acme-challenge.shop.example.com.".into(),
+            expected_txt_value: "digest".into(),
+            account_id: "https://ca.test/acct/1".into(),
+            poll_interval_ms: 10_000,
+            deadline: t(2) + Duration::minutes(5),
+        }
+    }
+
+    fn requested() -> CustomDomainEvent {
+        CustomDomainEvent::CertificateRequested {
+            order: order(),
+            requested_at: t(2),
+        }
+    }
+
+    fn observed() -> CustomDomainEvent {
+        CustomDomainEvent::ChallengeRecordObserved {
+            order_id: "order-1".into(),
+            observed_values: vec!["digest".into()],
+            resolver: "127.0.0.1:53".into(),
+            observed_at: t(20),
+        }
+    }
+
+    fn certificate() -> IssuedCertificate {
+        IssuedCertificate {
+            certificate_id: "cert-1".into(),
+            order_id: "order-1".into(),
+            serial: "01".into(),
+            not_before: t(0),
+            not_after: t(90 * 86_400),
+            fingerprint_sha256: "ab".into(),
+            chain_pem: "-----BEGIN CERTIFICATE-----".into(),
+        }
+    }
+
+    fn timed_out() -> CustomDomainEvent {
+        CustomDomainEvent::IssuanceTimedOut {
+            order_id: "order-1".into(),
+            deadline: order().deadline,
+            timed_out_at: order().deadline,
+        }
+    }
+
+    fn register_command() -> CustomDomainCommand {
+        CustomDomainCommand::RegisterDomain {
+            domain_name: DomainName::parse("shop.example.com").expect("valid name"),
+            verification_token: "token-123".into(),
+            verification_record_name: "_acme-challenge.shop.example.com.".into(),
+            at: t(0),
+        }
+    }
+
+    fn txt_observed(at: DateTime<Utc>, values: &[&str]) -> CustomDomainCommand {
+        CustomDomainCommand::TxtObserved {
+            order_id: "order-1".into(),
+            observed_values: values.iter().map(|value| value.to_string()).collect(),
+            resolver: "127.0.0.1:53".into(),
+            at,
+        }
+    }
+
+    fn wrong_status(required: DomainStatus, actual: DomainStatus) -> DomainError {
+        DomainError::WrongStatus { required, actual }
+    }
+
+    #[test]
+    fn registering_a_new_domain_records_it() {
+        DomainTest::with(())
+            .given_no_previous_events()
+            .when(register_command())
+            .then_expect_events(vec![registered()]);
+    }
+
+    #[test]
+    fn registering_twice_is_refused() {
+        DomainTest::with(())
+            .given(vec![registered()])
+            .when(register_command())
+            .then_expect_error(DomainError::AlreadyRegistered);
+    }
+
+    #[test]
+    fn any_command_on_an_unregistered_domain_is_refused() {
+        DomainTest::with(())
+            .given_no_previous_events()
+            .when(CustomDomainCommand::VerifyOwnership {
+                observed_values: vec![],
+                at: t(1),
+            })
+            .then_expect_error(DomainError::NotRegistered);
+    }
+
+    #[test]
+    fn verifying_with_the_token_among_the_values_records_ownership() {
+        DomainTest::with(())
+            .given(vec![registered()])
+            .when(CustomDomainCommand::VerifyOwnership {
+                observed_values: vec!["token-123".into()],
+                at: t(1),
+            })
+            .then_expect_events(vec![verified()]);
+    }
+
+    #[test]
+    fn verifying_with_a_different_case_of_the_token_is_refused() {
+        DomainTest::with(())
+            .given(vec![registered()])
+            .when(CustomDomainCommand::VerifyOwnership {
+                observed_values: vec!["TOKEN-123".into(), "\"token-123\"".into()],
+                at: t(1),
+            })
+            .then_expect_error(DomainError::TokenNotFound {
+                record_name: "_acme-challenge.shop.example.com.".into(),
+                found: vec!["TOKEN-123".into(), "\"token-123\"".into()],
+            });
+    }
+
+    #[test]
+    fn verifying_a_verified_domain_is_refused() {
+        DomainTest::with(())
+            .given(vec![registered(), verified()])
+            .when(CustomDomainCommand::VerifyOwnership {
+                observed_values: vec!["token-123".into()],
+                at: t(2),
+            })
+            .then_expect_error(wrong_status(DomainStatus::Pending, DomainStatus::Verified));
+    }
+
+    #[test]
+    fn requesting_a_certificate_for_a_verified_domain_records_the_order() {
+        DomainTest::with(())
+            .given(vec![registered(), verified()])
+            .when(CustomDomainCommand::RequestCertificate {
+                order: order(),
+                at: t(2),
+            })
+            .then_expect_events(vec![requested()]);
+    }
+
+    #[test]
+    fn requesting_a_certificate_for_a_pending_domain_is_refused() {
+        DomainTest::with(())
+            .given(vec![registered()])
+            .when(CustomDomainCommand::RequestCertificate {
+                order: order(),
+                at: t(2),
+            })
+            .then_expect_error(wrong_status(DomainStatus::Verified, DomainStatus::Pending));
+    }
+
+    #[test]
+    fn requesting_a_second_certificate_while_one_is_pending_is_refused() {
+        DomainTest::with(())
+            .given(vec![registered(), verified(), requested()])
+            .when(CustomDomainCommand::RequestCertificate {
+                order: order(),
+                at: t(3),
+            })
+            .then_expect_error(wrong_status(
+                DomainStatus::Verified,
+                DomainStatus::CertificatePending,
+            ));
+    }
+
+    #[test]
+    fn requesting_a_certificate_for_an_active_domain_is_refused() {
+        let issued = CustomDomainEvent::CertificateIssued {
+            certificate: certificate(),
+            issued_at: t(30),
+        };
+        DomainTest::with(())
+            .given(vec![
+                registered(),
+                verified(),
+                requested(),
+                observed(),
+                issued,
+            ])
+            .when(CustomDomainCommand::RequestCertificate {
+                order: order(),
+                at: t(40),
+            })
+            .then_expect_error(wrong_status(DomainStatus::Verified, DomainStatus::Active));
+    }
+
+    #[test]
+    fn requesting_a_certificate_for_a_failed_domain_is_refused() {
+        DomainTest::with(())
+            .given(vec![registered(), verified(), requested(), timed_out()])
+            .when(CustomDomainCommand::RequestCertificate {
+                order: order(),
+                at: t(400),
+            })
+            .then_expect_error(wrong_status(DomainStatus::Verified, DomainStatus::Failed));
+    }
+
+    #[test]
+    fn the_expected_value_among_others_is_observed() {
+        DomainTest::with(())
+            .given(vec![registered(), verified(), requested()])
+            .when(txt_observed(t(20), &["other", "digest"]))
+            .then_expect_events(vec![CustomDomainEvent::ChallengeRecordObserved {
+                order_id: "order-1".into(),
+                observed_values: vec!["other".into(), "digest".into()],
+                resolver: "127.0.0.1:53".into(),
+                observed_at: t(20),
+            }]);
+    }
+
+    #[test]
+    fn observing_the_record_again_records_nothing_new() {
+        DomainTest::with(())
+            .given(vec![registered(), verified(), requested(), observed()])
+            .when(txt_observed(t(30), &["digest"]))
+            .then_expect_events(vec![]);
+    }
+
+    #[test]
+    fn txt_observed_without_the_expected_value_is_refused() {
+        DomainTest::with(())
+            .given(vec![registered(), verified(), requested()])
+            .when(txt_observed(t(20), &["DIGEST", "\"digest\""]))
+            .then_expect_error(DomainError::ChallengeValueMissing);
+    }
+
+    #[test]
+    fn txt_observed_after_timeout_is_refused() {
+        DomainTest::with(())
+            .given(vec![registered(), verified(), requested(), timed_out()])
+            .when(txt_observed(t(20), &["digest"]))
+            .then_expect_error(wrong_status(
+                DomainStatus::CertificatePending,
+                DomainStatus::Failed,
+            ));
+    }
+
+    #[test]
+    fn txt_observed_past_the_deadline_is_refused() {
+        DomainTest::with(())
+            .given(vec![registered(), verified(), requested()])
+            .when(txt_observed(
+                order().deadline + Duration::seconds(1),
+                &["digest"],
+            ))
+            .then_expect_error(DomainError::DeadlinePassed {
+                deadline: order().deadline,
+            });
+    }
+
+    #[test]
+    fn txt_observed_for_another_order_is_refused() {
+        DomainTest::with(())
+            .given(vec![registered(), verified(), requested()])
+            .when(CustomDomainCommand::TxtObserved {
+                order_id: "order-0".into(),
+                observed_values: vec!["digest".into()],
+                resolver: "r".into(),
+                at: t(20),
+            })
+            .then_expect_error(DomainError::UnknownOrder {
+                order_id: "order-0".into(),
+            });
+    }
+
+    #[test]
+    fn finalizing_after_the_record_was_observed_issues_the_certificate() {
+        DomainTest::with(())
+            .given(vec![registered(), verified(), requested(), observed()])
+            .when(CustomDomainCommand::OrderFinalized {
+                certificate: certificate(),
+                at: t(30),
+            })
+            .then_expect_events(vec![CustomDomainEvent::CertificateIssued {
+                certificate: certificate(),
+                issued_at: t(30),
+            }]);
+    }
+
+    #[test]
+    fn finalizing_before_the_record_was_observed_is_refused() {
+        DomainTest::with(())
+            .given(vec![registered(), verified(), requested()])
+            .when(CustomDomainCommand::OrderFinalized {
+                certificate: certificate(),
+                at: t(30),
+            })
+            .then_expect_error(DomainError::RecordNotObserved {
+                order_id: "order-1".into(),
+            });
+    }
+
+    #[test]
+    fn finalizing_an_active_domain_again_is_refused() {
+        let issued = CustomDomainEvent::CertificateIssued {
+            certificate: certificate(),
+            issued_at: t(30),
+        };
+        DomainTest::with(())
+            .given(vec![
+                registered(),
+                verified(),
+                requested(),
+                observed(),
+                issued,
+            ])
+            .when(CustomDomainCommand::OrderFinalized {
+                certificate: certificate(),
+                at: t(31),
+            })
+            .then_expect_error(wrong_status(
+                DomainStatus::CertificatePending,
+                DomainStatus::Active,
+            ));
+    }
+
+    #[test]
+    fn a_ca_refusal_fails_the_issuance() {
+        let reason = FailureReason::new("challenge_invalid", "urn:ietf:params:acme:error:dns");
+        DomainTest::with(())
+            .given(vec![registered(), verified(), requested(), observed()])
+            .when(CustomDomainCommand::IssuanceFailed {
+                order_id: "order-1".into(),
+                reason: reason.clone(),
+                at: t(25),
+            })
+            .then_expect_events(vec![CustomDomainEvent::IssuanceFailed {
+                order_id: "order-1".into(),
+                reason,
+                failed_at: t(25),
+            }]);
+    }
+
+    #[test]
+    fn a_failure_without_an_open_order_is_refused() {
+        DomainTest::with(())
+            .given(vec![registered(), verified()])
+            .when(CustomDomainCommand::IssuanceFailed {
+                order_id: "order-1".into(),
+                reason: FailureReason::new("acme_error", "x"),
+                at: t(25),
+            })
+            .then_expect_error(wrong_status(
+                DomainStatus::CertificatePending,
+                DomainStatus::Verified,
+            ));
+    }
+
+    #[test]
+    fn timing_out_at_the_deadline_fails_the_issuance() {
+        DomainTest::with(())
+            .given(vec![registered(), verified(), requested()])
+            .when(CustomDomainCommand::TimedOut {
+                order_id: "order-1".into(),
+                at: order().deadline,
+            })
+            .then_expect_events(vec![timed_out()]);
+    }
+
+    #[test]
+    fn timing_out_before_the_deadline_is_refused() {
+        DomainTest::with(())
+            .given(vec![registered(), verified(), requested()])
+            .when(CustomDomainCommand::TimedOut {
+                order_id: "order-1".into(),
+                at: t(60),
+            })
+            .then_expect_error(DomainError::DeadlineNotReached {
+                deadline: order().deadline,
+            });
+    }
+
+    #[test]
+    fn timing_out_after_issuance_is_refused() {
+        let issued = CustomDomainEvent::CertificateIssued {
+            certificate: certificate(),
+            issued_at: t(30),
+        };
+        DomainTest::with(())
+            .given(vec![
+                registered(),
+                verified(),
+                requested(),
+                observed(),
+                issued,
+            ])
+            .when(CustomDomainCommand::TimedOut {
+                order_id: "order-1".into(),
+                at: order().deadline,
+            })
+            .then_expect_error(wrong_status(
+                DomainStatus::CertificatePending,
+                DomainStatus::Active,
+            ));
+    }
+}

@@ -1,0 +1,286 @@
+//! Handlers of `/domains…`.
+
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex};
+
+use actix::Addr;
+use actix_web::{web, HttpRequest, HttpResponse};
+use chrono::Utc;
+use dns_handling_events::{DomainStatus, OrderDetails};
+use dns_handling_projections::DomainView;
+use rand::RngCore;
+use serde::Deserialize;
+
+use super::views::{
+    CertificateBody, DomainBody, DomainList, IssuanceStarted, RegisteredDomain, VerificationRecord,
+};
+use super::ApiError;
+use crate::actors::{PendingOrder, StartPolling, Supervisor};
+use crate::aggregate::CustomDomainCommand;
+use crate::domain_name::DomainName;
+use crate::services::{CommandOrigin, Services};
+
+type SharedServices = web::Data<Arc<Services>>;
+
+/// Serialises `issue-certificate` calls per domain within this process, so that concurrent
+/// calls for one domain create one ACME order, not one per call.
+#[derive(Default)]
+pub struct IssueLocks(Mutex<HashMap<String, Arc<tokio::sync::Mutex<()>>>>);
+
+impl IssueLocks {
+    fn lock_for(&self, domain_id: &str) -> Arc<tokio::sync::Mutex<()>> {
+        let mut locks = self
+            .0
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner());
+        // Drop locks nobody holds, so the map stays as small as the set of calls in flight.
+        locks.retain(|_, lock| Arc::strong_count(lock) > 1);
+        locks.entry(domain_id.to_owned()).or_default().clone()
+    }
+}
+
+/// Body of `POST /domains`.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RegisterRequest {
+    domain_name: String,
+}
+
+/// Query of `GET /domains`.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ListQuery {
+    status: Option<String>,
+    limit: Option<u32>,
+    cursor: Option<String>,
+}
+
+fn origin(request: &HttpRequest) -> CommandOrigin {
+    let mut metadata = HashMap::new();
+    metadata.insert("actor".to_owned(), "http".to_owned());
+    if let Some(peer) = request.peer_addr() {
+        metadata.insert("client_addr".to_owned(), peer.ip().to_string());
+    }
+    metadata.insert(
+        "route".to_owned(),
+        format!("{} {}", request.method(), request.path()),
+    );
+    CommandOrigin(metadata)
+}
+
+async fn find(services: &Services, id: &str) -> Result<DomainView, ApiError> {
+    services
+        .store
+        .domain_view(id)
+        .await?
+        .ok_or_else(|| ApiError::NotFound(format!("no domain with id {id}")))
+}
+
+fn random_token() -> String {
+    let mut bytes = [0u8; 20];
+    rand::thread_rng().fill_bytes(&mut bytes);
+    crate::acme::hex(&bytes)
+}
+
+/// `POST /domains`: register a domain and hand out its verification token.
+pub async fn register(
+    services: SharedServices,
+    request: HttpRequest,
+    body: web::Json<RegisterRequest>,
+) -> Result<HttpResponse, ApiError> {
+    let domain_name =
+        DomainName::parse(&body.domain_name).map_err(|e| ApiError::BadRequest(e.to_string()))?;
+    let id = uuid::Uuid::now_v7().to_string();
+    if !services
+        .store
+        .reserve_name(domain_name.as_str(), &id)
+        .await?
+    {
+        return Err(ApiError::Conflict(format!(
+            "domain_name {domain_name} is already registered"
+        )));
+    }
+    let verification_record_name = format!(
+        "{}.{}.",
+        services.settings.verification_record_prefix, domain_name
+    );
+    let token = random_token();
+    let command = CustomDomainCommand::RegisterDomain {
+        domain_name: domain_name.clone(),
+        verification_token: token,
+        verification_record_name,
+        at: Utc::now(),
+    };
+    if let Err(error) = services.execute(&id, command, origin(&request)).await {
+        // Nothing was recorded: give the name back so the client can simply try again.
+        services
+            .store
+            .release_name(domain_name.as_str(), &id)
+            .await?;
+        return Err(error.into());
+    }
+    let view = find(&services, &id).await?;
+    let record = VerificationRecord::of(&view);
+    let instructions = format!(
+        "Create a TXT record at {} with the value {} , then call POST /domains/{}/verify.",
+        record.name, record.value, view.id
+    );
+    Ok(HttpResponse::Created().json(RegisteredDomain {
+        id: view.id,
+        domain_name: view.domain_name,
+        status: view.status,
+        verification_token: view.verification_token,
+        verification_record: record,
+        instructions,
+        created_at: view.created_at,
+    }))
+}
+
+/// `GET /domains`: one page of domains, optionally of one status.
+pub async fn list(
+    services: SharedServices,
+    query: web::Query<ListQuery>,
+) -> Result<HttpResponse, ApiError> {
+    let status = match query.status.as_deref() {
+        None | Some("") => None,
+        Some(text) => Some(DomainStatus::parse(text).ok_or_else(|| {
+            ApiError::BadRequest(format!(
+                "unknown status {text:?}; use pending, verified, certificate_pending, active or failed"
+            ))
+        })?),
+    };
+    let limit = query.limit.unwrap_or(50);
+    if !(1..=500).contains(&limit) {
+        return Err(ApiError::BadRequest(format!(
+            "limit must be between 1 and 500, got {limit}"
+        )));
+    }
+    let page = services
+        .store
+        .list_domain_views(status, limit, query.cursor.as_deref())
+        .await?;
+    Ok(HttpResponse::Ok().json(DomainList {
+        items: page.items.into_iter().map(DomainBody::from).collect(),
+        next_cursor: page.next_cursor,
+    }))
+}
+
+/// `GET /domains/{id}`: the domain's current state, from the read projection.
+pub async fn get(
+    services: SharedServices,
+    id: web::Path<String>,
+) -> Result<HttpResponse, ApiError> {
+    let view = find(&services, &id).await?;
+    Ok(HttpResponse::Ok().json(DomainBody::from(view)))
+}
+
+/// `POST /domains/{id}/verify`: look the token up in DNS and, if it is there, record ownership.
+pub async fn verify(
+    services: SharedServices,
+    request: HttpRequest,
+    id: web::Path<String>,
+) -> Result<HttpResponse, ApiError> {
+    let view = find(&services, &id).await?;
+    if view.status != DomainStatus::Pending {
+        return Err(ApiError::BadRequest(format!(
+            "domain status is {}; verification requires status pending",
+            view.status
+        )));
+    }
+    let values = services
+        .dns
+        .txt_values(&view.verification_record_name)
+        .await
+        .map_err(|e| ApiError::FailedDependency(e.to_string()))?;
+    let command = CustomDomainCommand::VerifyOwnership {
+        observed_values: values,
+        at: Utc::now(),
+    };
+    services.execute(&id, command, origin(&request)).await?;
+    let view = find(&services, &id).await?;
+    Ok(HttpResponse::Ok().json(DomainBody::from(view)))
+}
+
+/// `POST /domains/{id}/issue-certificate`: create an ACME order, record it, hand it to a poller.
+pub async fn issue_certificate(
+    services: SharedServices,
+    supervisor: web::Data<Addr<Supervisor>>,
+    locks: web::Data<IssueLocks>,
+    request: HttpRequest,
+    id: web::Path<String>,
+) -> Result<HttpResponse, ApiError> {
+    let lock = locks.lock_for(&id);
+    let _held = lock.lock().await;
+    let view = find(&services, &id).await?;
+    if view.status != DomainStatus::Verified {
+        return Err(ApiError::BadRequest(format!(
+            "domain status is {}; issuing a certificate requires status verified",
+            view.status
+        )));
+    }
+    let created = services.acme.create_order(&view.domain_name).await?;
+    let settings = &services.settings;
+    let now = Utc::now();
+    let order = OrderDetails {
+        order_id: uuid::Uuid::now_v7().to_string(),
+        order_url: created.order_url,
+        challenge_url: created.challenge_url,
+        challenge_domain: created.challenge_domain,
+        expected_txt_value: created.expected_txt_value,
+        account_id: created.account_id,
+        poll_interval_ms: u64::try_from(settings.poll_interval.as_millis()).unwrap_or(u64::MAX),
+        deadline: now
+            + chrono::Duration::from_std(settings.poll_timeout)
+                .unwrap_or_else(|_| chrono::Duration::minutes(5)),
+    };
+    // The order URL is persisted before any poller exists: from here on a crash resumes this
+    // order instead of creating a second one.
+    let command = CustomDomainCommand::RequestCertificate {
+        order: order.clone(),
+        at: now,
+    };
+    services.execute(&id, command, origin(&request)).await?;
+    supervisor.do_send(StartPolling(PendingOrder {
+        domain_id: view.id.clone(),
+        domain_name: view.domain_name.clone(),
+        order: order.clone(),
+    }));
+    let instructions = format!(
+        "Set a TXT record at {} with value {} . The service checks DNS every {}s for up to {}s.",
+        order.challenge_domain,
+        order.expected_txt_value,
+        settings.poll_interval.as_secs_f64(),
+        settings.poll_timeout.as_secs_f64()
+    );
+    Ok(HttpResponse::Accepted().json(IssuanceStarted {
+        order_id: order.order_id,
+        status: DomainStatus::CertificatePending,
+        challenge_domain: order.challenge_domain,
+        expected_txt_value: order.expected_txt_value,
+        instructions,
+    }))
+}
+
+/// `GET /domains/{id}/certificate`: the current certificate's public parts.
+pub async fn certificate(
+    services: SharedServices,
+    id: web::Path<String>,
+) -> Result<HttpResponse, ApiError> {
+    let view = find(&services, &id).await?;
+    let certificate = services.store.certificate_view(&id).await?.ok_or_else(|| {
+        ApiError::NotFound(format!(
+            "domain {} has no certificate yet (status: {})",
+            view.id, view.status
+        ))
+    })?;
+    Ok(HttpResponse::Ok().json(CertificateBody {
+        id: certificate.id,
+        domain_id: certificate.domain_id,
+        serial: certificate.serial,
+        not_before: certificate.not_before,
+        not_after: certificate.not_after,
+        issued_at: certificate.issued_at,
+        fingerprint_sha256: certificate.fingerprint_sha256,
+        chain_pem: certificate.chain_pem,
+    }))
+}

@@ -1,0 +1,170 @@
+//! The JSON bodies the API answers with, built from the read projections.
+
+use chrono::{DateTime, SecondsFormat, Utc};
+use dns_handling_events::{DomainStatus, FailureReason};
+use dns_handling_projections::{CertificateSummary, ChallengeView, DomainView};
+use serde::{Serialize, Serializer};
+
+/// RFC 3339 UTC with second precision and a `Z`, as the contract asks.
+pub fn rfc3339<S: Serializer>(time: &DateTime<Utc>, serializer: S) -> Result<S::Ok, S::Error> {
+    serializer.serialize_str(&time.to_rfc3339_opts(SecondsFormat::Secs, true))
+}
+
+fn rfc3339_opt<S: Serializer>(
+    time: &Option<DateTime<Utc>>,
+    serializer: S,
+) -> Result<S::Ok, S::Error> {
+    match time {
+        Some(time) => rfc3339(time, serializer),
+        None => serializer.serialize_none(),
+    }
+}
+
+/// Where and what to publish to prove ownership.
+#[derive(Debug, Serialize)]
+pub struct VerificationRecord {
+    /// The record's name, with the trailing dot.
+    pub name: String,
+    /// Always `TXT`.
+    #[serde(rename = "type")]
+    pub record_type: &'static str,
+    /// The token.
+    pub value: String,
+}
+
+impl VerificationRecord {
+    /// The record a domain view asks for.
+    pub fn of(view: &DomainView) -> Self {
+        Self {
+            name: view.verification_record_name.clone(),
+            record_type: "TXT",
+            value: view.verification_token.clone(),
+        }
+    }
+}
+
+/// `201` body of `POST /domains`.
+#[derive(Debug, Serialize)]
+pub struct RegisteredDomain {
+    /// The new domain's id.
+    pub id: String,
+    /// The normalised name.
+    pub domain_name: String,
+    /// Always `pending`.
+    pub status: DomainStatus,
+    /// The token to publish.
+    pub verification_token: String,
+    /// Where and how to publish it.
+    pub verification_record: VerificationRecord,
+    /// Human-readable instructions.
+    pub instructions: String,
+    /// When it was registered.
+    #[serde(serialize_with = "rfc3339")]
+    pub created_at: DateTime<Utc>,
+}
+
+/// The body of `GET /domains/{id}` (and of each item of `GET /domains`).
+#[derive(Debug, Serialize)]
+pub struct DomainBody {
+    /// The domain's id.
+    pub id: String,
+    /// The normalised name.
+    pub domain_name: String,
+    /// Lifecycle status.
+    pub status: DomainStatus,
+    /// When ownership was proven.
+    #[serde(
+        serialize_with = "rfc3339_opt",
+        skip_serializing_if = "Option::is_none"
+    )]
+    pub verified_at: Option<DateTime<Utc>>,
+    /// When it was registered.
+    #[serde(serialize_with = "rfc3339")]
+    pub created_at: DateTime<Utc>,
+    /// When it last changed.
+    #[serde(serialize_with = "rfc3339")]
+    pub updated_at: DateTime<Utc>,
+    /// Why the last issuance failed.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub failure_reason: Option<FailureReason>,
+    /// The record to publish while a certificate is pending.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub challenge: Option<ChallengeView>,
+    /// The current certificate.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub certificate: Option<CertificateSummary>,
+    /// The record to publish while ownership is not proven yet.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub verification_record: Option<VerificationRecord>,
+    /// The id of the open or last ACME order.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub order_id: Option<String>,
+}
+
+impl From<DomainView> for DomainBody {
+    fn from(view: DomainView) -> Self {
+        let verification_record =
+            (view.status == DomainStatus::Pending).then(|| VerificationRecord::of(&view));
+        Self {
+            verification_record,
+            order_id: view.order.as_ref().map(|order| order.order_id.clone()),
+            id: view.id,
+            domain_name: view.domain_name,
+            status: view.status,
+            verified_at: view.verified_at,
+            created_at: view.created_at,
+            updated_at: view.updated_at,
+            failure_reason: view.failure_reason,
+            challenge: view.challenge,
+            certificate: view.certificate,
+        }
+    }
+}
+
+/// `202` body of `POST /domains/{id}/issue-certificate`.
+#[derive(Debug, Serialize)]
+pub struct IssuanceStarted {
+    /// The service's id of the ACME order.
+    pub order_id: String,
+    /// Always `certificate_pending`.
+    pub status: DomainStatus,
+    /// Where to publish the TXT record.
+    pub challenge_domain: String,
+    /// What to publish there.
+    pub expected_txt_value: String,
+    /// Both, for people.
+    pub instructions: String,
+}
+
+/// `200` body of `GET /domains?…`.
+#[derive(Debug, Serialize)]
+pub struct DomainList {
+    /// One page of domains.
+    pub items: Vec<DomainBody>,
+    /// Pass as `cursor` for the next page; `null` on the last page.
+    pub next_cursor: Option<String>,
+}
+
+/// `200` body of `GET /domains/{id}/certificate`.
+#[derive(Debug, Serialize)]
+pub struct CertificateBody {
+    /// The certificate's id.
+    pub id: String,
+    /// The domain's id.
+    pub domain_id: String,
+    /// Serial number, lower-case hex.
+    pub serial: String,
+    /// Start of validity, from the certificate.
+    #[serde(serialize_with = "rfc3339")]
+    pub not_before: DateTime<Utc>,
+    /// End of validity, from the certificate.
+    #[serde(serialize_with = "rfc3339")]
+    pub not_after: DateTime<Utc>,
+    /// When it was stored.
+    #[serde(serialize_with = "rfc3339")]
+    pub issued_at: DateTime<Utc>,
+    /// SHA-256 of the leaf's DER, lower-case hex.
+    pub fingerprint_sha256: String,
+    /// The chain as PEM.
+    pub chain_pem: String,
+}

@@ -1,0 +1,124 @@
+//! `Application`: builds the whole service from `Settings` and runs it.
+
+use std::net::{SocketAddr, TcpListener};
+use std::sync::Arc;
+
+use actix::{Actor, Addr};
+use actix_web::dev::Server;
+use actix_web::{web, App, HttpServer};
+use anyhow::Context as _;
+use cqrs_es::persist::PersistedEventStore;
+use cqrs_es::CqrsFramework;
+
+use crate::acme::AcmeClient;
+use crate::actors::{ResumePending, Shutdown, Supervisor};
+use crate::api;
+use crate::dns::HickoryTxtLookup;
+use crate::projector::ViewProjector;
+use crate::services::Services;
+use crate::settings::Settings;
+use crate::store::Store;
+
+/// The running service: its HTTP server and its supervisor.
+pub struct Application {
+    address: SocketAddr,
+    server: Server,
+    supervisor: Addr<Supervisor>,
+}
+
+impl Application {
+    /// Connects and migrates the store, starts the supervisor, resumes every pending order and
+    /// binds the HTTP server. Must run inside an actix system (`#[actix_web::main]`).
+    pub async fn build(settings: Settings) -> anyhow::Result<Application> {
+        let store = Store::connect(&settings.database_url)
+            .await
+            .with_context(|| {
+                format!(
+                    "connecting to the store (DATABASE_URL={})",
+                    redact_url(&settings.database_url)
+                )
+            })?;
+        store.migrate().await.context("migrating the store")?;
+        let acme = AcmeClient::new(
+            settings.acme_directory.clone(),
+            settings.acme_email.clone(),
+            settings.acme_ca_bundle.clone(),
+            store.clone(),
+        );
+        let dns = Arc::new(
+            HickoryTxtLookup::new(&settings.dns_nameservers, settings.dns_timeout)
+                .context("setting up the DNS resolver")?,
+        );
+        let event_store = PersistedEventStore::new_event_store(store.event_repository());
+        let cqrs = CqrsFramework::new(
+            event_store,
+            vec![Box::new(ViewProjector::new(store.clone()))],
+            (),
+        );
+        let services = Arc::new(Services {
+            cqrs,
+            store,
+            acme,
+            dns,
+            settings: settings.clone(),
+        });
+        let supervisor = Supervisor::new(services.clone()).start();
+        let resumed = supervisor
+            .send(ResumePending)
+            .await
+            .context("supervisor did not answer")?
+            .context("reading pending orders")?;
+        tracing::info!(resumed, "supervisor started");
+
+        let listener = TcpListener::bind(settings.server_addr)
+            .with_context(|| format!("binding SERVER_ADDR={}", settings.server_addr))?;
+        let address = listener.local_addr()?;
+        let services_data = web::Data::new(services);
+        let supervisor_data = web::Data::new(supervisor.clone());
+        let locks = web::Data::new(api::domains_issue_locks());
+        let server = HttpServer::new(move || {
+            App::new()
+                .wrap(api::json_errors())
+                .wrap(
+                    actix_web::middleware::Logger::new("%r %s %Dms")
+                        .log_target("dns_handling::http"),
+                )
+                .app_data(services_data.clone())
+                .app_data(supervisor_data.clone())
+                .app_data(locks.clone())
+                .configure(api::configure)
+        })
+        .listen(listener)?
+        .run();
+        Ok(Application {
+            address,
+            server,
+            supervisor,
+        })
+    }
+
+    /// The address the server listens on (the real port when port 0 was asked for).
+    pub fn address(&self) -> SocketAddr {
+        self.address
+    }
+
+    /// Serves until the server is stopped (SIGINT or SIGTERM: in-flight requests finish first),
+    /// then stops the pollers. Pending orders stay in the store and resume on the next start.
+    pub async fn run_until_stopped(self) -> std::io::Result<()> {
+        let result = self.server.await;
+        let _ = self.supervisor.send(Shutdown).await;
+        result
+    }
+}
+
+/// The database URL without its password, for messages.
+fn redact_url(url: &str) -> String {
+    match (url.find("://"), url.rfind('@')) {
+        (Some(scheme_end), Some(at)) if at > scheme_end => {
+            let credentials = &url[scheme_end + 3..at];
+            let user = credentials.split(':').next().unwrap_or("");
+            format!("{}://{}:***@{}", &url[..scheme_end], user, &url[at + 1..])
+        }
+        _ => url.to_owned(),
+    }
+}

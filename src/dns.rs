@@ -1,0 +1,115 @@
+//! TXT lookups through hickory-resolver, with no caching: a poller must see a record the moment
+//! the authoritative answer changes, not when a cached negative answer expires.
+
+use std::net::SocketAddr;
+use std::time::Duration;
+
+use async_trait::async_trait;
+use hickory_resolver::config::{ConnectionConfig, NameServerConfig, ResolverConfig, ResolverOpts};
+use hickory_resolver::net::runtime::TokioRuntimeProvider;
+use hickory_resolver::proto::rr::RData;
+use hickory_resolver::TokioResolver;
+
+/// A DNS lookup that failed (timeout, SERVFAIL, refused), as opposed to "no such record".
+#[derive(Debug, Clone, thiserror::Error)]
+#[error("DNS lookup of {name} failed: {reason}")]
+pub struct DnsError {
+    /// The name looked up.
+    pub name: String,
+    /// What went wrong.
+    pub reason: String,
+}
+
+/// Looks up every TXT value at a name.
+#[async_trait]
+pub trait TxtLookup: Send + Sync {
+    /// All TXT values at `name` (each record's strings joined); empty when the name or the
+    /// record does not exist.
+    async fn txt_values(&self, name: &str) -> Result<Vec<String>, DnsError>;
+
+    /// Which resolvers answer, for the record of what was observed where.
+    fn describe(&self) -> String;
+}
+
+/// The production lookup: hickory-resolver against the configured name servers.
+pub struct HickoryTxtLookup {
+    resolver: TokioResolver,
+    description: String,
+}
+
+impl HickoryTxtLookup {
+    /// A resolver for `nameservers`, or the system's resolvers when the list is empty.
+    pub fn new(nameservers: &[SocketAddr], timeout: Duration) -> Result<Self, DnsError> {
+        let setup_error = |error: &dyn std::fmt::Display| DnsError {
+            name: String::new(),
+            reason: format!("resolver setup failed: {error}"),
+        };
+        let mut builder = if nameservers.is_empty() {
+            TokioResolver::builder_tokio().map_err(|e| setup_error(&e))?
+        } else {
+            let mut config = ResolverConfig::from_parts(None, Vec::new(), Vec::new());
+            for address in nameservers {
+                let mut udp = ConnectionConfig::udp();
+                udp.port = address.port();
+                let mut tcp = ConnectionConfig::tcp();
+                tcp.port = address.port();
+                config.add_name_server(NameServerConfig::new(address.ip(), true, vec![udp, tcp]));
+            }
+            TokioResolver::builder_with_config(config, TokioRuntimeProvider::default())
+        };
+        let options: &mut ResolverOpts = builder.options_mut();
+        options.cache_size = 0;
+        options.timeout = timeout;
+        options.attempts = 1;
+        let resolver = builder.build().map_err(|e| setup_error(&e))?;
+        let description = if nameservers.is_empty() {
+            "system resolvers".to_owned()
+        } else {
+            nameservers
+                .iter()
+                .map(ToString::to_string)
+                .collect::<Vec<_>>()
+                .join(",")
+        };
+        Ok(Self {
+            resolver,
+            description,
+        })
+    }
+}
+
+#[async_trait]
+impl TxtLookup for HickoryTxtLookup {
+    async fn txt_values(&self, name: &str) -> Result<Vec<String>, DnsError> {
+        let fqdn = if name.ends_with('.') {
+            name.to_owned()
+        } else {
+            format!("{name}.")
+        };
+        match self.resolver.txt_lookup(fqdn.as_str()).await {
+            Ok(lookup) => Ok(lookup
+                .answers()
+                .iter()
+                .filter_map(|record| match &record.data {
+                    RData::TXT(txt) => Some(
+                        txt.txt_data
+                            .iter()
+                            .map(|part| String::from_utf8_lossy(part).into_owned())
+                            .collect::<String>(),
+                    ),
+                    _ => None,
+                })
+                .collect()),
+            // "Not there (yet)" is an answer, not a failure.
+            Err(error) if error.is_nx_domain() || error.is_no_records_found() => Ok(Vec::new()),
+            Err(error) => Err(DnsError {
+                name: fqdn,
+                reason: error.to_string(),
+            }),
+        }
+    }
+
+    fn describe(&self) -> String {
+        self.description.clone()
+    }
+}

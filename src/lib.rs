@@ -1,0 +1,37 @@
+//! dns-handling: TLS certificates for the custom domains of a hosting platform's users, through
+//! ACME DNS-01, as an event-sourced actor system.
+//!
+//! Module map:
+//! - [`domain_name`]: `DomainName`, the parsed and normalised host name.
+//! - [`aggregate`]: the `CustomDomain` aggregate: commands, decisions, refusals.
+//! - [`store`]: PostgreSQL (postgres-es) or SQLite (sqlite-es) behind one interface.
+//! - [`projector`]: keeps the read projections (crate `dns-handling-projections`) up to date.
+//! - [`acme`]: the ACME account, orders and their completion (instant-acme).
+//! - [`dns`]: TXT lookups (hickory-resolver).
+//! - [`actors`]: the supervisor and its per-order pollers (actix).
+//! - [`api`]: the REST API (actix-web).
+//! - [`settings`]: configuration from the environment.
+//! - [`app`]: wiring it all together.
+//!
+//! The events themselves live in the crate `dns-handling-events`.
+
+#![forbid(unsafe_code)]
+
+pub mod acme;
+pub mod actors;
+pub mod aggregate;
+pub mod api;
+pub mod app;
+pub mod dns;
+pub mod domain_name;
+pub mod projector;
+pub mod services;
+pub mod settings;
+pub mod store;
+
+/// Installs the process-wide rustls crypto provider. Both ring (through sqlx) and aws-lc-rs
+/// (through instant-acme and rcgen) are linked, so rustls cannot pick one by itself.
+pub fn install_crypto_provider() {
+    // An error only means a provider is installed already, which is what we want.
+    let _ = rustls::crypto::aws_lc_rs::default_provider().install_default();
+}

@@ -1,0 +1,56 @@
+//! What the HTTP handlers and the actors share: the command side, the store, ACME and DNS.
+
+use std::collections::HashMap;
+use std::sync::Arc;
+
+use cqrs_es::persist::PersistedEventStore;
+use cqrs_es::{AggregateError, CqrsFramework};
+
+use crate::acme::AcmeClient;
+use crate::aggregate::{CustomDomain, CustomDomainCommand, DomainError};
+use crate::dns::TxtLookup;
+use crate::settings::Settings;
+use crate::store::{EventRepository, Store};
+
+/// The cqrs-es framework for custom domains over the configured store.
+pub type DomainCqrs =
+    CqrsFramework<CustomDomain, PersistedEventStore<EventRepository, CustomDomain>>;
+
+/// The shared parts of the running service.
+pub struct Services {
+    /// Executes commands against the aggregate and persists the events.
+    pub cqrs: DomainCqrs,
+    /// Read projections and the service's other tables.
+    pub store: Store,
+    /// The ACME client with its one account.
+    pub acme: Arc<AcmeClient>,
+    /// TXT lookups.
+    pub dns: Arc<dyn TxtLookup>,
+    /// The effective settings.
+    pub settings: Settings,
+}
+
+/// Who caused a command, recorded as the metadata of the events it produces.
+#[derive(Debug, Clone, Default)]
+pub struct CommandOrigin(pub HashMap<String, String>);
+
+impl CommandOrigin {
+    /// Commands issued by a background actor.
+    pub fn actor(name: &str) -> Self {
+        Self(HashMap::from([("actor".to_owned(), name.to_owned())]))
+    }
+}
+
+impl Services {
+    /// Executes a command on one domain, recording `origin` with its events.
+    pub async fn execute(
+        &self,
+        domain_id: &str,
+        command: CustomDomainCommand,
+        origin: CommandOrigin,
+    ) -> Result<(), AggregateError<DomainError>> {
+        self.cqrs
+            .execute_with_metadata(domain_id, command, origin.0)
+            .await
+    }
+}

@@ -1,0 +1,248 @@
+//! Settings: one typed struct with defaults in code, overridden by environment variables.
+
+use std::collections::HashMap;
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::time::Duration;
+
+/// Let's Encrypt's staging directory: the default, so that a misconfigured first run cannot burn
+/// production rate limits.
+pub const LETS_ENCRYPT_STAGING: &str = "https://acme-staging-v02.api.letsencrypt.org/directory";
+
+/// A secret value that never prints itself.
+#[derive(Clone, PartialEq, Eq)]
+pub struct Secret(String);
+
+impl Secret {
+    /// Wraps a secret.
+    pub fn new(value: impl Into<String>) -> Self {
+        Self(value.into())
+    }
+
+    /// The secret itself, for the one place that must compare or use it.
+    pub fn expose(&self) -> &str {
+        &self.0
+    }
+}
+
+impl std::fmt::Debug for Secret {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("Secret(<redacted>)")
+    }
+}
+
+/// Every setting of the service.
+#[derive(Debug, Clone)]
+pub struct Settings {
+    /// `postgres://…` for PostgreSQL, anything else (`sqlite:…` or a path) for SQLite.
+    pub database_url: String,
+    /// Address the HTTP server binds (port 0 picks a free one).
+    pub server_addr: SocketAddr,
+    /// The ACME directory URL.
+    pub acme_directory: String,
+    /// Contact e-mail for the ACME account.
+    pub acme_email: Option<String>,
+    /// Extra root certificate (PEM) to trust for the ACME server's HTTPS (Pebble needs one).
+    pub acme_ca_bundle: Option<PathBuf>,
+    /// Name servers to poll (`ip:port`); the system's resolvers when empty.
+    pub dns_nameservers: Vec<SocketAddr>,
+    /// How long one DNS query may take.
+    pub dns_timeout: Duration,
+    /// How often a pending order's TXT record is looked up.
+    pub poll_interval: Duration,
+    /// How long a pending order waits for its TXT record.
+    pub poll_timeout: Duration,
+    /// The label in front of the domain where the verification token is published.
+    pub verification_record_prefix: String,
+    /// Bearer token required on every request but health checks, when set.
+    pub auth_token: Option<Secret>,
+    /// `tracing` filter directive, e.g. `info` or `dns_handling=debug`.
+    pub log_level: String,
+}
+
+/// A setting that could not be understood; names the variable.
+#[derive(Debug, thiserror::Error)]
+#[error("invalid setting {name}={value:?}: {reason}")]
+pub struct SettingsError {
+    /// The environment variable.
+    pub name: &'static str,
+    /// Its value.
+    pub value: String,
+    /// What is wrong with it.
+    pub reason: String,
+}
+
+impl Default for Settings {
+    fn default() -> Self {
+        Self {
+            database_url: "sqlite://dns-handling.db".to_owned(),
+            server_addr: SocketAddr::from(([127, 0, 0, 1], 8080)),
+            acme_directory: LETS_ENCRYPT_STAGING.to_owned(),
+            acme_email: None,
+            acme_ca_bundle: None,
+            dns_nameservers: Vec::new(),
+            dns_timeout: Duration::from_secs(3),
+            poll_interval: Duration::from_secs(10),
+            poll_timeout: Duration::from_secs(300),
+            verification_record_prefix: "_acme-challenge".to_owned(),
+            auth_token: None,
+            log_level: "info".to_owned(),
+        }
+    }
+}
+
+impl Settings {
+    /// Reads the settings from the process environment.
+    pub fn from_env() -> Result<Settings, SettingsError> {
+        Self::from_map(&std::env::vars().collect())
+    }
+
+    /// Reads the settings from a map of variables (the environment, or a test's own).
+    pub fn from_map(vars: &HashMap<String, String>) -> Result<Settings, SettingsError> {
+        let mut settings = Settings::default();
+        let get = |name: &str| vars.get(name).filter(|value| !value.trim().is_empty());
+        if let Some(value) = get("DATABASE_URL") {
+            settings.database_url = value.clone();
+        }
+        if let Some(value) = get("SERVER_ADDR") {
+            settings.server_addr = value
+                .parse()
+                .map_err(|e| invalid("SERVER_ADDR", value, format!("{e}; expected ip:port")))?;
+        }
+        if let Some(value) = get("ACME_DIRECTORY") {
+            if !value.starts_with("https://") && !value.starts_with("http://") {
+                return Err(invalid("ACME_DIRECTORY", value, "expected an http(s) URL"));
+            }
+            settings.acme_directory = value.clone();
+        }
+        settings.acme_email = get("ACME_EMAIL").cloned();
+        if let Some(value) = get("ACME_CA_BUNDLE") {
+            let path = PathBuf::from(value);
+            if !path.is_file() {
+                return Err(invalid("ACME_CA_BUNDLE", value, "no such file"));
+            }
+            settings.acme_ca_bundle = Some(path);
+        }
+        if let Some(value) = get("DNS_NAMESERVERS") {
+            settings.dns_nameservers = parse_nameservers(value)
+                .map_err(|reason| invalid("DNS_NAMESERVERS", value, reason))?;
+        }
+        for (name, slot) in [
+            ("DNS_TIMEOUT", &mut settings.dns_timeout),
+            ("POLL_INTERVAL", &mut settings.poll_interval),
+            ("POLL_TIMEOUT", &mut settings.poll_timeout),
+        ] {
+            if let Some(value) = get(name) {
+                *slot = parse_duration(value).map_err(|reason| invalid(name, value, reason))?;
+            }
+        }
+        if let Some(value) = get("VERIFICATION_RECORD_PREFIX") {
+            settings.verification_record_prefix = value.trim_matches('.').to_owned();
+        }
+        settings.auth_token = get("AUTH_TOKEN").map(|token| Secret::new(token.trim()));
+        if let Some(value) = get("LOG_LEVEL") {
+            settings.log_level = value.clone();
+        }
+        Ok(settings)
+    }
+
+    /// True when the store is PostgreSQL.
+    pub fn uses_postgres(&self) -> bool {
+        self.database_url.starts_with("postgres://")
+            || self.database_url.starts_with("postgresql://")
+    }
+}
+
+fn invalid(name: &'static str, value: &str, reason: impl Into<String>) -> SettingsError {
+    SettingsError {
+        name,
+        value: value.to_owned(),
+        reason: reason.into(),
+    }
+}
+
+/// Parses `10s`, `5m`, `250ms`, `1h` or a bare number of seconds.
+pub fn parse_duration(text: &str) -> Result<Duration, String> {
+    let text = text.trim();
+    let split = text
+        .find(|c: char| !c.is_ascii_digit())
+        .unwrap_or(text.len());
+    let (number, unit) = text.split_at(split);
+    let number: u64 = number
+        .parse()
+        .map_err(|_| "expected a duration such as 10s, 5m or 250ms".to_owned())?;
+    let duration = match unit.trim() {
+        "" | "s" => Duration::from_secs(number),
+        "ms" => Duration::from_millis(number),
+        "m" => Duration::from_secs(number * 60),
+        "h" => Duration::from_secs(number * 3600),
+        other => return Err(format!("unknown unit {other:?}; use ms, s, m or h")),
+    };
+    if duration.is_zero() {
+        return Err("must be greater than zero".to_owned());
+    }
+    Ok(duration)
+}
+
+fn parse_nameservers(text: &str) -> Result<Vec<SocketAddr>, String> {
+    text.split(',')
+        .map(str::trim)
+        .filter(|part| !part.is_empty())
+        .map(|part| {
+            part.parse::<SocketAddr>()
+                .or_else(|_| {
+                    part.parse::<std::net::IpAddr>()
+                        .map(|ip| SocketAddr::new(ip, 53))
+                })
+                .map_err(|_| format!("{part:?} is not an ip or ip:port"))
+        })
+        .collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn vars(pairs: &[(&str, &str)]) -> HashMap<String, String> {
+        pairs
+            .iter()
+            .map(|(k, v)| (k.to_string(), v.to_string()))
+            .collect()
+    }
+
+    #[test]
+    fn defaults_match_the_source_system() {
+        let settings = Settings::from_map(&HashMap::new()).expect("defaults are valid");
+        assert_eq!(settings.poll_interval, Duration::from_secs(10));
+        assert_eq!(settings.poll_timeout, Duration::from_secs(300));
+        assert_eq!(settings.server_addr.to_string(), "127.0.0.1:8080");
+        assert!(!settings.uses_postgres());
+    }
+
+    #[test]
+    fn durations_and_nameservers_are_parsed() {
+        let settings = Settings::from_map(&vars(&[
+            ("POLL_INTERVAL", "250ms"),
+            ("POLL_TIMEOUT", "2m"),
+            ("DNS_NAMESERVERS", "127.0.0.1:8053, 10.0.0.1"),
+        ]))
+        .expect("valid");
+        assert_eq!(settings.poll_interval, Duration::from_millis(250));
+        assert_eq!(settings.poll_timeout, Duration::from_secs(120));
+        assert_eq!(settings.dns_nameservers.len(), 2);
+        assert_eq!(settings.dns_nameservers[1].port(), 53);
+    }
+
+    #[test]
+    fn a_bad_setting_names_the_variable() {
+        let error = Settings::from_map(&vars(&[("POLL_TIMEOUT", "soon")])).expect_err("invalid");
+        assert_eq!(error.name, "POLL_TIMEOUT");
+        assert!(error.to_string().contains("POLL_TIMEOUT"));
+    }
+
+    #[test]
+    fn the_auth_token_does_not_print_itself() {
+        let settings = Settings::from_map(&vars(&[("AUTH_TOKEN", "hunter2")])).expect("valid");
+        assert!(!format!("{settings:?}").contains("hunter2"));
+    }
+}
