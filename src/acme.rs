@@ -81,8 +81,25 @@ pub fn describe_problem(problem: &Problem) -> String {
     text
 }
 
+/// Problem types that say "not now" rather than "no" (RFC 8555 §6.7): worth another try.
+const TRANSIENT_PROBLEMS: [&str; 3] = [
+    "urn:ietf:params:acme:error:badNonce",
+    "urn:ietf:params:acme:error:rateLimited",
+    "urn:ietf:params:acme:error:serverInternal",
+];
+
+/// Sorts an instant-acme error into a final refusal (recorded with `code`) or a transient
+/// failure (retried at the next poll).
 fn classify(error: instant_acme::Error, code: &str) -> AcmeError {
     match error {
+        instant_acme::Error::Api(problem)
+            if problem
+                .r#type
+                .as_deref()
+                .is_some_and(|kind| TRANSIENT_PROBLEMS.contains(&kind)) =>
+        {
+            AcmeError::Unavailable(describe_problem(&problem))
+        }
         instant_acme::Error::Api(problem) => {
             AcmeError::Refused(FailureReason::new(code, describe_problem(&problem)))
         }

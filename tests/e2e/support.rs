@@ -1,0 +1,542 @@
+//! Fixtures for the end-to-end tests: a real Pebble with its DNS server, a real database
+//! (a SQLite file or a fresh PostgreSQL database), and the real service binary.
+//!
+//! Every fixture picks its own free ports and directories, so tests run in parallel, and every
+//! child process is killed and waited for when its guard drops.
+
+use std::collections::HashMap;
+use std::io::{BufRead, BufReader, Read};
+use std::net::{SocketAddr, TcpListener, TcpStream};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::sync::mpsc;
+use std::time::{Duration, Instant};
+
+use serde_json::{json, Value};
+use sqlx::{Connection, Row};
+
+/// A fresh temporary directory, removed on drop.
+pub struct TempDir(PathBuf);
+
+impl TempDir {
+    pub fn new(prefix: &str) -> TempDir {
+        let path = std::env::temp_dir().join(format!("{prefix}-{}", uuid::Uuid::new_v4()));
+        std::fs::create_dir_all(&path).expect("create temp dir");
+        TempDir(path)
+    }
+
+    pub fn path(&self) -> &Path {
+        &self.0
+    }
+}
+
+impl Drop for TempDir {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_dir_all(&self.0);
+    }
+}
+
+/// A free loopback port (bound and released; the tiny race is acceptable in tests).
+pub fn free_port() -> u16 {
+    TcpListener::bind("127.0.0.1:0")
+        .and_then(|listener| listener.local_addr())
+        .map(|address| address.port())
+        .expect("a free port")
+}
+
+/// A free UDP and TCP port pair for a DNS server.
+pub fn free_dns_port() -> u16 {
+    loop {
+        let port = free_port();
+        if std::net::UdpSocket::bind(("127.0.0.1", port)).is_ok() {
+            return port;
+        }
+    }
+}
+
+fn wait_for_tcp(port: u16, what: &str, child: &mut Child) {
+    let deadline = Instant::now() + Duration::from_secs(20);
+    while Instant::now() < deadline {
+        if TcpStream::connect(("127.0.0.1", port)).is_ok() {
+            return;
+        }
+        if let Ok(Some(status)) = child.try_wait() {
+            panic!("{what} exited early with {status}");
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    panic!("{what} did not listen on port {port} within 20 s");
+}
+
+/// A child process that is killed and reaped on drop.
+pub struct ChildGuard {
+    pub child: Child,
+}
+
+impl ChildGuard {
+    /// Sends SIGKILL and waits: the harshest stop, as a crash would be.
+    pub fn kill(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+impl Drop for ChildGuard {
+    fn drop(&mut self) {
+        self.kill();
+    }
+}
+
+fn spawn(command: &mut Command, name: &str, hint: &str) -> ChildGuard {
+    let child = command
+        .spawn()
+        .unwrap_or_else(|error| panic!("cannot start {name}: {error}. {hint}"));
+    ChildGuard { child }
+}
+
+const INSTALL_HINT: &str =
+    "Run the test script (scripts/test.sh), which installs Pebble (apt-get install pebble).";
+
+/// Pebble (ACME) and pebble-challtestsrv (its DNS server), on free ports.
+pub struct Pebble {
+    pub dir: TempDir,
+    pub acme_port: u16,
+    pub management_port: u16,
+    pub dns_port: u16,
+    pub challtestsrv_port: u16,
+    _pebble: ChildGuard,
+    _challtestsrv: ChildGuard,
+}
+
+/// Options for a Pebble run.
+#[derive(Clone, Default)]
+pub struct PebbleOptions {
+    /// Percentage of nonces Pebble rejects; `None` keeps Pebble's own default (5%).
+    pub nonce_reject_percent: Option<u8>,
+}
+
+impl Pebble {
+    pub fn start(options: PebbleOptions) -> Pebble {
+        let dir = TempDir::new("pebble");
+        let (acme_port, management_port, dns_port, challtestsrv_port) =
+            (free_port(), free_port(), free_dns_port(), free_port());
+        write_https_identity(dir.path());
+        let config = json!({"pebble": {
+            "listenAddress": format!("127.0.0.1:{acme_port}"),
+            "managementListenAddress": format!("127.0.0.1:{management_port}"),
+            "certificate": dir.path().join("pebble-cert.pem"),
+            "privateKey": dir.path().join("pebble-key.pem"),
+            "httpPort": free_port(),
+            "tlsPort": free_port(),
+            "ocspResponderURL": "",
+            "externalAccountBindingRequired": false
+        }});
+        let config_path = dir.path().join("pebble.json");
+        std::fs::write(&config_path, config.to_string()).expect("write pebble config");
+
+        let challtestsrv_log =
+            std::fs::File::create(dir.path().join("challtestsrv.log")).expect("log file");
+        let mut challtestsrv = spawn(
+            Command::new("pebble-challtestsrv")
+                .args(["-dns01", &format!("127.0.0.1:{dns_port}")])
+                .args(["-management", &format!("127.0.0.1:{challtestsrv_port}")])
+                .args(["-http01", "", "-https01", "", "-tlsalpn01", ""])
+                .stdout(Stdio::null())
+                .stderr(challtestsrv_log),
+            "pebble-challtestsrv",
+            INSTALL_HINT,
+        );
+        wait_for_tcp(
+            challtestsrv_port,
+            "pebble-challtestsrv",
+            &mut challtestsrv.child,
+        );
+
+        let pebble_log = std::fs::File::create(dir.path().join("pebble.log")).expect("log file");
+        let mut command = Command::new("pebble");
+        command
+            .args(["-config", &config_path.to_string_lossy()])
+            .args(["-dnsserver", &format!("127.0.0.1:{dns_port}")])
+            .arg("-strict=false")
+            .env("PEBBLE_VA_NOSLEEP", "1")
+            .env("PEBBLE_AUTHZREUSE", "0")
+            .stdout(pebble_log.try_clone().expect("log file"))
+            .stderr(pebble_log);
+        match options.nonce_reject_percent {
+            Some(percent) => command.env("PEBBLE_WFE_NONCEREJECT", percent.to_string()),
+            None => command.env_remove("PEBBLE_WFE_NONCEREJECT"),
+        };
+        let mut pebble = spawn(&mut command, "pebble", INSTALL_HINT);
+        wait_for_tcp(acme_port, "pebble", &mut pebble.child);
+        wait_for_tcp(management_port, "pebble management", &mut pebble.child);
+        Pebble {
+            dir,
+            acme_port,
+            management_port,
+            dns_port,
+            challtestsrv_port,
+            _pebble: pebble,
+            _challtestsrv: challtestsrv,
+        }
+    }
+
+    pub fn directory_url(&self) -> String {
+        format!("https://127.0.0.1:{}/dir", self.acme_port)
+    }
+
+    pub fn ca_bundle(&self) -> PathBuf {
+        self.dir.path().join("test-ca.pem")
+    }
+
+    pub fn nameserver(&self) -> String {
+        format!("127.0.0.1:{}", self.dns_port)
+    }
+
+    fn challtestsrv(&self, path: &str, body: Value) {
+        let url = format!("http://127.0.0.1:{}{path}", self.challtestsrv_port);
+        assert!(curl_post(&url, &body), "challtestsrv {path} {body} failed");
+    }
+
+    /// Publishes a TXT value (appended to any already there). `host` must end with a dot.
+    pub fn set_txt(&self, host: &str, value: &str) {
+        assert!(
+            host.ends_with('.'),
+            "challtestsrv ignores hosts without the trailing dot"
+        );
+        self.challtestsrv("/set-txt", json!({"host": host, "value": value}));
+    }
+
+    /// The root Pebble issues under (it changes on every start).
+    pub fn issuing_root_pem(&self) -> String {
+        let output = Command::new("curl")
+            .args([
+                "-sSfk",
+                &format!("https://127.0.0.1:{}/roots/0", self.management_port),
+            ])
+            .output()
+            .expect("curl runs");
+        assert!(output.status.success(), "fetching Pebble's root failed");
+        String::from_utf8(output.stdout).expect("PEM is text")
+    }
+}
+
+/// A throwaway CA and a `localhost`/`127.0.0.1` certificate for Pebble's HTTPS.
+fn write_https_identity(dir: &Path) {
+    use rcgen::{BasicConstraints, CertificateParams, IsCa, Issuer, KeyPair};
+    let ca_key = KeyPair::generate().expect("CA key");
+    let mut ca_params = CertificateParams::new(Vec::<String>::new()).expect("CA params");
+    ca_params.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
+    ca_params
+        .distinguished_name
+        .push(rcgen::DnType::CommonName, "dns-handling test CA");
+    let ca_cert = ca_params.self_signed(&ca_key).expect("CA certificate");
+    let issuer = Issuer::from_params(&ca_params, &ca_key);
+    let leaf_key = KeyPair::generate().expect("leaf key");
+    let leaf_params = CertificateParams::new(vec!["localhost".to_owned(), "127.0.0.1".to_owned()])
+        .expect("leaf params");
+    let leaf = leaf_params
+        .signed_by(&leaf_key, &issuer)
+        .expect("leaf certificate");
+    std::fs::write(dir.join("test-ca.pem"), ca_cert.pem()).expect("write CA");
+    std::fs::write(dir.join("pebble-cert.pem"), leaf.pem()).expect("write cert");
+    std::fs::write(dir.join("pebble-key.pem"), leaf_key.serialize_pem()).expect("write key");
+}
+
+/// Which store a test runs against.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum StoreKind {
+    Sqlite,
+    Postgres,
+}
+
+/// A database of its own for one test: a SQLite file, or a PostgreSQL database dropped at the end.
+pub struct TestDatabase {
+    pub url: String,
+    kind: StoreKind,
+    postgres_name: Option<String>,
+    _dir: TempDir,
+}
+
+/// The PostgreSQL server the tests create their databases on.
+pub fn postgres_admin_url() -> String {
+    std::env::var("TEST_POSTGRES_URL")
+        .unwrap_or_else(|_| "postgres://postgres@127.0.0.1:5432/postgres".to_owned())
+}
+
+impl TestDatabase {
+    pub async fn create(kind: StoreKind) -> TestDatabase {
+        let dir = TempDir::new("dns-handling-db");
+        match kind {
+            StoreKind::Sqlite => TestDatabase {
+                url: format!("sqlite://{}", dir.path().join("service.db").display()),
+                kind,
+                postgres_name: None,
+                _dir: dir,
+            },
+            StoreKind::Postgres => {
+                let name = format!("dns_handling_test_{}", uuid::Uuid::new_v4().simple());
+                let admin = postgres_admin_url();
+                let mut connection = sqlx::PgConnection::connect(&admin).await.unwrap_or_else(|e| {
+                    panic!("PostgreSQL is not reachable at {admin}: {e}. The test script starts it.")
+                });
+                sqlx::query(&format!("CREATE DATABASE {name}"))
+                    .execute(&mut connection)
+                    .await
+                    .expect("create test database");
+                let base = admin
+                    .rsplit_once('/')
+                    .map(|(base, _)| base)
+                    .unwrap_or(&admin);
+                TestDatabase {
+                    url: format!("{base}/{name}"),
+                    kind,
+                    postgres_name: Some(name),
+                    _dir: dir,
+                }
+            }
+        }
+    }
+
+    /// Events stored for a domain, by type, straight from the table.
+    pub async fn event_types(&self, aggregate_id: &str) -> Vec<String> {
+        let sql = "SELECT event_type FROM events WHERE aggregate_id = $1 ORDER BY sequence";
+        match self.kind {
+            StoreKind::Sqlite => {
+                let mut connection = sqlx::SqliteConnection::connect(&self.url)
+                    .await
+                    .expect("open sqlite");
+                sqlx::query(sql)
+                    .bind(aggregate_id)
+                    .fetch_all(&mut connection)
+                    .await
+                    .expect("query events")
+                    .iter()
+                    .map(|row| row.get::<String, _>("event_type"))
+                    .collect()
+            }
+            StoreKind::Postgres => {
+                let mut connection = sqlx::PgConnection::connect(&self.url)
+                    .await
+                    .expect("open postgres");
+                sqlx::query(sql)
+                    .bind(aggregate_id)
+                    .fetch_all(&mut connection)
+                    .await
+                    .expect("query events")
+                    .iter()
+                    .map(|row| row.get::<String, _>("event_type"))
+                    .collect()
+            }
+        }
+    }
+
+    /// How many rows a table has.
+    pub async fn count(&self, table: &str) -> i64 {
+        let sql = format!("SELECT COUNT(*) AS n FROM {table}");
+        match self.kind {
+            StoreKind::Sqlite => {
+                let mut connection = sqlx::SqliteConnection::connect(&self.url)
+                    .await
+                    .expect("open sqlite");
+                sqlx::query(&sql)
+                    .fetch_one(&mut connection)
+                    .await
+                    .expect("count")
+                    .get("n")
+            }
+            StoreKind::Postgres => {
+                let mut connection = sqlx::PgConnection::connect(&self.url)
+                    .await
+                    .expect("open postgres");
+                sqlx::query(&sql)
+                    .fetch_one(&mut connection)
+                    .await
+                    .expect("count")
+                    .get("n")
+            }
+        }
+    }
+}
+
+impl Drop for TestDatabase {
+    fn drop(&mut self) {
+        if let Some(name) = self.postgres_name.take() {
+            // Drop runs outside any runtime guarantee: use psql-free plain blocking SQL through a
+            // short-lived runtime on another thread.
+            let admin = postgres_admin_url();
+            let _ = std::thread::spawn(move || {
+                let runtime = tokio::runtime::Builder::new_current_thread()
+                    .enable_all()
+                    .build();
+                if let Ok(runtime) = runtime {
+                    runtime.block_on(async {
+                        if let Ok(mut connection) = sqlx::PgConnection::connect(&admin).await {
+                            let _ = sqlx::query(&format!(
+                                "DROP DATABASE IF EXISTS {name} WITH (FORCE)"
+                            ))
+                            .execute(&mut connection)
+                            .await;
+                        }
+                    });
+                }
+            })
+            .join();
+        }
+    }
+}
+
+/// The real service binary, started with its own environment.
+pub struct Service {
+    pub address: SocketAddr,
+    pub client: reqwest::Client,
+    log_path: PathBuf,
+    guard: ChildGuard,
+    _log_dir: TempDir,
+}
+
+impl Service {
+    /// Starts the binary with `env` (plus `SERVER_ADDR=127.0.0.1:0`) and waits for its address.
+    pub fn start(env: &HashMap<String, String>) -> Service {
+        let log_dir = TempDir::new("dns-handling-log");
+        let log_path = log_dir.path().join("service.log");
+        let log = std::fs::File::create(&log_path).expect("log file");
+        let mut command = Command::new(env!("CARGO_BIN_EXE_dns-handling"));
+        command
+            .env_clear()
+            .env("PATH", std::env::var("PATH").unwrap_or_default())
+            .env("SERVER_ADDR", "127.0.0.1:0")
+            .env("LOG_LEVEL", "info,dns_handling=debug")
+            .envs(env)
+            .stdout(Stdio::piped())
+            .stderr(log);
+        let mut guard = spawn(&mut command, "dns-handling", "");
+        let stdout = guard.child.stdout.take().expect("piped stdout");
+        let (sender, receiver) = mpsc::channel();
+        std::thread::spawn(move || {
+            let mut reader = BufReader::new(stdout);
+            let mut line = String::new();
+            let _ = reader.read_line(&mut line);
+            let _ = sender.send(line);
+            // Keep draining so the service never blocks on a full pipe.
+            let _ = std::io::copy(&mut reader, &mut std::io::sink());
+        });
+        let line = receiver
+            .recv_timeout(Duration::from_secs(30))
+            .unwrap_or_default();
+        let address = line
+            .trim()
+            .rsplit("http://")
+            .next()
+            .and_then(|text| text.parse::<SocketAddr>().ok())
+            .unwrap_or_else(|| {
+                let mut log = String::new();
+                let _ = std::fs::File::open(&log_path).and_then(|mut f| f.read_to_string(&mut log));
+                panic!("the service did not start (first line {line:?}); its log:\n{log}")
+            });
+        Service {
+            address,
+            client: reqwest::Client::new(),
+            log_path,
+            guard,
+            _log_dir: log_dir,
+        }
+    }
+
+    pub fn url(&self, path: &str) -> String {
+        format!("http://{}{path}", self.address)
+    }
+
+    /// SIGKILL, as a crash.
+    pub fn kill(&mut self) {
+        self.guard.kill();
+    }
+
+    /// Everything the service logged so far.
+    pub fn log(&self) -> String {
+        std::fs::read_to_string(&self.log_path).unwrap_or_default()
+    }
+
+    pub async fn get(&self, path: &str) -> (u16, Value) {
+        let response = self.client.get(self.url(path)).send().await.expect("GET");
+        into_parts(response).await
+    }
+
+    pub async fn post(&self, path: &str, body: Option<Value>) -> (u16, Value) {
+        let mut request = self.client.post(self.url(path));
+        if let Some(body) = body {
+            request = request.json(&body);
+        }
+        into_parts(request.send().await.expect("POST")).await
+    }
+
+    /// Registers a domain; returns its id and verification record name and token.
+    pub async fn register(&self, name: &str) -> (String, String, String) {
+        let (status, body) = self
+            .post("/domains", Some(json!({"domain_name": name})))
+            .await;
+        assert_eq!(status, 201, "register {name}: {body}");
+        (
+            body["id"].as_str().expect("id").to_owned(),
+            body["verification_record"]["name"]
+                .as_str()
+                .expect("record name")
+                .to_owned(),
+            body["verification_token"]
+                .as_str()
+                .expect("token")
+                .to_owned(),
+        )
+    }
+
+    /// Polls `GET /domains/{id}` until its status is one of `statuses`.
+    pub async fn wait_for_status(&self, id: &str, statuses: &[&str], within: Duration) -> Value {
+        let deadline = Instant::now() + within;
+        loop {
+            let (code, body) = self.get(&format!("/domains/{id}")).await;
+            assert_eq!(code, 200, "{body}");
+            if statuses.contains(&body["status"].as_str().unwrap_or_default()) {
+                return body;
+            }
+            if Instant::now() > deadline {
+                panic!(
+                    "domain {id} still {} after {within:?}; service log:\n{}",
+                    body["status"],
+                    self.log()
+                );
+            }
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+    }
+}
+
+async fn into_parts(response: reqwest::Response) -> (u16, Value) {
+    let status = response.status().as_u16();
+    let text = response.text().await.expect("body");
+    let body = serde_json::from_str(&text).unwrap_or_else(|_| panic!("body is not JSON: {text:?}"));
+    (status, body)
+}
+
+/// The environment for a service that uses `pebble` and `database`.
+pub fn service_env(pebble: &Pebble, database: &TestDatabase) -> HashMap<String, String> {
+    HashMap::from([
+        ("DATABASE_URL".to_owned(), database.url.clone()),
+        ("ACME_DIRECTORY".to_owned(), pebble.directory_url()),
+        (
+            "ACME_CA_BUNDLE".to_owned(),
+            pebble.ca_bundle().display().to_string(),
+        ),
+        ("DNS_NAMESERVERS".to_owned(), pebble.nameserver()),
+        ("POLL_INTERVAL".to_owned(), "200ms".to_owned()),
+        ("POLL_TIMEOUT".to_owned(), "60s".to_owned()),
+    ])
+}
+
+/// A blocking HTTP POST for challtestsrv's management API (plain HTTP on loopback), usable
+/// from synchronous fixture code.
+fn curl_post(url: &str, body: &Value) -> bool {
+    Command::new("curl")
+        .args(["-sSf", "-X", "POST", "-d", &body.to_string(), url])
+        .output()
+        .map(|output| output.status.success())
+        .unwrap_or(false)
+}
