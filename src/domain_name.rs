@@ -146,7 +146,8 @@ mod tests {
 
     #[test]
     fn invalid_names_are_refused_with_a_precise_reason() {
-        let cases: &[(&str, fn(&DomainNameError) -> bool)] = &[
+        type Expectation = fn(&DomainNameError) -> bool;
+        let cases: &[(&str, Expectation)] = &[
             ("", |e| matches!(e, DomainNameError::Empty)),
             (".", |e| matches!(e, DomainNameError::Empty)),
             ("192.168.0.1", |e| {

@@ -104,13 +104,13 @@ impl Store {
                 sqlx::query("SELECT pg_advisory_xact_lock(7246001)")
                     .execute(&mut *tx)
                     .await?;
-                sqlx::raw_sql(include_str!("../migrations/postgres/0001_initial.sql"))
+                sqlx::raw_sql(include_str!("migrations/postgres/0001_initial.sql"))
                     .execute(&mut *tx)
                     .await?;
                 tx.commit().await?;
             }
             Store::Sqlite(pool) => {
-                sqlx::raw_sql(include_str!("../migrations/sqlite/0001_initial.sql"))
+                sqlx::raw_sql(include_str!("migrations/sqlite/0001_initial.sql"))
                     .execute(pool)
                     .await?;
             }

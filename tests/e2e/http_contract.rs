@@ -52,7 +52,9 @@ async fn bad_input_gets_json_errors_and_changes_nothing() {
     let service = Service::start(&env_for(&database));
     let json_type = Some("application/json");
 
-    let cases: Vec<(&str, &str, Option<&str>, Vec<u8>, u16, &str)> = vec![
+    // (method, path, content type, body, expected status, text the error must contain)
+    type Case<'a> = (&'a str, &'a str, Option<&'a str>, Vec<u8>, u16, &'a str);
+    let cases: Vec<Case> = vec![
         (
             "POST",
             "/domains",

@@ -1,0 +1,43 @@
+#!/usr/bin/env bash
+# The test command: on a fresh machine it installs what the tests need (Pebble, its DNS server,
+# PostgreSQL where none runs), starts PostgreSQL when it is down, checks formatting and clippy,
+# and runs every test of the workspace, the Pebble end-to-end tests included.
+#
+#   ./tests/run.sh            # everything
+#   ./tests/run.sh <filter>   # passes extra arguments to `cargo test`
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+as_root() { if [ "$(id -u)" -eq 0 ]; then "$@"; else sudo "$@"; fi; }
+
+missing=()
+command -v pebble >/dev/null && command -v pebble-challtestsrv >/dev/null || missing+=(pebble)
+command -v curl >/dev/null || missing+=(curl)
+command -v openssl >/dev/null || missing+=(openssl)
+if [ -z "${TEST_POSTGRES_URL:-}" ] && ! command -v pg_ctlcluster >/dev/null; then
+  missing+=(postgresql)
+  installed_postgres=1
+fi
+if [ ${#missing[@]} -gt 0 ]; then
+  echo "tests/run.sh: installing ${missing[*]}"
+  as_root apt-get update -qq
+  as_root env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq "${missing[@]}" >/dev/null
+fi
+
+if [ -z "${TEST_POSTGRES_URL:-}" ]; then
+  if ! pg_isready -q -h 127.0.0.1 -p 5432; then
+    echo "tests/run.sh: starting PostgreSQL"
+    as_root pg_ctlcluster --skip-systemctl-redirect "$(ls /etc/postgresql | sort -V | tail -n 1)" main start
+    for _ in $(seq 1 50); do pg_isready -q -h 127.0.0.1 -p 5432 && break; sleep 0.2; done
+  fi
+  if [ -n "${installed_postgres:-}" ]; then
+    # A fresh Debian PostgreSQL asks TCP clients for a password: give the tests one.
+    as_root su postgres -c "psql -q -c \"ALTER USER postgres PASSWORD 'postgres'\""
+  fi
+  # With trust authentication (as on the development machines) the password is simply ignored.
+  export TEST_POSTGRES_URL="postgres://postgres:postgres@127.0.0.1:5432/postgres"
+fi
+
+cargo fmt --all -- --check
+cargo clippy --workspace --all-targets --locked -- -D warnings
+cargo test --workspace --all-targets --locked "$@"
