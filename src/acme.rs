@@ -13,7 +13,7 @@ use instant_acme::{
 use sha2::{Digest, Sha256};
 use tokio::sync::Mutex;
 
-use crate::store::{Store, StoreError};
+use crate::vault::{KeyVault, VaultError};
 
 /// A failure on the ACME side.
 #[derive(Debug, thiserror::Error)]
@@ -30,9 +30,9 @@ pub enum AcmeError {
     /// The CA or the network did not answer as expected; trying again later may work.
     #[error("ACME server unavailable: {0}")]
     Unavailable(String),
-    /// Our own store failed.
+    /// Our own store (or its key vault) failed.
     #[error(transparent)]
-    Store(#[from] StoreError),
+    Vault(#[from] VaultError),
 }
 
 /// What a new order gives the caller.
@@ -55,7 +55,7 @@ pub struct AcmeClient {
     directory_url: String,
     contact_email: Option<String>,
     ca_bundle: Option<std::path::PathBuf>,
-    store: Store,
+    vault: KeyVault,
     /// Single flight: concurrent first calls wait here for the one that creates the account.
     account: Mutex<Option<Account>>,
     retry: RetryPolicy,
@@ -113,13 +113,13 @@ impl AcmeClient {
         directory_url: String,
         contact_email: Option<String>,
         ca_bundle: Option<std::path::PathBuf>,
-        store: Store,
+        vault: KeyVault,
     ) -> Arc<Self> {
         Arc::new(Self {
             directory_url,
             contact_email,
             ca_bundle,
-            store,
+            vault,
             account: Mutex::new(None),
             retry: RetryPolicy::new()
                 .initial_delay(Duration::from_millis(200))
@@ -143,8 +143,8 @@ impl AcmeClient {
         }
         let setup = |e: &dyn std::fmt::Display| AcmeError::AccountSetup(e.to_string());
         let stored = self
-            .store
-            .acme_account(&self.directory_url)
+            .vault
+            .acme_credentials(&self.directory_url)
             .await
             .map_err(|e| setup(&e))?;
         let credentials_json = match stored {
@@ -173,8 +173,8 @@ impl AcmeClient {
                 // Another process may have stored an account meanwhile: the stored one wins, so
                 // every process ends up using the same account.
                 let of_record = self
-                    .store
-                    .insert_acme_account(&self.directory_url, account.id(), &json)
+                    .vault
+                    .store_acme_credentials(&self.directory_url, account.id(), &json)
                     .await
                     .map_err(|e| setup(&e))?;
                 tracing::info!(account_id = account.id(), "registered ACME account");
@@ -298,7 +298,7 @@ impl AcmeClient {
 
     /// The private key of an order: the stored one, or a fresh one stored before first use.
     async fn certificate_key(&self, domain_id: &str, order_id: &str) -> Result<String, AcmeError> {
-        if let Some(existing) = self.store.certificate_key(order_id).await? {
+        if let Some(existing) = self.vault.certificate_key(order_id).await? {
             return Ok(existing);
         }
         // RSA-2048 generation takes tens to hundreds of milliseconds of CPU: run it on the
@@ -312,8 +312,8 @@ impl AcmeClient {
             AcmeError::Refused(FailureReason::new("key_generation_failed", e.to_string()))
         })?;
         Ok(self
-            .store
-            .insert_certificate_key(order_id, domain_id, &generated)
+            .vault
+            .store_certificate_key(order_id, domain_id, &generated)
             .await?)
     }
 }

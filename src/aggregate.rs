@@ -75,6 +75,25 @@ pub enum CustomDomainCommand {
         /// When the poller gave up.
         at: DateTime<Utc>,
     },
+    /// Put a failed domain back to `verified`.
+    RetryIssuance {
+        /// When the request arrived.
+        at: DateTime<Utc>,
+    },
+    /// Remove the domain (its history stays).
+    RemoveDomain {
+        /// When the request arrived.
+        at: DateTime<Utc>,
+    },
+    /// Record that the current certificate's private key is being handed out.
+    RecordPrivateKeyRead {
+        /// The certificate the caller is reading the key of.
+        certificate_id: String,
+        /// Who reads it.
+        reader: String,
+        /// When.
+        at: DateTime<Utc>,
+    },
 }
 
 /// Why a command was refused. Business meaning only; the HTTP layer maps it to a status code.
@@ -86,6 +105,15 @@ pub enum DomainError {
     /// Any command but a registration on an aggregate without one.
     #[error("domain not found")]
     NotRegistered,
+    /// Any command on a removed domain.
+    #[error("domain was removed")]
+    Removed,
+    /// A key read for a certificate that is not the domain's current one.
+    #[error("certificate {certificate_id} is not the domain's current certificate")]
+    NotCurrentCertificate {
+        /// The certificate named.
+        certificate_id: String,
+    },
     /// The command is not allowed in the domain's current status.
     #[error("domain status is {actual}; this requires status {required}")]
     WrongStatus {
@@ -149,6 +177,9 @@ pub struct CustomDomain {
     verification_record_name: String,
     open_order: Option<OrderDetails>,
     record_observed: bool,
+    last_failure: Option<FailureReason>,
+    current_certificate_id: Option<String>,
+    removed: bool,
 }
 
 impl CustomDomain {
@@ -158,10 +189,12 @@ impl CustomDomain {
     }
 
     fn require_registered(&self) -> Result<(), DomainError> {
-        if self.registered {
-            Ok(())
-        } else {
+        if !self.registered {
             Err(DomainError::NotRegistered)
+        } else if self.removed {
+            Err(DomainError::Removed)
+        } else {
+            Ok(())
         }
     }
 
@@ -316,6 +349,44 @@ impl CustomDomain {
     }
 }
 
+impl CustomDomain {
+    fn retry(&self, at: DateTime<Utc>) -> Result<CustomDomainEvent, DomainError> {
+        self.require_status(DomainStatus::Failed)?;
+        Ok(CustomDomainEvent::IssuanceRetried {
+            previous_reason: self
+                .last_failure
+                .clone()
+                .unwrap_or_else(|| FailureReason::new("unknown", "")),
+            retried_at: at,
+        })
+    }
+
+    fn remove(&self, at: DateTime<Utc>) -> Result<CustomDomainEvent, DomainError> {
+        self.require_registered()?;
+        Ok(CustomDomainEvent::DomainRemoved {
+            domain_name: self.domain_name.clone(),
+            removed_at: at,
+        })
+    }
+
+    fn record_key_read(
+        &self,
+        certificate_id: String,
+        reader: String,
+        at: DateTime<Utc>,
+    ) -> Result<CustomDomainEvent, DomainError> {
+        self.require_status(DomainStatus::Active)?;
+        if self.current_certificate_id.as_deref() != Some(certificate_id.as_str()) {
+            return Err(DomainError::NotCurrentCertificate { certificate_id });
+        }
+        Ok(CustomDomainEvent::PrivateKeyRead {
+            certificate_id,
+            reader,
+            read_at: at,
+        })
+    }
+}
+
 impl Aggregate for CustomDomain {
     const TYPE: &'static str = AGGREGATE_TYPE;
     type Command = CustomDomainCommand;
@@ -363,6 +434,13 @@ impl Aggregate for CustomDomain {
                 at,
             } => Some(self.fail(order_id, reason, at)?),
             CustomDomainCommand::TimedOut { order_id, at } => Some(self.time_out(order_id, at)?),
+            CustomDomainCommand::RetryIssuance { at } => Some(self.retry(at)?),
+            CustomDomainCommand::RemoveDomain { at } => Some(self.remove(at)?),
+            CustomDomainCommand::RecordPrivateKeyRead {
+                certificate_id,
+                reader,
+                at,
+            } => Some(self.record_key_read(certificate_id, reader, at)?),
         };
         if let Some(event) = event {
             sink.write(event, self).await;
@@ -391,15 +469,33 @@ impl Aggregate for CustomDomain {
                 self.record_observed = false;
             }
             CustomDomainEvent::ChallengeRecordObserved { .. } => self.record_observed = true,
-            CustomDomainEvent::CertificateIssued { .. } => {
+            CustomDomainEvent::CertificateIssued { certificate, .. } => {
                 self.status = DomainStatus::Active;
                 self.open_order = None;
+                self.current_certificate_id = Some(certificate.certificate_id);
             }
-            CustomDomainEvent::IssuanceFailed { .. }
-            | CustomDomainEvent::IssuanceTimedOut { .. } => {
+            CustomDomainEvent::IssuanceFailed { reason, .. } => {
                 self.status = DomainStatus::Failed;
                 self.open_order = None;
+                self.last_failure = Some(reason);
             }
+            CustomDomainEvent::IssuanceTimedOut { deadline, .. } => {
+                self.status = DomainStatus::Failed;
+                self.open_order = None;
+                self.last_failure = Some(FailureReason::new(
+                    FailureReason::DNS_TIMEOUT,
+                    format!("the challenge TXT record was not seen before {deadline}"),
+                ));
+            }
+            CustomDomainEvent::IssuanceRetried { .. } => {
+                self.status = DomainStatus::Verified;
+                self.last_failure = None;
+            }
+            CustomDomainEvent::DomainRemoved { .. } => {
+                self.removed = true;
+                self.open_order = None;
+            }
+            CustomDomainEvent::PrivateKeyRead { .. } => {}
         }
     }
 }
@@ -808,6 +904,143 @@ mod tests {
             .then_expect_error(DomainError::DeadlineNotReached {
                 deadline: order().deadline,
             });
+    }
+
+    fn issued() -> CustomDomainEvent {
+        CustomDomainEvent::CertificateIssued {
+            certificate: certificate(),
+            issued_at: t(30),
+        }
+    }
+
+    #[test]
+    fn retrying_a_failed_domain_makes_it_verified_again() {
+        DomainTest::with(())
+            .given(vec![registered(), verified(), requested(), timed_out()])
+            .when(CustomDomainCommand::RetryIssuance { at: t(400) })
+            .then_expect_events(vec![CustomDomainEvent::IssuanceRetried {
+                previous_reason: FailureReason::new(
+                    FailureReason::DNS_TIMEOUT,
+                    format!(
+                        "the challenge TXT record was not seen before {}",
+                        order().deadline
+                    ),
+                ),
+                retried_at: t(400),
+            }]);
+    }
+
+    #[test]
+    fn a_retried_domain_can_request_a_certificate_again() {
+        let retried = CustomDomainEvent::IssuanceRetried {
+            previous_reason: FailureReason::new("dns_timeout", ""),
+            retried_at: t(400),
+        };
+        DomainTest::with(())
+            .given(vec![
+                registered(),
+                verified(),
+                requested(),
+                timed_out(),
+                retried,
+            ])
+            .when(CustomDomainCommand::RequestCertificate {
+                order: order(),
+                at: t(401),
+            })
+            .then_expect_events(vec![CustomDomainEvent::CertificateRequested {
+                order: order(),
+                requested_at: t(401),
+            }]);
+    }
+
+    #[test]
+    fn retrying_a_domain_that_did_not_fail_is_refused() {
+        DomainTest::with(())
+            .given(vec![registered(), verified()])
+            .when(CustomDomainCommand::RetryIssuance { at: t(5) })
+            .then_expect_error(wrong_status(DomainStatus::Failed, DomainStatus::Verified));
+    }
+
+    #[test]
+    fn removing_a_domain_records_its_freed_name() {
+        DomainTest::with(())
+            .given(vec![registered(), verified(), requested()])
+            .when(CustomDomainCommand::RemoveDomain { at: t(9) })
+            .then_expect_events(vec![CustomDomainEvent::DomainRemoved {
+                domain_name: "shop.example.com".into(),
+                removed_at: t(9),
+            }]);
+    }
+
+    #[test]
+    fn any_command_on_a_removed_domain_is_refused() {
+        let removed = CustomDomainEvent::DomainRemoved {
+            domain_name: "shop.example.com".into(),
+            removed_at: t(9),
+        };
+        DomainTest::with(())
+            .given(vec![registered(), verified(), requested(), removed.clone()])
+            .when(txt_observed(t(20), &["digest"]))
+            .then_expect_error(DomainError::Removed);
+        DomainTest::with(())
+            .given(vec![registered(), removed])
+            .when(CustomDomainCommand::RemoveDomain { at: t(10) })
+            .then_expect_error(DomainError::Removed);
+    }
+
+    #[test]
+    fn reading_the_current_certificates_key_is_recorded() {
+        DomainTest::with(())
+            .given(vec![
+                registered(),
+                verified(),
+                requested(),
+                observed(),
+                issued(),
+            ])
+            .when(CustomDomainCommand::RecordPrivateKeyRead {
+                certificate_id: "cert-1".into(),
+                reader: "admin".into(),
+                at: t(50),
+            })
+            .then_expect_events(vec![CustomDomainEvent::PrivateKeyRead {
+                certificate_id: "cert-1".into(),
+                reader: "admin".into(),
+                read_at: t(50),
+            }]);
+    }
+
+    #[test]
+    fn reading_the_key_of_another_certificate_is_refused() {
+        DomainTest::with(())
+            .given(vec![
+                registered(),
+                verified(),
+                requested(),
+                observed(),
+                issued(),
+            ])
+            .when(CustomDomainCommand::RecordPrivateKeyRead {
+                certificate_id: "cert-0".into(),
+                reader: "admin".into(),
+                at: t(50),
+            })
+            .then_expect_error(DomainError::NotCurrentCertificate {
+                certificate_id: "cert-0".into(),
+            });
+    }
+
+    #[test]
+    fn reading_a_key_before_issuance_is_refused() {
+        DomainTest::with(())
+            .given(vec![registered(), verified()])
+            .when(CustomDomainCommand::RecordPrivateKeyRead {
+                certificate_id: "cert-1".into(),
+                reader: "admin".into(),
+                at: t(50),
+            })
+            .then_expect_error(wrong_status(DomainStatus::Active, DomainStatus::Verified));
     }
 
     #[test]

@@ -18,6 +18,7 @@ use crate::projector::ViewProjector;
 use crate::services::Services;
 use crate::settings::Settings;
 use crate::store::Store;
+use crate::vault::{KeyEncryptionKey, KeyVault};
 
 /// The running service: its HTTP server and its supervisor.
 pub struct Application {
@@ -30,6 +31,12 @@ impl Application {
     /// Connects and migrates the store, starts the supervisor, resumes every pending order and
     /// binds the HTTP server. Must run inside an actix system (`#[actix_web::main]`).
     pub async fn build(settings: Settings) -> anyhow::Result<Application> {
+        let key = KeyEncryptionKey::resolve(
+            settings.key_encryption_key.as_ref(),
+            settings.key_encryption_key_file.as_deref(),
+            &settings.database_url,
+            settings.uses_postgres(),
+        )?;
         let store = Store::connect(&settings.database_url)
             .await
             .with_context(|| {
@@ -39,27 +46,36 @@ impl Application {
                 )
             })?;
         store.migrate().await.context("migrating the store")?;
+        let vault = KeyVault::new(store.clone(), key);
         let acme = AcmeClient::new(
             settings.acme_directory.clone(),
             settings.acme_email.clone(),
             settings.acme_ca_bundle.clone(),
-            store.clone(),
+            vault.clone(),
         );
         let dns = Arc::new(
             HickoryTxtLookup::new(&settings.dns_nameservers, settings.dns_timeout)
                 .context("setting up the DNS resolver")?,
         );
+        let projector = ViewProjector::new(store.clone());
+        let repaired = projector
+            .catch_up()
+            .await
+            .context("repairing read projections")?;
+        if repaired > 0 {
+            tracing::warn!(
+                repaired,
+                "read projections were behind their events and were rebuilt"
+            );
+        }
         let event_store = PersistedEventStore::new_event_store(store.event_repository());
-        let cqrs = CqrsFramework::new(
-            event_store,
-            vec![Box::new(ViewProjector::new(store.clone()))],
-            (),
-        );
+        let cqrs = CqrsFramework::new(event_store, vec![Box::new(projector)], ());
         let services = Arc::new(Services {
             cqrs,
             store,
             acme,
             dns,
+            vault,
             settings: settings.clone(),
         });
         let supervisor = Supervisor::new(services.clone()).start();

@@ -10,6 +10,7 @@
 //! - [`dns`]: TXT lookups (hickory-resolver).
 //! - [`actors`]: the supervisor and its per-order pollers (actix).
 //! - [`api`]: the REST API (actix-web).
+//! - [`vault`]: private keys encrypted at rest (XChaCha20-Poly1305).
 //! - [`settings`]: configuration from the environment.
 //! - [`app`]: wiring it all together.
 //!
@@ -28,6 +29,7 @@ pub mod projector;
 pub mod services;
 pub mod settings;
 pub mod store;
+pub mod vault;
 
 /// Installs the process-wide rustls crypto provider. Both ring (through sqlx) and aws-lc-rs
 /// (through instant-acme and rcgen) are linked, so rustls cannot pick one by itself.

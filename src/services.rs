@@ -11,6 +11,7 @@ use crate::aggregate::{CustomDomain, CustomDomainCommand, DomainError};
 use crate::dns::TxtLookup;
 use crate::settings::Settings;
 use crate::store::{EventRepository, Store};
+use crate::vault::KeyVault;
 
 /// The cqrs-es framework for custom domains over the configured store.
 pub type DomainCqrs =
@@ -26,6 +27,8 @@ pub struct Services {
     pub acme: Arc<AcmeClient>,
     /// TXT lookups.
     pub dns: Arc<dyn TxtLookup>,
+    /// Private keys, encrypted at rest.
+    pub vault: KeyVault,
     /// The effective settings.
     pub settings: Settings,
 }

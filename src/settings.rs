@@ -54,8 +54,14 @@ pub struct Settings {
     pub poll_timeout: Duration,
     /// The label in front of the domain where the verification token is published.
     pub verification_record_prefix: String,
-    /// Bearer token required on every request but health checks, when set.
+    /// The admin bearer token, required on every request but health checks, when set.
     pub auth_token: Option<Secret>,
+    /// Read-only (auditor) bearer tokens: may read, get `403` on writes and on private keys.
+    pub read_only_tokens: Vec<Secret>,
+    /// The key-encryption key for private keys at rest (standard base64 of 32 bytes).
+    pub key_encryption_key: Option<Secret>,
+    /// A file holding the key-encryption key.
+    pub key_encryption_key_file: Option<PathBuf>,
     /// `tracing` filter directive, e.g. `info` or `dns_handling=debug`.
     pub log_level: String,
 }
@@ -86,6 +92,9 @@ impl Default for Settings {
             poll_timeout: Duration::from_secs(300),
             verification_record_prefix: "_acme-challenge".to_owned(),
             auth_token: None,
+            read_only_tokens: Vec::new(),
+            key_encryption_key: None,
+            key_encryption_key_file: None,
             log_level: "info".to_owned(),
         }
     }
@@ -140,6 +149,25 @@ impl Settings {
             settings.verification_record_prefix = value.trim_matches('.').to_owned();
         }
         settings.auth_token = get("AUTH_TOKEN").map(|token| Secret::new(token.trim()));
+        settings.read_only_tokens = get("READ_ONLY_TOKENS")
+            .map(|tokens| {
+                tokens
+                    .split(',')
+                    .map(str::trim)
+                    .filter(|token| !token.is_empty())
+                    .map(Secret::new)
+                    .collect()
+            })
+            .unwrap_or_default();
+        if !settings.read_only_tokens.is_empty() && settings.auth_token.is_none() {
+            return Err(invalid(
+                "READ_ONLY_TOKENS",
+                "<redacted>",
+                "read-only tokens need an admin AUTH_TOKEN too, or every caller would be admin",
+            ));
+        }
+        settings.key_encryption_key = get("KEY_ENCRYPTION_KEY").map(|key| Secret::new(key.trim()));
+        settings.key_encryption_key_file = get("KEY_ENCRYPTION_KEY_FILE").map(PathBuf::from);
         if let Some(value) = get("LOG_LEVEL") {
             settings.log_level = value.clone();
         }

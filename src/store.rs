@@ -14,7 +14,7 @@ use cqrs_es::persist::{
     PersistedEventRepository, PersistenceError, ReplayStream, SerializedEvent, SerializedSnapshot,
 };
 use cqrs_es::Aggregate;
-use dns_handling_events::DomainStatus;
+use dns_handling_events::{CustomDomainEvent, DomainStatus, AGGREGATE_TYPE};
 use dns_handling_projections::{CertificateView, DomainView};
 use postgres_es::PostgresEventRepository;
 use serde_json::Value;
@@ -43,6 +43,9 @@ macro_rules! on_pool {
         }
     };
 }
+
+/// The `status` column of a removed domain's view row.
+const REMOVED_STATUS: &str = "removed";
 
 /// One page of domain views.
 #[derive(Debug, Clone)]
@@ -153,6 +156,55 @@ impl Store {
         Ok(inserted == 1)
     }
 
+    /// Frees every name held by a domain (after its removal).
+    pub async fn release_names_of(&self, domain_id: &str) -> Result<(), StoreError> {
+        let sql = "DELETE FROM domain_names WHERE domain_id = $1";
+        on_pool!(self, pool => sqlx::query(sql).bind(domain_id).execute(pool).await?.rows_affected());
+        Ok(())
+    }
+
+    /// Ids of the domains whose view is behind their events (a crash between an event's commit
+    /// and its view update leaves one behind).
+    pub async fn aggregates_behind_their_views(&self) -> Result<Vec<String>, StoreError> {
+        let sql = "SELECT e.aggregate_id AS id FROM events e \
+                   LEFT JOIN domain_views v ON v.id = e.aggregate_id \
+                   WHERE e.aggregate_type = $1 \
+                   GROUP BY e.aggregate_id, v.last_sequence \
+                   HAVING MAX(e.sequence) > COALESCE(v.last_sequence, 0)";
+        Ok(on_pool!(self, pool => sqlx::query(sql)
+            .bind(AGGREGATE_TYPE)
+            .fetch_all(pool)
+            .await?
+            .iter()
+            .map(|row| row.try_get("id"))
+            .collect::<Result<Vec<String>, _>>()?))
+    }
+
+    /// Every event of one domain, in order, as (sequence, event).
+    pub async fn domain_events(
+        &self,
+        aggregate_id: &str,
+    ) -> Result<Vec<(u64, CustomDomainEvent)>, StoreError> {
+        let sql = "SELECT sequence, CAST(payload AS TEXT) AS payload FROM events \
+                   WHERE aggregate_type = $1 AND aggregate_id = $2 ORDER BY sequence";
+        let rows: Vec<(i64, String)> = on_pool!(self, pool => sqlx::query(sql)
+            .bind(AGGREGATE_TYPE)
+            .bind(aggregate_id)
+            .fetch_all(pool)
+            .await?
+            .iter()
+            .map(|row| Ok((row.try_get("sequence")?, row.try_get("payload")?)))
+            .collect::<Result<_, sqlx::Error>>()?);
+        rows.into_iter()
+            .map(|(sequence, payload)| {
+                Ok((
+                    u64::try_from(sequence).unwrap_or(0),
+                    serde_json::from_str(&payload)?,
+                ))
+            })
+            .collect()
+    }
+
     /// Gives a name back (after a registration that did not go through).
     pub async fn release_name(&self, domain_name: &str, domain_id: &str) -> Result<(), StoreError> {
         let sql = "DELETE FROM domain_names WHERE domain_name = $1 AND domain_id = $2";
@@ -170,10 +222,16 @@ impl Store {
                    WHERE domain_views.last_sequence < excluded.last_sequence";
         let payload = serde_json::to_string(view)?;
         let sequence = i64::try_from(view.last_sequence).unwrap_or(i64::MAX);
+        // Removed domains keep their row (for the history) under a status no listing asks for.
+        let status = if view.removed {
+            REMOVED_STATUS
+        } else {
+            view.status.as_str()
+        };
         on_pool!(self, pool => sqlx::query(sql)
             .bind(&view.id)
             .bind(&view.domain_name)
-            .bind(view.status.as_str())
+            .bind(status)
             .bind(sequence)
             .bind(&payload)
             .execute(pool)
@@ -204,7 +262,7 @@ impl Store {
         cursor: Option<&str>,
     ) -> Result<DomainPage, StoreError> {
         let sql = "SELECT payload FROM domain_views \
-                   WHERE ($1 = '' OR status = $1) AND id > $2 \
+                   WHERE (status = $1 OR ($1 = '' AND status <> 'removed')) AND id > $2 \
                    ORDER BY id LIMIT $3";
         let status = status.map(DomainStatus::as_str).unwrap_or("");
         let cursor = cursor.unwrap_or("");

@@ -195,6 +195,29 @@ pub enum CustomDomainEvent {
         /// When the timeout was recorded.
         timed_out_at: DateTime<Utc>,
     },
+    /// A failed domain was put back to `verified` so a certificate can be requested again.
+    IssuanceRetried {
+        /// The failure being retried.
+        previous_reason: FailureReason,
+        /// When it happened.
+        retried_at: DateTime<Utc>,
+    },
+    /// The domain was removed: it leaves the listings and frees its name; its history stays.
+    DomainRemoved {
+        /// The name that became free again.
+        domain_name: String,
+        /// When it happened.
+        removed_at: DateTime<Utc>,
+    },
+    /// Audit fact: the current certificate's private key was handed out.
+    PrivateKeyRead {
+        /// The certificate whose key was read.
+        certificate_id: String,
+        /// Who read it (the role and a non-secret token label), for the auditors.
+        reader: String,
+        /// When it happened.
+        read_at: DateTime<Utc>,
+    },
 }
 
 impl CustomDomainEvent {
@@ -208,6 +231,9 @@ impl CustomDomainEvent {
             Self::CertificateIssued { .. } => "CertificateIssued",
             Self::IssuanceFailed { .. } => "IssuanceFailed",
             Self::IssuanceTimedOut { .. } => "IssuanceTimedOut",
+            Self::IssuanceRetried { .. } => "IssuanceRetried",
+            Self::DomainRemoved { .. } => "DomainRemoved",
+            Self::PrivateKeyRead { .. } => "PrivateKeyRead",
         }
     }
 }

@@ -64,6 +64,9 @@ pub struct DomainView {
     /// The open (or last) ACME order, for resuming and for correlation; not part of the API body.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub order: Option<OrderDetails>,
+    /// True once the domain was removed: it no longer appears in the API, its history stays.
+    #[serde(default)]
+    pub removed: bool,
     /// The sequence number of the last event applied.
     pub last_sequence: u64,
 }
@@ -97,6 +100,7 @@ impl DomainView {
             challenge: None,
             certificate: None,
             order: None,
+            removed: false,
             last_sequence: sequence,
         })
     }
@@ -168,6 +172,18 @@ impl DomainView {
                 ));
                 self.updated_at = *timed_out_at;
             }
+            CustomDomainEvent::IssuanceRetried { retried_at, .. } => {
+                self.status = DomainStatus::Verified;
+                self.failure_reason = None;
+                self.updated_at = *retried_at;
+            }
+            CustomDomainEvent::DomainRemoved { removed_at, .. } => {
+                self.removed = true;
+                self.challenge = None;
+                self.updated_at = *removed_at;
+            }
+            // An audit fact: the domain's state does not change.
+            CustomDomainEvent::PrivateKeyRead { .. } => {}
         }
     }
 }

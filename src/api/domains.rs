@@ -11,6 +11,7 @@ use dns_handling_projections::DomainView;
 use rand::RngCore;
 use serde::Deserialize;
 
+use super::auth::Role;
 use super::views::{
     CertificateBody, DomainBody, DomainList, IssuanceStarted, RegisteredDomain, VerificationRecord,
 };
@@ -69,11 +70,11 @@ fn origin(request: &HttpRequest) -> CommandOrigin {
 }
 
 async fn find(services: &Services, id: &str) -> Result<DomainView, ApiError> {
-    services
-        .store
-        .domain_view(id)
-        .await?
-        .ok_or_else(|| ApiError::NotFound(format!("no domain with id {id}")))
+    match services.store.domain_view(id).await? {
+        Some(view) if view.removed => Err(ApiError::NotFound(format!("domain {id} was removed"))),
+        Some(view) => Ok(view),
+        None => Err(ApiError::NotFound(format!("no domain with id {id}"))),
+    }
 }
 
 fn random_token() -> String {
@@ -283,4 +284,75 @@ pub async fn certificate(
         fingerprint_sha256: certificate.fingerprint_sha256,
         chain_pem: certificate.chain_pem,
     }))
+}
+
+/// `POST /domains/{id}/retry`: put a failed domain back to `verified`.
+pub async fn retry(
+    services: SharedServices,
+    request: HttpRequest,
+    id: web::Path<String>,
+) -> Result<HttpResponse, ApiError> {
+    let view = find(&services, &id).await?;
+    if view.status != DomainStatus::Failed {
+        return Err(ApiError::BadRequest(format!(
+            "domain status is {}; retry requires status failed",
+            view.status
+        )));
+    }
+    let command = CustomDomainCommand::RetryIssuance { at: Utc::now() };
+    services.execute(&id, command, origin(&request)).await?;
+    Ok(HttpResponse::Ok().json(DomainBody::from(find(&services, &id).await?)))
+}
+
+/// `DELETE /domains/{id}`: remove the domain from the listings and free its name; its event
+/// history stays. A pending order's poller finds its reports refused and stops.
+pub async fn remove(
+    services: SharedServices,
+    request: HttpRequest,
+    id: web::Path<String>,
+) -> Result<HttpResponse, ApiError> {
+    find(&services, &id).await?;
+    let command = CustomDomainCommand::RemoveDomain { at: Utc::now() };
+    services.execute(&id, command, origin(&request)).await?;
+    Ok(HttpResponse::NoContent().finish())
+}
+
+/// `GET /domains/{id}/certificate/key`: the current certificate's private key, for the
+/// platform's TLS edge. Admins only; every read is recorded before the key leaves.
+pub async fn certificate_key(
+    services: SharedServices,
+    request: HttpRequest,
+    id: web::Path<String>,
+) -> Result<HttpResponse, ApiError> {
+    Role::require_admin(&request, "read private keys")?;
+    let view = find(&services, &id).await?;
+    let certificate = services.store.certificate_view(&id).await?.ok_or_else(|| {
+        ApiError::NotFound(format!(
+            "domain {} has no certificate yet (status: {})",
+            view.id, view.status
+        ))
+    })?;
+    let key = services
+        .vault
+        .certificate_key(&certificate.order_id)
+        .await?
+        .ok_or_else(|| ApiError::Internal("the certificate's private key is missing".into()))?;
+    let reader = match request.peer_addr() {
+        Some(peer) => format!("{} from {}", Role::of(&request).label(), peer.ip()),
+        None => Role::of(&request).label().to_owned(),
+    };
+    // The audit record comes first: if it cannot be written, the key is not handed out.
+    let command = CustomDomainCommand::RecordPrivateKeyRead {
+        certificate_id: certificate.id.clone(),
+        reader,
+        at: Utc::now(),
+    };
+    services.execute(&id, command, origin(&request)).await?;
+    Ok(HttpResponse::Ok()
+        .insert_header(("cache-control", "no-store"))
+        .json(serde_json::json!({
+            "domain_id": certificate.domain_id,
+            "certificate_id": certificate.id,
+            "private_key_pem": key,
+        })))
 }

@@ -21,6 +21,9 @@ pub enum ApiError {
     /// 401: no or a wrong bearer token.
     #[error("{0}")]
     Unauthorized(String),
+    /// 403: the token is read-only.
+    #[error("{0}")]
+    Forbidden(String),
     /// 404: no such domain, route or certificate.
     #[error("{0}")]
     NotFound(String),
@@ -49,6 +52,7 @@ impl ResponseError for ApiError {
         match self {
             Self::BadRequest(_) => StatusCode::BAD_REQUEST,
             Self::Unauthorized(_) => StatusCode::UNAUTHORIZED,
+            Self::Forbidden(_) => StatusCode::FORBIDDEN,
             Self::NotFound(_) => StatusCode::NOT_FOUND,
             Self::MethodNotAllowed(_) => StatusCode::METHOD_NOT_ALLOWED,
             Self::Conflict(_) => StatusCode::CONFLICT,
@@ -72,6 +76,13 @@ impl From<StoreError> for ApiError {
     }
 }
 
+impl From<crate::vault::VaultError> for ApiError {
+    fn from(error: crate::vault::VaultError) -> Self {
+        tracing::error!(%error, "key vault failure");
+        Self::Internal(error.to_string())
+    }
+}
+
 impl From<AcmeError> for ApiError {
     fn from(error: AcmeError) -> Self {
         tracing::error!(%error, "ACME failure");
@@ -82,7 +93,12 @@ impl From<AcmeError> for ApiError {
 impl From<AggregateError<DomainError>> for ApiError {
     fn from(error: AggregateError<DomainError>) -> Self {
         match error {
-            AggregateError::UserError(DomainError::NotRegistered) => Self::NotFound("domain not found".into()),
+            AggregateError::UserError(DomainError::NotRegistered) => {
+                Self::NotFound("domain not found".into())
+            }
+            AggregateError::UserError(DomainError::Removed) => {
+                Self::NotFound("domain was removed".into())
+            }
             AggregateError::UserError(refusal) => Self::BadRequest(refusal.to_string()),
             AggregateError::AggregateConflict => Self::Conflict(
                 "the domain was changed by another request at the same time; nothing was recorded, retry"

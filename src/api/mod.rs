@@ -33,13 +33,22 @@ pub fn configure(cfg: &mut web::ServiceConfig) {
                     .route(web::post().to(domains::register))
                     .route(web::get().to(domains::list)),
             )
-            .service(web::resource("/{id}").route(web::get().to(domains::get)))
+            .service(
+                web::resource("/{id}")
+                    .route(web::get().to(domains::get))
+                    .route(web::delete().to(domains::remove)),
+            )
+            .service(web::resource("/{id}/retry").route(web::post().to(domains::retry)))
             .service(web::resource("/{id}/verify").route(web::post().to(domains::verify)))
             .service(
                 web::resource("/{id}/issue-certificate")
                     .route(web::post().to(domains::issue_certificate)),
             )
-            .service(web::resource("/{id}/certificate").route(web::get().to(domains::certificate))),
+            .service(web::resource("/{id}/certificate").route(web::get().to(domains::certificate)))
+            .service(
+                web::resource("/{id}/certificate/key")
+                    .route(web::get().to(domains::certificate_key)),
+            ),
     )
     .default_service(web::to(unknown_route));
 }

@@ -14,7 +14,7 @@ fn error_of(body: &Value) -> &str {
 }
 
 fn env_for(database: &TestDatabase) -> HashMap<String, String> {
-    HashMap::from([("DATABASE_URL".to_owned(), database.url.clone())])
+    crate::support::database_env(database)
 }
 
 async fn raw(
@@ -312,32 +312,40 @@ async fn a_configured_token_is_required_except_for_health_checks() {
     env.insert("AUTH_TOKEN".into(), "s3cret-token".into());
     let service = Service::start(&env);
 
-    let (status, body) = service.get("/domains").await;
-    assert_eq!(status, 401, "{body}");
+    // The fixture's client carries the admin token; an anonymous one does not.
+    let anonymous = reqwest::Client::new();
+    let response = anonymous
+        .get(service.url("/domains"))
+        .send()
+        .await
+        .expect("GET");
+    assert_eq!(response.status().as_u16(), 401);
+    let body: Value = response.json().await.expect("JSON error");
     assert!(error_of(&body).contains("bearer"), "{body}");
-    let wrong = service
-        .client
+    let wrong = anonymous
         .get(service.url("/domains"))
         .bearer_auth("s3cret-tokem")
         .send()
         .await
         .expect("GET");
     assert_eq!(wrong.status().as_u16(), 401);
-    let right = service
-        .client
+    let right = anonymous
         .get(service.url("/domains"))
         .bearer_auth("s3cret-token")
         .send()
         .await
         .expect("GET");
     assert_eq!(right.status().as_u16(), 200);
-    let (status, body) = service
-        .post("/domains", Some(json!({"domain_name": "x.example"})))
-        .await;
-    assert_eq!(status, 401, "{body}");
+    let response = anonymous
+        .post(service.url("/domains"))
+        .json(&json!({"domain_name": "x.example"}))
+        .send()
+        .await
+        .expect("POST");
+    assert_eq!(response.status().as_u16(), 401);
     assert_eq!(database.count("events").await, 0);
-    let (status, _) = service.get("/healthz").await;
-    assert_eq!(status, 200);
-    let (status, _) = service.get("/readyz").await;
-    assert_eq!(status, 200);
+    for path in ["/healthz", "/readyz"] {
+        let response = anonymous.get(service.url(path)).send().await.expect("GET");
+        assert_eq!(response.status().as_u16(), 200, "{path}");
+    }
 }

@@ -11,27 +11,10 @@ use crate::support::{
 
 const DOMAIN: &str = "shop.example.test";
 
-/// Runs one scenario once per store.
-macro_rules! on_both_stores {
-    ($scenario:ident) => {
-        mod $scenario {
-            #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-            async fn on_sqlite() {
-                super::$scenario(crate::support::StoreKind::Sqlite).await;
-            }
-
-            #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-            async fn on_postgres() {
-                super::$scenario(crate::support::StoreKind::Postgres).await;
-            }
-        }
-    };
-}
-
-on_both_stores!(issues_a_certificate_end_to_end);
-on_both_stores!(never_set_txt_times_out_with_dns_timeout);
-on_both_stores!(unreachable_acme_directory_answers_500_and_records_nothing);
-on_both_stores!(a_restart_after_the_202_resumes_the_order);
+crate::on_both_stores!(issues_a_certificate_end_to_end);
+crate::on_both_stores!(never_set_txt_times_out_with_dns_timeout);
+crate::on_both_stores!(unreachable_acme_directory_answers_500_and_records_nothing);
+crate::on_both_stores!(a_restart_after_the_202_resumes_the_order);
 
 fn error_of(body: &Value) -> &str {
     body["error"]

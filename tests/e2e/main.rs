@@ -3,6 +3,26 @@
 //!
 //! Run them through the test script (`scripts/test.sh`), which installs and starts what they need.
 
+/// Runs one scenario (an `async fn(StoreKind)` in the invoking module) once per store.
+#[macro_export]
+macro_rules! on_both_stores {
+    ($scenario:ident) => {
+        mod $scenario {
+            #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+            async fn on_sqlite() {
+                super::$scenario($crate::support::StoreKind::Sqlite).await;
+            }
+
+            #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+            async fn on_postgres() {
+                super::$scenario($crate::support::StoreKind::Postgres).await;
+            }
+        }
+    };
+}
+
 mod http_contract;
 mod issuance;
+mod keys_and_roles;
+mod lifecycle;
 mod support;

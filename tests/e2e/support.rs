@@ -252,7 +252,7 @@ pub enum StoreKind {
 /// A database of its own for one test: a SQLite file, or a PostgreSQL database dropped at the end.
 pub struct TestDatabase {
     pub url: String,
-    kind: StoreKind,
+    pub kind: StoreKind,
     postgres_name: Option<String>,
     _dir: TempDir,
 }
@@ -325,6 +325,37 @@ impl TestDatabase {
                     .expect("query events")
                     .iter()
                     .map(|row| row.get::<String, _>("event_type"))
+                    .collect()
+            }
+        }
+    }
+
+    /// Every value of a text expression over a table (e.g. `CAST(payload AS TEXT) FROM events`).
+    pub async fn texts(&self, select: &str) -> Vec<String> {
+        let sql = format!("SELECT {select}");
+        match self.kind {
+            StoreKind::Sqlite => {
+                let mut connection = sqlx::SqliteConnection::connect(&self.url)
+                    .await
+                    .expect("open sqlite");
+                sqlx::query(&sql)
+                    .fetch_all(&mut connection)
+                    .await
+                    .expect("query")
+                    .iter()
+                    .map(|row| row.get::<String, _>(0))
+                    .collect()
+            }
+            StoreKind::Postgres => {
+                let mut connection = sqlx::PgConnection::connect(&self.url)
+                    .await
+                    .expect("open postgres");
+                sqlx::query(&sql)
+                    .fetch_all(&mut connection)
+                    .await
+                    .expect("query")
+                    .iter()
+                    .map(|row| row.get::<String, _>(0))
                     .collect()
             }
         }
@@ -433,9 +464,22 @@ impl Service {
                 let _ = std::fs::File::open(&log_path).and_then(|mut f| f.read_to_string(&mut log));
                 panic!("the service did not start (first line {line:?}); its log:\n{log}")
             });
+        // Requests carry the admin token when one is configured; tests that act as someone else
+        // build their own requests.
+        let mut headers = reqwest::header::HeaderMap::new();
+        if let Some(token) = env.get("AUTH_TOKEN") {
+            headers.insert(
+                reqwest::header::AUTHORIZATION,
+                format!("Bearer {token}").parse().expect("header value"),
+            );
+        }
+        let client = reqwest::Client::builder()
+            .default_headers(headers)
+            .build()
+            .expect("HTTP client");
         Service {
             address,
-            client: reqwest::Client::new(),
+            client,
             log_path,
             guard,
             _log_dir: log_dir,
@@ -516,10 +560,26 @@ async fn into_parts(response: reqwest::Response) -> (u16, Value) {
     (status, body)
 }
 
+/// A fixed test key-encryption key (32 bytes, base64).
+pub const TEST_KEY_ENCRYPTION_KEY: &str = "dGVzdC1rZXktZW5jcnlwdGlvbi1rZXktMzItYnl0ZXM=";
+
+/// The environment for a service on `database` alone. PostgreSQL needs a configured
+/// key-encryption key; SQLite tests leave it out so the generated-key path runs too.
+pub fn database_env(database: &TestDatabase) -> HashMap<String, String> {
+    let mut env = HashMap::from([("DATABASE_URL".to_owned(), database.url.clone())]);
+    if database.kind == StoreKind::Postgres {
+        env.insert(
+            "KEY_ENCRYPTION_KEY".to_owned(),
+            TEST_KEY_ENCRYPTION_KEY.to_owned(),
+        );
+    }
+    env
+}
+
 /// The environment for a service that uses `pebble` and `database`.
 pub fn service_env(pebble: &Pebble, database: &TestDatabase) -> HashMap<String, String> {
-    HashMap::from([
-        ("DATABASE_URL".to_owned(), database.url.clone()),
+    let mut env = database_env(database);
+    env.extend([
         ("ACME_DIRECTORY".to_owned(), pebble.directory_url()),
         (
             "ACME_CA_BUNDLE".to_owned(),
@@ -528,7 +588,8 @@ pub fn service_env(pebble: &Pebble, database: &TestDatabase) -> HashMap<String, 
         ("DNS_NAMESERVERS".to_owned(), pebble.nameserver()),
         ("POLL_INTERVAL".to_owned(), "200ms".to_owned()),
         ("POLL_TIMEOUT".to_owned(), "60s".to_owned()),
-    ])
+    ]);
+    env
 }
 
 /// A blocking HTTP POST for challtestsrv's management API (plain HTTP on loopback), usable

@@ -1,0 +1,176 @@
+//! Private keys: encrypted at rest, never in events, logs or ordinary responses, handed out
+//! only to admins and every read recorded. Read-only tokens read and nothing more.
+
+use std::time::Duration;
+
+use base64::Engine as _;
+use serde_json::{json, Value};
+
+use crate::support::{service_env, Pebble, PebbleOptions, Service, StoreKind, TestDatabase};
+
+crate::on_both_stores!(private_keys_reach_only_admins_and_every_read_is_recorded);
+
+const ADMIN: &str = "admin-token-0123456789";
+const AUDITOR: &str = "auditor-token-9876543210";
+
+async fn as_auditor(service: &Service, method: reqwest::Method, path: &str) -> (u16, Value) {
+    let response = reqwest::Client::new()
+        .request(method, service.url(path))
+        .bearer_auth(AUDITOR)
+        .send()
+        .await
+        .expect("request");
+    let status = response.status().as_u16();
+    (status, response.json().await.unwrap_or(Value::Null))
+}
+
+async fn private_keys_reach_only_admins_and_every_read_is_recorded(kind: StoreKind) {
+    let pebble = Pebble::start(PebbleOptions::default());
+    let database = TestDatabase::create(kind).await;
+    let mut env = service_env(&pebble, &database);
+    env.insert("AUTH_TOKEN".into(), ADMIN.into());
+    env.insert(
+        "READ_ONLY_TOKENS".into(),
+        format!("other-reader, {AUDITOR}"),
+    );
+    let service = Service::start(&env);
+
+    let (id, record_name, token) = service.register("keys.example.test").await;
+    pebble.set_txt(&record_name, &token);
+    let (code, body) = as_auditor(
+        &service,
+        reqwest::Method::POST,
+        &format!("/domains/{id}/verify"),
+    )
+    .await;
+    assert_eq!(code, 403, "{body}");
+    let (code, _) = service.post(&format!("/domains/{id}/verify"), None).await;
+    assert_eq!(code, 200);
+    let (code, started) = service
+        .post(&format!("/domains/{id}/issue-certificate"), None)
+        .await;
+    assert_eq!(code, 202);
+    pebble.set_txt(
+        started["challenge_domain"].as_str().expect("domain"),
+        started["expected_txt_value"].as_str().expect("value"),
+    );
+    service
+        .wait_for_status(&id, &["active"], Duration::from_secs(90))
+        .await;
+
+    // Auditors read everything public, change nothing, and never see a key.
+    let (code, _) = as_auditor(&service, reqwest::Method::GET, &format!("/domains/{id}")).await;
+    assert_eq!(code, 200);
+    let (code, certificate) = as_auditor(
+        &service,
+        reqwest::Method::GET,
+        &format!("/domains/{id}/certificate"),
+    )
+    .await;
+    assert_eq!(code, 200);
+    let (code, body) = as_auditor(
+        &service,
+        reqwest::Method::GET,
+        &format!("/domains/{id}/certificate/key"),
+    )
+    .await;
+    assert_eq!(code, 403, "{body}");
+    let (code, body) =
+        as_auditor(&service, reqwest::Method::DELETE, &format!("/domains/{id}")).await;
+    assert_eq!(code, 403, "{body}");
+    let (code, body) = as_auditor(&service, reqwest::Method::POST, "/domains").await;
+    assert_eq!(code, 403, "{body}");
+    assert!(!database
+        .event_types(&id)
+        .await
+        .iter()
+        .any(|e| e == "PrivateKeyRead"));
+
+    // The admin gets the key, and it belongs to the certificate.
+    let (code, key) = service.get(&format!("/domains/{id}/certificate/key")).await;
+    assert_eq!(code, 200, "{key}");
+    let key_pem = key["private_key_pem"].as_str().expect("key");
+    assert!(key_pem.contains("BEGIN PRIVATE KEY"));
+    let key_pair = rcgen::KeyPair::from_pem(key_pem).expect("a PEM key");
+    let (_, pem) = x509_parser::pem::parse_x509_pem(
+        certificate["chain_pem"].as_str().expect("chain").as_bytes(),
+    )
+    .expect("PEM");
+    let leaf = pem.parse_x509().expect("leaf");
+    assert_eq!(
+        leaf.public_key().subject_public_key.data.as_ref(),
+        key_pair.public_key_raw(),
+        "the key is the certificate's"
+    );
+    let events = database.event_types(&id).await;
+    assert_eq!(
+        events.last().map(String::as_str),
+        Some("PrivateKeyRead"),
+        "{events:?}"
+    );
+
+    // Nowhere else: not in any event, not in the log, not in any other response, not in clear
+    // in the database.
+    let key_body: String = key_pem
+        .lines()
+        .filter(|line| !line.starts_with("-----"))
+        .collect();
+    let key_der = base64::engine::general_purpose::STANDARD
+        .decode(&key_body)
+        .expect("base64 body");
+    let fragment = &key_body[key_body.len() / 2..key_body.len() / 2 + 40];
+    let mut places: Vec<(String, String)> = Vec::new();
+    for text in database
+        .texts("CAST(payload AS TEXT) || CAST(metadata AS TEXT) FROM events")
+        .await
+    {
+        places.push(("an event".into(), text));
+    }
+    for text in database.texts("private_key FROM certificate_keys").await {
+        places.push(("certificate_keys".into(), text));
+    }
+    for text in database.texts("credentials FROM acme_accounts").await {
+        places.push(("acme_accounts".into(), text));
+    }
+    for text in database.texts("payload FROM domain_views").await {
+        places.push(("a view".into(), text));
+    }
+    places.push(("the log".into(), service.log()));
+    for path in [
+        format!("/domains/{id}"),
+        format!("/domains/{id}/certificate"),
+        "/domains".into(),
+    ] {
+        places.push((path.clone(), service.get(&path).await.1.to_string()));
+    }
+    for (place, text) in &places {
+        assert!(!text.contains("PRIVATE KEY"), "PEM marker in {place}");
+        assert!(!text.contains(fragment), "key material in {place}");
+        assert!(
+            !text.contains("key_pkcs8"),
+            "account key in clear in {place}"
+        );
+    }
+    let raw_fragment = &key_der[key_der.len() / 2..key_der.len() / 2 + 24];
+    let database_bytes = std::fs::read(database_file(&database)).unwrap_or_default();
+    assert!(
+        !database_bytes
+            .windows(raw_fragment.len())
+            .any(|window| window == raw_fragment),
+        "raw key bytes in the database file"
+    );
+
+    let (code, body) = service
+        .post("/domains", Some(json!({"domain_name": "x.example"})))
+        .await;
+    assert_eq!(code, 201, "{body}");
+}
+
+/// The SQLite file (empty path for PostgreSQL, whose files this test does not read).
+fn database_file(database: &TestDatabase) -> String {
+    database
+        .url
+        .strip_prefix("sqlite://")
+        .unwrap_or("")
+        .to_owned()
+}
