@@ -155,20 +155,18 @@ impl AcmeClient {
                     .as_ref()
                     .map(|email| format!("mailto:{email}"));
                 let contacts: Vec<&str> = contact.iter().map(String::as_str).collect();
-                let (account, credentials) = self
-                    .builder()
-                    .map_err(|e| setup(&e))?
-                    .create(
-                        &NewAccount {
-                            contact: &contacts,
-                            terms_of_service_agreed: true,
-                            only_return_existing: false,
-                        },
-                        self.directory_url.clone(),
-                        None,
-                    )
-                    .await
-                    .map_err(|e| setup(&e))?;
+                let new_account = NewAccount {
+                    contact: &contacts,
+                    terms_of_service_agreed: true,
+                    only_return_existing: false,
+                };
+                let (account, credentials) = with_retries(|| async {
+                    self.builder()?
+                        .create(&new_account, self.directory_url.clone(), None)
+                        .await
+                })
+                .await
+                .map_err(|e| setup(&e))?;
                 let json = serde_json::to_string(&credentials).map_err(|e| setup(&e))?;
                 // Another process may have stored an account meanwhile: the stored one wins, so
                 // every process ends up using the same account.
@@ -197,29 +195,9 @@ impl AcmeClient {
     /// authorization.
     pub async fn create_order(&self, domain_name: &str) -> Result<CreatedOrder, AcmeError> {
         let account = self.account().await?;
-        let creation = |e: &dyn std::fmt::Display| AcmeError::OrderCreation(e.to_string());
-        let identifiers = [Identifier::Dns(domain_name.to_owned())];
-        let mut order = account
-            .new_order(&NewOrder::new(&identifiers))
+        with_retries(|| place_order(&account, domain_name))
             .await
-            .map_err(|e| creation(&e))?;
-        let order_url = order.url().to_owned();
-        let mut authorizations = order.authorizations();
-        let mut authorization = authorizations
-            .next()
-            .await
-            .ok_or_else(|| AcmeError::OrderCreation("the order has no authorization".into()))?
-            .map_err(|e| creation(&e))?;
-        let challenge = authorization
-            .challenge(ChallengeType::Dns01)
-            .ok_or_else(|| AcmeError::OrderCreation("the CA offered no dns-01 challenge".into()))?;
-        Ok(CreatedOrder {
-            order_url,
-            challenge_url: challenge.url.clone(),
-            challenge_domain: format!("_acme-challenge.{domain_name}."),
-            expected_txt_value: challenge.key_authorization().dns_value(),
-            account_id: account.id().to_owned(),
-        })
+            .map_err(|e| AcmeError::OrderCreation(e.to_string()))
     }
 
     /// Carries an order whose challenge record is published to a downloaded certificate.
@@ -332,6 +310,76 @@ async fn invalid_order_reason(acme_order: &mut Order) -> FailureReason {
         }
     }
     FailureReason::new("challenge_invalid", "the CA marked the order invalid")
+}
+
+/// Places a new order and reads the dns-01 challenge of its first authorization.
+async fn place_order(
+    account: &Account,
+    domain_name: &str,
+) -> Result<CreatedOrder, instant_acme::Error> {
+    let identifiers = [Identifier::Dns(domain_name.to_owned())];
+    let mut order = account.new_order(&NewOrder::new(&identifiers)).await?;
+    let order_url = order.url().to_owned();
+    let mut authorizations = order.authorizations();
+    let mut authorization = authorizations
+        .next()
+        .await
+        .ok_or(instant_acme::Error::Str("the order has no authorization"))??;
+    let challenge =
+        authorization
+            .challenge(ChallengeType::Dns01)
+            .ok_or(instant_acme::Error::Str(
+                "the CA offered no dns-01 challenge",
+            ))?;
+    Ok(CreatedOrder {
+        order_url,
+        challenge_url: challenge.url.clone(),
+        challenge_domain: format!("_acme-challenge.{domain_name}."),
+        expected_txt_value: challenge.key_authorization().dns_value(),
+        account_id: account.id().to_owned(),
+    })
+}
+
+/// How many times a request the client waits for (account, order) is tried.
+const ATTEMPTS: u32 = 5;
+
+/// Whether an error says "try again" rather than "no".
+fn is_transient(error: &instant_acme::Error) -> bool {
+    match error {
+        instant_acme::Error::Api(problem) => problem
+            .r#type
+            .as_deref()
+            .is_some_and(|kind| TRANSIENT_PROBLEMS.contains(&kind)),
+        instant_acme::Error::Http(_)
+        | instant_acme::Error::Hyper(_)
+        | instant_acme::Error::Other(_)
+        | instant_acme::Error::Timeout(_) => true,
+        _ => false,
+    }
+}
+
+/// Runs `attempt` until it succeeds, fails for good, or has failed transiently `ATTEMPTS` times,
+/// waiting 100 ms, 200 ms, 400 ms… in between. instant-acme already retries a bad nonce three
+/// times per request; this covers a CA that rejects nonces often (Pebble can reject half) and
+/// short network failures, for the steps a client waits on. Retrying is safe: a rejected
+/// request was not processed, and an order created by a lost response is left to expire.
+async fn with_retries<T, F, Fut>(mut attempt: F) -> Result<T, instant_acme::Error>
+where
+    F: FnMut() -> Fut,
+    Fut: std::future::Future<Output = Result<T, instant_acme::Error>>,
+{
+    let mut delay = Duration::from_millis(100);
+    for _ in 1..ATTEMPTS {
+        match attempt().await {
+            Err(error) if is_transient(&error) => {
+                tracing::debug!(%error, "transient ACME failure; retrying");
+                tokio::time::sleep(delay).await;
+                delay *= 2;
+            }
+            done => return done,
+        }
+    }
+    attempt().await
 }
 
 fn build_csr(domain_name: &str, key_pem: &str) -> Result<Vec<u8>, AcmeError> {

@@ -61,6 +61,11 @@ impl HickoryTxtLookup {
         options.cache_size = 0;
         options.timeout = timeout;
         options.attempts = 1;
+        // A TXT name can hold many values (one per pending validation, plus verification
+        // tokens): accept large UDP answers, and ask again over TCP when a UDP answer cannot be
+        // read (some servers ignore the EDNS size and send answers no buffer was sized for).
+        options.edns_payload_len = 4096;
+        options.try_tcp_on_error = true;
         let resolver = builder.build().map_err(|e| setup_error(&e))?;
         let description = if nameservers.is_empty() {
             "system resolvers".to_owned()

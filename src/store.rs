@@ -44,6 +44,11 @@ macro_rules! on_pool {
     };
 }
 
+/// A UTC time as text that sorts like the time itself (fixed width, always `Z`).
+fn sortable_time(time: chrono::DateTime<Utc>) -> String {
+    time.to_rfc3339_opts(chrono::SecondsFormat::Micros, true)
+}
+
 /// The `status` column of a removed domain's view row.
 const REMOVED_STATUS: &str = "removed";
 
@@ -140,20 +145,32 @@ impl Store {
     }
 
     /// Claims `domain_name` for `domain_id`; false when another live domain holds it.
+    ///
+    /// A claim is taken before the registration is recorded, so a crash in between would leave
+    /// a claim without a domain. Such a claim (no events, older than a minute, while recording
+    /// a registration takes milliseconds) is taken over instead of blocking the name forever.
     pub async fn reserve_name(
         &self,
         domain_name: &str,
         domain_id: &str,
     ) -> Result<bool, StoreError> {
-        let sql = "INSERT INTO domain_names (domain_name, domain_id) VALUES ($1, $2) \
-                   ON CONFLICT (domain_name) DO NOTHING";
-        let inserted = on_pool!(self, pool => sqlx::query(sql)
+        let sql = "INSERT INTO domain_names (domain_name, domain_id, reserved_at) \
+                   VALUES ($1, $2, $3) \
+                   ON CONFLICT (domain_name) DO UPDATE \
+                   SET domain_id = excluded.domain_id, reserved_at = excluded.reserved_at \
+                   WHERE domain_names.reserved_at < $4 AND NOT EXISTS \
+                   (SELECT 1 FROM events WHERE events.aggregate_id = domain_names.domain_id)";
+        let now = Utc::now();
+        let stale_before = now - chrono::Duration::seconds(60);
+        let claimed = on_pool!(self, pool => sqlx::query(sql)
             .bind(domain_name)
             .bind(domain_id)
+            .bind(sortable_time(now))
+            .bind(sortable_time(stale_before))
             .execute(pool)
             .await?
             .rows_affected());
-        Ok(inserted == 1)
+        Ok(claimed == 1)
     }
 
     /// Frees every name held by a domain (after its removal).

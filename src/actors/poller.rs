@@ -33,6 +33,16 @@ pub struct PollerMemory {
     record_seen: bool,
     /// The last transient ACME failure, reported if the deadline passes before it clears.
     last_acme_error: Option<String>,
+    /// Transient ACME failures in a row: the next attempt backs off exponentially.
+    acme_failures_in_a_row: u32,
+}
+
+impl PollerMemory {
+    /// The wait before the next poll: the interval, doubled for each transient ACME failure in
+    /// a row (up to 32 times), so an unavailable CA is not hammered.
+    pub fn delay(&self, interval: Duration) -> Duration {
+        interval.saturating_mul(1u32 << self.acme_failures_in_a_row.min(5))
+    }
 }
 
 /// How a refused command ends the poll: a refusal means the order is no longer this poller's
@@ -131,6 +141,7 @@ pub async fn poll_once(
         Err(error) => {
             tracing::warn!(%domain_id, %error, "ACME step failed; retrying at the next poll");
             memory.last_acme_error = Some(error.to_string());
+            memory.acme_failures_in_a_row += 1;
             return (PollOutcome::Waiting, memory);
         }
     };
@@ -183,6 +194,10 @@ impl OrderPoller {
     /// is recorded on time.
     fn next_delay(&self) -> Duration {
         let interval = Duration::from_millis(self.pending.order.poll_interval_ms.max(1));
+        let interval = self
+            .memory
+            .as_ref()
+            .map_or(interval, |memory| memory.delay(interval));
         let until_deadline = (self.pending.order.deadline - Utc::now())
             .to_std()
             .unwrap_or(Duration::ZERO);
@@ -211,5 +226,21 @@ impl Handler<Shutdown> for OrderPoller {
 
     fn handle(&mut self, _msg: Shutdown, ctx: &mut Self::Context) {
         ctx.stop();
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn transient_acme_failures_back_off_exponentially_up_to_32_intervals() {
+        let interval = Duration::from_secs(1);
+        let mut memory = PollerMemory::default();
+        assert_eq!(memory.delay(interval), interval);
+        memory.acme_failures_in_a_row = 3;
+        assert_eq!(memory.delay(interval), Duration::from_secs(8));
+        memory.acme_failures_in_a_row = 40;
+        assert_eq!(memory.delay(interval), Duration::from_secs(32));
     }
 }

@@ -25,4 +25,5 @@ mod http_contract;
 mod issuance;
 mod keys_and_roles;
 mod lifecycle;
+mod resilience;
 mod support;

@@ -104,7 +104,7 @@ pub struct Pebble {
     pub management_port: u16,
     pub dns_port: u16,
     pub challtestsrv_port: u16,
-    _pebble: ChildGuard,
+    pebble: ChildGuard,
     _challtestsrv: ChildGuard,
 }
 
@@ -175,7 +175,7 @@ impl Pebble {
             management_port,
             dns_port,
             challtestsrv_port,
-            _pebble: pebble,
+            pebble,
             _challtestsrv: challtestsrv,
         }
     }
@@ -204,6 +204,26 @@ impl Pebble {
             "challtestsrv ignores hosts without the trailing dot"
         );
         self.challtestsrv("/set-txt", json!({"host": host, "value": value}));
+    }
+
+    /// Stops the ACME server (its DNS server keeps running), as a CA outage would.
+    pub fn stop_acme(&mut self) {
+        self.pebble.kill();
+    }
+
+    /// Makes every query for `host` answer SERVFAIL.
+    pub fn set_servfail(&self, host: &str) {
+        self.challtestsrv("/set-servfail", json!({"host": host}));
+    }
+
+    /// Removes every TXT value at `host`.
+    pub fn clear_txt(&self, host: &str) {
+        self.challtestsrv("/clear-txt", json!({"host": host}));
+    }
+
+    /// Undoes [`Pebble::set_servfail`].
+    pub fn clear_servfail(&self, host: &str) {
+        self.challtestsrv("/clear-servfail", json!({"host": host}));
     }
 
     /// The root Pebble issues under (it changes on every start).
@@ -495,6 +515,24 @@ impl Service {
         self.guard.kill();
     }
 
+    /// SIGTERM, then waits for the exit: a graceful stop.
+    pub fn terminate(&mut self) -> std::process::ExitStatus {
+        let pid = self.guard.child.id().to_string();
+        let sent = Command::new("kill")
+            .args(["-TERM", &pid])
+            .status()
+            .expect("kill runs");
+        assert!(sent.success(), "SIGTERM was not delivered");
+        let deadline = Instant::now() + Duration::from_secs(30);
+        loop {
+            if let Some(status) = self.guard.child.try_wait().expect("wait") {
+                return status;
+            }
+            assert!(Instant::now() < deadline, "no exit within 30 s of SIGTERM");
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    }
+
     /// Everything the service logged so far.
     pub fn log(&self) -> String {
         std::fs::read_to_string(&self.log_path).unwrap_or_default()
@@ -558,6 +596,39 @@ async fn into_parts(response: reqwest::Response) -> (u16, Value) {
     let text = response.text().await.expect("body");
     let body = serde_json::from_str(&text).unwrap_or_else(|_| panic!("body is not JSON: {text:?}"));
     (status, body)
+}
+
+/// Runs the binary with `env` expecting it to refuse to start: returns its exit status and log.
+pub fn start_expecting_refusal(
+    env: &HashMap<String, String>,
+) -> (std::process::ExitStatus, String) {
+    let mut guard = spawn(
+        Command::new(env!("CARGO_BIN_EXE_dns-handling"))
+            .env_clear()
+            .env("PATH", std::env::var("PATH").unwrap_or_default())
+            .env("SERVER_ADDR", "127.0.0.1:0")
+            .envs(env)
+            .stdout(Stdio::null())
+            .stderr(Stdio::piped()),
+        "dns-handling",
+        "",
+    );
+    let deadline = Instant::now() + Duration::from_secs(20);
+    let status = loop {
+        if let Some(status) = guard.child.try_wait().expect("wait") {
+            break status;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "the service started instead of refusing"
+        );
+        std::thread::sleep(Duration::from_millis(20));
+    };
+    let mut log = String::new();
+    if let Some(mut stderr) = guard.child.stderr.take() {
+        let _ = stderr.read_to_string(&mut log);
+    }
+    (status, log)
 }
 
 /// A fixed test key-encryption key (32 bytes, base64).

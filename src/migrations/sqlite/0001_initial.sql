@@ -43,7 +43,8 @@ CREATE TABLE IF NOT EXISTS certificate_views
 CREATE TABLE IF NOT EXISTS domain_names
 (
     domain_name text NOT NULL PRIMARY KEY,
-    domain_id   text NOT NULL
+    domain_id   text NOT NULL,
+    reserved_at text NOT NULL
 );
 
 -- The one ACME account per directory. Holds a private key: never exposed through the API.
