@@ -21,6 +21,7 @@ macro_rules! on_both_stores {
     };
 }
 
+mod crash;
 mod http_contract;
 mod issuance;
 mod keys_and_roles;
