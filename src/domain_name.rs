@@ -190,6 +190,52 @@ mod tests {
         ));
     }
 
+    fn satisfies_the_invariants(name: &DomainName) -> bool {
+        let text = name.as_str();
+        let labels: Vec<&str> = text.split('.').collect();
+        text.len() <= 253
+            && labels.len() >= 2
+            && text.parse::<std::net::IpAddr>().is_err()
+            && labels.iter().all(|label| {
+                (1..=63).contains(&label.len())
+                    && label
+                        .bytes()
+                        .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-')
+                    && !label.starts_with('-')
+                    && !label.ends_with('-')
+            })
+    }
+
+    proptest::proptest! {
+        #[test]
+        fn any_input_is_refused_or_yields_a_valid_normalised_name(input in "\\PC{0,80}") {
+            if let Ok(name) = DomainName::parse(&input) {
+                proptest::prop_assert!(satisfies_the_invariants(&name), "{input:?} -> {name:?}");
+                proptest::prop_assert_eq!(DomainName::parse(name.as_str()), Ok(name.clone()));
+            }
+        }
+
+        #[test]
+        fn names_made_of_valid_labels_are_accepted_in_lower_case(
+            labels in proptest::collection::vec("[a-zA-Z0-9]([a-zA-Z0-9-]{0,20}[a-zA-Z0-9])?", 1..5),
+            tld in "[a-zA-Z]{2,10}",
+            trailing_dot in proptest::bool::ANY,
+        ) {
+            let input = format!("{}.{}{}", labels.join("."), tld, if trailing_dot { "." } else { "" });
+            let name = DomainName::parse(&input).map_err(|e| proptest::test_runner::TestCaseError::fail(format!("{input:?}: {e}")))?;
+            proptest::prop_assert_eq!(name.as_str(), input.trim_end_matches('.').to_ascii_lowercase());
+        }
+
+        #[test]
+        fn names_with_a_bad_character_are_refused(
+            prefix in "[a-z]{1,10}",
+            bad in "[_!@#$%^&*()+=/\\\\ ,;:<>?\\[\\]{}|~`'\"]",
+        ) {
+            let input = format!("{prefix}{bad}x.example.com");
+            proptest::prop_assert!(DomainName::parse(&input).is_err(), "{input:?} was accepted");
+        }
+    }
+
     #[test]
     fn the_longest_valid_labels_are_accepted() {
         let name = format!("{}.example.com", "a".repeat(63));
