@@ -40,6 +40,7 @@ fn history(issuances: usize) -> Vec<CustomDomainEvent> {
                 account_id: "https://acme.example/acct/1".into(),
                 poll_interval_ms: 10_000,
                 deadline: now + Duration::minutes(5),
+                key_type: dns_handling_events::CertificateKeyType::Rsa2048,
             },
             requested_at: now,
         });

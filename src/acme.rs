@@ -5,7 +5,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use chrono::{DateTime, Utc};
-use dns_handling_events::{FailureReason, IssuedCertificate, OrderDetails};
+use dns_handling_events::{CertificateKeyType, FailureReason, IssuedCertificate, OrderDetails};
 use instant_acme::{
     Account, AccountCredentials, AuthorizationStatus, ChallengeType, Identifier, NewAccount,
     NewOrder, Order, OrderStatus, Problem, RetryPolicy,
@@ -221,7 +221,9 @@ impl AcmeClient {
             match status {
                 OrderStatus::Pending => self.answer_challenges(&mut acme_order).await?,
                 OrderStatus::Ready => {
-                    let key_pem = self.certificate_key(domain_id, &order.order_id).await?;
+                    let key_pem = self
+                        .certificate_key(domain_id, &order.order_id, order.key_type)
+                        .await?;
                     let csr = build_csr(domain_name, &key_pem)?;
                     acme_order
                         .finalize_csr(&csr)
@@ -275,14 +277,23 @@ impl AcmeClient {
     }
 
     /// The private key of an order: the stored one, or a fresh one stored before first use.
-    async fn certificate_key(&self, domain_id: &str, order_id: &str) -> Result<String, AcmeError> {
+    async fn certificate_key(
+        &self,
+        domain_id: &str,
+        order_id: &str,
+        key_type: CertificateKeyType,
+    ) -> Result<String, AcmeError> {
         if let Some(existing) = self.vault.certificate_key(order_id).await? {
             return Ok(existing);
         }
         // RSA-2048 generation takes tens to hundreds of milliseconds of CPU: run it on the
         // blocking pool so it never stalls an actor's or an HTTP worker's thread.
-        let generated = tokio::task::spawn_blocking(|| {
-            rcgen::KeyPair::generate_for(&rcgen::PKCS_RSA_SHA256).map(|key| key.serialize_pem())
+        let algorithm = match key_type {
+            CertificateKeyType::Rsa2048 => &rcgen::PKCS_RSA_SHA256,
+            CertificateKeyType::EcdsaP256 => &rcgen::PKCS_ECDSA_P256_SHA256,
+        };
+        let generated = tokio::task::spawn_blocking(move || {
+            rcgen::KeyPair::generate_for(algorithm).map(|key| key.serialize_pem())
         })
         .await
         .map_err(|e| AcmeError::Unavailable(format!("key generation task failed: {e}")))?

@@ -539,6 +539,7 @@ mod tests {
             account_id: "https://ca.test/acct/1".into(),
             poll_interval_ms: 10_000,
             deadline: t(2) + Duration::minutes(5),
+            key_type: dns_handling_events::CertificateKeyType::Rsa2048,
         }
     }
 

@@ -14,6 +14,7 @@ use crate::acme::AcmeClient;
 use crate::actors::{ResumePending, Shutdown, Supervisor};
 use crate::api;
 use crate::dns::HickoryTxtLookup;
+use crate::event_repository::Upcasters;
 use crate::projector::ViewProjector;
 use crate::services::Services;
 use crate::settings::Settings;
@@ -58,17 +59,17 @@ impl Application {
                 .context("setting up the DNS resolver")?,
         );
         let projector = ViewProjector::new(store.clone());
-        let repaired = projector
-            .catch_up()
+        // The views must be current before pending orders are read from them.
+        let caught_up = projector
+            .catch_up(|_| {})
             .await
-            .context("repairing read projections")?;
-        if repaired > 0 {
-            tracing::warn!(
-                repaired,
-                "read projections were behind their events and were rebuilt"
-            );
+            .context("bringing the read projections up to date")?;
+        if caught_up > 0 {
+            tracing::info!(caught_up, "read projections caught up with the event feed");
         }
-        let event_store = PersistedEventStore::new_event_store(store.event_repository());
+        spawn_catch_up_loop(projector.clone());
+        let event_store = PersistedEventStore::new_event_store(store.event_repository())
+            .with_upcasters(vec![Box::new(Upcasters)]);
         let cqrs = CqrsFramework::new(event_store, vec![Box::new(projector)], ());
         let services = Arc::new(Services {
             cqrs,
@@ -125,6 +126,23 @@ impl Application {
         let _ = self.supervisor.send(Shutdown).await;
         result
     }
+}
+
+/// How often the projections look for events they have not applied (from another replica, or
+/// an in-process update that failed).
+const CATCH_UP_INTERVAL: std::time::Duration = std::time::Duration::from_secs(1);
+
+/// Keeps the projections caught up with the feed for as long as the process runs.
+fn spawn_catch_up_loop(projector: ViewProjector) {
+    actix_web::rt::spawn(async move {
+        let mut ticks = actix_web::rt::time::interval(CATCH_UP_INTERVAL);
+        loop {
+            ticks.tick().await;
+            if let Err(error) = projector.catch_up(|_| {}).await {
+                tracing::warn!(%error, "projection catch-up failed; retrying");
+            }
+        }
+    });
 }
 
 /// The database URL without its password, for messages.

@@ -5,6 +5,7 @@
 //! - [`domain_name`]: `DomainName`, the parsed and normalised host name.
 //! - [`aggregate`]: the `CustomDomain` aggregate: commands, decisions, refusals.
 //! - [`store`]: PostgreSQL (postgres-es) or SQLite (sqlite-es) behind one interface.
+//! - [`event_repository`]: the cqrs-es repository, with the events' hash chain.
 //! - [`projector`]: keeps the read projections (crate `dns-handling-projections`) up to date.
 //! - [`acme`]: the ACME account, orders and their completion (instant-acme).
 //! - [`dns`]: TXT lookups (hickory-resolver).
@@ -24,6 +25,7 @@ pub mod aggregate;
 pub mod api;
 pub mod app;
 pub mod dns;
+pub mod event_repository;
 pub mod domain_name;
 pub mod projector;
 pub mod services;

@@ -1,24 +1,38 @@
-//! Keeps the read projections up to date with the events cqrs-es has just committed, and brings
-//! them back up to date after a crash.
+//! Keeps the read projections (domain and certificate views) up to date with the events.
+//!
+//! Two paths write the views, and both are idempotent (a view only moves to a higher sequence):
+//! - right after a commit, cqrs-es dispatches the new events in process, so a client that reads
+//!   after a write sees it;
+//! - the checkpointed catch-up reads the global feed after the projection's checkpoint, applies
+//!   it in batches and moves the checkpoint. It runs at start (before pending orders resume) and
+//!   continuously, so an update lost between a commit and a crash, or written by another replica,
+//!   still arrives. A rebuild is the same catch-up from position zero on empty views.
+
+use std::collections::HashMap;
 
 use async_trait::async_trait;
 use cqrs_es::{EventEnvelope, Query};
+use dns_handling_events::feed::FeedEvent;
 use dns_handling_events::CustomDomainEvent;
 use dns_handling_projections::{CertificateView, DomainView};
 
 use crate::aggregate::CustomDomain;
 use crate::store::{Store, StoreError};
 
-/// Applies committed events to the domain and certificate views.
-///
-/// cqrs-es calls it in process right after the commit and before the command returns, so a
-/// client that reads after a write sees the write. Applying is idempotent by sequence, so the
-/// same events arriving twice change nothing; [`ViewProjector::catch_up`] repairs views that a
-/// crash between commit and update left behind.
+/// The checkpoint name of the domain and certificate views.
+pub const DOMAIN_VIEWS: &str = "domain_views";
+
+/// Events read from the feed per batch.
+const BATCH_EVENTS: u32 = 5_000;
+
+/// Applies events to the domain and certificate views.
 #[derive(Clone)]
 pub struct ViewProjector {
     store: Store,
 }
+
+/// A domain's events in one batch, in order.
+type Stream<'a> = Vec<(u64, &'a CustomDomainEvent)>;
 
 impl ViewProjector {
     /// A projector writing to `store`.
@@ -26,68 +40,108 @@ impl ViewProjector {
         Self { store }
     }
 
-    /// Applies `events` (sequence, event) of one domain on top of its stored view, or of
-    /// `start` when given.
-    async fn project(
-        &self,
-        aggregate_id: &str,
-        start: Option<DomainView>,
-        events: &[(u64, &CustomDomainEvent)],
-    ) -> Result<(), StoreError> {
-        let mut view = match start {
-            Some(view) => Some(view),
-            None => self.store.domain_view(aggregate_id).await?,
-        };
-        for (sequence, event) in events {
-            match view.as_mut() {
-                Some(existing) => existing.apply(*sequence, event),
-                None => view = DomainView::from_registration(aggregate_id, *sequence, event),
+    /// Applies the events of several domains on top of their stored views and writes the
+    /// results: one read and a few writes per batch, however many domains it touches.
+    async fn project(&self, streams: &[(&str, Stream<'_>)]) -> Result<(), StoreError> {
+        let ids: Vec<&str> = streams.iter().map(|(id, _)| *id).collect();
+        let mut views: HashMap<String, DomainView> = self
+            .store
+            .domain_views_by_ids(&ids)
+            .await?
+            .into_iter()
+            .map(|view| (view.id.clone(), view))
+            .collect();
+        let mut certificates = Vec::new();
+        let mut removed = Vec::new();
+        for (id, events) in streams {
+            let mut view = views.remove(*id);
+            for (sequence, event) in events {
+                match view.as_mut() {
+                    Some(existing) => existing.apply(*sequence, event),
+                    None => view = DomainView::from_registration(id, *sequence, event),
+                }
+                if let Some(certificate) = CertificateView::from_event(id, event) {
+                    certificates.push(certificate);
+                }
+                if matches!(event, CustomDomainEvent::DomainRemoved { .. }) {
+                    removed.push(*id);
+                }
             }
-            if let Some(certificate) = CertificateView::from_event(aggregate_id, event) {
-                self.store.save_certificate_view(&certificate).await?;
-            }
-            if matches!(event, CustomDomainEvent::DomainRemoved { .. }) {
-                // The name is freed by the projection, not by the request, so that a crash
-                // right after the removal was recorded still frees it (at the next catch-up).
-                self.store.release_names_of(aggregate_id).await?;
+            if let Some(view) = view {
+                views.insert(view.id.clone(), view);
             }
         }
-        if let Some(view) = view {
-            self.store.save_domain_view(&view).await?;
+        let views: Vec<DomainView> = views.into_values().collect();
+        self.store.save_domain_views(&views).await?;
+        for certificate in &certificates {
+            self.store.save_certificate_view(certificate).await?;
+        }
+        for id in removed {
+            // The name is freed by the projection, not by the request, so that a crash right
+            // after the removal was recorded still frees it when the catch-up gets there.
+            self.store.release_names_of(id).await?;
         }
         Ok(())
     }
 
-    /// Rebuilds, from their events, the views of every domain whose view is behind; returns how
-    /// many were repaired. Run at start, before the supervisor resumes pending orders.
-    pub async fn catch_up(&self) -> Result<usize, StoreError> {
-        let behind = self.store.aggregates_behind_their_views().await?;
-        for aggregate_id in &behind {
-            let events = self.store.domain_events(aggregate_id).await?;
-            let events: Vec<(u64, &CustomDomainEvent)> = events
-                .iter()
-                .map(|(sequence, event)| (*sequence, event))
-                .collect();
-            let Some((first_sequence, first)) = events.first() else {
-                continue;
-            };
-            let start = DomainView::from_registration(aggregate_id, *first_sequence, first);
-            self.project(aggregate_id, start, &events[1..]).await?;
-            tracing::warn!(%aggregate_id, "repaired a view left behind by an interrupted update");
+    /// Applies one batch of feed events.
+    async fn apply_feed(&self, batch: &[FeedEvent]) -> Result<(), StoreError> {
+        let mut decoded = Vec::with_capacity(batch.len());
+        for event in batch {
+            decoded.push((event, event.decode()?));
         }
-        Ok(behind.len())
+        let mut order: Vec<&str> = Vec::new();
+        let mut streams: HashMap<&str, Stream<'_>> = HashMap::new();
+        for (event, payload) in &decoded {
+            let stream = streams.entry(event.aggregate_id.as_str()).or_insert_with(|| {
+                order.push(event.aggregate_id.as_str());
+                Vec::new()
+            });
+            stream.push((u64::try_from(event.sequence).unwrap_or(0), payload));
+        }
+        let streams: Vec<(&str, Stream<'_>)> = order
+            .into_iter()
+            .filter_map(|id| streams.remove(id).map(|stream| (id, stream)))
+            .collect();
+        self.project(&streams).await
+    }
+
+    /// Applies the feed after the checkpoint until it is exhausted; calls `progress` with the
+    /// number of events applied after each batch. Returns how many were applied.
+    pub async fn catch_up(&self, mut progress: impl FnMut(u64)) -> Result<u64, StoreError> {
+        let mut position = self.store.checkpoint(DOMAIN_VIEWS).await?;
+        let mut applied = 0u64;
+        loop {
+            let batch = self.store.events_after(position, BATCH_EVENTS).await?;
+            let Some(last) = batch.last() else {
+                return Ok(applied);
+            };
+            self.apply_feed(&batch).await?;
+            // Moved only after the views are written: a crash in between re-applies the batch,
+            // which changes nothing.
+            position = last.position;
+            self.store.set_checkpoint(DOMAIN_VIEWS, position).await?;
+            applied += batch.len() as u64;
+            progress(applied);
+        }
+    }
+
+    /// Empties the views and rebuilds them from the first event.
+    pub async fn rebuild(&self, progress: impl FnMut(u64)) -> Result<u64, StoreError> {
+        self.store.clear_projections().await?;
+        self.catch_up(progress).await
     }
 }
 
 #[async_trait]
 impl Query<CustomDomain> for ViewProjector {
     async fn dispatch(&self, aggregate_id: &str, events: &[EventEnvelope<CustomDomain>]) {
-        let events: Vec<(u64, &CustomDomainEvent)> = events
+        let stream: Stream<'_> = events
             .iter()
             .map(|envelope| (envelope.sequence as u64, &envelope.payload))
             .collect();
-        if let Err(error) = self.project(aggregate_id, None, &events).await {
-            tracing::error!(%aggregate_id, %error, "projection update failed; it is repaired at the next start");
+        if let Err(error) = self.project(&[(aggregate_id, stream)]).await {
+            tracing::error!(%aggregate_id, %error, "view update failed; the catch-up repairs it");
         }
     }
 }

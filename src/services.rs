@@ -10,7 +10,8 @@ use crate::acme::AcmeClient;
 use crate::aggregate::{CustomDomain, CustomDomainCommand, DomainError};
 use crate::dns::TxtLookup;
 use crate::settings::Settings;
-use crate::store::{EventRepository, Store};
+use crate::event_repository::EventRepository;
+use crate::store::Store;
 use crate::vault::KeyVault;
 
 /// The cqrs-es framework for custom domains over the configured store.

@@ -5,6 +5,8 @@ use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::time::Duration;
 
+use dns_handling_events::CertificateKeyType;
+
 /// Let's Encrypt's staging directory: the default, so that a misconfigured first run cannot burn
 /// production rate limits.
 pub const LETS_ENCRYPT_STAGING: &str = "https://acme-staging-v02.api.letsencrypt.org/directory";
@@ -64,6 +66,8 @@ pub struct Settings {
     pub key_encryption_key_file: Option<PathBuf>,
     /// `tracing` filter directive, e.g. `info` or `dns_handling=debug`.
     pub log_level: String,
+    /// The kind of key certificates are issued for.
+    pub cert_key_type: CertificateKeyType,
 }
 
 /// A setting that could not be understood; names the variable.
@@ -96,6 +100,7 @@ impl Default for Settings {
             key_encryption_key: None,
             key_encryption_key_file: None,
             log_level: "info".to_owned(),
+            cert_key_type: CertificateKeyType::Rsa2048,
         }
     }
 }
@@ -168,6 +173,10 @@ impl Settings {
         }
         settings.key_encryption_key = get("KEY_ENCRYPTION_KEY").map(|key| Secret::new(key.trim()));
         settings.key_encryption_key_file = get("KEY_ENCRYPTION_KEY_FILE").map(PathBuf::from);
+        if let Some(value) = get("CERT_KEY_TYPE") {
+            settings.cert_key_type = CertificateKeyType::parse(value.trim())
+                .ok_or_else(|| invalid("CERT_KEY_TYPE", value, "use rsa2048 or ecdsa-p256"))?;
+        }
         if let Some(value) = get("LOG_LEVEL") {
             settings.log_level = value.clone();
         }

@@ -10,15 +10,12 @@ use std::str::FromStr;
 use std::time::Duration;
 
 use chrono::Utc;
-use cqrs_es::persist::{
-    PersistedEventRepository, PersistenceError, ReplayStream, SerializedEvent, SerializedSnapshot,
-};
-use cqrs_es::Aggregate;
-use dns_handling_events::{CustomDomainEvent, DomainStatus, AGGREGATE_TYPE};
+
+use crate::event_repository::EventRepository;
+use dns_handling_events::chain::HASH_KEY;
+use dns_handling_events::feed::FeedEvent;
+use dns_handling_events::{DomainStatus, AGGREGATE_TYPE};
 use dns_handling_projections::{CertificateView, DomainView};
-use postgres_es::PostgresEventRepository;
-use serde_json::Value;
-use sqlite_es::SqliteEventRepository;
 use sqlx::postgres::PgPoolOptions;
 use sqlx::sqlite::{SqliteConnectOptions, SqliteJournalMode, SqlitePoolOptions, SqliteSynchronous};
 use sqlx::{PgPool, Row, SqlitePool};
@@ -42,6 +39,57 @@ macro_rules! on_pool {
             Store::Sqlite($pool) => $body,
         }
     };
+}
+
+/// The PostgreSQL schema, in order; never edit one that has shipped, add the next.
+const POSTGRES_MIGRATIONS: [(i64, &str); 2] = [
+    (1, include_str!("migrations/postgres/0001_initial.sql")),
+    (2, include_str!("migrations/postgres/0002_global_feed.sql")),
+];
+
+/// The SQLite schema, in order; never edit one that has shipped, add the next.
+const SQLITE_MIGRATIONS: [(i64, &str); 2] = [
+    (1, include_str!("migrations/sqlite/0001_initial.sql")),
+    (2, include_str!("migrations/sqlite/0002_global_feed.sql")),
+];
+
+/// Rows per multi-row statement: well under SQLite's and PostgreSQL's parameter limits.
+const BATCH_ROWS: usize = 500;
+
+/// The columns of a feed row, for every query that reads events as `FeedEvent`s.
+const FEED_COLUMNS: &str = "SELECT position, aggregate_id, sequence, event_type, event_version, \
+     COALESCE(recorded_at, '') AS recorded_at, CAST(payload AS TEXT) AS payload, \
+     CAST(metadata AS TEXT) AS metadata FROM events";
+
+/// Reads one feed row (works on either database's row type).
+fn feed_row<R: Row>(row: &R) -> Result<FeedEvent, StoreError>
+where
+    for<'a> &'a str: sqlx::ColumnIndex<R>,
+    i64: for<'r> sqlx::Decode<'r, R::Database> + sqlx::Type<R::Database>,
+    String: for<'r> sqlx::Decode<'r, R::Database> + sqlx::Type<R::Database>,
+{
+    let payload: String = row.try_get("payload")?;
+    let metadata: String = row.try_get("metadata")?;
+    Ok(FeedEvent {
+        position: row.try_get("position")?,
+        aggregate_id: row.try_get("aggregate_id")?,
+        sequence: row.try_get("sequence")?,
+        event_type: row.try_get("event_type")?,
+        event_version: row.try_get("event_version")?,
+        recorded_at: row.try_get("recorded_at")?,
+        payload: serde_json::from_str(&payload)?,
+        metadata: serde_json::from_str(&metadata)?,
+    })
+}
+
+/// The `status` column of a view: removed domains keep their row (for the history) under a
+/// status no listing asks for.
+fn view_status(view: &DomainView) -> &'static str {
+    if view.removed {
+        REMOVED_STATUS
+    } else {
+        view.status.as_str()
+    }
 }
 
 /// A UTC time as text that sorts like the time itself (fixed width, always `Z`).
@@ -102,26 +150,43 @@ impl Store {
         Ok(Store::Sqlite(pool))
     }
 
-    /// Creates the tables when they do not exist yet. Every statement is idempotent, so running
-    /// this on every start is safe.
+    /// Applies the migrations this database has not had yet, each in its own transaction and
+    /// recorded in `schema_migrations`, so running this on every start is safe.
     pub async fn migrate(&self) -> Result<(), StoreError> {
-        match self {
-            Store::Postgres(pool) => {
-                // Several replicas may start at once: one lock makes their migrations take turns.
+        const CREATE: &str = "CREATE TABLE IF NOT EXISTS schema_migrations \
+                              (version bigint NOT NULL PRIMARY KEY, applied_at text NOT NULL)";
+        const APPLIED: &str = "SELECT version FROM schema_migrations WHERE version = $1";
+        const RECORD: &str = "INSERT INTO schema_migrations (version, applied_at) VALUES ($1, $2)";
+        let migrations: &[(i64, &str)] = match self {
+            Store::Postgres(_) => &POSTGRES_MIGRATIONS,
+            Store::Sqlite(_) => &SQLITE_MIGRATIONS,
+        };
+        for (version, sql) in migrations {
+            on_pool!(self, pool => {
                 let mut tx = pool.begin().await?;
-                sqlx::query("SELECT pg_advisory_xact_lock(7246001)")
-                    .execute(&mut *tx)
-                    .await?;
-                sqlx::raw_sql(include_str!("migrations/postgres/0001_initial.sql"))
-                    .execute(&mut *tx)
-                    .await?;
+                if matches!(self, Store::Postgres(_)) {
+                    // Several replicas may start at once: one lock makes them take turns.
+                    sqlx::query("SELECT pg_advisory_xact_lock(7246001)")
+                        .execute(&mut *tx)
+                        .await?;
+                }
+                sqlx::query(CREATE).execute(&mut *tx).await?;
+                let applied = sqlx::query(APPLIED)
+                    .bind(version)
+                    .fetch_optional(&mut *tx)
+                    .await?
+                    .is_some();
+                if !applied {
+                    sqlx::raw_sql(sql).execute(&mut *tx).await?;
+                    sqlx::query(RECORD)
+                        .bind(version)
+                        .bind(sortable_time(Utc::now()))
+                        .execute(&mut *tx)
+                        .await?;
+                    tracing::info!(version, "applied migration");
+                }
                 tx.commit().await?;
-            }
-            Store::Sqlite(pool) => {
-                sqlx::raw_sql(include_str!("migrations/sqlite/0001_initial.sql"))
-                    .execute(pool)
-                    .await?;
-            }
+            });
         }
         Ok(())
     }
@@ -134,14 +199,7 @@ impl Store {
 
     /// The cqrs-es event repository over the same pool.
     pub fn event_repository(&self) -> EventRepository {
-        match self {
-            Store::Postgres(pool) => {
-                EventRepository::Postgres(PostgresEventRepository::new(pool.clone()))
-            }
-            Store::Sqlite(pool) => {
-                EventRepository::Sqlite(SqliteEventRepository::new(pool.clone()))
-            }
-        }
+        EventRepository::new(self.clone())
     }
 
     /// Claims `domain_name` for `domain_id`; false when another live domain holds it.
@@ -180,46 +238,193 @@ impl Store {
         Ok(())
     }
 
-    /// Ids of the domains whose view is behind their events (a crash between an event's commit
-    /// and its view update leaves one behind).
-    pub async fn aggregates_behind_their_views(&self) -> Result<Vec<String>, StoreError> {
-        let sql = "SELECT e.aggregate_id AS id FROM events e \
-                   LEFT JOIN domain_views v ON v.id = e.aggregate_id \
-                   WHERE e.aggregate_type = $1 \
-                   GROUP BY e.aggregate_id, v.last_sequence \
-                   HAVING MAX(e.sequence) > COALESCE(v.last_sequence, 0)";
-        Ok(on_pool!(self, pool => sqlx::query(sql)
+    /// The stored hash of one event of a stream (`None` when absent or unhashed).
+    pub async fn event_hash(
+        &self,
+        aggregate_type: &str,
+        aggregate_id: &str,
+        sequence: i64,
+    ) -> Result<Option<String>, StoreError> {
+        let sql = "SELECT CAST(metadata AS TEXT) AS metadata FROM events \
+                   WHERE aggregate_type = $1 AND aggregate_id = $2 AND sequence = $3";
+        let metadata: Option<String> = on_pool!(self, pool => sqlx::query(sql)
+            .bind(aggregate_type)
+            .bind(aggregate_id)
+            .bind(sequence)
+            .fetch_optional(pool)
+            .await?
+            .map(|row| row.try_get("metadata"))
+            .transpose()?);
+        let Some(metadata) = metadata else {
+            return Ok(None);
+        };
+        let metadata: serde_json::Value = serde_json::from_str(&metadata)?;
+        Ok(metadata[HASH_KEY].as_str().map(str::to_owned))
+    }
+
+    /// Up to `limit` events after `position`, in the global order.
+    pub async fn events_after(&self, position: i64, limit: u32) -> Result<Vec<FeedEvent>, StoreError> {
+        let sql = format!("{FEED_COLUMNS} WHERE aggregate_type = $1 AND position > $2 ORDER BY position LIMIT $3");
+        let rows = on_pool!(self, pool => sqlx::query(&sql)
             .bind(AGGREGATE_TYPE)
+            .bind(position)
+            .bind(i64::from(limit))
             .fetch_all(pool)
             .await?
             .iter()
-            .map(|row| row.try_get("id"))
-            .collect::<Result<Vec<String>, _>>()?))
+            .map(feed_row)
+            .collect::<Result<Vec<_>, StoreError>>()?);
+        Ok(rows)
     }
 
-    /// Every event of one domain, in order, as (sequence, event).
-    pub async fn domain_events(
-        &self,
-        aggregate_id: &str,
-    ) -> Result<Vec<(u64, CustomDomainEvent)>, StoreError> {
-        let sql = "SELECT sequence, CAST(payload AS TEXT) AS payload FROM events \
-                   WHERE aggregate_type = $1 AND aggregate_id = $2 ORDER BY sequence";
-        let rows: Vec<(i64, String)> = on_pool!(self, pool => sqlx::query(sql)
+    /// Every event of one domain, in stream order.
+    pub async fn domain_history(&self, aggregate_id: &str) -> Result<Vec<FeedEvent>, StoreError> {
+        let sql = format!("{FEED_COLUMNS} WHERE aggregate_type = $1 AND aggregate_id = $2 ORDER BY sequence");
+        let rows = on_pool!(self, pool => sqlx::query(&sql)
             .bind(AGGREGATE_TYPE)
             .bind(aggregate_id)
             .fetch_all(pool)
             .await?
             .iter()
-            .map(|row| Ok((row.try_get("sequence")?, row.try_get("payload")?)))
-            .collect::<Result<_, sqlx::Error>>()?);
-        rows.into_iter()
-            .map(|(sequence, payload)| {
-                Ok((
-                    u64::try_from(sequence).unwrap_or(0),
-                    serde_json::from_str(&payload)?,
-                ))
-            })
-            .collect()
+            .map(feed_row)
+            .collect::<Result<Vec<_>, StoreError>>()?);
+        Ok(rows)
+    }
+
+    /// Every event, stream by stream, for walking the hash chains.
+    pub async fn all_streams_in_order(&self, after_id: &str, limit: u32) -> Result<Vec<FeedEvent>, StoreError> {
+        let sql = format!(
+            "{FEED_COLUMNS} WHERE aggregate_type = $1 AND aggregate_id > $2 \
+             AND aggregate_id IN (SELECT DISTINCT aggregate_id FROM events \
+             WHERE aggregate_type = $1 AND aggregate_id > $2 ORDER BY aggregate_id LIMIT $3) \
+             ORDER BY aggregate_id, sequence"
+        );
+        let rows = on_pool!(self, pool => sqlx::query(&sql)
+            .bind(AGGREGATE_TYPE)
+            .bind(after_id)
+            .bind(i64::from(limit))
+            .fetch_all(pool)
+            .await?
+            .iter()
+            .map(feed_row)
+            .collect::<Result<Vec<_>, StoreError>>()?);
+        Ok(rows)
+    }
+
+    /// The highest position in the feed (0 when empty) and the number of events.
+    pub async fn feed_extent(&self) -> Result<(i64, i64), StoreError> {
+        let sql = "SELECT COALESCE(MAX(position), 0) AS last, COUNT(*) AS n FROM events \
+                   WHERE aggregate_type = $1";
+        Ok(on_pool!(self, pool => {
+            let row = sqlx::query(sql).bind(AGGREGATE_TYPE).fetch_one(pool).await?;
+            (row.try_get("last")?, row.try_get("n")?)
+        }))
+    }
+
+    /// How far projection `name` has applied the feed.
+    pub async fn checkpoint(&self, name: &str) -> Result<i64, StoreError> {
+        let sql = "SELECT position FROM projection_checkpoints WHERE name = $1";
+        Ok(on_pool!(self, pool => sqlx::query(sql)
+            .bind(name)
+            .fetch_optional(pool)
+            .await?
+            .map(|row| row.try_get("position"))
+            .transpose()?)
+        .unwrap_or(0))
+    }
+
+    /// Records that projection `name` has applied the feed up to `position`.
+    pub async fn set_checkpoint(&self, name: &str, position: i64) -> Result<(), StoreError> {
+        let sql = "INSERT INTO projection_checkpoints (name, position) VALUES ($1, $2) \
+                   ON CONFLICT (name) DO UPDATE SET position = excluded.position \
+                   WHERE projection_checkpoints.position < excluded.position";
+        on_pool!(self, pool => sqlx::query(sql).bind(name).bind(position).execute(pool).await?.rows_affected());
+        Ok(())
+    }
+
+    /// Empties every read projection and its checkpoint, for a rebuild from zero.
+    pub async fn clear_projections(&self) -> Result<(), StoreError> {
+        on_pool!(self, pool => {
+            let mut tx = pool.begin().await?;
+            for sql in [
+                "DELETE FROM domain_views",
+                "DELETE FROM certificate_views",
+                "DELETE FROM projection_checkpoints",
+            ] {
+                sqlx::query(sql).execute(&mut *tx).await?;
+            }
+            tx.commit().await?;
+        });
+        Ok(())
+    }
+
+    /// The stored views of `ids` (those that exist).
+    pub async fn domain_views_by_ids(&self, ids: &[&str]) -> Result<Vec<DomainView>, StoreError> {
+        let mut views = Vec::with_capacity(ids.len());
+        for chunk in ids.chunks(BATCH_ROWS) {
+            let placeholders: Vec<String> = (1..=chunk.len()).map(|n| format!("${n}")).collect();
+            let sql = format!(
+                "SELECT payload FROM domain_views WHERE id IN ({})",
+                placeholders.join(",")
+            );
+            let payloads: Vec<String> = on_pool!(self, pool => {
+                let mut query = sqlx::query(&sql);
+                for id in chunk {
+                    query = query.bind(*id);
+                }
+                query
+                    .fetch_all(pool)
+                    .await?
+                    .iter()
+                    .map(|row| row.try_get("payload"))
+                    .collect::<Result<_, _>>()?
+            });
+            for payload in payloads {
+                views.push(serde_json::from_str(&payload)?);
+            }
+        }
+        Ok(views)
+    }
+
+    /// Writes many views in a few statements; a stored view is only replaced by a newer one.
+    pub async fn save_domain_views(&self, views: &[DomainView]) -> Result<(), StoreError> {
+        for chunk in views.chunks(BATCH_ROWS) {
+            let rows: Vec<String> = (0..chunk.len())
+                .map(|n| {
+                    let base = n * 5;
+                    format!("(${}, ${}, ${}, ${}, ${})", base + 1, base + 2, base + 3, base + 4, base + 5)
+                })
+                .collect();
+            let sql = format!(
+                "INSERT INTO domain_views (id, domain_name, status, last_sequence, payload) \
+                 VALUES {} ON CONFLICT (id) DO UPDATE SET domain_name = excluded.domain_name, \
+                 status = excluded.status, last_sequence = excluded.last_sequence, \
+                 payload = excluded.payload \
+                 WHERE domain_views.last_sequence < excluded.last_sequence",
+                rows.join(",")
+            );
+            let mut bound = Vec::with_capacity(chunk.len());
+            for view in chunk {
+                bound.push((
+                    view_status(view),
+                    i64::try_from(view.last_sequence).unwrap_or(i64::MAX),
+                    serde_json::to_string(view)?,
+                ));
+            }
+            on_pool!(self, pool => {
+                let mut query = sqlx::query(&sql);
+                for (view, (status, sequence, payload)) in chunk.iter().zip(&bound) {
+                    query = query
+                        .bind(&view.id)
+                        .bind(&view.domain_name)
+                        .bind(*status)
+                        .bind(*sequence)
+                        .bind(payload);
+                }
+                query.execute(pool).await?.rows_affected()
+            });
+        }
+        Ok(())
     }
 
     /// Gives a name back (after a registration that did not go through).
@@ -239,12 +444,7 @@ impl Store {
                    WHERE domain_views.last_sequence < excluded.last_sequence";
         let payload = serde_json::to_string(view)?;
         let sequence = i64::try_from(view.last_sequence).unwrap_or(i64::MAX);
-        // Removed domains keep their row (for the history) under a status no listing asks for.
-        let status = if view.removed {
-            REMOVED_STATUS
-        } else {
-            view.status.as_str()
-        };
+        let status = view_status(view);
         on_pool!(self, pool => sqlx::query(sql)
             .bind(&view.id)
             .bind(&view.domain_name)
@@ -430,74 +630,5 @@ impl Store {
             .fetch_one(pool)
             .await?
             .try_get("n")?))
-    }
-}
-
-/// The cqrs-es repository of whichever database is configured.
-pub enum EventRepository {
-    /// postgres-es.
-    Postgres(PostgresEventRepository),
-    /// sqlite-es.
-    Sqlite(SqliteEventRepository),
-}
-
-impl PersistedEventRepository for EventRepository {
-    async fn get_events<A: Aggregate>(
-        &self,
-        aggregate_id: &str,
-    ) -> Result<Vec<SerializedEvent>, PersistenceError> {
-        match self {
-            Self::Postgres(repo) => repo.get_events::<A>(aggregate_id).await,
-            Self::Sqlite(repo) => repo.get_events::<A>(aggregate_id).await,
-        }
-    }
-
-    async fn get_last_events<A: Aggregate>(
-        &self,
-        aggregate_id: &str,
-        last_sequence: usize,
-    ) -> Result<Vec<SerializedEvent>, PersistenceError> {
-        match self {
-            Self::Postgres(repo) => repo.get_last_events::<A>(aggregate_id, last_sequence).await,
-            Self::Sqlite(repo) => repo.get_last_events::<A>(aggregate_id, last_sequence).await,
-        }
-    }
-
-    async fn get_snapshot<A: Aggregate>(
-        &self,
-        aggregate_id: &str,
-    ) -> Result<Option<SerializedSnapshot>, PersistenceError> {
-        match self {
-            Self::Postgres(repo) => repo.get_snapshot::<A>(aggregate_id).await,
-            Self::Sqlite(repo) => repo.get_snapshot::<A>(aggregate_id).await,
-        }
-    }
-
-    async fn persist<A: Aggregate>(
-        &self,
-        events: &[SerializedEvent],
-        snapshot_update: Option<(String, Value, usize)>,
-    ) -> Result<(), PersistenceError> {
-        match self {
-            Self::Postgres(repo) => repo.persist::<A>(events, snapshot_update).await,
-            Self::Sqlite(repo) => repo.persist::<A>(events, snapshot_update).await,
-        }
-    }
-
-    async fn stream_events<A: Aggregate>(
-        &self,
-        aggregate_id: &str,
-    ) -> Result<ReplayStream, PersistenceError> {
-        match self {
-            Self::Postgres(repo) => repo.stream_events::<A>(aggregate_id).await,
-            Self::Sqlite(repo) => repo.stream_events::<A>(aggregate_id).await,
-        }
-    }
-
-    async fn stream_all_events<A: Aggregate>(&self) -> Result<ReplayStream, PersistenceError> {
-        match self {
-            Self::Postgres(repo) => repo.stream_all_events::<A>().await,
-            Self::Sqlite(repo) => repo.stream_all_events::<A>().await,
-        }
     }
 }

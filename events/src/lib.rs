@@ -90,6 +90,34 @@ impl FailureReason {
     }
 }
 
+/// The kind of private key a certificate is issued for.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, Default)]
+#[serde(rename_all = "kebab-case")]
+pub enum CertificateKeyType {
+    /// RSA with a 2048-bit modulus: what the source system issued, and the default.
+    #[default]
+    Rsa2048,
+    /// ECDSA on P-256: far cheaper to generate and to serve.
+    EcdsaP256,
+}
+
+impl CertificateKeyType {
+    /// The setting's spelling (`rsa2048`, `ecdsa-p256`).
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Rsa2048 => "rsa2048",
+            Self::EcdsaP256 => "ecdsa-p256",
+        }
+    }
+
+    /// Parses the setting's spelling.
+    pub fn parse(text: &str) -> Option<Self> {
+        [Self::Rsa2048, Self::EcdsaP256]
+            .into_iter()
+            .find(|kind| kind.as_str() == text)
+    }
+}
+
 /// Everything needed to carry an ACME order forward, persisted before the order is handed to a
 /// poller so that a restart can resume it without creating a second order.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -110,6 +138,9 @@ pub struct OrderDetails {
     pub poll_interval_ms: u64,
     /// When the poller gives up if the record has not been seen.
     pub deadline: DateTime<Utc>,
+    /// The kind of key the certificate is issued for (added in `CertificateRequested` 2.0;
+    /// version 1.0 events are upcast to `rsa2048`, the only kind there was).
+    pub key_type: CertificateKeyType,
 }
 
 /// The public facts of an issued certificate; the private key is stored elsewhere, by order id.
@@ -238,15 +269,29 @@ impl CustomDomainEvent {
     }
 }
 
+impl CustomDomainEvent {
+    /// The current version of this event's payload.
+    pub fn version(&self) -> &'static str {
+        match self {
+            Self::CertificateRequested { .. } => "2.0",
+            _ => INITIAL_EVENT_VERSION,
+        }
+    }
+}
+
 impl cqrs_es::DomainEvent for CustomDomainEvent {
     fn event_type(&self) -> String {
         self.type_name().to_owned()
     }
 
     fn event_version(&self) -> String {
-        INITIAL_EVENT_VERSION.to_owned()
+        self.version().to_owned()
     }
 }
+
+pub mod chain;
+pub mod feed;
+pub mod upcast;
 
 #[cfg(test)]
 mod tests {

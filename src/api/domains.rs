@@ -233,6 +233,7 @@ pub async fn issue_certificate(
         deadline: now
             + chrono::Duration::from_std(settings.poll_timeout)
                 .unwrap_or_else(|_| chrono::Duration::minutes(5)),
+        key_type: settings.cert_key_type,
     };
     // The order URL is persisted before any poller exists: from here on a crash resumes this
     // order instead of creating a second one.

@@ -36,12 +36,21 @@ impl Drop for TempDir {
     }
 }
 
-/// A free loopback port (bound and released; the tiny race is acceptable in tests).
+/// A free loopback port, never the same twice in this test process: the port is released
+/// before the server that gets it binds it, and two fixtures must not be handed one port.
 pub fn free_port() -> u16 {
-    TcpListener::bind("127.0.0.1:0")
-        .and_then(|listener| listener.local_addr())
-        .map(|address| address.port())
-        .expect("a free port")
+    static HANDED_OUT: std::sync::Mutex<Vec<u16>> = std::sync::Mutex::new(Vec::new());
+    loop {
+        let port = TcpListener::bind("127.0.0.1:0")
+            .and_then(|listener| listener.local_addr())
+            .map(|address| address.port())
+            .expect("a free port");
+        let mut handed_out = HANDED_OUT.lock().unwrap_or_else(|e| e.into_inner());
+        if !handed_out.contains(&port) {
+            handed_out.push(port);
+            return port;
+        }
+    }
 }
 
 /// A free UDP and TCP port pair for a DNS server.
@@ -666,9 +675,22 @@ pub fn service_env(pebble: &Pebble, database: &TestDatabase) -> HashMap<String, 
 /// A blocking HTTP POST for challtestsrv's management API (plain HTTP on loopback), usable
 /// from synchronous fixture code.
 fn curl_post(url: &str, body: &Value) -> bool {
-    Command::new("curl")
-        .args(["-sSf", "-X", "POST", "-d", &body.to_string(), url])
-        .output()
-        .map(|output| output.status.success())
-        .unwrap_or(false)
+    let output = Command::new("curl")
+        .args(["-sS", "--fail-with-body", "-X", "POST", "-d", &body.to_string(), url])
+        .output();
+    match output {
+        Ok(output) if output.status.success() => true,
+        Ok(output) => {
+            eprintln!(
+                "curl {url} failed: {}{}",
+                String::from_utf8_lossy(&output.stdout),
+                String::from_utf8_lossy(&output.stderr)
+            );
+            false
+        }
+        Err(error) => {
+            eprintln!("curl {url} did not run: {error}");
+            false
+        }
+    }
 }

@@ -1,0 +1,163 @@
+//! `EventRepository`: the cqrs-es repository of whichever database is configured (postgres-es
+//! or sqlite-es), which also links every event into its stream's hash chain before storing it,
+//! and reads old payload versions through the upcasters.
+
+use cqrs_es::persist::{
+    EventUpcaster, PersistedEventRepository, PersistenceError, ReplayStream, SerializedEvent,
+    SerializedSnapshot,
+};
+use cqrs_es::Aggregate;
+use dns_handling_events::chain::{event_hash, ChainedContent, GENESIS, HASH_KEY, PREV_HASH_KEY};
+use postgres_es::PostgresEventRepository;
+use serde_json::Value;
+use sqlite_es::SqliteEventRepository;
+
+use crate::store::Store;
+
+enum Backend {
+    Postgres(PostgresEventRepository),
+    Sqlite(SqliteEventRepository),
+}
+
+/// The event repository over the configured store.
+pub struct EventRepository {
+    backend: Backend,
+    store: Store,
+}
+
+impl EventRepository {
+    /// The repository of `store`'s database.
+    pub fn new(store: Store) -> Self {
+        let backend = match &store {
+            Store::Postgres(pool) => Backend::Postgres(PostgresEventRepository::new(pool.clone())),
+            Store::Sqlite(pool) => Backend::Sqlite(SqliteEventRepository::new(pool.clone())),
+        };
+        Self { backend, store }
+    }
+
+    /// Adds `prev_hash` and `hash` to each event's metadata. The previous hash of the first
+    /// event is read from the store; if another writer appends to the same stream meanwhile,
+    /// the store's unique (stream, sequence) key refuses one of the two commits, so a chain
+    /// can never fork.
+    async fn link(&self, events: &[SerializedEvent]) -> Result<Vec<SerializedEvent>, PersistenceError> {
+        let Some(first) = events.first() else {
+            return Ok(Vec::new());
+        };
+        let mut prev_hash = if first.sequence <= 1 {
+            GENESIS.to_owned()
+        } else {
+            self.store
+                .event_hash(&first.aggregate_type, &first.aggregate_id, first.sequence as i64 - 1)
+                .await
+                .map_err(|e| PersistenceError::ConnectionError(Box::new(e)))?
+                .unwrap_or_else(|| GENESIS.to_owned())
+        };
+        let mut linked = Vec::with_capacity(events.len());
+        for event in events {
+            let mut event = event.clone();
+            if !event.metadata.is_object() {
+                event.metadata = Value::Object(serde_json::Map::new());
+            }
+            let hash = event_hash(
+                &prev_hash,
+                &ChainedContent {
+                    aggregate_type: &event.aggregate_type,
+                    aggregate_id: &event.aggregate_id,
+                    sequence: event.sequence as u64,
+                    event_type: &event.event_type,
+                    event_version: &event.event_version,
+                    payload: &event.payload,
+                    metadata: &event.metadata,
+                },
+            );
+            if let Some(metadata) = event.metadata.as_object_mut() {
+                metadata.insert(PREV_HASH_KEY.to_owned(), Value::from(prev_hash.clone()));
+                metadata.insert(HASH_KEY.to_owned(), Value::from(hash.clone()));
+            }
+            prev_hash = hash;
+            linked.push(event);
+        }
+        Ok(linked)
+    }
+}
+
+impl PersistedEventRepository for EventRepository {
+    async fn get_events<A: Aggregate>(
+        &self,
+        aggregate_id: &str,
+    ) -> Result<Vec<SerializedEvent>, PersistenceError> {
+        match &self.backend {
+            Backend::Postgres(repo) => repo.get_events::<A>(aggregate_id).await,
+            Backend::Sqlite(repo) => repo.get_events::<A>(aggregate_id).await,
+        }
+    }
+
+    async fn get_last_events<A: Aggregate>(
+        &self,
+        aggregate_id: &str,
+        last_sequence: usize,
+    ) -> Result<Vec<SerializedEvent>, PersistenceError> {
+        match &self.backend {
+            Backend::Postgres(repo) => repo.get_last_events::<A>(aggregate_id, last_sequence).await,
+            Backend::Sqlite(repo) => repo.get_last_events::<A>(aggregate_id, last_sequence).await,
+        }
+    }
+
+    async fn get_snapshot<A: Aggregate>(
+        &self,
+        aggregate_id: &str,
+    ) -> Result<Option<SerializedSnapshot>, PersistenceError> {
+        match &self.backend {
+            Backend::Postgres(repo) => repo.get_snapshot::<A>(aggregate_id).await,
+            Backend::Sqlite(repo) => repo.get_snapshot::<A>(aggregate_id).await,
+        }
+    }
+
+    async fn persist<A: Aggregate>(
+        &self,
+        events: &[SerializedEvent],
+        snapshot_update: Option<(String, Value, usize)>,
+    ) -> Result<(), PersistenceError> {
+        let linked = self.link(events).await?;
+        match &self.backend {
+            Backend::Postgres(repo) => repo.persist::<A>(&linked, snapshot_update).await,
+            Backend::Sqlite(repo) => repo.persist::<A>(&linked, snapshot_update).await,
+        }
+    }
+
+    async fn stream_events<A: Aggregate>(
+        &self,
+        aggregate_id: &str,
+    ) -> Result<ReplayStream, PersistenceError> {
+        match &self.backend {
+            Backend::Postgres(repo) => repo.stream_events::<A>(aggregate_id).await,
+            Backend::Sqlite(repo) => repo.stream_events::<A>(aggregate_id).await,
+        }
+    }
+
+    async fn stream_all_events<A: Aggregate>(&self) -> Result<ReplayStream, PersistenceError> {
+        match &self.backend {
+            Backend::Postgres(repo) => repo.stream_all_events::<A>().await,
+            Backend::Sqlite(repo) => repo.stream_all_events::<A>().await,
+        }
+    }
+}
+
+/// Reads stored payloads of older versions as the current version (see
+/// `dns_handling_events::upcast`), for the aggregate's event store.
+pub struct Upcasters;
+
+impl EventUpcaster for Upcasters {
+    fn can_upcast(&self, event_type: &str, event_version: &str) -> bool {
+        dns_handling_events::upcast::needs_upcast(event_type, event_version)
+    }
+
+    fn upcast(&self, mut event: SerializedEvent) -> SerializedEvent {
+        let payload = std::mem::take(&mut event.payload);
+        let (payload, version) =
+            dns_handling_events::upcast::upcast(&event.event_type, &event.event_version, payload);
+        event.payload = payload;
+        event.event_version = version;
+        event
+    }
+}
