@@ -14,6 +14,7 @@
 //! - [`vault`]: private keys encrypted at rest (XChaCha20-Poly1305).
 //! - [`settings`]: configuration from the environment.
 //! - [`app`]: wiring it all together.
+//! - [`cli`]: the operator commands (`replay`, `audit verify`, `export`).
 //!
 //! The events themselves live in the crate `dns-handling-events`.
 
@@ -24,6 +25,7 @@ pub mod actors;
 pub mod aggregate;
 pub mod api;
 pub mod app;
+pub mod cli;
 pub mod dns;
 pub mod event_repository;
 pub mod domain_name;

@@ -1,7 +1,9 @@
-//! The `dns-handling` binary: with no arguments, serves.
+//! The `dns-handling` binary: with no arguments, serves; `replay`, `audit verify` and `export`
+//! are operator commands on the same store.
 
 use anyhow::Context as _;
 use dns_handling::app::Application;
+use dns_handling::cli;
 use dns_handling::settings::Settings;
 
 #[actix_web::main]
@@ -14,9 +16,42 @@ async fn main() -> anyhow::Result<()> {
         )
         .with_writer(std::io::stderr)
         .init();
-    if let Some(command) = std::env::args().nth(1) {
-        anyhow::bail!("unknown command {command:?}; run dns-handling with no arguments to serve");
+    let args: Vec<String> = std::env::args().skip(1).collect();
+    let args: Vec<&str> = args.iter().map(String::as_str).collect();
+    match args.as_slice() {
+        [] => serve(settings).await,
+        ["replay"] => cli::replay(cli::open_store(&settings).await?).await,
+        ["audit", "verify"] => {
+            let store = cli::open_store(&settings).await?;
+            let broken = cli::audit_verify(&store, &mut std::io::stdout().lock()).await?;
+            if !broken.is_empty() {
+                std::process::exit(1);
+            }
+            Ok(())
+        }
+        ["export", rest @ ..] => {
+            let after = match rest {
+                [] => 0,
+                ["--after", position] => position
+                    .parse()
+                    .with_context(|| format!("--after takes a position, got {position:?}"))?,
+                _ => anyhow::bail!("{}", cli::USAGE),
+            };
+            let store = cli::open_store(&settings).await?;
+            let mut out = std::io::BufWriter::new(std::io::stdout().lock());
+            cli::export(&store, after, &mut out).await?;
+            std::io::Write::flush(&mut out)?;
+            Ok(())
+        }
+        ["--help"] | ["-h"] | ["help"] => {
+            println!("{}", cli::USAGE);
+            Ok(())
+        }
+        _ => anyhow::bail!("unknown command {:?}\n{}", args.join(" "), cli::USAGE),
     }
+}
+
+async fn serve(settings: Settings) -> anyhow::Result<()> {
     dns_handling::install_crypto_provider();
     let app = Application::build(settings).await?;
     // Tests and scripts read this line to learn the port when SERVER_ADDR asks for port 0.

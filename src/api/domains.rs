@@ -56,9 +56,20 @@ pub struct ListQuery {
     cursor: Option<String>,
 }
 
+/// The metadata recorded with the events a request causes: its request id (the client's
+/// `X-Request-Id` when it sent a sane one), the caller's role, its address and the route.
 fn origin(request: &HttpRequest) -> CommandOrigin {
     let mut metadata = HashMap::new();
     metadata.insert("actor".to_owned(), "http".to_owned());
+    let request_id = request
+        .headers()
+        .get("x-request-id")
+        .and_then(|value| value.to_str().ok())
+        .filter(|id| !id.is_empty() && id.len() <= 128 && id.bytes().all(|b| b.is_ascii_graphic()))
+        .map(str::to_owned)
+        .unwrap_or_else(|| uuid::Uuid::now_v7().to_string());
+    metadata.insert("request_id".to_owned(), request_id);
+    metadata.insert("role".to_owned(), Role::of(request).label().to_owned());
     if let Some(peer) = request.peer_addr() {
         metadata.insert("client_addr".to_owned(), peer.ip().to_string());
     }
@@ -166,14 +177,50 @@ pub async fn list(
     }))
 }
 
-/// `GET /domains/{id}`: the domain's current state, from the read projection.
+/// Query of `GET /domains/{id}`.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct GetQuery {
+    as_of: Option<String>,
+}
+
+/// `GET /domains/{id}`: the domain's current state from the read projection, or with
+/// `as_of=<RFC 3339>` the state it had then, replayed from its events up to that moment.
 pub async fn get(
     services: SharedServices,
     id: web::Path<String>,
+    query: web::Query<GetQuery>,
 ) -> Result<HttpResponse, ApiError> {
-    let view = find(&services, &id).await?;
-    Ok(HttpResponse::Ok().json(DomainBody::from(view)))
+    let Some(as_of) = &query.as_of else {
+        let view = find(&services, &id).await?;
+        return Ok(HttpResponse::Ok().json(DomainBody::from(view)));
+    };
+    let as_of = chrono::DateTime::parse_from_rfc3339(as_of)
+        .map_err(|e| ApiError::BadRequest(format!("as_of must be an RFC 3339 time: {e}")))?
+        .with_timezone(&Utc);
+    let mut view: Option<DomainView> = None;
+    for event in services.store.domain_history(&id).await? {
+        let recorded_at = chrono::DateTime::parse_from_rfc3339(&event.recorded_at)
+            .map_err(|e| ApiError::Internal(format!("stored event time is unreadable: {e}")))?;
+        if recorded_at > as_of {
+            break;
+        }
+        let sequence = u64::try_from(event.sequence).unwrap_or(0);
+        let payload = event
+            .decode()
+            .map_err(|e| ApiError::Internal(format!("stored event is unreadable: {e}")))?;
+        match view.as_mut() {
+            Some(view) => view.apply(sequence, &payload),
+            None => view = DomainView::from_registration(&id, sequence, &payload),
+        }
+    }
+    match view {
+        Some(view) if !view.removed => Ok(HttpResponse::Ok().json(DomainBody::from(view))),
+        Some(_) => Err(ApiError::NotFound(format!("domain {id} was removed by {as_of}"))),
+        None => Err(ApiError::NotFound(format!("domain {id} did not exist at {as_of}"))),
+    }
 }
+
 
 /// `POST /domains/{id}/verify`: look the token up in DNS and, if it is there, record ownership.
 pub async fn verify(

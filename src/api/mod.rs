@@ -3,6 +3,7 @@
 mod auth;
 mod domains;
 mod error;
+mod events;
 mod views;
 
 use actix_web::error::{JsonPayloadError, PathError, QueryPayloadError};
@@ -39,6 +40,7 @@ pub fn configure(cfg: &mut web::ServiceConfig) {
                     .route(web::delete().to(domains::remove)),
             )
             .service(web::resource("/{id}/retry").route(web::post().to(domains::retry)))
+            .service(web::resource("/{id}/events").route(web::get().to(events::history)))
             .service(web::resource("/{id}/verify").route(web::post().to(domains::verify)))
             .service(
                 web::resource("/{id}/issue-certificate")
@@ -49,6 +51,11 @@ pub fn configure(cfg: &mut web::ServiceConfig) {
                 web::resource("/{id}/certificate/key")
                     .route(web::get().to(domains::certificate_key)),
             ),
+    )
+    .service(
+        web::resource("/events")
+            .wrap(from_fn(auth::require_token))
+            .route(web::get().to(events::feed)),
     )
     .default_service(web::to(unknown_route));
 }

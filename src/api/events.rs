@@ -1,0 +1,183 @@
+//! The history of one domain and the global feed, for auditors and analytics.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use actix_web::http::header::ACCEPT;
+use actix_web::web::Bytes;
+use actix_web::{web, HttpRequest, HttpResponse};
+use dns_handling_events::chain::{HASH_KEY, PREV_HASH_KEY};
+use dns_handling_events::feed::FeedEvent;
+use serde::{Deserialize, Serialize};
+use serde_json::Value;
+
+use super::ApiError;
+use crate::services::Services;
+
+type SharedServices = web::Data<Arc<Services>>;
+
+/// How long a following stream waits before looking for new events again.
+const FOLLOW_POLL: Duration = Duration::from_millis(250);
+
+/// One entry of `GET /domains/{id}/events`.
+#[derive(Debug, Serialize)]
+pub struct HistoryEntry {
+    /// Position in the domain's stream, from 1.
+    pub sequence: i64,
+    /// Position in the global feed.
+    pub position: i64,
+    /// Event type.
+    pub event_type: String,
+    /// Payload version as stored.
+    pub event_version: String,
+    /// When it was stored.
+    pub recorded_at: String,
+    /// The payload as stored.
+    pub payload: Value,
+    /// Who caused it: request id, role, client address, actor.
+    pub metadata: Value,
+    /// SHA-256 over this event's canonical content and `prev_hash`.
+    pub hash: Option<String>,
+    /// The previous event's hash (all zeros for the first).
+    pub prev_hash: Option<String>,
+}
+
+impl From<FeedEvent> for HistoryEntry {
+    fn from(event: FeedEvent) -> Self {
+        let mut metadata = event.metadata;
+        let mut take = |key: &str| {
+            metadata
+                .as_object_mut()
+                .and_then(|map| map.remove(key))
+                .and_then(|value| value.as_str().map(str::to_owned))
+        };
+        let hash = take(HASH_KEY);
+        let prev_hash = take(PREV_HASH_KEY);
+        Self {
+            sequence: event.sequence,
+            position: event.position,
+            event_type: event.event_type,
+            event_version: event.event_version,
+            recorded_at: event.recorded_at,
+            payload: event.payload,
+            metadata,
+            hash,
+            prev_hash,
+        }
+    }
+}
+
+/// `GET /domains/{id}/events`: every event of one domain, in order (also of a removed one).
+pub async fn history(services: SharedServices, id: web::Path<String>) -> Result<HttpResponse, ApiError> {
+    let events = services.store.domain_history(&id).await?;
+    if events.is_empty() {
+        return Err(ApiError::NotFound(format!("no domain with id {id}")));
+    }
+    let entries: Vec<HistoryEntry> = events.into_iter().map(HistoryEntry::from).collect();
+    Ok(HttpResponse::Ok().json(entries))
+}
+
+/// Query of `GET /events`.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct FeedQuery {
+    after: Option<i64>,
+    limit: Option<u32>,
+    follow: Option<bool>,
+}
+
+/// `200` body of `GET /events` as JSON.
+#[derive(Debug, Serialize)]
+pub struct FeedPage {
+    /// Events after `after`, in the global order.
+    pub items: Vec<FeedEvent>,
+    /// Pass as `after` to continue: the last position of this page (or `after` if empty).
+    pub next_after: i64,
+}
+
+/// `GET /events?after=&limit=&follow=`: the global feed. A consumer that keeps the last
+/// position it processed and asks again from it never misses or repeats an event: positions
+/// are handed out in commit order (see the migrations).
+pub async fn feed(
+    services: SharedServices,
+    request: HttpRequest,
+    query: web::Query<FeedQuery>,
+) -> Result<HttpResponse, ApiError> {
+    let after = query.after.unwrap_or(0);
+    if after < 0 {
+        return Err(ApiError::BadRequest("after must be 0 or a position".into()));
+    }
+    let wants_ndjson = request
+        .headers()
+        .get(ACCEPT)
+        .and_then(|value| value.to_str().ok())
+        .is_some_and(|accept| accept.contains("application/x-ndjson"));
+    let follow = query.follow.unwrap_or(false);
+    if follow && !wants_ndjson {
+        return Err(ApiError::BadRequest(
+            "follow=true streams: send Accept: application/x-ndjson".into(),
+        ));
+    }
+    if !wants_ndjson {
+        let limit = query.limit.unwrap_or(100);
+        if !(1..=1000).contains(&limit) {
+            return Err(ApiError::BadRequest(format!(
+                "limit must be between 1 and 1000, got {limit}"
+            )));
+        }
+        let items = services.store.events_after(after, limit).await?;
+        let next_after = items.last().map_or(after, |event| event.position);
+        return Ok(HttpResponse::Ok().json(FeedPage { items, next_after }));
+    }
+    let stream = ndjson_stream(services.get_ref().clone(), after, query.limit, follow);
+    Ok(HttpResponse::Ok()
+        .content_type("application/x-ndjson")
+        .streaming(stream))
+}
+
+/// One event per line from `after` on: up to `limit` events, then ends, unless `follow`, in
+/// which case it waits for new events until the client goes away.
+fn ndjson_stream(
+    services: Arc<Services>,
+    after: i64,
+    limit: Option<u32>,
+    follow: bool,
+) -> impl futures::Stream<Item = Result<Bytes, actix_web::Error>> {
+    let remaining = limit.map(u64::from);
+    futures::stream::unfold(
+        (services, after, remaining),
+        move |(services, mut after, mut remaining)| async move {
+            loop {
+                if remaining == Some(0) {
+                    return None;
+                }
+                let batch = remaining.map_or(1000, |left| left.min(1000) as u32);
+                let events = match services.store.events_after(after, batch).await {
+                    Ok(events) => events,
+                    Err(error) => {
+                        return Some((
+                            Err(ApiError::Internal(error.to_string()).into()),
+                            (services, after, Some(0)),
+                        ))
+                    }
+                };
+                if events.is_empty() {
+                    if !follow {
+                        return None;
+                    }
+                    actix_web::rt::time::sleep(FOLLOW_POLL).await;
+                    continue;
+                }
+                let mut lines = Vec::with_capacity(events.len() * 512);
+                for event in &events {
+                    if serde_json::to_writer(&mut lines, event).is_ok() {
+                        lines.push(b'\n');
+                    }
+                }
+                after = events.last().map_or(after, |event| event.position);
+                remaining = remaining.map(|left| left.saturating_sub(events.len() as u64));
+                return Some((Ok(Bytes::from(lines)), (services, after, remaining)));
+            }
+        },
+    )
+}
