@@ -39,7 +39,10 @@ impl EventRepository {
     /// event is read from the store; if another writer appends to the same stream meanwhile,
     /// the store's unique (stream, sequence) key refuses one of the two commits, so a chain
     /// can never fork.
-    async fn link(&self, events: &[SerializedEvent]) -> Result<Vec<SerializedEvent>, PersistenceError> {
+    async fn link(
+        &self,
+        events: &[SerializedEvent],
+    ) -> Result<Vec<SerializedEvent>, PersistenceError> {
         let Some(first) = events.first() else {
             return Ok(Vec::new());
         };
@@ -47,7 +50,11 @@ impl EventRepository {
             GENESIS.to_owned()
         } else {
             self.store
-                .event_hash(&first.aggregate_type, &first.aggregate_id, first.sequence as i64 - 1)
+                .event_hash(
+                    &first.aggregate_type,
+                    &first.aggregate_id,
+                    first.sequence as i64 - 1,
+                )
                 .await
                 .map_err(|e| PersistenceError::ConnectionError(Box::new(e)))?
                 .unwrap_or_else(|| GENESIS.to_owned())

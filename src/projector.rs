@@ -93,10 +93,12 @@ impl ViewProjector {
         let mut order: Vec<&str> = Vec::new();
         let mut streams: HashMap<&str, Stream<'_>> = HashMap::new();
         for (event, payload) in &decoded {
-            let stream = streams.entry(event.aggregate_id.as_str()).or_insert_with(|| {
-                order.push(event.aggregate_id.as_str());
-                Vec::new()
-            });
+            let stream = streams
+                .entry(event.aggregate_id.as_str())
+                .or_insert_with(|| {
+                    order.push(event.aggregate_id.as_str());
+                    Vec::new()
+                });
             stream.push((u64::try_from(event.sequence).unwrap_or(0), payload));
         }
         let streams: Vec<(&str, Stream<'_>)> = order

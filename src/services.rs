@@ -9,8 +9,8 @@ use cqrs_es::{AggregateError, CqrsFramework};
 use crate::acme::AcmeClient;
 use crate::aggregate::{CustomDomain, CustomDomainCommand, DomainError};
 use crate::dns::TxtLookup;
-use crate::settings::Settings;
 use crate::event_repository::EventRepository;
+use crate::settings::Settings;
 use crate::store::Store;
 use crate::vault::KeyVault;
 

@@ -263,8 +263,14 @@ impl Store {
     }
 
     /// Up to `limit` events after `position`, in the global order.
-    pub async fn events_after(&self, position: i64, limit: u32) -> Result<Vec<FeedEvent>, StoreError> {
-        let sql = format!("{FEED_COLUMNS} WHERE aggregate_type = $1 AND position > $2 ORDER BY position LIMIT $3");
+    pub async fn events_after(
+        &self,
+        position: i64,
+        limit: u32,
+    ) -> Result<Vec<FeedEvent>, StoreError> {
+        let sql = format!(
+            "{FEED_COLUMNS} WHERE aggregate_type = $1 AND position > $2 ORDER BY position LIMIT $3"
+        );
         let rows = on_pool!(self, pool => sqlx::query(&sql)
             .bind(AGGREGATE_TYPE)
             .bind(position)
@@ -279,7 +285,9 @@ impl Store {
 
     /// Every event of one domain, in stream order.
     pub async fn domain_history(&self, aggregate_id: &str) -> Result<Vec<FeedEvent>, StoreError> {
-        let sql = format!("{FEED_COLUMNS} WHERE aggregate_type = $1 AND aggregate_id = $2 ORDER BY sequence");
+        let sql = format!(
+            "{FEED_COLUMNS} WHERE aggregate_type = $1 AND aggregate_id = $2 ORDER BY sequence"
+        );
         let rows = on_pool!(self, pool => sqlx::query(&sql)
             .bind(AGGREGATE_TYPE)
             .bind(aggregate_id)
@@ -292,7 +300,11 @@ impl Store {
     }
 
     /// Every event, stream by stream, for walking the hash chains.
-    pub async fn all_streams_in_order(&self, after_id: &str, limit: u32) -> Result<Vec<FeedEvent>, StoreError> {
+    pub async fn all_streams_in_order(
+        &self,
+        after_id: &str,
+        limit: u32,
+    ) -> Result<Vec<FeedEvent>, StoreError> {
         let sql = format!(
             "{FEED_COLUMNS} WHERE aggregate_type = $1 AND aggregate_id > $2 \
              AND aggregate_id IN (SELECT DISTINCT aggregate_id FROM events \
@@ -392,7 +404,14 @@ impl Store {
             let rows: Vec<String> = (0..chunk.len())
                 .map(|n| {
                     let base = n * 5;
-                    format!("(${}, ${}, ${}, ${}, ${})", base + 1, base + 2, base + 3, base + 4, base + 5)
+                    format!(
+                        "(${}, ${}, ${}, ${}, ${})",
+                        base + 1,
+                        base + 2,
+                        base + 3,
+                        base + 4,
+                        base + 5
+                    )
                 })
                 .collect();
             let sql = format!(

@@ -121,7 +121,10 @@ mod tests {
         let metadata = serde_json::json!({});
         let original = event_hash(GENESIS, &content(&payload, &metadata));
         assert_ne!(original, event_hash(GENESIS, &content(&changed, &metadata)));
-        assert_ne!(original, event_hash(&original, &content(&payload, &metadata)));
+        assert_ne!(
+            original,
+            event_hash(&original, &content(&payload, &metadata))
+        );
     }
 }
 
@@ -140,10 +143,12 @@ pub struct BrokenLink {
 
 /// Checks one stream's events (in sequence order): each must name the previous event's hash
 /// and carry the hash of its own content. Returns the first broken link, if any.
-pub fn verify_stream(aggregate_type: &str, events: &[crate::feed::FeedEvent]) -> Option<BrokenLink> {
+pub fn verify_stream(
+    aggregate_type: &str,
+    events: &[crate::feed::FeedEvent],
+) -> Option<BrokenLink> {
     let mut prev_hash = GENESIS.to_owned();
-    let mut expected_sequence = 1;
-    for event in events {
+    for (expected_sequence, event) in (1i64..).zip(events) {
         let broken = |reason: String| BrokenLink {
             aggregate_id: event.aggregate_id.clone(),
             sequence: event.sequence,
@@ -181,7 +186,6 @@ pub fn verify_stream(aggregate_type: &str, events: &[crate::feed::FeedEvent]) ->
             )));
         }
         prev_hash = actual;
-        expected_sequence += 1;
     }
     None
 }

@@ -28,7 +28,8 @@ pub struct FeedEvent {
 impl FeedEvent {
     /// The payload decoded as the current event type, after upcasting.
     pub fn decode(&self) -> Result<crate::CustomDomainEvent, serde_json::Error> {
-        let (payload, _) = crate::upcast::upcast(&self.event_type, &self.event_version, self.payload.clone());
+        let (payload, _) =
+            crate::upcast::upcast(&self.event_type, &self.event_version, self.payload.clone());
         serde_json::from_value(payload)
     }
 }

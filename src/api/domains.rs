@@ -216,11 +216,14 @@ pub async fn get(
     }
     match view {
         Some(view) if !view.removed => Ok(HttpResponse::Ok().json(DomainBody::from(view))),
-        Some(_) => Err(ApiError::NotFound(format!("domain {id} was removed by {as_of}"))),
-        None => Err(ApiError::NotFound(format!("domain {id} did not exist at {as_of}"))),
+        Some(_) => Err(ApiError::NotFound(format!(
+            "domain {id} was removed by {as_of}"
+        ))),
+        None => Err(ApiError::NotFound(format!(
+            "domain {id} did not exist at {as_of}"
+        ))),
     }
 }
-
 
 /// `POST /domains/{id}/verify`: look the token up in DNS and, if it is there, record ownership.
 pub async fn verify(

@@ -68,7 +68,10 @@ impl From<FeedEvent> for HistoryEntry {
 }
 
 /// `GET /domains/{id}/events`: every event of one domain, in order (also of a removed one).
-pub async fn history(services: SharedServices, id: web::Path<String>) -> Result<HttpResponse, ApiError> {
+pub async fn history(
+    services: SharedServices,
+    id: web::Path<String>,
+) -> Result<HttpResponse, ApiError> {
     let events = services.store.domain_history(&id).await?;
     if events.is_empty() {
         return Err(ApiError::NotFound(format!("no domain with id {id}")));

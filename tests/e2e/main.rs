@@ -21,6 +21,7 @@ macro_rules! on_both_stores {
     };
 }
 
+mod audit;
 mod crash;
 mod http_contract;
 mod issuance;

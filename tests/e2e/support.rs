@@ -579,6 +579,22 @@ impl Service {
         )
     }
 
+    /// Polls `GET /domains/{id}`, which may answer 404 for a while, until it shows `status`.
+    pub async fn wait_for_status_after_404(&self, id: &str, status: &str, within: Duration) {
+        let deadline = Instant::now() + within;
+        loop {
+            let (code, body) = self.get(&format!("/domains/{id}")).await;
+            if code == 200 && body["status"] == status {
+                return;
+            }
+            assert!(
+                Instant::now() < deadline,
+                "domain {id} not {status} in time: {code} {body}"
+            );
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+    }
+
     /// Polls `GET /domains/{id}` until its status is one of `statuses`.
     pub async fn wait_for_status(&self, id: &str, statuses: &[&str], within: Duration) -> Value {
         let deadline = Instant::now() + within;
@@ -605,6 +621,53 @@ async fn into_parts(response: reqwest::Response) -> (u16, Value) {
     let text = response.text().await.expect("body");
     let body = serde_json::from_str(&text).unwrap_or_else(|_| panic!("body is not JSON: {text:?}"));
     (status, body)
+}
+
+/// Runs an operator command of the binary (`replay`, `audit verify`, `export …`) to its end.
+pub fn run_command(
+    env: &HashMap<String, String>,
+    args: &[&str],
+) -> (std::process::ExitStatus, String, String) {
+    let output = Command::new(env!("CARGO_BIN_EXE_dns-handling"))
+        .env_clear()
+        .env("PATH", std::env::var("PATH").unwrap_or_default())
+        .env("LOG_LEVEL", "warn")
+        .envs(env)
+        .args(args)
+        .stdin(Stdio::null())
+        .output()
+        .expect("the binary runs");
+    (
+        output.status,
+        String::from_utf8_lossy(&output.stdout).into_owned(),
+        String::from_utf8_lossy(&output.stderr).into_owned(),
+    )
+}
+
+/// Runs one SQL statement on the test database (to simulate crashes and tampering).
+impl TestDatabase {
+    pub async fn execute(&self, sql: &str) {
+        match self.kind {
+            StoreKind::Sqlite => {
+                let mut connection = sqlx::SqliteConnection::connect(&self.url)
+                    .await
+                    .expect("open sqlite");
+                sqlx::query(sql)
+                    .execute(&mut connection)
+                    .await
+                    .expect("statement");
+            }
+            StoreKind::Postgres => {
+                let mut connection = sqlx::PgConnection::connect(&self.url)
+                    .await
+                    .expect("open postgres");
+                sqlx::query(sql)
+                    .execute(&mut connection)
+                    .await
+                    .expect("statement");
+            }
+        }
+    }
 }
 
 /// Runs the binary with `env` expecting it to refuse to start: returns its exit status and log.
@@ -676,7 +739,15 @@ pub fn service_env(pebble: &Pebble, database: &TestDatabase) -> HashMap<String, 
 /// from synchronous fixture code.
 fn curl_post(url: &str, body: &Value) -> bool {
     let output = Command::new("curl")
-        .args(["-sS", "--fail-with-body", "-X", "POST", "-d", &body.to_string(), url])
+        .args([
+            "-sS",
+            "--fail-with-body",
+            "-X",
+            "POST",
+            "-d",
+            &body.to_string(),
+            url,
+        ])
         .output();
     match output {
         Ok(output) if output.status.success() => true,
