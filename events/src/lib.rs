@@ -69,7 +69,7 @@ impl std::fmt::Display for DomainStatus {
 }
 
 /// Why an issuance attempt failed: a stable machine-readable code and a human-readable detail.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, schemars::JsonSchema)]
 pub struct FailureReason {
     /// Stable code such as `dns_timeout`, `challenge_invalid`, `finalize_failed`, `acme_error`.
     pub code: String,
@@ -91,7 +91,7 @@ impl FailureReason {
 }
 
 /// The kind of private key a certificate is issued for.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, Default)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, Default, schemars::JsonSchema)]
 #[serde(rename_all = "kebab-case")]
 pub enum CertificateKeyType {
     /// RSA with a 2048-bit modulus: what the source system issued, and the default.
@@ -120,7 +120,7 @@ impl CertificateKeyType {
 
 /// Everything needed to carry an ACME order forward, persisted before the order is handed to a
 /// poller so that a restart can resume it without creating a second order.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, schemars::JsonSchema)]
 pub struct OrderDetails {
     /// The service's own id for this order (returned to clients as `order_id`).
     pub order_id: String,
@@ -144,7 +144,7 @@ pub struct OrderDetails {
 }
 
 /// The public facts of an issued certificate; the private key is stored elsewhere, by order id.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, schemars::JsonSchema)]
 pub struct IssuedCertificate {
     /// Id of this certificate in the service.
     pub certificate_id: String,
@@ -163,7 +163,7 @@ pub struct IssuedCertificate {
 }
 
 /// Every fact recorded about a custom domain.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, schemars::JsonSchema)]
 pub enum CustomDomainEvent {
     /// The domain was registered and given a verification token.
     DomainRegistered {
@@ -291,6 +291,7 @@ impl cqrs_es::DomainEvent for CustomDomainEvent {
 
 pub mod chain;
 pub mod feed;
+pub mod schema;
 pub mod upcast;
 
 #[cfg(test)]
