@@ -73,9 +73,13 @@ impl ViewProjector {
         }
         let views: Vec<DomainView> = views.into_values().collect();
         self.store.save_domain_views(&views).await?;
-        for certificate in &certificates {
-            self.store.save_certificate_view(certificate).await?;
+        // A batch may hold two certificates of one domain: the later one is its current one.
+        let mut latest: HashMap<String, CertificateView> = HashMap::new();
+        for certificate in certificates {
+            latest.insert(certificate.domain_id.clone(), certificate);
         }
+        let certificates: Vec<CertificateView> = latest.into_values().collect();
+        self.store.save_certificate_views(&certificates).await?;
         for id in removed {
             // The name is freed by the projection, not by the request, so that a crash right
             // after the removal was recorded still frees it when the catch-up gets there.

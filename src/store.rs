@@ -543,12 +543,32 @@ impl Store {
         }
     }
 
-    /// Writes a certificate view (the domain's current certificate).
-    pub async fn save_certificate_view(&self, view: &CertificateView) -> Result<(), StoreError> {
-        let sql = "INSERT INTO certificate_views (domain_id, payload) VALUES ($1, $2) \
-                   ON CONFLICT (domain_id) DO UPDATE SET payload = excluded.payload";
-        let payload = serde_json::to_string(view)?;
-        on_pool!(self, pool => sqlx::query(sql).bind(&view.domain_id).bind(&payload).execute(pool).await?.rows_affected());
+    /// Writes many certificate views in a few statements.
+    pub async fn save_certificate_views(
+        &self,
+        views: &[CertificateView],
+    ) -> Result<(), StoreError> {
+        for chunk in views.chunks(BATCH_ROWS) {
+            let rows: Vec<String> = (0..chunk.len())
+                .map(|n| format!("(${}, ${})", 2 * n + 1, 2 * n + 2))
+                .collect();
+            let sql = format!(
+                "INSERT INTO certificate_views (domain_id, payload) VALUES {} \
+                 ON CONFLICT (domain_id) DO UPDATE SET payload = excluded.payload",
+                rows.join(",")
+            );
+            let payloads = chunk
+                .iter()
+                .map(serde_json::to_string)
+                .collect::<Result<Vec<_>, _>>()?;
+            on_pool!(self, pool => {
+                let mut query = sqlx::query(&sql);
+                for (view, payload) in chunk.iter().zip(&payloads) {
+                    query = query.bind(&view.domain_id).bind(payload);
+                }
+                query.execute(pool).await?.rows_affected()
+            });
+        }
         Ok(())
     }
 

@@ -91,7 +91,9 @@ impl FailureReason {
 }
 
 /// The kind of private key a certificate is issued for.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, Default, schemars::JsonSchema)]
+#[derive(
+    Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, Default, schemars::JsonSchema,
+)]
 #[serde(rename_all = "kebab-case")]
 pub enum CertificateKeyType {
     /// RSA with a 2048-bit modulus: what the source system issued, and the default.

@@ -27,8 +27,8 @@ pub fn file_name(event_type: &str, version: &str) -> String {
 
 /// The schema of every current event type and version, generated from the types.
 pub fn current_schemas() -> Vec<(String, String, Value)> {
-    let generated = serde_json::to_value(schemars::schema_for!(CustomDomainEvent))
-        .unwrap_or(Value::Null);
+    let generated =
+        serde_json::to_value(schemars::schema_for!(CustomDomainEvent)).unwrap_or(Value::Null);
     let definitions = generated.get("$defs").cloned().unwrap_or_else(|| json!({}));
     let variants = generated
         .get("oneOf")
@@ -78,7 +78,11 @@ mod tests {
     #[test]
     fn the_stored_schemas_match_the_types() {
         let schemas = current_schemas();
-        assert_eq!(schemas.len(), CURRENT_VERSIONS.len(), "every event type has a schema");
+        assert_eq!(
+            schemas.len(),
+            CURRENT_VERSIONS.len(),
+            "every event type has a schema"
+        );
         for (event_type, version, schema) in schemas {
             let path = schema_dir().join(file_name(&event_type, &version));
             let text = serde_json::to_string_pretty(&schema).expect("JSON") + "\n";
@@ -98,8 +102,13 @@ mod tests {
     #[test]
     fn every_older_schema_has_an_upcaster() {
         for entry in std::fs::read_dir(schema_dir()).expect("schema dir") {
-            let name = entry.expect("entry").file_name().to_string_lossy().into_owned();
-            let Some((event_type, version)) = name.trim_end_matches(".json").rsplit_once('-') else {
+            let name = entry
+                .expect("entry")
+                .file_name()
+                .to_string_lossy()
+                .into_owned();
+            let Some((event_type, version)) = name.trim_end_matches(".json").rsplit_once('-')
+            else {
                 panic!("unexpected file {name}");
             };
             let current = CURRENT_VERSIONS
