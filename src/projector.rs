@@ -12,18 +12,17 @@ use std::collections::HashMap;
 
 use async_trait::async_trait;
 use cqrs_es::{EventEnvelope, Query};
-use dns_handling_events::feed::FeedEvent;
 use dns_handling_events::CustomDomainEvent;
 use dns_handling_projections::{CertificateView, DomainView};
 
 use crate::aggregate::CustomDomain;
-use crate::store::{Store, StoreError};
+use crate::store::{ProjectionRow, ProjectionWrite, Store, StoreError};
 
 /// The checkpoint name of the domain and certificate views.
 pub const DOMAIN_VIEWS: &str = "domain_views";
 
 /// Events read from the feed per batch.
-const BATCH_EVENTS: u32 = 5_000;
+const BATCH_EVENTS: u32 = 10_000;
 
 /// Applies events to the domain and certificate views.
 #[derive(Clone)]
@@ -41,8 +40,13 @@ impl ViewProjector {
     }
 
     /// Applies the events of several domains on top of their stored views and writes the
-    /// results: one read and a few writes per batch, however many domains it touches.
-    async fn project(&self, streams: &[(&str, Stream<'_>)]) -> Result<(), StoreError> {
+    /// results, with the checkpoint when given, in one transaction: one read and a few writes
+    /// per batch, however many domains it touches.
+    async fn project(
+        &self,
+        streams: &[(&str, Stream<'_>)],
+        checkpoint: Option<i64>,
+    ) -> Result<(), StoreError> {
         let ids: Vec<&str> = streams.iter().map(|(id, _)| *id).collect();
         let mut views: HashMap<String, DomainView> = self
             .store
@@ -51,7 +55,8 @@ impl ViewProjector {
             .into_iter()
             .map(|view| (view.id.clone(), view))
             .collect();
-        let mut certificates = Vec::new();
+        // A batch may hold two certificates of one domain: the later one is its current one.
+        let mut certificates: HashMap<&str, CertificateView> = HashMap::new();
         let mut removed = Vec::new();
         for (id, events) in streams {
             let mut view = views.remove(*id);
@@ -61,8 +66,10 @@ impl ViewProjector {
                     None => view = DomainView::from_registration(id, *sequence, event),
                 }
                 if let Some(certificate) = CertificateView::from_event(id, event) {
-                    certificates.push(certificate);
+                    certificates.insert(*id, certificate);
                 }
+                // The name is freed by the projection, not by the request, so that a crash
+                // right after the removal was recorded still frees it at the catch-up.
                 if matches!(event, CustomDomainEvent::DomainRemoved { .. }) {
                     removed.push(*id);
                 }
@@ -72,64 +79,77 @@ impl ViewProjector {
             }
         }
         let views: Vec<DomainView> = views.into_values().collect();
-        self.store.save_domain_views(&views).await?;
-        // A batch may hold two certificates of one domain: the later one is its current one.
-        let mut latest: HashMap<String, CertificateView> = HashMap::new();
-        for certificate in certificates {
-            latest.insert(certificate.domain_id.clone(), certificate);
-        }
-        let certificates: Vec<CertificateView> = latest.into_values().collect();
-        self.store.save_certificate_views(&certificates).await?;
-        for id in removed {
-            // The name is freed by the projection, not by the request, so that a crash right
-            // after the removal was recorded still frees it when the catch-up gets there.
-            self.store.release_names_of(id).await?;
-        }
-        Ok(())
+        let certificates: Vec<CertificateView> = certificates.into_values().collect();
+        self.store
+            .write_projection(ProjectionWrite {
+                views: &views,
+                certificates: &certificates,
+                removed: &removed,
+                checkpoint: checkpoint.map(|position| (DOMAIN_VIEWS, position)),
+            })
+            .await
     }
 
     /// Applies one batch of feed events.
-    async fn apply_feed(&self, batch: &[FeedEvent]) -> Result<(), StoreError> {
+    async fn apply_feed(&self, batch: &[ProjectionRow]) -> Result<(), StoreError> {
         let mut decoded = Vec::with_capacity(batch.len());
-        for event in batch {
-            decoded.push((event, event.decode()?));
+        for row in batch {
+            decoded.push((row, row.decode()?));
         }
         let mut order: Vec<&str> = Vec::new();
         let mut streams: HashMap<&str, Stream<'_>> = HashMap::new();
-        for (event, payload) in &decoded {
-            let stream = streams
-                .entry(event.aggregate_id.as_str())
-                .or_insert_with(|| {
-                    order.push(event.aggregate_id.as_str());
-                    Vec::new()
-                });
-            stream.push((u64::try_from(event.sequence).unwrap_or(0), payload));
+        for (row, event) in &decoded {
+            let stream = streams.entry(row.aggregate_id.as_str()).or_insert_with(|| {
+                order.push(row.aggregate_id.as_str());
+                Vec::new()
+            });
+            stream.push((u64::try_from(row.sequence).unwrap_or(0), event));
         }
         let streams: Vec<(&str, Stream<'_>)> = order
             .into_iter()
             .filter_map(|id| streams.remove(id).map(|stream| (id, stream)))
             .collect();
-        self.project(&streams).await
+        let checkpoint = batch.last().map(|row| row.position);
+        self.project(&streams, checkpoint).await
     }
 
     /// Applies the feed after the checkpoint until it is exhausted; calls `progress` with the
     /// number of events applied after each batch. Returns how many were applied.
+    ///
+    /// The next batch is read while the current one is applied (the database works on it in
+    /// its own process or thread meanwhile), which is what makes a replay fast.
     pub async fn catch_up(&self, mut progress: impl FnMut(u64)) -> Result<u64, StoreError> {
-        let mut position = self.store.checkpoint(DOMAIN_VIEWS).await?;
+        let start = self.store.checkpoint(DOMAIN_VIEWS).await?;
+        let (batches, mut incoming) = tokio::sync::mpsc::channel(2);
+        let store = self.store.clone();
+        let reader = tokio::spawn(async move {
+            let mut position = start;
+            loop {
+                let batch = store.projection_batch(position, BATCH_EVENTS).await;
+                let last = batch
+                    .as_ref()
+                    .ok()
+                    .and_then(|rows| rows.last().map(|row| row.position));
+                let done = last.is_none();
+                if batches.send(batch).await.is_err() || done {
+                    return;
+                }
+                position = last.unwrap_or(position);
+            }
+        });
         let mut applied = 0u64;
-        loop {
-            let batch = self.store.events_after(position, BATCH_EVENTS).await?;
-            let Some(last) = batch.last() else {
-                return Ok(applied);
-            };
+        while let Some(batch) = incoming.recv().await {
+            let batch = batch?;
+            if batch.is_empty() {
+                break;
+            }
+            // The views and the checkpoint move together, in one transaction.
             self.apply_feed(&batch).await?;
-            // Moved only after the views are written: a crash in between re-applies the batch,
-            // which changes nothing.
-            position = last.position;
-            self.store.set_checkpoint(DOMAIN_VIEWS, position).await?;
             applied += batch.len() as u64;
             progress(applied);
         }
+        reader.abort();
+        Ok(applied)
     }
 
     /// Empties the views and rebuilds them from the first event.
@@ -146,7 +166,7 @@ impl Query<CustomDomain> for ViewProjector {
             .iter()
             .map(|envelope| (envelope.sequence as u64, &envelope.payload))
             .collect();
-        if let Err(error) = self.project(&[(aggregate_id, stream)]).await {
+        if let Err(error) = self.project(&[(aggregate_id, stream)], None).await {
             tracing::error!(%aggregate_id, %error, "view update failed; the catch-up repairs it");
         }
     }

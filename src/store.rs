@@ -100,6 +100,70 @@ fn sortable_time(time: chrono::DateTime<Utc>) -> String {
 /// The `status` column of a removed domain's view row.
 const REMOVED_STATUS: &str = "removed";
 
+/// What one projection batch writes (see [`Store::write_projection`]).
+#[derive(Debug, Default)]
+pub struct ProjectionWrite<'a> {
+    /// Domain views to store.
+    pub views: &'a [DomainView],
+    /// Certificate views to store (one per domain: the current certificate).
+    pub certificates: &'a [CertificateView],
+    /// Domains removed in this batch, whose names become free.
+    pub removed: &'a [&'a str],
+    /// The checkpoint to move, as (projection name, position).
+    pub checkpoint: Option<(&'a str, i64)>,
+}
+
+/// A bound parameter of a statement built at run time.
+enum Param {
+    Text(String),
+    Int(i64),
+}
+
+/// `($1, $2), ($3, $4), …`: `rows` rows of `columns` placeholders.
+fn value_rows(rows: usize, columns: usize) -> String {
+    (0..rows)
+        .map(|row| {
+            let placeholders: Vec<String> = (1..=columns)
+                .map(|column| format!("${}", row * columns + column))
+                .collect();
+            format!("({})", placeholders.join(", "))
+        })
+        .collect::<Vec<_>>()
+        .join(",")
+}
+
+/// An event as a projection reads it.
+#[derive(Debug, Clone)]
+pub struct ProjectionRow {
+    /// Global position.
+    pub position: i64,
+    /// The stream.
+    pub aggregate_id: String,
+    /// Position in the stream.
+    pub sequence: i64,
+    /// Event type.
+    pub event_type: String,
+    /// Version as stored.
+    pub event_version: String,
+    /// The payload as stored, as JSON text.
+    pub payload: String,
+}
+
+impl ProjectionRow {
+    /// The payload as the current event version: straight from the text when it is current,
+    /// through the upcasters when it is older.
+    pub fn decode(&self) -> Result<dns_handling_events::CustomDomainEvent, serde_json::Error> {
+        if dns_handling_events::upcast::needs_upcast(&self.event_type, &self.event_version) {
+            let stored: serde_json::Value = serde_json::from_str(&self.payload)?;
+            let (payload, _) =
+                dns_handling_events::upcast::upcast(&self.event_type, &self.event_version, stored);
+            serde_json::from_value(payload)
+        } else {
+            serde_json::from_str(&self.payload)
+        }
+    }
+}
+
 /// One page of domain views.
 #[derive(Debug, Clone)]
 pub struct DomainPage {
@@ -231,13 +295,6 @@ impl Store {
         Ok(claimed == 1)
     }
 
-    /// Frees every name held by a domain (after its removal).
-    pub async fn release_names_of(&self, domain_id: &str) -> Result<(), StoreError> {
-        let sql = "DELETE FROM domain_names WHERE domain_id = $1";
-        on_pool!(self, pool => sqlx::query(sql).bind(domain_id).execute(pool).await?.rows_affected());
-        Ok(())
-    }
-
     /// The stored hash of one event of a stream (`None` when absent or unhashed).
     pub async fn event_hash(
         &self,
@@ -268,11 +325,10 @@ impl Store {
         position: i64,
         limit: u32,
     ) -> Result<Vec<FeedEvent>, StoreError> {
-        let sql = format!(
-            "{FEED_COLUMNS} WHERE aggregate_type = $1 AND position > $2 ORDER BY position LIMIT $3"
-        );
+        // No filter on the aggregate type: the feed is every event, and such a filter steers
+        // SQLite's planner to the primary key and a sort of the whole table for every page.
+        let sql = format!("{FEED_COLUMNS} WHERE position > $1 ORDER BY position LIMIT $2");
         let rows = on_pool!(self, pool => sqlx::query(&sql)
-            .bind(AGGREGATE_TYPE)
             .bind(position)
             .bind(i64::from(limit))
             .fetch_all(pool)
@@ -281,6 +337,35 @@ impl Store {
             .map(feed_row)
             .collect::<Result<Vec<_>, StoreError>>()?);
         Ok(rows)
+    }
+
+    /// Up to `limit` events after `position` in the global order, with only what a projection
+    /// needs (no metadata, payload left as text): the fast path of catch-up and replay.
+    pub async fn projection_batch(
+        &self,
+        position: i64,
+        limit: u32,
+    ) -> Result<Vec<ProjectionRow>, StoreError> {
+        let sql = "SELECT position, aggregate_id, sequence, event_type, event_version, \
+                   CAST(payload AS TEXT) AS payload FROM events \
+                   WHERE position > $1 ORDER BY position LIMIT $2";
+        Ok(on_pool!(self, pool => sqlx::query(sql)
+            .bind(position)
+            .bind(i64::from(limit))
+            .fetch_all(pool)
+            .await?
+            .iter()
+            .map(|row| {
+                Ok(ProjectionRow {
+                    position: row.try_get("position")?,
+                    aggregate_id: row.try_get("aggregate_id")?,
+                    sequence: row.try_get("sequence")?,
+                    event_type: row.try_get("event_type")?,
+                    event_version: row.try_get("event_version")?,
+                    payload: row.try_get("payload")?,
+                })
+            })
+            .collect::<Result<Vec<_>, sqlx::Error>>()?))
     }
 
     /// Every event of one domain, in stream order.
@@ -345,15 +430,6 @@ impl Store {
         .unwrap_or(0))
     }
 
-    /// Records that projection `name` has applied the feed up to `position`.
-    pub async fn set_checkpoint(&self, name: &str, position: i64) -> Result<(), StoreError> {
-        let sql = "INSERT INTO projection_checkpoints (name, position) VALUES ($1, $2) \
-                   ON CONFLICT (name) DO UPDATE SET position = excluded.position \
-                   WHERE projection_checkpoints.position < excluded.position";
-        on_pool!(self, pool => sqlx::query(sql).bind(name).bind(position).execute(pool).await?.rows_affected());
-        Ok(())
-    }
-
     /// Empties every read projection and its checkpoint, for a rebuild from zero.
     pub async fn clear_projections(&self) -> Result<(), StoreError> {
         on_pool!(self, pool => {
@@ -398,54 +474,6 @@ impl Store {
         Ok(views)
     }
 
-    /// Writes many views in a few statements; a stored view is only replaced by a newer one.
-    pub async fn save_domain_views(&self, views: &[DomainView]) -> Result<(), StoreError> {
-        for chunk in views.chunks(BATCH_ROWS) {
-            let rows: Vec<String> = (0..chunk.len())
-                .map(|n| {
-                    let base = n * 5;
-                    format!(
-                        "(${}, ${}, ${}, ${}, ${})",
-                        base + 1,
-                        base + 2,
-                        base + 3,
-                        base + 4,
-                        base + 5
-                    )
-                })
-                .collect();
-            let sql = format!(
-                "INSERT INTO domain_views (id, domain_name, status, last_sequence, payload) \
-                 VALUES {} ON CONFLICT (id) DO UPDATE SET domain_name = excluded.domain_name, \
-                 status = excluded.status, last_sequence = excluded.last_sequence, \
-                 payload = excluded.payload \
-                 WHERE domain_views.last_sequence < excluded.last_sequence",
-                rows.join(",")
-            );
-            let mut bound = Vec::with_capacity(chunk.len());
-            for view in chunk {
-                bound.push((
-                    view_status(view),
-                    i64::try_from(view.last_sequence).unwrap_or(i64::MAX),
-                    serde_json::to_string(view)?,
-                ));
-            }
-            on_pool!(self, pool => {
-                let mut query = sqlx::query(&sql);
-                for (view, (status, sequence, payload)) in chunk.iter().zip(&bound) {
-                    query = query
-                        .bind(&view.id)
-                        .bind(&view.domain_name)
-                        .bind(*status)
-                        .bind(*sequence)
-                        .bind(payload);
-                }
-                query.execute(pool).await?.rows_affected()
-            });
-        }
-        Ok(())
-    }
-
     /// Gives a name back (after a registration that did not go through).
     pub async fn release_name(&self, domain_name: &str, domain_id: &str) -> Result<(), StoreError> {
         let sql = "DELETE FROM domain_names WHERE domain_name = $1 AND domain_id = $2";
@@ -453,26 +481,78 @@ impl Store {
         Ok(())
     }
 
-    /// Writes a domain view, unless a newer one is already stored (views only move forward).
-    pub async fn save_domain_view(&self, view: &DomainView) -> Result<(), StoreError> {
-        let sql = "INSERT INTO domain_views (id, domain_name, status, last_sequence, payload) \
-                   VALUES ($1, $2, $3, $4, $5) \
-                   ON CONFLICT (id) DO UPDATE SET domain_name = excluded.domain_name, \
-                   status = excluded.status, last_sequence = excluded.last_sequence, \
-                   payload = excluded.payload \
-                   WHERE domain_views.last_sequence < excluded.last_sequence";
-        let payload = serde_json::to_string(view)?;
-        let sequence = i64::try_from(view.last_sequence).unwrap_or(i64::MAX);
-        let status = view_status(view);
-        on_pool!(self, pool => sqlx::query(sql)
-            .bind(&view.id)
-            .bind(&view.domain_name)
-            .bind(status)
-            .bind(sequence)
-            .bind(&payload)
-            .execute(pool)
-            .await?
-            .rows_affected());
+    /// Writes one batch of projection results in one transaction: the domain views (a stored
+    /// view is only replaced by one at a higher sequence), the certificate views, the names
+    /// freed by removals, and the checkpoint, which therefore never gets ahead of the views.
+    pub async fn write_projection(&self, write: ProjectionWrite<'_>) -> Result<(), StoreError> {
+        let mut statements: Vec<(String, Vec<Param>)> = Vec::new();
+        for chunk in write.views.chunks(BATCH_ROWS) {
+            let mut params = Vec::with_capacity(chunk.len() * 5);
+            for view in chunk {
+                params.push(Param::Text(view.id.clone()));
+                params.push(Param::Text(view.domain_name.clone()));
+                params.push(Param::Text(view_status(view).to_owned()));
+                params.push(Param::Int(
+                    i64::try_from(view.last_sequence).unwrap_or(i64::MAX),
+                ));
+                params.push(Param::Text(serde_json::to_string(view)?));
+            }
+            statements.push((
+                format!(
+                    "INSERT INTO domain_views (id, domain_name, status, last_sequence, payload) \
+                     VALUES {} ON CONFLICT (id) DO UPDATE SET domain_name = excluded.domain_name, \
+                     status = excluded.status, last_sequence = excluded.last_sequence, \
+                     payload = excluded.payload \
+                     WHERE domain_views.last_sequence < excluded.last_sequence",
+                    value_rows(chunk.len(), 5)
+                ),
+                params,
+            ));
+        }
+        for chunk in write.certificates.chunks(BATCH_ROWS) {
+            let mut params = Vec::with_capacity(chunk.len() * 2);
+            for view in chunk {
+                params.push(Param::Text(view.domain_id.clone()));
+                params.push(Param::Text(serde_json::to_string(view)?));
+            }
+            statements.push((
+                format!(
+                    "INSERT INTO certificate_views (domain_id, payload) VALUES {} \
+                     ON CONFLICT (domain_id) DO UPDATE SET payload = excluded.payload",
+                    value_rows(chunk.len(), 2)
+                ),
+                params,
+            ));
+        }
+        for id in write.removed {
+            statements.push((
+                "DELETE FROM domain_names WHERE domain_id = $1".to_owned(),
+                vec![Param::Text((*id).to_owned())],
+            ));
+        }
+        if let Some((name, position)) = write.checkpoint {
+            statements.push((
+                "INSERT INTO projection_checkpoints (name, position) VALUES ($1, $2) \
+                 ON CONFLICT (name) DO UPDATE SET position = excluded.position \
+                 WHERE projection_checkpoints.position < excluded.position"
+                    .to_owned(),
+                vec![Param::Text(name.to_owned()), Param::Int(position)],
+            ));
+        }
+        on_pool!(self, pool => {
+            let mut tx = pool.begin().await?;
+            for (sql, params) in &statements {
+                let mut query = sqlx::query(sql);
+                for param in params {
+                    query = match param {
+                        Param::Text(text) => query.bind(text.as_str()),
+                        Param::Int(number) => query.bind(*number),
+                    };
+                }
+                query.execute(&mut *tx).await?;
+            }
+            tx.commit().await?;
+        });
         Ok(())
     }
 
@@ -541,35 +621,6 @@ impl Store {
                 None => return Ok(pending),
             }
         }
-    }
-
-    /// Writes many certificate views in a few statements.
-    pub async fn save_certificate_views(
-        &self,
-        views: &[CertificateView],
-    ) -> Result<(), StoreError> {
-        for chunk in views.chunks(BATCH_ROWS) {
-            let rows: Vec<String> = (0..chunk.len())
-                .map(|n| format!("(${}, ${})", 2 * n + 1, 2 * n + 2))
-                .collect();
-            let sql = format!(
-                "INSERT INTO certificate_views (domain_id, payload) VALUES {} \
-                 ON CONFLICT (domain_id) DO UPDATE SET payload = excluded.payload",
-                rows.join(",")
-            );
-            let payloads = chunk
-                .iter()
-                .map(serde_json::to_string)
-                .collect::<Result<Vec<_>, _>>()?;
-            on_pool!(self, pool => {
-                let mut query = sqlx::query(&sql);
-                for (view, payload) in chunk.iter().zip(&payloads) {
-                    query = query.bind(&view.domain_id).bind(payload);
-                }
-                query.execute(pool).await?.rows_affected()
-            });
-        }
-        Ok(())
     }
 
     /// The current certificate of a domain.

@@ -7,7 +7,7 @@ use actix::Addr;
 use actix_web::{web, HttpRequest, HttpResponse};
 use chrono::Utc;
 use dns_handling_events::{DomainStatus, OrderDetails};
-use dns_handling_projections::DomainView;
+use dns_handling_projections::{CertificateView, DomainView};
 use rand::RngCore;
 use serde::Deserialize;
 
@@ -313,18 +313,30 @@ pub async fn issue_certificate(
     }))
 }
 
+/// The domain's current certificate, or a `404` that says why there is none.
+async fn current_certificate(
+    services: &Services,
+    view: &DomainView,
+) -> Result<CertificateView, ApiError> {
+    services
+        .store
+        .certificate_view(&view.id)
+        .await?
+        .ok_or_else(|| {
+            ApiError::NotFound(format!(
+                "domain {} has no certificate yet (status: {})",
+                view.id, view.status
+            ))
+        })
+}
+
 /// `GET /domains/{id}/certificate`: the current certificate's public parts.
 pub async fn certificate(
     services: SharedServices,
     id: web::Path<String>,
 ) -> Result<HttpResponse, ApiError> {
     let view = find(&services, &id).await?;
-    let certificate = services.store.certificate_view(&id).await?.ok_or_else(|| {
-        ApiError::NotFound(format!(
-            "domain {} has no certificate yet (status: {})",
-            view.id, view.status
-        ))
-    })?;
+    let certificate = current_certificate(&services, &view).await?;
     Ok(HttpResponse::Ok().json(CertificateBody {
         id: certificate.id,
         domain_id: certificate.domain_id,
@@ -377,12 +389,7 @@ pub async fn certificate_key(
 ) -> Result<HttpResponse, ApiError> {
     Role::require_admin(&request, "read private keys")?;
     let view = find(&services, &id).await?;
-    let certificate = services.store.certificate_view(&id).await?.ok_or_else(|| {
-        ApiError::NotFound(format!(
-            "domain {} has no certificate yet (status: {})",
-            view.id, view.status
-        ))
-    })?;
+    let certificate = current_certificate(&services, &view).await?;
     let key = services
         .vault
         .certificate_key(&certificate.order_id)

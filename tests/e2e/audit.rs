@@ -16,7 +16,8 @@ use dns_handling_events::{CertificateKeyType, OrderDetails};
 use serde_json::{json, Value};
 
 use crate::support::{
-    database_env, run_command, service_env, Pebble, PebbleOptions, Service, StoreKind, TestDatabase,
+    active_domain, database_env, run_command, service_env, Pebble, PebbleOptions, Service,
+    StoreKind, TestDatabase,
 };
 
 crate::on_both_stores!(concurrent_writers_and_a_tailing_reader_agree_on_the_feed);
@@ -138,26 +139,6 @@ async fn concurrent_writers_and_a_tailing_reader_agree_on_the_feed(kind: StoreKi
         seen.windows(2).all(|pair| pair[0].0 < pair[1].0),
         "positions increase"
     );
-}
-
-/// Registers, verifies and issues one domain to `active`; returns its id.
-async fn active_domain(service: &Service, pebble: &Pebble, name: &str) -> String {
-    let (id, record_name, token) = service.register(name).await;
-    pebble.set_txt(&record_name, &token);
-    let (code, _) = service.post(&format!("/domains/{id}/verify"), None).await;
-    assert_eq!(code, 200);
-    let (code, started) = service
-        .post(&format!("/domains/{id}/issue-certificate"), None)
-        .await;
-    assert_eq!(code, 202, "{started}");
-    pebble.set_txt(
-        started["challenge_domain"].as_str().expect("domain"),
-        started["expected_txt_value"].as_str().expect("value"),
-    );
-    service
-        .wait_for_status(&id, &["active"], Duration::from_secs(90))
-        .await;
-    id
 }
 
 async fn views(database: &TestDatabase) -> Vec<String> {

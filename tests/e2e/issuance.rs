@@ -6,7 +6,8 @@ use std::time::Duration;
 use serde_json::Value;
 
 use crate::support::{
-    free_port, service_env, Pebble, PebbleOptions, Service, StoreKind, TempDir, TestDatabase,
+    free_port, service_env, verified_domain, Pebble, PebbleOptions, Service, StoreKind, TempDir,
+    TestDatabase,
 };
 
 const DOMAIN: &str = "shop.example.test";
@@ -20,16 +21,6 @@ fn error_of(body: &Value) -> &str {
     body["error"]
         .as_str()
         .unwrap_or_else(|| panic!("no error message in {body}"))
-}
-
-/// Registers and verifies a domain; returns its id.
-async fn verified_domain(service: &Service, pebble: &Pebble) -> String {
-    let (id, record_name, token) = service.register(DOMAIN).await;
-    pebble.set_txt(&record_name, &token);
-    let (code, body) = service.post(&format!("/domains/{id}/verify"), None).await;
-    assert_eq!(code, 200, "{body}");
-    assert_eq!(body["status"], "verified");
-    id
 }
 
 async fn issue(service: &Service, id: &str) -> (u16, Value) {
@@ -180,7 +171,7 @@ async fn never_set_txt_times_out_with_dns_timeout(kind: StoreKind) {
     let mut env = service_env(&pebble, &database);
     env.insert("POLL_TIMEOUT".into(), "2s".into());
     let service = Service::start(&env);
-    let id = verified_domain(&service, &pebble).await;
+    let id = verified_domain(&service, &pebble, DOMAIN).await;
 
     let (code, started) = issue(&service, &id).await;
     assert_eq!(code, 202, "{started}");
@@ -227,7 +218,7 @@ async fn unreachable_acme_directory_answers_500_and_records_nothing(kind: StoreK
         format!("https://127.0.0.1:{}/dir", free_port()),
     );
     let service = Service::start(&env);
-    let id = verified_domain(&service, &pebble).await;
+    let id = verified_domain(&service, &pebble, DOMAIN).await;
     let before = database.event_types(&id).await;
 
     let (code, body) = issue(&service, &id).await;
@@ -248,7 +239,7 @@ async fn a_restart_after_the_202_resumes_the_order(kind: StoreKind) {
     let database = TestDatabase::create(kind).await;
     let env = service_env(&pebble, &database);
     let mut first = Service::start(&env);
-    let id = verified_domain(&first, &pebble).await;
+    let id = verified_domain(&first, &pebble, DOMAIN).await;
     let (code, started) = issue(&first, &id).await;
     assert_eq!(code, 202, "{started}");
     first.kill();

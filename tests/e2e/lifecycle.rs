@@ -4,18 +4,12 @@ use std::time::Duration;
 
 use serde_json::json;
 
-use crate::support::{service_env, Pebble, PebbleOptions, Service, StoreKind, TestDatabase};
+use crate::support::{
+    service_env, verified_domain, Pebble, PebbleOptions, Service, StoreKind, TestDatabase,
+};
 
 crate::on_both_stores!(a_failed_domain_is_retried_and_then_issued);
 crate::on_both_stores!(a_removed_domain_frees_its_name_and_keeps_its_history);
-
-async fn verified(service: &Service, pebble: &Pebble, name: &str) -> String {
-    let (id, record_name, token) = service.register(name).await;
-    pebble.set_txt(&record_name, &token);
-    let (code, body) = service.post(&format!("/domains/{id}/verify"), None).await;
-    assert_eq!(code, 200, "{body}");
-    id
-}
 
 async fn a_failed_domain_is_retried_and_then_issued(kind: StoreKind) {
     let pebble = Pebble::start(PebbleOptions::default());
@@ -23,7 +17,7 @@ async fn a_failed_domain_is_retried_and_then_issued(kind: StoreKind) {
     let mut env = service_env(&pebble, &database);
     env.insert("POLL_TIMEOUT".into(), "1s".into());
     let service = Service::start(&env);
-    let id = verified(&service, &pebble, "retry.example.test").await;
+    let id = verified_domain(&service, &pebble, "retry.example.test").await;
 
     let (code, body) = service.post(&format!("/domains/{id}/retry"), None).await;
     assert_eq!(code, 400, "{body}");
@@ -83,7 +77,7 @@ async fn a_removed_domain_frees_its_name_and_keeps_its_history(kind: StoreKind) 
     let pebble = Pebble::start(PebbleOptions::default());
     let database = TestDatabase::create(kind).await;
     let service = Service::start(&service_env(&pebble, &database));
-    let id = verified(&service, &pebble, "gone.example.test").await;
+    let id = verified_domain(&service, &pebble, "gone.example.test").await;
     let (code, _) = service
         .post(&format!("/domains/{id}/issue-certificate"), None)
         .await;

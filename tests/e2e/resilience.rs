@@ -6,24 +6,17 @@ use futures::future::join_all;
 use serde_json::Value;
 
 use crate::support::{
-    service_env, start_expecting_refusal, Pebble, PebbleOptions, Service, StoreKind, TestDatabase,
+    service_env, start_expecting_refusal, verified_domain, Pebble, PebbleOptions, Service,
+    StoreKind, TestDatabase,
 };
 
 crate::on_both_stores!(a_hundred_concurrent_issue_calls_make_one_order);
-
-async fn verified(service: &Service, pebble: &Pebble, name: &str) -> String {
-    let (id, record_name, token) = service.register(name).await;
-    pebble.set_txt(&record_name, &token);
-    let (code, body) = service.post(&format!("/domains/{id}/verify"), None).await;
-    assert_eq!(code, 200, "{body}");
-    id
-}
 
 async fn a_hundred_concurrent_issue_calls_make_one_order(kind: StoreKind) {
     let pebble = Pebble::start(PebbleOptions::default());
     let database = TestDatabase::create(kind).await;
     let service = Service::start(&service_env(&pebble, &database));
-    let id = verified(&service, &pebble, "race.example.test").await;
+    let id = verified_domain(&service, &pebble, "race.example.test").await;
     let path = format!("/domains/{id}/issue-certificate");
     let answers: Vec<(u16, Value)> = join_all((0..100).map(|_| service.post(&path, None))).await;
     let accepted = answers.iter().filter(|(code, _)| *code == 202).count();
@@ -52,7 +45,7 @@ async fn a_hundred_first_ever_issuances_register_one_account() {
     let service = Service::start(&service_env(&pebble, &database));
     let mut ids = Vec::new();
     for n in 0..100 {
-        ids.push(verified(&service, &pebble, &format!("first{n}.example.test")).await);
+        ids.push(verified_domain(&service, &pebble, &format!("first{n}.example.test")).await);
     }
     let paths: Vec<String> = ids
         .iter()
@@ -73,7 +66,7 @@ async fn pebble_rejecting_half_the_nonces_still_issues() {
     });
     let database = TestDatabase::create(StoreKind::Sqlite).await;
     let service = Service::start(&service_env(&pebble, &database));
-    let id = verified(&service, &pebble, "nonces.example.test").await;
+    let id = verified_domain(&service, &pebble, "nonces.example.test").await;
     let (code, started) = service
         .post(&format!("/domains/{id}/issue-certificate"), None)
         .await;
@@ -95,7 +88,7 @@ async fn a_ca_that_goes_away_is_retried_then_reported_as_unavailable() {
     let mut env = service_env(&pebble, &database);
     env.insert("POLL_TIMEOUT".into(), "4s".into());
     let service = Service::start(&env);
-    let id = verified(&service, &pebble, "outage.example.test").await;
+    let id = verified_domain(&service, &pebble, "outage.example.test").await;
     let (code, started) = service
         .post(&format!("/domains/{id}/issue-certificate"), None)
         .await;
@@ -127,7 +120,7 @@ async fn servfail_and_crowded_txt_records_keep_the_poller_polling() {
     let pebble = Pebble::start(PebbleOptions::default());
     let database = TestDatabase::create(StoreKind::Postgres).await;
     let service = Service::start(&service_env(&pebble, &database));
-    let id = verified(&service, &pebble, "flaky.example.test").await;
+    let id = verified_domain(&service, &pebble, "flaky.example.test").await;
     let (code, started) = service
         .post(&format!("/domains/{id}/issue-certificate"), None)
         .await;
@@ -202,7 +195,7 @@ async fn sigterm_stops_cleanly_and_the_next_start_resumes() {
     let database = TestDatabase::create(StoreKind::Sqlite).await;
     let env = service_env(&pebble, &database);
     let mut first = Service::start(&env);
-    let id = verified(&first, &pebble, "term.example.test").await;
+    let id = verified_domain(&first, &pebble, "term.example.test").await;
     let (code, started) = first
         .post(&format!("/domains/{id}/issue-certificate"), None)
         .await;

@@ -328,35 +328,11 @@ impl TestDatabase {
 
     /// Events stored for a domain, by type, straight from the table.
     pub async fn event_types(&self, aggregate_id: &str) -> Vec<String> {
-        let sql = "SELECT event_type FROM events WHERE aggregate_id = $1 ORDER BY sequence";
-        match self.kind {
-            StoreKind::Sqlite => {
-                let mut connection = sqlx::SqliteConnection::connect(&self.url)
-                    .await
-                    .expect("open sqlite");
-                sqlx::query(sql)
-                    .bind(aggregate_id)
-                    .fetch_all(&mut connection)
-                    .await
-                    .expect("query events")
-                    .iter()
-                    .map(|row| row.get::<String, _>("event_type"))
-                    .collect()
-            }
-            StoreKind::Postgres => {
-                let mut connection = sqlx::PgConnection::connect(&self.url)
-                    .await
-                    .expect("open postgres");
-                sqlx::query(sql)
-                    .bind(aggregate_id)
-                    .fetch_all(&mut connection)
-                    .await
-                    .expect("query events")
-                    .iter()
-                    .map(|row| row.get::<String, _>("event_type"))
-                    .collect()
-            }
-        }
+        assert!(!aggregate_id.contains('\''), "ids are quoted into SQL here");
+        self.texts(&format!(
+            "event_type FROM events WHERE aggregate_id = '{aggregate_id}' ORDER BY sequence"
+        ))
+        .await
     }
 
     /// Every value of a text expression over a table (e.g. `CAST(payload AS TEXT) FROM events`).
@@ -392,29 +368,10 @@ impl TestDatabase {
 
     /// How many rows a table has.
     pub async fn count(&self, table: &str) -> i64 {
-        let sql = format!("SELECT COUNT(*) AS n FROM {table}");
-        match self.kind {
-            StoreKind::Sqlite => {
-                let mut connection = sqlx::SqliteConnection::connect(&self.url)
-                    .await
-                    .expect("open sqlite");
-                sqlx::query(&sql)
-                    .fetch_one(&mut connection)
-                    .await
-                    .expect("count")
-                    .get("n")
-            }
-            StoreKind::Postgres => {
-                let mut connection = sqlx::PgConnection::connect(&self.url)
-                    .await
-                    .expect("open postgres");
-                sqlx::query(&sql)
-                    .fetch_one(&mut connection)
-                    .await
-                    .expect("count")
-                    .get("n")
-            }
-        }
+        let counts = self
+            .texts(&format!("CAST(COUNT(*) AS TEXT) FROM {table}"))
+            .await;
+        counts[0].parse().expect("a count")
     }
 }
 
@@ -717,6 +674,38 @@ pub fn database_env(database: &TestDatabase) -> HashMap<String, String> {
         );
     }
     env
+}
+
+/// Registers `name` and proves its ownership through Pebble's DNS server; returns its id.
+pub async fn verified_domain(service: &Service, pebble: &Pebble, name: &str) -> String {
+    let (id, record_name, token) = service.register(name).await;
+    pebble.set_txt(&record_name, &token);
+    let (code, body) = service.post(&format!("/domains/{id}/verify"), None).await;
+    assert_eq!(code, 200, "{body}");
+    assert_eq!(body["status"], "verified");
+    id
+}
+
+/// Takes `name` all the way to `active`; returns its id.
+pub async fn active_domain(service: &Service, pebble: &Pebble, name: &str) -> String {
+    let id = verified_domain(service, pebble, name).await;
+    let (code, started) = service
+        .post(&format!("/domains/{id}/issue-certificate"), None)
+        .await;
+    assert_eq!(code, 202, "{started}");
+    pebble.set_txt(
+        started["challenge_domain"]
+            .as_str()
+            .expect("challenge_domain"),
+        started["expected_txt_value"]
+            .as_str()
+            .expect("expected_txt_value"),
+    );
+    let view = service
+        .wait_for_status(&id, &["active", "failed"], Duration::from_secs(90))
+        .await;
+    assert_eq!(view["status"], "active", "{view}");
+    id
 }
 
 /// The environment for a service that uses `pebble` and `database`.
