@@ -149,46 +149,67 @@ impl AcmeClient {
             .map_err(|e| setup(&e))?;
         let credentials_json = match stored {
             Some(json) => json,
-            None => {
-                let contact = self
-                    .contact_email
-                    .as_ref()
-                    .map(|email| format!("mailto:{email}"));
-                let contacts: Vec<&str> = contact.iter().map(String::as_str).collect();
-                let new_account = NewAccount {
-                    contact: &contacts,
-                    terms_of_service_agreed: true,
-                    only_return_existing: false,
-                };
-                let (account, credentials) = with_retries(|| async {
-                    self.builder()?
-                        .create(&new_account, self.directory_url.clone(), None)
-                        .await
-                })
+            // Replicas starting at once serialise here, and the first one's account is stored
+            // before the next looks: one account is registered, not one per replica.
+            None => self
+                .vault
+                .with_account_lock(self.register_unless_stored())
                 .await
-                .map_err(|e| setup(&e))?;
-                let json = serde_json::to_string(&credentials).map_err(|e| setup(&e))?;
-                // Another process may have stored an account meanwhile: the stored one wins, so
-                // every process ends up using the same account.
-                let of_record = self
-                    .vault
-                    .store_acme_credentials(&self.directory_url, account.id(), &json)
-                    .await
-                    .map_err(|e| setup(&e))?;
-                tracing::info!(account_id = account.id(), "registered ACME account");
-                of_record
-            }
+                .map_err(|e| setup(&e))??,
         };
         let credentials: AccountCredentials =
             serde_json::from_str(&credentials_json).map_err(|e| setup(&e))?;
         let account = self
             .builder()
             .map_err(|e| setup(&e))?
-            .from_credentials(credentials)
+            .from_credentials(credentials);
+        let account = tokio::time::timeout(REQUEST_TIMEOUT, account)
             .await
+            .map_err(|_| setup(&"the ACME directory did not answer in time"))?
             .map_err(|e| setup(&e))?;
         *slot = Some(account.clone());
         Ok(account)
+    }
+
+    /// Under the account lock: the stored credentials if another process stored some
+    /// meanwhile, or a newly registered account's, stored.
+    async fn register_unless_stored(&self) -> Result<String, AcmeError> {
+        let setup = |e: &dyn std::fmt::Display| AcmeError::AccountSetup(e.to_string());
+        if let Some(json) = self
+            .vault
+            .acme_credentials(&self.directory_url)
+            .await
+            .map_err(|e| setup(&e))?
+        {
+            return Ok(json);
+        }
+        let contact = self
+            .contact_email
+            .as_ref()
+            .map(|email| format!("mailto:{email}"));
+        let contacts: Vec<&str> = contact.iter().map(String::as_str).collect();
+        let new_account = NewAccount {
+            contact: &contacts,
+            terms_of_service_agreed: true,
+            only_return_existing: false,
+        };
+        let (account, credentials) = with_retries(|| async {
+            self.builder()?
+                .create(&new_account, self.directory_url.clone(), None)
+                .await
+        })
+        .await
+        .map_err(|e| setup(&e))?;
+        let json = serde_json::to_string(&credentials).map_err(|e| setup(&e))?;
+        // Stored unless a process without the lock (SQLite mode has none to share) stored one
+        // first: the stored one wins, so every process uses the same account.
+        let of_record = self
+            .vault
+            .store_acme_credentials(&self.directory_url, account.id(), &json)
+            .await
+            .map_err(|e| setup(&e))?;
+        tracing::info!(account_id = account.id(), "registered ACME account");
+        Ok(of_record)
     }
 
     /// Places a new order for `domain_name` and reads the dns-01 challenge of its first
@@ -211,6 +232,27 @@ impl AcmeClient {
         domain_name: &str,
         order: &OrderDetails,
     ) -> Result<IssuedCertificate, AcmeError> {
+        // A CA that accepts a connection and never answers must not hold the poller (and the
+        // account lock) for ever: past this, the attempt counts as a transient failure.
+        tokio::time::timeout(
+            COMPLETION_TIMEOUT,
+            self.complete_order_once(domain_id, domain_name, order),
+        )
+        .await
+        .unwrap_or_else(|_| {
+            Err(AcmeError::Unavailable(format!(
+                "the CA did not complete the order within {} s",
+                COMPLETION_TIMEOUT.as_secs()
+            )))
+        })
+    }
+
+    async fn complete_order_once(
+        &self,
+        domain_id: &str,
+        domain_name: &str,
+        order: &OrderDetails,
+    ) -> Result<IssuedCertificate, AcmeError> {
         let account = self.account().await?;
         let mut acme_order = account
             .order(order.order_url.clone())
@@ -224,7 +266,8 @@ impl AcmeClient {
                     let key_pem = self
                         .certificate_key(domain_id, &order.order_id, order.key_type)
                         .await?;
-                    let csr = build_csr(domain_name, &key_pem)?;
+                                        let csr = build_csr(domain_name, &key_pem)?;
+                    tracing::info!(order_id = %order.order_id, "finalizing order");
                     acme_order
                         .finalize_csr(&csr)
                         .await
@@ -354,6 +397,12 @@ async fn place_order(
 /// How many times a request the client waits for (account, order) is tried.
 const ATTEMPTS: u32 = 5;
 
+/// How long one ACME exchange (directory, account, order) may take before it counts as failed.
+const REQUEST_TIMEOUT: Duration = Duration::from_secs(20);
+
+/// How long carrying one order from "challenge ready" to its certificate may take per attempt.
+const COMPLETION_TIMEOUT: Duration = Duration::from_secs(120);
+
 /// Whether an error says "try again" rather than "no".
 fn is_transient(error: &instant_acme::Error) -> bool {
     match error {
@@ -365,6 +414,7 @@ fn is_transient(error: &instant_acme::Error) -> bool {
         | instant_acme::Error::Hyper(_)
         | instant_acme::Error::Other(_)
         | instant_acme::Error::Timeout(_) => true,
+        instant_acme::Error::Str(message) => message.contains("in time"),
         _ => false,
     }
 }
@@ -380,8 +430,13 @@ where
     Fut: std::future::Future<Output = Result<T, instant_acme::Error>>,
 {
     let mut delay = Duration::from_millis(100);
+    let timed = |future: Fut| async move {
+        tokio::time::timeout(REQUEST_TIMEOUT, future)
+            .await
+            .unwrap_or_else(|_| Err(instant_acme::Error::Str("the ACME server did not answer in time")))
+    };
     for _ in 1..ATTEMPTS {
-        match attempt().await {
+        match timed(attempt()).await {
             Err(error) if is_transient(&error) => {
                 tracing::debug!(%error, "transient ACME failure; retrying");
                 tokio::time::sleep(delay).await;
@@ -390,7 +445,7 @@ where
             done => return done,
         }
     }
-    attempt().await
+    timed(attempt()).await
 }
 
 fn build_csr(domain_name: &str, key_pem: &str) -> Result<Vec<u8>, AcmeError> {

@@ -18,14 +18,16 @@ use crate::event_repository::Upcasters;
 use crate::projector::ViewProjector;
 use crate::services::Services;
 use crate::settings::Settings;
-use crate::store::Store;
+use crate::store::{lock_sqlite_exclusively, SqliteReplicaLock, Store};
 use crate::vault::{KeyEncryptionKey, KeyVault};
 
 /// The running service: its HTTP server and its supervisor.
 pub struct Application {
     address: SocketAddr,
-    server: Server,
+        server: Server,
     supervisor: Addr<Supervisor>,
+    /// Held for the life of the process in SQLite mode: one process per database.
+    _sqlite_lock: Option<SqliteReplicaLock>,
 }
 
 impl Application {
@@ -38,6 +40,7 @@ impl Application {
             &settings.database_url,
             settings.uses_postgres(),
         )?;
+                let sqlite_lock = lock_sqlite_exclusively(&settings.database_url)?;
         let store = Store::connect(&settings.database_url)
             .await
             .with_context(|| {
@@ -76,8 +79,9 @@ impl Application {
             store,
             acme,
             dns,
-            vault,
+                        vault,
             settings: settings.clone(),
+            replica_id: uuid::Uuid::now_v7().to_string(),
         });
         let supervisor = Supervisor::new(services.clone()).start();
         let resumed = supervisor
@@ -107,10 +111,11 @@ impl Application {
         })
         .listen(listener)?
         .run();
-        Ok(Application {
+                Ok(Application {
             address,
             server,
             supervisor,
+            _sqlite_lock: sqlite_lock,
         })
     }
 

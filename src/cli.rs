@@ -28,8 +28,11 @@ pub async fn open_store(settings: &Settings) -> anyhow::Result<Store> {
     Ok(store)
 }
 
-/// Rebuilds the projections from zero with a progress bar on stderr.
-pub async fn replay(store: Store) -> anyhow::Result<()> {
+/// Rebuilds the projections from zero with a progress bar on stderr. In SQLite mode it refuses
+/// to run while the service holds the database.
+pub async fn replay(settings: &Settings) -> anyhow::Result<()> {
+    let _lock = crate::store::lock_sqlite_exclusively(&settings.database_url)?;
+    let store = open_store(settings).await?;
     let (_, total) = store.feed_extent().await?;
     let bar = ProgressBar::new(u64::try_from(total).unwrap_or(0));
     bar.set_style(

@@ -6,8 +6,7 @@ use dns_handling::app::Application;
 use dns_handling::cli;
 use dns_handling::settings::Settings;
 
-#[actix_web::main]
-async fn main() -> anyhow::Result<()> {
+fn main() -> anyhow::Result<()> {
     let settings = Settings::from_env()?;
     tracing_subscriber::fmt()
         .with_env_filter(
@@ -17,10 +16,22 @@ async fn main() -> anyhow::Result<()> {
         .with_writer(std::io::stderr)
         .init();
     let args: Vec<String> = std::env::args().skip(1).collect();
+    if args.is_empty() {
+        // The actors need an actix system; the HTTP server brings its own worker threads.
+        return actix_web::rt::System::new().block_on(serve(settings));
+    }
+    // The operator commands are batch work: a multi-threaded runtime lets the database reads,
+    // the decoding and the writes of a replay run side by side.
+    tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()?
+        .block_on(command(settings, &args))
+}
+
+async fn command(settings: Settings, args: &[String]) -> anyhow::Result<()> {
     let args: Vec<&str> = args.iter().map(String::as_str).collect();
     match args.as_slice() {
-        [] => serve(settings).await,
-        ["replay"] => cli::replay(cli::open_store(&settings).await?).await,
+        ["replay"] => cli::replay(&settings).await,
         ["audit", "verify"] => {
             let store = cli::open_store(&settings).await?;
             let broken = cli::audit_verify(&store, &mut std::io::stdout().lock()).await?;

@@ -30,8 +30,10 @@ pub struct Services {
     pub dns: Arc<dyn TxtLookup>,
     /// Private keys, encrypted at rest.
     pub vault: KeyVault,
-    /// The effective settings.
+        /// The effective settings.
     pub settings: Settings,
+    /// This process's name as a lease owner: unique per start.
+    pub replica_id: String,
 }
 
 /// Who caused a command, recorded as the metadata of the events it produces.

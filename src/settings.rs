@@ -66,8 +66,10 @@ pub struct Settings {
     pub key_encryption_key_file: Option<PathBuf>,
     /// `tracing` filter directive, e.g. `info` or `dns_handling=debug`.
     pub log_level: String,
-    /// The kind of key certificates are issued for.
+        /// The kind of key certificates are issued for.
     pub cert_key_type: CertificateKeyType,
+    /// How long a replica's lease on a pending order lasts without renewal (PostgreSQL mode).
+    pub lease_ttl: Duration,
 }
 
 /// A setting that could not be understood; names the variable.
@@ -100,7 +102,8 @@ impl Default for Settings {
             key_encryption_key: None,
             key_encryption_key_file: None,
             log_level: "info".to_owned(),
-            cert_key_type: CertificateKeyType::Rsa2048,
+                        cert_key_type: CertificateKeyType::Rsa2048,
+            lease_ttl: Duration::from_secs(30),
         }
     }
 }
@@ -141,7 +144,8 @@ impl Settings {
             settings.dns_nameservers = parse_nameservers(value)
                 .map_err(|reason| invalid("DNS_NAMESERVERS", value, reason))?;
         }
-        for (name, slot) in [
+                for (name, slot) in [
+            ("LEASE_TTL", &mut settings.lease_ttl),
             ("DNS_TIMEOUT", &mut settings.dns_timeout),
             ("POLL_INTERVAL", &mut settings.poll_interval),
             ("POLL_TIMEOUT", &mut settings.poll_timeout),

@@ -26,6 +26,12 @@ pub enum StoreError {
     /// The database refused or could not be reached.
     #[error("database error: {0}")]
     Database(#[from] sqlx::Error),
+    /// Another process holds this SQLite database.
+    #[error("{0}")]
+    Locked(String),
+    /// A file next to the database could not be used.
+    #[error("{0}")]
+    Io(String),
     /// A stored row could not be read back.
     #[error("stored data is corrupt: {0}")]
     Corrupt(#[from] serde_json::Error),
@@ -42,15 +48,17 @@ macro_rules! on_pool {
 }
 
 /// The PostgreSQL schema, in order; never edit one that has shipped, add the next.
-const POSTGRES_MIGRATIONS: [(i64, &str); 2] = [
+const POSTGRES_MIGRATIONS: [(i64, &str); 3] = [
     (1, include_str!("migrations/postgres/0001_initial.sql")),
     (2, include_str!("migrations/postgres/0002_global_feed.sql")),
+    (3, include_str!("migrations/postgres/0003_order_leases.sql")),
 ];
 
 /// The SQLite schema, in order; never edit one that has shipped, add the next.
-const SQLITE_MIGRATIONS: [(i64, &str); 2] = [
+const SQLITE_MIGRATIONS: [(i64, &str); 3] = [
     (1, include_str!("migrations/sqlite/0001_initial.sql")),
     (2, include_str!("migrations/sqlite/0002_global_feed.sql")),
+    (3, include_str!("migrations/sqlite/0003_order_leases.sql")),
 ];
 
 /// Rows per multi-row statement: well under SQLite's and PostgreSQL's parameter limits.
@@ -95,6 +103,56 @@ fn view_status(view: &DomainView) -> &'static str {
 /// A UTC time as text that sorts like the time itself (fixed width, always `Z`).
 fn sortable_time(time: chrono::DateTime<Utc>) -> String {
     time.to_rfc3339_opts(chrono::SecondsFormat::Micros, true)
+}
+
+/// The file of a SQLite database URL (`sqlite://path?…`, `sqlite:path`, or a bare path);
+/// `None` for an in-memory database.
+pub fn sqlite_path(database_url: &str) -> Option<std::path::PathBuf> {
+    if database_url.starts_with("postgres://") || database_url.starts_with("postgresql://") {
+        return None;
+    }
+    let path = database_url
+        .strip_prefix("sqlite://")
+        .or_else(|| database_url.strip_prefix("sqlite:"))
+        .unwrap_or(database_url);
+    let path = path.split('?').next().unwrap_or(path);
+    if path.is_empty() || path.contains(":memory:") {
+        return None;
+    }
+    Some(std::path::PathBuf::from(path))
+}
+
+/// Holds a SQLite database for one process for as long as it lives (an OS file lock on
+/// `<database>.lock`, released by the OS when the process ends, however it ends).
+#[derive(Debug)]
+pub struct SqliteReplicaLock {
+    _file: std::fs::File,
+}
+
+/// Takes the single-replica lock of a SQLite database: SQLite mode is one process, because the
+/// pollers of two processes would both work on every pending order.
+pub fn lock_sqlite_exclusively(database_url: &str) -> Result<Option<SqliteReplicaLock>, StoreError> {
+    let Some(database) = sqlite_path(database_url) else {
+        return Ok(None);
+    };
+    let path = std::path::PathBuf::from(format!("{}.lock", database.display()));
+    let file = std::fs::OpenOptions::new()
+        .create(true)
+        .truncate(false)
+        .write(true)
+        .open(&path)
+        .map_err(|e| StoreError::Io(format!("cannot open {}: {e}", path.display())))?;
+    match file.try_lock() {
+        Ok(()) => Ok(Some(SqliteReplicaLock { _file: file })),
+        Err(std::fs::TryLockError::WouldBlock) => Err(StoreError::Locked(format!(
+            "another dns-handling process is using {}: SQLite mode runs one process; use \
+             PostgreSQL (DATABASE_URL=postgres://…) for several replicas",
+            database.display()
+        ))),
+        Err(std::fs::TryLockError::Error(e)) => {
+            Err(StoreError::Io(format!("cannot lock {}: {e}", path.display())))
+        }
+    }
 }
 
 /// The `status` column of a removed domain's view row.
@@ -253,6 +311,113 @@ impl Store {
             });
         }
         Ok(())
+    }
+
+    /// Takes (or keeps) the lease on a domain's pending order for `owner`, for `ttl`: granted
+    /// when nobody holds it, when `owner` already does, when the holder stopped renewing, or
+    /// when the lease is for an older order of the domain. SQLite mode is single-replica, so
+    /// there it is always granted.
+    pub async fn claim_lease(
+        &self,
+        domain_id: &str,
+        order_id: &str,
+        owner: &str,
+        ttl: Duration,
+    ) -> Result<bool, StoreError> {
+        let Store::Postgres(pool) = self else {
+            return Ok(true);
+        };
+        let sql = "INSERT INTO order_leases (domain_id, order_id, owner, expires_at) \
+                   VALUES ($1, $2, $3, now() + make_interval(secs => $4)) \
+                   ON CONFLICT (domain_id) DO UPDATE SET order_id = excluded.order_id, \
+                   owner = excluded.owner, expires_at = excluded.expires_at \
+                   WHERE order_leases.owner = excluded.owner \
+                   OR order_leases.expires_at < now() \
+                   OR order_leases.order_id <> excluded.order_id \
+                   RETURNING owner";
+        let claimed = sqlx::query(sql)
+            .bind(domain_id)
+            .bind(order_id)
+            .bind(owner)
+            .bind(ttl.as_secs_f64())
+            .fetch_optional(pool)
+            .await?;
+        Ok(claimed.is_some())
+    }
+
+    /// Extends every lease `owner` still holds; returns the domains of those leases (an order
+    /// missing from the answer was taken over by another replica).
+    pub async fn renew_leases(
+        &self,
+        owner: &str,
+        ttl: Duration,
+        held: &[String],
+    ) -> Result<Vec<String>, StoreError> {
+        let Store::Postgres(pool) = self else {
+            return Ok(held.to_vec());
+        };
+        let sql = "UPDATE order_leases SET expires_at = now() + make_interval(secs => $2) \
+                   WHERE owner = $1 RETURNING domain_id";
+        Ok(sqlx::query(sql)
+            .bind(owner)
+            .bind(ttl.as_secs_f64())
+            .fetch_all(pool)
+            .await?
+            .iter()
+            .map(|row| row.try_get("domain_id"))
+            .collect::<Result<_, _>>()?)
+    }
+
+    /// Whether `owner` holds an unexpired lease on the domain's order (always, in SQLite mode).
+    pub async fn holds_lease(&self, domain_id: &str, owner: &str) -> Result<bool, StoreError> {
+        let Store::Postgres(pool) = self else {
+            return Ok(true);
+        };
+        let sql = "SELECT 1 FROM order_leases WHERE domain_id = $1 AND owner = $2 \
+                   AND expires_at > now()";
+        Ok(sqlx::query(sql)
+            .bind(domain_id)
+            .bind(owner)
+            .fetch_optional(pool)
+            .await?
+            .is_some())
+    }
+
+    /// Gives a lease back once its order is done with.
+    pub async fn release_lease(&self, domain_id: &str, owner: &str) -> Result<(), StoreError> {
+        if let Store::Postgres(pool) = self {
+            sqlx::query("DELETE FROM order_leases WHERE domain_id = $1 AND owner = $2")
+                .bind(domain_id)
+                .bind(owner)
+                .execute(pool)
+                .await?;
+        }
+        Ok(())
+    }
+
+    /// Runs `work` while holding the cluster-wide ACME-account lock (a PostgreSQL session
+    /// advisory lock on a connection of its own, released when `work` ends, or by the server
+    /// if this process dies), so that replicas starting at once register one account.
+    pub async fn with_account_lock<T, F>(&self, work: F) -> Result<T, StoreError>
+    where
+        F: std::future::Future<Output = T>,
+    {
+        let Store::Postgres(pool) = self else {
+            return Ok(work.await);
+        };
+        let mut connection = pool.acquire().await?;
+        sqlx::query("SELECT pg_advisory_lock(7246003)")
+            .execute(&mut *connection)
+            .await?;
+        let result = work.await;
+        let unlocked = sqlx::query("SELECT pg_advisory_unlock(7246003)")
+            .execute(&mut *connection)
+            .await;
+        if unlocked.is_err() {
+            // Never hand a connection that may still hold the lock back to the pool.
+            connection.detach();
+        }
+        Ok(result)
     }
 
     /// Checks that the database answers.

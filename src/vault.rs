@@ -164,15 +164,7 @@ impl KeyEncryptionKey {
 
 /// `<database file>.kek` for a file-backed SQLite URL; `None` for in-memory databases.
 fn sqlite_key_path(database_url: &str) -> Option<PathBuf> {
-    let path = database_url
-        .strip_prefix("sqlite://")
-        .or_else(|| database_url.strip_prefix("sqlite:"))
-        .unwrap_or(database_url);
-    let path = path.split('?').next().unwrap_or(path);
-    if path.is_empty() || path.contains(":memory:") {
-        return None;
-    }
-    Some(PathBuf::from(format!("{path}.kek")))
+    crate::store::sqlite_path(database_url).map(|path| PathBuf::from(format!("{}.kek", path.display())))
 }
 
 #[cfg(unix)]
@@ -238,6 +230,14 @@ impl KeyVault {
             .insert_certificate_key(order_id, domain_id, &sealed)
             .await?;
         self.key.open(&of_record, &context)
+    }
+
+    /// Runs `work` under the cluster-wide lock that serialises ACME account creation.
+    pub async fn with_account_lock<T>(
+        &self,
+        work: impl std::future::Future<Output = T>,
+    ) -> Result<T, VaultError> {
+        Ok(self.store.with_account_lock(work).await?)
     }
 
     /// The ACME account credentials (JSON) for a directory, if stored.

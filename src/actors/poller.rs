@@ -124,6 +124,20 @@ pub async fn poll_once(
         }
     }
 
+        // Only the lease holder talks to the CA about an order: a replica that was stalled past
+    // its lease (and may have been replaced) must not finalize the order a second time.
+    match services.store.holds_lease(domain_id, &services.replica_id).await {
+        Ok(true) => {}
+        Ok(false) => {
+            tracing::warn!(%domain_id, "lease no longer held; leaving the order to its holder");
+            return (PollOutcome::Finished, memory);
+        }
+        Err(error) => {
+            tracing::warn!(%domain_id, %error, "could not check the lease; will retry");
+            return (PollOutcome::Waiting, memory);
+        }
+    }
+    tracing::info!(%domain_id, order_id = %order.order_id, "completing order with the CA");
     let command = match services
         .acme
         .complete_order(domain_id, &pending.domain_name, order)

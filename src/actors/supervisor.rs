@@ -1,4 +1,10 @@
-//! `Supervisor`: owns one `OrderPoller` per pending order and resumes them all on start.
+//! `Supervisor`: owns one `OrderPoller` per pending order this replica holds the lease of.
+//!
+//! In PostgreSQL mode several replicas share the pending orders: each order is polled by the
+//! replica holding its lease (`order_leases`). A supervisor renews its leases every third of
+//! `LEASE_TTL`, stops the pollers of leases it lost, and looks for pending orders nobody holds
+//! (a new order, or one whose replica died) to take over with the time each has left. In
+//! SQLite mode the process is the only replica and every lease is granted.
 
 use std::collections::HashMap;
 use std::sync::Arc;
@@ -21,12 +27,12 @@ pub struct PendingOrder {
     pub order: OrderDetails,
 }
 
-/// Start polling an order (ignored when that order already has a poller).
+/// Start polling an order, if this replica gets its lease (ignored when already polled here).
 #[derive(Message)]
 #[rtype(result = "()")]
 pub struct StartPolling(pub PendingOrder);
 
-/// Start a poller for every `certificate_pending` domain in the store; answers how many.
+/// Claim and start every pending order nobody else holds; answers how many are polled here.
 #[derive(Message)]
 #[rtype(result = "Result<usize, StoreError>")]
 pub struct ResumePending;
@@ -49,7 +55,7 @@ pub(crate) struct PollerStopped {
     pub order_id: String,
 }
 
-/// Owns the pollers: exactly one per pending order in this process.
+/// Owns the pollers: exactly one per pending order held by this replica.
 pub struct Supervisor {
     services: Arc<Services>,
     pollers: HashMap<String, (String, Addr<OrderPoller>)>,
@@ -64,32 +70,136 @@ impl Supervisor {
         }
     }
 
-    fn start_poller(&mut self, pending: PendingOrder, ctx: &mut Context<Self>) {
-        if let Some((order_id, _)) = self.pollers.get(&pending.domain_id) {
-            if *order_id == pending.order.order_id {
-                return;
-            }
+    fn polls(&self, pending: &PendingOrder) -> bool {
+        self.pollers
+            .get(&pending.domain_id)
+            .is_some_and(|(order_id, _)| *order_id == pending.order.order_id)
+    }
+
+    /// Starts a poller for an order whose lease this replica holds.
+    fn spawn_poller(&mut self, pending: PendingOrder, ctx: &mut Context<Self>) {
+        if self.polls(&pending) {
+            return;
         }
         let domain_id = pending.domain_id.clone();
         let order_id = pending.order.order_id.clone();
         let poller = OrderPoller::new(self.services.clone(), pending, ctx.address()).start();
-        // A newer order for the same domain replaces the old poller, which would only have its
-        // reports refused by the aggregate from now on.
+        // A newer order for the same domain replaces the old poller, whose reports the
+        // aggregate would refuse from now on anyway.
         if let Some((_, previous)) = self.pollers.insert(domain_id, (order_id, poller)) {
             previous.do_send(Shutdown);
         }
     }
+
+    /// Claims the orders' leases and starts a poller for each one granted.
+    fn claim_and_start(&mut self, orders: Vec<PendingOrder>, ctx: &mut Context<Self>) {
+        let orders: Vec<PendingOrder> = orders.into_iter().filter(|p| !self.polls(p)).collect();
+        if orders.is_empty() {
+            return;
+        }
+        let services = self.services.clone();
+        ctx.spawn(
+            async move {
+                let ttl = services.settings.lease_ttl;
+                let mut granted = Vec::new();
+                for pending in orders {
+                    let claim = services
+                        .store
+                        .claim_lease(
+                            &pending.domain_id,
+                            &pending.order.order_id,
+                            &services.replica_id,
+                            ttl,
+                        )
+                        .await;
+                    match claim {
+                        Ok(true) => granted.push(pending),
+                        Ok(false) => {}
+                        Err(error) => tracing::warn!(%error, "could not claim an order's lease"),
+                    }
+                }
+                granted
+            }
+            .into_actor(self)
+            .map(|granted, supervisor, ctx| {
+                for pending in granted {
+                    supervisor.spawn_poller(pending, ctx);
+                }
+            }),
+        );
+    }
+
+    /// Renews this replica's leases, stops the pollers of leases lost, and claims pending
+    /// orders that nobody holds.
+    fn tend_leases(&mut self, ctx: &mut Context<Self>) {
+        let services = self.services.clone();
+        let held: Vec<String> = self.pollers.keys().cloned().collect();
+        ctx.spawn(
+            async move {
+                let ttl = services.settings.lease_ttl;
+                let renewed = services
+                    .store
+                    .renew_leases(&services.replica_id, ttl, &held)
+                    .await;
+                let pending = services.store.pending_domain_views().await;
+                (renewed, pending)
+            }
+            .into_actor(self)
+            .map(|(renewed, pending), supervisor, ctx| {
+                match renewed {
+                    Ok(still_held) => {
+                        let lost: Vec<String> = supervisor
+                            .pollers
+                            .keys()
+                            .filter(|domain_id| !still_held.contains(domain_id))
+                            .cloned()
+                            .collect();
+                        for domain_id in lost {
+                            if let Some((_, poller)) = supervisor.pollers.remove(&domain_id) {
+                                tracing::warn!(%domain_id, "lease lost to another replica; poller stops");
+                                poller.do_send(Shutdown);
+                            }
+                        }
+                    }
+                    Err(error) => tracing::warn!(%error, "could not renew leases"),
+                }
+                match pending {
+                    Ok(views) => supervisor.claim_and_start(pending_orders(views), ctx),
+                    Err(error) => tracing::warn!(%error, "could not read pending orders"),
+                }
+            }),
+        );
+    }
+}
+
+/// The pending orders among domain views.
+fn pending_orders(views: Vec<dns_handling_projections::DomainView>) -> Vec<PendingOrder> {
+    views
+        .into_iter()
+        .filter_map(|view| {
+            view.order.map(|order| PendingOrder {
+                domain_id: view.id,
+                domain_name: view.domain_name,
+                order,
+            })
+        })
+        .collect()
 }
 
 impl Actor for Supervisor {
     type Context = Context<Self>;
+
+    fn started(&mut self, ctx: &mut Self::Context) {
+        let every = self.services.settings.lease_ttl / 3;
+        ctx.run_interval(every, |supervisor, ctx| supervisor.tend_leases(ctx));
+    }
 }
 
 impl Handler<StartPolling> for Supervisor {
     type Result = ();
 
     fn handle(&mut self, msg: StartPolling, ctx: &mut Self::Context) {
-        self.start_poller(msg.0, ctx);
+        self.claim_and_start(vec![msg.0], ctx);
     }
 }
 
@@ -99,26 +209,36 @@ impl Handler<ResumePending> for Supervisor {
     fn handle(&mut self, _msg: ResumePending, _ctx: &mut Self::Context) -> Self::Result {
         let services = self.services.clone();
         Box::pin(
-            async move { services.store.pending_domain_views().await }
-                .into_actor(self)
-                .map(|views, supervisor, ctx| {
-                    let views = views?;
-                    let count = views.len();
-                    for view in views {
-                        if let Some(order) = view.order {
-                            supervisor.start_poller(
-                                PendingOrder {
-                                    domain_id: view.id,
-                                    domain_name: view.domain_name,
-                                    order,
-                                },
-                                ctx,
-                            );
-                        }
+            async move {
+                let views = services.store.pending_domain_views().await?;
+                let ttl = services.settings.lease_ttl;
+                let mut granted = Vec::new();
+                for pending in pending_orders(views) {
+                    let claimed = services
+                        .store
+                        .claim_lease(
+                            &pending.domain_id,
+                            &pending.order.order_id,
+                            &services.replica_id,
+                            ttl,
+                        )
+                        .await?;
+                    if claimed {
+                        granted.push(pending);
                     }
-                    tracing::info!(count, "resumed pending orders");
-                    Ok(count)
-                }),
+                }
+                Ok(granted)
+            }
+            .into_actor(self)
+            .map(|granted: Result<Vec<PendingOrder>, StoreError>, supervisor, ctx| {
+                let granted = granted?;
+                let count = granted.len();
+                for pending in granted {
+                    supervisor.spawn_poller(pending, ctx);
+                }
+                tracing::info!(count, "resumed pending orders");
+                Ok(count)
+            }),
         )
     }
 }
@@ -126,14 +246,28 @@ impl Handler<ResumePending> for Supervisor {
 impl Handler<PollerStopped> for Supervisor {
     type Result = ();
 
-    fn handle(&mut self, msg: PollerStopped, _ctx: &mut Self::Context) {
+    fn handle(&mut self, msg: PollerStopped, ctx: &mut Self::Context) {
         let is_current = self
             .pollers
             .get(&msg.domain_id)
             .is_some_and(|(order_id, _)| *order_id == msg.order_id);
-        if is_current {
-            self.pollers.remove(&msg.domain_id);
+        if !is_current {
+            return;
         }
+        self.pollers.remove(&msg.domain_id);
+        let services = self.services.clone();
+        ctx.spawn(
+            async move {
+                if let Err(error) = services
+                    .store
+                    .release_lease(&msg.domain_id, &services.replica_id)
+                    .await
+                {
+                    tracing::warn!(%error, "could not release a lease; it expires by itself");
+                }
+            }
+            .into_actor(self),
+        );
     }
 }
 
