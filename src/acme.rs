@@ -266,7 +266,7 @@ impl AcmeClient {
                     let key_pem = self
                         .certificate_key(domain_id, &order.order_id, order.key_type)
                         .await?;
-                                        let csr = build_csr(domain_name, &key_pem)?;
+                    let csr = build_csr(domain_name, &key_pem)?;
                     tracing::info!(order_id = %order.order_id, "finalizing order");
                     acme_order
                         .finalize_csr(&csr)
@@ -433,7 +433,11 @@ where
     let timed = |future: Fut| async move {
         tokio::time::timeout(REQUEST_TIMEOUT, future)
             .await
-            .unwrap_or_else(|_| Err(instant_acme::Error::Str("the ACME server did not answer in time")))
+            .unwrap_or_else(|_| {
+                Err(instant_acme::Error::Str(
+                    "the ACME server did not answer in time",
+                ))
+            })
     };
     for _ in 1..ATTEMPTS {
         match timed(attempt()).await {

@@ -24,7 +24,7 @@ use crate::vault::{KeyEncryptionKey, KeyVault};
 /// The running service: its HTTP server and its supervisor.
 pub struct Application {
     address: SocketAddr,
-        server: Server,
+    server: Server,
     supervisor: Addr<Supervisor>,
     /// Held for the life of the process in SQLite mode: one process per database.
     _sqlite_lock: Option<SqliteReplicaLock>,
@@ -40,7 +40,7 @@ impl Application {
             &settings.database_url,
             settings.uses_postgres(),
         )?;
-                let sqlite_lock = lock_sqlite_exclusively(&settings.database_url)?;
+        let sqlite_lock = lock_sqlite_exclusively(&settings.database_url)?;
         let store = Store::connect(&settings.database_url)
             .await
             .with_context(|| {
@@ -79,9 +79,12 @@ impl Application {
             store,
             acme,
             dns,
-                        vault,
+            vault,
             settings: settings.clone(),
-            replica_id: uuid::Uuid::now_v7().to_string(),
+            replica_id: settings
+                .replica_id
+                .clone()
+                .unwrap_or_else(|| uuid::Uuid::now_v7().to_string()),
         });
         let supervisor = Supervisor::new(services.clone()).start();
         let resumed = supervisor
@@ -111,7 +114,7 @@ impl Application {
         })
         .listen(listener)?
         .run();
-                Ok(Application {
+        Ok(Application {
             address,
             server,
             supervisor,

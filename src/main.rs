@@ -14,6 +14,8 @@ fn main() -> anyhow::Result<()> {
                 .with_context(|| format!("invalid setting LOG_LEVEL={:?}", settings.log_level))?,
         )
         .with_writer(std::io::stderr)
+        // Colours only for a person at a terminal, never in files or log collectors.
+        .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
         .init();
     let args: Vec<String> = std::env::args().skip(1).collect();
     if args.is_empty() {

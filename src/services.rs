@@ -30,7 +30,7 @@ pub struct Services {
     pub dns: Arc<dyn TxtLookup>,
     /// Private keys, encrypted at rest.
     pub vault: KeyVault,
-        /// The effective settings.
+    /// The effective settings.
     pub settings: Settings,
     /// This process's name as a lease owner: unique per start.
     pub replica_id: String,

@@ -66,10 +66,14 @@ pub struct Settings {
     pub key_encryption_key_file: Option<PathBuf>,
     /// `tracing` filter directive, e.g. `info` or `dns_handling=debug`.
     pub log_level: String,
-        /// The kind of key certificates are issued for.
+    /// The kind of key certificates are issued for.
     pub cert_key_type: CertificateKeyType,
     /// How long a replica's lease on a pending order lasts without renewal (PostgreSQL mode).
     pub lease_ttl: Duration,
+    /// This replica's stable name (e.g. its pod name): a restarted replica with the same name
+    /// takes its leases back at once. Unset, each start gets a random one and a restarted
+    /// replica's orders resume once their leases expire. Never give two live replicas one name.
+    pub replica_id: Option<String>,
 }
 
 /// A setting that could not be understood; names the variable.
@@ -102,8 +106,9 @@ impl Default for Settings {
             key_encryption_key: None,
             key_encryption_key_file: None,
             log_level: "info".to_owned(),
-                        cert_key_type: CertificateKeyType::Rsa2048,
+            cert_key_type: CertificateKeyType::Rsa2048,
             lease_ttl: Duration::from_secs(30),
+            replica_id: None,
         }
     }
 }
@@ -144,7 +149,7 @@ impl Settings {
             settings.dns_nameservers = parse_nameservers(value)
                 .map_err(|reason| invalid("DNS_NAMESERVERS", value, reason))?;
         }
-                for (name, slot) in [
+        for (name, slot) in [
             ("LEASE_TTL", &mut settings.lease_ttl),
             ("DNS_TIMEOUT", &mut settings.dns_timeout),
             ("POLL_INTERVAL", &mut settings.poll_interval),
@@ -177,6 +182,7 @@ impl Settings {
         }
         settings.key_encryption_key = get("KEY_ENCRYPTION_KEY").map(|key| Secret::new(key.trim()));
         settings.key_encryption_key_file = get("KEY_ENCRYPTION_KEY_FILE").map(PathBuf::from);
+        settings.replica_id = get("REPLICA_ID").map(|id| id.trim().to_owned());
         if let Some(value) = get("CERT_KEY_TYPE") {
             settings.cert_key_type = CertificateKeyType::parse(value.trim())
                 .ok_or_else(|| invalid("CERT_KEY_TYPE", value, "use rsa2048 or ecdsa-p256"))?;

@@ -131,7 +131,9 @@ pub struct SqliteReplicaLock {
 
 /// Takes the single-replica lock of a SQLite database: SQLite mode is one process, because the
 /// pollers of two processes would both work on every pending order.
-pub fn lock_sqlite_exclusively(database_url: &str) -> Result<Option<SqliteReplicaLock>, StoreError> {
+pub fn lock_sqlite_exclusively(
+    database_url: &str,
+) -> Result<Option<SqliteReplicaLock>, StoreError> {
     let Some(database) = sqlite_path(database_url) else {
         return Ok(None);
     };
@@ -149,9 +151,10 @@ pub fn lock_sqlite_exclusively(database_url: &str) -> Result<Option<SqliteReplic
              PostgreSQL (DATABASE_URL=postgres://…) for several replicas",
             database.display()
         ))),
-        Err(std::fs::TryLockError::Error(e)) => {
-            Err(StoreError::Io(format!("cannot lock {}: {e}", path.display())))
-        }
+        Err(std::fs::TryLockError::Error(e)) => Err(StoreError::Io(format!(
+            "cannot lock {}: {e}",
+            path.display()
+        ))),
     }
 }
 

@@ -164,7 +164,8 @@ impl KeyEncryptionKey {
 
 /// `<database file>.kek` for a file-backed SQLite URL; `None` for in-memory databases.
 fn sqlite_key_path(database_url: &str) -> Option<PathBuf> {
-    crate::store::sqlite_path(database_url).map(|path| PathBuf::from(format!("{}.kek", path.display())))
+    crate::store::sqlite_path(database_url)
+        .map(|path| PathBuf::from(format!("{}.kek", path.display())))
 }
 
 #[cfg(unix)]

@@ -124,9 +124,13 @@ pub async fn poll_once(
         }
     }
 
-        // Only the lease holder talks to the CA about an order: a replica that was stalled past
+    // Only the lease holder talks to the CA about an order: a replica that was stalled past
     // its lease (and may have been replaced) must not finalize the order a second time.
-    match services.store.holds_lease(domain_id, &services.replica_id).await {
+    match services
+        .store
+        .holds_lease(domain_id, &services.replica_id)
+        .await
+    {
         Ok(true) => {}
         Ok(false) => {
             tracing::warn!(%domain_id, "lease no longer held; leaving the order to its holder");

@@ -230,15 +230,17 @@ impl Handler<ResumePending> for Supervisor {
                 Ok(granted)
             }
             .into_actor(self)
-            .map(|granted: Result<Vec<PendingOrder>, StoreError>, supervisor, ctx| {
-                let granted = granted?;
-                let count = granted.len();
-                for pending in granted {
-                    supervisor.spawn_poller(pending, ctx);
-                }
-                tracing::info!(count, "resumed pending orders");
-                Ok(count)
-            }),
+            .map(
+                |granted: Result<Vec<PendingOrder>, StoreError>, supervisor, ctx| {
+                    let granted = granted?;
+                    let count = granted.len();
+                    for pending in granted {
+                        supervisor.spawn_poller(pending, ctx);
+                    }
+                    tracing::info!(count, "resumed pending orders");
+                    Ok(count)
+                },
+            ),
         )
     }
 }

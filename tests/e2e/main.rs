@@ -27,5 +27,6 @@ mod http_contract;
 mod issuance;
 mod keys_and_roles;
 mod lifecycle;
+mod replicas;
 mod resilience;
 mod support;

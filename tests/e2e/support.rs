@@ -481,6 +481,16 @@ impl Service {
         self.guard.kill();
     }
 
+    /// Sends a signal (`STOP`, `CONT`, …) to the process.
+    pub fn signal(&self, signal: &str) {
+        let pid = self.guard.child.id().to_string();
+        let sent = Command::new("kill")
+            .args([&format!("-{signal}"), &pid])
+            .status()
+            .expect("kill runs");
+        assert!(sent.success(), "SIG{signal} was not delivered");
+    }
+
     /// SIGTERM, then waits for the exit: a graceful stop.
     pub fn terminate(&mut self) -> std::process::ExitStatus {
         let pid = self.guard.child.id().to_string();
@@ -720,6 +730,8 @@ pub fn service_env(pebble: &Pebble, database: &TestDatabase) -> HashMap<String, 
         ("DNS_NAMESERVERS".to_owned(), pebble.nameserver()),
         ("POLL_INTERVAL".to_owned(), "200ms".to_owned()),
         ("POLL_TIMEOUT".to_owned(), "60s".to_owned()),
+        // A restarted service is the same replica: it takes its order leases back at once.
+        ("REPLICA_ID".to_owned(), "test-replica".to_owned()),
     ]);
     env
 }
