@@ -147,8 +147,8 @@ async fn ten_replicas_needing_an_account_at_once_register_one() {
     let env = replica_env(&pebble, &database);
     let replicas: Vec<Service> = (0..10).map(|_| Service::start(&env)).collect();
     let mut ids = Vec::new();
-    for n in 0..10 {
-        ids.push(verified_domain(&replicas[n], &pebble, &format!("acct{n}.example.test")).await);
+    for (n, replica) in replicas.iter().enumerate() {
+        ids.push(verified_domain(replica, &pebble, &format!("acct{n}.example.test")).await);
     }
     let paths: Vec<String> = ids
         .iter()
