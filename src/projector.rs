@@ -30,6 +30,35 @@ pub struct ViewProjector {
     store: Store,
 }
 
+/// The writes a batch prepared.
+struct Prepared {
+    views: Vec<DomainView>,
+    certificates: Vec<CertificateView>,
+    removed: Vec<String>,
+}
+
+impl Prepared {
+    /// Writes the batch, and moves the checkpoint to `position` when given, in one transaction.
+    async fn write(self, store: &Store, position: Option<i64>) -> Result<(), StoreError> {
+        let removed: Vec<&str> = self.removed.iter().map(String::as_str).collect();
+        store
+            .write_projection(ProjectionWrite {
+                views: &self.views,
+                certificates: &self.certificates,
+                removed: &removed,
+                checkpoint: position.map(|position| (DOMAIN_VIEWS, position)),
+            })
+            .await
+    }
+}
+
+/// Waits for a spawned write.
+async fn join(write: tokio::task::JoinHandle<Result<u64, StoreError>>) -> Result<u64, StoreError> {
+    write
+        .await
+        .map_err(|e| StoreError::Io(format!("projection write task failed: {e}")))?
+}
+
 /// A domain's events in one batch, in order.
 type Stream<'a> = Vec<(u64, &'a CustomDomainEvent)>;
 
@@ -39,14 +68,9 @@ impl ViewProjector {
         Self { store }
     }
 
-    /// Applies the events of several domains on top of their stored views and writes the
-    /// results, with the checkpoint when given, in one transaction: one read and a few writes
-    /// per batch, however many domains it touches.
-    async fn project(
-        &self,
-        streams: &[(&str, Stream<'_>)],
-        checkpoint: Option<i64>,
-    ) -> Result<(), StoreError> {
+    /// Applies the events of several domains on top of their stored views: one read, however
+    /// many domains the batch touches. Returns what is to be written.
+    async fn prepare(&self, streams: &[(&str, Stream<'_>)]) -> Result<Prepared, StoreError> {
         let ids: Vec<&str> = streams.iter().map(|(id, _)| *id).collect();
         let mut views: HashMap<String, DomainView> = self
             .store
@@ -71,27 +95,22 @@ impl ViewProjector {
                 // The name is freed by the projection, not by the request, so that a crash
                 // right after the removal was recorded still frees it at the catch-up.
                 if matches!(event, CustomDomainEvent::DomainRemoved { .. }) {
-                    removed.push(*id);
+                    removed.push((*id).to_owned());
                 }
             }
             if let Some(view) = view {
                 views.insert(view.id.clone(), view);
             }
         }
-        let views: Vec<DomainView> = views.into_values().collect();
-        let certificates: Vec<CertificateView> = certificates.into_values().collect();
-        self.store
-            .write_projection(ProjectionWrite {
-                views: &views,
-                certificates: &certificates,
-                removed: &removed,
-                checkpoint: checkpoint.map(|position| (DOMAIN_VIEWS, position)),
-            })
-            .await
+        Ok(Prepared {
+            views: views.into_values().collect(),
+            certificates: certificates.into_values().collect(),
+            removed,
+        })
     }
 
-    /// Applies one batch of feed events.
-    async fn apply_feed(&self, batch: &[ProjectionRow]) -> Result<(), StoreError> {
+    /// Decodes a batch of feed rows and prepares its writes.
+    async fn prepare_feed(&self, batch: &[ProjectionRow]) -> Result<Prepared, StoreError> {
         let mut decoded = Vec::with_capacity(batch.len());
         for row in batch {
             decoded.push((row, row.decode()?));
@@ -109,15 +128,16 @@ impl ViewProjector {
             .into_iter()
             .filter_map(|id| streams.remove(id).map(|stream| (id, stream)))
             .collect();
-        let checkpoint = batch.last().map(|row| row.position);
-        self.project(&streams, checkpoint).await
+        self.prepare(&streams).await
     }
 
     /// Applies the feed after the checkpoint until it is exhausted; calls `progress` with the
     /// number of events applied after each batch. Returns how many were applied.
     ///
-    /// The next batch is read while the current one is applied (the database works on it in
-    /// its own process or thread meanwhile), which is what makes a replay fast.
+    /// Three things overlap, which is what makes a replay fast: the next batch is read while
+    /// the current one is decoded and applied, and the previous batch's writes (views, freed
+    /// names and checkpoint, in one transaction) finish meanwhile; a batch's views are only
+    /// read once the previous batch's writes are in.
     pub async fn catch_up(&self, mut progress: impl FnMut(u64)) -> Result<u64, StoreError> {
         let start = self.store.checkpoint(DOMAIN_VIEWS).await?;
         let (batches, mut incoming) = tokio::sync::mpsc::channel(2);
@@ -138,18 +158,38 @@ impl ViewProjector {
             }
         });
         let mut applied = 0u64;
-        while let Some(batch) = incoming.recv().await {
-            let batch = batch?;
-            if batch.is_empty() {
-                break;
+        let mut writing: Option<tokio::task::JoinHandle<Result<u64, StoreError>>> = None;
+        let outcome = async {
+            while let Some(batch) = incoming.recv().await {
+                let batch = batch?;
+                let Some(last) = batch.last().map(|row| row.position) else {
+                    break;
+                };
+                if let Some(previous) = writing.take() {
+                    applied += join(previous).await?;
+                    progress(applied);
+                }
+                let prepared = self.prepare_feed(&batch).await?;
+                let count = batch.len() as u64;
+                let store = self.store.clone();
+                writing = Some(tokio::spawn(async move {
+                    prepared.write(&store, Some(last)).await?;
+                    Ok(count)
+                }));
             }
-            // The views and the checkpoint move together, in one transaction.
-            self.apply_feed(&batch).await?;
-            applied += batch.len() as u64;
-            progress(applied);
+            if let Some(previous) = writing.take() {
+                applied += join(previous).await?;
+                progress(applied);
+            }
+            Ok::<(), StoreError>(())
         }
+        .await;
         reader.abort();
-        Ok(applied)
+        if let Some(unfinished) = writing {
+            // An error stopped the loop: let the write in flight land before returning.
+            let _ = join(unfinished).await;
+        }
+        outcome.map(|()| applied)
     }
 
     /// Empties the views and rebuilds them from the first event.
@@ -166,7 +206,11 @@ impl Query<CustomDomain> for ViewProjector {
             .iter()
             .map(|envelope| (envelope.sequence as u64, &envelope.payload))
             .collect();
-        if let Err(error) = self.project(&[(aggregate_id, stream)], None).await {
+        let result = match self.prepare(&[(aggregate_id, stream)]).await {
+            Ok(prepared) => prepared.write(&self.store, None).await,
+            Err(error) => Err(error),
+        };
+        if let Err(error) = result {
             tracing::error!(%aggregate_id, %error, "view update failed; the catch-up repairs it");
         }
     }
