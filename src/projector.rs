@@ -89,7 +89,7 @@ impl ViewProjector {
                     Some(existing) => existing.apply(*sequence, event),
                     None => view = DomainView::from_registration(id, *sequence, event),
                 }
-                                if let Some(certificate) = CertificateView::from_event(id, *sequence, event) {
+                if let Some(certificate) = CertificateView::from_event(id, *sequence, event) {
                     certificates.insert(*id, certificate);
                 }
                 // The name is freed by the projection, not by the request, so that a crash

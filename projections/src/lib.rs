@@ -205,7 +205,7 @@ pub struct CertificateView {
     pub not_after: DateTime<Utc>,
     /// When the service stored it.
     pub issued_at: DateTime<Utc>,
-        /// SHA-256 of the leaf certificate's DER, lower-case hex.
+    /// SHA-256 of the leaf certificate's DER, lower-case hex.
     pub fingerprint_sha256: String,
     /// The sequence of the `CertificateIssued` event in the domain's stream: the chain itself
     /// is read from there, not copied into the view.
@@ -214,7 +214,7 @@ pub struct CertificateView {
 
 impl CertificateView {
     /// The certificate view an event produces, if it is a `CertificateIssued`.
-        pub fn from_event(
+    pub fn from_event(
         domain_id: &str,
         sequence: u64,
         event: &CustomDomainEvent,
@@ -234,7 +234,7 @@ impl CertificateView {
             not_before: certificate.not_before,
             not_after: certificate.not_after,
             issued_at: *issued_at,
-                        fingerprint_sha256: certificate.fingerprint_sha256.clone(),
+            fingerprint_sha256: certificate.fingerprint_sha256.clone(),
             sequence,
         })
     }

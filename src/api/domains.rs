@@ -335,7 +335,7 @@ pub async fn certificate(
     services: SharedServices,
     id: web::Path<String>,
 ) -> Result<HttpResponse, ApiError> {
-        let view = find(&services, &id).await?;
+    let view = find(&services, &id).await?;
     let certificate = current_certificate(&services, &view).await?;
     // The chain lives in the `CertificateIssued` event the view points at.
     let issued = services
@@ -347,10 +347,14 @@ pub async fn certificate(
         .ok_or_else(|| ApiError::Internal("the certificate's event is missing".into()))?
         .decode()
         .map_err(|e| ApiError::Internal(format!("the certificate's event is unreadable: {e}")))?;
-    let dns_handling_events::CustomDomainEvent::CertificateIssued { certificate: issued, .. } =
-        issued
+    let dns_handling_events::CustomDomainEvent::CertificateIssued {
+        certificate: issued,
+        ..
+    } = issued
     else {
-        return Err(ApiError::Internal("the certificate view points at another event".into()));
+        return Err(ApiError::Internal(
+            "the certificate view points at another event".into(),
+        ));
     };
     Ok(HttpResponse::Ok().json(CertificateBody {
         id: certificate.id,
@@ -359,7 +363,7 @@ pub async fn certificate(
         not_before: certificate.not_before,
         not_after: certificate.not_after,
         issued_at: certificate.issued_at,
-                fingerprint_sha256: certificate.fingerprint_sha256,
+        fingerprint_sha256: certificate.fingerprint_sha256,
         chain_pem: issued.chain_pem,
     }))
 }

@@ -481,9 +481,14 @@ impl Service {
         self.guard.kill();
     }
 
+    /// The process id.
+    pub fn pid(&self) -> u32 {
+        self.guard.child.id()
+    }
+
     /// Sends a signal (`STOP`, `CONT`, …) to the process.
     pub fn signal(&self, signal: &str) {
-        let pid = self.guard.child.id().to_string();
+        let pid = self.pid().to_string();
         let sent = Command::new("kill")
             .args([&format!("-{signal}"), &pid])
             .status()
@@ -493,7 +498,7 @@ impl Service {
 
     /// SIGTERM, then waits for the exit: a graceful stop.
     pub fn terminate(&mut self) -> std::process::ExitStatus {
-        let pid = self.guard.child.id().to_string();
+        let pid = self.pid().to_string();
         let sent = Command::new("kill")
             .args(["-TERM", &pid])
             .status()

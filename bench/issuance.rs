@@ -1,0 +1,191 @@
+//! Run: `cargo bench --bench issuance` (N=200 domains; configurations sqlite×1, postgres×1 and
+//! postgres×3 replicas; needs pebble and PostgreSQL, as the test script installs them)
+//!
+//! The end-to-end issuance throughput driver: starts Pebble and its DNS server (no nonce
+//! rejection, no validation sleep) and the release binary, registers and verifies N domains,
+//! then calls `issue-certificate` on all of them at once (spread over the replicas), publishes
+//! each TXT record right after its `202`, and waits until all are `active`. Reports
+//! certificates/s, the service's CPU seconds per certificate (from /proc), its peak RSS, the
+//! p50/p99 time from TXT published to `active` (POLL_INTERVAL=1s), and how the finalizations
+//! were spread over the replicas.
+
+// A bench binary: its items need no docs, and it uses part of the test fixtures.
+#![allow(missing_docs)]
+
+#[allow(dead_code)]
+#[path = "../tests/e2e/support.rs"]
+mod support;
+
+use std::collections::HashMap;
+use std::time::{Duration, Instant};
+
+use futures::future::join_all;
+use serde_json::{json, Value};
+use support::{
+    service_env, verified_domain, Pebble, PebbleOptions, Service, StoreKind, TestDatabase,
+};
+
+/// User + system CPU seconds of a process so far.
+fn cpu_seconds(pid: u32) -> f64 {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap_or_default();
+    let fields: Vec<&str> = stat
+        .rsplit(')')
+        .next()
+        .unwrap_or("")
+        .split_whitespace()
+        .collect();
+    let ticks = |index: usize| {
+        fields
+            .get(index)
+            .and_then(|v| v.parse::<f64>().ok())
+            .unwrap_or(0.0)
+    };
+    // Fields 14 and 15 of stat (utime, stime), counted after the command name.
+    (ticks(11) + ticks(12)) / 100.0
+}
+
+/// Peak resident set size of a process, in MiB.
+fn peak_rss_mib(pid: u32) -> f64 {
+    std::fs::read_to_string(format!("/proc/{pid}/status"))
+        .unwrap_or_default()
+        .lines()
+        .find(|line| line.starts_with("VmHWM:"))
+        .and_then(|line| line.split_whitespace().nth(1))
+        .and_then(|kib| kib.parse::<f64>().ok())
+        .unwrap_or(0.0)
+        / 1024.0
+}
+
+fn percentile(samples: &mut [Duration], p: f64) -> Duration {
+    samples.sort();
+    samples[((samples.len() as f64 - 1.0) * p).round() as usize]
+}
+
+async fn run(kind: StoreKind, replicas: usize, domains: usize) -> anyhow::Result<()> {
+    let pebble = Pebble::start(PebbleOptions {
+        nonce_reject_percent: Some(0),
+    });
+    let database = TestDatabase::create(kind).await;
+    let mut env = service_env(&pebble, &database);
+    env.insert("POLL_INTERVAL".into(), "1s".into());
+    env.insert("POLL_TIMEOUT".into(), "10m".into());
+    env.insert("LOG_LEVEL".into(), "info".into());
+    if replicas > 1 {
+        env.remove("REPLICA_ID");
+    }
+    let services: Vec<Service> = (0..replicas).map(|_| Service::start(&env)).collect();
+    let mut ids = Vec::with_capacity(domains);
+    for n in 0..domains {
+        ids.push(
+            verified_domain(
+                &services[n % replicas],
+                &pebble,
+                &format!("b{n}.example.test"),
+            )
+            .await,
+        );
+    }
+    let cpu_before: f64 = services.iter().map(|s| cpu_seconds(s.pid())).sum();
+    let dns = reqwest::Client::new();
+    let set_txt = format!("http://127.0.0.1:{}/set-txt", pebble.challtestsrv_port);
+
+    let started = Instant::now();
+    let issue = ids.iter().enumerate().map(|(n, id)| {
+        let service = &services[n % replicas];
+        let (dns, set_txt) = (&dns, &set_txt);
+        async move {
+            let (code, body) = service
+                .post(&format!("/domains/{id}/issue-certificate"), None)
+                .await;
+            assert_eq!(code, 202, "{body}");
+            dns.post(set_txt)
+                .json(
+                    &json!({"host": body["challenge_domain"], "value": body["expected_txt_value"]}),
+                )
+                .send()
+                .await
+                .expect("set-txt");
+            (id.clone(), Instant::now())
+        }
+    });
+    let published: HashMap<String, Instant> = join_all(issue).await.into_iter().collect();
+
+    let mut active_at: HashMap<String, Instant> = HashMap::new();
+    let deadline = Instant::now() + Duration::from_secs(600);
+    while active_at.len() < domains {
+        assert!(
+            Instant::now() < deadline,
+            "not all active within 10 minutes"
+        );
+        let mut cursor: Option<String> = None;
+        loop {
+            let path = match &cursor {
+                Some(cursor) => format!("/domains?status=active&limit=500&cursor={cursor}"),
+                None => "/domains?status=active&limit=500".to_owned(),
+            };
+            let (_, page) = services[0].get(&path).await;
+            let now = Instant::now();
+            for item in page["items"].as_array().into_iter().flatten() {
+                let id = item["id"].as_str().unwrap_or_default().to_owned();
+                active_at.entry(id).or_insert(now);
+            }
+            match page["next_cursor"].as_str() {
+                Some(next) => cursor = Some(next.to_owned()),
+                None => break,
+            }
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    let elapsed = active_at
+        .values()
+        .max()
+        .map_or(Duration::ZERO, |last| *last - started);
+    let cpu: f64 = services.iter().map(|s| cpu_seconds(s.pid())).sum::<f64>() - cpu_before;
+    let rss = services
+        .iter()
+        .map(|s| peak_rss_mib(s.pid()))
+        .fold(0.0, f64::max);
+    let mut latencies: Vec<Duration> = active_at
+        .iter()
+        .map(|(id, at)| at.saturating_duration_since(published[id]))
+        .collect();
+    let spread: Vec<usize> = services
+        .iter()
+        .map(|s| s.log().matches("finalizing order").count())
+        .collect();
+    let events: Value = json!(database.count("events").await);
+    println!(
+        "{kind:?} × {replicas}: {domains} certificates in {:.2} s = {:.2} certificates/s | CPU {:.3} s per certificate | peak RSS {:.0} MiB | TXT→active p50 {:.2} s, p99 {:.2} s | finalizations per replica {spread:?} | {events} events",
+        elapsed.as_secs_f64(),
+        domains as f64 / elapsed.as_secs_f64(),
+        cpu / domains as f64,
+        rss,
+        percentile(&mut latencies, 0.50).as_secs_f64(),
+        percentile(&mut latencies, 0.99).as_secs_f64(),
+    );
+    Ok(())
+}
+
+#[tokio::main(flavor = "multi_thread", worker_threads = 2)]
+async fn main() -> anyhow::Result<()> {
+    dns_handling::install_crypto_provider();
+    // `cargo bench` passes `--bench`; under `cargo test --all-targets` this is a smoke run.
+    let benchmarking = std::env::args().any(|arg| arg == "--bench");
+    let domains: usize = std::env::var("N")
+        .ok()
+        .and_then(|n| n.parse().ok())
+        .unwrap_or(if benchmarking { 200 } else { 6 });
+    let configurations: &[(StoreKind, usize)] = if benchmarking {
+        &[
+            (StoreKind::Sqlite, 1),
+            (StoreKind::Postgres, 1),
+            (StoreKind::Postgres, 3),
+        ]
+    } else {
+        &[(StoreKind::Sqlite, 1), (StoreKind::Postgres, 2)]
+    };
+    for (kind, replicas) in configurations {
+        run(*kind, *replicas, domains).await?;
+    }
+    Ok(())
+}
