@@ -215,10 +215,32 @@ impl AcmeClient {
     /// Places a new order for `domain_name` and reads the dns-01 challenge of its first
     /// authorization.
     pub async fn create_order(&self, domain_name: &str) -> Result<CreatedOrder, AcmeError> {
-        let account = self.account().await?;
-        with_retries(|| place_order(&account, domain_name))
-            .await
-            .map_err(|e| AcmeError::OrderCreation(e.to_string()))
+        // Fails here, with the setup's own message, when the account cannot be had at all.
+        self.account().await?;
+        with_retries(|| async {
+            let account = self
+                .account()
+                .await
+                .map_err(|_| instant_acme::Error::Str("the ACME account is unavailable"))?;
+            match tokio::time::timeout(REQUEST_TIMEOUT, place_order(&account, domain_name)).await {
+                Ok(placed) => placed,
+                Err(_) => {
+                    self.forget_account().await;
+                    Err(instant_acme::Error::Str(
+                        "the ACME server did not answer in time",
+                    ))
+                }
+            }
+        })
+        .await
+        .map_err(|e| AcmeError::OrderCreation(e.to_string()))
+    }
+
+    /// Drops the cached account and, with it, its HTTP connections: after a request that got
+    /// no answer, the next attempt starts on fresh connections instead of queueing behind a
+    /// stalled one.
+    async fn forget_account(&self) {
+        *self.account.lock().await = None;
     }
 
     /// Carries an order whose challenge record is published to a downloaded certificate.
@@ -234,17 +256,21 @@ impl AcmeClient {
     ) -> Result<IssuedCertificate, AcmeError> {
         // A CA that accepts a connection and never answers must not hold the poller (and the
         // account lock) for ever: past this, the attempt counts as a transient failure.
-        tokio::time::timeout(
+        let completed = tokio::time::timeout(
             COMPLETION_TIMEOUT,
             self.complete_order_once(domain_id, domain_name, order),
         )
-        .await
-        .unwrap_or_else(|_| {
-            Err(AcmeError::Unavailable(format!(
-                "the CA did not complete the order within {} s",
-                COMPLETION_TIMEOUT.as_secs()
-            )))
-        })
+        .await;
+        match completed {
+            Ok(result) => result,
+            Err(_) => {
+                self.forget_account().await;
+                Err(AcmeError::Unavailable(format!(
+                    "the CA did not complete the order within {} s",
+                    COMPLETION_TIMEOUT.as_secs()
+                )))
+            }
+        }
     }
 
     async fn complete_order_once(
@@ -398,7 +424,7 @@ async fn place_order(
 const ATTEMPTS: u32 = 5;
 
 /// How long one ACME exchange (directory, account, order) may take before it counts as failed.
-const REQUEST_TIMEOUT: Duration = Duration::from_secs(20);
+const REQUEST_TIMEOUT: Duration = Duration::from_secs(10);
 
 /// How long carrying one order from "challenge ready" to its certificate may take per attempt.
 const COMPLETION_TIMEOUT: Duration = Duration::from_secs(120);
@@ -431,7 +457,9 @@ where
 {
     let mut delay = Duration::from_millis(100);
     let timed = |future: Fut| async move {
-        tokio::time::timeout(REQUEST_TIMEOUT, future)
+        // A backstop for the whole attempt (which may reload the account, then send the
+        // request): the request itself has its own, shorter timeout.
+        tokio::time::timeout(2 * REQUEST_TIMEOUT, future)
             .await
             .unwrap_or_else(|_| {
                 Err(instant_acme::Error::Str(
