@@ -424,7 +424,7 @@ async fn place_order(
 const ATTEMPTS: u32 = 5;
 
 /// How long one ACME exchange (directory, account, order) may take before it counts as failed.
-const REQUEST_TIMEOUT: Duration = Duration::from_secs(10);
+const REQUEST_TIMEOUT: Duration = Duration::from_secs(20);
 
 /// How long carrying one order from "challenge ready" to its certificate may take per attempt.
 const COMPLETION_TIMEOUT: Duration = Duration::from_secs(120);
