@@ -99,33 +99,13 @@ impl Supervisor {
         }
         let services = self.services.clone();
         ctx.spawn(
-            async move {
-                let ttl = services.settings.lease_ttl;
-                let mut granted = Vec::new();
-                for pending in orders {
-                    let claim = services
-                        .store
-                        .claim_lease(
-                            &pending.domain_id,
-                            &pending.order.order_id,
-                            &services.replica_id,
-                            ttl,
-                        )
-                        .await;
-                    match claim {
-                        Ok(true) => granted.push(pending),
-                        Ok(false) => {}
-                        Err(error) => tracing::warn!(%error, "could not claim an order's lease"),
+            async move { claim_leases(&services, orders).await }
+                .into_actor(self)
+                .map(|granted, supervisor, ctx| {
+                    for pending in granted {
+                        supervisor.spawn_poller(pending, ctx);
                     }
-                }
-                granted
-            }
-            .into_actor(self)
-            .map(|granted, supervisor, ctx| {
-                for pending in granted {
-                    supervisor.spawn_poller(pending, ctx);
-                }
-            }),
+                }),
         );
     }
 
@@ -172,6 +152,30 @@ impl Supervisor {
     }
 }
 
+/// Claims the leases of `orders` for this replica; returns those granted. An order whose
+/// claim fails is left for the next tick.
+async fn claim_leases(services: &Services, orders: Vec<PendingOrder>) -> Vec<PendingOrder> {
+    let ttl = services.settings.lease_ttl;
+    let mut granted = Vec::new();
+    for pending in orders {
+        let claim = services
+            .store
+            .claim_lease(
+                &pending.domain_id,
+                &pending.order.order_id,
+                &services.replica_id,
+                ttl,
+            )
+            .await;
+        match claim {
+            Ok(true) => granted.push(pending),
+            Ok(false) => {}
+            Err(error) => tracing::warn!(%error, "could not claim an order's lease"),
+        }
+    }
+    granted
+}
+
 /// The pending orders among domain views.
 fn pending_orders(views: Vec<dns_handling_projections::DomainView>) -> Vec<PendingOrder> {
     views
@@ -211,23 +215,7 @@ impl Handler<ResumePending> for Supervisor {
         Box::pin(
             async move {
                 let views = services.store.pending_domain_views().await?;
-                let ttl = services.settings.lease_ttl;
-                let mut granted = Vec::new();
-                for pending in pending_orders(views) {
-                    let claimed = services
-                        .store
-                        .claim_lease(
-                            &pending.domain_id,
-                            &pending.order.order_id,
-                            &services.replica_id,
-                            ttl,
-                        )
-                        .await?;
-                    if claimed {
-                        granted.push(pending);
-                    }
-                }
-                Ok(granted)
+                Ok(claim_leases(&services, pending_orders(views)).await)
             }
             .into_actor(self)
             .map(
