@@ -58,6 +58,10 @@ pub struct AcmeClient {
     vault: KeyVault,
     /// Single flight: concurrent first calls wait here for the one that creates the account.
     account: Mutex<Option<Account>>,
+    /// How many new orders this process asks the CA for at once. Hundreds of simultaneous
+    /// requests make each one slow, can trip a CA's limits, and were seen to wedge Pebble's
+    /// new-order handling for good; queueing here costs milliseconds.
+    in_flight: tokio::sync::Semaphore,
     retry: RetryPolicy,
 }
 
@@ -121,6 +125,7 @@ impl AcmeClient {
             ca_bundle,
             vault,
             account: Mutex::new(None),
+            in_flight: tokio::sync::Semaphore::new(MAX_IN_FLIGHT),
             retry: RetryPolicy::new()
                 .initial_delay(Duration::from_millis(200))
                 .backoff(1.5)
@@ -215,6 +220,11 @@ impl AcmeClient {
     /// Places a new order for `domain_name` and reads the dns-01 challenge of its first
     /// authorization.
     pub async fn create_order(&self, domain_name: &str) -> Result<CreatedOrder, AcmeError> {
+        let _permit = self
+            .in_flight
+            .acquire()
+            .await
+            .map_err(|e| AcmeError::OrderCreation(e.to_string()))?;
         // Fails here, with the setup's own message, when the account cannot be had at all.
         self.account().await?;
         with_retries(|| async {
@@ -419,6 +429,9 @@ async fn place_order(
         account_id: account.id().to_owned(),
     })
 }
+
+/// New-order requests in flight to the CA at once, per process.
+const MAX_IN_FLIGHT: usize = 8;
 
 /// How many times a request the client waits for (account, order) is tried.
 const ATTEMPTS: u32 = 5;
