@@ -879,14 +879,4 @@ impl Store {
             .await?
             .unwrap_or_else(|| private_key_pem.to_owned()))
     }
-
-    /// Number of events stored for one aggregate (used by tests and diagnostics).
-    pub async fn event_count(&self, aggregate_id: &str) -> Result<i64, StoreError> {
-        let sql = "SELECT COUNT(*) AS n FROM events WHERE aggregate_id = $1";
-        Ok(on_pool!(self, pool => sqlx::query(sql)
-            .bind(aggregate_id)
-            .fetch_one(pool)
-            .await?
-            .try_get("n")?))
-    }
 }

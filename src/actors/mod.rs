@@ -7,7 +7,4 @@
 mod poller;
 mod supervisor;
 
-pub use poller::{poll_once, PollOutcome};
-pub use supervisor::{
-    PendingOrder, PollerCount, ResumePending, Shutdown, StartPolling, Supervisor,
-};
+pub use supervisor::{PendingOrder, ResumePending, Shutdown, StartPolling, Supervisor};

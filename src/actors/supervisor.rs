@@ -42,11 +42,6 @@ pub struct ResumePending;
 #[rtype(result = "()")]
 pub struct Shutdown;
 
-/// How many pollers are live.
-#[derive(Message)]
-#[rtype(result = "usize")]
-pub struct PollerCount;
-
 /// A poller ended.
 #[derive(Message)]
 #[rtype(result = "()")]
@@ -258,14 +253,6 @@ impl Handler<PollerStopped> for Supervisor {
             }
             .into_actor(self),
         );
-    }
-}
-
-impl Handler<PollerCount> for Supervisor {
-    type Result = usize;
-
-    fn handle(&mut self, _msg: PollerCount, _ctx: &mut Self::Context) -> usize {
-        self.pollers.len()
     }
 }
 
