@@ -204,6 +204,26 @@ async fn bad_input_gets_json_errors_and_changes_nothing() {
             400,
             "unknown status",
         ),
+        ("GET", "/events?after=-1", None, vec![], 400, "after"),
+        ("GET", "/events?limit=0", None, vec![], 400, "limit"),
+        ("GET", "/events?follow=true", None, vec![], 400, "x-ndjson"),
+        ("GET", "/events?since=3", None, vec![], 400, "invalid query"),
+        (
+            "GET",
+            "/domains/unknown-id/events",
+            None,
+            vec![],
+            404,
+            "no domain",
+        ),
+        (
+            "GET",
+            "/domains/unknown-id?as_of=2026-01-01T00:00:00Z",
+            None,
+            vec![],
+            404,
+            "did not exist",
+        ),
     ];
     for (method, path, content_type, body, expected_status, expected_text) in cases {
         let (status, answer) = raw(&service, method, path, content_type, body).await;
