@@ -1,5 +1,6 @@
-//! Run: `cargo bench --bench issuance` (N=200 domains; configurations sqlite×1, postgres×1 and
-//! postgres×3 replicas; needs pebble and PostgreSQL, as the test script installs them)
+//! Run: `cargo bench --bench issuance` (N=200 domains; RSA-2048 keys on sqlite×1, postgres×1 and
+//! postgres×3 replicas, then ECDSA P-256 keys on sqlite×1 and postgres×1; needs pebble and
+//! PostgreSQL, as the test script installs them)
 //!
 //! The end-to-end issuance throughput driver: starts Pebble and its DNS server (no nonce
 //! rejection, no validation sleep) and the release binary, registers and verifies N domains,
@@ -61,7 +62,12 @@ fn percentile(samples: &mut [Duration], p: f64) -> Duration {
     samples[((samples.len() as f64 - 1.0) * p).round() as usize]
 }
 
-async fn run(kind: StoreKind, replicas: usize, domains: usize) -> anyhow::Result<()> {
+async fn run(
+    kind: StoreKind,
+    replicas: usize,
+    key_type: &str,
+    domains: usize,
+) -> anyhow::Result<()> {
     let pebble = Pebble::start(PebbleOptions {
         nonce_reject_percent: Some(0),
     });
@@ -70,6 +76,7 @@ async fn run(kind: StoreKind, replicas: usize, domains: usize) -> anyhow::Result
     env.insert("POLL_INTERVAL".into(), "1s".into());
     env.insert("POLL_TIMEOUT".into(), "10m".into());
     env.insert("LOG_LEVEL".into(), "info".into());
+    env.insert("CERT_KEY_TYPE".into(), key_type.into());
     if replicas > 1 {
         env.remove("REPLICA_ID");
     }
@@ -155,7 +162,7 @@ async fn run(kind: StoreKind, replicas: usize, domains: usize) -> anyhow::Result
         .collect();
     let events: Value = json!(database.count("events").await);
     println!(
-        "{kind:?} × {replicas}: {domains} certificates in {:.2} s = {:.2} certificates/s | CPU {:.3} s per certificate | peak RSS {:.0} MiB | TXT→active p50 {:.2} s, p99 {:.2} s | finalizations per replica {spread:?} | {events} events",
+        "{kind:?} × {replicas}, {key_type}: {domains} certificates in {:.2} s = {:.2} certificates/s | CPU {:.3} s per certificate | peak RSS {:.0} MiB | TXT→active p50 {:.2} s, p99 {:.2} s | finalizations per replica {spread:?} | {events} events",
         elapsed.as_secs_f64(),
         domains as f64 / elapsed.as_secs_f64(),
         cpu / domains as f64,
@@ -175,17 +182,27 @@ async fn main() -> anyhow::Result<()> {
         .ok()
         .and_then(|n| n.parse().ok())
         .unwrap_or(if benchmarking { 200 } else { 6 });
-    let configurations: &[(StoreKind, usize)] = if benchmarking {
+    let configurations: &[(StoreKind, usize, &str)] = if benchmarking {
         &[
-            (StoreKind::Sqlite, 1),
-            (StoreKind::Postgres, 1),
-            (StoreKind::Postgres, 3),
+            (StoreKind::Sqlite, 1, "rsa2048"),
+            (StoreKind::Postgres, 1, "rsa2048"),
+            (StoreKind::Postgres, 3, "rsa2048"),
+            (StoreKind::Sqlite, 1, "ecdsa-p256"),
+            (StoreKind::Postgres, 1, "ecdsa-p256"),
         ]
     } else {
-        &[(StoreKind::Sqlite, 1), (StoreKind::Postgres, 2)]
+        &[
+            (StoreKind::Sqlite, 1, "rsa2048"),
+            (StoreKind::Postgres, 2, "ecdsa-p256"),
+        ]
     };
-    for (kind, replicas) in configurations {
-        run(*kind, *replicas, domains).await?;
+    // `KEY_TYPE=ecdsa-p256` (or `rsa2048`) runs only that kind's configurations.
+    let only = std::env::var("KEY_TYPE").ok();
+    for (kind, replicas, key_type) in configurations {
+        if only.as_deref().is_some_and(|only| only != *key_type) {
+            continue;
+        }
+        run(*kind, *replicas, key_type, domains).await?;
     }
     Ok(())
 }

@@ -13,6 +13,7 @@ use instant_acme::{
 use sha2::{Digest, Sha256};
 use tokio::sync::Mutex;
 
+use crate::metrics::METRICS;
 use crate::vault::{KeyVault, VaultError};
 
 /// A failure on the ACME side.
@@ -63,6 +64,12 @@ pub struct AcmeClient {
     /// new-order handling for good; queueing here costs milliseconds.
     in_flight: tokio::sync::Semaphore,
     retry: RetryPolicy,
+    /// Certificate keys generated at once: one per core. RSA-2048 generation is pure CPU; with
+    /// hundreds of orders ready together, running all at once only makes every one of them
+    /// finish late, while a bounded number finishes the first orders early.
+    key_generation: tokio::sync::Semaphore,
+    /// The plain HTTPS client of the readiness probe, built on first use.
+    probe: std::sync::OnceLock<Result<reqwest::Client, String>>,
 }
 
 /// Renders a problem document the way it is recorded: type, detail, status and subproblems.
@@ -126,11 +133,45 @@ impl AcmeClient {
             vault,
             account: Mutex::new(None),
             in_flight: tokio::sync::Semaphore::new(MAX_IN_FLIGHT),
+            probe: std::sync::OnceLock::new(),
+            key_generation: tokio::sync::Semaphore::new(
+                std::thread::available_parallelism().map_or(2, std::num::NonZeroUsize::get),
+            ),
             retry: RetryPolicy::new()
                 .initial_delay(Duration::from_millis(200))
                 .backoff(1.5)
                 .timeout(Duration::from_secs(60)),
         })
+    }
+
+    /// Checks that the directory answers with an ACME directory, for the readiness probe. A
+    /// plain GET: it needs no account and sends nothing to the CA's rate-limited endpoints.
+    pub async fn check_directory(&self) -> Result<(), String> {
+        let client = self
+            .probe
+            .get_or_init(|| probe_client(self.ca_bundle.as_deref()))
+            .as_ref()
+            .map_err(Clone::clone)?;
+        let response = client
+            .get(&self.directory_url)
+            .send()
+            .await
+            .map_err(|e| format!("{} did not answer: {e}", self.directory_url))?;
+        if !response.status().is_success() {
+            return Err(format!(
+                "{} answered {}",
+                self.directory_url,
+                response.status()
+            ));
+        }
+        let directory: serde_json::Value = response
+            .json()
+            .await
+            .map_err(|e| format!("{} answered no JSON: {e}", self.directory_url))?;
+        match directory.get("newOrder") {
+            Some(_) => Ok(()),
+            None => Err(format!("{} is not an ACME directory", self.directory_url)),
+        }
     }
 
     fn builder(&self) -> Result<instant_acme::AccountBuilder, instant_acme::Error> {
@@ -170,8 +211,11 @@ impl AcmeClient {
             .from_credentials(credentials);
         let account = tokio::time::timeout(REQUEST_TIMEOUT, account)
             .await
-            .map_err(|_| setup(&"the ACME directory did not answer in time"))?
-            .map_err(|e| setup(&e))?;
+            .map_err(|_| setup(&"the ACME directory did not answer in time"));
+        let account = counted(
+            "directory",
+            account.and_then(|loaded| loaded.map_err(|e| setup(&e))),
+        )?;
         *slot = Some(account.clone());
         Ok(account)
     }
@@ -199,9 +243,12 @@ impl AcmeClient {
             only_return_existing: false,
         };
         let (account, credentials) = with_retries(|| async {
-            self.builder()?
-                .create(&new_account, self.directory_url.clone(), None)
-                .await
+            counted(
+                "new_account",
+                self.builder()?
+                    .create(&new_account, self.directory_url.clone(), None)
+                    .await,
+            )
         })
         .await
         .map_err(|e| setup(&e))?;
@@ -233,7 +280,7 @@ impl AcmeClient {
                 .await
                 .map_err(|_| instant_acme::Error::Str("the ACME account is unavailable"))?;
             match tokio::time::timeout(REQUEST_TIMEOUT, place_order(&account, domain_name)).await {
-                Ok(placed) => placed,
+                Ok(placed) => counted("new_order", placed),
                 Err(_) => {
                     self.forget_account().await;
                     Err(instant_acme::Error::Str(
@@ -290,9 +337,7 @@ impl AcmeClient {
         order: &OrderDetails,
     ) -> Result<IssuedCertificate, AcmeError> {
         let account = self.account().await?;
-        let mut acme_order = account
-            .order(order.order_url.clone())
-            .await
+        let mut acme_order = counted("order", account.order(order.order_url.clone()).await)
             .map_err(|e| classify(e, "acme_error"))?;
         loop {
             let status = acme_order.state().status;
@@ -304,16 +349,15 @@ impl AcmeClient {
                         .await?;
                     let csr = build_csr(domain_name, &key_pem)?;
                     tracing::info!(order_id = %order.order_id, "finalizing order");
-                    acme_order
-                        .finalize_csr(&csr)
-                        .await
+                    counted("finalize", acme_order.finalize_csr(&csr).await)
                         .map_err(|e| classify(e, "finalize_failed"))?;
                 }
                 OrderStatus::Processing | OrderStatus::Valid => {
-                    let chain_pem = acme_order
-                        .poll_certificate(&self.retry)
-                        .await
-                        .map_err(|e| classify(e, "finalize_failed"))?;
+                    let chain_pem = counted(
+                        "certificate",
+                        acme_order.poll_certificate(&self.retry).await,
+                    )
+                    .map_err(|e| classify(e, "finalize_failed"))?;
                     return describe_certificate(&order.order_id, chain_pem);
                 }
                 OrderStatus::Invalid => {
@@ -343,14 +387,10 @@ impl AcmeClient {
                 })?;
             // Answering a challenge that is already processing is harmless: RFC 8555 §7.5.1
             // says the server ignores a repeated response.
-            challenge
-                .set_ready()
-                .await
+            counted("challenge_ready", challenge.set_ready().await)
                 .map_err(|e| classify(e, "challenge_invalid"))?;
         }
-        acme_order
-            .poll_ready(&self.retry)
-            .await
+        counted("poll_ready", acme_order.poll_ready(&self.retry).await)
             .map_err(|e| classify(e, "challenge_invalid"))?;
         Ok(())
     }
@@ -371,6 +411,11 @@ impl AcmeClient {
             CertificateKeyType::Rsa2048 => &rcgen::PKCS_RSA_SHA256,
             CertificateKeyType::EcdsaP256 => &rcgen::PKCS_ECDSA_P256_SHA256,
         };
+        let _permit = self
+            .key_generation
+            .acquire()
+            .await
+            .map_err(|e| AcmeError::Unavailable(format!("key generation is closed: {e}")))?;
         let generated = tokio::task::spawn_blocking(move || {
             rcgen::KeyPair::generate_for(algorithm).map(|key| key.serialize_pem())
         })
@@ -428,6 +473,33 @@ async fn place_order(
         expected_txt_value: challenge.key_authorization().dns_value(),
         account_id: account.id().to_owned(),
     })
+}
+
+/// How long the readiness probe waits for the directory.
+const PROBE_TIMEOUT: Duration = Duration::from_secs(3);
+
+/// The readiness probe's HTTPS client: the system's roots plus `ca_bundle` (Pebble's root).
+fn probe_client(ca_bundle: Option<&std::path::Path>) -> Result<reqwest::Client, String> {
+    let mut builder = reqwest::Client::builder()
+        .use_rustls_tls()
+        .timeout(PROBE_TIMEOUT);
+    if let Some(path) = ca_bundle {
+        let pem = std::fs::read(path).map_err(|e| format!("reading {}: {e}", path.display()))?;
+        let roots = reqwest::Certificate::from_pem_bundle(&pem)
+            .map_err(|e| format!("reading {}: {e}", path.display()))?;
+        for root in roots {
+            builder = builder.add_root_certificate(root);
+        }
+    }
+    builder
+        .build()
+        .map_err(|e| format!("building the HTTPS client: {e}"))
+}
+
+/// Counts a request to the CA under `endpoint` by its outcome, and passes its result on.
+fn counted<T, E>(endpoint: &'static str, result: Result<T, E>) -> Result<T, E> {
+    METRICS.acme_request(endpoint, &result);
+    result
 }
 
 /// New-order requests in flight to the CA at once, per process.

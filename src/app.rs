@@ -17,7 +17,7 @@ use crate::dns::HickoryTxtLookup;
 use crate::event_repository::Upcasters;
 use crate::projector::ViewProjector;
 use crate::services::Services;
-use crate::settings::Settings;
+use crate::settings::{redact_url_password, Settings};
 use crate::store::{lock_sqlite_exclusively, SqliteReplicaLock, Store};
 use crate::vault::{KeyEncryptionKey, KeyVault};
 
@@ -46,7 +46,7 @@ impl Application {
             .with_context(|| {
                 format!(
                     "connecting to the store (DATABASE_URL={})",
-                    redact_url(&settings.database_url)
+                    redact_url_password(&settings.database_url)
                 )
             })?;
         store.migrate().await.context("migrating the store")?;
@@ -100,20 +100,19 @@ impl Application {
         let services_data = web::Data::new(services);
         let supervisor_data = web::Data::new(supervisor.clone());
         let locks = web::Data::new(api::domains_issue_locks());
-        let server = HttpServer::new(move || {
+        let mut server = HttpServer::new(move || {
             App::new()
                 .wrap(api::json_errors())
-                .wrap(
-                    actix_web::middleware::Logger::new("%r %s %Dms")
-                        .log_target("dns_handling::http"),
-                )
+                .wrap(actix_web::middleware::from_fn(api::observe::observe))
                 .app_data(services_data.clone())
                 .app_data(supervisor_data.clone())
                 .app_data(locks.clone())
                 .configure(api::configure)
-        })
-        .listen(listener)?
-        .run();
+        });
+        if let Some(workers) = settings.server_workers {
+            server = server.workers(workers);
+        }
+        let server = server.listen(listener)?.run();
         Ok(Application {
             address,
             server,
@@ -151,16 +150,4 @@ fn spawn_catch_up_loop(projector: ViewProjector) {
             }
         }
     });
-}
-
-/// The database URL without its password, for messages.
-fn redact_url(url: &str) -> String {
-    match (url.find("://"), url.rfind('@')) {
-        (Some(scheme_end), Some(at)) if at > scheme_end => {
-            let credentials = &url[scheme_end + 3..at];
-            let user = credentials.split(':').next().unwrap_or("");
-            format!("{}://{}:***@{}", &url[..scheme_end], user, &url[at + 1..])
-        }
-        _ => url.to_owned(),
-    }
 }

@@ -13,11 +13,14 @@ use crate::settings::Settings;
 use crate::store::Store;
 
 /// Usage text for every command.
-pub const USAGE: &str = "usage: dns-handling [replay | audit verify | export --after <position>]
+pub const USAGE: &str = "usage: dns-handling [--config FILE] [COMMAND]
   (no command)   serve the API
+  config         print the effective configuration (file, then environment), secrets redacted
   replay         rebuild every read projection from the first event (stop the service first)
   audit verify   check every stream's hash chain; exits 1 when a link is broken
-  export         write the event feed after <position> as NDJSON to stdout";
+  export         write the event feed after <position> as NDJSON to stdout (--after <position>)
+  domains ...    the client for people, against a running server (dns-handling domains --help)
+Settings come from the environment, over the TOML file of --config (or $CONFIG_FILE).";
 
 /// Opens (and migrates) the configured store.
 pub async fn open_store(settings: &Settings) -> anyhow::Result<Store> {

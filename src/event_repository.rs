@@ -12,6 +12,7 @@ use postgres_es::PostgresEventRepository;
 use serde_json::Value;
 use sqlite_es::SqliteEventRepository;
 
+use crate::metrics::METRICS;
 use crate::store::Store;
 
 enum Backend {
@@ -125,11 +126,14 @@ impl PersistedEventRepository for EventRepository {
         events: &[SerializedEvent],
         snapshot_update: Option<(String, Value, usize)>,
     ) -> Result<(), PersistenceError> {
+        let started = std::time::Instant::now();
         let linked = self.link(events).await?;
-        match &self.backend {
+        let result = match &self.backend {
             Backend::Postgres(repo) => repo.persist::<A>(&linked, snapshot_update).await,
             Backend::Sqlite(repo) => repo.persist::<A>(&linked, snapshot_update).await,
-        }
+        };
+        METRICS.event_append(started.elapsed(), result.is_ok());
+        result
     }
 
     async fn stream_events<A: Aggregate>(

@@ -11,10 +11,12 @@
 //! - [`dns`]: TXT lookups (hickory-resolver).
 //! - [`actors`]: the supervisor and its per-order pollers (actix).
 //! - [`api`]: the REST API (actix-web).
+//! - [`metrics`]: the Prometheus metrics.
 //! - [`vault`]: private keys encrypted at rest (XChaCha20-Poly1305).
 //! - [`settings`]: configuration from the environment.
 //! - [`app`]: wiring it all together.
 //! - [`cli`]: the operator commands (`replay`, `audit verify`, `export`).
+//! - [`client`]: `dns-handling domains …`, the command-line client for people.
 //!
 //! The events themselves live in the crate `dns-handling-events`.
 
@@ -26,9 +28,11 @@ pub mod aggregate;
 pub mod api;
 pub mod app;
 pub mod cli;
+pub mod client;
 pub mod dns;
 pub mod domain_name;
 pub mod event_repository;
+pub mod metrics;
 pub mod projector;
 pub mod services;
 pub mod settings;

@@ -1,33 +1,84 @@
-//! The `dns-handling` binary: with no arguments, serves; `replay`, `audit verify` and `export`
-//! are operator commands on the same store.
+//! The `dns-handling` binary: with no arguments, serves; `replay`, `audit verify`, `export` and
+//! `config` are operator commands on the same configuration; `domains …` is the client for
+//! people, against a running server.
+
+use std::process::ExitCode;
 
 use anyhow::Context as _;
 use dns_handling::app::Application;
-use dns_handling::cli;
-use dns_handling::settings::Settings;
+use dns_handling::settings::{LogFormat, Settings};
+use dns_handling::{cli, client};
 
-fn main() -> anyhow::Result<()> {
-    let settings = Settings::from_env()?;
-    tracing_subscriber::fmt()
-        .with_env_filter(
-            tracing_subscriber::EnvFilter::try_new(&settings.log_level)
-                .with_context(|| format!("invalid setting LOG_LEVEL={:?}", settings.log_level))?,
-        )
-        .with_writer(std::io::stderr)
-        // Colours only for a person at a terminal, never in files or log collectors.
-        .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
-        .init();
-    let args: Vec<String> = std::env::args().skip(1).collect();
+fn main() -> anyhow::Result<ExitCode> {
+    let mut args: Vec<String> = std::env::args().skip(1).collect();
+    // People's client commands talk to a server and need none of the service's settings.
+    if args.first().map(String::as_str) == Some("domains") {
+        dns_handling::install_crypto_provider();
+        return client::run(&args[1..]);
+    }
+    let config_file = take_config_option(&mut args)?.or_else(|| {
+        std::env::var("CONFIG_FILE")
+            .ok()
+            .filter(|path| !path.is_empty())
+    });
+    let environment = std::env::vars().collect();
+    let settings = Settings::load(
+        config_file.as_deref().map(std::path::Path::new),
+        &environment,
+    )?;
+    if args == ["config"] {
+        print!("{}", settings.to_redacted_toml());
+        return Ok(ExitCode::SUCCESS);
+    }
+    init_tracing(&settings)?;
     if args.is_empty() {
         // The actors need an actix system; the HTTP server brings its own worker threads.
-        return actix_web::rt::System::new().block_on(serve(settings));
+        actix_web::rt::System::new().block_on(serve(settings))?;
+        return Ok(ExitCode::SUCCESS);
     }
     // The operator commands are batch work: a multi-threaded runtime lets the database reads,
     // the decoding and the writes of a replay run side by side.
     tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()?
-        .block_on(command(settings, &args))
+        .block_on(command(settings, &args))?;
+    Ok(ExitCode::SUCCESS)
+}
+
+/// Takes `--config <file>` out of the arguments.
+fn take_config_option(args: &mut Vec<String>) -> anyhow::Result<Option<String>> {
+    let Some(index) = args.iter().position(|arg| arg == "--config") else {
+        return Ok(None);
+    };
+    anyhow::ensure!(
+        index + 1 < args.len(),
+        "--config needs a file\n{}",
+        cli::USAGE
+    );
+    let path = args.remove(index + 1);
+    args.remove(index);
+    Ok(Some(path))
+}
+
+/// Logs to stderr: human-readable lines (coloured only at a terminal), or JSON objects with
+/// `LOG_FORMAT=json`, the request id of each HTTP request in its span.
+fn init_tracing(settings: &Settings) -> anyhow::Result<()> {
+    let filter = tracing_subscriber::EnvFilter::try_new(&settings.log_level)
+        .with_context(|| format!("invalid setting LOG_LEVEL={:?}", settings.log_level))?;
+    let builder = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr);
+    match settings.log_format {
+        LogFormat::Json => builder
+            .json()
+            .with_current_span(true)
+            .with_span_list(false)
+            .init(),
+        LogFormat::Text => builder
+            .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
+            .init(),
+    }
+    Ok(())
 }
 
 async fn command(settings: Settings, args: &[String]) -> anyhow::Result<()> {

@@ -1,4 +1,5 @@
-//! Settings: one typed struct with defaults in code, overridden by environment variables.
+//! Settings: one typed struct with defaults in code, overridden by a TOML file (`--config`),
+//! overridden in turn by environment variables.
 
 use std::collections::HashMap;
 use std::net::SocketAddr;
@@ -66,6 +67,10 @@ pub struct Settings {
     pub key_encryption_key_file: Option<PathBuf>,
     /// `tracing` filter directive, e.g. `info` or `dns_handling=debug`.
     pub log_level: String,
+    /// How log lines are written.
+    pub log_format: LogFormat,
+    /// HTTP worker threads; actix's default (one per core) when unset.
+    pub server_workers: Option<usize>,
     /// The kind of key certificates are issued for.
     pub cert_key_type: CertificateKeyType,
     /// How long a replica's lease on a pending order lasts without renewal (PostgreSQL mode).
@@ -75,6 +80,40 @@ pub struct Settings {
     /// replica's orders resume once their leases expire. Never give two live replicas one name.
     pub replica_id: Option<String>,
 }
+
+/// How log lines are written.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum LogFormat {
+    /// One human-readable line per event (the default).
+    Text,
+    /// One JSON object per line, for log collectors.
+    Json,
+}
+
+/// Every setting's name, as an environment variable; in a TOML file, the same in lower case.
+pub const SETTING_NAMES: [&str; 21] = [
+    "DATABASE_URL",
+    "SERVER_ADDR",
+    "ACME_DIRECTORY",
+    "ACME_EMAIL",
+    "ACME_CA_BUNDLE",
+    "DNS_NAMESERVERS",
+    "DNS_TIMEOUT",
+    "POLL_INTERVAL",
+    "POLL_TIMEOUT",
+    "VERIFICATION_RECORD_PREFIX",
+    "AUTH_TOKEN",
+    "READ_ONLY_TOKENS",
+    "KEY_ENCRYPTION_KEY",
+    "KEY_ENCRYPTION_KEY_FILE",
+    "LOG_LEVEL",
+    "LOG_FORMAT",
+    "CERT_KEY_TYPE",
+    "LEASE_TTL",
+    "REPLICA_ID",
+    "CONFIG_FILE",
+    "SERVER_WORKERS",
+];
 
 /// A setting that could not be understood; names the variable.
 #[derive(Debug, thiserror::Error)]
@@ -106,6 +145,8 @@ impl Default for Settings {
             key_encryption_key: None,
             key_encryption_key_file: None,
             log_level: "info".to_owned(),
+            log_format: LogFormat::Text,
+            server_workers: None,
             cert_key_type: CertificateKeyType::Rsa2048,
             lease_ttl: Duration::from_secs(30),
             replica_id: None,
@@ -190,7 +231,143 @@ impl Settings {
         if let Some(value) = get("LOG_LEVEL") {
             settings.log_level = value.clone();
         }
+        if let Some(value) = get("SERVER_WORKERS") {
+            let workers: usize = value
+                .trim()
+                .parse()
+                .map_err(|_| invalid("SERVER_WORKERS", value, "expected a whole number"))?;
+            if !(1..=256).contains(&workers) {
+                return Err(invalid("SERVER_WORKERS", value, "expected 1 to 256"));
+            }
+            settings.server_workers = Some(workers);
+        }
+        if let Some(value) = get("LOG_FORMAT") {
+            settings.log_format = match value.trim() {
+                "text" => LogFormat::Text,
+                "json" => LogFormat::Json,
+                _ => return Err(invalid("LOG_FORMAT", value, "use text or json")),
+            };
+        }
         Ok(settings)
+    }
+
+    /// Reads the settings from a TOML file (when given), with the environment's variables
+    /// taking precedence over the file's.
+    pub fn load(
+        config_file: Option<&std::path::Path>,
+        environment: &HashMap<String, String>,
+    ) -> Result<Settings, SettingsError> {
+        let mut merged = match config_file {
+            Some(path) => read_config_file(path)?,
+            None => HashMap::new(),
+        };
+        for name in SETTING_NAMES {
+            if let Some(value) = environment.get(name).filter(|v| !v.trim().is_empty()) {
+                merged.insert(name.to_owned(), value.clone());
+            }
+        }
+        Self::from_map(&merged)
+    }
+
+    /// The effective configuration as TOML, secrets replaced by `"<redacted>"`: what
+    /// `dns-handling config` prints.
+    pub fn to_redacted_toml(&self) -> String {
+        fn quoted(text: &str) -> String {
+            toml::Value::String(text.to_owned()).to_string()
+        }
+        fn duration(value: Duration) -> String {
+            quoted(&format!("{}ms", value.as_millis()))
+        }
+        let redacted = |secret: Option<&Secret>| {
+            secret.map_or_else(|| "# (not set)".to_owned(), |_| quoted("<redacted>"))
+        };
+        let optional =
+            |value: Option<String>| value.map_or_else(|| "# (not set)".to_owned(), |v| quoted(&v));
+        let list = |items: Vec<String>| {
+            let items: Vec<String> = items.iter().map(|item| quoted(item)).collect();
+            format!("[{}]", items.join(", "))
+        };
+        let lines = [
+            (
+                "database_url",
+                quoted(&redact_url_password(&self.database_url)),
+            ),
+            ("server_addr", quoted(&self.server_addr.to_string())),
+            ("acme_directory", quoted(&self.acme_directory)),
+            ("acme_email", optional(self.acme_email.clone())),
+            (
+                "acme_ca_bundle",
+                optional(
+                    self.acme_ca_bundle
+                        .as_ref()
+                        .map(|p| p.display().to_string()),
+                ),
+            ),
+            (
+                "dns_nameservers",
+                list(
+                    self.dns_nameservers
+                        .iter()
+                        .map(ToString::to_string)
+                        .collect(),
+                ),
+            ),
+            ("dns_timeout", duration(self.dns_timeout)),
+            ("poll_interval", duration(self.poll_interval)),
+            ("poll_timeout", duration(self.poll_timeout)),
+            (
+                "verification_record_prefix",
+                quoted(&self.verification_record_prefix),
+            ),
+            ("auth_token", redacted(self.auth_token.as_ref())),
+            (
+                "read_only_tokens",
+                list(
+                    self.read_only_tokens
+                        .iter()
+                        .map(|_| "<redacted>".to_owned())
+                        .collect(),
+                ),
+            ),
+            (
+                "key_encryption_key",
+                redacted(self.key_encryption_key.as_ref()),
+            ),
+            (
+                "key_encryption_key_file",
+                optional(
+                    self.key_encryption_key_file
+                        .as_ref()
+                        .map(|p| p.display().to_string()),
+                ),
+            ),
+            ("log_level", quoted(&self.log_level)),
+            (
+                "log_format",
+                quoted(match self.log_format {
+                    LogFormat::Text => "text",
+                    LogFormat::Json => "json",
+                }),
+            ),
+            ("cert_key_type", quoted(self.cert_key_type.as_str())),
+            ("lease_ttl", duration(self.lease_ttl)),
+            ("replica_id", optional(self.replica_id.clone())),
+            (
+                "server_workers",
+                self.server_workers
+                    .map_or_else(|| "# (not set: one per core)".to_owned(), |n| n.to_string()),
+            ),
+        ];
+        lines
+            .iter()
+            .map(|(name, value)| {
+                if value.starts_with('#') {
+                    format!("# {name} = {}\n", value.trim_start_matches("# "))
+                } else {
+                    format!("{name} = {value}\n")
+                }
+            })
+            .collect()
     }
 
     /// True when the store is PostgreSQL.
@@ -205,6 +382,80 @@ fn invalid(name: &'static str, value: &str, reason: impl Into<String>) -> Settin
         name,
         value: value.to_owned(),
         reason: reason.into(),
+    }
+}
+
+/// Reads a TOML configuration file into the same variables the environment uses: keys are the
+/// settings' names in lower case, values strings, numbers, booleans or arrays of strings.
+fn read_config_file(path: &std::path::Path) -> Result<HashMap<String, String>, SettingsError> {
+    let shown = path.display().to_string();
+    let text = std::fs::read_to_string(path)
+        .map_err(|e| invalid("CONFIG_FILE", &shown, format!("cannot read it: {e}")))?;
+    let table: toml::Table = text
+        .parse()
+        .map_err(|e| invalid("CONFIG_FILE", &shown, format!("not valid TOML: {e}")))?;
+    let mut vars = HashMap::new();
+    for (key, value) in table {
+        let name = key.to_uppercase();
+        if !SETTING_NAMES.contains(&name.as_str()) || name == "CONFIG_FILE" {
+            return Err(invalid(
+                "CONFIG_FILE",
+                &shown,
+                format!("unknown setting {key:?}; known: {}", known_file_keys()),
+            ));
+        }
+        let text = match value {
+            toml::Value::String(text) => text,
+            toml::Value::Integer(number) => number.to_string(),
+            toml::Value::Float(number) => number.to_string(),
+            toml::Value::Boolean(flag) => flag.to_string(),
+            toml::Value::Array(items) => items
+                .iter()
+                .map(|item| match item {
+                    toml::Value::String(text) => Ok(text.clone()),
+                    other => Err(invalid(
+                        "CONFIG_FILE",
+                        &shown,
+                        format!("{key}: expected strings in the list, found {other}"),
+                    )),
+                })
+                .collect::<Result<Vec<_>, _>>()?
+                .join(","),
+            other => {
+                return Err(invalid(
+                    "CONFIG_FILE",
+                    &shown,
+                    format!("{key}: expected a string, number, boolean or list, found {other}"),
+                ))
+            }
+        };
+        vars.insert(name, text);
+    }
+    Ok(vars)
+}
+
+fn known_file_keys() -> String {
+    SETTING_NAMES
+        .iter()
+        .filter(|name| **name != "CONFIG_FILE")
+        .map(|name| name.to_lowercase())
+        .collect::<Vec<_>>()
+        .join(", ")
+}
+
+/// The database URL without its password, for messages and `dns-handling config`.
+pub fn redact_url_password(url: &str) -> String {
+    match (url.find("://"), url.rfind('@')) {
+        (Some(scheme_end), Some(at)) if at > scheme_end => {
+            let credentials = &url[scheme_end + 3..at];
+            match credentials.split_once(':') {
+                Some((user, _)) => {
+                    format!("{}://{user}:***@{}", &url[..scheme_end], &url[at + 1..])
+                }
+                None => url.to_owned(),
+            }
+        }
+        _ => url.to_owned(),
     }
 }
 

@@ -429,6 +429,18 @@ impl Store {
         Ok(())
     }
 
+    /// How many domains are in each status (removed ones under `removed`), for the metrics.
+    pub async fn domain_counts_by_status(&self) -> Result<Vec<(String, i64)>, StoreError> {
+        let sql = "SELECT status, count(*) AS domains FROM domain_views GROUP BY status";
+        let counts = on_pool!(self, pool => sqlx::query(sql)
+            .fetch_all(pool)
+            .await?
+            .iter()
+            .map(|row| Ok((row.try_get("status")?, row.try_get("domains")?)))
+            .collect::<Result<Vec<(String, i64)>, sqlx::Error>>()?);
+        Ok(counts)
+    }
+
     /// The cqrs-es event repository over the same pool.
     pub fn event_repository(&self) -> EventRepository {
         EventRepository::new(self.clone())

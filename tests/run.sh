@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # The test command: on a fresh machine it installs what the tests need (Pebble, its DNS server,
-# PostgreSQL where none runs), starts PostgreSQL when it is down, checks formatting and clippy,
-# and runs every test of the workspace, the Pebble end-to-end tests included.
+# PostgreSQL where none runs, schemathesis from PyPI), starts PostgreSQL when it is down, checks
+# formatting and clippy, and runs every test of the workspace: the Pebble end-to-end tests, the
+# schemathesis conformance run and the quick-start script included.
 #
 #   ./tests/run.sh            # everything
 #   ./tests/run.sh <filter>   # passes extra arguments to `cargo test`
@@ -14,6 +15,7 @@ missing=()
 command -v pebble >/dev/null && command -v pebble-challtestsrv >/dev/null || missing+=(pebble)
 command -v curl >/dev/null || missing+=(curl)
 command -v openssl >/dev/null || missing+=(openssl)
+command -v python3 >/dev/null || missing+=(python3 python3-venv)
 if [ -z "${TEST_POSTGRES_URL:-}" ] && ! command -v pg_ctlcluster >/dev/null; then
   missing+=(postgresql)
   installed_postgres=1
@@ -37,6 +39,21 @@ if [ -z "${TEST_POSTGRES_URL:-}" ]; then
   # With trust authentication (as on the development machines) the password is simply ignored.
   export TEST_POSTGRES_URL="postgres://postgres:postgres@127.0.0.1:5432/postgres"
 fi
+
+# Schemathesis (from PyPI) checks the running service against its OpenAPI description; it lives
+# in a virtual environment under target/, so it is installed once per checkout.
+SCHEMATHESIS_VERSION=4.32.5
+if ! target/schemathesis/bin/schemathesis --version 2>/dev/null | grep -q "$SCHEMATHESIS_VERSION"; then
+  echo "tests/run.sh: installing schemathesis $SCHEMATHESIS_VERSION"
+  if ! python3 -m venv --help >/dev/null 2>&1 || ! python3 -c 'import ensurepip' 2>/dev/null; then
+    as_root apt-get update -qq
+    as_root env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq python3 python3-venv >/dev/null
+  fi
+  rm -rf target/schemathesis
+  python3 -m venv target/schemathesis
+  target/schemathesis/bin/pip install --quiet --disable-pip-version-check "schemathesis==$SCHEMATHESIS_VERSION"
+fi
+export SCHEMATHESIS="$PWD/target/schemathesis/bin/schemathesis"
 
 cargo fmt --all -- --check
 cargo clippy --workspace --all-targets --locked -- -D warnings

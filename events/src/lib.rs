@@ -20,7 +20,9 @@ pub const AGGREGATE_TYPE: &str = "CustomDomain";
 pub const INITIAL_EVENT_VERSION: &str = "1.0";
 
 /// Where a domain is in its lifecycle (see the REST contract's state diagram).
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize, Default)]
+#[derive(
+    Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize, Default, utoipa::ToSchema,
+)]
 #[serde(rename_all = "snake_case")]
 pub enum DomainStatus {
     /// Registered; ownership not proven yet.
@@ -38,7 +40,7 @@ pub enum DomainStatus {
 
 impl DomainStatus {
     /// The status as the REST contract spells it.
-    pub fn as_str(self) -> &'static str {
+    pub const fn as_str(self) -> &'static str {
         match self {
             Self::Pending => "pending",
             Self::Verified => "verified",
@@ -69,7 +71,9 @@ impl std::fmt::Display for DomainStatus {
 }
 
 /// Why an issuance attempt failed: a stable machine-readable code and a human-readable detail.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, schemars::JsonSchema)]
+#[derive(
+    Debug, Clone, PartialEq, Eq, Serialize, Deserialize, schemars::JsonSchema, utoipa::ToSchema,
+)]
 pub struct FailureReason {
     /// Stable code such as `dns_timeout`, `challenge_invalid`, `finalize_failed`, `acme_error`.
     pub code: String,

@@ -11,7 +11,7 @@ use dns_handling_events::{CustomDomainEvent, DomainStatus, FailureReason, OrderD
 use serde::{Deserialize, Serialize};
 
 /// The challenge a client must satisfy while a certificate is pending.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
 pub struct ChallengeView {
     /// Where the TXT record must be published, with the trailing dot.
     pub challenge_domain: String,
@@ -20,7 +20,7 @@ pub struct ChallengeView {
 }
 
 /// A short summary of the domain's current certificate.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
 pub struct CertificateSummary {
     /// Id of the certificate.
     pub id: String,

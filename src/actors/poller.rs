@@ -13,6 +13,7 @@ use dns_handling_events::FailureReason;
 use super::supervisor::{PendingOrder, PollerStopped, Shutdown, Supervisor};
 use crate::acme::AcmeError;
 use crate::aggregate::{CustomDomainCommand, DomainError};
+use crate::metrics::METRICS;
 use crate::services::{CommandOrigin, Services};
 
 const ACTOR_NAME: &str = "order-poller";
@@ -102,13 +103,16 @@ pub async fn poll_once(
         let values = match services.dns.txt_values(&order.challenge_domain).await {
             Ok(values) => values,
             Err(error) => {
+                METRICS.txt_poll("lookup_failed");
                 tracing::debug!(%domain_id, %error, "TXT lookup failed; polling on");
                 return (PollOutcome::Waiting, memory);
             }
         };
         if !values.contains(&order.expected_txt_value) {
+            METRICS.txt_poll("not_found");
             return (PollOutcome::Waiting, memory);
         }
+        METRICS.txt_poll("found");
         let observed = CustomDomainCommand::TxtObserved {
             order_id: order.order_id.clone(),
             observed_values: values,
@@ -163,11 +167,15 @@ pub async fn poll_once(
             return (PollOutcome::Waiting, memory);
         }
     };
-    let outcome = settle(
-        services.execute(domain_id, command, origin()).await,
-        domain_id,
-    );
-    (outcome, memory)
+    let finalized = matches!(command, CustomDomainCommand::OrderFinalized { .. });
+    let result = services.execute(domain_id, command, origin()).await;
+    if finalized && result.is_ok() {
+        let elapsed = (Utc::now() - pending.requested_at).to_std();
+        METRICS
+            .issuance_duration
+            .observe(elapsed.unwrap_or_default().as_secs_f64());
+    }
+    (settle(result, domain_id), memory)
 }
 
 /// The actor that polls one order.
@@ -228,10 +236,12 @@ impl Actor for OrderPoller {
 
     fn started(&mut self, ctx: &mut Self::Context) {
         tracing::info!(domain_id = %self.pending.domain_id, order_id = %self.pending.order.order_id, "poller started");
+        METRICS.live_pollers.inc();
         self.poll(ctx);
     }
 
     fn stopped(&mut self, _ctx: &mut Self::Context) {
+        METRICS.live_pollers.dec();
         self.supervisor.do_send(PollerStopped {
             domain_id: self.pending.domain_id.clone(),
             order_id: self.pending.order.order_id.clone(),

@@ -10,6 +10,7 @@ use std::collections::HashMap;
 use std::sync::Arc;
 
 use actix::prelude::*;
+use chrono::{DateTime, Utc};
 use dns_handling_events::OrderDetails;
 
 use super::poller::OrderPoller;
@@ -25,6 +26,9 @@ pub struct PendingOrder {
     pub domain_name: String,
     /// The order as recorded in `CertificateRequested`.
     pub order: OrderDetails,
+    /// When the certificate was requested, for the issuance-duration metric (after a restart:
+    /// the view's last change, which is the request unless the record was already seen).
+    pub requested_at: DateTime<Utc>,
 }
 
 /// Start polling an order, if this replica gets its lease (ignored when already polled here).
@@ -180,6 +184,7 @@ fn pending_orders(views: Vec<dns_handling_projections::DomainView>) -> Vec<Pendi
                 domain_id: view.id,
                 domain_name: view.domain_name,
                 order,
+                requested_at: view.updated_at,
             })
         })
         .collect()

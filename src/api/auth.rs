@@ -2,7 +2,7 @@
 
 use std::sync::Arc;
 
-use actix_web::body::MessageBody;
+use actix_web::body::{EitherBody, MessageBody};
 use actix_web::dev::{ServiceRequest, ServiceResponse};
 use actix_web::http::header::AUTHORIZATION;
 use actix_web::http::Method;
@@ -58,12 +58,25 @@ fn matches(presented: &str, expected: &Secret) -> bool {
 
 /// Decides the caller's role from its bearer token, refuses unknown callers with `401`, and
 /// refuses state changes by read-only callers with `403`.
-pub async fn require_token(
+pub async fn require_token<B: MessageBody>(
     request: ServiceRequest,
-    next: Next<impl MessageBody>,
-) -> Result<ServiceResponse<impl MessageBody>, actix_web::Error> {
+    next: Next<B>,
+) -> Result<ServiceResponse<EitherBody<B>>, actix_web::Error> {
+    match decide_role(&request) {
+        Ok(role) => {
+            request.extensions_mut().insert(role);
+            Ok(next.call(request).await?.map_into_left_body())
+        }
+        // Answered here rather than raised, so the outer layers log and label it like any
+        // other response.
+        Err(refusal) => Ok(request.error_response(refusal).map_into_right_body()),
+    }
+}
+
+/// The caller's role, or why it is refused.
+fn decide_role(request: &ServiceRequest) -> Result<Role, ApiError> {
     let Some(services) = request.app_data::<web::Data<Arc<Services>>>().cloned() else {
-        return Err(ApiError::Internal("service state missing".into()).into());
+        return Err(ApiError::Internal("service state missing".into()));
     };
     let settings = &services.settings;
     let role = match &settings.auth_token {
@@ -89,16 +102,16 @@ pub async fn require_token(
                 (false, false) => {
                     return Err(ApiError::Unauthorized(
                         "missing or invalid bearer token (Authorization: Bearer <token>)".into(),
-                    )
-                    .into())
+                    ))
                 }
             }
         }
     };
     let reads_only = matches!(*request.method(), Method::GET | Method::HEAD);
     if role == Role::Auditor && !reads_only {
-        return Err(ApiError::Forbidden("a read-only token may not change anything".into()).into());
+        return Err(ApiError::Forbidden(
+            "a read-only token may not change anything".into(),
+        ));
     }
-    request.extensions_mut().insert(role);
-    next.call(request).await
+    Ok(role)
 }

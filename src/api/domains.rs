@@ -4,7 +4,7 @@ use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
 
 use actix::Addr;
-use actix_web::{web, HttpRequest, HttpResponse};
+use actix_web::{web, HttpMessage, HttpRequest, HttpResponse};
 use chrono::Utc;
 use dns_handling_events::{DomainStatus, OrderDetails};
 use dns_handling_projections::{CertificateView, DomainView};
@@ -12,8 +12,10 @@ use rand::RngCore;
 use serde::Deserialize;
 
 use super::auth::Role;
+use super::observe::RequestId;
 use super::views::{
-    CertificateBody, DomainBody, DomainList, IssuanceStarted, RegisteredDomain, VerificationRecord,
+    CertificateBody, DomainBody, DomainList, ErrorBody, IssuanceStarted, PrivateKeyBody,
+    RegisteredDomain, VerificationRecord,
 };
 use super::ApiError;
 use crate::actors::{PendingOrder, StartPolling, Supervisor};
@@ -41,33 +43,38 @@ impl IssueLocks {
 }
 
 /// Body of `POST /domains`.
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct RegisterRequest {
+    /// The host name to register, e.g. `shop.example.com` (IDN allowed).
+    #[schema(min_length = 1, max_length = 253, example = "shop.example.com")]
     domain_name: String,
 }
 
 /// Query of `GET /domains`.
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, utoipa::IntoParams)]
 #[serde(deny_unknown_fields)]
+#[into_params(parameter_in = Query)]
 pub struct ListQuery {
+    /// Only domains in this status.
+    #[param(value_type = Option<DomainStatus>)]
     status: Option<String>,
+    /// Page size, 1 to 500 (default 50).
+    #[param(minimum = 1, maximum = 500)]
     limit: Option<u32>,
+    /// The `next_cursor` of the previous page.
     cursor: Option<String>,
 }
 
-/// The metadata recorded with the events a request causes: its request id (the client's
-/// `X-Request-Id` when it sent a sane one), the caller's role, its address and the route.
+/// The metadata recorded with the events a request causes: its request id (see
+/// [`RequestId`]), the caller's role, its address and the route.
 fn origin(request: &HttpRequest) -> CommandOrigin {
     let mut metadata = HashMap::new();
     metadata.insert("actor".to_owned(), "http".to_owned());
     let request_id = request
-        .headers()
-        .get("x-request-id")
-        .and_then(|value| value.to_str().ok())
-        .filter(|id| !id.is_empty() && id.len() <= 128 && id.bytes().all(|b| b.is_ascii_graphic()))
-        .map(str::to_owned)
-        .unwrap_or_else(|| uuid::Uuid::now_v7().to_string());
+        .extensions()
+        .get::<RequestId>()
+        .map_or_else(|| uuid::Uuid::now_v7().to_string(), |id| id.0.clone());
     metadata.insert("request_id".to_owned(), request_id);
     metadata.insert("role".to_owned(), Role::of(request).label().to_owned());
     if let Some(peer) = request.peer_addr() {
@@ -95,6 +102,29 @@ fn random_token() -> String {
 }
 
 /// `POST /domains`: register a domain and hand out its verification token.
+#[utoipa::path(
+    post, path = "/domains", operation_id = "registerDomain", tag = "domains",
+    request_body = RegisterRequest,
+    responses(
+        (status = 201, description = "Registered; publish the verification record", body = RegisteredDomain,
+            links(
+                ("getDomain" = (operation_id = "getDomain", parameters(("id" = "$response.body#/id")))),
+                ("verifyDomain" = (operation_id = "verifyDomain", parameters(("id" = "$response.body#/id")))),
+                ("issueCertificate" = (operation_id = "issueCertificate", parameters(("id" = "$response.body#/id")))),
+                ("getCertificate" = (operation_id = "getCertificate", parameters(("id" = "$response.body#/id")))),
+                ("retryIssuance" = (operation_id = "retryIssuance", parameters(("id" = "$response.body#/id")))),
+                ("domainHistory" = (operation_id = "domainHistory", parameters(("id" = "$response.body#/id")))),
+                ("removeDomain" = (operation_id = "removeDomain", parameters(("id" = "$response.body#/id"))))
+            )),
+        (status = 400, description = "Bad input (the message says which)", body = ErrorBody),
+        (status = 401, description = "Missing or invalid bearer token", body = ErrorBody),
+        (status = 403, description = "A read-only token may not do this", body = ErrorBody),
+        (status = 409, description = "Conflict (the message says with what)", body = ErrorBody),
+        (status = 413, description = "Body too large", body = ErrorBody),
+        (status = 415, description = "Body is not JSON", body = ErrorBody)
+    ),
+    security(("bearer" = []))
+)]
 pub async fn register(
     services: SharedServices,
     request: HttpRequest,
@@ -149,12 +179,22 @@ pub async fn register(
 }
 
 /// `GET /domains`: one page of domains, optionally of one status.
+#[utoipa::path(
+    get, path = "/domains", operation_id = "listDomains", tag = "domains",
+    params(ListQuery),
+    responses(
+        (status = 200, description = "One page of domains", body = DomainList),
+        (status = 400, description = "Bad input (the message says which)", body = ErrorBody),
+        (status = 401, description = "Missing or invalid bearer token", body = ErrorBody)
+    ),
+    security(("bearer" = []))
+)]
 pub async fn list(
     services: SharedServices,
     query: web::Query<ListQuery>,
 ) -> Result<HttpResponse, ApiError> {
     let status = match query.status.as_deref() {
-        None | Some("") => None,
+        None => None,
         Some(text) => Some(DomainStatus::parse(text).ok_or_else(|| {
             ApiError::BadRequest(format!(
                 "unknown status {text:?}; use pending, verified, certificate_pending, active or failed"
@@ -178,14 +218,28 @@ pub async fn list(
 }
 
 /// Query of `GET /domains/{id}`.
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, utoipa::IntoParams)]
 #[serde(deny_unknown_fields)]
+#[into_params(parameter_in = Query)]
 pub struct GetQuery {
+    /// An RFC 3339 time: answer with the state the domain had then, replayed from its events.
+    #[param(format = DateTime)]
     as_of: Option<String>,
 }
 
 /// `GET /domains/{id}`: the domain's current state from the read projection, or with
 /// `as_of=<RFC 3339>` the state it had then, replayed from its events up to that moment.
+#[utoipa::path(
+    get, path = "/domains/{id}", operation_id = "getDomain", tag = "domains",
+    params(("id" = String, Path, description = "The domain's id"), GetQuery),
+    responses(
+        (status = 200, description = "The domain, from the read projection (or as it was at `as_of`)", body = DomainBody),
+        (status = 400, description = "Bad input (the message says which)", body = ErrorBody),
+        (status = 401, description = "Missing or invalid bearer token", body = ErrorBody),
+        (status = 404, description = "Unknown domain id", body = ErrorBody)
+    ),
+    security(("bearer" = []))
+)]
 pub async fn get(
     services: SharedServices,
     id: web::Path<String>,
@@ -226,6 +280,29 @@ pub async fn get(
 }
 
 /// `POST /domains/{id}/verify`: look the token up in DNS and, if it is there, record ownership.
+#[utoipa::path(
+    post, path = "/domains/{id}/verify", operation_id = "verifyDomain", tag = "domains",
+    params(("id" = String, Path, description = "The domain's id")),
+    responses(
+        (status = 200, description = "Ownership proven", body = DomainBody,
+            links(
+                ("getDomain" = (operation_id = "getDomain", parameters(("id" = "$response.body#/id")))),
+                ("verifyDomain" = (operation_id = "verifyDomain", parameters(("id" = "$response.body#/id")))),
+                ("issueCertificate" = (operation_id = "issueCertificate", parameters(("id" = "$response.body#/id")))),
+                ("getCertificate" = (operation_id = "getCertificate", parameters(("id" = "$response.body#/id")))),
+                ("retryIssuance" = (operation_id = "retryIssuance", parameters(("id" = "$response.body#/id")))),
+                ("domainHistory" = (operation_id = "domainHistory", parameters(("id" = "$response.body#/id")))),
+                ("removeDomain" = (operation_id = "removeDomain", parameters(("id" = "$response.body#/id"))))
+            )),
+        (status = 400, description = "Bad input (the message says which)", body = ErrorBody),
+        (status = 401, description = "Missing or invalid bearer token", body = ErrorBody),
+        (status = 403, description = "A read-only token may not do this", body = ErrorBody),
+        (status = 404, description = "Unknown domain id", body = ErrorBody),
+        (status = 409, description = "Conflict (the message says with what)", body = ErrorBody),
+        (status = 424, description = "The DNS lookup itself failed", body = ErrorBody)
+    ),
+    security(("bearer" = []))
+)]
 pub async fn verify(
     services: SharedServices,
     request: HttpRequest,
@@ -253,6 +330,20 @@ pub async fn verify(
 }
 
 /// `POST /domains/{id}/issue-certificate`: create an ACME order, record it, hand it to a poller.
+#[utoipa::path(
+    post, path = "/domains/{id}/issue-certificate", operation_id = "issueCertificate", tag = "certificates",
+    params(("id" = String, Path, description = "The domain's id")),
+    responses(
+        (status = 202, description = "ACME order created; publish the TXT record", body = IssuanceStarted),
+        (status = 400, description = "Bad input (the message says which)", body = ErrorBody),
+        (status = 401, description = "Missing or invalid bearer token", body = ErrorBody),
+        (status = 403, description = "A read-only token may not do this", body = ErrorBody),
+        (status = 404, description = "Unknown domain id", body = ErrorBody),
+        (status = 409, description = "Conflict (the message says with what)", body = ErrorBody),
+        (status = 500, description = "The CA could not be reached or refused (the message says which step)", body = ErrorBody)
+    ),
+    security(("bearer" = []))
+)]
 pub async fn issue_certificate(
     services: SharedServices,
     supervisor: web::Data<Addr<Supervisor>>,
@@ -296,6 +387,7 @@ pub async fn issue_certificate(
         domain_id: view.id.clone(),
         domain_name: view.domain_name.clone(),
         order: order.clone(),
+        requested_at: Utc::now(),
     }));
     let instructions = format!(
         "Set a TXT record at {} with value {} . The service checks DNS every {}s for up to {}s.",
@@ -331,6 +423,17 @@ async fn current_certificate(
 }
 
 /// `GET /domains/{id}/certificate`: the current certificate's public parts.
+#[utoipa::path(
+    get, path = "/domains/{id}/certificate", operation_id = "getCertificate", tag = "certificates",
+    params(("id" = String, Path, description = "The domain's id")),
+    responses(
+        (status = 200, description = "The current certificate's public parts", body = CertificateBody),
+        (status = 400, description = "Bad input (the message says which)", body = ErrorBody),
+        (status = 401, description = "Missing or invalid bearer token", body = ErrorBody),
+        (status = 404, description = "Unknown domain id", body = ErrorBody)
+    ),
+    security(("bearer" = []))
+)]
 pub async fn certificate(
     services: SharedServices,
     id: web::Path<String>,
@@ -369,6 +472,28 @@ pub async fn certificate(
 }
 
 /// `POST /domains/{id}/retry`: put a failed domain back to `verified`.
+#[utoipa::path(
+    post, path = "/domains/{id}/retry", operation_id = "retryIssuance", tag = "certificates",
+    params(("id" = String, Path, description = "The domain's id")),
+    responses(
+        (status = 200, description = "Back to verified", body = DomainBody,
+            links(
+                ("getDomain" = (operation_id = "getDomain", parameters(("id" = "$response.body#/id")))),
+                ("verifyDomain" = (operation_id = "verifyDomain", parameters(("id" = "$response.body#/id")))),
+                ("issueCertificate" = (operation_id = "issueCertificate", parameters(("id" = "$response.body#/id")))),
+                ("getCertificate" = (operation_id = "getCertificate", parameters(("id" = "$response.body#/id")))),
+                ("retryIssuance" = (operation_id = "retryIssuance", parameters(("id" = "$response.body#/id")))),
+                ("domainHistory" = (operation_id = "domainHistory", parameters(("id" = "$response.body#/id")))),
+                ("removeDomain" = (operation_id = "removeDomain", parameters(("id" = "$response.body#/id"))))
+            )),
+        (status = 400, description = "Bad input (the message says which)", body = ErrorBody),
+        (status = 401, description = "Missing or invalid bearer token", body = ErrorBody),
+        (status = 403, description = "A read-only token may not do this", body = ErrorBody),
+        (status = 404, description = "Unknown domain id", body = ErrorBody),
+        (status = 409, description = "Conflict (the message says with what)", body = ErrorBody)
+    ),
+    security(("bearer" = []))
+)]
 pub async fn retry(
     services: SharedServices,
     request: HttpRequest,
@@ -388,6 +513,19 @@ pub async fn retry(
 
 /// `DELETE /domains/{id}`: remove the domain from the listings and free its name; its event
 /// history stays. A pending order's poller finds its reports refused and stops.
+#[utoipa::path(
+    delete, path = "/domains/{id}", operation_id = "removeDomain", tag = "domains",
+    params(("id" = String, Path, description = "The domain's id")),
+    responses(
+        (status = 204, description = "Removed; the name is free again, the history stays"),
+        (status = 400, description = "Bad input (the message says which)", body = ErrorBody),
+        (status = 401, description = "Missing or invalid bearer token", body = ErrorBody),
+        (status = 403, description = "A read-only token may not do this", body = ErrorBody),
+        (status = 404, description = "Unknown domain id", body = ErrorBody),
+        (status = 409, description = "Conflict (the message says with what)", body = ErrorBody)
+    ),
+    security(("bearer" = []))
+)]
 pub async fn remove(
     services: SharedServices,
     request: HttpRequest,
@@ -401,6 +539,19 @@ pub async fn remove(
 
 /// `GET /domains/{id}/certificate/key`: the current certificate's private key, for the
 /// platform's TLS edge. Admins only; every read is recorded before the key leaves.
+#[utoipa::path(
+    get, path = "/domains/{id}/certificate/key", operation_id = "getCertificateKey", tag = "certificates",
+    params(("id" = String, Path, description = "The domain's id")),
+    responses(
+        (status = 200, description = "The private key (the read is recorded first)", body = PrivateKeyBody),
+        (status = 400, description = "Bad input (the message says which)", body = ErrorBody),
+        (status = 401, description = "Missing or invalid bearer token", body = ErrorBody),
+        (status = 403, description = "A read-only token may not do this", body = ErrorBody),
+        (status = 404, description = "Unknown domain id", body = ErrorBody),
+        (status = 409, description = "Conflict (the message says with what)", body = ErrorBody)
+    ),
+    security(("bearer" = []))
+)]
 pub async fn certificate_key(
     services: SharedServices,
     request: HttpRequest,
@@ -427,9 +578,9 @@ pub async fn certificate_key(
     services.execute(&id, command, origin(&request)).await?;
     Ok(HttpResponse::Ok()
         .insert_header(("cache-control", "no-store"))
-        .json(serde_json::json!({
-            "domain_id": certificate.domain_id,
-            "certificate_id": certificate.id,
-            "private_key_pem": key,
-        })))
+        .json(PrivateKeyBody {
+            domain_id: certificate.domain_id,
+            certificate_id: certificate.id,
+            private_key_pem: key,
+        }))
 }

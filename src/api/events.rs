@@ -11,6 +11,7 @@ use dns_handling_events::feed::FeedEvent;
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
 
+use super::views::ErrorBody;
 use super::ApiError;
 use crate::services::Services;
 
@@ -20,7 +21,7 @@ type SharedServices = web::Data<Arc<Services>>;
 const FOLLOW_POLL: Duration = Duration::from_millis(250);
 
 /// One entry of `GET /domains/{id}/events`.
-#[derive(Debug, Serialize)]
+#[derive(Debug, Serialize, utoipa::ToSchema)]
 pub struct HistoryEntry {
     /// Position in the domain's stream, from 1.
     pub sequence: i64,
@@ -68,6 +69,17 @@ impl From<FeedEvent> for HistoryEntry {
 }
 
 /// `GET /domains/{id}/events`: every event of one domain, in order (also of a removed one).
+#[utoipa::path(
+    get, path = "/domains/{id}/events", operation_id = "domainHistory", tag = "events",
+    params(("id" = String, Path, description = "The domain's id")),
+    responses(
+        (status = 200, description = "Every event of the domain, in order", body = Vec<HistoryEntry>),
+        (status = 400, description = "Bad input (the message says which)", body = ErrorBody),
+        (status = 401, description = "Missing or invalid bearer token", body = ErrorBody),
+        (status = 404, description = "Unknown domain id", body = ErrorBody)
+    ),
+    security(("bearer" = []))
+)]
 pub async fn history(
     services: SharedServices,
     id: web::Path<String>,
@@ -81,16 +93,22 @@ pub async fn history(
 }
 
 /// Query of `GET /events`.
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, utoipa::IntoParams)]
 #[serde(deny_unknown_fields)]
+#[into_params(parameter_in = Query)]
 pub struct FeedQuery {
+    /// The last position already processed (default 0: from the start).
+    #[param(minimum = 0)]
     after: Option<i64>,
+    /// Page size, 1 to 1000 (default 100); with NDJSON, how many events to stream at most.
+    #[param(minimum = 1)]
     limit: Option<u32>,
+    /// Keep an NDJSON stream open for new events.
     follow: Option<bool>,
 }
 
 /// `200` body of `GET /events` as JSON.
-#[derive(Debug, Serialize)]
+#[derive(Debug, Serialize, utoipa::ToSchema)]
 pub struct FeedPage {
     /// Events after `after`, in the global order.
     pub items: Vec<FeedEvent>,
@@ -101,6 +119,17 @@ pub struct FeedPage {
 /// `GET /events?after=&limit=&follow=`: the global feed. A consumer that keeps the last
 /// position it processed and asks again from it never misses or repeats an event: positions
 /// are handed out in commit order (see the migrations).
+#[utoipa::path(
+    get, path = "/events", operation_id = "eventFeed", tag = "events",
+    params(FeedQuery),
+    responses(
+        (status = 200, description = "Events after `after`: a JSON page, or NDJSON with `Accept: application/x-ndjson`",
+            content((FeedPage = "application/json"), (String = "application/x-ndjson"))),
+        (status = 400, description = "Bad input (the message says which)", body = ErrorBody),
+        (status = 401, description = "Missing or invalid bearer token", body = ErrorBody)
+    ),
+    security(("bearer" = []))
+)]
 pub async fn feed(
     services: SharedServices,
     request: HttpRequest,

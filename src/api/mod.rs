@@ -4,18 +4,146 @@ mod auth;
 mod domains;
 mod error;
 mod events;
+pub mod observe;
+pub mod openapi;
 mod views;
 
 use actix_web::error::{JsonPayloadError, PathError, QueryPayloadError};
+use actix_web::http::Method;
 use actix_web::middleware::{from_fn, ErrorHandlers};
-use actix_web::{web, HttpRequest, HttpResponse};
+use actix_web::{web, HttpRequest, HttpResponse, Route};
 
 pub use error::ApiError;
+use views::{ErrorBody, HealthBody};
+
+use crate::metrics::METRICS;
+use crate::services::Services;
+
+type SharedServices = web::Data<std::sync::Arc<Services>>;
 
 /// The largest request body accepted; the API's bodies are a few hundred bytes.
 pub const MAX_BODY_BYTES: usize = 16 * 1024;
 
-/// Registers every route, the JSON error handling and authentication.
+/// Whether a route needs the bearer token (when one is configured).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Access {
+    /// Health checks and the API description.
+    Public,
+    /// Everything else.
+    Token,
+}
+
+/// The routes of the API, grouped by path, each group one actix resource (so a known path with
+/// an unknown method gets `405`, not `404`). The same table feeds the OpenAPI completeness test.
+#[derive(Default)]
+struct RouteTable {
+    resources: Vec<PathRoutes>,
+}
+
+/// The routes of one path.
+struct PathRoutes {
+    path: &'static str,
+    access: Access,
+    routes: Vec<(Method, Route)>,
+}
+
+impl RouteTable {
+    fn add(&mut self, access: Access, method: Method, path: &'static str, route: Route) {
+        let route = route.method(method.clone());
+        match self.resources.iter_mut().find(|known| known.path == path) {
+            Some(known) => {
+                debug_assert_eq!(known.access, access, "one access rule per path: {path}");
+                known.routes.push((method, route));
+            }
+            None => self.resources.push(PathRoutes {
+                path,
+                access,
+                routes: vec![(method, route)],
+            }),
+        }
+    }
+
+    /// Registers every resource and answers what was registered.
+    fn register(self, cfg: &mut web::ServiceConfig) -> Vec<(Method, &'static str)> {
+        let mut registered = Vec::new();
+        for PathRoutes {
+            path,
+            access,
+            routes,
+        } in self.resources
+        {
+            let mut resource = web::resource(path);
+            for (method, route) in routes {
+                registered.push((method, path));
+                resource = resource.route(route);
+            }
+            match access {
+                Access::Public => cfg.service(resource),
+                Access::Token => cfg.service(resource.wrap(from_fn(auth::require_token))),
+            };
+        }
+        registered
+    }
+}
+
+/// Registers every API route with its authentication and answers the (method, path) pairs, as
+/// the OpenAPI document must list them.
+pub fn register_routes(cfg: &mut web::ServiceConfig) -> Vec<(Method, &'static str)> {
+    use Access::{Public, Token};
+    let mut table = RouteTable::default();
+    table.add(Public, Method::GET, "/healthz", web::to(healthz));
+    table.add(Public, Method::GET, "/readyz", web::to(readyz));
+    table.add(
+        Public,
+        Method::GET,
+        "/openapi.json",
+        web::to(openapi::serve),
+    );
+    table.add(Token, Method::GET, "/metrics", web::to(metrics));
+    table.add(Token, Method::POST, "/domains", web::to(domains::register));
+    table.add(Token, Method::GET, "/domains", web::to(domains::list));
+    table.add(Token, Method::GET, "/domains/{id}", web::to(domains::get));
+    table.add(
+        Token,
+        Method::DELETE,
+        "/domains/{id}",
+        web::to(domains::remove),
+    );
+    table.add(
+        Token,
+        Method::POST,
+        "/domains/{id}/retry",
+        web::to(domains::retry),
+    );
+    table.add(
+        Token,
+        Method::GET,
+        "/domains/{id}/events",
+        web::to(events::history),
+    );
+    table.add(
+        Token,
+        Method::POST,
+        "/domains/{id}/verify",
+        web::to(domains::verify),
+    );
+    let issue = web::to(domains::issue_certificate);
+    table.add(
+        Token,
+        Method::POST,
+        "/domains/{id}/issue-certificate",
+        issue,
+    );
+    let certificate = web::to(domains::certificate);
+    table.add(Token, Method::GET, "/domains/{id}/certificate", certificate);
+    let key = web::to(domains::certificate_key);
+    table.add(Token, Method::GET, "/domains/{id}/certificate/key", key);
+    table.add(Token, Method::GET, "/events", web::to(events::feed));
+    table.register(cfg)
+}
+
+/// Registers every route, the interactive reference at `/docs`, the JSON error handling and
+/// authentication.
 pub fn configure(cfg: &mut web::ServiceConfig) {
     cfg.app_data(
         web::JsonConfig::default()
@@ -23,41 +151,10 @@ pub fn configure(cfg: &mut web::ServiceConfig) {
             .error_handler(json_payload_error),
     )
     .app_data(web::PathConfig::default().error_handler(path_error))
-    .app_data(web::QueryConfig::default().error_handler(query_error))
-    .route("/healthz", web::get().to(healthz))
-    .route("/readyz", web::get().to(readyz))
-    .service(
-        web::scope("/domains")
-            .wrap(from_fn(auth::require_token))
-            .service(
-                web::resource("")
-                    .route(web::post().to(domains::register))
-                    .route(web::get().to(domains::list)),
-            )
-            .service(
-                web::resource("/{id}")
-                    .route(web::get().to(domains::get))
-                    .route(web::delete().to(domains::remove)),
-            )
-            .service(web::resource("/{id}/retry").route(web::post().to(domains::retry)))
-            .service(web::resource("/{id}/events").route(web::get().to(events::history)))
-            .service(web::resource("/{id}/verify").route(web::post().to(domains::verify)))
-            .service(
-                web::resource("/{id}/issue-certificate")
-                    .route(web::post().to(domains::issue_certificate)),
-            )
-            .service(web::resource("/{id}/certificate").route(web::get().to(domains::certificate)))
-            .service(
-                web::resource("/{id}/certificate/key")
-                    .route(web::get().to(domains::certificate_key)),
-            ),
-    )
-    .service(
-        web::resource("/events")
-            .wrap(from_fn(auth::require_token))
-            .route(web::get().to(events::feed)),
-    )
-    .default_service(web::to(unknown_route));
+    .app_data(web::QueryConfig::default().error_handler(query_error));
+    register_routes(cfg);
+    openapi::register_docs(cfg);
+    cfg.default_service(web::to(unknown_route));
 }
 
 /// The middleware that turns actix's own plain-text errors into `{"error": ...}`.
@@ -73,16 +170,42 @@ async fn unknown_route(request: HttpRequest) -> Result<HttpResponse, ApiError> {
     )))
 }
 
+/// `GET /healthz`: the process is alive.
+#[utoipa::path(get, path = "/healthz", operation_id = "healthz", tag = "operations",
+    responses((status = 200, description = "Alive", body = HealthBody)))]
 async fn healthz() -> HttpResponse {
-    HttpResponse::Ok().json(serde_json::json!({ "status": "ok" }))
+    HttpResponse::Ok().json(HealthBody { status: "ok" })
 }
 
-async fn readyz(services: web::Data<std::sync::Arc<crate::services::Services>>) -> HttpResponse {
-    match services.store.ping().await {
-        Ok(()) => HttpResponse::Ok().json(serde_json::json!({ "status": "ready" })),
-        Err(error) => HttpResponse::ServiceUnavailable()
-            .json(serde_json::json!({ "error": format!("store unreachable: {error}") })),
-    }
+/// `GET /readyz`: the store answers and the ACME directory is reachable.
+#[utoipa::path(get, path = "/readyz", operation_id = "readyz", tag = "operations",
+    responses(
+        (status = 200, description = "Ready", body = HealthBody),
+        (status = 503, description = "Store or ACME directory unreachable (the message says which)", body = ErrorBody)
+    ))]
+async fn readyz(services: SharedServices) -> HttpResponse {
+    let (store, acme) = futures::join!(services.store.ping(), services.acme.check_directory());
+    let problem = match (store, acme) {
+        (Ok(()), Ok(())) => return HttpResponse::Ok().json(HealthBody { status: "ready" }),
+        (Err(error), _) => format!("store unreachable: {error}"),
+        (Ok(()), Err(error)) => format!("ACME directory unreachable: {error}"),
+    };
+    HttpResponse::ServiceUnavailable().json(ErrorBody { error: problem })
+}
+
+/// `GET /metrics`: Prometheus metrics in the OpenMetrics text format.
+#[utoipa::path(get, path = "/metrics", operation_id = "metrics", tag = "operations",
+    responses(
+        (status = 200, description = "Every metric", content_type = "application/openmetrics-text", body = String),
+        (status = 401, description = "Missing or invalid bearer token", body = ErrorBody),
+        (status = 500, description = "The store did not answer", body = ErrorBody)
+    ),
+    security(("bearer" = [])))]
+async fn metrics(services: SharedServices) -> Result<HttpResponse, ApiError> {
+    let text = METRICS.render(&services.store).await?;
+    Ok(HttpResponse::Ok()
+        .content_type(crate::metrics::CONTENT_TYPE)
+        .body(text))
 }
 
 fn json_payload_error(error: JsonPayloadError, _request: &HttpRequest) -> actix_web::Error {

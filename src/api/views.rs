@@ -21,7 +21,7 @@ fn rfc3339_opt<S: Serializer>(
 }
 
 /// Where and what to publish to prove ownership.
-#[derive(Debug, Serialize)]
+#[derive(Debug, Serialize, utoipa::ToSchema)]
 pub struct VerificationRecord {
     /// The record's name, with the trailing dot.
     pub name: String,
@@ -44,7 +44,7 @@ impl VerificationRecord {
 }
 
 /// `201` body of `POST /domains`.
-#[derive(Debug, Serialize)]
+#[derive(Debug, Serialize, utoipa::ToSchema)]
 pub struct RegisteredDomain {
     /// The new domain's id.
     pub id: String,
@@ -64,7 +64,7 @@ pub struct RegisteredDomain {
 }
 
 /// The body of `GET /domains/{id}` (and of each item of `GET /domains`).
-#[derive(Debug, Serialize)]
+#[derive(Debug, Serialize, utoipa::ToSchema)]
 pub struct DomainBody {
     /// The domain's id.
     pub id: String,
@@ -122,7 +122,7 @@ impl From<DomainView> for DomainBody {
 }
 
 /// `202` body of `POST /domains/{id}/issue-certificate`.
-#[derive(Debug, Serialize)]
+#[derive(Debug, Serialize, utoipa::ToSchema)]
 pub struct IssuanceStarted {
     /// The service's id of the ACME order.
     pub order_id: String,
@@ -137,7 +137,7 @@ pub struct IssuanceStarted {
 }
 
 /// `200` body of `GET /domains?…`.
-#[derive(Debug, Serialize)]
+#[derive(Debug, Serialize, utoipa::ToSchema)]
 pub struct DomainList {
     /// One page of domains.
     pub items: Vec<DomainBody>,
@@ -146,7 +146,7 @@ pub struct DomainList {
 }
 
 /// `200` body of `GET /domains/{id}/certificate`.
-#[derive(Debug, Serialize)]
+#[derive(Debug, Serialize, utoipa::ToSchema)]
 pub struct CertificateBody {
     /// The certificate's id.
     pub id: String,
@@ -167,4 +167,29 @@ pub struct CertificateBody {
     pub fingerprint_sha256: String,
     /// The chain as PEM.
     pub chain_pem: String,
+}
+
+/// Every error the API answers with.
+#[derive(Debug, Serialize, utoipa::ToSchema)]
+pub struct ErrorBody {
+    /// What went wrong, for people.
+    pub error: String,
+}
+
+/// `200` body of `GET /domains/{id}/certificate/key`.
+#[derive(Debug, Serialize, utoipa::ToSchema)]
+pub struct PrivateKeyBody {
+    /// The domain's id.
+    pub domain_id: String,
+    /// The certificate the key belongs to.
+    pub certificate_id: String,
+    /// The private key, PKCS#8 PEM.
+    pub private_key_pem: String,
+}
+
+/// `200` body of `GET /healthz` and `GET /readyz`.
+#[derive(Debug, Serialize, utoipa::ToSchema)]
+pub struct HealthBody {
+    /// `ok` (alive) or `ready`.
+    pub status: &'static str,
 }

@@ -1,7 +1,7 @@
 //! End-to-end tests: the real binary against a real Pebble, a real DNS server and a real
 //! database (a SQLite file and a fresh PostgreSQL database).
 //!
-//! Run them through the test script (`scripts/test.sh`), which installs and starts what they need.
+//! Run them through the test script (`tests/run.sh`), which installs and starts what they need.
 
 /// Runs one scenario (an `async fn(StoreKind)` in the invoking module) once per store.
 #[macro_export]
@@ -23,6 +23,7 @@ macro_rules! on_both_stores {
 
 mod audit;
 mod crash;
+mod ecosystem;
 mod http_contract;
 mod issuance;
 mod keys_and_roles;
