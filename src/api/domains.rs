@@ -14,8 +14,8 @@ use serde::Deserialize;
 use super::auth::Role;
 use super::observe::RequestId;
 use super::views::{
-    CertificateBody, DomainBody, DomainList, ErrorBody, IssuanceStarted, PrivateKeyBody,
-    RegisteredDomain, VerificationRecord,
+    CallerErrors, CertificateBody, ChangeErrors, DomainBody, DomainList, ErrorBody,
+    IssuanceStarted, NotFoundError, PrivateKeyBody, RegisteredDomain, VerificationRecord,
 };
 use super::ApiError;
 use crate::actors::{PendingOrder, StartPolling, Supervisor};
@@ -116,12 +116,9 @@ fn random_token() -> String {
                 ("domainHistory" = (operation_id = "domainHistory", parameters(("id" = "$response.body#/id")))),
                 ("removeDomain" = (operation_id = "removeDomain", parameters(("id" = "$response.body#/id"))))
             )),
-        (status = 400, description = "Bad input (the message says which)", body = ErrorBody),
-        (status = 401, description = "Missing or invalid bearer token", body = ErrorBody),
-        (status = 403, description = "A read-only token may not do this", body = ErrorBody),
-        (status = 409, description = "Conflict (the message says with what)", body = ErrorBody),
         (status = 413, description = "Body too large", body = ErrorBody),
-        (status = 415, description = "Body is not JSON", body = ErrorBody)
+        (status = 415, description = "Body is not JSON", body = ErrorBody),
+        CallerErrors, ChangeErrors
     ),
     security(("bearer" = []))
 )]
@@ -184,8 +181,7 @@ pub async fn register(
     params(ListQuery),
     responses(
         (status = 200, description = "One page of domains", body = DomainList),
-        (status = 400, description = "Bad input (the message says which)", body = ErrorBody),
-        (status = 401, description = "Missing or invalid bearer token", body = ErrorBody)
+        CallerErrors
     ),
     security(("bearer" = []))
 )]
@@ -234,9 +230,7 @@ pub struct GetQuery {
     params(("id" = String, Path, description = "The domain's id"), GetQuery),
     responses(
         (status = 200, description = "The domain, from the read projection (or as it was at `as_of`)", body = DomainBody),
-        (status = 400, description = "Bad input (the message says which)", body = ErrorBody),
-        (status = 401, description = "Missing or invalid bearer token", body = ErrorBody),
-        (status = 404, description = "Unknown domain id", body = ErrorBody)
+        CallerErrors, NotFoundError
     ),
     security(("bearer" = []))
 )]
@@ -286,20 +280,10 @@ pub async fn get(
     responses(
         (status = 200, description = "Ownership proven", body = DomainBody,
             links(
-                ("getDomain" = (operation_id = "getDomain", parameters(("id" = "$response.body#/id")))),
-                ("verifyDomain" = (operation_id = "verifyDomain", parameters(("id" = "$response.body#/id")))),
-                ("issueCertificate" = (operation_id = "issueCertificate", parameters(("id" = "$response.body#/id")))),
-                ("getCertificate" = (operation_id = "getCertificate", parameters(("id" = "$response.body#/id")))),
-                ("retryIssuance" = (operation_id = "retryIssuance", parameters(("id" = "$response.body#/id")))),
-                ("domainHistory" = (operation_id = "domainHistory", parameters(("id" = "$response.body#/id")))),
-                ("removeDomain" = (operation_id = "removeDomain", parameters(("id" = "$response.body#/id"))))
+                ("issueCertificate" = (operation_id = "issueCertificate", parameters(("id" = "$response.body#/id"))))
             )),
-        (status = 400, description = "Bad input (the message says which)", body = ErrorBody),
-        (status = 401, description = "Missing or invalid bearer token", body = ErrorBody),
-        (status = 403, description = "A read-only token may not do this", body = ErrorBody),
-        (status = 404, description = "Unknown domain id", body = ErrorBody),
-        (status = 409, description = "Conflict (the message says with what)", body = ErrorBody),
-        (status = 424, description = "The DNS lookup itself failed", body = ErrorBody)
+        (status = 424, description = "The DNS lookup itself failed", body = ErrorBody),
+        CallerErrors, NotFoundError, ChangeErrors
     ),
     security(("bearer" = []))
 )]
@@ -335,12 +319,8 @@ pub async fn verify(
     params(("id" = String, Path, description = "The domain's id")),
     responses(
         (status = 202, description = "ACME order created; publish the TXT record", body = IssuanceStarted),
-        (status = 400, description = "Bad input (the message says which)", body = ErrorBody),
-        (status = 401, description = "Missing or invalid bearer token", body = ErrorBody),
-        (status = 403, description = "A read-only token may not do this", body = ErrorBody),
-        (status = 404, description = "Unknown domain id", body = ErrorBody),
-        (status = 409, description = "Conflict (the message says with what)", body = ErrorBody),
-        (status = 500, description = "The CA could not be reached or refused (the message says which step)", body = ErrorBody)
+        (status = 500, description = "The CA could not be reached or refused (the message says which step)", body = ErrorBody),
+        CallerErrors, NotFoundError, ChangeErrors
     ),
     security(("bearer" = []))
 )]
@@ -428,9 +408,7 @@ async fn current_certificate(
     params(("id" = String, Path, description = "The domain's id")),
     responses(
         (status = 200, description = "The current certificate's public parts", body = CertificateBody),
-        (status = 400, description = "Bad input (the message says which)", body = ErrorBody),
-        (status = 401, description = "Missing or invalid bearer token", body = ErrorBody),
-        (status = 404, description = "Unknown domain id", body = ErrorBody)
+        CallerErrors, NotFoundError
     ),
     security(("bearer" = []))
 )]
@@ -478,19 +456,9 @@ pub async fn certificate(
     responses(
         (status = 200, description = "Back to verified", body = DomainBody,
             links(
-                ("getDomain" = (operation_id = "getDomain", parameters(("id" = "$response.body#/id")))),
-                ("verifyDomain" = (operation_id = "verifyDomain", parameters(("id" = "$response.body#/id")))),
-                ("issueCertificate" = (operation_id = "issueCertificate", parameters(("id" = "$response.body#/id")))),
-                ("getCertificate" = (operation_id = "getCertificate", parameters(("id" = "$response.body#/id")))),
-                ("retryIssuance" = (operation_id = "retryIssuance", parameters(("id" = "$response.body#/id")))),
-                ("domainHistory" = (operation_id = "domainHistory", parameters(("id" = "$response.body#/id")))),
-                ("removeDomain" = (operation_id = "removeDomain", parameters(("id" = "$response.body#/id"))))
+                ("issueCertificate" = (operation_id = "issueCertificate", parameters(("id" = "$response.body#/id"))))
             )),
-        (status = 400, description = "Bad input (the message says which)", body = ErrorBody),
-        (status = 401, description = "Missing or invalid bearer token", body = ErrorBody),
-        (status = 403, description = "A read-only token may not do this", body = ErrorBody),
-        (status = 404, description = "Unknown domain id", body = ErrorBody),
-        (status = 409, description = "Conflict (the message says with what)", body = ErrorBody)
+        CallerErrors, NotFoundError, ChangeErrors
     ),
     security(("bearer" = []))
 )]
@@ -518,11 +486,7 @@ pub async fn retry(
     params(("id" = String, Path, description = "The domain's id")),
     responses(
         (status = 204, description = "Removed; the name is free again, the history stays"),
-        (status = 400, description = "Bad input (the message says which)", body = ErrorBody),
-        (status = 401, description = "Missing or invalid bearer token", body = ErrorBody),
-        (status = 403, description = "A read-only token may not do this", body = ErrorBody),
-        (status = 404, description = "Unknown domain id", body = ErrorBody),
-        (status = 409, description = "Conflict (the message says with what)", body = ErrorBody)
+        CallerErrors, NotFoundError, ChangeErrors
     ),
     security(("bearer" = []))
 )]
@@ -544,11 +508,7 @@ pub async fn remove(
     params(("id" = String, Path, description = "The domain's id")),
     responses(
         (status = 200, description = "The private key (the read is recorded first)", body = PrivateKeyBody),
-        (status = 400, description = "Bad input (the message says which)", body = ErrorBody),
-        (status = 401, description = "Missing or invalid bearer token", body = ErrorBody),
-        (status = 403, description = "A read-only token may not do this", body = ErrorBody),
-        (status = 404, description = "Unknown domain id", body = ErrorBody),
-        (status = 409, description = "Conflict (the message says with what)", body = ErrorBody)
+        CallerErrors, NotFoundError, ChangeErrors
     ),
     security(("bearer" = []))
 )]

@@ -11,7 +11,7 @@ use dns_handling_events::feed::FeedEvent;
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
 
-use super::views::ErrorBody;
+use super::views::{CallerErrors, NotFoundError};
 use super::ApiError;
 use crate::services::Services;
 
@@ -74,9 +74,7 @@ impl From<FeedEvent> for HistoryEntry {
     params(("id" = String, Path, description = "The domain's id")),
     responses(
         (status = 200, description = "Every event of the domain, in order", body = Vec<HistoryEntry>),
-        (status = 400, description = "Bad input (the message says which)", body = ErrorBody),
-        (status = 401, description = "Missing or invalid bearer token", body = ErrorBody),
-        (status = 404, description = "Unknown domain id", body = ErrorBody)
+        CallerErrors, NotFoundError
     ),
     security(("bearer" = []))
 )]
@@ -125,8 +123,7 @@ pub struct FeedPage {
     responses(
         (status = 200, description = "Events after `after`: a JSON page, or NDJSON with `Accept: application/x-ndjson`",
             content((FeedPage = "application/json"), (String = "application/x-ndjson"))),
-        (status = 400, description = "Bad input (the message says which)", body = ErrorBody),
-        (status = 401, description = "Missing or invalid bearer token", body = ErrorBody)
+        CallerErrors
     ),
     security(("bearer" = []))
 )]

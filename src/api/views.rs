@@ -193,3 +193,39 @@ pub struct HealthBody {
     /// `ok` (alive) or `ready`.
     pub status: &'static str,
 }
+
+/// The error answers every authenticated operation may give, for the OpenAPI description.
+/// (The description's types are never built: `ApiError` produces these answers.)
+#[allow(dead_code)]
+#[derive(utoipa::IntoResponses)]
+pub enum CallerErrors {
+    /// Bad input: malformed JSON, a wrong field or query parameter (the message says which), or
+    /// a request the domain's current status does not allow (the message names the status).
+    #[response(status = 400)]
+    BadRequest(ErrorBody),
+    /// A token is configured and the request carries no valid one.
+    #[response(status = 401)]
+    Unauthorized(ErrorBody),
+}
+
+/// The answer for an unknown (or removed) domain id.
+#[allow(dead_code)]
+#[derive(utoipa::IntoResponses)]
+pub enum NotFoundError {
+    /// No domain has this id (or it was removed); the message says which.
+    #[response(status = 404)]
+    NotFound(ErrorBody),
+}
+
+/// The error answers of the operations that change a domain.
+#[allow(dead_code)]
+#[derive(utoipa::IntoResponses)]
+pub enum ChangeErrors {
+    /// A read-only (auditor) token may not change anything or read private keys.
+    #[response(status = 403)]
+    Forbidden(ErrorBody),
+    /// The name is registered already, or another request changed the domain at the same
+    /// time; nothing was recorded (the message says which).
+    #[response(status = 409)]
+    Conflict(ErrorBody),
+}

@@ -438,6 +438,19 @@ fn cli(service: &Service, args: &[&str]) -> (i32, String, String) {
     (status.code().unwrap_or(-1), stdout, stderr)
 }
 
+/// `dns-handling domains wait <id>`, off the async runtime (it blocks until the domain settles).
+async fn cli_wait(service: &Service, id: &str) -> (i32, String, String) {
+    let server = service.url("");
+    let id = id.to_owned();
+    tokio::task::spawn_blocking(move || {
+        let args = ["domains", "wait", &id, "--server", &server];
+        let (status, out, err) = run_command(&HashMap::new(), &args);
+        (status.code().unwrap_or(-1), out, err)
+    })
+    .await
+    .expect("join")
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_cli_takes_a_domain_through_the_flow_and_wait_reports_the_outcome() {
     let pebble = Pebble::start(PebbleOptions::default());
@@ -483,19 +496,7 @@ async fn the_cli_takes_a_domain_through_the_flow_and_wait_reports_the_outcome() 
             .as_str()
             .expect("value"),
     );
-    let (code, stdout, stderr) = tokio::task::spawn_blocking({
-        let server = service.url("");
-        let id = id.clone();
-        move || {
-            let (status, out, err) = run_command(
-                &HashMap::new(),
-                &["domains", "wait", &id, "--server", &server],
-            );
-            (status.code().unwrap_or(-1), out, err)
-        }
-    })
-    .await
-    .expect("join");
+    let (code, stdout, stderr) = cli_wait(&service, &id).await;
     assert_eq!(code, 0, "wait on an issuance: {stdout}{stderr}");
     assert!(stdout.contains("is active"), "{stdout}");
 
@@ -516,18 +517,7 @@ async fn the_cli_takes_a_domain_through_the_flow_and_wait_reports_the_outcome() 
     let failing = verified_domain(&service, &pebble, "never.example.test").await;
     let (code, _, stderr) = cli(&service, &["issue", &failing]);
     assert_eq!(code, 0, "{stderr}");
-    let (code, stdout, stderr) = tokio::task::spawn_blocking({
-        let server = service.url("");
-        move || {
-            let (status, out, err) = run_command(
-                &HashMap::new(),
-                &["domains", "wait", &failing, "--server", &server],
-            );
-            (status.code().unwrap_or(-1), out, err)
-        }
-    })
-    .await
-    .expect("join");
+    let (code, stdout, stderr) = cli_wait(&service, &failing).await;
     assert_eq!(code, 1, "wait on a failing issuance: {stdout}{stderr}");
     assert!(stderr.contains("dns_timeout"), "{stderr}");
 
