@@ -12,7 +12,7 @@
 #   * sequential: N certificates one after the other (p<i>.<client>-seq.example.test);
 #   * parallel:   N client processes started at once, then waited for (p<i>.<client>-par.example.test).
 # Wall time gives certificates/s; CPU is the user+system time of every client process and its
-# children (hooks included: a bash and a curl per record) from /usr/bin/time, summed, divided by N.
+# children (hooks included: a /bin/sh and a curl per record) from /usr/bin/time, summed, divided by N.
 # A mode counts as successful only if all N certificate files exist; failures are reported.
 #
 # Trusting Pebble's throwaway HTTPS CA:
@@ -163,10 +163,11 @@ cert_path() { # cert_path CLIENT NAME DIR
     certbot) echo "$3/config/live/$2/cert.pem" ;;
   esac
 }
-client_version() {
+client_version() { # the Debian package's version (lego --version says "dev")
+  dpkg-query -W -f '${Version}' "$1" 2>/dev/null && return
   case "$1" in
-    lego)    echo "$(dpkg-query -W -f '${Version}' lego 2>/dev/null || lego --version)" ;;
-    uacme)   uacme -V 2>&1 | sed -n 's/.*version \([^ ]*\).*/\1/p' ;;
+    lego)    lego --version 2>&1 | awk '{print $3}' ;;
+    uacme)   { uacme -V 2>&1 || true; } | sed -n '1s/.*version \([^ ]*\).*/\1/p' ;;
     certbot) certbot --version 2>&1 | awk '{print $2}' ;;
   esac
 }
@@ -176,6 +177,13 @@ client_version() {
 setup_client() { # setup_client CLIENT -> directory with a registered account
   local client=$1 dir="$work/$1/account"
   mkdir -p "$dir"
+  if [ "$client" = uacme ]; then # uacme registers the account with a separate command
+    # shellcheck disable=SC2016
+    unshare -m --propagation private sh -c 'mount --bind "$0" /etc/ssl/certs && exec "$@"' \
+      "$work/uacme-trust" uacme -v -y -a "$directory" -c "$dir" -t RSA -b 2048 new a@b.test \
+      >"$work/$client/new.log" 2>&1 \
+      || { echo "peers: uacme new failed:" >&2; tail -20 "$work/$client/new.log" >&2; return 1; }
+  fi
   run_one "$client" "warmup.$client.example.test" "$dir" "$work/$client/warmup.time" >"$work/$client/warmup.log" 2>&1 \
     && [ -s "$(cert_path "$client" "warmup.$client.example.test" "$dir")" ] \
     || { echo "peers: $client warm-up failed; see below" >&2; tail -20 "$work/$client/warmup.log" >&2; return 1; }
@@ -231,7 +239,7 @@ measure() { # measure CLIENT ACCOUNTDIR MODE
       || echo "peers: $client $mode: ${names[0]} is not RSA-2048" >&2
   fi
   local cpu; cpu=$(cat "$work/$client/$mode"/*.time 2>/dev/null | awk '$1 ~ /^[0-9.]+$/ {s += $1 + $2} END {printf "%.3f", s}')
-  printf '%s\t%s\t%s\t%s\t%s\t%s\n' "$client" "$mode" "$ok" "$(echo "$t1 - $t0" | bc -l 2>/dev/null || python3 -c "print($t1 - $t0)")" "$cpu" "${failed[*]:-}" >> "$results"
+  printf '%s\t%s\t%s\t%s\t%s\t%s\n' "$client" "$mode" "$ok" "$(python3 -c "print(round($t1 - $t0, 3))")" "$cpu" "${failed[*]:-}" >> "$results"
   echo "    $client $mode: $ok/$N certificates in $(python3 -c "print(round($t1 - $t0, 2))") s, CPU $cpu s"
 }
 
