@@ -1,6 +1,6 @@
 //! Run: `cargo bench --bench pending` (N=20000 pending orders, WINDOW=60 s of steady state,
-//! orders polled every 10 s; STORES=sqlite,postgres; PostgreSQL at BENCH_POSTGRES_URL, else
-//! TEST_POSTGRES_URL, else postgres://postgres@127.0.0.1:5432/postgres)
+//! orders polled every POLL_INTERVAL_MS=10000; STORES=sqlite,postgres; PostgreSQL at
+//! BENCH_POSTGRES_URL, else TEST_POSTGRES_URL, else postgres://postgres@127.0.0.1:5432/postgres)
 //!
 //! The scale test of many orders waiting for TXT records that never appear. Seeds a fresh
 //! store with N domains in `certificate_pending` (their events written directly, hash-chained,
@@ -370,8 +370,8 @@ async fn run(kind: StoreKind, config: &Config) -> anyhow::Result<()> {
 
     let seconds = |value: Option<f64>| value.map_or("?".to_owned(), |s| format!("{s:.2} s"));
     println!(
-        "{kind:?}: {domains} pending orders, poll every {:.0} s | first start: views caught up at {}, `supervisor started` at {}, every name queried by {resume:.2} s | steady {wall:.0} s window: VmRSS {rss:.0} MiB, VmHWM {hwm:.0} MiB, CPU {:.1} % of a core, {:.0} DNS queries/s, poll lateness p50 {:.0} ms, p99 {:.0} ms, max {:.0} ms ({} gaps, {missed} polls with no next poll) | after SIGKILL and restart: `supervisor started` at {}, every name queried by {resume_again:.2} s; three intervals later VmRSS {restart_rss:.0} MiB, VmHWM {restart_hwm:.0} MiB",
-        interval.as_secs_f64(),
+        "{kind:?}: {domains} pending orders, poll every {} ms | first start: views caught up at {}, `supervisor started` at {}, every name queried by {resume:.2} s | steady {wall:.0} s window: VmRSS {rss:.0} MiB, VmHWM {hwm:.0} MiB, CPU {:.1} % of a core, {:.0} DNS queries/s, poll lateness p50 {:.0} ms, p99 {:.0} ms, max {:.0} ms ({} gaps, {missed} polls with no next poll) | after SIGKILL and restart: `supervisor started` at {}, every name queried by {resume_again:.2} s; three intervals later VmRSS {restart_rss:.0} MiB, VmHWM {restart_hwm:.0} MiB",
+        interval.as_millis(),
         seconds(caught_up),
         seconds(supervisor_started),
         cpu / wall * 100.0,
@@ -394,9 +394,9 @@ fn main() -> anyhow::Result<()> {
         interval: Duration::from_millis(number("POLL_INTERVAL_MS").unwrap_or(if benchmarking {
             10_000
         } else {
-            1_000
+            300
         })),
-        window: Duration::from_secs(number("WINDOW").unwrap_or(if benchmarking { 60 } else { 3 })),
+        window: Duration::from_secs(number("WINDOW").unwrap_or(if benchmarking { 60 } else { 1 })),
     };
     if let Ok(url) = std::env::var("BENCH_POSTGRES_URL") {
         // The fixtures create their databases on TEST_POSTGRES_URL's server.
