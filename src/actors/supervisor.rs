@@ -4,7 +4,8 @@
 //! replica holding its lease (`order_leases`). A supervisor renews its leases every third of
 //! `LEASE_TTL`, stops the pollers of leases it lost, and looks for pending orders nobody holds
 //! (a new order, or one whose replica died) to take over with the time each has left. In
-//! SQLite mode the process is the only replica and every lease is granted.
+//! SQLite mode the process is the only replica: every lease is granted, and every pending order
+//! is started by this supervisor itself, so there are no unheld orders to look for.
 
 use std::collections::{HashMap, HashSet};
 use std::sync::Arc;
