@@ -1,15 +1,21 @@
 //! Run: `cargo bench --bench replay`
 //!
 //! Criterion benchmarks of the event-sourced core: replaying a domain's events (deserialise +
-//! apply), the projection update, and event serialisation. No network, no database.
+//! apply), the projection update, event serialisation, and command handling on an aggregate
+//! with a long history. No network, no database.
 
 // criterion_group! generates an undocumented public function.
 #![allow(missing_docs)]
 
+use std::future::Future;
+use std::pin::pin;
+use std::task::{Context, Poll, Waker};
+
 use chrono::{Duration, Utc};
+use cqrs_es::event_sink::EventSink;
 use cqrs_es::Aggregate;
 use criterion::{black_box, criterion_group, criterion_main, BenchmarkId, Criterion};
-use dns_handling::aggregate::CustomDomain;
+use dns_handling::aggregate::{CustomDomain, CustomDomainCommand};
 use dns_handling_events::{CustomDomainEvent, IssuedCertificate, OrderDetails};
 use dns_handling_projections::DomainView;
 
@@ -113,5 +119,57 @@ fn serialise(c: &mut Criterion) {
     });
 }
 
-criterion_group!(benches, replay, project, serialise);
+/// Runs a future that never waits on I/O (`handle` only decides and writes to an in-memory
+/// sink) to its end on this thread, without a runtime's overhead in the measurement.
+fn run_ready<F: Future>(future: F) -> F::Output {
+    let mut future = pin!(future);
+    let mut context = Context::from_waker(Waker::noop());
+    loop {
+        if let Poll::Ready(output) = future.as_mut().poll(&mut context) {
+            return output;
+        }
+    }
+}
+
+/// `handle` on an aggregate that has applied 1,001 events (333 issuances; `active`, with
+/// `cert-332` current): an accepted `RecordPrivateKeyRead` (one event to the sink) and a
+/// refused `RequestCertificate` (wrong status). The aggregate is rebuilt once, outside the
+/// measurement; loading it from the store is what `replay_domain` measures.
+fn handle_command(c: &mut Criterion) {
+    let mut domain = CustomDomain::default();
+    for event in history(333) {
+        domain.apply(event);
+    }
+    let order = match &history(1)[2] {
+        CustomDomainEvent::CertificateRequested { order, .. } => order.clone(),
+        _ => unreachable!("the third event of a history is a request"),
+    };
+    let mut group = c.benchmark_group("handle_command_1001_events");
+    group.bench_function("record_private_key_read_accepted", |b| {
+        b.iter(|| {
+            let sink = EventSink::default();
+            let command = CustomDomainCommand::RecordPrivateKeyRead {
+                certificate_id: "cert-332".into(),
+                reader: "admin".into(),
+                at: Utc::now(),
+            };
+            run_ready(domain.handle(black_box(command), &(), &sink)).expect("accepted");
+            black_box(run_ready(sink.collect()))
+        })
+    });
+    group.bench_function("request_certificate_refused", |b| {
+        b.iter(|| {
+            let sink = EventSink::default();
+            let command = CustomDomainCommand::RequestCertificate {
+                order: order.clone(),
+                at: Utc::now(),
+            };
+            let refused = run_ready(domain.handle(black_box(command), &(), &sink));
+            black_box(refused.expect_err("refused: the domain is active"))
+        })
+    });
+    group.finish();
+}
+
+criterion_group!(benches, replay, project, serialise, handle_command);
 criterion_main!(benches);

@@ -31,10 +31,18 @@ pub trait TxtLookup: Send + Sync {
     fn describe(&self) -> String;
 }
 
+/// How many lookups one process has in flight at once. Every pending order is polled the moment
+/// the service starts, so tens of thousands of lookups can start together: past a few dozen,
+/// hickory refuses the excess (`no connections available`, after its own back-off), which left
+/// half of 20,000 resumed orders unpolled for a whole interval, and every lookup in flight holds
+/// a socket and its buffers. Waiting here for a turn costs well under a millisecond.
+const MAX_LOOKUPS_IN_FLIGHT: usize = 64;
+
 /// The production lookup: hickory-resolver against the configured name servers.
 pub struct HickoryTxtLookup {
     resolver: TokioResolver,
     description: String,
+    in_flight: tokio::sync::Semaphore,
 }
 
 impl HickoryTxtLookup {
@@ -79,6 +87,7 @@ impl HickoryTxtLookup {
         Ok(Self {
             resolver,
             description,
+            in_flight: tokio::sync::Semaphore::new(MAX_LOOKUPS_IN_FLIGHT),
         })
     }
 }
@@ -91,6 +100,11 @@ impl TxtLookup for HickoryTxtLookup {
         } else {
             format!("{name}.")
         };
+        // The semaphore is never closed, so a permit always comes.
+        let _turn = self.in_flight.acquire().await.map_err(|error| DnsError {
+            name: fqdn.clone(),
+            reason: error.to_string(),
+        })?;
         match self.resolver.txt_lookup(fqdn.as_str()).await {
             Ok(lookup) => Ok(lookup
                 .answers()

@@ -1,0 +1,267 @@
+//! Run: `cargo bench --bench readpath` (N=10000 domains; wrk with THREADS=2, CONNECTIONS=64,
+//! DURATION=20s; STORES=sqlite,postgres; PostgreSQL at BENCH_POSTGRES_URL, else
+//! TEST_POSTGRES_URL, else postgres://postgres@127.0.0.1:5432/postgres; needs `wrk`)
+//!
+//! The read-path load test: seeds a fresh store with N `active` domains (their events written
+//! directly, as `bench/store.rs` does; the service's projection catch-up builds the views on
+//! start), starts the release binary with an admin token and `LOG_LEVEL=info`, and loads
+//! `GET /domains/{id}` over uniformly random ids from a separate process (`wrk --latency`, a
+//! Lua script picking the id per request). Reports wrk's requests/s and its p50/p99 latency;
+//! then does the same with `LOG_LEVEL=warn`, to show what the service's logging costs.
+
+// A bench binary: its items need no docs, and it uses part of the test fixtures.
+#![allow(missing_docs)]
+
+#[allow(dead_code)]
+#[path = "../tests/e2e/support.rs"]
+mod support;
+
+#[allow(dead_code)]
+mod seed;
+
+use std::collections::HashMap;
+use std::process::Command;
+use std::time::Instant;
+
+use dns_handling::store::Store;
+use support::{database_env, Service, StoreKind, TempDir, TestDatabase};
+
+const TOKEN: &str = "readpath-bench-admin-token";
+
+/// What one wrk run measured.
+struct WrkResult {
+    requests_per_second: f64,
+    p50_ms: f64,
+    p99_ms: f64,
+    requests: u64,
+    errors: String,
+}
+
+/// A wrk latency figure (`812.00us`, `1.23ms`, `2.01s`) in milliseconds.
+fn milliseconds(text: &str) -> Option<f64> {
+    let split = text.find(|c: char| c.is_ascii_alphabetic())?;
+    let (number, unit) = text.split_at(split);
+    let number: f64 = number.parse().ok()?;
+    Some(match unit {
+        "us" => number / 1e3,
+        "ms" => number,
+        "s" => number * 1e3,
+        "m" => number * 60e3,
+        _ => return None,
+    })
+}
+
+fn parse_wrk(output: &str) -> anyhow::Result<WrkResult> {
+    let field = |prefix: &str| {
+        output
+            .lines()
+            .map(str::trim)
+            .find(|line| line.starts_with(prefix))
+            .and_then(|line| line.split_whitespace().nth(1))
+    };
+    let requests_per_second = output
+        .lines()
+        .find(|line| line.starts_with("Requests/sec:"))
+        .and_then(|line| line.split_whitespace().nth(1))
+        .and_then(|value| value.parse().ok())
+        .ok_or_else(|| anyhow::anyhow!("no Requests/sec in wrk's output:\n{output}"))?;
+    let p50_ms = field("50%")
+        .and_then(milliseconds)
+        .ok_or_else(|| anyhow::anyhow!("no p50 in wrk's output:\n{output}"))?;
+    let p99_ms = field("99%")
+        .and_then(milliseconds)
+        .ok_or_else(|| anyhow::anyhow!("no p99 in wrk's output:\n{output}"))?;
+    let requests = output
+        .lines()
+        .find(|line| line.contains("requests in"))
+        .and_then(|line| line.split_whitespace().next())
+        .and_then(|value| value.parse().ok())
+        .unwrap_or(0);
+    let errors = output
+        .lines()
+        .map(str::trim)
+        .filter(|line| line.starts_with("Non-2xx") || line.starts_with("Socket errors"))
+        .collect::<Vec<_>>()
+        .join("; ");
+    Ok(WrkResult {
+        requests_per_second,
+        p50_ms,
+        p99_ms,
+        requests,
+        errors,
+    })
+}
+
+/// The wrk script: a uniformly random seeded domain per request, with the admin token.
+fn lua_script(domains: usize) -> String {
+    let example = seed::domain_id(0);
+    let prefix = example.trim_end_matches('0');
+    let digits = example.len() - prefix.len();
+    format!(
+        r#"local threads = 0
+function setup(thread)
+  threads = threads + 1
+  thread:set("number", threads)
+end
+function init(args)
+  math.randomseed(os.time() * 100 + number)
+end
+local headers = {{ ["Authorization"] = "Bearer {TOKEN}" }}
+request = function()
+  local path = string.format("/domains/{prefix}%0{digits}d", math.random(0, {last}))
+  return wrk.format("GET", path, headers)
+end
+"#,
+        last = domains - 1,
+    )
+}
+
+fn run_wrk(
+    service: &Service,
+    script: &std::path::Path,
+    threads: u32,
+    connections: u32,
+    duration: &str,
+) -> anyhow::Result<WrkResult> {
+    let output = Command::new("wrk")
+        .arg(format!("-t{threads}"))
+        .arg(format!("-c{connections}"))
+        .arg(format!("-d{duration}"))
+        .arg("--latency")
+        .arg("-s")
+        .arg(script)
+        .arg(service.url(""))
+        .output()
+        .map_err(|e| anyhow::anyhow!("cannot run wrk ({e}); apt-get install -y wrk"))?;
+    let text = String::from_utf8_lossy(&output.stdout).into_owned();
+    anyhow::ensure!(
+        output.status.success(),
+        "wrk failed: {text}{}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+    parse_wrk(&text)
+}
+
+struct Config {
+    domains: usize,
+    log_levels: Vec<String>,
+    warm_up: Option<String>,
+    threads: u32,
+    connections: u32,
+    duration: String,
+}
+
+async fn run(kind: StoreKind, config: &Config) -> anyhow::Result<()> {
+    let database = TestDatabase::create(kind).await;
+    let store = Store::connect(&database.url).await?;
+    let seeding = Instant::now();
+    let events = seed::seed(&store, config.domains, seed::Lifecycle::Active).await?;
+    seed::close(store).await;
+    eprintln!(
+        "{kind:?}: seeded {} active domains ({events} events) in {:.1} s",
+        config.domains,
+        seeding.elapsed().as_secs_f64()
+    );
+    let dir = TempDir::new("dns-handling-readpath-bench");
+    let script = dir.path().join("random-domain.lua");
+    std::fs::write(&script, lua_script(config.domains))?;
+
+    for log_level in &config.log_levels {
+        let mut env: HashMap<String, String> = database_env(&database);
+        env.extend([
+            ("AUTH_TOKEN".to_owned(), TOKEN.to_owned()),
+            ("LOG_LEVEL".to_owned(), log_level.clone()),
+            // Never contacted: nothing is issued here.
+            (
+                "ACME_DIRECTORY".to_owned(),
+                "http://127.0.0.1:9/dir".to_owned(),
+            ),
+        ]);
+        let mut service = Service::start(&env);
+        let (code, body) = service
+            .get(&format!("/domains/{}", seed::domain_id(config.domains - 1)))
+            .await;
+        anyhow::ensure!(code == 200 && body["status"] == "active", "{code} {body}");
+        // A short warm-up (connections, page cache, allocator), then the measured run.
+        if let Some(warm_up) = &config.warm_up {
+            run_wrk(
+                &service,
+                &script,
+                config.threads,
+                config.connections,
+                warm_up,
+            )?;
+        }
+        let log_before = service.log().len();
+        let result = run_wrk(
+            &service,
+            &script,
+            config.threads,
+            config.connections,
+            &config.duration,
+        )?;
+        let logged = service.log().len() - log_before;
+        println!(
+            "{kind:?} LOG_LEVEL={log_level}: GET /domains/{{random id of {}}} with wrk -t{} -c{} -d{}: {:.0} requests/s, p50 {:.2} ms, p99 {:.2} ms ({} requests{}; service log grew {logged} bytes)",
+            config.domains,
+            config.threads,
+            config.connections,
+            config.duration,
+            result.requests_per_second,
+            result.p50_ms,
+            result.p99_ms,
+            result.requests,
+            if result.errors.is_empty() {
+                String::new()
+            } else {
+                format!("; {}", result.errors)
+            },
+        );
+        anyhow::ensure!(
+            result.errors.is_empty(),
+            "wrk saw errors: {}",
+            result.errors
+        );
+        service.terminate();
+    }
+    Ok(())
+}
+
+fn main() -> anyhow::Result<()> {
+    // `cargo bench` passes `--bench`; under `cargo test --all-targets` this is a smoke run.
+    let benchmarking = std::env::args().any(|arg| arg == "--bench");
+    let number = |name: &str| std::env::var(name).ok().and_then(|v| v.parse::<u32>().ok());
+    let config = Config {
+        domains: number("N").unwrap_or(if benchmarking { 10_000 } else { 200 }) as usize,
+        log_levels: if benchmarking {
+            vec!["info".to_owned(), "warn".to_owned()]
+        } else {
+            vec!["info".to_owned()]
+        },
+        warm_up: benchmarking.then(|| "2s".to_owned()),
+        threads: number("THREADS").unwrap_or(2),
+        connections: number("CONNECTIONS").unwrap_or(if benchmarking { 64 } else { 8 }),
+        duration: std::env::var("DURATION")
+            .unwrap_or_else(|_| if benchmarking { "20s" } else { "1s" }.to_owned()),
+    };
+    if let Ok(url) = std::env::var("BENCH_POSTGRES_URL") {
+        // The fixtures create their databases on TEST_POSTGRES_URL's server.
+        std::env::set_var("TEST_POSTGRES_URL", url);
+    }
+    if !benchmarking && Command::new("wrk").arg("--version").output().is_err() {
+        println!("readpath smoke run skipped: wrk is not installed (apt-get install -y wrk)");
+        return Ok(());
+    }
+    let stores = std::env::var("STORES").unwrap_or_else(|_| "sqlite,postgres".into());
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()?;
+    if stores.contains("sqlite") {
+        runtime.block_on(run(StoreKind::Sqlite, &config))?;
+    }
+    if stores.contains("postgres") {
+        runtime.block_on(run(StoreKind::Postgres, &config))?;
+    }
+    Ok(())
+}

@@ -1,0 +1,237 @@
+//! Seeding shared by the `pending` and `readpath` benches: writes domains' events straight into
+//! a store with multi-row inserts (as `bench/store.rs` loads its million events), each stream
+//! linked into its hash chain as the service links it, and reserves each domain's name. The
+//! service builds the read views itself when it next starts (projection catch-up).
+
+use chrono::{DateTime, Utc};
+use dns_handling::store::Store;
+use dns_handling_events::chain::{event_hash, ChainedContent, GENESIS, HASH_KEY, PREV_HASH_KEY};
+use dns_handling_events::{CertificateKeyType, CustomDomainEvent, IssuedCertificate, OrderDetails};
+use serde_json::{json, Value};
+
+/// How far each seeded domain got.
+#[derive(Clone, Copy, Debug)]
+pub enum Lifecycle {
+    /// Registered, verified and `certificate_pending`: an order waits for its TXT record.
+    Pending {
+        /// The order's poll interval, as `issue-certificate` records it.
+        poll_interval_ms: u64,
+        /// The order's deadline.
+        deadline: DateTime<Utc>,
+    },
+    /// Registered, verified, requested, observed and issued: `active`.
+    Active,
+}
+
+/// The id of seeded domain `n` (a UUID, like the ids `POST /domains` hands out).
+pub fn domain_id(n: usize) -> String {
+    format!("0193a7c2-0000-7000-8000-{n:012}")
+}
+
+/// The name of seeded domain `n`.
+pub fn domain_name(n: usize) -> String {
+    format!("shop{n}.example.com")
+}
+
+/// The challenge record name a pending seeded domain's poller looks up.
+pub fn challenge_domain(n: usize) -> String {
+    format!("_acme-challenge.{}.", domain_name(n))
+}
+
+fn domain_events(n: usize, lifecycle: Lifecycle) -> Vec<CustomDomainEvent> {
+    let now = Utc::now();
+    let name = domain_name(n);
+    let order_id = format!("0193a7c3-0000-7000-8000-{n:012}");
+    let token = format!("6f1c0b0d9e3a4c5b8a7f6e5d4c3b{n:012}");
+    let (poll_interval_ms, deadline) = match lifecycle {
+        Lifecycle::Pending {
+            poll_interval_ms,
+            deadline,
+        } => (poll_interval_ms, deadline),
+        Lifecycle::Active => (10_000, now + chrono::Duration::minutes(5)),
+    };
+    let mut events = vec![
+        CustomDomainEvent::DomainRegistered {
+            domain_name: name.clone(),
+            verification_token: token.clone(),
+            verification_record_name: format!("_acme-challenge.{name}."),
+            registered_at: now,
+        },
+        CustomDomainEvent::OwnershipVerified {
+            observed_values: vec![token],
+            verified_at: now,
+        },
+        CustomDomainEvent::CertificateRequested {
+            order: OrderDetails {
+                order_id: order_id.clone(),
+                // Never fetched: a poller only talks to the CA once the TXT record is seen.
+                order_url: format!("https://acme.invalid/order/{n}"),
+                challenge_url: format!("https://acme.invalid/chall/{n}"),
+                challenge_domain: challenge_domain(n),
+                expected_txt_value: "LoqXcYV8q5ONbJQxbmR7SCTNo3tiAXDfowyjxAjEuX0".into(),
+                account_id: "https://acme.invalid/acct/1".into(),
+                poll_interval_ms,
+                deadline,
+                key_type: CertificateKeyType::Rsa2048,
+            },
+            requested_at: now,
+        },
+    ];
+    if let Lifecycle::Active = lifecycle {
+        events.push(CustomDomainEvent::ChallengeRecordObserved {
+            order_id: order_id.clone(),
+            observed_values: vec!["LoqXcYV8q5ONbJQxbmR7SCTNo3tiAXDfowyjxAjEuX0".into()],
+            resolver: "127.0.0.1:53".into(),
+            observed_at: now,
+        });
+        events.push(CustomDomainEvent::CertificateIssued {
+            certificate: IssuedCertificate {
+                certificate_id: format!("cert-{n}"),
+                order_id,
+                serial: "03a1b2c3d4e5f60718293a4b5c6d7e8f".into(),
+                not_before: now,
+                not_after: now + chrono::Duration::days(90),
+                fingerprint_sha256: "ab".repeat(32),
+                chain_pem: format!(
+                    "-----BEGIN CERTIFICATE-----\n{}\n-----END CERTIFICATE-----\n",
+                    "A".repeat(1400)
+                ),
+            },
+            issued_at: now,
+        });
+    }
+    events
+}
+
+/// One multi-row insert of `rows` events; PostgreSQL's payload and metadata columns are `json`.
+fn insert_sql(rows: usize, postgres: bool) -> String {
+    let json = if postgres { "::json" } else { "" };
+    let values: Vec<String> = (0..rows)
+        .map(|r| {
+            let b = r * 6;
+            format!(
+                "('CustomDomain', ${}, ${}, ${}, ${}, ${}{json}, ${}{json})",
+                b + 1,
+                b + 2,
+                b + 3,
+                b + 4,
+                b + 5,
+                b + 6
+            )
+        })
+        .collect();
+    format!(
+        "INSERT INTO events (aggregate_type, aggregate_id, sequence, event_type, event_version, \
+         payload, metadata) VALUES {}",
+        values.join(",")
+    )
+}
+
+/// A stored event row: stream, sequence, type, version, payload, metadata.
+type Row = (String, i64, &'static str, String, String, String);
+
+/// A domain's events as stored rows, hash-chained from the genesis hash.
+fn rows_of(n: usize, lifecycle: Lifecycle) -> anyhow::Result<Vec<Row>> {
+    let id = domain_id(n);
+    let mut prev_hash = GENESIS.to_owned();
+    let mut rows = Vec::new();
+    for (index, event) in domain_events(n, lifecycle).into_iter().enumerate() {
+        let payload = serde_json::to_value(&event)?;
+        let mut metadata = json!({"actor": "bench-seed"});
+        let sequence = index as u64 + 1;
+        let hash = event_hash(
+            &prev_hash,
+            &ChainedContent {
+                aggregate_type: "CustomDomain",
+                aggregate_id: &id,
+                sequence,
+                event_type: event.type_name(),
+                event_version: event.version(),
+                payload: &payload,
+                metadata: &metadata,
+            },
+        );
+        if let Some(map) = metadata.as_object_mut() {
+            map.insert(PREV_HASH_KEY.to_owned(), Value::from(prev_hash.clone()));
+            map.insert(HASH_KEY.to_owned(), Value::from(hash.clone()));
+        }
+        prev_hash = hash;
+        rows.push((
+            id.clone(),
+            sequence as i64,
+            event.type_name(),
+            event.version().to_owned(),
+            payload.to_string(),
+            metadata.to_string(),
+        ));
+    }
+    Ok(rows)
+}
+
+/// Writes `domains` domains' events and name reservations into `store` (migrated here), in
+/// large transactions. Returns the number of events written.
+pub async fn seed(store: &Store, domains: usize, lifecycle: Lifecycle) -> anyhow::Result<usize> {
+    const ROWS_PER_STATEMENT: usize = 100;
+    store.migrate().await?;
+    let reserved_at = Utc::now().format("%Y-%m-%dT%H:%M:%S%.6fZ").to_string();
+    let mut written = 0;
+    let mut rows: Vec<Row> = Vec::new();
+    let mut names: Vec<(String, String)> = Vec::new();
+    for n in 0..domains {
+        rows.extend(rows_of(n, lifecycle)?);
+        names.push((domain_name(n), domain_id(n)));
+        if rows.len() < 30_000 && n + 1 < domains {
+            continue;
+        }
+        macro_rules! insert_all {
+            ($pool:expr, $postgres:expr) => {{
+                let mut tx = $pool.begin().await?;
+                for chunk in rows.chunks(ROWS_PER_STATEMENT) {
+                    let sql = insert_sql(chunk.len(), $postgres);
+                    let mut query = sqlx::query(&sql);
+                    for (id, sequence, kind, version, payload, metadata) in chunk {
+                        query = query
+                            .bind(id)
+                            .bind(sequence)
+                            .bind(*kind)
+                            .bind(version)
+                            .bind(payload)
+                            .bind(metadata);
+                    }
+                    query.execute(&mut *tx).await?;
+                }
+                for chunk in names.chunks(ROWS_PER_STATEMENT) {
+                    let values: Vec<String> = (0..chunk.len())
+                        .map(|r| format!("(${}, ${}, ${})", r * 3 + 1, r * 3 + 2, r * 3 + 3))
+                        .collect();
+                    let sql = format!(
+                        "INSERT INTO domain_names (domain_name, domain_id, reserved_at) VALUES {}",
+                        values.join(",")
+                    );
+                    let mut query = sqlx::query(&sql);
+                    for (name, id) in chunk {
+                        query = query.bind(name).bind(id).bind(&reserved_at);
+                    }
+                    query.execute(&mut *tx).await?;
+                }
+                tx.commit().await?;
+            }};
+        }
+        match store {
+            Store::Postgres(pool) => insert_all!(pool, true),
+            Store::Sqlite(pool) => insert_all!(pool, false),
+        }
+        written += rows.len();
+        rows.clear();
+        names.clear();
+    }
+    Ok(written)
+}
+
+/// Closes the store's pool, so the service finds the database to itself.
+pub async fn close(store: Store) {
+    match store {
+        Store::Postgres(pool) => pool.close().await,
+        Store::Sqlite(pool) => pool.close().await,
+    }
+}
