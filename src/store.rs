@@ -334,36 +334,46 @@ impl Store {
         Ok(())
     }
 
-    /// Takes (or keeps) the lease on a domain's pending order for `owner`, for `ttl`: granted
-    /// when nobody holds it, when `owner` already does, when the holder stopped renewing, or
-    /// when the lease is for an older order of the domain. SQLite mode is single-replica, so
-    /// there it is always granted.
-    pub async fn claim_lease(
+    /// Claims the leases of pending orders, each `(domain_id, order_id)`, for `owner`: a claim
+    /// is granted when nobody holds the domain's lease, when `owner` already does, when the
+    /// holder stopped renewing, or when the lease is for an older order of the domain. Answers
+    /// the domains granted. One statement for the whole batch: claimed one by one (a round trip
+    /// and a commit each), 20,000 pending orders took seconds to resume. SQLite mode is
+    /// single-replica, so there every claim is granted.
+    pub async fn claim_leases(
         &self,
-        domain_id: &str,
-        order_id: &str,
+        claims: &[(&str, &str)],
         owner: &str,
         ttl: Duration,
-    ) -> Result<bool, StoreError> {
+    ) -> Result<Vec<String>, StoreError> {
         let Store::Postgres(pool) = self else {
-            return Ok(true);
+            return Ok(claims
+                .iter()
+                .map(|(domain_id, _)| (*domain_id).to_owned())
+                .collect());
         };
         let sql = "INSERT INTO order_leases (domain_id, order_id, owner, expires_at) \
-                   VALUES ($1, $2, $3, now() + make_interval(secs => $4)) \
+                   SELECT claim.domain_id, claim.order_id, $3, now() + make_interval(secs => $4) \
+                   FROM UNNEST($1::text[], $2::text[]) AS claim(domain_id, order_id) \
                    ON CONFLICT (domain_id) DO UPDATE SET order_id = excluded.order_id, \
                    owner = excluded.owner, expires_at = excluded.expires_at \
                    WHERE order_leases.owner = excluded.owner \
                    OR order_leases.expires_at < now() \
                    OR order_leases.order_id <> excluded.order_id \
-                   RETURNING owner";
-        let claimed = sqlx::query(sql)
-            .bind(domain_id)
-            .bind(order_id)
+                   RETURNING domain_id";
+        let domain_ids: Vec<&str> = claims.iter().map(|(domain_id, _)| *domain_id).collect();
+        let order_ids: Vec<&str> = claims.iter().map(|(_, order_id)| *order_id).collect();
+        let granted = sqlx::query(sql)
+            .bind(&domain_ids)
+            .bind(&order_ids)
             .bind(owner)
             .bind(ttl.as_secs_f64())
-            .fetch_optional(pool)
-            .await?;
-        Ok(claimed.is_some())
+            .fetch_all(pool)
+            .await?
+            .iter()
+            .map(|row| row.try_get("domain_id"))
+            .collect::<Result<Vec<String>, sqlx::Error>>()?;
+        Ok(granted)
     }
 
     /// Extends every lease `owner` still holds; returns the domains of those leases (an order

@@ -13,7 +13,6 @@ use std::sync::Arc;
 use actix::prelude::*;
 use chrono::{DateTime, Utc};
 use dns_handling_events::OrderDetails;
-use futures::StreamExt;
 
 use super::poller::OrderPoller;
 use crate::services::Services;
@@ -56,10 +55,9 @@ pub(crate) struct PollerStopped {
     pub order_id: String,
 }
 
-/// How many lease claims run at once (PostgreSQL mode). Each claim is a round trip and a
-/// commit: one after the other, 20,000 pending orders took 50 s to resume. The pool has 16
-/// connections, and the API and the pollers need some of them meanwhile.
-const CLAIMS_IN_FLIGHT: usize = 8;
+/// How many orders' leases one statement claims (PostgreSQL mode). One by one, each claim a
+/// round trip and a commit, 20,000 pending orders took 50 s to resume (eight at a time, 4–6 s).
+const CLAIMS_PER_STATEMENT: usize = 1_000;
 
 /// Owns the pollers: exactly one per pending order held by this replica.
 pub struct Supervisor {
@@ -185,34 +183,30 @@ impl Supervisor {
     }
 }
 
-/// Claims the leases of `orders` for this replica, `CLAIMS_IN_FLIGHT` at a time; returns
-/// those granted. An order whose claim fails is left for the next tick.
+/// Claims the leases of `orders` for this replica, `CLAIMS_PER_STATEMENT` at a time; returns
+/// those granted. Orders whose claim fails are left for the next tick.
 async fn claim_leases(services: &Services, orders: Vec<PendingOrder>) -> Vec<PendingOrder> {
     let ttl = services.settings.lease_ttl;
-    futures::stream::iter(orders)
-        .map(|pending| async move {
-            let claim = services
-                .store
-                .claim_lease(
-                    &pending.domain_id,
-                    &pending.order.order_id,
-                    &services.replica_id,
-                    ttl,
-                )
-                .await;
-            match claim {
-                Ok(true) => Some(pending),
-                Ok(false) => None,
-                Err(error) => {
-                    tracing::warn!(%error, "could not claim an order's lease");
-                    None
-                }
+    let mut granted = Vec::with_capacity(orders.len());
+    let mut orders = orders.into_iter().peekable();
+    while orders.peek().is_some() {
+        let batch: Vec<PendingOrder> = orders.by_ref().take(CLAIMS_PER_STATEMENT).collect();
+        let claims: Vec<(&str, &str)> = batch
+            .iter()
+            .map(|pending| (pending.domain_id.as_str(), pending.order.order_id.as_str()))
+            .collect();
+        let store = &services.store;
+        match store.claim_leases(&claims, &services.replica_id, ttl).await {
+            Ok(ids) => {
+                let ids: std::collections::HashSet<String> = ids.into_iter().collect();
+                granted.extend(batch.into_iter().filter(|p| ids.contains(&p.domain_id)));
             }
-        })
-        .buffer_unordered(CLAIMS_IN_FLIGHT)
-        .filter_map(|granted| async move { granted })
-        .collect()
-        .await
+            Err(error) => {
+                tracing::warn!(%error, orders = batch.len(), "could not claim leases; next tick");
+            }
+        }
+    }
+    granted
 }
 
 /// The pending orders among domain views.
