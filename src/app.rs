@@ -20,6 +20,7 @@ use crate::services::Services;
 use crate::settings::{redact_url_password, Settings};
 use crate::store::{lock_sqlite_exclusively, SqliteReplicaLock, Store};
 use crate::vault::{KeyEncryptionKey, KeyVault};
+use crate::view_reader::ViewReader;
 
 /// The running service: its HTTP server and its supervisor.
 pub struct Application {
@@ -76,6 +77,7 @@ impl Application {
         let cqrs = CqrsFramework::new(event_store, vec![Box::new(projector)], ());
         let services = Arc::new(Services {
             cqrs,
+            views: ViewReader::new(store.clone()),
             store,
             acme,
             dns,

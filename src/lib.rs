@@ -12,6 +12,7 @@
 //! - [`actors`]: the supervisor and its per-order pollers (actix).
 //! - [`api`]: the REST API (actix-web).
 //! - [`metrics`]: the Prometheus metrics.
+//! - [`view_reader`]: single view reads for the API, coalesced into batches.
 //! - [`vault`]: private keys encrypted at rest (XChaCha20-Poly1305).
 //! - [`settings`]: configuration from the environment.
 //! - [`app`]: wiring it all together.
@@ -38,6 +39,7 @@ pub mod services;
 pub mod settings;
 pub mod store;
 pub mod vault;
+pub mod view_reader;
 
 /// Installs the process-wide rustls crypto provider. Both ring (through sqlx) and aws-lc-rs
 /// (through instant-acme and rcgen) are linked, so rustls cannot pick one by itself.

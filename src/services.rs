@@ -13,6 +13,7 @@ use crate::event_repository::EventRepository;
 use crate::settings::Settings;
 use crate::store::Store;
 use crate::vault::KeyVault;
+use crate::view_reader::ViewReader;
 
 /// The cqrs-es framework for custom domains over the configured store.
 pub type DomainCqrs =
@@ -24,6 +25,8 @@ pub struct Services {
     pub cqrs: DomainCqrs,
     /// Read projections and the service's other tables.
     pub store: Store,
+    /// Single domain views for the API, concurrent reads coalesced into one query.
+    pub views: ViewReader,
     /// The ACME client with its one account.
     pub acme: Arc<AcmeClient>,
     /// TXT lookups.

@@ -88,7 +88,7 @@ fn origin(request: &HttpRequest) -> CommandOrigin {
 }
 
 async fn find(services: &Services, id: &str) -> Result<DomainView, ApiError> {
-    match services.store.domain_view(id).await? {
+    match services.views.domain_view(id).await? {
         Some(view) if view.removed => Err(ApiError::NotFound(format!("domain {id} was removed"))),
         Some(view) => Ok(view),
         None => Err(ApiError::NotFound(format!("no domain with id {id}"))),
