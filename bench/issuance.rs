@@ -17,45 +17,17 @@
 #[path = "../tests/e2e/support.rs"]
 mod support;
 
+mod process;
+
 use std::collections::HashMap;
 use std::time::{Duration, Instant};
 
 use futures::future::join_all;
+use process::{cpu_seconds, status_mib};
 use serde_json::{json, Value};
 use support::{
     service_env, verified_domain, Pebble, PebbleOptions, Service, StoreKind, TestDatabase,
 };
-
-/// User + system CPU seconds of a process so far.
-fn cpu_seconds(pid: u32) -> f64 {
-    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap_or_default();
-    let fields: Vec<&str> = stat
-        .rsplit(')')
-        .next()
-        .unwrap_or("")
-        .split_whitespace()
-        .collect();
-    let ticks = |index: usize| {
-        fields
-            .get(index)
-            .and_then(|v| v.parse::<f64>().ok())
-            .unwrap_or(0.0)
-    };
-    // Fields 14 and 15 of stat (utime, stime), counted after the command name.
-    (ticks(11) + ticks(12)) / 100.0
-}
-
-/// Peak resident set size of a process, in MiB.
-fn peak_rss_mib(pid: u32) -> f64 {
-    std::fs::read_to_string(format!("/proc/{pid}/status"))
-        .unwrap_or_default()
-        .lines()
-        .find(|line| line.starts_with("VmHWM:"))
-        .and_then(|line| line.split_whitespace().nth(1))
-        .and_then(|kib| kib.parse::<f64>().ok())
-        .unwrap_or(0.0)
-        / 1024.0
-}
 
 fn percentile(samples: &mut [Duration], p: f64) -> Duration {
     samples.sort();
@@ -150,7 +122,7 @@ async fn run(
     let cpu: f64 = services.iter().map(|s| cpu_seconds(s.pid())).sum::<f64>() - cpu_before;
     let rss = services
         .iter()
-        .map(|s| peak_rss_mib(s.pid()))
+        .map(|s| status_mib(s.pid(), "VmHWM:"))
         .fold(0.0, f64::max);
     let mut latencies: Vec<Duration> = active_at
         .iter()

@@ -25,6 +25,8 @@
 #[path = "../tests/e2e/support.rs"]
 mod support;
 
+mod process;
+
 #[allow(dead_code)]
 mod seed;
 
@@ -39,6 +41,7 @@ use std::time::{Duration, Instant};
 
 use chrono::{DateTime, Utc};
 use dns_handling::store::Store;
+use process::{cpu_seconds, status_mib};
 use support::{database_env, free_dns_port, ChildGuard, StoreKind, TempDir, TestDatabase};
 
 /// What the in-process DNS server saw.
@@ -203,37 +206,6 @@ impl Running {
         let last = dns.last_first_query().unwrap_or_else(Instant::now);
         Ok(last.duration_since(self.started).as_secs_f64())
     }
-}
-
-/// User + system CPU seconds of a process so far.
-fn cpu_seconds(pid: u32) -> f64 {
-    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap_or_default();
-    let fields: Vec<&str> = stat
-        .rsplit(')')
-        .next()
-        .unwrap_or("")
-        .split_whitespace()
-        .collect();
-    let ticks = |index: usize| {
-        fields
-            .get(index)
-            .and_then(|v| v.parse::<f64>().ok())
-            .unwrap_or(0.0)
-    };
-    // Fields 14 and 15 of stat (utime, stime), counted after the command name.
-    (ticks(11) + ticks(12)) / 100.0
-}
-
-/// A `VmRSS:`/`VmHWM:` line of a process's status, in MiB.
-fn status_mib(pid: u32, key: &str) -> f64 {
-    std::fs::read_to_string(format!("/proc/{pid}/status"))
-        .unwrap_or_default()
-        .lines()
-        .find(|line| line.starts_with(key))
-        .and_then(|line| line.split_whitespace().nth(1))
-        .and_then(|kib| kib.parse::<f64>().ok())
-        .unwrap_or(0.0)
-        / 1024.0
 }
 
 fn percentile(samples: &[f64], p: f64) -> f64 {
