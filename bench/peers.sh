@@ -27,6 +27,7 @@
 # propagation check); --dns.disable-cp and --dns.resolvers point lego's own check at challtestsrv.
 set -euo pipefail
 
+here="$(cd "$(dirname "$0")" && pwd)"
 N="${N:-20}"
 CLIENTS="${CLIENTS:-lego uacme certbot}"
 
@@ -56,40 +57,10 @@ cleanup() {
 trap cleanup EXIT
 cd "$work"
 
-free_port() { python3 -c 'import socket; s = socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])'; }
-wait_for_port() {
-  for _ in $(seq 1 100); do
-    (exec 3<>"/dev/tcp/127.0.0.1/$1") 2>/dev/null && return 0
-    sleep 0.1
-  done
-  echo "peers: nothing listens on port $1 ($2); see $work/*.log" >&2
-  exit 1
-}
-
+# shellcheck source=tests/pebble.sh
+. "$here/../tests/pebble.sh"
 echo "==> starting Pebble and pebble-challtestsrv on loopback (work dir $work)"
-openssl req -x509 -newkey ec -pkeyopt ec_paramgen_curve:P-256 -nodes -days 1 \
-  -subj "/CN=peers bench CA" -keyout ca-key.pem -out ca.pem 2>/dev/null
-openssl req -newkey ec -pkeyopt ec_paramgen_curve:P-256 -nodes -subj "/CN=localhost" \
-  -keyout pebble-key.pem -out pebble.csr 2>/dev/null
-printf 'subjectAltName=DNS:localhost,IP:127.0.0.1\n' > san.ext
-openssl x509 -req -in pebble.csr -CA ca.pem -CAkey ca-key.pem -CAcreateserial -days 1 \
-  -extfile san.ext -out pebble-cert.pem 2>/dev/null
-
-acme_port=$(free_port); management_port=$(free_port); dns_port=$(free_port); dns_api_port=$(free_port)
-cat > pebble.json <<EOF
-{"pebble": {"listenAddress": "127.0.0.1:$acme_port", "managementListenAddress": "127.0.0.1:$management_port",
-  "certificate": "$work/pebble-cert.pem", "privateKey": "$work/pebble-key.pem",
-  "httpPort": $(free_port), "tlsPort": $(free_port), "ocspResponderURL": "", "externalAccountBindingRequired": false}}
-EOF
-pebble-challtestsrv -dns01 "127.0.0.1:$dns_port" -management "127.0.0.1:$dns_api_port" \
-  -http01 "" -https01 "" -tlsalpn01 "" >challtestsrv.log 2>&1 &
-pids+=($!)
-wait_for_port "$dns_api_port" pebble-challtestsrv
-PEBBLE_VA_NOSLEEP=1 PEBBLE_WFE_NONCEREJECT=0 pebble -config pebble.json \
-  -dnsserver "127.0.0.1:$dns_port" >pebble.log 2>&1 &
-pids+=($!)
-wait_for_port "$acme_port" pebble
-directory="https://127.0.0.1:$acme_port/dir"
+start_pebble
 
 # ---- DNS-01 hooks: all go through challtestsrv's management API --------------------------------
 cat > txt.sh <<EOF

@@ -35,40 +35,10 @@ cleanup() {
 }
 trap cleanup EXIT
 
-free_port() { python3 -c 'import socket; s = socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])'; }
-wait_for_port() {
-  for _ in $(seq 1 100); do
-    (exec 3<>"/dev/tcp/127.0.0.1/$1") 2>/dev/null && return 0
-    sleep 0.1
-  done
-  echo "quickstart: nothing listens on port $1 ($2); see $work/*.log" >&2
-  exit 1
-}
-
+# shellcheck source=tests/pebble.sh
+. tests/pebble.sh
 echo "==> starting Pebble and its DNS server on loopback"
-# Pebble serves HTTPS: give it a throwaway CA and a certificate for 127.0.0.1.
-openssl req -x509 -newkey ec -pkeyopt ec_paramgen_curve:P-256 -nodes -days 1 \
-  -subj "/CN=quickstart CA" -keyout "$work/ca-key.pem" -out "$work/ca.pem" 2>/dev/null
-openssl req -newkey ec -pkeyopt ec_paramgen_curve:P-256 -nodes -subj "/CN=localhost" \
-  -keyout "$work/pebble-key.pem" -out "$work/pebble.csr" 2>/dev/null
-printf 'subjectAltName=DNS:localhost,IP:127.0.0.1\n' > "$work/san.ext"
-openssl x509 -req -in "$work/pebble.csr" -CA "$work/ca.pem" -CAkey "$work/ca-key.pem" \
-  -CAcreateserial -days 1 -extfile "$work/san.ext" -out "$work/pebble-cert.pem" 2>/dev/null
-
-acme_port=$(free_port); management_port=$(free_port); dns_port=$(free_port); dns_api_port=$(free_port)
-cat > "$work/pebble.json" <<EOF
-{"pebble": {"listenAddress": "127.0.0.1:$acme_port", "managementListenAddress": "127.0.0.1:$management_port",
-  "certificate": "$work/pebble-cert.pem", "privateKey": "$work/pebble-key.pem",
-  "httpPort": $(free_port), "tlsPort": $(free_port), "ocspResponderURL": "", "externalAccountBindingRequired": false}}
-EOF
-pebble-challtestsrv -dns01 "127.0.0.1:$dns_port" -management "127.0.0.1:$dns_api_port" \
-  -http01 "" -https01 "" -tlsalpn01 "" >"$work/challtestsrv.log" 2>&1 &
-pids+=($!)
-wait_for_port "$dns_api_port" pebble-challtestsrv
-PEBBLE_VA_NOSLEEP=1 PEBBLE_WFE_NONCEREJECT=0 pebble -config "$work/pebble.json" \
-  -dnsserver "127.0.0.1:$dns_port" >"$work/pebble.log" 2>&1 &
-pids+=($!)
-wait_for_port "$acme_port" pebble
+start_pebble
 
 # Publishing a record is the user's job; here the DNS server's API does it.
 publish_txt() {
@@ -78,7 +48,7 @@ publish_txt() {
 
 echo "==> starting dns-handling (SQLite in $work)"
 DATABASE_URL="sqlite://$work/dns-handling.db" SERVER_ADDR=127.0.0.1:0 \
-  ACME_DIRECTORY="https://127.0.0.1:$acme_port/dir" ACME_CA_BUNDLE="$work/ca.pem" \
+  ACME_DIRECTORY="$directory" ACME_CA_BUNDLE="$work/ca.pem" \
   DNS_NAMESERVERS="127.0.0.1:$dns_port" POLL_INTERVAL=1s CERT_KEY_TYPE=ecdsa-p256 \
   "$bin" >"$work/service.out" 2>"$work/service.log" &
 pids+=($!)
