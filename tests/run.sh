@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # The test command: on a fresh machine it installs what the tests need (Pebble, its DNS server,
-# PostgreSQL where none runs, schemathesis from PyPI), starts PostgreSQL when it is down, checks
+# wrk, PostgreSQL where none runs, schemathesis from PyPI), starts PostgreSQL when it is down, checks
 # formatting and clippy, and runs every test of the workspace: the Pebble end-to-end tests, the
 # schemathesis conformance run and the quick-start script included.
 #
@@ -15,6 +15,7 @@ missing=()
 command -v pebble >/dev/null && command -v pebble-challtestsrv >/dev/null || missing+=(pebble)
 command -v curl >/dev/null || missing+=(curl)
 command -v openssl >/dev/null || missing+=(openssl)
+command -v wrk >/dev/null || missing+=(wrk)
 command -v python3 >/dev/null || missing+=(python3 python3-venv)
 if [ -z "${TEST_POSTGRES_URL:-}" ] && ! command -v pg_ctlcluster >/dev/null; then
   missing+=(postgresql)
