@@ -196,6 +196,15 @@ async fn bad_input_gets_json_errors_and_changes_nothing() {
             400,
             "invalid query",
         ),
+        // An empty status is not "no filter": the description's enum has no empty value.
+        (
+            "GET",
+            "/domains?status=",
+            None,
+            vec![],
+            400,
+            "unknown status",
+        ),
         (
             "GET",
             "/domains?status=bogus",

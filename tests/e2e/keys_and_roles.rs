@@ -139,9 +139,16 @@ async fn private_keys_reach_only_admins_and_every_read_is_recorded(kind: StoreKi
     for path in [
         format!("/domains/{id}"),
         format!("/domains/{id}/certificate"),
+        format!("/domains/{id}/events"),
         "/domains".into(),
+        "/events".into(),
     ] {
         places.push((path.clone(), service.get(&path).await.1.to_string()));
+    }
+    for path in ["/metrics", "/openapi.json"] {
+        let response = service.client.get(service.url(path)).send().await;
+        let text = response.expect("GET").text().await.expect("body");
+        places.push((path.to_owned(), text));
     }
     for (place, text) in &places {
         assert!(!text.contains("PRIVATE KEY"), "PEM marker in {place}");
