@@ -272,45 +272,35 @@ impl Settings {
     /// The effective configuration as TOML, secrets replaced by `"<redacted>"`: what
     /// `dns-handling config` prints.
     pub fn to_redacted_toml(&self) -> String {
-        fn quoted(text: &str) -> String {
-            toml::Value::String(text.to_owned()).to_string()
+        fn quoted(text: impl std::fmt::Display) -> Option<String> {
+            Some(toml::Value::String(text.to_string()).to_string())
         }
-        fn duration(value: Duration) -> String {
-            quoted(&format!("{}ms", value.as_millis()))
+        fn duration(value: Duration) -> Option<String> {
+            quoted(format!("{}ms", value.as_millis()))
         }
-        let redacted = |secret: Option<&Secret>| {
-            secret.map_or_else(|| "# (not set)".to_owned(), |_| quoted("<redacted>"))
+        fn list<T>(items: &[T], show: impl Fn(&T) -> String) -> Option<String> {
+            let items: Vec<String> = items.iter().filter_map(|item| quoted(show(item))).collect();
+            Some(format!("[{}]", items.join(", ")))
+        }
+        let path = |path: &Option<PathBuf>| path.as_ref().and_then(|p| quoted(p.display()));
+        let secret = |secret: &Option<Secret>| secret.as_ref().and_then(|_| quoted("<redacted>"));
+        let log_format = match self.log_format {
+            LogFormat::Text => "text",
+            LogFormat::Json => "json",
         };
-        let optional =
-            |value: Option<String>| value.map_or_else(|| "# (not set)".to_owned(), |v| quoted(&v));
-        let list = |items: Vec<String>| {
-            let items: Vec<String> = items.iter().map(|item| quoted(item)).collect();
-            format!("[{}]", items.join(", "))
-        };
-        let lines = [
+        // `None`: not set, printed as a comment.
+        let lines: [(&str, Option<String>); 20] = [
             (
                 "database_url",
-                quoted(&redact_url_password(&self.database_url)),
+                quoted(redact_url_password(&self.database_url)),
             ),
-            ("server_addr", quoted(&self.server_addr.to_string())),
+            ("server_addr", quoted(self.server_addr)),
             ("acme_directory", quoted(&self.acme_directory)),
-            ("acme_email", optional(self.acme_email.clone())),
-            (
-                "acme_ca_bundle",
-                optional(
-                    self.acme_ca_bundle
-                        .as_ref()
-                        .map(|p| p.display().to_string()),
-                ),
-            ),
+            ("acme_email", self.acme_email.as_ref().and_then(quoted)),
+            ("acme_ca_bundle", path(&self.acme_ca_bundle)),
             (
                 "dns_nameservers",
-                list(
-                    self.dns_nameservers
-                        .iter()
-                        .map(ToString::to_string)
-                        .collect(),
-                ),
+                list(&self.dns_nameservers, ToString::to_string),
             ),
             ("dns_timeout", duration(self.dns_timeout)),
             ("poll_interval", duration(self.poll_interval)),
@@ -319,53 +309,28 @@ impl Settings {
                 "verification_record_prefix",
                 quoted(&self.verification_record_prefix),
             ),
-            ("auth_token", redacted(self.auth_token.as_ref())),
+            ("auth_token", secret(&self.auth_token)),
             (
                 "read_only_tokens",
-                list(
-                    self.read_only_tokens
-                        .iter()
-                        .map(|_| "<redacted>".to_owned())
-                        .collect(),
-                ),
+                list(&self.read_only_tokens, |_| "<redacted>".into()),
             ),
-            (
-                "key_encryption_key",
-                redacted(self.key_encryption_key.as_ref()),
-            ),
+            ("key_encryption_key", secret(&self.key_encryption_key)),
             (
                 "key_encryption_key_file",
-                optional(
-                    self.key_encryption_key_file
-                        .as_ref()
-                        .map(|p| p.display().to_string()),
-                ),
+                path(&self.key_encryption_key_file),
             ),
             ("log_level", quoted(&self.log_level)),
-            (
-                "log_format",
-                quoted(match self.log_format {
-                    LogFormat::Text => "text",
-                    LogFormat::Json => "json",
-                }),
-            ),
+            ("log_format", quoted(log_format)),
             ("cert_key_type", quoted(self.cert_key_type.as_str())),
             ("lease_ttl", duration(self.lease_ttl)),
-            ("replica_id", optional(self.replica_id.clone())),
-            (
-                "server_workers",
-                self.server_workers
-                    .map_or_else(|| "# (not set: one per core)".to_owned(), |n| n.to_string()),
-            ),
+            ("replica_id", self.replica_id.as_ref().and_then(quoted)),
+            ("server_workers", self.server_workers.map(|n| n.to_string())),
         ];
         lines
             .iter()
-            .map(|(name, value)| {
-                if value.starts_with('#') {
-                    format!("# {name} = {}\n", value.trim_start_matches("# "))
-                } else {
-                    format!("{name} = {value}\n")
-                }
+            .map(|(name, value)| match value {
+                Some(value) => format!("{name} = {value}\n"),
+                None => format!("# {name} is not set\n"),
             })
             .collect()
     }
