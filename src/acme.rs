@@ -68,8 +68,9 @@ pub struct AcmeClient {
     /// hundreds of orders ready together, running all at once only makes every one of them
     /// finish late, while a bounded number finishes the first orders early.
     key_generation: tokio::sync::Semaphore,
-    /// The plain HTTPS client of the readiness probe, built on first use.
-    probe: std::sync::OnceLock<Result<reqwest::Client, String>>,
+    /// The readiness probe's client (the ACME conversation's, so it trusts the same roots),
+    /// built on first use.
+    probe: std::sync::OnceLock<Result<AcmeHttpClient, String>>,
 }
 
 /// Renders a problem document the way it is recorded: type, detail, status and subproblems.
@@ -147,27 +148,36 @@ impl AcmeClient {
     /// Checks that the directory answers with an ACME directory, for the readiness probe. A
     /// plain GET: it needs no account and sends nothing to the CA's rate-limited endpoints.
     pub async fn check_directory(&self) -> Result<(), String> {
+        use http_body_util::BodyExt as _;
+        let url = &self.directory_url;
         let client = self
             .probe
-            .get_or_init(|| probe_client(self.ca_bundle.as_deref()))
+            .get_or_init(|| acme_http_client(self.ca_bundle.as_deref()).map_err(|e| e.to_string()))
             .as_ref()
             .map_err(Clone::clone)?;
-        let response = client
-            .get(&self.directory_url)
-            .send()
+        let request = http::Request::get(url.as_str())
+            .body(instant_acme::BodyWrapper::default())
+            .map_err(|e| format!("{url} is not a URL: {e}"))?;
+        let fetch = async {
+            let response = client
+                .request(request)
+                .await
+                .map_err(|e| format!("{url} did not answer: {e}"))?;
+            if !response.status().is_success() {
+                return Err(format!("{url} answered {}", response.status()));
+            }
+            let body = response
+                .into_body()
+                .collect()
+                .await
+                .map_err(|e| format!("{url} broke off its answer: {e}"))?;
+            Ok(body.to_bytes())
+        };
+        let body = tokio::time::timeout(PROBE_TIMEOUT, fetch)
             .await
-            .map_err(|e| format!("{} did not answer: {e}", self.directory_url))?;
-        if !response.status().is_success() {
-            return Err(format!(
-                "{} answered {}",
-                self.directory_url,
-                response.status()
-            ));
-        }
-        let directory: serde_json::Value = response
-            .json()
-            .await
-            .map_err(|e| format!("{} answered no JSON: {e}", self.directory_url))?;
+            .map_err(|_| format!("{url} did not answer within {} s", PROBE_TIMEOUT.as_secs()))??;
+        let directory: serde_json::Value =
+            serde_json::from_slice(&body).map_err(|e| format!("{url} answered no JSON: {e}"))?;
         match directory.get("newOrder") {
             Some(_) => Ok(()),
             None => Err(format!("{} is not an ACME directory", self.directory_url)),
@@ -473,6 +483,12 @@ async fn place_order(
     })
 }
 
+/// The HTTPS client of everything the service asks the CA.
+type AcmeHttpClient = hyper_util::client::legacy::Client<
+    hyper_rustls::HttpsConnector<hyper_util::client::legacy::connect::HttpConnector>,
+    instant_acme::BodyWrapper<bytes::Bytes>,
+>;
+
 /// The HTTPS client the ACME conversation goes through: instant-acme's own, except for
 /// `TCP_NODELAY`. Its client leaves Nagle's algorithm on, and a JWS POST is written in two parts
 /// (headers, then body), so every POST waited for the CA's delayed ACK of the first part: about
@@ -480,13 +496,7 @@ async fn place_order(
 /// given (a test CA such as Pebble), else the platform's.
 fn acme_http_client(
     ca_bundle: Option<&std::path::Path>,
-) -> Result<
-    hyper_util::client::legacy::Client<
-        hyper_rustls::HttpsConnector<hyper_util::client::legacy::connect::HttpConnector>,
-        instant_acme::BodyWrapper<bytes::Bytes>,
-    >,
-    instant_acme::Error,
-> {
+) -> Result<AcmeHttpClient, instant_acme::Error> {
     use rustls::pki_types::pem::PemObject as _;
     let other = |error: Box<dyn std::error::Error + Send + Sync>| instant_acme::Error::Other(error);
     let tls = hyper_rustls::HttpsConnectorBuilder::new();
@@ -526,24 +536,6 @@ fn acme_http_client(
 
 /// How long the readiness probe waits for the directory.
 const PROBE_TIMEOUT: Duration = Duration::from_secs(3);
-
-/// The readiness probe's HTTPS client: the system's roots plus `ca_bundle` (Pebble's root).
-fn probe_client(ca_bundle: Option<&std::path::Path>) -> Result<reqwest::Client, String> {
-    let mut builder = reqwest::Client::builder()
-        .use_rustls_tls()
-        .timeout(PROBE_TIMEOUT);
-    if let Some(path) = ca_bundle {
-        let pem = std::fs::read(path).map_err(|e| format!("reading {}: {e}", path.display()))?;
-        let roots = reqwest::Certificate::from_pem_bundle(&pem)
-            .map_err(|e| format!("reading {}: {e}", path.display()))?;
-        for root in roots {
-            builder = builder.add_root_certificate(root);
-        }
-    }
-    builder
-        .build()
-        .map_err(|e| format!("building the HTTPS client: {e}"))
-}
 
 /// Counts a request to the CA under `endpoint` by its outcome, and passes its result on.
 fn counted<T, E>(endpoint: &'static str, result: Result<T, E>) -> Result<T, E> {
