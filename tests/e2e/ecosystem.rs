@@ -427,6 +427,14 @@ log_format = "json"
     let (status, _, stderr) = run_command(&env, &["config"]);
     assert!(!status.success());
     assert!(stderr.contains("LOG_FORMAT"), "{stderr}");
+    let env = HashMap::from([("SERVER_WORKERS".to_owned(), "0".to_owned())]);
+    let (status, _, stderr) = run_command(&env, &["config"]);
+    assert!(!status.success());
+    assert!(stderr.contains("SERVER_WORKERS"), "{stderr}");
+    let env = HashMap::from([("SERVER_WORKERS".to_owned(), "3".to_owned())]);
+    let (status, stdout, stderr) = run_command(&env, &["config"]);
+    assert!(status.success(), "{stderr}");
+    assert!(stdout.contains("server_workers = 3"), "{stdout}");
 }
 
 /// Runs `dns-handling domains <args> --server <service>` and returns (exit code, stdout, stderr).
