@@ -36,15 +36,21 @@ impl Drop for TempDir {
     }
 }
 
+/// Ports are handed out from below the kernel's ephemeral range (32768–60999 on Linux). A port
+/// found free is released before its server binds it; inside the ephemeral range any process's
+/// outgoing connection can be given it as its local port in that window (CI once saw Pebble's
+/// management port taken so). Below the range only another listener can take it.
+const PORT_RANGE: std::ops::Range<u16> = 20_000..32_000;
+
 /// A free loopback port, never the same twice in this test process: the port is released
 /// before the server that gets it binds it, and two fixtures must not be handed one port.
 pub fn free_port() -> u16 {
     static HANDED_OUT: std::sync::Mutex<Vec<u16>> = std::sync::Mutex::new(Vec::new());
     loop {
-        let port = TcpListener::bind("127.0.0.1:0")
-            .and_then(|listener| listener.local_addr())
-            .map(|address| address.port())
-            .expect("a free port");
+        let port = rand::Rng::gen_range(&mut rand::thread_rng(), PORT_RANGE);
+        if TcpListener::bind(("127.0.0.1", port)).is_err() {
+            continue;
+        }
         let mut handed_out = HANDED_OUT.lock().unwrap_or_else(|e| e.into_inner());
         if !handed_out.contains(&port) {
             handed_out.push(port);
@@ -63,18 +69,19 @@ pub fn free_dns_port() -> u16 {
     }
 }
 
-fn wait_for_tcp(port: u16, what: &str, child: &mut Child) {
+/// Waits until `port` accepts connections; an error when the child exits first or never listens.
+fn wait_for_tcp(port: u16, what: &str, child: &mut Child) -> Result<(), String> {
     let deadline = Instant::now() + Duration::from_secs(20);
     while Instant::now() < deadline {
         if TcpStream::connect(("127.0.0.1", port)).is_ok() {
-            return;
+            return Ok(());
         }
         if let Ok(Some(status)) = child.try_wait() {
-            panic!("{what} exited early with {status}");
+            return Err(format!("{what} exited early with {status}"));
         }
         std::thread::sleep(Duration::from_millis(50));
     }
-    panic!("{what} did not listen on port {port} within 20 s");
+    Err(format!("{what} did not listen on port {port} within 20 s"))
 }
 
 /// A child process that is killed and reaped on drop.
@@ -104,7 +111,7 @@ fn spawn(command: &mut Command, name: &str, hint: &str) -> ChildGuard {
 }
 
 const INSTALL_HINT: &str =
-    "Run the test script (scripts/test.sh), which installs Pebble (apt-get install pebble).";
+    "Run the test script (tests/run.sh), which installs Pebble (apt-get install pebble).";
 
 /// Pebble (ACME) and pebble-challtestsrv (its DNS server), on free ports.
 pub struct Pebble {
@@ -125,7 +132,24 @@ pub struct PebbleOptions {
 }
 
 impl Pebble {
+    /// Starts Pebble and its DNS server, on fresh ports again if a port was taken in between.
     pub fn start(options: PebbleOptions) -> Pebble {
+        const ATTEMPTS: usize = 3;
+        let mut failures = Vec::new();
+        for _ in 0..ATTEMPTS {
+            match Pebble::try_start(&options) {
+                Ok(pebble) => return pebble,
+                Err(failure) => failures.push(failure),
+            }
+        }
+        panic!(
+            "Pebble did not start in {ATTEMPTS} attempts:\n{}",
+            failures.join("\n")
+        );
+    }
+
+    /// One start on fresh ports; the error carries what the process that failed logged.
+    fn try_start(options: &PebbleOptions) -> Result<Pebble, String> {
         let dir = TempDir::new("pebble");
         let (acme_port, management_port, dns_port, challtestsrv_port) =
             (free_port(), free_port(), free_dns_port(), free_port());
@@ -142,6 +166,8 @@ impl Pebble {
         }});
         let config_path = dir.path().join("pebble.json");
         std::fs::write(&config_path, config.to_string()).expect("write pebble config");
+        let log_of =
+            |name: &str| std::fs::read_to_string(dir.path().join(name)).unwrap_or_default();
 
         let challtestsrv_log =
             std::fs::File::create(dir.path().join("challtestsrv.log")).expect("log file");
@@ -159,7 +185,8 @@ impl Pebble {
             challtestsrv_port,
             "pebble-challtestsrv",
             &mut challtestsrv.child,
-        );
+        )
+        .map_err(|error| format!("{error}; its log:\n{}", log_of("challtestsrv.log")))?;
 
         let pebble_log = std::fs::File::create(dir.path().join("pebble.log")).expect("log file");
         let mut command = Command::new("pebble");
@@ -176,9 +203,10 @@ impl Pebble {
             None => command.env_remove("PEBBLE_WFE_NONCEREJECT"),
         };
         let mut pebble = spawn(&mut command, "pebble", INSTALL_HINT);
-        wait_for_tcp(acme_port, "pebble", &mut pebble.child);
-        wait_for_tcp(management_port, "pebble management", &mut pebble.child);
-        Pebble {
+        wait_for_tcp(acme_port, "pebble", &mut pebble.child)
+            .and_then(|()| wait_for_tcp(management_port, "pebble management", &mut pebble.child))
+            .map_err(|error| format!("{error}; its log:\n{}", log_of("pebble.log")))?;
+        Ok(Pebble {
             dir,
             acme_port,
             management_port,
@@ -186,7 +214,7 @@ impl Pebble {
             challtestsrv_port,
             pebble,
             _challtestsrv: challtestsrv,
-        }
+        })
     }
 
     pub fn directory_url(&self) -> String {
