@@ -338,7 +338,10 @@ async fn schemathesis_finds_no_response_that_contradicts_the_description() {
                      response_schema_conformance,response_headers_conformance,\
                      negative_data_rejection",
                 ])
-                .args(["--max-examples", "100", "--workers", "2", "--seed", "7"])
+                // One worker: with two threads, CPython 3.11 can fail inside Hypothesis'
+                // `ast.parse` ("AST constructor recursion depth mismatch", CPython gh-106905;
+                // seen once in CI), which schemathesis reports as an error of its own run.
+                .args(["--max-examples", "100", "--workers", "1", "--seed", "7"])
                 .args(["--phases", "examples,coverage,fuzzing,stateful"])
                 .arg("--no-color")
                 .env("HOME", &report_dir)
