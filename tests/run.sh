@@ -42,17 +42,21 @@ if [ -z "${TEST_POSTGRES_URL:-}" ]; then
 fi
 
 # Schemathesis (from PyPI) checks the running service against its OpenAPI description; it lives
-# in a virtual environment under target/, so it is installed once per checkout.
-SCHEMATHESIS_VERSION=4.32.5
-if ! target/schemathesis/bin/schemathesis --version 2>/dev/null | grep -q "$SCHEMATHESIS_VERSION"; then
-  echo "tests/run.sh: installing schemathesis $SCHEMATHESIS_VERSION"
+# in a virtual environment under target/, installed once per checkout with every package pinned
+# (tests/schemathesis-requirements.txt), and again whenever that list changes.
+SCHEMATHESIS_REQUIREMENTS=tests/schemathesis-requirements.txt
+if ! cmp -s "$SCHEMATHESIS_REQUIREMENTS" target/schemathesis/requirements.txt \
+  || ! target/schemathesis/bin/schemathesis --version >/dev/null 2>&1; then
+  echo "tests/run.sh: installing schemathesis ($SCHEMATHESIS_REQUIREMENTS)"
   if ! python3 -m venv --help >/dev/null 2>&1 || ! python3 -c 'import ensurepip' 2>/dev/null; then
     as_root apt-get update -qq
     as_root env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq python3 python3-venv >/dev/null
   fi
   rm -rf target/schemathesis
   python3 -m venv target/schemathesis
-  target/schemathesis/bin/pip install --quiet --disable-pip-version-check "schemathesis==$SCHEMATHESIS_VERSION"
+  target/schemathesis/bin/pip install --quiet --disable-pip-version-check \
+    -r "$SCHEMATHESIS_REQUIREMENTS"
+  cp "$SCHEMATHESIS_REQUIREMENTS" target/schemathesis/requirements.txt
 fi
 export SCHEMATHESIS="$PWD/target/schemathesis/bin/schemathesis"
 
