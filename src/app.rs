@@ -13,6 +13,7 @@ use cqrs_es::CqrsFramework;
 use crate::acme::AcmeClient;
 use crate::actors::{ResumePending, Shutdown, Supervisor};
 use crate::api;
+use crate::commit_signal;
 use crate::dns::HickoryTxtLookup;
 use crate::event_repository::Upcasters;
 use crate::projector::ViewProjector;
@@ -72,6 +73,10 @@ impl Application {
             tracing::info!(caught_up, "read projections caught up with the event feed");
         }
         spawn_catch_up_loop(projector.clone());
+        if let Store::Postgres(pool) = &store {
+            // Other replicas commit too: their commits wake this one's following feed streams.
+            actix_web::rt::spawn(commit_signal::listen_on_postgres(pool.clone()));
+        }
         let event_store = PersistedEventStore::new_event_store(store.event_repository())
             .with_upcasters(vec![Box::new(Upcasters)]);
         let cqrs = CqrsFramework::new(event_store, vec![Box::new(projector)], ());

@@ -133,6 +133,9 @@ impl PersistedEventRepository for EventRepository {
             Backend::Sqlite(repo) => repo.persist::<A>(&linked, snapshot_update).await,
         };
         METRICS.event_append(started.elapsed(), result.is_ok());
+        if result.is_ok() {
+            crate::commit_signal::committed();
+        }
         result
     }
 

@@ -30,6 +30,7 @@ pub mod api;
 pub mod app;
 pub mod cli;
 pub mod client;
+pub mod commit_signal;
 pub mod dns;
 pub mod domain_name;
 pub mod event_repository;

@@ -79,6 +79,9 @@ pub struct Settings {
     /// takes its leases back at once. Unset, each start gets a random one and a restarted
     /// replica's orders resume once their leases expire. Never give two live replicas one name.
     pub replica_id: Option<String>,
+    /// How often a feed stream that follows looks for new events when no commit notification
+    /// woke it (see `commit_signal`).
+    pub feed_poll_interval: Duration,
 }
 
 /// How log lines are written.
@@ -91,7 +94,7 @@ pub enum LogFormat {
 }
 
 /// Every setting's name, as an environment variable; in a TOML file, the same in lower case.
-pub const SETTING_NAMES: [&str; 21] = [
+pub const SETTING_NAMES: [&str; 22] = [
     "DATABASE_URL",
     "SERVER_ADDR",
     "ACME_DIRECTORY",
@@ -113,6 +116,7 @@ pub const SETTING_NAMES: [&str; 21] = [
     "REPLICA_ID",
     "CONFIG_FILE",
     "SERVER_WORKERS",
+    "FEED_POLL_INTERVAL",
 ];
 
 /// A setting that could not be understood; names the variable.
@@ -150,6 +154,7 @@ impl Default for Settings {
             cert_key_type: CertificateKeyType::Rsa2048,
             lease_ttl: Duration::from_secs(30),
             replica_id: None,
+            feed_poll_interval: Duration::from_secs(1),
         }
     }
 }
@@ -195,6 +200,7 @@ impl Settings {
             ("DNS_TIMEOUT", &mut settings.dns_timeout),
             ("POLL_INTERVAL", &mut settings.poll_interval),
             ("POLL_TIMEOUT", &mut settings.poll_timeout),
+            ("FEED_POLL_INTERVAL", &mut settings.feed_poll_interval),
         ] {
             if let Some(value) = get(name) {
                 *slot = parse_duration(value).map_err(|reason| invalid(name, value, reason))?;
@@ -289,7 +295,7 @@ impl Settings {
             LogFormat::Json => "json",
         };
         // `None`: not set, printed as a comment.
-        let lines: [(&str, Option<String>); 20] = [
+        let lines: [(&str, Option<String>); 21] = [
             (
                 "database_url",
                 quoted(redact_url_password(&self.database_url)),
@@ -325,6 +331,7 @@ impl Settings {
             ("lease_ttl", duration(self.lease_ttl)),
             ("replica_id", self.replica_id.as_ref().and_then(quoted)),
             ("server_workers", self.server_workers.map(|n| n.to_string())),
+            ("feed_poll_interval", duration(self.feed_poll_interval)),
         ];
         lines
             .iter()

@@ -48,10 +48,14 @@ macro_rules! on_pool {
 }
 
 /// The PostgreSQL schema, in order; never edit one that has shipped, add the next.
-const POSTGRES_MIGRATIONS: [(i64, &str); 3] = [
+const POSTGRES_MIGRATIONS: [(i64, &str); 4] = [
     (1, include_str!("migrations/postgres/0001_initial.sql")),
     (2, include_str!("migrations/postgres/0002_global_feed.sql")),
     (3, include_str!("migrations/postgres/0003_order_leases.sql")),
+    (
+        4,
+        include_str!("migrations/postgres/0004_commit_notifications.sql"),
+    ),
 ];
 
 /// The SQLite schema, in order; never edit one that has shipped, add the next.

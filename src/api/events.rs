@@ -1,7 +1,6 @@
 //! The history of one domain and the global feed, for auditors and analytics.
 
 use std::sync::Arc;
-use std::time::Duration;
 
 use actix_web::http::header::ACCEPT;
 use actix_web::web::Bytes;
@@ -13,12 +12,10 @@ use serde_json::Value;
 
 use super::views::{CallerErrors, NotFoundError};
 use super::ApiError;
+use crate::commit_signal::CommitWaiter;
 use crate::services::Services;
 
 type SharedServices = web::Data<Arc<Services>>;
-
-/// How long a following stream waits before looking for new events again.
-const FOLLOW_POLL: Duration = Duration::from_millis(250);
 
 /// One entry of `GET /domains/{id}/events`.
 #[derive(Debug, Serialize, utoipa::ToSchema)]
@@ -165,7 +162,8 @@ pub async fn feed(
 }
 
 /// One event per line from `after` on: up to `limit` events, then ends, unless `follow`, in
-/// which case it waits for new events until the client goes away.
+/// which case it waits for new events until the client goes away: it looks again as soon as
+/// events are committed (see `commit_signal`), or every `FEED_POLL_INTERVAL` at the latest.
 fn ndjson_stream(
     services: Arc<Services>,
     after: i64,
@@ -173,9 +171,11 @@ fn ndjson_stream(
     follow: bool,
 ) -> impl futures::Stream<Item = Result<Bytes, actix_web::Error>> {
     let remaining = limit.map(u64::from);
+    // Made before the first read, so a commit between that read and the first wait is seen.
+    let commits = CommitWaiter::new();
     futures::stream::unfold(
-        (services, after, remaining),
-        move |(services, mut after, mut remaining)| async move {
+        (services, after, remaining, commits),
+        move |(services, mut after, mut remaining, mut commits)| async move {
             loop {
                 if remaining == Some(0) {
                     return None;
@@ -186,7 +186,7 @@ fn ndjson_stream(
                     Err(error) => {
                         return Some((
                             Err(ApiError::Internal(error.to_string()).into()),
-                            (services, after, Some(0)),
+                            (services, after, Some(0), commits),
                         ))
                     }
                 };
@@ -194,7 +194,7 @@ fn ndjson_stream(
                     if !follow {
                         return None;
                     }
-                    actix_web::rt::time::sleep(FOLLOW_POLL).await;
+                    commits.wait(services.settings.feed_poll_interval).await;
                     continue;
                 }
                 let mut lines = Vec::with_capacity(events.len() * 512);
@@ -205,7 +205,10 @@ fn ndjson_stream(
                 }
                 after = events.last().map_or(after, |event| event.position);
                 remaining = remaining.map(|left| left.saturating_sub(events.len() as u64));
-                return Some((Ok(Bytes::from(lines)), (services, after, remaining)));
+                return Some((
+                    Ok(Bytes::from(lines)),
+                    (services, after, remaining, commits),
+                ));
             }
         },
     )

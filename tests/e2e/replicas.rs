@@ -180,6 +180,59 @@ async fn ten_replicas_needing_an_account_at_once_register_one() {
     assert_eq!(accounts.len(), 10, "ten distinct orders");
 }
 
+/// Reads the next NDJSON line of a following feed stream (chunks may split or join lines).
+async fn next_feed_line(stream: &mut reqwest::Response, buffer: &mut Vec<u8>) -> serde_json::Value {
+    loop {
+        if let Some(end) = buffer.iter().position(|byte| *byte == b'\n') {
+            let line: Vec<u8> = buffer.drain(..=end).collect();
+            return serde_json::from_slice(&line).expect("a JSON line");
+        }
+        // A guard against hanging, not a measurement: no poll is due within the hour.
+        let chunk = tokio::time::timeout(Duration::from_secs(60), stream.chunk())
+            .await
+            .expect("the next event arrives")
+            .expect("the stream stays open")
+            .expect("more bytes");
+        buffer.extend_from_slice(&chunk);
+    }
+}
+
+/// A commit on one replica wakes a stream following the feed on another at once, through
+/// PostgreSQL's notification: the replicas poll the feed only hourly here, so nothing else
+/// could deliver the events.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_commit_on_one_replica_wakes_a_feed_follower_on_another() {
+    let pebble = Pebble::start(PebbleOptions::default());
+    let database = TestDatabase::create(StoreKind::Postgres).await;
+    let mut env = replica_env(&pebble, &database);
+    env.insert("FEED_POLL_INTERVAL".into(), "1h".into());
+    let writer = Service::start(&env);
+    let reader = Service::start(&env);
+    // One event first, so the stream has something to answer with at once.
+    let (first, _, _) = writer.register("first.woken.example.test").await;
+    let mut stream = reader
+        .client
+        .get(reader.url("/events?after=0&follow=true"))
+        .header("accept", "application/x-ndjson")
+        .send()
+        .await
+        .expect("GET");
+    assert_eq!(stream.status(), 200);
+    let mut buffer = Vec::new();
+    let line = next_feed_line(&mut stream, &mut buffer).await;
+    assert_eq!(line["aggregate_id"], first.as_str(), "{line}");
+
+    // The reader's stream is now waiting; each commit on the writer must wake it.
+    for round in 0..3 {
+        let (id, _, _) = writer
+            .register(&format!("n{round}.woken.example.test"))
+            .await;
+        let line = next_feed_line(&mut stream, &mut buffer).await;
+        assert_eq!(line["aggregate_id"], id.as_str(), "{line}");
+        assert_eq!(line["event_type"], "DomainRegistered", "{line}");
+    }
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_second_process_on_one_sqlite_file_refuses_to_start() {
     let database = TestDatabase::create(StoreKind::Sqlite).await;
