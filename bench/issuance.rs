@@ -18,6 +18,7 @@
 mod support;
 
 mod process;
+mod stats;
 
 use std::collections::HashMap;
 use std::time::{Duration, Instant};
@@ -25,14 +26,10 @@ use std::time::{Duration, Instant};
 use futures::future::join_all;
 use process::{cpu_seconds, status_mib};
 use serde_json::{json, Value};
+use stats::percentile;
 use support::{
     service_env, verified_domain, Pebble, PebbleOptions, Service, StoreKind, TestDatabase,
 };
-
-fn percentile(samples: &mut [Duration], p: f64) -> Duration {
-    samples.sort();
-    samples[((samples.len() as f64 - 1.0) * p).round() as usize]
-}
 
 async fn run(
     kind: StoreKind,

@@ -13,20 +13,17 @@
 
 #[allow(dead_code)]
 mod seed;
+mod stats;
 
-use std::time::{Duration, Instant};
+use std::time::Instant;
 
 use dns_handling::projector::ViewProjector;
 use dns_handling::store::Store;
 use rand::Rng;
 use sqlx::Connection;
+use stats::percentile;
 
 const EVENTS_PER_DOMAIN: usize = 5;
-
-fn percentile(samples: &mut [Duration], p: f64) -> Duration {
-    samples.sort();
-    samples[((samples.len() as f64 - 1.0) * p).round() as usize]
-}
 
 async fn measure(label: &str, store: Store, events: usize) -> anyhow::Result<()> {
     let started = Instant::now();
