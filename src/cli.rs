@@ -1,4 +1,4 @@
-//! The operator commands: `replay`, `audit verify` and `export`.
+//! The operator commands: `replay`, `audit verify`, `audit views` and `export`.
 
 use std::io::Write;
 use std::time::Instant;
@@ -7,6 +7,9 @@ use anyhow::Context as _;
 use dns_handling_events::chain::{verify_stream, BrokenLink};
 use dns_handling_events::AGGREGATE_TYPE;
 use indicatif::{ProgressBar, ProgressStyle};
+
+use dns_handling_events::feed::FeedEvent;
+use dns_handling_projections::DomainView;
 
 use crate::projector::ViewProjector;
 use crate::settings::Settings;
@@ -18,6 +21,8 @@ pub const USAGE: &str = "usage: dns-handling [--config FILE] [COMMAND]
   config         print the effective configuration (file, then environment), secrets redacted
   replay         rebuild every read projection from the first event (stop the service first)
   audit verify   check every stream's hash chain; exits 1 when a link is broken
+  audit views    check every stored domain view against its own history (safe while the
+                 service runs); exits 1 when one disagrees
   export         write the event feed after <position> as NDJSON to stdout (--after <position>)
   domains ...    the client for people, against a running server (dns-handling domains --help)
 Settings come from the environment, over the TOML file of --config (or $CONFIG_FILE).";
@@ -86,6 +91,159 @@ pub async fn audit_verify(store: &Store, out: &mut impl Write) -> anyhow::Result
         broken.len()
     )?;
     Ok(broken)
+}
+
+/// A stored domain view that disagrees with the history it says it reflects.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ViewMismatch {
+    /// The domain.
+    pub domain_id: String,
+    /// How the view disagrees.
+    pub reason: String,
+}
+
+/// How a stored view (`None`: there is none) disagrees with its domain's events, or `None` when
+/// it agrees. The events are folded only up to the sequence the stored view says it has applied,
+/// so an event committed while the audit runs, and not yet in the view, is no disagreement.
+fn view_disagreement(
+    id: &str,
+    events: &[FeedEvent],
+    stored: Option<&DomainView>,
+) -> anyhow::Result<Option<String>> {
+    let Some(stored) = stored else {
+        return Ok(Some(format!(
+            "no view, though the domain has {} events",
+            events.len()
+        )));
+    };
+    let length = events.len() as u64;
+    if stored.last_sequence > length {
+        return Ok(Some(format!(
+            "the view has applied sequence {} but the history ends at {length}",
+            stored.last_sequence
+        )));
+    }
+    let mut folded: Option<DomainView> = None;
+    for event in events.iter().take(stored.last_sequence as usize) {
+        let sequence = u64::try_from(event.sequence).unwrap_or(0);
+        let decoded = event
+            .decode()
+            .with_context(|| format!("decoding {id} sequence {sequence}"))?;
+        match folded.as_mut() {
+            Some(view) => view.apply(sequence, &decoded),
+            None => folded = DomainView::from_registration(id, sequence, &decoded),
+        }
+    }
+    let Some(folded) = folded else {
+        return Ok(Some(
+            "the history does not start with a registration".into(),
+        ));
+    };
+    let (expected, found) = (
+        serde_json::to_value(&folded)?,
+        serde_json::to_value(stored)?,
+    );
+    if expected == found {
+        return Ok(None);
+    }
+    let fields = |value: &serde_json::Value| value.as_object().cloned().unwrap_or_default();
+    let (expected, found) = (fields(&expected), fields(&found));
+    let mut differing: Vec<&str> = expected
+        .keys()
+        .chain(found.keys())
+        .filter(|key| expected.get(*key) != found.get(*key))
+        .map(String::as_str)
+        .collect();
+    differing.sort_unstable();
+    differing.dedup();
+    Ok(Some(format!(
+        "differs from its history at sequence {} in: {}",
+        stored.last_sequence,
+        differing.join(", ")
+    )))
+}
+
+/// The disagreements of a page of streams (ordered by domain, then sequence) with their views.
+async fn page_disagreements(
+    store: &Store,
+    page: &[FeedEvent],
+) -> anyhow::Result<Vec<ViewMismatch>> {
+    let streams: Vec<&[FeedEvent]> = page
+        .chunk_by(|a, b| a.aggregate_id == b.aggregate_id)
+        .collect();
+    let ids: Vec<&str> = streams
+        .iter()
+        .map(|stream| stream[0].aggregate_id.as_str())
+        .collect();
+    let views: std::collections::HashMap<String, DomainView> = store
+        .domain_views_by_ids(&ids)
+        .await?
+        .into_iter()
+        .map(|view| (view.id.clone(), view))
+        .collect();
+    let mut mismatches = Vec::new();
+    for (id, stream) in ids.iter().zip(&streams) {
+        if let Some(reason) = view_disagreement(id, stream, views.get(*id))? {
+            mismatches.push(ViewMismatch {
+                domain_id: (*id).to_owned(),
+                reason,
+            });
+        }
+    }
+    Ok(mismatches)
+}
+
+/// Checks every stored domain view against its own history, and looks for views of domains
+/// without events; prints each disagreement and returns them. Reads only, so it may run while
+/// the service runs: a disagreement is read a second time before it is reported, as a view may
+/// be written in the moment between reading the events and reading the view.
+pub async fn audit_views(store: &Store, out: &mut impl Write) -> anyhow::Result<Vec<ViewMismatch>> {
+    let mut suspects = Vec::new();
+    let mut streams = 0u64;
+    let mut after = String::new();
+    loop {
+        let page = store.all_streams_in_order(&after, 500).await?;
+        let Some(last) = page.last() else {
+            break;
+        };
+        after = last.aggregate_id.clone();
+        streams += page
+            .chunk_by(|a, b| a.aggregate_id == b.aggregate_id)
+            .count() as u64;
+        suspects.extend(page_disagreements(store, &page).await?);
+    }
+    let mut mismatches = Vec::new();
+    for suspect in suspects {
+        // The view first: every event it has applied was committed before it was written, so
+        // the history read after it holds them all.
+        let views = store.domain_views_by_ids(&[&suspect.domain_id]).await?;
+        let events = store.domain_history(&suspect.domain_id).await?;
+        if let Some(reason) = view_disagreement(&suspect.domain_id, &events, views.first())? {
+            mismatches.push(ViewMismatch {
+                domain_id: suspect.domain_id,
+                reason,
+            });
+        }
+    }
+    for id in store.view_ids_without_events().await? {
+        mismatches.push(ViewMismatch {
+            domain_id: id,
+            reason: "a view of a domain without any event".into(),
+        });
+    }
+    for mismatch in &mismatches {
+        writeln!(
+            out,
+            "MISMATCH view {}: {}",
+            mismatch.domain_id, mismatch.reason
+        )?;
+    }
+    writeln!(
+        out,
+        "checked {streams} domain views against their histories: {} disagree",
+        mismatches.len()
+    )?;
+    Ok(mismatches)
 }
 
 /// Writes the feed after `after` as NDJSON.

@@ -1,5 +1,5 @@
-//! The `dns-handling` binary: with no arguments, serves; `replay`, `audit verify`, `export` and
-//! `config` are operator commands on the same configuration; `domains …` is the client for
+//! The `dns-handling` binary: with no arguments, serves; `replay`, `audit verify`, `audit views`,
+//! `export` and `config` are operator commands on the same configuration; `domains …` is the client for
 //! people, against a running server.
 
 use std::process::ExitCode;
@@ -89,6 +89,14 @@ async fn command(settings: Settings, args: &[String]) -> anyhow::Result<()> {
             let store = cli::open_store(&settings).await?;
             let broken = cli::audit_verify(&store, &mut std::io::stdout().lock()).await?;
             if !broken.is_empty() {
+                std::process::exit(1);
+            }
+            Ok(())
+        }
+        ["audit", "views"] => {
+            let store = cli::open_store(&settings).await?;
+            let mismatches = cli::audit_views(&store, &mut std::io::stdout().lock()).await?;
+            if !mismatches.is_empty() {
                 std::process::exit(1);
             }
             Ok(())

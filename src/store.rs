@@ -690,6 +690,17 @@ impl Store {
         Ok(views)
     }
 
+    /// Ids of stored domain views whose domain has no event at all.
+    pub async fn view_ids_without_events(&self) -> Result<Vec<String>, StoreError> {
+        let sql = "SELECT id FROM domain_views WHERE id NOT IN \
+                   (SELECT aggregate_id FROM events WHERE aggregate_type = $1) ORDER BY id";
+        let ids = on_pool!(self, pool => sqlx::query_scalar(sql)
+            .bind(AGGREGATE_TYPE)
+            .fetch_all(pool)
+            .await?);
+        Ok(ids)
+    }
+
     /// Gives a name back (after a registration that did not go through).
     pub async fn release_name(&self, domain_name: &str, domain_id: &str) -> Result<(), StoreError> {
         let sql = "DELETE FROM domain_names WHERE domain_name = $1 AND domain_id = $2";

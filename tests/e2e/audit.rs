@@ -321,6 +321,11 @@ async fn history_feed_replay_audit_and_export_tell_the_same_story(kind: StoreKin
     assert!(status.success());
     assert_eq!(tail.lines().count(), 1);
 
+    // Every live view agrees with its history, checked while the service runs.
+    let (status, report, stderr) = run_command(&env, &["audit", "views"]);
+    assert!(status.success(), "{report}{stderr}");
+    assert!(report.contains(": 0 disagree"), "{report}");
+
     // Replay from zero rebuilds exactly the live views.
     service.kill();
     let live = views(&database).await;
@@ -357,6 +362,38 @@ async fn history_feed_replay_audit_and_export_tell_the_same_story(kind: StoreKin
         "{report}"
     );
     assert_eq!(report.matches("BROKEN").count(), 1, "{report}");
+
+    // A forged view, a view of a domain that never existed, and the view of the domain whose
+    // history was forged above (it no longer follows from that history) are all reported.
+    database
+        .execute(&format!(
+            "UPDATE domain_views SET payload = replace(payload, 'example.test', 'example.forged') \
+             WHERE id = '{first}'"
+        ))
+        .await;
+    database
+        .execute(&format!(
+            "INSERT INTO domain_views (id, domain_name, status, last_sequence, payload) \
+             SELECT 'no-such-domain', 'none.example.test', status, last_sequence, payload \
+             FROM domain_views WHERE id = '{second}'"
+        ))
+        .await;
+    let (status, report, _) = run_command(&env, &["audit", "views"]);
+    assert!(!status.success(), "{report}");
+    assert!(
+        report.contains(&format!("MISMATCH view {first}: differs from its history")),
+        "{report}"
+    );
+    assert!(report.contains("domain_name"), "{report}");
+    assert!(
+        report.contains("MISMATCH view no-such-domain: a view of a domain without any event"),
+        "{report}"
+    );
+    assert!(
+        report.contains(&format!("MISMATCH view {second}: differs from its history")),
+        "{report}"
+    );
+    assert_eq!(report.matches("MISMATCH").count(), 3, "{report}");
 }
 
 async fn a_view_lost_between_commit_and_update_is_caught_up(kind: StoreKind) {
