@@ -17,6 +17,8 @@
 #[path = "../tests/e2e/support.rs"]
 mod support;
 
+mod harness;
+
 mod stats;
 
 use std::time::{Duration, Instant};
@@ -123,26 +125,10 @@ async fn run(kind: StoreKind, events: usize) -> anyhow::Result<()> {
 }
 
 fn main() -> anyhow::Result<()> {
-    // `cargo bench` passes `--bench`; under `cargo test --all-targets` this is a smoke run.
-    let benchmarking = std::env::args().any(|arg| arg == "--bench");
+    let benchmarking = harness::benchmarking();
     let events = std::env::var("N")
         .ok()
         .and_then(|value| value.parse().ok())
         .unwrap_or(if benchmarking { 500 } else { 20 });
-    if let Ok(url) = std::env::var("BENCH_POSTGRES_URL") {
-        // The fixtures create their databases on TEST_POSTGRES_URL's server.
-        std::env::set_var("TEST_POSTGRES_URL", url);
-    }
-    let stores = std::env::var("STORES").unwrap_or_else(|_| "sqlite,postgres".into());
-    let runtime = tokio::runtime::Builder::new_multi_thread()
-        .worker_threads(2)
-        .enable_all()
-        .build()?;
-    if stores.contains("sqlite") {
-        runtime.block_on(run(StoreKind::Sqlite, events))?;
-    }
-    if stores.contains("postgres") {
-        runtime.block_on(run(StoreKind::Postgres, events))?;
-    }
-    Ok(())
+    harness::on_each_store(|kind| run(kind, events))
 }

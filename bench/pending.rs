@@ -25,6 +25,8 @@
 #[path = "../tests/e2e/support.rs"]
 mod support;
 
+mod harness;
+
 mod process;
 
 #[allow(dead_code)]
@@ -358,8 +360,7 @@ async fn run(kind: StoreKind, config: &Config) -> anyhow::Result<()> {
 }
 
 fn main() -> anyhow::Result<()> {
-    // `cargo bench` passes `--bench`; under `cargo test --all-targets` this is a smoke run.
-    let benchmarking = std::env::args().any(|arg| arg == "--bench");
+    let benchmarking = harness::benchmarking();
     let number = |name: &str| std::env::var(name).ok().and_then(|v| v.parse::<u64>().ok());
     let config = Config {
         domains: number("N").unwrap_or(if benchmarking { 20_000 } else { 50 }) as usize,
@@ -370,20 +371,5 @@ fn main() -> anyhow::Result<()> {
         })),
         window: Duration::from_secs(number("WINDOW").unwrap_or(if benchmarking { 60 } else { 1 })),
     };
-    if let Ok(url) = std::env::var("BENCH_POSTGRES_URL") {
-        // The fixtures create their databases on TEST_POSTGRES_URL's server.
-        std::env::set_var("TEST_POSTGRES_URL", url);
-    }
-    let stores = std::env::var("STORES").unwrap_or_else(|_| "sqlite,postgres".into());
-    let runtime = tokio::runtime::Builder::new_multi_thread()
-        .worker_threads(2)
-        .enable_all()
-        .build()?;
-    if stores.contains("sqlite") {
-        runtime.block_on(run(StoreKind::Sqlite, &config))?;
-    }
-    if stores.contains("postgres") {
-        runtime.block_on(run(StoreKind::Postgres, &config))?;
-    }
-    Ok(())
+    harness::on_each_store(|kind| run(kind, &config))
 }

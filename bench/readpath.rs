@@ -16,6 +16,8 @@
 #[path = "../tests/e2e/support.rs"]
 mod support;
 
+mod harness;
+
 #[allow(dead_code)]
 mod seed;
 
@@ -228,8 +230,7 @@ async fn run(kind: StoreKind, config: &Config) -> anyhow::Result<()> {
 }
 
 fn main() -> anyhow::Result<()> {
-    // `cargo bench` passes `--bench`; under `cargo test --all-targets` this is a smoke run.
-    let benchmarking = std::env::args().any(|arg| arg == "--bench");
+    let benchmarking = harness::benchmarking();
     let number = |name: &str| std::env::var(name).ok().and_then(|v| v.parse::<u32>().ok());
     let config = Config {
         domains: number("N").unwrap_or(if benchmarking { 10_000 } else { 200 }) as usize,
@@ -244,25 +245,10 @@ fn main() -> anyhow::Result<()> {
         duration: std::env::var("DURATION")
             .unwrap_or_else(|_| if benchmarking { "20s" } else { "1s" }.to_owned()),
     };
-    if let Ok(url) = std::env::var("BENCH_POSTGRES_URL") {
-        // The fixtures create their databases on TEST_POSTGRES_URL's server.
-        std::env::set_var("TEST_POSTGRES_URL", url);
-    }
     // A smoke run that silently skipped would assert nothing: without wrk, fail and say why.
     anyhow::ensure!(
         Command::new("wrk").arg("--version").output().is_ok(),
         "wrk is not installed (apt-get install -y wrk; tests/run.sh installs it)"
     );
-    let stores = std::env::var("STORES").unwrap_or_else(|_| "sqlite,postgres".into());
-    let runtime = tokio::runtime::Builder::new_multi_thread()
-        .worker_threads(2)
-        .enable_all()
-        .build()?;
-    if stores.contains("sqlite") {
-        runtime.block_on(run(StoreKind::Sqlite, &config))?;
-    }
-    if stores.contains("postgres") {
-        runtime.block_on(run(StoreKind::Postgres, &config))?;
-    }
-    Ok(())
+    harness::on_each_store(|kind| run(kind, &config))
 }

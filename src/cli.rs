@@ -60,18 +60,44 @@ pub async fn replay(settings: &Settings) -> anyhow::Result<()> {
     Ok(())
 }
 
+/// Every stream of the store, whole, a page of streams at a time, ordered by domain id.
+struct StreamPages<'a> {
+    store: &'a Store,
+    after: String,
+}
+
+impl<'a> StreamPages<'a> {
+    /// Streams per page.
+    const STREAMS: u32 = 500;
+
+    fn new(store: &'a Store) -> Self {
+        Self {
+            store,
+            after: String::new(),
+        }
+    }
+
+    /// The next page's events, ordered by domain then sequence; `None` after the last.
+    async fn next(&mut self) -> anyhow::Result<Option<Vec<FeedEvent>>> {
+        let page = self
+            .store
+            .all_streams_in_order(&self.after, Self::STREAMS)
+            .await?;
+        let Some(last) = page.last() else {
+            return Ok(None);
+        };
+        self.after = last.aggregate_id.clone();
+        Ok(Some(page))
+    }
+}
+
 /// Walks every stream's chain; returns the broken links found (at most one per stream).
 pub async fn audit_verify(store: &Store, out: &mut impl Write) -> anyhow::Result<Vec<BrokenLink>> {
     let mut broken = Vec::new();
     let mut streams = 0u64;
     let mut events = 0u64;
-    let mut after = String::new();
-    loop {
-        let page = store.all_streams_in_order(&after, 500).await?;
-        let Some(last) = page.last() else {
-            break;
-        };
-        after = last.aggregate_id.clone();
+    let mut pages = StreamPages::new(store);
+    while let Some(page) = pages.next().await? {
         for stream in page.chunk_by(|a, b| a.aggregate_id == b.aggregate_id) {
             streams += 1;
             events += stream.len() as u64;
@@ -200,13 +226,8 @@ async fn page_disagreements(
 pub async fn audit_views(store: &Store, out: &mut impl Write) -> anyhow::Result<Vec<ViewMismatch>> {
     let mut suspects = Vec::new();
     let mut streams = 0u64;
-    let mut after = String::new();
-    loop {
-        let page = store.all_streams_in_order(&after, 500).await?;
-        let Some(last) = page.last() else {
-            break;
-        };
-        after = last.aggregate_id.clone();
+    let mut pages = StreamPages::new(store);
+    while let Some(page) = pages.next().await? {
         streams += page
             .chunk_by(|a, b| a.aggregate_id == b.aggregate_id)
             .count() as u64;
