@@ -284,3 +284,89 @@ pub async fn export(store: &Store, after: i64, out: &mut impl Write) -> anyhow::
         written += page.len() as u64;
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use chrono::{TimeZone, Utc};
+    use cqrs_es::DomainEvent;
+    use dns_handling_events::CustomDomainEvent;
+
+    /// A domain's first two events as the feed carries them.
+    fn history() -> Vec<FeedEvent> {
+        let at = Utc
+            .with_ymd_and_hms(2026, 11, 26, 12, 0, 0)
+            .single()
+            .expect("a time");
+        let events = [
+            CustomDomainEvent::DomainRegistered {
+                domain_name: "shop.example.com".into(),
+                verification_token: "token".into(),
+                verification_record_name: "_dns-handling.shop.example.com.".into(),
+                registered_at: at,
+            },
+            CustomDomainEvent::OwnershipVerified {
+                observed_values: vec!["token".into()],
+                verified_at: at,
+            },
+        ];
+        events
+            .iter()
+            .zip(1..)
+            .map(|(event, sequence)| FeedEvent {
+                position: sequence,
+                aggregate_id: "d1".into(),
+                sequence,
+                event_type: event.event_type(),
+                event_version: event.event_version(),
+                recorded_at: String::new(),
+                payload: serde_json::to_value(event).expect("payload"),
+                metadata: serde_json::json!({}),
+            })
+            .collect()
+    }
+
+    /// The view the projection builds from the first `up_to` events.
+    fn projected(events: &[FeedEvent], up_to: usize) -> DomainView {
+        let first = events[0].decode().expect("decodes");
+        let mut view = DomainView::from_registration("d1", 1, &first).expect("a registration");
+        for event in &events[1..up_to] {
+            view.apply(event.sequence as u64, &event.decode().expect("decodes"));
+        }
+        view
+    }
+
+    #[test]
+    fn a_view_that_follows_from_its_history_agrees_even_when_the_history_has_moved_on() {
+        let events = history();
+        for up_to in 1..=events.len() {
+            let view = projected(&events, up_to);
+            assert_eq!(
+                view_disagreement("d1", &events, Some(&view)).expect("checked"),
+                None,
+                "a view at sequence {up_to}"
+            );
+        }
+    }
+
+    #[test]
+    fn a_changed_field_a_missing_view_and_a_view_ahead_of_its_history_disagree() {
+        let events = history();
+        let mut forged = projected(&events, 2);
+        forged.verification_token = "forged".into();
+        let reason = view_disagreement("d1", &events, Some(&forged))
+            .expect("checked")
+            .expect("a disagreement");
+        assert!(reason.ends_with("in: verification_token"), "{reason}");
+
+        let reason = view_disagreement("d1", &events, None)
+            .expect("checked")
+            .expect("a disagreement");
+        assert!(reason.starts_with("no view"), "{reason}");
+
+        let reason = view_disagreement("d1", &events[..1], Some(&projected(&events, 2)))
+            .expect("checked")
+            .expect("a disagreement");
+        assert!(reason.contains("history ends at 1"), "{reason}");
+    }
+}
