@@ -20,7 +20,7 @@ use crate::projector::ViewProjector;
 use crate::services::Services;
 use crate::settings::{redact_url_password, Settings};
 use crate::store::{lock_sqlite_exclusively, SqliteReplicaLock, Store};
-use crate::vault::{KeyEncryptionKey, KeyVault};
+use crate::vault::{KeyRing, KeyVault};
 use crate::view_reader::ViewReader;
 
 /// The running service: its HTTP server and its supervisor.
@@ -36,12 +36,7 @@ impl Application {
     /// Connects and migrates the store, starts the supervisor, resumes every pending order and
     /// binds the HTTP server. Must run inside an actix system (`#[actix_web::main]`).
     pub async fn build(settings: Settings) -> anyhow::Result<Application> {
-        let key = KeyEncryptionKey::resolve(
-            settings.key_encryption_key.as_ref(),
-            settings.key_encryption_key_file.as_deref(),
-            &settings.database_url,
-            settings.uses_postgres(),
-        )?;
+        let key = KeyRing::resolve(&settings)?;
         let sqlite_lock = lock_sqlite_exclusively(&settings.database_url)?;
         let store = Store::connect(&settings.database_url)
             .await

@@ -23,6 +23,8 @@ pub const USAGE: &str = "usage: dns-handling [--config FILE] [COMMAND]
   audit verify   check every stream's hash chain; exits 1 when a link is broken
   audit views    check every stored domain view against its own history (safe while the
                  service runs); exits 1 when one disagrees
+  keys rotate    re-seal every stored private key and ACME account under KEY_ENCRYPTION_KEY
+                 (the old key in PREVIOUS_KEY_ENCRYPTION_KEYS; safe while the service runs)
   export         write the event feed after <position> as NDJSON to stdout (--after <position>)
   domains ...    the client for people, against a running server (dns-handling domains --help)
 Settings come from the environment, over the TOML file of --config (or $CONFIG_FILE).";
@@ -265,6 +267,23 @@ pub async fn audit_views(store: &Store, out: &mut impl Write) -> anyhow::Result<
         mismatches.len()
     )?;
     Ok(mismatches)
+}
+
+/// Re-seals every stored secret under the current key-encryption key and says what it did.
+pub async fn keys_rotate(settings: &Settings, out: &mut impl Write) -> anyhow::Result<()> {
+    let keys = crate::vault::KeyRing::resolve(settings)?;
+    let store = open_store(settings).await?;
+    let rotation = crate::vault::KeyVault::new(store, keys).rotate().await?;
+    writeln!(
+        out,
+        "re-sealed {} values under the current key ({} certificate keys, {} ACME accounts); \
+         {} were under it already",
+        rotation.certificate_keys + rotation.acme_accounts,
+        rotation.certificate_keys,
+        rotation.acme_accounts,
+        rotation.already_current
+    )?;
+    Ok(())
 }
 
 /// Writes the feed after `after` as NDJSON.

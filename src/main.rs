@@ -1,5 +1,5 @@
 //! The `dns-handling` binary: with no arguments, serves; `replay`, `audit verify`, `audit views`,
-//! `export` and `config` are operator commands on the same configuration; `domains …` is the client for
+//! `keys rotate`, `export` and `config` are operator commands on the same configuration; `domains …` is the client for
 //! people, against a running server.
 
 use std::process::ExitCode;
@@ -101,6 +101,7 @@ async fn command(settings: Settings, args: &[String]) -> anyhow::Result<()> {
             }
             Ok(())
         }
+        ["keys", "rotate"] => cli::keys_rotate(&settings, &mut std::io::stdout().lock()).await,
         ["export", rest @ ..] => {
             let after = match rest {
                 [] => 0,

@@ -65,6 +65,8 @@ pub struct Settings {
     pub key_encryption_key: Option<Secret>,
     /// A file holding the key-encryption key.
     pub key_encryption_key_file: Option<PathBuf>,
+    /// Keys values may still be sealed under after a rotation: they open values, never seal.
+    pub previous_key_encryption_keys: Vec<Secret>,
     /// `tracing` filter directive, e.g. `info` or `dns_handling=debug`.
     pub log_level: String,
     /// How log lines are written.
@@ -94,7 +96,7 @@ pub enum LogFormat {
 }
 
 /// Every setting's name, as an environment variable; in a TOML file, the same in lower case.
-pub const SETTING_NAMES: [&str; 22] = [
+pub const SETTING_NAMES: [&str; 23] = [
     "DATABASE_URL",
     "SERVER_ADDR",
     "ACME_DIRECTORY",
@@ -117,6 +119,7 @@ pub const SETTING_NAMES: [&str; 22] = [
     "CONFIG_FILE",
     "SERVER_WORKERS",
     "FEED_POLL_INTERVAL",
+    "PREVIOUS_KEY_ENCRYPTION_KEYS",
 ];
 
 /// A setting that could not be understood; names the variable.
@@ -148,6 +151,7 @@ impl Default for Settings {
             read_only_tokens: Vec::new(),
             key_encryption_key: None,
             key_encryption_key_file: None,
+            previous_key_encryption_keys: Vec::new(),
             log_level: "info".to_owned(),
             log_format: LogFormat::Text,
             server_workers: None,
@@ -211,14 +215,7 @@ impl Settings {
         }
         settings.auth_token = get("AUTH_TOKEN").map(|token| Secret::new(token.trim()));
         settings.read_only_tokens = get("READ_ONLY_TOKENS")
-            .map(|tokens| {
-                tokens
-                    .split(',')
-                    .map(str::trim)
-                    .filter(|token| !token.is_empty())
-                    .map(Secret::new)
-                    .collect()
-            })
+            .map(|tokens| secret_list(tokens))
             .unwrap_or_default();
         if !settings.read_only_tokens.is_empty() && settings.auth_token.is_none() {
             return Err(invalid(
@@ -229,6 +226,9 @@ impl Settings {
         }
         settings.key_encryption_key = get("KEY_ENCRYPTION_KEY").map(|key| Secret::new(key.trim()));
         settings.key_encryption_key_file = get("KEY_ENCRYPTION_KEY_FILE").map(PathBuf::from);
+        settings.previous_key_encryption_keys = get("PREVIOUS_KEY_ENCRYPTION_KEYS")
+            .map(|keys| secret_list(keys))
+            .unwrap_or_default();
         settings.replica_id = get("REPLICA_ID").map(|id| id.trim().to_owned());
         if let Some(value) = get("CERT_KEY_TYPE") {
             settings.cert_key_type = CertificateKeyType::parse(value.trim())
@@ -295,7 +295,7 @@ impl Settings {
             LogFormat::Json => "json",
         };
         // `None`: not set, printed as a comment.
-        let lines: [(&str, Option<String>); 21] = [
+        let lines: [(&str, Option<String>); 22] = [
             (
                 "database_url",
                 quoted(redact_url_password(&self.database_url)),
@@ -324,6 +324,10 @@ impl Settings {
             (
                 "key_encryption_key_file",
                 path(&self.key_encryption_key_file),
+            ),
+            (
+                "previous_key_encryption_keys",
+                list(&self.previous_key_encryption_keys, |_| "<redacted>".into()),
             ),
             ("log_level", quoted(&self.log_level)),
             ("log_format", quoted(log_format)),
@@ -452,6 +456,15 @@ pub fn parse_duration(text: &str) -> Result<Duration, String> {
         return Err("must be greater than zero".to_owned());
     }
     Ok(duration)
+}
+
+/// A comma-separated list of secrets, blanks dropped.
+fn secret_list(text: &str) -> Vec<Secret> {
+    text.split(',')
+        .map(str::trim)
+        .filter(|secret| !secret.is_empty())
+        .map(Secret::new)
+        .collect()
 }
 
 fn parse_nameservers(text: &str) -> Result<Vec<SocketAddr>, String> {

@@ -215,6 +215,33 @@ fn value_rows(postgres: bool, rows: usize, columns: usize) -> String {
         .join(",")
 }
 
+/// A table that holds sealed secrets (see `vault`), each value bound to its row's key.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum SecretTable {
+    /// Certificate private keys, by order id.
+    CertificateKeys,
+    /// ACME account credentials, by directory URL.
+    AcmeAccounts,
+}
+
+impl SecretTable {
+    /// The table's name (also the first part of each value's sealing context).
+    pub fn name(self) -> &'static str {
+        match self {
+            SecretTable::CertificateKeys => "certificate_keys",
+            SecretTable::AcmeAccounts => "acme_accounts",
+        }
+    }
+
+    /// The key column and the sealed column.
+    fn columns(self) -> (&'static str, &'static str) {
+        match self {
+            SecretTable::CertificateKeys => ("order_id", "private_key"),
+            SecretTable::AcmeAccounts => ("directory_url", "credentials"),
+        }
+    }
+}
+
 /// An event as a projection reads it.
 #[derive(Debug, Clone)]
 pub struct ProjectionRow {
@@ -912,6 +939,65 @@ impl Store {
             .await?
             .map(|row| row.try_get("private_key"))
             .transpose()?))
+    }
+
+    /// Up to `limit` rows of a secrets table after row key `after`, in key order: `(key, sealed)`.
+    pub async fn sealed_secrets(
+        &self,
+        table: SecretTable,
+        after: &str,
+        limit: u32,
+    ) -> Result<Vec<(String, String)>, StoreError> {
+        let (key, sealed) = table.columns();
+        let sql = format!(
+            "SELECT {key}, {sealed} FROM {} WHERE {key} > $1 ORDER BY {key} LIMIT $2",
+            table.name()
+        );
+        let rows = on_pool!(self, pool => sqlx::query_as(&sql)
+            .bind(after)
+            .bind(i64::from(limit))
+            .fetch_all(pool)
+            .await?);
+        Ok(rows)
+    }
+
+    /// Replaces sealed values, each `(key, the value read, its replacement)`, in one
+    /// transaction; a row whose value is no longer the one read (written meanwhile) fails it
+    /// all, so nothing is overwritten unseen.
+    pub async fn replace_secrets(
+        &self,
+        table: SecretTable,
+        replacements: &[(String, String, String)],
+    ) -> Result<(), StoreError> {
+        if replacements.is_empty() {
+            return Ok(());
+        }
+        let (key, sealed) = table.columns();
+        let sql = format!(
+            "UPDATE {} SET {sealed} = $1 WHERE {key} = $2 AND {sealed} = $3",
+            table.name()
+        );
+        on_pool!(self, pool => {
+            let mut tx = pool.begin().await?;
+            for (row, read, replacement) in replacements {
+                let updated = sqlx::query(&sql)
+                    .bind(replacement)
+                    .bind(row)
+                    .bind(read)
+                    .execute(&mut *tx)
+                    .await?
+                    .rows_affected();
+                if updated != 1 {
+                    return Err(StoreError::Io(format!(
+                        "{}/{row} changed while it was re-sealed; nothing in its batch was \
+                         written, run again",
+                        table.name()
+                    )));
+                }
+            }
+            tx.commit().await?;
+        });
+        Ok(())
     }
 
     /// Stores an order's private key unless one is stored already; returns the key of record, so

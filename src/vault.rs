@@ -3,6 +3,11 @@
 //!
 //! Each sealed value is bound to where it is stored (its table and row) as associated data, so a
 //! ciphertext copied into another row does not decrypt. The store only ever sees ciphertext.
+//!
+//! The key can be rotated without stopping anything: every replica is given the new key as
+//! `KEY_ENCRYPTION_KEY` and the old one in `PREVIOUS_KEY_ENCRYPTION_KEYS` (values are sealed
+//! with the first and opened with any), then `dns-handling keys rotate` re-seals every stored
+//! value under the new key, after which the old one can be dropped from the configuration.
 
 use std::path::{Path, PathBuf};
 
@@ -11,8 +16,8 @@ use base64::Engine as _;
 use chacha20poly1305::aead::{Aead, AeadCore, KeyInit, OsRng, Payload};
 use chacha20poly1305::{XChaCha20Poly1305, XNonce};
 
-use crate::settings::Secret;
-use crate::store::{Store, StoreError};
+use crate::settings::{Secret, Settings};
+use crate::store::{SecretTable, Store, StoreError};
 
 /// Prefix of every sealed value: the scheme's version, so the scheme can change later.
 const SEALED_PREFIX: &str = "xchacha20poly1305:v1:";
@@ -24,7 +29,10 @@ pub enum VaultError {
     #[error("{0}")]
     Configuration(String),
     /// A stored value does not decrypt under the configured key (wrong key, or tampering).
-    #[error("stored secret for {0} cannot be decrypted with the configured KEY_ENCRYPTION_KEY")]
+    #[error(
+        "stored secret for {0} cannot be decrypted with KEY_ENCRYPTION_KEY or any of \
+         PREVIOUS_KEY_ENCRYPTION_KEYS"
+    )]
     Undecryptable(String),
     /// The store failed.
     #[error(transparent)]
@@ -44,12 +52,17 @@ impl std::fmt::Debug for KeyEncryptionKey {
 impl KeyEncryptionKey {
     /// Parses standard base64 of exactly 32 bytes.
     pub fn from_base64(text: &str) -> Result<Self, VaultError> {
+        Self::from_setting(text, "KEY_ENCRYPTION_KEY")
+    }
+
+    /// Parses standard base64 of exactly 32 bytes; errors name `setting`.
+    fn from_setting(text: &str, setting: &str) -> Result<Self, VaultError> {
         let bytes = STANDARD.decode(text.trim()).map_err(|e| {
-            VaultError::Configuration(format!("KEY_ENCRYPTION_KEY is not standard base64: {e}"))
+            VaultError::Configuration(format!("{setting} is not standard base64: {e}"))
         })?;
         let key: [u8; 32] = bytes.try_into().map_err(|bytes: Vec<u8>| {
             VaultError::Configuration(format!(
-                "KEY_ENCRYPTION_KEY must be 32 bytes (openssl rand -base64 32), got {}",
+                "{setting} must be 32 bytes (openssl rand -base64 32), got {}",
                 bytes.len()
             ))
         })?;
@@ -162,6 +175,73 @@ impl KeyEncryptionKey {
     }
 }
 
+/// The key values are sealed with, and the keys values sealed before a rotation may still be
+/// under.
+#[derive(Clone, Debug)]
+pub struct KeyRing {
+    current: KeyEncryptionKey,
+    previous: Vec<KeyEncryptionKey>,
+}
+
+impl KeyRing {
+    /// A ring sealing with `current` and opening with it or any of `previous`.
+    pub fn new(current: KeyEncryptionKey, previous: Vec<KeyEncryptionKey>) -> Self {
+        Self { current, previous }
+    }
+
+    /// The ring as configured: the current key as [`KeyEncryptionKey::resolve`] decides it,
+    /// and `PREVIOUS_KEY_ENCRYPTION_KEYS`.
+    pub fn resolve(settings: &Settings) -> Result<Self, VaultError> {
+        let current = KeyEncryptionKey::resolve(
+            settings.key_encryption_key.as_ref(),
+            settings.key_encryption_key_file.as_deref(),
+            &settings.database_url,
+            settings.uses_postgres(),
+        )?;
+        let previous = settings
+            .previous_key_encryption_keys
+            .iter()
+            .map(|key| KeyEncryptionKey::from_setting(key.expose(), "PREVIOUS_KEY_ENCRYPTION_KEYS"))
+            .collect::<Result<_, _>>()?;
+        Ok(Self::new(current, previous))
+    }
+
+    /// Seals under the current key.
+    pub fn seal(&self, plaintext: &str, context: &str) -> String {
+        self.current.seal(plaintext, context)
+    }
+
+    /// Opens a value sealed under the current key or any previous one.
+    pub fn open(&self, sealed: &str, context: &str) -> Result<String, VaultError> {
+        self.current.open(sealed, context).or_else(|error| {
+            self.previous
+                .iter()
+                .find_map(|key| key.open(sealed, context).ok())
+                .ok_or(error)
+        })
+    }
+
+    /// The value under the current key: `None` when it is already, else re-sealed.
+    fn resealed(&self, sealed: &str, context: &str) -> Result<Option<String>, VaultError> {
+        if self.current.open(sealed, context).is_ok() {
+            return Ok(None);
+        }
+        let plaintext = self.open(sealed, context)?;
+        Ok(Some(self.seal(&plaintext, context)))
+    }
+}
+
+/// What `KeyVault::rotate` did.
+#[derive(Debug, Default, Clone, PartialEq, Eq)]
+pub struct Rotation {
+    /// Certificate private keys re-sealed under the current key.
+    pub certificate_keys: u64,
+    /// ACME account credentials re-sealed under the current key.
+    pub acme_accounts: u64,
+    /// Values that were under the current key already.
+    pub already_current: u64,
+}
+
 /// `<database file>.kek` for a file-backed SQLite URL; `None` for in-memory databases.
 fn sqlite_key_path(database_url: &str) -> Option<PathBuf> {
     crate::store::sqlite_path(database_url)
@@ -190,21 +270,59 @@ fn write_owner_only(path: &Path, contents: &str) -> std::io::Result<()> {
 #[derive(Clone)]
 pub struct KeyVault {
     store: Store,
-    key: KeyEncryptionKey,
+    key: KeyRing,
 }
 
 impl KeyVault {
-    /// A vault over `store` under `key`.
-    pub fn new(store: Store, key: KeyEncryptionKey) -> Self {
+    /// A vault over `store` under the keys of `key`.
+    pub fn new(store: Store, key: KeyRing) -> Self {
         Self { store, key }
     }
 
+    /// What a value is bound to: its table and row.
+    fn context(table: SecretTable, row: &str) -> String {
+        format!("{}/{row}", table.name())
+    }
+
     fn certificate_context(order_id: &str) -> String {
-        format!("certificate_keys/{order_id}")
+        Self::context(SecretTable::CertificateKeys, order_id)
     }
 
     fn account_context(directory_url: &str) -> String {
-        format!("acme_accounts/{directory_url}")
+        Self::context(SecretTable::AcmeAccounts, directory_url)
+    }
+
+    /// Re-seals every stored value that is not under the current key yet, a page of rows per
+    /// transaction. A value no configured key opens stops the rotation before its page is
+    /// written; what was re-sealed before stays so (and opens with the current key), and running
+    /// again once the configuration is right carries on where it stopped.
+    pub async fn rotate(&self) -> Result<Rotation, VaultError> {
+        const PAGE: u32 = 500;
+        let mut rotation = Rotation::default();
+        for table in [SecretTable::CertificateKeys, SecretTable::AcmeAccounts] {
+            let mut after = String::new();
+            loop {
+                let page = self.store.sealed_secrets(table, &after, PAGE).await?;
+                let Some((last, _)) = page.last() else {
+                    break;
+                };
+                after = last.clone();
+                let mut replacements = Vec::new();
+                for (row, sealed) in page {
+                    match self.key.resealed(&sealed, &Self::context(table, &row))? {
+                        Some(resealed) => replacements.push((row, sealed, resealed)),
+                        None => rotation.already_current += 1,
+                    }
+                }
+                self.store.replace_secrets(table, &replacements).await?;
+                let count = replacements.len() as u64;
+                match table {
+                    SecretTable::CertificateKeys => rotation.certificate_keys += count,
+                    SecretTable::AcmeAccounts => rotation.acme_accounts += count,
+                }
+            }
+        }
+        Ok(rotation)
     }
 
     /// The private key (PEM) of an order, if one is stored.
@@ -288,6 +406,33 @@ mod tests {
         assert!(KeyEncryptionKey::generate()
             .open(&sealed, "certificate_keys/a")
             .is_err());
+    }
+
+    #[test]
+    fn a_ring_seals_with_its_current_key_and_opens_with_any() {
+        let (old, new) = (KeyEncryptionKey::generate(), KeyEncryptionKey::generate());
+        let ring = KeyRing::new(new.clone(), vec![old.clone()]);
+        let under_old = old.seal("secret", "acme_accounts/x");
+        assert_eq!(
+            ring.open(&under_old, "acme_accounts/x").expect("opens"),
+            "secret"
+        );
+        let resealed = ring
+            .resealed(&under_old, "acme_accounts/x")
+            .expect("opens")
+            .expect("re-sealed");
+        assert_eq!(
+            new.open(&resealed, "acme_accounts/x").expect("opens"),
+            "secret"
+        );
+        assert!(old.open(&resealed, "acme_accounts/x").is_err());
+        assert_eq!(
+            ring.resealed(&resealed, "acme_accounts/x").expect("opens"),
+            None
+        );
+        assert!(new.open(&ring.seal("s", "c"), "c").is_ok());
+        let stranger = KeyEncryptionKey::generate().seal("secret", "acme_accounts/x");
+        assert!(ring.open(&stranger, "acme_accounts/x").is_err());
     }
 
     #[test]

@@ -6,9 +6,13 @@ use std::time::Duration;
 use base64::Engine as _;
 use serde_json::{json, Value};
 
-use crate::support::{service_env, Pebble, PebbleOptions, Service, StoreKind, TestDatabase};
+use crate::support::{
+    active_domain, run_command, service_env, Pebble, PebbleOptions, Service, StoreKind,
+    TestDatabase,
+};
 
 crate::on_both_stores!(private_keys_reach_only_admins_and_every_read_is_recorded);
+crate::on_both_stores!(the_key_encryption_key_is_rotated_without_losing_a_key);
 
 const ADMIN: &str = "admin-token-0123456789";
 const AUDITOR: &str = "auditor-token-9876543210";
@@ -180,4 +184,89 @@ fn database_file(database: &TestDatabase) -> String {
         .strip_prefix("sqlite://")
         .unwrap_or("")
         .to_owned()
+}
+
+/// Every sealed value in the store, as stored.
+async fn sealed_values(database: &TestDatabase) -> Vec<String> {
+    let mut values = database
+        .texts("private_key FROM certificate_keys ORDER BY order_id")
+        .await;
+    values.extend(database.texts("credentials FROM acme_accounts").await);
+    values
+}
+
+async fn private_key_pem(service: &Service, id: &str) -> String {
+    let (code, key) = service.get(&format!("/domains/{id}/certificate/key")).await;
+    assert_eq!(code, 200, "{key}");
+    key["private_key_pem"].as_str().expect("a key").to_owned()
+}
+
+async fn the_key_encryption_key_is_rotated_without_losing_a_key(kind: StoreKind) {
+    let pebble = Pebble::start(PebbleOptions::default());
+    let database = TestDatabase::create(kind).await;
+    let mut env = service_env(&pebble, &database);
+    env.insert("AUTH_TOKEN".into(), ADMIN.into());
+    let mut service = Service::start(&env);
+    let first = active_domain(&service, &pebble, "first.rotate.example.test").await;
+    let first_key = private_key_pem(&service, &first).await;
+    service.kill();
+    // The key in use until now: configured (PostgreSQL), or generated beside the file (SQLite).
+    let old_key = env.get("KEY_ENCRYPTION_KEY").cloned().unwrap_or_else(|| {
+        std::fs::read_to_string(format!("{}.kek", database_file(&database))).expect("the .kek")
+    });
+    let new_key = base64::engine::general_purpose::STANDARD.encode([42u8; 32]);
+    let stranger = base64::engine::general_purpose::STANDARD.encode([7u8; 32]);
+    let before = sealed_values(&database).await;
+    assert_eq!(before.len(), 2, "one certificate key and one ACME account");
+
+    // A key that opens nothing rotates nothing, and says which value it could not open.
+    let mut wrong = env.clone();
+    wrong.insert("KEY_ENCRYPTION_KEY".into(), stranger);
+    let (status, _, stderr) = run_command(&wrong, &["keys", "rotate"]);
+    assert!(!status.success(), "{stderr}");
+    assert!(stderr.contains("certificate_keys/"), "{stderr}");
+    assert_eq!(sealed_values(&database).await, before, "nothing changed");
+
+    // The new key, with the old one as previous: every value is re-sealed.
+    let mut rotating = env.clone();
+    rotating.insert("KEY_ENCRYPTION_KEY".into(), new_key.clone());
+    rotating.insert(
+        "PREVIOUS_KEY_ENCRYPTION_KEYS".into(),
+        old_key.trim().to_owned(),
+    );
+    let (status, report, stderr) = run_command(&rotating, &["keys", "rotate"]);
+    assert!(status.success(), "{report}{stderr}");
+    assert!(
+        report.contains("re-sealed 2 values under the current key (1 certificate keys, 1 ACME accounts); 0 were under it already"),
+        "{report}"
+    );
+    let after = sealed_values(&database).await;
+    assert!(
+        before.iter().zip(&after).all(|(old, new)| old != new),
+        "every value was re-sealed"
+    );
+    let (status, report, _) = run_command(&rotating, &["keys", "rotate"]);
+    assert!(status.success());
+    assert!(report.contains("re-sealed 0 values"), "{report}");
+    assert!(report.contains("2 were under it already"), "{report}");
+    assert_eq!(
+        sealed_values(&database).await,
+        after,
+        "a second run changes nothing"
+    );
+
+    // The new key alone now opens the old certificate's key and the ACME account.
+    let mut rotated = env.clone();
+    rotated.insert("KEY_ENCRYPTION_KEY".into(), new_key);
+    let service = Service::start(&rotated);
+    assert_eq!(private_key_pem(&service, &first).await, first_key);
+    let second = active_domain(&service, &pebble, "second.rotate.example.test").await;
+    assert!(private_key_pem(&service, &second)
+        .await
+        .contains("BEGIN PRIVATE KEY"));
+    assert_eq!(
+        database.count("acme_accounts").await,
+        1,
+        "the rotated account was used, not a new one registered"
+    );
 }
