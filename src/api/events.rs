@@ -98,7 +98,8 @@ pub struct FeedQuery {
     /// Page size, 1 to 1000 (default 100); with NDJSON, how many events to stream at most.
     #[param(minimum = 1)]
     limit: Option<u32>,
-    /// Keep an NDJSON stream open for new events.
+    /// Keep an NDJSON stream open for new events, each sent as soon as it commits (on any
+    /// replica).
     follow: Option<bool>,
 }
 
