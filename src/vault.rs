@@ -436,6 +436,35 @@ mod tests {
     }
 
     #[test]
+    fn a_bad_previous_key_is_refused_naming_its_setting() {
+        let settings = Settings {
+            database_url: "postgres://x/y".into(),
+            key_encryption_key: Some(Secret::new(STANDARD.encode([1u8; 32]))),
+            previous_key_encryption_keys: vec![
+                Secret::new(STANDARD.encode([2u8; 32])),
+                Secret::new(STANDARD.encode([3u8; 16])),
+            ],
+            ..Settings::default()
+        };
+        let error = KeyRing::resolve(&settings).expect_err("refused");
+        assert!(
+            error
+                .to_string()
+                .starts_with("PREVIOUS_KEY_ENCRYPTION_KEYS must be 32 bytes"),
+            "{error}"
+        );
+        let settings = Settings {
+            previous_key_encryption_keys: vec![Secret::new(STANDARD.encode([2u8; 32]))],
+            ..settings
+        };
+        let ring = KeyRing::resolve(&settings).expect("a ring");
+        let under_previous = KeyEncryptionKey::from_base64(&STANDARD.encode([2u8; 32]))
+            .expect("a key")
+            .seal("secret", "c");
+        assert_eq!(ring.open(&under_previous, "c").expect("opens"), "secret");
+    }
+
+    #[test]
     fn a_key_must_be_32_bytes_of_base64() {
         assert!(KeyEncryptionKey::from_base64(&STANDARD.encode([7u8; 32])).is_ok());
         assert!(KeyEncryptionKey::from_base64(&STANDARD.encode([7u8; 16])).is_err());
