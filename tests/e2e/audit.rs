@@ -16,8 +16,7 @@ use dns_handling_events::{CertificateKeyType, OrderDetails};
 use serde_json::{json, Value};
 
 use crate::support::{
-    active_domain, database_env, run_command, service_env, Pebble, PebbleOptions, Service,
-    StoreKind, TestDatabase,
+    active_domain, database_env, pebble_and_database, run_command, Service, StoreKind, TestDatabase,
 };
 
 crate::on_both_stores!(concurrent_writers_and_a_tailing_reader_agree_on_the_feed);
@@ -154,9 +153,7 @@ async fn views(database: &TestDatabase) -> Vec<String> {
 }
 
 async fn history_feed_replay_audit_and_export_tell_the_same_story(kind: StoreKind) {
-    let pebble = Pebble::start(PebbleOptions::default());
-    let database = TestDatabase::create(kind).await;
-    let mut env = service_env(&pebble, &database);
+    let (pebble, database, mut env) = pebble_and_database(kind).await;
     env.insert("POLL_TIMEOUT".into(), "2s".into());
     // Following streams poll only hourly: the follow below is woken by the commit itself.
     env.insert("FEED_POLL_INTERVAL".into(), "1h".into());
@@ -397,9 +394,7 @@ async fn history_feed_replay_audit_and_export_tell_the_same_story(kind: StoreKin
 }
 
 async fn a_view_lost_between_commit_and_update_is_caught_up(kind: StoreKind) {
-    let pebble = Pebble::start(PebbleOptions::default());
-    let database = TestDatabase::create(kind).await;
-    let env = service_env(&pebble, &database);
+    let (pebble, database, env) = pebble_and_database(kind).await;
     let mut service = Service::start(&env);
     let (id, record, token) = service.register("lost.example.test").await;
     pebble.set_txt(&record, &token);

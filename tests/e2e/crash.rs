@@ -14,7 +14,7 @@ use futures::future::join_all;
 use rand::Rng;
 use serde_json::{json, Value};
 
-use crate::support::{service_env, Pebble, PebbleOptions, Service, StoreKind, TestDatabase};
+use crate::support::{pebble_and_database, Pebble, Service, StoreKind, TestDatabase};
 
 crate::on_both_stores!(fifty_domains_survive_ten_sigkills);
 
@@ -139,9 +139,7 @@ impl Driver<'_> {
 }
 
 async fn fifty_domains_survive_ten_sigkills(kind: StoreKind) {
-    let pebble = Pebble::start(PebbleOptions::default());
-    let database = TestDatabase::create(kind).await;
-    let mut env = service_env(&pebble, &database);
+    let (pebble, database, mut env) = pebble_and_database(kind).await;
     env.insert("POLL_TIMEOUT".into(), "10m".into());
     let names: Vec<String> = (0..DOMAINS)
         .map(|n| format!("crash{n}.example.test"))

@@ -9,8 +9,8 @@ use std::process::{Command, Stdio};
 use serde_json::{json, Value};
 
 use crate::support::{
-    active_domain, run_command, service_env, verified_domain, Pebble, PebbleOptions, Service,
-    StoreKind, TempDir, TestDatabase,
+    active_domain, pebble_and_database, run_command, service_env, verified_domain, Pebble,
+    PebbleOptions, Service, StoreKind, TempDir, TestDatabase,
 };
 
 /// The value of one sample line of the metrics text (`name{labels} value`).
@@ -41,9 +41,8 @@ async fn metrics_text(service: &Service) -> String {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn metrics_are_present_and_move_after_an_issuance() {
-    let pebble = Pebble::start(PebbleOptions::default());
-    let database = TestDatabase::create(StoreKind::Sqlite).await;
-    let service = Service::start(&service_env(&pebble, &database));
+    let (pebble, _database, env) = pebble_and_database(StoreKind::Sqlite).await;
+    let service = Service::start(&env);
 
     let before = metrics_text(&service).await;
     for status in [
@@ -118,9 +117,7 @@ async fn metrics_are_present_and_move_after_an_issuance() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn request_ids_reach_the_response_the_events_and_the_json_log() {
-    let pebble = Pebble::start(PebbleOptions::default());
-    let database = TestDatabase::create(StoreKind::Sqlite).await;
-    let mut env = service_env(&pebble, &database);
+    let (_pebble, _database, mut env) = pebble_and_database(StoreKind::Sqlite).await;
     env.insert("LOG_FORMAT".into(), "json".into());
     // Successful requests are logged at debug, as an access log for those who want one.
     env.insert("LOG_LEVEL".into(), "info,dns_handling::http=debug".into());
@@ -236,9 +233,7 @@ async fn readiness_follows_the_store_and_the_acme_directory() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_openapi_description_and_the_bundled_reference_page_are_served() {
-    let pebble = Pebble::start(PebbleOptions::default());
-    let database = TestDatabase::create(StoreKind::Sqlite).await;
-    let mut env = service_env(&pebble, &database);
+    let (_pebble, _database, mut env) = pebble_and_database(StoreKind::Sqlite).await;
     // Public even when the API needs a token.
     env.insert("AUTH_TOKEN".into(), "admin-secret".into());
     let service = Service::start(&env);
@@ -312,9 +307,7 @@ fn schemathesis() -> PathBuf {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn schemathesis_finds_no_response_that_contradicts_the_description() {
-    let pebble = Pebble::start(PebbleOptions::default());
-    let database = TestDatabase::create(StoreKind::Sqlite).await;
-    let mut env = service_env(&pebble, &database);
+    let (pebble, _database, mut env) = pebble_and_database(StoreKind::Sqlite).await;
     env.insert("AUTH_TOKEN".into(), "conformance-token".into());
     env.insert("LOG_LEVEL".into(), "warn".into());
     let service = Service::start(&env);
@@ -465,9 +458,7 @@ async fn cli_wait(service: &Service, id: &str) -> (i32, String, String) {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_cli_takes_a_domain_through_the_flow_and_wait_reports_the_outcome() {
-    let pebble = Pebble::start(PebbleOptions::default());
-    let database = TestDatabase::create(StoreKind::Sqlite).await;
-    let mut env = service_env(&pebble, &database);
+    let (pebble, _database, mut env) = pebble_and_database(StoreKind::Sqlite).await;
     env.insert("POLL_TIMEOUT".into(), "3s".into());
     let service = Service::start(&env);
 

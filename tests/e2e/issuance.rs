@@ -1,13 +1,11 @@
 //! The issuance flow to `active`, its failures, and resuming after a crash, on both stores.
 
-use std::collections::HashMap;
 use std::time::Duration;
 
 use serde_json::Value;
 
 use crate::support::{
-    free_port, service_env, verified_domain, Pebble, PebbleOptions, Service, StoreKind, TempDir,
-    TestDatabase,
+    free_port, pebble_and_database, verified_domain, Service, StoreKind, TempDir,
 };
 
 const DOMAIN: &str = "shop.example.test";
@@ -31,9 +29,8 @@ async fn issue(service: &Service, id: &str) -> (u16, Value) {
 
 async fn issues_a_certificate_end_to_end(kind: StoreKind) {
     // Pebble's default: 5% of nonces rejected, so badNonce retries are exercised here.
-    let pebble = Pebble::start(PebbleOptions::default());
-    let database = TestDatabase::create(kind).await;
-    let service = Service::start(&service_env(&pebble, &database));
+    let (pebble, database, env) = pebble_and_database(kind).await;
+    let service = Service::start(&env);
 
     let (id, record_name, token) = service.register(DOMAIN).await;
     assert_eq!(record_name, format!("_acme-challenge.{DOMAIN}."));
@@ -166,9 +163,7 @@ fn verify_chain(root_pem: &str, chain_pem: &str, domain: &str) {
 }
 
 async fn never_set_txt_times_out_with_dns_timeout(kind: StoreKind) {
-    let pebble = Pebble::start(PebbleOptions::default());
-    let database = TestDatabase::create(kind).await;
-    let mut env = service_env(&pebble, &database);
+    let (pebble, database, mut env) = pebble_and_database(kind).await;
     env.insert("POLL_TIMEOUT".into(), "2s".into());
     let service = Service::start(&env);
     let id = verified_domain(&service, &pebble, DOMAIN).await;
@@ -210,9 +205,7 @@ async fn never_set_txt_times_out_with_dns_timeout(kind: StoreKind) {
 }
 
 async fn unreachable_acme_directory_answers_500_and_records_nothing(kind: StoreKind) {
-    let pebble = Pebble::start(PebbleOptions::default());
-    let database = TestDatabase::create(kind).await;
-    let mut env: HashMap<String, String> = service_env(&pebble, &database);
+    let (pebble, database, mut env) = pebble_and_database(kind).await;
     env.insert(
         "ACME_DIRECTORY".into(),
         format!("https://127.0.0.1:{}/dir", free_port()),
@@ -235,9 +228,7 @@ async fn unreachable_acme_directory_answers_500_and_records_nothing(kind: StoreK
 }
 
 async fn a_restart_after_the_202_resumes_the_order(kind: StoreKind) {
-    let pebble = Pebble::start(PebbleOptions::default());
-    let database = TestDatabase::create(kind).await;
-    let env = service_env(&pebble, &database);
+    let (pebble, database, env) = pebble_and_database(kind).await;
     let mut first = Service::start(&env);
     let id = verified_domain(&first, &pebble, DOMAIN).await;
     let (code, started) = issue(&first, &id).await;

@@ -7,8 +7,7 @@ use base64::Engine as _;
 use serde_json::{json, Value};
 
 use crate::support::{
-    active_domain, run_command, service_env, Pebble, PebbleOptions, Service, StoreKind,
-    TestDatabase,
+    active_domain, pebble_and_database, run_command, Service, StoreKind, TestDatabase,
 };
 
 crate::on_both_stores!(private_keys_reach_only_admins_and_every_read_is_recorded);
@@ -29,9 +28,7 @@ async fn as_auditor(service: &Service, method: reqwest::Method, path: &str) -> (
 }
 
 async fn private_keys_reach_only_admins_and_every_read_is_recorded(kind: StoreKind) {
-    let pebble = Pebble::start(PebbleOptions::default());
-    let database = TestDatabase::create(kind).await;
-    let mut env = service_env(&pebble, &database);
+    let (pebble, database, mut env) = pebble_and_database(kind).await;
     env.insert("AUTH_TOKEN".into(), ADMIN.into());
     env.insert(
         "READ_ONLY_TOKENS".into(),
@@ -202,9 +199,7 @@ async fn private_key_pem(service: &Service, id: &str) -> String {
 }
 
 async fn the_key_encryption_key_is_rotated_without_losing_a_key(kind: StoreKind) {
-    let pebble = Pebble::start(PebbleOptions::default());
-    let database = TestDatabase::create(kind).await;
-    let mut env = service_env(&pebble, &database);
+    let (pebble, database, mut env) = pebble_and_database(kind).await;
     env.insert("AUTH_TOKEN".into(), ADMIN.into());
     let mut service = Service::start(&env);
     let first = active_domain(&service, &pebble, "first.rotate.example.test").await;

@@ -4,17 +4,13 @@ use std::time::Duration;
 
 use serde_json::json;
 
-use crate::support::{
-    service_env, verified_domain, Pebble, PebbleOptions, Service, StoreKind, TestDatabase,
-};
+use crate::support::{pebble_and_database, verified_domain, Service, StoreKind};
 
 crate::on_both_stores!(a_failed_domain_is_retried_and_then_issued);
 crate::on_both_stores!(a_removed_domain_frees_its_name_and_keeps_its_history);
 
 async fn a_failed_domain_is_retried_and_then_issued(kind: StoreKind) {
-    let pebble = Pebble::start(PebbleOptions::default());
-    let database = TestDatabase::create(kind).await;
-    let mut env = service_env(&pebble, &database);
+    let (pebble, database, mut env) = pebble_and_database(kind).await;
     env.insert("POLL_TIMEOUT".into(), "1s".into());
     let service = Service::start(&env);
     let id = verified_domain(&service, &pebble, "retry.example.test").await;
@@ -74,9 +70,8 @@ async fn a_failed_domain_is_retried_and_then_issued(kind: StoreKind) {
 }
 
 async fn a_removed_domain_frees_its_name_and_keeps_its_history(kind: StoreKind) {
-    let pebble = Pebble::start(PebbleOptions::default());
-    let database = TestDatabase::create(kind).await;
-    let service = Service::start(&service_env(&pebble, &database));
+    let (pebble, database, env) = pebble_and_database(kind).await;
+    let service = Service::start(&env);
     let id = verified_domain(&service, &pebble, "gone.example.test").await;
     let (code, _) = service
         .post(&format!("/domains/{id}/issue-certificate"), None)

@@ -6,16 +6,15 @@ use futures::future::join_all;
 use serde_json::Value;
 
 use crate::support::{
-    service_env, start_expecting_refusal, verified_domain, Pebble, PebbleOptions, Service,
-    StoreKind, TestDatabase,
+    pebble_and_database, service_env, start_expecting_refusal, verified_domain, Pebble,
+    PebbleOptions, Service, StoreKind, TestDatabase,
 };
 
 crate::on_both_stores!(a_hundred_concurrent_issue_calls_make_one_order);
 
 async fn a_hundred_concurrent_issue_calls_make_one_order(kind: StoreKind) {
-    let pebble = Pebble::start(PebbleOptions::default());
-    let database = TestDatabase::create(kind).await;
-    let service = Service::start(&service_env(&pebble, &database));
+    let (pebble, database, env) = pebble_and_database(kind).await;
+    let service = Service::start(&env);
     let id = verified_domain(&service, &pebble, "race.example.test").await;
     let path = format!("/domains/{id}/issue-certificate");
     let answers: Vec<(u16, Value)> = join_all((0..100).map(|_| service.post(&path, None))).await;
@@ -40,9 +39,8 @@ async fn a_hundred_concurrent_issue_calls_make_one_order(kind: StoreKind) {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_hundred_first_ever_issuances_register_one_account() {
-    let pebble = Pebble::start(PebbleOptions::default());
-    let database = TestDatabase::create(StoreKind::Postgres).await;
-    let service = Service::start(&service_env(&pebble, &database));
+    let (pebble, database, env) = pebble_and_database(StoreKind::Postgres).await;
+    let service = Service::start(&env);
     let mut ids = Vec::new();
     for n in 0..100 {
         ids.push(verified_domain(&service, &pebble, &format!("first{n}.example.test")).await);
@@ -117,9 +115,8 @@ async fn a_ca_that_goes_away_is_retried_then_reported_as_unavailable() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn servfail_and_crowded_txt_records_keep_the_poller_polling() {
-    let pebble = Pebble::start(PebbleOptions::default());
-    let database = TestDatabase::create(StoreKind::Postgres).await;
-    let service = Service::start(&service_env(&pebble, &database));
+    let (pebble, database, env) = pebble_and_database(StoreKind::Postgres).await;
+    let service = Service::start(&env);
     let id = verified_domain(&service, &pebble, "flaky.example.test").await;
     let (code, started) = service
         .post(&format!("/domains/{id}/issue-certificate"), None)
@@ -191,9 +188,7 @@ async fn servfail_and_crowded_txt_records_keep_the_poller_polling() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn sigterm_stops_cleanly_and_the_next_start_resumes() {
-    let pebble = Pebble::start(PebbleOptions::default());
-    let database = TestDatabase::create(StoreKind::Sqlite).await;
-    let env = service_env(&pebble, &database);
+    let (pebble, _database, env) = pebble_and_database(StoreKind::Sqlite).await;
     let mut first = Service::start(&env);
     let id = verified_domain(&first, &pebble, "term.example.test").await;
     let (code, started) = first

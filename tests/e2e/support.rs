@@ -751,6 +751,17 @@ pub async fn active_domain(service: &Service, pebble: &Pebble, name: &str) -> St
     id
 }
 
+/// The usual start of a test: a Pebble with default options, a fresh database of `kind`, and
+/// the environment a service needs for both.
+pub async fn pebble_and_database(
+    kind: StoreKind,
+) -> (Pebble, TestDatabase, HashMap<String, String>) {
+    let pebble = Pebble::start(PebbleOptions::default());
+    let database = TestDatabase::create(kind).await;
+    let env = service_env(&pebble, &database);
+    (pebble, database, env)
+}
+
 /// The environment for a service that uses `pebble` and `database`.
 pub fn service_env(pebble: &Pebble, database: &TestDatabase) -> HashMap<String, String> {
     let mut env = database_env(database);
