@@ -524,6 +524,42 @@ mod tests {
     }
 
     #[test]
+    fn the_feed_poll_interval_is_parsed_and_zero_is_refused() {
+        let settings = Settings::from_map(&vars(&[("FEED_POLL_INTERVAL", "1h")])).expect("valid");
+        assert_eq!(settings.feed_poll_interval, Duration::from_secs(3600));
+        assert_eq!(
+            Settings::default().feed_poll_interval,
+            Duration::from_secs(1)
+        );
+        let error =
+            Settings::from_map(&vars(&[("FEED_POLL_INTERVAL", "0s")])).expect_err("invalid");
+        assert_eq!(error.name, "FEED_POLL_INTERVAL");
+    }
+
+    #[test]
+    fn previous_key_encryption_keys_are_listed_and_never_printed() {
+        let settings = Settings::from_map(&vars(&[(
+            "PREVIOUS_KEY_ENCRYPTION_KEYS",
+            " old-key-one , ,old-key-two",
+        )]))
+        .expect("valid");
+        assert_eq!(settings.previous_key_encryption_keys.len(), 2);
+        assert_eq!(
+            settings.previous_key_encryption_keys[1].expose(),
+            "old-key-two"
+        );
+        let printed = format!("{settings:?}{}", settings.to_redacted_toml());
+        assert!(!printed.contains("old-key"), "{printed}");
+        assert!(
+            settings
+                .to_redacted_toml()
+                .contains("previous_key_encryption_keys = [\"<redacted>\", \"<redacted>\"]"),
+            "{}",
+            settings.to_redacted_toml()
+        );
+    }
+
+    #[test]
     fn the_auth_token_does_not_print_itself() {
         let settings = Settings::from_map(&vars(&[("AUTH_TOKEN", "hunter2")])).expect("valid");
         assert!(!format!("{settings:?}").contains("hunter2"));
