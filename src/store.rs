@@ -1025,3 +1025,78 @@ impl Store {
             .unwrap_or_else(|| private_key_pem.to_owned()))
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A migrated store on a fresh SQLite file, and the file's path (for removing it).
+    async fn sqlite_store() -> (Store, std::path::PathBuf) {
+        let path = std::env::temp_dir().join(format!("store-test-{}.db", uuid::Uuid::new_v4()));
+        let store = Store::connect(&format!("sqlite://{}", path.display()))
+            .await
+            .expect("connects");
+        store.migrate().await.expect("migrates");
+        (store, path)
+    }
+
+    #[tokio::test]
+    async fn a_secret_written_meanwhile_fails_its_whole_replacement_batch() {
+        let (store, path) = sqlite_store().await;
+        for order in ["o1", "o2"] {
+            store
+                .insert_certificate_key(order, "d", &format!("sealed-{order}"))
+                .await
+                .expect("stored");
+        }
+        let table = SecretTable::CertificateKeys;
+        let read = store.sealed_secrets(table, "", 10).await.expect("read");
+        assert_eq!(
+            read,
+            vec![
+                ("o1".to_owned(), "sealed-o1".to_owned()),
+                ("o2".to_owned(), "sealed-o2".to_owned())
+            ]
+        );
+        // o2's replacement was computed from a value that is no longer the stored one.
+        let stale = [
+            ("o1".to_owned(), "sealed-o1".to_owned(), "new-o1".to_owned()),
+            (
+                "o2".to_owned(),
+                "an-older-o2".to_owned(),
+                "new-o2".to_owned(),
+            ),
+        ];
+        let error = store
+            .replace_secrets(table, &stale)
+            .await
+            .expect_err("refused");
+        assert!(
+            error.to_string().contains("certificate_keys/o2 changed"),
+            "{error}"
+        );
+        assert_eq!(
+            store.sealed_secrets(table, "", 10).await.expect("read"),
+            read,
+            "o1 was not replaced either"
+        );
+        let fresh = [("o1".to_owned(), "sealed-o1".to_owned(), "new-o1".to_owned())];
+        store
+            .replace_secrets(table, &fresh)
+            .await
+            .expect("replaced");
+        assert_eq!(
+            store.certificate_key("o1").await.expect("read").as_deref(),
+            Some("new-o1")
+        );
+        assert_eq!(
+            store.sealed_secrets(table, "o1", 10).await.expect("read"),
+            vec![("o2".to_owned(), "sealed-o2".to_owned())],
+            "pages start after the given key"
+        );
+        drop(store);
+        for suffix in ["", "-wal", "-shm"] {
+            let _ = std::fs::remove_file(format!("{}{suffix}", path.display()));
+        }
+    }
+}
