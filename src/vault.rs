@@ -213,21 +213,27 @@ impl KeyRing {
 
     /// Opens a value sealed under the current key or any previous one.
     pub fn open(&self, sealed: &str, context: &str) -> Result<String, VaultError> {
-        self.current.open(sealed, context).or_else(|error| {
-            self.previous
-                .iter()
-                .find_map(|key| key.open(sealed, context).ok())
-                .ok_or(error)
-        })
+        self.current
+            .open(sealed, context)
+            .or_else(|error| self.open_with_previous(sealed, context).ok_or(error))
+    }
+
+    /// Opens a value with the first previous key that can.
+    fn open_with_previous(&self, sealed: &str, context: &str) -> Option<String> {
+        self.previous
+            .iter()
+            .find_map(|key| key.open(sealed, context).ok())
     }
 
     /// The value under the current key: `None` when it is already, else re-sealed.
     fn resealed(&self, sealed: &str, context: &str) -> Result<Option<String>, VaultError> {
-        if self.current.open(sealed, context).is_ok() {
-            return Ok(None);
+        match self.current.open(sealed, context) {
+            Ok(_) => Ok(None),
+            Err(error) => {
+                let plaintext = self.open_with_previous(sealed, context).ok_or(error)?;
+                Ok(Some(self.seal(&plaintext, context)))
+            }
         }
-        let plaintext = self.open(sealed, context)?;
-        Ok(Some(self.seal(&plaintext, context)))
     }
 }
 
