@@ -34,6 +34,9 @@ pub enum VaultError {
          PREVIOUS_KEY_ENCRYPTION_KEYS"
     )]
     Undecryptable(String),
+    /// Encryption itself failed: nothing is stored, the operation fails.
+    #[error("sealing a secret for {0} failed")]
+    Sealing(String),
     /// The store failed.
     #[error(transparent)]
     Store(#[from] StoreError),
@@ -139,17 +142,8 @@ impl KeyEncryptionKey {
     }
 
     /// Encrypts `plaintext`, bound to `context`.
-    pub fn seal(&self, plaintext: &str, context: &str) -> String {
-        let nonce = XChaCha20Poly1305::generate_nonce(&mut OsRng);
-        let payload = Payload {
-            msg: plaintext.as_bytes(),
-            aad: context.as_bytes(),
-        };
-        // Encryption with a valid key and a fresh nonce cannot fail for inputs of this size.
-        let ciphertext = self.cipher().encrypt(&nonce, payload).unwrap_or_default();
-        let mut sealed = nonce.to_vec();
-        sealed.extend_from_slice(&ciphertext);
-        format!("{SEALED_PREFIX}{}", STANDARD.encode(sealed))
+    pub fn seal(&self, plaintext: &str, context: &str) -> Result<String, VaultError> {
+        seal_with(&self.cipher(), plaintext, context)
     }
 
     /// Decrypts a value sealed for `context`.
@@ -173,6 +167,25 @@ impl KeyEncryptionKey {
             .map_err(|_| undecryptable())?;
         String::from_utf8(plaintext).map_err(|_| undecryptable())
     }
+}
+
+/// Encrypts with `cipher` under a fresh nonce. A failure of the cipher fails the operation:
+/// an empty or partial ciphertext would be stored as a key that never opens again.
+fn seal_with<C>(cipher: &C, plaintext: &str, context: &str) -> Result<String, VaultError>
+where
+    C: Aead + AeadCore<NonceSize = <XChaCha20Poly1305 as AeadCore>::NonceSize>,
+{
+    let nonce = XChaCha20Poly1305::generate_nonce(&mut OsRng);
+    let payload = Payload {
+        msg: plaintext.as_bytes(),
+        aad: context.as_bytes(),
+    };
+    let ciphertext = cipher
+        .encrypt(&nonce, payload)
+        .map_err(|_| VaultError::Sealing(context.to_owned()))?;
+    let mut sealed = nonce.to_vec();
+    sealed.extend_from_slice(&ciphertext);
+    Ok(format!("{SEALED_PREFIX}{}", STANDARD.encode(sealed)))
 }
 
 /// The key values are sealed with, and the keys values sealed before a rotation may still be
@@ -207,7 +220,7 @@ impl KeyRing {
     }
 
     /// Seals under the current key.
-    pub fn seal(&self, plaintext: &str, context: &str) -> String {
+    pub fn seal(&self, plaintext: &str, context: &str) -> Result<String, VaultError> {
         self.current.seal(plaintext, context)
     }
 
@@ -231,7 +244,7 @@ impl KeyRing {
             Ok(_) => Ok(None),
             Err(error) => {
                 let plaintext = self.open_with_previous(sealed, context).ok_or(error)?;
-                Ok(Some(self.seal(&plaintext, context)))
+                self.seal(&plaintext, context).map(Some)
             }
         }
     }
@@ -254,8 +267,9 @@ fn sqlite_key_path(database_url: &str) -> Option<PathBuf> {
         .map(|path| PathBuf::from(format!("{}.kek", path.display())))
 }
 
+/// Creates `path` holding `contents`, readable by its owner only; refuses to overwrite.
 #[cfg(unix)]
-fn write_owner_only(path: &Path, contents: &str) -> std::io::Result<()> {
+pub(crate) fn write_owner_only(path: &Path, contents: &str) -> std::io::Result<()> {
     use std::io::Write as _;
     use std::os::unix::fs::OpenOptionsExt as _;
     let mut file = std::fs::OpenOptions::new()
@@ -268,7 +282,7 @@ fn write_owner_only(path: &Path, contents: &str) -> std::io::Result<()> {
 }
 
 #[cfg(not(unix))]
-fn write_owner_only(path: &Path, contents: &str) -> std::io::Result<()> {
+pub(crate) fn write_owner_only(path: &Path, contents: &str) -> std::io::Result<()> {
     std::fs::write(path, contents)
 }
 
@@ -349,7 +363,7 @@ impl KeyVault {
         private_key_pem: &str,
     ) -> Result<String, VaultError> {
         let context = Self::certificate_context(order_id);
-        let sealed = self.key.seal(private_key_pem, &context);
+        let sealed = self.key.seal(private_key_pem, &context)?;
         let of_record = self
             .store
             .insert_certificate_key(order_id, domain_id, &sealed)
@@ -386,7 +400,7 @@ impl KeyVault {
         credentials_json: &str,
     ) -> Result<String, VaultError> {
         let context = Self::account_context(directory_url);
-        let sealed = self.key.seal(credentials_json, &context);
+        let sealed = self.key.seal(credentials_json, &context)?;
         let of_record = self
             .store
             .insert_acme_account(directory_url, account_id, &sealed)
@@ -402,7 +416,9 @@ mod tests {
     #[test]
     fn a_sealed_value_opens_only_in_its_own_context() {
         let key = KeyEncryptionKey::generate();
-        let sealed = key.seal("-----BEGIN PRIVATE KEY-----", "certificate_keys/a");
+        let sealed = key
+            .seal("-----BEGIN PRIVATE KEY-----", "certificate_keys/a")
+            .expect("sealed");
         assert!(!sealed.contains("PRIVATE KEY"));
         assert_eq!(
             key.open(&sealed, "certificate_keys/a").expect("opens"),
@@ -418,7 +434,7 @@ mod tests {
     fn a_ring_seals_with_its_current_key_and_opens_with_any() {
         let (old, new) = (KeyEncryptionKey::generate(), KeyEncryptionKey::generate());
         let ring = KeyRing::new(new.clone(), vec![old.clone()]);
-        let under_old = old.seal("secret", "acme_accounts/x");
+        let under_old = old.seal("secret", "acme_accounts/x").expect("sealed");
         assert_eq!(
             ring.open(&under_old, "acme_accounts/x").expect("opens"),
             "secret"
@@ -436,8 +452,10 @@ mod tests {
             ring.resealed(&resealed, "acme_accounts/x").expect("opens"),
             None
         );
-        assert!(new.open(&ring.seal("s", "c"), "c").is_ok());
-        let stranger = KeyEncryptionKey::generate().seal("secret", "acme_accounts/x");
+        assert!(new.open(&ring.seal("s", "c").expect("sealed"), "c").is_ok());
+        let stranger = KeyEncryptionKey::generate()
+            .seal("secret", "acme_accounts/x")
+            .expect("sealed");
         assert!(ring.open(&stranger, "acme_accounts/x").is_err());
     }
 
@@ -466,8 +484,52 @@ mod tests {
         let ring = KeyRing::resolve(&settings).expect("a ring");
         let under_previous = KeyEncryptionKey::from_base64(&STANDARD.encode([2u8; 32]))
             .expect("a key")
-            .seal("secret", "c");
+            .seal("secret", "c")
+            .expect("sealed");
         assert_eq!(ring.open(&under_previous, "c").expect("opens"), "secret");
+    }
+
+    /// An AEAD whose encryption always fails, as a real cipher's would on input it cannot take.
+    struct FailingCipher;
+
+    impl AeadCore for FailingCipher {
+        type NonceSize = <XChaCha20Poly1305 as AeadCore>::NonceSize;
+        type TagSize = <XChaCha20Poly1305 as AeadCore>::TagSize;
+        type CiphertextOverhead = <XChaCha20Poly1305 as AeadCore>::CiphertextOverhead;
+    }
+
+    impl chacha20poly1305::aead::AeadInPlace for FailingCipher {
+        fn encrypt_in_place_detached(
+            &self,
+            _nonce: &chacha20poly1305::aead::Nonce<Self>,
+            _associated_data: &[u8],
+            _buffer: &mut [u8],
+        ) -> chacha20poly1305::aead::Result<chacha20poly1305::aead::Tag<Self>> {
+            Err(chacha20poly1305::aead::Error)
+        }
+
+        fn decrypt_in_place_detached(
+            &self,
+            _nonce: &chacha20poly1305::aead::Nonce<Self>,
+            _associated_data: &[u8],
+            _buffer: &mut [u8],
+            _tag: &chacha20poly1305::aead::Tag<Self>,
+        ) -> chacha20poly1305::aead::Result<()> {
+            Err(chacha20poly1305::aead::Error)
+        }
+    }
+
+    #[test]
+    fn a_cipher_failure_fails_the_seal_instead_of_storing_an_unopenable_value() {
+        let error = seal_with(
+            &FailingCipher,
+            "-----BEGIN PRIVATE KEY-----",
+            "certificate_keys/a",
+        )
+        .expect_err("refused");
+        assert!(
+            matches!(error, VaultError::Sealing(ref context) if context == "certificate_keys/a")
+        );
     }
 
     #[test]
