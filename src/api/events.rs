@@ -165,52 +165,159 @@ pub async fn feed(
 /// One event per line from `after` on: up to `limit` events, then ends, unless `follow`, in
 /// which case it waits for new events until the client goes away: it looks again as soon as
 /// events are committed (see `commit_signal`), or every `FEED_POLL_INTERVAL` at the latest.
+///
+/// An event that cannot be encoded ends the stream with an error after the events before it,
+/// never skipped: a consumer resuming from the last position it read asks for it again.
 fn ndjson_stream(
     services: Arc<Services>,
     after: i64,
     limit: Option<u32>,
     follow: bool,
 ) -> impl futures::Stream<Item = Result<Bytes, actix_web::Error>> {
-    let remaining = limit.map(u64::from);
-    // Made before the first read, so a commit between that read and the first wait is seen.
-    let commits = CommitWaiter::new();
-    futures::stream::unfold(
-        (services, after, remaining, commits),
-        move |(services, mut after, mut remaining, mut commits)| async move {
-            loop {
-                if remaining == Some(0) {
-                    return None;
-                }
-                let batch = remaining.map_or(1000, |left| left.min(1000) as u32);
-                let events = match services.store.events_after(after, batch).await {
-                    Ok(events) => events,
-                    Err(error) => {
-                        return Some((
-                            Err(ApiError::Internal(error.to_string()).into()),
-                            (services, after, Some(0), commits),
-                        ))
-                    }
-                };
-                if events.is_empty() {
-                    if !follow {
-                        return None;
-                    }
-                    commits.wait(services.settings.feed_poll_interval).await;
+    struct State {
+        services: Arc<Services>,
+        after: i64,
+        remaining: Option<u64>,
+        commits: CommitWaiter,
+        /// An error to end the stream with, once the lines before it are sent.
+        failure: Option<ApiError>,
+    }
+    let state = State {
+        services,
+        after,
+        remaining: limit.map(u64::from),
+        // Made before the first read, so a commit between that read and the first wait is seen.
+        commits: CommitWaiter::new(),
+        failure: None,
+    };
+    futures::stream::unfold(state, move |mut state| async move {
+        loop {
+            if let Some(failure) = state.failure.take() {
+                state.remaining = Some(0);
+                return Some((Err(failure.into()), state));
+            }
+            if state.remaining == Some(0) {
+                return None;
+            }
+            let batch = state.remaining.map_or(1000, |left| left.min(1000) as u32);
+            let events = match state.services.store.events_after(state.after, batch).await {
+                Ok(events) => events,
+                Err(error) => {
+                    state.failure = Some(ApiError::Internal(error.to_string()));
                     continue;
                 }
-                let mut lines = Vec::with_capacity(events.len() * 512);
-                for event in &events {
-                    if serde_json::to_writer(&mut lines, event).is_ok() {
-                        lines.push(b'\n');
-                    }
+            };
+            if events.is_empty() {
+                if !follow {
+                    return None;
                 }
-                after = events.last().map_or(after, |event| event.position);
-                remaining = remaining.map(|left| left.saturating_sub(events.len() as u64));
-                return Some((
-                    Ok(Bytes::from(lines)),
-                    (services, after, remaining, commits),
-                ));
+                let interval = state.services.settings.feed_poll_interval;
+                state.commits.wait(interval).await;
+                continue;
             }
-        },
-    )
+            let encoded = encode_lines(&events, |event| event.position);
+            if let Some(failure) = encoded.failure {
+                tracing::error!(error = %failure, after = ?encoded.last_position, "a feed event could not be encoded; the stream ends");
+                state.failure = Some(ApiError::Internal(format!(
+                    "the event after position {} could not be encoded: {failure}",
+                    encoded.last_position.unwrap_or(state.after)
+                )));
+            }
+            state.after = encoded.last_position.unwrap_or(state.after);
+            state.remaining = state
+                .remaining
+                .map(|left| left.saturating_sub(encoded.count as u64));
+            if encoded.lines.is_empty() {
+                continue;
+            }
+            return Some((Ok(Bytes::from(encoded.lines)), state));
+        }
+    })
+}
+
+/// NDJSON lines of a batch, up to the first event that failed to encode.
+struct EncodedLines {
+    /// One line per event encoded.
+    lines: Vec<u8>,
+    /// How many events the lines hold.
+    count: usize,
+    /// The position of the last event encoded.
+    last_position: Option<i64>,
+    /// Why the next event could not be encoded, if one could not.
+    failure: Option<String>,
+}
+
+/// Encodes `events` one per line, stopping at the first that fails: the events after it are
+/// not sent either, since a consumer's position may only move past events it has received.
+fn encode_lines<E: Serialize>(events: &[E], position: impl Fn(&E) -> i64) -> EncodedLines {
+    let mut encoded = EncodedLines {
+        lines: Vec::with_capacity(events.len() * 512),
+        count: 0,
+        last_position: None,
+        failure: None,
+    };
+    for event in events {
+        let line = match serde_json::to_vec(event) {
+            Ok(line) => line,
+            Err(error) => {
+                encoded.failure = Some(error.to_string());
+                break;
+            }
+        };
+        encoded.lines.extend_from_slice(&line);
+        encoded.lines.push(b'\n');
+        encoded.count += 1;
+        encoded.last_position = Some(position(event));
+    }
+    encoded
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// An event whose encoding fails when `fails` is set.
+    struct Event {
+        position: i64,
+        fails: bool,
+    }
+
+    impl Serialize for Event {
+        fn serialize<S: serde::Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
+            if self.fails {
+                return Err(serde::ser::Error::custom("cannot encode"));
+            }
+            serializer.serialize_i64(self.position)
+        }
+    }
+
+    fn event(position: i64, fails: bool) -> Event {
+        Event { position, fails }
+    }
+
+    #[test]
+    fn an_event_that_fails_to_encode_stops_the_batch_without_moving_past_it() {
+        let events = [event(4, false), event(5, true), event(6, false)];
+        let encoded = encode_lines(&events, |event| event.position);
+        assert_eq!(encoded.lines, b"4\n");
+        assert_eq!(encoded.count, 1);
+        assert_eq!(encoded.last_position, Some(4));
+        assert_eq!(encoded.failure.as_deref(), Some("cannot encode"));
+    }
+
+    #[test]
+    fn a_first_event_that_fails_to_encode_sends_nothing_and_keeps_the_position() {
+        let encoded = encode_lines(&[event(7, true)], |event| event.position);
+        assert!(encoded.lines.is_empty());
+        assert_eq!(encoded.last_position, None);
+        assert!(encoded.failure.is_some());
+    }
+
+    #[test]
+    fn a_batch_that_encodes_moves_to_its_last_position() {
+        let encoded = encode_lines(&[event(1, false), event(2, false)], |event| event.position);
+        assert_eq!(encoded.lines, b"1\n2\n");
+        assert_eq!(encoded.last_position, Some(2));
+        assert!(encoded.failure.is_none());
+    }
 }
