@@ -20,6 +20,19 @@ enum Backend {
     Sqlite(SqliteEventRepository),
 }
 
+/// An append refused because the event before it has no stored hash to link to.
+#[derive(Debug, thiserror::Error)]
+#[error(
+    "the hash chain of stream {aggregate_id} is broken: event {sequence} has no stored hash, so \
+     nothing more is appended to it (dns-handling audit verify shows where it breaks)"
+)]
+pub struct BrokenChain {
+    /// The stream.
+    pub aggregate_id: String,
+    /// The event whose hash is missing.
+    pub sequence: i64,
+}
+
 /// The event repository over the configured store.
 pub struct EventRepository {
     backend: Backend,
@@ -58,7 +71,17 @@ impl EventRepository {
                 )
                 .await
                 .map_err(|e| PersistenceError::ConnectionError(Box::new(e)))?
-                .unwrap_or_else(|| GENESIS.to_owned())
+                .ok_or_else(|| {
+                    // Starting the chain again here would hide a broken chain behind a new,
+                    // valid-looking one: the append is refused instead.
+                    PersistenceError::UnknownError(
+                        BrokenChain {
+                            aggregate_id: first.aggregate_id.clone(),
+                            sequence: first.sequence as i64 - 1,
+                        }
+                        .into(),
+                    )
+                })?
         };
         let mut linked = Vec::with_capacity(events.len());
         for event in events {
@@ -173,5 +196,88 @@ impl EventUpcaster for Upcasters {
         event.payload = payload;
         event.event_version = version;
         event
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use cqrs_es::persist::PersistedEventRepository;
+
+    use super::*;
+    use crate::aggregate::CustomDomain;
+
+    fn event(sequence: usize) -> SerializedEvent {
+        SerializedEvent {
+            aggregate_id: "d1".into(),
+            sequence,
+            aggregate_type: "CustomDomain".into(),
+            event_type: "DomainRemoved".into(),
+            event_version: "1.0".into(),
+            payload: serde_json::json!({"DomainRemoved": {"at": "2026-01-01T00:00:00Z"}}),
+            metadata: serde_json::json!({}),
+        }
+    }
+
+    async fn sqlite_store() -> (Store, std::path::PathBuf) {
+        let path = std::env::temp_dir().join(format!("chain-{}.db", uuid::Uuid::new_v4()));
+        let store = Store::connect(&format!("sqlite://{}", path.display()))
+            .await
+            .expect("store");
+        store.migrate().await.expect("migrated");
+        (store, path)
+    }
+
+    #[tokio::test]
+    async fn an_append_after_an_event_without_its_hash_is_refused_instead_of_restarting_the_chain()
+    {
+        let (store, path) = sqlite_store().await;
+        let repository = EventRepository::new(store.clone());
+        repository
+            .persist::<CustomDomain>(&[event(1)], None)
+            .await
+            .expect("first event stored");
+        assert!(store
+            .event_hash("CustomDomain", "d1", 1)
+            .await
+            .expect("read")
+            .is_some());
+        if let Store::Sqlite(pool) = &store {
+            sqlx::query("UPDATE events SET metadata = '{}' WHERE aggregate_id = 'd1'")
+                .execute(pool)
+                .await
+                .expect("hash removed");
+        }
+        let error = repository
+            .persist::<CustomDomain>(&[event(2)], None)
+            .await
+            .expect_err("refused");
+        assert!(
+            error.to_string().contains("event 1 has no stored hash"),
+            "{error}"
+        );
+        let stored = store.domain_history("d1").await.expect("history");
+        assert_eq!(stored.len(), 1, "nothing was appended");
+        let _ = std::fs::remove_file(path);
+    }
+
+    #[tokio::test]
+    async fn an_append_links_to_the_stored_hash_of_the_event_before() {
+        let (store, path) = sqlite_store().await;
+        let repository = EventRepository::new(store.clone());
+        repository
+            .persist::<CustomDomain>(&[event(1)], None)
+            .await
+            .expect("stored");
+        repository
+            .persist::<CustomDomain>(&[event(2)], None)
+            .await
+            .expect("stored");
+        let history = store.domain_history("d1").await.expect("history");
+        assert_eq!(
+            history[1].metadata[PREV_HASH_KEY],
+            history[0].metadata[HASH_KEY]
+        );
+        assert!(dns_handling_events::chain::verify_stream("CustomDomain", &history).is_none());
+        let _ = std::fs::remove_file(path);
     }
 }
