@@ -1,19 +1,23 @@
 //! Keeps the read projections (domain and certificate views) up to date with the events.
 //!
-//! Two paths write the views, and both are idempotent (a view only moves to a higher sequence):
+//! Two paths write the views:
 //! - right after a commit, cqrs-es dispatches the new events in process, so a client that reads
 //!   after a write sees it;
 //! - the checkpointed catch-up reads the global feed after the projection's checkpoint, applies
 //!   it in batches and moves the checkpoint. It runs at start (before pending orders resume) and
 //!   continuously, so an update lost between a commit and a crash, or written by another replica,
 //!   still arrives. A rebuild is the same catch-up from position zero on empty views.
+//!
+//! Both are idempotent: a view only moves by the next sequence of its stream. A view that missed
+//! events (one update failed, a later one did not) is folded again from its whole stream rather
+//! than moved past the gap, which no later update could repair.
 
 use std::collections::HashMap;
 
 use async_trait::async_trait;
 use cqrs_es::{EventEnvelope, Query};
 use dns_handling_events::CustomDomainEvent;
-use dns_handling_projections::{CertificateView, DomainView};
+use dns_handling_projections::{Applied, CertificateView, DomainView};
 
 use crate::aggregate::CustomDomain;
 use crate::store::{ProjectionRow, ProjectionWrite, Store, StoreError};
@@ -52,6 +56,13 @@ impl Prepared {
     }
 }
 
+/// One domain's views folded from its whole stream.
+struct Rebuilt {
+    view: Option<DomainView>,
+    certificate: Option<CertificateView>,
+    removed: bool,
+}
+
 /// Waits for a spawned write.
 async fn join(write: tokio::task::JoinHandle<Result<u64, StoreError>>) -> Result<u64, StoreError> {
     write
@@ -80,25 +91,65 @@ impl ViewProjector {
             .map(|view| (view.id.clone(), view))
             .collect();
         // A batch may hold two certificates of one domain: the later one is its current one.
-        let mut certificates: HashMap<&str, CertificateView> = HashMap::new();
+        let mut certificates: HashMap<String, CertificateView> = HashMap::new();
         let mut removed = Vec::new();
+        let mut gaps = Vec::new();
         for (id, events) in streams {
             let mut view = views.remove(*id);
+            let mut batch_certificate = None;
+            let mut batch_removed = false;
+            let mut gap = None;
             for (sequence, event) in events {
-                match view.as_mut() {
+                let applied = match view.as_mut() {
                     Some(existing) => existing.apply(*sequence, event),
-                    None => view = DomainView::from_registration(id, *sequence, event),
+                    None => match DomainView::from_registration(id, *sequence, event) {
+                        Some(started) if *sequence == 1 => {
+                            view = Some(started);
+                            Applied::Moved
+                        }
+                        _ => Applied::Gap { expected: 1 },
+                    },
+                };
+                if let Applied::Gap { expected } = applied {
+                    gap = Some((expected, *sequence));
+                    break;
                 }
+                // A batch may hold two certificates of one domain: the later one is current.
                 if let Some(certificate) = CertificateView::from_event(id, *sequence, event) {
-                    certificates.insert(*id, certificate);
+                    batch_certificate = Some(certificate);
                 }
                 // The name is freed by the projection, not by the request, so that a crash
                 // right after the removal was recorded still frees it at the catch-up.
-                if matches!(event, CustomDomainEvent::DomainRemoved { .. }) {
-                    removed.push((*id).to_owned());
-                }
+                batch_removed |= matches!(event, CustomDomainEvent::DomainRemoved { .. });
+            }
+            if let Some((expected, found)) = gap {
+                tracing::warn!(
+                    domain_id = %id, expected, found,
+                    "the view missed events; it is rebuilt from its stream"
+                );
+                crate::metrics::METRICS.view_rebuilds.inc();
+                gaps.push(*id);
+                continue;
+            }
+            if let Some(certificate) = batch_certificate {
+                certificates.insert((*id).to_owned(), certificate);
+            }
+            if batch_removed {
+                removed.push((*id).to_owned());
             }
             if let Some(view) = view {
+                views.insert(view.id.clone(), view);
+            }
+        }
+        for id in gaps {
+            let rebuilt = self.rebuild_from_stream(id).await?;
+            if let Some(certificate) = rebuilt.certificate {
+                certificates.insert(id.to_owned(), certificate);
+            }
+            if rebuilt.removed {
+                removed.push(id.to_owned());
+            }
+            if let Some(view) = rebuilt.view {
                 views.insert(view.id.clone(), view);
             }
         }
@@ -106,6 +157,34 @@ impl ViewProjector {
             views: views.into_values().collect(),
             certificates: certificates.into_values().collect(),
             removed,
+        })
+    }
+
+    /// A domain's views folded again from its whole stream, for a view that missed events
+    /// (an update that failed while a later one succeeded). Every event dispatched or read from
+    /// the feed is committed, so the stream holds at least what the batch did.
+    async fn rebuild_from_stream(&self, id: &str) -> Result<Rebuilt, StoreError> {
+        let history = self.store.domain_history(id).await?;
+        let mut decoded = Vec::with_capacity(history.len());
+        for event in &history {
+            decoded.push((u64::try_from(event.sequence).unwrap_or(0), event.decode()?));
+        }
+        let view = DomainView::fold(
+            id,
+            decoded.iter().map(|(sequence, event)| (*sequence, event)),
+        );
+        if view.is_none() && !decoded.is_empty() {
+            tracing::error!(domain_id = %id, "the stream does not fold into a view (dns-handling audit verify shows why)");
+        }
+        Ok(Rebuilt {
+            certificate: decoded
+                .iter()
+                .rev()
+                .find_map(|(sequence, event)| CertificateView::from_event(id, *sequence, event)),
+            removed: decoded
+                .iter()
+                .any(|(_, event)| matches!(event, CustomDomainEvent::DomainRemoved { .. })),
+            view,
         })
     }
 

@@ -105,13 +105,46 @@ impl DomainView {
         })
     }
 
-    /// Applies one event that follows the registration. Events already applied (by sequence)
-    /// are ignored, which makes delivering an event twice harmless.
-    pub fn apply(&mut self, sequence: u64, event: &CustomDomainEvent) {
+    /// Applies one event that follows the registration. A view only moves by the next
+    /// sequence: an event already applied is ignored (delivering an event twice is harmless),
+    /// and an event after a gap is refused, leaving the view as it was, since applying it would
+    /// skip the missing events for good; the caller rebuilds the view from its stream.
+    pub fn apply(&mut self, sequence: u64, event: &CustomDomainEvent) -> Applied {
         if sequence <= self.last_sequence {
-            return;
+            return Applied::AlreadyApplied;
+        }
+        if sequence != self.last_sequence + 1 {
+            return Applied::Gap {
+                expected: self.last_sequence + 1,
+            };
         }
         self.last_sequence = sequence;
+        self.apply_next(event);
+        Applied::Moved
+    }
+
+    /// Folds a whole stream, in sequence order, into its view: `None` when it does not start
+    /// with a registration or skips a sequence.
+    pub fn fold<'a>(
+        id: &str,
+        events: impl IntoIterator<Item = (u64, &'a CustomDomainEvent)>,
+    ) -> Option<DomainView> {
+        let mut view: Option<DomainView> = None;
+        for (sequence, event) in events {
+            match view.as_mut() {
+                None if sequence == 1 => view = Some(Self::from_registration(id, 1, event)?),
+                None => return None,
+                Some(view) => {
+                    if view.apply(sequence, event) != Applied::Moved {
+                        return None;
+                    }
+                }
+            }
+        }
+        view
+    }
+
+    fn apply_next(&mut self, event: &CustomDomainEvent) {
         match event {
             CustomDomainEvent::DomainRegistered { registered_at, .. } => {
                 self.updated_at = *registered_at;
@@ -188,6 +221,20 @@ impl DomainView {
     }
 }
 
+/// What [`DomainView::apply`] did with an event.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Applied {
+    /// The event was the next one: the view moved to it.
+    Moved,
+    /// The view had applied it already: nothing changed.
+    AlreadyApplied,
+    /// Events are missing between the view and this one: nothing changed.
+    Gap {
+        /// The sequence the view needs next.
+        expected: u64,
+    },
+}
+
 /// The view behind `GET /domains/{id}/certificate`: public parts only.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct CertificateView {
@@ -207,9 +254,12 @@ pub struct CertificateView {
     pub issued_at: DateTime<Utc>,
     /// SHA-256 of the leaf certificate's DER, lower-case hex.
     pub fingerprint_sha256: String,
-    /// The sequence of the `CertificateIssued` event in the domain's stream: the chain itself
-    /// is read from there, not copied into the view.
+    /// The sequence of the `CertificateIssued` event in the domain's stream.
     pub sequence: u64,
+    /// The certificate chain (PEM), leaf first, so the certificate is served from this view
+    /// alone. Views written before it was kept here are rebuilt by migration 0005.
+    #[serde(default)]
+    pub chain_pem: String,
 }
 
 impl CertificateView {
@@ -236,6 +286,7 @@ impl CertificateView {
             issued_at: *issued_at,
             fingerprint_sha256: certificate.fingerprint_sha256.clone(),
             sequence,
+            chain_pem: certificate.chain_pem.clone(),
         })
     }
 }
@@ -261,10 +312,10 @@ mod tests {
             observed_values: vec!["tok".into()],
             verified_at: Utc::now(),
         };
-        view.apply(2, &verified);
+        assert_eq!(view.apply(2, &verified), Applied::Moved);
         assert_eq!(view.status, DomainStatus::Verified);
         let snapshot = view.clone();
-        view.apply(2, &verified);
+        assert_eq!(view.apply(2, &verified), Applied::AlreadyApplied);
         assert_eq!(view, snapshot);
     }
 
@@ -284,6 +335,32 @@ mod tests {
             view.failure_reason.map(|reason| reason.code),
             Some(FailureReason::DNS_TIMEOUT.to_owned())
         );
+    }
+
+    #[test]
+    fn a_view_refuses_an_event_after_a_gap_and_stays_as_it_was() {
+        let mut view = DomainView::from_registration("d1", 1, &registered()).expect("view");
+        let snapshot = view.clone();
+        let removed = CustomDomainEvent::DomainRemoved {
+            domain_name: "shop.example.com".into(),
+            removed_at: Utc::now(),
+        };
+        assert_eq!(view.apply(3, &removed), Applied::Gap { expected: 2 });
+        assert_eq!(view, snapshot);
+    }
+
+    #[test]
+    fn a_stream_with_a_missing_sequence_does_not_fold() {
+        let verified = CustomDomainEvent::OwnershipVerified {
+            observed_values: vec!["tok".into()],
+            verified_at: Utc::now(),
+        };
+        let registration = registered();
+        let whole = DomainView::fold("d1", [(1, &registration), (2, &verified)]).expect("folds");
+        assert_eq!(whole.status, DomainStatus::Verified);
+        assert_eq!(whole.last_sequence, 2);
+        assert!(DomainView::fold("d1", [(1, &registration), (3, &verified)]).is_none());
+        assert!(DomainView::fold("d1", [(2, &verified)]).is_none());
     }
 
     #[test]

@@ -258,7 +258,9 @@ pub async fn get(
             .decode()
             .map_err(|e| ApiError::Internal(format!("stored event is unreadable: {e}")))?;
         match view.as_mut() {
-            Some(view) => view.apply(sequence, &payload),
+            Some(view) => {
+                view.apply(sequence, &payload);
+            }
             None => view = DomainView::from_registration(&id, sequence, &payload),
         }
     }
@@ -418,25 +420,6 @@ pub async fn certificate(
 ) -> Result<HttpResponse, ApiError> {
     let view = find(&services, &id).await?;
     let certificate = current_certificate(&services, &view).await?;
-    // The chain lives in the `CertificateIssued` event the view points at.
-    let issued = services
-        .store
-        .domain_history(&id)
-        .await?
-        .into_iter()
-        .find(|event| u64::try_from(event.sequence).ok() == Some(certificate.sequence))
-        .ok_or_else(|| ApiError::Internal("the certificate's event is missing".into()))?
-        .decode()
-        .map_err(|e| ApiError::Internal(format!("the certificate's event is unreadable: {e}")))?;
-    let dns_handling_events::CustomDomainEvent::CertificateIssued {
-        certificate: issued,
-        ..
-    } = issued
-    else {
-        return Err(ApiError::Internal(
-            "the certificate view points at another event".into(),
-        ));
-    };
     Ok(HttpResponse::Ok().json(CertificateBody {
         id: certificate.id,
         domain_id: certificate.domain_id,
@@ -445,7 +428,7 @@ pub async fn certificate(
         not_after: certificate.not_after,
         issued_at: certificate.issued_at,
         fingerprint_sha256: certificate.fingerprint_sha256,
-        chain_pem: issued.chain_pem,
+        chain_pem: certificate.chain_pem,
     }))
 }
 

@@ -295,7 +295,9 @@ async fn assert_views_equal_a_replay(database: &TestDatabase) {
         );
         let event: CustomDomainEvent = serde_json::from_str(payload).expect("an event");
         match replayed.get_mut(id) {
-            Some(view) => view.apply(sequence, &event),
+            Some(view) => {
+                view.apply(sequence, &event);
+            }
             None => {
                 let view = DomainView::from_registration(id, sequence, &event)
                     .expect("registration first");
