@@ -73,6 +73,10 @@ pub struct Metrics {
     pub acme_requests: Family<AcmeLabels, Counter>,
     /// Order pollers alive in this process.
     pub live_pollers: Gauge,
+    /// Pollers that died without finishing their order and were started again.
+    pub poller_restarts: Counter,
+    /// Domain views that had missed events and were folded again from their streams.
+    pub view_rebuilds: Counter,
     /// Seconds to append one command's events to the store, by outcome.
     pub event_append_duration: HistogramFamily<OutcomeLabel>,
 }
@@ -132,6 +136,18 @@ impl Metrics {
             "Order pollers alive in this process",
             live_pollers.clone(),
         );
+        let poller_restarts = Counter::default();
+        registry.register(
+            "poller_restarts",
+            "Pollers that died without finishing their order and were started again",
+            poller_restarts.clone(),
+        );
+        let view_rebuilds = Counter::default();
+        registry.register(
+            "view_rebuilds",
+            "Domain views that had missed events and were folded again from their streams",
+            view_rebuilds.clone(),
+        );
         let event_append_duration =
             HistogramFamily::<OutcomeLabel>::new_with_constructor(append_histogram);
         registry.register(
@@ -147,6 +163,8 @@ impl Metrics {
             txt_polls,
             acme_requests,
             live_pollers,
+            poller_restarts,
+            view_rebuilds,
             event_append_duration,
         }
     }

@@ -186,6 +186,9 @@ pub struct OrderPoller {
     pending: PendingOrder,
     memory: Option<PollerMemory>,
     supervisor: Addr<Supervisor>,
+    /// True once the order reached an end, or the poller was told to stop: only then is its
+    /// stopping the end of the order's polling.
+    finished: bool,
 }
 
 impl OrderPoller {
@@ -200,16 +203,38 @@ impl OrderPoller {
             pending,
             memory: Some(PollerMemory::default()),
             supervisor,
+            finished: false,
         }
     }
 
+    /// Runs one poll as a task of its own, so that a poll that panics (or is cancelled) ends
+    /// that task alone: the poller sees it, stops as not finished, and its supervisor starts
+    /// the order's poller again.
     fn poll(&mut self, ctx: &mut Context<Self>) {
         let memory = self.memory.take().unwrap_or_default();
-        let work = poll_once(self.services.clone(), self.pending.clone(), memory);
-        ctx.spawn(work.into_actor(self).map(|(outcome, memory), actor, ctx| {
+        let work = actix_web::rt::spawn(poll_once(
+            self.services.clone(),
+            self.pending.clone(),
+            memory,
+        ));
+        ctx.spawn(work.into_actor(self).map(|joined, actor, ctx| {
+            let (outcome, memory) = match joined {
+                Ok(polled) => polled,
+                Err(error) => {
+                    tracing::error!(
+                        domain_id = %actor.pending.domain_id, %error,
+                        "a poll died without finishing; the poller stops for its supervisor to restart it"
+                    );
+                    ctx.stop();
+                    return;
+                }
+            };
             actor.memory = Some(memory);
             match outcome {
-                PollOutcome::Finished => ctx.stop(),
+                PollOutcome::Finished => {
+                    actor.finished = true;
+                    ctx.stop();
+                }
                 PollOutcome::Waiting => {
                     let delay = actor.next_delay();
                     ctx.run_later(delay, |actor, ctx| actor.poll(ctx));
@@ -247,6 +272,7 @@ impl Actor for OrderPoller {
         self.supervisor.do_send(PollerStopped {
             domain_id: self.pending.domain_id.clone(),
             order_id: self.pending.order.order_id.clone(),
+            finished: self.finished,
         });
     }
 }
@@ -255,6 +281,7 @@ impl Handler<Shutdown> for OrderPoller {
     type Result = ();
 
     fn handle(&mut self, _msg: Shutdown, ctx: &mut Self::Context) {
+        self.finished = true;
         ctx.stop();
     }
 }

@@ -12,9 +12,10 @@ use std::sync::Arc;
 
 use actix::prelude::*;
 use chrono::{DateTime, Utc};
-use dns_handling_events::OrderDetails;
+use dns_handling_events::{DomainStatus, OrderDetails};
 
 use super::poller::OrderPoller;
+use crate::metrics::METRICS;
 use crate::services::Services;
 use crate::store::StoreError;
 
@@ -53,7 +54,14 @@ pub struct Shutdown;
 pub(crate) struct PollerStopped {
     pub domain_id: String,
     pub order_id: String,
+    /// False when it died without its order reaching an end (a poll panicked or was
+    /// cancelled): the order is still pending and is polled again.
+    pub finished: bool,
 }
+
+/// How long a poller that died waits before it is started again, so that one that dies at
+/// once does not spin.
+const RESTART_DELAY: std::time::Duration = std::time::Duration::from_secs(1);
 
 /// How many orders' leases one statement claims (PostgreSQL mode). One by one, each claim a
 /// round trip and a commit, 20,000 pending orders took 50 s to resume (eight at a time, 4–6 s).
@@ -62,6 +70,7 @@ const CLAIMS_PER_STATEMENT: usize = 1_000;
 /// Owns the pollers: exactly one per pending order held by this replica.
 pub struct Supervisor {
     services: Arc<Services>,
+    /// By domain: the order id each poller polls, and the poller.
     pollers: HashMap<String, (String, Addr<OrderPoller>)>,
     /// Domains whose lease claim is in flight: a claim that outlasts a tick is not repeated.
     claiming: HashSet<String>,
@@ -109,6 +118,69 @@ impl Supervisor {
         }
     }
 
+    /// Starts the poller of a domain again, after `RESTART_DELAY`, from its view: the poller
+    /// `dead` died without finishing (or vanished), and nothing else would ever poll its order
+    /// while this replica renews the lease. (The order is read again rather than kept, which
+    /// would double the memory of every waiting order for a rare event.)
+    fn restart_poller(
+        &mut self,
+        domain_id: &str,
+        dead: &Addr<OrderPoller>,
+        ctx: &mut Context<Self>,
+    ) {
+        METRICS.poller_restarts.inc();
+        tracing::warn!(%domain_id, "a poller died without finishing its order; starting it again");
+        let services = self.services.clone();
+        let (domain_id, dead) = (domain_id.to_owned(), dead.clone());
+        ctx.spawn(
+            async move {
+                actix_web::rt::time::sleep(RESTART_DELAY).await;
+                let view = services.store.domain_view(&domain_id).await;
+                (domain_id, view)
+            }
+            .into_actor(self)
+            .map(move |(domain_id, view), supervisor, ctx| {
+                // Only if nothing replaced or removed it meanwhile (a newer order, a lost lease).
+                let still_dead = supervisor
+                    .pollers
+                    .get(&domain_id)
+                    .is_some_and(|(_, poller)| *poller == dead);
+                if !still_dead {
+                    return;
+                }
+                supervisor.pollers.remove(&domain_id);
+                match view {
+                    Ok(view) => {
+                        let pending = pending_orders(
+                            view.into_iter()
+                                .filter(|v| !v.removed && v.status == DomainStatus::CertificatePending)
+                                .collect(),
+                        );
+                        for pending in pending {
+                            supervisor.spawn_poller(pending, ctx);
+                        }
+                    }
+                    // The lease expires unrenewed, and the orphan scan (or the next start)
+                    // takes the order up again.
+                    Err(error) => tracing::warn!(%domain_id, %error, "could not read the order to restart its poller"),
+                }
+            }),
+        );
+    }
+
+    /// Restarts the pollers that are gone without having said so (their actor dropped).
+    fn restart_vanished_pollers(&mut self, ctx: &mut Context<Self>) {
+        let vanished: Vec<(String, Addr<OrderPoller>)> = self
+            .pollers
+            .iter()
+            .filter(|(_, (_, poller))| !poller.connected())
+            .map(|(domain_id, (_, poller))| (domain_id.clone(), poller.clone()))
+            .collect();
+        for (domain_id, poller) in vanished {
+            self.restart_poller(&domain_id, &poller, ctx);
+        }
+    }
+
     /// Claims the orders' leases and starts a poller for each one granted.
     fn claim_and_start(&mut self, orders: Vec<PendingOrder>, ctx: &mut Context<Self>) {
         let orders: Vec<PendingOrder> = orders
@@ -138,6 +210,7 @@ impl Supervisor {
     /// Renews this replica's leases, stops the pollers of leases lost, and claims pending
     /// orders that nobody holds.
     fn tend_leases(&mut self, ctx: &mut Context<Self>) {
+        self.restart_vanished_pollers(ctx);
         let services = self.services.clone();
         let held: Vec<String> = self.pollers.keys().cloned().collect();
         let scan = self.scans_for_orphans();
@@ -273,11 +346,17 @@ impl Handler<PollerStopped> for Supervisor {
     type Result = ();
 
     fn handle(&mut self, msg: PollerStopped, ctx: &mut Self::Context) {
-        let is_current = self
+        let current = self
             .pollers
             .get(&msg.domain_id)
-            .is_some_and(|(order_id, _)| *order_id == msg.order_id);
-        if !is_current {
+            .filter(|(order_id, _)| *order_id == msg.order_id)
+            .map(|(_, poller)| poller.clone());
+        let Some(poller) = current else {
+            return;
+        };
+        if !msg.finished {
+            // The order is still pending and its lease still ours: start its poller again.
+            self.restart_poller(&msg.domain_id, &poller, ctx);
             return;
         }
         self.pollers.remove(&msg.domain_id);
