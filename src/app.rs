@@ -13,8 +13,9 @@ use cqrs_es::CqrsFramework;
 use crate::acme::AcmeClient;
 use crate::actors::{ResumePending, Shutdown, Supervisor};
 use crate::api;
+use crate::checkpoints::{self, AuditSigner};
 use crate::commit_signal;
-use crate::dns::HickoryTxtLookup;
+use crate::dns::{HickoryTxtLookup, TxtLookup};
 use crate::event_repository::Upcasters;
 use crate::projector::ViewProjector;
 use crate::services::Services;
@@ -36,7 +37,17 @@ impl Application {
     /// Connects and migrates the store, starts the supervisor, resumes every pending order and
     /// binds the HTTP server. Must run inside an actix system (`#[actix_web::main]`).
     pub async fn build(settings: Settings) -> anyhow::Result<Application> {
+        Self::build_with_lookup(settings, None).await
+    }
+
+    /// As [`Application::build`], with TXT records looked up through `lookup` instead of the
+    /// configured resolvers when given: tests wrap the real lookup to make it fail from inside.
+    pub async fn build_with_lookup(
+        settings: Settings,
+        lookup: Option<Arc<dyn TxtLookup>>,
+    ) -> anyhow::Result<Application> {
         let key = KeyRing::resolve(&settings)?;
+        let signer = Arc::new(AuditSigner::resolve(&settings)?);
         let sqlite_lock = lock_sqlite_exclusively(&settings.database_url)?;
         let store = Store::connect(&settings.database_url)
             .await
@@ -54,10 +65,13 @@ impl Application {
             settings.acme_ca_bundle.clone(),
             vault.clone(),
         );
-        let dns = Arc::new(
-            HickoryTxtLookup::new(&settings.dns_nameservers, settings.dns_timeout)
-                .context("setting up the DNS resolver")?,
-        );
+        let dns: Arc<dyn TxtLookup> = match lookup {
+            Some(lookup) => lookup,
+            None => Arc::new(
+                HickoryTxtLookup::new(&settings.dns_nameservers, settings.dns_timeout)
+                    .context("setting up the DNS resolver")?,
+            ),
+        };
         let projector = ViewProjector::new(store.clone());
         // The views must be current before pending orders are read from them.
         let caught_up = projector
@@ -75,6 +89,11 @@ impl Application {
         let event_store = PersistedEventStore::new_event_store(store.event_repository())
             .with_upcasters(vec![Box::new(Upcasters)]);
         let cqrs = CqrsFramework::new(event_store, vec![Box::new(projector)], ());
+        checkpoints::spawn_checkpoint_loop(
+            store.clone(),
+            signer.clone(),
+            settings.audit_checkpoint_interval,
+        );
         let services = Arc::new(Services {
             cqrs,
             views: ViewReader::new(store.clone()),
@@ -82,6 +101,7 @@ impl Application {
             acme,
             dns,
             vault,
+            signer,
             settings: settings.clone(),
             replica_id: settings
                 .replica_id

@@ -4,8 +4,6 @@ use std::io::Write;
 use std::time::Instant;
 
 use anyhow::Context as _;
-use dns_handling_events::chain::{verify_stream, BrokenLink};
-use dns_handling_events::AGGREGATE_TYPE;
 use indicatif::{ProgressBar, ProgressStyle};
 
 use dns_handling_events::feed::FeedEvent;
@@ -20,7 +18,12 @@ pub const USAGE: &str = "usage: dns-handling [--config FILE] [COMMAND]
   (no command)   serve the API
   config         print the effective configuration (file, then environment), secrets redacted
   replay         rebuild every read projection from the first event (stop the service first)
-  audit verify   check every stream's hash chain; exits 1 when a link is broken
+  audit verify [--public-key KEY] [--server URL --token TOKEN]
+                 check every stream's hash chain and every signed checkpoint (signature, event
+                 count, log hash); exits 1 on any finding. --public-key: checkpoints must be
+                 signed by this key; --server: read through the API instead of the database
+  audit public-key
+                 print the public key checkpoints are signed with, for auditors
   audit views    check every stored domain view against its own history (safe while the
                  service runs); exits 1 when one disagrees
   keys rotate    re-seal every stored private key and ACME account under KEY_ENCRYPTION_KEY
@@ -93,32 +96,42 @@ impl<'a> StreamPages<'a> {
     }
 }
 
-/// Walks every stream's chain; returns the broken links found (at most one per stream).
-pub async fn audit_verify(store: &Store, out: &mut impl Write) -> anyhow::Result<Vec<BrokenLink>> {
-    let mut broken = Vec::new();
-    let mut streams = 0u64;
-    let mut events = 0u64;
-    let mut pages = StreamPages::new(store);
-    while let Some(page) = pages.next().await? {
-        for stream in page.chunk_by(|a, b| a.aggregate_id == b.aggregate_id) {
-            streams += 1;
-            events += stream.len() as u64;
-            if let Some(link) = verify_stream(AGGREGATE_TYPE, stream) {
-                writeln!(
-                    out,
-                    "BROKEN stream {} at sequence {} (position {}): {}",
-                    link.aggregate_id, link.sequence, link.position, link.reason
-                )?;
-                broken.push(link);
-            }
+/// The options of `audit verify`.
+#[derive(Debug, Default, PartialEq, Eq)]
+pub struct VerifyOptions {
+    /// The public key checkpoints must be signed with (standard base64).
+    pub public_key: Option<String>,
+    /// Read through this server's API instead of the database.
+    pub server: Option<String>,
+    /// The bearer token for `server`.
+    pub token: Option<String>,
+}
+
+impl VerifyOptions {
+    /// Parses `[--public-key KEY] [--server URL] [--token TOKEN]`; the token defaults to
+    /// `$DNS_HANDLING_TOKEN`.
+    pub fn parse(args: &[&str]) -> anyhow::Result<Self> {
+        let mut options = Self::default();
+        let mut args = args.iter();
+        while let Some(flag) = args.next() {
+            let slot = match *flag {
+                "--public-key" => &mut options.public_key,
+                "--server" => &mut options.server,
+                "--token" => &mut options.token,
+                other => anyhow::bail!("audit verify: unknown option {other:?}\n{USAGE}"),
+            };
+            let value = args
+                .next()
+                .with_context(|| format!("audit verify: {flag} needs a value"))?;
+            *slot = Some((*value).to_owned());
         }
+        if options.token.is_none() && options.server.is_some() {
+            options.token = std::env::var("DNS_HANDLING_TOKEN")
+                .ok()
+                .filter(|t| !t.is_empty());
+        }
+        Ok(options)
     }
-    writeln!(
-        out,
-        "checked {streams} streams, {events} events: {} broken",
-        broken.len()
-    )?;
-    Ok(broken)
 }
 
 /// A stored domain view that disagrees with the history it says it reflects.
@@ -158,7 +171,9 @@ fn view_disagreement(
             .decode()
             .with_context(|| format!("decoding {id} sequence {sequence}"))?;
         match folded.as_mut() {
-            Some(view) => view.apply(sequence, &decoded),
+            Some(view) => {
+                view.apply(sequence, &decoded);
+            }
             None => folded = DomainView::from_registration(id, sequence, &decoded),
         }
     }

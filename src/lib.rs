@@ -6,6 +6,7 @@
 //! - [`aggregate`]: the `CustomDomain` aggregate: commands, decisions, refusals.
 //! - [`store`]: PostgreSQL (postgres-es) or SQLite (sqlite-es) behind one interface.
 //! - [`event_repository`]: the cqrs-es repository, with the events' hash chain.
+//! - [`checkpoints`]: signed checkpoints of the whole log (Ed25519, key outside the database).
 //! - [`projector`]: keeps the read projections (crate `dns-handling-projections`) up to date.
 //! - [`acme`]: the ACME account, orders and their completion (instant-acme).
 //! - [`dns`]: TXT lookups (hickory-resolver).
@@ -16,7 +17,9 @@
 //! - [`vault`]: private keys encrypted at rest (XChaCha20-Poly1305).
 //! - [`settings`]: configuration from the environment.
 //! - [`app`]: wiring it all together.
-//! - [`cli`]: the operator commands (`replay`, `audit verify`, `export`).
+//! - [`cli`]: the operator commands (`replay`, `audit views`, `export`, `keys rotate`).
+//! - [`log_audit`]: `audit verify`: the hash chains and the signed checkpoints, from the
+//!   database or through the API.
 //! - [`client`]: `dns-handling domains …`, the command-line client for people.
 //!
 //! The events themselves live in the crate `dns-handling-events`.
@@ -28,12 +31,14 @@ pub mod actors;
 pub mod aggregate;
 pub mod api;
 pub mod app;
+pub mod checkpoints;
 pub mod cli;
 pub mod client;
 pub mod commit_signal;
 pub mod dns;
 pub mod domain_name;
 pub mod event_repository;
+pub mod log_audit;
 pub mod metrics;
 pub mod projector;
 pub mod services;

@@ -6,6 +6,8 @@ use std::process::ExitCode;
 
 use anyhow::Context as _;
 use dns_handling::app::Application;
+use dns_handling::checkpoints::AuditSigner;
+use dns_handling::log_audit::{verify_log, LogSource};
 use dns_handling::settings::{LogFormat, Settings};
 use dns_handling::{cli, client};
 
@@ -85,12 +87,25 @@ async fn command(settings: Settings, args: &[String]) -> anyhow::Result<()> {
     let args: Vec<&str> = args.iter().map(String::as_str).collect();
     match args.as_slice() {
         ["replay"] => cli::replay(&settings).await,
-        ["audit", "verify"] => {
-            let store = cli::open_store(&settings).await?;
-            let broken = cli::audit_verify(&store, &mut std::io::stdout().lock()).await?;
-            if !broken.is_empty() {
+        ["audit", "verify", options @ ..] => {
+            let options = cli::VerifyOptions::parse(options)?;
+            let source = match &options.server {
+                Some(server) => LogSource::api(server, options.token.clone()),
+                None => LogSource::Store(cli::open_store(&settings).await?),
+            };
+            let findings = verify_log(
+                &source,
+                options.public_key.as_deref(),
+                &mut std::io::stdout().lock(),
+            )
+            .await?;
+            if !findings.is_empty() {
                 std::process::exit(1);
             }
+            Ok(())
+        }
+        ["audit", "public-key"] => {
+            println!("{}", AuditSigner::resolve(&settings)?.public_key());
             Ok(())
         }
         ["audit", "views"] => {

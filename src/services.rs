@@ -8,6 +8,7 @@ use cqrs_es::{AggregateError, CqrsFramework};
 
 use crate::acme::AcmeClient;
 use crate::aggregate::{CustomDomain, CustomDomainCommand, DomainError};
+use crate::checkpoints::AuditSigner;
 use crate::dns::TxtLookup;
 use crate::event_repository::EventRepository;
 use crate::settings::Settings;
@@ -33,6 +34,8 @@ pub struct Services {
     pub dns: Arc<dyn TxtLookup>,
     /// Private keys, encrypted at rest.
     pub vault: KeyVault,
+    /// Signs checkpoints of the log; its key is never stored.
+    pub signer: Arc<AuditSigner>,
     /// The effective settings.
     pub settings: Settings,
     /// This process's name as a lease owner: unique per start.

@@ -57,7 +57,8 @@ pub struct Settings {
     pub poll_timeout: Duration,
     /// The label in front of the domain where the verification token is published.
     pub verification_record_prefix: String,
-    /// The admin bearer token, required on every request but health checks, when set.
+    /// The admin bearer token, required on every request but the health checks and the API
+    /// description (`/openapi.json`, `/docs/`), when set.
     pub auth_token: Option<Secret>,
     /// Read-only (auditor) bearer tokens: may read, get `403` on writes and on private keys.
     pub read_only_tokens: Vec<Secret>,
@@ -84,6 +85,13 @@ pub struct Settings {
     /// How often a feed stream that follows looks for new events when no commit notification
     /// woke it (see `commit_signal`).
     pub feed_poll_interval: Duration,
+    /// The Ed25519 key checkpoints of the log are signed with (standard base64 of its 32-byte
+    /// seed); never stored in the database.
+    pub audit_signing_key: Option<Secret>,
+    /// A file holding the audit signing key.
+    pub audit_signing_key_file: Option<PathBuf>,
+    /// How often a signed checkpoint of the log is made, when events were added.
+    pub audit_checkpoint_interval: Duration,
 }
 
 /// How log lines are written.
@@ -96,7 +104,7 @@ pub enum LogFormat {
 }
 
 /// Every setting's name, as an environment variable; in a TOML file, the same in lower case.
-pub const SETTING_NAMES: [&str; 23] = [
+pub const SETTING_NAMES: [&str; 26] = [
     "DATABASE_URL",
     "SERVER_ADDR",
     "ACME_DIRECTORY",
@@ -120,6 +128,9 @@ pub const SETTING_NAMES: [&str; 23] = [
     "SERVER_WORKERS",
     "FEED_POLL_INTERVAL",
     "PREVIOUS_KEY_ENCRYPTION_KEYS",
+    "AUDIT_SIGNING_KEY",
+    "AUDIT_SIGNING_KEY_FILE",
+    "AUDIT_CHECKPOINT_INTERVAL",
 ];
 
 /// A setting that could not be understood; names the variable.
@@ -159,6 +170,9 @@ impl Default for Settings {
             lease_ttl: Duration::from_secs(30),
             replica_id: None,
             feed_poll_interval: Duration::from_secs(1),
+            audit_signing_key: None,
+            audit_signing_key_file: None,
+            audit_checkpoint_interval: Duration::from_secs(60),
         }
     }
 }
@@ -205,6 +219,10 @@ impl Settings {
             ("POLL_INTERVAL", &mut settings.poll_interval),
             ("POLL_TIMEOUT", &mut settings.poll_timeout),
             ("FEED_POLL_INTERVAL", &mut settings.feed_poll_interval),
+            (
+                "AUDIT_CHECKPOINT_INTERVAL",
+                &mut settings.audit_checkpoint_interval,
+            ),
         ] {
             if let Some(value) = get(name) {
                 *slot = parse_duration(value).map_err(|reason| invalid(name, value, reason))?;
@@ -229,6 +247,8 @@ impl Settings {
         settings.previous_key_encryption_keys = get("PREVIOUS_KEY_ENCRYPTION_KEYS")
             .map(|keys| secret_list(keys))
             .unwrap_or_default();
+        settings.audit_signing_key = get("AUDIT_SIGNING_KEY").map(|key| Secret::new(key.trim()));
+        settings.audit_signing_key_file = get("AUDIT_SIGNING_KEY_FILE").map(PathBuf::from);
         settings.replica_id = get("REPLICA_ID").map(|id| id.trim().to_owned());
         if let Some(value) = get("CERT_KEY_TYPE") {
             settings.cert_key_type = CertificateKeyType::parse(value.trim())
@@ -295,7 +315,7 @@ impl Settings {
             LogFormat::Json => "json",
         };
         // `None`: not set, printed as a comment.
-        let lines: [(&str, Option<String>); 22] = [
+        let lines: [(&str, Option<String>); 25] = [
             (
                 "database_url",
                 quoted(redact_url_password(&self.database_url)),
@@ -336,6 +356,12 @@ impl Settings {
             ("replica_id", self.replica_id.as_ref().and_then(quoted)),
             ("server_workers", self.server_workers.map(|n| n.to_string())),
             ("feed_poll_interval", duration(self.feed_poll_interval)),
+            ("audit_signing_key", secret(&self.audit_signing_key)),
+            ("audit_signing_key_file", path(&self.audit_signing_key_file)),
+            (
+                "audit_checkpoint_interval",
+                duration(self.audit_checkpoint_interval),
+            ),
         ];
         lines
             .iter()

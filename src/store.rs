@@ -47,8 +47,10 @@ macro_rules! on_pool {
     };
 }
 
+mod checkpoints;
+
 /// The PostgreSQL schema, in order; never edit one that has shipped, add the next.
-const POSTGRES_MIGRATIONS: [(i64, &str); 4] = [
+const POSTGRES_MIGRATIONS: [(i64, &str); 5] = [
     (1, include_str!("migrations/postgres/0001_initial.sql")),
     (2, include_str!("migrations/postgres/0002_global_feed.sql")),
     (3, include_str!("migrations/postgres/0003_order_leases.sql")),
@@ -56,13 +58,25 @@ const POSTGRES_MIGRATIONS: [(i64, &str); 4] = [
         4,
         include_str!("migrations/postgres/0004_commit_notifications.sql"),
     ),
+    (
+        5,
+        include_str!("migrations/postgres/0005_audit_checkpoints.sql"),
+    ),
 ];
 
 /// The SQLite schema, in order; never edit one that has shipped, add the next.
-const SQLITE_MIGRATIONS: [(i64, &str); 3] = [
+const SQLITE_MIGRATIONS: [(i64, &str); 5] = [
     (1, include_str!("migrations/sqlite/0001_initial.sql")),
     (2, include_str!("migrations/sqlite/0002_global_feed.sql")),
     (3, include_str!("migrations/sqlite/0003_order_leases.sql")),
+    (
+        4,
+        include_str!("migrations/sqlite/0004_commit_notifications.sql"),
+    ),
+    (
+        5,
+        include_str!("migrations/sqlite/0005_audit_checkpoints.sql"),
+    ),
 ];
 
 /// Rows per multi-row statement: well under SQLite's and PostgreSQL's parameter limits.

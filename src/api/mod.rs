@@ -1,5 +1,7 @@
-//! The REST API (actix-web), as written in the contract (`shared/spec/API.md`).
+//! The REST API (actix-web): the contract is `docs/API.md`, the fields `/openapi.json`,
+//! generated from these handlers.
 
+mod audit;
 mod auth;
 mod domains;
 mod error;
@@ -139,6 +141,9 @@ pub fn register_routes(cfg: &mut web::ServiceConfig) -> Vec<(Method, &'static st
     let key = web::to(domains::certificate_key);
     table.add(Token, Method::GET, "/domains/{id}/certificate/key", key);
     table.add(Token, Method::GET, "/events", web::to(events::feed));
+    let checkpoints = "/audit/checkpoints";
+    table.add(Token, Method::GET, checkpoints, web::to(audit::list));
+    table.add(Token, Method::POST, checkpoints, web::to(audit::sign));
     table.register(cfg)
 }
 

@@ -8,7 +8,7 @@ use actix_web::{web, HttpResponse};
 use utoipa::openapi::security::{HttpAuthScheme, HttpBuilder, SecurityScheme};
 use utoipa::OpenApi;
 
-use super::{domains, events};
+use super::{audit, domains, events};
 
 /// The API's description: every route of [`super::register_routes`] (a test holds the two
 /// together).
@@ -34,6 +34,8 @@ use super::{domains, events};
         domains::retry,
         events::history,
         events::feed,
+        audit::list,
+        audit::sign,
         super::healthz,
         super::readyz,
         super::metrics,

@@ -24,6 +24,7 @@ macro_rules! on_both_stores {
 mod audit;
 mod crash;
 mod ecosystem;
+mod hardening;
 mod http_contract;
 mod issuance;
 mod keys_and_roles;
@@ -31,3 +32,4 @@ mod lifecycle;
 mod replicas;
 mod resilience;
 mod support;
+mod tamper;

@@ -435,7 +435,8 @@ pub struct Service {
     pub address: SocketAddr,
     pub client: reqwest::Client,
     log_path: PathBuf,
-    guard: ChildGuard,
+    /// The process; `None` for a service running in the test's own process.
+    guard: Option<ChildGuard>,
     _log_dir: TempDir,
 }
 
@@ -478,6 +479,24 @@ impl Service {
                 let _ = std::fs::File::open(&log_path).and_then(|mut f| f.read_to_string(&mut log));
                 panic!("the service did not start (first line {line:?}); its log:\n{log}")
             });
+        Self::with_address(address, env, log_path, Some(guard), log_dir)
+    }
+
+    /// A service the test runs in its own process (to reach inside it), listening on
+    /// `address`; its log is the test's own output.
+    pub fn attach(address: SocketAddr, env: &HashMap<String, String>) -> Service {
+        let log_dir = TempDir::new("dns-handling-log");
+        let log_path = log_dir.path().join("service.log");
+        Self::with_address(address, env, log_path, None, log_dir)
+    }
+
+    fn with_address(
+        address: SocketAddr,
+        env: &HashMap<String, String>,
+        log_path: PathBuf,
+        guard: Option<ChildGuard>,
+        log_dir: TempDir,
+    ) -> Service {
         // Requests carry the admin token when one is configured; tests that act as someone else
         // build their own requests.
         let mut headers = reqwest::header::HeaderMap::new();
@@ -506,12 +525,22 @@ impl Service {
 
     /// SIGKILL, as a crash.
     pub fn kill(&mut self) {
-        self.guard.kill();
+        self.process().kill();
+    }
+
+    fn process(&mut self) -> &mut ChildGuard {
+        self.guard
+            .as_mut()
+            .expect("a service in a process of its own")
     }
 
     /// The process id.
     pub fn pid(&self) -> u32 {
-        self.guard.child.id()
+        self.guard
+            .as_ref()
+            .expect("a service in a process of its own")
+            .child
+            .id()
     }
 
     /// Sends a signal (`STOP`, `CONT`, …) to the process.
@@ -534,7 +563,7 @@ impl Service {
         assert!(sent.success(), "SIGTERM was not delivered");
         let deadline = Instant::now() + Duration::from_secs(30);
         loop {
-            if let Some(status) = self.guard.child.try_wait().expect("wait") {
+            if let Some(status) = self.process().child.try_wait().expect("wait") {
                 return status;
             }
             assert!(Instant::now() < deadline, "no exit within 30 s of SIGTERM");
@@ -706,14 +735,22 @@ pub fn start_expecting_refusal(
 /// A fixed test key-encryption key (32 bytes, base64).
 pub const TEST_KEY_ENCRYPTION_KEY: &str = "dGVzdC1rZXktZW5jcnlwdGlvbi1rZXktMzItYnl0ZXM=";
 
+/// A fixed test audit signing key (the base64 of a 32-byte Ed25519 seed).
+pub const TEST_AUDIT_SIGNING_KEY: &str = "dGVzdC1hdWRpdC1zaWduaW5nLWtleS0zMi1ieXRlcyE=";
+
 /// The environment for a service on `database` alone. PostgreSQL needs a configured
-/// key-encryption key; SQLite tests leave it out so the generated-key path runs too.
+/// key-encryption key and audit signing key; SQLite tests leave them out so the generated-key
+/// paths run too.
 pub fn database_env(database: &TestDatabase) -> HashMap<String, String> {
     let mut env = HashMap::from([("DATABASE_URL".to_owned(), database.url.clone())]);
     if database.kind == StoreKind::Postgres {
         env.insert(
             "KEY_ENCRYPTION_KEY".to_owned(),
             TEST_KEY_ENCRYPTION_KEY.to_owned(),
+        );
+        env.insert(
+            "AUDIT_SIGNING_KEY".to_owned(),
+            TEST_AUDIT_SIGNING_KEY.to_owned(),
         );
     }
     env

@@ -1,0 +1,323 @@
+//! Signed checkpoints of the whole event log, in the way of Certificate Transparency's signed
+//! tree heads: the hash chains alone cannot show that a stream's last events were deleted, and
+//! anyone who can write the events table can recompute them. A checkpoint fixes the feed
+//! position, the number of events up to it and a running hash over all of them (see
+//! [`dns_handling_events::chain::log_hash`]) under an Ed25519 signature whose key is never in
+//! the database, so rewriting what a checkpoint covers is evident to anyone with the public key.
+//!
+//! The service signs one every `AUDIT_CHECKPOINT_INTERVAL` when events were added, and on
+//! demand (`POST /audit/checkpoints`). `dns-handling audit verify` checks them.
+
+use std::path::{Path, PathBuf};
+
+use aws_lc_rs::signature::{Ed25519KeyPair, KeyPair as _, UnparsedPublicKey, ED25519};
+use base64::engine::general_purpose::STANDARD;
+use base64::Engine as _;
+use dns_handling_events::chain::{entry_hash, log_hash, GENESIS};
+use dns_handling_events::AGGREGATE_TYPE;
+use rand::RngCore as _;
+use serde::{Deserialize, Serialize};
+
+use crate::settings::{Secret, Settings};
+use crate::store::{Store, StoreError};
+
+/// One signed checkpoint of the log.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
+pub struct Checkpoint {
+    /// The feed position covered up to (inclusive); 0 for an empty log.
+    pub position: i64,
+    /// How many events the log holds up to `position`.
+    pub event_count: i64,
+    /// The running SHA-256 over every event up to `position`, in feed order (hex).
+    pub log_hash: String,
+    /// When it was signed (RFC 3339, UTC).
+    pub signed_at: String,
+    /// The Ed25519 public key that signed it (standard base64 of 32 bytes).
+    pub public_key: String,
+    /// The Ed25519 signature of [`Checkpoint::message`] (standard base64).
+    pub signature: String,
+}
+
+impl Checkpoint {
+    /// The text that is signed.
+    pub fn message(&self) -> String {
+        format!(
+            "dns-handling checkpoint v1\nposition={}\nevents={}\nlog_hash={}\nsigned_at={}",
+            self.position, self.event_count, self.log_hash, self.signed_at
+        )
+    }
+
+    /// Whether the signature holds under `public_key` (standard base64).
+    pub fn is_signed_by(&self, public_key: &str) -> bool {
+        let (Ok(key), Ok(signature)) = (
+            STANDARD.decode(public_key),
+            STANDARD.decode(&self.signature),
+        ) else {
+            return false;
+        };
+        UnparsedPublicKey::new(&ED25519, key)
+            .verify(self.message().as_bytes(), &signature)
+            .is_ok()
+    }
+}
+
+/// Why the signing key cannot be had.
+#[derive(Debug, thiserror::Error)]
+#[error("{0}")]
+pub struct SigningKeyError(String);
+
+/// The Ed25519 key checkpoints are signed with. Its `Debug` never shows it.
+pub struct AuditSigner {
+    key_pair: Ed25519KeyPair,
+    public_key: String,
+}
+
+impl std::fmt::Debug for AuditSigner {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "AuditSigner(public key {})", self.public_key)
+    }
+}
+
+impl AuditSigner {
+    /// A signer from the standard base64 of a 32-byte seed; errors name `setting`.
+    pub fn from_base64(text: &str, setting: &str) -> Result<Self, SigningKeyError> {
+        let seed = STANDARD
+            .decode(text.trim())
+            .map_err(|e| SigningKeyError(format!("{setting} is not standard base64: {e}")))?;
+        if seed.len() != 32 {
+            return Err(SigningKeyError(format!(
+                "{setting} must be the 32-byte seed of an Ed25519 key (openssl rand -base64 32), got {} bytes",
+                seed.len()
+            )));
+        }
+        let key_pair = Ed25519KeyPair::from_seed_unchecked(&seed)
+            .map_err(|e| SigningKeyError(format!("{setting} is not an Ed25519 seed: {e}")))?;
+        let public_key = STANDARD.encode(key_pair.public_key().as_ref());
+        Ok(Self {
+            key_pair,
+            public_key,
+        })
+    }
+
+    /// Decides the key as configured: `AUDIT_SIGNING_KEY`, else `AUDIT_SIGNING_KEY_FILE`, else
+    /// (SQLite only) a key generated on first start beside the database file, owner-only.
+    /// PostgreSQL without a key is refused: a key on one replica's disk would leave the others
+    /// unable to sign, and the database is exactly where it must not be.
+    pub fn resolve(settings: &Settings) -> Result<Self, SigningKeyError> {
+        Self::resolve_from(
+            settings.audit_signing_key.as_ref(),
+            settings.audit_signing_key_file.as_deref(),
+            &settings.database_url,
+            settings.uses_postgres(),
+        )
+    }
+
+    fn resolve_from(
+        inline: Option<&Secret>,
+        file: Option<&Path>,
+        database_url: &str,
+        uses_postgres: bool,
+    ) -> Result<Self, SigningKeyError> {
+        if let Some(inline) = inline {
+            return Self::from_base64(inline.expose(), "AUDIT_SIGNING_KEY");
+        }
+        if let Some(file) = file {
+            let text = std::fs::read_to_string(file).map_err(|e| {
+                SigningKeyError(format!(
+                    "AUDIT_SIGNING_KEY_FILE {} cannot be read: {e}",
+                    file.display()
+                ))
+            })?;
+            return Self::from_base64(&text, "AUDIT_SIGNING_KEY_FILE");
+        }
+        if uses_postgres {
+            return Err(SigningKeyError(
+                "AUDIT_SIGNING_KEY or AUDIT_SIGNING_KEY_FILE must be set when DATABASE_URL is \
+                 PostgreSQL (generate one with: openssl rand -base64 32)"
+                    .into(),
+            ));
+        }
+        match signing_key_path(database_url) {
+            Some(path) => Self::load_or_create(&path),
+            None => {
+                tracing::warn!("in-memory SQLite: checkpoints are signed with a key that lives only as long as this process");
+                Ok(Self::generate())
+            }
+        }
+    }
+
+    fn generate() -> Self {
+        let mut seed = [0u8; 32];
+        rand::rngs::OsRng.fill_bytes(&mut seed);
+        let encoded = STANDARD.encode(seed);
+        // A fresh 32-byte seed is always a valid Ed25519 seed.
+        Self::from_base64(&encoded, "a generated key").unwrap_or_else(|_| unreachable!())
+    }
+
+    fn load_or_create(path: &Path) -> Result<Self, SigningKeyError> {
+        if path.exists() {
+            let text = std::fs::read_to_string(path)
+                .map_err(|e| SigningKeyError(format!("{} cannot be read: {e}", path.display())))?;
+            return Self::from_base64(&text, &path.display().to_string());
+        }
+        let mut seed = [0u8; 32];
+        rand::rngs::OsRng.fill_bytes(&mut seed);
+        let encoded = STANDARD.encode(seed);
+        crate::vault::write_owner_only(path, &encoded)
+            .map_err(|e| SigningKeyError(format!("cannot create {}: {e}", path.display())))?;
+        tracing::warn!(
+            path = %path.display(),
+            "generated the audit signing key; keep it (and its public key) away from the database's backups"
+        );
+        Self::from_base64(&encoded, &path.display().to_string())
+    }
+
+    /// The public key, standard base64: what auditors are given to verify checkpoints with.
+    pub fn public_key(&self) -> &str {
+        &self.public_key
+    }
+
+    fn sign(&self, position: i64, event_count: i64, log_hash: String) -> Checkpoint {
+        let mut checkpoint = Checkpoint {
+            position,
+            event_count,
+            log_hash,
+            signed_at: chrono::Utc::now().to_rfc3339_opts(chrono::SecondsFormat::Micros, true),
+            public_key: self.public_key.clone(),
+            signature: String::new(),
+        };
+        let signature = self.key_pair.sign(checkpoint.message().as_bytes());
+        checkpoint.signature = STANDARD.encode(signature.as_ref());
+        checkpoint
+    }
+}
+
+/// `<database file>.audit-key` for a file-backed SQLite URL; `None` for in-memory databases.
+fn signing_key_path(database_url: &str) -> Option<PathBuf> {
+    crate::store::sqlite_path(database_url)
+        .map(|path| PathBuf::from(format!("{}.audit-key", path.display())))
+}
+
+/// Events read per step when a checkpoint extends the previous one.
+const PAGE: u32 = 1000;
+
+/// Signs a checkpoint of the log as it stands, extending the latest one by the events after
+/// it. Answers the checkpoint and whether it is new; when no event was added since the latest
+/// checkpoint, that one is answered and nothing is signed.
+pub async fn sign_checkpoint(
+    store: &Store,
+    signer: &AuditSigner,
+) -> Result<(Checkpoint, bool), StoreError> {
+    let latest = store.latest_audit_checkpoint().await?;
+    let (mut position, mut count, mut hash) = match &latest {
+        Some(latest) => (latest.position, latest.event_count, latest.log_hash.clone()),
+        None => (0, 0, GENESIS.to_owned()),
+    };
+    loop {
+        let events = store.events_after(position, PAGE).await?;
+        for event in &events {
+            hash = log_hash(&hash, event.position, &entry_hash(AGGREGATE_TYPE, event));
+            position = event.position;
+            count += 1;
+        }
+        if events.len() < PAGE as usize {
+            break;
+        }
+    }
+    if let Some(latest) = latest {
+        if latest.position == position {
+            return Ok((latest, false));
+        }
+    }
+    let checkpoint = signer.sign(position, count, hash);
+    let new = store.insert_audit_checkpoint(&checkpoint).await?;
+    if new {
+        tracing::info!(position, events = count, "signed a checkpoint of the log");
+    }
+    Ok((checkpoint, new))
+}
+
+/// Signs a checkpoint every `interval` in which events were added, for as long as the process
+/// runs. On several replicas each may sign: checkpoints of one position are kept once.
+pub fn spawn_checkpoint_loop(
+    store: Store,
+    signer: std::sync::Arc<AuditSigner>,
+    interval: std::time::Duration,
+) {
+    actix_web::rt::spawn(async move {
+        let mut ticks = actix_web::rt::time::interval(interval);
+        // The first tick is immediate: skip it, so a start alone signs nothing.
+        ticks.tick().await;
+        loop {
+            ticks.tick().await;
+            if let Err(error) = sign_checkpoint(&store, &signer).await {
+                tracing::warn!(%error, "could not sign a checkpoint; trying again at the next interval");
+            }
+        }
+    });
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn signer() -> AuditSigner {
+        AuditSigner::from_base64(&STANDARD.encode([9u8; 32]), "AUDIT_SIGNING_KEY").expect("a key")
+    }
+
+    #[test]
+    fn a_checkpoint_verifies_under_its_key_and_no_other_and_not_once_changed() {
+        let signer = signer();
+        let checkpoint = signer.sign(7, 5, "ab".repeat(32));
+        assert!(checkpoint.is_signed_by(signer.public_key()));
+        let other = AuditSigner::generate();
+        assert!(!checkpoint.is_signed_by(other.public_key()));
+        let mut changed = checkpoint.clone();
+        changed.event_count = 4;
+        assert!(!changed.is_signed_by(signer.public_key()));
+    }
+
+    #[test]
+    fn the_signing_key_must_be_a_32_byte_seed_and_errors_name_the_setting() {
+        let error = AuditSigner::from_base64(&STANDARD.encode([1u8; 16]), "AUDIT_SIGNING_KEY")
+            .expect_err("refused");
+        assert!(
+            error
+                .to_string()
+                .starts_with("AUDIT_SIGNING_KEY must be the 32-byte seed"),
+            "{error}"
+        );
+        let error =
+            AuditSigner::from_base64("not base64!", "AUDIT_SIGNING_KEY_FILE").expect_err("refused");
+        assert!(error
+            .to_string()
+            .starts_with("AUDIT_SIGNING_KEY_FILE is not standard base64"));
+    }
+
+    #[test]
+    fn postgres_without_a_signing_key_is_refused() {
+        let error =
+            AuditSigner::resolve_from(None, None, "postgres://x/y", true).expect_err("refused");
+        assert!(error.to_string().contains("AUDIT_SIGNING_KEY"), "{error}");
+    }
+
+    #[test]
+    fn sqlite_generates_its_signing_key_beside_the_database_once() {
+        let directory = std::env::temp_dir().join(format!("audit-key-{}", uuid::Uuid::new_v4()));
+        std::fs::create_dir_all(&directory).expect("a directory");
+        let url = format!("sqlite://{}/service.db", directory.display());
+        let first = AuditSigner::resolve_from(None, None, &url, false).expect("generated");
+        let second = AuditSigner::resolve_from(None, None, &url, false).expect("loaded");
+        assert_eq!(first.public_key(), second.public_key());
+        assert!(directory.join("service.db.audit-key").exists());
+        let _ = std::fs::remove_dir_all(directory);
+    }
+
+    #[test]
+    fn the_debug_form_shows_the_public_key_only() {
+        let signer = signer();
+        let shown = format!("{signer:?}");
+        assert!(shown.contains(signer.public_key()));
+        assert!(!shown.contains(&STANDARD.encode([9u8; 32])));
+    }
+}
