@@ -38,7 +38,7 @@ impl Application {
     pub async fn build(settings: Settings) -> anyhow::Result<Application> {
         let key = KeyRing::resolve(&settings)?;
         let sqlite_lock = lock_sqlite_exclusively(&settings.database_url)?;
-        let store = Store::connect(&settings.database_url)
+        let store = Store::connect_with(&settings.database_url, settings.store_timeout)
             .await
             .with_context(|| {
                 format!(

@@ -12,6 +12,7 @@ use std::time::Duration;
 use chrono::Utc;
 
 use crate::event_repository::EventRepository;
+use crate::settings::Settings;
 use dns_handling_events::chain::HASH_KEY;
 use dns_handling_events::feed::FeedEvent;
 use dns_handling_events::{DomainStatus, AGGREGATE_TYPE};
@@ -293,13 +294,23 @@ pub enum Store {
 }
 
 impl Store {
-    /// Connects to `database_url`: PostgreSQL for `postgres://…`, otherwise a SQLite file that is
-    /// created when missing.
+    /// Connects to `database_url` with the default `STORE_TIMEOUT` (see [`Store::connect_with`]).
     pub async fn connect(database_url: &str) -> Result<Store, StoreError> {
+        Self::connect_with(database_url, Settings::default().store_timeout).await
+    }
+
+    /// Connects to `database_url`: PostgreSQL for `postgres://…`, otherwise a SQLite file that is
+    /// created when missing. A query waits at most `acquire_timeout` (`STORE_TIMEOUT`) for a
+    /// connection: while the database is unreachable, requests fail that fast instead of
+    /// piling up.
+    pub async fn connect_with(
+        database_url: &str,
+        acquire_timeout: Duration,
+    ) -> Result<Store, StoreError> {
         if database_url.starts_with("postgres://") || database_url.starts_with("postgresql://") {
             let pool = PgPoolOptions::new()
                 .max_connections(16)
-                .acquire_timeout(Duration::from_secs(10))
+                .acquire_timeout(acquire_timeout)
                 .connect(database_url)
                 .await?;
             return Ok(Store::Postgres(pool));
@@ -319,6 +330,7 @@ impl Store {
             .foreign_keys(true);
         let pool = SqlitePoolOptions::new()
             .max_connections(8)
+            .acquire_timeout(acquire_timeout)
             .connect_with(options)
             .await?;
         Ok(Store::Sqlite(pool))
