@@ -30,4 +30,5 @@ mod keys_and_roles;
 mod lifecycle;
 mod replicas;
 mod resilience;
+mod store_outage;
 mod support;
