@@ -49,7 +49,7 @@ impl Application {
         let key = KeyRing::resolve(&settings)?;
         let signer = Arc::new(AuditSigner::resolve(&settings)?);
         let sqlite_lock = lock_sqlite_exclusively(&settings.database_url)?;
-        let store = Store::connect(&settings.database_url)
+        let store = Store::connect_with(&settings.database_url, settings.store_timeout)
             .await
             .with_context(|| {
                 format!(

@@ -34,7 +34,7 @@ Settings come from the environment, over the TOML file of --config (or $CONFIG_F
 
 /// Opens (and migrates) the configured store.
 pub async fn open_store(settings: &Settings) -> anyhow::Result<Store> {
-    let store = Store::connect(&settings.database_url)
+    let store = Store::connect_with(&settings.database_url, settings.store_timeout)
         .await
         .context("connecting to the store (DATABASE_URL)")?;
     store.migrate().await.context("migrating the store")?;

@@ -51,6 +51,8 @@ pub struct Settings {
     pub dns_nameservers: Vec<SocketAddr>,
     /// How long one DNS query may take.
     pub dns_timeout: Duration,
+    /// How long a request waits for a database connection before it is answered `503`.
+    pub store_timeout: Duration,
     /// How often a pending order's TXT record is looked up.
     pub poll_interval: Duration,
     /// How long a pending order waits for its TXT record.
@@ -104,7 +106,7 @@ pub enum LogFormat {
 }
 
 /// Every setting's name, as an environment variable; in a TOML file, the same in lower case.
-pub const SETTING_NAMES: [&str; 26] = [
+pub const SETTING_NAMES: [&str; 27] = [
     "DATABASE_URL",
     "SERVER_ADDR",
     "ACME_DIRECTORY",
@@ -112,6 +114,7 @@ pub const SETTING_NAMES: [&str; 26] = [
     "ACME_CA_BUNDLE",
     "DNS_NAMESERVERS",
     "DNS_TIMEOUT",
+    "STORE_TIMEOUT",
     "POLL_INTERVAL",
     "POLL_TIMEOUT",
     "VERIFICATION_RECORD_PREFIX",
@@ -155,6 +158,7 @@ impl Default for Settings {
             acme_ca_bundle: None,
             dns_nameservers: Vec::new(),
             dns_timeout: Duration::from_secs(3),
+            store_timeout: Duration::from_secs(2),
             poll_interval: Duration::from_secs(10),
             poll_timeout: Duration::from_secs(300),
             verification_record_prefix: "_acme-challenge".to_owned(),
@@ -216,6 +220,7 @@ impl Settings {
         for (name, slot) in [
             ("LEASE_TTL", &mut settings.lease_ttl),
             ("DNS_TIMEOUT", &mut settings.dns_timeout),
+            ("STORE_TIMEOUT", &mut settings.store_timeout),
             ("POLL_INTERVAL", &mut settings.poll_interval),
             ("POLL_TIMEOUT", &mut settings.poll_timeout),
             ("FEED_POLL_INTERVAL", &mut settings.feed_poll_interval),
@@ -315,7 +320,7 @@ impl Settings {
             LogFormat::Json => "json",
         };
         // `None`: not set, printed as a comment.
-        let lines: [(&str, Option<String>); 25] = [
+        let lines: [(&str, Option<String>); 26] = [
             (
                 "database_url",
                 quoted(redact_url_password(&self.database_url)),
@@ -329,6 +334,7 @@ impl Settings {
                 list(&self.dns_nameservers, ToString::to_string),
             ),
             ("dns_timeout", duration(self.dns_timeout)),
+            ("store_timeout", duration(self.store_timeout)),
             ("poll_interval", duration(self.poll_interval)),
             ("poll_timeout", duration(self.poll_timeout)),
             (
@@ -560,6 +566,23 @@ mod tests {
         let error =
             Settings::from_map(&vars(&[("FEED_POLL_INTERVAL", "0s")])).expect_err("invalid");
         assert_eq!(error.name, "FEED_POLL_INTERVAL");
+    }
+
+    #[test]
+    fn the_store_timeout_is_parsed_printed_and_zero_is_refused() {
+        assert_eq!(Settings::default().store_timeout, Duration::from_secs(2));
+        let settings = Settings::from_map(&vars(&[("STORE_TIMEOUT", "1500ms")])).expect("valid");
+        assert_eq!(settings.store_timeout, Duration::from_millis(1500));
+        assert!(
+            settings
+                .to_redacted_toml()
+                .contains("store_timeout = \"1500ms\"\n"),
+            "{}",
+            settings.to_redacted_toml()
+        );
+        let error = Settings::from_map(&vars(&[("STORE_TIMEOUT", "0")])).expect_err("invalid");
+        assert_eq!(error.name, "STORE_TIMEOUT");
+        assert!(error.to_string().contains("STORE_TIMEOUT"), "{error}");
     }
 
     #[test]

@@ -12,6 +12,7 @@ use std::time::Duration;
 use chrono::Utc;
 
 use crate::event_repository::EventRepository;
+use crate::settings::Settings;
 use dns_handling_events::chain::HASH_KEY;
 use dns_handling_events::feed::FeedEvent;
 use dns_handling_events::{DomainStatus, AGGREGATE_TYPE};
@@ -26,6 +27,10 @@ pub enum StoreError {
     /// The database refused or could not be reached.
     #[error("database error: {0}")]
     Database(#[from] sqlx::Error),
+    /// The database could not be reached: what [`StoreError::is_unavailable`] found, passed on
+    /// as text to several waiting readers (a `sqlx::Error` cannot be cloned).
+    #[error("{0}")]
+    Unavailable(String),
     /// Another process holds this SQLite database.
     #[error("{0}")]
     Locked(String),
@@ -35,6 +40,64 @@ pub enum StoreError {
     /// A stored row could not be read back.
     #[error("stored data is corrupt: {0}")]
     Corrupt(#[from] serde_json::Error),
+}
+
+impl StoreError {
+    /// True when the database could not be reached: a condition to wait out and retry (`503`),
+    /// not a fault of the request or of the service.
+    pub fn is_unavailable(&self) -> bool {
+        match self {
+            StoreError::Database(error) => is_unreachable(error),
+            StoreError::Unavailable(_) => true,
+            StoreError::Locked(_) | StoreError::Io(_) | StoreError::Corrupt(_) => false,
+        }
+    }
+}
+
+/// True when a sqlx error means the database could not be reached:
+/// - no connection became free within `STORE_TIMEOUT` (`PoolTimedOut`: while PostgreSQL is down
+///   the pool keeps retrying refused connections until then), or the pool is closed;
+/// - the connection failed (`Io`: refused, reset, closed by the server) or its TLS setup did;
+/// - PostgreSQL said it cannot serve connections now: class 08 (connection exception), 53300
+///   (too many connections), 57P01–57P03 (shutting down, crashed, starting up).
+///
+/// Every other error (a constraint, a bad statement, undecodable data, sqlx's `Protocol`, which
+/// it raises only for messages it does not understand) is a fault, not an outage.
+pub fn is_unreachable(error: &sqlx::Error) -> bool {
+    match error {
+        sqlx::Error::PoolTimedOut
+        | sqlx::Error::PoolClosed
+        | sqlx::Error::Io(_)
+        | sqlx::Error::Tls(_) => true,
+        sqlx::Error::Database(error) => error
+            .try_downcast_ref::<sqlx::postgres::PgDatabaseError>()
+            .is_some_and(|error| {
+                let code = error.code();
+                code.starts_with("08") || matches!(code, "53300" | "57P01" | "57P02" | "57P03")
+            }),
+        _ => false,
+    }
+}
+
+/// True when an error as cqrs-es passes it on (boxed in `AggregateError` or
+/// `PersistenceError`), or one of its sources, is an unreachable database: postgres-es and
+/// sqlite-es box the `sqlx::Error` itself, our `EventRepository` a `StoreError`.
+pub fn is_unreachable_cause(error: &(dyn std::error::Error + 'static)) -> bool {
+    let mut next = Some(error);
+    while let Some(error) = next {
+        if let Some(error) = error.downcast_ref::<sqlx::Error>() {
+            if is_unreachable(error) {
+                return true;
+            }
+        }
+        if let Some(error) = error.downcast_ref::<StoreError>() {
+            if error.is_unavailable() {
+                return true;
+            }
+        }
+        next = error.source();
+    }
+    false
 }
 
 /// Runs the same expression on whichever pool the store holds.
@@ -307,13 +370,23 @@ pub enum Store {
 }
 
 impl Store {
-    /// Connects to `database_url`: PostgreSQL for `postgres://…`, otherwise a SQLite file that is
-    /// created when missing.
+    /// Connects to `database_url` with the default `STORE_TIMEOUT` (see [`Store::connect_with`]).
     pub async fn connect(database_url: &str) -> Result<Store, StoreError> {
+        Self::connect_with(database_url, Settings::default().store_timeout).await
+    }
+
+    /// Connects to `database_url`: PostgreSQL for `postgres://…`, otherwise a SQLite file that is
+    /// created when missing. A query waits at most `acquire_timeout` (`STORE_TIMEOUT`) for a
+    /// connection: while the database is unreachable, requests fail that fast instead of
+    /// piling up.
+    pub async fn connect_with(
+        database_url: &str,
+        acquire_timeout: Duration,
+    ) -> Result<Store, StoreError> {
         if database_url.starts_with("postgres://") || database_url.starts_with("postgresql://") {
             let pool = PgPoolOptions::new()
                 .max_connections(16)
-                .acquire_timeout(Duration::from_secs(10))
+                .acquire_timeout(acquire_timeout)
                 .connect(database_url)
                 .await?;
             return Ok(Store::Postgres(pool));
@@ -333,6 +406,7 @@ impl Store {
             .foreign_keys(true);
         let pool = SqlitePoolOptions::new()
             .max_connections(8)
+            .acquire_timeout(acquire_timeout)
             .connect_with(options)
             .await?;
         Ok(Store::Sqlite(pool))

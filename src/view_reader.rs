@@ -93,8 +93,14 @@ async fn answer_batch(store: &Store, batch: Vec<(String, Answer)>) {
         }
         Err(error) => {
             let message = error.to_string();
+            let unavailable = error.is_unavailable();
             for (_, answer) in batch {
-                let _ = answer.send(Err(StoreError::Io(message.clone())));
+                let error = if unavailable {
+                    StoreError::Unavailable(message.clone())
+                } else {
+                    StoreError::Io(message.clone())
+                };
+                let _ = answer.send(Err(error));
             }
         }
     }

@@ -2,7 +2,7 @@
 
 use actix_web::body::MessageBody;
 use actix_web::dev::ServiceResponse;
-use actix_web::http::header::CONTENT_TYPE;
+use actix_web::http::header::{CONTENT_TYPE, RETRY_AFTER};
 use actix_web::http::StatusCode;
 use actix_web::middleware::ErrorHandlerResponse;
 use actix_web::{HttpResponse, ResponseError};
@@ -10,7 +10,14 @@ use cqrs_es::AggregateError;
 
 use crate::acme::AcmeError;
 use crate::aggregate::DomainError;
-use crate::store::StoreError;
+use crate::store::{is_unreachable_cause, StoreError};
+use crate::vault::VaultError;
+
+/// The `Retry-After` of a `503` for an unreachable store, in seconds. A restart or failover of
+/// PostgreSQL takes seconds, and each request waits `STORE_TIMEOUT` (2 s) for a connection
+/// before it gets its `503`: retrying sooner than that only adds waiting requests, much later
+/// keeps clients away after the store is back. Two seconds is about one more `STORE_TIMEOUT`.
+pub const RETRY_AFTER_SECONDS: u32 = 2;
 
 /// An error answered to a REST client.
 #[derive(Debug, thiserror::Error)]
@@ -45,6 +52,20 @@ pub enum ApiError {
     /// 500: ACME or the store failed.
     #[error("{0}")]
     Internal(String),
+    /// 503: the store cannot be reached; answered with `Retry-After`.
+    #[error("{0}")]
+    ServiceUnavailable(String),
+}
+
+impl ApiError {
+    /// The answer while the store cannot be reached: not a fault of the request or of the
+    /// service, so `503` with `Retry-After` rather than `500`.
+    fn store_unavailable(cause: impl std::fmt::Display) -> Self {
+        tracing::warn!(%cause, "store unavailable");
+        Self::ServiceUnavailable(format!(
+            "the store is unavailable ({cause}); retry in a few seconds"
+        ))
+    }
 }
 
 impl ResponseError for ApiError {
@@ -60,33 +81,50 @@ impl ResponseError for ApiError {
             Self::UnsupportedMediaType(_) => StatusCode::UNSUPPORTED_MEDIA_TYPE,
             Self::FailedDependency(_) => StatusCode::FAILED_DEPENDENCY,
             Self::Internal(_) => StatusCode::INTERNAL_SERVER_ERROR,
+            Self::ServiceUnavailable(_) => StatusCode::SERVICE_UNAVAILABLE,
         }
     }
 
     fn error_response(&self) -> HttpResponse {
-        HttpResponse::build(self.status_code())
-            .json(serde_json::json!({ "error": self.to_string() }))
+        let mut response = HttpResponse::build(self.status_code());
+        if let Self::ServiceUnavailable(_) = self {
+            response.insert_header((RETRY_AFTER, RETRY_AFTER_SECONDS.to_string()));
+        }
+        response.json(serde_json::json!({ "error": self.to_string() }))
     }
 }
 
 impl From<StoreError> for ApiError {
     fn from(error: StoreError) -> Self {
+        if error.is_unavailable() {
+            return Self::store_unavailable(error);
+        }
         tracing::error!(%error, "store failure");
         Self::Internal(error.to_string())
     }
 }
 
-impl From<crate::vault::VaultError> for ApiError {
-    fn from(error: crate::vault::VaultError) -> Self {
-        tracing::error!(%error, "key vault failure");
-        Self::Internal(error.to_string())
+impl From<VaultError> for ApiError {
+    fn from(error: VaultError) -> Self {
+        match error {
+            VaultError::Store(error) => error.into(),
+            error => {
+                tracing::error!(%error, "key vault failure");
+                Self::Internal(error.to_string())
+            }
+        }
     }
 }
 
 impl From<AcmeError> for ApiError {
     fn from(error: AcmeError) -> Self {
-        tracing::error!(%error, "ACME failure");
-        Self::Internal(error.to_string())
+        match error {
+            AcmeError::Vault(VaultError::Store(error)) if error.is_unavailable() => error.into(),
+            error => {
+                tracing::error!(%error, "ACME failure");
+                Self::Internal(error.to_string())
+            }
+        }
     }
 }
 
@@ -104,6 +142,12 @@ impl From<AggregateError<DomainError>> for ApiError {
                 "the domain was changed by another request at the same time; nothing was recorded, retry"
                     .into(),
             ),
+            AggregateError::DatabaseConnectionError(cause)
+            | AggregateError::UnexpectedError(cause)
+                if is_unreachable_cause(cause.as_ref()) =>
+            {
+                Self::store_unavailable(cause)
+            }
             other => {
                 tracing::error!(error = %other, "event store failure");
                 Self::Internal(format!("event store failure: {other}"))
@@ -146,4 +190,183 @@ pub fn json_error_body<B: MessageBody + 'static>(
     Ok(ErrorHandlerResponse::Response(
         ServiceResponse::new(request, json).map_into_right_body(),
     ))
+}
+
+#[cfg(test)]
+mod tests {
+    use std::time::{Duration, Instant};
+
+    use cqrs_es::persist::{PersistedEventRepository, PersistedEventStore, SerializedEvent};
+    use cqrs_es::CqrsFramework;
+
+    use super::*;
+    use crate::aggregate::{CustomDomain, CustomDomainCommand};
+    use crate::domain_name::DomainName;
+    use crate::store::{is_unreachable, Store};
+
+    fn refused() -> sqlx::Error {
+        sqlx::Error::Io(std::io::Error::from(std::io::ErrorKind::ConnectionRefused))
+    }
+
+    /// Status, `Retry-After` and `error` of the answer an error gives.
+    async fn answer(error: ApiError) -> (u16, Option<String>, String) {
+        let response = error.error_response();
+        let status = response.status().as_u16();
+        let retry_after = response
+            .headers()
+            .get(RETRY_AFTER)
+            .map(|value| value.to_str().expect("ASCII").to_owned());
+        let body = actix_web::body::to_bytes(response.into_body())
+            .await
+            .expect("body");
+        let body: serde_json::Value = serde_json::from_slice(&body).expect("JSON");
+        let message = body["error"].as_str().expect("error").to_owned();
+        (status, retry_after, message)
+    }
+
+    #[test]
+    fn only_errors_that_mean_an_unreachable_database_are_unavailable() {
+        for unreachable in [
+            sqlx::Error::PoolTimedOut,
+            sqlx::Error::PoolClosed,
+            refused(),
+            sqlx::Error::Io(std::io::Error::from(std::io::ErrorKind::UnexpectedEof)),
+            sqlx::Error::Tls("handshake failed".into()),
+        ] {
+            assert!(is_unreachable(&unreachable), "{unreachable:?}");
+            assert!(StoreError::Database(unreachable).is_unavailable());
+        }
+        for fault in [
+            sqlx::Error::RowNotFound,
+            sqlx::Error::Protocol("unexpected message".into()),
+            sqlx::Error::ColumnNotFound("payload".into()),
+            sqlx::Error::Decode("not text".into()),
+            sqlx::Error::Configuration("bad URL".into()),
+            sqlx::Error::WorkerCrashed,
+        ] {
+            assert!(!is_unreachable(&fault), "{fault:?}");
+            assert!(!StoreError::Database(fault).is_unavailable());
+        }
+        assert!(StoreError::Unavailable("pool timed out".into()).is_unavailable());
+        assert!(!StoreError::Io("cannot open the lock file".into()).is_unavailable());
+        assert!(!StoreError::Locked("another process".into()).is_unavailable());
+    }
+
+    #[tokio::test]
+    async fn an_unreachable_store_answers_503_with_retry_after_and_other_failures_500() {
+        let (status, retry_after, message) =
+            answer(StoreError::Database(sqlx::Error::PoolTimedOut).into()).await;
+        assert_eq!((status, retry_after.as_deref()), (503, Some("2")));
+        assert!(
+            message.starts_with("the store is unavailable (")
+                && message.ends_with("retry in a few seconds"),
+            "{message}"
+        );
+        // Through the key vault and the ACME client too.
+        let vault = VaultError::Store(StoreError::Database(refused()));
+        assert_eq!(answer(vault.into()).await.0, 503);
+        let acme = AcmeError::Vault(VaultError::Store(StoreError::Unavailable("down".into())));
+        assert_eq!(answer(acme.into()).await.0, 503);
+
+        let (status, retry_after, _) =
+            answer(StoreError::Database(sqlx::Error::RowNotFound).into()).await;
+        assert_eq!((status, retry_after), (500, None));
+        let acme = AcmeError::Vault(VaultError::Store(StoreError::Io("disk".into())));
+        assert_eq!(answer(acme.into()).await.0, 500);
+    }
+
+    #[tokio::test]
+    async fn command_errors_wrapping_an_unreachable_database_answer_503() {
+        // As postgres-es and sqlite-es box a timed-out pool, and as our EventRepository boxes
+        // a StoreError.
+        for error in [
+            AggregateError::<DomainError>::UnexpectedError(Box::new(sqlx::Error::PoolTimedOut)),
+            AggregateError::DatabaseConnectionError(Box::new(refused())),
+            AggregateError::DatabaseConnectionError(Box::new(StoreError::Database(
+                sqlx::Error::PoolClosed,
+            ))),
+        ] {
+            let (status, retry_after, _) = answer(error.into()).await;
+            assert_eq!((status, retry_after.as_deref()), (503, Some("2")));
+        }
+        for error in [
+            AggregateError::<DomainError>::UnexpectedError(Box::new(sqlx::Error::RowNotFound)),
+            AggregateError::DatabaseConnectionError(Box::new(StoreError::Io("disk".into()))),
+            AggregateError::UnexpectedError("something else".into()),
+        ] {
+            assert_eq!(answer(error.into()).await.0, 500);
+        }
+    }
+
+    /// A real SQLite store whose every connection is taken: what the service's command and query
+    /// paths return when no connection comes within `STORE_TIMEOUT`, and how fast.
+    #[tokio::test]
+    async fn a_store_without_a_free_connection_answers_503_after_its_store_timeout() {
+        let path = std::env::temp_dir().join(format!("error-test-{}.db", uuid::Uuid::new_v4()));
+        let timeout = Duration::from_millis(200);
+        let store = Store::connect_with(&format!("sqlite://{}", path.display()), timeout)
+            .await
+            .expect("connects");
+        store.migrate().await.expect("migrates");
+        let Store::Sqlite(pool) = &store else {
+            unreachable!("a SQLite URL")
+        };
+        let mut held = Vec::new();
+        for _ in 0..pool.options().get_max_connections() {
+            held.push(pool.acquire().await.expect("a connection"));
+        }
+
+        let started = Instant::now();
+        let error = store.domain_view("d").await.expect_err("no connection");
+        assert!(
+            started.elapsed() < Duration::from_secs(2),
+            "waited the STORE_TIMEOUT only"
+        );
+        assert!(error.is_unavailable(), "{error}");
+        assert_eq!(answer(error.into()).await.0, 503);
+
+        // The command side: sqlite-es loading the aggregate...
+        let event_store = PersistedEventStore::new_event_store(store.event_repository());
+        let cqrs = CqrsFramework::<CustomDomain, _>::new(event_store, vec![], ());
+        let command = CustomDomainCommand::RegisterDomain {
+            domain_name: DomainName::parse("outage.example.com").expect("valid name"),
+            verification_token: "token".into(),
+            verification_record_name: "_acme-challenge.outage.example.com.".into(),
+            at: chrono::Utc::now(),
+        };
+        let error = cqrs.execute("d", command).await.expect_err("no connection");
+        assert!(
+            matches!(error, AggregateError::UnexpectedError(_)),
+            "{error:?}"
+        );
+        assert_eq!(answer(error.into()).await.0, 503);
+        // ...and our EventRepository reading the hash to chain a later event to.
+        let event = SerializedEvent {
+            aggregate_id: "d".into(),
+            sequence: 2,
+            aggregate_type: dns_handling_events::AGGREGATE_TYPE.into(),
+            event_type: "DomainVerified".into(),
+            event_version: "1.0".into(),
+            payload: serde_json::json!({}),
+            metadata: serde_json::json!({}),
+        };
+        let error: AggregateError<DomainError> = store
+            .event_repository()
+            .persist::<CustomDomain>(&[event], None)
+            .await
+            .expect_err("no connection")
+            .into();
+        assert!(
+            matches!(error, AggregateError::DatabaseConnectionError(_)),
+            "{error:?}"
+        );
+        assert_eq!(answer(error.into()).await.0, 503);
+
+        drop(held);
+        assert!(store.domain_view("d").await.is_ok(), "connections are back");
+        drop(store);
+        for suffix in ["", "-wal", "-shm"] {
+            let _ = std::fs::remove_file(format!("{}{suffix}", path.display()));
+        }
+    }
 }

@@ -203,7 +203,9 @@ async fn readyz(services: SharedServices) -> HttpResponse {
     responses(
         (status = 200, description = "Every metric", content_type = "application/openmetrics-text", body = String),
         (status = 401, description = "Missing or invalid bearer token", body = ErrorBody),
-        (status = 500, description = "The store did not answer", body = ErrorBody)
+        (status = 500, description = "The store failed", body = ErrorBody),
+        (status = 503, description = "The store cannot be reached; retry after `Retry-After` seconds", body = ErrorBody,
+            headers(("Retry-After" = u32, description = "Seconds to wait before retrying")))
     ),
     security(("bearer" = [])))]
 async fn metrics(services: SharedServices) -> Result<HttpResponse, ApiError> {

@@ -200,4 +200,27 @@ mod tests {
         }
         assert!(checked > 30, "only {checked} error responses documented");
     }
+
+    /// Every operation that needs a token reads the store, so may answer `503` with
+    /// `Retry-After` while the store is unreachable.
+    #[test]
+    fn every_authenticated_operation_documents_the_unavailable_store() {
+        let document: serde_json::Value =
+            serde_json::from_str(&DOCUMENT).expect("the description is JSON");
+        let mut checked = 0;
+        for (path, item) in document["paths"].as_object().expect("paths") {
+            for (method, operation) in item.as_object().expect("operations") {
+                if operation.get("security").is_none() {
+                    continue;
+                }
+                let unavailable = &operation["responses"]["503"];
+                assert!(
+                    unavailable["headers"]["Retry-After"].is_object(),
+                    "{method} {path}: {unavailable}"
+                );
+                checked += 1;
+            }
+        }
+        assert!(checked >= 12, "only {checked} operations checked");
+    }
 }

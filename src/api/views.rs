@@ -206,6 +206,13 @@ pub enum CallerErrors {
     /// A token is configured and the request carries no valid one.
     #[response(status = 401)]
     Unauthorized(ErrorBody),
+    /// The store cannot be reached (down, restarting, or no connection free within
+    /// `STORE_TIMEOUT`): nothing is wrong with the request; retry after `Retry-After` seconds.
+    #[response(
+        status = 503,
+        headers(("Retry-After" = u32, description = "Seconds to wait before retrying"))
+    )]
+    StoreUnavailable(ErrorBody),
 }
 
 /// The answer for an unknown (or removed) domain id.

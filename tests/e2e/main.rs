@@ -31,5 +31,6 @@ mod keys_and_roles;
 mod lifecycle;
 mod replicas;
 mod resilience;
+mod store_outage;
 mod support;
 mod tamper;
