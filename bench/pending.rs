@@ -42,7 +42,7 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use chrono::{DateTime, Utc};
-use dns_handling::store::Store;
+use dns_handling::adapters::store::Store;
 use process::{cpu_seconds, status_mib};
 use support::{database_env, free_dns_port, ChildGuard, StoreKind, TempDir, TestDatabase};
 

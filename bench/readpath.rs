@@ -25,7 +25,7 @@ use std::collections::HashMap;
 use std::process::Command;
 use std::time::Instant;
 
-use dns_handling::store::Store;
+use dns_handling::adapters::store::Store;
 use support::{database_env, Service, StoreKind, TempDir, TestDatabase};
 
 const TOKEN: &str = "readpath-bench-admin-token";

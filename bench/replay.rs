@@ -15,7 +15,7 @@ use chrono::{Duration, Utc};
 use cqrs_es::event_sink::EventSink;
 use cqrs_es::Aggregate;
 use criterion::{black_box, criterion_group, criterion_main, BenchmarkId, Criterion};
-use dns_handling::aggregate::{CustomDomain, CustomDomainCommand};
+use dns_handling::domain::aggregate::{CustomDomain, CustomDomainCommand};
 use dns_handling_events::{CustomDomainEvent, IssuedCertificate, OrderDetails};
 use dns_handling_projections::DomainView;
 

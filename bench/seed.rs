@@ -4,7 +4,7 @@
 //! service builds the read views itself when it next starts (projection catch-up).
 
 use chrono::{DateTime, Utc};
-use dns_handling::store::Store;
+use dns_handling::adapters::store::Store;
 use dns_handling_events::chain::{event_hash, ChainedContent, GENESIS, HASH_KEY, PREV_HASH_KEY};
 use dns_handling_events::{CertificateKeyType, CustomDomainEvent, IssuedCertificate, OrderDetails};
 use serde_json::{json, Value};

@@ -17,8 +17,8 @@ mod stats;
 
 use std::time::Instant;
 
-use dns_handling::projector::ViewProjector;
-use dns_handling::store::Store;
+use dns_handling::adapters::store::Store;
+use dns_handling::read::projector::ViewProjector;
 use rand::Rng;
 use sqlx::Connection;
 use stats::percentile;

@@ -10,19 +10,19 @@ use anyhow::Context as _;
 use cqrs_es::persist::PersistedEventStore;
 use cqrs_es::CqrsFramework;
 
-use crate::acme::AcmeClient;
 use crate::actors::{ResumePending, Shutdown, Supervisor};
-use crate::api;
-use crate::checkpoints::{self, AuditSigner};
-use crate::commit_signal;
-use crate::dns::{HickoryTxtLookup, TxtLookup};
-use crate::event_repository::Upcasters;
-use crate::projector::ViewProjector;
-use crate::services::Services;
+use crate::adapters::acme::AcmeClient;
+use crate::adapters::commit_signal;
+use crate::adapters::dns::{HickoryTxtLookup, TxtLookup};
+use crate::adapters::event_repository::Upcasters;
+use crate::adapters::store::{lock_sqlite_exclusively, SqliteReplicaLock, Store};
+use crate::adapters::vault::{KeyRing, KeyVault};
+use crate::app_state::AppState;
+use crate::audit::checkpoints::{self, AuditSigner};
+use crate::http;
+use crate::read::projector::ViewProjector;
+use crate::read::view_reader::ViewReader;
 use crate::settings::{redact_url_password, Settings};
-use crate::store::{lock_sqlite_exclusively, SqliteReplicaLock, Store};
-use crate::vault::{KeyRing, KeyVault};
-use crate::view_reader::ViewReader;
 
 /// The running service: its HTTP server and its supervisor.
 pub struct Application {
@@ -94,7 +94,7 @@ impl Application {
             signer.clone(),
             settings.audit_checkpoint_interval,
         );
-        let services = Arc::new(Services {
+        let services = Arc::new(AppState {
             cqrs,
             views: ViewReader::new(store.clone()),
             store,
@@ -121,15 +121,15 @@ impl Application {
         let address = listener.local_addr()?;
         let services_data = web::Data::new(services);
         let supervisor_data = web::Data::new(supervisor.clone());
-        let locks = web::Data::new(api::domains_issue_locks());
+        let locks = web::Data::new(http::domains_issue_locks());
         let mut server = HttpServer::new(move || {
             App::new()
-                .wrap(api::json_errors())
-                .wrap(actix_web::middleware::from_fn(api::observe::observe))
+                .wrap(http::json_errors())
+                .wrap(actix_web::middleware::from_fn(http::observe::observe))
                 .app_data(services_data.clone())
                 .app_data(supervisor_data.clone())
                 .app_data(locks.clone())
-                .configure(api::configure)
+                .configure(http::configure)
         });
         if let Some(workers) = settings.server_workers {
             server = server.workers(workers);

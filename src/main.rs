@@ -6,10 +6,10 @@ use std::process::ExitCode;
 
 use anyhow::Context as _;
 use dns_handling::app::Application;
-use dns_handling::checkpoints::AuditSigner;
-use dns_handling::log_audit::{verify_log, LogSource};
+use dns_handling::audit::checkpoints::AuditSigner;
+use dns_handling::audit::verify::{verify_log, LogSource};
+use dns_handling::cli::{client, operator as cli};
 use dns_handling::settings::{LogFormat, Settings};
-use dns_handling::{cli, client};
 
 fn main() -> anyhow::Result<ExitCode> {
     let mut args: Vec<String> = std::env::args().skip(1).collect();

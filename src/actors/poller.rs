@@ -11,10 +11,10 @@ use cqrs_es::AggregateError;
 use dns_handling_events::FailureReason;
 
 use super::supervisor::{PendingOrder, PollerStopped, Shutdown, Supervisor};
-use crate::acme::AcmeError;
-use crate::aggregate::{CustomDomainCommand, DomainError};
+use crate::adapters::acme::AcmeError;
+use crate::app_state::{AppState, CommandOrigin};
+use crate::domain::aggregate::{CustomDomainCommand, DomainError};
 use crate::metrics::METRICS;
-use crate::services::{CommandOrigin, Services};
 
 const ACTOR_NAME: &str = "order-poller";
 
@@ -71,7 +71,7 @@ fn settle(result: Result<(), AggregateError<DomainError>>, domain_id: &str) -> P
 /// trips) are boxed: inline, they made every poll's future 18 kB, and all the pollers' polls
 /// are alive at once while their lookups wait for a turn (360 MB for 20,000 pending orders).
 pub async fn poll_once(
-    services: Arc<Services>,
+    services: Arc<AppState>,
     pending: PendingOrder,
     mut memory: PollerMemory,
 ) -> (PollOutcome, PollerMemory) {
@@ -81,7 +81,7 @@ pub async fn poll_once(
     let now = Utc::now();
     if now >= order.deadline {
         let command = match (&memory.record_seen, &memory.last_acme_error) {
-            (true, last_error) => CustomDomainCommand::IssuanceFailed {
+            (true, last_error) => CustomDomainCommand::OrderFailed {
                 order_id: order.order_id.clone(),
                 reason: FailureReason::new(
                     "acme_unavailable",
@@ -157,7 +157,7 @@ pub async fn poll_once(
             certificate,
             at: Utc::now(),
         },
-        Err(AcmeError::Refused(reason)) => CustomDomainCommand::IssuanceFailed {
+        Err(AcmeError::Refused(reason)) => CustomDomainCommand::OrderFailed {
             order_id: order.order_id.clone(),
             reason,
             at: Utc::now(),
@@ -182,7 +182,7 @@ pub async fn poll_once(
 
 /// The actor that polls one order.
 pub struct OrderPoller {
-    services: Arc<Services>,
+    services: Arc<AppState>,
     pending: PendingOrder,
     memory: Option<PollerMemory>,
     supervisor: Addr<Supervisor>,
@@ -194,7 +194,7 @@ pub struct OrderPoller {
 impl OrderPoller {
     /// A poller for `pending`, reporting its end to `supervisor`.
     pub fn new(
-        services: Arc<Services>,
+        services: Arc<AppState>,
         pending: PendingOrder,
         supervisor: Addr<Supervisor>,
     ) -> Self {

@@ -15,9 +15,9 @@ use chrono::{DateTime, Utc};
 use dns_handling_events::{DomainStatus, OrderDetails};
 
 use super::poller::OrderPoller;
+use crate::adapters::store::StoreError;
+use crate::app_state::AppState;
 use crate::metrics::METRICS;
-use crate::services::Services;
-use crate::store::StoreError;
 
 /// An order waiting for its challenge record.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -69,7 +69,7 @@ const CLAIMS_PER_STATEMENT: usize = 1_000;
 
 /// Owns the pollers: exactly one per pending order held by this replica.
 pub struct Supervisor {
-    services: Arc<Services>,
+    services: Arc<AppState>,
     /// By domain: the order id each poller polls, and the poller.
     pollers: HashMap<String, (String, Addr<OrderPoller>)>,
     /// Domains whose lease claim is in flight: a claim that outlasts a tick is not repeated.
@@ -80,7 +80,7 @@ pub struct Supervisor {
 
 impl Supervisor {
     /// A supervisor with no pollers yet.
-    pub fn new(services: Arc<Services>) -> Self {
+    pub fn new(services: Arc<AppState>) -> Self {
         Self {
             services,
             pollers: HashMap::new(),
@@ -100,7 +100,10 @@ impl Supervisor {
     /// `StartPolling` for each new one), so there are none; the scan decoded every pending
     /// order's view every tick, half the CPU of 20,000 waiting orders.
     fn scans_for_orphans(&self) -> bool {
-        matches!(self.services.store, crate::store::Store::Postgres(_)) && !self.resuming
+        matches!(
+            self.services.store,
+            crate::adapters::store::Store::Postgres(_)
+        ) && !self.resuming
     }
 
     /// Starts a poller for an order whose lease this replica holds.
@@ -258,7 +261,7 @@ impl Supervisor {
 
 /// Claims the leases of `orders` for this replica, `CLAIMS_PER_STATEMENT` at a time; returns
 /// those granted. Orders whose claim fails are left for the next tick.
-async fn claim_leases(services: &Services, orders: Vec<PendingOrder>) -> Vec<PendingOrder> {
+async fn claim_leases(services: &AppState, orders: Vec<PendingOrder>) -> Vec<PendingOrder> {
     let ttl = services.settings.lease_ttl;
     let mut granted = Vec::with_capacity(orders.len());
     let mut orders = orders.into_iter().peekable();

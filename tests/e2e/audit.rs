@@ -8,10 +8,10 @@ use std::time::Duration;
 use chrono::Utc;
 use cqrs_es::persist::PersistedEventStore;
 use cqrs_es::CqrsFramework;
-use dns_handling::aggregate::{CustomDomain, CustomDomainCommand};
-use dns_handling::domain_name::DomainName;
-use dns_handling::event_repository::Upcasters;
-use dns_handling::store::Store;
+use dns_handling::adapters::event_repository::Upcasters;
+use dns_handling::adapters::store::Store;
+use dns_handling::domain::aggregate::{CustomDomain, CustomDomainCommand};
+use dns_handling::domain::domain_name::DomainName;
 use dns_handling_events::{CertificateKeyType, OrderDetails};
 use serde_json::{json, Value};
 

@@ -7,8 +7,8 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use async_trait::async_trait;
+use dns_handling::adapters::dns::{DnsError, HickoryTxtLookup, TxtLookup};
 use dns_handling::app::Application;
-use dns_handling::dns::{DnsError, HickoryTxtLookup, TxtLookup};
 use dns_handling::settings::Settings;
 use serde_json::Value;
 

@@ -8,7 +8,7 @@ use std::path::{Path, PathBuf};
 use std::process::Command;
 use std::time::{Duration, Instant};
 
-use dns_handling::store::is_unreachable;
+use dns_handling::adapters::store::is_unreachable;
 use serde_json::{json, Value};
 use sqlx::Connection;
 

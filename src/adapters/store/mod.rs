@@ -11,7 +11,7 @@ use std::time::Duration;
 
 use chrono::Utc;
 
-use crate::event_repository::EventRepository;
+use crate::adapters::event_repository::EventRepository;
 use crate::settings::Settings;
 use dns_handling_events::chain::HASH_KEY;
 use dns_handling_events::feed::FeedEvent;

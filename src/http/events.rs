@@ -10,12 +10,12 @@ use dns_handling_events::feed::FeedEvent;
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
 
-use super::views::{CallerErrors, NotFoundError};
+use super::bodies::{CallerErrors, NotFoundError};
 use super::ApiError;
-use crate::commit_signal::CommitWaiter;
-use crate::services::Services;
+use crate::adapters::commit_signal::CommitWaiter;
+use crate::app_state::AppState;
 
-type SharedServices = web::Data<Arc<Services>>;
+type SharedServices = web::Data<Arc<AppState>>;
 
 /// One entry of `GET /domains/{id}/events`.
 #[derive(Debug, Serialize, utoipa::ToSchema)]
@@ -169,13 +169,13 @@ pub async fn feed(
 /// An event that cannot be encoded ends the stream with an error after the events before it,
 /// never skipped: a consumer resuming from the last position it read asks for it again.
 fn ndjson_stream(
-    services: Arc<Services>,
+    services: Arc<AppState>,
     after: i64,
     limit: Option<u32>,
     follow: bool,
 ) -> impl futures::Stream<Item = Result<Bytes, actix_web::Error>> {
     struct State {
-        services: Arc<Services>,
+        services: Arc<AppState>,
         after: i64,
         remaining: Option<u64>,
         commits: CommitWaiter,

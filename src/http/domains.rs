@@ -12,18 +12,18 @@ use rand::RngCore;
 use serde::Deserialize;
 
 use super::auth::Role;
-use super::observe::RequestId;
-use super::views::{
+use super::bodies::{
     CallerErrors, CertificateBody, ChangeErrors, DomainBody, DomainList, ErrorBody,
     IssuanceStarted, NotFoundError, PrivateKeyBody, RegisteredDomain, VerificationRecord,
 };
+use super::observe::RequestId;
 use super::ApiError;
 use crate::actors::{PendingOrder, StartPolling, Supervisor};
-use crate::aggregate::CustomDomainCommand;
-use crate::domain_name::DomainName;
-use crate::services::{CommandOrigin, Services};
+use crate::app_state::{AppState, CommandOrigin};
+use crate::domain::aggregate::CustomDomainCommand;
+use crate::domain::domain_name::DomainName;
 
-type SharedServices = web::Data<Arc<Services>>;
+type SharedServices = web::Data<Arc<AppState>>;
 
 /// Serialises `issue-certificate` calls per domain within this process, so that concurrent
 /// calls for one domain create one ACME order, not one per call.
@@ -87,7 +87,7 @@ fn origin(request: &HttpRequest) -> CommandOrigin {
     CommandOrigin(metadata)
 }
 
-async fn find(services: &Services, id: &str) -> Result<DomainView, ApiError> {
+async fn find(services: &AppState, id: &str) -> Result<DomainView, ApiError> {
     match services.views.domain_view(id).await? {
         Some(view) if view.removed => Err(ApiError::NotFound(format!("domain {id} was removed"))),
         Some(view) => Ok(view),
@@ -98,7 +98,7 @@ async fn find(services: &Services, id: &str) -> Result<DomainView, ApiError> {
 fn random_token() -> String {
     let mut bytes = [0u8; 20];
     rand::thread_rng().fill_bytes(&mut bytes);
-    crate::acme::hex(&bytes)
+    crate::adapters::acme::hex(&bytes)
 }
 
 /// `POST /domains`: register a domain and hand out its verification token.
@@ -389,7 +389,7 @@ pub async fn issue_certificate(
 
 /// The domain's current certificate, or a `404` that says why there is none.
 async fn current_certificate(
-    services: &Services,
+    services: &AppState,
     view: &DomainView,
 ) -> Result<CertificateView, ApiError> {
     services

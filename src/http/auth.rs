@@ -11,7 +11,7 @@ use actix_web::{web, HttpMessage, HttpRequest};
 use subtle::ConstantTimeEq;
 
 use super::ApiError;
-use crate::services::Services;
+use crate::app_state::AppState;
 use crate::settings::Secret;
 
 /// What the caller may do.
@@ -75,7 +75,7 @@ pub async fn require_token<B: MessageBody>(
 
 /// The caller's role, or why it is refused.
 fn decide_role(request: &ServiceRequest) -> Result<Role, ApiError> {
-    let Some(services) = request.app_data::<web::Data<Arc<Services>>>().cloned() else {
+    let Some(services) = request.app_data::<web::Data<Arc<AppState>>>().cloned() else {
         return Err(ApiError::Internal("service state missing".into()));
     };
     let settings = &services.settings;

@@ -19,8 +19,8 @@ use cqrs_es::{EventEnvelope, Query};
 use dns_handling_events::CustomDomainEvent;
 use dns_handling_projections::{Applied, CertificateView, DomainView};
 
-use crate::aggregate::CustomDomain;
-use crate::store::{ProjectionRow, ProjectionWrite, Store, StoreError};
+use crate::adapters::store::{ProjectionRow, ProjectionWrite, Store, StoreError};
+use crate::domain::aggregate::CustomDomain;
 
 /// The checkpoint name of the domain and certificate views.
 pub const DOMAIN_VIEWS: &str = "domain_views";

@@ -10,8 +10,8 @@ use dns_handling_events::chain::LogWalker;
 use dns_handling_events::feed::FeedEvent;
 use dns_handling_events::AGGREGATE_TYPE;
 
-use crate::checkpoints::Checkpoint;
-use crate::store::Store;
+use crate::adapters::store::Store;
+use crate::audit::checkpoints::Checkpoint;
 
 /// Events read per page.
 const PAGE: u32 = 1000;

@@ -15,7 +15,7 @@ use std::sync::Arc;
 use dns_handling_projections::DomainView;
 use tokio::sync::{mpsc, oneshot, Semaphore};
 
-use crate::store::{Store, StoreError};
+use crate::adapters::store::{Store, StoreError};
 
 /// The most reads one query answers.
 const MAX_BATCH: usize = 256;
@@ -112,7 +112,7 @@ mod tests {
     use dns_handling_events::CustomDomainEvent;
 
     use super::*;
-    use crate::store::ProjectionWrite;
+    use crate::adapters::store::ProjectionWrite;
 
     fn view(n: usize) -> DomainView {
         let registered = CustomDomainEvent::DomainRegistered {

@@ -3,9 +3,9 @@
 use actix_web::{web, HttpResponse};
 use serde::{Deserialize, Serialize};
 
-use super::views::{CallerErrors, ChangeErrors};
+use super::bodies::{CallerErrors, ChangeErrors};
 use super::{ApiError, SharedServices};
-use crate::checkpoints::{sign_checkpoint, Checkpoint};
+use crate::audit::checkpoints::{sign_checkpoint, Checkpoint};
 
 /// Query of `GET /audit/checkpoints`.
 #[derive(Debug, Deserialize, utoipa::IntoParams)]

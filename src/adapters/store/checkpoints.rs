@@ -3,7 +3,7 @@
 use sqlx::Row;
 
 use super::{Store, StoreError};
-use crate::checkpoints::Checkpoint;
+use crate::audit::checkpoints::Checkpoint;
 
 const COLUMNS: &str = "position, event_count, log_hash, signed_at, public_key, signature";
 

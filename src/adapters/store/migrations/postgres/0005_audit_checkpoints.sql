@@ -1,4 +1,4 @@
--- Signed checkpoints of the whole log (see src/checkpoints.rs): the feed position covered, the
+-- Signed checkpoints of the whole log (see src/audit/checkpoints.rs): the feed position covered, the
 -- number of events up to it, the running log hash, and an Ed25519 signature by a key that is
 -- never stored here.
 CREATE TABLE IF NOT EXISTS audit_checkpoints (

@@ -9,9 +9,9 @@ use indicatif::{ProgressBar, ProgressStyle};
 use dns_handling_events::feed::FeedEvent;
 use dns_handling_projections::DomainView;
 
-use crate::projector::ViewProjector;
+use crate::adapters::store::Store;
+use crate::read::projector::ViewProjector;
 use crate::settings::Settings;
-use crate::store::Store;
 
 /// Usage text for every command.
 pub const USAGE: &str = "usage: dns-handling [--config FILE] [COMMAND]
@@ -44,7 +44,7 @@ pub async fn open_store(settings: &Settings) -> anyhow::Result<Store> {
 /// Rebuilds the projections from zero with a progress bar on stderr. In SQLite mode it refuses
 /// to run while the service holds the database.
 pub async fn replay(settings: &Settings) -> anyhow::Result<()> {
-    let _lock = crate::store::lock_sqlite_exclusively(&settings.database_url)?;
+    let _lock = crate::adapters::store::lock_sqlite_exclusively(&settings.database_url)?;
     let store = open_store(settings).await?;
     let (_, total) = store.feed_extent().await?;
     let bar = ProgressBar::new(u64::try_from(total).unwrap_or(0));
@@ -286,9 +286,11 @@ pub async fn audit_views(store: &Store, out: &mut impl Write) -> anyhow::Result<
 
 /// Re-seals every stored secret under the current key-encryption key and says what it did.
 pub async fn keys_rotate(settings: &Settings, out: &mut impl Write) -> anyhow::Result<()> {
-    let keys = crate::vault::KeyRing::resolve(settings)?;
+    let keys = crate::adapters::vault::KeyRing::resolve(settings)?;
     let store = open_store(settings).await?;
-    let rotation = crate::vault::KeyVault::new(store, keys).rotate().await?;
+    let rotation = crate::adapters::vault::KeyVault::new(store, keys)
+        .rotate()
+        .await?;
     writeln!(
         out,
         "re-sealed {} values under the current key ({} certificate keys, {} ACME accounts); \

@@ -16,8 +16,8 @@ use base64::Engine as _;
 use chacha20poly1305::aead::{Aead, AeadCore, KeyInit, OsRng, Payload};
 use chacha20poly1305::{XChaCha20Poly1305, XNonce};
 
+use crate::adapters::store::{SecretTable, Store, StoreError};
 use crate::settings::{Secret, Settings};
-use crate::store::{SecretTable, Store, StoreError};
 
 /// Prefix of every sealed value: the scheme's version, so the scheme can change later.
 const SEALED_PREFIX: &str = "xchacha20poly1305:v1:";
@@ -263,7 +263,7 @@ pub struct Rotation {
 
 /// `<database file>.kek` for a file-backed SQLite URL; `None` for in-memory databases.
 fn sqlite_key_path(database_url: &str) -> Option<PathBuf> {
-    crate::store::sqlite_path(database_url)
+    crate::adapters::store::sqlite_path(database_url)
         .map(|path| PathBuf::from(format!("{}.kek", path.display())))
 }
 

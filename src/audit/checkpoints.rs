@@ -18,8 +18,8 @@ use dns_handling_events::AGGREGATE_TYPE;
 use rand::RngCore as _;
 use serde::{Deserialize, Serialize};
 
+use crate::adapters::store::{Store, StoreError};
 use crate::settings::{Secret, Settings};
-use crate::store::{Store, StoreError};
 
 /// One signed checkpoint of the log.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
@@ -163,7 +163,7 @@ impl AuditSigner {
         let mut seed = [0u8; 32];
         rand::rngs::OsRng.fill_bytes(&mut seed);
         let encoded = STANDARD.encode(seed);
-        crate::vault::write_owner_only(path, &encoded)
+        crate::adapters::vault::write_owner_only(path, &encoded)
             .map_err(|e| SigningKeyError(format!("cannot create {}: {e}", path.display())))?;
         tracing::warn!(
             path = %path.display(),
@@ -194,7 +194,7 @@ impl AuditSigner {
 
 /// `<database file>.audit-key` for a file-backed SQLite URL; `None` for in-memory databases.
 fn signing_key_path(database_url: &str) -> Option<PathBuf> {
-    crate::store::sqlite_path(database_url)
+    crate::adapters::store::sqlite_path(database_url)
         .map(|path| PathBuf::from(format!("{}.audit-key", path.display())))
 }
 

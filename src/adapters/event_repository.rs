@@ -12,8 +12,8 @@ use postgres_es::PostgresEventRepository;
 use serde_json::Value;
 use sqlite_es::SqliteEventRepository;
 
+use crate::adapters::store::Store;
 use crate::metrics::METRICS;
-use crate::store::Store;
 
 enum Backend {
     Postgres(PostgresEventRepository),
@@ -157,7 +157,7 @@ impl PersistedEventRepository for EventRepository {
         };
         METRICS.event_append(started.elapsed(), result.is_ok());
         if result.is_ok() {
-            crate::commit_signal::committed();
+            crate::adapters::commit_signal::committed();
         }
         result
     }
@@ -204,7 +204,7 @@ mod tests {
     use cqrs_es::persist::PersistedEventRepository;
 
     use super::*;
-    use crate::aggregate::CustomDomain;
+    use crate::domain::aggregate::CustomDomain;
 
     fn event(sequence: usize) -> SerializedEvent {
         SerializedEvent {

@@ -13,8 +13,8 @@ use instant_acme::{
 use sha2::{Digest, Sha256};
 use tokio::sync::Mutex;
 
+use crate::adapters::vault::{KeyVault, VaultError};
 use crate::metrics::METRICS;
-use crate::vault::{KeyVault, VaultError};
 
 /// A failure on the ACME side.
 #[derive(Debug, thiserror::Error)]

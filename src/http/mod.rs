@@ -3,25 +3,25 @@
 
 mod audit;
 mod auth;
+mod bodies;
 mod domains;
 mod error;
 mod events;
 pub mod observe;
 pub mod openapi;
-mod views;
 
 use actix_web::error::{JsonPayloadError, PathError, QueryPayloadError};
 use actix_web::http::Method;
 use actix_web::middleware::{from_fn, ErrorHandlers};
 use actix_web::{web, HttpRequest, HttpResponse, Route};
 
+use bodies::{ErrorBody, HealthBody};
 pub use error::ApiError;
-use views::{ErrorBody, HealthBody};
 
+use crate::app_state::AppState;
 use crate::metrics::METRICS;
-use crate::services::Services;
 
-type SharedServices = web::Data<std::sync::Arc<Services>>;
+type SharedServices = web::Data<std::sync::Arc<AppState>>;
 
 /// The largest request body accepted; the API's bodies are a few hundred bytes.
 pub const MAX_BODY_BYTES: usize = 16 * 1024;

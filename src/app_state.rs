@@ -6,22 +6,22 @@ use std::sync::Arc;
 use cqrs_es::persist::PersistedEventStore;
 use cqrs_es::{AggregateError, CqrsFramework};
 
-use crate::acme::AcmeClient;
-use crate::aggregate::{CustomDomain, CustomDomainCommand, DomainError};
-use crate::checkpoints::AuditSigner;
-use crate::dns::TxtLookup;
-use crate::event_repository::EventRepository;
+use crate::adapters::acme::AcmeClient;
+use crate::adapters::dns::TxtLookup;
+use crate::adapters::event_repository::EventRepository;
+use crate::adapters::store::Store;
+use crate::adapters::vault::KeyVault;
+use crate::audit::checkpoints::AuditSigner;
+use crate::domain::aggregate::{CustomDomain, CustomDomainCommand, DomainError};
+use crate::read::view_reader::ViewReader;
 use crate::settings::Settings;
-use crate::store::Store;
-use crate::vault::KeyVault;
-use crate::view_reader::ViewReader;
 
 /// The cqrs-es framework for custom domains over the configured store.
 pub type DomainCqrs =
     CqrsFramework<CustomDomain, PersistedEventStore<EventRepository, CustomDomain>>;
 
 /// The shared parts of the running service.
-pub struct Services {
+pub struct AppState {
     /// Executes commands against the aggregate and persists the events.
     pub cqrs: DomainCqrs,
     /// Read projections and the service's other tables.
@@ -53,7 +53,7 @@ impl CommandOrigin {
     }
 }
 
-impl Services {
+impl AppState {
     /// Executes a command on one domain, recording `origin` with its events.
     pub async fn execute(
         &self,

@@ -8,10 +8,10 @@ use actix_web::middleware::ErrorHandlerResponse;
 use actix_web::{HttpResponse, ResponseError};
 use cqrs_es::AggregateError;
 
-use crate::acme::AcmeError;
-use crate::aggregate::DomainError;
-use crate::store::{is_unreachable_cause, StoreError};
-use crate::vault::VaultError;
+use crate::adapters::acme::AcmeError;
+use crate::adapters::store::{is_unreachable_cause, StoreError};
+use crate::adapters::vault::VaultError;
+use crate::domain::aggregate::DomainError;
 
 /// The `Retry-After` of a `503` for an unreachable store, in seconds. A restart or failover of
 /// PostgreSQL takes seconds, and each request waits `STORE_TIMEOUT` (2 s) for a connection
@@ -200,9 +200,9 @@ mod tests {
     use cqrs_es::CqrsFramework;
 
     use super::*;
-    use crate::aggregate::{CustomDomain, CustomDomainCommand};
-    use crate::domain_name::DomainName;
-    use crate::store::{is_unreachable, Store};
+    use crate::adapters::store::{is_unreachable, Store};
+    use crate::domain::aggregate::{CustomDomain, CustomDomainCommand};
+    use crate::domain::domain_name::DomainName;
 
     fn refused() -> sqlx::Error {
         sqlx::Error::Io(std::io::Error::from(std::io::ErrorKind::ConnectionRefused))

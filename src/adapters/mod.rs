@@ -1,0 +1,9 @@
+//! The adapters: everything that talks to the world outside the process, behind the types the
+//! decisions and the actors use.
+
+pub mod acme;
+pub mod commit_signal;
+pub mod dns;
+pub mod event_repository;
+pub mod store;
+pub mod vault;

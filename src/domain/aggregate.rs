@@ -1,0 +1,505 @@
+//! The `CustomDomain` aggregate: decides which commands are accepted and records the facts.
+//!
+//! It does no I/O and never reads the clock: every command carries the time it happened, so the
+//! same history always leads to the same decisions (and the tests need no clock).
+
+use chrono::{DateTime, Utc};
+use cqrs_es::event_sink::EventSink;
+use cqrs_es::Aggregate;
+use dns_handling_events::{
+    CustomDomainEvent, DomainStatus, FailureReason, IssuedCertificate, OrderDetails, AGGREGATE_TYPE,
+};
+use serde::{Deserialize, Serialize};
+
+use crate::domain::domain_name::DomainName;
+
+/// What can be asked of a custom domain.
+#[derive(Debug, Clone, PartialEq)]
+pub enum CustomDomainCommand {
+    /// Register a new domain with its verification token.
+    RegisterDomain {
+        /// The validated, normalised name.
+        domain_name: DomainName,
+        /// The token the owner must publish.
+        verification_token: String,
+        /// Where the token must be published.
+        verification_record_name: String,
+        /// When the request arrived.
+        at: DateTime<Utc>,
+    },
+    /// Prove ownership with the TXT values found at the verification record name.
+    VerifyOwnership {
+        /// Every value found there.
+        observed_values: Vec<String>,
+        /// When they were looked up.
+        at: DateTime<Utc>,
+    },
+    /// Record a newly created ACME order (created before this command, by the HTTP layer).
+    RequestCertificate {
+        /// The order and its challenge.
+        order: OrderDetails,
+        /// When the order was created.
+        at: DateTime<Utc>,
+    },
+    /// The poller saw the expected challenge value.
+    TxtObserved {
+        /// The order the poller works on.
+        order_id: String,
+        /// Every value found at the challenge domain.
+        observed_values: Vec<String>,
+        /// Which resolver answered.
+        resolver: String,
+        /// When they were looked up.
+        at: DateTime<Utc>,
+    },
+    /// The order was finalized and the certificate downloaded and its key stored.
+    OrderFinalized {
+        /// The certificate's public facts.
+        certificate: IssuedCertificate,
+        /// When it was stored.
+        at: DateTime<Utc>,
+    },
+    /// The order failed: the CA refused the challenge or the finalization, or stayed
+    /// unreachable until the deadline. (The event it emits is `IssuanceFailed`.)
+    OrderFailed {
+        /// The order that failed.
+        order_id: String,
+        /// Why.
+        reason: FailureReason,
+        /// When it was decided.
+        at: DateTime<Utc>,
+    },
+    /// The poller's deadline passed without the record being seen.
+    TimedOut {
+        /// The order that timed out.
+        order_id: String,
+        /// When the poller gave up.
+        at: DateTime<Utc>,
+    },
+    /// Put a failed domain back to `verified`.
+    RetryIssuance {
+        /// When the request arrived.
+        at: DateTime<Utc>,
+    },
+    /// Remove the domain (its history stays).
+    RemoveDomain {
+        /// When the request arrived.
+        at: DateTime<Utc>,
+    },
+    /// Record that the current certificate's private key is being handed out.
+    RecordPrivateKeyRead {
+        /// The certificate the caller is reading the key of.
+        certificate_id: String,
+        /// Who reads it.
+        reader: String,
+        /// When.
+        at: DateTime<Utc>,
+    },
+}
+
+/// Why a command was refused. Business meaning only; the HTTP layer maps it to a status code.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum DomainError {
+    /// The aggregate already holds a registration.
+    #[error("domain is already registered")]
+    AlreadyRegistered,
+    /// Any command but a registration on an aggregate without one.
+    #[error("domain not found")]
+    NotRegistered,
+    /// Any command on a removed domain.
+    #[error("domain was removed")]
+    Removed,
+    /// A key read for a certificate that is not the domain's current one.
+    #[error("certificate {certificate_id} is not the domain's current certificate")]
+    NotCurrentCertificate {
+        /// The certificate named.
+        certificate_id: String,
+    },
+    /// The command is not allowed in the domain's current status.
+    #[error("domain status is {actual}; this requires status {required}")]
+    WrongStatus {
+        /// The status the command needs.
+        required: DomainStatus,
+        /// The status the domain has.
+        actual: DomainStatus,
+    },
+    /// Verification found no TXT value equal to the token.
+    #[error("verification token not found in TXT records at {record_name}; found {}", describe_values(.found))]
+    TokenNotFound {
+        /// Where it was looked for.
+        record_name: String,
+        /// What was there.
+        found: Vec<String>,
+    },
+    /// A report about an order that is not the domain's open order.
+    #[error("order {order_id} is not the domain's open order")]
+    UnknownOrder {
+        /// The order named in the command.
+        order_id: String,
+    },
+    /// The poller reported values that do not contain the expected one.
+    #[error("the expected challenge value is not among the observed values")]
+    ChallengeValueMissing,
+    /// The record was reported after the order's deadline had passed.
+    #[error("the order's deadline {deadline} has passed")]
+    DeadlinePassed {
+        /// The order's deadline.
+        deadline: DateTime<Utc>,
+    },
+    /// A timeout was reported before the order's deadline.
+    #[error("the order's deadline {deadline} has not passed yet")]
+    DeadlineNotReached {
+        /// The order's deadline.
+        deadline: DateTime<Utc>,
+    },
+    /// A certificate was reported before its challenge record was observed.
+    #[error("the challenge record of order {order_id} has not been observed yet")]
+    RecordNotObserved {
+        /// The open order.
+        order_id: String,
+    },
+}
+
+fn describe_values(values: &[String]) -> String {
+    if values.is_empty() {
+        "no TXT records".to_owned()
+    } else {
+        format!("{values:?}")
+    }
+}
+
+/// One custom domain, rebuilt from its events.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+pub struct CustomDomain {
+    registered: bool,
+    domain_name: String,
+    status: DomainStatus,
+    verification_token: String,
+    verification_record_name: String,
+    open_order: Option<OrderDetails>,
+    record_observed: bool,
+    last_failure: Option<FailureReason>,
+    current_certificate_id: Option<String>,
+    removed: bool,
+}
+
+impl CustomDomain {
+    /// The domain's current status.
+    pub fn status(&self) -> DomainStatus {
+        self.status
+    }
+
+    fn require_registered(&self) -> Result<(), DomainError> {
+        if !self.registered {
+            Err(DomainError::NotRegistered)
+        } else if self.removed {
+            Err(DomainError::Removed)
+        } else {
+            Ok(())
+        }
+    }
+
+    fn require_status(&self, required: DomainStatus) -> Result<(), DomainError> {
+        self.require_registered()?;
+        if self.status == required {
+            Ok(())
+        } else {
+            Err(DomainError::WrongStatus {
+                required,
+                actual: self.status,
+            })
+        }
+    }
+
+    /// The open order, provided the command names it; reports of stale orders are refused so a
+    /// late poller of an earlier attempt can never change the current one.
+    fn require_open_order(&self, order_id: &str) -> Result<&OrderDetails, DomainError> {
+        self.require_status(DomainStatus::CertificatePending)?;
+        match &self.open_order {
+            Some(order) if order.order_id == order_id => Ok(order),
+            _ => Err(DomainError::UnknownOrder {
+                order_id: order_id.to_owned(),
+            }),
+        }
+    }
+
+    fn register(
+        &self,
+        domain_name: DomainName,
+        verification_token: String,
+        verification_record_name: String,
+        at: DateTime<Utc>,
+    ) -> Result<CustomDomainEvent, DomainError> {
+        if self.registered {
+            return Err(DomainError::AlreadyRegistered);
+        }
+        Ok(CustomDomainEvent::DomainRegistered {
+            domain_name: domain_name.into_string(),
+            verification_token,
+            verification_record_name,
+            registered_at: at,
+        })
+    }
+
+    fn verify(
+        &self,
+        observed_values: Vec<String>,
+        at: DateTime<Utc>,
+    ) -> Result<CustomDomainEvent, DomainError> {
+        self.require_status(DomainStatus::Pending)?;
+        // Exact comparison: a token differing in case or quoting is a different token.
+        if !observed_values.contains(&self.verification_token) {
+            return Err(DomainError::TokenNotFound {
+                record_name: self.verification_record_name.clone(),
+                found: observed_values,
+            });
+        }
+        Ok(CustomDomainEvent::OwnershipVerified {
+            observed_values,
+            verified_at: at,
+        })
+    }
+
+    fn request_certificate(
+        &self,
+        order: OrderDetails,
+        at: DateTime<Utc>,
+    ) -> Result<CustomDomainEvent, DomainError> {
+        self.require_status(DomainStatus::Verified)?;
+        Ok(CustomDomainEvent::CertificateRequested {
+            order,
+            requested_at: at,
+        })
+    }
+
+    fn observe_txt(
+        &self,
+        order_id: String,
+        observed_values: Vec<String>,
+        resolver: String,
+        at: DateTime<Utc>,
+    ) -> Result<Option<CustomDomainEvent>, DomainError> {
+        let order = self.require_open_order(&order_id)?;
+        if at > order.deadline {
+            return Err(DomainError::DeadlinePassed {
+                deadline: order.deadline,
+            });
+        }
+        if !observed_values.contains(&order.expected_txt_value) {
+            return Err(DomainError::ChallengeValueMissing);
+        }
+        // A poller resumed after a restart may see the record again: once is the fact.
+        if self.record_observed {
+            return Ok(None);
+        }
+        Ok(Some(CustomDomainEvent::ChallengeRecordObserved {
+            order_id,
+            observed_values,
+            resolver,
+            observed_at: at,
+        }))
+    }
+
+    fn finalize(
+        &self,
+        certificate: IssuedCertificate,
+        at: DateTime<Utc>,
+    ) -> Result<CustomDomainEvent, DomainError> {
+        self.require_open_order(&certificate.order_id)?;
+        if !self.record_observed {
+            return Err(DomainError::RecordNotObserved {
+                order_id: certificate.order_id,
+            });
+        }
+        Ok(CustomDomainEvent::CertificateIssued {
+            certificate,
+            issued_at: at,
+        })
+    }
+
+    fn fail(
+        &self,
+        order_id: String,
+        reason: FailureReason,
+        at: DateTime<Utc>,
+    ) -> Result<CustomDomainEvent, DomainError> {
+        self.require_open_order(&order_id)?;
+        Ok(CustomDomainEvent::IssuanceFailed {
+            order_id,
+            reason,
+            failed_at: at,
+        })
+    }
+
+    fn time_out(
+        &self,
+        order_id: String,
+        at: DateTime<Utc>,
+    ) -> Result<CustomDomainEvent, DomainError> {
+        let order = self.require_open_order(&order_id)?;
+        if at < order.deadline {
+            return Err(DomainError::DeadlineNotReached {
+                deadline: order.deadline,
+            });
+        }
+        Ok(CustomDomainEvent::IssuanceTimedOut {
+            order_id,
+            deadline: order.deadline,
+            timed_out_at: at,
+        })
+    }
+}
+
+impl CustomDomain {
+    fn retry(&self, at: DateTime<Utc>) -> Result<CustomDomainEvent, DomainError> {
+        self.require_status(DomainStatus::Failed)?;
+        Ok(CustomDomainEvent::IssuanceRetried {
+            previous_reason: self
+                .last_failure
+                .clone()
+                .unwrap_or_else(|| FailureReason::new("unknown", "")),
+            retried_at: at,
+        })
+    }
+
+    fn remove(&self, at: DateTime<Utc>) -> Result<CustomDomainEvent, DomainError> {
+        self.require_registered()?;
+        Ok(CustomDomainEvent::DomainRemoved {
+            domain_name: self.domain_name.clone(),
+            removed_at: at,
+        })
+    }
+
+    fn record_key_read(
+        &self,
+        certificate_id: String,
+        reader: String,
+        at: DateTime<Utc>,
+    ) -> Result<CustomDomainEvent, DomainError> {
+        self.require_status(DomainStatus::Active)?;
+        if self.current_certificate_id.as_deref() != Some(certificate_id.as_str()) {
+            return Err(DomainError::NotCurrentCertificate { certificate_id });
+        }
+        Ok(CustomDomainEvent::PrivateKeyRead {
+            certificate_id,
+            reader,
+            read_at: at,
+        })
+    }
+}
+
+impl Aggregate for CustomDomain {
+    const TYPE: &'static str = AGGREGATE_TYPE;
+    type Command = CustomDomainCommand;
+    type Event = CustomDomainEvent;
+    type Error = DomainError;
+    type Services = ();
+
+    async fn handle(
+        &mut self,
+        command: Self::Command,
+        _services: &Self::Services,
+        sink: &EventSink<Self>,
+    ) -> Result<(), Self::Error> {
+        let event = match command {
+            CustomDomainCommand::RegisterDomain {
+                domain_name,
+                verification_token,
+                verification_record_name,
+                at,
+            } => Some(self.register(
+                domain_name,
+                verification_token,
+                verification_record_name,
+                at,
+            )?),
+            CustomDomainCommand::VerifyOwnership {
+                observed_values,
+                at,
+            } => Some(self.verify(observed_values, at)?),
+            CustomDomainCommand::RequestCertificate { order, at } => {
+                Some(self.request_certificate(order, at)?)
+            }
+            CustomDomainCommand::TxtObserved {
+                order_id,
+                observed_values,
+                resolver,
+                at,
+            } => self.observe_txt(order_id, observed_values, resolver, at)?,
+            CustomDomainCommand::OrderFinalized { certificate, at } => {
+                Some(self.finalize(certificate, at)?)
+            }
+            CustomDomainCommand::OrderFailed {
+                order_id,
+                reason,
+                at,
+            } => Some(self.fail(order_id, reason, at)?),
+            CustomDomainCommand::TimedOut { order_id, at } => Some(self.time_out(order_id, at)?),
+            CustomDomainCommand::RetryIssuance { at } => Some(self.retry(at)?),
+            CustomDomainCommand::RemoveDomain { at } => Some(self.remove(at)?),
+            CustomDomainCommand::RecordPrivateKeyRead {
+                certificate_id,
+                reader,
+                at,
+            } => Some(self.record_key_read(certificate_id, reader, at)?),
+        };
+        if let Some(event) = event {
+            sink.write(event, self).await;
+        }
+        Ok(())
+    }
+
+    fn apply(&mut self, event: Self::Event) {
+        match event {
+            CustomDomainEvent::DomainRegistered {
+                domain_name,
+                verification_token,
+                verification_record_name,
+                ..
+            } => {
+                self.registered = true;
+                self.domain_name = domain_name;
+                self.verification_token = verification_token;
+                self.verification_record_name = verification_record_name;
+                self.status = DomainStatus::Pending;
+            }
+            CustomDomainEvent::OwnershipVerified { .. } => self.status = DomainStatus::Verified,
+            CustomDomainEvent::CertificateRequested { order, .. } => {
+                self.status = DomainStatus::CertificatePending;
+                self.open_order = Some(order);
+                self.record_observed = false;
+            }
+            CustomDomainEvent::ChallengeRecordObserved { .. } => self.record_observed = true,
+            CustomDomainEvent::CertificateIssued { certificate, .. } => {
+                self.status = DomainStatus::Active;
+                self.open_order = None;
+                self.current_certificate_id = Some(certificate.certificate_id);
+            }
+            CustomDomainEvent::IssuanceFailed { reason, .. } => {
+                self.status = DomainStatus::Failed;
+                self.open_order = None;
+                self.last_failure = Some(reason);
+            }
+            CustomDomainEvent::IssuanceTimedOut { deadline, .. } => {
+                self.status = DomainStatus::Failed;
+                self.open_order = None;
+                self.last_failure = Some(FailureReason::new(
+                    FailureReason::DNS_TIMEOUT,
+                    format!("the challenge TXT record was not seen before {deadline}"),
+                ));
+            }
+            CustomDomainEvent::IssuanceRetried { .. } => {
+                self.status = DomainStatus::Verified;
+                self.last_failure = None;
+            }
+            CustomDomainEvent::DomainRemoved { .. } => {
+                self.removed = true;
+                self.open_order = None;
+            }
+            CustomDomainEvent::PrivateKeyRead { .. } => {}
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests;

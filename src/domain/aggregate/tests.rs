@@ -1,0 +1,568 @@
+//! The aggregate's decisions, given/when/then: given the events so far, when a command
+//! arrives, then these events (or this refusal).
+
+use chrono::Duration;
+use cqrs_es::test::TestFramework;
+
+use super::*;
+
+type DomainTest = TestFramework<CustomDomain>;
+
+fn t(seconds: i64) -> DateTime<Utc> {
+    DateTime::from_timestamp(1_800_000_000 + seconds, 0).expect("valid timestamp")
+}
+
+fn registered() -> CustomDomainEvent {
+    CustomDomainEvent::DomainRegistered {
+        domain_name: "shop.example.com".into(),
+        verification_token: "token-123".into(),
+        verification_record_name: "_acme-challenge.shop.example.com.".into(),
+        registered_at: t(0),
+    }
+}
+
+fn verified() -> CustomDomainEvent {
+    CustomDomainEvent::OwnershipVerified {
+        observed_values: vec!["token-123".into()],
+        verified_at: t(1),
+    }
+}
+
+fn order() -> OrderDetails {
+    OrderDetails {
+        order_id: "order-1".into(),
+        order_url: "https://ca.test/order/1".into(),
+        challenge_url: "https://ca.test/chall/1".into(),
+        challenge_domain: "_acme-challenge.shop.example.com.".into(),
+        expected_txt_value: "digest".into(),
+        account_id: "https://ca.test/acct/1".into(),
+        poll_interval_ms: 10_000,
+        deadline: t(2) + Duration::minutes(5),
+        key_type: dns_handling_events::CertificateKeyType::Rsa2048,
+    }
+}
+
+fn requested() -> CustomDomainEvent {
+    CustomDomainEvent::CertificateRequested {
+        order: order(),
+        requested_at: t(2),
+    }
+}
+
+fn observed() -> CustomDomainEvent {
+    CustomDomainEvent::ChallengeRecordObserved {
+        order_id: "order-1".into(),
+        observed_values: vec!["digest".into()],
+        resolver: "127.0.0.1:53".into(),
+        observed_at: t(20),
+    }
+}
+
+fn certificate() -> IssuedCertificate {
+    IssuedCertificate {
+        certificate_id: "cert-1".into(),
+        order_id: "order-1".into(),
+        serial: "01".into(),
+        not_before: t(0),
+        not_after: t(90 * 86_400),
+        fingerprint_sha256: "ab".into(),
+        chain_pem: "-----BEGIN CERTIFICATE-----".into(),
+    }
+}
+
+fn timed_out() -> CustomDomainEvent {
+    CustomDomainEvent::IssuanceTimedOut {
+        order_id: "order-1".into(),
+        deadline: order().deadline,
+        timed_out_at: order().deadline,
+    }
+}
+
+fn register_command() -> CustomDomainCommand {
+    CustomDomainCommand::RegisterDomain {
+        domain_name: DomainName::parse("shop.example.com").expect("valid name"),
+        verification_token: "token-123".into(),
+        verification_record_name: "_acme-challenge.shop.example.com.".into(),
+        at: t(0),
+    }
+}
+
+fn txt_observed(at: DateTime<Utc>, values: &[&str]) -> CustomDomainCommand {
+    CustomDomainCommand::TxtObserved {
+        order_id: "order-1".into(),
+        observed_values: values.iter().map(|value| value.to_string()).collect(),
+        resolver: "127.0.0.1:53".into(),
+        at,
+    }
+}
+
+fn wrong_status(required: DomainStatus, actual: DomainStatus) -> DomainError {
+    DomainError::WrongStatus { required, actual }
+}
+
+#[test]
+fn registering_a_new_domain_records_it() {
+    DomainTest::with(())
+        .given_no_previous_events()
+        .when(register_command())
+        .then_expect_events(vec![registered()]);
+}
+
+#[test]
+fn registering_twice_is_refused() {
+    DomainTest::with(())
+        .given(vec![registered()])
+        .when(register_command())
+        .then_expect_error(DomainError::AlreadyRegistered);
+}
+
+#[test]
+fn any_command_on_an_unregistered_domain_is_refused() {
+    DomainTest::with(())
+        .given_no_previous_events()
+        .when(CustomDomainCommand::VerifyOwnership {
+            observed_values: vec![],
+            at: t(1),
+        })
+        .then_expect_error(DomainError::NotRegistered);
+}
+
+#[test]
+fn verifying_with_the_token_among_the_values_records_ownership() {
+    DomainTest::with(())
+        .given(vec![registered()])
+        .when(CustomDomainCommand::VerifyOwnership {
+            observed_values: vec!["token-123".into()],
+            at: t(1),
+        })
+        .then_expect_events(vec![verified()]);
+}
+
+#[test]
+fn verifying_with_a_different_case_of_the_token_is_refused() {
+    DomainTest::with(())
+        .given(vec![registered()])
+        .when(CustomDomainCommand::VerifyOwnership {
+            observed_values: vec!["TOKEN-123".into(), "\"token-123\"".into()],
+            at: t(1),
+        })
+        .then_expect_error(DomainError::TokenNotFound {
+            record_name: "_acme-challenge.shop.example.com.".into(),
+            found: vec!["TOKEN-123".into(), "\"token-123\"".into()],
+        });
+}
+
+#[test]
+fn verifying_a_verified_domain_is_refused() {
+    DomainTest::with(())
+        .given(vec![registered(), verified()])
+        .when(CustomDomainCommand::VerifyOwnership {
+            observed_values: vec!["token-123".into()],
+            at: t(2),
+        })
+        .then_expect_error(wrong_status(DomainStatus::Pending, DomainStatus::Verified));
+}
+
+#[test]
+fn requesting_a_certificate_for_a_verified_domain_records_the_order() {
+    DomainTest::with(())
+        .given(vec![registered(), verified()])
+        .when(CustomDomainCommand::RequestCertificate {
+            order: order(),
+            at: t(2),
+        })
+        .then_expect_events(vec![requested()]);
+}
+
+#[test]
+fn requesting_a_certificate_for_a_pending_domain_is_refused() {
+    DomainTest::with(())
+        .given(vec![registered()])
+        .when(CustomDomainCommand::RequestCertificate {
+            order: order(),
+            at: t(2),
+        })
+        .then_expect_error(wrong_status(DomainStatus::Verified, DomainStatus::Pending));
+}
+
+#[test]
+fn requesting_a_second_certificate_while_one_is_pending_is_refused() {
+    DomainTest::with(())
+        .given(vec![registered(), verified(), requested()])
+        .when(CustomDomainCommand::RequestCertificate {
+            order: order(),
+            at: t(3),
+        })
+        .then_expect_error(wrong_status(
+            DomainStatus::Verified,
+            DomainStatus::CertificatePending,
+        ));
+}
+
+#[test]
+fn requesting_a_certificate_for_an_active_domain_is_refused() {
+    let issued = CustomDomainEvent::CertificateIssued {
+        certificate: certificate(),
+        issued_at: t(30),
+    };
+    DomainTest::with(())
+        .given(vec![
+            registered(),
+            verified(),
+            requested(),
+            observed(),
+            issued,
+        ])
+        .when(CustomDomainCommand::RequestCertificate {
+            order: order(),
+            at: t(40),
+        })
+        .then_expect_error(wrong_status(DomainStatus::Verified, DomainStatus::Active));
+}
+
+#[test]
+fn requesting_a_certificate_for_a_failed_domain_is_refused() {
+    DomainTest::with(())
+        .given(vec![registered(), verified(), requested(), timed_out()])
+        .when(CustomDomainCommand::RequestCertificate {
+            order: order(),
+            at: t(400),
+        })
+        .then_expect_error(wrong_status(DomainStatus::Verified, DomainStatus::Failed));
+}
+
+#[test]
+fn the_expected_value_among_others_is_observed() {
+    DomainTest::with(())
+        .given(vec![registered(), verified(), requested()])
+        .when(txt_observed(t(20), &["other", "digest"]))
+        .then_expect_events(vec![CustomDomainEvent::ChallengeRecordObserved {
+            order_id: "order-1".into(),
+            observed_values: vec!["other".into(), "digest".into()],
+            resolver: "127.0.0.1:53".into(),
+            observed_at: t(20),
+        }]);
+}
+
+#[test]
+fn observing_the_record_again_records_nothing_new() {
+    DomainTest::with(())
+        .given(vec![registered(), verified(), requested(), observed()])
+        .when(txt_observed(t(30), &["digest"]))
+        .then_expect_events(vec![]);
+}
+
+#[test]
+fn txt_observed_without_the_expected_value_is_refused() {
+    DomainTest::with(())
+        .given(vec![registered(), verified(), requested()])
+        .when(txt_observed(t(20), &["DIGEST", "\"digest\""]))
+        .then_expect_error(DomainError::ChallengeValueMissing);
+}
+
+#[test]
+fn txt_observed_after_timeout_is_refused() {
+    DomainTest::with(())
+        .given(vec![registered(), verified(), requested(), timed_out()])
+        .when(txt_observed(t(20), &["digest"]))
+        .then_expect_error(wrong_status(
+            DomainStatus::CertificatePending,
+            DomainStatus::Failed,
+        ));
+}
+
+#[test]
+fn txt_observed_past_the_deadline_is_refused() {
+    DomainTest::with(())
+        .given(vec![registered(), verified(), requested()])
+        .when(txt_observed(
+            order().deadline + Duration::seconds(1),
+            &["digest"],
+        ))
+        .then_expect_error(DomainError::DeadlinePassed {
+            deadline: order().deadline,
+        });
+}
+
+#[test]
+fn txt_observed_for_another_order_is_refused() {
+    DomainTest::with(())
+        .given(vec![registered(), verified(), requested()])
+        .when(CustomDomainCommand::TxtObserved {
+            order_id: "order-0".into(),
+            observed_values: vec!["digest".into()],
+            resolver: "r".into(),
+            at: t(20),
+        })
+        .then_expect_error(DomainError::UnknownOrder {
+            order_id: "order-0".into(),
+        });
+}
+
+#[test]
+fn finalizing_after_the_record_was_observed_issues_the_certificate() {
+    DomainTest::with(())
+        .given(vec![registered(), verified(), requested(), observed()])
+        .when(CustomDomainCommand::OrderFinalized {
+            certificate: certificate(),
+            at: t(30),
+        })
+        .then_expect_events(vec![CustomDomainEvent::CertificateIssued {
+            certificate: certificate(),
+            issued_at: t(30),
+        }]);
+}
+
+#[test]
+fn finalizing_before_the_record_was_observed_is_refused() {
+    DomainTest::with(())
+        .given(vec![registered(), verified(), requested()])
+        .when(CustomDomainCommand::OrderFinalized {
+            certificate: certificate(),
+            at: t(30),
+        })
+        .then_expect_error(DomainError::RecordNotObserved {
+            order_id: "order-1".into(),
+        });
+}
+
+#[test]
+fn finalizing_an_active_domain_again_is_refused() {
+    let issued = CustomDomainEvent::CertificateIssued {
+        certificate: certificate(),
+        issued_at: t(30),
+    };
+    DomainTest::with(())
+        .given(vec![
+            registered(),
+            verified(),
+            requested(),
+            observed(),
+            issued,
+        ])
+        .when(CustomDomainCommand::OrderFinalized {
+            certificate: certificate(),
+            at: t(31),
+        })
+        .then_expect_error(wrong_status(
+            DomainStatus::CertificatePending,
+            DomainStatus::Active,
+        ));
+}
+
+#[test]
+fn a_ca_refusal_fails_the_issuance() {
+    let reason = FailureReason::new("challenge_invalid", "urn:ietf:params:acme:error:dns");
+    DomainTest::with(())
+        .given(vec![registered(), verified(), requested(), observed()])
+        .when(CustomDomainCommand::OrderFailed {
+            order_id: "order-1".into(),
+            reason: reason.clone(),
+            at: t(25),
+        })
+        .then_expect_events(vec![CustomDomainEvent::IssuanceFailed {
+            order_id: "order-1".into(),
+            reason,
+            failed_at: t(25),
+        }]);
+}
+
+#[test]
+fn a_failure_without_an_open_order_is_refused() {
+    DomainTest::with(())
+        .given(vec![registered(), verified()])
+        .when(CustomDomainCommand::OrderFailed {
+            order_id: "order-1".into(),
+            reason: FailureReason::new("acme_error", "x"),
+            at: t(25),
+        })
+        .then_expect_error(wrong_status(
+            DomainStatus::CertificatePending,
+            DomainStatus::Verified,
+        ));
+}
+
+#[test]
+fn timing_out_at_the_deadline_fails_the_issuance() {
+    DomainTest::with(())
+        .given(vec![registered(), verified(), requested()])
+        .when(CustomDomainCommand::TimedOut {
+            order_id: "order-1".into(),
+            at: order().deadline,
+        })
+        .then_expect_events(vec![timed_out()]);
+}
+
+#[test]
+fn timing_out_before_the_deadline_is_refused() {
+    DomainTest::with(())
+        .given(vec![registered(), verified(), requested()])
+        .when(CustomDomainCommand::TimedOut {
+            order_id: "order-1".into(),
+            at: t(60),
+        })
+        .then_expect_error(DomainError::DeadlineNotReached {
+            deadline: order().deadline,
+        });
+}
+
+fn issued() -> CustomDomainEvent {
+    CustomDomainEvent::CertificateIssued {
+        certificate: certificate(),
+        issued_at: t(30),
+    }
+}
+
+#[test]
+fn retrying_a_failed_domain_makes_it_verified_again() {
+    DomainTest::with(())
+        .given(vec![registered(), verified(), requested(), timed_out()])
+        .when(CustomDomainCommand::RetryIssuance { at: t(400) })
+        .then_expect_events(vec![CustomDomainEvent::IssuanceRetried {
+            previous_reason: FailureReason::new(
+                FailureReason::DNS_TIMEOUT,
+                format!(
+                    "the challenge TXT record was not seen before {}",
+                    order().deadline
+                ),
+            ),
+            retried_at: t(400),
+        }]);
+}
+
+#[test]
+fn a_retried_domain_can_request_a_certificate_again() {
+    let retried = CustomDomainEvent::IssuanceRetried {
+        previous_reason: FailureReason::new("dns_timeout", ""),
+        retried_at: t(400),
+    };
+    DomainTest::with(())
+        .given(vec![
+            registered(),
+            verified(),
+            requested(),
+            timed_out(),
+            retried,
+        ])
+        .when(CustomDomainCommand::RequestCertificate {
+            order: order(),
+            at: t(401),
+        })
+        .then_expect_events(vec![CustomDomainEvent::CertificateRequested {
+            order: order(),
+            requested_at: t(401),
+        }]);
+}
+
+#[test]
+fn retrying_a_domain_that_did_not_fail_is_refused() {
+    DomainTest::with(())
+        .given(vec![registered(), verified()])
+        .when(CustomDomainCommand::RetryIssuance { at: t(5) })
+        .then_expect_error(wrong_status(DomainStatus::Failed, DomainStatus::Verified));
+}
+
+#[test]
+fn removing_a_domain_records_its_freed_name() {
+    DomainTest::with(())
+        .given(vec![registered(), verified(), requested()])
+        .when(CustomDomainCommand::RemoveDomain { at: t(9) })
+        .then_expect_events(vec![CustomDomainEvent::DomainRemoved {
+            domain_name: "shop.example.com".into(),
+            removed_at: t(9),
+        }]);
+}
+
+#[test]
+fn any_command_on_a_removed_domain_is_refused() {
+    let removed = CustomDomainEvent::DomainRemoved {
+        domain_name: "shop.example.com".into(),
+        removed_at: t(9),
+    };
+    DomainTest::with(())
+        .given(vec![registered(), verified(), requested(), removed.clone()])
+        .when(txt_observed(t(20), &["digest"]))
+        .then_expect_error(DomainError::Removed);
+    DomainTest::with(())
+        .given(vec![registered(), removed])
+        .when(CustomDomainCommand::RemoveDomain { at: t(10) })
+        .then_expect_error(DomainError::Removed);
+}
+
+#[test]
+fn reading_the_current_certificates_key_is_recorded() {
+    DomainTest::with(())
+        .given(vec![
+            registered(),
+            verified(),
+            requested(),
+            observed(),
+            issued(),
+        ])
+        .when(CustomDomainCommand::RecordPrivateKeyRead {
+            certificate_id: "cert-1".into(),
+            reader: "admin".into(),
+            at: t(50),
+        })
+        .then_expect_events(vec![CustomDomainEvent::PrivateKeyRead {
+            certificate_id: "cert-1".into(),
+            reader: "admin".into(),
+            read_at: t(50),
+        }]);
+}
+
+#[test]
+fn reading_the_key_of_another_certificate_is_refused() {
+    DomainTest::with(())
+        .given(vec![
+            registered(),
+            verified(),
+            requested(),
+            observed(),
+            issued(),
+        ])
+        .when(CustomDomainCommand::RecordPrivateKeyRead {
+            certificate_id: "cert-0".into(),
+            reader: "admin".into(),
+            at: t(50),
+        })
+        .then_expect_error(DomainError::NotCurrentCertificate {
+            certificate_id: "cert-0".into(),
+        });
+}
+
+#[test]
+fn reading_a_key_before_issuance_is_refused() {
+    DomainTest::with(())
+        .given(vec![registered(), verified()])
+        .when(CustomDomainCommand::RecordPrivateKeyRead {
+            certificate_id: "cert-1".into(),
+            reader: "admin".into(),
+            at: t(50),
+        })
+        .then_expect_error(wrong_status(DomainStatus::Active, DomainStatus::Verified));
+}
+
+#[test]
+fn timing_out_after_issuance_is_refused() {
+    let issued = CustomDomainEvent::CertificateIssued {
+        certificate: certificate(),
+        issued_at: t(30),
+    };
+    DomainTest::with(())
+        .given(vec![
+            registered(),
+            verified(),
+            requested(),
+            observed(),
+            issued,
+        ])
+        .when(CustomDomainCommand::TimedOut {
+            order_id: "order-1".into(),
+            at: order().deadline,
+        })
+        .then_expect_error(wrong_status(
+            DomainStatus::CertificatePending,
+            DomainStatus::Active,
+        ));
+}

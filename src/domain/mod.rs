@@ -1,0 +1,5 @@
+//! The decisions: the `CustomDomain` aggregate (its commands, the events it emits, what it
+//! refuses) and the domain types it decides over. Nothing here does I/O.
+
+pub mod aggregate;
+pub mod domain_name;
