@@ -320,14 +320,134 @@ mod tests {
         assert_eq!(DomainStatus::parse("bogus"), None);
     }
 
-    #[test]
-    fn event_type_names_match_the_serialised_variant() {
-        let event = CustomDomainEvent::IssuanceTimedOut {
+    /// One event of every variant, each at the place `place_of` gives its variant.
+    fn one_of_each_variant() -> Vec<CustomDomainEvent> {
+        let at = Utc::now();
+        let order = OrderDetails {
             order_id: "o".into(),
-            deadline: Utc::now(),
-            timed_out_at: Utc::now(),
+            order_url: "https://ca.test/order/1".into(),
+            challenge_url: "https://ca.test/chall/1".into(),
+            challenge_domain: "_acme-challenge.shop.example.com.".into(),
+            expected_txt_value: "digest".into(),
+            account_id: "https://ca.test/acct/1".into(),
+            poll_interval_ms: 10_000,
+            deadline: at,
+            key_type: CertificateKeyType::EcdsaP256,
         };
-        let json = serde_json::to_value(&event).expect("serialises");
-        assert!(json.get(event.type_name()).is_some(), "{json}");
+        let certificate = IssuedCertificate {
+            certificate_id: "c".into(),
+            order_id: "o".into(),
+            serial: "01".into(),
+            not_before: at,
+            not_after: at,
+            fingerprint_sha256: "ab".repeat(32),
+            chain_pem: "-----BEGIN CERTIFICATE-----".into(),
+        };
+        let reason = FailureReason::new("challenge_invalid", "refused");
+        vec![
+            CustomDomainEvent::DomainRegistered {
+                domain_name: "shop.example.com".into(),
+                verification_token: "t".into(),
+                verification_record_name: "_dns-handling.shop.example.com.".into(),
+                registered_at: at,
+            },
+            CustomDomainEvent::OwnershipVerified {
+                observed_values: vec!["t".into()],
+                verified_at: at,
+            },
+            CustomDomainEvent::CertificateRequested {
+                order,
+                requested_at: at,
+            },
+            CustomDomainEvent::ChallengeRecordObserved {
+                order_id: "o".into(),
+                observed_values: vec!["digest".into()],
+                resolver: "127.0.0.1:53".into(),
+                observed_at: at,
+            },
+            CustomDomainEvent::CertificateIssued {
+                certificate,
+                issued_at: at,
+            },
+            CustomDomainEvent::IssuanceFailed {
+                order_id: "o".into(),
+                reason: reason.clone(),
+                failed_at: at,
+            },
+            CustomDomainEvent::IssuanceTimedOut {
+                order_id: "o".into(),
+                deadline: at,
+                timed_out_at: at,
+            },
+            CustomDomainEvent::IssuanceRetried {
+                previous_reason: reason,
+                retried_at: at,
+            },
+            CustomDomainEvent::DomainRemoved {
+                domain_name: "shop.example.com".into(),
+                removed_at: at,
+            },
+            CustomDomainEvent::PrivateKeyRead {
+                certificate_id: "c".into(),
+                reader: "admin".into(),
+                read_at: at,
+            },
+        ]
+    }
+
+    /// Where a variant's sample is in `one_of_each_variant`. No wildcard arm: a new variant
+    /// does not compile until it is given a place here (and then a sample, or the test fails).
+    fn place_of(event: &CustomDomainEvent) -> usize {
+        match event {
+            CustomDomainEvent::DomainRegistered { .. } => 0,
+            CustomDomainEvent::OwnershipVerified { .. } => 1,
+            CustomDomainEvent::CertificateRequested { .. } => 2,
+            CustomDomainEvent::ChallengeRecordObserved { .. } => 3,
+            CustomDomainEvent::CertificateIssued { .. } => 4,
+            CustomDomainEvent::IssuanceFailed { .. } => 5,
+            CustomDomainEvent::IssuanceTimedOut { .. } => 6,
+            CustomDomainEvent::IssuanceRetried { .. } => 7,
+            CustomDomainEvent::DomainRemoved { .. } => 8,
+            CustomDomainEvent::PrivateKeyRead { .. } => 9,
+        }
+    }
+
+    /// The variant names as serde writes them, read from the generated JSON Schema, which
+    /// lists every variant of the type (one `oneOf` entry each, keyed by its name).
+    fn variant_names_in_the_schema() -> Vec<String> {
+        let schema = serde_json::to_value(schemars::schema_for!(CustomDomainEvent))
+            .expect("the schema serialises");
+        let variants = schema["oneOf"].as_array().expect("one schema per variant");
+        variants
+            .iter()
+            .map(|variant| {
+                let properties = variant["properties"].as_object().expect("properties");
+                assert_eq!(properties.len(), 1, "one key per variant: {variant}");
+                properties.keys().next().expect("one key").clone()
+            })
+            .collect()
+    }
+
+    #[test]
+    fn every_event_type_name_is_its_serialised_variant_name() {
+        let events = one_of_each_variant();
+        for (place, event) in events.iter().enumerate() {
+            assert_eq!(place_of(event), place, "one sample per variant, in order");
+        }
+        // Every variant has its sample: the schema knows every variant, the samples must too.
+        let mut sampled: Vec<String> = events.iter().map(|e| e.type_name().to_owned()).collect();
+        let mut in_schema = variant_names_in_the_schema();
+        sampled.sort();
+        in_schema.sort();
+        assert_eq!(sampled, in_schema);
+
+        for event in &events {
+            let json = serde_json::to_value(event).expect("serialises");
+            let keys: Vec<&String> = json.as_object().expect("an object").keys().collect();
+            assert_eq!(keys, [event.type_name()], "{json}");
+            let back: CustomDomainEvent = serde_json::from_value(json).expect("deserialises");
+            assert_eq!(&back, event);
+            assert_eq!(cqrs_es::DomainEvent::event_type(event), event.type_name());
+        }
     }
 }

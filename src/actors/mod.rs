@@ -7,4 +7,6 @@
 mod poller;
 mod supervisor;
 
-pub use supervisor::{PendingOrder, ResumePending, Shutdown, StartPolling, Supervisor};
+pub use supervisor::{
+    PendingOrder, ResumePending, Shutdown, StartPolling, StopPolling, Supervisor,
+};

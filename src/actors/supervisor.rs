@@ -38,6 +38,12 @@ pub struct PendingOrder {
 #[rtype(result = "()")]
 pub struct StartPolling(pub PendingOrder);
 
+/// Stop polling a domain's order at once (the domain was removed): its poller ends and its
+/// lease is released. Ignored when this replica does not poll the domain.
+#[derive(Message)]
+#[rtype(result = "()")]
+pub struct StopPolling(pub String);
+
 /// Claim and start every pending order nobody else holds; answers how many are polled here.
 #[derive(Message)]
 #[rtype(result = "Result<usize, StoreError>")]
@@ -184,6 +190,28 @@ impl Supervisor {
         }
     }
 
+    /// Stops a domain's poller as finished and releases its lease.
+    fn stop_polling(&mut self, domain_id: &str, ctx: &mut Context<Self>) {
+        let Some((_, poller)) = self.pollers.remove(domain_id) else {
+            return;
+        };
+        poller.do_send(Shutdown);
+        let services = self.services.clone();
+        let domain_id = domain_id.to_owned();
+        ctx.spawn(
+            async move {
+                if let Err(error) = services
+                    .store
+                    .release_lease(&domain_id, &services.replica_id)
+                    .await
+                {
+                    tracing::warn!(%error, "could not release a lease; it expires by itself");
+                }
+            }
+            .into_actor(self),
+        );
+    }
+
     /// Claims the orders' leases and starts a poller for each one granted.
     fn claim_and_start(&mut self, orders: Vec<PendingOrder>, ctx: &mut Context<Self>) {
         let orders: Vec<PendingOrder> = orders
@@ -216,6 +244,11 @@ impl Supervisor {
         self.restart_vanished_pollers(ctx);
         let services = self.services.clone();
         let held: Vec<String> = self.pollers.keys().cloned().collect();
+        let held_orders: Vec<(String, String)> = self
+            .pollers
+            .iter()
+            .map(|(domain_id, (order_id, _))| (domain_id.clone(), order_id.clone()))
+            .collect();
         let scan = self.scans_for_orphans();
         ctx.spawn(
             async move {
@@ -232,7 +265,7 @@ impl Supervisor {
                 (renewed, pending)
             }
             .into_actor(self)
-            .map(|(renewed, pending), supervisor, ctx| {
+            .map(move |(renewed, pending), supervisor, ctx| {
                 match renewed {
                     Ok(still_held) => {
                         let lost: Vec<String> = supervisor
@@ -251,7 +284,25 @@ impl Supervisor {
                     Err(error) => tracing::warn!(%error, "could not renew leases"),
                 }
                 match pending {
-                    Ok(views) => supervisor.claim_and_start(pending_orders(views), ctx),
+                    Ok(views) => {
+                        // A poller whose order is no longer pending (its domain was removed
+                        // through another replica, say) stops here rather than at its next
+                        // report. Only pollers held before the read began are judged: one
+                        // started meanwhile may be newer than what was read.
+                        let pending_ids: HashSet<&str> =
+                            views.iter().map(|view| view.id.as_str()).collect();
+                        for (domain_id, order_id) in &held_orders {
+                            let same_poller = supervisor
+                                .pollers
+                                .get(domain_id)
+                                .is_some_and(|(polled, _)| polled == order_id);
+                            if scan && same_poller && !pending_ids.contains(domain_id.as_str()) {
+                                tracing::info!(%domain_id, "order no longer pending; poller stops");
+                                supervisor.stop_polling(domain_id, ctx);
+                            }
+                        }
+                        supervisor.claim_and_start(pending_orders(views), ctx)
+                    }
                     Err(error) => tracing::warn!(%error, "could not read pending orders"),
                 }
             }),
@@ -314,6 +365,14 @@ impl Handler<StartPolling> for Supervisor {
 
     fn handle(&mut self, msg: StartPolling, ctx: &mut Self::Context) {
         self.claim_and_start(vec![msg.0], ctx);
+    }
+}
+
+impl Handler<StopPolling> for Supervisor {
+    type Result = ();
+
+    fn handle(&mut self, msg: StopPolling, ctx: &mut Self::Context) {
+        self.stop_polling(&msg.0, ctx);
     }
 }
 

@@ -18,7 +18,7 @@ use super::bodies::{
 };
 use super::observe::RequestId;
 use super::ApiError;
-use crate::actors::{PendingOrder, StartPolling, Supervisor};
+use crate::actors::{PendingOrder, StartPolling, StopPolling, Supervisor};
 use crate::app_state::{AppState, CommandOrigin};
 use crate::domain::aggregate::CustomDomainCommand;
 use crate::domain::domain_name::DomainName;
@@ -475,12 +475,16 @@ pub async fn retry(
 )]
 pub async fn remove(
     services: SharedServices,
+    supervisor: web::Data<Addr<Supervisor>>,
     request: HttpRequest,
     id: web::Path<String>,
 ) -> Result<HttpResponse, ApiError> {
     find(&services, &id).await?;
     let command = CustomDomainCommand::RemoveDomain { at: Utc::now() };
     services.execute(&id, command, origin(&request)).await?;
+    // A pending order's poller stops now rather than at its next report, which the aggregate
+    // would refuse (on another replica, its supervisor sees the order gone at its next tick).
+    supervisor.do_send(StopPolling(id.into_inner()));
     Ok(HttpResponse::NoContent().finish())
 }
 

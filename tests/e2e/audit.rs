@@ -12,6 +12,7 @@ use dns_handling::adapters::event_repository::Upcasters;
 use dns_handling::adapters::store::Store;
 use dns_handling::domain::aggregate::{CustomDomain, CustomDomainCommand};
 use dns_handling::domain::domain_name::DomainName;
+use dns_handling_events::chain::{event_hash, ChainedContent, GENESIS, HASH_KEY, PREV_HASH_KEY};
 use dns_handling_events::{CertificateKeyType, OrderDetails};
 use serde_json::{json, Value};
 
@@ -462,13 +463,30 @@ async fn a_version_1_order_is_read_as_version_2_and_resumed(kind: StoreKind) {
             "deadline": "2026-01-01T00:07:00Z"}, "requested_at": "2026-01-01T00:02:00Z"}}),
         ),
     ];
+    // Chained as the service chained them when it wrote version 1.0: an unchained stream is a
+    // broken one, and nothing more is appended to it.
+    let mut prev_hash = GENESIS.to_owned();
     for (sequence, event_type, version, payload) in rows {
+        let hash = event_hash(
+            &prev_hash,
+            &ChainedContent {
+                aggregate_type: "CustomDomain",
+                aggregate_id: id,
+                sequence,
+                event_type,
+                event_version: version,
+                payload: &payload,
+                metadata: &json!({}),
+            },
+        );
+        let metadata = json!({PREV_HASH_KEY: prev_hash, HASH_KEY: hash});
         database
             .execute(&format!(
                 "INSERT INTO events (aggregate_type, aggregate_id, sequence, event_type, event_version, payload, metadata) \
-                 VALUES ('CustomDomain', '{id}', {sequence}, '{event_type}', '{version}', '{payload}', '{{}}')"
+                 VALUES ('CustomDomain', '{id}', {sequence}, '{event_type}', '{version}', '{payload}', '{metadata}')"
             ))
             .await;
+        prev_hash = hash;
     }
     let service = Service::start(&env);
     // The projection read the 1.0 order; the poller resumed it from the view; the aggregate

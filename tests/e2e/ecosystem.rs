@@ -9,42 +9,16 @@ use std::process::{Command, Stdio};
 use serde_json::{json, Value};
 
 use crate::support::{
-    active_domain, pebble_and_database, run_command, service_env, verified_domain, Pebble,
+    active_domain, pebble_and_database, run_command, sample, service_env, verified_domain, Pebble,
     PebbleOptions, Service, StoreKind, TempDir, TestDatabase,
 };
-
-/// The value of one sample line of the metrics text (`name{labels} value`).
-fn sample(metrics: &str, series: &str) -> Option<f64> {
-    metrics
-        .lines()
-        .find_map(|line| line.strip_prefix(series)?.trim().parse().ok())
-}
-
-async fn metrics_text(service: &Service) -> String {
-    let response = service
-        .client
-        .get(service.url("/metrics"))
-        .send()
-        .await
-        .expect("GET /metrics");
-    assert_eq!(response.status(), 200);
-    let content_type = response.headers()["content-type"]
-        .to_str()
-        .unwrap_or("")
-        .to_owned();
-    assert!(
-        content_type.starts_with("application/openmetrics-text"),
-        "{content_type}"
-    );
-    response.text().await.expect("metrics text")
-}
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn metrics_are_present_and_move_after_an_issuance() {
     let (pebble, _database, env) = pebble_and_database(StoreKind::Sqlite).await;
     let service = Service::start(&env);
 
-    let before = metrics_text(&service).await;
+    let before = service.metrics().await;
     for status in [
         "pending",
         "verified",
@@ -67,7 +41,7 @@ async fn metrics_are_present_and_move_after_an_issuance() {
     );
 
     let id = active_domain(&service, &pebble, "metrics.example.test").await;
-    let after = metrics_text(&service).await;
+    let after = service.metrics().await;
     let expect_at_least = |series: &str, minimum: f64| {
         let value = sample(&after, series).unwrap_or_else(|| panic!("no {series} in:\n{after}"));
         assert!(value >= minimum, "{series} = {value}, expected ≥ {minimum}");

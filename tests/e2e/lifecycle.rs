@@ -1,13 +1,13 @@
 //! Around issuance: retrying a failed domain, removing a domain, on both stores.
 
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use serde_json::json;
 
-use crate::support::{pebble_and_database, verified_domain, Service, StoreKind};
+use crate::support::{pebble_and_database, verified_domain, Pebble, Service, StoreKind};
 
 crate::on_both_stores!(a_failed_domain_is_retried_and_then_issued);
-crate::on_both_stores!(a_removed_domain_frees_its_name_and_keeps_its_history);
+crate::on_both_stores!(a_removed_domain_frees_its_name_keeps_its_history_and_its_poller_stops);
 
 async fn a_failed_domain_is_retried_and_then_issued(kind: StoreKind) {
     let (pebble, database, mut env) = pebble_and_database(kind).await;
@@ -69,14 +69,21 @@ async fn a_failed_domain_is_retried_and_then_issued(kind: StoreKind) {
     );
 }
 
-async fn a_removed_domain_frees_its_name_and_keeps_its_history(kind: StoreKind) {
+async fn a_removed_domain_frees_its_name_keeps_its_history_and_its_poller_stops(kind: StoreKind) {
     let (pebble, database, env) = pebble_and_database(kind).await;
     let service = Service::start(&env);
     let id = verified_domain(&service, &pebble, "gone.example.test").await;
-    let (code, _) = service
+    let (code, started) = service
         .post(&format!("/domains/{id}/issue-certificate"), None)
         .await;
-    assert_eq!(code, 202);
+    assert_eq!(code, 202, "{started}");
+    let challenge_domain = started["challenge_domain"].as_str().expect("domain");
+
+    // Before the removal the order has a live poller that keeps asking the DNS server.
+    service
+        .wait_for_metric(LIVE_POLLERS, Duration::from_secs(10), |live| live == 1.0)
+        .await;
+    wait_for_dns_queries(&pebble, challenge_domain, 3).await;
 
     let response = service
         .client
@@ -115,6 +122,22 @@ async fn a_removed_domain_frees_its_name_and_keeps_its_history(kind: StoreKind) 
     assert_eq!(code, 201, "the name is free again: {again}");
     assert_ne!(again["id"], id.as_str());
 
+    // The removed domain's poller stops at the removal, though it has nothing to report (the
+    // challenge record was never published).
+    service
+        .wait_for_metric(LIVE_POLLERS, Duration::from_secs(5), |live| live == 0.0)
+        .await;
+    let queries_when_stopped = pebble.dns_queries(challenge_domain);
+    // Five poll intervals (POLL_INTERVAL is 200 ms): a poller still alive would ask again.
+    tokio::time::sleep(Duration::from_secs(1)).await;
+    assert_eq!(
+        pebble.dns_queries(challenge_domain),
+        queries_when_stopped,
+        "the challenge name is still being queried after the poller stopped"
+    );
+    assert_eq!(service.metric(LIVE_POLLERS).await, Some(0.0));
+
+    // Nothing was recorded after the removal, and the CA never heard of the record.
     let events = database.event_types(&id).await;
     assert_eq!(
         events,
@@ -125,7 +148,28 @@ async fn a_removed_domain_frees_its_name_and_keeps_its_history(kind: StoreKind) 
             "DomainRemoved"
         ]
     );
-    // The removed domain's poller stops: its pending order is no one's business any more.
-    tokio::time::sleep(Duration::from_millis(600)).await;
-    assert_eq!(database.event_types(&id).await.len(), 4);
+    let metrics = service.metrics().await;
+    assert!(
+        !metrics.contains("endpoint=\"challenge_ready\""),
+        "{metrics}"
+    );
+}
+
+/// The gauge of order pollers alive in the process.
+const LIVE_POLLERS: &str = "dns_handling_live_pollers";
+
+/// Waits until the DNS server has answered at least `at_least` queries for `host`.
+async fn wait_for_dns_queries(pebble: &Pebble, host: &str, at_least: usize) {
+    let deadline = Instant::now() + Duration::from_secs(10);
+    loop {
+        let queries = pebble.dns_queries(host);
+        if queries >= at_least {
+            return;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "{host} was queried {queries} times, expected at least {at_least}"
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
 }

@@ -8,7 +8,7 @@ use std::time::{Duration, Instant};
 use futures::future::join_all;
 
 use crate::support::{
-    service_env, start_expecting_refusal, verified_domain, Pebble, PebbleOptions, Service,
+    sample, service_env, start_expecting_refusal, verified_domain, Pebble, PebbleOptions, Service,
     StoreKind, TestDatabase,
 };
 
@@ -21,22 +21,49 @@ fn replica_env(pebble: &Pebble, database: &TestDatabase) -> HashMap<String, Stri
     env
 }
 
-/// `order_id=…` of every "finalizing order" line in the logs, with how often each appears.
-fn finalizations(logs: &[String]) -> HashMap<String, usize> {
-    let mut seen = HashMap::new();
-    for log in logs {
-        for line in log.lines().filter(|line| line.contains("finalizing order")) {
-            if let Some(order) = line.split("order_id=").nth(1) {
-                let order = order
-                    .split_whitespace()
-                    .next()
-                    .unwrap_or_default()
-                    .to_owned();
-                *seen.entry(order).or_insert(0) += 1;
-            }
+/// `env` with the replica named `name`, so that its leases can be told apart in `order_leases`.
+fn named(env: &HashMap<String, String>, name: &str) -> HashMap<String, String> {
+    let mut env = env.clone();
+    env.insert("REPLICA_ID".into(), name.into());
+    env
+}
+
+/// Finalize requests this replica has sent to the CA, as `(ok, error)`, from its `/metrics`:
+/// the counter is kept whatever the log level.
+async fn finalize_requests(replica: &Service) -> (f64, f64) {
+    let metrics = replica.metrics().await;
+    let count = |outcome: &str| {
+        sample(
+            &metrics,
+            &format!(
+                "dns_handling_acme_requests_total{{endpoint=\"finalize\",outcome=\"{outcome}\"}}"
+            ),
+        )
+        // A labelled counter appears once it is first counted.
+        .unwrap_or(0.0)
+    };
+    (count("ok"), count("error"))
+}
+
+/// The replica holding the lease of `domain_id`'s order, once one does (`order_leases`).
+async fn lease_holder(database: &TestDatabase, domain_id: &str) -> String {
+    assert!(!domain_id.contains('\''), "ids are quoted into SQL here");
+    let deadline = Instant::now() + Duration::from_secs(10);
+    loop {
+        let owners = database
+            .texts(&format!(
+                "owner FROM order_leases WHERE domain_id = '{domain_id}'"
+            ))
+            .await;
+        if let [owner] = owners.as_slice() {
+            return owner.clone();
         }
+        assert!(
+            Instant::now() < deadline,
+            "no replica took the lease of {domain_id}'s order within 10 s"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
     }
-    seen
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -44,7 +71,11 @@ async fn three_replicas_issue_sixty_domains_and_survive_losing_one() {
     let pebble = Pebble::start(PebbleOptions::default());
     let database = TestDatabase::create(StoreKind::Postgres).await;
     let env = replica_env(&pebble, &database);
-    let mut replicas: Vec<Service> = (0..3).map(|_| Service::start(&env)).collect();
+    let names = ["replica-0", "replica-1", "replica-2"];
+    let mut replicas: Vec<Service> = names
+        .iter()
+        .map(|name| Service::start(&named(&env, name)))
+        .collect();
 
     let mut started = Vec::new();
     for n in 0..60 {
@@ -56,7 +87,16 @@ async fn three_replicas_issue_sixty_domains_and_survive_losing_one() {
         assert_eq!(code, 202, "{body}");
         started.push((id, body));
     }
-    // Mid-flight: replica 0 holds the leases of a third of the orders, none finished.
+    // Mid-flight: every order is held by a replica, replica 0 among them, none finished (no
+    // challenge record is published yet), so replica 0 has finalized nothing when it dies.
+    for (id, _) in &started {
+        lease_holder(&database, id).await;
+    }
+    let held_by_0 = database
+        .count("order_leases WHERE owner = 'replica-0'")
+        .await;
+    assert!(held_by_0 > 0, "replica 0 holds no order: nothing to lose");
+    assert_eq!(finalize_requests(&replicas[0]).await, (0.0, 0.0));
     replicas[0].kill();
     for (_, body) in &started {
         pebble.set_txt(
@@ -64,10 +104,11 @@ async fn three_replicas_issue_sixty_domains_and_survive_losing_one() {
             body["expected_txt_value"].as_str().expect("value"),
         );
     }
+    // Any replica serves any request: the survivors take turns answering.
     let deadline = Instant::now() + Duration::from_secs(180);
-    for (id, _) in &started {
+    for (n, (id, _)) in started.iter().enumerate() {
         let remaining = deadline.saturating_duration_since(Instant::now());
-        let view = replicas[1 + id.len() % 2]
+        let view = replicas[1 + n % 2]
             .wait_for_status(id, &["active", "failed"], remaining)
             .await;
         assert_eq!(view["status"], "active", "{view}");
@@ -80,19 +121,19 @@ async fn three_replicas_issue_sixty_domains_and_survive_losing_one() {
             "{id}: {events:?}"
         );
     }
-    let logs: Vec<String> = replicas.iter().map(Service::log).collect();
-    let finalized = finalizations(&logs);
-    assert_eq!(finalized.len(), 60, "every order was finalized");
-    assert!(
-        finalized.values().all(|count| *count == 1),
-        "each exactly once: {finalized:?}"
+    // Each of the 60 issued orders needed at least one finalize request, and replica 0 sent
+    // none: 60 requests in all from the survivors means exactly one per order.
+    let mut spread = Vec::new();
+    for replica in &replicas[1..] {
+        spread.push(finalize_requests(replica).await);
+    }
+    println!(
+        "finalize requests (ok, error) of replicas 1 and 2, {held_by_0} orders taken over from \
+         replica 0: {spread:?}"
     );
-    let spread: Vec<usize> = logs
-        .iter()
-        .map(|log| log.matches("finalizing order").count())
-        .collect();
-    println!("finalizations per replica (replica 0 was killed): {spread:?}");
-    assert_eq!(spread[0], 0);
+    let ok: f64 = spread.iter().map(|(ok, _)| ok).sum();
+    let failed: f64 = spread.iter().map(|(_, error)| error).sum();
+    assert_eq!((ok, failed), (60.0, 0.0), "{spread:?}");
     assert_eq!(database.count("acme_accounts").await, 1);
 }
 
@@ -101,16 +142,27 @@ async fn a_replica_that_stops_renewing_loses_its_orders_to_another() {
     let pebble = Pebble::start(PebbleOptions::default());
     let database = TestDatabase::create(StoreKind::Postgres).await;
     let env = replica_env(&pebble, &database);
-    let stalled = Service::start(&env);
-    let other = Service::start(&env);
-    let id = verified_domain(&stalled, &pebble, "stall.example.test").await;
-    let (code, body) = stalled
+    let mut replicas = HashMap::from([
+        ("replica-a", Service::start(&named(&env, "replica-a"))),
+        ("replica-b", Service::start(&named(&env, "replica-b"))),
+    ]);
+    let id = verified_domain(&replicas["replica-a"], &pebble, "stall.example.test").await;
+    let (code, body) = replicas["replica-a"]
         .post(&format!("/domains/{id}/issue-certificate"), None)
         .await;
     assert_eq!(code, 202, "{body}");
-    tokio::time::sleep(Duration::from_millis(500)).await;
 
-    // The replica holding the lease stops renewing (frozen, not dead).
+    // Whichever replica took the lease (usually the one asked, but the other one's scan for
+    // unheld orders may win) is the one that stops renewing (frozen, not dead).
+    let holder_name = lease_holder(&database, &id).await;
+    let stalled = replicas
+        .remove(holder_name.as_str())
+        .unwrap_or_else(|| panic!("the lease is held by an unknown replica {holder_name:?}"));
+    let (_, other) = replicas.into_iter().next().expect("the other replica");
+    stalled
+        .wait_for_metric(LIVE_POLLERS, Duration::from_secs(10), |live| live == 1.0)
+        .await;
+    assert_eq!(other.metric(LIVE_POLLERS).await, Some(0.0));
     stalled.signal("STOP");
     let frozen_at = Instant::now();
     pebble.set_txt(
@@ -122,23 +174,28 @@ async fn a_replica_that_stops_renewing_loses_its_orders_to_another() {
         .await;
     assert_eq!(view["status"], "active", "{view}");
     println!(
-        "taken over and issued {:?} after the holder froze (LEASE_TTL 3 s)",
+        "taken over from {holder_name} and issued {:?} after it froze (LEASE_TTL 3 s)",
         frozen_at.elapsed()
     );
+    assert_eq!(finalize_requests(&other).await, (1.0, 0.0));
 
-    // Woken up, the old holder finds the order done and the lease gone: it finalizes nothing.
+    // Woken up, the old holder finds its lease gone and the order done: its poller stops
+    // (so nothing of it can talk to the CA later), and it has finalized nothing.
     stalled.signal("CONT");
-    tokio::time::sleep(Duration::from_secs(4)).await;
-    let logs = vec![stalled.log(), other.log()];
-    let finalized = finalizations(&logs);
-    assert_eq!(finalized.values().sum::<usize>(), 1, "{finalized:?}");
-    assert_eq!(logs[0].matches("finalizing order").count(), 0);
+    stalled
+        .wait_for_metric(LIVE_POLLERS, Duration::from_secs(10), |live| live == 0.0)
+        .await;
+    assert_eq!(finalize_requests(&stalled).await, (0.0, 0.0));
+    assert_eq!(finalize_requests(&other).await, (1.0, 0.0));
     let events = database.event_types(&id).await;
     assert_eq!(
         events.iter().filter(|e| *e == "CertificateIssued").count(),
         1
     );
 }
+
+/// The gauge of order pollers alive in a process.
+const LIVE_POLLERS: &str = "dns_handling_live_pollers";
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn ten_replicas_needing_an_account_at_once_register_one() {

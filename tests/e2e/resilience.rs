@@ -113,6 +113,9 @@ async fn a_ca_that_goes_away_is_retried_then_reported_as_unavailable() {
     assert_eq!(events.last().map(String::as_str), Some("IssuanceFailed"));
 }
 
+/// TXT lookups of the pollers that failed (SERVFAIL, timeout), as opposed to finding no record.
+const LOOKUP_FAILED: &str = "dns_handling_txt_polls_total{outcome=\"lookup_failed\"}";
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn servfail_and_crowded_txt_records_keep_the_poller_polling() {
     let (pebble, database, env) = pebble_and_database(StoreKind::Postgres).await;
@@ -125,8 +128,16 @@ async fn servfail_and_crowded_txt_records_keep_the_poller_polling() {
     let host = started["challenge_domain"].as_str().expect("domain");
     let expected = started["expected_txt_value"].as_str().expect("value");
 
+    // While every lookup fails, the poller keeps polling: its lookups are counted as failed
+    // (not as "no record yet"), it stays alive, and the order stays pending.
+    let failed_before = service.metric(LOOKUP_FAILED).await.unwrap_or(0.0);
     pebble.set_servfail(host);
-    tokio::time::sleep(Duration::from_millis(1500)).await;
+    service
+        .wait_for_metric(LOOKUP_FAILED, Duration::from_secs(10), |failed| {
+            failed >= failed_before + 3.0
+        })
+        .await;
+    assert_eq!(service.metric("dns_handling_live_pollers").await, Some(1.0));
     let (_, view) = service.get(&format!("/domains/{id}")).await;
     assert_eq!(view["status"], "certificate_pending", "{view}");
     pebble.clear_servfail(host);

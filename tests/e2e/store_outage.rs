@@ -12,7 +12,10 @@ use dns_handling::adapters::store::is_unreachable;
 use serde_json::{json, Value};
 use sqlx::Connection;
 
-use crate::support::{free_port, postgres_admin_url, Service, TempDir, TEST_KEY_ENCRYPTION_KEY};
+use crate::support::{
+    free_port, postgres_admin_url, Service, TempDir, TEST_AUDIT_SIGNING_KEY,
+    TEST_KEY_ENCRYPTION_KEY,
+};
 
 /// A PostgreSQL server of one test's own, on a free port, in a temporary directory; stopped and
 /// removed on drop, however the test ends.
@@ -230,6 +233,7 @@ async fn an_unreachable_database_answers_503_with_retry_after_and_recovers() {
     let env = [
         ("DATABASE_URL", postgres.url()),
         ("KEY_ENCRYPTION_KEY", TEST_KEY_ENCRYPTION_KEY.to_owned()),
+        ("AUDIT_SIGNING_KEY", TEST_AUDIT_SIGNING_KEY.to_owned()),
         ("STORE_TIMEOUT", "1s".to_owned()),
     ]
     .into_iter()

@@ -263,6 +263,27 @@ impl Pebble {
         self.challtestsrv("/clear-servfail", json!({"host": host}));
     }
 
+    /// How many DNS queries for `host` the DNS server has answered so far (its request history;
+    /// Pebble's own validation lookups count too). `host` may end with a dot.
+    pub fn dns_queries(&self, host: &str) -> usize {
+        let url = format!(
+            "http://127.0.0.1:{}/dns-request-history",
+            self.challtestsrv_port
+        );
+        let body = json!({"host": host.trim_end_matches('.')});
+        let output = Command::new("curl")
+            .args(["-sS", "--fail-with-body", "-X", "POST", "-d"])
+            .arg(body.to_string())
+            .arg(&url)
+            .output()
+            .expect("curl runs");
+        let text = String::from_utf8_lossy(&output.stdout);
+        assert!(output.status.success(), "challtestsrv {url} failed: {text}");
+        let history: Value = serde_json::from_str(&text)
+            .unwrap_or_else(|_| panic!("the DNS request history is not JSON: {text:?}"));
+        history.as_array().map_or(0, Vec::len)
+    }
+
     /// The root Pebble issues under (it changes on every start).
     pub fn issuing_root_pem(&self) -> String {
         let output = Command::new("curl")
@@ -571,6 +592,53 @@ impl Service {
         }
     }
 
+    /// `GET /metrics`: the OpenMetrics text.
+    pub async fn metrics(&self) -> String {
+        let response = self
+            .client
+            .get(self.url("/metrics"))
+            .send()
+            .await
+            .expect("GET /metrics");
+        assert_eq!(response.status(), 200, "GET /metrics");
+        let content_type = response.headers()["content-type"]
+            .to_str()
+            .unwrap_or("")
+            .to_owned();
+        assert!(
+            content_type.starts_with("application/openmetrics-text"),
+            "{content_type}"
+        );
+        response.text().await.expect("metrics text")
+    }
+
+    /// One series of `GET /metrics` (see [`sample`]).
+    pub async fn metric(&self, series: &str) -> Option<f64> {
+        sample(&self.metrics().await, series)
+    }
+
+    /// Polls `GET /metrics` until `series` satisfies `accept`; returns its value. Panics with
+    /// the last value after `within`.
+    pub async fn wait_for_metric(
+        &self,
+        series: &str,
+        within: Duration,
+        accept: impl Fn(f64) -> bool,
+    ) -> f64 {
+        let deadline = Instant::now() + within;
+        loop {
+            let value = self.metric(series).await;
+            if let Some(value) = value.filter(|value| accept(*value)) {
+                return value;
+            }
+            assert!(
+                Instant::now() < deadline,
+                "{series} is {value:?} after {within:?}"
+            );
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+    }
+
     /// Everything the service logged so far.
     pub fn log(&self) -> String {
         std::fs::read_to_string(&self.log_path).unwrap_or_default()
@@ -643,6 +711,14 @@ impl Service {
             tokio::time::sleep(Duration::from_millis(100)).await;
         }
     }
+}
+
+/// The value of one sample line of the metrics text (`name{labels} value`), `None` when the
+/// series is not there (a labelled counter appears only once it was first counted).
+pub fn sample(metrics: &str, series: &str) -> Option<f64> {
+    metrics
+        .lines()
+        .find_map(|line| line.strip_prefix(series)?.trim().parse().ok())
 }
 
 async fn into_parts(response: reqwest::Response) -> (u16, Value) {
