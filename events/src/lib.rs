@@ -85,6 +85,10 @@ impl FailureReason {
     /// The code recorded when the challenge record never appeared before the deadline.
     pub const DNS_TIMEOUT: &'static str = "dns_timeout";
 
+    /// The code recorded when the CA stayed unreachable, or did not finish the order, until the
+    /// deadline.
+    pub const ACME_UNAVAILABLE: &'static str = "acme_unavailable";
+
     /// Builds a reason from a code and a detail.
     pub fn new(code: &str, detail: impl Into<String>) -> Self {
         Self {

@@ -84,7 +84,7 @@ pub async fn poll_once(
             (true, last_error) => CustomDomainCommand::OrderFailed {
                 order_id: order.order_id.clone(),
                 reason: FailureReason::new(
-                    "acme_unavailable",
+                    FailureReason::ACME_UNAVAILABLE,
                     last_error
                         .clone()
                         .unwrap_or_else(|| "the CA did not complete the order in time".into()),

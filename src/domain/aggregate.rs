@@ -342,6 +342,22 @@ impl CustomDomain {
                 deadline: order.deadline,
             });
         }
+        if self.record_observed {
+            // The record was there: the CA, not DNS, kept the order from finishing. A poller
+            // that resumed after a restart no longer remembers having seen the record, so the
+            // aggregate, which does, says which it was.
+            return Ok(CustomDomainEvent::IssuanceFailed {
+                order_id,
+                reason: FailureReason::new(
+                    FailureReason::ACME_UNAVAILABLE,
+                    format!(
+                        "the challenge record was seen, but the CA did not complete the order before {}",
+                        order.deadline
+                    ),
+                ),
+                failed_at: at,
+            });
+        }
         Ok(CustomDomainEvent::IssuanceTimedOut {
             order_id,
             deadline: order.deadline,

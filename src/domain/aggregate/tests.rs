@@ -394,6 +394,27 @@ fn timing_out_at_the_deadline_fails_the_issuance() {
 }
 
 #[test]
+fn timing_out_after_the_record_was_seen_fails_the_issuance_as_acme_unavailable_not_dns_timeout() {
+    DomainTest::with(())
+        .given(vec![registered(), verified(), requested(), observed()])
+        .when(CustomDomainCommand::TimedOut {
+            order_id: "order-1".into(),
+            at: order().deadline,
+        })
+        .then_expect_events(vec![CustomDomainEvent::IssuanceFailed {
+            order_id: "order-1".into(),
+            reason: FailureReason::new(
+                FailureReason::ACME_UNAVAILABLE,
+                format!(
+                    "the challenge record was seen, but the CA did not complete the order before {}",
+                    order().deadline
+                ),
+            ),
+            failed_at: order().deadline,
+        }]);
+}
+
+#[test]
 fn timing_out_before_the_deadline_is_refused() {
     DomainTest::with(())
         .given(vec![registered(), verified(), requested()])
