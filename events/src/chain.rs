@@ -150,47 +150,8 @@ pub fn verify_stream(
     aggregate_type: &str,
     events: &[crate::feed::FeedEvent],
 ) -> Option<BrokenLink> {
-    let mut prev_hash = GENESIS.to_owned();
-    for (expected_sequence, event) in (1i64..).zip(events) {
-        let broken = |reason: String| BrokenLink {
-            aggregate_id: event.aggregate_id.clone(),
-            sequence: event.sequence,
-            position: event.position,
-            reason,
-        };
-        if event.sequence != expected_sequence {
-            return Some(broken(format!(
-                "sequence {} where {expected_sequence} was expected (an event is missing)",
-                event.sequence
-            )));
-        }
-        let stored_prev = event.metadata[PREV_HASH_KEY].as_str().unwrap_or_default();
-        if stored_prev != prev_hash {
-            return Some(broken(format!(
-                "prev_hash {stored_prev:?} does not match the previous event's hash {prev_hash}"
-            )));
-        }
-        let stored_hash = event.metadata[HASH_KEY].as_str().unwrap_or_default();
-        let actual = event_hash(
-            &prev_hash,
-            &ChainedContent {
-                aggregate_type,
-                aggregate_id: &event.aggregate_id,
-                sequence: u64::try_from(event.sequence).unwrap_or(0),
-                event_type: &event.event_type,
-                event_version: &event.event_version,
-                payload: &event.payload,
-                metadata: &event.metadata,
-            },
-        );
-        if stored_hash != actual {
-            return Some(broken(format!(
-                "content hashes to {actual} but {stored_hash:?} is recorded (the event was changed)"
-            )));
-        }
-        prev_hash = actual;
-    }
-    None
+    let mut walker = LogWalker::new(aggregate_type);
+    events.iter().find_map(|event| walker.next(event))
 }
 
 /// The running hash of the whole log after one more event: SHA-256 (hex) over the text
