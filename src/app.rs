@@ -29,6 +29,9 @@ pub struct Application {
     address: SocketAddr,
     server: Server,
     supervisor: Addr<Supervisor>,
+    /// The background tasks (catch-up, checkpoints, commit listener), ended before the runtime
+    /// is: a database connection dropped after it panics in sqlx and aborts the process.
+    background: Vec<actix_web::rt::task::JoinHandle<()>>,
     /// Held for the life of the process in SQLite mode: one process per database.
     _sqlite_lock: Option<SqliteReplicaLock>,
 }
@@ -81,19 +84,21 @@ impl Application {
         if caught_up > 0 {
             tracing::info!(caught_up, "read projections caught up with the event feed");
         }
-        spawn_catch_up_loop(projector.clone());
+        let mut background = vec![spawn_catch_up_loop(projector.clone())];
         if let Store::Postgres(pool) = &store {
             // Other replicas commit too: their commits wake this one's following feed streams.
-            actix_web::rt::spawn(commit_signal::listen_on_postgres(pool.clone()));
+            background.push(actix_web::rt::spawn(commit_signal::listen_on_postgres(
+                pool.clone(),
+            )));
         }
         let event_store = PersistedEventStore::new_event_store(store.event_repository())
             .with_upcasters(vec![Box::new(Upcasters)]);
         let cqrs = CqrsFramework::new(event_store, vec![Box::new(projector)], ());
-        checkpoints::spawn_checkpoint_loop(
+        background.push(checkpoints::spawn_checkpoint_loop(
             store.clone(),
             signer.clone(),
             settings.audit_checkpoint_interval,
-        );
+        ));
         let services = Arc::new(AppState {
             cqrs,
             views: ViewReader::new(store.clone()),
@@ -139,6 +144,7 @@ impl Application {
             address,
             server,
             supervisor,
+            background,
             _sqlite_lock: sqlite_lock,
         })
     }
@@ -153,6 +159,10 @@ impl Application {
     pub async fn run_until_stopped(self) -> std::io::Result<()> {
         let result = self.server.await;
         let _ = self.supervisor.send(Shutdown).await;
+        for task in self.background {
+            task.abort();
+            let _ = task.await;
+        }
         result
     }
 }
@@ -162,7 +172,7 @@ impl Application {
 const CATCH_UP_INTERVAL: std::time::Duration = std::time::Duration::from_secs(1);
 
 /// Keeps the projections caught up with the feed for as long as the process runs.
-fn spawn_catch_up_loop(projector: ViewProjector) {
+fn spawn_catch_up_loop(projector: ViewProjector) -> actix_web::rt::task::JoinHandle<()> {
     actix_web::rt::spawn(async move {
         let mut ticks = actix_web::rt::time::interval(CATCH_UP_INTERVAL);
         loop {
@@ -171,5 +181,5 @@ fn spawn_catch_up_loop(projector: ViewProjector) {
                 tracing::warn!(%error, "projection catch-up failed; retrying");
             }
         }
-    });
+    })
 }

@@ -180,6 +180,27 @@ pub async fn poll_once(
     (settle(result, domain_id), memory)
 }
 
+/// A poll's task, ended when the poller stops waiting for it: a poller that stops (its lease
+/// lost, its domain removed, the process shutting down) must not leave a poll running on.
+struct AbortOnDrop<T>(actix_web::rt::task::JoinHandle<T>);
+
+impl<T> std::future::Future for AbortOnDrop<T> {
+    type Output = Result<T, actix_web::rt::task::JoinError>;
+
+    fn poll(
+        mut self: std::pin::Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<Self::Output> {
+        std::pin::Pin::new(&mut self.0).poll(cx)
+    }
+}
+
+impl<T> Drop for AbortOnDrop<T> {
+    fn drop(&mut self) {
+        self.0.abort();
+    }
+}
+
 /// The actor that polls one order.
 pub struct OrderPoller {
     services: Arc<AppState>,
@@ -212,11 +233,11 @@ impl OrderPoller {
     /// the order's poller again.
     fn poll(&mut self, ctx: &mut Context<Self>) {
         let memory = self.memory.take().unwrap_or_default();
-        let work = actix_web::rt::spawn(poll_once(
+        let work = AbortOnDrop(actix_web::rt::spawn(poll_once(
             self.services.clone(),
             self.pending.clone(),
             memory,
-        ));
+        )));
         ctx.spawn(work.into_actor(self).map(|joined, actor, ctx| {
             let (outcome, memory) = match joined {
                 Ok(polled) => polled,

@@ -243,7 +243,7 @@ pub fn spawn_checkpoint_loop(
     store: Store,
     signer: std::sync::Arc<AuditSigner>,
     interval: std::time::Duration,
-) {
+) -> actix_web::rt::task::JoinHandle<()> {
     actix_web::rt::spawn(async move {
         let mut ticks = actix_web::rt::time::interval(interval);
         // The first tick is immediate: skip it, so a start alone signs nothing.
@@ -254,7 +254,7 @@ pub fn spawn_checkpoint_loop(
                 tracing::warn!(%error, "could not sign a checkpoint; trying again at the next interval");
             }
         }
-    });
+    })
 }
 
 #[cfg(test)]

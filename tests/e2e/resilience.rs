@@ -197,9 +197,10 @@ async fn servfail_and_crowded_txt_records_keep_the_poller_polling() {
     assert_eq!(view["status"], "active", "{view}");
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn sigterm_stops_cleanly_and_the_next_start_resumes() {
-    let (pebble, _database, env) = pebble_and_database(StoreKind::Sqlite).await;
+/// On PostgreSQL the stop also ends the commit listener's connection: dropped after the
+/// runtime, it made sqlx panic and the process abort (exit 134) instead of stopping.
+async fn sigterm_stops_cleanly_and_the_next_start_resumes(kind: StoreKind) {
+    let (pebble, _database, env) = pebble_and_database(kind).await;
     let mut first = Service::start(&env);
     let id = verified_domain(&first, &pebble, "term.example.test").await;
     let (code, started) = first
@@ -219,6 +220,7 @@ async fn sigterm_stops_cleanly_and_the_next_start_resumes() {
         .await;
     assert_eq!(view["status"], "active", "{view}");
 }
+on_both_stores!(sigterm_stops_cleanly_and_the_next_start_resumes);
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn postgres_without_a_key_encryption_key_refuses_to_start() {
