@@ -10,12 +10,8 @@
 //! `POST /domains` to the follower reading that domain's `DomainRegistered` line, beside the
 //! same figures for the `201` itself, and how often the follower had the event first.
 
-// A bench binary: its items need no docs, and it uses part of the test fixtures.
+// A bench binary: its items need no docs.
 #![allow(missing_docs)]
-
-#[allow(dead_code)]
-#[path = "../tests/e2e/support.rs"]
-mod support;
 
 mod harness;
 
@@ -23,10 +19,13 @@ mod stats;
 
 use std::time::{Duration, Instant};
 
+use dns_handling_testkit::{database_env, Service, StoreKind, TestDatabase};
 use serde_json::{json, Value};
 use stats::percentile;
-use support::{database_env, Service, StoreKind, TestDatabase};
 use tokio::sync::mpsc;
+
+/// The service binary cargo built with this bench (the release one under `cargo bench`).
+const BINARY: &str = env!("CARGO_BIN_EXE_dns-handling");
 
 const TOKEN: &str = "follow-bench-admin-token";
 
@@ -57,9 +56,9 @@ async fn run(kind: StoreKind, events: usize) -> anyhow::Result<()> {
     let mut env = database_env(&database);
     env.insert("AUTH_TOKEN".into(), TOKEN.into());
     env.insert("LOG_LEVEL".into(), "warn".into());
-    let writer = Service::start(&env);
+    let writer = Service::start(BINARY, &env);
     // On PostgreSQL the follower is another replica; SQLite is one process.
-    let other = (kind == StoreKind::Postgres).then(|| Service::start(&env));
+    let other = (kind == StoreKind::Postgres).then(|| Service::start(BINARY, &env));
     let reader = other.as_ref().unwrap_or(&writer);
 
     let stream = reader

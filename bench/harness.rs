@@ -3,7 +3,7 @@
 
 use std::future::Future;
 
-use crate::support::StoreKind;
+use dns_handling_testkit::StoreKind;
 
 /// True under `cargo bench` (which passes `--bench`); under `cargo test --all-targets` the bench
 /// is a small smoke run.

@@ -10,12 +10,8 @@
 //! p50/p99 time from TXT published to `active` (POLL_INTERVAL=1s), and how the finalizations
 //! were spread over the replicas.
 
-// A bench binary: its items need no docs, and it uses part of the test fixtures.
+// A bench binary: its items need no docs.
 #![allow(missing_docs)]
-
-#[allow(dead_code)]
-#[path = "../tests/e2e/support.rs"]
-mod support;
 
 mod process;
 mod stats;
@@ -23,13 +19,16 @@ mod stats;
 use std::collections::HashMap;
 use std::time::{Duration, Instant};
 
+use dns_handling_testkit::{
+    service_env, verified_domain, Pebble, PebbleOptions, Service, StoreKind, TestDatabase,
+};
 use futures::future::join_all;
 use process::{cpu_seconds, status_mib};
 use serde_json::{json, Value};
 use stats::percentile;
-use support::{
-    service_env, verified_domain, Pebble, PebbleOptions, Service, StoreKind, TestDatabase,
-};
+
+/// The service binary cargo built with this bench (the release one under `cargo bench`).
+const BINARY: &str = env!("CARGO_BIN_EXE_dns-handling");
 
 async fn run(
     kind: StoreKind,
@@ -49,7 +48,9 @@ async fn run(
     if replicas > 1 {
         env.remove("REPLICA_ID");
     }
-    let services: Vec<Service> = (0..replicas).map(|_| Service::start(&env)).collect();
+    let services: Vec<Service> = (0..replicas)
+        .map(|_| Service::start(BINARY, &env))
+        .collect();
     let mut ids = Vec::with_capacity(domains);
     for n in 0..domains {
         ids.push(

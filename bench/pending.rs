@@ -18,12 +18,8 @@
 //! - resume after a restart: the service is killed (SIGKILL, same `REPLICA_ID`) and started
 //!   again on the same store; the time until every name was queried again.
 
-// A bench binary: its items need no docs, and it uses part of the test fixtures.
+// A bench binary: its items need no docs.
 #![allow(missing_docs)]
-
-#[allow(dead_code)]
-#[path = "../tests/e2e/support.rs"]
-mod support;
 
 mod harness;
 
@@ -43,8 +39,10 @@ use std::time::{Duration, Instant};
 
 use chrono::{DateTime, Utc};
 use dns_handling::adapters::store::Store;
+use dns_handling_testkit::{
+    database_env, free_dns_port, ChildGuard, StoreKind, TempDir, TestDatabase,
+};
 use process::{cpu_seconds, status_mib};
-use support::{database_env, free_dns_port, ChildGuard, StoreKind, TempDir, TestDatabase};
 
 /// What the in-process DNS server saw.
 #[derive(Default)]

@@ -9,12 +9,8 @@
 //! Lua script picking the id per request). Reports wrk's requests/s and its p50/p99 latency;
 //! then does the same with `LOG_LEVEL=warn`, to show what the service's logging costs.
 
-// A bench binary: its items need no docs, and it uses part of the test fixtures.
+// A bench binary: its items need no docs.
 #![allow(missing_docs)]
-
-#[allow(dead_code)]
-#[path = "../tests/e2e/support.rs"]
-mod support;
 
 mod harness;
 
@@ -26,7 +22,10 @@ use std::process::Command;
 use std::time::Instant;
 
 use dns_handling::adapters::store::Store;
-use support::{database_env, Service, StoreKind, TempDir, TestDatabase};
+use dns_handling_testkit::{database_env, Service, StoreKind, TempDir, TestDatabase};
+
+/// The service binary cargo built with this bench (the release one under `cargo bench`).
+const BINARY: &str = env!("CARGO_BIN_EXE_dns-handling");
 
 const TOKEN: &str = "readpath-bench-admin-token";
 
@@ -179,7 +178,7 @@ async fn run(kind: StoreKind, config: &Config) -> anyhow::Result<()> {
                 "http://127.0.0.1:9/dir".to_owned(),
             ),
         ]);
-        let mut service = Service::start(&env);
+        let mut service = Service::start(BINARY, &env);
         let (code, body) = service
             .get(&format!("/domains/{}", seed::domain_id(config.domains - 1)))
             .await;

@@ -14,11 +14,12 @@ use dns_handling::domain::aggregate::{CustomDomain, CustomDomainCommand};
 use dns_handling::domain::domain_name::DomainName;
 use dns_handling_events::chain::{event_hash, ChainedContent, GENESIS, HASH_KEY, PREV_HASH_KEY};
 use dns_handling_events::{CertificateKeyType, OrderDetails};
-use serde_json::{json, Value};
-
-use crate::support::{
+use dns_handling_testkit::{
     active_domain, database_env, pebble_and_database, run_command, Service, StoreKind, TestDatabase,
 };
+use serde_json::{json, Value};
+
+use crate::BINARY;
 
 crate::on_both_stores!(concurrent_writers_and_a_tailing_reader_agree_on_the_feed);
 crate::on_both_stores!(history_feed_replay_audit_and_export_tell_the_same_story);
@@ -158,7 +159,7 @@ async fn history_feed_replay_audit_and_export_tell_the_same_story(kind: StoreKin
     env.insert("POLL_TIMEOUT".into(), "2s".into());
     // Following streams poll only hourly: the follow below is woken by the commit itself.
     env.insert("FEED_POLL_INTERVAL".into(), "1h".into());
-    let mut service = Service::start(&env);
+    let mut service = Service::start(BINARY, &env);
 
     // A mixed workload: one pending, one verified, one failed and retried, one removed, two
     // active; and a moment to ask about later.
@@ -312,22 +313,22 @@ async fn history_feed_replay_audit_and_export_tell_the_same_story(kind: StoreKin
     drop(follow);
 
     // Export writes the same feed.
-    let (status, exported, stderr) = run_command(&env, &["export", "--after", "0"]);
+    let (status, exported, stderr) = run_command(BINARY, &env, &["export", "--after", "0"]);
     assert!(status.success(), "{stderr}");
     assert_eq!(exported.lines().count(), total + 1);
-    let (status, tail, _) = run_command(&env, &["export", "--after", &last.to_string()]);
+    let (status, tail, _) = run_command(BINARY, &env, &["export", "--after", &last.to_string()]);
     assert!(status.success());
     assert_eq!(tail.lines().count(), 1);
 
     // Every live view agrees with its history, checked while the service runs.
-    let (status, report, stderr) = run_command(&env, &["audit", "views"]);
+    let (status, report, stderr) = run_command(BINARY, &env, &["audit", "views"]);
     assert!(status.success(), "{report}{stderr}");
     assert!(report.contains(": 0 disagree"), "{report}");
 
     // Replay from zero rebuilds exactly the live views.
     service.kill();
     let live = views(&database).await;
-    let (status, _, stderr) = run_command(&env, &["replay"]);
+    let (status, _, stderr) = run_command(BINARY, &env, &["replay"]);
     assert!(status.success(), "{stderr}");
     assert!(stderr.contains("replayed"), "{stderr}");
     assert_eq!(
@@ -337,7 +338,7 @@ async fn history_feed_replay_audit_and_export_tell_the_same_story(kind: StoreKin
     );
 
     // Tamper evidence.
-    let (status, report, _) = run_command(&env, &["audit", "verify"]);
+    let (status, report, _) = run_command(BINARY, &env, &["audit", "verify"]);
     assert!(status.success(), "{report}");
     assert!(report.contains(" 0 broken"), "{report}");
     let original = database
@@ -353,7 +354,7 @@ async fn history_feed_replay_audit_and_export_tell_the_same_story(kind: StoreKin
             "UPDATE events SET payload = '{forged}' WHERE aggregate_id = '{second}' AND sequence = 3"
         ))
         .await;
-    let (status, report, _) = run_command(&env, &["audit", "verify"]);
+    let (status, report, _) = run_command(BINARY, &env, &["audit", "verify"]);
     assert!(!status.success(), "{report}");
     assert!(
         report.contains(&format!("BROKEN stream {second} at sequence 3 ")),
@@ -376,7 +377,7 @@ async fn history_feed_replay_audit_and_export_tell_the_same_story(kind: StoreKin
              FROM domain_views WHERE id = '{second}'"
         ))
         .await;
-    let (status, report, _) = run_command(&env, &["audit", "views"]);
+    let (status, report, _) = run_command(BINARY, &env, &["audit", "views"]);
     assert!(!status.success(), "{report}");
     assert!(
         report.contains(&format!("MISMATCH view {first}: differs from its history")),
@@ -396,7 +397,7 @@ async fn history_feed_replay_audit_and_export_tell_the_same_story(kind: StoreKin
 
 async fn a_view_lost_between_commit_and_update_is_caught_up(kind: StoreKind) {
     let (pebble, database, env) = pebble_and_database(kind).await;
-    let mut service = Service::start(&env);
+    let mut service = Service::start(BINARY, &env);
     let (id, record, token) = service.register("lost.example.test").await;
     pebble.set_txt(&record, &token);
     let (code, _) = service.post(&format!("/domains/{id}/verify"), None).await;
@@ -413,7 +414,7 @@ async fn a_view_lost_between_commit_and_update_is_caught_up(kind: StoreKind) {
         .execute("UPDATE projection_checkpoints SET position = 0")
         .await;
 
-    let service = Service::start(&env);
+    let service = Service::start(BINARY, &env);
     let (code, view) = service.get(&format!("/domains/{id}")).await;
     assert_eq!(code, 200, "{view}");
     assert_eq!(view["status"], "verified");
@@ -435,7 +436,7 @@ async fn a_version_1_order_is_read_as_version_2_and_resumed(kind: StoreKind) {
     let database = TestDatabase::create(kind).await;
     let env = database_env(&database);
     // The schema exists once the binary has run.
-    let (status, _, stderr) = run_command(&env, &["export"]);
+    let (status, _, stderr) = run_command(BINARY, &env, &["export"]);
     assert!(status.success(), "{stderr}");
     let id = "legacy-domain";
     let rows = [
@@ -488,7 +489,7 @@ async fn a_version_1_order_is_read_as_version_2_and_resumed(kind: StoreKind) {
             .await;
         prev_hash = hash;
     }
-    let service = Service::start(&env);
+    let service = Service::start(BINARY, &env);
     // The projection read the 1.0 order; the poller resumed it from the view; the aggregate
     // loaded the 1.0 event through the upcaster and accepted the timeout of its past deadline.
     let view = service

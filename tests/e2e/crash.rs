@@ -10,11 +10,12 @@ use std::time::{Duration, Instant};
 
 use dns_handling_events::CustomDomainEvent;
 use dns_handling_projections::DomainView;
+use dns_handling_testkit::{pebble_and_database, Pebble, Service, StoreKind, TestDatabase};
 use futures::future::join_all;
 use rand::Rng;
 use serde_json::{json, Value};
 
-use crate::support::{pebble_and_database, Pebble, Service, StoreKind, TestDatabase};
+use crate::BINARY;
 
 crate::on_both_stores!(fifty_domains_survive_ten_sigkills);
 
@@ -154,7 +155,7 @@ async fn fifty_domains_survive_ten_sigkills(kind: StoreKind) {
     // the middle of them; the kills below therefore land on everything after order creation:
     // waiting for records, validation, finalization, download, recording.
     {
-        let service = Service::start(&env);
+        let service = Service::start(BINARY, &env);
         let driver = Driver {
             service: &service,
             pebble: &pebble,
@@ -183,7 +184,7 @@ async fn fifty_domains_survive_ten_sigkills(kind: StoreKind) {
         while released.len() < (kills + 1) * DOMAINS / CRASHES {
             released.insert(names[rand::thread_rng().gen_range(0..DOMAINS)].clone());
         }
-        let mut service = Service::start(&env);
+        let mut service = Service::start(BINARY, &env);
         let driver = Driver {
             service: &service,
             pebble: &pebble,
@@ -221,7 +222,7 @@ async fn fifty_domains_survive_ten_sigkills(kind: StoreKind) {
     }
     assert_eq!(kills, CRASHES);
 
-    let service = Service::start(&env);
+    let service = Service::start(BINARY, &env);
     let driver = Driver {
         service: &service,
         pebble: &pebble,

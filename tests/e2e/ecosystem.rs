@@ -6,17 +6,18 @@ use std::collections::HashMap;
 use std::path::PathBuf;
 use std::process::{Command, Stdio};
 
-use serde_json::{json, Value};
-
-use crate::support::{
+use dns_handling_testkit::{
     active_domain, pebble_and_database, run_command, sample, service_env, verified_domain, Pebble,
     PebbleOptions, Service, StoreKind, TempDir, TestDatabase,
 };
+use serde_json::{json, Value};
+
+use crate::BINARY;
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn metrics_are_present_and_move_after_an_issuance() {
     let (pebble, _database, env) = pebble_and_database(StoreKind::Sqlite).await;
-    let service = Service::start(&env);
+    let service = Service::start(BINARY, &env);
 
     let before = service.metrics().await;
     for status in [
@@ -95,7 +96,7 @@ async fn request_ids_reach_the_response_the_events_and_the_json_log() {
     env.insert("LOG_FORMAT".into(), "json".into());
     // Successful requests are logged at debug, as an access log for those who want one.
     env.insert("LOG_LEVEL".into(), "info,dns_handling::http=debug".into());
-    let service = Service::start(&env);
+    let service = Service::start(BINARY, &env);
 
     let response = service
         .client
@@ -148,7 +149,7 @@ async fn request_ids_reach_the_response_the_events_and_the_json_log() {
 async fn readiness_follows_the_store_and_the_acme_directory() {
     let mut pebble = Pebble::start(PebbleOptions::default());
     let database = TestDatabase::create(StoreKind::Postgres).await;
-    let service = Service::start(&service_env(&pebble, &database));
+    let service = Service::start(BINARY, &service_env(&pebble, &database));
     let (code, body) = service.get("/readyz").await;
     assert_eq!((code, &body["status"]), (200, &json!("ready")), "{body}");
 
@@ -159,7 +160,7 @@ async fn readiness_follows_the_store_and_the_acme_directory() {
         .next()
         .expect("database name")
         .to_owned();
-    let admin = crate::support::postgres_admin_url();
+    let admin = dns_handling_testkit::postgres_admin_url();
     let mut admin_connection = <sqlx::PgConnection as sqlx::Connection>::connect(&admin)
         .await
         .expect("admin");
@@ -210,7 +211,7 @@ async fn the_openapi_description_and_the_bundled_reference_page_are_served() {
     let (_pebble, _database, mut env) = pebble_and_database(StoreKind::Sqlite).await;
     // Public even when the API needs a token.
     env.insert("AUTH_TOKEN".into(), "admin-secret".into());
-    let service = Service::start(&env);
+    let service = Service::start(BINARY, &env);
     let anonymous = reqwest::Client::new();
 
     let spec: Value = anonymous
@@ -284,7 +285,7 @@ async fn schemathesis_finds_no_response_that_contradicts_the_description() {
     let (pebble, _database, mut env) = pebble_and_database(StoreKind::Sqlite).await;
     env.insert("AUTH_TOKEN".into(), "conformance-token".into());
     env.insert("LOG_LEVEL".into(), "warn".into());
-    let service = Service::start(&env);
+    let service = Service::start(BINARY, &env);
     // Something to find: domains in several states, so the generated requests reach real data.
     let id = verified_domain(&service, &pebble, "conformance.example.test").await;
     service.register("pending.conformance.example.test").await;
@@ -356,7 +357,7 @@ log_format = "json"
     .expect("write config");
     let path = file.display().to_string();
     let env = HashMap::from([("POLL_INTERVAL".to_owned(), "2s".to_owned())]);
-    let (status, stdout, stderr) = run_command(&env, &["--config", &path, "config"]);
+    let (status, stdout, stderr) = run_command(BINARY, &env, &["--config", &path, "config"]);
     assert!(status.success(), "{stderr}");
     assert!(
         stdout.contains("poll_interval = \"2000ms\""),
@@ -379,6 +380,7 @@ log_format = "json"
     let printed = dir.path().join("printed.toml");
     std::fs::write(&printed, stdout.replace("\"<redacted>\"", "\"x\"")).expect("write");
     let (status, _, stderr) = run_command(
+        BINARY,
         &HashMap::new(),
         &["--config", &printed.display().to_string(), "config"],
     );
@@ -386,23 +388,23 @@ log_format = "json"
 
     // Invalid configuration stops the start and names the setting.
     std::fs::write(&file, "poll_timeout = \"soon\"\n").expect("write");
-    let (status, _, stderr) = run_command(&HashMap::new(), &["--config", &path]);
+    let (status, _, stderr) = run_command(BINARY, &HashMap::new(), &["--config", &path]);
     assert!(!status.success());
     assert!(stderr.contains("POLL_TIMEOUT"), "{stderr}");
     std::fs::write(&file, "poll_intervall = \"1s\"\n").expect("write");
-    let (status, _, stderr) = run_command(&HashMap::new(), &["--config", &path]);
+    let (status, _, stderr) = run_command(BINARY, &HashMap::new(), &["--config", &path]);
     assert!(!status.success());
     assert!(stderr.contains("poll_intervall"), "{stderr}");
     let env = HashMap::from([("LOG_FORMAT".to_owned(), "xml".to_owned())]);
-    let (status, _, stderr) = run_command(&env, &["config"]);
+    let (status, _, stderr) = run_command(BINARY, &env, &["config"]);
     assert!(!status.success());
     assert!(stderr.contains("LOG_FORMAT"), "{stderr}");
     let env = HashMap::from([("SERVER_WORKERS".to_owned(), "0".to_owned())]);
-    let (status, _, stderr) = run_command(&env, &["config"]);
+    let (status, _, stderr) = run_command(BINARY, &env, &["config"]);
     assert!(!status.success());
     assert!(stderr.contains("SERVER_WORKERS"), "{stderr}");
     let env = HashMap::from([("SERVER_WORKERS".to_owned(), "3".to_owned())]);
-    let (status, stdout, stderr) = run_command(&env, &["config"]);
+    let (status, stdout, stderr) = run_command(BINARY, &env, &["config"]);
     assert!(status.success(), "{stderr}");
     assert!(stdout.contains("server_workers = 3"), "{stdout}");
 }
@@ -413,7 +415,7 @@ fn cli(service: &Service, args: &[&str]) -> (i32, String, String) {
     let mut all: Vec<&str> = vec!["domains"];
     all.extend_from_slice(args);
     all.extend_from_slice(&["--server", &server]);
-    let (status, stdout, stderr) = run_command(&HashMap::new(), &all);
+    let (status, stdout, stderr) = run_command(BINARY, &HashMap::new(), &all);
     (status.code().unwrap_or(-1), stdout, stderr)
 }
 
@@ -423,7 +425,7 @@ async fn cli_wait(service: &Service, id: &str) -> (i32, String, String) {
     let id = id.to_owned();
     tokio::task::spawn_blocking(move || {
         let args = ["domains", "wait", &id, "--server", &server];
-        let (status, out, err) = run_command(&HashMap::new(), &args);
+        let (status, out, err) = run_command(BINARY, &HashMap::new(), &args);
         (status.code().unwrap_or(-1), out, err)
     })
     .await
@@ -434,7 +436,7 @@ async fn cli_wait(service: &Service, id: &str) -> (i32, String, String) {
 async fn the_cli_takes_a_domain_through_the_flow_and_wait_reports_the_outcome() {
     let (pebble, _database, mut env) = pebble_and_database(StoreKind::Sqlite).await;
     env.insert("POLL_TIMEOUT".into(), "3s".into());
-    let service = Service::start(&env);
+    let service = Service::start(BINARY, &env);
 
     let (code, stdout, stderr) = cli(&service, &["add", "cli.example.test"]);
     assert_eq!(code, 0, "{stderr}");

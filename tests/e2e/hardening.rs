@@ -10,11 +10,12 @@ use async_trait::async_trait;
 use dns_handling::adapters::dns::{DnsError, HickoryTxtLookup, TxtLookup};
 use dns_handling::app::Application;
 use dns_handling::settings::Settings;
-use serde_json::Value;
-
-use crate::support::{
+use dns_handling_testkit::{
     pebble_and_database, run_command, verified_domain, Service, StoreKind, TestDatabase,
 };
+use serde_json::Value;
+
+use crate::BINARY;
 
 /// Makes every write of a `verified` domain view fail inside the database itself, as a full
 /// disk or a lost connection would fail it.
@@ -47,7 +48,7 @@ async fn fail_writes_of_verified_views(database: &TestDatabase) {
 
 async fn a_view_that_missed_an_event_is_rebuilt_from_its_stream_not_moved_past_it(kind: StoreKind) {
     let (pebble, database, env) = pebble_and_database(kind).await;
-    let service = Service::start(&env);
+    let service = Service::start(BINARY, &env);
     let (id, record_name, token) = service.register("gap.example.test").await;
     pebble.set_txt(&record_name, &token);
     fail_writes_of_verified_views(&database).await;
@@ -88,7 +89,7 @@ async fn a_view_that_missed_an_event_is_rebuilt_from_its_stream_not_moved_past_i
         "the verification is not skipped: {stored}"
     );
 
-    let (status, report, stderr) = run_command(&env, &["audit", "views"]);
+    let (status, report, stderr) = run_command(BINARY, &env, &["audit", "views"]);
     assert!(status.success(), "{report}{stderr}");
     assert!(report.contains(": 0 disagree"), "{report}");
     let (_, metrics) = metrics_text(&service).await;

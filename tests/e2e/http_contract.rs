@@ -3,9 +3,10 @@
 
 use std::collections::HashMap;
 
+use dns_handling_testkit::{Service, StoreKind, TestDatabase};
 use serde_json::{json, Value};
 
-use crate::support::{Service, StoreKind, TestDatabase};
+use crate::BINARY;
 
 fn error_of(body: &Value) -> &str {
     body["error"]
@@ -14,7 +15,7 @@ fn error_of(body: &Value) -> &str {
 }
 
 fn env_for(database: &TestDatabase) -> HashMap<String, String> {
-    crate::support::database_env(database)
+    dns_handling_testkit::database_env(database)
 }
 
 async fn raw(
@@ -49,7 +50,7 @@ async fn raw(
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn bad_input_gets_json_errors_and_changes_nothing() {
     let database = TestDatabase::create(StoreKind::Sqlite).await;
-    let service = Service::start(&env_for(&database));
+    let service = Service::start(BINARY, &env_for(&database));
     let json_type = Some("application/json");
 
     // (method, path, content type, body, expected status, text the error must contain)
@@ -250,7 +251,7 @@ async fn bad_input_gets_json_errors_and_changes_nothing() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn names_are_normalised_and_registered_once() {
     let database = TestDatabase::create(StoreKind::Sqlite).await;
-    let service = Service::start(&env_for(&database));
+    let service = Service::start(BINARY, &env_for(&database));
     let (status, created) = service
         .post(
             "/domains",
@@ -302,7 +303,7 @@ async fn names_are_normalised_and_registered_once() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn listing_pages_through_every_domain_with_a_status_filter() {
     let database = TestDatabase::create(StoreKind::Postgres).await;
-    let service = Service::start(&env_for(&database));
+    let service = Service::start(BINARY, &env_for(&database));
     let mut ids = Vec::new();
     for n in 0..7 {
         let (id, _, _) = service.register(&format!("site{n}.example.org")).await;
@@ -339,7 +340,7 @@ async fn a_configured_token_is_required_except_for_health_checks() {
     let database = TestDatabase::create(StoreKind::Sqlite).await;
     let mut env = env_for(&database);
     env.insert("AUTH_TOKEN".into(), "s3cret-token".into());
-    let service = Service::start(&env);
+    let service = Service::start(BINARY, &env);
 
     // The fixture's client carries the admin token; an anonymous one does not.
     let anonymous = reqwest::Client::new();

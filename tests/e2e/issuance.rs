@@ -2,11 +2,12 @@
 
 use std::time::Duration;
 
-use serde_json::Value;
-
-use crate::support::{
+use dns_handling_testkit::{
     free_port, pebble_and_database, verified_domain, Service, StoreKind, TempDir,
 };
+use serde_json::Value;
+
+use crate::BINARY;
 
 const DOMAIN: &str = "shop.example.test";
 
@@ -30,7 +31,7 @@ async fn issue(service: &Service, id: &str) -> (u16, Value) {
 async fn issues_a_certificate_end_to_end(kind: StoreKind) {
     // Pebble's default: 5% of nonces rejected, so badNonce retries are exercised here.
     let (pebble, database, env) = pebble_and_database(kind).await;
-    let service = Service::start(&env);
+    let service = Service::start(BINARY, &env);
 
     let (id, record_name, token) = service.register(DOMAIN).await;
     assert_eq!(record_name, format!("_acme-challenge.{DOMAIN}."));
@@ -165,7 +166,7 @@ fn verify_chain(root_pem: &str, chain_pem: &str, domain: &str) {
 async fn never_set_txt_times_out_with_dns_timeout(kind: StoreKind) {
     let (pebble, database, mut env) = pebble_and_database(kind).await;
     env.insert("POLL_TIMEOUT".into(), "2s".into());
-    let service = Service::start(&env);
+    let service = Service::start(BINARY, &env);
     let id = verified_domain(&service, &pebble, DOMAIN).await;
 
     let (code, started) = issue(&service, &id).await;
@@ -210,7 +211,7 @@ async fn unreachable_acme_directory_answers_500_and_records_nothing(kind: StoreK
         "ACME_DIRECTORY".into(),
         format!("https://127.0.0.1:{}/dir", free_port()),
     );
-    let service = Service::start(&env);
+    let service = Service::start(BINARY, &env);
     let id = verified_domain(&service, &pebble, DOMAIN).await;
     let before = database.event_types(&id).await;
 
@@ -229,13 +230,13 @@ async fn unreachable_acme_directory_answers_500_and_records_nothing(kind: StoreK
 
 async fn a_restart_after_the_202_resumes_the_order(kind: StoreKind) {
     let (pebble, database, env) = pebble_and_database(kind).await;
-    let mut first = Service::start(&env);
+    let mut first = Service::start(BINARY, &env);
     let id = verified_domain(&first, &pebble, DOMAIN).await;
     let (code, started) = issue(&first, &id).await;
     assert_eq!(code, 202, "{started}");
     first.kill();
 
-    let second = Service::start(&env);
+    let second = Service::start(BINARY, &env);
     let view = second
         .wait_for_status(&id, &["certificate_pending"], Duration::from_secs(5))
         .await;

@@ -4,11 +4,12 @@
 use std::time::Duration;
 
 use base64::Engine as _;
-use serde_json::{json, Value};
-
-use crate::support::{
+use dns_handling_testkit::{
     active_domain, pebble_and_database, run_command, Service, StoreKind, TestDatabase,
 };
+use serde_json::{json, Value};
+
+use crate::BINARY;
 
 crate::on_both_stores!(private_keys_reach_only_admins_and_every_read_is_recorded);
 crate::on_both_stores!(the_key_encryption_key_is_rotated_without_losing_a_key);
@@ -34,7 +35,7 @@ async fn private_keys_reach_only_admins_and_every_read_is_recorded(kind: StoreKi
         "READ_ONLY_TOKENS".into(),
         format!("other-reader, {AUDITOR}"),
     );
-    let service = Service::start(&env);
+    let service = Service::start(BINARY, &env);
 
     let (id, record_name, token) = service.register("keys.example.test").await;
     pebble.set_txt(&record_name, &token);
@@ -201,7 +202,7 @@ async fn private_key_pem(service: &Service, id: &str) -> String {
 async fn the_key_encryption_key_is_rotated_without_losing_a_key(kind: StoreKind) {
     let (pebble, database, mut env) = pebble_and_database(kind).await;
     env.insert("AUTH_TOKEN".into(), ADMIN.into());
-    let mut service = Service::start(&env);
+    let mut service = Service::start(BINARY, &env);
     let first = active_domain(&service, &pebble, "first.rotate.example.test").await;
     let first_key = private_key_pem(&service, &first).await;
     service.kill();
@@ -217,7 +218,7 @@ async fn the_key_encryption_key_is_rotated_without_losing_a_key(kind: StoreKind)
     // A key that opens nothing rotates nothing, and says which value it could not open.
     let mut wrong = env.clone();
     wrong.insert("KEY_ENCRYPTION_KEY".into(), stranger);
-    let (status, _, stderr) = run_command(&wrong, &["keys", "rotate"]);
+    let (status, _, stderr) = run_command(BINARY, &wrong, &["keys", "rotate"]);
     assert!(!status.success(), "{stderr}");
     assert!(stderr.contains("certificate_keys/"), "{stderr}");
     assert_eq!(sealed_values(&database).await, before, "nothing changed");
@@ -229,7 +230,7 @@ async fn the_key_encryption_key_is_rotated_without_losing_a_key(kind: StoreKind)
         "PREVIOUS_KEY_ENCRYPTION_KEYS".into(),
         old_key.trim().to_owned(),
     );
-    let (status, report, stderr) = run_command(&rotating, &["keys", "rotate"]);
+    let (status, report, stderr) = run_command(BINARY, &rotating, &["keys", "rotate"]);
     assert!(status.success(), "{report}{stderr}");
     assert!(
         report.contains("re-sealed 2 values under the current key (1 certificate keys, 1 ACME accounts); 0 were under it already"),
@@ -240,7 +241,7 @@ async fn the_key_encryption_key_is_rotated_without_losing_a_key(kind: StoreKind)
         before.iter().zip(&after).all(|(old, new)| old != new),
         "every value was re-sealed"
     );
-    let (status, report, _) = run_command(&rotating, &["keys", "rotate"]);
+    let (status, report, _) = run_command(BINARY, &rotating, &["keys", "rotate"]);
     assert!(status.success());
     assert!(report.contains("re-sealed 0 values"), "{report}");
     assert!(report.contains("2 were under it already"), "{report}");
@@ -253,7 +254,7 @@ async fn the_key_encryption_key_is_rotated_without_losing_a_key(kind: StoreKind)
     // The new key alone now opens the old certificate's key and the ACME account.
     let mut rotated = env.clone();
     rotated.insert("KEY_ENCRYPTION_KEY".into(), new_key);
-    let service = Service::start(&rotated);
+    let service = Service::start(BINARY, &rotated);
     assert_eq!(private_key_pem(&service, &first).await, first_key);
     let second = active_domain(&service, &pebble, "second.rotate.example.test").await;
     assert!(private_key_pem(&service, &second)

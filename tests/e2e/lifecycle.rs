@@ -2,9 +2,10 @@
 
 use std::time::{Duration, Instant};
 
+use dns_handling_testkit::{pebble_and_database, verified_domain, Pebble, Service, StoreKind};
 use serde_json::json;
 
-use crate::support::{pebble_and_database, verified_domain, Pebble, Service, StoreKind};
+use crate::BINARY;
 
 crate::on_both_stores!(a_failed_domain_is_retried_and_then_issued);
 crate::on_both_stores!(a_removed_domain_frees_its_name_keeps_its_history_and_its_poller_stops);
@@ -12,7 +13,7 @@ crate::on_both_stores!(a_removed_domain_frees_its_name_keeps_its_history_and_its
 async fn a_failed_domain_is_retried_and_then_issued(kind: StoreKind) {
     let (pebble, database, mut env) = pebble_and_database(kind).await;
     env.insert("POLL_TIMEOUT".into(), "1s".into());
-    let service = Service::start(&env);
+    let service = Service::start(BINARY, &env);
     let id = verified_domain(&service, &pebble, "retry.example.test").await;
 
     let (code, body) = service.post(&format!("/domains/{id}/retry"), None).await;
@@ -71,7 +72,7 @@ async fn a_failed_domain_is_retried_and_then_issued(kind: StoreKind) {
 
 async fn a_removed_domain_frees_its_name_keeps_its_history_and_its_poller_stops(kind: StoreKind) {
     let (pebble, database, env) = pebble_and_database(kind).await;
-    let service = Service::start(&env);
+    let service = Service::start(BINARY, &env);
     let id = verified_domain(&service, &pebble, "gone.example.test").await;
     let (code, started) = service
         .post(&format!("/domains/{id}/issue-certificate"), None)

@@ -2,6 +2,10 @@
 //! database (a SQLite file and a fresh PostgreSQL database).
 //!
 //! Run them through the test script (`tests/run.sh`), which installs and starts what they need.
+//! The fixtures are the `dns-handling-testkit` crate (`testkit/`), shared with the benches.
+
+/// The service binary cargo built for these tests; the testkit's functions that run it take it.
+pub const BINARY: &str = env!("CARGO_BIN_EXE_dns-handling");
 
 /// Runs one scenario (an `async fn(StoreKind)` in the invoking module) once per store.
 #[macro_export]
@@ -10,12 +14,12 @@ macro_rules! on_both_stores {
         mod $scenario {
             #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
             async fn on_sqlite() {
-                super::$scenario($crate::support::StoreKind::Sqlite).await;
+                super::$scenario(::dns_handling_testkit::StoreKind::Sqlite).await;
             }
 
             #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
             async fn on_postgres() {
-                super::$scenario($crate::support::StoreKind::Postgres).await;
+                super::$scenario(::dns_handling_testkit::StoreKind::Postgres).await;
             }
         }
     };
@@ -32,5 +36,4 @@ mod lifecycle;
 mod replicas;
 mod resilience;
 mod store_outage;
-mod support;
 mod tamper;

@@ -5,12 +5,13 @@
 use std::collections::{HashMap, HashSet};
 use std::time::{Duration, Instant};
 
-use futures::future::join_all;
-
-use crate::support::{
+use dns_handling_testkit::{
     sample, service_env, start_expecting_refusal, verified_domain, Pebble, PebbleOptions, Service,
     StoreKind, TestDatabase,
 };
+use futures::future::join_all;
+
+use crate::BINARY;
 
 fn replica_env(pebble: &Pebble, database: &TestDatabase) -> HashMap<String, String> {
     let mut env = service_env(pebble, database);
@@ -74,7 +75,7 @@ async fn three_replicas_issue_sixty_domains_and_survive_losing_one() {
     let names = ["replica-0", "replica-1", "replica-2"];
     let mut replicas: Vec<Service> = names
         .iter()
-        .map(|name| Service::start(&named(&env, name)))
+        .map(|name| Service::start(BINARY, &named(&env, name)))
         .collect();
 
     let mut started = Vec::new();
@@ -143,8 +144,14 @@ async fn a_replica_that_stops_renewing_loses_its_orders_to_another() {
     let database = TestDatabase::create(StoreKind::Postgres).await;
     let env = replica_env(&pebble, &database);
     let mut replicas = HashMap::from([
-        ("replica-a", Service::start(&named(&env, "replica-a"))),
-        ("replica-b", Service::start(&named(&env, "replica-b"))),
+        (
+            "replica-a",
+            Service::start(BINARY, &named(&env, "replica-a")),
+        ),
+        (
+            "replica-b",
+            Service::start(BINARY, &named(&env, "replica-b")),
+        ),
     ]);
     let id = verified_domain(&replicas["replica-a"], &pebble, "stall.example.test").await;
     let (code, body) = replicas["replica-a"]
@@ -202,7 +209,7 @@ async fn ten_replicas_needing_an_account_at_once_register_one() {
     let pebble = Pebble::start(PebbleOptions::default());
     let database = TestDatabase::create(StoreKind::Postgres).await;
     let env = replica_env(&pebble, &database);
-    let replicas: Vec<Service> = (0..10).map(|_| Service::start(&env)).collect();
+    let replicas: Vec<Service> = (0..10).map(|_| Service::start(BINARY, &env)).collect();
     let mut ids = Vec::new();
     for (n, replica) in replicas.iter().enumerate() {
         ids.push(verified_domain(replica, &pebble, &format!("acct{n}.example.test")).await);
@@ -263,8 +270,8 @@ async fn a_commit_on_one_replica_wakes_a_feed_follower_on_another() {
     let database = TestDatabase::create(StoreKind::Postgres).await;
     let mut env = replica_env(&pebble, &database);
     env.insert("FEED_POLL_INTERVAL".into(), "1h".into());
-    let writer = Service::start(&env);
-    let reader = Service::start(&env);
+    let writer = Service::start(BINARY, &env);
+    let reader = Service::start(BINARY, &env);
     // One event first, so the stream has something to answer with at once.
     let (first, _, _) = writer.register("first.woken.example.test").await;
     let mut stream = reader
@@ -293,9 +300,9 @@ async fn a_commit_on_one_replica_wakes_a_feed_follower_on_another() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_second_process_on_one_sqlite_file_refuses_to_start() {
     let database = TestDatabase::create(StoreKind::Sqlite).await;
-    let env = crate::support::database_env(&database);
-    let _first = Service::start(&env);
-    let (status, log) = start_expecting_refusal(&env);
+    let env = dns_handling_testkit::database_env(&database);
+    let _first = Service::start(BINARY, &env);
+    let (status, log) = start_expecting_refusal(BINARY, &env);
     assert!(!status.success());
     assert!(log.contains("another dns-handling process"), "{log}");
     assert!(log.contains("PostgreSQL"), "{log}");

@@ -2,19 +2,20 @@
 
 use std::time::Duration;
 
-use futures::future::join_all;
-use serde_json::Value;
-
-use crate::support::{
+use dns_handling_testkit::{
     pebble_and_database, service_env, start_expecting_refusal, verified_domain, Pebble,
     PebbleOptions, Service, StoreKind, TestDatabase,
 };
+use futures::future::join_all;
+use serde_json::Value;
+
+use crate::BINARY;
 
 crate::on_both_stores!(a_hundred_concurrent_issue_calls_make_one_order);
 
 async fn a_hundred_concurrent_issue_calls_make_one_order(kind: StoreKind) {
     let (pebble, database, env) = pebble_and_database(kind).await;
-    let service = Service::start(&env);
+    let service = Service::start(BINARY, &env);
     let id = verified_domain(&service, &pebble, "race.example.test").await;
     let path = format!("/domains/{id}/issue-certificate");
     let answers: Vec<(u16, Value)> = join_all((0..100).map(|_| service.post(&path, None))).await;
@@ -40,7 +41,7 @@ async fn a_hundred_concurrent_issue_calls_make_one_order(kind: StoreKind) {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_hundred_first_ever_issuances_register_one_account() {
     let (pebble, database, env) = pebble_and_database(StoreKind::Postgres).await;
-    let service = Service::start(&env);
+    let service = Service::start(BINARY, &env);
     let mut ids = Vec::new();
     for n in 0..100 {
         ids.push(verified_domain(&service, &pebble, &format!("first{n}.example.test")).await);
@@ -63,7 +64,7 @@ async fn pebble_rejecting_half_the_nonces_still_issues() {
         nonce_reject_percent: Some(50),
     });
     let database = TestDatabase::create(StoreKind::Sqlite).await;
-    let service = Service::start(&service_env(&pebble, &database));
+    let service = Service::start(BINARY, &service_env(&pebble, &database));
     let id = verified_domain(&service, &pebble, "nonces.example.test").await;
     let (code, started) = service
         .post(&format!("/domains/{id}/issue-certificate"), None)
@@ -85,7 +86,7 @@ async fn a_ca_that_goes_away_is_retried_then_reported_as_unavailable() {
     let database = TestDatabase::create(StoreKind::Sqlite).await;
     let mut env = service_env(&pebble, &database);
     env.insert("POLL_TIMEOUT".into(), "4s".into());
-    let service = Service::start(&env);
+    let service = Service::start(BINARY, &env);
     let id = verified_domain(&service, &pebble, "outage.example.test").await;
     let (code, started) = service
         .post(&format!("/domains/{id}/issue-certificate"), None)
@@ -119,7 +120,7 @@ const LOOKUP_FAILED: &str = "dns_handling_txt_polls_total{outcome=\"lookup_faile
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn servfail_and_crowded_txt_records_keep_the_poller_polling() {
     let (pebble, database, env) = pebble_and_database(StoreKind::Postgres).await;
-    let service = Service::start(&env);
+    let service = Service::start(BINARY, &env);
     let id = verified_domain(&service, &pebble, "flaky.example.test").await;
     let (code, started) = service
         .post(&format!("/domains/{id}/issue-certificate"), None)
@@ -201,7 +202,7 @@ async fn servfail_and_crowded_txt_records_keep_the_poller_polling() {
 /// runtime, it made sqlx panic and the process abort (exit 134) instead of stopping.
 async fn sigterm_stops_cleanly_and_the_next_start_resumes(kind: StoreKind) {
     let (pebble, _database, env) = pebble_and_database(kind).await;
-    let mut first = Service::start(&env);
+    let mut first = Service::start(BINARY, &env);
     let id = verified_domain(&first, &pebble, "term.example.test").await;
     let (code, started) = first
         .post(&format!("/domains/{id}/issue-certificate"), None)
@@ -210,7 +211,7 @@ async fn sigterm_stops_cleanly_and_the_next_start_resumes(kind: StoreKind) {
     let status = first.terminate();
     assert!(status.success(), "exit status {status}");
 
-    let second = Service::start(&env);
+    let second = Service::start(BINARY, &env);
     pebble.set_txt(
         started["challenge_domain"].as_str().expect("domain"),
         started["expected_txt_value"].as_str().expect("value"),
@@ -226,7 +227,7 @@ on_both_stores!(sigterm_stops_cleanly_and_the_next_start_resumes);
 async fn postgres_without_a_key_encryption_key_refuses_to_start() {
     let database = TestDatabase::create(StoreKind::Postgres).await;
     let env = std::collections::HashMap::from([("DATABASE_URL".to_owned(), database.url.clone())]);
-    let (status, log) = start_expecting_refusal(&env);
+    let (status, log) = start_expecting_refusal(BINARY, &env);
     assert!(!status.success());
     assert!(log.contains("KEY_ENCRYPTION_KEY"), "{log}");
 }

@@ -9,13 +9,14 @@ use std::process::Command;
 use std::time::{Duration, Instant};
 
 use dns_handling::adapters::store::is_unreachable;
-use serde_json::{json, Value};
-use sqlx::Connection;
-
-use crate::support::{
+use dns_handling_testkit::{
     free_port, postgres_admin_url, Service, TempDir, TEST_AUDIT_SIGNING_KEY,
     TEST_KEY_ENCRYPTION_KEY,
 };
+use serde_json::{json, Value};
+use sqlx::Connection;
+
+use crate::BINARY;
 
 /// A PostgreSQL server of one test's own, on a free port, in a temporary directory; stopped and
 /// removed on drop, however the test ends.
@@ -239,7 +240,7 @@ async fn an_unreachable_database_answers_503_with_retry_after_and_recovers() {
     .into_iter()
     .map(|(name, value)| (name.to_owned(), value))
     .collect();
-    let service = Service::start(&env);
+    let service = Service::start(BINARY, &env);
     let (id, _, _) = service.register("before.outage.example.test").await;
     let get = || service.client.get(service.url(&format!("/domains/{id}")));
     let post = || {

@@ -6,11 +6,12 @@
 use std::collections::HashMap;
 
 use dns_handling_events::chain::{event_hash, ChainedContent, GENESIS, HASH_KEY, PREV_HASH_KEY};
-use serde_json::Value;
-
-use crate::support::{
+use dns_handling_testkit::{
     run_command, service_env, Pebble, PebbleOptions, Service, StoreKind, TestDatabase,
 };
+use serde_json::Value;
+
+use crate::BINARY;
 
 const ADMIN: &str = "tamper-admin-token";
 const AUDITOR: &str = "tamper-auditor-token";
@@ -33,7 +34,7 @@ impl SignedLog {
         let mut env = service_env(pebble, &database);
         env.insert("AUTH_TOKEN".into(), ADMIN.into());
         env.insert("READ_ONLY_TOKENS".into(), AUDITOR.into());
-        let mut service = Service::start(&env);
+        let mut service = Service::start(BINARY, &env);
         let mut ids = HashMap::new();
         for name in ["a", "b"] {
             let (id, _, _) = service.register(&format!("{name}.tamper.test")).await;
@@ -79,7 +80,7 @@ impl SignedLog {
     fn verify(&self, extra: &[&str]) -> (bool, String) {
         let mut args = vec!["audit", "verify"];
         args.extend_from_slice(extra);
-        let (status, report, stderr) = run_command(&self.env, &args);
+        let (status, report, stderr) = run_command(BINARY, &self.env, &args);
         assert!(
             status.success() || status.code() == Some(1),
             "{report}{stderr}"
@@ -171,7 +172,7 @@ async fn rewrite_stream(log: &SignedLog, stream: &str, change: impl Fn(&str) -> 
 async fn an_untouched_log_verifies_clean_from_the_database_and_through_the_api(kind: StoreKind) {
     let pebble = Pebble::start(PebbleOptions::default());
     let log = SignedLog::build(&pebble, kind).await;
-    let (status, public_key, stderr) = run_command(&log.env, &["audit", "public-key"]);
+    let (status, public_key, stderr) = run_command(BINARY, &log.env, &["audit", "public-key"]);
     assert!(status.success(), "{stderr}");
     let public_key = public_key.trim().to_owned();
     assert_eq!(log.second["public_key"], public_key.as_str());
@@ -195,7 +196,7 @@ async fn an_untouched_log_verifies_clean_from_the_database_and_through_the_api(k
     );
 
     // Through the API, with nothing but the public key and a read-only token.
-    let service = Service::start(&log.env);
+    let service = Service::start(BINARY, &log.env);
     let (code, listed) = service.get("/audit/checkpoints").await;
     assert_eq!(code, 200, "{listed}");
     assert_eq!(listed["items"][0], log.second, "latest first");
@@ -205,6 +206,7 @@ async fn an_untouched_log_verifies_clean_from_the_database_and_through_the_api(k
     assert_eq!(third["event_count"], 7);
     assert_eq!(sign(&service, 200).await, third);
     let (status, report, stderr) = run_command(
+        BINARY,
         &HashMap::new(),
         &[
             "audit",
@@ -263,7 +265,7 @@ async fn an_untouched_log_verifies_clean_from_the_database_and_through_the_api(k
             .expect("GET");
         seen.push_str(&response.text().await.expect("body"));
     }
-    let (_, config, _) = run_command(&log.env, &["config"]);
+    let (_, config, _) = run_command(BINARY, &log.env, &["config"]);
     seen.push_str(&config);
     match kind {
         StoreKind::Postgres => {
@@ -429,13 +431,13 @@ async fn every_kind_of_tampering_is_reported_between_the_right_checkpoints(kind:
         report.contains(&format!("UNSIGNED checkpoint at position {second} ")),
         "{report}"
     );
-    let (_, public_key, _) = run_command(&log.env, &["audit", "public-key"]);
+    let (_, public_key, _) = run_command(BINARY, &log.env, &["audit", "public-key"]);
     let mut impostor = log.env.clone();
     impostor.insert(
         "AUDIT_SIGNING_KEY".into(),
         "aW1wb3N0b3Itc2lnbmluZy1rZXktb2YtMzItYnl0ZXM=".into(),
     );
-    let (_, impostor_key, _) = run_command(&impostor, &["audit", "public-key"]);
+    let (_, impostor_key, _) = run_command(BINARY, &impostor, &["audit", "public-key"]);
     assert_ne!(impostor_key.trim(), public_key.trim());
     let (passed, report) = log.verify(&["--public-key", impostor_key.trim()]);
     assert!(!passed, "{report}");

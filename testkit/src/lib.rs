@@ -1,0 +1,32 @@
+//! The fixtures of dns-handling's end-to-end tests and benches: a real Pebble with its DNS
+//! server, a real database (a SQLite file or a fresh PostgreSQL database), and the real service
+//! binary. A dev-only crate: the root package's `tests/e2e/` and `bench/` use it, nothing ships
+//! it.
+//!
+//! Every fixture picks its own free ports and directories, so tests run in parallel, and every
+//! child process is killed and waited for when its guard drops.
+//!
+//! | module | what |
+//! | --- | --- |
+//! | `process` | temporary directories, free ports, child processes killed on drop |
+//! | `pebble` | Pebble and pebble-challtestsrv: the CA and the DNS server the tests publish on |
+//! | `database` | a test database of its own on SQLite or PostgreSQL, and SQL straight at it |
+//! | `service` | the service binary as a process, its operator commands, HTTP calls to it |
+//! | `setup` | the environment a service starts with, and domains taken to `verified`/`active` |
+
+#![forbid(unsafe_code)]
+
+mod database;
+mod pebble;
+mod process;
+mod service;
+mod setup;
+
+pub use database::{postgres_admin_url, StoreKind, TestDatabase};
+pub use pebble::{Pebble, PebbleOptions};
+pub use process::{free_dns_port, free_port, ChildGuard, TempDir};
+pub use service::{run_command, sample, start_expecting_refusal, Service};
+pub use setup::{
+    active_domain, database_env, pebble_and_database, service_env, verified_domain,
+    TEST_AUDIT_SIGNING_KEY, TEST_KEY_ENCRYPTION_KEY,
+};

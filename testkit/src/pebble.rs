@@ -1,0 +1,259 @@
+//! Pebble, the ACME test CA, with pebble-challtestsrv as the DNS server it validates against
+//! and the tests publish TXT records on.
+
+use std::path::{Path, PathBuf};
+use std::process::{Command, Stdio};
+
+use serde_json::{json, Value};
+
+use crate::process::{free_dns_port, free_port, spawn, wait_for_tcp, ChildGuard, TempDir};
+
+/// Where a missing Pebble comes from.
+const INSTALL_HINT: &str =
+    "Run the test script (tests/run.sh), which installs Pebble (apt-get install pebble).";
+
+/// Pebble (ACME) and pebble-challtestsrv (its DNS server), on free ports.
+pub struct Pebble {
+    /// Pebble's configuration, HTTPS identity and logs, and both processes' logs.
+    pub dir: TempDir,
+    /// The ACME server's HTTPS port.
+    pub acme_port: u16,
+    /// Pebble's management API (its roots and intermediates).
+    pub management_port: u16,
+    /// The DNS server's port (UDP and TCP).
+    pub dns_port: u16,
+    /// pebble-challtestsrv's management API (TXT records, SERVFAIL, request history).
+    pub challtestsrv_port: u16,
+    pebble: ChildGuard,
+    _challtestsrv: ChildGuard,
+}
+
+/// Options for a Pebble run.
+#[derive(Clone, Default)]
+pub struct PebbleOptions {
+    /// Percentage of nonces Pebble rejects; `None` keeps Pebble's own default (5%).
+    pub nonce_reject_percent: Option<u8>,
+}
+
+impl Pebble {
+    /// Starts Pebble and its DNS server, on fresh ports again if a port was taken in between.
+    pub fn start(options: PebbleOptions) -> Pebble {
+        const ATTEMPTS: usize = 3;
+        let mut failures = Vec::new();
+        for _ in 0..ATTEMPTS {
+            match Pebble::try_start(&options) {
+                Ok(pebble) => return pebble,
+                Err(failure) => failures.push(failure),
+            }
+        }
+        panic!(
+            "Pebble did not start in {ATTEMPTS} attempts:\n{}",
+            failures.join("\n")
+        );
+    }
+
+    /// One start on fresh ports; the error carries what the process that failed logged.
+    fn try_start(options: &PebbleOptions) -> Result<Pebble, String> {
+        let dir = TempDir::new("pebble");
+        let (acme_port, management_port, dns_port, challtestsrv_port) =
+            (free_port(), free_port(), free_dns_port(), free_port());
+        write_https_identity(dir.path());
+        let config = json!({"pebble": {
+            "listenAddress": format!("127.0.0.1:{acme_port}"),
+            "managementListenAddress": format!("127.0.0.1:{management_port}"),
+            "certificate": dir.path().join("pebble-cert.pem"),
+            "privateKey": dir.path().join("pebble-key.pem"),
+            "httpPort": free_port(),
+            "tlsPort": free_port(),
+            "ocspResponderURL": "",
+            "externalAccountBindingRequired": false
+        }});
+        let config_path = dir.path().join("pebble.json");
+        std::fs::write(&config_path, config.to_string()).expect("write pebble config");
+        let log_of =
+            |name: &str| std::fs::read_to_string(dir.path().join(name)).unwrap_or_default();
+
+        let challtestsrv_log =
+            std::fs::File::create(dir.path().join("challtestsrv.log")).expect("log file");
+        let mut challtestsrv = spawn(
+            Command::new("pebble-challtestsrv")
+                .args(["-dns01", &format!("127.0.0.1:{dns_port}")])
+                .args(["-management", &format!("127.0.0.1:{challtestsrv_port}")])
+                .args(["-http01", "", "-https01", "", "-tlsalpn01", ""])
+                .stdout(Stdio::null())
+                .stderr(challtestsrv_log),
+            "pebble-challtestsrv",
+            INSTALL_HINT,
+        );
+        wait_for_tcp(
+            challtestsrv_port,
+            "pebble-challtestsrv",
+            &mut challtestsrv.child,
+        )
+        .map_err(|error| format!("{error}; its log:\n{}", log_of("challtestsrv.log")))?;
+
+        let pebble_log = std::fs::File::create(dir.path().join("pebble.log")).expect("log file");
+        let mut command = Command::new("pebble");
+        command
+            .args(["-config", &config_path.to_string_lossy()])
+            .args(["-dnsserver", &format!("127.0.0.1:{dns_port}")])
+            .arg("-strict=false")
+            .env("PEBBLE_VA_NOSLEEP", "1")
+            .env("PEBBLE_AUTHZREUSE", "0")
+            .stdout(pebble_log.try_clone().expect("log file"))
+            .stderr(pebble_log);
+        match options.nonce_reject_percent {
+            Some(percent) => command.env("PEBBLE_WFE_NONCEREJECT", percent.to_string()),
+            None => command.env_remove("PEBBLE_WFE_NONCEREJECT"),
+        };
+        let mut pebble = spawn(&mut command, "pebble", INSTALL_HINT);
+        wait_for_tcp(acme_port, "pebble", &mut pebble.child)
+            .and_then(|()| wait_for_tcp(management_port, "pebble management", &mut pebble.child))
+            .map_err(|error| format!("{error}; its log:\n{}", log_of("pebble.log")))?;
+        Ok(Pebble {
+            dir,
+            acme_port,
+            management_port,
+            dns_port,
+            challtestsrv_port,
+            pebble,
+            _challtestsrv: challtestsrv,
+        })
+    }
+
+    /// The ACME directory URL.
+    pub fn directory_url(&self) -> String {
+        format!("https://127.0.0.1:{}/dir", self.acme_port)
+    }
+
+    /// The CA file that trusts Pebble's HTTPS certificate.
+    pub fn ca_bundle(&self) -> PathBuf {
+        self.dir.path().join("test-ca.pem")
+    }
+
+    /// The DNS server as `DNS_NAMESERVERS` takes it (`127.0.0.1:<port>`).
+    pub fn nameserver(&self) -> String {
+        format!("127.0.0.1:{}", self.dns_port)
+    }
+
+    fn challtestsrv(&self, path: &str, body: Value) {
+        let url = format!("http://127.0.0.1:{}{path}", self.challtestsrv_port);
+        assert!(curl_post(&url, &body), "challtestsrv {path} {body} failed");
+    }
+
+    /// Publishes a TXT value (appended to any already there). `host` must end with a dot.
+    pub fn set_txt(&self, host: &str, value: &str) {
+        assert!(
+            host.ends_with('.'),
+            "challtestsrv ignores hosts without the trailing dot"
+        );
+        self.challtestsrv("/set-txt", json!({"host": host, "value": value}));
+    }
+
+    /// Stops the ACME server (its DNS server keeps running), as a CA outage would.
+    pub fn stop_acme(&mut self) {
+        self.pebble.kill();
+    }
+
+    /// Makes every query for `host` answer SERVFAIL.
+    pub fn set_servfail(&self, host: &str) {
+        self.challtestsrv("/set-servfail", json!({"host": host}));
+    }
+
+    /// Removes every TXT value at `host`.
+    pub fn clear_txt(&self, host: &str) {
+        self.challtestsrv("/clear-txt", json!({"host": host}));
+    }
+
+    /// Undoes [`Pebble::set_servfail`].
+    pub fn clear_servfail(&self, host: &str) {
+        self.challtestsrv("/clear-servfail", json!({"host": host}));
+    }
+
+    /// How many DNS queries for `host` the DNS server has answered so far (its request history;
+    /// Pebble's own validation lookups count too). `host` may end with a dot.
+    pub fn dns_queries(&self, host: &str) -> usize {
+        let url = format!(
+            "http://127.0.0.1:{}/dns-request-history",
+            self.challtestsrv_port
+        );
+        let body = json!({"host": host.trim_end_matches('.')});
+        let output = Command::new("curl")
+            .args(["-sS", "--fail-with-body", "-X", "POST", "-d"])
+            .arg(body.to_string())
+            .arg(&url)
+            .output()
+            .expect("curl runs");
+        let text = String::from_utf8_lossy(&output.stdout);
+        assert!(output.status.success(), "challtestsrv {url} failed: {text}");
+        let history: Value = serde_json::from_str(&text)
+            .unwrap_or_else(|_| panic!("the DNS request history is not JSON: {text:?}"));
+        history.as_array().map_or(0, Vec::len)
+    }
+
+    /// The root Pebble issues under (it changes on every start).
+    pub fn issuing_root_pem(&self) -> String {
+        let output = Command::new("curl")
+            .args([
+                "-sSfk",
+                &format!("https://127.0.0.1:{}/roots/0", self.management_port),
+            ])
+            .output()
+            .expect("curl runs");
+        assert!(output.status.success(), "fetching Pebble's root failed");
+        String::from_utf8(output.stdout).expect("PEM is text")
+    }
+}
+
+/// A throwaway CA and a `localhost`/`127.0.0.1` certificate for Pebble's HTTPS.
+fn write_https_identity(dir: &Path) {
+    use rcgen::{BasicConstraints, CertificateParams, IsCa, Issuer, KeyPair};
+    let ca_key = KeyPair::generate().expect("CA key");
+    let mut ca_params = CertificateParams::new(Vec::<String>::new()).expect("CA params");
+    ca_params.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
+    ca_params
+        .distinguished_name
+        .push(rcgen::DnType::CommonName, "dns-handling test CA");
+    let ca_cert = ca_params.self_signed(&ca_key).expect("CA certificate");
+    let issuer = Issuer::from_params(&ca_params, &ca_key);
+    let leaf_key = KeyPair::generate().expect("leaf key");
+    let leaf_params = CertificateParams::new(vec!["localhost".to_owned(), "127.0.0.1".to_owned()])
+        .expect("leaf params");
+    let leaf = leaf_params
+        .signed_by(&leaf_key, &issuer)
+        .expect("leaf certificate");
+    std::fs::write(dir.join("test-ca.pem"), ca_cert.pem()).expect("write CA");
+    std::fs::write(dir.join("pebble-cert.pem"), leaf.pem()).expect("write cert");
+    std::fs::write(dir.join("pebble-key.pem"), leaf_key.serialize_pem()).expect("write key");
+}
+
+/// A blocking HTTP POST for challtestsrv's management API (plain HTTP on loopback), usable
+/// from synchronous fixture code.
+fn curl_post(url: &str, body: &Value) -> bool {
+    let output = Command::new("curl")
+        .args([
+            "-sS",
+            "--fail-with-body",
+            "-X",
+            "POST",
+            "-d",
+            &body.to_string(),
+            url,
+        ])
+        .output();
+    match output {
+        Ok(output) if output.status.success() => true,
+        Ok(output) => {
+            eprintln!(
+                "curl {url} failed: {}{}",
+                String::from_utf8_lossy(&output.stdout),
+                String::from_utf8_lossy(&output.stderr)
+            );
+            false
+        }
+        Err(error) => {
+            eprintln!("curl {url} did not run: {error}");
+            false
+        }
+    }
+}
