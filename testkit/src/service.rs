@@ -230,6 +230,17 @@ impl Service {
         into_parts(request.send().await.expect("POST")).await
     }
 
+    /// `DELETE` of `path`: the status code (the answer of a removal has no body).
+    pub async fn delete(&self, path: &str) -> u16 {
+        let response = self
+            .client
+            .delete(self.url(path))
+            .send()
+            .await
+            .expect("DELETE");
+        response.status().as_u16()
+    }
+
     /// Registers a domain; returns its id and verification record name and token.
     pub async fn register(&self, name: &str) -> (String, String, String) {
         let (status, body) = self

@@ -193,13 +193,7 @@ async fn history_feed_replay_audit_and_export_tell_the_same_story(kind: StoreKin
         .post(&format!("/domains/{failed}/retry"), None)
         .await;
     let (removed, _, _) = service.register("removed.example.test").await;
-    let response = service
-        .client
-        .delete(service.url(&format!("/domains/{removed}")))
-        .send()
-        .await
-        .expect("DELETE");
-    assert_eq!(response.status().as_u16(), 204);
+    assert_eq!(service.delete(&format!("/domains/{removed}")).await, 204);
     let second = active_domain(&service, &pebble, "two.example.test").await;
 
     // History: in order, chained, with who did it.

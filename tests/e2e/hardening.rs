@@ -68,13 +68,7 @@ async fn a_view_that_missed_an_event_is_rebuilt_from_its_stream_not_moved_past_i
     );
 
     // The next event's update finds the view one event behind: it folds the stream again.
-    let response = service
-        .client
-        .delete(service.url(&format!("/domains/{id}")))
-        .send()
-        .await
-        .expect("DELETE");
-    assert_eq!(response.status().as_u16(), 204);
+    assert_eq!(service.delete(&format!("/domains/{id}")).await, 204);
     let stored: Value = serde_json::from_str(
         &database
             .texts(&format!("payload FROM domain_views WHERE id = '{id}'"))
@@ -92,34 +86,10 @@ async fn a_view_that_missed_an_event_is_rebuilt_from_its_stream_not_moved_past_i
     let (status, report, stderr) = run_command(BINARY, &env, &["audit", "views"]);
     assert!(status.success(), "{report}{stderr}");
     assert!(report.contains(": 0 disagree"), "{report}");
-    let (_, metrics) = metrics_text(&service).await;
-    assert!(
-        metric(&metrics, "dns_handling_view_rebuilds_total") >= 1.0,
-        "{metrics}"
-    );
+    let rebuilds = service.metric("dns_handling_view_rebuilds_total").await;
+    assert!(rebuilds >= Some(1.0), "{rebuilds:?}");
 }
 on_both_stores!(a_view_that_missed_an_event_is_rebuilt_from_its_stream_not_moved_past_it);
-
-async fn metrics_text(service: &Service) -> (u16, String) {
-    let response = service
-        .client
-        .get(service.url("/metrics"))
-        .send()
-        .await
-        .expect("GET /metrics");
-    (
-        response.status().as_u16(),
-        response.text().await.expect("text"),
-    )
-}
-
-/// The value of an unlabelled metric in OpenMetrics text.
-fn metric(text: &str, name: &str) -> f64 {
-    text.lines()
-        .find_map(|line| line.strip_prefix(&format!("{name} ")))
-        .and_then(|value| value.trim().parse().ok())
-        .unwrap_or_else(|| panic!("no {name} in:\n{text}"))
-}
 
 /// The real lookup, which panics once, the first time it is asked after being armed: a poll
 /// that dies from the inside, as a bug in any step of it would.
@@ -191,11 +161,8 @@ async fn a_poller_whose_work_dies_is_started_again_and_its_order_finishes(kind: 
         !lookup.armed.load(Ordering::SeqCst),
         "the poll did die once"
     );
-    let (_, metrics) = metrics_text(&service).await;
-    assert!(
-        metric(&metrics, "dns_handling_poller_restarts_total") >= 1.0,
-        "{metrics}"
-    );
+    let restarts = service.metric("dns_handling_poller_restarts_total").await;
+    assert!(restarts >= Some(1.0), "{restarts:?}");
 
     // The certificate is served from its view: the answer does not read the event stream.
     let (code, certificate) = service.get(&format!("/domains/{id}/certificate")).await;

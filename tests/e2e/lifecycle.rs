@@ -86,13 +86,7 @@ async fn a_removed_domain_frees_its_name_keeps_its_history_and_its_poller_stops(
         .await;
     wait_for_dns_queries(&pebble, challenge_domain, 3).await;
 
-    let response = service
-        .client
-        .delete(service.url(&format!("/domains/{id}")))
-        .send()
-        .await
-        .expect("DELETE");
-    assert_eq!(response.status().as_u16(), 204);
+    assert_eq!(service.delete(&format!("/domains/{id}")).await, 204);
 
     let (code, body) = service.get(&format!("/domains/{id}")).await;
     assert_eq!(code, 404, "{body}");
@@ -104,13 +98,7 @@ async fn a_removed_domain_frees_its_name_keeps_its_history_and_its_poller_stops(
     );
     let (_, list) = service.get("/domains").await;
     assert_eq!(list["items"].as_array().map(Vec::len), Some(0), "{list}");
-    let response = service
-        .client
-        .delete(service.url(&format!("/domains/{id}")))
-        .send()
-        .await
-        .expect("DELETE");
-    assert_eq!(response.status().as_u16(), 404);
+    assert_eq!(service.delete(&format!("/domains/{id}")).await, 404);
     let (code, body) = service.post(&format!("/domains/{id}/retry"), None).await;
     assert_eq!(code, 404, "{body}");
 

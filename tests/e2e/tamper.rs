@@ -107,13 +107,7 @@ impl SignedLog {
 }
 
 async fn remove(service: &Service, id: &str) {
-    let response = service
-        .client
-        .delete(service.url(&format!("/domains/{id}")))
-        .send()
-        .await
-        .expect("DELETE");
-    assert_eq!(response.status().as_u16(), 204);
+    assert_eq!(service.delete(&format!("/domains/{id}")).await, 204);
 }
 
 async fn sign(service: &Service, expected: u16) -> Value {
