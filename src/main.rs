@@ -7,7 +7,7 @@ use std::process::ExitCode;
 use anyhow::Context as _;
 use dns_handling::app::Application;
 use dns_handling::audit::checkpoints::AuditSigner;
-use dns_handling::audit::verify::{verify_log, LogSource};
+use dns_handling::audit::verify::{read_kept_checkpoints, verify_log, LogSource};
 use dns_handling::cli::{client, operator as cli};
 use dns_handling::settings::{LogFormat, Settings};
 
@@ -93,9 +93,17 @@ async fn command(settings: Settings, args: &[String]) -> anyhow::Result<()> {
                 Some(server) => LogSource::api(server, options.token.clone()),
                 None => LogSource::Store(cli::open_store(&settings).await?),
             };
+            let known = match &options.known {
+                Some(path) => read_kept_checkpoints(
+                    &std::fs::read_to_string(path)
+                        .with_context(|| format!("reading --known {path}"))?,
+                )?,
+                None => Vec::new(),
+            };
             let findings = verify_log(
                 &source,
                 options.public_key.as_deref(),
+                &known,
                 &mut std::io::stdout().lock(),
             )
             .await?;
@@ -105,7 +113,7 @@ async fn command(settings: Settings, args: &[String]) -> anyhow::Result<()> {
             Ok(())
         }
         ["audit", "public-key"] => {
-            println!("{}", AuditSigner::resolve(&settings)?.public_key());
+            println!("{}", AuditSigner::existing(&settings)?.public_key());
             Ok(())
         }
         ["audit", "views"] => {

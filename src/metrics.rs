@@ -77,6 +77,9 @@ pub struct Metrics {
     pub poller_restarts: Counter,
     /// Domain views that had missed events and were folded again from their streams.
     pub view_rebuilds: Counter,
+    /// Checkpoint signings refused because the log or a stored checkpoint was not what this
+    /// service's key signed (an alert: someone wrote to the database around the service).
+    pub checkpoint_refusals: Counter,
     /// Seconds to append one command's events to the store, by outcome.
     pub event_append_duration: HistogramFamily<OutcomeLabel>,
 }
@@ -148,6 +151,12 @@ impl Metrics {
             "Domain views that had missed events and were folded again from their streams",
             view_rebuilds.clone(),
         );
+        let checkpoint_refusals = Counter::default();
+        registry.register(
+            "checkpoint_refusals",
+            "Checkpoint signings refused because the log no longer matches its checkpoints",
+            checkpoint_refusals.clone(),
+        );
         let event_append_duration =
             HistogramFamily::<OutcomeLabel>::new_with_constructor(append_histogram);
         registry.register(
@@ -165,6 +174,7 @@ impl Metrics {
             live_pollers,
             poller_restarts,
             view_rebuilds,
+            checkpoint_refusals,
             event_append_duration,
         }
     }

@@ -155,13 +155,26 @@ pub fn verify_stream(
 }
 
 /// The running hash of the whole log after one more event: SHA-256 (hex) over the text
-/// `<previous log hash>:<position>:<entry hash>`, starting from [`GENESIS`]. A signed checkpoint
-/// holds it, so removing, inserting, reordering or rewriting any event it covers changes it.
-pub fn log_hash(previous: &str, position: i64, entry_hash: &str) -> String {
-    Sha256::digest(format!("{previous}:{position}:{entry_hash}").as_bytes())
-        .iter()
-        .map(|byte| format!("{byte:02x}"))
-        .collect()
+/// `<previous log hash>:<position>:<recorded_at>:<entry hash>`, starting from [`GENESIS`]. A
+/// signed checkpoint holds it, so removing, inserting, reordering or rewriting any event it
+/// covers changes it, and so does changing when an event was recorded, which the per-stream
+/// chain cannot cover (the store sets it as it commits).
+pub fn log_hash(previous: &str, aggregate_type: &str, event: &crate::feed::FeedEvent) -> String {
+    log_step(previous, event, &entry_hash(aggregate_type, event))
+}
+
+/// [`log_hash`] with the event's entry hash already computed.
+fn log_step(previous: &str, event: &crate::feed::FeedEvent, entry: &str) -> String {
+    Sha256::digest(
+        format!(
+            "{previous}:{}:{}:{entry}",
+            event.position, event.recorded_at
+        )
+        .as_bytes(),
+    )
+    .iter()
+    .map(|byte| format!("{byte:02x}"))
+    .collect()
 }
 
 /// What an event contributes to the log hash: its chain hash recomputed from everything stored
@@ -225,7 +238,7 @@ impl LogWalker {
     /// here (each stream is reported once, at its first broken link).
     pub fn next(&mut self, event: &crate::feed::FeedEvent) -> Option<BrokenLink> {
         let entry = entry_hash(&self.aggregate_type, event);
-        self.log_hash = log_hash(&self.log_hash, event.position, &entry);
+        self.log_hash = log_step(&self.log_hash, event, &entry);
         self.events += 1;
         self.position = event.position;
         if self.broken.contains(&event.aggregate_id) {

@@ -272,10 +272,12 @@ impl OrderPoller {
             .memory
             .as_ref()
             .map_or(interval, |memory| memory.delay(interval));
-        let until_deadline = (self.pending.order.deadline - Utc::now())
-            .to_std()
-            .unwrap_or(Duration::ZERO);
-        interval.min(until_deadline)
+        match (self.pending.order.deadline - Utc::now()).to_std() {
+            Ok(until_deadline) if !until_deadline.is_zero() => interval.min(until_deadline),
+            // Past the deadline, only recording the end is left; if the store refused it (down,
+            // or a broken chain), trying again at once would spin: wait an interval.
+            _ => interval,
+        }
     }
 }
 

@@ -13,7 +13,7 @@ use std::path::{Path, PathBuf};
 use aws_lc_rs::signature::{Ed25519KeyPair, KeyPair as _, UnparsedPublicKey, ED25519};
 use base64::engine::general_purpose::STANDARD;
 use base64::Engine as _;
-use dns_handling_events::chain::{entry_hash, log_hash, GENESIS};
+use dns_handling_events::chain::{log_hash, GENESIS};
 use dns_handling_events::AGGREGATE_TYPE;
 use rand::RngCore as _;
 use serde::{Deserialize, Serialize};
@@ -66,10 +66,22 @@ impl Checkpoint {
 #[error("{0}")]
 pub struct SigningKeyError(String);
 
-/// The Ed25519 key checkpoints are signed with. Its `Debug` never shows it.
+/// The Ed25519 key checkpoints are signed with, and how far this process has checked the log
+/// itself. Its `Debug` never shows the key.
 pub struct AuditSigner {
     key_pair: Ed25519KeyPair,
     public_key: String,
+    /// The log as this process last walked it; `None` until the first signing, which walks the
+    /// whole log. Locked for the whole of a signing, so one process signs one at a time.
+    tip: tokio::sync::Mutex<Option<Tip>>,
+}
+
+/// A place in the log with the number of events and the log hash up to it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+struct Tip {
+    position: i64,
+    count: i64,
+    hash: String,
 }
 
 impl std::fmt::Debug for AuditSigner {
@@ -96,6 +108,7 @@ impl AuditSigner {
         Ok(Self {
             key_pair,
             public_key,
+            tip: tokio::sync::Mutex::new(None),
         })
     }
 
@@ -110,6 +123,21 @@ impl AuditSigner {
             &settings.database_url,
             settings.uses_postgres(),
         )
+    }
+
+    /// The key as configured, never generating one: what `audit public-key` prints.
+    pub fn existing(settings: &Settings) -> Result<Self, SigningKeyError> {
+        let generated = signing_key_path(&settings.database_url);
+        let configured = settings.audit_signing_key.is_some()
+            || settings.audit_signing_key_file.is_some()
+            || settings.uses_postgres();
+        match generated {
+            Some(path) if !configured && !path.exists() => Err(SigningKeyError(format!(
+                "no audit signing key yet: the service generates one at {} on its first start",
+                path.display()
+            ))),
+            _ => Self::resolve(settings),
+        }
     }
 
     fn resolve_from(
@@ -201,40 +229,116 @@ fn signing_key_path(database_url: &str) -> Option<PathBuf> {
 /// Events read per step when a checkpoint extends the previous one.
 const PAGE: u32 = 1000;
 
-/// Signs a checkpoint of the log as it stands, extending the latest one by the events after
-/// it. Answers the checkpoint and whether it is new; when no event was added since the latest
-/// checkpoint, that one is answered and nothing is signed.
+/// Why no checkpoint was signed.
+#[derive(Debug, thiserror::Error)]
+pub enum CheckpointError {
+    /// The store failed.
+    #[error(transparent)]
+    Store(#[from] StoreError),
+    /// The stored log or checkpoints are not what this key signed: signing now would vouch for
+    /// a rewritten log.
+    #[error("refusing to sign a checkpoint: {0}; run dns-handling audit verify")]
+    Refused(String),
+}
+
+/// Signs a checkpoint of the log as it stands. Answers the checkpoint and whether it is new;
+/// when no event was added since the latest checkpoint, that one is answered.
+///
+/// It never trusts the database's latest checkpoint as a starting point, which a writer of the
+/// database could have deleted or forged: the first signing of a process walks the whole log
+/// and checks every stored checkpoint on the way (signed by this key, same count, same hash);
+/// later ones go on from where this process last stood, checking the checkpoints other replicas
+/// signed meanwhile. Any disagreement refuses, loudly.
 pub async fn sign_checkpoint(
     store: &Store,
     signer: &AuditSigner,
-) -> Result<(Checkpoint, bool), StoreError> {
-    let latest = store.latest_audit_checkpoint().await?;
-    let (mut position, mut count, mut hash) = match &latest {
-        Some(latest) => (latest.position, latest.event_count, latest.log_hash.clone()),
-        None => (0, 0, GENESIS.to_owned()),
+) -> Result<(Checkpoint, bool), CheckpointError> {
+    let mut known = signer.tip.lock().await;
+    let mut tip = known.clone().unwrap_or(Tip {
+        position: 0,
+        count: 0,
+        hash: GENESIS.to_owned(),
+    });
+    let mut stored = store
+        .audit_checkpoints_after(tip.position)
+        .await?
+        .into_iter()
+        .peekable();
+    let mut latest_stored: Option<Checkpoint> = None;
+    let mut check = |checkpoint: Checkpoint, tip: &Tip| -> Result<(), CheckpointError> {
+        if checkpoint.public_key != signer.public_key
+            || !checkpoint.is_signed_by(&signer.public_key)
+        {
+            return Err(CheckpointError::Refused(format!(
+                "the checkpoint at position {} is not signed by this service's key",
+                checkpoint.position
+            )));
+        }
+        if checkpoint.event_count != tip.count || checkpoint.log_hash != tip.hash {
+            return Err(CheckpointError::Refused(format!(
+                "the log up to position {} no longer matches its checkpoint",
+                checkpoint.position
+            )));
+        }
+        latest_stored = Some(checkpoint);
+        Ok(())
     };
     loop {
-        let events = store.events_after(position, PAGE).await?;
+        let events = store.events_after(tip.position, PAGE).await?;
         for event in &events {
-            hash = log_hash(&hash, event.position, &entry_hash(AGGREGATE_TYPE, event));
-            position = event.position;
-            count += 1;
+            while let Some(checkpoint) = stored.next_if(|c| event.position > c.position) {
+                check(checkpoint, &tip)?;
+            }
+            tip.hash = log_hash(&tip.hash, AGGREGATE_TYPE, event);
+            tip.position = event.position;
+            tip.count += 1;
         }
         if events.len() < PAGE as usize {
             break;
         }
     }
-    if let Some(latest) = latest {
-        if latest.position == position {
-            return Ok((latest, false));
+    for checkpoint in stored {
+        if checkpoint.position > tip.position {
+            return Err(CheckpointError::Refused(format!(
+                "a checkpoint claims position {}, beyond the end of the log at {}",
+                checkpoint.position, tip.position
+            )));
+        }
+        check(checkpoint, &tip)?;
+    }
+    *known = Some(tip.clone());
+    let previous = match latest_stored {
+        Some(checked) => Some(checked),
+        // Nothing stored after where this process stood: its own last checkpoint may be it.
+        None => store.latest_audit_checkpoint().await?,
+    };
+    if let Some(previous) = previous {
+        let same = previous.position == tip.position
+            && previous.event_count == tip.count
+            && previous.log_hash == tip.hash
+            && previous.is_signed_by(&signer.public_key);
+        if same {
+            return Ok((previous, false));
         }
     }
-    let checkpoint = signer.sign(position, count, hash);
-    let new = store.insert_audit_checkpoint(&checkpoint).await?;
-    if new {
-        tracing::info!(position, events = count, "signed a checkpoint of the log");
+    let checkpoint = signer.sign(tip.position, tip.count, tip.hash);
+    if store.insert_audit_checkpoint(&checkpoint).await? {
+        tracing::info!(
+            position = checkpoint.position,
+            events = checkpoint.event_count,
+            "signed a checkpoint of the log"
+        );
+        return Ok((checkpoint, true));
     }
-    Ok((checkpoint, new))
+    // Another replica signed the same position at the same moment: answer what is stored.
+    let stored = store
+        .audit_checkpoints(Some(checkpoint.position + 1), 1)
+        .await?
+        .into_iter()
+        .next()
+        .filter(|stored| stored.position == checkpoint.position)
+        .unwrap_or(checkpoint);
+    Ok((stored, false))
 }
 
 /// Signs a checkpoint every `interval` in which events were added, for as long as the process
@@ -250,8 +354,15 @@ pub fn spawn_checkpoint_loop(
         ticks.tick().await;
         loop {
             ticks.tick().await;
-            if let Err(error) = sign_checkpoint(&store, &signer).await {
-                tracing::warn!(%error, "could not sign a checkpoint; trying again at the next interval");
+            match sign_checkpoint(&store, &signer).await {
+                Ok(_) => {}
+                Err(error @ CheckpointError::Refused(_)) => {
+                    crate::metrics::METRICS.checkpoint_refusals.inc();
+                    tracing::error!(%error, "the log does not match its checkpoints");
+                }
+                Err(error) => {
+                    tracing::warn!(%error, "could not sign a checkpoint; trying again at the next interval");
+                }
             }
         }
     })

@@ -31,6 +31,19 @@ pub enum LogSource {
     },
 }
 
+/// Reads checkpoints an auditor kept: the JSON of a `GET /audit/checkpoints` page, a JSON array
+/// of checkpoints, or one checkpoint per line.
+pub fn read_kept_checkpoints(text: &str) -> anyhow::Result<Vec<Checkpoint>> {
+    if let Ok(value) = serde_json::from_str::<serde_json::Value>(text) {
+        let items = value.get("items").cloned().unwrap_or(value);
+        return serde_json::from_value(items).context("kept checkpoints");
+    }
+    text.lines()
+        .filter(|line| !line.trim().is_empty())
+        .map(|line| serde_json::from_str(line).context("a kept checkpoint"))
+        .collect()
+}
+
 impl LogSource {
     /// Reads the API of `server`.
     pub fn api(server: &str, token: Option<String>) -> Self {
@@ -101,7 +114,15 @@ impl LogSource {
                 }
             };
             let full = page.len() == PAGE as usize;
-            before = page.last().map(|checkpoint| checkpoint.position);
+            let next = page.last().map(|checkpoint| checkpoint.position);
+            // Each page must go further back, or a source that repeats itself loops for ever.
+            anyhow::ensure!(
+                page.windows(2)
+                    .all(|pair| pair[0].position > pair[1].position)
+                    && before.zip(next).is_none_or(|(before, next)| next < before),
+                "the source's checkpoints are not in order, latest first"
+            );
+            before = next;
             all.extend(page);
             if !full {
                 break;
@@ -133,6 +154,11 @@ pub enum Finding {
         /// How many.
         count: i64,
     },
+    /// A checkpoint the auditor kept a copy of is gone from the store, or differs.
+    KeptCheckpoint {
+        /// Its position.
+        position: i64,
+    },
     /// The log no longer is what a checkpoint signed.
     CheckpointMismatch {
         /// The checkpoint's position.
@@ -145,36 +171,73 @@ pub enum Finding {
 
 /// Checks the whole log from `source`: prints each finding and a summary to `out` and returns
 /// the findings. With `trusted_key`, checkpoints must be signed by that key (standard base64);
-/// without, by the key each names, and all by the same one.
+/// without, by the key each names, and all by the same one. `known` are checkpoints the auditor
+/// kept copies of: each must still be stored as it was, and the log must still match it.
 pub async fn verify_log(
     source: &LogSource,
     trusted_key: Option<&str>,
+    known: &[Checkpoint],
     out: &mut impl Write,
 ) -> anyhow::Result<Vec<Finding>> {
     let mut findings = Vec::new();
-    let checkpoints = source.checkpoints().await?;
-    for checkpoint in &checkpoints {
-        let key = trusted_key.unwrap_or(checkpoints[0].public_key.as_str());
-        if !checkpoint.is_signed_by(key) {
-            writeln!(
-                out,
-                "UNSIGNED checkpoint at position {} (signed_at {}): its signature does not hold under {}",
-                checkpoint.position,
-                checkpoint.signed_at,
-                if trusted_key.is_some() { "the given public key" } else { "the key of the first checkpoint" }
-            )?;
-            findings.push(Finding::BadSignature {
-                position: checkpoint.position,
-            });
+    let mut checkpoints = source.checkpoints().await?;
+    for kept in known {
+        match checkpoints.iter().find(|c| c.position == kept.position) {
+            Some(stored) if stored == kept => {}
+            Some(_) => {
+                writeln!(
+                    out,
+                    "CHANGED checkpoint at position {}: the stored one differs from the copy kept",
+                    kept.position
+                )?;
+                findings.push(Finding::KeptCheckpoint {
+                    position: kept.position,
+                });
+            }
+            None => {
+                writeln!(
+                    out,
+                    "MISSING checkpoint at position {}: a copy was kept, the store no longer has it",
+                    kept.position
+                )?;
+                findings.push(Finding::KeptCheckpoint {
+                    position: kept.position,
+                });
+            }
         }
     }
+    // The kept copies are compared with the log too, in place of what the store holds.
+    checkpoints.retain(|c| !known.iter().any(|kept| kept.position == c.position));
+    checkpoints.extend(known.iter().cloned());
+    checkpoints.sort_by_key(|c| c.position);
+    let mut signed = Vec::with_capacity(checkpoints.len());
+    for checkpoint in &checkpoints {
+        let key = trusted_key.unwrap_or(checkpoints[0].public_key.as_str());
+        if checkpoint.is_signed_by(key) {
+            signed.push(checkpoint);
+            continue;
+        }
+        writeln!(
+            out,
+            "UNSIGNED checkpoint at position {} (signed_at {}): its signature does not hold under {}",
+            checkpoint.position,
+            checkpoint.signed_at,
+            if trusted_key.is_some() { "the given public key" } else { "the key of the first checkpoint" }
+        )?;
+        findings.push(Finding::BadSignature {
+            position: checkpoint.position,
+        });
+    }
 
+    // Only checkpoints whose signature holds say what the log was: a forged one is reported
+    // above and must not hide where the log really changed.
     let mut walker = LogWalker::new(AGGREGATE_TYPE);
-    let mut pending = checkpoints.iter().peekable();
+    let mut pending = signed.iter().copied().peekable();
     let mut last_matched = 0i64;
     let mut mismatched = 0usize;
     let mut compare = |walker: &LogWalker,
                        checkpoint: &Checkpoint,
+                       feed_ended: bool,
                        out: &mut dyn Write,
                        findings: &mut Vec<Finding>|
      -> anyhow::Result<()> {
@@ -190,7 +253,7 @@ pub async fn verify_log(
             // The log hash is cumulative: every checkpoint after the first mismatch differs too.
             return Ok(());
         }
-        let tail = if walker.position < checkpoint.position {
+        let tail = if feed_ended && walker.position < checkpoint.position {
             format!(
                 "; the feed ends at position {}, before the checkpoint's position",
                 walker.position
@@ -222,8 +285,15 @@ pub async fn verify_log(
     loop {
         let events = source.events_after(walker.position).await?;
         for event in &events {
+            // A source that does not move forward would make this walk go round for ever.
+            anyhow::ensure!(
+                event.position > walker.position,
+                "the source answered position {} after position {}: not in feed order",
+                event.position,
+                walker.position
+            );
             while let Some(checkpoint) = pending.next_if(|c| event.position > c.position) {
-                compare(&walker, checkpoint, out, &mut findings)?;
+                compare(&walker, checkpoint, false, out, &mut findings)?;
             }
             if let Some(link) = walker.next(event) {
                 writeln!(
@@ -242,21 +312,20 @@ pub async fn verify_log(
         }
     }
     for checkpoint in pending {
-        compare(&walker, checkpoint, out, &mut findings)?;
+        compare(&walker, checkpoint, true, out, &mut findings)?;
     }
     if let LogSource::Store(store) = source {
-        let (_, stored) = store.feed_extent().await?;
-        let outside = stored - walker.events as i64;
+        let outside = store.events_outside_the_feed().await?;
         if outside > 0 {
             writeln!(
                 out,
                 "OUTSIDE THE FEED: {outside} stored events have no place in the feed order (no \
-                 position, or one below 1): they were written around the service"
+                 position, one below 1, or another aggregate type): they were written around the \
+                 service"
             )?;
             findings.push(Finding::OutsideFeed { count: outside });
         }
     }
-
     let broken = findings
         .iter()
         .filter(|finding| matches!(finding, Finding::BrokenStream { .. }))

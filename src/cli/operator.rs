@@ -18,10 +18,12 @@ pub const USAGE: &str = "usage: dns-handling [--config FILE] [COMMAND]
   (no command)   serve the API
   config         print the effective configuration (file, then environment), secrets redacted
   replay         rebuild every read projection from the first event (stop the service first)
-  audit verify [--public-key KEY] [--server URL --token TOKEN]
+  audit verify [--public-key KEY] [--known FILE] [--server URL --token TOKEN]
                  check every stream's hash chain and every signed checkpoint (signature, event
                  count, log hash); exits 1 on any finding. --public-key: checkpoints must be
-                 signed by this key; --server: read through the API instead of the database
+                 signed by this key; --known: checkpoints kept elsewhere (a saved GET
+                 /audit/checkpoints page), each must still be stored and match; --server: read
+                 through the API instead of the database
   audit public-key
                  print the public key checkpoints are signed with, for auditors
   audit views    check every stored domain view against its own history (safe while the
@@ -105,6 +107,8 @@ pub struct VerifyOptions {
     pub server: Option<String>,
     /// The bearer token for `server`.
     pub token: Option<String>,
+    /// A file of checkpoints the auditor kept copies of.
+    pub known: Option<String>,
 }
 
 impl VerifyOptions {
@@ -118,6 +122,7 @@ impl VerifyOptions {
                 "--public-key" => &mut options.public_key,
                 "--server" => &mut options.server,
                 "--token" => &mut options.token,
+                "--known" => &mut options.known,
                 other => anyhow::bail!("audit verify: unknown option {other:?}\n{USAGE}"),
             };
             let value = args

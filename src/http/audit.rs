@@ -5,7 +5,7 @@ use serde::{Deserialize, Serialize};
 
 use super::bodies::{CallerErrors, ChangeErrors};
 use super::{ApiError, SharedServices};
-use crate::audit::checkpoints::{sign_checkpoint, Checkpoint};
+use crate::audit::checkpoints::{sign_checkpoint, Checkpoint, CheckpointError};
 
 /// Query of `GET /audit/checkpoints`.
 #[derive(Debug, Deserialize, utoipa::IntoParams)]
@@ -75,7 +75,15 @@ pub async fn list(
     security(("bearer" = []))
 )]
 pub async fn sign(services: SharedServices) -> Result<HttpResponse, ApiError> {
-    let (checkpoint, new) = sign_checkpoint(&services.store, &services.signer).await?;
+    let (checkpoint, new) = match sign_checkpoint(&services.store, &services.signer).await {
+        Ok(signed) => signed,
+        Err(CheckpointError::Store(error)) => return Err(error.into()),
+        Err(refused @ CheckpointError::Refused(_)) => {
+            crate::metrics::METRICS.checkpoint_refusals.inc();
+            tracing::error!(error = %refused, "the log does not match its checkpoints");
+            return Err(ApiError::Internal(refused.to_string()));
+        }
+    };
     Ok(if new {
         HttpResponse::Created().json(checkpoint)
     } else {

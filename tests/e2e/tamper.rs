@@ -7,7 +7,7 @@ use std::collections::HashMap;
 
 use dns_handling_events::chain::{event_hash, ChainedContent, GENESIS, HASH_KEY, PREV_HASH_KEY};
 use dns_handling_testkit::{
-    run_command, service_env, Pebble, PebbleOptions, Service, StoreKind, TestDatabase,
+    run_command, service_env, Pebble, PebbleOptions, Service, StoreKind, TempDir, TestDatabase,
 };
 use serde_json::Value;
 
@@ -453,3 +453,69 @@ async fn every_kind_of_tampering_is_reported_between_the_right_checkpoints(kind:
     );
 }
 on_both_stores!(every_kind_of_tampering_is_reported_between_the_right_checkpoints);
+
+async fn the_service_refuses_to_sign_over_a_rewritten_log_and_kept_copies_catch_a_deleted_checkpoint(
+    kind: StoreKind,
+) {
+    let pebble = Pebble::start(PebbleOptions::default());
+
+    // The log rewritten under a stored checkpoint: a restarted service walks it before signing
+    // again, and refuses.
+    let log = SignedLog::build(&pebble, kind).await;
+    rewrite_stream(&log, "d", |payload| {
+        payload.replace("d.tamper.test", "evil.tamper.test")
+    })
+    .await;
+    let service = Service::start(BINARY, &log.env);
+    let (code, refused) = service.post("/audit/checkpoints", None).await;
+    assert_eq!(code, 500, "{refused}");
+    let message = refused["error"].as_str().unwrap_or_default();
+    assert!(
+        message.contains("refusing to sign") && message.contains("no longer matches"),
+        "{refused}"
+    );
+    let refusals = service
+        .metric("dns_handling_checkpoint_refusals_total")
+        .await;
+    assert_eq!(refusals, Some(1.0));
+    drop(service);
+
+    // The same rewrite with the covering checkpoint deleted too: the service cannot tell, signs
+    // the log as it finds it, and an auditor who kept the deleted checkpoint still can tell.
+    let log = SignedLog::build(&pebble, kind).await;
+    let second = SignedLog::position(&log.second);
+    rewrite_stream(&log, "d", |payload| {
+        payload.replace("d.tamper.test", "evil.tamper.test")
+    })
+    .await;
+    log.database
+        .execute(&format!(
+            "DELETE FROM audit_checkpoints WHERE position = {second}"
+        ))
+        .await;
+    let service = Service::start(BINARY, &log.env);
+    sign(&service, 201).await;
+    drop(service);
+    let (passed, report) = log.verify(&[]);
+    assert!(
+        passed,
+        "without the kept copy the rewrite is invisible: {report}"
+    );
+    let kept = TempDir::new("kept-checkpoints");
+    let kept_file = kept.path().join("checkpoints.json");
+    std::fs::write(
+        &kept_file,
+        serde_json::json!({"items": [log.second, log.first]}).to_string(),
+    )
+    .expect("the kept copies");
+    let (passed, report) = log.verify(&["--known", &kept_file.display().to_string()]);
+    assert!(!passed, "{report}");
+    assert!(
+        report.contains(&format!("MISSING checkpoint at position {second}:")),
+        "{report}"
+    );
+    log.assert_mismatch_in_the_second_range(&report);
+}
+on_both_stores!(
+    the_service_refuses_to_sign_over_a_rewritten_log_and_kept_copies_catch_a_deleted_checkpoint
+);

@@ -69,6 +69,36 @@ impl Store {
         Ok(rows)
     }
 
+    /// How many stored events no walk of the feed sees: those with no position, or one below
+    /// 1, or of an aggregate type the log does not have (written around the service).
+    pub async fn events_outside_the_feed(&self) -> Result<i64, StoreError> {
+        let sql = "SELECT COUNT(*) AS n FROM events \
+                   WHERE position IS NULL OR position < 1 OR aggregate_type <> $1";
+        Ok(on_pool!(self, pool => sqlx::query(sql)
+            .bind(dns_handling_events::AGGREGATE_TYPE)
+            .fetch_one(pool)
+            .await?
+            .try_get("n")?))
+    }
+
+    /// Every checkpoint after `position`, oldest first.
+    pub async fn audit_checkpoints_after(
+        &self,
+        position: i64,
+    ) -> Result<Vec<Checkpoint>, StoreError> {
+        let sql = format!(
+            "SELECT {COLUMNS} FROM audit_checkpoints WHERE position > $1 ORDER BY position"
+        );
+        let rows = on_pool!(self, pool => sqlx::query(&sql)
+            .bind(position)
+            .fetch_all(pool)
+            .await?
+            .iter()
+            .map(checkpoint_row)
+            .collect::<Result<Vec<_>, sqlx::Error>>()?);
+        Ok(rows)
+    }
+
     /// The latest checkpoint, if any was signed.
     pub async fn latest_audit_checkpoint(&self) -> Result<Option<Checkpoint>, StoreError> {
         Ok(self.audit_checkpoints(None, 1).await?.pop())
