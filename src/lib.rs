@@ -8,11 +8,11 @@
 //!   The events themselves are the crate `dns-handling-events` (`events/`).
 //! - [`adapters`]: the world outside. [`adapters::acme`]: the CA (instant-acme, rcgen);
 //!   [`adapters::dns`]: TXT lookups (hickory-resolver); [`adapters::store`]: PostgreSQL or
-//!   SQLite, a file per concern, each holding where the two differ for it (its parts are
-//!   mapped in its own doc); [`adapters::event_repository`]: the cqrs-es repository with the
-//!   hash chain;
+//!   SQLite, each difference between the two decided inside it;
+//!   [`adapters::event_repository`]: the cqrs-es repository with the hash chain;
 //!   [`adapters::vault`]: private keys encrypted at rest; [`adapters::commit_signal`]: commits
-//!   wake feed followers, across replicas too.
+//!   wake feed followers, across replicas too. `acme/` and `store/` are folders of a file per
+//!   concern, mapped in their own `mod.rs`.
 //! - [`read`]: the read side. [`read::projector`] keeps the views (crate
 //!   `dns-handling-projections`, `projections/`) in step with the events;
 //!   [`read::view_reader`] serves them, concurrent reads coalesced.
