@@ -12,6 +12,7 @@ use cqrs_es::CqrsFramework;
 
 use crate::actors::{ResumePending, Shutdown, Supervisor};
 use crate::adapters::acme::AcmeClient;
+use crate::adapters::certificate_keys::CertificateKeys;
 use crate::adapters::dns::{HickoryTxtLookup, TxtLookup};
 use crate::adapters::event_repository::Upcasters;
 use crate::adapters::store::{lock_sqlite_exclusively, SqliteReplicaLock, Store};
@@ -99,6 +100,7 @@ impl Application {
             store,
             acme,
             dns,
+            certificate_keys: CertificateKeys::new(vault.clone()),
             vault,
             signer,
             settings: settings.clone(),

@@ -10,8 +10,9 @@
 //!   [`adapters::dns`]: TXT lookups (hickory-resolver); [`adapters::store`]: PostgreSQL or
 //!   SQLite, each difference between the two decided inside it;
 //!   [`adapters::event_repository`]: the cqrs-es repository with the hash chain;
-//!   [`adapters::vault`]: private keys encrypted at rest; [`adapters::commit_signal`]: commits
-//!   wake feed followers, across replicas too. `acme/` and `store/` are folders of a file per
+//!   [`adapters::vault`]: private keys encrypted at rest; [`adapters::certificate_keys`]: the
+//!   custody of each order's certificate key (stored before the CA sees a CSR);
+//!   [`adapters::commit_signal`]: commits wake feed followers, across replicas too. `acme/` and `store/` are folders of a file per
 //!   concern, mapped in their own `mod.rs`.
 //! - [`read`]: the read side. [`read::projector`] keeps the views (crate
 //!   `dns-handling-projections`, `projections/`) in step with the events;

@@ -11,6 +11,10 @@
 //! - `http.rs`: the HTTPS client the conversation goes through (with `TCP_NODELAY`), and the
 //!   readiness probe of the directory.
 //! - `certificate.rs`: the CSR, and reading an issued certificate.
+//!
+//! The certificate's private key is not this client's to keep: it is handed an
+//! [`OrderKey`](crate::adapters::certificate_keys::OrderKey) and asks it for the key when the
+//! CA is ready for the CSR.
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -20,6 +24,7 @@ use instant_acme::{Account, RetryPolicy};
 use tokio::sync::Mutex;
 
 use self::http::AcmeHttpClient;
+use crate::adapters::certificate_keys::KeyCustodyError;
 use crate::adapters::vault::{KeyVault, VaultError};
 use crate::metrics::METRICS;
 
@@ -80,13 +85,23 @@ pub struct AcmeClient {
     /// new-order handling for good; queueing here costs milliseconds.
     in_flight: tokio::sync::Semaphore,
     retry: RetryPolicy,
-    /// Certificate keys generated at once: one per core. RSA-2048 generation is pure CPU; with
-    /// hundreds of orders ready together, running all at once only makes every one of them
-    /// finish late, while a bounded number finishes the first orders early.
-    key_generation: tokio::sync::Semaphore,
     /// The readiness probe's client (the ACME conversation's, so it trusts the same roots),
     /// built on first use.
     probe: std::sync::OnceLock<Result<AcmeHttpClient, String>>,
+}
+
+impl From<KeyCustodyError> for AcmeError {
+    /// A key that cannot be generated fails the order; a vault or a generation queue that
+    /// fails this time is tried again at the next poll.
+    fn from(error: KeyCustodyError) -> Self {
+        match error {
+            KeyCustodyError::Vault(error) => AcmeError::Vault(error),
+            KeyCustodyError::Unavailable(reason) => AcmeError::Unavailable(reason),
+            KeyCustodyError::GenerationFailed(reason) => {
+                AcmeError::Refused(FailureReason::new("key_generation_failed", reason))
+            }
+        }
+    }
 }
 
 impl AcmeClient {
@@ -105,9 +120,6 @@ impl AcmeClient {
             account: Mutex::new(None),
             in_flight: tokio::sync::Semaphore::new(MAX_IN_FLIGHT),
             probe: std::sync::OnceLock::new(),
-            key_generation: tokio::sync::Semaphore::new(
-                std::thread::available_parallelism().map_or(2, std::num::NonZeroUsize::get),
-            ),
             retry: RetryPolicy::new()
                 .initial_delay(Duration::from_millis(200))
                 .backoff(1.5)

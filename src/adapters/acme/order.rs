@@ -2,7 +2,7 @@
 //! certificate, each step chosen by where the order stands at the CA so that completion can
 //! be run again after a crash at any point.
 
-use dns_handling_events::{CertificateKeyType, FailureReason, IssuedCertificate, OrderDetails};
+use dns_handling_events::{FailureReason, IssuedCertificate, OrderDetails};
 use instant_acme::{
     Account, AuthorizationStatus, ChallengeType, Identifier, NewOrder, Order, OrderStatus,
 };
@@ -10,6 +10,7 @@ use instant_acme::{
 use super::certificate::{build_csr, describe_certificate};
 use super::retry::{classify, describe_problem, with_retries};
 use super::{counted, AcmeClient, AcmeError, CreatedOrder, COMPLETION_TIMEOUT, REQUEST_TIMEOUT};
+use crate::adapters::certificate_keys::OrderKey;
 
 impl AcmeClient {
     /// Places a new order for `domain_name` and reads the dns-01 challenge of its first
@@ -41,22 +42,24 @@ impl AcmeClient {
         .map_err(|e| AcmeError::OrderCreation(e.to_string()))
     }
 
-    /// Carries an order whose challenge record is published to a downloaded certificate.
+    /// Carries an order whose challenge record is published to a downloaded certificate,
+    /// finalizing it with the private key `key` gives (asked for only when the CA is ready for
+    /// the CSR; its custody stores it before handing it out).
     ///
     /// Every step first looks at where the order stands at the CA, so this can be called again
     /// after a crash at any point: a challenge already answered is not answered twice, and an
     /// order already finalized is only downloaded, with the key stored before finalizing.
     pub async fn complete_order(
         &self,
-        domain_id: &str,
         domain_name: &str,
         order: &OrderDetails,
+        key: &OrderKey<'_>,
     ) -> Result<IssuedCertificate, AcmeError> {
         // A CA that accepts a connection and never answers must not hold the poller (and the
         // account lock) for ever: past this, the attempt counts as a transient failure.
         let completed = tokio::time::timeout(
             COMPLETION_TIMEOUT,
-            self.complete_order_once(domain_id, domain_name, order),
+            self.complete_order_once(domain_name, order, key),
         )
         .await;
         match completed {
@@ -73,9 +76,9 @@ impl AcmeClient {
 
     async fn complete_order_once(
         &self,
-        domain_id: &str,
         domain_name: &str,
         order: &OrderDetails,
+        key: &OrderKey<'_>,
     ) -> Result<IssuedCertificate, AcmeError> {
         let account = self.account().await?;
         let mut acme_order = counted("order", account.order(order.order_url.clone()).await)
@@ -85,9 +88,9 @@ impl AcmeClient {
             match status {
                 OrderStatus::Pending => self.answer_challenges(&mut acme_order).await?,
                 OrderStatus::Ready => {
-                    let key_pem = self
-                        .certificate_key(domain_id, &order.order_id, order.key_type)
-                        .await?;
+                    // The key is stored before it comes back: a crash after the CSR is sent
+                    // resumes here (or at `Processing`) with the same key, never a new one.
+                    let key_pem = key.get_or_create().await?;
                     let csr = build_csr(domain_name, &key_pem)?;
                     tracing::info!(order_id = %order.order_id, "finalizing order");
                     counted("finalize", acme_order.finalize_csr(&csr).await)
@@ -134,41 +137,6 @@ impl AcmeClient {
         counted("poll_ready", acme_order.poll_ready(&self.retry).await)
             .map_err(|e| classify(e, "challenge_invalid"))?;
         Ok(())
-    }
-
-    /// The private key of an order: the stored one, or a fresh one stored before first use.
-    async fn certificate_key(
-        &self,
-        domain_id: &str,
-        order_id: &str,
-        key_type: CertificateKeyType,
-    ) -> Result<String, AcmeError> {
-        if let Some(existing) = self.vault.certificate_key(order_id).await? {
-            return Ok(existing);
-        }
-        // RSA-2048 generation takes tens to hundreds of milliseconds of CPU: run it on the
-        // blocking pool so it never stalls an actor's or an HTTP worker's thread.
-        let algorithm = match key_type {
-            CertificateKeyType::Rsa2048 => &rcgen::PKCS_RSA_SHA256,
-            CertificateKeyType::EcdsaP256 => &rcgen::PKCS_ECDSA_P256_SHA256,
-        };
-        let _permit = self
-            .key_generation
-            .acquire()
-            .await
-            .map_err(|e| AcmeError::Unavailable(format!("key generation is closed: {e}")))?;
-        let generated = tokio::task::spawn_blocking(move || {
-            rcgen::KeyPair::generate_for(algorithm).map(|key| key.serialize_pem())
-        })
-        .await
-        .map_err(|e| AcmeError::Unavailable(format!("key generation task failed: {e}")))?
-        .map_err(|e| {
-            AcmeError::Refused(FailureReason::new("key_generation_failed", e.to_string()))
-        })?;
-        Ok(self
-            .vault
-            .store_certificate_key(order_id, domain_id, &generated)
-            .await?)
     }
 }
 
