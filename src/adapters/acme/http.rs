@@ -16,6 +16,7 @@ impl AcmeClient {
             .get_or_init(|| acme_http_client(self.ca_bundle.as_deref()).map_err(|e| e.to_string()))
             .as_ref()
             .map_err(Clone::clone)?;
+        // `::http` is the crate: inside `acme`, a bare `http` would read as this module.
         let request = ::http::Request::get(url.as_str())
             .body(instant_acme::BodyWrapper::default())
             .map_err(|e| format!("{url} is not a URL: {e}"))?;
