@@ -12,7 +12,7 @@ use cqrs_es::CqrsFramework;
 
 use crate::actors::{ResumePending, Shutdown, Supervisor};
 use crate::adapters::acme::AcmeClient;
-use crate::adapters::commit_signal;
+use crate::adapters::certificate_keys::CertificateKeys;
 use crate::adapters::dns::{HickoryTxtLookup, TxtLookup};
 use crate::adapters::event_repository::Upcasters;
 use crate::adapters::store::{lock_sqlite_exclusively, SqliteReplicaLock, Store};
@@ -85,11 +85,9 @@ impl Application {
             tracing::info!(caught_up, "read projections caught up with the event feed");
         }
         let mut background = vec![spawn_catch_up_loop(projector.clone())];
-        if let Store::Postgres(pool) = &store {
+        if let Some(listener) = store.commit_listener() {
             // Other replicas commit too: their commits wake this one's following feed streams.
-            background.push(actix_web::rt::spawn(commit_signal::listen_on_postgres(
-                pool.clone(),
-            )));
+            background.push(actix_web::rt::spawn(listener));
         }
         let event_store = PersistedEventStore::new_event_store(store.event_repository())
             .with_upcasters(vec![Box::new(Upcasters)]);
@@ -105,6 +103,7 @@ impl Application {
             store,
             acme,
             dns,
+            certificate_keys: CertificateKeys::new(vault.clone()),
             vault,
             signer,
             settings: settings.clone(),

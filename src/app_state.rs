@@ -7,6 +7,7 @@ use cqrs_es::persist::PersistedEventStore;
 use cqrs_es::{AggregateError, CqrsFramework};
 
 use crate::adapters::acme::AcmeClient;
+use crate::adapters::certificate_keys::CertificateKeys;
 use crate::adapters::dns::TxtLookup;
 use crate::adapters::event_repository::EventRepository;
 use crate::adapters::store::Store;
@@ -34,6 +35,8 @@ pub struct AppState {
     pub dns: Arc<dyn TxtLookup>,
     /// Private keys, encrypted at rest.
     pub vault: KeyVault,
+    /// The certificate keys of orders: read, or generated and stored before first use.
+    pub certificate_keys: CertificateKeys,
     /// Signs checkpoints of the log; its key is never stored.
     pub signer: Arc<AuditSigner>,
     /// The effective settings.

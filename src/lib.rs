@@ -8,9 +8,12 @@
 //!   The events themselves are the crate `dns-handling-events` (`events/`).
 //! - [`adapters`]: the world outside. [`adapters::acme`]: the CA (instant-acme, rcgen);
 //!   [`adapters::dns`]: TXT lookups (hickory-resolver); [`adapters::store`]: PostgreSQL or
-//!   SQLite; [`adapters::event_repository`]: the cqrs-es repository with the hash chain;
-//!   [`adapters::vault`]: private keys encrypted at rest; [`adapters::commit_signal`]: commits
-//!   wake feed followers, across replicas too.
+//!   SQLite, each difference between the two decided inside it;
+//!   [`adapters::event_repository`]: the cqrs-es repository with the hash chain;
+//!   [`adapters::vault`]: private keys encrypted at rest; [`adapters::certificate_keys`]: the
+//!   custody of each order's certificate key (stored before the CA sees a CSR);
+//!   [`adapters::commit_signal`]: commits wake feed followers, across replicas too. `acme/` and `store/` are folders of a file per
+//!   concern, mapped in their own `mod.rs`.
 //! - [`read`]: the read side. [`read::projector`] keeps the views (crate
 //!   `dns-handling-projections`, `projections/`) in step with the events;
 //!   [`read::view_reader`] serves them, concurrent reads coalesced.
@@ -84,6 +87,49 @@ mod tests {
         assert!(
             missing.is_empty(),
             "modules missing from the map in lib.rs: {missing:?}"
+        );
+    }
+
+    /// A folder two levels down (`adapters/store/`) maps its parts in its own `mod.rs` doc,
+    /// each named as `` `part.rs` ``: a part added without its line there fails here.
+    #[test]
+    fn deeper_folders_map_their_parts_in_their_own_docs() {
+        let root = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("src");
+        let mut missing = Vec::new();
+        for top in std::fs::read_dir(&root).expect("src/ is readable") {
+            let top = top.expect("an entry").path();
+            if !top.is_dir() {
+                continue;
+            }
+            for folder in std::fs::read_dir(&top).expect("a folder is readable") {
+                let folder = folder.expect("an entry").path();
+                let Ok(doc) = std::fs::read_to_string(folder.join("mod.rs")) else {
+                    continue;
+                };
+                for part in std::fs::read_dir(&folder).expect("a folder is readable") {
+                    let part = part.expect("an entry").path();
+                    let name = part
+                        .file_name()
+                        .and_then(|n| n.to_str())
+                        .unwrap_or_default()
+                        .to_owned();
+                    let is_part =
+                        name.ends_with(".rs") && !["mod.rs", "tests.rs"].contains(&name.as_str());
+                    if is_part && !doc.contains(&format!("`{name}`")) {
+                        missing.push(
+                            part.strip_prefix(&root)
+                                .unwrap_or(&part)
+                                .display()
+                                .to_string(),
+                        );
+                    }
+                }
+            }
+        }
+        missing.sort();
+        assert!(
+            missing.is_empty(),
+            "parts missing from their folder's map in its mod.rs: {missing:?}"
         );
     }
 }

@@ -380,8 +380,7 @@ impl Settings {
 
     /// True when the store is PostgreSQL.
     pub fn uses_postgres(&self) -> bool {
-        self.database_url.starts_with("postgres://")
-            || self.database_url.starts_with("postgresql://")
+        crate::adapters::store::is_postgres_url(&self.database_url)
     }
 }
 

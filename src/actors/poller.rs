@@ -146,11 +146,14 @@ pub async fn poll_once(
         }
     }
     tracing::info!(%domain_id, order_id = %order.order_id, "completing order with the CA");
-    let command = match Box::pin(services.acme.complete_order(
-        domain_id,
-        &pending.domain_name,
-        order,
-    ))
+    // The key is the custody's to keep (stored by order before any CSR is sent); the CA
+    // conversation only asks for it when the order is ready to finalize.
+    let key = services.certificate_keys.for_order(domain_id, order);
+    let command = match Box::pin(
+        services
+            .acme
+            .complete_order(&pending.domain_name, order, &key),
+    )
     .await
     {
         Ok(certificate) => CustomDomainCommand::OrderFinalized {

@@ -106,10 +106,7 @@ impl Supervisor {
     /// `StartPolling` for each new one), so there are none; the scan decoded every pending
     /// order's view every tick, half the CPU of 20,000 waiting orders.
     fn scans_for_orphans(&self) -> bool {
-        matches!(
-            self.services.store,
-            crate::adapters::store::Store::Postgres(_)
-        ) && !self.resuming
+        self.services.store.is_shared_by_replicas() && !self.resuming
     }
 
     /// Starts a poller for an order whose lease this replica holds.

@@ -1,0 +1,155 @@
+//! The ACME side (RFC 8555) through instant-acme: the one account, new orders, and carrying an
+//! order from "challenge ready" to a downloaded certificate.
+//!
+//! The parts:
+//! - `mod.rs` (this file): [`AcmeClient`], its errors, and the limits it keeps (requests in
+//!   flight, timeouts).
+//! - `account.rs`: the one account, loaded from the vault or registered once.
+//! - `order.rs`: placing an order, and completing it, resumably, step by step as the CA
+//!   stands.
+//! - `retry.rs`: which failures are worth another try, and retrying them.
+//! - `http.rs`: the HTTPS client the conversation goes through (with `TCP_NODELAY`), and the
+//!   readiness probe of the directory.
+//! - `certificate.rs`: the CSR, and reading an issued certificate.
+//!
+//! The certificate's private key is not this client's to keep: it is handed an
+//! [`OrderKey`](crate::adapters::certificate_keys::OrderKey) and asks it for the key when the
+//! CA is ready for the CSR.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use dns_handling_events::FailureReason;
+use instant_acme::{Account, RetryPolicy};
+use tokio::sync::Mutex;
+
+use self::http::AcmeHttpClient;
+use crate::adapters::certificate_keys::KeyCustodyError;
+use crate::adapters::vault::{KeyVault, VaultError};
+use crate::metrics::METRICS;
+
+mod account;
+mod certificate;
+mod http;
+mod order;
+mod retry;
+
+pub use certificate::{describe_certificate, hex};
+pub use retry::describe_problem;
+
+/// A failure on the ACME side.
+#[derive(Debug, thiserror::Error)]
+pub enum AcmeError {
+    /// Loading, creating or storing the account failed.
+    #[error("ACME account setup failed: {0}")]
+    AccountSetup(String),
+    /// Creating the order or reading its challenge failed.
+    #[error("ACME order creation failed: {0}")]
+    OrderCreation(String),
+    /// The CA decided against the order (a final answer: retrying will not change it).
+    #[error("{}: {}", .0.code, .0.detail)]
+    Refused(FailureReason),
+    /// The CA or the network did not answer as expected; trying again later may work.
+    #[error("ACME server unavailable: {0}")]
+    Unavailable(String),
+    /// Our own store (or its key vault) failed.
+    #[error(transparent)]
+    Vault(#[from] VaultError),
+}
+
+/// What a new order gives the caller.
+#[derive(Debug, Clone)]
+pub struct CreatedOrder {
+    /// The ACME order URL.
+    pub order_url: String,
+    /// The dns-01 challenge URL of the first authorization.
+    pub challenge_url: String,
+    /// `_acme-challenge.<domain>.`
+    pub challenge_domain: String,
+    /// The TXT value the CA will look for.
+    pub expected_txt_value: String,
+    /// The account the order belongs to.
+    pub account_id: String,
+}
+
+/// The service's ACME client: one account per directory, created once and reused.
+pub struct AcmeClient {
+    directory_url: String,
+    contact_email: Option<String>,
+    ca_bundle: Option<std::path::PathBuf>,
+    vault: KeyVault,
+    /// Single flight: concurrent first calls wait here for the one that creates the account.
+    account: Mutex<Option<Account>>,
+    /// How many new orders this process asks the CA for at once. Hundreds of simultaneous
+    /// requests make each one slow, can trip a CA's limits, and were seen to wedge Pebble's
+    /// new-order handling for good; queueing here costs milliseconds.
+    in_flight: tokio::sync::Semaphore,
+    retry: RetryPolicy,
+    /// The readiness probe's client (the ACME conversation's, so it trusts the same roots),
+    /// built on first use.
+    probe: std::sync::OnceLock<Result<AcmeHttpClient, String>>,
+}
+
+impl From<KeyCustodyError> for AcmeError {
+    /// A key that cannot be generated fails the order; a vault or a generation queue that
+    /// fails this time is tried again at the next poll.
+    fn from(error: KeyCustodyError) -> Self {
+        match error {
+            KeyCustodyError::Vault(error) => AcmeError::Vault(error),
+            KeyCustodyError::Unavailable(reason) => AcmeError::Unavailable(reason),
+            KeyCustodyError::GenerationFailed(reason) => {
+                AcmeError::Refused(FailureReason::new("key_generation_failed", reason))
+            }
+        }
+    }
+}
+
+impl AcmeClient {
+    /// A client for `directory_url`, trusting `ca_bundle`'s roots (else the platform's).
+    pub fn new(
+        directory_url: String,
+        contact_email: Option<String>,
+        ca_bundle: Option<std::path::PathBuf>,
+        vault: KeyVault,
+    ) -> Arc<Self> {
+        Arc::new(Self {
+            directory_url,
+            contact_email,
+            ca_bundle,
+            vault,
+            account: Mutex::new(None),
+            in_flight: tokio::sync::Semaphore::new(MAX_IN_FLIGHT),
+            probe: std::sync::OnceLock::new(),
+            retry: RetryPolicy::new()
+                .initial_delay(Duration::from_millis(200))
+                .backoff(1.5)
+                .timeout(Duration::from_secs(60)),
+        })
+    }
+
+    /// Drops the cached account and, with it, its HTTP connections: after a request that got
+    /// no answer, the next attempt starts on fresh connections instead of queueing behind a
+    /// stalled one.
+    async fn forget_account(&self) {
+        *self.account.lock().await = None;
+    }
+}
+
+/// Counts a request to the CA under `endpoint` by its outcome, and passes its result on.
+fn counted<T, E>(endpoint: &'static str, result: Result<T, E>) -> Result<T, E> {
+    METRICS.acme_request(endpoint, &result);
+    result
+}
+
+/// New-order requests in flight to the CA at once, per process. Two keep a new order's latency
+/// (milliseconds at a CA) far from being the limit of issuance, which key generation and
+/// validation set; more were seen to wedge Pebble 2.4 for good (its new-order handler never
+/// returned) with 24 in flight from three replicas, and a real CA's rate limits are per
+/// account anyway.
+const MAX_IN_FLIGHT: usize = 2;
+
+/// How long one ACME exchange (directory, account, order) may take before it counts as failed.
+const REQUEST_TIMEOUT: Duration = Duration::from_secs(20);
+
+/// How long carrying one order from "challenge ready" to its certificate may take per attempt.
+const COMPLETION_TIMEOUT: Duration = Duration::from_secs(120);

@@ -1,0 +1,185 @@
+//! Orders: placing one for a domain, and carrying one from "challenge ready" to a downloaded
+//! certificate, each step chosen by where the order stands at the CA so that completion can
+//! be run again after a crash at any point.
+
+use dns_handling_events::{FailureReason, IssuedCertificate, OrderDetails};
+use instant_acme::{
+    Account, AuthorizationStatus, ChallengeType, Identifier, NewOrder, Order, OrderStatus,
+};
+
+use super::certificate::{build_csr, describe_certificate};
+use super::retry::{classify, describe_problem, with_retries};
+use super::{counted, AcmeClient, AcmeError, CreatedOrder, COMPLETION_TIMEOUT, REQUEST_TIMEOUT};
+use crate::adapters::certificate_keys::OrderKey;
+
+impl AcmeClient {
+    /// Places a new order for `domain_name` and reads the dns-01 challenge of its first
+    /// authorization.
+    pub async fn create_order(&self, domain_name: &str) -> Result<CreatedOrder, AcmeError> {
+        let _permit = self
+            .in_flight
+            .acquire()
+            .await
+            .map_err(|e| AcmeError::OrderCreation(e.to_string()))?;
+        // Fails here, with the setup's own message, when the account cannot be had at all.
+        self.account().await?;
+        with_retries(|| async {
+            let account = self
+                .account()
+                .await
+                .map_err(|_| instant_acme::Error::Str("the ACME account is unavailable"))?;
+            match tokio::time::timeout(REQUEST_TIMEOUT, place_order(&account, domain_name)).await {
+                Ok(placed) => counted("new_order", placed),
+                Err(_) => {
+                    self.forget_account().await;
+                    Err(instant_acme::Error::Str(
+                        "the ACME server did not answer in time",
+                    ))
+                }
+            }
+        })
+        .await
+        .map_err(|e| AcmeError::OrderCreation(e.to_string()))
+    }
+
+    /// Carries an order whose challenge record is published to a downloaded certificate,
+    /// finalizing it with the private key `key` gives (asked for only when the CA is ready for
+    /// the CSR; its custody stores it before handing it out).
+    ///
+    /// Every step first looks at where the order stands at the CA, so this can be called again
+    /// after a crash at any point: a challenge already answered is not answered twice, and an
+    /// order already finalized is only downloaded, with the key stored before finalizing.
+    pub async fn complete_order(
+        &self,
+        domain_name: &str,
+        order: &OrderDetails,
+        key: &OrderKey<'_>,
+    ) -> Result<IssuedCertificate, AcmeError> {
+        // A CA that accepts a connection and never answers must not hold the poller (and the
+        // account lock) for ever: past this, the attempt counts as a transient failure.
+        let completed = tokio::time::timeout(
+            COMPLETION_TIMEOUT,
+            self.complete_order_once(domain_name, order, key),
+        )
+        .await;
+        match completed {
+            Ok(result) => result,
+            Err(_) => {
+                self.forget_account().await;
+                Err(AcmeError::Unavailable(format!(
+                    "the CA did not complete the order within {} s",
+                    COMPLETION_TIMEOUT.as_secs()
+                )))
+            }
+        }
+    }
+
+    async fn complete_order_once(
+        &self,
+        domain_name: &str,
+        order: &OrderDetails,
+        key: &OrderKey<'_>,
+    ) -> Result<IssuedCertificate, AcmeError> {
+        let account = self.account().await?;
+        let mut acme_order = counted("order", account.order(order.order_url.clone()).await)
+            .map_err(|e| classify(e, "acme_error"))?;
+        loop {
+            let status = acme_order.state().status;
+            match status {
+                OrderStatus::Pending => self.answer_challenges(&mut acme_order).await?,
+                OrderStatus::Ready => {
+                    // The key is stored before it comes back: a crash after the CSR is sent
+                    // resumes here (or at `Processing`) with the same key, never a new one.
+                    let key_pem = key.get_or_create().await?;
+                    let csr = build_csr(domain_name, &key_pem)?;
+                    tracing::info!(order_id = %order.order_id, "finalizing order");
+                    counted("finalize", acme_order.finalize_csr(&csr).await)
+                        .map_err(|e| classify(e, "finalize_failed"))?;
+                }
+                OrderStatus::Processing | OrderStatus::Valid => {
+                    let chain_pem = counted(
+                        "certificate",
+                        acme_order.poll_certificate(&self.retry).await,
+                    )
+                    .map_err(|e| classify(e, "finalize_failed"))?;
+                    return describe_certificate(&order.order_id, chain_pem);
+                }
+                OrderStatus::Invalid => {
+                    return Err(AcmeError::Refused(
+                        invalid_order_reason(&mut acme_order).await,
+                    ));
+                }
+            }
+        }
+    }
+
+    /// Tells the CA the challenges are ready and waits until the order is ready (or invalid).
+    async fn answer_challenges(&self, acme_order: &mut Order) -> Result<(), AcmeError> {
+        let mut authorizations = acme_order.authorizations();
+        while let Some(authorization) = authorizations.next().await {
+            let mut authorization = authorization.map_err(|e| classify(e, "acme_error"))?;
+            if authorization.status != AuthorizationStatus::Pending {
+                continue;
+            }
+            let mut challenge = authorization
+                .challenge(ChallengeType::Dns01)
+                .ok_or_else(|| {
+                    AcmeError::Refused(FailureReason::new(
+                        "challenge_invalid",
+                        "the authorization offers no dns-01 challenge",
+                    ))
+                })?;
+            // Answering a challenge that is already processing is harmless: RFC 8555 §7.5.1
+            // says the server ignores a repeated response.
+            counted("challenge_ready", challenge.set_ready().await)
+                .map_err(|e| classify(e, "challenge_invalid"))?;
+        }
+        counted("poll_ready", acme_order.poll_ready(&self.retry).await)
+            .map_err(|e| classify(e, "challenge_invalid"))?;
+        Ok(())
+    }
+}
+
+/// Why an invalid order is invalid: the order's own problem, or the failed challenge's.
+async fn invalid_order_reason(acme_order: &mut Order) -> FailureReason {
+    if let Some(problem) = acme_order.state().error.clone() {
+        return FailureReason::new("challenge_invalid", describe_problem(&problem));
+    }
+    let mut authorizations = acme_order.authorizations();
+    while let Some(Ok(authorization)) = authorizations.next().await {
+        for challenge in &authorization.challenges {
+            if let Some(problem) = &challenge.error {
+                return FailureReason::new("challenge_invalid", describe_problem(problem));
+            }
+        }
+    }
+    FailureReason::new("challenge_invalid", "the CA marked the order invalid")
+}
+
+/// Places a new order and reads the dns-01 challenge of its first authorization.
+async fn place_order(
+    account: &Account,
+    domain_name: &str,
+) -> Result<CreatedOrder, instant_acme::Error> {
+    let identifiers = [Identifier::Dns(domain_name.to_owned())];
+    let mut order = account.new_order(&NewOrder::new(&identifiers)).await?;
+    let order_url = order.url().to_owned();
+    let mut authorizations = order.authorizations();
+    let mut authorization = authorizations
+        .next()
+        .await
+        .ok_or(instant_acme::Error::Str("the order has no authorization"))??;
+    let challenge =
+        authorization
+            .challenge(ChallengeType::Dns01)
+            .ok_or(instant_acme::Error::Str(
+                "the CA offered no dns-01 challenge",
+            ))?;
+    Ok(CreatedOrder {
+        order_url,
+        challenge_url: challenge.url.clone(),
+        challenge_domain: format!("_acme-challenge.{domain_name}."),
+        expected_txt_value: challenge.key_authorization().dns_value(),
+        account_id: account.id().to_owned(),
+    })
+}

@@ -1,0 +1,109 @@
+//! Which failures of the CA are worth another try (RFC 8555 §6.7 problem types, the network),
+//! and trying again: at once for the steps a caller waits on, at the next poll for completion.
+
+use std::time::Duration;
+
+use dns_handling_events::FailureReason;
+use instant_acme::Problem;
+
+use super::{AcmeError, REQUEST_TIMEOUT};
+
+/// Renders a problem document the way it is recorded: type, detail, status and subproblems.
+pub fn describe_problem(problem: &Problem) -> String {
+    let mut text = format!(
+        "{}: {}",
+        problem.r#type.as_deref().unwrap_or("about:blank"),
+        problem.detail.as_deref().unwrap_or("(no detail)")
+    );
+    if let Some(status) = problem.status {
+        text.push_str(&format!(" (HTTP {status})"));
+    }
+    for sub in &problem.subproblems {
+        text.push_str(&format!(
+            "; {}: {}",
+            sub.r#type.as_deref().unwrap_or("about:blank"),
+            sub.detail.as_deref().unwrap_or("")
+        ));
+    }
+    text
+}
+
+/// Problem types that say "not now" rather than "no" (RFC 8555 §6.7): worth another try.
+const TRANSIENT_PROBLEMS: [&str; 3] = [
+    "urn:ietf:params:acme:error:badNonce",
+    "urn:ietf:params:acme:error:rateLimited",
+    "urn:ietf:params:acme:error:serverInternal",
+];
+
+/// Sorts an instant-acme error into a final refusal (recorded with `code`) or a transient
+/// failure (retried at the next poll).
+pub(super) fn classify(error: instant_acme::Error, code: &str) -> AcmeError {
+    match error {
+        instant_acme::Error::Api(problem)
+            if problem
+                .r#type
+                .as_deref()
+                .is_some_and(|kind| TRANSIENT_PROBLEMS.contains(&kind)) =>
+        {
+            AcmeError::Unavailable(describe_problem(&problem))
+        }
+        instant_acme::Error::Api(problem) => {
+            AcmeError::Refused(FailureReason::new(code, describe_problem(&problem)))
+        }
+        other => AcmeError::Unavailable(other.to_string()),
+    }
+}
+
+/// How many times a request the client waits for (account, order) is tried.
+const ATTEMPTS: u32 = 5;
+
+/// Whether an error says "try again" rather than "no".
+fn is_transient(error: &instant_acme::Error) -> bool {
+    match error {
+        instant_acme::Error::Api(problem) => problem
+            .r#type
+            .as_deref()
+            .is_some_and(|kind| TRANSIENT_PROBLEMS.contains(&kind)),
+        instant_acme::Error::Http(_)
+        | instant_acme::Error::Hyper(_)
+        | instant_acme::Error::Other(_)
+        | instant_acme::Error::Timeout(_) => true,
+        instant_acme::Error::Str(message) => message.contains("in time"),
+        _ => false,
+    }
+}
+
+/// Runs `attempt` until it succeeds, fails for good, or has failed transiently `ATTEMPTS` times,
+/// waiting 100 ms, 200 ms, 400 ms… in between. instant-acme already retries a bad nonce three
+/// times per request; this covers a CA that rejects nonces often (Pebble can reject half) and
+/// short network failures, for the steps a client waits on. Retrying is safe: a rejected
+/// request was not processed, and an order created by a lost response is left to expire.
+pub(super) async fn with_retries<T, F, Fut>(mut attempt: F) -> Result<T, instant_acme::Error>
+where
+    F: FnMut() -> Fut,
+    Fut: std::future::Future<Output = Result<T, instant_acme::Error>>,
+{
+    let mut delay = Duration::from_millis(100);
+    let timed = |future: Fut| async move {
+        // A backstop for the whole attempt (which may reload the account, then send the
+        // request): the request itself has its own, shorter timeout.
+        tokio::time::timeout(2 * REQUEST_TIMEOUT, future)
+            .await
+            .unwrap_or_else(|_| {
+                Err(instant_acme::Error::Str(
+                    "the ACME server did not answer in time",
+                ))
+            })
+    };
+    for _ in 1..ATTEMPTS {
+        match timed(attempt()).await {
+            Err(error) if is_transient(&error) => {
+                tracing::debug!(%error, "transient ACME failure; retrying");
+                tokio::time::sleep(delay).await;
+                delay *= 2;
+            }
+            done => return done,
+        }
+    }
+    timed(attempt()).await
+}

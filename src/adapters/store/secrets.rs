@@ -1,0 +1,243 @@
+//! The tables of sealed secrets: the ACME account's credentials and the certificate keys, as
+//! the vault stores them (the store sees only ciphertext), and the paging and replacing that
+//! re-sealing under a new key needs.
+
+use chrono::Utc;
+use sqlx::Row;
+
+use super::{Store, StoreError};
+
+/// A table that holds sealed secrets (see `vault`), each value bound to its row's key.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum SecretTable {
+    /// Certificate private keys, by order id.
+    CertificateKeys,
+    /// ACME account credentials, by directory URL.
+    AcmeAccounts,
+}
+
+impl SecretTable {
+    /// The table's name (also the first part of each value's sealing context).
+    pub fn name(self) -> &'static str {
+        match self {
+            SecretTable::CertificateKeys => "certificate_keys",
+            SecretTable::AcmeAccounts => "acme_accounts",
+        }
+    }
+
+    /// The key column and the sealed column.
+    fn columns(self) -> (&'static str, &'static str) {
+        match self {
+            SecretTable::CertificateKeys => ("order_id", "private_key"),
+            SecretTable::AcmeAccounts => ("directory_url", "credentials"),
+        }
+    }
+}
+
+impl Store {
+    /// The stored ACME account credentials (JSON) for a directory, if any.
+    pub async fn acme_account(&self, directory_url: &str) -> Result<Option<String>, StoreError> {
+        let sql = "SELECT credentials FROM acme_accounts WHERE directory_url = $1";
+        Ok(on_pool!(self, pool => sqlx::query(sql)
+            .bind(directory_url)
+            .fetch_optional(pool)
+            .await?
+            .map(|row| row.try_get("credentials"))
+            .transpose()?))
+    }
+
+    /// Stores new ACME account credentials unless another process stored some first; returns
+    /// the credentials that are now the account of record.
+    pub async fn insert_acme_account(
+        &self,
+        directory_url: &str,
+        account_id: &str,
+        credentials: &str,
+    ) -> Result<String, StoreError> {
+        let sql = "INSERT INTO acme_accounts (directory_url, account_id, credentials, created_at) \
+                   VALUES ($1, $2, $3, $4) ON CONFLICT (directory_url) DO NOTHING";
+        let now = Utc::now().to_rfc3339();
+        on_pool!(self, pool => sqlx::query(sql)
+            .bind(directory_url)
+            .bind(account_id)
+            .bind(credentials)
+            .bind(&now)
+            .execute(pool)
+            .await?
+            .rows_affected());
+        Ok(self
+            .acme_account(directory_url)
+            .await?
+            .unwrap_or_else(|| credentials.to_owned()))
+    }
+
+    /// The private key (PEM) stored for an order, if any.
+    pub async fn certificate_key(&self, order_id: &str) -> Result<Option<String>, StoreError> {
+        let sql = "SELECT private_key FROM certificate_keys WHERE order_id = $1";
+        Ok(on_pool!(self, pool => sqlx::query(sql)
+            .bind(order_id)
+            .fetch_optional(pool)
+            .await?
+            .map(|row| row.try_get("private_key"))
+            .transpose()?))
+    }
+
+    /// Stores an order's private key unless one is stored already; returns the key of record, so
+    /// that an order resumed after a crash finalizes with the same key it may already have used.
+    pub async fn insert_certificate_key(
+        &self,
+        order_id: &str,
+        domain_id: &str,
+        private_key_pem: &str,
+    ) -> Result<String, StoreError> {
+        let sql = "INSERT INTO certificate_keys (order_id, domain_id, private_key, created_at) \
+                   VALUES ($1, $2, $3, $4) ON CONFLICT (order_id) DO NOTHING";
+        let now = Utc::now().to_rfc3339();
+        on_pool!(self, pool => sqlx::query(sql)
+            .bind(order_id)
+            .bind(domain_id)
+            .bind(private_key_pem)
+            .bind(&now)
+            .execute(pool)
+            .await?
+            .rows_affected());
+        Ok(self
+            .certificate_key(order_id)
+            .await?
+            .unwrap_or_else(|| private_key_pem.to_owned()))
+    }
+
+    /// Up to `limit` rows of a secrets table after row key `after`, in key order: `(key, sealed)`.
+    pub async fn sealed_secrets(
+        &self,
+        table: SecretTable,
+        after: &str,
+        limit: u32,
+    ) -> Result<Vec<(String, String)>, StoreError> {
+        let (key, sealed) = table.columns();
+        let sql = format!(
+            "SELECT {key}, {sealed} FROM {} WHERE {key} > $1 ORDER BY {key} LIMIT $2",
+            table.name()
+        );
+        let rows = on_pool!(self, pool => sqlx::query_as(&sql)
+            .bind(after)
+            .bind(i64::from(limit))
+            .fetch_all(pool)
+            .await?);
+        Ok(rows)
+    }
+
+    /// Replaces sealed values, each `(key, the value read, its replacement)`, in one
+    /// transaction; a row whose value is no longer the one read (written meanwhile) fails it
+    /// all, so nothing is overwritten unseen.
+    pub async fn replace_secrets(
+        &self,
+        table: SecretTable,
+        replacements: &[(String, String, String)],
+    ) -> Result<(), StoreError> {
+        if replacements.is_empty() {
+            return Ok(());
+        }
+        let (key, sealed) = table.columns();
+        let sql = format!(
+            "UPDATE {} SET {sealed} = $1 WHERE {key} = $2 AND {sealed} = $3",
+            table.name()
+        );
+        on_pool!(self, pool => {
+            let mut tx = pool.begin().await?;
+            for (row, read, replacement) in replacements {
+                let updated = sqlx::query(&sql)
+                    .bind(replacement)
+                    .bind(row)
+                    .bind(read)
+                    .execute(&mut *tx)
+                    .await?
+                    .rows_affected();
+                if updated != 1 {
+                    return Err(StoreError::Io(format!(
+                        "{}/{row} changed while it was re-sealed; nothing in its batch was \
+                         written, run again",
+                        table.name()
+                    )));
+                }
+            }
+            tx.commit().await?;
+        });
+        Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A migrated store on a fresh SQLite file, and the file's path (for removing it).
+    async fn sqlite_store() -> (Store, std::path::PathBuf) {
+        let path = std::env::temp_dir().join(format!("store-test-{}.db", uuid::Uuid::new_v4()));
+        let store = Store::connect(&format!("sqlite://{}", path.display()))
+            .await
+            .expect("connects");
+        store.migrate().await.expect("migrates");
+        (store, path)
+    }
+
+    #[tokio::test]
+    async fn a_secret_written_meanwhile_fails_its_whole_replacement_batch() {
+        let (store, path) = sqlite_store().await;
+        for order in ["o1", "o2"] {
+            store
+                .insert_certificate_key(order, "d", &format!("sealed-{order}"))
+                .await
+                .expect("stored");
+        }
+        let table = SecretTable::CertificateKeys;
+        let read = store.sealed_secrets(table, "", 10).await.expect("read");
+        assert_eq!(
+            read,
+            vec![
+                ("o1".to_owned(), "sealed-o1".to_owned()),
+                ("o2".to_owned(), "sealed-o2".to_owned())
+            ]
+        );
+        // o2's replacement was computed from a value that is no longer the stored one.
+        let stale = [
+            ("o1".to_owned(), "sealed-o1".to_owned(), "new-o1".to_owned()),
+            (
+                "o2".to_owned(),
+                "an-older-o2".to_owned(),
+                "new-o2".to_owned(),
+            ),
+        ];
+        let error = store
+            .replace_secrets(table, &stale)
+            .await
+            .expect_err("refused");
+        assert!(
+            error.to_string().contains("certificate_keys/o2 changed"),
+            "{error}"
+        );
+        assert_eq!(
+            store.sealed_secrets(table, "", 10).await.expect("read"),
+            read,
+            "o1 was not replaced either"
+        );
+        let fresh = [("o1".to_owned(), "sealed-o1".to_owned(), "new-o1".to_owned())];
+        store
+            .replace_secrets(table, &fresh)
+            .await
+            .expect("replaced");
+        assert_eq!(
+            store.certificate_key("o1").await.expect("read").as_deref(),
+            Some("new-o1")
+        );
+        assert_eq!(
+            store.sealed_secrets(table, "o1", 10).await.expect("read"),
+            vec![("o2".to_owned(), "sealed-o2".to_owned())],
+            "pages start after the given key"
+        );
+        drop(store);
+        for suffix in ["", "-wal", "-shm"] {
+            let _ = std::fs::remove_file(format!("{}{suffix}", path.display()));
+        }
+    }
+}

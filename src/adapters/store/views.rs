@@ -1,0 +1,283 @@
+//! The read projections: domain and certificate views, written a batch at a time with the
+//! checkpoint of how far they have applied the feed, and read back for the API, the supervisor
+//! and the metrics.
+
+use dns_handling_events::{DomainStatus, AGGREGATE_TYPE};
+use dns_handling_projections::{CertificateView, DomainView};
+use sqlx::Row;
+
+use super::{Param, Store, StoreError, BATCH_ROWS};
+
+/// The `status` column of a removed domain's view row.
+const REMOVED_STATUS: &str = "removed";
+
+/// What one projection batch writes (see [`Store::write_projection`]).
+#[derive(Debug, Default)]
+pub struct ProjectionWrite<'a> {
+    /// Domain views to store.
+    pub views: &'a [DomainView],
+    /// Certificate views to store (one per domain: the current certificate).
+    pub certificates: &'a [CertificateView],
+    /// Domains removed in this batch, whose names become free.
+    pub removed: &'a [&'a str],
+    /// The checkpoint to move, as (projection name, position).
+    pub checkpoint: Option<(&'a str, i64)>,
+}
+
+/// The `status` column of a view: removed domains keep their row (for the history) under a
+/// status no listing asks for.
+fn view_status(view: &DomainView) -> &'static str {
+    if view.removed {
+        REMOVED_STATUS
+    } else {
+        view.status.as_str()
+    }
+}
+
+/// One page of domain views.
+#[derive(Debug, Clone)]
+pub struct DomainPage {
+    /// The views, in id order (ids are time-ordered, so this is registration order).
+    pub items: Vec<DomainView>,
+    /// The cursor to pass for the next page, if there may be one.
+    pub next_cursor: Option<String>,
+}
+
+impl Store {
+    /// Writes one batch of projection results in one transaction: the domain views (a stored
+    /// view is only replaced by one at a higher sequence), the certificate views, the names
+    /// freed by removals, and the checkpoint, which therefore never gets ahead of the views.
+    pub async fn write_projection(&self, write: ProjectionWrite<'_>) -> Result<(), StoreError> {
+        let mut statements: Vec<(String, Vec<Param>)> = Vec::new();
+        for chunk in write.views.chunks(BATCH_ROWS) {
+            let mut params = Vec::with_capacity(chunk.len() * 5);
+            for view in chunk {
+                params.push(Param::Text(view.id.clone()));
+                params.push(Param::Text(view.domain_name.clone()));
+                params.push(Param::Text(view_status(view).to_owned()));
+                params.push(Param::Int(
+                    i64::try_from(view.last_sequence).unwrap_or(i64::MAX),
+                ));
+                params.push(Param::Text(serde_json::to_string(view)?));
+            }
+            statements.push((
+                format!(
+                    "INSERT INTO domain_views (id, domain_name, status, last_sequence, payload) \
+                     VALUES {} ON CONFLICT (id) DO UPDATE SET domain_name = excluded.domain_name, \
+                     status = excluded.status, last_sequence = excluded.last_sequence, \
+                     payload = excluded.payload \
+                     WHERE domain_views.last_sequence < excluded.last_sequence",
+                    self.value_rows(chunk.len(), 5)
+                ),
+                params,
+            ));
+        }
+        for chunk in write.certificates.chunks(BATCH_ROWS) {
+            let mut params = Vec::with_capacity(chunk.len() * 2);
+            for view in chunk {
+                params.push(Param::Text(view.domain_id.clone()));
+                params.push(Param::Text(serde_json::to_string(view)?));
+            }
+            statements.push((
+                format!(
+                    "INSERT INTO certificate_views (domain_id, payload) VALUES {} \
+                     ON CONFLICT (domain_id) DO UPDATE SET payload = excluded.payload",
+                    self.value_rows(chunk.len(), 2)
+                ),
+                params,
+            ));
+        }
+        for id in write.removed {
+            statements.push((
+                "DELETE FROM domain_names WHERE domain_id = $1".to_owned(),
+                vec![Param::Text((*id).to_owned())],
+            ));
+        }
+        if let Some((name, position)) = write.checkpoint {
+            statements.push((
+                "INSERT INTO projection_checkpoints (name, position) VALUES ($1, $2) \
+                 ON CONFLICT (name) DO UPDATE SET position = excluded.position \
+                 WHERE projection_checkpoints.position < excluded.position"
+                    .to_owned(),
+                vec![Param::Text(name.to_owned()), Param::Int(position)],
+            ));
+        }
+        on_pool!(self, pool => {
+            let mut tx = pool.begin().await?;
+            for (sql, params) in &statements {
+                let mut query = sqlx::query(sql);
+                for param in params {
+                    query = match param {
+                        Param::Text(text) => query.bind(text.as_str()),
+                        Param::Int(number) => query.bind(*number),
+                    };
+                }
+                query.execute(&mut *tx).await?;
+            }
+            tx.commit().await?;
+        });
+        Ok(())
+    }
+
+    /// The view of one domain.
+    pub async fn domain_view(&self, id: &str) -> Result<Option<DomainView>, StoreError> {
+        let sql = "SELECT payload FROM domain_views WHERE id = $1";
+        let payload: Option<String> = on_pool!(self, pool => sqlx::query(sql)
+            .bind(id)
+            .fetch_optional(pool)
+            .await?
+            .map(|row| row.try_get("payload"))
+            .transpose()?);
+        Ok(payload
+            .map(|text| serde_json::from_str(&text))
+            .transpose()?)
+    }
+
+    /// A page of domain views, optionally of one status, after `cursor` (an id).
+    pub async fn list_domain_views(
+        &self,
+        status: Option<DomainStatus>,
+        limit: u32,
+        cursor: Option<&str>,
+    ) -> Result<DomainPage, StoreError> {
+        let sql = "SELECT payload FROM domain_views \
+                   WHERE (status = $1 OR ($1 = '' AND status <> 'removed')) AND id > $2 \
+                   ORDER BY id LIMIT $3";
+        let status = status.map(DomainStatus::as_str).unwrap_or("");
+        let cursor = cursor.unwrap_or("");
+        let payloads: Vec<String> = on_pool!(self, pool => sqlx::query(sql)
+            .bind(status)
+            .bind(cursor)
+            .bind(i64::from(limit))
+            .fetch_all(pool)
+            .await?
+            .iter()
+            .map(|row| row.try_get("payload"))
+            .collect::<Result<_, _>>()?);
+        let items = payloads
+            .iter()
+            .map(|text| serde_json::from_str(text))
+            .collect::<Result<Vec<DomainView>, _>>()?;
+        let next_cursor = if items.len() == limit as usize {
+            items.last().map(|view| view.id.clone())
+        } else {
+            None
+        };
+        Ok(DomainPage { items, next_cursor })
+    }
+
+    /// Every domain waiting for its challenge record: what the supervisor resumes on start.
+    pub async fn pending_domain_views(&self) -> Result<Vec<DomainView>, StoreError> {
+        let mut pending = Vec::new();
+        let mut cursor: Option<String> = None;
+        loop {
+            let page = self
+                .list_domain_views(
+                    Some(DomainStatus::CertificatePending),
+                    500,
+                    cursor.as_deref(),
+                )
+                .await?;
+            pending.extend(page.items);
+            match page.next_cursor {
+                Some(next) => cursor = Some(next),
+                None => return Ok(pending),
+            }
+        }
+    }
+
+    /// The current certificate of a domain.
+    pub async fn certificate_view(
+        &self,
+        domain_id: &str,
+    ) -> Result<Option<CertificateView>, StoreError> {
+        let sql = "SELECT payload FROM certificate_views WHERE domain_id = $1";
+        let payload: Option<String> = on_pool!(self, pool => sqlx::query(sql)
+            .bind(domain_id)
+            .fetch_optional(pool)
+            .await?
+            .map(|row| row.try_get("payload"))
+            .transpose()?);
+        Ok(payload
+            .map(|text| serde_json::from_str(&text))
+            .transpose()?)
+    }
+
+    /// The stored views of `ids` (those that exist).
+    pub async fn domain_views_by_ids(&self, ids: &[&str]) -> Result<Vec<DomainView>, StoreError> {
+        let mut views = Vec::with_capacity(ids.len());
+        for chunk in ids.chunks(BATCH_ROWS) {
+            let sql = format!(
+                "SELECT payload FROM domain_views WHERE id IN ({})",
+                self.placeholders(chunk.len(), 1).join(",")
+            );
+            let payloads: Vec<String> = on_pool!(self, pool => {
+                let mut query = sqlx::query(&sql);
+                for id in chunk {
+                    query = query.bind(*id);
+                }
+                query
+                    .fetch_all(pool)
+                    .await?
+                    .iter()
+                    .map(|row| row.try_get("payload"))
+                    .collect::<Result<_, _>>()?
+            });
+            for payload in payloads {
+                views.push(serde_json::from_str(&payload)?);
+            }
+        }
+        Ok(views)
+    }
+
+    /// Ids of stored domain views whose domain has no event at all.
+    pub async fn view_ids_without_events(&self) -> Result<Vec<String>, StoreError> {
+        let sql = "SELECT id FROM domain_views WHERE id NOT IN \
+                   (SELECT aggregate_id FROM events WHERE aggregate_type = $1) ORDER BY id";
+        let ids = on_pool!(self, pool => sqlx::query_scalar(sql)
+            .bind(AGGREGATE_TYPE)
+            .fetch_all(pool)
+            .await?);
+        Ok(ids)
+    }
+
+    /// How far projection `name` has applied the feed.
+    pub async fn checkpoint(&self, name: &str) -> Result<i64, StoreError> {
+        let sql = "SELECT position FROM projection_checkpoints WHERE name = $1";
+        Ok(on_pool!(self, pool => sqlx::query(sql)
+            .bind(name)
+            .fetch_optional(pool)
+            .await?
+            .map(|row| row.try_get("position"))
+            .transpose()?)
+        .unwrap_or(0))
+    }
+
+    /// Empties every read projection and its checkpoint, for a rebuild from zero.
+    pub async fn clear_projections(&self) -> Result<(), StoreError> {
+        on_pool!(self, pool => {
+            let mut tx = pool.begin().await?;
+            for sql in [
+                "DELETE FROM domain_views",
+                "DELETE FROM certificate_views",
+                "DELETE FROM projection_checkpoints",
+            ] {
+                sqlx::query(sql).execute(&mut *tx).await?;
+            }
+            tx.commit().await?;
+        });
+        Ok(())
+    }
+
+    /// How many domains are in each status (removed ones under `removed`), for the metrics.
+    pub async fn domain_counts_by_status(&self) -> Result<Vec<(String, i64)>, StoreError> {
+        let sql = "SELECT status, count(*) AS domains FROM domain_views GROUP BY status";
+        let counts = on_pool!(self, pool => sqlx::query(sql)
+            .fetch_all(pool)
+            .await?
+            .iter()
+            .map(|row| Ok((row.try_get("status")?, row.try_get("domains")?)))
+            .collect::<Result<Vec<(String, i64)>, sqlx::Error>>()?);
+        Ok(counts)
+    }
+}
