@@ -455,7 +455,7 @@ pub fn parse_duration(text: &str) -> Result<Duration, String> {
     let duration = match text.parse::<u64>() {
         Ok(seconds) => Duration::from_secs(seconds),
         Err(_) => humantime::parse_duration(text)
-            .map_err(|e| format!("{e}; expected a duration such as 10s, 5m or 250ms"))?,
+            .map_err(|e| format!("expected a duration such as 10s, 5m or 250ms ({e})"))?,
     };
     if duration.is_zero() {
         return Err("must be greater than zero".to_owned());
@@ -473,7 +473,7 @@ mod duration {
     }
 
     pub fn serialize<S: Serializer>(value: &Duration, serializer: S) -> Result<S::Ok, S::Error> {
-        if value.subsec_nanos() % 1_000_000 == 0 {
+        if value.subsec_nanos().is_multiple_of(1_000_000) {
             serializer.serialize_str(&format!("{}ms", value.as_millis()))
         } else {
             // Finer than a millisecond (`500us`): humantime's spelling keeps it exact.
