@@ -21,10 +21,10 @@
 //! - [`audit`]: tamper evidence. [`audit::checkpoints`] signs checkpoints of the log;
 //!   [`audit::verify`] is `audit verify`.
 //! - [`http`]: the REST API (actix-web), its bodies, errors, authentication and OpenAPI.
-//! - [`cli`]: [`cli::operator`], the operator commands (`replay`, `audit`, `export`, `keys`);
-//!   [`cli::client`], `dns-handling domains …` for people.
+//! - [`cli`]: the command line's grammar (clap); [`cli::operator`], the operator commands
+//!   (`replay`, `audit`, `export`, `keys`); [`cli::client`], `dns-handling domains …` for people.
 //! - [`app`]: builds the service from its settings; [`app_state`]: what handlers and actors
-//!   share; [`settings`]: configuration; [`metrics`]: the Prometheus metrics.
+//!   share; [`settings`]: configuration (figment); [`metrics`]: the Prometheus metrics.
 
 #![forbid(unsafe_code)]
 

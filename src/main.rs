@@ -1,65 +1,60 @@
-//! The `dns-handling` binary: with no arguments, serves; `replay`, `audit verify`, `audit views`,
-//! `keys rotate`, `export` and `config` are operator commands on the same configuration; `domains …` is the client for
-//! people, against a running server.
+//! The `dns-handling` binary: with no command, serves; `config`, `replay`, `audit …`, `keys
+//! rotate` and `export` are operator commands on the same configuration; `domains …` is the
+//! client for people, against a running server; `completions` prints a shell's completions.
+//! The grammar is `dns_handling::cli::Cli`.
 
 use std::process::ExitCode;
 
 use anyhow::Context as _;
+use clap::Parser as _;
 use dns_handling::app::Application;
 use dns_handling::audit::checkpoints::AuditSigner;
 use dns_handling::audit::verify::{read_kept_checkpoints, verify_log, LogSource};
-use dns_handling::cli::{client, operator as cli};
+use dns_handling::cli::{client, operator, AuditCommand, Cli, Command, KeysCommand};
 use dns_handling::settings::{LogFormat, Settings};
 
 fn main() -> anyhow::Result<ExitCode> {
-    let mut args: Vec<String> = std::env::args().skip(1).collect();
-    // People's client commands talk to a server and need none of the service's settings.
-    if args.first().map(String::as_str) == Some("domains") {
-        dns_handling::install_crypto_provider();
-        return client::run(&args[1..]);
-    }
-    let config_file = take_config_option(&mut args)?.or_else(|| {
-        std::env::var("CONFIG_FILE")
-            .ok()
-            .filter(|path| !path.is_empty())
+    let cli = Cli::try_parse().unwrap_or_else(|error| {
+        // Help and --version are answers (exit 0, on stdout); a mistake exits 1 like every
+        // other error of this binary, not clap's 2, which `domains wait` means as "timed out".
+        let _ = error.print();
+        std::process::exit(if error.use_stderr() { 1 } else { 0 })
     });
-    let environment = std::env::vars().collect();
-    let settings = Settings::load(
-        config_file.as_deref().map(std::path::Path::new),
-        &environment,
-    )?;
-    if args == ["config"] {
-        print!("{}", settings.to_redacted_toml());
-        return Ok(ExitCode::SUCCESS);
+    let config_file = cli.config_file().map(std::path::Path::to_owned);
+    let settings = || Settings::load(config_file.as_deref(), &std::env::vars().collect());
+    match cli.command {
+        // People's client commands talk to a server and need none of the service's settings.
+        Some(Command::Domains(args)) => {
+            dns_handling::install_crypto_provider();
+            client::run(args)
+        }
+        Some(Command::Completions { shell }) => {
+            let script = dns_handling::cli::completions(shell);
+            std::io::Write::write_all(&mut std::io::stdout(), &script)?;
+            Ok(ExitCode::SUCCESS)
+        }
+        Some(Command::Config) => {
+            print!("{}", settings()?.to_redacted_toml());
+            Ok(ExitCode::SUCCESS)
+        }
+        None => {
+            let settings = settings()?;
+            init_tracing(&settings)?;
+            // The actors need an actix system; the HTTP server brings its own worker threads.
+            actix_web::rt::System::new().block_on(serve(settings))?;
+            Ok(ExitCode::SUCCESS)
+        }
+        Some(command) => {
+            let settings = settings()?;
+            init_tracing(&settings)?;
+            // The operator commands are batch work: a multi-threaded runtime lets the database
+            // reads, the decoding and the writes of a replay run side by side.
+            tokio::runtime::Builder::new_multi_thread()
+                .enable_all()
+                .build()?
+                .block_on(run(settings, command))
+        }
     }
-    init_tracing(&settings)?;
-    if args.is_empty() {
-        // The actors need an actix system; the HTTP server brings its own worker threads.
-        actix_web::rt::System::new().block_on(serve(settings))?;
-        return Ok(ExitCode::SUCCESS);
-    }
-    // The operator commands are batch work: a multi-threaded runtime lets the database reads,
-    // the decoding and the writes of a replay run side by side.
-    tokio::runtime::Builder::new_multi_thread()
-        .enable_all()
-        .build()?
-        .block_on(command(settings, &args))?;
-    Ok(ExitCode::SUCCESS)
-}
-
-/// Takes `--config <file>` out of the arguments.
-fn take_config_option(args: &mut Vec<String>) -> anyhow::Result<Option<String>> {
-    let Some(index) = args.iter().position(|arg| arg == "--config") else {
-        return Ok(None);
-    };
-    anyhow::ensure!(
-        index + 1 < args.len(),
-        "--config needs a file\n{}",
-        cli::USAGE
-    );
-    let path = args.remove(index + 1);
-    args.remove(index);
-    Ok(Some(path))
 }
 
 /// Logs to stderr: human-readable lines (coloured only at a terminal), or JSON objects with
@@ -83,15 +78,21 @@ fn init_tracing(settings: &Settings) -> anyhow::Result<()> {
     Ok(())
 }
 
-async fn command(settings: Settings, args: &[String]) -> anyhow::Result<()> {
-    let args: Vec<&str> = args.iter().map(String::as_str).collect();
-    match args.as_slice() {
-        ["replay"] => cli::replay(&settings).await,
-        ["audit", "verify", options @ ..] => {
-            let options = cli::VerifyOptions::parse(options)?;
+/// Runs an operator command; exits 1 when an audit finds something.
+async fn run(settings: Settings, command: Command) -> anyhow::Result<ExitCode> {
+    let found = |findings: usize| match findings {
+        0 => ExitCode::SUCCESS,
+        _ => ExitCode::FAILURE,
+    };
+    match command {
+        Command::Replay => operator::replay(&settings).await?,
+        Command::Audit(AuditCommand::Verify(options)) => {
             let source = match &options.server {
-                Some(server) => LogSource::api(server, options.token.clone()),
-                None => LogSource::Store(cli::open_store(&settings).await?),
+                Some(server) => {
+                    let token = options.token.clone().filter(|token| !token.is_empty());
+                    LogSource::api(server, token)
+                }
+                None => LogSource::Store(operator::open_store(&settings).await?),
             };
             let known = match &options.known {
                 Some(path) => read_kept_checkpoints(
@@ -107,44 +108,29 @@ async fn command(settings: Settings, args: &[String]) -> anyhow::Result<()> {
                 &mut std::io::stdout().lock(),
             )
             .await?;
-            if !findings.is_empty() {
-                std::process::exit(1);
-            }
-            Ok(())
+            return Ok(found(findings.len()));
         }
-        ["audit", "public-key"] => {
+        Command::Audit(AuditCommand::PublicKey) => {
             println!("{}", AuditSigner::existing(&settings)?.public_key());
-            Ok(())
         }
-        ["audit", "views"] => {
-            let store = cli::open_store(&settings).await?;
-            let mismatches = cli::audit_views(&store, &mut std::io::stdout().lock()).await?;
-            if !mismatches.is_empty() {
-                std::process::exit(1);
-            }
-            Ok(())
+        Command::Audit(AuditCommand::Views) => {
+            let store = operator::open_store(&settings).await?;
+            let mismatches = operator::audit_views(&store, &mut std::io::stdout().lock()).await?;
+            return Ok(found(mismatches.len()));
         }
-        ["keys", "rotate"] => cli::keys_rotate(&settings, &mut std::io::stdout().lock()).await,
-        ["export", rest @ ..] => {
-            let after = match rest {
-                [] => 0,
-                ["--after", position] => position
-                    .parse()
-                    .with_context(|| format!("--after takes a position, got {position:?}"))?,
-                _ => anyhow::bail!("{}", cli::USAGE),
-            };
-            let store = cli::open_store(&settings).await?;
+        Command::Keys(KeysCommand::Rotate) => {
+            operator::keys_rotate(&settings, &mut std::io::stdout().lock()).await?
+        }
+        Command::Export { after } => {
+            let store = operator::open_store(&settings).await?;
             let mut out = std::io::BufWriter::new(std::io::stdout().lock());
-            cli::export(&store, after, &mut out).await?;
+            operator::export(&store, after, &mut out).await?;
             std::io::Write::flush(&mut out)?;
-            Ok(())
         }
-        ["--help"] | ["-h"] | ["help"] => {
-            println!("{}", cli::USAGE);
-            Ok(())
-        }
-        _ => anyhow::bail!("unknown command {:?}\n{}", args.join(" "), cli::USAGE),
+        // Answered before the settings were read.
+        Command::Config | Command::Domains(_) | Command::Completions { .. } => {}
     }
+    Ok(ExitCode::SUCCESS)
 }
 
 async fn serve(settings: Settings) -> anyhow::Result<()> {

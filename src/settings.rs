@@ -1,10 +1,21 @@
-//! Settings: one typed struct with defaults in code, overridden by a TOML file (`--config`),
-//! overridden in turn by environment variables.
+//! Settings: one typed struct, each field one setting with its default in code, layered by
+//! figment: the defaults, under a TOML file (`--config`), under environment variables.
+//!
+//! A field's name is the setting's key in the file and, in upper case, its environment
+//! variable. Both layers hand the field's parser the same text (numbers and booleans in the file
+//! become their text), so `POLL_INTERVAL=5s` and `poll_interval = "5s"` mean one thing. A blank
+//! value is no value, in the file as in the environment.
 
 use std::collections::HashMap;
 use std::net::SocketAddr;
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::time::Duration;
+
+use figment::error::Kind;
+use figment::value::{Dict, Map, Value};
+use figment::{Figment, Metadata, Profile, Provider};
+use serde::de::{self, Deserializer, SeqAccess, Visitor};
+use serde::{Deserialize, Serialize, Serializer};
 
 use dns_handling_events::CertificateKeyType;
 
@@ -12,7 +23,11 @@ use dns_handling_events::CertificateKeyType;
 /// production rate limits.
 pub const LETS_ENCRYPT_STAGING: &str = "https://acme-staging-v02.api.letsencrypt.org/directory";
 
-/// A secret value that never prints itself.
+/// What a secret prints and serializes as.
+const REDACTED: &str = "<redacted>";
+
+/// A secret value that never prints itself: its `Debug` and its serialized form are
+/// `<redacted>`. Read from a setting, it is trimmed.
 #[derive(Clone, PartialEq, Eq)]
 pub struct Secret(String);
 
@@ -34,58 +49,91 @@ impl std::fmt::Debug for Secret {
     }
 }
 
-/// Every setting of the service.
-#[derive(Debug, Clone)]
+impl Serialize for Secret {
+    fn serialize<S: Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
+        serializer.serialize_str(REDACTED)
+    }
+}
+
+impl<'de> Deserialize<'de> for Secret {
+    fn deserialize<D: Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+        // Never a custom error: a refused secret is then never shown (see `SettingsError`).
+        String::deserialize(deserializer).map(|text| Secret::new(text.trim()))
+    }
+}
+
+/// Every setting of the service. Serializing it gives the redacted form `dns-handling config`
+/// prints: secrets serialize as `<redacted>`, the database URL without its password.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
 pub struct Settings {
     /// `postgres://…` for PostgreSQL, anything else (`sqlite:…` or a path) for SQLite.
+    #[serde(serialize_with = "show::database_url")]
     pub database_url: String,
     /// Address the HTTP server binds (port 0 picks a free one).
+    #[serde(deserialize_with = "parse::server_addr")]
     pub server_addr: SocketAddr,
     /// The ACME directory URL.
+    #[serde(deserialize_with = "parse::acme_directory")]
     pub acme_directory: String,
     /// Contact e-mail for the ACME account.
     pub acme_email: Option<String>,
     /// Extra root certificate (PEM) to trust for the ACME server's HTTPS (Pebble needs one).
+    #[serde(deserialize_with = "parse::existing_file")]
     pub acme_ca_bundle: Option<PathBuf>,
     /// Name servers to poll (`ip:port`); the system's resolvers when empty.
+    #[serde(deserialize_with = "parse::nameservers")]
     pub dns_nameservers: Vec<SocketAddr>,
     /// How long one DNS query may take.
+    #[serde(with = "duration")]
     pub dns_timeout: Duration,
     /// How long a request waits for a database connection before it is answered `503`.
+    #[serde(with = "duration")]
     pub store_timeout: Duration,
     /// How often a pending order's TXT record is looked up.
+    #[serde(with = "duration")]
     pub poll_interval: Duration,
     /// How long a pending order waits for its TXT record.
+    #[serde(with = "duration")]
     pub poll_timeout: Duration,
     /// The label in front of the domain where the verification token is published.
+    #[serde(deserialize_with = "parse::record_prefix")]
     pub verification_record_prefix: String,
     /// The admin bearer token, required on every request but the health checks and the API
     /// description (`/openapi.json`, `/docs/`), when set.
     pub auth_token: Option<Secret>,
     /// Read-only (auditor) bearer tokens: may read, get `403` on writes and on private keys.
+    #[serde(deserialize_with = "parse::secrets")]
     pub read_only_tokens: Vec<Secret>,
     /// The key-encryption key for private keys at rest (standard base64 of 32 bytes).
     pub key_encryption_key: Option<Secret>,
     /// A file holding the key-encryption key.
     pub key_encryption_key_file: Option<PathBuf>,
     /// Keys values may still be sealed under after a rotation: they open values, never seal.
+    #[serde(deserialize_with = "parse::secrets")]
     pub previous_key_encryption_keys: Vec<Secret>,
     /// `tracing` filter directive, e.g. `info` or `dns_handling=debug`.
     pub log_level: String,
     /// How log lines are written.
+    #[serde(deserialize_with = "parse::log_format")]
     pub log_format: LogFormat,
-    /// HTTP worker threads; actix's default (one per core) when unset.
-    pub server_workers: Option<usize>,
     /// The kind of key certificates are issued for.
+    #[serde(deserialize_with = "parse::cert_key_type")]
     pub cert_key_type: CertificateKeyType,
     /// How long a replica's lease on a pending order lasts without renewal (PostgreSQL mode).
+    #[serde(with = "duration")]
     pub lease_ttl: Duration,
     /// This replica's stable name (e.g. its pod name): a restarted replica with the same name
     /// takes its leases back at once. Unset, each start gets a random one and a restarted
     /// replica's orders resume once their leases expire. Never give two live replicas one name.
+    #[serde(deserialize_with = "parse::trimmed")]
     pub replica_id: Option<String>,
+    /// HTTP worker threads; actix's default (one per core) when unset.
+    #[serde(deserialize_with = "parse::server_workers")]
+    pub server_workers: Option<usize>,
     /// How often a feed stream that follows looks for new events when no commit notification
     /// woke it (see `commit_signal`).
+    #[serde(with = "duration")]
     pub feed_poll_interval: Duration,
     /// The Ed25519 key checkpoints of the log are signed with (standard base64 of its 32-byte
     /// seed); never stored in the database.
@@ -93,11 +141,13 @@ pub struct Settings {
     /// A file holding the audit signing key.
     pub audit_signing_key_file: Option<PathBuf>,
     /// How often a signed checkpoint of the log is made, when events were added.
+    #[serde(with = "duration")]
     pub audit_checkpoint_interval: Duration,
 }
 
 /// How log lines are written.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "lowercase")]
 pub enum LogFormat {
     /// One human-readable line per event (the default).
     Text,
@@ -105,43 +155,12 @@ pub enum LogFormat {
     Json,
 }
 
-/// Every setting's name, as an environment variable; in a TOML file, the same in lower case.
-pub const SETTING_NAMES: [&str; 27] = [
-    "DATABASE_URL",
-    "SERVER_ADDR",
-    "ACME_DIRECTORY",
-    "ACME_EMAIL",
-    "ACME_CA_BUNDLE",
-    "DNS_NAMESERVERS",
-    "DNS_TIMEOUT",
-    "STORE_TIMEOUT",
-    "POLL_INTERVAL",
-    "POLL_TIMEOUT",
-    "VERIFICATION_RECORD_PREFIX",
-    "AUTH_TOKEN",
-    "READ_ONLY_TOKENS",
-    "KEY_ENCRYPTION_KEY",
-    "KEY_ENCRYPTION_KEY_FILE",
-    "LOG_LEVEL",
-    "LOG_FORMAT",
-    "CERT_KEY_TYPE",
-    "LEASE_TTL",
-    "REPLICA_ID",
-    "CONFIG_FILE",
-    "SERVER_WORKERS",
-    "FEED_POLL_INTERVAL",
-    "PREVIOUS_KEY_ENCRYPTION_KEYS",
-    "AUDIT_SIGNING_KEY",
-    "AUDIT_SIGNING_KEY_FILE",
-    "AUDIT_CHECKPOINT_INTERVAL",
-];
-
 /// A setting that could not be understood; names the variable.
 #[derive(Debug, thiserror::Error)]
 #[error("invalid setting {name}={value:?}: {reason}")]
 pub struct SettingsError {
-    /// The environment variable.
-    pub name: &'static str,
+    /// The environment variable (`CONFIG_FILE` for the file itself or a key it should not have).
+    pub name: String,
     /// Its value.
     pub value: String,
     /// What is wrong with it.
@@ -169,10 +188,10 @@ impl Default for Settings {
             previous_key_encryption_keys: Vec::new(),
             log_level: "info".to_owned(),
             log_format: LogFormat::Text,
-            server_workers: None,
             cert_key_type: CertificateKeyType::Rsa2048,
             lease_ttl: Duration::from_secs(30),
             replica_id: None,
+            server_workers: None,
             feed_poll_interval: Duration::from_secs(1),
             audit_signing_key: None,
             audit_signing_key_file: None,
@@ -189,190 +208,45 @@ impl Settings {
 
     /// Reads the settings from a map of variables (the environment, or a test's own).
     pub fn from_map(vars: &HashMap<String, String>) -> Result<Settings, SettingsError> {
-        let mut settings = Settings::default();
-        let get = |name: &str| vars.get(name).filter(|value| !value.trim().is_empty());
-        if let Some(value) = get("DATABASE_URL") {
-            settings.database_url = value.clone();
+        Self::load(None, vars)
+    }
+
+    /// Reads the settings: the defaults, under the TOML file (when given), under the
+    /// environment's variables.
+    pub fn load(
+        config_file: Option<&Path>,
+        environment: &HashMap<String, String>,
+    ) -> Result<Settings, SettingsError> {
+        let mut figment = Figment::new();
+        if let Some(path) = config_file {
+            figment = figment.merge(ConfigFile::read(path)?);
         }
-        if let Some(value) = get("SERVER_ADDR") {
-            settings.server_addr = value
-                .parse()
-                .map_err(|e| invalid("SERVER_ADDR", value, format!("{e}; expected ip:port")))?;
-        }
-        if let Some(value) = get("ACME_DIRECTORY") {
-            if !value.starts_with("https://") && !value.starts_with("http://") {
-                return Err(invalid("ACME_DIRECTORY", value, "expected an http(s) URL"));
-            }
-            settings.acme_directory = value.clone();
-        }
-        settings.acme_email = get("ACME_EMAIL").cloned();
-        if let Some(value) = get("ACME_CA_BUNDLE") {
-            let path = PathBuf::from(value);
-            if !path.is_file() {
-                return Err(invalid("ACME_CA_BUNDLE", value, "no such file"));
-            }
-            settings.acme_ca_bundle = Some(path);
-        }
-        if let Some(value) = get("DNS_NAMESERVERS") {
-            settings.dns_nameservers = parse_nameservers(value)
-                .map_err(|reason| invalid("DNS_NAMESERVERS", value, reason))?;
-        }
-        for (name, slot) in [
-            ("LEASE_TTL", &mut settings.lease_ttl),
-            ("DNS_TIMEOUT", &mut settings.dns_timeout),
-            ("STORE_TIMEOUT", &mut settings.store_timeout),
-            ("POLL_INTERVAL", &mut settings.poll_interval),
-            ("POLL_TIMEOUT", &mut settings.poll_timeout),
-            ("FEED_POLL_INTERVAL", &mut settings.feed_poll_interval),
-            (
-                "AUDIT_CHECKPOINT_INTERVAL",
-                &mut settings.audit_checkpoint_interval,
-            ),
-        ] {
-            if let Some(value) = get(name) {
-                *slot = parse_duration(value).map_err(|reason| invalid(name, value, reason))?;
-            }
-        }
-        if let Some(value) = get("VERIFICATION_RECORD_PREFIX") {
-            settings.verification_record_prefix = value.trim_matches('.').to_owned();
-        }
-        settings.auth_token = get("AUTH_TOKEN").map(|token| Secret::new(token.trim()));
-        settings.read_only_tokens = get("READ_ONLY_TOKENS")
-            .map(|tokens| secret_list(tokens))
-            .unwrap_or_default();
+        let figment = figment.merge(Environment::new(environment));
+        let settings: Settings = figment
+            .extract()
+            .map_err(|error| SettingsError::from_figment(error, &figment, config_file))?;
         if !settings.read_only_tokens.is_empty() && settings.auth_token.is_none() {
-            return Err(invalid(
-                "READ_ONLY_TOKENS",
-                "<redacted>",
-                "read-only tokens need an admin AUTH_TOKEN too, or every caller would be admin",
-            ));
-        }
-        settings.key_encryption_key = get("KEY_ENCRYPTION_KEY").map(|key| Secret::new(key.trim()));
-        settings.key_encryption_key_file = get("KEY_ENCRYPTION_KEY_FILE").map(PathBuf::from);
-        settings.previous_key_encryption_keys = get("PREVIOUS_KEY_ENCRYPTION_KEYS")
-            .map(|keys| secret_list(keys))
-            .unwrap_or_default();
-        settings.audit_signing_key = get("AUDIT_SIGNING_KEY").map(|key| Secret::new(key.trim()));
-        settings.audit_signing_key_file = get("AUDIT_SIGNING_KEY_FILE").map(PathBuf::from);
-        settings.replica_id = get("REPLICA_ID").map(|id| id.trim().to_owned());
-        if let Some(value) = get("CERT_KEY_TYPE") {
-            settings.cert_key_type = CertificateKeyType::parse(value.trim())
-                .ok_or_else(|| invalid("CERT_KEY_TYPE", value, "use rsa2048 or ecdsa-p256"))?;
-        }
-        if let Some(value) = get("LOG_LEVEL") {
-            settings.log_level = value.clone();
-        }
-        if let Some(value) = get("SERVER_WORKERS") {
-            let workers: usize = value
-                .trim()
-                .parse()
-                .map_err(|_| invalid("SERVER_WORKERS", value, "expected a whole number"))?;
-            if !(1..=256).contains(&workers) {
-                return Err(invalid("SERVER_WORKERS", value, "expected 1 to 256"));
-            }
-            settings.server_workers = Some(workers);
-        }
-        if let Some(value) = get("LOG_FORMAT") {
-            settings.log_format = match value.trim() {
-                "text" => LogFormat::Text,
-                "json" => LogFormat::Json,
-                _ => return Err(invalid("LOG_FORMAT", value, "use text or json")),
-            };
+            return Err(SettingsError {
+                name: "READ_ONLY_TOKENS".into(),
+                value: REDACTED.into(),
+                reason: "read-only tokens need an admin AUTH_TOKEN too, or every caller would be \
+                         admin"
+                    .into(),
+            });
         }
         Ok(settings)
     }
 
-    /// Reads the settings from a TOML file (when given), with the environment's variables
-    /// taking precedence over the file's.
-    pub fn load(
-        config_file: Option<&std::path::Path>,
-        environment: &HashMap<String, String>,
-    ) -> Result<Settings, SettingsError> {
-        let mut merged = match config_file {
-            Some(path) => read_config_file(path)?,
-            None => HashMap::new(),
-        };
-        for name in SETTING_NAMES {
-            if let Some(value) = environment.get(name).filter(|v| !v.trim().is_empty()) {
-                merged.insert(name.to_owned(), value.clone());
-            }
-        }
-        Self::from_map(&merged)
-    }
-
     /// The effective configuration as TOML, secrets replaced by `"<redacted>"`: what
-    /// `dns-handling config` prints.
+    /// `dns-handling config` prints, one line per setting in the struct's order.
     pub fn to_redacted_toml(&self) -> String {
-        fn quoted(text: impl std::fmt::Display) -> Option<String> {
-            Some(toml::Value::String(text.to_string()).to_string())
-        }
-        fn duration(value: Duration) -> Option<String> {
-            quoted(format!("{}ms", value.as_millis()))
-        }
-        fn list<T>(items: &[T], show: impl Fn(&T) -> String) -> Option<String> {
-            let items: Vec<String> = items.iter().filter_map(|item| quoted(show(item))).collect();
-            Some(format!("[{}]", items.join(", ")))
-        }
-        let path = |path: &Option<PathBuf>| path.as_ref().and_then(|p| quoted(p.display()));
-        let secret = |secret: &Option<Secret>| secret.as_ref().and_then(|_| quoted("<redacted>"));
-        let log_format = match self.log_format {
-            LogFormat::Text => "text",
-            LogFormat::Json => "json",
-        };
-        // `None`: not set, printed as a comment.
-        let lines: [(&str, Option<String>); 26] = [
-            (
-                "database_url",
-                quoted(redact_url_password(&self.database_url)),
-            ),
-            ("server_addr", quoted(self.server_addr)),
-            ("acme_directory", quoted(&self.acme_directory)),
-            ("acme_email", self.acme_email.as_ref().and_then(quoted)),
-            ("acme_ca_bundle", path(&self.acme_ca_bundle)),
-            (
-                "dns_nameservers",
-                list(&self.dns_nameservers, ToString::to_string),
-            ),
-            ("dns_timeout", duration(self.dns_timeout)),
-            ("store_timeout", duration(self.store_timeout)),
-            ("poll_interval", duration(self.poll_interval)),
-            ("poll_timeout", duration(self.poll_timeout)),
-            (
-                "verification_record_prefix",
-                quoted(&self.verification_record_prefix),
-            ),
-            ("auth_token", secret(&self.auth_token)),
-            (
-                "read_only_tokens",
-                list(&self.read_only_tokens, |_| "<redacted>".into()),
-            ),
-            ("key_encryption_key", secret(&self.key_encryption_key)),
-            (
-                "key_encryption_key_file",
-                path(&self.key_encryption_key_file),
-            ),
-            (
-                "previous_key_encryption_keys",
-                list(&self.previous_key_encryption_keys, |_| "<redacted>".into()),
-            ),
-            ("log_level", quoted(&self.log_level)),
-            ("log_format", quoted(log_format)),
-            ("cert_key_type", quoted(self.cert_key_type.as_str())),
-            ("lease_ttl", duration(self.lease_ttl)),
-            ("replica_id", self.replica_id.as_ref().and_then(quoted)),
-            ("server_workers", self.server_workers.map(|n| n.to_string())),
-            ("feed_poll_interval", duration(self.feed_poll_interval)),
-            ("audit_signing_key", secret(&self.audit_signing_key)),
-            ("audit_signing_key_file", path(&self.audit_signing_key_file)),
-            (
-                "audit_checkpoint_interval",
-                duration(self.audit_checkpoint_interval),
-            ),
-        ];
-        lines
+        // Cannot fail: every field serializes to a string, an integer or a list of strings.
+        let table = toml::Table::try_from(self).expect("the settings serialize to TOML");
+        setting_names()
             .iter()
-            .map(|(name, value)| match value {
+            .map(|name| match table.get(*name) {
                 Some(value) => format!("{name} = {value}\n"),
+                // TOML has no null: a setting without a value is written as a comment.
                 None => format!("# {name} is not set\n"),
             })
             .collect()
@@ -384,70 +258,176 @@ impl Settings {
     }
 }
 
-fn invalid(name: &'static str, value: &str, reason: impl Into<String>) -> SettingsError {
-    SettingsError {
-        name,
-        value: value.to_owned(),
-        reason: reason.into(),
+/// The settings' names in lower case, in the struct's order. They are asked of the derived
+/// `Deserialize`, which knows them, so that each setting is named once: as its field.
+fn setting_names() -> &'static [&'static str] {
+    /// A deserializer that only takes note of the fields a struct asks for.
+    struct FieldNames<'a>(&'a mut &'static [&'static str]);
+
+    impl<'de> Deserializer<'de> for FieldNames<'_> {
+        type Error = de::value::Error;
+
+        fn deserialize_any<V: Visitor<'de>>(self, _: V) -> Result<V::Value, Self::Error> {
+            Err(de::Error::custom("not a struct"))
+        }
+
+        fn deserialize_struct<V: Visitor<'de>>(
+            self,
+            _: &'static str,
+            fields: &'static [&'static str],
+            _: V,
+        ) -> Result<V::Value, Self::Error> {
+            *self.0 = fields;
+            Err(de::Error::custom("only the field names were wanted"))
+        }
+
+        serde::forward_to_deserialize_any! {
+            bool i8 i16 i32 i64 i128 u8 u16 u32 u64 u128 f32 f64 char str string bytes byte_buf
+            option unit unit_struct newtype_struct seq tuple tuple_struct map enum identifier
+            ignored_any
+        }
+    }
+
+    let mut names: &'static [&'static str] = &[];
+    // The error is the deserializer stopping once it has the names.
+    let _ = Settings::deserialize(FieldNames(&mut names));
+    names
+}
+
+/// The TOML file's layer. The file is read here rather than by figment's `Toml` provider so that
+/// a missing or malformed file is refused as `CONFIG_FILE`, and its numbers and booleans are
+/// given to the parsers as text, as the environment gives them.
+struct ConfigFile {
+    path: PathBuf,
+    table: Dict,
+}
+
+impl ConfigFile {
+    fn read(path: &Path) -> Result<Self, SettingsError> {
+        let refused = |reason: String| SettingsError {
+            name: "CONFIG_FILE".into(),
+            value: path.display().to_string(),
+            reason,
+        };
+        let text =
+            std::fs::read_to_string(path).map_err(|e| refused(format!("cannot read it: {e}")))?;
+        let table: toml::Table = text
+            .parse()
+            .map_err(|e| refused(format!("not valid TOML: {e}")))?;
+        let table = table
+            .into_iter()
+            .filter(|(_, value)| !value.as_str().is_some_and(|text| text.trim().is_empty()))
+            .map(|(key, value)| (key, as_text(value)))
+            .collect();
+        Ok(Self {
+            path: path.to_owned(),
+            table,
+        })
     }
 }
 
-/// Reads a TOML configuration file into the same variables the environment uses: keys are the
-/// settings' names in lower case, values strings, numbers, booleans or arrays of strings.
-fn read_config_file(path: &std::path::Path) -> Result<HashMap<String, String>, SettingsError> {
-    let shown = path.display().to_string();
-    let text = std::fs::read_to_string(path)
-        .map_err(|e| invalid("CONFIG_FILE", &shown, format!("cannot read it: {e}")))?;
-    let table: toml::Table = text
-        .parse()
-        .map_err(|e| invalid("CONFIG_FILE", &shown, format!("not valid TOML: {e}")))?;
-    let mut vars = HashMap::new();
-    for (key, value) in table {
-        let name = key.to_uppercase();
-        if !SETTING_NAMES.contains(&name.as_str()) || name == "CONFIG_FILE" {
-            return Err(invalid(
-                "CONFIG_FILE",
-                &shown,
-                format!("unknown setting {key:?}; known: {}", known_file_keys()),
-            ));
+/// A file's value as the parsers read it: scalars become their text, lists and tables keep
+/// their shape.
+fn as_text(value: toml::Value) -> Value {
+    match value {
+        toml::Value::String(text) => Value::from(text),
+        toml::Value::Integer(number) => Value::from(number.to_string()),
+        toml::Value::Float(number) => Value::from(number.to_string()),
+        toml::Value::Boolean(flag) => Value::from(flag.to_string()),
+        toml::Value::Datetime(datetime) => Value::from(datetime.to_string()),
+        toml::Value::Array(items) => {
+            Value::from(items.into_iter().map(as_text).collect::<Vec<_>>())
         }
-        let text = match value {
-            toml::Value::String(text) => text,
-            toml::Value::Integer(number) => number.to_string(),
-            toml::Value::Float(number) => number.to_string(),
-            toml::Value::Boolean(flag) => flag.to_string(),
-            toml::Value::Array(items) => items
-                .iter()
-                .map(|item| match item {
-                    toml::Value::String(text) => Ok(text.clone()),
-                    other => Err(invalid(
-                        "CONFIG_FILE",
-                        &shown,
-                        format!("{key}: expected strings in the list, found {other}"),
-                    )),
-                })
-                .collect::<Result<Vec<_>, _>>()?
-                .join(","),
-            other => {
-                return Err(invalid(
-                    "CONFIG_FILE",
-                    &shown,
-                    format!("{key}: expected a string, number, boolean or list, found {other}"),
+        toml::Value::Table(table) => Value::from(
+            table
+                .into_iter()
+                .map(|(key, value)| (key, as_text(value)))
+                .collect::<Map<String, Value>>(),
+        ),
+    }
+}
+
+impl Provider for ConfigFile {
+    fn metadata(&self) -> Metadata {
+        Metadata::from("TOML file", self.path.as_path())
+    }
+
+    fn data(&self) -> Result<Map<Profile, Dict>, figment::Error> {
+        Ok(Profile::Default.collect(self.table.clone()))
+    }
+}
+
+/// The environment's layer: each setting's variable (its name in upper case) that is not blank.
+/// Not figment's `Env`: that reads only the process's own environment (tests pass their own
+/// map) and parses values as literals, so a token such as `[abc]` would become a list.
+struct Environment(Dict);
+
+impl Environment {
+    fn new(variables: &HashMap<String, String>) -> Self {
+        let settings = setting_names().iter().filter_map(|name| {
+            let value = variables.get(&name.to_uppercase())?;
+            (!value.trim().is_empty()).then(|| ((*name).to_owned(), Value::from(value.clone())))
+        });
+        Self(settings.collect())
+    }
+}
+
+impl Provider for Environment {
+    fn metadata(&self) -> Metadata {
+        Metadata::named("environment variables")
+    }
+
+    fn data(&self) -> Result<Map<Profile, Dict>, figment::Error> {
+        Ok(Profile::Default.collect(self.0.clone()))
+    }
+}
+
+impl SettingsError {
+    /// Names the setting figment could not read as its environment variable.
+    fn from_figment(error: figment::Error, figment: &Figment, file: Option<&Path>) -> Self {
+        let in_the_file = |reason: String| Self {
+            name: "CONFIG_FILE".into(),
+            value: file
+                .map(|path| path.display().to_string())
+                .unwrap_or_default(),
+            reason,
+        };
+        let key = match (&error.kind, error.path.first()) {
+            // Only the file can hold a key that is no setting: the environment's layer takes
+            // the settings' own variables alone.
+            (Kind::UnknownField(key, known), _) => {
+                return in_the_file(format!(
+                    "unknown setting {key:?}; known: {}",
+                    known.join(", ")
                 ))
             }
+            (_, Some(key)) => key,
+            (other, None) => return in_the_file(other.to_string()),
         };
-        vars.insert(name, text);
+        let (value, reason) = match &error.kind {
+            // The parsers' own refusals: the value is shown. Secrets' parsers never refuse.
+            Kind::Message(reason) => (
+                figment.find_value(key).map(shown).unwrap_or_default(),
+                reason.clone(),
+            ),
+            // A list or table where text belongs (or the reverse): the value is not shown, as
+            // it may be a secret.
+            other => ("…".to_owned(), other.to_string()),
+        };
+        Self {
+            name: key.to_uppercase(),
+            value,
+            reason,
+        }
     }
-    Ok(vars)
 }
 
-fn known_file_keys() -> String {
-    SETTING_NAMES
-        .iter()
-        .filter(|name| **name != "CONFIG_FILE")
-        .map(|name| name.to_lowercase())
-        .collect::<Vec<_>>()
-        .join(", ")
+/// A value as it would be written in the environment: lists with commas between the items.
+fn shown(value: Value) -> String {
+    match value {
+        Value::Array(_, items) => items.into_iter().map(shown).collect::<Vec<_>>().join(","),
+        other => other.into_string().unwrap_or_default(),
+    }
 }
 
 /// The database URL without its password, for messages and `dns-handling config`.
@@ -466,22 +446,15 @@ pub fn redact_url_password(url: &str) -> String {
     }
 }
 
-/// Parses `10s`, `5m`, `250ms`, `1h` or a bare number of seconds.
+/// Parses a duration as humantime does (`250ms`, `10s`, `5m`, `1h`, `1h 30m`), or a bare number
+/// of seconds. Zero is refused: every duration here is an interval, a timeout or a lease, and
+/// zero would spin or give up at once.
 pub fn parse_duration(text: &str) -> Result<Duration, String> {
     let text = text.trim();
-    let split = text
-        .find(|c: char| !c.is_ascii_digit())
-        .unwrap_or(text.len());
-    let (number, unit) = text.split_at(split);
-    let number: u64 = number
-        .parse()
-        .map_err(|_| "expected a duration such as 10s, 5m or 250ms".to_owned())?;
-    let duration = match unit.trim() {
-        "" | "s" => Duration::from_secs(number),
-        "ms" => Duration::from_millis(number),
-        "m" => Duration::from_secs(number * 60),
-        "h" => Duration::from_secs(number * 3600),
-        other => return Err(format!("unknown unit {other:?}; use ms, s, m or h")),
+    let duration = match text.parse::<u64>() {
+        Ok(seconds) => Duration::from_secs(seconds),
+        Err(_) => humantime::parse_duration(text)
+            .map_err(|e| format!("expected a duration such as 10s, 5m or 250ms ({e})"))?,
     };
     if duration.is_zero() {
         return Err("must be greater than zero".to_owned());
@@ -489,28 +462,164 @@ pub fn parse_duration(text: &str) -> Result<Duration, String> {
     Ok(duration)
 }
 
-/// A comma-separated list of secrets, blanks dropped.
-fn secret_list(text: &str) -> Vec<Secret> {
-    text.split(',')
-        .map(str::trim)
-        .filter(|secret| !secret.is_empty())
-        .map(Secret::new)
-        .collect()
+/// Durations: read by [`parse_duration`], written in milliseconds (`"1500ms"`) so that the
+/// printed configuration reads back to the same value.
+mod duration {
+    use super::*;
+
+    pub fn deserialize<'de, D: Deserializer<'de>>(deserializer: D) -> Result<Duration, D::Error> {
+        parse::read(deserializer, parse_duration)
+    }
+
+    pub fn serialize<S: Serializer>(value: &Duration, serializer: S) -> Result<S::Ok, S::Error> {
+        if value.subsec_nanos().is_multiple_of(1_000_000) {
+            serializer.serialize_str(&format!("{}ms", value.as_millis()))
+        } else {
+            // Finer than a millisecond (`500us`): humantime's spelling keeps it exact.
+            serializer.serialize_str(&humantime::format_duration(*value).to_string())
+        }
+    }
 }
 
-fn parse_nameservers(text: &str) -> Result<Vec<SocketAddr>, String> {
-    text.split(',')
-        .map(str::trim)
-        .filter(|part| !part.is_empty())
-        .map(|part| {
+/// How fields whose printed form is not their value serialize.
+mod show {
+    use super::*;
+
+    pub fn database_url<S: Serializer>(url: &str, serializer: S) -> Result<S::Ok, S::Error> {
+        serializer.serialize_str(&redact_url_password(url))
+    }
+}
+
+/// The parsers of the settings whose text is more than a string. Each error is a message that
+/// `SettingsError` shows after the setting's name and value.
+mod parse {
+    use super::*;
+
+    /// Reads a setting's text and hands it to `parse`.
+    pub fn read<'de, D, T>(
+        deserializer: D,
+        parse: impl FnOnce(&str) -> Result<T, String>,
+    ) -> Result<T, D::Error>
+    where
+        D: Deserializer<'de>,
+    {
+        let text = String::deserialize(deserializer)?;
+        parse(&text).map_err(de::Error::custom)
+    }
+
+    pub fn server_addr<'de, D: Deserializer<'de>>(d: D) -> Result<SocketAddr, D::Error> {
+        read(d, |text| {
+            text.parse().map_err(|e| format!("{e}; expected ip:port"))
+        })
+    }
+
+    pub fn acme_directory<'de, D: Deserializer<'de>>(d: D) -> Result<String, D::Error> {
+        read(d, |text| {
+            if text.starts_with("https://") || text.starts_with("http://") {
+                Ok(text.to_owned())
+            } else {
+                Err("expected an http(s) URL".to_owned())
+            }
+        })
+    }
+
+    pub fn existing_file<'de, D: Deserializer<'de>>(d: D) -> Result<Option<PathBuf>, D::Error> {
+        read(d, |text| {
+            let path = PathBuf::from(text);
+            match path.is_file() {
+                true => Ok(Some(path)),
+                false => Err("no such file".to_owned()),
+            }
+        })
+    }
+
+    pub fn record_prefix<'de, D: Deserializer<'de>>(d: D) -> Result<String, D::Error> {
+        read(d, |text| Ok(text.trim_matches('.').to_owned()))
+    }
+
+    pub fn trimmed<'de, D: Deserializer<'de>>(d: D) -> Result<Option<String>, D::Error> {
+        read(d, |text| Ok(Some(text.trim().to_owned())))
+    }
+
+    pub fn log_format<'de, D: Deserializer<'de>>(d: D) -> Result<LogFormat, D::Error> {
+        read(d, |text| match text.trim() {
+            "text" => Ok(LogFormat::Text),
+            "json" => Ok(LogFormat::Json),
+            _ => Err("use text or json".to_owned()),
+        })
+    }
+
+    pub fn cert_key_type<'de, D: Deserializer<'de>>(d: D) -> Result<CertificateKeyType, D::Error> {
+        read(d, |text| {
+            CertificateKeyType::parse(text.trim())
+                .ok_or_else(|| "use rsa2048 or ecdsa-p256".to_owned())
+        })
+    }
+
+    pub fn server_workers<'de, D: Deserializer<'de>>(d: D) -> Result<Option<usize>, D::Error> {
+        read(d, |text| {
+            let workers: usize = text
+                .trim()
+                .parse()
+                .map_err(|_| "expected a whole number".to_owned())?;
+            match (1..=256).contains(&workers) {
+                true => Ok(Some(workers)),
+                false => Err("expected 1 to 256".to_owned()),
+            }
+        })
+    }
+
+    pub fn nameservers<'de, D: Deserializer<'de>>(d: D) -> Result<Vec<SocketAddr>, D::Error> {
+        let servers = list(d)?.into_iter().map(|part| {
             part.parse::<SocketAddr>()
                 .or_else(|_| {
                     part.parse::<std::net::IpAddr>()
                         .map(|ip| SocketAddr::new(ip, 53))
                 })
-                .map_err(|_| format!("{part:?} is not an ip or ip:port"))
-        })
-        .collect()
+                .map_err(|_| de::Error::custom(format!("{part:?} is not an ip or ip:port")))
+        });
+        servers.collect()
+    }
+
+    pub fn secrets<'de, D: Deserializer<'de>>(d: D) -> Result<Vec<Secret>, D::Error> {
+        Ok(list(d)?.into_iter().map(Secret::new).collect())
+    }
+
+    /// A list: an array in the file, or text with commas between the items as the environment
+    /// has it. Items are trimmed and blank ones dropped.
+    fn list<'de, D: Deserializer<'de>>(d: D) -> Result<Vec<String>, D::Error> {
+        struct List;
+
+        impl<'de> Visitor<'de> for List {
+            type Value = Vec<String>;
+
+            fn expecting(&self, f: &mut std::fmt::Formatter) -> std::fmt::Result {
+                f.write_str("a list, or text with commas between the items")
+            }
+
+            fn visit_str<E: de::Error>(self, text: &str) -> Result<Vec<String>, E> {
+                Ok(items(text))
+            }
+
+            fn visit_seq<A: SeqAccess<'de>>(self, mut seq: A) -> Result<Vec<String>, A::Error> {
+                let mut all = Vec::new();
+                while let Some(item) = seq.next_element::<String>()? {
+                    all.extend(items(&item));
+                }
+                Ok(all)
+            }
+        }
+
+        fn items(text: &str) -> Vec<String> {
+            text.split(',')
+                .map(str::trim)
+                .filter(|item| !item.is_empty())
+                .map(str::to_owned)
+                .collect()
+        }
+
+        d.deserialize_any(List)
+    }
 }
 
 #[cfg(test)]
@@ -605,6 +714,115 @@ mod tests {
             "{}",
             settings.to_redacted_toml()
         );
+    }
+
+    /// A TOML file of its own, removed when dropped.
+    struct ConfigFileFixture(PathBuf);
+
+    impl ConfigFileFixture {
+        fn new(name: &str, text: &str) -> Self {
+            let path = std::env::temp_dir().join(format!(
+                "dns-handling-settings-{name}-{}.toml",
+                std::process::id()
+            ));
+            std::fs::write(&path, text).expect("write the file");
+            Self(path)
+        }
+
+        fn load(&self, environment: &[(&str, &str)]) -> Result<Settings, SettingsError> {
+            Settings::load(Some(&self.0), &vars(environment))
+        }
+    }
+
+    impl Drop for ConfigFileFixture {
+        fn drop(&mut self) {
+            let _ = std::fs::remove_file(&self.0);
+        }
+    }
+
+    #[test]
+    fn the_file_is_under_the_environment_and_its_numbers_read_as_text() {
+        let file = ConfigFileFixture::new(
+            "layers",
+            r#"
+poll_interval = 5
+poll_timeout = "1m"
+server_workers = 3
+acme_email = ""
+dns_nameservers = ["10.0.0.53", "10.0.1.53:5353,10.0.2.53"]
+replica_id = " pod-1 "
+"#,
+        );
+        let settings = file
+            .load(&[("POLL_TIMEOUT", "2m"), ("SERVER_WORKERS", " ")])
+            .expect("valid");
+        assert_eq!(settings.poll_interval, Duration::from_secs(5));
+        assert_eq!(settings.poll_timeout, Duration::from_secs(120), "env wins");
+        assert_eq!(
+            settings.server_workers,
+            Some(3),
+            "a blank variable is unset"
+        );
+        assert_eq!(settings.acme_email, None, "a blank value is unset");
+        assert_eq!(settings.dns_nameservers.len(), 3);
+        assert_eq!(settings.replica_id.as_deref(), Some("pod-1"));
+    }
+
+    #[test]
+    fn the_file_refuses_a_key_that_is_no_setting_and_names_it() {
+        let file = ConfigFileFixture::new("unknown", "poll_intervall = \"1s\"\n");
+        let error = file.load(&[]).expect_err("refused");
+        assert_eq!(error.name, "CONFIG_FILE");
+        assert!(error.reason.contains("\"poll_intervall\""), "{error}");
+        let file = ConfigFileFixture::new("config-file", "config_file = \"x.toml\"\n");
+        assert_eq!(file.load(&[]).expect_err("refused").name, "CONFIG_FILE");
+        let missing = Settings::load(Some(Path::new("/nonexistent.toml")), &HashMap::new());
+        assert!(missing
+            .expect_err("refused")
+            .reason
+            .starts_with("cannot read it"));
+    }
+
+    #[test]
+    fn a_refusal_shows_the_value_but_never_a_secret() {
+        let error = Settings::from_map(&vars(&[("SERVER_WORKERS", "many")])).expect_err("bad");
+        assert_eq!(
+            error.to_string(),
+            "invalid setting SERVER_WORKERS=\"many\": expected a whole number"
+        );
+        let error = Settings::from_map(&vars(&[("READ_ONLY_TOKENS", "auditor-secret")]))
+            .expect_err("needs AUTH_TOKEN");
+        assert!(!error.to_string().contains("auditor-secret"), "{error}");
+        let file = ConfigFileFixture::new("secret", "auth_token = [\"file-secret\"]\n");
+        let error = file.load(&[]).expect_err("a list is no token");
+        assert_eq!(error.name, "AUTH_TOKEN");
+        assert!(!error.to_string().contains("file-secret"), "{error}");
+    }
+
+    #[test]
+    fn the_printed_configuration_reads_back_as_itself() {
+        let settings = Settings::from_map(&vars(&[
+            ("DATABASE_URL", "postgres://svc:hunter2@db/certs"),
+            ("DNS_NAMESERVERS", "10.0.0.53"),
+            ("AUTH_TOKEN", "admin"),
+            ("READ_ONLY_TOKENS", "a,b"),
+            ("SERVER_WORKERS", "4"),
+            ("LOG_FORMAT", "json"),
+            ("CERT_KEY_TYPE", "ecdsa-p256"),
+            ("LEASE_TTL", "1h"),
+        ]))
+        .expect("valid");
+        let printed = settings.to_redacted_toml();
+        assert_eq!(printed.lines().count(), setting_names().len(), "{printed}");
+        assert!(printed.contains("# acme_email is not set\n"), "{printed}");
+        assert!(
+            printed.contains("dns_nameservers = [\"10.0.0.53:53\"]\n"),
+            "{printed}"
+        );
+        assert!(printed.contains("lease_ttl = \"3600000ms\"\n"), "{printed}");
+        let file = ConfigFileFixture::new("printed", &printed);
+        let again = file.load(&[]).expect("the printed file reads");
+        assert_eq!(again.to_redacted_toml(), printed);
     }
 
     #[test]

@@ -8,23 +8,89 @@ use std::process::ExitCode;
 use std::time::{Duration, Instant};
 
 use anyhow::{bail, Context as _};
+use clap::CommandFactory as _;
 use reqwest::Method;
 use serde_json::{json, Value};
 
 use crate::settings::parse_duration;
 
-/// How to use the client.
-pub const USAGE: &str = "usage: dns-handling domains <command> [--server URL] [--token TOKEN]
-  add <name>                 register a domain; prints the TXT record that proves ownership
-  list [--status S]          every domain (optionally of one status)
-  get <id>                   one domain, as JSON
-  verify <id>                check the ownership record and mark the domain verified
-  issue <id>                 start issuance; prints the challenge TXT record to publish
-  wait <id> [--timeout 10m]  follow the domain until active (exit 0) or failed (exit 1)
-  events <id>                the domain's history
-  certificate <id> [--key]   the certificate chain as PEM (with --key: the private key)
-The server is --server, else $DNS_HANDLING_SERVER, else http://127.0.0.1:8080; the token is
---token, else $DNS_HANDLING_TOKEN.";
+/// `dns-handling domains …`: where the server is, and what to ask it.
+#[derive(Debug, clap::Args)]
+pub struct DomainsArgs {
+    /// The server
+    #[arg(
+        long,
+        global = true,
+        value_name = "URL",
+        env = "DNS_HANDLING_SERVER",
+        default_value = "http://127.0.0.1:8080"
+    )]
+    pub server: String,
+    /// The bearer token
+    #[arg(
+        long,
+        global = true,
+        value_name = "TOKEN",
+        env = "DNS_HANDLING_TOKEN",
+        hide_env_values = true
+    )]
+    pub token: Option<String>,
+    /// What to ask; with none, this help
+    #[command(subcommand)]
+    pub command: Option<DomainsCommand>,
+}
+
+/// The client's commands.
+#[derive(Debug, clap::Subcommand)]
+pub enum DomainsCommand {
+    /// Register a domain; prints the TXT record that proves ownership
+    Add {
+        /// The domain name
+        name: String,
+    },
+    /// Every domain (optionally of one status)
+    List {
+        /// Only the domains of this status
+        #[arg(long, value_name = "S")]
+        status: Option<String>,
+    },
+    /// One domain, as JSON
+    Get {
+        /// The domain's id
+        id: String,
+    },
+    /// Check the ownership record and mark the domain verified
+    Verify {
+        /// The domain's id
+        id: String,
+    },
+    /// Start issuance; prints the challenge TXT record to publish
+    Issue {
+        /// The domain's id
+        id: String,
+    },
+    /// Follow the domain until active (exit 0) or failed (exit 1); exit 2 on the timeout
+    Wait {
+        /// The domain's id
+        id: String,
+        /// How long to wait (`90s`, `10m`)
+        #[arg(long, value_name = "DURATION", default_value = "10m", value_parser = parse_duration)]
+        timeout: Duration,
+    },
+    /// The domain's history
+    Events {
+        /// The domain's id
+        id: String,
+    },
+    /// The certificate chain as PEM
+    Certificate {
+        /// The domain's id
+        id: String,
+        /// Append the private key (admin only)
+        #[arg(long)]
+        key: bool,
+    },
+}
 
 /// A connection to a running server.
 struct Client {
@@ -65,66 +131,44 @@ impl Client {
     }
 }
 
-/// Takes `--name value` out of `args`.
-fn take_option(args: &mut Vec<String>, name: &str) -> anyhow::Result<Option<String>> {
-    let Some(index) = args.iter().position(|arg| arg == name) else {
-        return Ok(None);
+/// Runs `dns-handling domains …`.
+pub fn run(args: DomainsArgs) -> anyhow::Result<ExitCode> {
+    let Some(command) = args.command else {
+        // No command: the help, as a question answered rather than a mistake.
+        let mut root = crate::cli::Cli::command();
+        // Built, so that the usage line names the whole command (`dns-handling domains`).
+        root.build();
+        let help = root.find_subcommand_mut("domains").map(|c| c.render_help());
+        println!("{}", help.unwrap_or_default());
+        return Ok(ExitCode::SUCCESS);
     };
-    if index + 1 >= args.len() {
-        bail!("{name} needs a value\n{USAGE}");
-    }
-    let value = args.remove(index + 1);
-    args.remove(index);
-    Ok(Some(value))
-}
-
-/// Takes a `--flag` out of `args`.
-fn take_flag(args: &mut Vec<String>, name: &str) -> bool {
-    let before = args.len();
-    args.retain(|arg| arg != name);
-    args.len() != before
-}
-
-/// Runs `dns-handling domains <args…>`.
-pub fn run(args: &[String]) -> anyhow::Result<ExitCode> {
-    let mut args = args.to_vec();
-    let server = take_option(&mut args, "--server")?
-        .or_else(|| std::env::var("DNS_HANDLING_SERVER").ok())
-        .unwrap_or_else(|| "http://127.0.0.1:8080".to_owned());
-    let token = take_option(&mut args, "--token")?
-        .or_else(|| std::env::var("DNS_HANDLING_TOKEN").ok())
-        .filter(|token| !token.is_empty());
     let client = Client {
         http: reqwest::Client::builder()
             .use_rustls_tls()
             .timeout(Duration::from_secs(60))
             .build()
             .context("building the HTTP client")?,
-        server: server.trim_end_matches('/').to_owned(),
-        token,
+        server: args.server.trim_end_matches('/').to_owned(),
+        token: args.token.filter(|token| !token.is_empty()),
     };
     tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()?
-        .block_on(dispatch(&client, args))
+        .block_on(dispatch(&client, command))
 }
 
-async fn dispatch(client: &Client, mut args: Vec<String>) -> anyhow::Result<ExitCode> {
-    let status_filter = take_option(&mut args, "--status")?;
-    let timeout = take_option(&mut args, "--timeout")?;
-    let with_key = take_flag(&mut args, "--key");
-    let args: Vec<&str> = args.iter().map(String::as_str).collect();
-    match args.as_slice() {
-        ["add", name] => add(client, name).await,
-        ["list"] => list(client, status_filter.as_deref()).await,
-        ["get", id] => {
+async fn dispatch(client: &Client, command: DomainsCommand) -> anyhow::Result<ExitCode> {
+    match command {
+        DomainsCommand::Add { name } => add(client, &name).await,
+        DomainsCommand::List { status } => list(client, status.as_deref()).await,
+        DomainsCommand::Get { id } => {
             let domain = client
                 .call(Method::GET, &format!("/domains/{id}"), None)
                 .await?;
             println!("{}", serde_json::to_string_pretty(&domain)?);
             Ok(ExitCode::SUCCESS)
         }
-        ["verify", id] => {
+        DomainsCommand::Verify { id } => {
             let domain = client
                 .call(Method::POST, &format!("/domains/{id}/verify"), None)
                 .await?;
@@ -135,7 +179,7 @@ async fn dispatch(client: &Client, mut args: Vec<String>) -> anyhow::Result<Exit
             );
             Ok(ExitCode::SUCCESS)
         }
-        ["issue", id] => {
+        DomainsCommand::Issue { id } => {
             let started = client
                 .call(
                     Method::POST,
@@ -151,22 +195,9 @@ async fn dispatch(client: &Client, mut args: Vec<String>) -> anyhow::Result<Exit
             println!("{}", text(&started["instructions"]));
             Ok(ExitCode::SUCCESS)
         }
-        ["wait", id] => {
-            let timeout = match timeout {
-                Some(text) => {
-                    parse_duration(&text).map_err(|e| anyhow::anyhow!("--timeout: {e}"))?
-                }
-                None => Duration::from_secs(600),
-            };
-            wait(client, id, timeout).await
-        }
-        ["events", id] => events(client, id).await,
-        ["certificate", id] => certificate(client, id, with_key).await,
-        [] | ["--help"] | ["-h"] | ["help"] => {
-            println!("{USAGE}");
-            Ok(ExitCode::SUCCESS)
-        }
-        _ => bail!("unknown domains command {:?}\n{USAGE}", args.join(" ")),
+        DomainsCommand::Wait { id, timeout } => wait(client, &id, timeout).await,
+        DomainsCommand::Events { id } => events(client, &id).await,
+        DomainsCommand::Certificate { id, key } => certificate(client, &id, key).await,
     }
 }
 

@@ -1,4 +1,4 @@
-//! The operator commands: `replay`, `audit verify`, `audit views` and `export`.
+//! The operator commands: `replay`, `audit verify`, `audit views`, `keys rotate` and `export`.
 
 use std::io::Write;
 use std::time::Instant;
@@ -12,27 +12,6 @@ use dns_handling_projections::DomainView;
 use crate::adapters::store::Store;
 use crate::read::projector::ViewProjector;
 use crate::settings::Settings;
-
-/// Usage text for every command.
-pub const USAGE: &str = "usage: dns-handling [--config FILE] [COMMAND]
-  (no command)   serve the API
-  config         print the effective configuration (file, then environment), secrets redacted
-  replay         rebuild every read projection from the first event (stop the service first)
-  audit verify [--public-key KEY] [--known FILE] [--server URL --token TOKEN]
-                 check every stream's hash chain and every signed checkpoint (signature, event
-                 count, log hash); exits 1 on any finding. --public-key: checkpoints must be
-                 signed by this key; --known: checkpoints kept elsewhere (a saved GET
-                 /audit/checkpoints page), each must still be stored and match; --server: read
-                 through the API instead of the database
-  audit public-key
-                 print the public key checkpoints are signed with, for auditors
-  audit views    check every stored domain view against its own history (safe while the
-                 service runs); exits 1 when one disagrees
-  keys rotate    re-seal every stored private key and ACME account under KEY_ENCRYPTION_KEY
-                 (the old key in PREVIOUS_KEY_ENCRYPTION_KEYS; safe while the service runs)
-  export         write the event feed after <position> as NDJSON to stdout (--after <position>)
-  domains ...    the client for people, against a running server (dns-handling domains --help)
-Settings come from the environment, over the TOML file of --config (or $CONFIG_FILE).";
 
 /// Opens (and migrates) the configured store.
 pub async fn open_store(settings: &Settings) -> anyhow::Result<Store> {
@@ -99,44 +78,26 @@ impl<'a> StreamPages<'a> {
 }
 
 /// The options of `audit verify`.
-#[derive(Debug, Default, PartialEq, Eq)]
+#[derive(Debug, Default, PartialEq, Eq, clap::Args)]
 pub struct VerifyOptions {
-    /// The public key checkpoints must be signed with (standard base64).
+    /// Checkpoints must be signed by this public key (standard base64)
+    #[arg(long, value_name = "KEY")]
     pub public_key: Option<String>,
-    /// Read through this server's API instead of the database.
+    /// Read the log through this server's API instead of the database
+    #[arg(long, value_name = "URL")]
     pub server: Option<String>,
-    /// The bearer token for `server`.
+    /// The bearer token for --server
+    #[arg(
+        long,
+        value_name = "TOKEN",
+        env = "DNS_HANDLING_TOKEN",
+        hide_env_values = true
+    )]
     pub token: Option<String>,
-    /// A file of checkpoints the auditor kept copies of.
+    /// A file of checkpoints kept elsewhere (a saved GET /audit/checkpoints page, a JSON array
+    /// or one per line): each must still be stored as it was, and the log must still match it
+    #[arg(long, value_name = "FILE")]
     pub known: Option<String>,
-}
-
-impl VerifyOptions {
-    /// Parses `[--public-key KEY] [--server URL] [--token TOKEN]`; the token defaults to
-    /// `$DNS_HANDLING_TOKEN`.
-    pub fn parse(args: &[&str]) -> anyhow::Result<Self> {
-        let mut options = Self::default();
-        let mut args = args.iter();
-        while let Some(flag) = args.next() {
-            let slot = match *flag {
-                "--public-key" => &mut options.public_key,
-                "--server" => &mut options.server,
-                "--token" => &mut options.token,
-                "--known" => &mut options.known,
-                other => anyhow::bail!("audit verify: unknown option {other:?}\n{USAGE}"),
-            };
-            let value = args
-                .next()
-                .with_context(|| format!("audit verify: {flag} needs a value"))?;
-            *slot = Some((*value).to_owned());
-        }
-        if options.token.is_none() && options.server.is_some() {
-            options.token = std::env::var("DNS_HANDLING_TOKEN")
-                .ok()
-                .filter(|t| !t.is_empty());
-        }
-        Ok(options)
-    }
 }
 
 /// A stored domain view that disagrees with the history it says it reflects.

@@ -409,6 +409,71 @@ log_format = "json"
     assert!(stdout.contains("server_workers = 3"), "{stdout}");
 }
 
+#[test]
+fn every_command_answers_help_and_the_shells_get_completions() {
+    use clap::CommandFactory as _;
+
+    fn every_command(command: &clap::Command, path: Vec<String>, all: &mut Vec<Vec<String>>) {
+        for sub in command.get_subcommands() {
+            let mut below = path.clone();
+            below.push(sub.get_name().to_owned());
+            every_command(sub, below, all);
+        }
+        all.push(path);
+    }
+    let mut commands = Vec::new();
+    every_command(
+        &dns_handling::cli::Cli::command(),
+        Vec::new(),
+        &mut commands,
+    );
+    // A setting that would stop any command reading the settings: help reads none.
+    let env = HashMap::from([("POLL_TIMEOUT".to_owned(), "soon".to_owned())]);
+    for path in &commands {
+        let mut args: Vec<&str> = path.iter().map(String::as_str).collect();
+        args.push("--help");
+        let (status, stdout, stderr) = run_command(BINARY, &env, &args);
+        assert!(status.success(), "{args:?}: {stderr}");
+        assert!(stdout.contains("Usage: dns-handling"), "{args:?}: {stdout}");
+    }
+    let (status, stdout, _) = run_command(BINARY, &env, &["--version"]);
+    assert!(status.success());
+    assert_eq!(
+        stdout.trim(),
+        format!("dns-handling {}", env!("CARGO_PKG_VERSION"))
+    );
+
+    let (status, script, stderr) = run_command(BINARY, &env, &["completions", "bash"]);
+    assert!(status.success(), "{stderr}");
+    assert!(script.contains("complete -F _dns__handling"), "{script}");
+    for word in [
+        "domains",
+        "certificate",
+        "public-key",
+        "--after",
+        "--config",
+    ] {
+        assert!(script.contains(word), "{word} is not completed:\n{script}");
+    }
+    for shell in ["zsh", "fish"] {
+        let (status, script, stderr) = run_command(BINARY, &env, &["completions", shell]);
+        assert!(
+            status.success() && script.contains("dns-handling"),
+            "{shell}: {stderr}"
+        );
+    }
+
+    // A mistake exits 1 (2 is `domains wait`'s timeout) and says what was not understood.
+    for wrong in [
+        &["no-such-command"][..],
+        &["export", "--after", "x"],
+        &["audit"],
+    ] {
+        let (status, _, stderr) = run_command(BINARY, &HashMap::new(), wrong);
+        assert_eq!(status.code(), Some(1), "{wrong:?}: {stderr}");
+    }
+}
+
 /// Runs `dns-handling domains <args> --server <service>` and returns (exit code, stdout, stderr).
 fn cli(service: &Service, args: &[&str]) -> (i32, String, String) {
     let server = service.url("");
