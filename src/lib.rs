@@ -12,8 +12,8 @@
 //!   [`adapters::event_repository`]: the cqrs-es repository with the hash chain;
 //!   [`adapters::vault`]: private keys encrypted at rest; [`adapters::certificate_keys`]: the
 //!   custody of each order's certificate key (stored before the CA sees a CSR);
-//!   [`adapters::commit_signal`]: commits wake feed followers, across replicas too. `acme/` and `store/` are folders of a file per
-//!   concern, mapped in their own `mod.rs`.
+//!   [`adapters::commit_signal`]: commits wake feed followers, across replicas too. `acme/` and
+//!   `store/` are folders of a file per concern, mapped in their own `mod.rs`.
 //! - [`read`]: the read side. [`read::projector`] keeps the views (crate
 //!   `dns-handling-projections`, `projections/`) in step with the events;
 //!   [`read::view_reader`] serves them, concurrent reads coalesced.
@@ -24,7 +24,8 @@
 //! - [`cli`]: the command line's grammar (clap); [`cli::operator`], the operator commands
 //!   (`replay`, `audit`, `export`, `keys`); [`cli::client`], `dns-handling domains …` for people.
 //! - [`app`]: builds the service from its settings; [`app_state`]: what handlers and actors
-//!   share; [`settings`]: configuration (figment); [`metrics`]: the Prometheus metrics.
+//!   share; [`settings`]: configuration (figment); [`metrics`]: the Prometheus metrics;
+//!   [`tasks`]: spawned tasks that end with their owner.
 
 #![forbid(unsafe_code)]
 
@@ -39,6 +40,7 @@ pub mod http;
 pub mod metrics;
 pub mod read;
 pub mod settings;
+pub mod tasks;
 
 /// Installs the process-wide rustls crypto provider. Both ring (through sqlx) and aws-lc-rs
 /// (through instant-acme and rcgen) are linked, so rustls cannot pick one by itself.

@@ -15,6 +15,7 @@ use crate::adapters::acme::AcmeError;
 use crate::app_state::{AppState, CommandOrigin};
 use crate::domain::aggregate::{CustomDomainCommand, DomainError};
 use crate::metrics::METRICS;
+use crate::tasks::AbortOnDrop;
 
 const ACTOR_NAME: &str = "order-poller";
 
@@ -181,27 +182,6 @@ pub async fn poll_once(
             .observe(elapsed.unwrap_or_default().as_secs_f64());
     }
     (settle(result, domain_id), memory)
-}
-
-/// A poll's task, ended when the poller stops waiting for it: a poller that stops (its lease
-/// lost, its domain removed, the process shutting down) must not leave a poll running on.
-struct AbortOnDrop<T>(actix_web::rt::task::JoinHandle<T>);
-
-impl<T> std::future::Future for AbortOnDrop<T> {
-    type Output = Result<T, actix_web::rt::task::JoinError>;
-
-    fn poll(
-        mut self: std::pin::Pin<&mut Self>,
-        cx: &mut std::task::Context<'_>,
-    ) -> std::task::Poll<Self::Output> {
-        std::pin::Pin::new(&mut self.0).poll(cx)
-    }
-}
-
-impl<T> Drop for AbortOnDrop<T> {
-    fn drop(&mut self) {
-        self.0.abort();
-    }
 }
 
 /// The actor that polls one order.

@@ -66,8 +66,18 @@ pub(crate) struct PollerStopped {
 }
 
 /// How long a poller that died waits before it is started again, so that one that dies at
-/// once does not spin.
+/// once does not spin; doubled for each restart in a row, up to [`MAX_RESTART_DELAY`].
 const RESTART_DELAY: std::time::Duration = std::time::Duration::from_secs(1);
+
+/// The longest wait before a poller that keeps dying is started again.
+const MAX_RESTART_DELAY: std::time::Duration = std::time::Duration::from_secs(300);
+
+/// The wait before the restart that follows `in_a_row` restarts of one domain's poller.
+fn restart_delay(in_a_row: u32) -> std::time::Duration {
+    RESTART_DELAY
+        .saturating_mul(1 << in_a_row.min(16))
+        .min(MAX_RESTART_DELAY)
+}
 
 /// How many orders' leases one statement claims (PostgreSQL mode). One by one, each claim a
 /// round trip and a commit, 20,000 pending orders took 50 s to resume (eight at a time, 4–6 s).
@@ -78,6 +88,10 @@ pub struct Supervisor {
     services: Arc<AppState>,
     /// By domain: the order id each poller polls, and the poller.
     pollers: HashMap<String, (String, Addr<OrderPoller>)>,
+    /// Restarts in a row of each domain's poller, for the growing wait between them.
+    restarts: HashMap<String, u32>,
+    /// Domains whose poller's restart is scheduled: it is not scheduled twice.
+    restarting: HashSet<String>,
     /// Domains whose lease claim is in flight: a claim that outlasts a tick is not repeated.
     claiming: HashSet<String>,
     /// True while `ResumePending` claims every pending order: the ticks leave them to it.
@@ -90,6 +104,8 @@ impl Supervisor {
         Self {
             services,
             pollers: HashMap::new(),
+            restarts: HashMap::new(),
+            restarting: HashSet::new(),
             claiming: HashSet::new(),
             resuming: false,
         }
@@ -134,18 +150,26 @@ impl Supervisor {
         dead: &Addr<OrderPoller>,
         ctx: &mut Context<Self>,
     ) {
+        if !self.restarting.insert(domain_id.to_owned()) {
+            return;
+        }
+        // A poller that dies every time is started again ever more slowly, not every second.
+        let in_a_row = self.restarts.entry(domain_id.to_owned()).or_insert(0);
+        let delay = restart_delay(*in_a_row);
+        *in_a_row += 1;
         METRICS.poller_restarts.inc();
-        tracing::warn!(%domain_id, "a poller died without finishing its order; starting it again");
+        tracing::warn!(%domain_id, ?delay, "a poller died without finishing its order; starting it again");
         let services = self.services.clone();
         let (domain_id, dead) = (domain_id.to_owned(), dead.clone());
         ctx.spawn(
             async move {
-                actix_web::rt::time::sleep(RESTART_DELAY).await;
+                actix_web::rt::time::sleep(delay).await;
                 let view = services.store.domain_view(&domain_id).await;
                 (domain_id, view)
             }
             .into_actor(self)
             .map(move |(domain_id, view), supervisor, ctx| {
+                supervisor.restarting.remove(&domain_id);
                 // Only if nothing replaced or removed it meanwhile (a newer order, a lost lease).
                 let still_dead = supervisor
                     .pollers
@@ -154,21 +178,23 @@ impl Supervisor {
                 if !still_dead {
                     return;
                 }
-                supervisor.pollers.remove(&domain_id);
-                match view {
-                    Ok(view) => {
-                        let pending = pending_orders(
-                            view.into_iter()
-                                .filter(|v| !v.removed && v.status == DomainStatus::CertificatePending)
-                                .collect(),
-                        );
-                        for pending in pending {
-                            supervisor.spawn_poller(pending, ctx);
-                        }
+                let view = match view {
+                    Ok(view) => view,
+                    Err(error) => {
+                        // Nothing else would take the order up in SQLite mode: try again.
+                        tracing::warn!(%domain_id, %error, "could not read the order to restart its poller; trying again");
+                        supervisor.restart_poller(&domain_id, &dead, ctx);
+                        return;
                     }
-                    // The lease expires unrenewed, and the orphan scan (or the next start)
-                    // takes the order up again.
-                    Err(error) => tracing::warn!(%domain_id, %error, "could not read the order to restart its poller"),
+                };
+                supervisor.pollers.remove(&domain_id);
+                let pending = pending_orders(
+                    view.into_iter()
+                        .filter(|v| !v.removed && v.status == DomainStatus::CertificatePending)
+                        .collect(),
+                );
+                for pending in pending {
+                    supervisor.spawn_poller(pending, ctx);
                 }
             }),
         );
@@ -189,6 +215,7 @@ impl Supervisor {
 
     /// Stops a domain's poller as finished and releases its lease.
     fn stop_polling(&mut self, domain_id: &str, ctx: &mut Context<Self>) {
+        self.restarts.remove(domain_id);
         let Some((_, poller)) = self.pollers.remove(domain_id) else {
             return;
         };
@@ -419,6 +446,7 @@ impl Handler<PollerStopped> for Supervisor {
             return;
         }
         self.pollers.remove(&msg.domain_id);
+        self.restarts.remove(&msg.domain_id);
         let services = self.services.clone();
         ctx.spawn(
             async move {
@@ -443,5 +471,17 @@ impl Handler<Shutdown> for Supervisor {
             poller.do_send(Shutdown);
         }
         ctx.stop();
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_poller_that_keeps_dying_is_restarted_ever_more_slowly_up_to_five_minutes() {
+        assert_eq!(restart_delay(0), std::time::Duration::from_secs(1));
+        assert_eq!(restart_delay(3), std::time::Duration::from_secs(8));
+        assert_eq!(restart_delay(40), MAX_RESTART_DELAY);
     }
 }

@@ -21,6 +21,7 @@ use dns_handling_projections::{Applied, CertificateView, DomainView};
 
 use crate::adapters::store::{ProjectionRow, ProjectionWrite, Store, StoreError};
 use crate::domain::aggregate::CustomDomain;
+use crate::tasks::AbortOnDrop;
 
 /// The checkpoint name of the domain and certificate views.
 pub const DOMAIN_VIEWS: &str = "domain_views";
@@ -64,7 +65,7 @@ struct Rebuilt {
 }
 
 /// Waits for a spawned write.
-async fn join(write: tokio::task::JoinHandle<Result<u64, StoreError>>) -> Result<u64, StoreError> {
+async fn join(write: AbortOnDrop<Result<u64, StoreError>>) -> Result<u64, StoreError> {
     write
         .await
         .map_err(|e| StoreError::Io(format!("projection write task failed: {e}")))?
@@ -221,7 +222,8 @@ impl ViewProjector {
         let start = self.store.checkpoint(DOMAIN_VIEWS).await?;
         let (batches, mut incoming) = tokio::sync::mpsc::channel(2);
         let store = self.store.clone();
-        let reader = tokio::spawn(async move {
+        // Both the reader and the writes end with this catch-up, also when it is cancelled.
+        let reader = AbortOnDrop(tokio::spawn(async move {
             let mut position = start;
             loop {
                 let batch = store.projection_batch(position, BATCH_EVENTS).await;
@@ -235,9 +237,9 @@ impl ViewProjector {
                 }
                 position = last.unwrap_or(position);
             }
-        });
+        }));
         let mut applied = 0u64;
-        let mut writing: Option<tokio::task::JoinHandle<Result<u64, StoreError>>> = None;
+        let mut writing: Option<AbortOnDrop<Result<u64, StoreError>>> = None;
         let outcome = async {
             while let Some(batch) = incoming.recv().await {
                 let batch = batch?;
@@ -251,10 +253,10 @@ impl ViewProjector {
                 let prepared = self.prepare_feed(&batch).await?;
                 let count = batch.len() as u64;
                 let store = self.store.clone();
-                writing = Some(tokio::spawn(async move {
+                writing = Some(AbortOnDrop(tokio::spawn(async move {
                     prepared.write(&store, Some(last)).await?;
                     Ok(count)
-                }));
+                })));
             }
             if let Some(previous) = writing.take() {
                 applied += join(previous).await?;
@@ -263,7 +265,7 @@ impl ViewProjector {
             Ok::<(), StoreError>(())
         }
         .await;
-        reader.abort();
+        drop(reader);
         if let Some(unfinished) = writing {
             // An error stopped the loop: let the write in flight land before returning.
             let _ = join(unfinished).await;
