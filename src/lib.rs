@@ -24,7 +24,8 @@
 //! - [`cli`]: the command line's grammar (clap); [`cli::operator`], the operator commands
 //!   (`replay`, `audit`, `export`, `keys`); [`cli::client`], `dns-handling domains …` for people.
 //! - [`app`]: builds the service from its settings; [`app_state`]: what handlers and actors
-//!   share; [`settings`]: configuration (figment); [`metrics`]: the Prometheus metrics;
+//!   share; [`settings`]: configuration (figment), its layers ([`settings::layers`]) and values
+//!   ([`settings::values`]); [`metrics`]: the Prometheus metrics;
 //!   [`tasks`]: spawned tasks that end with their owner.
 
 #![forbid(unsafe_code)]

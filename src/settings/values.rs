@@ -1,0 +1,195 @@
+//! The settings' values: how each is parsed from its text, and how it is printed.
+
+use super::*;
+
+/// The database URL without its password, for messages and `dns-handling config`.
+pub fn redact_url_password(url: &str) -> String {
+    match (url.find("://"), url.rfind('@')) {
+        (Some(scheme_end), Some(at)) if at > scheme_end => {
+            let credentials = &url[scheme_end + 3..at];
+            match credentials.split_once(':') {
+                Some((user, _)) => {
+                    format!("{}://{user}:***@{}", &url[..scheme_end], &url[at + 1..])
+                }
+                None => url.to_owned(),
+            }
+        }
+        _ => url.to_owned(),
+    }
+}
+
+/// Parses a duration as humantime does (`250ms`, `10s`, `5m`, `1h`, `1h 30m`), or a bare number
+/// of seconds. Zero is refused: every duration here is an interval, a timeout or a lease, and
+/// zero would spin or give up at once.
+pub fn parse_duration(text: &str) -> Result<Duration, String> {
+    let text = text.trim();
+    let duration = match text.parse::<u64>() {
+        Ok(seconds) => Duration::from_secs(seconds),
+        Err(_) => humantime::parse_duration(text)
+            .map_err(|e| format!("expected a duration such as 10s, 5m or 250ms ({e})"))?,
+    };
+    if duration.is_zero() {
+        return Err("must be greater than zero".to_owned());
+    }
+    Ok(duration)
+}
+
+/// Durations: read by [`parse_duration`], written in milliseconds (`"1500ms"`) so that the
+/// printed configuration reads back to the same value.
+pub(super) mod duration {
+    use super::*;
+
+    pub fn deserialize<'de, D: Deserializer<'de>>(deserializer: D) -> Result<Duration, D::Error> {
+        parse::read(deserializer, parse_duration)
+    }
+
+    pub fn serialize<S: Serializer>(value: &Duration, serializer: S) -> Result<S::Ok, S::Error> {
+        if value.subsec_nanos().is_multiple_of(1_000_000) {
+            serializer.serialize_str(&format!("{}ms", value.as_millis()))
+        } else {
+            // Finer than a millisecond (`500us`): humantime's spelling keeps it exact.
+            serializer.serialize_str(&humantime::format_duration(*value).to_string())
+        }
+    }
+}
+
+/// How fields whose printed form is not their value serialize.
+pub(super) mod show {
+    use super::*;
+
+    pub fn database_url<S: Serializer>(url: &str, serializer: S) -> Result<S::Ok, S::Error> {
+        serializer.serialize_str(&redact_url_password(url))
+    }
+}
+
+/// The parsers of the settings whose text is more than a string. Each error is a message that
+/// `SettingsError` shows after the setting's name and value.
+pub(super) mod parse {
+    use super::*;
+
+    /// Reads a setting's text and hands it to `parse`.
+    pub fn read<'de, D, T>(
+        deserializer: D,
+        parse: impl FnOnce(&str) -> Result<T, String>,
+    ) -> Result<T, D::Error>
+    where
+        D: Deserializer<'de>,
+    {
+        let text = String::deserialize(deserializer)?;
+        parse(&text).map_err(de::Error::custom)
+    }
+
+    pub fn server_addr<'de, D: Deserializer<'de>>(d: D) -> Result<SocketAddr, D::Error> {
+        read(d, |text| {
+            text.parse().map_err(|e| format!("{e}; expected ip:port"))
+        })
+    }
+
+    pub fn acme_directory<'de, D: Deserializer<'de>>(d: D) -> Result<String, D::Error> {
+        read(d, |text| {
+            if text.starts_with("https://") || text.starts_with("http://") {
+                Ok(text.to_owned())
+            } else {
+                Err("expected an http(s) URL".to_owned())
+            }
+        })
+    }
+
+    pub fn existing_file<'de, D: Deserializer<'de>>(d: D) -> Result<Option<PathBuf>, D::Error> {
+        read(d, |text| {
+            let path = PathBuf::from(text);
+            match path.is_file() {
+                true => Ok(Some(path)),
+                false => Err("no such file".to_owned()),
+            }
+        })
+    }
+
+    pub fn record_prefix<'de, D: Deserializer<'de>>(d: D) -> Result<String, D::Error> {
+        read(d, |text| Ok(text.trim_matches('.').to_owned()))
+    }
+
+    pub fn trimmed<'de, D: Deserializer<'de>>(d: D) -> Result<Option<String>, D::Error> {
+        read(d, |text| Ok(Some(text.trim().to_owned())))
+    }
+
+    pub fn log_format<'de, D: Deserializer<'de>>(d: D) -> Result<LogFormat, D::Error> {
+        read(d, |text| match text.trim() {
+            "text" => Ok(LogFormat::Text),
+            "json" => Ok(LogFormat::Json),
+            _ => Err("use text or json".to_owned()),
+        })
+    }
+
+    pub fn cert_key_type<'de, D: Deserializer<'de>>(d: D) -> Result<CertificateKeyType, D::Error> {
+        read(d, |text| {
+            CertificateKeyType::parse(text.trim())
+                .ok_or_else(|| "use rsa2048 or ecdsa-p256".to_owned())
+        })
+    }
+
+    pub fn server_workers<'de, D: Deserializer<'de>>(d: D) -> Result<Option<usize>, D::Error> {
+        read(d, |text| {
+            let workers: usize = text
+                .trim()
+                .parse()
+                .map_err(|_| "expected a whole number".to_owned())?;
+            match (1..=256).contains(&workers) {
+                true => Ok(Some(workers)),
+                false => Err("expected 1 to 256".to_owned()),
+            }
+        })
+    }
+
+    pub fn nameservers<'de, D: Deserializer<'de>>(d: D) -> Result<Vec<SocketAddr>, D::Error> {
+        let servers = list(d)?.into_iter().map(|part| {
+            part.parse::<SocketAddr>()
+                .or_else(|_| {
+                    part.parse::<std::net::IpAddr>()
+                        .map(|ip| SocketAddr::new(ip, 53))
+                })
+                .map_err(|_| de::Error::custom(format!("{part:?} is not an ip or ip:port")))
+        });
+        servers.collect()
+    }
+
+    pub fn secrets<'de, D: Deserializer<'de>>(d: D) -> Result<Vec<Secret>, D::Error> {
+        Ok(list(d)?.into_iter().map(Secret::new).collect())
+    }
+
+    /// A list: an array in the file, or text with commas between the items as the environment
+    /// has it. Items are trimmed and blank ones dropped.
+    fn list<'de, D: Deserializer<'de>>(d: D) -> Result<Vec<String>, D::Error> {
+        struct List;
+
+        impl<'de> Visitor<'de> for List {
+            type Value = Vec<String>;
+
+            fn expecting(&self, f: &mut std::fmt::Formatter) -> std::fmt::Result {
+                f.write_str("a list, or text with commas between the items")
+            }
+
+            fn visit_str<E: de::Error>(self, text: &str) -> Result<Vec<String>, E> {
+                Ok(items(text))
+            }
+
+            fn visit_seq<A: SeqAccess<'de>>(self, mut seq: A) -> Result<Vec<String>, A::Error> {
+                let mut all = Vec::new();
+                while let Some(item) = seq.next_element::<String>()? {
+                    all.extend(items(&item));
+                }
+                Ok(all)
+            }
+        }
+
+        fn items(text: &str) -> Vec<String> {
+            text.split(',')
+                .map(str::trim)
+                .filter(|item| !item.is_empty())
+                .map(str::to_owned)
+                .collect()
+        }
+
+        d.deserialize_any(List)
+    }
+}
