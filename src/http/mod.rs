@@ -4,6 +4,7 @@
 mod audit;
 mod auth;
 mod bodies;
+mod certificates;
 mod domains;
 mod error;
 mod events;
@@ -115,7 +116,7 @@ pub fn register_routes(cfg: &mut web::ServiceConfig) -> Vec<(Method, &'static st
         Token,
         Method::POST,
         "/domains/{id}/retry",
-        web::to(domains::retry),
+        web::to(certificates::retry),
     );
     table.add(
         Token,
@@ -129,16 +130,16 @@ pub fn register_routes(cfg: &mut web::ServiceConfig) -> Vec<(Method, &'static st
         "/domains/{id}/verify",
         web::to(domains::verify),
     );
-    let issue = web::to(domains::issue_certificate);
+    let issue = web::to(certificates::issue_certificate);
     table.add(
         Token,
         Method::POST,
         "/domains/{id}/issue-certificate",
         issue,
     );
-    let certificate = web::to(domains::certificate);
+    let certificate = web::to(certificates::certificate);
     table.add(Token, Method::GET, "/domains/{id}/certificate", certificate);
-    let key = web::to(domains::certificate_key);
+    let key = web::to(certificates::certificate_key);
     table.add(Token, Method::GET, "/domains/{id}/certificate/key", key);
     table.add(Token, Method::GET, "/events", web::to(events::feed));
     let checkpoints = "/audit/checkpoints";
@@ -244,6 +245,6 @@ fn query_error(error: QueryPayloadError, _request: &HttpRequest) -> actix_web::E
 }
 
 /// The per-domain locks of `issue-certificate`, shared by all HTTP workers.
-pub fn domains_issue_locks() -> domains::IssueLocks {
-    domains::IssueLocks::default()
+pub fn domains_issue_locks() -> certificates::IssueLocks {
+    certificates::IssueLocks::default()
 }

@@ -8,7 +8,7 @@ use actix_web::{web, HttpResponse};
 use utoipa::openapi::security::{HttpAuthScheme, HttpBuilder, SecurityScheme};
 use utoipa::OpenApi;
 
-use super::{audit, domains, events};
+use super::{audit, certificates, domains, events};
 
 /// The API's description: every route of [`super::register_routes`] (a test holds the two
 /// together).
@@ -28,10 +28,10 @@ use super::{audit, domains, events};
         domains::get,
         domains::remove,
         domains::verify,
-        domains::issue_certificate,
-        domains::certificate,
-        domains::certificate_key,
-        domains::retry,
+        certificates::issue_certificate,
+        certificates::certificate,
+        certificates::certificate_key,
+        certificates::retry,
         events::history,
         events::feed,
         audit::list,

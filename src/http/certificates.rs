@@ -1,0 +1,232 @@
+//! The certificate of a domain: issuing it (one ACME order at a time per domain), reading it and
+//! its private key, and retrying a failed issuance.
+
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex};
+
+use actix::Addr;
+use actix_web::{web, HttpRequest, HttpResponse};
+use chrono::Utc;
+use dns_handling_events::{DomainStatus, OrderDetails};
+use dns_handling_projections::{CertificateView, DomainView};
+
+use super::auth::Role;
+use super::bodies::{
+    CallerErrors, CertificateBody, ChangeErrors, DomainBody, ErrorBody, IssuanceStarted,
+    NotFoundError, PrivateKeyBody,
+};
+use super::domains::{find, origin};
+use super::ApiError;
+use crate::actors::{PendingOrder, StartPolling, Supervisor};
+use crate::app_state::AppState;
+use crate::domain::aggregate::CustomDomainCommand;
+
+type SharedServices = web::Data<Arc<AppState>>;
+
+/// Serialises `issue-certificate` calls per domain within this process, so that concurrent
+/// calls for one domain create one ACME order, not one per call.
+#[derive(Default)]
+pub struct IssueLocks(Mutex<HashMap<String, Arc<tokio::sync::Mutex<()>>>>);
+
+impl IssueLocks {
+    fn lock_for(&self, domain_id: &str) -> Arc<tokio::sync::Mutex<()>> {
+        let mut locks = self
+            .0
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner());
+        // Drop locks nobody holds, so the map stays as small as the set of calls in flight.
+        locks.retain(|_, lock| Arc::strong_count(lock) > 1);
+        locks.entry(domain_id.to_owned()).or_default().clone()
+    }
+}
+
+/// `POST /domains/{id}/issue-certificate`: create an ACME order, record it, hand it to a poller.
+#[utoipa::path(
+    post, path = "/domains/{id}/issue-certificate", operation_id = "issueCertificate", tag = "certificates",
+    params(("id" = String, Path, description = "The domain's id")),
+    responses(
+        (status = 202, description = "ACME order created; publish the TXT record", body = IssuanceStarted),
+        (status = 500, description = "The CA could not be reached or refused (the message says which step)", body = ErrorBody),
+        CallerErrors, NotFoundError, ChangeErrors
+    ),
+    security(("bearer" = []))
+)]
+pub async fn issue_certificate(
+    services: SharedServices,
+    supervisor: web::Data<Addr<Supervisor>>,
+    locks: web::Data<IssueLocks>,
+    request: HttpRequest,
+    id: web::Path<String>,
+) -> Result<HttpResponse, ApiError> {
+    let lock = locks.lock_for(&id);
+    let _held = lock.lock().await;
+    let view = find(&services, &id).await?;
+    if view.status != DomainStatus::Verified {
+        return Err(ApiError::BadRequest(format!(
+            "domain status is {}; issuing a certificate requires status verified",
+            view.status
+        )));
+    }
+    let created = services.acme.create_order(&view.domain_name).await?;
+    let settings = &services.settings;
+    let now = Utc::now();
+    let order = OrderDetails {
+        order_id: uuid::Uuid::now_v7().to_string(),
+        order_url: created.order_url,
+        challenge_url: created.challenge_url,
+        challenge_domain: created.challenge_domain,
+        expected_txt_value: created.expected_txt_value,
+        account_id: created.account_id,
+        poll_interval_ms: u64::try_from(settings.poll_interval.as_millis()).unwrap_or(u64::MAX),
+        deadline: now
+            + chrono::Duration::from_std(settings.poll_timeout)
+                .unwrap_or_else(|_| chrono::Duration::minutes(5)),
+        key_type: settings.cert_key_type,
+    };
+    // The order URL is persisted before any poller exists: from here on a crash resumes this
+    // order instead of creating a second one.
+    let command = CustomDomainCommand::RequestCertificate {
+        order: order.clone(),
+        at: now,
+    };
+    services.execute(&id, command, origin(&request)).await?;
+    supervisor.do_send(StartPolling(PendingOrder {
+        domain_id: view.id.clone(),
+        domain_name: view.domain_name.clone(),
+        order: order.clone(),
+        requested_at: Utc::now(),
+    }));
+    let instructions = format!(
+        "Set a TXT record at {} with value {} . The service checks DNS every {}s for up to {}s.",
+        order.challenge_domain,
+        order.expected_txt_value,
+        settings.poll_interval.as_secs_f64(),
+        settings.poll_timeout.as_secs_f64()
+    );
+    Ok(HttpResponse::Accepted().json(IssuanceStarted {
+        order_id: order.order_id,
+        status: DomainStatus::CertificatePending,
+        challenge_domain: order.challenge_domain,
+        expected_txt_value: order.expected_txt_value,
+        instructions,
+    }))
+}
+
+/// The domain's current certificate, or a `404` that says why there is none.
+async fn current_certificate(
+    services: &AppState,
+    view: &DomainView,
+) -> Result<CertificateView, ApiError> {
+    services
+        .store
+        .certificate_view(&view.id)
+        .await?
+        .ok_or_else(|| {
+            ApiError::NotFound(format!(
+                "domain {} has no certificate yet (status: {})",
+                view.id, view.status
+            ))
+        })
+}
+
+/// `GET /domains/{id}/certificate`: the current certificate's public parts.
+#[utoipa::path(
+    get, path = "/domains/{id}/certificate", operation_id = "getCertificate", tag = "certificates",
+    params(("id" = String, Path, description = "The domain's id")),
+    responses(
+        (status = 200, description = "The current certificate's public parts", body = CertificateBody),
+        CallerErrors, NotFoundError
+    ),
+    security(("bearer" = []))
+)]
+pub async fn certificate(
+    services: SharedServices,
+    id: web::Path<String>,
+) -> Result<HttpResponse, ApiError> {
+    let view = find(&services, &id).await?;
+    let certificate = current_certificate(&services, &view).await?;
+    Ok(HttpResponse::Ok().json(CertificateBody {
+        id: certificate.id,
+        domain_id: certificate.domain_id,
+        serial: certificate.serial,
+        not_before: certificate.not_before,
+        not_after: certificate.not_after,
+        issued_at: certificate.issued_at,
+        fingerprint_sha256: certificate.fingerprint_sha256,
+        chain_pem: certificate.chain_pem,
+    }))
+}
+
+/// `POST /domains/{id}/retry`: put a failed domain back to `verified`.
+#[utoipa::path(
+    post, path = "/domains/{id}/retry", operation_id = "retryIssuance", tag = "certificates",
+    params(("id" = String, Path, description = "The domain's id")),
+    responses(
+        (status = 200, description = "Back to verified", body = DomainBody,
+            links(
+                ("issueCertificate" = (operation_id = "issueCertificate", parameters(("id" = "$response.body#/id"))))
+            )),
+        CallerErrors, NotFoundError, ChangeErrors
+    ),
+    security(("bearer" = []))
+)]
+pub async fn retry(
+    services: SharedServices,
+    request: HttpRequest,
+    id: web::Path<String>,
+) -> Result<HttpResponse, ApiError> {
+    let view = find(&services, &id).await?;
+    if view.status != DomainStatus::Failed {
+        return Err(ApiError::BadRequest(format!(
+            "domain status is {}; retry requires status failed",
+            view.status
+        )));
+    }
+    let command = CustomDomainCommand::RetryIssuance { at: Utc::now() };
+    services.execute(&id, command, origin(&request)).await?;
+    Ok(HttpResponse::Ok().json(DomainBody::from(find(&services, &id).await?)))
+}
+
+/// `GET /domains/{id}/certificate/key`: the current certificate's private key, for the
+/// platform's TLS edge. Admins only; every read is recorded before the key leaves.
+#[utoipa::path(
+    get, path = "/domains/{id}/certificate/key", operation_id = "getCertificateKey", tag = "certificates",
+    params(("id" = String, Path, description = "The domain's id")),
+    responses(
+        (status = 200, description = "The private key (the read is recorded first)", body = PrivateKeyBody),
+        CallerErrors, NotFoundError, ChangeErrors
+    ),
+    security(("bearer" = []))
+)]
+pub async fn certificate_key(
+    services: SharedServices,
+    request: HttpRequest,
+    id: web::Path<String>,
+) -> Result<HttpResponse, ApiError> {
+    Role::require_admin(&request, "read private keys")?;
+    let view = find(&services, &id).await?;
+    let certificate = current_certificate(&services, &view).await?;
+    let key = services
+        .vault
+        .certificate_key(&certificate.order_id)
+        .await?
+        .ok_or_else(|| ApiError::Internal("the certificate's private key is missing".into()))?;
+    let reader = match request.peer_addr() {
+        Some(peer) => format!("{} from {}", Role::of(&request).label(), peer.ip()),
+        None => Role::of(&request).label().to_owned(),
+    };
+    // The audit record comes first: if it cannot be written, the key is not handed out.
+    let command = CustomDomainCommand::RecordPrivateKeyRead {
+        certificate_id: certificate.id.clone(),
+        reader,
+        at: Utc::now(),
+    };
+    services.execute(&id, command, origin(&request)).await?;
+    Ok(HttpResponse::Ok()
+        .insert_header(("cache-control", "no-store"))
+        .json(PrivateKeyBody {
+            domain_id: certificate.domain_id,
+            certificate_id: certificate.id,
+            private_key_pem: key,
+        }))
+}
