@@ -225,6 +225,30 @@ async fn an_untouched_log_verifies_clean_from_the_database_and_through_the_api(k
         "{report}"
     );
 
+    // Paging is bounded, and every bad query is refused with a message naming what is wrong.
+    let (code, page) = service.get("/audit/checkpoints?limit=1").await;
+    assert_eq!(
+        (code, page["items"].as_array().map(Vec::len)),
+        (200, Some(1)),
+        "{page}"
+    );
+    let before = page["next_before"].as_i64().expect("a next page");
+    let (_, older) = service
+        .get(&format!("/audit/checkpoints?limit=1&before={before}"))
+        .await;
+    assert_eq!(older["items"][0], log.second, "{older}");
+    for (query, says) in [
+        ("limit=0", "limit"),
+        ("limit=1001", "limit"),
+        ("before=-1", "before"),
+        ("colour=blue", "colour"),
+    ] {
+        let (code, refused) = service.get(&format!("/audit/checkpoints?{query}")).await;
+        assert_eq!(code, 400, "{query}: {refused}");
+        let message = refused["error"].as_str().unwrap_or_default();
+        assert!(message.contains(says), "{query}: {refused}");
+    }
+
     // An auditor may read checkpoints but not sign them.
     let refused = service
         .client
