@@ -2,7 +2,6 @@
 //! certificates are `certificates.rs`).
 
 use std::collections::HashMap;
-use std::sync::Arc;
 
 use actix::Addr;
 use actix_web::{web, HttpMessage, HttpRequest, HttpResponse};
@@ -24,7 +23,7 @@ use crate::app_state::{AppState, CommandOrigin};
 use crate::domain::aggregate::CustomDomainCommand;
 use crate::domain::domain_name::DomainName;
 
-type SharedServices = web::Data<Arc<AppState>>;
+use super::SharedState;
 
 /// Body of `POST /domains`.
 #[derive(Debug, Deserialize, utoipa::ToSchema)]
@@ -107,7 +106,7 @@ fn random_token() -> String {
     security(("bearer" = []))
 )]
 pub async fn register(
-    services: SharedServices,
+    services: SharedState,
     request: HttpRequest,
     body: web::Json<RegisterRequest>,
 ) -> Result<HttpResponse, ApiError> {
@@ -170,7 +169,7 @@ pub async fn register(
     security(("bearer" = []))
 )]
 pub async fn list(
-    services: SharedServices,
+    services: SharedState,
     query: web::Query<ListQuery>,
 ) -> Result<HttpResponse, ApiError> {
     let status = match query.status.as_deref() {
@@ -181,12 +180,7 @@ pub async fn list(
             ))
         })?),
     };
-    let limit = query.limit.unwrap_or(50);
-    if !(1..=500).contains(&limit) {
-        return Err(ApiError::BadRequest(format!(
-            "limit must be between 1 and 500, got {limit}"
-        )));
-    }
+    let limit = super::page_limit(query.limit, 50, 500)?;
     let page = services
         .store
         .list_domain_views(status, limit, query.cursor.as_deref())
@@ -219,7 +213,7 @@ pub struct GetQuery {
     security(("bearer" = []))
 )]
 pub async fn get(
-    services: SharedServices,
+    services: SharedState,
     id: web::Path<String>,
     query: web::Query<GetQuery>,
 ) -> Result<HttpResponse, ApiError> {
@@ -274,7 +268,7 @@ pub async fn get(
     security(("bearer" = []))
 )]
 pub async fn verify(
-    services: SharedServices,
+    services: SharedState,
     request: HttpRequest,
     id: web::Path<String>,
 ) -> Result<HttpResponse, ApiError> {
@@ -300,7 +294,7 @@ pub async fn verify(
 }
 
 /// `DELETE /domains/{id}`: remove the domain from the listings and free its name; its event
-/// history stays. A pending order's poller finds its reports refused and stops.
+/// history stays. A pending order's poller stops at once.
 #[utoipa::path(
     delete, path = "/domains/{id}", operation_id = "removeDomain", tag = "domains",
     params(("id" = String, Path, description = "The domain's id")),
@@ -311,7 +305,7 @@ pub async fn verify(
     security(("bearer" = []))
 )]
 pub async fn remove(
-    services: SharedServices,
+    services: SharedState,
     supervisor: web::Data<Addr<Supervisor>>,
     request: HttpRequest,
     id: web::Path<String>,
