@@ -4,7 +4,7 @@ use actix_web::{web, HttpResponse};
 use serde::{Deserialize, Serialize};
 
 use super::bodies::{CallerErrors, ChangeErrors};
-use super::{ApiError, SharedServices};
+use super::{ApiError, SharedState};
 use crate::audit::checkpoints::{sign_checkpoint, Checkpoint, CheckpointError};
 
 /// Query of `GET /audit/checkpoints`.
@@ -40,15 +40,10 @@ pub struct CheckpointPage {
     security(("bearer" = []))
 )]
 pub async fn list(
-    services: SharedServices,
+    services: SharedState,
     query: web::Query<CheckpointQuery>,
 ) -> Result<HttpResponse, ApiError> {
-    let limit = query.limit.unwrap_or(100);
-    if !(1..=1000).contains(&limit) {
-        return Err(ApiError::BadRequest(format!(
-            "limit must be between 1 and 1000, got {limit}"
-        )));
-    }
+    let limit = super::page_limit(query.limit, 100, 1000)?;
     if query.before.is_some_and(|before| before < 0) {
         return Err(ApiError::BadRequest(
             "before must be 0 or a position".into(),
@@ -74,7 +69,7 @@ pub async fn list(
     ),
     security(("bearer" = []))
 )]
-pub async fn sign(services: SharedServices) -> Result<HttpResponse, ApiError> {
+pub async fn sign(services: SharedState) -> Result<HttpResponse, ApiError> {
     let (checkpoint, new) = match sign_checkpoint(&services.store, &services.signer).await {
         Ok(signed) => signed,
         Err(CheckpointError::Store(error)) => return Err(error.into()),

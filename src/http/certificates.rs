@@ -21,7 +21,7 @@ use crate::actors::{PendingOrder, StartPolling, Supervisor};
 use crate::app_state::AppState;
 use crate::domain::aggregate::CustomDomainCommand;
 
-type SharedServices = web::Data<Arc<AppState>>;
+use super::SharedState;
 
 /// Serialises `issue-certificate` calls per domain within this process, so that concurrent
 /// calls for one domain create one ACME order, not one per call.
@@ -52,7 +52,7 @@ impl IssueLocks {
     security(("bearer" = []))
 )]
 pub async fn issue_certificate(
-    services: SharedServices,
+    services: SharedState,
     supervisor: web::Data<Addr<Supervisor>>,
     locks: web::Data<IssueLocks>,
     request: HttpRequest,
@@ -140,7 +140,7 @@ async fn current_certificate(
     security(("bearer" = []))
 )]
 pub async fn certificate(
-    services: SharedServices,
+    services: SharedState,
     id: web::Path<String>,
 ) -> Result<HttpResponse, ApiError> {
     let view = find(&services, &id).await?;
@@ -171,7 +171,7 @@ pub async fn certificate(
     security(("bearer" = []))
 )]
 pub async fn retry(
-    services: SharedServices,
+    services: SharedState,
     request: HttpRequest,
     id: web::Path<String>,
 ) -> Result<HttpResponse, ApiError> {
@@ -199,7 +199,7 @@ pub async fn retry(
     security(("bearer" = []))
 )]
 pub async fn certificate_key(
-    services: SharedServices,
+    services: SharedState,
     request: HttpRequest,
     id: web::Path<String>,
 ) -> Result<HttpResponse, ApiError> {

@@ -15,7 +15,7 @@ use super::ApiError;
 use crate::adapters::commit_signal::CommitWaiter;
 use crate::app_state::AppState;
 
-type SharedServices = web::Data<Arc<AppState>>;
+use super::SharedState;
 
 /// One entry of `GET /domains/{id}/events`.
 #[derive(Debug, Serialize, utoipa::ToSchema)]
@@ -76,7 +76,7 @@ impl From<FeedEvent> for HistoryEntry {
     security(("bearer" = []))
 )]
 pub async fn history(
-    services: SharedServices,
+    services: SharedState,
     id: web::Path<String>,
 ) -> Result<HttpResponse, ApiError> {
     let events = services.store.domain_history(&id).await?;
@@ -126,7 +126,7 @@ pub struct FeedPage {
     security(("bearer" = []))
 )]
 pub async fn feed(
-    services: SharedServices,
+    services: SharedState,
     request: HttpRequest,
     query: web::Query<FeedQuery>,
 ) -> Result<HttpResponse, ApiError> {
@@ -146,12 +146,7 @@ pub async fn feed(
         ));
     }
     if !wants_ndjson {
-        let limit = query.limit.unwrap_or(100);
-        if !(1..=1000).contains(&limit) {
-            return Err(ApiError::BadRequest(format!(
-                "limit must be between 1 and 1000, got {limit}"
-            )));
-        }
+        let limit = super::page_limit(query.limit, 100, 1000)?;
         let items = services.store.events_after(after, limit).await?;
         let next_after = items.last().map_or(after, |event| event.position);
         return Ok(HttpResponse::Ok().json(FeedPage { items, next_after }));

@@ -22,7 +22,8 @@ pub use error::ApiError;
 use crate::app_state::AppState;
 use crate::metrics::METRICS;
 
-type SharedServices = web::Data<std::sync::Arc<AppState>>;
+/// The state every handler is given.
+type SharedState = web::Data<std::sync::Arc<AppState>>;
 
 /// The largest request body accepted; the API's bodies are a few hundred bytes.
 pub const MAX_BODY_BYTES: usize = 16 * 1024;
@@ -189,7 +190,7 @@ async fn healthz() -> HttpResponse {
         (status = 200, description = "Ready", body = HealthBody),
         (status = 503, description = "Store or ACME directory unreachable (the message says which)", body = ErrorBody)
     ))]
-async fn readyz(services: SharedServices) -> HttpResponse {
+async fn readyz(services: SharedState) -> HttpResponse {
     let (store, acme) = futures::join!(services.store.ping(), services.acme.check_directory());
     let problem = match (store, acme) {
         (Ok(()), Ok(())) => return HttpResponse::Ok().json(HealthBody { status: "ready" }),
@@ -209,11 +210,22 @@ async fn readyz(services: SharedServices) -> HttpResponse {
             headers(("Retry-After" = u32, description = "Seconds to wait before retrying")))
     ),
     security(("bearer" = [])))]
-async fn metrics(services: SharedServices) -> Result<HttpResponse, ApiError> {
+async fn metrics(services: SharedState) -> Result<HttpResponse, ApiError> {
     let text = METRICS.render(&services.store).await?;
     Ok(HttpResponse::Ok()
         .content_type(crate::metrics::CONTENT_TYPE)
         .body(text))
+}
+
+/// A page size from the query: `default` when absent, refused outside 1 to `max`.
+fn page_limit(limit: Option<u32>, default: u32, max: u32) -> Result<u32, ApiError> {
+    let limit = limit.unwrap_or(default);
+    if !(1..=max).contains(&limit) {
+        return Err(ApiError::BadRequest(format!(
+            "limit must be between 1 and {max}, got {limit}"
+        )));
+    }
+    Ok(limit)
 }
 
 fn json_payload_error(error: JsonPayloadError, _request: &HttpRequest) -> actix_web::Error {

@@ -45,6 +45,13 @@ pub async fn verified_domain(service: &Service, pebble: &Pebble, name: &str) -> 
 /// Takes `name` all the way to `active`; returns its id.
 pub async fn active_domain(service: &Service, pebble: &Pebble, name: &str) -> String {
     let id = verified_domain(service, pebble, name).await;
+    issue_and_publish(service, pebble, &id).await;
+    id
+}
+
+/// Asks for a verified domain's certificate, publishes the challenge record through Pebble's
+/// DNS server and waits until the domain is `active`.
+pub async fn issue_and_publish(service: &Service, pebble: &Pebble, id: &str) {
     let (code, started) = service
         .post(&format!("/domains/{id}/issue-certificate"), None)
         .await;
@@ -58,10 +65,9 @@ pub async fn active_domain(service: &Service, pebble: &Pebble, name: &str) -> St
             .expect("expected_txt_value"),
     );
     let view = service
-        .wait_for_status(&id, &["active", "failed"], Duration::from_secs(90))
+        .wait_for_status(id, &["active", "failed"], Duration::from_secs(90))
         .await;
     assert_eq!(view["status"], "active", "{view}");
-    id
 }
 
 /// The usual start of a test: a Pebble with default options, a fresh database of `kind`, and

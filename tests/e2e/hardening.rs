@@ -11,7 +11,8 @@ use dns_handling::adapters::dns::{DnsError, HickoryTxtLookup, TxtLookup};
 use dns_handling::app::Application;
 use dns_handling::settings::Settings;
 use dns_handling_testkit::{
-    pebble_and_database, run_command, verified_domain, Service, StoreKind, TestDatabase,
+    issue_and_publish, pebble_and_database, run_command, verified_domain, Service, StoreKind,
+    TestDatabase,
 };
 use serde_json::Value;
 
@@ -141,22 +142,7 @@ async fn a_poller_whose_work_dies_is_started_again_and_its_order_finishes(kind: 
 
     let id = verified_domain(&service, &pebble, "phoenix.example.test").await;
     lookup.armed.store(true, Ordering::SeqCst);
-    let (code, started) = service
-        .post(&format!("/domains/{id}/issue-certificate"), None)
-        .await;
-    assert_eq!(code, 202, "{started}");
-    pebble.set_txt(
-        started["challenge_domain"]
-            .as_str()
-            .expect("challenge_domain"),
-        started["expected_txt_value"]
-            .as_str()
-            .expect("expected_txt_value"),
-    );
-    let view = service
-        .wait_for_status(&id, &["active", "failed"], Duration::from_secs(60))
-        .await;
-    assert_eq!(view["status"], "active", "{view}");
+    issue_and_publish(&service, &pebble, &id).await;
     assert!(
         !lookup.armed.load(Ordering::SeqCst),
         "the poll did die once"
