@@ -60,9 +60,13 @@ fn order(n: usize) -> OrderDetails {
     OrderDetails {
         order_id: format!("0193a7c2-0000-7000-8000-{n:012}"),
         order_url: format!("https://acme.example/order/{n}"),
-        challenge_url: format!("https://acme.example/chall/{n}"),
-        challenge_domain: "_acme-challenge.shop.example.com.".into(),
-        expected_txt_value: CHALLENGE_VALUE.into(),
+        names: vec!["shop.example.com".into()],
+        challenges: vec![dns_handling_events::OrderChallenge {
+            identifier: "shop.example.com".into(),
+            challenge_url: format!("https://acme.example/chall/{n}"),
+            challenge_domain: "_acme-challenge.shop.example.com.".into(),
+            expected_txt_value: CHALLENGE_VALUE.into(),
+        }],
         account_id: "https://acme.example/acct/1".into(),
         poll_interval_ms: 10_000,
         deadline: Utc::now() + Duration::minutes(5),
@@ -83,7 +87,11 @@ fn request_and_observe(domain: &mut CustomDomain, n: usize) -> (String, Vec<Cust
         domain,
         CustomDomainCommand::TxtObserved {
             order_id: order_id.clone(),
-            observed_values: vec![TOKEN.into(), CHALLENGE_VALUE.into()],
+            observed_values: [(
+                "_acme-challenge.shop.example.com.".to_owned(),
+                vec![TOKEN.to_owned(), CHALLENGE_VALUE.to_owned()],
+            )]
+            .into(),
             resolver: "127.0.0.1:53".into(),
             at,
         },
@@ -105,6 +113,7 @@ fn history(refused_orders: usize, key_reads: usize) -> Vec<CustomDomainEvent> {
             domain_name: DomainName::parse("shop.example.com").expect("a valid name"),
             verification_token: TOKEN.into(),
             verification_record_name: "_acme-challenge.shop.example.com.".into(),
+            alt_names: Default::default(),
             at: now,
         },
     );

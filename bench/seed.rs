@@ -6,7 +6,9 @@
 use chrono::{DateTime, Utc};
 use dns_handling::adapters::store::Store;
 use dns_handling_events::chain::{event_hash, ChainedContent, GENESIS, HASH_KEY, PREV_HASH_KEY};
-use dns_handling_events::{CertificateKeyType, CustomDomainEvent, IssuedCertificate, OrderDetails};
+use dns_handling_events::{
+    CertificateKeyType, CustomDomainEvent, IssuedCertificate, OrderChallenge, OrderDetails,
+};
 use serde_json::{json, Value};
 
 /// How far each seeded domain got.
@@ -56,6 +58,7 @@ fn domain_events(n: usize, lifecycle: Lifecycle) -> Vec<CustomDomainEvent> {
             verification_token: token.clone(),
             verification_record_name: format!("_acme-challenge.{name}."),
             registered_at: now,
+            alt_names: vec![],
         },
         CustomDomainEvent::OwnershipVerified {
             observed_values: vec![token],
@@ -66,9 +69,13 @@ fn domain_events(n: usize, lifecycle: Lifecycle) -> Vec<CustomDomainEvent> {
                 order_id: order_id.clone(),
                 // Never fetched: a poller only talks to the CA once the TXT record is seen.
                 order_url: format!("https://acme.invalid/order/{n}"),
-                challenge_url: format!("https://acme.invalid/chall/{n}"),
-                challenge_domain: challenge_domain(n),
-                expected_txt_value: "LoqXcYV8q5ONbJQxbmR7SCTNo3tiAXDfowyjxAjEuX0".into(),
+                names: vec![name.clone()],
+                challenges: vec![OrderChallenge {
+                    identifier: name.clone(),
+                    challenge_url: format!("https://acme.invalid/chall/{n}"),
+                    challenge_domain: challenge_domain(n),
+                    expected_txt_value: "LoqXcYV8q5ONbJQxbmR7SCTNo3tiAXDfowyjxAjEuX0".into(),
+                }],
                 account_id: "https://acme.invalid/acct/1".into(),
                 poll_interval_ms,
                 deadline,

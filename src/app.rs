@@ -125,7 +125,7 @@ impl Application {
         let address = listener.local_addr()?;
         let services_data = web::Data::new(services);
         let supervisor_data = web::Data::new(supervisor.clone());
-        let locks = web::Data::new(http::domains_issue_locks());
+        let locks = web::Data::new(http::domain_locks());
         let mut server = HttpServer::new(move || {
             App::new()
                 .wrap(http::json_errors())

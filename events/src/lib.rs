@@ -96,6 +96,20 @@ impl FailureReason {
             detail: detail.into(),
         }
     }
+
+    /// The reason an `IssuanceTimedOut` stands for, naming the names whose value went unseen
+    /// where the event lists them.
+    pub fn timed_out(deadline: &DateTime<Utc>, unseen_names: &[String]) -> Self {
+        let detail = if unseen_names.is_empty() {
+            format!("the challenge TXT record was not seen before {deadline}")
+        } else {
+            format!(
+                "the challenge TXT record of {} was not seen before {deadline}",
+                unseen_names.join(", ")
+            )
+        };
+        Self::new(Self::DNS_TIMEOUT, detail)
+    }
 }
 
 /// The kind of private key a certificate is issued for.
@@ -128,6 +142,31 @@ impl CertificateKeyType {
     }
 }
 
+/// One authorization's dns-01 challenge: which name it proves, and the TXT record that proves
+/// it.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, schemars::JsonSchema)]
+pub struct OrderChallenge {
+    /// The name the authorization is for, as the order lists it (`*.shop.example.com` for a
+    /// wildcard).
+    pub identifier: String,
+    /// The URL of the authorization's dns-01 challenge.
+    pub challenge_url: String,
+    /// Where the TXT record must be published, with the trailing dot. A domain and its
+    /// wildcard share one (`_acme-challenge.shop.example.com.`) and need both values at once.
+    pub challenge_domain: String,
+    /// The base64url SHA-256 key authorization digest the TXT record must hold.
+    pub expected_txt_value: String,
+}
+
+impl OrderChallenge {
+    /// Where the challenge record of `identifier` lives: `_acme-challenge.` before the name,
+    /// without a wildcard's `*.` (RFC 8555 §8.4), with the trailing dot.
+    pub fn record_name(identifier: &str) -> String {
+        let base = identifier.strip_prefix("*.").unwrap_or(identifier);
+        format!("_acme-challenge.{base}.")
+    }
+}
+
 /// Everything needed to carry an ACME order forward, persisted before the order is handed to a
 /// poller so that a restart can resume it without creating a second order.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, schemars::JsonSchema)]
@@ -136,12 +175,13 @@ pub struct OrderDetails {
     pub order_id: String,
     /// The ACME order URL: the handle to resume the order with after a restart.
     pub order_url: String,
-    /// The URL of the dns-01 challenge of the order's first authorization.
-    pub challenge_url: String,
-    /// Where the TXT record must be published, with the trailing dot.
-    pub challenge_domain: String,
-    /// The base64url SHA-256 key authorization digest the TXT record must hold.
-    pub expected_txt_value: String,
+    /// Every name the order (and so the certificate) covers, the domain itself first (added in
+    /// `CertificateRequested` 3.0; older orders were for the domain alone).
+    pub names: Vec<String>,
+    /// The dns-01 challenge of every authorization still to be proven, in the order's order
+    /// (added in 3.0; a 2.0 order's one challenge is upcast into it). An authorization the CA
+    /// already holds as valid has none.
+    pub challenges: Vec<OrderChallenge>,
     /// The ACME account (its URL/KID) the order belongs to.
     pub account_id: String,
     /// How often the poller looks the record up, in milliseconds.
@@ -185,6 +225,17 @@ pub enum CustomDomainEvent {
         verification_record_name: String,
         /// When it happened.
         registered_at: DateTime<Utc>,
+        /// Further names the certificate covers, each under the domain (a subdomain, or a
+        /// wildcard `*.` whose rest is the domain or a subdomain), normalised like
+        /// `domain_name` (added in 2.0; older registrations had none).
+        alt_names: Vec<String>,
+    },
+    /// The set of further names was replaced; it applies from the next order on.
+    AltNamesReplaced {
+        /// The new set (may be empty).
+        alt_names: Vec<String>,
+        /// When it happened.
+        replaced_at: DateTime<Utc>,
     },
     /// The verification token was found in DNS.
     OwnershipVerified {
@@ -200,11 +251,13 @@ pub enum CustomDomainEvent {
         /// When it happened.
         requested_at: DateTime<Utc>,
     },
-    /// The expected challenge record was seen in DNS; the CA is being asked to validate.
+    /// Every expected challenge record of the order was seen in DNS; the CA is being asked to
+    /// validate.
     ChallengeRecordObserved {
-        /// The order the record belongs to.
+        /// The order the records belong to.
         order_id: String,
-        /// All TXT values seen at the challenge domain.
+        /// All TXT values seen at the order's challenge domains, each once, in the order of the
+        /// order's challenges.
         observed_values: Vec<String>,
         /// The resolver(s) that answered.
         resolver: String,
@@ -233,6 +286,9 @@ pub enum CustomDomainEvent {
         order_id: String,
         /// The deadline that passed.
         deadline: DateTime<Utc>,
+        /// The names whose challenge value was not visible at the last lookup (added in 2.0;
+        /// older timeouts, of one-name orders, have none listed).
+        unseen_names: Vec<String>,
         /// When the timeout was recorded.
         timed_out_at: DateTime<Utc>,
     },
@@ -266,6 +322,7 @@ impl CustomDomainEvent {
     pub fn type_name(&self) -> &'static str {
         match self {
             Self::DomainRegistered { .. } => "DomainRegistered",
+            Self::AltNamesReplaced { .. } => "AltNamesReplaced",
             Self::OwnershipVerified { .. } => "OwnershipVerified",
             Self::CertificateRequested { .. } => "CertificateRequested",
             Self::ChallengeRecordObserved { .. } => "ChallengeRecordObserved",
@@ -283,7 +340,8 @@ impl CustomDomainEvent {
     /// The current version of this event's payload.
     pub fn version(&self) -> &'static str {
         match self {
-            Self::CertificateRequested { .. } => "2.0",
+            Self::DomainRegistered { .. } | Self::IssuanceTimedOut { .. } => "2.0",
+            Self::CertificateRequested { .. } => "3.0",
             _ => INITIAL_EVENT_VERSION,
         }
     }
@@ -330,9 +388,13 @@ mod tests {
         let order = OrderDetails {
             order_id: "o".into(),
             order_url: "https://ca.test/order/1".into(),
-            challenge_url: "https://ca.test/chall/1".into(),
-            challenge_domain: "_acme-challenge.shop.example.com.".into(),
-            expected_txt_value: "digest".into(),
+            names: vec!["shop.example.com".into(), "*.shop.example.com".into()],
+            challenges: vec![OrderChallenge {
+                identifier: "*.shop.example.com".into(),
+                challenge_url: "https://ca.test/chall/1".into(),
+                challenge_domain: OrderChallenge::record_name("*.shop.example.com"),
+                expected_txt_value: "digest".into(),
+            }],
             account_id: "https://ca.test/acct/1".into(),
             poll_interval_ms: 10_000,
             deadline: at,
@@ -354,6 +416,11 @@ mod tests {
                 verification_token: "t".into(),
                 verification_record_name: "_dns-handling.shop.example.com.".into(),
                 registered_at: at,
+                alt_names: vec!["www.shop.example.com".into()],
+            },
+            CustomDomainEvent::AltNamesReplaced {
+                alt_names: vec!["*.shop.example.com".into()],
+                replaced_at: at,
             },
             CustomDomainEvent::OwnershipVerified {
                 observed_values: vec!["t".into()],
@@ -381,6 +448,7 @@ mod tests {
             CustomDomainEvent::IssuanceTimedOut {
                 order_id: "o".into(),
                 deadline: at,
+                unseen_names: vec!["www.shop.example.com".into()],
                 timed_out_at: at,
             },
             CustomDomainEvent::IssuanceRetried {
@@ -404,15 +472,16 @@ mod tests {
     fn place_of(event: &CustomDomainEvent) -> usize {
         match event {
             CustomDomainEvent::DomainRegistered { .. } => 0,
-            CustomDomainEvent::OwnershipVerified { .. } => 1,
-            CustomDomainEvent::CertificateRequested { .. } => 2,
-            CustomDomainEvent::ChallengeRecordObserved { .. } => 3,
-            CustomDomainEvent::CertificateIssued { .. } => 4,
-            CustomDomainEvent::IssuanceFailed { .. } => 5,
-            CustomDomainEvent::IssuanceTimedOut { .. } => 6,
-            CustomDomainEvent::IssuanceRetried { .. } => 7,
-            CustomDomainEvent::DomainRemoved { .. } => 8,
-            CustomDomainEvent::PrivateKeyRead { .. } => 9,
+            CustomDomainEvent::AltNamesReplaced { .. } => 1,
+            CustomDomainEvent::OwnershipVerified { .. } => 2,
+            CustomDomainEvent::CertificateRequested { .. } => 3,
+            CustomDomainEvent::ChallengeRecordObserved { .. } => 4,
+            CustomDomainEvent::CertificateIssued { .. } => 5,
+            CustomDomainEvent::IssuanceFailed { .. } => 6,
+            CustomDomainEvent::IssuanceTimedOut { .. } => 7,
+            CustomDomainEvent::IssuanceRetried { .. } => 8,
+            CustomDomainEvent::DomainRemoved { .. } => 9,
+            CustomDomainEvent::PrivateKeyRead { .. } => 10,
         }
     }
 

@@ -8,13 +8,14 @@ use crate::CustomDomainEvent;
 
 /// The current version of every event type.
 pub const CURRENT_VERSIONS: &[(&str, &str)] = &[
-    ("DomainRegistered", "1.0"),
+    ("DomainRegistered", "2.0"),
+    ("AltNamesReplaced", "1.0"),
     ("OwnershipVerified", "1.0"),
-    ("CertificateRequested", "2.0"),
+    ("CertificateRequested", "3.0"),
     ("ChallengeRecordObserved", "1.0"),
     ("CertificateIssued", "1.0"),
     ("IssuanceFailed", "1.0"),
-    ("IssuanceTimedOut", "1.0"),
+    ("IssuanceTimedOut", "2.0"),
     ("IssuanceRetried", "1.0"),
     ("DomainRemoved", "1.0"),
     ("PrivateKeyRead", "1.0"),

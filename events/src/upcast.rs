@@ -13,13 +13,94 @@ struct Upcaster {
     upcast: fn(Value) -> Value,
 }
 
-/// Every upcaster, oldest first.
-const UPCASTERS: &[Upcaster] = &[Upcaster {
-    event_type: "CertificateRequested",
-    from_version: "1.0",
-    to_version: "2.0",
-    upcast: certificate_requested_1_to_2,
-}];
+/// Every upcaster, oldest first: a chain of them (1.0 → 2.0 → 3.0) runs in this order.
+const UPCASTERS: &[Upcaster] = &[
+    Upcaster {
+        event_type: "CertificateRequested",
+        from_version: "1.0",
+        to_version: "2.0",
+        upcast: certificate_requested_1_to_2,
+    },
+    Upcaster {
+        event_type: "CertificateRequested",
+        from_version: "2.0",
+        to_version: "3.0",
+        upcast: certificate_requested_2_to_3,
+    },
+    Upcaster {
+        event_type: "DomainRegistered",
+        from_version: "1.0",
+        to_version: "2.0",
+        upcast: domain_registered_1_to_2,
+    },
+    Upcaster {
+        event_type: "IssuanceTimedOut",
+        from_version: "1.0",
+        to_version: "2.0",
+        upcast: issuance_timed_out_1_to_2,
+    },
+];
+
+/// The object inside a stored payload (`{"<EventType>": {...}}`), for an upcaster to edit.
+fn body_of<'a>(
+    payload: &'a mut Value,
+    event_type: &str,
+) -> Option<&'a mut serde_json::Map<String, Value>> {
+    payload.get_mut(event_type).and_then(Value::as_object_mut)
+}
+
+/// `DomainRegistered` 1.0 had no `alt_names`: every 1.0 domain was its one name.
+fn domain_registered_1_to_2(mut payload: Value) -> Value {
+    if let Some(body) = body_of(&mut payload, "DomainRegistered") {
+        body.entry("alt_names")
+            .or_insert_with(|| Value::Array(Vec::new()));
+    }
+    payload
+}
+
+/// `IssuanceTimedOut` 1.0 did not list the names whose value went unseen; its order had one
+/// name, and the event says no more than it said then.
+fn issuance_timed_out_1_to_2(mut payload: Value) -> Value {
+    if let Some(body) = body_of(&mut payload, "IssuanceTimedOut") {
+        body.entry("unseen_names")
+            .or_insert_with(|| Value::Array(Vec::new()));
+    }
+    payload
+}
+
+/// `CertificateRequested` 2.0 was an order for one name with one challenge, kept in
+/// `challenge_url`, `challenge_domain` and `expected_txt_value`; 3.0 lists the names and a
+/// challenge per authorization. The name is the challenge domain without `_acme-challenge.`
+/// and the trailing dot, as every 2.0 order was placed.
+fn certificate_requested_2_to_3(mut payload: Value) -> Value {
+    let Some(order) = body_of(&mut payload, "CertificateRequested")
+        .and_then(|body| body.get_mut("order"))
+        .and_then(Value::as_object_mut)
+    else {
+        return payload;
+    };
+    let challenge_domain = order.remove("challenge_domain").unwrap_or(Value::Null);
+    let challenge_url = order.remove("challenge_url").unwrap_or(Value::Null);
+    let expected_txt_value = order.remove("expected_txt_value").unwrap_or(Value::Null);
+    let identifier = challenge_domain
+        .as_str()
+        .map(|record| {
+            let name = record.strip_prefix("_acme-challenge.").unwrap_or(record);
+            Value::from(name.strip_suffix('.').unwrap_or(name))
+        })
+        .unwrap_or(Value::Null);
+    order.insert("names".into(), Value::Array(vec![identifier.clone()]));
+    order.insert(
+        "challenges".into(),
+        serde_json::json!([{
+            "identifier": identifier,
+            "challenge_url": challenge_url,
+            "challenge_domain": challenge_domain,
+            "expected_txt_value": expected_txt_value,
+        }]),
+    );
+    payload
+}
 
 /// `CertificateRequested` 1.0 had no `key_type`: every 1.0 order was for an RSA-2048 key.
 fn certificate_requested_1_to_2(mut payload: Value) -> Value {
@@ -66,19 +147,81 @@ mod tests {
         "account_id":"https://ca.test/acct/1","poll_interval_ms":10000,
         "deadline":"2026-11-26T12:05:00Z"},"requested_at":"2026-11-26T12:00:00Z"}}"#;
 
+    /// A `CertificateRequested` row exactly as version 2.0 stored it.
+    const STORED_V2: &str = r#"{"CertificateRequested":{"order":{
+        "order_id":"o-2","order_url":"https://ca.test/order/2","challenge_url":"https://ca.test/chall/2",
+        "challenge_domain":"_acme-challenge.shop.example.com.","expected_txt_value":"digest",
+        "account_id":"https://ca.test/acct/1","poll_interval_ms":10000,
+        "deadline":"2026-11-26T12:05:00Z","key_type":"ecdsa-p256"},"requested_at":"2026-11-26T12:00:00Z"}}"#;
+
+    fn order_of(event: CustomDomainEvent) -> crate::OrderDetails {
+        let CustomDomainEvent::CertificateRequested { order, .. } = event else {
+            panic!("wrong variant");
+        };
+        order
+    }
+
     #[test]
-    fn a_version_1_certificate_request_reads_as_an_rsa_2048_order() {
+    fn a_version_1_certificate_request_reads_as_an_rsa_2048_order_for_its_one_name() {
         let stored: Value = serde_json::from_str(STORED_V1).expect("JSON");
         assert!(serde_json::from_value::<CustomDomainEvent>(stored.clone()).is_err());
         assert!(needs_upcast("CertificateRequested", "1.0"));
         let (payload, version) = upcast("CertificateRequested", "1.0", stored);
-        assert_eq!(version, "2.0");
-        let event: CustomDomainEvent = serde_json::from_value(payload).expect("reads as 2.0");
-        let CustomDomainEvent::CertificateRequested { order, .. } = event else {
-            panic!("wrong variant");
-        };
+        assert_eq!(version, "3.0");
+        let order = order_of(serde_json::from_value(payload).expect("reads as 3.0"));
         assert_eq!(order.key_type, CertificateKeyType::Rsa2048);
         assert_eq!(order.order_id, "o-1");
+        assert_eq!(order.names, ["shop.example.com"]);
+    }
+
+    #[test]
+    fn a_version_2_certificate_request_reads_as_an_order_with_one_challenge() {
+        let stored: Value = serde_json::from_str(STORED_V2).expect("JSON");
+        assert!(serde_json::from_value::<CustomDomainEvent>(stored.clone()).is_err());
+        let (payload, version) = upcast("CertificateRequested", "2.0", stored);
+        assert_eq!(version, "3.0");
+        let order = order_of(serde_json::from_value(payload).expect("reads as 3.0"));
+        assert_eq!(order.key_type, CertificateKeyType::EcdsaP256);
+        assert_eq!(order.names, ["shop.example.com"]);
+        assert_eq!(
+            order.challenges,
+            [crate::OrderChallenge {
+                identifier: "shop.example.com".into(),
+                challenge_url: "https://ca.test/chall/2".into(),
+                challenge_domain: "_acme-challenge.shop.example.com.".into(),
+                expected_txt_value: "digest".into(),
+            }]
+        );
+    }
+
+    #[test]
+    fn a_version_1_registration_reads_as_a_domain_without_alt_names() {
+        let stored = serde_json::json!({"DomainRegistered": {
+            "domain_name": "shop.example.com", "verification_token": "t",
+            "verification_record_name": "_dns-handling.shop.example.com.",
+            "registered_at": "2026-11-26T12:00:00Z"}});
+        assert!(serde_json::from_value::<CustomDomainEvent>(stored.clone()).is_err());
+        let (payload, version) = upcast("DomainRegistered", "1.0", stored);
+        assert_eq!(version, "2.0");
+        let event: CustomDomainEvent = serde_json::from_value(payload).expect("reads as 2.0");
+        let CustomDomainEvent::DomainRegistered { alt_names, .. } = event else {
+            panic!("wrong variant");
+        };
+        assert!(alt_names.is_empty());
+    }
+
+    #[test]
+    fn a_version_1_timeout_reads_with_no_unseen_names_listed() {
+        let stored = serde_json::json!({"IssuanceTimedOut": {"order_id": "o",
+            "deadline": "2026-11-26T12:05:00Z", "timed_out_at": "2026-11-26T12:05:01Z"}});
+        assert!(serde_json::from_value::<CustomDomainEvent>(stored.clone()).is_err());
+        let (payload, version) = upcast("IssuanceTimedOut", "1.0", stored);
+        assert_eq!(version, "2.0");
+        let event: CustomDomainEvent = serde_json::from_value(payload).expect("reads as 2.0");
+        assert!(matches!(
+            event,
+            CustomDomainEvent::IssuanceTimedOut { unseen_names, .. } if unseen_names.is_empty()
+        ));
     }
 
     #[test]
@@ -86,6 +229,7 @@ mod tests {
         let payload = serde_json::json!({"OwnershipVerified": {"observed_values": [], "verified_at": "2026-11-26T12:00:00Z"}});
         let (same, version) = upcast("OwnershipVerified", "1.0", payload.clone());
         assert_eq!((same, version.as_str()), (payload, "1.0"));
-        assert!(!needs_upcast("CertificateRequested", "2.0"));
+        assert!(!needs_upcast("CertificateRequested", "3.0"));
+        assert!(!needs_upcast("DomainRegistered", "2.0"));
     }
 }

@@ -7,12 +7,17 @@
 #![forbid(unsafe_code)]
 
 use chrono::{DateTime, Utc};
-use dns_handling_events::{CustomDomainEvent, DomainStatus, FailureReason, OrderDetails};
+use dns_handling_events::{
+    CustomDomainEvent, DomainStatus, FailureReason, OrderChallenge, OrderDetails,
+};
 use serde::{Deserialize, Serialize};
 
-/// The challenge a client must satisfy while a certificate is pending.
+/// A challenge a client must satisfy while a certificate is pending: one per authorization.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
 pub struct ChallengeView {
+    /// The name it proves (`*.shop.example.com` for a wildcard).
+    #[schema(example = "www.shop.example.com")]
+    pub identifier: String,
     /// Where the TXT record must be published, with the trailing dot.
     pub challenge_domain: String,
     /// The value the record must hold.
@@ -32,6 +37,30 @@ pub struct CertificateSummary {
     pub serial: String,
 }
 
+impl From<&OrderChallenge> for ChallengeView {
+    fn from(challenge: &OrderChallenge) -> Self {
+        Self {
+            identifier: challenge.identifier.clone(),
+            challenge_domain: challenge.challenge_domain.clone(),
+            expected_txt_value: challenge.expected_txt_value.clone(),
+        }
+    }
+}
+
+impl ChallengeView {
+    /// Every challenge of `order`, and the one the seed's single-record fields show: the
+    /// domain's own, else the first (when the CA already holds the domain's authorization).
+    pub fn of_order(order: &OrderDetails, domain_name: &str) -> (Option<Self>, Vec<Self>) {
+        let all: Vec<Self> = order.challenges.iter().map(Self::from).collect();
+        let own = all
+            .iter()
+            .find(|challenge| challenge.identifier == domain_name)
+            .or_else(|| all.first())
+            .cloned();
+        (own, all)
+    }
+}
+
 /// The view behind `GET /domains/{id}` and `GET /domains`.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct DomainView {
@@ -39,6 +68,9 @@ pub struct DomainView {
     pub id: String,
     /// Normalised host name.
     pub domain_name: String,
+    /// The further names its next certificate covers.
+    #[serde(default)]
+    pub alt_names: Vec<String>,
     /// Lifecycle status.
     pub status: DomainStatus,
     /// The token the owner must publish to prove ownership.
@@ -55,9 +87,12 @@ pub struct DomainView {
     /// Why the last issuance failed, while the domain is `failed`.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub failure_reason: Option<FailureReason>,
-    /// The challenge to satisfy, while a certificate is pending.
+    /// The domain's own challenge, while a certificate is pending.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub challenge: Option<ChallengeView>,
+    /// Every challenge of the pending order, one per authorization.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub challenges: Vec<ChallengeView>,
     /// The current certificate, once one was issued.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub certificate: Option<CertificateSummary>,
@@ -83,6 +118,7 @@ impl DomainView {
             verification_token,
             verification_record_name,
             registered_at,
+            alt_names,
         } = event
         else {
             return None;
@@ -90,6 +126,7 @@ impl DomainView {
         Some(DomainView {
             id: id.to_owned(),
             domain_name: domain_name.clone(),
+            alt_names: alt_names.clone(),
             status: DomainStatus::Pending,
             verification_token: verification_token.clone(),
             verification_record_name: verification_record_name.clone(),
@@ -98,11 +135,19 @@ impl DomainView {
             updated_at: *registered_at,
             failure_reason: None,
             challenge: None,
+            challenges: Vec::new(),
             certificate: None,
             order: None,
             removed: false,
             last_sequence: sequence,
         })
+    }
+
+    /// Every name the domain's next certificate covers: the domain, then its alt names.
+    pub fn names(&self) -> Vec<String> {
+        std::iter::once(self.domain_name.clone())
+            .chain(self.alt_names.iter().cloned())
+            .collect()
     }
 
     /// Applies one event that follows the registration. A view only moves by the next
@@ -149,6 +194,13 @@ impl DomainView {
             CustomDomainEvent::DomainRegistered { registered_at, .. } => {
                 self.updated_at = *registered_at;
             }
+            CustomDomainEvent::AltNamesReplaced {
+                alt_names,
+                replaced_at,
+            } => {
+                self.alt_names = alt_names.clone();
+                self.updated_at = *replaced_at;
+            }
             CustomDomainEvent::OwnershipVerified { verified_at, .. } => {
                 self.status = DomainStatus::Verified;
                 self.verified_at = Some(*verified_at);
@@ -160,10 +212,8 @@ impl DomainView {
             } => {
                 self.status = DomainStatus::CertificatePending;
                 self.failure_reason = None;
-                self.challenge = Some(ChallengeView {
-                    challenge_domain: order.challenge_domain.clone(),
-                    expected_txt_value: order.expected_txt_value.clone(),
-                });
+                (self.challenge, self.challenges) =
+                    ChallengeView::of_order(order, &self.domain_name);
                 self.order = Some(order.clone());
                 self.updated_at = *requested_at;
             }
@@ -176,6 +226,7 @@ impl DomainView {
             } => {
                 self.status = DomainStatus::Active;
                 self.challenge = None;
+                self.challenges.clear();
                 self.certificate = Some(CertificateSummary {
                     id: certificate.certificate_id.clone(),
                     not_before: certificate.not_before,
@@ -189,20 +240,20 @@ impl DomainView {
             } => {
                 self.status = DomainStatus::Failed;
                 self.challenge = None;
+                self.challenges.clear();
                 self.failure_reason = Some(reason.clone());
                 self.updated_at = *failed_at;
             }
             CustomDomainEvent::IssuanceTimedOut {
                 deadline,
+                unseen_names,
                 timed_out_at,
                 ..
             } => {
                 self.status = DomainStatus::Failed;
                 self.challenge = None;
-                self.failure_reason = Some(FailureReason::new(
-                    FailureReason::DNS_TIMEOUT,
-                    format!("the challenge TXT record was not seen before {deadline}"),
-                ));
+                self.challenges.clear();
+                self.failure_reason = Some(FailureReason::timed_out(deadline, unseen_names));
                 self.updated_at = *timed_out_at;
             }
             CustomDomainEvent::IssuanceRetried { retried_at, .. } => {
@@ -213,6 +264,7 @@ impl DomainView {
             CustomDomainEvent::DomainRemoved { removed_at, .. } => {
                 self.removed = true;
                 self.challenge = None;
+                self.challenges.clear();
                 self.updated_at = *removed_at;
             }
             // An audit fact: the domain's state does not change.
@@ -301,6 +353,7 @@ mod tests {
             verification_token: "tok".into(),
             verification_record_name: "_acme-challenge.shop.example.com.".into(),
             registered_at: Utc::now(),
+            alt_names: vec!["www.shop.example.com".into()],
         }
     }
 
@@ -327,6 +380,7 @@ mod tests {
             &CustomDomainEvent::IssuanceTimedOut {
                 order_id: "o".into(),
                 deadline: Utc::now(),
+                unseen_names: vec![],
                 timed_out_at: Utc::now(),
             },
         );
@@ -361,6 +415,54 @@ mod tests {
         assert_eq!(whole.last_sequence, 2);
         assert!(DomainView::fold("d1", [(1, &registration), (3, &verified)]).is_none());
         assert!(DomainView::fold("d1", [(2, &verified)]).is_none());
+    }
+
+    #[test]
+    fn a_view_lists_its_alt_names_and_every_challenge_of_a_pending_order() {
+        let mut view = DomainView::from_registration("d1", 1, &registered()).expect("view");
+        assert_eq!(view.alt_names, ["www.shop.example.com"]);
+        view.apply(
+            2,
+            &CustomDomainEvent::AltNamesReplaced {
+                alt_names: vec!["*.shop.example.com".into()],
+                replaced_at: Utc::now(),
+            },
+        );
+        assert_eq!(view.alt_names, ["*.shop.example.com"]);
+        let challenge = |identifier: &str, value: &str| OrderChallenge {
+            identifier: identifier.into(),
+            challenge_url: "https://ca.test/chall".into(),
+            challenge_domain: OrderChallenge::record_name(identifier),
+            expected_txt_value: value.into(),
+        };
+        let order = OrderDetails {
+            order_id: "o".into(),
+            order_url: "https://ca.test/order".into(),
+            names: vec!["shop.example.com".into(), "*.shop.example.com".into()],
+            challenges: vec![
+                challenge("*.shop.example.com", "w"),
+                challenge("shop.example.com", "a"),
+            ],
+            account_id: "acct".into(),
+            poll_interval_ms: 1000,
+            deadline: Utc::now(),
+            key_type: dns_handling_events::CertificateKeyType::EcdsaP256,
+        };
+        view.apply(
+            3,
+            &CustomDomainEvent::CertificateRequested {
+                order,
+                requested_at: Utc::now(),
+            },
+        );
+        let own = view.challenge.clone().expect("the domain's own challenge");
+        assert_eq!(own.identifier, "shop.example.com");
+        assert_eq!(own.expected_txt_value, "a");
+        assert_eq!(view.challenges.len(), 2);
+        assert!(view
+            .challenges
+            .iter()
+            .all(|c| c.challenge_domain == "_acme-challenge.shop.example.com."));
     }
 
     #[test]

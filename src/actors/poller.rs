@@ -2,13 +2,14 @@
 //! interval until the deadline, then finishes the order with the CA, reporting each fact back
 //! to the aggregate as a command.
 
+use std::collections::BTreeMap;
 use std::sync::Arc;
 use std::time::Duration;
 
 use actix::prelude::*;
 use chrono::Utc;
 use cqrs_es::AggregateError;
-use dns_handling_events::FailureReason;
+use dns_handling_events::{FailureReason, OrderDetails};
 
 use super::supervisor::{PendingOrder, PollerStopped, Shutdown, Supervisor};
 use crate::adapters::acme::AcmeError;
@@ -31,8 +32,10 @@ pub enum PollOutcome {
 /// What a poller remembers between polls (nothing that is not also derivable from events).
 #[derive(Debug, Clone, Default)]
 pub struct PollerMemory {
-    /// The record was seen and recorded; the order is with the CA now.
+    /// Every record was seen and recorded; the order is with the CA now.
     record_seen: bool,
+    /// The names whose value the last lookup did not find (`None` before the first lookup).
+    unseen_names: Option<Vec<String>>,
     /// The last transient ACME failure, reported if the deadline passes before it clears.
     last_acme_error: Option<String>,
     /// Transient ACME failures in a row: the next attempt backs off exponentially.
@@ -94,6 +97,13 @@ pub async fn poll_once(
             },
             (false, _) => CustomDomainCommand::TimedOut {
                 order_id: order.order_id.clone(),
+                unseen_names: memory.unseen_names.clone().unwrap_or_else(|| {
+                    order
+                        .challenges
+                        .iter()
+                        .map(|c| c.identifier.clone())
+                        .collect()
+                }),
                 at: now,
             },
         };
@@ -105,7 +115,7 @@ pub async fn poll_once(
     }
 
     if !memory.record_seen {
-        let values = match services.dns.txt_values(&order.challenge_domain).await {
+        let values = match look_up_challenge_records(&services, order).await {
             Ok(values) => values,
             Err(error) => {
                 METRICS.txt_poll("lookup_failed");
@@ -113,11 +123,25 @@ pub async fn poll_once(
                 return (PollOutcome::Waiting, memory);
             }
         };
-        if !values.contains(&order.expected_txt_value) {
+        // Every value at its own name, all at once: the CA is told only when it can validate
+        // every authorization, since one it finds missing fails the whole order.
+        let unseen: Vec<String> = order
+            .challenges
+            .iter()
+            .filter(|challenge| {
+                !values
+                    .get(&challenge.challenge_domain)
+                    .is_some_and(|found| found.contains(&challenge.expected_txt_value))
+            })
+            .map(|challenge| challenge.identifier.clone())
+            .collect();
+        if !unseen.is_empty() {
             METRICS.txt_poll("not_found");
+            memory.unseen_names = Some(unseen);
             return (PollOutcome::Waiting, memory);
         }
         METRICS.txt_poll("found");
+        memory.unseen_names = Some(Vec::new());
         let observed = CustomDomainCommand::TxtObserved {
             order_id: order.order_id.clone(),
             observed_values: values,
@@ -150,13 +174,7 @@ pub async fn poll_once(
     // The key is the custody's to keep (stored by order before any CSR is sent); the CA
     // conversation only asks for it when the order is ready to finalize.
     let key = services.certificate_keys.for_order(domain_id, order);
-    let command = match Box::pin(
-        services
-            .acme
-            .complete_order(&pending.domain_name, order, &key),
-    )
-    .await
-    {
+    let command = match Box::pin(services.acme.complete_order(order, &key)).await {
         Ok(certificate) => CustomDomainCommand::OrderFinalized {
             certificate,
             at: Utc::now(),
@@ -182,6 +200,22 @@ pub async fn poll_once(
             .observe(elapsed.unwrap_or_default().as_secs_f64());
     }
     (settle(result, domain_id), memory)
+}
+
+/// The TXT values at each of the order's challenge domains (a domain and its wildcard share
+/// one, looked up once).
+async fn look_up_challenge_records(
+    services: &AppState,
+    order: &OrderDetails,
+) -> Result<BTreeMap<String, Vec<String>>, crate::adapters::dns::DnsError> {
+    let mut values = BTreeMap::new();
+    for challenge in &order.challenges {
+        if !values.contains_key(&challenge.challenge_domain) {
+            let found = services.dns.txt_values(&challenge.challenge_domain).await?;
+            values.insert(challenge.challenge_domain.clone(), found);
+        }
+    }
+    Ok(values)
 }
 
 /// The actor that polls one order.

@@ -109,9 +109,8 @@ mod tests {
         OrderDetails {
             order_id: order_id.to_owned(),
             order_url: "https://ca.example/order/1".into(),
-            challenge_url: "https://ca.example/challenge/1".into(),
-            challenge_domain: "_acme-challenge.example.com.".into(),
-            expected_txt_value: "value".into(),
+            names: vec!["example.com".into()],
+            challenges: vec![],
             account_id: "https://ca.example/account/1".into(),
             poll_interval_ms: 1000,
             deadline: chrono::Utc::now(),

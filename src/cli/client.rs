@@ -47,6 +47,16 @@ pub enum DomainsCommand {
     Add {
         /// The domain name
         name: String,
+        /// A further name the certificate covers (a subdomain, or `*.` a wildcard); repeatable
+        #[arg(long = "alt-name", value_name = "NAME")]
+        alt_names: Vec<String>,
+    },
+    /// Replace the further names the next certificate covers (none given: no further names)
+    AltNames {
+        /// The domain's id
+        id: String,
+        /// The new set of further names
+        names: Vec<String>,
     },
     /// Every domain (optionally of one status)
     List {
@@ -159,7 +169,14 @@ pub fn run(args: DomainsArgs) -> anyhow::Result<ExitCode> {
 
 async fn dispatch(client: &Client, command: DomainsCommand) -> anyhow::Result<ExitCode> {
     match command {
-        DomainsCommand::Add { name } => add(client, &name).await,
+        DomainsCommand::Add { name, alt_names } => add(client, &name, &alt_names).await,
+        DomainsCommand::AltNames { id, names } => {
+            let body = json!({ "alt_names": names });
+            let path = format!("/domains/{id}/alt_names");
+            let domain = client.call(Method::PUT, &path, Some(body)).await?;
+            println!("{}", serde_json::to_string_pretty(&domain)?);
+            Ok(ExitCode::SUCCESS)
+        }
         DomainsCommand::List { status } => list(client, status.as_deref()).await,
         DomainsCommand::Get { id } => {
             let domain = client
@@ -206,8 +223,8 @@ fn text(value: &Value) -> &str {
     value.as_str().unwrap_or("-")
 }
 
-async fn add(client: &Client, name: &str) -> anyhow::Result<ExitCode> {
-    let body = json!({ "domain_name": name });
+async fn add(client: &Client, name: &str, alt_names: &[String]) -> anyhow::Result<ExitCode> {
+    let body = json!({ "domain_name": name, "alt_names": alt_names });
     let domain = client.call(Method::POST, "/domains", Some(body)).await?;
     println!(
         "Registered {} as {} (status {}).",

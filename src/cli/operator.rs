@@ -306,6 +306,7 @@ mod tests {
                 verification_token: "token".into(),
                 verification_record_name: "_dns-handling.shop.example.com.".into(),
                 registered_at: at,
+                alt_names: vec![],
             },
             CustomDomainEvent::OwnershipVerified {
                 observed_values: vec!["token".into()],

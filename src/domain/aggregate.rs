@@ -3,6 +3,8 @@
 //! It does no I/O and never reads the clock: every command carries the time it happened, so the
 //! same history always leads to the same decisions (and the tests need no clock).
 
+use std::collections::BTreeMap;
+
 use chrono::{DateTime, Utc};
 use cqrs_es::event_sink::EventSink;
 use cqrs_es::Aggregate;
@@ -11,6 +13,7 @@ use dns_handling_events::{
 };
 use serde::{Deserialize, Serialize};
 
+use crate::domain::alt_names::AltNames;
 use crate::domain::domain_name::DomainName;
 
 /// What can be asked of a custom domain.
@@ -24,6 +27,15 @@ pub enum CustomDomainCommand {
         verification_token: String,
         /// Where the token must be published.
         verification_record_name: String,
+        /// The further names its certificates cover.
+        alt_names: AltNames,
+        /// When the request arrived.
+        at: DateTime<Utc>,
+    },
+    /// Replace the further names; the next order covers the new set.
+    ReplaceAltNames {
+        /// The new set.
+        alt_names: AltNames,
         /// When the request arrived.
         at: DateTime<Utc>,
     },
@@ -41,12 +53,12 @@ pub enum CustomDomainCommand {
         /// When the order was created.
         at: DateTime<Utc>,
     },
-    /// The poller saw the expected challenge value.
+    /// The poller saw every expected challenge value.
     TxtObserved {
         /// The order the poller works on.
         order_id: String,
-        /// Every value found at the challenge domain.
-        observed_values: Vec<String>,
+        /// Every value found, by the challenge domain it was found at.
+        observed_values: BTreeMap<String, Vec<String>>,
         /// Which resolver answered.
         resolver: String,
         /// When they were looked up.
@@ -69,10 +81,12 @@ pub enum CustomDomainCommand {
         /// When it was decided.
         at: DateTime<Utc>,
     },
-    /// The poller's deadline passed without the record being seen.
+    /// The poller's deadline passed without the records being seen.
     TimedOut {
         /// The order that timed out.
         order_id: String,
+        /// The names whose value the poller's last lookup did not find.
+        unseen_names: Vec<String>,
         /// When the poller gave up.
         at: DateTime<Utc>,
     },
@@ -137,9 +151,23 @@ pub enum DomainError {
         /// The order named in the command.
         order_id: String,
     },
-    /// The poller reported values that do not contain the expected one.
-    #[error("the expected challenge value is not among the observed values")]
-    ChallengeValueMissing,
+    /// The poller reported values that do not contain a challenge's expected one.
+    #[error("the challenge value of {identifier} is not among the values observed at {challenge_domain}")]
+    ChallengeValueMissing {
+        /// The name whose value is missing.
+        identifier: String,
+        /// Where it was looked for.
+        challenge_domain: String,
+    },
+    /// An order that does not cover exactly the domain's names (they changed after the order
+    /// was placed).
+    #[error("the order covers {}, but the domain's names are now {}; ask for the certificate again", .ordered.join(", "), .expected.join(", "))]
+    OrderNamesMismatch {
+        /// The domain's names now.
+        expected: Vec<String>,
+        /// The names the order covers.
+        ordered: Vec<String>,
+    },
     /// The record was reported after the order's deadline had passed.
     #[error("the order's deadline {deadline} has passed")]
     DeadlinePassed {
@@ -173,6 +201,7 @@ fn describe_values(values: &[String]) -> String {
 pub struct CustomDomain {
     registered: bool,
     domain_name: String,
+    alt_names: Vec<String>,
     status: DomainStatus,
     verification_token: String,
     verification_record_name: String,
@@ -228,6 +257,7 @@ impl CustomDomain {
         domain_name: DomainName,
         verification_token: String,
         verification_record_name: String,
+        alt_names: AltNames,
         at: DateTime<Utc>,
     ) -> Result<CustomDomainEvent, DomainError> {
         if self.registered {
@@ -238,7 +268,31 @@ impl CustomDomain {
             verification_token,
             verification_record_name,
             registered_at: at,
+            alt_names: alt_names.into_vec(),
         })
+    }
+
+    /// A set equal to the current one records nothing: replacing is idempotent.
+    fn replace_alt_names(
+        &self,
+        alt_names: AltNames,
+        at: DateTime<Utc>,
+    ) -> Result<Option<CustomDomainEvent>, DomainError> {
+        self.require_registered()?;
+        if alt_names.as_slice() == self.alt_names.as_slice() {
+            return Ok(None);
+        }
+        Ok(Some(CustomDomainEvent::AltNamesReplaced {
+            alt_names: alt_names.into_vec(),
+            replaced_at: at,
+        }))
+    }
+
+    /// Every name a certificate of this domain covers now: the domain, then its alt names.
+    fn names(&self) -> Vec<String> {
+        std::iter::once(self.domain_name.clone())
+            .chain(self.alt_names.iter().cloned())
+            .collect()
     }
 
     fn verify(
@@ -266,6 +320,17 @@ impl CustomDomain {
         at: DateTime<Utc>,
     ) -> Result<CustomDomainEvent, DomainError> {
         self.require_status(DomainStatus::Verified)?;
+        let expected = self.names();
+        let mut ordered = order.names.clone();
+        let mut wanted = expected.clone();
+        ordered.sort();
+        wanted.sort();
+        if ordered != wanted {
+            return Err(DomainError::OrderNamesMismatch {
+                expected,
+                ordered: order.names,
+            });
+        }
         Ok(CustomDomainEvent::CertificateRequested {
             order,
             requested_at: at,
@@ -275,7 +340,7 @@ impl CustomDomain {
     fn observe_txt(
         &self,
         order_id: String,
-        observed_values: Vec<String>,
+        observed: BTreeMap<String, Vec<String>>,
         resolver: String,
         at: DateTime<Utc>,
     ) -> Result<Option<CustomDomainEvent>, DomainError> {
@@ -285,8 +350,24 @@ impl CustomDomain {
                 deadline: order.deadline,
             });
         }
-        if !observed_values.contains(&order.expected_txt_value) {
-            return Err(DomainError::ChallengeValueMissing);
+        // Each value at its own name: a domain and its wildcard share one name and need both.
+        let mut observed_values: Vec<String> = Vec::new();
+        for challenge in &order.challenges {
+            let values = observed
+                .get(&challenge.challenge_domain)
+                .map(Vec::as_slice)
+                .unwrap_or_default();
+            if !values.contains(&challenge.expected_txt_value) {
+                return Err(DomainError::ChallengeValueMissing {
+                    identifier: challenge.identifier.clone(),
+                    challenge_domain: challenge.challenge_domain.clone(),
+                });
+            }
+            for value in values {
+                if !observed_values.contains(value) {
+                    observed_values.push(value.clone());
+                }
+            }
         }
         // A poller resumed after a restart may see the record again: once is the fact.
         if self.record_observed {
@@ -334,6 +415,7 @@ impl CustomDomain {
     fn time_out(
         &self,
         order_id: String,
+        unseen_names: Vec<String>,
         at: DateTime<Utc>,
     ) -> Result<CustomDomainEvent, DomainError> {
         let order = self.require_open_order(&order_id)?;
@@ -361,6 +443,7 @@ impl CustomDomain {
         Ok(CustomDomainEvent::IssuanceTimedOut {
             order_id,
             deadline: order.deadline,
+            unseen_names,
             timed_out_at: at,
         })
     }
@@ -422,13 +505,18 @@ impl Aggregate for CustomDomain {
                 domain_name,
                 verification_token,
                 verification_record_name,
+                alt_names,
                 at,
             } => Some(self.register(
                 domain_name,
                 verification_token,
                 verification_record_name,
+                alt_names,
                 at,
             )?),
+            CustomDomainCommand::ReplaceAltNames { alt_names, at } => {
+                self.replace_alt_names(alt_names, at)?
+            }
             CustomDomainCommand::VerifyOwnership {
                 observed_values,
                 at,
@@ -450,7 +538,11 @@ impl Aggregate for CustomDomain {
                 reason,
                 at,
             } => Some(self.fail(order_id, reason, at)?),
-            CustomDomainCommand::TimedOut { order_id, at } => Some(self.time_out(order_id, at)?),
+            CustomDomainCommand::TimedOut {
+                order_id,
+                unseen_names,
+                at,
+            } => Some(self.time_out(order_id, unseen_names, at)?),
             CustomDomainCommand::RetryIssuance { at } => Some(self.retry(at)?),
             CustomDomainCommand::RemoveDomain { at } => Some(self.remove(at)?),
             CustomDomainCommand::RecordPrivateKeyRead {
@@ -471,14 +563,17 @@ impl Aggregate for CustomDomain {
                 domain_name,
                 verification_token,
                 verification_record_name,
+                alt_names,
                 ..
             } => {
                 self.registered = true;
                 self.domain_name = domain_name;
+                self.alt_names = alt_names;
                 self.verification_token = verification_token;
                 self.verification_record_name = verification_record_name;
                 self.status = DomainStatus::Pending;
             }
+            CustomDomainEvent::AltNamesReplaced { alt_names, .. } => self.alt_names = alt_names,
             CustomDomainEvent::OwnershipVerified { .. } => self.status = DomainStatus::Verified,
             CustomDomainEvent::CertificateRequested { order, .. } => {
                 self.status = DomainStatus::CertificatePending;
@@ -496,13 +591,14 @@ impl Aggregate for CustomDomain {
                 self.open_order = None;
                 self.last_failure = Some(reason);
             }
-            CustomDomainEvent::IssuanceTimedOut { deadline, .. } => {
+            CustomDomainEvent::IssuanceTimedOut {
+                deadline,
+                unseen_names,
+                ..
+            } => {
                 self.status = DomainStatus::Failed;
                 self.open_order = None;
-                self.last_failure = Some(FailureReason::new(
-                    FailureReason::DNS_TIMEOUT,
-                    format!("the challenge TXT record was not seen before {deadline}"),
-                ));
+                self.last_failure = Some(FailureReason::timed_out(&deadline, &unseen_names));
             }
             CustomDomainEvent::IssuanceRetried { .. } => {
                 self.status = DomainStatus::Verified;

@@ -2,4 +2,5 @@
 //! refuses) and the domain types it decides over. Nothing here does I/O.
 
 pub mod aggregate;
+pub mod alt_names;
 pub mod domain_name;

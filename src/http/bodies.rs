@@ -50,6 +50,9 @@ pub struct RegisteredDomain {
     pub id: String,
     /// The normalised name.
     pub domain_name: String,
+    /// The further names its certificates cover, normalised.
+    #[schema(example = json!(["www.shop.example.com", "*.shop.example.com"]))]
+    pub alt_names: Vec<String>,
     /// Always `pending`.
     pub status: DomainStatus,
     /// The token to publish.
@@ -70,6 +73,9 @@ pub struct DomainBody {
     pub id: String,
     /// The normalised name.
     pub domain_name: String,
+    /// The further names its next certificate covers (a pending order keeps the names it was
+    /// placed with: see `challenges`).
+    pub alt_names: Vec<String>,
     /// Lifecycle status.
     pub status: DomainStatus,
     /// When ownership was proven.
@@ -87,9 +93,12 @@ pub struct DomainBody {
     /// Why the last issuance failed.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub failure_reason: Option<FailureReason>,
-    /// The record to publish while a certificate is pending.
+    /// The domain's own record to publish while a certificate is pending.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub challenge: Option<ChallengeView>,
+    /// Every record to publish while a certificate is pending, one per authorization.
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub challenges: Vec<ChallengeView>,
     /// The current certificate.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub certificate: Option<CertificateSummary>,
@@ -110,12 +119,14 @@ impl From<DomainView> for DomainBody {
             order_id: view.order.as_ref().map(|order| order.order_id.clone()),
             id: view.id,
             domain_name: view.domain_name,
+            alt_names: view.alt_names,
             status: view.status,
             verified_at: view.verified_at,
             created_at: view.created_at,
             updated_at: view.updated_at,
             failure_reason: view.failure_reason,
             challenge: view.challenge,
+            challenges: view.challenges,
             certificate: view.certificate,
         }
     }
@@ -128,12 +139,15 @@ pub struct IssuanceStarted {
     pub order_id: String,
     /// Always `certificate_pending`.
     pub status: DomainStatus,
-    /// Where to publish the TXT record.
+    /// Where to publish the domain's own TXT record.
     pub challenge_domain: String,
-    /// What to publish there.
+    /// What to publish there (empty when the CA needs no proof for the domain itself).
     pub expected_txt_value: String,
-    /// Both, for people.
+    /// Every record, in words, for people.
     pub instructions: String,
+    /// Every record to publish, one per authorization of the order. A domain and its wildcard
+    /// share one `challenge_domain`: both values must be published there at once.
+    pub challenges: Vec<ChallengeView>,
 }
 
 /// `200` body of `GET /domains?…`.
@@ -152,6 +166,9 @@ pub struct CertificateBody {
     pub id: String,
     /// The domain's id.
     pub domain_id: String,
+    /// The names the certificate covers, read from its subjectAltName.
+    #[schema(example = json!(["shop.example.com", "www.shop.example.com", "*.shop.example.com"]))]
+    pub names: Vec<String>,
     /// Serial number, lower-case hex.
     pub serial: String,
     /// Start of validity, from the certificate.

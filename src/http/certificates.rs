@@ -7,8 +7,8 @@ use std::sync::{Arc, Mutex};
 use actix::Addr;
 use actix_web::{web, HttpRequest, HttpResponse};
 use chrono::Utc;
-use dns_handling_events::{DomainStatus, OrderDetails};
-use dns_handling_projections::{CertificateView, DomainView};
+use dns_handling_events::{DomainStatus, OrderChallenge, OrderDetails};
+use dns_handling_projections::{CertificateView, ChallengeView, DomainView};
 
 use super::auth::Role;
 use super::bodies::{
@@ -23,13 +23,14 @@ use crate::domain::aggregate::CustomDomainCommand;
 
 use super::SharedState;
 
-/// Serialises `issue-certificate` calls per domain within this process, so that concurrent
-/// calls for one domain create one ACME order, not one per call.
+/// Serialises, per domain within this process, the calls that decide what its next order
+/// covers: concurrent `issue-certificate` calls create one ACME order, not one per call, and a
+/// new set of alt names does not slip in between reading the names and recording the order.
 #[derive(Default)]
-pub struct IssueLocks(Mutex<HashMap<String, Arc<tokio::sync::Mutex<()>>>>);
+pub struct DomainLocks(Mutex<HashMap<String, Arc<tokio::sync::Mutex<()>>>>);
 
-impl IssueLocks {
-    fn lock_for(&self, domain_id: &str) -> Arc<tokio::sync::Mutex<()>> {
+impl DomainLocks {
+    pub(super) fn lock_for(&self, domain_id: &str) -> Arc<tokio::sync::Mutex<()>> {
         let mut locks = self
             .0
             .lock()
@@ -40,12 +41,13 @@ impl IssueLocks {
     }
 }
 
-/// `POST /domains/{id}/issue-certificate`: create an ACME order, record it, hand it to a poller.
+/// `POST /domains/{id}/issue-certificate`: create one ACME order for the domain and its alt
+/// names, record it, hand it to a poller.
 #[utoipa::path(
     post, path = "/domains/{id}/issue-certificate", operation_id = "issueCertificate", tag = "certificates",
     params(("id" = String, Path, description = "The domain's id")),
     responses(
-        (status = 202, description = "ACME order created; publish the TXT record", body = IssuanceStarted),
+        (status = 202, description = "One ACME order created for every name of the domain; publish each challenge's TXT record", body = IssuanceStarted),
         (status = 500, description = "The CA could not be reached or refused (the message says which step)", body = ErrorBody),
         CallerErrors, NotFoundError, ChangeErrors
     ),
@@ -54,7 +56,7 @@ impl IssueLocks {
 pub async fn issue_certificate(
     services: SharedState,
     supervisor: web::Data<Addr<Supervisor>>,
-    locks: web::Data<IssueLocks>,
+    locks: web::Data<DomainLocks>,
     request: HttpRequest,
     id: web::Path<String>,
 ) -> Result<HttpResponse, ApiError> {
@@ -67,15 +69,15 @@ pub async fn issue_certificate(
             view.status
         )));
     }
-    let created = services.acme.create_order(&view.domain_name).await?;
+    let names = view.names();
+    let created = services.acme.create_order(&names).await?;
     let settings = &services.settings;
     let now = Utc::now();
     let order = OrderDetails {
         order_id: uuid::Uuid::now_v7().to_string(),
         order_url: created.order_url,
-        challenge_url: created.challenge_url,
-        challenge_domain: created.challenge_domain,
-        expected_txt_value: created.expected_txt_value,
+        names,
+        challenges: created.challenges,
         account_id: created.account_id,
         poll_interval_ms: u64::try_from(settings.poll_interval.as_millis()).unwrap_or(u64::MAX),
         deadline: now
@@ -96,20 +98,77 @@ pub async fn issue_certificate(
         order: order.clone(),
         requested_at: Utc::now(),
     }));
+    let (own, challenges) = ChallengeView::of_order(&order, &view.domain_name);
     let instructions = format!(
-        "Set a TXT record at {} with value {} . The service checks DNS every {}s for up to {}s.",
-        order.challenge_domain,
-        order.expected_txt_value,
+        "{} The service checks DNS every {}s for up to {}s.",
+        publishing_instructions(&challenges),
         settings.poll_interval.as_secs_f64(),
         settings.poll_timeout.as_secs_f64()
     );
+    // The seed's single-record fields show the domain's own challenge; with none to publish
+    // (the CA holds every authorization already) they name where it would be, with no value.
+    let (challenge_domain, expected_txt_value) = match own {
+        Some(own) => (own.challenge_domain, own.expected_txt_value),
+        None => (
+            OrderChallenge::record_name(&view.domain_name),
+            String::new(),
+        ),
+    };
     Ok(HttpResponse::Accepted().json(IssuanceStarted {
         order_id: order.order_id,
         status: DomainStatus::CertificatePending,
-        challenge_domain: order.challenge_domain,
-        expected_txt_value: order.expected_txt_value,
+        challenge_domain,
+        expected_txt_value,
         instructions,
+        challenges,
     }))
+}
+
+/// What to publish, in words: one record per challenge, several values at one name said
+/// outright (two TXT records side by side, both at once), since the CA needs all of them.
+fn publishing_instructions(challenges: &[ChallengeView]) -> String {
+    let mut by_name: Vec<(&str, Vec<&ChallengeView>)> = Vec::new();
+    for challenge in challenges {
+        match by_name
+            .iter_mut()
+            .find(|(name, _)| *name == challenge.challenge_domain)
+        {
+            Some((_, shared)) => shared.push(challenge),
+            None => by_name.push((&challenge.challenge_domain, vec![challenge])),
+        }
+    }
+    match by_name.as_slice() {
+        [] => "Nothing to publish: the CA already holds a valid authorization for every name."
+            .to_owned(),
+        [(name, only)] if only.len() == 1 => format!(
+            "Set a TXT record at {name} with value {} .",
+            only[0].expected_txt_value
+        ),
+        _ => {
+            let records: Vec<String> = by_name
+                .iter()
+                .map(|(name, shared)| match shared.as_slice() {
+                    [one] => format!(
+                        "at {name} the value {} (for {})",
+                        one.expected_txt_value, one.identifier
+                    ),
+                    several => format!(
+                        "at {name} {} TXT records side by side, published at the same time: {}",
+                        several.len(),
+                        several
+                            .iter()
+                            .map(|c| format!("{} (for {})", c.expected_txt_value, c.identifier))
+                            .collect::<Vec<_>>()
+                            .join(" and ")
+                    ),
+                })
+                .collect();
+            format!(
+                "Publish every one of these TXT records; the CA is asked to validate only once all are visible: {}.",
+                records.join("; ")
+            )
+        }
+    }
 }
 
 /// The domain's current certificate, or a `404` that says why there is none.
@@ -146,6 +205,7 @@ pub async fn certificate(
     let view = find(&services, &id).await?;
     let certificate = current_certificate(&services, &view).await?;
     Ok(HttpResponse::Ok().json(CertificateBody {
+        names: crate::adapters::acme::certificate_names(&certificate.chain_pem),
         id: certificate.id,
         domain_id: certificate.domain_id,
         serial: certificate.serial,

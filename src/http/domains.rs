@@ -16,11 +16,13 @@ use super::bodies::{
     CallerErrors, ChangeErrors, DomainBody, DomainList, ErrorBody, NotFoundError, RegisteredDomain,
     VerificationRecord,
 };
+use super::certificates::DomainLocks;
 use super::observe::RequestId;
 use super::ApiError;
 use crate::actors::{StopPolling, Supervisor};
 use crate::app_state::{AppState, CommandOrigin};
 use crate::domain::aggregate::CustomDomainCommand;
+use crate::domain::alt_names::AltNames;
 use crate::domain::domain_name::DomainName;
 
 use super::SharedState;
@@ -32,6 +34,20 @@ pub struct RegisterRequest {
     /// The host name to register, e.g. `shop.example.com` (IDN allowed).
     #[schema(min_length = 1, max_length = 253, example = "shop.example.com")]
     domain_name: String,
+    /// Further names its certificates cover: subdomains of it (`www.shop.example.com`) or
+    /// wildcards under it (`*.shop.example.com`), normalised like `domain_name`; at most 99.
+    #[serde(default)]
+    #[schema(max_items = 99, example = json!(["www.shop.example.com", "*.shop.example.com"]))]
+    alt_names: Vec<String>,
+}
+
+/// Body of `PUT /domains/{id}/alt_names`.
+#[derive(Debug, Deserialize, utoipa::ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct AltNamesRequest {
+    /// The new set of further names (may be empty), each as `POST /domains` takes them.
+    #[schema(max_items = 99, example = json!(["www.shop.example.com", "*.shop.example.com"]))]
+    alt_names: Vec<String>,
 }
 
 /// Query of `GET /domains`.
@@ -112,15 +128,14 @@ pub async fn register(
 ) -> Result<HttpResponse, ApiError> {
     let domain_name =
         DomainName::parse(&body.domain_name).map_err(|e| ApiError::BadRequest(e.to_string()))?;
+    let alt_names = AltNames::parse(&domain_name, &body.alt_names)
+        .map_err(|e| ApiError::BadRequest(e.to_string()))?;
     let id = uuid::Uuid::now_v7().to_string();
-    if !services
-        .store
-        .reserve_name(domain_name.as_str(), &id)
-        .await?
-    {
-        return Err(ApiError::Conflict(format!(
-            "domain_name {domain_name} is already registered"
-        )));
+    let names: Vec<String> = std::iter::once(domain_name.to_string())
+        .chain(alt_names.as_slice().iter().cloned())
+        .collect();
+    if let Some(taken) = services.store.reserve_names(&names, &id).await? {
+        return Err(name_taken(&taken, domain_name.as_str()));
     }
     let verification_record_name = format!(
         "{}.{}.",
@@ -131,14 +146,12 @@ pub async fn register(
         domain_name: domain_name.clone(),
         verification_token: token,
         verification_record_name,
+        alt_names,
         at: Utc::now(),
     };
     if let Err(error) = services.execute(&id, command, origin(&request)).await {
-        // Nothing was recorded: give the name back so the client can simply try again.
-        services
-            .store
-            .release_name(domain_name.as_str(), &id)
-            .await?;
+        // Nothing was recorded: give the names back so the client can simply try again.
+        services.store.release_names(&names, &id).await?;
         return Err(error.into());
     }
     let view = find(&services, &id).await?;
@@ -150,12 +163,77 @@ pub async fn register(
     Ok(HttpResponse::Created().json(RegisteredDomain {
         id: view.id,
         domain_name: view.domain_name,
+        alt_names: view.alt_names,
         status: view.status,
         verification_token: view.verification_token,
         verification_record: record,
         instructions,
         created_at: view.created_at,
     }))
+}
+
+/// The `409` for a name another live domain holds: the domain's own name, or an alt name.
+fn name_taken(taken: &str, domain_name: &str) -> ApiError {
+    if taken == domain_name {
+        ApiError::Conflict(format!("domain_name {taken} is already registered"))
+    } else {
+        ApiError::Conflict(format!(
+            "alt name {taken} is already a name of another domain"
+        ))
+    }
+}
+
+/// `PUT /domains/{id}/alt_names`: replace the further names; the next order (issuance, retry
+/// or renewal) covers the new set, a pending order keeps the names it was placed with.
+#[utoipa::path(
+    put, path = "/domains/{id}/alt_names", operation_id = "replaceAltNames", tag = "domains",
+    params(("id" = String, Path, description = "The domain's id")),
+    request_body = AltNamesRequest,
+    responses(
+        (status = 200, description = "The new set is recorded (or was the set already)", body = DomainBody,
+            links(
+                ("issueCertificate" = (operation_id = "issueCertificate", parameters(("id" = "$response.body#/id"))))
+            )),
+        (status = 413, description = "Body too large", body = ErrorBody),
+        (status = 415, description = "Body is not JSON", body = ErrorBody),
+        CallerErrors, NotFoundError, ChangeErrors
+    ),
+    security(("bearer" = []))
+)]
+pub async fn replace_alt_names(
+    services: SharedState,
+    locks: web::Data<DomainLocks>,
+    request: HttpRequest,
+    id: web::Path<String>,
+    body: web::Json<AltNamesRequest>,
+) -> Result<HttpResponse, ApiError> {
+    let lock = locks.lock_for(&id);
+    let _held = lock.lock().await;
+    let view = find(&services, &id).await?;
+    let domain_name = DomainName::parse(&view.domain_name)
+        .map_err(|e| ApiError::Internal(format!("stored domain name is unreadable: {e}")))?;
+    let alt_names = AltNames::parse(&domain_name, &body.alt_names)
+        .map_err(|e| ApiError::BadRequest(e.to_string()))?;
+    // New names are claimed before the set is recorded; the names the new set drops are given
+    // back by the projection write that records it (so a crash in between loses nothing).
+    let added: Vec<String> = alt_names
+        .as_slice()
+        .iter()
+        .filter(|name| !view.alt_names.contains(name))
+        .cloned()
+        .collect();
+    if let Some(taken) = services.store.reserve_names(&added, &id).await? {
+        return Err(name_taken(&taken, domain_name.as_str()));
+    }
+    let command = CustomDomainCommand::ReplaceAltNames {
+        alt_names,
+        at: Utc::now(),
+    };
+    if let Err(error) = services.execute(&id, command, origin(&request)).await {
+        services.store.release_names(&added, &id).await?;
+        return Err(error.into());
+    }
+    Ok(HttpResponse::Ok().json(DomainBody::from(find(&services, &id).await?)))
 }
 
 /// `GET /domains`: one page of domains, optionally of one status.

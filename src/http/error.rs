@@ -332,6 +332,7 @@ mod tests {
             domain_name: DomainName::parse("outage.example.com").expect("valid name"),
             verification_token: "token".into(),
             verification_record_name: "_acme-challenge.outage.example.com.".into(),
+            alt_names: Default::default(),
             at: chrono::Utc::now(),
         };
         let error = cqrs.execute("d", command).await.expect_err("no connection");

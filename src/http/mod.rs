@@ -131,6 +131,12 @@ pub fn register_routes(cfg: &mut web::ServiceConfig) -> Vec<(Method, &'static st
         "/domains/{id}/verify",
         web::to(domains::verify),
     );
+    table.add(
+        Token,
+        Method::PUT,
+        "/domains/{id}/alt_names",
+        web::to(domains::replace_alt_names),
+    );
     let issue = web::to(certificates::issue_certificate);
     table.add(
         Token,
@@ -256,7 +262,8 @@ fn query_error(error: QueryPayloadError, _request: &HttpRequest) -> actix_web::E
     ApiError::BadRequest(format!("invalid query: {error}")).into()
 }
 
-/// The per-domain locks of `issue-certificate`, shared by all HTTP workers.
-pub fn domains_issue_locks() -> certificates::IssueLocks {
-    certificates::IssueLocks::default()
+/// The per-domain locks of `issue-certificate` and of replacing alt names, shared by all HTTP
+/// workers.
+pub fn domain_locks() -> certificates::DomainLocks {
+    certificates::DomainLocks::default()
 }

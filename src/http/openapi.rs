@@ -28,6 +28,7 @@ use super::{audit, certificates, domains, events};
         domains::get,
         domains::remove,
         domains::verify,
+        domains::replace_alt_names,
         certificates::issue_certificate,
         certificates::certificate,
         certificates::certificate_key,

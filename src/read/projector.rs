@@ -40,6 +40,8 @@ struct Prepared {
     views: Vec<DomainView>,
     certificates: Vec<CertificateView>,
     removed: Vec<String>,
+    /// Domains whose alt names were replaced, with every name they hold now.
+    renamed: Vec<(String, Vec<String>)>,
 }
 
 impl Prepared {
@@ -51,6 +53,7 @@ impl Prepared {
                 views: &self.views,
                 certificates: &self.certificates,
                 removed: &removed,
+                renamed: &self.renamed,
                 checkpoint: position.map(|position| (DOMAIN_VIEWS, position)),
             })
             .await
@@ -94,11 +97,13 @@ impl ViewProjector {
         // A batch may hold two certificates of one domain: the later one is its current one.
         let mut certificates: HashMap<String, CertificateView> = HashMap::new();
         let mut removed = Vec::new();
+        let mut renamed = Vec::new();
         let mut gaps = Vec::new();
         for (id, events) in streams {
             let mut view = views.remove(*id);
             let mut batch_certificate = None;
             let mut batch_removed = false;
+            let mut batch_renamed = false;
             let mut gap = None;
             for (sequence, event) in events {
                 let applied = match view.as_mut() {
@@ -122,6 +127,8 @@ impl ViewProjector {
                 // The name is freed by the projection, not by the request, so that a crash
                 // right after the removal was recorded still frees it at the catch-up.
                 batch_removed |= matches!(event, CustomDomainEvent::DomainRemoved { .. });
+                // Likewise the names a new set dropped.
+                batch_renamed |= matches!(event, CustomDomainEvent::AltNamesReplaced { .. });
             }
             if let Some((expected, found)) = gap {
                 tracing::warn!(
@@ -138,6 +145,9 @@ impl ViewProjector {
             if batch_removed {
                 removed.push((*id).to_owned());
             }
+            if let Some(view) = view.as_ref().filter(|view| batch_renamed && !view.removed) {
+                renamed.push(((*id).to_owned(), view.names()));
+            }
             if let Some(view) = view {
                 views.insert(view.id.clone(), view);
             }
@@ -149,6 +159,8 @@ impl ViewProjector {
             }
             if rebuilt.removed {
                 removed.push(id.to_owned());
+            } else if let Some(view) = &rebuilt.view {
+                renamed.push((id.to_owned(), view.names()));
             }
             if let Some(view) = rebuilt.view {
                 views.insert(view.id.clone(), view);
@@ -158,6 +170,7 @@ impl ViewProjector {
             views: views.into_values().collect(),
             certificates: certificates.into_values().collect(),
             removed,
+            renamed,
         })
     }
 

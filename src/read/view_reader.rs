@@ -120,6 +120,7 @@ mod tests {
             verification_token: format!("token-{n}"),
             verification_record_name: format!("_acme-challenge.d{n}.example.test."),
             registered_at: Utc::now(),
+            alt_names: vec![],
         };
         DomainView::from_registration(&format!("domain-{n}"), 1, &registered)
             .expect("a registration makes a view")
@@ -140,6 +141,7 @@ mod tests {
                 views: &views,
                 certificates: &[],
                 removed: &[],
+                renamed: &[],
                 checkpoint: None,
             })
             .await

@@ -34,9 +34,13 @@ fn order(n: usize, round: usize) -> OrderDetails {
     OrderDetails {
         order_id: format!("order-{n}-{round}"),
         order_url: format!("https://ca.test/order/{n}/{round}"),
-        challenge_url: format!("https://ca.test/chall/{n}/{round}"),
-        challenge_domain: format!("_acme-challenge.d{n}.example.test."),
-        expected_txt_value: "digest".into(),
+        names: vec![format!("d{n}.example.test")],
+        challenges: vec![dns_handling_events::OrderChallenge {
+            identifier: format!("d{n}.example.test"),
+            challenge_url: format!("https://ca.test/chall/{n}/{round}"),
+            challenge_domain: format!("_acme-challenge.d{n}.example.test."),
+            expected_txt_value: "digest".into(),
+        }],
         account_id: "https://ca.test/acct/1".into(),
         poll_interval_ms: 1000,
         deadline: Utc::now() - chrono::Duration::seconds(1),
@@ -90,6 +94,7 @@ async fn concurrent_writers_and_a_tailing_reader_agree_on_the_feed(kind: StoreKi
                     domain_name: DomainName::parse(&format!("d{n}.example.test")).expect("name"),
                     verification_token: "token".into(),
                     verification_record_name: format!("_acme-challenge.d{n}.example.test."),
+                    alt_names: Default::default(),
                     at: Utc::now(),
                 };
                 cqrs.execute(&id, command).await.expect("register");
@@ -106,6 +111,7 @@ async fn concurrent_writers_and_a_tailing_reader_agree_on_the_feed(kind: StoreKi
                     cqrs.execute(&id, request).await.expect("request");
                     let timed_out = CustomDomainCommand::TimedOut {
                         order_id: format!("order-{n}-{round}"),
+                        unseen_names: vec![format!("d{n}.example.test")],
                         at: Utc::now(),
                     };
                     cqrs.execute(&id, timed_out).await.expect("time out");

@@ -6,13 +6,14 @@ use sha2::{Digest, Sha256};
 
 use super::AcmeError;
 
-/// The CSR for `domain_name`, signed with the order's key (PEM); a key that cannot be read
-/// fails the order (`csr_failed`), as no retry would read it either.
-pub(super) fn build_csr(domain_name: &str, key_pem: &str) -> Result<Vec<u8>, AcmeError> {
+/// The CSR for every name of an order (each a subjectAltName), signed with the order's key
+/// (PEM); a key that cannot be read fails the order (`csr_failed`), as no retry would read it
+/// either.
+pub(super) fn build_csr(names: &[String], key_pem: &str) -> Result<Vec<u8>, AcmeError> {
     let fail =
         |e: rcgen::Error| AcmeError::Refused(FailureReason::new("csr_failed", e.to_string()));
     let key = rcgen::KeyPair::from_pem(key_pem).map_err(fail)?;
-    let mut params = rcgen::CertificateParams::new(vec![domain_name.to_owned()]).map_err(fail)?;
+    let mut params = rcgen::CertificateParams::new(names.to_vec()).map_err(fail)?;
     params.distinguished_name = rcgen::DistinguishedName::new();
     Ok(params.serialize_request(&key).map_err(fail)?.der().to_vec())
 }
@@ -44,6 +45,29 @@ pub fn describe_certificate(
         fingerprint_sha256: hex(&Sha256::digest(&pem.contents)),
         chain_pem,
     })
+}
+
+/// The DNS names of a chain's leaf certificate, read from its subjectAltName extension (empty
+/// when the chain cannot be read or has none).
+pub fn certificate_names(chain_pem: &str) -> Vec<String> {
+    let Ok((_, pem)) = x509_parser::pem::parse_x509_pem(chain_pem.as_bytes()) else {
+        return Vec::new();
+    };
+    let Ok(leaf) = pem.parse_x509() else {
+        return Vec::new();
+    };
+    let Ok(Some(alt_names)) = leaf.subject_alternative_name() else {
+        return Vec::new();
+    };
+    alt_names
+        .value
+        .general_names
+        .iter()
+        .filter_map(|name| match name {
+            x509_parser::extensions::GeneralName::DNSName(name) => Some((*name).to_owned()),
+            _ => None,
+        })
+        .collect()
 }
 
 /// Lower-case hex of bytes.

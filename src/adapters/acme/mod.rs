@@ -19,7 +19,7 @@
 use std::sync::Arc;
 use std::time::Duration;
 
-use dns_handling_events::FailureReason;
+use dns_handling_events::{FailureReason, OrderChallenge};
 use instant_acme::{Account, RetryPolicy};
 use tokio::sync::Mutex;
 
@@ -34,7 +34,7 @@ mod http;
 mod order;
 mod retry;
 
-pub use certificate::{describe_certificate, hex};
+pub use certificate::{certificate_names, describe_certificate, hex};
 pub use retry::describe_problem;
 
 /// A failure on the ACME side.
@@ -62,12 +62,9 @@ pub enum AcmeError {
 pub struct CreatedOrder {
     /// The ACME order URL.
     pub order_url: String,
-    /// The dns-01 challenge URL of the first authorization.
-    pub challenge_url: String,
-    /// `_acme-challenge.<domain>.`
-    pub challenge_domain: String,
-    /// The TXT value the CA will look for.
-    pub expected_txt_value: String,
+    /// The dns-01 challenge of every authorization the CA wants proven (none for a name whose
+    /// authorization it already holds as valid).
+    pub challenges: Vec<OrderChallenge>,
     /// The account the order belongs to.
     pub account_id: String,
 }

@@ -2,7 +2,7 @@
 //! certificate, each step chosen by where the order stands at the CA so that completion can
 //! be run again after a crash at any point.
 
-use dns_handling_events::{FailureReason, IssuedCertificate, OrderDetails};
+use dns_handling_events::{FailureReason, IssuedCertificate, OrderChallenge, OrderDetails};
 use instant_acme::{
     Account, AuthorizationStatus, ChallengeType, Identifier, NewOrder, Order, OrderStatus,
 };
@@ -13,9 +13,9 @@ use super::{counted, AcmeClient, AcmeError, CreatedOrder, COMPLETION_TIMEOUT, RE
 use crate::adapters::certificate_keys::OrderKey;
 
 impl AcmeClient {
-    /// Places a new order for `domain_name` and reads the dns-01 challenge of its first
-    /// authorization.
-    pub async fn create_order(&self, domain_name: &str) -> Result<CreatedOrder, AcmeError> {
+    /// Places one new order for all of `names` (the domain first, wildcards as `*.name`) and
+    /// reads the dns-01 challenge of each authorization.
+    pub async fn create_order(&self, names: &[String]) -> Result<CreatedOrder, AcmeError> {
         let _permit = self
             .in_flight
             .acquire()
@@ -28,7 +28,7 @@ impl AcmeClient {
                 .account()
                 .await
                 .map_err(|_| instant_acme::Error::Str("the ACME account is unavailable"))?;
-            match tokio::time::timeout(REQUEST_TIMEOUT, place_order(&account, domain_name)).await {
+            match tokio::time::timeout(REQUEST_TIMEOUT, place_order(&account, names)).await {
                 Ok(placed) => counted("new_order", placed),
                 Err(_) => {
                     self.forget_account().await;
@@ -51,17 +51,13 @@ impl AcmeClient {
     /// order already finalized is only downloaded, with the key stored before finalizing.
     pub async fn complete_order(
         &self,
-        domain_name: &str,
         order: &OrderDetails,
         key: &OrderKey<'_>,
     ) -> Result<IssuedCertificate, AcmeError> {
         // A CA that accepts a connection and never answers must not hold the poller (and the
         // account lock) for ever: past this, the attempt counts as a transient failure.
-        let completed = tokio::time::timeout(
-            COMPLETION_TIMEOUT,
-            self.complete_order_once(domain_name, order, key),
-        )
-        .await;
+        let completed =
+            tokio::time::timeout(COMPLETION_TIMEOUT, self.complete_order_once(order, key)).await;
         match completed {
             Ok(result) => result,
             Err(_) => {
@@ -76,7 +72,6 @@ impl AcmeClient {
 
     async fn complete_order_once(
         &self,
-        domain_name: &str,
         order: &OrderDetails,
         key: &OrderKey<'_>,
     ) -> Result<IssuedCertificate, AcmeError> {
@@ -91,7 +86,7 @@ impl AcmeClient {
                     // The key is stored before it comes back: a crash after the CSR is sent
                     // resumes here (or at `Processing`) with the same key, never a new one.
                     let key_pem = key.get_or_create().await?;
-                    let csr = build_csr(domain_name, &key_pem)?;
+                    let csr = build_csr(&order.names, &key_pem)?;
                     tracing::info!(order_id = %order.order_id, "finalizing order");
                     counted("finalize", acme_order.finalize_csr(&csr).await)
                         .map_err(|e| classify(e, "finalize_failed"))?;
@@ -140,46 +135,73 @@ impl AcmeClient {
     }
 }
 
-/// Why an invalid order is invalid: the order's own problem, or the failed challenge's.
+/// Why an invalid order is invalid: the failed challenge's problem, naming its identifier,
+/// else the order's own problem.
 async fn invalid_order_reason(acme_order: &mut Order) -> FailureReason {
-    if let Some(problem) = acme_order.state().error.clone() {
-        return FailureReason::new("challenge_invalid", describe_problem(&problem));
-    }
+    let order_problem = acme_order.state().error.clone();
     let mut authorizations = acme_order.authorizations();
     while let Some(Ok(authorization)) = authorizations.next().await {
         for challenge in &authorization.challenges {
             if let Some(problem) = &challenge.error {
-                return FailureReason::new("challenge_invalid", describe_problem(problem));
+                return FailureReason::new(
+                    "challenge_invalid",
+                    format!(
+                        "{}: {}",
+                        authorization.identifier(),
+                        describe_problem(problem)
+                    ),
+                );
             }
         }
+        if authorization.status == AuthorizationStatus::Invalid {
+            return FailureReason::new(
+                "challenge_invalid",
+                format!(
+                    "{}: the CA marked its authorization invalid",
+                    authorization.identifier()
+                ),
+            );
+        }
     }
-    FailureReason::new("challenge_invalid", "the CA marked the order invalid")
+    match order_problem {
+        Some(problem) => FailureReason::new("challenge_invalid", describe_problem(&problem)),
+        None => FailureReason::new("challenge_invalid", "the CA marked the order invalid"),
+    }
 }
 
-/// Places a new order and reads the dns-01 challenge of its first authorization.
+/// Places a new order for `names` and reads the dns-01 challenge of each authorization that
+/// is still pending.
 async fn place_order(
     account: &Account,
-    domain_name: &str,
+    names: &[String],
 ) -> Result<CreatedOrder, instant_acme::Error> {
-    let identifiers = [Identifier::Dns(domain_name.to_owned())];
+    let identifiers: Vec<Identifier> = names.iter().cloned().map(Identifier::Dns).collect();
     let mut order = account.new_order(&NewOrder::new(&identifiers)).await?;
     let order_url = order.url().to_owned();
+    let mut challenges = Vec::with_capacity(names.len());
     let mut authorizations = order.authorizations();
-    let mut authorization = authorizations
-        .next()
-        .await
-        .ok_or(instant_acme::Error::Str("the order has no authorization"))??;
-    let challenge =
-        authorization
-            .challenge(ChallengeType::Dns01)
-            .ok_or(instant_acme::Error::Str(
-                "the CA offered no dns-01 challenge",
-            ))?;
+    while let Some(authorization) = authorizations.next().await {
+        let mut authorization = authorization?;
+        if authorization.status != AuthorizationStatus::Pending {
+            continue;
+        }
+        let identifier = authorization.identifier().to_string();
+        let challenge =
+            authorization
+                .challenge(ChallengeType::Dns01)
+                .ok_or(instant_acme::Error::Str(
+                    "the CA offered no dns-01 challenge",
+                ))?;
+        challenges.push(OrderChallenge {
+            challenge_domain: OrderChallenge::record_name(&identifier),
+            identifier,
+            challenge_url: challenge.url.clone(),
+            expected_txt_value: challenge.key_authorization().dns_value(),
+        });
+    }
     Ok(CreatedOrder {
         order_url,
-        challenge_url: challenge.url.clone(),
-        challenge_domain: format!("_acme-challenge.{domain_name}."),
-        expected_txt_value: challenge.key_authorization().dns_value(),
+        challenges,
         account_id: account.id().to_owned(),
     })
 }

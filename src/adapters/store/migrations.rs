@@ -10,7 +10,7 @@ use super::leases::MIGRATION_LOCK;
 use super::{sortable_time, Store, StoreError};
 
 /// The PostgreSQL schema, in order; never edit one that has shipped, add the next.
-const POSTGRES_MIGRATIONS: [(i64, &str); 5] = [
+const POSTGRES_MIGRATIONS: [(i64, &str); 6] = [
     (1, include_str!("migrations/postgres/0001_initial.sql")),
     (2, include_str!("migrations/postgres/0002_global_feed.sql")),
     (3, include_str!("migrations/postgres/0003_order_leases.sql")),
@@ -22,10 +22,14 @@ const POSTGRES_MIGRATIONS: [(i64, &str); 5] = [
         5,
         include_str!("migrations/postgres/0005_audit_checkpoints.sql"),
     ),
+    (
+        6,
+        include_str!("migrations/postgres/0006_names_per_order.sql"),
+    ),
 ];
 
 /// The SQLite schema, in order; never edit one that has shipped, add the next.
-const SQLITE_MIGRATIONS: [(i64, &str); 5] = [
+const SQLITE_MIGRATIONS: [(i64, &str); 6] = [
     (1, include_str!("migrations/sqlite/0001_initial.sql")),
     (2, include_str!("migrations/sqlite/0002_global_feed.sql")),
     (3, include_str!("migrations/sqlite/0003_order_leases.sql")),
@@ -36,6 +40,10 @@ const SQLITE_MIGRATIONS: [(i64, &str); 5] = [
     (
         5,
         include_str!("migrations/sqlite/0005_audit_checkpoints.sql"),
+    ),
+    (
+        6,
+        include_str!("migrations/sqlite/0006_names_per_order.sql"),
     ),
 ];
 

@@ -20,6 +20,9 @@ pub struct ProjectionWrite<'a> {
     pub certificates: &'a [CertificateView],
     /// Domains removed in this batch, whose names become free.
     pub removed: &'a [&'a str],
+    /// Domains whose alt names were replaced in this batch, with every name they have now:
+    /// their claims on any other name are given back.
+    pub renamed: &'a [(String, Vec<String>)],
     /// The checkpoint to move, as (projection name, position).
     pub checkpoint: Option<(&'a str, i64)>,
 }
@@ -91,6 +94,20 @@ impl Store {
             statements.push((
                 "DELETE FROM domain_names WHERE domain_id = $1".to_owned(),
                 vec![Param::Text((*id).to_owned())],
+            ));
+        }
+        for (id, names) in write.renamed {
+            let mut params = vec![Param::Text(id.clone())];
+            params.extend(names.iter().cloned().map(Param::Text));
+            let kept = (2..=params.len())
+                .map(|n| format!("${n}"))
+                .collect::<Vec<_>>()
+                .join(", ");
+            statements.push((
+                format!(
+                    "DELETE FROM domain_names WHERE domain_id = $1 AND domain_name NOT IN ({kept})"
+                ),
+                params,
             ));
         }
         if let Some((name, position)) = write.checkpoint {

@@ -18,7 +18,57 @@ fn registered() -> CustomDomainEvent {
         verification_token: "token-123".into(),
         verification_record_name: "_acme-challenge.shop.example.com.".into(),
         registered_at: t(0),
+        alt_names: vec![],
     }
+}
+
+/// A registration with `www` and the wildcard besides the domain itself.
+fn registered_with_alt_names() -> CustomDomainEvent {
+    CustomDomainEvent::DomainRegistered {
+        domain_name: "shop.example.com".into(),
+        verification_token: "token-123".into(),
+        verification_record_name: "_acme-challenge.shop.example.com.".into(),
+        registered_at: t(0),
+        alt_names: vec!["www.shop.example.com".into(), "*.shop.example.com".into()],
+    }
+}
+
+fn challenge(identifier: &str, value: &str) -> dns_handling_events::OrderChallenge {
+    dns_handling_events::OrderChallenge {
+        identifier: identifier.into(),
+        challenge_url: format!("https://ca.test/chall/{identifier}"),
+        challenge_domain: dns_handling_events::OrderChallenge::record_name(identifier),
+        expected_txt_value: value.into(),
+    }
+}
+
+/// An order for the three names of [`registered_with_alt_names`].
+fn three_name_order() -> OrderDetails {
+    OrderDetails {
+        names: vec![
+            "shop.example.com".into(),
+            "www.shop.example.com".into(),
+            "*.shop.example.com".into(),
+        ],
+        challenges: vec![
+            challenge("shop.example.com", "apex-digest"),
+            challenge("www.shop.example.com", "www-digest"),
+            challenge("*.shop.example.com", "wildcard-digest"),
+        ],
+        ..order()
+    }
+}
+
+fn observed_at(records: &[(&str, &[&str])]) -> BTreeMap<String, Vec<String>> {
+    records
+        .iter()
+        .map(|(name, values)| {
+            (
+                (*name).to_owned(),
+                values.iter().map(|value| (*value).to_owned()).collect(),
+            )
+        })
+        .collect()
 }
 
 fn verified() -> CustomDomainEvent {
@@ -32,9 +82,8 @@ fn order() -> OrderDetails {
     OrderDetails {
         order_id: "order-1".into(),
         order_url: "https://ca.test/order/1".into(),
-        challenge_url: "https://ca.test/chall/1".into(),
-        challenge_domain: "_acme-challenge.shop.example.com.".into(),
-        expected_txt_value: "digest".into(),
+        names: vec!["shop.example.com".into()],
+        challenges: vec![challenge("shop.example.com", "digest")],
         account_id: "https://ca.test/acct/1".into(),
         poll_interval_ms: 10_000,
         deadline: t(2) + Duration::minutes(5),
@@ -74,6 +123,7 @@ fn timed_out() -> CustomDomainEvent {
     CustomDomainEvent::IssuanceTimedOut {
         order_id: "order-1".into(),
         deadline: order().deadline,
+        unseen_names: vec!["shop.example.com".into()],
         timed_out_at: order().deadline,
     }
 }
@@ -83,6 +133,7 @@ fn register_command() -> CustomDomainCommand {
         domain_name: DomainName::parse("shop.example.com").expect("valid name"),
         verification_token: "token-123".into(),
         verification_record_name: "_acme-challenge.shop.example.com.".into(),
+        alt_names: AltNames::default(),
         at: t(0),
     }
 }
@@ -90,7 +141,7 @@ fn register_command() -> CustomDomainCommand {
 fn txt_observed(at: DateTime<Utc>, values: &[&str]) -> CustomDomainCommand {
     CustomDomainCommand::TxtObserved {
         order_id: "order-1".into(),
-        observed_values: values.iter().map(|value| value.to_string()).collect(),
+        observed_values: observed_at(&[("_acme-challenge.shop.example.com.", values)]),
         resolver: "127.0.0.1:53".into(),
         at,
     }
@@ -257,7 +308,10 @@ fn txt_observed_without_the_expected_value_is_refused() {
     DomainTest::with(())
         .given(vec![registered(), verified(), requested()])
         .when(txt_observed(t(20), &["DIGEST", "\"digest\""]))
-        .then_expect_error(DomainError::ChallengeValueMissing);
+        .then_expect_error(DomainError::ChallengeValueMissing {
+            identifier: "shop.example.com".into(),
+            challenge_domain: "_acme-challenge.shop.example.com.".into(),
+        });
 }
 
 #[test]
@@ -290,7 +344,7 @@ fn txt_observed_for_another_order_is_refused() {
         .given(vec![registered(), verified(), requested()])
         .when(CustomDomainCommand::TxtObserved {
             order_id: "order-0".into(),
-            observed_values: vec!["digest".into()],
+            observed_values: observed_at(&[("_acme-challenge.shop.example.com.", &["digest"])]),
             resolver: "r".into(),
             at: t(20),
         })
@@ -388,6 +442,7 @@ fn timing_out_at_the_deadline_fails_the_issuance() {
         .given(vec![registered(), verified(), requested()])
         .when(CustomDomainCommand::TimedOut {
             order_id: "order-1".into(),
+            unseen_names: vec!["shop.example.com".into()],
             at: order().deadline,
         })
         .then_expect_events(vec![timed_out()]);
@@ -399,6 +454,7 @@ fn timing_out_after_the_record_was_seen_fails_the_issuance_as_acme_unavailable_n
         .given(vec![registered(), verified(), requested(), observed()])
         .when(CustomDomainCommand::TimedOut {
             order_id: "order-1".into(),
+            unseen_names: vec!["shop.example.com".into()],
             at: order().deadline,
         })
         .then_expect_events(vec![CustomDomainEvent::IssuanceFailed {
@@ -420,6 +476,7 @@ fn timing_out_before_the_deadline_is_refused() {
         .given(vec![registered(), verified(), requested()])
         .when(CustomDomainCommand::TimedOut {
             order_id: "order-1".into(),
+            unseen_names: vec![],
             at: t(60),
         })
         .then_expect_error(DomainError::DeadlineNotReached {
@@ -443,7 +500,7 @@ fn retrying_a_failed_domain_makes_it_verified_again() {
             previous_reason: FailureReason::new(
                 FailureReason::DNS_TIMEOUT,
                 format!(
-                    "the challenge TXT record was not seen before {}",
+                    "the challenge TXT record of shop.example.com was not seen before {}",
                     order().deadline
                 ),
             ),
@@ -580,10 +637,177 @@ fn timing_out_after_issuance_is_refused() {
         ])
         .when(CustomDomainCommand::TimedOut {
             order_id: "order-1".into(),
+            unseen_names: vec!["shop.example.com".into()],
             at: order().deadline,
         })
         .then_expect_error(wrong_status(
             DomainStatus::CertificatePending,
             DomainStatus::Active,
         ));
+}
+
+#[test]
+fn registering_with_alt_names_records_them() {
+    let alt_names = AltNames::recorded(vec![
+        "www.shop.example.com".into(),
+        "*.shop.example.com".into(),
+    ]);
+    DomainTest::with(())
+        .given_no_previous_events()
+        .when(CustomDomainCommand::RegisterDomain {
+            domain_name: DomainName::parse("shop.example.com").expect("valid name"),
+            verification_token: "token-123".into(),
+            verification_record_name: "_acme-challenge.shop.example.com.".into(),
+            alt_names,
+            at: t(0),
+        })
+        .then_expect_events(vec![registered_with_alt_names()]);
+}
+
+#[test]
+fn replacing_the_alt_names_records_the_new_set() {
+    DomainTest::with(())
+        .given(vec![registered_with_alt_names(), verified()])
+        .when(CustomDomainCommand::ReplaceAltNames {
+            alt_names: AltNames::recorded(vec!["api.shop.example.com".into()]),
+            at: t(5),
+        })
+        .then_expect_events(vec![CustomDomainEvent::AltNamesReplaced {
+            alt_names: vec!["api.shop.example.com".into()],
+            replaced_at: t(5),
+        }]);
+}
+
+#[test]
+fn replacing_the_alt_names_with_the_same_set_records_nothing() {
+    DomainTest::with(())
+        .given(vec![registered_with_alt_names()])
+        .when(CustomDomainCommand::ReplaceAltNames {
+            alt_names: AltNames::recorded(vec![
+                "www.shop.example.com".into(),
+                "*.shop.example.com".into(),
+            ]),
+            at: t(5),
+        })
+        .then_expect_events(vec![]);
+}
+
+#[test]
+fn replacing_the_alt_names_of_a_removed_domain_is_refused() {
+    DomainTest::with(())
+        .given(vec![
+            registered(),
+            CustomDomainEvent::DomainRemoved {
+                domain_name: "shop.example.com".into(),
+                removed_at: t(3),
+            },
+        ])
+        .when(CustomDomainCommand::ReplaceAltNames {
+            alt_names: AltNames::default(),
+            at: t(5),
+        })
+        .then_expect_error(DomainError::Removed);
+}
+
+#[test]
+fn an_order_for_every_name_of_the_domain_is_recorded() {
+    DomainTest::with(())
+        .given(vec![registered_with_alt_names(), verified()])
+        .when(CustomDomainCommand::RequestCertificate {
+            order: three_name_order(),
+            at: t(2),
+        })
+        .then_expect_events(vec![CustomDomainEvent::CertificateRequested {
+            order: three_name_order(),
+            requested_at: t(2),
+        }]);
+}
+
+#[test]
+fn an_order_for_names_the_domain_no_longer_has_is_refused() {
+    let replaced = CustomDomainEvent::AltNamesReplaced {
+        alt_names: vec!["api.shop.example.com".into()],
+        replaced_at: t(1),
+    };
+    DomainTest::with(())
+        .given(vec![registered_with_alt_names(), verified(), replaced])
+        .when(CustomDomainCommand::RequestCertificate {
+            order: three_name_order(),
+            at: t(2),
+        })
+        .then_expect_error(DomainError::OrderNamesMismatch {
+            expected: vec!["shop.example.com".into(), "api.shop.example.com".into()],
+            ordered: three_name_order().names,
+        });
+}
+
+#[test]
+fn a_domain_and_its_wildcard_are_observed_only_when_both_values_share_their_name() {
+    let requested = CustomDomainEvent::CertificateRequested {
+        order: three_name_order(),
+        requested_at: t(2),
+    };
+    let only_one_at_the_shared_name = observed_at(&[
+        ("_acme-challenge.shop.example.com.", &["apex-digest"]),
+        ("_acme-challenge.www.shop.example.com.", &["www-digest"]),
+    ]);
+    DomainTest::with(())
+        .given(vec![
+            registered_with_alt_names(),
+            verified(),
+            requested.clone(),
+        ])
+        .when(CustomDomainCommand::TxtObserved {
+            order_id: "order-1".into(),
+            observed_values: only_one_at_the_shared_name,
+            resolver: "r".into(),
+            at: t(20),
+        })
+        .then_expect_error(DomainError::ChallengeValueMissing {
+            identifier: "*.shop.example.com".into(),
+            challenge_domain: "_acme-challenge.shop.example.com.".into(),
+        });
+    let all = observed_at(&[
+        (
+            "_acme-challenge.shop.example.com.",
+            &["wildcard-digest", "apex-digest", "stale"],
+        ),
+        ("_acme-challenge.www.shop.example.com.", &["www-digest"]),
+    ]);
+    DomainTest::with(())
+        .given(vec![registered_with_alt_names(), verified(), requested])
+        .when(CustomDomainCommand::TxtObserved {
+            order_id: "order-1".into(),
+            observed_values: all,
+            resolver: "r".into(),
+            at: t(20),
+        })
+        .then_expect_events(vec![CustomDomainEvent::ChallengeRecordObserved {
+            order_id: "order-1".into(),
+            observed_values: vec![
+                "wildcard-digest".into(),
+                "apex-digest".into(),
+                "stale".into(),
+                "www-digest".into(),
+            ],
+            resolver: "r".into(),
+            observed_at: t(20),
+        }]);
+}
+
+#[test]
+fn a_timeout_names_the_names_whose_value_went_unseen() {
+    let mut domain = CustomDomain::default();
+    for event in [registered(), verified(), requested()] {
+        domain.apply(event);
+    }
+    domain.apply(CustomDomainEvent::IssuanceTimedOut {
+        order_id: "order-1".into(),
+        deadline: order().deadline,
+        unseen_names: vec!["www.shop.example.com".into()],
+        timed_out_at: order().deadline,
+    });
+    let reason = domain.last_failure.expect("a failure");
+    assert_eq!(reason.code, FailureReason::DNS_TIMEOUT);
+    assert!(reason.detail.contains("www.shop.example.com"), "{reason:?}");
 }
