@@ -230,6 +230,12 @@ impl Service {
         into_parts(request.send().await.expect("POST")).await
     }
 
+    /// `PUT path` with a JSON body: the status and the JSON body.
+    pub async fn put(&self, path: &str, body: Value) -> (u16, Value) {
+        let request = self.client.put(self.url(path)).json(&body);
+        into_parts(request.send().await.expect("PUT")).await
+    }
+
     /// `DELETE` of `path`: the status code (the answer of a removal has no body).
     pub async fn delete(&self, path: &str) -> u16 {
         let response = self

@@ -24,7 +24,7 @@ use crate::BINARY;
 crate::on_both_stores!(concurrent_writers_and_a_tailing_reader_agree_on_the_feed);
 crate::on_both_stores!(history_feed_replay_audit_and_export_tell_the_same_story);
 crate::on_both_stores!(a_view_lost_between_commit_and_update_is_caught_up);
-crate::on_both_stores!(a_version_1_order_is_read_as_version_2_and_resumed);
+crate::on_both_stores!(a_version_1_history_is_read_through_the_upcasters_and_resumed);
 
 const WRITERS: usize = 16;
 const DOMAINS: usize = 200;
@@ -432,7 +432,7 @@ async fn a_view_lost_between_commit_and_update_is_caught_up(kind: StoreKind) {
         .await;
 }
 
-async fn a_version_1_order_is_read_as_version_2_and_resumed(kind: StoreKind) {
+async fn a_version_1_history_is_read_through_the_upcasters_and_resumed(kind: StoreKind) {
     let database = TestDatabase::create(kind).await;
     let env = database_env(&database);
     // The schema exists once the binary has run.
@@ -496,6 +496,8 @@ async fn a_version_1_order_is_read_as_version_2_and_resumed(kind: StoreKind) {
         .wait_for_status(id, &["failed"], Duration::from_secs(15))
         .await;
     assert_eq!(view["failure_reason"]["code"], "dns_timeout", "{view}");
+    // The 1.0 registration reads as a domain without further names.
+    assert_eq!(view["alt_names"], json!([]), "{view}");
     let (_, history) = service.get(&format!("/domains/{id}/events")).await;
     let versions: Vec<&str> = history
         .as_array()

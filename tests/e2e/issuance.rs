@@ -133,7 +133,7 @@ async fn issues_a_certificate_end_to_end(kind: StoreKind) {
 }
 
 /// Checks the chain with OpenSSL: it leads to Pebble's root and names the domain.
-fn verify_chain(root_pem: &str, chain_pem: &str, domain: &str) {
+pub(crate) fn verify_chain(root_pem: &str, chain_pem: &str, domain: &str) {
     let dir = TempDir::new("chain");
     let blocks: Vec<&str> = chain_pem
         .split_inclusive("-----END CERTIFICATE-----")

@@ -33,6 +33,7 @@ mod http_contract;
 mod issuance;
 mod keys_and_roles;
 mod lifecycle;
+mod names;
 mod replicas;
 mod resilience;
 mod store_outage;
