@@ -1,6 +1,8 @@
 //! Run: `cargo bench --bench issuance` (N=200 domains; RSA-2048 keys on sqlite×1, postgres×1 and
-//! postgres×3 replicas, then ECDSA P-256 keys on sqlite×1 and postgres×1; needs pebble and
-//! PostgreSQL, as the test script installs them)
+//! postgres×3 replicas, then ECDSA P-256 keys on sqlite×1 and postgres×1, each certificate for
+//! one name; then three names per certificate (the domain, `www` and the wildcard: one order,
+//! three authorizations) with RSA-2048 keys on sqlite×1 and postgres×1; needs pebble and
+//! PostgreSQL, as the test script installs them. `KEY_TYPE=…` and `NAMES=1|3` pick rows.)
 //!
 //! The end-to-end issuance throughput driver: starts Pebble and its DNS server (no nonce
 //! rejection, no validation sleep) and the release binary, registers and verifies N domains,
@@ -30,10 +32,43 @@ use stats::percentile;
 /// The service binary cargo built with this bench (the release one under `cargo bench`).
 const BINARY: &str = env!("CARGO_BIN_EXE_dns-handling");
 
+/// Registers `name` with `names - 1` further names (`www.` and `*.`) and proves its ownership
+/// through Pebble's DNS server; returns its id.
+async fn verified_domain_with_names(
+    service: &Service,
+    pebble: &Pebble,
+    name: &str,
+    names: usize,
+) -> String {
+    if names == 1 {
+        return verified_domain(service, pebble, name).await;
+    }
+    let alt_names: Vec<String> = [format!("www.{name}"), format!("*.{name}")]
+        .into_iter()
+        .take(names - 1)
+        .collect();
+    let (code, body) = service
+        .post(
+            "/domains",
+            Some(json!({"domain_name": name, "alt_names": alt_names})),
+        )
+        .await;
+    assert_eq!(code, 201, "{body}");
+    let id = body["id"].as_str().expect("id").to_owned();
+    pebble.set_txt(
+        body["verification_record"]["name"].as_str().expect("name"),
+        body["verification_token"].as_str().expect("token"),
+    );
+    let (code, body) = service.post(&format!("/domains/{id}/verify"), None).await;
+    assert_eq!(code, 200, "{body}");
+    id
+}
+
 async fn run(
     kind: StoreKind,
     replicas: usize,
     key_type: &str,
+    names: usize,
     domains: usize,
 ) -> anyhow::Result<()> {
     let pebble = Pebble::start(PebbleOptions {
@@ -54,10 +89,11 @@ async fn run(
     let mut ids = Vec::with_capacity(domains);
     for n in 0..domains {
         ids.push(
-            verified_domain(
+            verified_domain_with_names(
                 &services[n % replicas],
                 &pebble,
                 &format!("b{n}.example.test"),
+                names,
             )
             .await,
         );
@@ -75,13 +111,13 @@ async fn run(
                 .post(&format!("/domains/{id}/issue-certificate"), None)
                 .await;
             assert_eq!(code, 202, "{body}");
-            dns.post(set_txt)
-                .json(
-                    &json!({"host": body["challenge_domain"], "value": body["expected_txt_value"]}),
-                )
-                .send()
-                .await
-                .expect("set-txt");
+            for challenge in body["challenges"].as_array().into_iter().flatten() {
+                dns.post(set_txt)
+                    .json(&json!({"host": challenge["challenge_domain"], "value": challenge["expected_txt_value"]}))
+                    .send()
+                    .await
+                    .expect("set-txt");
+            }
             (id.clone(), Instant::now())
         }
     });
@@ -132,7 +168,7 @@ async fn run(
         .collect();
     let events: Value = json!(database.count("events").await);
     println!(
-        "{kind:?} × {replicas}, {key_type}: {domains} certificates in {:.2} s = {:.2} certificates/s | CPU {:.3} s per certificate | peak RSS {:.0} MiB | TXT→active p50 {:.2} s, p99 {:.2} s | finalizations per replica {spread:?} | {events} events",
+        "{kind:?} × {replicas}, {key_type}, {names} name(s) each: {domains} certificates in {:.2} s = {:.2} certificates/s | CPU {:.3} s per certificate | peak RSS {:.0} MiB | TXT→active p50 {:.2} s, p99 {:.2} s | finalizations per replica {spread:?} | {events} events",
         elapsed.as_secs_f64(),
         domains as f64 / elapsed.as_secs_f64(),
         cpu / domains as f64,
@@ -152,27 +188,34 @@ async fn main() -> anyhow::Result<()> {
         .ok()
         .and_then(|n| n.parse().ok())
         .unwrap_or(if benchmarking { 200 } else { 6 });
-    let configurations: &[(StoreKind, usize, &str)] = if benchmarking {
+    // (store, replicas, key type, names per certificate)
+    let configurations: &[(StoreKind, usize, &str, usize)] = if benchmarking {
         &[
-            (StoreKind::Sqlite, 1, "rsa2048"),
-            (StoreKind::Postgres, 1, "rsa2048"),
-            (StoreKind::Postgres, 3, "rsa2048"),
-            (StoreKind::Sqlite, 1, "ecdsa-p256"),
-            (StoreKind::Postgres, 1, "ecdsa-p256"),
+            (StoreKind::Sqlite, 1, "rsa2048", 1),
+            (StoreKind::Postgres, 1, "rsa2048", 1),
+            (StoreKind::Postgres, 3, "rsa2048", 1),
+            (StoreKind::Sqlite, 1, "ecdsa-p256", 1),
+            (StoreKind::Postgres, 1, "ecdsa-p256", 1),
+            (StoreKind::Sqlite, 1, "rsa2048", 3),
+            (StoreKind::Postgres, 1, "rsa2048", 3),
         ]
     } else {
         &[
-            (StoreKind::Sqlite, 1, "rsa2048"),
-            (StoreKind::Postgres, 2, "ecdsa-p256"),
+            (StoreKind::Sqlite, 1, "rsa2048", 1),
+            (StoreKind::Postgres, 2, "ecdsa-p256", 1),
+            (StoreKind::Sqlite, 1, "ecdsa-p256", 3),
         ]
     };
-    // `KEY_TYPE=ecdsa-p256` (or `rsa2048`) runs only that kind's configurations.
-    let only = std::env::var("KEY_TYPE").ok();
-    for (kind, replicas, key_type) in configurations {
-        if only.as_deref().is_some_and(|only| only != *key_type) {
+    // `KEY_TYPE=ecdsa-p256` (or `rsa2048`) and `NAMES=3` (or `1`) run only those rows.
+    let only_key = std::env::var("KEY_TYPE").ok();
+    let only_names: Option<usize> = std::env::var("NAMES").ok().and_then(|n| n.parse().ok());
+    for (kind, replicas, key_type, names) in configurations {
+        if only_key.as_deref().is_some_and(|only| only != *key_type)
+            || only_names.is_some_and(|only| only != *names)
+        {
             continue;
         }
-        run(*kind, *replicas, key_type, domains).await?;
+        run(*kind, *replicas, key_type, *names, domains).await?;
     }
     Ok(())
 }

@@ -139,9 +139,10 @@ pub struct IssuanceStarted {
     pub order_id: String,
     /// Always `certificate_pending`.
     pub status: DomainStatus,
-    /// Where to publish the domain's own TXT record.
+    /// Where to publish the domain's own TXT record (when the CA already holds a valid
+    /// authorization for the domain itself: the first challenge's).
     pub challenge_domain: String,
-    /// What to publish there (empty when the CA needs no proof for the domain itself).
+    /// What to publish there (empty only when no name needs a record at all).
     pub expected_txt_value: String,
     /// Every record, in words, for people.
     pub instructions: String,

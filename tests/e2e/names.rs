@@ -122,7 +122,11 @@ async fn apex_www_and_wildcard_are_issued_in_one_certificate(kind: StoreKind) {
     let service = Service::start(BINARY, &env);
     let id = verified_with(&service, &pebble, &["WWW.Shop.Names.Test.", WILDCARD]).await;
     let (_, view) = service.get(&format!("/domains/{id}")).await;
-    assert_eq!(view["alt_names"], json!([WWW, WILDCARD]), "normalised: {view}");
+    assert_eq!(
+        view["alt_names"],
+        json!([WWW, WILDCARD]),
+        "normalised: {view}"
+    );
 
     let started = issue(&service, &id).await;
     let all = challenges(&started);
@@ -148,7 +152,11 @@ async fn apex_www_and_wildcard_are_issued_in_one_certificate(kind: StoreKind) {
         assert!(instructions.contains(value.as_str()), "{instructions}");
     }
     let (_, view) = service.get(&format!("/domains/{id}")).await;
-    assert_eq!(view["challenges"].as_array().map(Vec::len), Some(3), "{view}");
+    assert_eq!(
+        view["challenges"].as_array().map(Vec::len),
+        Some(3),
+        "{view}"
+    );
 
     publish(&pebble, &all, &[DOMAIN, WWW, WILDCARD]);
     let view = service
@@ -174,9 +182,7 @@ async fn apex_www_and_wildcard_are_issued_in_one_certificate(kind: StoreKind) {
     assert_eq!(ordered, json!([DOMAIN, WWW, WILDCARD]));
 }
 
-async fn a_shared_challenge_name_is_not_finalized_until_both_values_are_published(
-    kind: StoreKind,
-) {
+async fn a_shared_challenge_name_is_not_finalized_until_both_values_are_published(kind: StoreKind) {
     let (pebble, database, env) = pebble_and_database(kind).await;
     let service = Service::start(BINARY, &env);
     let id = verified_with(&service, &pebble, &[WWW, WILDCARD]).await;
@@ -189,7 +195,11 @@ async fn a_shared_challenge_name_is_not_finalized_until_both_values_are_publishe
     assert_eq!(view["status"], "certificate_pending", "{view}");
     assert_eq!(
         database.event_types(&id).await,
-        ["DomainRegistered", "OwnershipVerified", "CertificateRequested"],
+        [
+            "DomainRegistered",
+            "OwnershipVerified",
+            "CertificateRequested"
+        ],
         "nothing observed, nothing told to the CA"
     );
     publish(&pebble, &all, &[WILDCARD]);
@@ -240,7 +250,10 @@ async fn a_changed_set_is_issued_at_the_retry(kind: StoreKind) {
         .await;
     assert_eq!(code, 200, "{view}");
     assert_eq!(view["alt_names"], json!([WWW, "api.shop.names.test"]));
-    assert_eq!(view["status"], "failed", "a new set does not change the status");
+    assert_eq!(
+        view["status"], "failed",
+        "a new set does not change the status"
+    );
     // The same set again records nothing more.
     let (_, before) = service.get(&format!("/domains/{id}/events")).await;
     let (code, _) = service
@@ -368,7 +381,10 @@ async fn every_refused_set_of_names_stores_nothing(kind: StoreKind) {
         )
         .await;
     assert_eq!(code, 409, "{answer}");
-    assert!(answer["error"].as_str().unwrap_or("").contains(WWW), "{answer}");
+    assert!(
+        answer["error"].as_str().unwrap_or("").contains(WWW),
+        "{answer}"
+    );
     assert_eq!(stored_state(&database).await, before);
 
     // PUT: the same refusals leave the set, the events and the claims as they were.
@@ -379,8 +395,16 @@ async fn every_refused_set_of_names_stores_nothing(kind: StoreKind) {
     let other_id = other["id"].as_str().expect("id").to_owned();
     let before = stored_state(&database).await;
     let put_refusals: Vec<(Value, u16, &str)> = vec![
-        (json!({"alt_names": ["www.elsewhere.test"]}), 400, "www.elsewhere.test"),
-        (json!({"alt_names": ["*shop.names.test"]}), 400, "*shop.names.test"),
+        (
+            json!({"alt_names": ["www.elsewhere.test"]}),
+            400,
+            "www.elsewhere.test",
+        ),
+        (
+            json!({"alt_names": ["*shop.names.test"]}),
+            400,
+            "*shop.names.test",
+        ),
         (json!({"alt_names": [DOMAIN]}), 400, DOMAIN),
         (json!({"alt_names": [WWW, WWW]}), 400, WWW),
         (json!({"names": [WWW]}), 400, "names"),
@@ -403,7 +427,10 @@ async fn every_refused_set_of_names_stores_nothing(kind: StoreKind) {
         )
         .await;
     assert_eq!(code, 409, "{answer}");
-    assert!(answer["error"].as_str().unwrap_or("").contains(WWW), "{answer}");
+    assert!(
+        answer["error"].as_str().unwrap_or("").contains(WWW),
+        "{answer}"
+    );
     assert_eq!(stored_state(&database).await, before);
     let (code, answer) = service
         .put("/domains/no-such-id/alt_names", json!({"alt_names": []}))
