@@ -23,6 +23,7 @@ use cqrs_es::Aggregate;
 use criterion::{black_box, criterion_group, criterion_main, BenchmarkId, Criterion};
 use dns_handling::domain::aggregate::{CustomDomain, CustomDomainCommand};
 use dns_handling::domain::domain_name::DomainName;
+use dns_handling::domain::renewal::RenewalPolicy;
 use dns_handling_events::{
     CertificateKeyType, CustomDomainEvent, FailureReason, IssuedCertificate, OrderDetails,
 };
@@ -51,7 +52,8 @@ const HISTORIES: [(&str, usize, usize); 3] = [
 /// decides; returns them. Panics on a refusal: every history here is one the aggregate accepts.
 fn decide(domain: &mut CustomDomain, command: CustomDomainCommand) -> Vec<CustomDomainEvent> {
     let sink = EventSink::default();
-    run_ready(domain.handle(command, &(), &sink)).expect("the aggregate accepts the command");
+    run_ready(domain.handle(command, &RenewalPolicy::default(), &sink))
+        .expect("the aggregate accepts the command");
     run_ready(sink.collect())
 }
 
@@ -260,7 +262,8 @@ fn handle_command(c: &mut Criterion) {
                 reader: "admin".into(),
                 at: Utc::now(),
             };
-            run_ready(domain.handle(black_box(command), &(), &sink)).expect("accepted");
+            run_ready(domain.handle(black_box(command), &RenewalPolicy::default(), &sink))
+                .expect("accepted");
             black_box(run_ready(sink.collect()))
         })
     });
@@ -271,7 +274,8 @@ fn handle_command(c: &mut Criterion) {
                 order: order.clone(),
                 at: Utc::now(),
             };
-            let refused = run_ready(domain.handle(black_box(command), &(), &sink));
+            let refused =
+                run_ready(domain.handle(black_box(command), &RenewalPolicy::default(), &sink));
             black_box(refused.expect_err("refused: the domain is active"))
         })
     });

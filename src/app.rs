@@ -19,6 +19,7 @@ use crate::adapters::store::{lock_sqlite_exclusively, SqliteReplicaLock, Store};
 use crate::adapters::vault::{KeyRing, KeyVault};
 use crate::app_state::AppState;
 use crate::audit::checkpoints::{self, AuditSigner};
+use crate::domain::renewal::RenewalPolicy;
 use crate::http;
 use crate::read::projector::ViewProjector;
 use crate::read::view_reader::ViewReader;
@@ -91,7 +92,10 @@ impl Application {
         }
         let event_store = PersistedEventStore::new_event_store(store.event_repository())
             .with_upcasters(vec![Box::new(Upcasters)]);
-        let cqrs = CqrsFramework::new(event_store, vec![Box::new(projector)], ());
+        let policy = RenewalPolicy {
+            retry_schedule: settings.renewal_retry_schedule.clone(),
+        };
+        let cqrs = CqrsFramework::new(event_store, vec![Box::new(projector)], policy);
         background.push(checkpoints::spawn_checkpoint_loop(
             store.clone(),
             signer.clone(),

@@ -5,7 +5,8 @@
 //! - [`domain`]: the decisions. [`domain::aggregate`] is the `CustomDomain` aggregate: its
 //!   commands, the events they emit, its refusals (given/when/then tests in
 //!   `domain/aggregate/tests.rs`); [`domain::domain_name`] is the parsed, normalised host name;
-//!   [`domain::alt_names`], the further names a certificate covers, checked against the domain.
+//!   [`domain::alt_names`], the further names a certificate covers, checked against the domain;
+//!   [`domain::renewal`], when a certificate is due and when a failed renewal is tried again.
 //!   The events themselves are the crate `dns-handling-events` (`events/`).
 //! - [`adapters`]: the world outside. [`adapters::acme`]: the CA (instant-acme, rcgen);
 //!   [`adapters::dns`]: TXT lookups (hickory-resolver); [`adapters::store`]: PostgreSQL or

@@ -36,6 +36,9 @@ pub enum DomainStatus {
     Active,
     /// The last issuance attempt failed; see the failure reason.
     Failed,
+    /// The current certificate expired before a renewal succeeded; renewal carries on, and the
+    /// next certificate makes the domain `active` again.
+    Expired,
 }
 
 impl DomainStatus {
@@ -47,6 +50,7 @@ impl DomainStatus {
             Self::CertificatePending => "certificate_pending",
             Self::Active => "active",
             Self::Failed => "failed",
+            Self::Expired => "expired",
         }
     }
 
@@ -58,6 +62,7 @@ impl DomainStatus {
             Self::CertificatePending,
             Self::Active,
             Self::Failed,
+            Self::Expired,
         ]
         .into_iter()
         .find(|status| status.as_str() == text)
@@ -193,6 +198,50 @@ pub struct OrderDetails {
     pub key_type: CertificateKeyType,
 }
 
+/// Why a certificate is (or was) renewed.
+#[derive(
+    Debug,
+    Clone,
+    Copy,
+    PartialEq,
+    Eq,
+    Serialize,
+    Deserialize,
+    schemars::JsonSchema,
+    utoipa::ToSchema,
+)]
+#[serde(rename_all = "snake_case")]
+pub enum RenewalReason {
+    /// Inside the window the CA suggested through ACME Renewal Information (RFC 9773).
+    Ari,
+    /// Its remaining lifetime fell below `RENEW_BEFORE` (by default a third of its lifetime).
+    Lifetime,
+    /// Someone asked for it (`POST /domains/{id}/renew`).
+    Manual,
+}
+
+impl RenewalReason {
+    /// The reason as the API spells it.
+    pub const fn as_str(self) -> &'static str {
+        match self {
+            Self::Ari => "ari",
+            Self::Lifetime => "lifetime",
+            Self::Manual => "manual",
+        }
+    }
+}
+
+/// The renewal window a CA suggested for a certificate (RFC 9773 §4.2).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, schemars::JsonSchema)]
+pub struct RenewalWindow {
+    /// The window's start.
+    pub start: DateTime<Utc>,
+    /// The window's end.
+    pub end: DateTime<Utc>,
+    /// The CA's page explaining the window, when it gave one.
+    pub explanation_url: Option<String>,
+}
+
 /// The public facts of an issued certificate; the private key is stored elsewhere, by order id.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, schemars::JsonSchema)]
 pub struct IssuedCertificate {
@@ -292,6 +341,55 @@ pub enum CustomDomainEvent {
         /// When the timeout was recorded.
         timed_out_at: DateTime<Utc>,
     },
+    /// When the current certificate is to be renewed, and why.
+    RenewalScheduled {
+        /// The certificate the schedule is for.
+        certificate_id: String,
+        /// When the renewal is due (a moment inside the CA's window, or by lifetime).
+        due_at: DateTime<Utc>,
+        /// `ari` or `lifetime`.
+        reason: RenewalReason,
+        /// The CA's suggested window, for `ari`.
+        window: Option<RenewalWindow>,
+        /// When it happened.
+        scheduled_at: DateTime<Utc>,
+    },
+    /// A renewal order was created and handed to a poller; the current certificate stays in
+    /// service until the new one is issued.
+    RenewalRequested {
+        /// The order (for every name the domain has now) and its challenges.
+        order: OrderDetails,
+        /// Why.
+        reason: RenewalReason,
+        /// The certificate being renewed.
+        renews_certificate_id: String,
+        /// The ARI certificate identifier sent as the order's `replaces`, when the CA offers ARI.
+        replaces: Option<String>,
+        /// When it happened.
+        requested_at: DateTime<Utc>,
+    },
+    /// A renewal attempt failed; the current certificate stays, the next attempt is scheduled.
+    RenewalFailed {
+        /// The renewal order that failed, if one was placed.
+        order_id: Option<String>,
+        /// Why.
+        reason: FailureReason,
+        /// Failed attempts in a row, this one included.
+        attempt: u32,
+        /// When the next attempt is due.
+        next_attempt_at: DateTime<Utc>,
+        /// When it happened.
+        failed_at: DateTime<Utc>,
+    },
+    /// The current certificate expired before a renewal succeeded: the domain is `expired`.
+    CertificateExpired {
+        /// The certificate that expired.
+        certificate_id: String,
+        /// Its end of validity.
+        not_after: DateTime<Utc>,
+        /// When it was recorded.
+        expired_at: DateTime<Utc>,
+    },
     /// A failed domain was put back to `verified` so a certificate can be requested again.
     IssuanceRetried {
         /// The failure being retried.
@@ -330,6 +428,10 @@ impl CustomDomainEvent {
             Self::IssuanceFailed { .. } => "IssuanceFailed",
             Self::IssuanceTimedOut { .. } => "IssuanceTimedOut",
             Self::IssuanceRetried { .. } => "IssuanceRetried",
+            Self::RenewalScheduled { .. } => "RenewalScheduled",
+            Self::RenewalRequested { .. } => "RenewalRequested",
+            Self::RenewalFailed { .. } => "RenewalFailed",
+            Self::CertificateExpired { .. } => "CertificateExpired",
             Self::DomainRemoved { .. } => "DomainRemoved",
             Self::PrivateKeyRead { .. } => "PrivateKeyRead",
         }
@@ -374,6 +476,7 @@ mod tests {
             DomainStatus::CertificatePending,
             DomainStatus::Active,
             DomainStatus::Failed,
+            DomainStatus::Expired,
         ] {
             assert_eq!(DomainStatus::parse(status.as_str()), Some(status));
             let json = serde_json::to_string(&status).expect("serialises");
@@ -427,7 +530,7 @@ mod tests {
                 verified_at: at,
             },
             CustomDomainEvent::CertificateRequested {
-                order,
+                order: order.clone(),
                 requested_at: at,
             },
             CustomDomainEvent::ChallengeRecordObserved {
@@ -452,8 +555,38 @@ mod tests {
                 timed_out_at: at,
             },
             CustomDomainEvent::IssuanceRetried {
-                previous_reason: reason,
+                previous_reason: reason.clone(),
                 retried_at: at,
+            },
+            CustomDomainEvent::RenewalScheduled {
+                certificate_id: "c".into(),
+                due_at: at,
+                reason: RenewalReason::Ari,
+                window: Some(RenewalWindow {
+                    start: at,
+                    end: at,
+                    explanation_url: Some("https://ca.test/ari".into()),
+                }),
+                scheduled_at: at,
+            },
+            CustomDomainEvent::RenewalRequested {
+                order: order.clone(),
+                reason: RenewalReason::Lifetime,
+                renews_certificate_id: "c".into(),
+                replaces: None,
+                requested_at: at,
+            },
+            CustomDomainEvent::RenewalFailed {
+                order_id: Some("o".into()),
+                reason,
+                attempt: 1,
+                next_attempt_at: at,
+                failed_at: at,
+            },
+            CustomDomainEvent::CertificateExpired {
+                certificate_id: "c".into(),
+                not_after: at,
+                expired_at: at,
             },
             CustomDomainEvent::DomainRemoved {
                 domain_name: "shop.example.com".into(),
@@ -480,8 +613,12 @@ mod tests {
             CustomDomainEvent::IssuanceFailed { .. } => 6,
             CustomDomainEvent::IssuanceTimedOut { .. } => 7,
             CustomDomainEvent::IssuanceRetried { .. } => 8,
-            CustomDomainEvent::DomainRemoved { .. } => 9,
-            CustomDomainEvent::PrivateKeyRead { .. } => 10,
+            CustomDomainEvent::RenewalScheduled { .. } => 9,
+            CustomDomainEvent::RenewalRequested { .. } => 10,
+            CustomDomainEvent::RenewalFailed { .. } => 11,
+            CustomDomainEvent::CertificateExpired { .. } => 12,
+            CustomDomainEvent::DomainRemoved { .. } => 13,
+            CustomDomainEvent::PrivateKeyRead { .. } => 14,
         }
     }
 

@@ -17,6 +17,10 @@ pub const CURRENT_VERSIONS: &[(&str, &str)] = &[
     ("IssuanceFailed", "1.0"),
     ("IssuanceTimedOut", "2.0"),
     ("IssuanceRetried", "1.0"),
+    ("RenewalScheduled", "1.0"),
+    ("RenewalRequested", "1.0"),
+    ("RenewalFailed", "1.0"),
+    ("CertificateExpired", "1.0"),
     ("DomainRemoved", "1.0"),
     ("PrivateKeyRead", "1.0"),
 ];

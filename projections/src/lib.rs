@@ -8,7 +8,7 @@
 
 use chrono::{DateTime, Utc};
 use dns_handling_events::{
-    CustomDomainEvent, DomainStatus, FailureReason, OrderChallenge, OrderDetails,
+    CustomDomainEvent, DomainStatus, FailureReason, OrderChallenge, OrderDetails, RenewalReason,
 };
 use serde::{Deserialize, Serialize};
 
@@ -61,6 +61,34 @@ impl ChallengeView {
     }
 }
 
+/// Where the renewal of the certificate in service stands.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
+pub struct RenewalView {
+    /// When the renewal is due; `null` until the scheduler has decided (right after issuance).
+    pub due_at: Option<DateTime<Utc>>,
+    /// Why it is due then: `ari` (the CA's suggested window) or `lifetime`.
+    pub reason: Option<RenewalReason>,
+    /// The CA's suggested window (`ari`).
+    pub window_start: Option<DateTime<Utc>>,
+    /// The CA's suggested window (`ari`).
+    pub window_end: Option<DateTime<Utc>>,
+    /// The CA's page explaining its window, when it gave one.
+    pub explanation_url: Option<String>,
+    /// A renewal order is open: its records are in `challenges`.
+    pub in_progress: bool,
+    /// The open renewal order.
+    pub order_id: Option<String>,
+    /// The TXT records the open renewal order needs, one per authorization.
+    #[serde(default)]
+    pub challenges: Vec<ChallengeView>,
+    /// Failed attempts in a row.
+    pub attempts: u32,
+    /// When the next attempt is due after a failure.
+    pub next_attempt_at: Option<DateTime<Utc>>,
+    /// Why the last attempt failed.
+    pub last_failure: Option<FailureReason>,
+}
+
 /// The view behind `GET /domains/{id}` and `GET /domains`.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct DomainView {
@@ -96,6 +124,9 @@ pub struct DomainView {
     /// The current certificate, once one was issued.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub certificate: Option<CertificateSummary>,
+    /// The renewal of the current certificate, once one was issued.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub renewal: Option<RenewalView>,
     /// The open (or last) ACME order, for resuming and for correlation; not part of the API body.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub order: Option<OrderDetails>,
@@ -137,10 +168,44 @@ impl DomainView {
             challenge: None,
             challenges: Vec::new(),
             certificate: None,
+            renewal: None,
             order: None,
             removed: false,
             last_sequence: sequence,
         })
+    }
+
+    /// The order a poller must carry on: the first issuance's while `certificate_pending`, or a
+    /// renewal's in progress.
+    pub fn open_order(&self) -> Option<&OrderDetails> {
+        let renewing = self.renewal.as_ref().is_some_and(|r| r.in_progress);
+        let open = !self.removed && (self.status == DomainStatus::CertificatePending || renewing);
+        self.order.as_ref().filter(|_| open)
+    }
+
+    /// When the renewal scheduler must next look at this domain: at once for a certificate
+    /// with no renewal scheduled yet, when its renewal (or the retry of a failed one) is due,
+    /// and, while it is `active`, no later than its expiry. `None` when there is nothing to do.
+    pub fn wake_at(&self) -> Option<DateTime<Utc>> {
+        if self.removed || !matches!(self.status, DomainStatus::Active | DomainStatus::Expired) {
+            return None;
+        }
+        let certificate = self.certificate.as_ref()?;
+        let renewal = self.renewal.clone().unwrap_or_default();
+        let renewal_due = if renewal.in_progress {
+            None
+        } else {
+            match (renewal.due_at, renewal.next_attempt_at) {
+                (None, _) => Some(self.updated_at),
+                (Some(due), None) => Some(due),
+                (Some(due), Some(retry)) => Some(due.max(retry)),
+            }
+        };
+        let expiry = (self.status == DomainStatus::Active).then_some(certificate.not_after);
+        match (renewal_due, expiry) {
+            (Some(due), Some(expiry)) => Some(due.min(expiry)),
+            (due, expiry) => due.or(expiry),
+        }
     }
 
     /// Every name the domain's next certificate covers: the domain, then its alt names.
@@ -227,6 +292,8 @@ impl DomainView {
                 self.status = DomainStatus::Active;
                 self.challenge = None;
                 self.challenges.clear();
+                // A new certificate starts with no renewal scheduled: the scheduler decides.
+                self.renewal = Some(RenewalView::default());
                 self.certificate = Some(CertificateSummary {
                     id: certificate.certificate_id.clone(),
                     not_before: certificate.not_before,
@@ -255,6 +322,53 @@ impl DomainView {
                 self.challenges.clear();
                 self.failure_reason = Some(FailureReason::timed_out(deadline, unseen_names));
                 self.updated_at = *timed_out_at;
+            }
+            CustomDomainEvent::RenewalScheduled {
+                due_at,
+                reason,
+                window,
+                scheduled_at,
+                ..
+            } => {
+                let renewal = self.renewal.get_or_insert_with(RenewalView::default);
+                renewal.due_at = Some(*due_at);
+                renewal.reason = Some(*reason);
+                renewal.window_start = window.as_ref().map(|w| w.start);
+                renewal.window_end = window.as_ref().map(|w| w.end);
+                renewal.explanation_url = window.as_ref().and_then(|w| w.explanation_url.clone());
+                self.updated_at = *scheduled_at;
+            }
+            CustomDomainEvent::RenewalRequested {
+                order,
+                requested_at,
+                ..
+            } => {
+                let renewal = self.renewal.get_or_insert_with(RenewalView::default);
+                renewal.in_progress = true;
+                renewal.order_id = Some(order.order_id.clone());
+                renewal.challenges = order.challenges.iter().map(ChallengeView::from).collect();
+                self.order = Some(order.clone());
+                self.updated_at = *requested_at;
+            }
+            CustomDomainEvent::RenewalFailed {
+                reason,
+                attempt,
+                next_attempt_at,
+                failed_at,
+                ..
+            } => {
+                let renewal = self.renewal.get_or_insert_with(RenewalView::default);
+                renewal.in_progress = false;
+                renewal.order_id = None;
+                renewal.challenges.clear();
+                renewal.attempts = *attempt;
+                renewal.next_attempt_at = Some(*next_attempt_at);
+                renewal.last_failure = Some(reason.clone());
+                self.updated_at = *failed_at;
+            }
+            CustomDomainEvent::CertificateExpired { expired_at, .. } => {
+                self.status = DomainStatus::Expired;
+                self.updated_at = *expired_at;
             }
             CustomDomainEvent::IssuanceRetried { retried_at, .. } => {
                 self.status = DomainStatus::Verified;

@@ -9,12 +9,14 @@ use chrono::{DateTime, Utc};
 use cqrs_es::event_sink::EventSink;
 use cqrs_es::Aggregate;
 use dns_handling_events::{
-    CustomDomainEvent, DomainStatus, FailureReason, IssuedCertificate, OrderDetails, AGGREGATE_TYPE,
+    CustomDomainEvent, DomainStatus, FailureReason, IssuedCertificate, OrderDetails, RenewalReason,
+    RenewalWindow, AGGREGATE_TYPE,
 };
 use serde::{Deserialize, Serialize};
 
 use crate::domain::alt_names::AltNames;
 use crate::domain::domain_name::DomainName;
+use crate::domain::renewal::RenewalPolicy;
 
 /// What can be asked of a custom domain.
 #[derive(Debug, Clone, PartialEq)]
@@ -90,6 +92,46 @@ pub enum CustomDomainCommand {
         /// When the poller gave up.
         at: DateTime<Utc>,
     },
+    /// Record when the current certificate is to be renewed, and why.
+    ScheduleRenewal {
+        /// The certificate the schedule is for (must be the current one).
+        certificate_id: String,
+        /// When the renewal is due.
+        due_at: DateTime<Utc>,
+        /// `ari` or `lifetime`.
+        reason: RenewalReason,
+        /// The CA's suggested window, for `ari`.
+        window: Option<RenewalWindow>,
+        /// When it was decided.
+        at: DateTime<Utc>,
+    },
+    /// Record a newly created renewal order (created before this command, by the scheduler or
+    /// the HTTP layer).
+    RequestRenewal {
+        /// The order and its challenges.
+        order: OrderDetails,
+        /// Why: `ari` and `lifetime` only once due (and not before a failed attempt's retry
+        /// time); `manual` at any time.
+        reason: RenewalReason,
+        /// The ARI certificate identifier sent as the order's `replaces`.
+        replaces: Option<String>,
+        /// When the order was created.
+        at: DateTime<Utc>,
+    },
+    /// A renewal attempt failed before any order was placed (the CA refused or was down).
+    RenewalAttemptFailed {
+        /// Why.
+        reason: FailureReason,
+        /// When.
+        at: DateTime<Utc>,
+    },
+    /// The current certificate's end of validity passed with no renewal issued.
+    ExpireCertificate {
+        /// The certificate (must be the current one).
+        certificate_id: String,
+        /// When it was noticed.
+        at: DateTime<Utc>,
+    },
     /// Put a failed domain back to `verified`.
     RetryIssuance {
         /// When the request arrived.
@@ -144,6 +186,27 @@ pub enum DomainError {
         record_name: String,
         /// What was there.
         found: Vec<String>,
+    },
+    /// A renewal asked for while one is in progress.
+    #[error("a renewal is in progress already (order {order_id})")]
+    RenewalInProgress {
+        /// The open renewal order.
+        order_id: String,
+    },
+    /// A scheduled renewal asked for before it is due (or before a failed attempt's retry time).
+    #[error("the renewal is not due before {due_at}")]
+    RenewalNotDue {
+        /// When it is due.
+        due_at: DateTime<Utc>,
+    },
+    /// A scheduled renewal asked for with no schedule recorded.
+    #[error("no renewal is scheduled for the current certificate")]
+    NoRenewalScheduled,
+    /// An expiry recorded before the certificate's end of validity.
+    #[error("the certificate is valid until {not_after}")]
+    NotExpiredYet {
+        /// Its end of validity.
+        not_after: DateTime<Utc>,
     },
     /// A report about an order that is not the domain's open order.
     #[error("order {order_id} is not the domain's open order")]
@@ -206,10 +269,24 @@ pub struct CustomDomain {
     verification_token: String,
     verification_record_name: String,
     open_order: Option<OrderDetails>,
+    /// The open order renews a certificate (the domain stays `active` or `expired` meanwhile).
+    renewing: bool,
     record_observed: bool,
     last_failure: Option<FailureReason>,
-    current_certificate_id: Option<String>,
+    current_certificate: Option<CurrentCertificate>,
+    /// When the current certificate is due for renewal, and why.
+    renewal_due: Option<(DateTime<Utc>, RenewalReason)>,
+    /// Failed renewal attempts in a row, and when the next one is due.
+    renewal_attempts: u32,
+    renewal_retry_at: Option<DateTime<Utc>>,
     removed: bool,
+}
+
+/// What the aggregate remembers of the certificate in service.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+struct CurrentCertificate {
+    certificate_id: String,
+    not_after: DateTime<Utc>,
 }
 
 impl CustomDomain {
@@ -243,7 +320,10 @@ impl CustomDomain {
     /// The open order, provided the command names it; reports of stale orders are refused so a
     /// late poller of an earlier attempt can never change the current one.
     fn require_open_order(&self, order_id: &str) -> Result<&OrderDetails, DomainError> {
-        self.require_status(DomainStatus::CertificatePending)?;
+        if !self.renewing {
+            self.require_status(DomainStatus::CertificatePending)?;
+        }
+        self.require_registered()?;
         match &self.open_order {
             Some(order) if order.order_id == order_id => Ok(order),
             _ => Err(DomainError::UnknownOrder {
@@ -288,6 +368,23 @@ impl CustomDomain {
         }))
     }
 
+    /// An order must cover exactly the domain's names now: a set replaced after the names were
+    /// read for the order would otherwise go unissued.
+    fn require_order_for_current_names(&self, order: &OrderDetails) -> Result<(), DomainError> {
+        let expected = self.names();
+        let mut ordered = order.names.clone();
+        let mut wanted = expected.clone();
+        ordered.sort();
+        wanted.sort();
+        if ordered != wanted {
+            return Err(DomainError::OrderNamesMismatch {
+                expected,
+                ordered: order.names.clone(),
+            });
+        }
+        Ok(())
+    }
+
     /// Every name a certificate of this domain covers now: the domain, then its alt names.
     fn names(&self) -> Vec<String> {
         std::iter::once(self.domain_name.clone())
@@ -320,17 +417,7 @@ impl CustomDomain {
         at: DateTime<Utc>,
     ) -> Result<CustomDomainEvent, DomainError> {
         self.require_status(DomainStatus::Verified)?;
-        let expected = self.names();
-        let mut ordered = order.names.clone();
-        let mut wanted = expected.clone();
-        ordered.sort();
-        wanted.sort();
-        if ordered != wanted {
-            return Err(DomainError::OrderNamesMismatch {
-                expected,
-                ordered: order.names,
-            });
-        }
+        self.require_order_for_current_names(&order)?;
         Ok(CustomDomainEvent::CertificateRequested {
             order,
             requested_at: at,
@@ -403,8 +490,12 @@ impl CustomDomain {
         order_id: String,
         reason: FailureReason,
         at: DateTime<Utc>,
+        policy: &RenewalPolicy,
     ) -> Result<CustomDomainEvent, DomainError> {
         self.require_open_order(&order_id)?;
+        if self.renewing {
+            return Ok(self.renewal_failed(Some(order_id), reason, at, policy));
+        }
         Ok(CustomDomainEvent::IssuanceFailed {
             order_id,
             reason,
@@ -412,11 +503,31 @@ impl CustomDomain {
         })
     }
 
+    /// A failed renewal attempt: the certificate in service stays, the next attempt follows
+    /// the policy's schedule.
+    fn renewal_failed(
+        &self,
+        order_id: Option<String>,
+        reason: FailureReason,
+        at: DateTime<Utc>,
+        policy: &RenewalPolicy,
+    ) -> CustomDomainEvent {
+        let attempt = self.renewal_attempts.saturating_add(1);
+        CustomDomainEvent::RenewalFailed {
+            order_id,
+            reason,
+            attempt,
+            next_attempt_at: policy.next_attempt(attempt, at),
+            failed_at: at,
+        }
+    }
+
     fn time_out(
         &self,
         order_id: String,
         unseen_names: Vec<String>,
         at: DateTime<Utc>,
+        policy: &RenewalPolicy,
     ) -> Result<CustomDomainEvent, DomainError> {
         let order = self.require_open_order(&order_id)?;
         if at < order.deadline {
@@ -428,17 +539,25 @@ impl CustomDomain {
             // The record was there: the CA, not DNS, kept the order from finishing. A poller
             // that resumed after a restart no longer remembers having seen the record, so the
             // aggregate, which does, says which it was.
+            let reason = FailureReason::new(
+                FailureReason::ACME_UNAVAILABLE,
+                format!(
+                    "the challenge record was seen, but the CA did not complete the order before {}",
+                    order.deadline
+                ),
+            );
+            if self.renewing {
+                return Ok(self.renewal_failed(Some(order_id), reason, at, policy));
+            }
             return Ok(CustomDomainEvent::IssuanceFailed {
                 order_id,
-                reason: FailureReason::new(
-                    FailureReason::ACME_UNAVAILABLE,
-                    format!(
-                        "the challenge record was seen, but the CA did not complete the order before {}",
-                        order.deadline
-                    ),
-                ),
+                reason,
                 failed_at: at,
             });
+        }
+        if self.renewing {
+            let reason = FailureReason::timed_out(&order.deadline, &unseen_names);
+            return Ok(self.renewal_failed(Some(order_id), reason, at, policy));
         }
         Ok(CustomDomainEvent::IssuanceTimedOut {
             order_id,
@@ -450,6 +569,110 @@ impl CustomDomain {
 }
 
 impl CustomDomain {
+    /// The domain has a certificate in service (or had one, now expired) and no open order.
+    fn require_renewable(&self) -> Result<&CurrentCertificate, DomainError> {
+        self.require_registered()?;
+        if !matches!(self.status, DomainStatus::Active | DomainStatus::Expired) {
+            return Err(DomainError::WrongStatus {
+                required: DomainStatus::Active,
+                actual: self.status,
+            });
+        }
+        if let Some(order) = &self.open_order {
+            return Err(DomainError::RenewalInProgress {
+                order_id: order.order_id.clone(),
+            });
+        }
+        self.current_certificate
+            .as_ref()
+            .ok_or(DomainError::NoRenewalScheduled)
+    }
+
+    fn schedule_renewal(
+        &self,
+        certificate_id: String,
+        due_at: DateTime<Utc>,
+        reason: RenewalReason,
+        window: Option<RenewalWindow>,
+        at: DateTime<Utc>,
+    ) -> Result<Option<CustomDomainEvent>, DomainError> {
+        self.require_registered()?;
+        let current = self.current_certificate.as_ref();
+        if current.map(|c| c.certificate_id.as_str()) != Some(certificate_id.as_str()) {
+            return Err(DomainError::NotCurrentCertificate { certificate_id });
+        }
+        // The same schedule again (a scheduler on another replica, or after a restart): once.
+        if self.renewal_due == Some((due_at, reason)) {
+            return Ok(None);
+        }
+        Ok(Some(CustomDomainEvent::RenewalScheduled {
+            certificate_id,
+            due_at,
+            reason,
+            window,
+            scheduled_at: at,
+        }))
+    }
+
+    fn request_renewal(
+        &self,
+        order: OrderDetails,
+        reason: RenewalReason,
+        replaces: Option<String>,
+        at: DateTime<Utc>,
+    ) -> Result<CustomDomainEvent, DomainError> {
+        let current = self.require_renewable()?;
+        if reason != RenewalReason::Manual {
+            let (due_at, _) = self.renewal_due.ok_or(DomainError::NoRenewalScheduled)?;
+            let due_at = self
+                .renewal_retry_at
+                .map_or(due_at, |retry| retry.max(due_at));
+            if at < due_at {
+                return Err(DomainError::RenewalNotDue { due_at });
+            }
+        }
+        self.require_order_for_current_names(&order)?;
+        Ok(CustomDomainEvent::RenewalRequested {
+            renews_certificate_id: current.certificate_id.clone(),
+            order,
+            reason,
+            replaces,
+            requested_at: at,
+        })
+    }
+
+    fn record_renewal_attempt_failure(
+        &self,
+        reason: FailureReason,
+        at: DateTime<Utc>,
+        policy: &RenewalPolicy,
+    ) -> Result<CustomDomainEvent, DomainError> {
+        self.require_renewable()?;
+        Ok(self.renewal_failed(None, reason, at, policy))
+    }
+
+    fn expire(
+        &self,
+        certificate_id: String,
+        at: DateTime<Utc>,
+    ) -> Result<CustomDomainEvent, DomainError> {
+        self.require_status(DomainStatus::Active)?;
+        let current = self.current_certificate.as_ref();
+        let Some(current) = current.filter(|c| c.certificate_id == certificate_id) else {
+            return Err(DomainError::NotCurrentCertificate { certificate_id });
+        };
+        if at < current.not_after {
+            return Err(DomainError::NotExpiredYet {
+                not_after: current.not_after,
+            });
+        }
+        Ok(CustomDomainEvent::CertificateExpired {
+            certificate_id,
+            not_after: current.not_after,
+            expired_at: at,
+        })
+    }
+
     fn retry(&self, at: DateTime<Utc>) -> Result<CustomDomainEvent, DomainError> {
         self.require_status(DomainStatus::Failed)?;
         Ok(CustomDomainEvent::IssuanceRetried {
@@ -476,7 +699,8 @@ impl CustomDomain {
         at: DateTime<Utc>,
     ) -> Result<CustomDomainEvent, DomainError> {
         self.require_status(DomainStatus::Active)?;
-        if self.current_certificate_id.as_deref() != Some(certificate_id.as_str()) {
+        let current = self.current_certificate.as_ref();
+        if current.map(|c| c.certificate_id.as_str()) != Some(certificate_id.as_str()) {
             return Err(DomainError::NotCurrentCertificate { certificate_id });
         }
         Ok(CustomDomainEvent::PrivateKeyRead {
@@ -492,12 +716,12 @@ impl Aggregate for CustomDomain {
     type Command = CustomDomainCommand;
     type Event = CustomDomainEvent;
     type Error = DomainError;
-    type Services = ();
+    type Services = RenewalPolicy;
 
     async fn handle(
         &mut self,
         command: Self::Command,
-        _services: &Self::Services,
+        policy: &Self::Services,
         sink: &EventSink<Self>,
     ) -> Result<(), Self::Error> {
         let event = match command {
@@ -537,12 +761,31 @@ impl Aggregate for CustomDomain {
                 order_id,
                 reason,
                 at,
-            } => Some(self.fail(order_id, reason, at)?),
+            } => Some(self.fail(order_id, reason, at, policy)?),
             CustomDomainCommand::TimedOut {
                 order_id,
                 unseen_names,
                 at,
-            } => Some(self.time_out(order_id, unseen_names, at)?),
+            } => Some(self.time_out(order_id, unseen_names, at, policy)?),
+            CustomDomainCommand::ScheduleRenewal {
+                certificate_id,
+                due_at,
+                reason,
+                window,
+                at,
+            } => self.schedule_renewal(certificate_id, due_at, reason, window, at)?,
+            CustomDomainCommand::RequestRenewal {
+                order,
+                reason,
+                replaces,
+                at,
+            } => Some(self.request_renewal(order, reason, replaces, at)?),
+            CustomDomainCommand::RenewalAttemptFailed { reason, at } => {
+                Some(self.record_renewal_attempt_failure(reason, at, policy)?)
+            }
+            CustomDomainCommand::ExpireCertificate { certificate_id, at } => {
+                Some(self.expire(certificate_id, at)?)
+            }
             CustomDomainCommand::RetryIssuance { at } => Some(self.retry(at)?),
             CustomDomainCommand::RemoveDomain { at } => Some(self.remove(at)?),
             CustomDomainCommand::RecordPrivateKeyRead {
@@ -584,8 +827,34 @@ impl Aggregate for CustomDomain {
             CustomDomainEvent::CertificateIssued { certificate, .. } => {
                 self.status = DomainStatus::Active;
                 self.open_order = None;
-                self.current_certificate_id = Some(certificate.certificate_id);
+                self.renewing = false;
+                self.current_certificate = Some(CurrentCertificate {
+                    certificate_id: certificate.certificate_id,
+                    not_after: certificate.not_after,
+                });
+                self.renewal_due = None;
+                self.renewal_attempts = 0;
+                self.renewal_retry_at = None;
             }
+            CustomDomainEvent::RenewalScheduled { due_at, reason, .. } => {
+                self.renewal_due = Some((due_at, reason));
+            }
+            CustomDomainEvent::RenewalRequested { order, .. } => {
+                self.open_order = Some(order);
+                self.renewing = true;
+                self.record_observed = false;
+            }
+            CustomDomainEvent::RenewalFailed {
+                attempt,
+                next_attempt_at,
+                ..
+            } => {
+                self.open_order = None;
+                self.renewing = false;
+                self.renewal_attempts = attempt;
+                self.renewal_retry_at = Some(next_attempt_at);
+            }
+            CustomDomainEvent::CertificateExpired { .. } => self.status = DomainStatus::Expired,
             CustomDomainEvent::IssuanceFailed { reason, .. } => {
                 self.status = DomainStatus::Failed;
                 self.open_order = None;

@@ -4,3 +4,4 @@
 pub mod aggregate;
 pub mod alt_names;
 pub mod domain_name;
+pub mod renewal;

@@ -254,7 +254,7 @@ pub async fn list(
         None => None,
         Some(text) => Some(DomainStatus::parse(text).ok_or_else(|| {
             ApiError::BadRequest(format!(
-                "unknown status {text:?}; use pending, verified, certificate_pending, active or failed"
+                "unknown status {text:?}; use pending, verified, certificate_pending, active, failed or expired"
             ))
         })?),
     };

@@ -327,7 +327,7 @@ mod tests {
 
         // The command side: sqlite-es loading the aggregate...
         let event_store = PersistedEventStore::new_event_store(store.event_repository());
-        let cqrs = CqrsFramework::<CustomDomain, _>::new(event_store, vec![], ());
+        let cqrs = CqrsFramework::<CustomDomain, _>::new(event_store, vec![], Default::default());
         let command = CustomDomainCommand::RegisterDomain {
             domain_name: DomainName::parse("outage.example.com").expect("valid name"),
             verification_token: "token".into(),

@@ -150,6 +150,27 @@ pub struct Settings {
     /// How often a signed checkpoint of the log is made, when events were added.
     #[serde(with = "duration")]
     pub audit_checkpoint_interval: Duration,
+    /// How much lifetime a certificate has left when it is renewed (without ARI); unset, a
+    /// third of the certificate's own lifetime (30 days of 90, 2 of 6).
+    #[serde(
+        deserialize_with = "parse::optional_duration",
+        serialize_with = "show::optional_duration"
+    )]
+    pub renew_before: Option<Duration>,
+    /// The waits after the 1st, 2nd, … failed renewal attempt in a row; the last repeats.
+    #[serde(
+        deserialize_with = "parse::durations",
+        serialize_with = "show::durations"
+    )]
+    pub renewal_retry_schedule: Vec<Duration>,
+    /// How often the renewal scheduler looks for certificates due, expired, or without a
+    /// schedule yet.
+    #[serde(with = "duration")]
+    pub renewal_check_interval: Duration,
+    /// How long a renewal order waits for its TXT records: as long as a pending authorization
+    /// stays valid at Let's Encrypt (7 days), since a person may have to publish them.
+    #[serde(with = "duration")]
+    pub renewal_txt_timeout: Duration,
 }
 
 /// How log lines are written.
@@ -203,6 +224,10 @@ impl Default for Settings {
             audit_signing_key: None,
             audit_signing_key_file: None,
             audit_checkpoint_interval: Duration::from_secs(60),
+            renew_before: None,
+            renewal_retry_schedule: crate::domain::renewal::RenewalPolicy::default().retry_schedule,
+            renewal_check_interval: Duration::from_secs(60),
+            renewal_txt_timeout: Duration::from_secs(7 * 86_400),
         }
     }
 }

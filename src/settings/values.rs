@@ -60,6 +60,26 @@ pub(super) mod show {
     pub fn database_url<S: Serializer>(url: &str, serializer: S) -> Result<S::Ok, S::Error> {
         serializer.serialize_str(&redact_url_password(url))
     }
+
+    /// A list of durations as the environment spells it: `60000ms,600000ms`.
+    pub fn durations<S: Serializer>(values: &[Duration], serializer: S) -> Result<S::Ok, S::Error> {
+        let text: Vec<String> = values
+            .iter()
+            .map(|value| format!("{}ms", value.as_millis()))
+            .collect();
+        serializer.serialize_str(&text.join(","))
+    }
+
+    /// An optional duration, in milliseconds when set.
+    pub fn optional_duration<S: Serializer>(
+        value: &Option<Duration>,
+        serializer: S,
+    ) -> Result<S::Ok, S::Error> {
+        match value {
+            Some(value) => serializer.serialize_str(&format!("{}ms", value.as_millis())),
+            None => serializer.serialize_none(),
+        }
+    }
 }
 
 /// The parsers of the settings whose text is more than a string. Each error is a message that
@@ -151,6 +171,25 @@ pub(super) mod parse {
                 .map_err(|_| de::Error::custom(format!("{part:?} is not an ip or ip:port")))
         });
         servers.collect()
+    }
+
+    /// A non-empty list of durations (`1m,10m,100m,1d`).
+    pub fn durations<'de, D: Deserializer<'de>>(d: D) -> Result<Vec<Duration>, D::Error> {
+        let durations = list(d)?
+            .iter()
+            .map(|part| parse_duration(part).map_err(de::Error::custom))
+            .collect::<Result<Vec<Duration>, D::Error>>()?;
+        if durations.is_empty() {
+            return Err(de::Error::custom("at least one duration is needed"));
+        }
+        Ok(durations)
+    }
+
+    /// A duration that may be left unset.
+    pub fn optional_duration<'de, D: Deserializer<'de>>(
+        d: D,
+    ) -> Result<Option<Duration>, D::Error> {
+        read(d, parse_duration).map(Some)
     }
 
     pub fn secrets<'de, D: Deserializer<'de>>(d: D) -> Result<Vec<Secret>, D::Error> {

@@ -56,7 +56,7 @@ async fn concurrent_writers_and_a_tailing_reader_agree_on_the_feed(kind: StoreKi
         PersistedEventStore::<_, CustomDomain>::new_event_store(store.event_repository())
             .with_upcasters(vec![Box::new(Upcasters)]),
         vec![],
-        (),
+        Default::default(),
     ));
     let writers_done = Arc::new(std::sync::atomic::AtomicBool::new(false));
 

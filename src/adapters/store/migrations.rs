@@ -24,7 +24,7 @@ const POSTGRES_MIGRATIONS: [(i64, &str); 6] = [
     ),
     (
         6,
-        include_str!("migrations/postgres/0006_names_per_order.sql"),
+        include_str!("migrations/postgres/0006_names_and_renewals.sql"),
     ),
 ];
 
@@ -43,7 +43,7 @@ const SQLITE_MIGRATIONS: [(i64, &str); 6] = [
     ),
     (
         6,
-        include_str!("migrations/sqlite/0006_names_per_order.sql"),
+        include_str!("migrations/sqlite/0006_names_and_renewals.sql"),
     ),
 ];
 

@@ -170,6 +170,8 @@ pub fn sqlite_path(database_url: &str) -> Option<std::path::PathBuf> {
 enum Param {
     Text(String),
     Int(i64),
+    /// A text that may be SQL `NULL`.
+    OptionalText(Option<String>),
 }
 
 /// The configured database.

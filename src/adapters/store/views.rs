@@ -6,7 +6,7 @@ use dns_handling_events::{DomainStatus, AGGREGATE_TYPE};
 use dns_handling_projections::{CertificateView, DomainView};
 use sqlx::Row;
 
-use super::{Param, Store, StoreError, BATCH_ROWS};
+use super::{sortable_time, Param, Store, StoreError, BATCH_ROWS};
 
 /// The `status` column of a removed domain's view row.
 const REMOVED_STATUS: &str = "removed";
@@ -53,7 +53,7 @@ impl Store {
     pub async fn write_projection(&self, write: ProjectionWrite<'_>) -> Result<(), StoreError> {
         let mut statements: Vec<(String, Vec<Param>)> = Vec::new();
         for chunk in write.views.chunks(BATCH_ROWS) {
-            let mut params = Vec::with_capacity(chunk.len() * 5);
+            let mut params = Vec::with_capacity(chunk.len() * 7);
             for view in chunk {
                 params.push(Param::Text(view.id.clone()));
                 params.push(Param::Text(view.domain_name.clone()));
@@ -62,15 +62,21 @@ impl Store {
                     i64::try_from(view.last_sequence).unwrap_or(i64::MAX),
                 ));
                 params.push(Param::Text(serde_json::to_string(view)?));
+                params.push(Param::OptionalText(
+                    view.open_order().map(|order| order.order_id.clone()),
+                ));
+                params.push(Param::OptionalText(view.wake_at().map(sortable_time)));
             }
             statements.push((
                 format!(
-                    "INSERT INTO domain_views (id, domain_name, status, last_sequence, payload) \
+                    "INSERT INTO domain_views \
+                     (id, domain_name, status, last_sequence, payload, open_order, wake_at) \
                      VALUES {} ON CONFLICT (id) DO UPDATE SET domain_name = excluded.domain_name, \
                      status = excluded.status, last_sequence = excluded.last_sequence, \
-                     payload = excluded.payload \
+                     payload = excluded.payload, open_order = excluded.open_order, \
+                     wake_at = excluded.wake_at \
                      WHERE domain_views.last_sequence < excluded.last_sequence",
-                    self.value_rows(chunk.len(), 5)
+                    self.value_rows(chunk.len(), 7)
                 ),
                 params,
             ));
@@ -127,6 +133,7 @@ impl Store {
                     query = match param {
                         Param::Text(text) => query.bind(text.as_str()),
                         Param::Int(number) => query.bind(*number),
+                        Param::OptionalText(text) => query.bind(text.as_deref()),
                     };
                 }
                 query.execute(&mut *tx).await?;
@@ -183,24 +190,53 @@ impl Store {
         Ok(DomainPage { items, next_cursor })
     }
 
-    /// Every domain waiting for its challenge record: what the supervisor resumes on start.
+    /// Every domain with an open order (a first issuance or a renewal): what the supervisor
+    /// resumes on start. Read through the partial index of `open_order`, a page at a time.
     pub async fn pending_domain_views(&self) -> Result<Vec<DomainView>, StoreError> {
+        let sql = "SELECT id, payload FROM domain_views \
+                   WHERE open_order IS NOT NULL AND id > $1 ORDER BY id LIMIT 500";
         let mut pending = Vec::new();
-        let mut cursor: Option<String> = None;
+        let mut cursor = String::new();
         loop {
-            let page = self
-                .list_domain_views(
-                    Some(DomainStatus::CertificatePending),
-                    500,
-                    cursor.as_deref(),
-                )
-                .await?;
-            pending.extend(page.items);
-            match page.next_cursor {
-                Some(next) => cursor = Some(next),
-                None => return Ok(pending),
+            let rows: Vec<(String, String)> = on_pool!(self, pool => sqlx::query(sql)
+                .bind(cursor.as_str())
+                .fetch_all(pool)
+                .await?
+                .iter()
+                .map(|row| Ok((row.try_get("id")?, row.try_get("payload")?)))
+                .collect::<Result<_, sqlx::Error>>()?);
+            let Some((last, _)) = rows.last() else {
+                return Ok(pending);
+            };
+            cursor = last.clone();
+            for (_, payload) in &rows {
+                pending.push(serde_json::from_str(payload)?);
             }
         }
+    }
+
+    /// Up to `limit` domains the renewal scheduler must look at by `now` (a renewal or a retry
+    /// due, a certificate expired, or no renewal scheduled yet), the longest waiting first: an
+    /// index range scan of `wake_at`, however many domains there are.
+    pub async fn due_domain_views(
+        &self,
+        now: chrono::DateTime<chrono::Utc>,
+        limit: u32,
+    ) -> Result<Vec<DomainView>, StoreError> {
+        let sql = "SELECT payload FROM domain_views \
+                   WHERE wake_at IS NOT NULL AND wake_at <= $1 ORDER BY wake_at LIMIT $2";
+        let payloads: Vec<String> = on_pool!(self, pool => sqlx::query(sql)
+            .bind(sortable_time(now))
+            .bind(i64::from(limit))
+            .fetch_all(pool)
+            .await?
+            .iter()
+            .map(|row| row.try_get("payload"))
+            .collect::<Result<_, _>>()?);
+        payloads
+            .iter()
+            .map(|text| Ok(serde_json::from_str(text)?))
+            .collect()
     }
 
     /// The current certificate of a domain.

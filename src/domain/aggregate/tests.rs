@@ -153,7 +153,7 @@ fn wrong_status(required: DomainStatus, actual: DomainStatus) -> DomainError {
 
 #[test]
 fn registering_a_new_domain_records_it() {
-    DomainTest::with(())
+    DomainTest::with(RenewalPolicy::default())
         .given_no_previous_events()
         .when(register_command())
         .then_expect_events(vec![registered()]);
@@ -161,7 +161,7 @@ fn registering_a_new_domain_records_it() {
 
 #[test]
 fn registering_twice_is_refused() {
-    DomainTest::with(())
+    DomainTest::with(RenewalPolicy::default())
         .given(vec![registered()])
         .when(register_command())
         .then_expect_error(DomainError::AlreadyRegistered);
@@ -169,7 +169,7 @@ fn registering_twice_is_refused() {
 
 #[test]
 fn any_command_on_an_unregistered_domain_is_refused() {
-    DomainTest::with(())
+    DomainTest::with(RenewalPolicy::default())
         .given_no_previous_events()
         .when(CustomDomainCommand::VerifyOwnership {
             observed_values: vec![],
@@ -180,7 +180,7 @@ fn any_command_on_an_unregistered_domain_is_refused() {
 
 #[test]
 fn verifying_with_the_token_among_the_values_records_ownership() {
-    DomainTest::with(())
+    DomainTest::with(RenewalPolicy::default())
         .given(vec![registered()])
         .when(CustomDomainCommand::VerifyOwnership {
             observed_values: vec!["token-123".into()],
@@ -191,7 +191,7 @@ fn verifying_with_the_token_among_the_values_records_ownership() {
 
 #[test]
 fn verifying_with_a_different_case_of_the_token_is_refused() {
-    DomainTest::with(())
+    DomainTest::with(RenewalPolicy::default())
         .given(vec![registered()])
         .when(CustomDomainCommand::VerifyOwnership {
             observed_values: vec!["TOKEN-123".into(), "\"token-123\"".into()],
@@ -205,7 +205,7 @@ fn verifying_with_a_different_case_of_the_token_is_refused() {
 
 #[test]
 fn verifying_a_verified_domain_is_refused() {
-    DomainTest::with(())
+    DomainTest::with(RenewalPolicy::default())
         .given(vec![registered(), verified()])
         .when(CustomDomainCommand::VerifyOwnership {
             observed_values: vec!["token-123".into()],
@@ -216,7 +216,7 @@ fn verifying_a_verified_domain_is_refused() {
 
 #[test]
 fn requesting_a_certificate_for_a_verified_domain_records_the_order() {
-    DomainTest::with(())
+    DomainTest::with(RenewalPolicy::default())
         .given(vec![registered(), verified()])
         .when(CustomDomainCommand::RequestCertificate {
             order: order(),
@@ -227,7 +227,7 @@ fn requesting_a_certificate_for_a_verified_domain_records_the_order() {
 
 #[test]
 fn requesting_a_certificate_for_a_pending_domain_is_refused() {
-    DomainTest::with(())
+    DomainTest::with(RenewalPolicy::default())
         .given(vec![registered()])
         .when(CustomDomainCommand::RequestCertificate {
             order: order(),
@@ -238,7 +238,7 @@ fn requesting_a_certificate_for_a_pending_domain_is_refused() {
 
 #[test]
 fn requesting_a_second_certificate_while_one_is_pending_is_refused() {
-    DomainTest::with(())
+    DomainTest::with(RenewalPolicy::default())
         .given(vec![registered(), verified(), requested()])
         .when(CustomDomainCommand::RequestCertificate {
             order: order(),
@@ -256,7 +256,7 @@ fn requesting_a_certificate_for_an_active_domain_is_refused() {
         certificate: certificate(),
         issued_at: t(30),
     };
-    DomainTest::with(())
+    DomainTest::with(RenewalPolicy::default())
         .given(vec![
             registered(),
             verified(),
@@ -273,7 +273,7 @@ fn requesting_a_certificate_for_an_active_domain_is_refused() {
 
 #[test]
 fn requesting_a_certificate_for_a_failed_domain_is_refused() {
-    DomainTest::with(())
+    DomainTest::with(RenewalPolicy::default())
         .given(vec![registered(), verified(), requested(), timed_out()])
         .when(CustomDomainCommand::RequestCertificate {
             order: order(),
@@ -284,7 +284,7 @@ fn requesting_a_certificate_for_a_failed_domain_is_refused() {
 
 #[test]
 fn the_expected_value_among_others_is_observed() {
-    DomainTest::with(())
+    DomainTest::with(RenewalPolicy::default())
         .given(vec![registered(), verified(), requested()])
         .when(txt_observed(t(20), &["other", "digest"]))
         .then_expect_events(vec![CustomDomainEvent::ChallengeRecordObserved {
@@ -297,7 +297,7 @@ fn the_expected_value_among_others_is_observed() {
 
 #[test]
 fn observing_the_record_again_records_nothing_new() {
-    DomainTest::with(())
+    DomainTest::with(RenewalPolicy::default())
         .given(vec![registered(), verified(), requested(), observed()])
         .when(txt_observed(t(30), &["digest"]))
         .then_expect_events(vec![]);
@@ -305,7 +305,7 @@ fn observing_the_record_again_records_nothing_new() {
 
 #[test]
 fn txt_observed_without_the_expected_value_is_refused() {
-    DomainTest::with(())
+    DomainTest::with(RenewalPolicy::default())
         .given(vec![registered(), verified(), requested()])
         .when(txt_observed(t(20), &["DIGEST", "\"digest\""]))
         .then_expect_error(DomainError::ChallengeValueMissing {
@@ -316,7 +316,7 @@ fn txt_observed_without_the_expected_value_is_refused() {
 
 #[test]
 fn txt_observed_after_timeout_is_refused() {
-    DomainTest::with(())
+    DomainTest::with(RenewalPolicy::default())
         .given(vec![registered(), verified(), requested(), timed_out()])
         .when(txt_observed(t(20), &["digest"]))
         .then_expect_error(wrong_status(
@@ -327,7 +327,7 @@ fn txt_observed_after_timeout_is_refused() {
 
 #[test]
 fn txt_observed_past_the_deadline_is_refused() {
-    DomainTest::with(())
+    DomainTest::with(RenewalPolicy::default())
         .given(vec![registered(), verified(), requested()])
         .when(txt_observed(
             order().deadline + Duration::seconds(1),
@@ -340,7 +340,7 @@ fn txt_observed_past_the_deadline_is_refused() {
 
 #[test]
 fn txt_observed_for_another_order_is_refused() {
-    DomainTest::with(())
+    DomainTest::with(RenewalPolicy::default())
         .given(vec![registered(), verified(), requested()])
         .when(CustomDomainCommand::TxtObserved {
             order_id: "order-0".into(),
@@ -355,7 +355,7 @@ fn txt_observed_for_another_order_is_refused() {
 
 #[test]
 fn finalizing_after_the_record_was_observed_issues_the_certificate() {
-    DomainTest::with(())
+    DomainTest::with(RenewalPolicy::default())
         .given(vec![registered(), verified(), requested(), observed()])
         .when(CustomDomainCommand::OrderFinalized {
             certificate: certificate(),
@@ -369,7 +369,7 @@ fn finalizing_after_the_record_was_observed_issues_the_certificate() {
 
 #[test]
 fn finalizing_before_the_record_was_observed_is_refused() {
-    DomainTest::with(())
+    DomainTest::with(RenewalPolicy::default())
         .given(vec![registered(), verified(), requested()])
         .when(CustomDomainCommand::OrderFinalized {
             certificate: certificate(),
@@ -386,7 +386,7 @@ fn finalizing_an_active_domain_again_is_refused() {
         certificate: certificate(),
         issued_at: t(30),
     };
-    DomainTest::with(())
+    DomainTest::with(RenewalPolicy::default())
         .given(vec![
             registered(),
             verified(),
@@ -407,7 +407,7 @@ fn finalizing_an_active_domain_again_is_refused() {
 #[test]
 fn a_ca_refusal_fails_the_issuance() {
     let reason = FailureReason::new("challenge_invalid", "urn:ietf:params:acme:error:dns");
-    DomainTest::with(())
+    DomainTest::with(RenewalPolicy::default())
         .given(vec![registered(), verified(), requested(), observed()])
         .when(CustomDomainCommand::OrderFailed {
             order_id: "order-1".into(),
@@ -423,7 +423,7 @@ fn a_ca_refusal_fails_the_issuance() {
 
 #[test]
 fn a_failure_without_an_open_order_is_refused() {
-    DomainTest::with(())
+    DomainTest::with(RenewalPolicy::default())
         .given(vec![registered(), verified()])
         .when(CustomDomainCommand::OrderFailed {
             order_id: "order-1".into(),
@@ -438,7 +438,7 @@ fn a_failure_without_an_open_order_is_refused() {
 
 #[test]
 fn timing_out_at_the_deadline_fails_the_issuance() {
-    DomainTest::with(())
+    DomainTest::with(RenewalPolicy::default())
         .given(vec![registered(), verified(), requested()])
         .when(CustomDomainCommand::TimedOut {
             order_id: "order-1".into(),
@@ -450,7 +450,7 @@ fn timing_out_at_the_deadline_fails_the_issuance() {
 
 #[test]
 fn timing_out_after_the_record_was_seen_fails_the_issuance_as_acme_unavailable_not_dns_timeout() {
-    DomainTest::with(())
+    DomainTest::with(RenewalPolicy::default())
         .given(vec![registered(), verified(), requested(), observed()])
         .when(CustomDomainCommand::TimedOut {
             order_id: "order-1".into(),
@@ -472,7 +472,7 @@ fn timing_out_after_the_record_was_seen_fails_the_issuance_as_acme_unavailable_n
 
 #[test]
 fn timing_out_before_the_deadline_is_refused() {
-    DomainTest::with(())
+    DomainTest::with(RenewalPolicy::default())
         .given(vec![registered(), verified(), requested()])
         .when(CustomDomainCommand::TimedOut {
             order_id: "order-1".into(),
@@ -493,7 +493,7 @@ fn issued() -> CustomDomainEvent {
 
 #[test]
 fn retrying_a_failed_domain_makes_it_verified_again() {
-    DomainTest::with(())
+    DomainTest::with(RenewalPolicy::default())
         .given(vec![registered(), verified(), requested(), timed_out()])
         .when(CustomDomainCommand::RetryIssuance { at: t(400) })
         .then_expect_events(vec![CustomDomainEvent::IssuanceRetried {
@@ -514,7 +514,7 @@ fn a_retried_domain_can_request_a_certificate_again() {
         previous_reason: FailureReason::new("dns_timeout", ""),
         retried_at: t(400),
     };
-    DomainTest::with(())
+    DomainTest::with(RenewalPolicy::default())
         .given(vec![
             registered(),
             verified(),
@@ -534,7 +534,7 @@ fn a_retried_domain_can_request_a_certificate_again() {
 
 #[test]
 fn retrying_a_domain_that_did_not_fail_is_refused() {
-    DomainTest::with(())
+    DomainTest::with(RenewalPolicy::default())
         .given(vec![registered(), verified()])
         .when(CustomDomainCommand::RetryIssuance { at: t(5) })
         .then_expect_error(wrong_status(DomainStatus::Failed, DomainStatus::Verified));
@@ -542,7 +542,7 @@ fn retrying_a_domain_that_did_not_fail_is_refused() {
 
 #[test]
 fn removing_a_domain_records_its_freed_name() {
-    DomainTest::with(())
+    DomainTest::with(RenewalPolicy::default())
         .given(vec![registered(), verified(), requested()])
         .when(CustomDomainCommand::RemoveDomain { at: t(9) })
         .then_expect_events(vec![CustomDomainEvent::DomainRemoved {
@@ -557,11 +557,11 @@ fn any_command_on_a_removed_domain_is_refused() {
         domain_name: "shop.example.com".into(),
         removed_at: t(9),
     };
-    DomainTest::with(())
+    DomainTest::with(RenewalPolicy::default())
         .given(vec![registered(), verified(), requested(), removed.clone()])
         .when(txt_observed(t(20), &["digest"]))
         .then_expect_error(DomainError::Removed);
-    DomainTest::with(())
+    DomainTest::with(RenewalPolicy::default())
         .given(vec![registered(), removed])
         .when(CustomDomainCommand::RemoveDomain { at: t(10) })
         .then_expect_error(DomainError::Removed);
@@ -569,7 +569,7 @@ fn any_command_on_a_removed_domain_is_refused() {
 
 #[test]
 fn reading_the_current_certificates_key_is_recorded() {
-    DomainTest::with(())
+    DomainTest::with(RenewalPolicy::default())
         .given(vec![
             registered(),
             verified(),
@@ -591,7 +591,7 @@ fn reading_the_current_certificates_key_is_recorded() {
 
 #[test]
 fn reading_the_key_of_another_certificate_is_refused() {
-    DomainTest::with(())
+    DomainTest::with(RenewalPolicy::default())
         .given(vec![
             registered(),
             verified(),
@@ -611,7 +611,7 @@ fn reading_the_key_of_another_certificate_is_refused() {
 
 #[test]
 fn reading_a_key_before_issuance_is_refused() {
-    DomainTest::with(())
+    DomainTest::with(RenewalPolicy::default())
         .given(vec![registered(), verified()])
         .when(CustomDomainCommand::RecordPrivateKeyRead {
             certificate_id: "cert-1".into(),
@@ -627,7 +627,7 @@ fn timing_out_after_issuance_is_refused() {
         certificate: certificate(),
         issued_at: t(30),
     };
-    DomainTest::with(())
+    DomainTest::with(RenewalPolicy::default())
         .given(vec![
             registered(),
             verified(),
@@ -652,7 +652,7 @@ fn registering_with_alt_names_records_them() {
         "www.shop.example.com".into(),
         "*.shop.example.com".into(),
     ]);
-    DomainTest::with(())
+    DomainTest::with(RenewalPolicy::default())
         .given_no_previous_events()
         .when(CustomDomainCommand::RegisterDomain {
             domain_name: DomainName::parse("shop.example.com").expect("valid name"),
@@ -666,7 +666,7 @@ fn registering_with_alt_names_records_them() {
 
 #[test]
 fn replacing_the_alt_names_records_the_new_set() {
-    DomainTest::with(())
+    DomainTest::with(RenewalPolicy::default())
         .given(vec![registered_with_alt_names(), verified()])
         .when(CustomDomainCommand::ReplaceAltNames {
             alt_names: AltNames::recorded(vec!["api.shop.example.com".into()]),
@@ -680,7 +680,7 @@ fn replacing_the_alt_names_records_the_new_set() {
 
 #[test]
 fn replacing_the_alt_names_with_the_same_set_records_nothing() {
-    DomainTest::with(())
+    DomainTest::with(RenewalPolicy::default())
         .given(vec![registered_with_alt_names()])
         .when(CustomDomainCommand::ReplaceAltNames {
             alt_names: AltNames::recorded(vec![
@@ -694,7 +694,7 @@ fn replacing_the_alt_names_with_the_same_set_records_nothing() {
 
 #[test]
 fn replacing_the_alt_names_of_a_removed_domain_is_refused() {
-    DomainTest::with(())
+    DomainTest::with(RenewalPolicy::default())
         .given(vec![
             registered(),
             CustomDomainEvent::DomainRemoved {
@@ -711,7 +711,7 @@ fn replacing_the_alt_names_of_a_removed_domain_is_refused() {
 
 #[test]
 fn an_order_for_every_name_of_the_domain_is_recorded() {
-    DomainTest::with(())
+    DomainTest::with(RenewalPolicy::default())
         .given(vec![registered_with_alt_names(), verified()])
         .when(CustomDomainCommand::RequestCertificate {
             order: three_name_order(),
@@ -729,7 +729,7 @@ fn an_order_for_names_the_domain_no_longer_has_is_refused() {
         alt_names: vec!["api.shop.example.com".into()],
         replaced_at: t(1),
     };
-    DomainTest::with(())
+    DomainTest::with(RenewalPolicy::default())
         .given(vec![registered_with_alt_names(), verified(), replaced])
         .when(CustomDomainCommand::RequestCertificate {
             order: three_name_order(),
@@ -751,7 +751,7 @@ fn a_domain_and_its_wildcard_are_observed_only_when_both_values_share_their_name
         ("_acme-challenge.shop.example.com.", &["apex-digest"]),
         ("_acme-challenge.www.shop.example.com.", &["www-digest"]),
     ]);
-    DomainTest::with(())
+    DomainTest::with(RenewalPolicy::default())
         .given(vec![
             registered_with_alt_names(),
             verified(),
@@ -774,7 +774,7 @@ fn a_domain_and_its_wildcard_are_observed_only_when_both_values_share_their_name
         ),
         ("_acme-challenge.www.shop.example.com.", &["www-digest"]),
     ]);
-    DomainTest::with(())
+    DomainTest::with(RenewalPolicy::default())
         .given(vec![registered_with_alt_names(), verified(), requested])
         .when(CustomDomainCommand::TxtObserved {
             order_id: "order-1".into(),
@@ -810,4 +810,320 @@ fn a_timeout_names_the_names_whose_value_went_unseen() {
     let reason = domain.last_failure.expect("a failure");
     assert_eq!(reason.code, FailureReason::DNS_TIMEOUT);
     assert!(reason.detail.contains("www.shop.example.com"), "{reason:?}");
+}
+
+// Renewal: the certificate in service stays until the next one is issued.
+
+fn renewal_order() -> OrderDetails {
+    OrderDetails {
+        order_id: "order-2".into(),
+        deadline: t(90 * 86_400),
+        ..order()
+    }
+}
+
+fn scheduled(due_at: DateTime<Utc>) -> CustomDomainEvent {
+    CustomDomainEvent::RenewalScheduled {
+        certificate_id: "cert-1".into(),
+        due_at,
+        reason: RenewalReason::Lifetime,
+        window: None,
+        scheduled_at: t(31),
+    }
+}
+
+fn active_with_renewal_due_at(due_at: DateTime<Utc>) -> Vec<CustomDomainEvent> {
+    vec![
+        registered(),
+        verified(),
+        requested(),
+        observed(),
+        issued(),
+        scheduled(due_at),
+    ]
+}
+
+fn renewal_requested(reason: RenewalReason, at: DateTime<Utc>) -> CustomDomainEvent {
+    CustomDomainEvent::RenewalRequested {
+        order: renewal_order(),
+        reason,
+        renews_certificate_id: "cert-1".into(),
+        replaces: None,
+        requested_at: at,
+    }
+}
+
+fn request_renewal(reason: RenewalReason, at: DateTime<Utc>) -> CustomDomainCommand {
+    CustomDomainCommand::RequestRenewal {
+        order: renewal_order(),
+        reason,
+        replaces: None,
+        at,
+    }
+}
+
+#[test]
+fn a_renewal_schedule_is_recorded_once_for_the_current_certificate() {
+    let schedule = CustomDomainCommand::ScheduleRenewal {
+        certificate_id: "cert-1".into(),
+        due_at: t(60 * 86_400),
+        reason: RenewalReason::Lifetime,
+        window: None,
+        at: t(31),
+    };
+    DomainTest::with(RenewalPolicy::default())
+        .given(vec![
+            registered(),
+            verified(),
+            requested(),
+            observed(),
+            issued(),
+        ])
+        .when(schedule.clone())
+        .then_expect_events(vec![scheduled(t(60 * 86_400))]);
+    DomainTest::with(RenewalPolicy::default())
+        .given(active_with_renewal_due_at(t(60 * 86_400)))
+        .when(schedule)
+        .then_expect_events(vec![]);
+}
+
+#[test]
+fn scheduling_the_renewal_of_a_certificate_that_is_not_current_is_refused() {
+    DomainTest::with(RenewalPolicy::default())
+        .given(vec![
+            registered(),
+            verified(),
+            requested(),
+            observed(),
+            issued(),
+        ])
+        .when(CustomDomainCommand::ScheduleRenewal {
+            certificate_id: "cert-0".into(),
+            due_at: t(100),
+            reason: RenewalReason::Lifetime,
+            window: None,
+            at: t(31),
+        })
+        .then_expect_error(DomainError::NotCurrentCertificate {
+            certificate_id: "cert-0".into(),
+        });
+}
+
+#[test]
+fn a_due_renewal_is_requested_while_the_domain_stays_active() {
+    let mut domain = CustomDomain::default();
+    for event in active_with_renewal_due_at(t(100)) {
+        domain.apply(event);
+    }
+    DomainTest::with(RenewalPolicy::default())
+        .given(active_with_renewal_due_at(t(100)))
+        .when(request_renewal(RenewalReason::Lifetime, t(100)))
+        .then_expect_events(vec![renewal_requested(RenewalReason::Lifetime, t(100))]);
+    domain.apply(renewal_requested(RenewalReason::Lifetime, t(100)));
+    assert_eq!(domain.status(), DomainStatus::Active);
+}
+
+#[test]
+fn a_scheduled_renewal_before_it_is_due_is_refused() {
+    DomainTest::with(RenewalPolicy::default())
+        .given(active_with_renewal_due_at(t(100)))
+        .when(request_renewal(RenewalReason::Lifetime, t(99)))
+        .then_expect_error(DomainError::RenewalNotDue { due_at: t(100) });
+}
+
+#[test]
+fn a_manual_renewal_is_accepted_before_it_is_due() {
+    DomainTest::with(RenewalPolicy::default())
+        .given(active_with_renewal_due_at(t(10_000)))
+        .when(request_renewal(RenewalReason::Manual, t(50)))
+        .then_expect_events(vec![renewal_requested(RenewalReason::Manual, t(50))]);
+}
+
+#[test]
+fn a_renewal_while_one_is_in_progress_is_refused() {
+    let mut given = active_with_renewal_due_at(t(100));
+    given.push(renewal_requested(RenewalReason::Lifetime, t(100)));
+    DomainTest::with(RenewalPolicy::default())
+        .given(given)
+        .when(request_renewal(RenewalReason::Manual, t(120)))
+        .then_expect_error(DomainError::RenewalInProgress {
+            order_id: "order-2".into(),
+        });
+}
+
+#[test]
+fn renewing_a_domain_without_a_certificate_is_refused() {
+    DomainTest::with(RenewalPolicy::default())
+        .given(vec![registered(), verified()])
+        .when(request_renewal(RenewalReason::Manual, t(50)))
+        .then_expect_error(wrong_status(DomainStatus::Active, DomainStatus::Verified));
+}
+
+#[test]
+fn a_failed_renewal_keeps_the_certificate_and_is_retried_after_a_minute() {
+    let mut given = active_with_renewal_due_at(t(100));
+    given.push(renewal_requested(RenewalReason::Lifetime, t(100)));
+    let reason = FailureReason::new("challenge_invalid", "www: refused");
+    DomainTest::with(RenewalPolicy::default())
+        .given(given)
+        .when(CustomDomainCommand::OrderFailed {
+            order_id: "order-2".into(),
+            reason: reason.clone(),
+            at: t(200),
+        })
+        .then_expect_events(vec![CustomDomainEvent::RenewalFailed {
+            order_id: Some("order-2".into()),
+            reason,
+            attempt: 1,
+            next_attempt_at: t(260),
+            failed_at: t(200),
+        }]);
+}
+
+#[test]
+fn a_renewal_before_the_retry_time_of_a_failed_one_is_refused() {
+    let mut given = active_with_renewal_due_at(t(100));
+    given.push(CustomDomainEvent::RenewalFailed {
+        order_id: None,
+        reason: FailureReason::new("acme_unavailable", "down"),
+        attempt: 2,
+        next_attempt_at: t(800),
+        failed_at: t(200),
+    });
+    DomainTest::with(RenewalPolicy::default())
+        .given(given)
+        .when(request_renewal(RenewalReason::Lifetime, t(700)))
+        .then_expect_error(DomainError::RenewalNotDue { due_at: t(800) });
+}
+
+#[test]
+fn a_renewal_attempt_that_placed_no_order_counts_as_the_next_failure() {
+    let mut given = active_with_renewal_due_at(t(100));
+    given.push(CustomDomainEvent::RenewalFailed {
+        order_id: None,
+        reason: FailureReason::new("acme_unavailable", "down"),
+        attempt: 2,
+        next_attempt_at: t(800),
+        failed_at: t(200),
+    });
+    let reason = FailureReason::new("acme_unavailable", "still down");
+    DomainTest::with(RenewalPolicy::default())
+        .given(given)
+        .when(CustomDomainCommand::RenewalAttemptFailed {
+            reason: reason.clone(),
+            at: t(800),
+        })
+        .then_expect_events(vec![CustomDomainEvent::RenewalFailed {
+            order_id: None,
+            reason,
+            attempt: 3,
+            next_attempt_at: t(800 + 6_000),
+            failed_at: t(800),
+        }]);
+}
+
+#[test]
+fn a_renewal_whose_records_never_appear_fails_naming_them() {
+    let mut given = active_with_renewal_due_at(t(100));
+    given.push(renewal_requested(RenewalReason::Lifetime, t(100)));
+    DomainTest::with(RenewalPolicy::default())
+        .given(given)
+        .when(CustomDomainCommand::TimedOut {
+            order_id: "order-2".into(),
+            unseen_names: vec!["shop.example.com".into()],
+            at: renewal_order().deadline,
+        })
+        .then_expect_events(vec![CustomDomainEvent::RenewalFailed {
+            order_id: Some("order-2".into()),
+            reason: FailureReason::timed_out(
+                &renewal_order().deadline,
+                &["shop.example.com".to_owned()],
+            ),
+            attempt: 1,
+            next_attempt_at: renewal_order().deadline + Duration::minutes(1),
+            failed_at: renewal_order().deadline,
+        }]);
+}
+
+#[test]
+fn a_renewed_certificate_replaces_the_current_one() {
+    let mut given = active_with_renewal_due_at(t(100));
+    given.push(renewal_requested(RenewalReason::Lifetime, t(100)));
+    given.push(CustomDomainEvent::ChallengeRecordObserved {
+        order_id: "order-2".into(),
+        observed_values: vec!["digest".into()],
+        resolver: "r".into(),
+        observed_at: t(110),
+    });
+    let renewed = IssuedCertificate {
+        certificate_id: "cert-2".into(),
+        order_id: "order-2".into(),
+        ..certificate()
+    };
+    DomainTest::with(RenewalPolicy::default())
+        .given(given.clone())
+        .when(CustomDomainCommand::OrderFinalized {
+            certificate: renewed.clone(),
+            at: t(120),
+        })
+        .then_expect_events(vec![CustomDomainEvent::CertificateIssued {
+            certificate: renewed.clone(),
+            issued_at: t(120),
+        }]);
+    let mut domain = CustomDomain::default();
+    for event in given {
+        domain.apply(event);
+    }
+    domain.apply(CustomDomainEvent::CertificateIssued {
+        certificate: renewed,
+        issued_at: t(120),
+    });
+    assert_eq!(domain.status(), DomainStatus::Active);
+    assert_eq!(
+        domain.renewal_due, None,
+        "the new certificate is scheduled afresh"
+    );
+    assert_eq!(
+        domain.current_certificate.map(|c| c.certificate_id),
+        Some("cert-2".to_owned())
+    );
+}
+
+#[test]
+fn a_certificate_past_its_end_makes_the_domain_expired_and_renewal_carries_on() {
+    let not_after = certificate().not_after;
+    DomainTest::with(RenewalPolicy::default())
+        .given(active_with_renewal_due_at(t(100)))
+        .when(CustomDomainCommand::ExpireCertificate {
+            certificate_id: "cert-1".into(),
+            at: not_after,
+        })
+        .then_expect_events(vec![CustomDomainEvent::CertificateExpired {
+            certificate_id: "cert-1".into(),
+            not_after,
+            expired_at: not_after,
+        }]);
+    let mut given = active_with_renewal_due_at(t(100));
+    given.push(CustomDomainEvent::CertificateExpired {
+        certificate_id: "cert-1".into(),
+        not_after,
+        expired_at: not_after,
+    });
+    DomainTest::with(RenewalPolicy::default())
+        .given(given)
+        .when(request_renewal(RenewalReason::Lifetime, not_after))
+        .then_expect_events(vec![renewal_requested(RenewalReason::Lifetime, not_after)]);
+}
+
+#[test]
+fn expiring_a_certificate_before_its_end_is_refused() {
+    DomainTest::with(RenewalPolicy::default())
+        .given(active_with_renewal_due_at(t(100)))
+        .when(CustomDomainCommand::ExpireCertificate {
+            certificate_id: "cert-1".into(),
+            at: t(1000),
+        })
+        .then_expect_error(DomainError::NotExpiredYet {
+            not_after: certificate().not_after,
+        });
 }

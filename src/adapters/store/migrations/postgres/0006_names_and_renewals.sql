@@ -1,0 +1,17 @@
+-- Orders now cover several names (CertificateRequested 3.0) and certificates are renewed: the
+-- views keep each pending order's challenges, a domain's alt names and its renewal, and views
+-- stored in the old shape cannot be read as the new one. They are built again from the events
+-- (which are upcast) by the catch-up at the next start; the name claims in domain_names are
+-- keyed by name and serve alt names as they are.
+DELETE FROM domain_views;
+DELETE FROM certificate_views;
+UPDATE projection_checkpoints SET position = 0 WHERE name = 'domain_views';
+
+-- What the background work looks for, without reading every view: the order a poller must
+-- carry on (`open_order`: its id), and when the renewal scheduler must next look at a domain
+-- (`wake_at`: its renewal or retry is due, or its certificate expires). Both are null for most
+-- domains most of the time, so the partial indexes hold only the few that are not.
+ALTER TABLE domain_views ADD COLUMN open_order text;
+ALTER TABLE domain_views ADD COLUMN wake_at text;
+CREATE INDEX IF NOT EXISTS domain_views_open_order ON domain_views (id) WHERE open_order IS NOT NULL;
+CREATE INDEX IF NOT EXISTS domain_views_wake_at ON domain_views (wake_at) WHERE wake_at IS NOT NULL;
