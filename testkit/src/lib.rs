@@ -10,18 +10,21 @@
 //! | --- | --- |
 //! | `process` | temporary directories, free ports, child processes killed on drop |
 //! | `pebble` | Pebble and pebble-challtestsrv: the CA and the DNS server the tests publish on |
+//! | `ari` | an HTTPS front for Pebble adding ACME Renewal Information with windows the test sets |
 //! | `database` | a test database of its own on SQLite or PostgreSQL, and SQL straight at it |
 //! | `service` | the service binary as a process, its operator commands, HTTP calls to it |
 //! | `setup` | the environment a service starts with, and domains taken to `verified`/`active` |
 
 #![forbid(unsafe_code)]
 
+mod ari;
 mod database;
 mod pebble;
 mod process;
 mod service;
 mod setup;
 
+pub use ari::AriFront;
 pub use database::{postgres_admin_url, StoreKind, TestDatabase};
 pub use pebble::{Pebble, PebbleOptions};
 pub use process::{free_dns_port, free_port, ChildGuard, TempDir};

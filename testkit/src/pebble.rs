@@ -131,6 +131,16 @@ impl Pebble {
         self.dir.path().join("test-ca.pem")
     }
 
+    /// Pebble's HTTPS certificate and key files (`localhost`/`127.0.0.1`, signed by the CA of
+    /// [`Pebble::ca_bundle`]): the ARI front serves with them, so clients that trust Pebble
+    /// trust it too.
+    pub(crate) fn https_identity(&self) -> (PathBuf, PathBuf) {
+        (
+            self.dir.path().join("pebble-cert.pem"),
+            self.dir.path().join("pebble-key.pem"),
+        )
+    }
+
     /// The DNS server as `DNS_NAMESERVERS` takes it (`127.0.0.1:<port>`).
     pub fn nameserver(&self) -> String {
         format!("127.0.0.1:{}", self.dns_port)
