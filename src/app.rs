@@ -10,7 +10,7 @@ use anyhow::Context as _;
 use cqrs_es::persist::PersistedEventStore;
 use cqrs_es::CqrsFramework;
 
-use crate::actors::{ResumePending, Shutdown, Supervisor};
+use crate::actors::{RenewalScheduler, ResumePending, Shutdown, Supervisor};
 use crate::adapters::acme::AcmeClient;
 use crate::adapters::certificate_keys::CertificateKeys;
 use crate::adapters::dns::{HickoryTxtLookup, TxtLookup};
@@ -30,6 +30,7 @@ pub struct Application {
     address: SocketAddr,
     server: Server,
     supervisor: Addr<Supervisor>,
+    renewals: Addr<RenewalScheduler>,
     /// The background tasks (catch-up, checkpoints, commit listener), ended before the runtime
     /// is: a database connection dropped after it panics in sqlx and aborts the process.
     background: Vec<actix_web::rt::task::JoinHandle<()>>,
@@ -123,6 +124,7 @@ impl Application {
             .context("supervisor did not answer")?
             .context("reading pending orders")?;
         tracing::info!(resumed, "supervisor started");
+        let renewals = RenewalScheduler::new(services.clone(), supervisor.clone()).start();
 
         let listener = TcpListener::bind(settings.server_addr)
             .with_context(|| format!("binding SERVER_ADDR={}", settings.server_addr))?;
@@ -147,6 +149,7 @@ impl Application {
             address,
             server,
             supervisor,
+            renewals,
             background,
             _sqlite_lock: sqlite_lock,
         })
@@ -161,6 +164,7 @@ impl Application {
     /// then stops the pollers. Pending orders stay in the store and resume on the next start.
     pub async fn run_until_stopped(self) -> std::io::Result<()> {
         let result = self.server.await;
+        let _ = self.renewals.send(Shutdown).await;
         let _ = self.supervisor.send(Shutdown).await;
         for task in self.background {
             task.abort();

@@ -2,11 +2,16 @@
 
 use std::collections::HashMap;
 use std::sync::Arc;
+use std::time::Duration;
+
+use chrono::Utc;
+use dns_handling_events::OrderDetails;
+use instant_acme::CertificateIdentifier;
 
 use cqrs_es::persist::PersistedEventStore;
 use cqrs_es::{AggregateError, CqrsFramework};
 
-use crate::adapters::acme::AcmeClient;
+use crate::adapters::acme::{AcmeClient, AcmeError};
 use crate::adapters::certificate_keys::CertificateKeys;
 use crate::adapters::dns::TxtLookup;
 use crate::adapters::event_repository::EventRepository;
@@ -57,6 +62,30 @@ impl CommandOrigin {
 }
 
 impl AppState {
+    /// Places one ACME order for `names` (a renewal names the certificate it `replaces`) and
+    /// gives what the aggregate records of it: polled every `POLL_INTERVAL`, waiting for its
+    /// records for `wait`.
+    pub async fn place_order(
+        &self,
+        names: Vec<String>,
+        replaces: Option<&CertificateIdentifier<'static>>,
+        wait: Duration,
+    ) -> Result<OrderDetails, AcmeError> {
+        let created = self.acme.create_order(&names, replaces).await?;
+        let settings = &self.settings;
+        Ok(OrderDetails {
+            order_id: uuid::Uuid::now_v7().to_string(),
+            order_url: created.order_url,
+            names,
+            challenges: created.challenges,
+            account_id: created.account_id,
+            poll_interval_ms: u64::try_from(settings.poll_interval.as_millis()).unwrap_or(u64::MAX),
+            deadline: Utc::now()
+                + chrono::Duration::from_std(wait).unwrap_or_else(|_| chrono::Duration::minutes(5)),
+            key_type: settings.cert_key_type,
+        })
+    }
+
     /// Executes a command on one domain, recording `origin` with its events.
     pub async fn execute(
         &self,

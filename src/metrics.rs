@@ -56,6 +56,13 @@ pub struct StatusLabel {
     pub status: &'static str,
 }
 
+/// A single `within` label: a horizon of time to expiry.
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct WithinLabel {
+    /// `expired`, `1d`, `7d`, `30d` or `all`.
+    pub within: &'static str,
+}
+
 type HistogramFamily<L> = Family<L, Histogram, fn() -> Histogram>;
 
 /// Every metric the service exports.
@@ -82,6 +89,16 @@ pub struct Metrics {
     pub checkpoint_refusals: Counter,
     /// Seconds to append one command's events to the store, by outcome.
     pub event_append_duration: HistogramFamily<OutcomeLabel>,
+    /// Renewals by outcome (`started_ari`, `started_lifetime`, `started_manual`, `issued`,
+    /// `failed`), as this process saw them.
+    pub renewals: Family<OutcomeLabel, Counter>,
+    /// Certificates in service ending within a horizon (`expired`, `1d`, `7d`, `30d`, `all`),
+    /// from the store at each scrape: `within="7d"` above 0 means a certificate ends within a
+    /// week and no renewal of it has succeeded.
+    pub certificates_expiring: Family<WithinLabel, Gauge>,
+    /// Seconds the most overdue renewal-scheduler work has waited (0 when none), from the store
+    /// at each scrape.
+    pub renewal_lag_seconds: Gauge,
 }
 
 /// The process's metrics.
@@ -165,8 +182,29 @@ impl Metrics {
             "Time to append one command's events to the store",
             event_append_duration.clone(),
         );
+        let renewals = Family::<OutcomeLabel, Counter>::default();
+        registry.register(
+            "renewals",
+            "Renewals by outcome: started_ari, started_lifetime, started_manual, issued, failed",
+            renewals.clone(),
+        );
+        let certificates_expiring = Family::<WithinLabel, Gauge>::default();
+        registry.register(
+            "certificates_expiring",
+            "Certificates in service ending within a horizon (expired, 1d, 7d, 30d, all)",
+            certificates_expiring.clone(),
+        );
+        let renewal_lag_seconds = Gauge::default();
+        registry.register(
+            "renewal_lag_seconds",
+            "Seconds the most overdue renewal-scheduler work has waited",
+            renewal_lag_seconds.clone(),
+        );
         Self {
             registry,
+            renewals,
+            certificates_expiring,
+            renewal_lag_seconds,
             http_requests,
             domains,
             issuance_duration,
@@ -195,6 +233,21 @@ impl Metrics {
             .inc();
     }
 
+    /// Counts a renewal started for `reason` (`ari`, `lifetime`, `manual`).
+    pub fn renewal_started(&self, reason: &'static str) {
+        let outcome = match reason {
+            "ari" => "started_ari",
+            "manual" => "started_manual",
+            _ => "started_lifetime",
+        };
+        self.renewals.get_or_create(&OutcomeLabel { outcome }).inc();
+    }
+
+    /// Counts a renewal that ended (`issued` or `failed`).
+    pub fn renewal_finished(&self, outcome: &'static str) {
+        self.renewals.get_or_create(&OutcomeLabel { outcome }).inc();
+    }
+
     /// Records one append of events.
     pub fn event_append(&self, elapsed: Duration, ok: bool) {
         let outcome = if ok { "ok" } else { "error" };
@@ -215,6 +268,24 @@ impl Metrics {
                 .get_or_create(&StatusLabel { status })
                 .set(count);
         }
+        let now = chrono::Utc::now();
+        let expiring = store.expiry_counts(now).await?;
+        for (within, count) in [
+            ("expired", expiring.expired),
+            ("1d", expiring.within_1d),
+            ("7d", expiring.within_7d),
+            ("30d", expiring.within_30d),
+            ("all", expiring.all),
+        ] {
+            self.certificates_expiring
+                .get_or_create(&WithinLabel { within })
+                .set(count);
+        }
+        let lag = store
+            .most_overdue_wake(now)
+            .await?
+            .map_or(0, |wake| (now - wake).num_seconds().max(0));
+        self.renewal_lag_seconds.set(lag);
         let mut text = String::new();
         // Writing into a String cannot fail.
         let _ = prometheus_client::encoding::text::encode(&mut text, &self.registry);

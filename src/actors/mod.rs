@@ -1,12 +1,15 @@
-//! The actors: a supervisor that owns one poller per pending order.
+//! The actors: a supervisor that owns one poller per pending order (first issuances and
+//! renewals alike), and the renewal scheduler that finds due renewals and starts them.
 //!
 //! The actors do the waiting and the I/O (DNS polling, ACME round trips) and report what they
 //! saw back to the aggregate as commands; they hold no state that is not also in the events, so
 //! a restart loses nothing: the supervisor resumes every pending order from the projection.
 
 mod poller;
+mod renewals;
 mod supervisor;
 
+pub use renewals::{start_renewal, RenewalScheduler, RenewalStartError};
 pub use supervisor::{
     PendingOrder, ResumePending, Shutdown, StartPolling, StopPolling, Supervisor,
 };

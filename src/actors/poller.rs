@@ -193,7 +193,9 @@ pub async fn poll_once(
     };
     let finalized = matches!(command, CustomDomainCommand::OrderFinalized { .. });
     let result = Box::pin(services.execute(domain_id, command, origin())).await;
-    if finalized && result.is_ok() {
+    if result.is_ok() && pending.renewal {
+        METRICS.renewal_finished(if finalized { "issued" } else { "failed" });
+    } else if finalized && result.is_ok() {
         let elapsed = (Utc::now() - pending.requested_at).to_std();
         METRICS
             .issuance_duration

@@ -12,7 +12,7 @@ use std::sync::Arc;
 
 use actix::prelude::*;
 use chrono::{DateTime, Utc};
-use dns_handling_events::{DomainStatus, OrderDetails};
+use dns_handling_events::OrderDetails;
 
 use super::poller::OrderPoller;
 use crate::adapters::store::StoreError;
@@ -26,8 +26,10 @@ pub struct PendingOrder {
     pub domain_id: String,
     /// The domain's name, for the CSR.
     pub domain_name: String,
-    /// The order as recorded in `CertificateRequested`.
+    /// The order as recorded in `CertificateRequested` or `RenewalRequested`.
     pub order: OrderDetails,
+    /// The order renews a certificate in service (for the renewal metrics).
+    pub renewal: bool,
     /// When the certificate was requested, for the issuance-duration metric (after a restart:
     /// the view's last change, which is the request unless the record was already seen).
     pub requested_at: DateTime<Utc>,
@@ -188,11 +190,7 @@ impl Supervisor {
                     }
                 };
                 supervisor.pollers.remove(&domain_id);
-                let pending = pending_orders(
-                    view.into_iter()
-                        .filter(|v| !v.removed && v.status == DomainStatus::CertificatePending)
-                        .collect(),
-                );
+                let pending = pending_orders(view.into_iter().collect());
                 for pending in pending {
                     supervisor.spawn_poller(pending, ctx);
                 }
@@ -360,15 +358,18 @@ async fn claim_leases(services: &AppState, orders: Vec<PendingOrder>) -> Vec<Pen
     granted
 }
 
-/// The pending orders among domain views.
+/// The open orders (first issuances and renewals) among domain views.
 fn pending_orders(views: Vec<dns_handling_projections::DomainView>) -> Vec<PendingOrder> {
     views
         .into_iter()
         .filter_map(|view| {
-            view.order.map(|order| PendingOrder {
+            let order = view.open_order()?.clone();
+            let renewal = view.renewal.as_ref().is_some_and(|r| r.in_progress);
+            Some(PendingOrder {
                 domain_id: view.id,
                 domain_name: view.domain_name,
                 order,
+                renewal,
                 requested_at: view.updated_at,
             })
         })

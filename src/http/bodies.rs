@@ -2,7 +2,7 @@
 
 use chrono::{DateTime, SecondsFormat, Utc};
 use dns_handling_events::{DomainStatus, FailureReason};
-use dns_handling_projections::{CertificateSummary, ChallengeView, DomainView};
+use dns_handling_projections::{CertificateSummary, ChallengeView, DomainView, RenewalView};
 use serde::{Serialize, Serializer};
 
 /// RFC 3339 UTC with second precision and a `Z`, as the contract asks.
@@ -102,6 +102,10 @@ pub struct DomainBody {
     /// The current certificate.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub certificate: Option<CertificateSummary>,
+    /// The renewal of the current certificate: when it is due and why, an order in progress
+    /// and its records, failed attempts and the next one.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub renewal: Option<RenewalView>,
     /// The record to publish while ownership is not proven yet.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub verification_record: Option<VerificationRecord>,
@@ -128,6 +132,7 @@ impl From<DomainView> for DomainBody {
             challenge: view.challenge,
             challenges: view.challenges,
             certificate: view.certificate,
+            renewal: view.renewal,
         }
     }
 }

@@ -69,22 +69,11 @@ pub async fn issue_certificate(
             view.status
         )));
     }
-    let names = view.names();
-    let created = services.acme.create_order(&names).await?;
     let settings = &services.settings;
+    let order = services
+        .place_order(view.names(), None, settings.poll_timeout)
+        .await?;
     let now = Utc::now();
-    let order = OrderDetails {
-        order_id: uuid::Uuid::now_v7().to_string(),
-        order_url: created.order_url,
-        names,
-        challenges: created.challenges,
-        account_id: created.account_id,
-        poll_interval_ms: u64::try_from(settings.poll_interval.as_millis()).unwrap_or(u64::MAX),
-        deadline: now
-            + chrono::Duration::from_std(settings.poll_timeout)
-                .unwrap_or_else(|_| chrono::Duration::minutes(5)),
-        key_type: settings.cert_key_type,
-    };
     // The order URL is persisted before any poller exists: from here on a crash resumes this
     // order instead of creating a second one.
     let command = CustomDomainCommand::RequestCertificate {
@@ -96,32 +85,49 @@ pub async fn issue_certificate(
         domain_id: view.id.clone(),
         domain_name: view.domain_name.clone(),
         order: order.clone(),
+        renewal: false,
         requested_at: Utc::now(),
     }));
-    let (own, challenges) = ChallengeView::of_order(&order, &view.domain_name);
+    let started = issuance_started(
+        order,
+        &view.domain_name,
+        DomainStatus::CertificatePending,
+        settings,
+        settings.poll_timeout,
+    );
+    Ok(HttpResponse::Accepted().json(started))
+}
+
+/// The `202` of an order placed (a first issuance or a renewal): the domain's own record in
+/// the seed's fields, every record in `challenges`, and both in words.
+pub(super) fn issuance_started(
+    order: OrderDetails,
+    domain_name: &str,
+    status: DomainStatus,
+    settings: &crate::settings::Settings,
+    wait: std::time::Duration,
+) -> IssuanceStarted {
+    let (own, challenges) = ChallengeView::of_order(&order, domain_name);
     let instructions = format!(
         "{} The service checks DNS every {}s for up to {}s.",
         publishing_instructions(&challenges),
         settings.poll_interval.as_secs_f64(),
-        settings.poll_timeout.as_secs_f64()
+        wait.as_secs_f64()
     );
     // The seed's single-record fields show the domain's own challenge; with none to publish
     // (the CA holds every authorization already) they name where it would be, with no value.
     let (challenge_domain, expected_txt_value) = match own {
         Some(own) => (own.challenge_domain, own.expected_txt_value),
-        None => (
-            OrderChallenge::record_name(&view.domain_name),
-            String::new(),
-        ),
+        None => (OrderChallenge::record_name(domain_name), String::new()),
     };
-    Ok(HttpResponse::Accepted().json(IssuanceStarted {
+    IssuanceStarted {
         order_id: order.order_id,
-        status: DomainStatus::CertificatePending,
+        status,
         challenge_domain,
         expected_txt_value,
         instructions,
         challenges,
-    }))
+    }
 }
 
 /// What to publish, in words: one record per challenge, several values at one name said

@@ -10,6 +10,7 @@ mod error;
 mod events;
 pub mod observe;
 pub mod openapi;
+mod renewals;
 
 use actix_web::error::{JsonPayloadError, PathError, QueryPayloadError};
 use actix_web::http::Method;
@@ -146,6 +147,10 @@ pub fn register_routes(cfg: &mut web::ServiceConfig) -> Vec<(Method, &'static st
     );
     let certificate = web::to(certificates::certificate);
     table.add(Token, Method::GET, "/domains/{id}/certificate", certificate);
+    let renew = web::to(renewals::renew);
+    table.add(Token, Method::POST, "/domains/{id}/renew", renew);
+    let certificates = web::to(renewals::history);
+    table.add(Token, Method::GET, "/domains/{id}/certificates", certificates);
     let key = web::to(certificates::certificate_key);
     table.add(Token, Method::GET, "/domains/{id}/certificate/key", key);
     table.add(Token, Method::GET, "/events", web::to(events::feed));

@@ -8,7 +8,7 @@ use actix_web::{web, HttpResponse};
 use utoipa::openapi::security::{HttpAuthScheme, HttpBuilder, SecurityScheme};
 use utoipa::OpenApi;
 
-use super::{audit, certificates, domains, events};
+use super::{audit, certificates, domains, events, renewals};
 
 /// The API's description: every route of [`super::register_routes`] (a test holds the two
 /// together).
@@ -33,6 +33,8 @@ use super::{audit, certificates, domains, events};
         certificates::certificate,
         certificates::certificate_key,
         certificates::retry,
+        renewals::renew,
+        renewals::history,
         events::history,
         events::feed,
         audit::list,

@@ -70,6 +70,13 @@ pub fn certificate_names(chain_pem: &str) -> Vec<String> {
         .collect()
 }
 
+/// The issuer's distinguished name of a chain's leaf certificate (`None` when unreadable).
+pub fn certificate_issuer(chain_pem: &str) -> Option<String> {
+    let (_, pem) = x509_parser::pem::parse_x509_pem(chain_pem.as_bytes()).ok()?;
+    let leaf = pem.parse_x509().ok()?;
+    Some(leaf.issuer().to_string())
+}
+
 /// Lower-case hex of bytes.
 pub fn hex(bytes: &[u8]) -> String {
     bytes.iter().map(|b| format!("{b:02x}")).collect()

@@ -11,6 +11,7 @@
 //! - `http.rs`: the HTTPS client the conversation goes through (with `TCP_NODELAY`), and the
 //!   readiness probe of the directory.
 //! - `certificate.rs`: the CSR, and reading an issued certificate.
+//! - `renewal_info.rs`: the renewal window the CA suggests (ARI, RFC 9773).
 //!
 //! The certificate's private key is not this client's to keep: it is handed an
 //! [`OrderKey`](crate::adapters::certificate_keys::OrderKey) and asks it for the key when the
@@ -32,9 +33,11 @@ mod account;
 mod certificate;
 mod http;
 mod order;
+mod renewal_info;
 mod retry;
 
-pub use certificate::{certificate_names, describe_certificate, hex};
+pub use certificate::{certificate_issuer, certificate_names, describe_certificate, hex};
+pub use renewal_info::{certificate_identifier, AriAnswer};
 pub use retry::describe_problem;
 
 /// A failure on the ACME side.

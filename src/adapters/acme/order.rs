@@ -4,7 +4,8 @@
 
 use dns_handling_events::{FailureReason, IssuedCertificate, OrderChallenge, OrderDetails};
 use instant_acme::{
-    Account, AuthorizationStatus, ChallengeType, Identifier, NewOrder, Order, OrderStatus,
+    Account, AuthorizationStatus, CertificateIdentifier, ChallengeType, Identifier, NewOrder,
+    Order, OrderStatus,
 };
 
 use super::certificate::{build_csr, describe_certificate};
@@ -14,8 +15,13 @@ use crate::adapters::certificate_keys::OrderKey;
 
 impl AcmeClient {
     /// Places one new order for all of `names` (the domain first, wildcards as `*.name`) and
-    /// reads the dns-01 challenge of each authorization.
-    pub async fn create_order(&self, names: &[String]) -> Result<CreatedOrder, AcmeError> {
+    /// reads the dns-01 challenge of each authorization. A renewal names the certificate it
+    /// `replaces` (RFC 9773 §5) where the CA offers renewal information.
+    pub async fn create_order(
+        &self,
+        names: &[String],
+        replaces: Option<&CertificateIdentifier<'static>>,
+    ) -> Result<CreatedOrder, AcmeError> {
         let _permit = self
             .in_flight
             .acquire()
@@ -28,7 +34,7 @@ impl AcmeClient {
                 .account()
                 .await
                 .map_err(|_| instant_acme::Error::Str("the ACME account is unavailable"))?;
-            match tokio::time::timeout(REQUEST_TIMEOUT, place_order(&account, names)).await {
+            match tokio::time::timeout(REQUEST_TIMEOUT, place_order(&account, names, replaces)).await {
                 Ok(placed) => counted("new_order", placed),
                 Err(_) => {
                     self.forget_account().await;
@@ -174,9 +180,14 @@ async fn invalid_order_reason(acme_order: &mut Order) -> FailureReason {
 async fn place_order(
     account: &Account,
     names: &[String],
+    replaces: Option<&CertificateIdentifier<'static>>,
 ) -> Result<CreatedOrder, instant_acme::Error> {
     let identifiers: Vec<Identifier> = names.iter().cloned().map(Identifier::Dns).collect();
-    let mut order = account.new_order(&NewOrder::new(&identifiers)).await?;
+    let mut new_order = NewOrder::new(&identifiers);
+    if let Some(replaces) = replaces {
+        new_order = new_order.replaces(replaces.clone());
+    }
+    let mut order = account.new_order(&new_order).await?;
     let order_url = order.url().to_owned();
     let mut challenges = Vec::with_capacity(names.len());
     let mut authorizations = order.authorizations();

@@ -37,6 +37,31 @@ fn view_status(view: &DomainView) -> &'static str {
     }
 }
 
+/// The end of validity of the certificate a domain serves (or served, once `expired`).
+fn current_not_after(view: &DomainView) -> Option<chrono::DateTime<chrono::Utc>> {
+    let serving = !view.removed
+        && matches!(view.status, DomainStatus::Active | DomainStatus::Expired);
+    view.certificate
+        .as_ref()
+        .filter(|_| serving)
+        .map(|certificate| certificate.not_after)
+}
+
+/// How many certificates in service end within each of a few horizons.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct ExpiryCounts {
+    /// Already past their end.
+    pub expired: i64,
+    /// Ending within a day (expired ones included).
+    pub within_1d: i64,
+    /// Ending within 7 days (expired ones included).
+    pub within_7d: i64,
+    /// Ending within 30 days (expired ones included).
+    pub within_30d: i64,
+    /// Every certificate in service.
+    pub all: i64,
+}
+
 /// One page of domain views.
 #[derive(Debug, Clone)]
 pub struct DomainPage {
@@ -53,7 +78,7 @@ impl Store {
     pub async fn write_projection(&self, write: ProjectionWrite<'_>) -> Result<(), StoreError> {
         let mut statements: Vec<(String, Vec<Param>)> = Vec::new();
         for chunk in write.views.chunks(BATCH_ROWS) {
-            let mut params = Vec::with_capacity(chunk.len() * 7);
+            let mut params = Vec::with_capacity(chunk.len() * 8);
             for view in chunk {
                 params.push(Param::Text(view.id.clone()));
                 params.push(Param::Text(view.domain_name.clone()));
@@ -66,17 +91,18 @@ impl Store {
                     view.open_order().map(|order| order.order_id.clone()),
                 ));
                 params.push(Param::OptionalText(view.wake_at().map(sortable_time)));
+                params.push(Param::OptionalText(current_not_after(view).map(sortable_time)));
             }
             statements.push((
                 format!(
                     "INSERT INTO domain_views \
-                     (id, domain_name, status, last_sequence, payload, open_order, wake_at) \
+                     (id, domain_name, status, last_sequence, payload, open_order, wake_at, not_after) \
                      VALUES {} ON CONFLICT (id) DO UPDATE SET domain_name = excluded.domain_name, \
                      status = excluded.status, last_sequence = excluded.last_sequence, \
                      payload = excluded.payload, open_order = excluded.open_order, \
-                     wake_at = excluded.wake_at \
+                     wake_at = excluded.wake_at, not_after = excluded.not_after \
                      WHERE domain_views.last_sequence < excluded.last_sequence",
-                    self.value_rows(chunk.len(), 7)
+                    self.value_rows(chunk.len(), 8)
                 ),
                 params,
             ));
@@ -237,6 +263,56 @@ impl Store {
             .iter()
             .map(|text| Ok(serde_json::from_str(text)?))
             .collect()
+    }
+
+    /// Certificates in service by time to expiry at `now`: one pass over the `not_after` index.
+    pub async fn expiry_counts(
+        &self,
+        now: chrono::DateTime<chrono::Utc>,
+    ) -> Result<ExpiryCounts, StoreError> {
+        let sql = "SELECT \
+                   COALESCE(SUM(CASE WHEN not_after <= $1 THEN 1 ELSE 0 END), 0) AS expired, \
+                   COALESCE(SUM(CASE WHEN not_after <= $2 THEN 1 ELSE 0 END), 0) AS within_1d, \
+                   COALESCE(SUM(CASE WHEN not_after <= $3 THEN 1 ELSE 0 END), 0) AS within_7d, \
+                   COALESCE(SUM(CASE WHEN not_after <= $4 THEN 1 ELSE 0 END), 0) AS within_30d, \
+                   COUNT(*) AS all_count \
+                   FROM domain_views WHERE not_after IS NOT NULL";
+        let day = chrono::Duration::days(1);
+        let counts = on_pool!(self, pool => {
+            let row = sqlx::query(sql)
+                .bind(sortable_time(now))
+                .bind(sortable_time(now + day))
+                .bind(sortable_time(now + day * 7))
+                .bind(sortable_time(now + day * 30))
+                .fetch_one(pool)
+                .await?;
+            ExpiryCounts {
+                expired: row.try_get("expired")?,
+                within_1d: row.try_get("within_1d")?,
+                within_7d: row.try_get("within_7d")?,
+                within_30d: row.try_get("within_30d")?,
+                all: row.try_get("all_count")?,
+            }
+        });
+        Ok(counts)
+    }
+
+    /// The earliest `wake_at` that has passed: how far the renewal scheduler is behind.
+    pub async fn most_overdue_wake(
+        &self,
+        now: chrono::DateTime<chrono::Utc>,
+    ) -> Result<Option<chrono::DateTime<chrono::Utc>>, StoreError> {
+        let sql = "SELECT wake_at FROM domain_views \
+                   WHERE wake_at IS NOT NULL AND wake_at <= $1 ORDER BY wake_at LIMIT 1";
+        let wake: Option<String> = on_pool!(self, pool => sqlx::query(sql)
+            .bind(sortable_time(now))
+            .fetch_optional(pool)
+            .await?
+            .map(|row| row.try_get("wake_at"))
+            .transpose()?);
+        Ok(wake
+            .and_then(|text| chrono::DateTime::parse_from_rfc3339(&text).ok())
+            .map(|time| time.with_timezone(&chrono::Utc)))
     }
 
     /// The current certificate of a domain.

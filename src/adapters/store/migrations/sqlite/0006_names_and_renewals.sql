@@ -13,5 +13,8 @@ UPDATE projection_checkpoints SET position = 0 WHERE name = 'domain_views';
 -- domains most of the time, so the partial indexes hold only the few that are not.
 ALTER TABLE domain_views ADD COLUMN open_order text;
 ALTER TABLE domain_views ADD COLUMN wake_at text;
+-- The current certificate's end of validity, for the metrics of certificates by time to expiry.
+ALTER TABLE domain_views ADD COLUMN not_after text;
 CREATE INDEX IF NOT EXISTS domain_views_open_order ON domain_views (id) WHERE open_order IS NOT NULL;
 CREATE INDEX IF NOT EXISTS domain_views_wake_at ON domain_views (wake_at) WHERE wake_at IS NOT NULL;
+CREATE INDEX IF NOT EXISTS domain_views_not_after ON domain_views (not_after) WHERE not_after IS NOT NULL;

@@ -1,0 +1,283 @@
+//! `RenewalScheduler`: every `RENEWAL_CHECK_INTERVAL` it looks at the domains whose `wake_at`
+//! has come (an index range scan, however many domains there are) and does what each needs:
+//! records the expiry of a certificate past its end, schedules the renewal of a new
+//! certificate (by the CA's ARI window when it offers one, else by lifetime), or starts a due
+//! renewal, whose order then goes to a poller like any other.
+
+use std::sync::Arc;
+
+use actix::prelude::*;
+use chrono::{DateTime, Utc};
+use cqrs_es::AggregateError;
+use dns_handling_events::{FailureReason, OrderDetails, RenewalReason};
+use dns_handling_projections::DomainView;
+use futures::StreamExt;
+
+use super::supervisor::{PendingOrder, Shutdown, StartPolling, Supervisor};
+use crate::adapters::acme::{certificate_identifier, AcmeError};
+use crate::app_state::{AppState, CommandOrigin};
+use crate::domain::aggregate::{CustomDomainCommand, DomainError};
+use crate::domain::renewal::{due_by_lifetime, due_in_window};
+use crate::metrics::METRICS;
+
+const ACTOR_NAME: &str = "renewal-scheduler";
+
+/// Domains looked at per tick; the rest wait for the next one, the longest waiting first.
+const DOMAINS_PER_TICK: u32 = 1_000;
+
+/// Domains worked on at once within a tick (each is a few store round trips, and an ACME
+/// order for a due renewal).
+const CONCURRENCY: usize = 8;
+
+/// Why a renewal could not be started.
+#[derive(Debug, thiserror::Error)]
+pub enum RenewalStartError {
+    /// The CA could not be asked for an order (nothing is recorded for a manual renewal; a
+    /// scheduled one records the failed attempt).
+    #[error(transparent)]
+    Acme(#[from] AcmeError),
+    /// The aggregate refused, or the store failed.
+    #[error(transparent)]
+    Command(#[from] AggregateError<DomainError>),
+}
+
+/// Places a renewal order for every name the domain has now, records it, and hands it to a
+/// poller. The order names the certificate it `replaces` where the CA offers ARI.
+pub async fn start_renewal(
+    services: &AppState,
+    supervisor: &Addr<Supervisor>,
+    view: &DomainView,
+    reason: RenewalReason,
+    origin: CommandOrigin,
+) -> Result<OrderDetails, RenewalStartError> {
+    let replaces = match services.store.certificate_view(&view.id).await {
+        Ok(Some(certificate)) if ari_offered(services, &certificate.chain_pem).await => {
+            certificate_identifier(&certificate.chain_pem).ok()
+        }
+        _ => None,
+    };
+    let order = services
+        .place_order(
+            view.names(),
+            replaces.as_ref(),
+            services.settings.renewal_txt_timeout,
+        )
+        .await?;
+    let command = CustomDomainCommand::RequestRenewal {
+        order: order.clone(),
+        reason,
+        replaces: replaces.map(|identifier| identifier.to_string()),
+        at: Utc::now(),
+    };
+    services.execute(&view.id, command, origin).await?;
+    METRICS.renewal_started(reason.as_str());
+    supervisor.do_send(StartPolling(PendingOrder {
+        domain_id: view.id.clone(),
+        domain_name: view.domain_name.clone(),
+        order: order.clone(),
+        renewal: true,
+        requested_at: Utc::now(),
+    }));
+    Ok(order)
+}
+
+/// Whether the CA answers renewal information for this certificate (its directory lists
+/// `renewalInfo`); only then does a renewal order name what it replaces.
+async fn ari_offered(services: &AppState, chain_pem: &str) -> bool {
+    matches!(services.acme.renewal_info(chain_pem).await, Ok(Some(_)))
+}
+
+/// The actor that finds due work every tick.
+pub struct RenewalScheduler {
+    services: Arc<AppState>,
+    supervisor: Addr<Supervisor>,
+    /// A tick is running: the next one is skipped rather than run beside it.
+    busy: bool,
+}
+
+impl RenewalScheduler {
+    /// A scheduler that hands renewal orders to `supervisor`'s pollers.
+    pub fn new(services: Arc<AppState>, supervisor: Addr<Supervisor>) -> Self {
+        Self {
+            services,
+            supervisor,
+            busy: false,
+        }
+    }
+
+    fn tick(&mut self, ctx: &mut Context<Self>) {
+        if self.busy {
+            return;
+        }
+        self.busy = true;
+        let (services, supervisor) = (self.services.clone(), self.supervisor.clone());
+        ctx.spawn(
+            async move { tend_due_domains(&services, &supervisor, Utc::now()).await }
+                .into_actor(self)
+                .map(|_, scheduler, _| scheduler.busy = false),
+        );
+    }
+}
+
+impl Actor for RenewalScheduler {
+    type Context = Context<Self>;
+
+    fn started(&mut self, ctx: &mut Self::Context) {
+        self.tick(ctx);
+        ctx.run_interval(self.services.settings.renewal_check_interval, |scheduler, ctx| {
+            scheduler.tick(ctx);
+        });
+    }
+}
+
+impl Handler<Shutdown> for RenewalScheduler {
+    type Result = ();
+
+    /// Stops ticking; a tick in progress ends with the actor (what it recorded stays, what it
+    /// had not yet is found due again at the next start).
+    fn handle(&mut self, _msg: Shutdown, ctx: &mut Self::Context) {
+        ctx.stop();
+    }
+}
+
+/// One tick: everything due by `now`, a bounded number at a time.
+pub async fn tend_due_domains(
+    services: &AppState,
+    supervisor: &Addr<Supervisor>,
+    now: DateTime<Utc>,
+) -> usize {
+    let due = match services.store.due_domain_views(now, DOMAINS_PER_TICK).await {
+        Ok(due) => due,
+        Err(error) => {
+            tracing::warn!(%error, "could not read the domains due; next tick");
+            return 0;
+        }
+    };
+    let count = due.len();
+    futures::stream::iter(due)
+        .for_each_concurrent(CONCURRENCY, |view| tend(services, supervisor, view, now))
+        .await;
+    count
+}
+
+/// What one due domain needs.
+async fn tend(services: &AppState, supervisor: &Addr<Supervisor>, view: DomainView, now: DateTime<Utc>) {
+    let Some(certificate) = view.certificate.clone() else {
+        return;
+    };
+    let renewal = view.renewal.clone().unwrap_or_default();
+    // On several replicas, one of them at a time: a lease named after where the domain
+    // stands, which nobody else holds while it is fresh.
+    let work = format!("renewal:{}:{}", certificate.id, view.last_sequence);
+    match services
+        .store
+        .claim_leases(&[(view.id.as_str(), work.as_str())], &services.replica_id, services.settings.lease_ttl)
+        .await
+    {
+        Ok(granted) if granted.contains(&view.id) => {}
+        Ok(_) => return,
+        Err(error) => {
+            tracing::warn!(domain_id = %view.id, %error, "could not claim the renewal; next tick");
+            return;
+        }
+    }
+    let origin = || CommandOrigin::actor(ACTOR_NAME);
+    if view.status == dns_handling_events::DomainStatus::Active && certificate.not_after <= now {
+        let command = CustomDomainCommand::ExpireCertificate {
+            certificate_id: certificate.id.clone(),
+            at: now,
+        };
+        report(services.execute(&view.id, command, origin()).await, &view.id, "expiry");
+    }
+    if renewal.in_progress {
+        return;
+    }
+    let Some(due_at) = renewal.due_at else {
+        schedule(services, &view, &certificate, now).await;
+        return;
+    };
+    let due_at = renewal.next_attempt_at.map_or(due_at, |retry| retry.max(due_at));
+    if due_at > now {
+        return;
+    }
+    let reason = renewal.reason.unwrap_or(RenewalReason::Lifetime);
+    match start_renewal(services, supervisor, &view, reason, origin()).await {
+        Ok(order) => {
+            tracing::info!(domain_id = %view.id, order_id = %order.order_id, reason = reason.as_str(), "renewal started");
+        }
+        Err(RenewalStartError::Acme(error)) => {
+            // No order: the attempt counts as failed, and the next one follows the schedule.
+            tracing::warn!(domain_id = %view.id, %error, "could not place the renewal order");
+            let reason = match error {
+                AcmeError::Refused(reason) => reason,
+                other => FailureReason::new(FailureReason::ACME_UNAVAILABLE, other.to_string()),
+            };
+            let command = CustomDomainCommand::RenewalAttemptFailed { reason, at: Utc::now() };
+            METRICS.renewal_finished("failed");
+            report(services.execute(&view.id, command, origin()).await, &view.id, "failed attempt");
+        }
+        Err(RenewalStartError::Command(error)) => report(Err(error), &view.id, "renewal"),
+    }
+}
+
+/// Records when a new certificate is to be renewed: inside the CA's suggested window where it
+/// offers ARI (a uniformly drawn moment, at once if the window has passed), else by lifetime.
+async fn schedule(
+    services: &AppState,
+    view: &DomainView,
+    certificate: &dns_handling_projections::CertificateSummary,
+    now: DateTime<Utc>,
+) {
+    let chain = match services.store.certificate_view(&view.id).await {
+        Ok(Some(stored)) => stored.chain_pem,
+        Ok(None) => return,
+        Err(error) => {
+            tracing::warn!(domain_id = %view.id, %error, "could not read the certificate; next tick");
+            return;
+        }
+    };
+    let (due_at, reason, window) = match services.acme.renewal_info(&chain).await {
+        Ok(Some(answer)) => (
+            due_in_window(&answer.window, now, rand::random::<f64>()),
+            RenewalReason::Ari,
+            Some(answer.window),
+        ),
+        Ok(None) => (
+            due_by_lifetime(certificate.not_before, certificate.not_after, services.settings.renew_before),
+            RenewalReason::Lifetime,
+            None,
+        ),
+        Err(error) => {
+            // The CA's answer is worth waiting for, but not past a lifetime-based renewal.
+            tracing::warn!(domain_id = %view.id, %error, "renewal information unavailable; renewing by lifetime");
+            (
+                due_by_lifetime(certificate.not_before, certificate.not_after, services.settings.renew_before),
+                RenewalReason::Lifetime,
+                None,
+            )
+        }
+    };
+    let command = CustomDomainCommand::ScheduleRenewal {
+        certificate_id: certificate.id.clone(),
+        due_at,
+        reason,
+        window,
+        at: now,
+    };
+    report(
+        services.execute(&view.id, command, CommandOrigin::actor(ACTOR_NAME)).await,
+        &view.id,
+        "schedule",
+    );
+}
+
+/// Logs what became of a command: a refusal means another replica or request got there first.
+fn report(result: Result<(), AggregateError<DomainError>>, domain_id: &str, what: &str) {
+    match result {
+        Ok(()) => {}
+        Err(AggregateError::UserError(refusal)) => {
+            tracing::info!(%domain_id, %refusal, what, "renewal step refused; the domain moved on");
+        }
+        Err(error) => tracing::warn!(%domain_id, %error, what, "renewal step not recorded; next tick"),
+    }
+}

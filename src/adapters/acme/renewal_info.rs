@@ -1,0 +1,61 @@
+//! ACME Renewal Information (RFC 9773): the window the CA suggests for renewing a certificate,
+//! and the identifier a renewal order names in `replaces`.
+
+use std::time::Duration;
+
+use chrono::{DateTime, Utc};
+use dns_handling_events::RenewalWindow;
+use instant_acme::CertificateIdentifier;
+use rustls::pki_types::CertificateDer;
+
+use super::{counted, AcmeClient, AcmeError, REQUEST_TIMEOUT};
+
+/// What the CA said about a certificate's renewal.
+#[derive(Debug, Clone)]
+pub struct AriAnswer {
+    /// The suggested window (and the CA's explanation of it).
+    pub window: RenewalWindow,
+    /// When to ask again, as the CA's `Retry-After` says.
+    pub retry_after: Duration,
+}
+
+/// The RFC 9773 identifier of a chain's leaf certificate (`base64url(AKI).base64url(serial)`).
+pub fn certificate_identifier(chain_pem: &str) -> Result<CertificateIdentifier<'static>, String> {
+    let (_, pem) = x509_parser::pem::parse_x509_pem(chain_pem.as_bytes())
+        .map_err(|e| format!("the certificate is not PEM: {e}"))?;
+    let der = CertificateDer::from(pem.contents);
+    CertificateIdentifier::try_from(&der).map(CertificateIdentifier::into_owned)
+}
+
+impl AcmeClient {
+    /// The renewal window the CA suggests for the leaf of `chain_pem`; `None` when the CA does
+    /// not offer renewal information (its directory has no `renewalInfo`).
+    pub async fn renewal_info(&self, chain_pem: &str) -> Result<Option<AriAnswer>, AcmeError> {
+        let identifier = certificate_identifier(chain_pem).map_err(AcmeError::Unavailable)?;
+        let account = self.account().await?;
+        let asked = tokio::time::timeout(REQUEST_TIMEOUT, account.renewal_info(&identifier)).await;
+        let (info, retry_after) = match asked {
+            Err(_) => {
+                return Err(AcmeError::Unavailable(
+                    "the CA did not answer the renewal information request in time".into(),
+                ))
+            }
+            Ok(Err(instant_acme::Error::Unsupported(_))) => return Ok(None),
+            Ok(answer) => counted("renewal_info", answer)
+                .map_err(|e| AcmeError::Unavailable(format!("renewal information: {e}")))?,
+        };
+        let window = &info.suggested_window;
+        let at = |seconds: i64, nanos: u32| {
+            DateTime::<Utc>::from_timestamp(seconds, nanos)
+                .ok_or_else(|| AcmeError::Unavailable("the CA's window is out of range".into()))
+        };
+        Ok(Some(AriAnswer {
+            window: RenewalWindow {
+                start: at(window.start.unix_timestamp(), window.start.nanosecond())?,
+                end: at(window.end.unix_timestamp(), window.end.nanosecond())?,
+                explanation_url: info.explanation_url,
+            },
+            retry_after,
+        }))
+    }
+}
