@@ -73,6 +73,7 @@ async fn run(
 ) -> anyhow::Result<()> {
     let pebble = Pebble::start(PebbleOptions {
         nonce_reject_percent: Some(0),
+        ..PebbleOptions::default()
     });
     let database = TestDatabase::create(kind).await;
     let mut env = service_env(&pebble, &database);

@@ -124,9 +124,12 @@ impl Actor for RenewalScheduler {
 
     fn started(&mut self, ctx: &mut Self::Context) {
         self.tick(ctx);
-        ctx.run_interval(self.services.settings.renewal_check_interval, |scheduler, ctx| {
-            scheduler.tick(ctx);
-        });
+        ctx.run_interval(
+            self.services.settings.renewal_check_interval,
+            |scheduler, ctx| {
+                scheduler.tick(ctx);
+            },
+        );
     }
 }
 
@@ -161,17 +164,44 @@ pub async fn tend_due_domains(
 }
 
 /// What one due domain needs.
-async fn tend(services: &AppState, supervisor: &Addr<Supervisor>, view: DomainView, now: DateTime<Utc>) {
+async fn tend(
+    services: &AppState,
+    supervisor: &Addr<Supervisor>,
+    view: DomainView,
+    now: DateTime<Utc>,
+) {
     let Some(certificate) = view.certificate.clone() else {
         return;
     };
     let renewal = view.renewal.clone().unwrap_or_default();
+    let origin = || CommandOrigin::actor(ACTOR_NAME);
+    // An expiry needs no lease: the aggregate records it once, whoever reports it first (and
+    // a renewal in progress keeps its poller's lease, which a claim here would take).
+    if view.status == dns_handling_events::DomainStatus::Active && certificate.not_after <= now {
+        let command = CustomDomainCommand::ExpireCertificate {
+            certificate_id: certificate.id.clone(),
+            at: now,
+        };
+        report(
+            services.execute(&view.id, command, origin()).await,
+            &view.id,
+            "expiry",
+        );
+    }
+    if renewal.in_progress {
+        return;
+    }
     // On several replicas, one of them at a time: a lease named after where the domain
-    // stands, which nobody else holds while it is fresh.
+    // stands, which nobody else holds while it is fresh (no order is open, so no poller holds
+    // the domain's lease).
     let work = format!("renewal:{}:{}", certificate.id, view.last_sequence);
     match services
         .store
-        .claim_leases(&[(view.id.as_str(), work.as_str())], &services.replica_id, services.settings.lease_ttl)
+        .claim_leases(
+            &[(view.id.as_str(), work.as_str())],
+            &services.replica_id,
+            services.settings.lease_ttl,
+        )
         .await
     {
         Ok(granted) if granted.contains(&view.id) => {}
@@ -181,22 +211,13 @@ async fn tend(services: &AppState, supervisor: &Addr<Supervisor>, view: DomainVi
             return;
         }
     }
-    let origin = || CommandOrigin::actor(ACTOR_NAME);
-    if view.status == dns_handling_events::DomainStatus::Active && certificate.not_after <= now {
-        let command = CustomDomainCommand::ExpireCertificate {
-            certificate_id: certificate.id.clone(),
-            at: now,
-        };
-        report(services.execute(&view.id, command, origin()).await, &view.id, "expiry");
-    }
-    if renewal.in_progress {
-        return;
-    }
     let Some(due_at) = renewal.due_at else {
         schedule(services, &view, &certificate, now).await;
         return;
     };
-    let due_at = renewal.next_attempt_at.map_or(due_at, |retry| retry.max(due_at));
+    let due_at = renewal
+        .next_attempt_at
+        .map_or(due_at, |retry| retry.max(due_at));
     if due_at > now {
         return;
     }
@@ -212,9 +233,16 @@ async fn tend(services: &AppState, supervisor: &Addr<Supervisor>, view: DomainVi
                 AcmeError::Refused(reason) => reason,
                 other => FailureReason::new(FailureReason::ACME_UNAVAILABLE, other.to_string()),
             };
-            let command = CustomDomainCommand::RenewalAttemptFailed { reason, at: Utc::now() };
+            let command = CustomDomainCommand::RenewalAttemptFailed {
+                reason,
+                at: Utc::now(),
+            };
             METRICS.renewal_finished("failed");
-            report(services.execute(&view.id, command, origin()).await, &view.id, "failed attempt");
+            report(
+                services.execute(&view.id, command, origin()).await,
+                &view.id,
+                "failed attempt",
+            );
         }
         Err(RenewalStartError::Command(error)) => report(Err(error), &view.id, "renewal"),
     }
@@ -243,7 +271,11 @@ async fn schedule(
             Some(answer.window),
         ),
         Ok(None) => (
-            due_by_lifetime(certificate.not_before, certificate.not_after, services.settings.renew_before),
+            due_by_lifetime(
+                certificate.not_before,
+                certificate.not_after,
+                services.settings.renew_before,
+            ),
             RenewalReason::Lifetime,
             None,
         ),
@@ -251,7 +283,11 @@ async fn schedule(
             // The CA's answer is worth waiting for, but not past a lifetime-based renewal.
             tracing::warn!(domain_id = %view.id, %error, "renewal information unavailable; renewing by lifetime");
             (
-                due_by_lifetime(certificate.not_before, certificate.not_after, services.settings.renew_before),
+                due_by_lifetime(
+                    certificate.not_before,
+                    certificate.not_after,
+                    services.settings.renew_before,
+                ),
                 RenewalReason::Lifetime,
                 None,
             )
@@ -265,7 +301,9 @@ async fn schedule(
         at: now,
     };
     report(
-        services.execute(&view.id, command, CommandOrigin::actor(ACTOR_NAME)).await,
+        services
+            .execute(&view.id, command, CommandOrigin::actor(ACTOR_NAME))
+            .await,
         &view.id,
         "schedule",
     );
@@ -278,6 +316,8 @@ fn report(result: Result<(), AggregateError<DomainError>>, domain_id: &str, what
         Err(AggregateError::UserError(refusal)) => {
             tracing::info!(%domain_id, %refusal, what, "renewal step refused; the domain moved on");
         }
-        Err(error) => tracing::warn!(%domain_id, %error, what, "renewal step not recorded; next tick"),
+        Err(error) => {
+            tracing::warn!(%domain_id, %error, what, "renewal step not recorded; next tick")
+        }
     }
 }

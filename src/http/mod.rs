@@ -150,7 +150,12 @@ pub fn register_routes(cfg: &mut web::ServiceConfig) -> Vec<(Method, &'static st
     let renew = web::to(renewals::renew);
     table.add(Token, Method::POST, "/domains/{id}/renew", renew);
     let certificates = web::to(renewals::history);
-    table.add(Token, Method::GET, "/domains/{id}/certificates", certificates);
+    table.add(
+        Token,
+        Method::GET,
+        "/domains/{id}/certificates",
+        certificates,
+    );
     let key = web::to(certificates::certificate_key);
     table.add(Token, Method::GET, "/domains/{id}/certificate/key", key);
     table.add(Token, Method::GET, "/events", web::to(events::feed));

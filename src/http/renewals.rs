@@ -7,7 +7,9 @@ use chrono::{DateTime, Utc};
 use dns_handling_events::{CustomDomainEvent, DomainStatus, RenewalReason};
 use serde::Serialize;
 
-use super::bodies::{rfc3339, CallerErrors, ChangeErrors, ErrorBody, IssuanceStarted, NotFoundError};
+use super::bodies::{
+    rfc3339, CallerErrors, ChangeErrors, ErrorBody, IssuanceStarted, NotFoundError,
+};
 use super::certificates::{issuance_started, DomainLocks};
 use super::domains::{find, origin};
 use super::{ApiError, SharedState};

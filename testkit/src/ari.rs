@@ -540,6 +540,7 @@ mod tests {
         // No rejected nonces: this test is about the front, not about retries.
         let pebble = Pebble::start(PebbleOptions {
             nonce_reject_percent: Some(0),
+            ..PebbleOptions::default()
         });
         let front = AriFront::start(&pebble);
         let start = DateTime::parse_from_rfc3339("2030-01-02T04:00:00Z")

@@ -33,6 +33,9 @@ pub struct Pebble {
 pub struct PebbleOptions {
     /// Percentage of nonces Pebble rejects; `None` keeps Pebble's own default (5%).
     pub nonce_reject_percent: Option<u8>,
+    /// How long the certificates Pebble issues are valid, in seconds (its
+    /// `certificateValidityPeriod`); `None` keeps Pebble's default (5 years).
+    pub certificate_validity_secs: Option<u64>,
 }
 
 impl Pebble {
@@ -68,6 +71,10 @@ impl Pebble {
             "ocspResponderURL": "",
             "externalAccountBindingRequired": false
         }});
+        let mut config = config;
+        if let Some(seconds) = options.certificate_validity_secs {
+            config["pebble"]["certificateValidityPeriod"] = json!(seconds);
+        }
         let config_path = dir.path().join("pebble.json");
         std::fs::write(&config_path, config.to_string()).expect("write pebble config");
         let log_of =

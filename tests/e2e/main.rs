@@ -34,6 +34,7 @@ mod issuance;
 mod keys_and_roles;
 mod lifecycle;
 mod names;
+mod renewal;
 mod replicas;
 mod resilience;
 mod store_outage;

@@ -62,6 +62,7 @@ async fn a_hundred_first_ever_issuances_register_one_account() {
 async fn pebble_rejecting_half_the_nonces_still_issues() {
     let pebble = Pebble::start(PebbleOptions {
         nonce_reject_percent: Some(50),
+        ..PebbleOptions::default()
     });
     let database = TestDatabase::create(StoreKind::Sqlite).await;
     let service = Service::start(BINARY, &service_env(&pebble, &database));

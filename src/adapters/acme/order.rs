@@ -34,7 +34,9 @@ impl AcmeClient {
                 .account()
                 .await
                 .map_err(|_| instant_acme::Error::Str("the ACME account is unavailable"))?;
-            match tokio::time::timeout(REQUEST_TIMEOUT, place_order(&account, names, replaces)).await {
+            match tokio::time::timeout(REQUEST_TIMEOUT, place_order(&account, names, replaces))
+                .await
+            {
                 Ok(placed) => counted("new_order", placed),
                 Err(_) => {
                     self.forget_account().await;

@@ -39,8 +39,8 @@ fn view_status(view: &DomainView) -> &'static str {
 
 /// The end of validity of the certificate a domain serves (or served, once `expired`).
 fn current_not_after(view: &DomainView) -> Option<chrono::DateTime<chrono::Utc>> {
-    let serving = !view.removed
-        && matches!(view.status, DomainStatus::Active | DomainStatus::Expired);
+    let serving =
+        !view.removed && matches!(view.status, DomainStatus::Active | DomainStatus::Expired);
     view.certificate
         .as_ref()
         .filter(|_| serving)
@@ -91,7 +91,9 @@ impl Store {
                     view.open_order().map(|order| order.order_id.clone()),
                 ));
                 params.push(Param::OptionalText(view.wake_at().map(sortable_time)));
-                params.push(Param::OptionalText(current_not_after(view).map(sortable_time)));
+                params.push(Param::OptionalText(
+                    current_not_after(view).map(sortable_time),
+                ));
             }
             statements.push((
                 format!(
