@@ -17,7 +17,9 @@ use super::supervisor::{PendingOrder, Shutdown, StartPolling, Supervisor};
 use crate::adapters::acme::{certificate_identifier, AcmeError};
 use crate::app_state::{AppState, CommandOrigin};
 use crate::domain::aggregate::{CustomDomainCommand, DomainError};
-use crate::domain::renewal::{due_by_lifetime, due_in_window};
+use crate::domain::renewal::{
+    ari_recheck_after, due_by_lifetime, due_in_window, ARI_RECHECK_AFTER_ERROR,
+};
 use crate::metrics::METRICS;
 
 const ACTOR_NAME: &str = "renewal-scheduler";
@@ -160,6 +162,7 @@ pub async fn tend_due_domains(
     futures::stream::iter(due)
         .for_each_concurrent(CONCURRENCY, |view| tend(services, supervisor, view, now))
         .await;
+    check_renewal_info(services, now).await;
     count
 }
 
@@ -264,35 +267,28 @@ async fn schedule(
             return;
         }
     };
-    let (due_at, reason, window) = match services.acme.renewal_info(&chain).await {
+    let by_lifetime = due_by_lifetime(
+        certificate.not_before,
+        certificate.not_after,
+        services.settings.renew_before,
+    );
+    let (due_at, reason, window, check_again) = match services.acme.renewal_info(&chain).await {
         Ok(Some(answer)) => (
             due_in_window(&answer.window, now, rand::random::<f64>()),
             RenewalReason::Ari,
             Some(answer.window),
+            Some(ari_recheck_after(answer.retry_after)),
         ),
-        Ok(None) => (
-            due_by_lifetime(
-                certificate.not_before,
-                certificate.not_after,
-                services.settings.renew_before,
-            ),
-            RenewalReason::Lifetime,
-            None,
-        ),
+        Ok(None) => (by_lifetime, RenewalReason::Lifetime, None, None),
         Err(error) => {
-            // The CA's answer is worth waiting for, but not past a lifetime-based renewal.
-            tracing::warn!(domain_id = %view.id, %error, "renewal information unavailable; renewing by lifetime");
-            (
-                due_by_lifetime(
-                    certificate.not_before,
-                    certificate.not_after,
-                    services.settings.renew_before,
-                ),
-                RenewalReason::Lifetime,
-                None,
-            )
+            // Renew by lifetime meanwhile, and ask the CA again later.
+            tracing::warn!(domain_id = %view.id, %error, "renewal information unavailable; renewing by lifetime until it answers");
+            (by_lifetime, RenewalReason::Lifetime, None, Some(ARI_RECHECK_AFTER_ERROR))
         }
     };
+    if let Some(after) = check_again {
+        plan_ari_check(services, &view.id, &certificate.id, now, after).await;
+    }
     let command = CustomDomainCommand::ScheduleRenewal {
         certificate_id: certificate.id.clone(),
         due_at,
@@ -307,6 +303,90 @@ async fn schedule(
         &view.id,
         "schedule",
     );
+}
+
+/// Asks the CA again for a certificate's window `after` from `now`.
+async fn plan_ari_check(
+    services: &AppState,
+    domain_id: &str,
+    certificate_id: &str,
+    now: DateTime<Utc>,
+    after: std::time::Duration,
+) {
+    let at = now + chrono::Duration::from_std(after).unwrap_or(chrono::Duration::hours(6));
+    if let Err(error) = services.store.set_renewal_info_check(domain_id, certificate_id, at).await {
+        tracing::warn!(%domain_id, %error, "could not plan the next renewal information check");
+    }
+}
+
+/// Asks the CA again for the windows whose `Retry-After` has come, and moves a renewal whose
+/// due time the new window no longer holds (ARI lets a CA pull renewals forward, e.g. before a
+/// mass revocation).
+async fn check_renewal_info(services: &AppState, now: DateTime<Utc>) {
+    let due = match services.store.due_renewal_info_checks(now, DOMAINS_PER_TICK).await {
+        Ok(due) => due,
+        Err(error) => {
+            tracing::warn!(%error, "could not read the renewal information checks; next tick");
+            return;
+        }
+    };
+    futures::stream::iter(due)
+        .for_each_concurrent(CONCURRENCY, |(domain_id, certificate_id)| async move {
+            recheck(services, &domain_id, &certificate_id, now).await;
+        })
+        .await;
+}
+
+async fn recheck(services: &AppState, domain_id: &str, certificate_id: &str, now: DateTime<Utc>) {
+    let current = match services.store.domain_view(domain_id).await {
+        Ok(view) => view.filter(|view| {
+            !view.removed
+                && view.certificate.as_ref().is_some_and(|c| c.id == certificate_id)
+                && !view.renewal.as_ref().is_some_and(|r| r.in_progress)
+        }),
+        Err(error) => {
+            tracing::warn!(%domain_id, %error, "could not read the domain; next tick");
+            return;
+        }
+    };
+    let stored = match current {
+        Some(_) => services.store.certificate_view(domain_id).await.ok().flatten(),
+        None => None,
+    };
+    let (Some(view), Some(stored)) = (current, stored) else {
+        // Renewed, removed, or renewing now: the next certificate gets its own schedule.
+        let _ = services.store.clear_renewal_info_check(domain_id).await;
+        return;
+    };
+    match services.acme.renewal_info(&stored.chain_pem).await {
+        Ok(Some(answer)) => {
+            let renewal = view.renewal.clone().unwrap_or_default();
+            let inside = renewal.reason == Some(RenewalReason::Ari)
+                && renewal
+                    .due_at
+                    .is_some_and(|due| due >= answer.window.start && due <= answer.window.end);
+            if !inside {
+                let command = CustomDomainCommand::ScheduleRenewal {
+                    certificate_id: certificate_id.to_owned(),
+                    due_at: due_in_window(&answer.window, now, rand::random::<f64>()),
+                    reason: RenewalReason::Ari,
+                    window: Some(answer.window.clone()),
+                    at: now,
+                };
+                let origin = CommandOrigin::actor(ACTOR_NAME);
+                report(services.execute(domain_id, command, origin).await, domain_id, "reschedule");
+            }
+            let after = ari_recheck_after(answer.retry_after);
+            plan_ari_check(services, domain_id, certificate_id, now, after).await;
+        }
+        Ok(None) => {
+            let _ = services.store.clear_renewal_info_check(domain_id).await;
+        }
+        Err(error) => {
+            tracing::warn!(%domain_id, %error, "renewal information unavailable; asking again later");
+            plan_ari_check(services, domain_id, certificate_id, now, ARI_RECHECK_AFTER_ERROR).await;
+        }
+    }
 }
 
 /// Logs what became of a command: a refusal means another replica or request got there first.

@@ -1,7 +1,7 @@
 //! The JSON bodies the API answers with, built from the read projections.
 
 use chrono::{DateTime, SecondsFormat, Utc};
-use dns_handling_events::{DomainStatus, FailureReason};
+use dns_handling_events::{DomainStatus, FailureReason, RenewalReason};
 use dns_handling_projections::{CertificateSummary, ChallengeView, DomainView, RenewalView};
 use serde::{Serialize, Serializer};
 
@@ -105,7 +105,7 @@ pub struct DomainBody {
     /// The renewal of the current certificate: when it is due and why, an order in progress
     /// and its records, failed attempts and the next one.
     #[serde(skip_serializing_if = "Option::is_none")]
-    pub renewal: Option<RenewalView>,
+    pub renewal: Option<RenewalBody>,
     /// The record to publish while ownership is not proven yet.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub verification_record: Option<VerificationRecord>,
@@ -132,7 +132,62 @@ impl From<DomainView> for DomainBody {
             challenge: view.challenge,
             challenges: view.challenges,
             certificate: view.certificate,
-            renewal: view.renewal,
+            renewal: view.renewal.map(RenewalBody::from),
+        }
+    }
+}
+
+/// Where the renewal of the current certificate stands (in `GET /domains/{id}`).
+#[derive(Debug, Serialize, utoipa::ToSchema)]
+pub struct RenewalBody {
+    /// When the renewal is due; absent until the scheduler has decided (right after issuance).
+    #[serde(serialize_with = "rfc3339_opt", skip_serializing_if = "Option::is_none")]
+    pub due_at: Option<DateTime<Utc>>,
+    /// Why then: `ari` (inside the window the CA suggests) or `lifetime` (`RENEW_BEFORE`).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub reason: Option<RenewalReason>,
+    /// The CA's suggested window, for `ari`.
+    #[serde(serialize_with = "rfc3339_opt", skip_serializing_if = "Option::is_none")]
+    pub window_start: Option<DateTime<Utc>>,
+    /// The CA's suggested window, for `ari`.
+    #[serde(serialize_with = "rfc3339_opt", skip_serializing_if = "Option::is_none")]
+    pub window_end: Option<DateTime<Utc>>,
+    /// The CA's page explaining its window, when it gave one.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub explanation_url: Option<String>,
+    /// A renewal order is open: publish its `challenges`. Until they are visible the current
+    /// certificate stays in service, and the domain `active`.
+    pub in_progress: bool,
+    /// The open renewal order.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub order_id: Option<String>,
+    /// The TXT records the open renewal order needs, as `issue-certificate` gives them.
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub challenges: Vec<ChallengeView>,
+    /// Failed attempts in a row.
+    pub attempts: u32,
+    /// When the next attempt is due after a failure.
+    #[serde(serialize_with = "rfc3339_opt", skip_serializing_if = "Option::is_none")]
+    pub next_attempt_at: Option<DateTime<Utc>>,
+    /// Why the last attempt failed.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub last_failure: Option<FailureReason>,
+}
+
+impl From<RenewalView> for RenewalBody {
+    fn from(view: RenewalView) -> Self {
+        Self {
+            due_at: view.due_at,
+            reason: view.reason,
+            window_start: view.window_start,
+            window_end: view.window_end,
+            explanation_url: view.explanation_url,
+            in_progress: view.in_progress,
+            order_id: view.order_id,
+            challenges: view.challenges,
+            attempts: view.attempts,
+            next_attempt_at: view.next_attempt_at,
+            last_failure: view.last_failure,
         }
     }
 }

@@ -25,6 +25,7 @@ macro_rules! on_both_stores {
     };
 }
 
+mod ari;
 mod audit;
 mod crash;
 mod ecosystem;

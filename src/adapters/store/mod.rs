@@ -18,6 +18,7 @@
 //! - `feed.rs`: the event log beside cqrs-es: the global feed, histories, stored hashes, and
 //!   the listener for other replicas' commits.
 //! - `names.rs`: domain-name claims.
+//! - `renewal_info_checks.rs`: when to ask the CA again for a certificate's renewal window.
 //! - `views.rs`: the read projections, their writes, reads and checkpoints.
 //! - `secrets.rs`: the sealed ACME credentials and certificate keys, and re-sealing them.
 //! - `checkpoints.rs`: the signed checkpoints of the audit log.
@@ -127,6 +128,7 @@ mod feed;
 mod leases;
 mod migrations;
 mod names;
+mod renewal_info_checks;
 mod secrets;
 mod views;
 

@@ -18,3 +18,14 @@ ALTER TABLE domain_views ADD COLUMN not_after text;
 CREATE INDEX IF NOT EXISTS domain_views_open_order ON domain_views (id) WHERE open_order IS NOT NULL;
 CREATE INDEX IF NOT EXISTS domain_views_wake_at ON domain_views (wake_at) WHERE wake_at IS NOT NULL;
 CREATE INDEX IF NOT EXISTS domain_views_not_after ON domain_views (not_after) WHERE not_after IS NOT NULL;
+
+-- When to ask the CA again for a certificate's renewal window (ARI, RFC 9773): its Retry-After,
+-- clamped. Operational state, like the leases: only a window that moves the renewal is a fact
+-- (RenewalScheduled); asking again every few hours is not.
+CREATE TABLE IF NOT EXISTS renewal_info_checks
+(
+    domain_id      text NOT NULL PRIMARY KEY,
+    certificate_id text NOT NULL,
+    check_at       text NOT NULL
+);
+CREATE INDEX IF NOT EXISTS renewal_info_checks_check_at ON renewal_info_checks (check_at);
