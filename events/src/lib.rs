@@ -218,6 +218,8 @@ pub enum RenewalReason {
     Lifetime,
     /// Someone asked for it (`POST /domains/{id}/renew`).
     Manual,
+    /// The certificate was revoked: its replacement is due at once.
+    Revoked,
 }
 
 impl RenewalReason {
@@ -227,8 +229,49 @@ impl RenewalReason {
             Self::Ari => "ari",
             Self::Lifetime => "lifetime",
             Self::Manual => "manual",
+            Self::Revoked => "revoked",
         }
     }
+}
+
+/// Why a certificate was revoked (RFC 5280 §5.3.1 reason codes, as ACME takes them).
+#[derive(
+    Debug,
+    Clone,
+    Copy,
+    PartialEq,
+    Eq,
+    Serialize,
+    Deserialize,
+    schemars::JsonSchema,
+    utoipa::ToSchema,
+)]
+#[serde(rename_all = "camelCase")]
+pub enum RevocationReason {
+    /// No reason given (code 0).
+    Unspecified,
+    /// The private key may be known to others (code 1).
+    KeyCompromise,
+    /// The subject's name or other information changed (code 3).
+    AffiliationChanged,
+    /// A new certificate replaces it (code 4).
+    Superseded,
+    /// The names are no longer served (code 5).
+    CessationOfOperation,
+    /// The right to the names was withdrawn (code 9).
+    PrivilegeWithdrawn,
+}
+
+/// Why a certificate's private key was destroyed.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, schemars::JsonSchema)]
+#[serde(rename_all = "snake_case")]
+pub enum KeyDisposal {
+    /// Its order failed or was abandoned: no certificate will ever use it.
+    OrderEnded,
+    /// Its certificate is past its end of validity.
+    CertificateExpired,
+    /// Its domain was removed.
+    DomainRemoved,
 }
 
 /// The renewal window a CA suggested for a certificate (RFC 9773 §4.2).
@@ -390,6 +433,26 @@ pub enum CustomDomainEvent {
         /// When it was recorded.
         expired_at: DateTime<Utc>,
     },
+    /// The current certificate was revoked at the CA; its replacement is due at once.
+    CertificateRevoked {
+        /// The certificate revoked.
+        certificate_id: String,
+        /// Why (the reason code sent to the CA).
+        reason: RevocationReason,
+        /// When the CA confirmed it.
+        revoked_at: DateTime<Utc>,
+    },
+    /// A certificate's private key was destroyed: nothing of it is kept.
+    CertificateKeyDestroyed {
+        /// The order the key was made for.
+        order_id: String,
+        /// The certificate it served, if one was issued.
+        certificate_id: Option<String>,
+        /// Why.
+        why: KeyDisposal,
+        /// When.
+        destroyed_at: DateTime<Utc>,
+    },
     /// A failed domain was put back to `verified` so a certificate can be requested again.
     IssuanceRetried {
         /// The failure being retried.
@@ -432,6 +495,8 @@ impl CustomDomainEvent {
             Self::RenewalRequested { .. } => "RenewalRequested",
             Self::RenewalFailed { .. } => "RenewalFailed",
             Self::CertificateExpired { .. } => "CertificateExpired",
+            Self::CertificateRevoked { .. } => "CertificateRevoked",
+            Self::CertificateKeyDestroyed { .. } => "CertificateKeyDestroyed",
             Self::DomainRemoved { .. } => "DomainRemoved",
             Self::PrivateKeyRead { .. } => "PrivateKeyRead",
         }
@@ -588,6 +653,17 @@ mod tests {
                 not_after: at,
                 expired_at: at,
             },
+            CustomDomainEvent::CertificateRevoked {
+                certificate_id: "c".into(),
+                reason: RevocationReason::KeyCompromise,
+                revoked_at: at,
+            },
+            CustomDomainEvent::CertificateKeyDestroyed {
+                order_id: "o".into(),
+                certificate_id: Some("c".into()),
+                why: KeyDisposal::CertificateExpired,
+                destroyed_at: at,
+            },
             CustomDomainEvent::DomainRemoved {
                 domain_name: "shop.example.com".into(),
                 removed_at: at,
@@ -617,8 +693,10 @@ mod tests {
             CustomDomainEvent::RenewalRequested { .. } => 10,
             CustomDomainEvent::RenewalFailed { .. } => 11,
             CustomDomainEvent::CertificateExpired { .. } => 12,
-            CustomDomainEvent::DomainRemoved { .. } => 13,
-            CustomDomainEvent::PrivateKeyRead { .. } => 14,
+            CustomDomainEvent::CertificateRevoked { .. } => 13,
+            CustomDomainEvent::CertificateKeyDestroyed { .. } => 14,
+            CustomDomainEvent::DomainRemoved { .. } => 15,
+            CustomDomainEvent::PrivateKeyRead { .. } => 16,
         }
     }
 

@@ -21,6 +21,8 @@ pub const CURRENT_VERSIONS: &[(&str, &str)] = &[
     ("RenewalRequested", "1.0"),
     ("RenewalFailed", "1.0"),
     ("CertificateExpired", "1.0"),
+    ("CertificateRevoked", "1.0"),
+    ("CertificateKeyDestroyed", "1.0"),
     ("DomainRemoved", "1.0"),
     ("PrivateKeyRead", "1.0"),
 ];

@@ -9,6 +9,7 @@
 use chrono::{DateTime, Utc};
 use dns_handling_events::{
     CustomDomainEvent, DomainStatus, FailureReason, OrderChallenge, OrderDetails, RenewalReason,
+    RevocationReason,
 };
 use serde::{Deserialize, Serialize};
 
@@ -35,6 +36,12 @@ pub struct CertificateSummary {
     pub not_after: DateTime<Utc>,
     /// Serial number, lower-case hex.
     pub serial: String,
+    /// When the CA revoked it, if it did.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub revoked_at: Option<DateTime<Utc>>,
+    /// Why it was revoked.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub revocation_reason: Option<RevocationReason>,
 }
 
 impl From<&OrderChallenge> for ChallengeView {
@@ -299,6 +306,8 @@ impl DomainView {
                     not_before: certificate.not_before,
                     not_after: certificate.not_after,
                     serial: certificate.serial.clone(),
+                    revoked_at: None,
+                    revocation_reason: None,
                 });
                 self.updated_at = *issued_at;
             }
@@ -370,6 +379,21 @@ impl DomainView {
                 self.status = DomainStatus::Expired;
                 self.updated_at = *expired_at;
             }
+            CustomDomainEvent::CertificateRevoked {
+                reason, revoked_at, ..
+            } => {
+                if let Some(certificate) = self.certificate.as_mut() {
+                    certificate.revoked_at = Some(*revoked_at);
+                    certificate.revocation_reason = Some(*reason);
+                }
+                let renewal = self.renewal.get_or_insert_with(RenewalView::default);
+                renewal.due_at = Some(*revoked_at);
+                renewal.reason = Some(RenewalReason::Revoked);
+                renewal.next_attempt_at = None;
+                self.updated_at = *revoked_at;
+            }
+            // Key custody: the domain's state does not change.
+            CustomDomainEvent::CertificateKeyDestroyed { .. } => {}
             CustomDomainEvent::IssuanceRetried { retried_at, .. } => {
                 self.status = DomainStatus::Verified;
                 self.failure_reason = None;

@@ -9,7 +9,7 @@ use std::sync::Arc;
 use actix::prelude::*;
 use chrono::{DateTime, Utc};
 use cqrs_es::AggregateError;
-use dns_handling_events::{FailureReason, OrderDetails, RenewalReason};
+use dns_handling_events::{FailureReason, KeyDisposal, OrderDetails, RenewalReason};
 use dns_handling_projections::DomainView;
 use futures::StreamExt;
 
@@ -163,6 +163,7 @@ pub async fn tend_due_domains(
         .for_each_concurrent(CONCURRENCY, |view| tend(services, supervisor, view, now))
         .await;
     check_renewal_info(services, now).await;
+    destroy_due_keys(services, now).await;
     count
 }
 
@@ -283,7 +284,12 @@ async fn schedule(
         Err(error) => {
             // Renew by lifetime meanwhile, and ask the CA again later.
             tracing::warn!(domain_id = %view.id, %error, "renewal information unavailable; renewing by lifetime until it answers");
-            (by_lifetime, RenewalReason::Lifetime, None, Some(ARI_RECHECK_AFTER_ERROR))
+            (
+                by_lifetime,
+                RenewalReason::Lifetime,
+                None,
+                Some(ARI_RECHECK_AFTER_ERROR),
+            )
         }
     };
     if let Some(after) = check_again {
@@ -314,7 +320,11 @@ async fn plan_ari_check(
     after: std::time::Duration,
 ) {
     let at = now + chrono::Duration::from_std(after).unwrap_or(chrono::Duration::hours(6));
-    if let Err(error) = services.store.set_renewal_info_check(domain_id, certificate_id, at).await {
+    if let Err(error) = services
+        .store
+        .set_renewal_info_check(domain_id, certificate_id, at)
+        .await
+    {
         tracing::warn!(%domain_id, %error, "could not plan the next renewal information check");
     }
 }
@@ -323,7 +333,11 @@ async fn plan_ari_check(
 /// due time the new window no longer holds (ARI lets a CA pull renewals forward, e.g. before a
 /// mass revocation).
 async fn check_renewal_info(services: &AppState, now: DateTime<Utc>) {
-    let due = match services.store.due_renewal_info_checks(now, DOMAINS_PER_TICK).await {
+    let due = match services
+        .store
+        .due_renewal_info_checks(now, DOMAINS_PER_TICK)
+        .await
+    {
         Ok(due) => due,
         Err(error) => {
             tracing::warn!(%error, "could not read the renewal information checks; next tick");
@@ -341,7 +355,10 @@ async fn recheck(services: &AppState, domain_id: &str, certificate_id: &str, now
     let current = match services.store.domain_view(domain_id).await {
         Ok(view) => view.filter(|view| {
             !view.removed
-                && view.certificate.as_ref().is_some_and(|c| c.id == certificate_id)
+                && view
+                    .certificate
+                    .as_ref()
+                    .is_some_and(|c| c.id == certificate_id)
                 && !view.renewal.as_ref().is_some_and(|r| r.in_progress)
         }),
         Err(error) => {
@@ -350,7 +367,12 @@ async fn recheck(services: &AppState, domain_id: &str, certificate_id: &str, now
         }
     };
     let stored = match current {
-        Some(_) => services.store.certificate_view(domain_id).await.ok().flatten(),
+        Some(_) => services
+            .store
+            .certificate_view(domain_id)
+            .await
+            .ok()
+            .flatten(),
         None => None,
     };
     let (Some(view), Some(stored)) = (current, stored) else {
@@ -374,7 +396,11 @@ async fn recheck(services: &AppState, domain_id: &str, certificate_id: &str, now
                     at: now,
                 };
                 let origin = CommandOrigin::actor(ACTOR_NAME);
-                report(services.execute(domain_id, command, origin).await, domain_id, "reschedule");
+                report(
+                    services.execute(domain_id, command, origin).await,
+                    domain_id,
+                    "reschedule",
+                );
             }
             let after = ari_recheck_after(answer.retry_after);
             plan_ari_check(services, domain_id, certificate_id, now, after).await;
@@ -384,7 +410,55 @@ async fn recheck(services: &AppState, domain_id: &str, certificate_id: &str, now
         }
         Err(error) => {
             tracing::warn!(%domain_id, %error, "renewal information unavailable; asking again later");
-            plan_ari_check(services, domain_id, certificate_id, now, ARI_RECHECK_AFTER_ERROR).await;
+            plan_ari_check(
+                services,
+                domain_id,
+                certificate_id,
+                now,
+                ARI_RECHECK_AFTER_ERROR,
+            )
+            .await;
+        }
+    }
+}
+
+/// Destroys the certificate keys whose time has come (their order ended without a certificate,
+/// their certificate expired, their domain was removed): the destruction is recorded first,
+/// then the key deleted, so a crash in between only deletes it at the next tick.
+async fn destroy_due_keys(services: &AppState, now: DateTime<Utc>) {
+    let due = match services
+        .store
+        .keys_due_for_destruction(now, DOMAINS_PER_TICK)
+        .await
+    {
+        Ok(due) => due,
+        Err(error) => {
+            tracing::warn!(%error, "could not read the keys due for destruction; next tick");
+            return;
+        }
+    };
+    for (order_id, domain_id, why, certificate_id) in due {
+        let why: KeyDisposal =
+            serde_json::from_value(serde_json::Value::from(why)).unwrap_or(KeyDisposal::OrderEnded);
+        let command = CustomDomainCommand::RecordKeyDestroyed {
+            order_id: order_id.clone(),
+            certificate_id,
+            why,
+            at: Utc::now(),
+        };
+        let origin = CommandOrigin::actor(ACTOR_NAME);
+        match services.execute(&domain_id, command, origin).await {
+            Ok(()) | Err(AggregateError::UserError(DomainError::KeyAlreadyDestroyed { .. })) => {}
+            Err(error) => {
+                tracing::warn!(%domain_id, %order_id, %error, "key destruction not recorded; next tick");
+                continue;
+            }
+        }
+        match services.store.delete_certificate_key(&order_id).await {
+            Ok(()) => tracing::info!(%domain_id, %order_id, ?why, "certificate key destroyed"),
+            Err(error) => {
+                tracing::warn!(%domain_id, %order_id, %error, "key not deleted; next tick")
+            }
         }
     }
 }

@@ -12,6 +12,7 @@ use dns_handling_events::{
     CustomDomainEvent, DomainStatus, FailureReason, IssuedCertificate, OrderDetails, RenewalReason,
     RenewalWindow, AGGREGATE_TYPE,
 };
+use dns_handling_events::{KeyDisposal, RevocationReason};
 use serde::{Deserialize, Serialize};
 
 use crate::domain::alt_names::AltNames;
@@ -132,6 +133,27 @@ pub enum CustomDomainCommand {
         /// When it was noticed.
         at: DateTime<Utc>,
     },
+    /// Record that the CA revoked the current certificate (revoked there first).
+    RevokeCertificate {
+        /// The certificate (must be the current one).
+        certificate_id: String,
+        /// Why.
+        reason: RevocationReason,
+        /// When the CA confirmed it.
+        at: DateTime<Utc>,
+    },
+    /// Record that an order's certificate key was destroyed (recorded before the key is
+    /// deleted, so a crash in between only deletes it again).
+    RecordKeyDestroyed {
+        /// The order the key was made for.
+        order_id: String,
+        /// The certificate it served, if any.
+        certificate_id: Option<String>,
+        /// Why.
+        why: KeyDisposal,
+        /// When.
+        at: DateTime<Utc>,
+    },
     /// Put a failed domain back to `verified`.
     RetryIssuance {
         /// When the request arrived.
@@ -208,6 +230,18 @@ pub enum DomainError {
         /// Its end of validity.
         not_after: DateTime<Utc>,
     },
+    /// A revocation of a certificate revoked already.
+    #[error("certificate {certificate_id} is revoked already")]
+    AlreadyRevoked {
+        /// The certificate.
+        certificate_id: String,
+    },
+    /// A second destruction of one key.
+    #[error("the key of order {order_id} was destroyed already")]
+    KeyAlreadyDestroyed {
+        /// The order.
+        order_id: String,
+    },
     /// A report about an order that is not the domain's open order.
     #[error("order {order_id} is not the domain's open order")]
     UnknownOrder {
@@ -279,6 +313,8 @@ pub struct CustomDomain {
     /// Failed renewal attempts in a row, and when the next one is due.
     renewal_attempts: u32,
     renewal_retry_at: Option<DateTime<Utc>>,
+    /// The orders whose certificate key was destroyed.
+    destroyed_keys: Vec<String>,
     removed: bool,
 }
 
@@ -287,6 +323,7 @@ pub struct CustomDomain {
 struct CurrentCertificate {
     certificate_id: String,
     not_after: DateTime<Utc>,
+    revoked: bool,
 }
 
 impl CustomDomain {
@@ -622,7 +659,7 @@ impl CustomDomain {
         at: DateTime<Utc>,
     ) -> Result<CustomDomainEvent, DomainError> {
         let current = self.require_renewable()?;
-        if reason != RenewalReason::Manual {
+        if !matches!(reason, RenewalReason::Manual | RenewalReason::Revoked) {
             let (due_at, _) = self.renewal_due.ok_or(DomainError::NoRenewalScheduled)?;
             let due_at = self
                 .renewal_retry_at
@@ -670,6 +707,52 @@ impl CustomDomain {
             certificate_id,
             not_after: current.not_after,
             expired_at: at,
+        })
+    }
+
+    fn revoke(
+        &self,
+        certificate_id: String,
+        reason: RevocationReason,
+        at: DateTime<Utc>,
+    ) -> Result<CustomDomainEvent, DomainError> {
+        self.require_registered()?;
+        let current = self
+            .current_certificate
+            .as_ref()
+            .filter(|c| c.certificate_id == certificate_id)
+            .ok_or_else(|| DomainError::NotCurrentCertificate {
+                certificate_id: certificate_id.clone(),
+            })?;
+        if current.revoked {
+            return Err(DomainError::AlreadyRevoked { certificate_id });
+        }
+        Ok(CustomDomainEvent::CertificateRevoked {
+            certificate_id,
+            reason,
+            revoked_at: at,
+        })
+    }
+
+    /// Recorded for a removed domain too: its keys are destroyed after the removal.
+    fn record_key_destroyed(
+        &self,
+        order_id: String,
+        certificate_id: Option<String>,
+        why: KeyDisposal,
+        at: DateTime<Utc>,
+    ) -> Result<CustomDomainEvent, DomainError> {
+        if !self.registered {
+            return Err(DomainError::NotRegistered);
+        }
+        if self.destroyed_keys.contains(&order_id) {
+            return Err(DomainError::KeyAlreadyDestroyed { order_id });
+        }
+        Ok(CustomDomainEvent::CertificateKeyDestroyed {
+            order_id,
+            certificate_id,
+            why,
+            destroyed_at: at,
         })
     }
 
@@ -786,6 +869,17 @@ impl Aggregate for CustomDomain {
             CustomDomainCommand::ExpireCertificate { certificate_id, at } => {
                 Some(self.expire(certificate_id, at)?)
             }
+            CustomDomainCommand::RevokeCertificate {
+                certificate_id,
+                reason,
+                at,
+            } => Some(self.revoke(certificate_id, reason, at)?),
+            CustomDomainCommand::RecordKeyDestroyed {
+                order_id,
+                certificate_id,
+                why,
+                at,
+            } => Some(self.record_key_destroyed(order_id, certificate_id, why, at)?),
             CustomDomainCommand::RetryIssuance { at } => Some(self.retry(at)?),
             CustomDomainCommand::RemoveDomain { at } => Some(self.remove(at)?),
             CustomDomainCommand::RecordPrivateKeyRead {
@@ -831,6 +925,7 @@ impl Aggregate for CustomDomain {
                 self.current_certificate = Some(CurrentCertificate {
                     certificate_id: certificate.certificate_id,
                     not_after: certificate.not_after,
+                    revoked: false,
                 });
                 self.renewal_due = None;
                 self.renewal_attempts = 0;
@@ -855,6 +950,17 @@ impl Aggregate for CustomDomain {
                 self.renewal_retry_at = Some(next_attempt_at);
             }
             CustomDomainEvent::CertificateExpired { .. } => self.status = DomainStatus::Expired,
+            CustomDomainEvent::CertificateRevoked { revoked_at, .. } => {
+                if let Some(current) = self.current_certificate.as_mut() {
+                    current.revoked = true;
+                }
+                // Its replacement is due at once, whatever was scheduled.
+                self.renewal_due = Some((revoked_at, RenewalReason::Revoked));
+                self.renewal_retry_at = None;
+            }
+            CustomDomainEvent::CertificateKeyDestroyed { order_id, .. } => {
+                self.destroyed_keys.push(order_id);
+            }
             CustomDomainEvent::IssuanceFailed { reason, .. } => {
                 self.status = DomainStatus::Failed;
                 self.open_order = None;

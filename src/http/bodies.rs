@@ -10,7 +10,7 @@ pub fn rfc3339<S: Serializer>(time: &DateTime<Utc>, serializer: S) -> Result<S::
     serializer.serialize_str(&time.to_rfc3339_opts(SecondsFormat::Secs, true))
 }
 
-fn rfc3339_opt<S: Serializer>(
+pub fn rfc3339_opt<S: Serializer>(
     time: &Option<DateTime<Utc>>,
     serializer: S,
 ) -> Result<S::Ok, S::Error> {
@@ -141,16 +141,25 @@ impl From<DomainView> for DomainBody {
 #[derive(Debug, Serialize, utoipa::ToSchema)]
 pub struct RenewalBody {
     /// When the renewal is due; absent until the scheduler has decided (right after issuance).
-    #[serde(serialize_with = "rfc3339_opt", skip_serializing_if = "Option::is_none")]
+    #[serde(
+        serialize_with = "rfc3339_opt",
+        skip_serializing_if = "Option::is_none"
+    )]
     pub due_at: Option<DateTime<Utc>>,
     /// Why then: `ari` (inside the window the CA suggests) or `lifetime` (`RENEW_BEFORE`).
     #[serde(skip_serializing_if = "Option::is_none")]
     pub reason: Option<RenewalReason>,
     /// The CA's suggested window, for `ari`.
-    #[serde(serialize_with = "rfc3339_opt", skip_serializing_if = "Option::is_none")]
+    #[serde(
+        serialize_with = "rfc3339_opt",
+        skip_serializing_if = "Option::is_none"
+    )]
     pub window_start: Option<DateTime<Utc>>,
     /// The CA's suggested window, for `ari`.
-    #[serde(serialize_with = "rfc3339_opt", skip_serializing_if = "Option::is_none")]
+    #[serde(
+        serialize_with = "rfc3339_opt",
+        skip_serializing_if = "Option::is_none"
+    )]
     pub window_end: Option<DateTime<Utc>>,
     /// The CA's page explaining its window, when it gave one.
     #[serde(skip_serializing_if = "Option::is_none")]
@@ -167,7 +176,10 @@ pub struct RenewalBody {
     /// Failed attempts in a row.
     pub attempts: u32,
     /// When the next attempt is due after a failure.
-    #[serde(serialize_with = "rfc3339_opt", skip_serializing_if = "Option::is_none")]
+    #[serde(
+        serialize_with = "rfc3339_opt",
+        skip_serializing_if = "Option::is_none"
+    )]
     pub next_attempt_at: Option<DateTime<Utc>>,
     /// Why the last attempt failed.
     #[serde(skip_serializing_if = "Option::is_none")]

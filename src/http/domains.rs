@@ -6,7 +6,7 @@ use std::collections::HashMap;
 use actix::Addr;
 use actix_web::{web, HttpMessage, HttpRequest, HttpResponse};
 use chrono::Utc;
-use dns_handling_events::DomainStatus;
+use dns_handling_events::{DomainStatus, RevocationReason};
 use dns_handling_projections::DomainView;
 use rand::RngCore;
 use serde::Deserialize;
@@ -371,11 +371,21 @@ pub async fn verify(
     Ok(HttpResponse::Ok().json(DomainBody::from(view)))
 }
 
+/// Query of `DELETE /domains/{id}`.
+#[derive(Debug, Deserialize, utoipa::IntoParams)]
+#[serde(deny_unknown_fields)]
+#[into_params(parameter_in = Query)]
+pub struct RemoveQuery {
+    /// Revoke the current certificate at the CA first (reason `cessationOfOperation`); if the
+    /// CA cannot revoke it, nothing is removed.
+    revoke: Option<bool>,
+}
+
 /// `DELETE /domains/{id}`: remove the domain from the listings and free its name; its event
 /// history stays. A pending order's poller stops at once.
 #[utoipa::path(
     delete, path = "/domains/{id}", operation_id = "removeDomain", tag = "domains",
-    params(("id" = String, Path, description = "The domain's id")),
+    params(("id" = String, Path, description = "The domain's id"), RemoveQuery),
     responses(
         (status = 204, description = "Removed; the name is free again, the history stays"),
         CallerErrors, NotFoundError, ChangeErrors
@@ -387,8 +397,19 @@ pub async fn remove(
     supervisor: web::Data<Addr<Supervisor>>,
     request: HttpRequest,
     id: web::Path<String>,
+    query: web::Query<RemoveQuery>,
 ) -> Result<HttpResponse, ApiError> {
-    find(&services, &id).await?;
+    let view = find(&services, &id).await?;
+    if query.revoke.unwrap_or(false) {
+        // Revoked first: if the CA cannot revoke, nothing is removed and the client may retry.
+        super::renewals::revoke_current(
+            &services,
+            &view,
+            RevocationReason::CessationOfOperation,
+            origin(&request),
+        )
+        .await?;
+    }
     let command = CustomDomainCommand::RemoveDomain { at: Utc::now() };
     services.execute(&id, command, origin(&request)).await?;
     // A pending order's poller stops now rather than at its next report, which the aggregate

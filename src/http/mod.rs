@@ -156,6 +156,13 @@ pub fn register_routes(cfg: &mut web::ServiceConfig) -> Vec<(Method, &'static st
         "/domains/{id}/certificates",
         certificates,
     );
+    let revoke = web::to(renewals::revoke);
+    table.add(
+        Token,
+        Method::POST,
+        "/domains/{id}/certificate/revoke",
+        revoke,
+    );
     let key = web::to(certificates::certificate_key);
     table.add(Token, Method::GET, "/domains/{id}/certificate/key", key);
     table.add(Token, Method::GET, "/events", web::to(events::feed));

@@ -35,6 +35,7 @@ use super::{audit, certificates, domains, events, renewals};
         certificates::retry,
         renewals::renew,
         renewals::history,
+        renewals::revoke,
         events::history,
         events::feed,
         audit::list,

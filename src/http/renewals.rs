@@ -1,20 +1,25 @@
-//! A certificate's renewal and history: `POST /domains/{id}/renew` starts a renewal now, and
+//! A certificate's life after issuance: `POST /domains/{id}/renew` starts a renewal now,
+//! `POST /domains/{id}/certificate/revoke` revokes it at the CA and orders its replacement, and
 //! `GET /domains/{id}/certificates` lists every certificate the domain ever had.
 
 use actix::Addr;
 use actix_web::{web, HttpRequest, HttpResponse};
 use chrono::{DateTime, Utc};
-use dns_handling_events::{CustomDomainEvent, DomainStatus, RenewalReason};
-use serde::Serialize;
+use dns_handling_events::{CustomDomainEvent, DomainStatus, RenewalReason, RevocationReason};
+use dns_handling_projections::DomainView;
+use serde::{Deserialize, Serialize};
 
 use super::bodies::{
-    rfc3339, CallerErrors, ChangeErrors, ErrorBody, IssuanceStarted, NotFoundError,
+    rfc3339, rfc3339_opt, CallerErrors, ChangeErrors, DomainBody, ErrorBody, IssuanceStarted,
+    NotFoundError,
 };
 use super::certificates::{issuance_started, DomainLocks};
 use super::domains::{find, origin};
 use super::{ApiError, SharedState};
 use crate::actors::{start_renewal, RenewalStartError, Supervisor};
 use crate::adapters::acme::{certificate_issuer, certificate_names};
+use crate::app_state::{AppState, CommandOrigin};
+use crate::domain::aggregate::CustomDomainCommand;
 
 /// `POST /domains/{id}/renew`: renew the domain's certificate now, whatever its schedule says.
 /// The certificate in service stays until the new one is issued.
@@ -100,6 +105,15 @@ pub struct CertificateHistoryItem {
     pub renewal_reason: Option<RenewalReason>,
     /// The domain's certificate in service now.
     pub current: bool,
+    /// When the CA revoked it, if it did.
+    #[serde(
+        serialize_with = "rfc3339_opt",
+        skip_serializing_if = "Option::is_none"
+    )]
+    pub revoked_at: Option<DateTime<Utc>>,
+    /// Why it was revoked.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub revocation_reason: Option<RevocationReason>,
 }
 
 /// `200` body of `GET /domains/{id}/certificates`.
@@ -155,7 +169,19 @@ pub async fn history(
                     renewal_reason: renewed.as_ref().map(|(reason, _)| *reason),
                     replaced: renewed.map(|(_, replaced)| replaced),
                     current: false,
+                    revoked_at: None,
+                    revocation_reason: None,
                 });
+            }
+            CustomDomainEvent::CertificateRevoked {
+                certificate_id,
+                reason,
+                revoked_at,
+            } => {
+                if let Some(item) = items.iter_mut().find(|item| item.id == certificate_id) {
+                    item.revoked_at = Some(revoked_at);
+                    item.revocation_reason = Some(reason);
+                }
             }
             _ => {}
         }
@@ -165,4 +191,104 @@ pub async fn history(
     }
     items.reverse();
     Ok(HttpResponse::Ok().json(CertificateHistory { items }))
+}
+
+/// Body of `POST /domains/{id}/certificate/revoke`.
+#[derive(Debug, Deserialize, utoipa::ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct RevokeRequest {
+    /// Why (RFC 5280 reason): `unspecified` (the default), `keyCompromise`,
+    /// `affiliationChanged`, `superseded`, `cessationOfOperation` or `privilegeWithdrawn`.
+    reason: Option<RevocationReason>,
+}
+
+/// Revokes the domain's current certificate at the CA and records it; answers false when there
+/// is nothing to revoke (no certificate, or one revoked or expired already).
+pub(super) async fn revoke_current(
+    services: &AppState,
+    view: &DomainView,
+    reason: RevocationReason,
+    origin: CommandOrigin,
+) -> Result<bool, ApiError> {
+    let revocable = view
+        .certificate
+        .as_ref()
+        .is_some_and(|c| c.revoked_at.is_none() && c.not_after > Utc::now());
+    if !revocable {
+        return Ok(false);
+    }
+    let Some(certificate) = services.store.certificate_view(&view.id).await? else {
+        return Ok(false);
+    };
+    services.acme.revoke(&certificate.chain_pem, reason).await?;
+    let command = CustomDomainCommand::RevokeCertificate {
+        certificate_id: certificate.id,
+        reason,
+        at: Utc::now(),
+    };
+    services.execute(&view.id, command, origin).await?;
+    Ok(true)
+}
+
+/// `POST /domains/{id}/certificate/revoke`: revoke the current certificate at the CA, record
+/// it, and order its replacement at once (the scheduler orders it at its next tick if the CA
+/// cannot be asked now).
+#[utoipa::path(
+    post, path = "/domains/{id}/certificate/revoke", operation_id = "revokeCertificate", tag = "certificates",
+    params(("id" = String, Path, description = "The domain's id")),
+    request_body = RevokeRequest,
+    responses(
+        (status = 200, description = "Revoked; the domain's renewal shows the replacement's order and records", body = DomainBody),
+        (status = 500, description = "The CA could not be reached or refused (nothing was recorded)", body = ErrorBody),
+        CallerErrors, NotFoundError, ChangeErrors
+    ),
+    security(("bearer" = []))
+)]
+pub async fn revoke(
+    services: SharedState,
+    supervisor: web::Data<Addr<Supervisor>>,
+    locks: web::Data<DomainLocks>,
+    request: HttpRequest,
+    id: web::Path<String>,
+    body: web::Json<RevokeRequest>,
+) -> Result<HttpResponse, ApiError> {
+    let lock = locks.lock_for(&id);
+    let _held = lock.lock().await;
+    let view = find(&services, &id).await?;
+    let Some(certificate) = &view.certificate else {
+        return Err(ApiError::NotFound(format!(
+            "domain {id} has no certificate to revoke (status: {})",
+            view.status
+        )));
+    };
+    if certificate.revoked_at.is_some() {
+        return Err(ApiError::BadRequest(format!(
+            "certificate {} is revoked already",
+            certificate.id
+        )));
+    }
+    if certificate.not_after <= Utc::now() {
+        return Err(ApiError::BadRequest(format!(
+            "certificate {} expired at {}; there is nothing to revoke",
+            certificate.id, certificate.not_after
+        )));
+    }
+    let reason = body.reason.unwrap_or(RevocationReason::Unspecified);
+    revoke_current(&services, &view, reason, origin(&request)).await?;
+    let view = find(&services, &id).await?;
+    let renewing = view.renewal.as_ref().is_some_and(|r| r.in_progress);
+    if !renewing {
+        let started = start_renewal(
+            &services,
+            &supervisor,
+            &view,
+            RenewalReason::Revoked,
+            origin(&request),
+        )
+        .await;
+        if let Err(error) = started {
+            tracing::warn!(domain_id = %id, %error, "replacement not ordered yet; the renewal scheduler will");
+        }
+    }
+    Ok(HttpResponse::Ok().json(DomainBody::from(find(&services, &id).await?)))
 }

@@ -16,10 +16,10 @@ use std::collections::HashMap;
 
 use async_trait::async_trait;
 use cqrs_es::{EventEnvelope, Query};
-use dns_handling_events::CustomDomainEvent;
+use dns_handling_events::{CustomDomainEvent, KeyDisposal};
 use dns_handling_projections::{Applied, CertificateView, DomainView};
 
-use crate::adapters::store::{ProjectionRow, ProjectionWrite, Store, StoreError};
+use crate::adapters::store::{KeyDisposalMark, ProjectionRow, ProjectionWrite, Store, StoreError};
 use crate::domain::aggregate::CustomDomain;
 use crate::tasks::AbortOnDrop;
 
@@ -42,6 +42,8 @@ struct Prepared {
     removed: Vec<String>,
     /// Domains whose alt names were replaced, with every name they hold now.
     renamed: Vec<(String, Vec<String>)>,
+    /// Certificate keys whose fate the batch's events decided.
+    key_disposals: Vec<KeyDisposalMark>,
 }
 
 impl Prepared {
@@ -54,9 +56,52 @@ impl Prepared {
                 certificates: &self.certificates,
                 removed: &removed,
                 renamed: &self.renamed,
+                key_disposals: &self.key_disposals,
                 checkpoint: position.map(|position| (DOMAIN_VIEWS, position)),
             })
             .await
+    }
+}
+
+/// When an event decides the fate of certificate keys: a certificate's key goes at its end of
+/// validity, a key whose order ended without a certificate at once, every key of a removed
+/// domain at once.
+fn key_disposal(domain_id: &str, event: &CustomDomainEvent) -> Option<KeyDisposalMark> {
+    let mark = |order_id: Option<&String>, certificate_id: Option<&String>, why, after| {
+        Some(KeyDisposalMark {
+            domain_id: domain_id.to_owned(),
+            order_id: order_id.cloned(),
+            certificate_id: certificate_id.cloned(),
+            why,
+            after,
+        })
+    };
+    match event {
+        CustomDomainEvent::CertificateIssued { certificate, .. } => mark(
+            Some(&certificate.order_id),
+            Some(&certificate.certificate_id),
+            KeyDisposal::CertificateExpired,
+            certificate.not_after,
+        ),
+        CustomDomainEvent::IssuanceFailed {
+            order_id,
+            failed_at,
+            ..
+        } => mark(Some(order_id), None, KeyDisposal::OrderEnded, *failed_at),
+        CustomDomainEvent::IssuanceTimedOut {
+            order_id,
+            timed_out_at,
+            ..
+        } => mark(Some(order_id), None, KeyDisposal::OrderEnded, *timed_out_at),
+        CustomDomainEvent::RenewalFailed {
+            order_id: Some(order_id),
+            failed_at,
+            ..
+        } => mark(Some(order_id), None, KeyDisposal::OrderEnded, *failed_at),
+        CustomDomainEvent::DomainRemoved { removed_at, .. } => {
+            mark(None, None, KeyDisposal::DomainRemoved, *removed_at)
+        }
+        _ => None,
     }
 }
 
@@ -98,6 +143,7 @@ impl ViewProjector {
         let mut certificates: HashMap<String, CertificateView> = HashMap::new();
         let mut removed = Vec::new();
         let mut renamed = Vec::new();
+        let mut key_disposals = Vec::new();
         let mut gaps = Vec::new();
         for (id, events) in streams {
             let mut view = views.remove(*id);
@@ -129,6 +175,8 @@ impl ViewProjector {
                 batch_removed |= matches!(event, CustomDomainEvent::DomainRemoved { .. });
                 // Likewise the names a new set dropped.
                 batch_renamed |= matches!(event, CustomDomainEvent::AltNamesReplaced { .. });
+                // And when each certificate key is to be destroyed.
+                key_disposals.extend(key_disposal(id, event));
             }
             if let Some((expected, found)) = gap {
                 tracing::warn!(
@@ -171,6 +219,7 @@ impl ViewProjector {
             certificates: certificates.into_values().collect(),
             removed,
             renamed,
+            key_disposals,
         })
     }
 

@@ -142,6 +142,7 @@ mod tests {
                 certificates: &[],
                 removed: &[],
                 renamed: &[],
+                key_disposals: &[],
                 checkpoint: None,
             })
             .await

@@ -208,6 +208,27 @@ impl Pebble {
         history.as_array().map_or(0, Vec::len)
     }
 
+    /// What Pebble's management API says of the certificate with `serial` (lower-case hex):
+    /// its JSON, whose `Status` is `Valid` or `Revoked`.
+    pub fn certificate_status(&self, serial: &str) -> Value {
+        let output = Command::new("curl")
+            .args([
+                "-sSfk",
+                &format!(
+                    "https://127.0.0.1:{}/cert-status-by-serial/{serial}",
+                    self.management_port
+                ),
+            ])
+            .output()
+            .expect("curl runs");
+        assert!(
+            output.status.success(),
+            "Pebble does not know certificate {serial}: {}",
+            String::from_utf8_lossy(&output.stderr)
+        );
+        serde_json::from_slice(&output.stdout).expect("Pebble answers JSON")
+    }
+
     /// The root Pebble issues under (it changes on every start).
     pub fn issuing_root_pem(&self) -> String {
         let output = Command::new("curl")

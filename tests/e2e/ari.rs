@@ -15,14 +15,22 @@ use crate::BINARY;
 
 crate::on_both_stores!(a_renewal_follows_the_window_the_ca_suggests_and_names_what_it_replaces);
 
-async fn wait_for(service: &Service, id: &str, within: Duration, done: impl Fn(&Value) -> bool) -> Value {
+async fn wait_for(
+    service: &Service,
+    id: &str,
+    within: Duration,
+    done: impl Fn(&Value) -> bool,
+) -> Value {
     let deadline = Instant::now() + within;
     loop {
         let (_, view) = service.get(&format!("/domains/{id}")).await;
         if done(&view) {
             return view;
         }
-        assert!(Instant::now() < deadline, "not reached in {within:?}: {view}");
+        assert!(
+            Instant::now() < deadline,
+            "not reached in {within:?}: {view}"
+        );
         tokio::time::sleep(Duration::from_millis(200)).await;
     }
 }
@@ -39,7 +47,10 @@ async fn a_renewal_follows_the_window_the_ca_suggests_and_names_what_it_replaces
     env.insert("ACME_DIRECTORY".into(), front.directory_url());
     env.insert("RENEWAL_CHECK_INTERVAL".into(), "300ms".into());
     let now = Utc::now();
-    let (start, end) = (now + chrono::Duration::hours(1), now + chrono::Duration::hours(2));
+    let (start, end) = (
+        now + chrono::Duration::hours(1),
+        now + chrono::Duration::hours(2),
+    );
     // Ask again in 61 s: a client waits at least a minute whatever the CA says.
     front.set_window(start, end, Some("https://ca.example/why"), 61);
     let service = Service::start(BINARY, &env);
@@ -52,9 +63,15 @@ async fn a_renewal_follows_the_window_the_ca_suggests_and_names_what_it_replaces
     let renewal = &view["renewal"];
     assert_eq!(renewal["reason"], "ari", "{view}");
     let due = time(&renewal["due_at"]);
-    assert!(due >= start && due <= end, "a moment inside the window: {view}");
+    assert!(
+        due >= start && due <= end,
+        "a moment inside the window: {view}"
+    );
     assert_eq!(renewal["explanation_url"], "https://ca.example/why");
-    assert_eq!(time(&renewal["window_start"]), start.with_nanosecond_zeroed());
+    assert_eq!(
+        time(&renewal["window_start"]),
+        start.with_nanosecond_zeroed()
+    );
     let asked = front.requests();
     let certid = asked.last().expect("the CA was asked").clone();
     assert!(certid.split('.').count() == 2, "{certid}");
@@ -79,14 +96,20 @@ async fn a_renewal_follows_the_window_the_ca_suggests_and_names_what_it_replaces
     let requested: Value = serde_json::from_str(&requested[0]).expect("JSON");
     assert_eq!(requested["RenewalRequested"]["reason"], "ari");
     assert_eq!(requested["RenewalRequested"]["replaces"], certid.as_str());
-    for challenge in view["renewal"]["challenges"].as_array().expect("challenges") {
+    for challenge in view["renewal"]["challenges"]
+        .as_array()
+        .expect("challenges")
+    {
         pebble.set_txt(
             challenge["challenge_domain"].as_str().expect("name"),
             challenge["expected_txt_value"].as_str().expect("value"),
         );
     }
     let first = view["certificate"]["id"].clone();
-    wait_for(&service, &id, Duration::from_secs(60), |view| view["certificate"]["id"] != first).await;
+    wait_for(&service, &id, Duration::from_secs(60), |view| {
+        view["certificate"]["id"] != first
+    })
+    .await;
     let (_, history) = service.get(&format!("/domains/{id}/certificates")).await;
     assert_eq!(history["items"][0]["renewal_reason"], "ari", "{history}");
 }

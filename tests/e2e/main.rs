@@ -38,5 +38,6 @@ mod names;
 mod renewal;
 mod replicas;
 mod resilience;
+mod revocation;
 mod store_outage;
 mod tamper;

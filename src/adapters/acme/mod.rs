@@ -11,7 +11,7 @@
 //! - `http.rs`: the HTTPS client the conversation goes through (with `TCP_NODELAY`), and the
 //!   readiness probe of the directory.
 //! - `certificate.rs`: the CSR, and reading an issued certificate.
-//! - `renewal_info.rs`: the renewal window the CA suggests (ARI, RFC 9773).
+//! - `renewal_info.rs`: the renewal window the CA suggests (ARI, RFC 9773), and revocation.
 //!
 //! The certificate's private key is not this client's to keep: it is handed an
 //! [`OrderKey`](crate::adapters::certificate_keys::OrderKey) and asks it for the key when the

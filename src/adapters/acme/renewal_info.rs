@@ -1,5 +1,6 @@
-//! ACME Renewal Information (RFC 9773): the window the CA suggests for renewing a certificate,
-//! and the identifier a renewal order names in `replaces`.
+//! A certificate's life at the CA after issuance: ACME Renewal Information (RFC 9773), the
+//! window the CA suggests for renewing it and the identifier a renewal order names in
+//! `replaces`; and revocation (RFC 8555 §7.6).
 
 use std::time::Duration;
 
@@ -57,5 +58,40 @@ impl AcmeClient {
             },
             retry_after,
         }))
+    }
+}
+
+impl AcmeClient {
+    /// Revokes the leaf of `chain_pem` at the CA (RFC 8555 §7.6), signed by the account that
+    /// ordered it.
+    pub async fn revoke(
+        &self,
+        chain_pem: &str,
+        reason: dns_handling_events::RevocationReason,
+    ) -> Result<(), AcmeError> {
+        use dns_handling_events::RevocationReason as Reason;
+        let (_, pem) = x509_parser::pem::parse_x509_pem(chain_pem.as_bytes())
+            .map_err(|e| AcmeError::Unavailable(format!("the certificate is not PEM: {e}")))?;
+        let certificate = CertificateDer::from(pem.contents);
+        let reason = match reason {
+            Reason::Unspecified => instant_acme::RevocationReason::Unspecified,
+            Reason::KeyCompromise => instant_acme::RevocationReason::KeyCompromise,
+            Reason::AffiliationChanged => instant_acme::RevocationReason::AffiliationChanged,
+            Reason::Superseded => instant_acme::RevocationReason::Superseded,
+            Reason::CessationOfOperation => instant_acme::RevocationReason::CessationOfOperation,
+            Reason::PrivilegeWithdrawn => instant_acme::RevocationReason::PrivilegeWithdrawn,
+        };
+        let account = self.account().await?;
+        let request = instant_acme::RevocationRequest {
+            certificate: &certificate,
+            reason: Some(reason),
+        };
+        match tokio::time::timeout(REQUEST_TIMEOUT, account.revoke(&request)).await {
+            Err(_) => Err(AcmeError::Unavailable(
+                "the CA did not answer the revocation in time".into(),
+            )),
+            Ok(answer) => counted("revoke", answer)
+                .map_err(|e| super::retry::classify(e, "revocation_refused")),
+        }
     }
 }

@@ -135,7 +135,7 @@ mod views;
 pub use feed::ProjectionRow;
 pub use leases::{lock_sqlite_exclusively, SqliteReplicaLock};
 pub use secrets::SecretTable;
-pub use views::{DomainPage, ExpiryCounts, ProjectionWrite};
+pub use views::{DomainPage, ExpiryCounts, KeyDisposalMark, ProjectionWrite};
 
 /// Rows per multi-row statement: well under SQLite's and PostgreSQL's parameter limits.
 const BATCH_ROWS: usize = 500;

@@ -107,6 +107,42 @@ impl Store {
             .unwrap_or_else(|| private_key_pem.to_owned()))
     }
 
+    /// Up to `limit` certificate keys whose destruction is due by `now`: (order id, domain id,
+    /// why, certificate id), the longest due first, through the `destroy_after` index.
+    pub async fn keys_due_for_destruction(
+        &self,
+        now: chrono::DateTime<Utc>,
+        limit: u32,
+    ) -> Result<Vec<(String, String, String, Option<String>)>, StoreError> {
+        let sql =
+            "SELECT order_id, domain_id, destroy_reason, certificate_id FROM certificate_keys \
+                   WHERE destroy_after IS NOT NULL AND destroy_after <= $1 \
+                   ORDER BY destroy_after LIMIT $2";
+        Ok(on_pool!(self, pool => sqlx::query(sql)
+            .bind(super::sortable_time(now))
+            .bind(i64::from(limit))
+            .fetch_all(pool)
+            .await?
+            .iter()
+            .map(|row| {
+                Ok((
+                    row.try_get("order_id")?,
+                    row.try_get("domain_id")?,
+                    row.try_get("destroy_reason")?,
+                    row.try_get("certificate_id")?,
+                ))
+            })
+            .collect::<Result<Vec<_>, sqlx::Error>>()?))
+    }
+
+    /// Deletes an order's certificate key: nothing of it is kept (it was sealed at rest, so the
+    /// database's free pages hold only ciphertext under the key-encryption key).
+    pub async fn delete_certificate_key(&self, order_id: &str) -> Result<(), StoreError> {
+        let sql = "DELETE FROM certificate_keys WHERE order_id = $1";
+        on_pool!(self, pool => sqlx::query(sql).bind(order_id).execute(pool).await?.rows_affected());
+        Ok(())
+    }
+
     /// Up to `limit` rows of a secrets table after row key `after`, in key order: `(key, sealed)`.
     pub async fn sealed_secrets(
         &self,

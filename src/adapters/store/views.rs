@@ -23,8 +23,26 @@ pub struct ProjectionWrite<'a> {
     /// Domains whose alt names were replaced in this batch, with every name they have now:
     /// their claims on any other name are given back.
     pub renamed: &'a [(String, Vec<String>)],
+    /// Certificate keys whose fate became known in this batch: when each is to be destroyed.
+    pub key_disposals: &'a [KeyDisposalMark],
     /// The checkpoint to move, as (projection name, position).
     pub checkpoint: Option<(&'a str, i64)>,
+}
+
+/// When a certificate key is to be destroyed, and why: one order's key, or every key of a
+/// removed domain.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct KeyDisposalMark {
+    /// The domain.
+    pub domain_id: String,
+    /// The order whose key it is; `None` for every key of the domain.
+    pub order_id: Option<String>,
+    /// The certificate the key served, if any.
+    pub certificate_id: Option<String>,
+    /// Why.
+    pub why: dns_handling_events::KeyDisposal,
+    /// From when.
+    pub after: chrono::DateTime<chrono::Utc>,
 }
 
 /// The `status` column of a view: removed domains keep their row (for the history) under a
@@ -129,6 +147,35 @@ impl Store {
                 "DELETE FROM domain_names WHERE domain_id = $1".to_owned(),
                 vec![Param::Text((*id).to_owned())],
             ));
+        }
+        for mark in write.key_disposals {
+            let why = serde_json::to_value(mark.why)?
+                .as_str()
+                .unwrap_or_default()
+                .to_owned();
+            statements.push(match &mark.order_id {
+                Some(order_id) => (
+                    "UPDATE certificate_keys SET destroy_after = $1, destroy_reason = $2, \
+                     certificate_id = $3 WHERE order_id = $4"
+                        .to_owned(),
+                    vec![
+                        Param::Text(sortable_time(mark.after)),
+                        Param::Text(why),
+                        Param::OptionalText(mark.certificate_id.clone()),
+                        Param::Text(order_id.clone()),
+                    ],
+                ),
+                None => (
+                    "UPDATE certificate_keys SET destroy_after = $1, destroy_reason = $2 \
+                     WHERE domain_id = $3 AND (destroy_after IS NULL OR destroy_after > $1)"
+                        .to_owned(),
+                    vec![
+                        Param::Text(sortable_time(mark.after)),
+                        Param::Text(why),
+                        Param::Text(mark.domain_id.clone()),
+                    ],
+                ),
+            });
         }
         for (id, names) in write.renamed {
             let mut params = vec![Param::Text(id.clone())];

@@ -1127,3 +1127,100 @@ fn expiring_a_certificate_before_its_end_is_refused() {
             not_after: certificate().not_after,
         });
 }
+
+// Revocation and key custody.
+
+#[test]
+fn revoking_the_current_certificate_makes_its_replacement_due_at_once() {
+    DomainTest::with(RenewalPolicy::default())
+        .given(active_with_renewal_due_at(t(10_000)))
+        .when(CustomDomainCommand::RevokeCertificate {
+            certificate_id: "cert-1".into(),
+            reason: RevocationReason::KeyCompromise,
+            at: t(50),
+        })
+        .then_expect_events(vec![CustomDomainEvent::CertificateRevoked {
+            certificate_id: "cert-1".into(),
+            reason: RevocationReason::KeyCompromise,
+            revoked_at: t(50),
+        }]);
+    let mut given = active_with_renewal_due_at(t(10_000));
+    given.push(CustomDomainEvent::CertificateRevoked {
+        certificate_id: "cert-1".into(),
+        reason: RevocationReason::KeyCompromise,
+        revoked_at: t(50),
+    });
+    DomainTest::with(RenewalPolicy::default())
+        .given(given)
+        .when(request_renewal(RenewalReason::Revoked, t(51)))
+        .then_expect_events(vec![renewal_requested(RenewalReason::Revoked, t(51))]);
+}
+
+#[test]
+fn revoking_a_certificate_twice_is_refused() {
+    let mut given = active_with_renewal_due_at(t(10_000));
+    given.push(CustomDomainEvent::CertificateRevoked {
+        certificate_id: "cert-1".into(),
+        reason: RevocationReason::Superseded,
+        revoked_at: t(50),
+    });
+    DomainTest::with(RenewalPolicy::default())
+        .given(given)
+        .when(CustomDomainCommand::RevokeCertificate {
+            certificate_id: "cert-1".into(),
+            reason: RevocationReason::KeyCompromise,
+            at: t(60),
+        })
+        .then_expect_error(DomainError::AlreadyRevoked {
+            certificate_id: "cert-1".into(),
+        });
+}
+
+#[test]
+fn revoking_a_certificate_that_is_not_current_is_refused() {
+    DomainTest::with(RenewalPolicy::default())
+        .given(active_with_renewal_due_at(t(10_000)))
+        .when(CustomDomainCommand::RevokeCertificate {
+            certificate_id: "cert-0".into(),
+            reason: RevocationReason::Unspecified,
+            at: t(60),
+        })
+        .then_expect_error(DomainError::NotCurrentCertificate {
+            certificate_id: "cert-0".into(),
+        });
+}
+
+fn key_destroyed(why: KeyDisposal) -> CustomDomainEvent {
+    CustomDomainEvent::CertificateKeyDestroyed {
+        order_id: "order-1".into(),
+        certificate_id: Some("cert-1".into()),
+        why,
+        destroyed_at: t(100),
+    }
+}
+
+#[test]
+fn a_key_destruction_is_recorded_once_even_for_a_removed_domain() {
+    let mut given = active_with_renewal_due_at(t(10_000));
+    given.push(CustomDomainEvent::DomainRemoved {
+        domain_name: "shop.example.com".into(),
+        removed_at: t(90),
+    });
+    let destroy = CustomDomainCommand::RecordKeyDestroyed {
+        order_id: "order-1".into(),
+        certificate_id: Some("cert-1".into()),
+        why: KeyDisposal::DomainRemoved,
+        at: t(100),
+    };
+    DomainTest::with(RenewalPolicy::default())
+        .given(given.clone())
+        .when(destroy.clone())
+        .then_expect_events(vec![key_destroyed(KeyDisposal::DomainRemoved)]);
+    given.push(key_destroyed(KeyDisposal::DomainRemoved));
+    DomainTest::with(RenewalPolicy::default())
+        .given(given)
+        .when(destroy)
+        .then_expect_error(DomainError::KeyAlreadyDestroyed {
+            order_id: "order-1".into(),
+        });
+}

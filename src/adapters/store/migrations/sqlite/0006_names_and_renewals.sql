@@ -29,3 +29,13 @@ CREATE TABLE IF NOT EXISTS renewal_info_checks
     check_at       text NOT NULL
 );
 CREATE INDEX IF NOT EXISTS renewal_info_checks_check_at ON renewal_info_checks (check_at);
+
+-- When each certificate key is to be destroyed, and why: set by the projection as the key's
+-- fate becomes known (its order ended without a certificate, its certificate's end of
+-- validity, its domain's removal), found by the renewal scheduler through the index, which
+-- records the destruction and deletes the row.
+ALTER TABLE certificate_keys ADD COLUMN destroy_after text;
+ALTER TABLE certificate_keys ADD COLUMN destroy_reason text;
+ALTER TABLE certificate_keys ADD COLUMN certificate_id text;
+CREATE INDEX IF NOT EXISTS certificate_keys_destroy_after ON certificate_keys (destroy_after)
+    WHERE destroy_after IS NOT NULL;
