@@ -99,6 +99,9 @@ pub struct Metrics {
     /// Seconds the most overdue renewal-scheduler work has waited (0 when none), from the store
     /// at each scrape.
     pub renewal_lag_seconds: Gauge,
+    /// Renewals whose order waits for its TXT records, from the store at each scrape: where a
+    /// person publishes them, each needs that person now.
+    pub renewals_waiting_for_records: Gauge,
 }
 
 /// The process's metrics.
@@ -200,9 +203,16 @@ impl Metrics {
             "Seconds the most overdue renewal-scheduler work has waited",
             renewal_lag_seconds.clone(),
         );
+        let renewals_waiting_for_records = Gauge::default();
+        registry.register(
+            "renewals_waiting_for_records",
+            "Renewals whose order waits for its TXT records to be published",
+            renewals_waiting_for_records.clone(),
+        );
         Self {
             registry,
             renewals,
+            renewals_waiting_for_records,
             certificates_expiring,
             renewal_lag_seconds,
             http_requests,
@@ -286,6 +296,8 @@ impl Metrics {
             .await?
             .map_or(0, |wake| (now - wake).num_seconds().max(0));
         self.renewal_lag_seconds.set(lag);
+        self.renewals_waiting_for_records
+            .set(store.renewals_waiting().await?);
         let mut text = String::new();
         // Writing into a String cannot fail.
         let _ = prometheus_client::encoding::text::encode(&mut text, &self.registry);

@@ -222,6 +222,13 @@ async fn a_manual_renewal_waits_for_its_records_while_the_domain_stays_active(ki
     stays_active(&view);
     assert!(renewal_in_progress(&view), "{view}");
     assert_eq!(view["renewal"]["challenges"], started["challenges"]);
+    // Loud for an alert: a renewal waits for a person to publish its records.
+    assert_eq!(
+        service
+            .metric("dns_handling_renewals_waiting_for_records")
+            .await,
+        Some(1.0)
+    );
     assert!(
         payloads(&database, &id, "ChallengeRecordObserved")
             .await
@@ -322,6 +329,13 @@ async fn an_expired_certificate_makes_the_domain_expired_until_its_renewal_is_is
     assert!(
         renewal_in_progress(&expired),
         "renewal carries on: {expired}"
+    );
+    assert_eq!(
+        service
+            .metric("dns_handling_certificates_expiring{within=\"expired\"}")
+            .await,
+        Some(1.0),
+        "an alert on certificates past their end can fire"
     );
     assert_eq!(certificate_id(&expired), first_id);
     let (_, listed) = service.get("/domains?status=expired").await;

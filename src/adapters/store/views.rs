@@ -346,6 +346,17 @@ impl Store {
         Ok(counts)
     }
 
+    /// Renewals waiting for their records (an order open on a domain that has a certificate):
+    /// each needs its TXT records published, by a person where they are published by hand.
+    pub async fn renewals_waiting(&self) -> Result<i64, StoreError> {
+        let sql = "SELECT COUNT(*) AS waiting FROM domain_views \
+                   WHERE open_order IS NOT NULL AND status IN ('active', 'expired')";
+        Ok(on_pool!(self, pool => sqlx::query(sql)
+            .fetch_one(pool)
+            .await?
+            .try_get("waiting")?))
+    }
+
     /// The earliest `wake_at` that has passed: how far the renewal scheduler is behind.
     pub async fn most_overdue_wake(
         &self,
