@@ -1,33 +1,55 @@
 //! An ACME Renewal Information (ARI, RFC 9773) front for Pebble, which (2.4) has none: the
-//! renewal tests need suggested windows they choose.
+//! renewal tests need suggested windows they choose, and a CA that takes renewal orders the way an
+//! ARI-capable CA does.
 //!
-//! What the front changes relative to Pebble, and nothing else:
+//! The front is a reverse proxy: every URL the client uses is on the front, which forwards each
+//! request to Pebble over HTTPS. What the front changes relative to Pebble, and nothing else:
 //!
-//! - its `GET /dir` answers Pebble's own directory, fetched from Pebble on every request, with
-//!   one key added: `renewalInfo`, pointing at the front's `/renewal-info`;
 //! - its `GET /renewal-info/{certid}` answers the suggested window the test set
 //!   ([`AriFront::set_window`], [`AriFront::set_window_for`]), the error the test chose
-//!   ([`AriFront::answer_error`]), or a 404 problem while the test set nothing.
+//!   ([`AriFront::answer_error`]), or a 404 problem while the test set nothing; it is the front's
+//!   own (no request under `/renewal-info` reaches Pebble), and anything there but a GET of a
+//!   well-formed certid gets an ACME problem;
+//! - a successful `GET` of the directory lists one key more than Pebble's: `renewalInfo`, the
+//!   front's `/renewal-info`;
+//! - a successful newOrder response echoes the request's `replaces` (RFC 9773 §5), which an
+//!   ARI-capable CA does and Pebble 2.4 does not (it ignores the field), when Pebble's order has
+//!   none; the front reads the signed payload to know it ([`AriFront::replaces_seen`]);
+//! - when Pebble does not answer, the front answers a 502 problem (a 400 one when it could not
+//!   read the client's request).
 //!
-//! Anything else (another path, a method other than GET, a malformed certid) gets an ACME problem
-//! from the front; it forwards nothing but the directory GET.
+//! Every other request and response passes through unchanged: method, path and query, headers
+//! (`Host` included), body; status, headers (`Replay-Nonce`, `Location`, `Link`, `Retry-After`),
+//! body. Only the hop-by-hop headers (`Connection`, `Keep-Alive`, `Transfer-Encoding`, ...)
+//! belong to each connection rather than pass, and a body the front changed gets its own
+//! `Content-Length`. Signed requests are never altered: a JWS signs its payload and the URL it is
+//! posted to.
 //!
-//! Every other URL in the directory stays Pebble's own, so signed requests never pass through
-//! the front: a JWS names the URL it is posted to and Pebble checks that name against the URL it
-//! received, and every signed request goes to Pebble directly. The front serves Pebble's own
-//! HTTPS certificate (`localhost`/`127.0.0.1`, from the test CA), so a client that trusts Pebble
-//! through `pebble.ca_bundle()` trusts the front too.
+//! Why the front's URLs work: Pebble builds every URL it answers (the directory's, `Location`,
+//! `Link`, the order's, authorization's, challenge's, finalize and certificate URLs, the account
+//! URL it expects as `kid`) from the request's `Host` (`relativeEndpoint` in its `wfe/wfe.go`),
+//! and it checks a JWS's `url` against `https://` + `Host` + the request's path. With the
+//! client's `Host` forwarded (the front's `127.0.0.1:{port}`), Pebble answers URLs on the front
+//! and accepts the signatures the client made for the front's URLs.
+//!
+//! The front serves Pebble's own HTTPS certificate (`localhost`/`127.0.0.1`, from the test CA),
+//! so a client that trusts Pebble through `pebble.ca_bundle()` trusts the front too.
 
 use std::collections::HashMap;
 use std::convert::Infallible;
+use std::net::SocketAddr;
 use std::path::Path;
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::thread::JoinHandle;
 use std::time::Duration;
 
 use chrono::{DateTime, SecondsFormat, Utc};
-use hyper::body::Incoming;
-use hyper::header::{HeaderValue, CONTENT_TYPE, RETRY_AFTER};
+use http_body_util::{BodyExt as _, Full};
+use hyper::body::{Bytes, Incoming};
+use hyper::header::{
+    HeaderMap, HeaderName, HeaderValue, CONNECTION, CONTENT_LENGTH, CONTENT_TYPE, HOST,
+    RETRY_AFTER, TE, TRANSFER_ENCODING, UPGRADE,
+};
 use hyper::{Method, Request, Response, StatusCode};
 use serde_json::{json, Value};
 use tokio_rustls::rustls;
@@ -38,6 +60,12 @@ use crate::process::free_port;
 /// Where the renewal information lives on the front; a certid follows after a `/`.
 const RENEWAL_INFO_PATH: &str = "/renewal-info";
 
+/// How long one request to Pebble may take, connection and body included.
+const PEBBLE_TIMEOUT: Duration = Duration::from_secs(30);
+
+/// What the front answers and sends: a body of bytes, whole.
+type Body = Full<Bytes>;
+
 /// A suggested window as the test set it.
 #[derive(Clone)]
 struct Window {
@@ -47,7 +75,7 @@ struct Window {
     retry_after_secs: u64,
 }
 
-/// What the test chose, and the certids asked for.
+/// What the test chose, and what the front saw.
 #[derive(Default)]
 struct Choices {
     /// The window of every certid without one of its own.
@@ -57,14 +85,21 @@ struct Choices {
     /// The status every renewal-info request answers, until a window is set again.
     error: Option<StatusCode>,
     requests: Vec<String>,
+    /// The `replaces` of newOrder requests, in order.
+    replaces: Vec<String>,
+    /// The path of the directory's `newOrder`, from the last directory the front served.
+    new_order_path: Option<String>,
 }
 
 /// What the server's connections share with the test's handle.
 struct Shared {
-    pebble_directory_url: String,
+    /// Pebble's ACME address, and the path of its directory.
+    pebble: SocketAddr,
+    directory_path: String,
+    /// `renewalInfo` for a request without `Host`.
     renewal_info_url: String,
     /// Trusts the test CA only: the one Pebble's HTTPS certificate comes from.
-    client: reqwest::Client,
+    pebble_tls: tokio_rustls::TlsConnector,
     choices: Mutex<Choices>,
 }
 
@@ -75,7 +110,7 @@ impl Shared {
     }
 }
 
-/// An HTTPS front for Pebble adding ARI with the windows the test sets; stops on drop.
+/// An HTTPS reverse proxy for Pebble adding ARI with the windows the test sets; stops on drop.
 pub struct AriFront {
     port: u16,
     shared: Arc<Shared>,
@@ -91,10 +126,16 @@ impl AriFront {
         let (cert, key) = pebble.https_identity();
         let tls = server_tls(&cert, &key);
         let (listener, port) = bind();
+        let directory_url = pebble.directory_url();
+        let directory_path = directory_url
+            .strip_prefix("https://")
+            .and_then(|rest| rest.find('/').map(|slash| rest[slash..].to_owned()))
+            .unwrap_or_else(|| panic!("{directory_url} is no https URL with a path"));
         let shared = Arc::new(Shared {
-            pebble_directory_url: pebble.directory_url(),
+            pebble: SocketAddr::from(([127, 0, 0, 1], pebble.acme_port)),
+            directory_path,
             renewal_info_url: format!("https://127.0.0.1:{port}{RENEWAL_INFO_PATH}"),
-            client: trusting_test_ca(&ca),
+            pebble_tls: client_tls(&ca),
             choices: Mutex::new(Choices::default()),
         });
         let (stop, stopped) = tokio::sync::oneshot::channel();
@@ -119,7 +160,10 @@ impl AriFront {
 
     /// The directory URL to give the client under test (`ACME_DIRECTORY_URL`).
     pub fn directory_url(&self) -> String {
-        format!("https://127.0.0.1:{}/dir", self.port)
+        format!(
+            "https://127.0.0.1:{}{}",
+            self.port, self.shared.directory_path
+        )
     }
 
     /// Answers this window for every certid without a window of its own, with `Retry-After:
@@ -178,6 +222,12 @@ impl AriFront {
     pub fn requests(&self) -> Vec<String> {
         self.shared.choices().requests.clone()
     }
+
+    /// The `replaces` certids of the newOrder requests that had one, in order, whatever Pebble
+    /// answered them.
+    pub fn replaces_seen(&self) -> Vec<String> {
+        self.shared.choices().replaces.clone()
+    }
 }
 
 impl Drop for AriFront {
@@ -206,6 +256,12 @@ fn bind() -> (std::net::TcpListener, u16) {
     panic!("the ARI front found no free port in 10 attempts");
 }
 
+/// The TLS provider, named: rustls here has both aws-lc-rs and ring (reqwest's), so it has no
+/// default to pick.
+fn provider() -> Arc<rustls::crypto::CryptoProvider> {
+    Arc::new(rustls::crypto::aws_lc_rs::default_provider())
+}
+
 /// The server's TLS: Pebble's certificate and key, HTTP/1.1 only (all the server speaks).
 fn server_tls(cert: &Path, key: &Path) -> Arc<rustls::ServerConfig> {
     use rustls::pki_types::pem::PemObject as _;
@@ -214,30 +270,33 @@ fn server_tls(cert: &Path, key: &Path) -> Arc<rustls::ServerConfig> {
         .and_then(Iterator::collect)
         .expect("read Pebble's HTTPS certificate");
     let key = PrivateKeyDer::from_pem_file(key).expect("read Pebble's HTTPS key");
-    // The provider is named: rustls here has both aws-lc-rs and ring (reqwest's), so it has no
-    // default to pick.
-    let mut config = rustls::ServerConfig::builder_with_provider(Arc::new(
-        rustls::crypto::aws_lc_rs::default_provider(),
-    ))
-    .with_safe_default_protocol_versions()
-    .expect("TLS versions")
-    .with_no_client_auth()
-    .with_single_cert(chain, key)
-    .expect("Pebble's certificate and key match");
+    let mut config = rustls::ServerConfig::builder_with_provider(provider())
+        .with_safe_default_protocol_versions()
+        .expect("TLS versions")
+        .with_no_client_auth()
+        .with_single_cert(chain, key)
+        .expect("Pebble's certificate and key match");
     config.alpn_protocols = vec![b"http/1.1".to_vec()];
     Arc::new(config)
 }
 
-/// An HTTPS client that trusts the test CA (`ca` in PEM) and nothing else.
-fn trusting_test_ca(ca: &[u8]) -> reqwest::Client {
-    reqwest::Client::builder()
-        .tls_built_in_root_certs(false)
-        .add_root_certificate(reqwest::Certificate::from_pem(ca).expect("the test CA is PEM"))
-        // Loopback only: a proxy from the environment must not stand in between.
-        .no_proxy()
-        .timeout(Duration::from_secs(10))
-        .build()
-        .expect("HTTPS client")
+/// The client's TLS to Pebble: the test CA (`ca` in PEM) as the only root, HTTP/1.1.
+fn client_tls(ca: &[u8]) -> tokio_rustls::TlsConnector {
+    use rustls::pki_types::pem::PemObject as _;
+    use rustls::pki_types::CertificateDer;
+    let mut roots = rustls::RootCertStore::empty();
+    for cert in CertificateDer::pem_slice_iter(ca) {
+        roots
+            .add(cert.expect("the test CA is PEM"))
+            .expect("the test CA is a CA certificate");
+    }
+    let mut config = rustls::ClientConfig::builder_with_provider(provider())
+        .with_safe_default_protocol_versions()
+        .expect("TLS versions")
+        .with_root_certificates(roots)
+        .with_no_client_auth();
+    config.alpn_protocols = vec![b"http/1.1".to_vec()];
+    tokio_rustls::TlsConnector::from(Arc::new(config))
 }
 
 /// Accepts connections until `stopped` fires (or its sender is dropped).
@@ -277,76 +336,220 @@ async fn serve(
     }
 }
 
-/// Routes one request: `GET /dir` and `GET /renewal-info/{certid}`; anything else is a problem.
-async fn answer(shared: &Shared, request: Request<Incoming>) -> Response<String> {
+/// Routes one request: `/renewal-info` and below are the front's, anything else goes to Pebble.
+async fn answer(shared: &Shared, request: Request<Incoming>) -> Response<Body> {
+    let path = request.uri().path();
+    let Some(rest) = path.strip_prefix(RENEWAL_INFO_PATH) else {
+        return proxy(shared, request).await;
+    };
+    if !(rest.is_empty() || rest.starts_with('/')) {
+        // `/renewal-infoX` is no renewal information: Pebble's, like any other path.
+        return proxy(shared, request).await;
+    }
     if request.method() != Method::GET {
         return problem(
             StatusCode::METHOD_NOT_ALLOWED,
-            "the ARI front answers GET only; signed requests go to Pebble",
+            "the ARI front answers renewal information to GET only",
         );
     }
-    let path = request.uri().path();
-    if path == "/dir" {
-        return directory(shared).await;
-    }
-    match path
-        .strip_prefix(RENEWAL_INFO_PATH)
-        .and_then(|rest| rest.strip_prefix('/'))
-    {
+    match rest.strip_prefix('/') {
         Some(certid) if !certid.is_empty() => renewal_info(shared, certid),
         _ => problem(
             StatusCode::NOT_FOUND,
-            &format!(
-                "no {path} here: the ARI front serves /dir and {RENEWAL_INFO_PATH}/{{certid}}"
-            ),
+            &format!("no {path} here: renewal information is at {RENEWAL_INFO_PATH}/{{certid}}"),
         ),
     }
 }
 
-/// Pebble's directory with `renewalInfo` added, or a 502 problem when Pebble did not answer one.
-async fn directory(shared: &Shared) -> Response<String> {
-    let url = &shared.pebble_directory_url;
-    let fetched = async {
-        let response = shared
-            .client
-            .get(url)
-            .send()
-            .await
-            .map_err(|e| format!("did not answer: {e}"))?;
-        if !response.status().is_success() {
-            return Err(format!("answered {}", response.status()));
-        }
-        response
-            .json::<Value>()
-            .await
-            .map_err(|e| format!("answered no JSON: {e}"))
-    };
-    match fetched.await {
-        Ok(Value::Object(mut directory)) => {
-            directory.insert(
-                "renewalInfo".to_owned(),
-                Value::String(shared.renewal_info_url.clone()),
-            );
-            respond(
-                StatusCode::OK,
-                "application/json",
-                &Value::Object(directory),
-                None,
+/// Forwards `request` to Pebble and answers Pebble's response, with `renewalInfo` added to the
+/// directory and `replaces` echoed in a newOrder response; a 502 problem when Pebble did not
+/// answer.
+async fn proxy(shared: &Shared, request: Request<Incoming>) -> Response<Body> {
+    let (mut parts, body) = request.into_parts();
+    let body = match body.collect().await {
+        Ok(body) => body.to_bytes(),
+        Err(error) => {
+            return problem(
+                StatusCode::BAD_REQUEST,
+                &format!("the ARI front could not read the request's body: {error}"),
             )
         }
-        Ok(other) => problem(
-            StatusCode::BAD_GATEWAY,
-            &format!("Pebble's directory {url} is no JSON object: {other}"),
-        ),
-        Err(error) => problem(
-            StatusCode::BAD_GATEWAY,
-            &format!("Pebble's directory {url} {error}"),
-        ),
+    };
+    let path = parts.uri.path().to_owned();
+    let is_directory = parts.method == Method::GET && path == shared.directory_path;
+    let is_new_order = parts.method == Method::POST
+        && shared.choices().new_order_path.as_deref() == Some(path.as_str());
+    let replaces = is_new_order.then(|| signed_replaces(&body)).flatten();
+    if let Some(replaces) = &replaces {
+        shared.choices().replaces.push(replaces.clone());
     }
+    let renewal_info_url = parts
+        .headers
+        .get(HOST)
+        .and_then(|host| host.to_str().ok())
+        .map_or_else(
+            || shared.renewal_info_url.clone(),
+            |host| format!("https://{host}{RENEWAL_INFO_PATH}"),
+        );
+    remove_hop_by_hop(&mut parts.headers);
+    let forwarded = Request::from_parts(parts, Full::new(body));
+    let (mut parts, body) =
+        match tokio::time::timeout(PEBBLE_TIMEOUT, send_to_pebble(shared, forwarded)).await {
+            Ok(Ok(response)) => response,
+            Ok(Err(error)) => {
+                return problem(
+                    StatusCode::BAD_GATEWAY,
+                    &format!("Pebble at {} did not answer {path}: {error}", shared.pebble),
+                )
+            }
+            Err(_) => {
+                return problem(
+                    StatusCode::BAD_GATEWAY,
+                    &format!(
+                        "Pebble at {} did not answer {path} in {PEBBLE_TIMEOUT:?}",
+                        shared.pebble
+                    ),
+                )
+            }
+        };
+    remove_hop_by_hop(&mut parts.headers);
+    let changed = if !parts.status.is_success() {
+        None
+    } else if is_directory {
+        let changed = with_member(&body, "renewalInfo", &renewal_info_url, true);
+        if let Some(new_order) = json_member(&body, "newOrder") {
+            shared.choices().new_order_path = Some(url_path(&new_order).to_owned());
+        }
+        changed
+    } else {
+        replaces.and_then(|replaces| with_member(&body, "replaces", &replaces, false))
+    };
+    let body = match changed {
+        Some(changed) => {
+            // hyper gives the new body its own length.
+            parts.headers.remove(CONTENT_LENGTH);
+            Bytes::from(changed)
+        }
+        None => body,
+    };
+    Response::from_parts(parts, Full::new(body))
+}
+
+/// One request to Pebble on a connection of its own, and Pebble's response, body read.
+async fn send_to_pebble(
+    shared: &Shared,
+    request: Request<Body>,
+) -> Result<(hyper::http::response::Parts, Bytes), String> {
+    let tcp = tokio::net::TcpStream::connect(shared.pebble)
+        .await
+        .map_err(|e| format!("connect: {e}"))?;
+    let name = rustls::pki_types::ServerName::from(shared.pebble.ip());
+    let tls = shared
+        .pebble_tls
+        .connect(name, tcp)
+        .await
+        .map_err(|e| format!("TLS: {e}"))?;
+    // hyper's connection API sends the request as it is: the client's `Host`, no header added.
+    let (mut sender, connection) =
+        hyper::client::conn::http1::handshake(hyper_util::rt::TokioIo::new(tls))
+            .await
+            .map_err(|e| format!("HTTP: {e}"))?;
+    tokio::spawn(connection);
+    let response = sender
+        .send_request(request)
+        .await
+        .map_err(|e| format!("HTTP: {e}"))?;
+    let (parts, body) = response.into_parts();
+    let body = body
+        .collect()
+        .await
+        .map_err(|e| format!("body: {e}"))?
+        .to_bytes();
+    Ok((parts, body))
+}
+
+/// Removes the headers of one connection (RFC 9110 §7.6.1): those `Connection` names, and
+/// `Connection`, `Keep-Alive`, `Proxy-Connection`, `TE`, `Transfer-Encoding`, `Upgrade`.
+fn remove_hop_by_hop(headers: &mut HeaderMap) {
+    let named: Vec<HeaderName> = headers
+        .get_all(CONNECTION)
+        .iter()
+        .filter_map(|value| value.to_str().ok())
+        .flat_map(|value| value.split(','))
+        .filter_map(|name| HeaderName::from_bytes(name.trim().as_bytes()).ok())
+        .collect();
+    for name in named {
+        headers.remove(name);
+    }
+    for name in [CONNECTION, TE, TRANSFER_ENCODING, UPGRADE] {
+        headers.remove(name);
+    }
+    for name in ["keep-alive", "proxy-connection"] {
+        headers.remove(name);
+    }
+}
+
+/// The `replaces` of a newOrder request's JWS (flattened JSON serialization), read from its
+/// base64url payload; `None` when there is none or the body is no such JWS. Reads only.
+fn signed_replaces(body: &[u8]) -> Option<String> {
+    let jws: Value = serde_json::from_slice(body).ok()?;
+    let payload = base64url_decode(jws.get("payload")?.as_str()?)?;
+    let payload: Value = serde_json::from_slice(&payload).ok()?;
+    Some(payload.get("replaces")?.as_str()?.to_owned())
+}
+
+/// Decodes unpadded base64url (RFC 4648 §5, as JWS uses it); `None` on any other byte.
+fn base64url_decode(text: &str) -> Option<Vec<u8>> {
+    let mut decoded = Vec::with_capacity(text.len() * 3 / 4);
+    let (mut buffer, mut bits) = (0u32, 0u32);
+    for byte in text.bytes() {
+        let sextet = match byte {
+            b'A'..=b'Z' => byte - b'A',
+            b'a'..=b'z' => byte - b'a' + 26,
+            b'0'..=b'9' => byte - b'0' + 52,
+            b'-' => 62,
+            b'_' => 63,
+            _ => return None,
+        };
+        buffer = (buffer << 6) | u32::from(sextet);
+        bits += 6;
+        if bits >= 8 {
+            bits -= 8;
+            decoded.push(u8::try_from(buffer >> bits).ok()?);
+            buffer &= (1 << bits) - 1;
+        }
+    }
+    Some(decoded)
+}
+
+/// The string member `key` of a JSON object `body`.
+fn json_member(body: &[u8], key: &str) -> Option<String> {
+    let value: Value = serde_json::from_slice(body).ok()?;
+    Some(value.get(key)?.as_str()?.to_owned())
+}
+
+/// The path of an absolute URL (`https://host:port/path` gives `/path`), or the text itself.
+fn url_path(url: &str) -> &str {
+    url.split_once("://")
+        .and_then(|(_, rest)| rest.find('/').map(|slash| &rest[slash..]))
+        .unwrap_or(url)
+}
+
+/// The JSON object `body` with the string member `key` set to `value` (over one it has when
+/// `overwrite`); `None` when nothing changes or `body` is no JSON object.
+fn with_member(body: &[u8], key: &str, value: &str, overwrite: bool) -> Option<Vec<u8>> {
+    let Ok(Value::Object(mut object)) = serde_json::from_slice(body) else {
+        return None;
+    };
+    if object.contains_key(key) && !overwrite {
+        return None;
+    }
+    object.insert(key.to_owned(), Value::String(value.to_owned()));
+    serde_json::to_vec(&Value::Object(object)).ok()
 }
 
 /// The answer for `certid` (RFC 9773 §4.2), recording that it was asked for.
-fn renewal_info(shared: &Shared, certid: &str) -> Response<String> {
+fn renewal_info(shared: &Shared, certid: &str) -> Response<Body> {
     let mut choices = shared.choices();
     choices.requests.push(certid.to_owned());
     if let Some(status) = choices.error {
@@ -391,7 +594,7 @@ fn renewal_info(shared: &Shared, certid: &str) -> Response<String> {
 }
 
 /// An ACME problem document (RFC 8555 §6.7) with `status`.
-fn problem(status: StatusCode, detail: &str) -> Response<String> {
+fn problem(status: StatusCode, detail: &str) -> Response<Body> {
     let kind = match status {
         StatusCode::TOO_MANY_REQUESTS => "rateLimited",
         status if status.is_client_error() => "malformed",
@@ -411,8 +614,8 @@ fn respond(
     content_type: &'static str,
     body: &Value,
     retry_after_secs: Option<u64>,
-) -> Response<String> {
-    let mut response = Response::new(body.to_string());
+) -> Response<Body> {
+    let mut response = Response::new(Full::new(Bytes::from(body.to_string())));
     *response.status_mut() = status;
     let headers = response.headers_mut();
     headers.insert(CONTENT_TYPE, HeaderValue::from_static(content_type));
@@ -426,6 +629,18 @@ fn respond(
 mod tests {
     use super::*;
     use crate::PebbleOptions;
+
+    /// An HTTPS client that trusts the test CA (`ca` in PEM) and nothing else.
+    fn trusting_test_ca(ca: &[u8]) -> reqwest::Client {
+        reqwest::Client::builder()
+            .tls_built_in_root_certs(false)
+            .add_root_certificate(reqwest::Certificate::from_pem(ca).expect("the test CA is PEM"))
+            // Loopback only: a proxy from the environment must not stand in between.
+            .no_proxy()
+            .timeout(Duration::from_secs(10))
+            .build()
+            .expect("HTTPS client")
+    }
 
     /// GETs `url` and gives the status, the `Retry-After` header and the JSON body.
     async fn get(client: &reqwest::Client, url: &str) -> (u16, Option<String>, Value) {
@@ -464,19 +679,61 @@ mod tests {
         let client = trusting_test_ca(&std::fs::read(pebble.ca_bundle()).expect("test CA"));
         let renewal_info = format!("https://127.0.0.1:{}/renewal-info", front.port);
 
-        // The directory is Pebble's, one key added: signed requests go to Pebble's own URLs.
+        // The directory is Pebble's on the front: the same keys, one added, each URL with the
+        // same path on the front's host; the rest (`meta`) as it is.
         let (_, _, pebble_directory) = get(&client, &pebble.directory_url()).await;
         let (status, _, mut directory) = get(&client, &front.directory_url()).await;
         assert_eq!(status, 200);
         assert_eq!(directory["renewalInfo"], json!(renewal_info));
-        directory
-            .as_object_mut()
-            .expect("an object")
-            .remove("renewalInfo");
-        assert_eq!(directory, pebble_directory);
-        assert!(pebble_directory["newOrder"].as_str().is_some_and(
-            |url| url.starts_with(&format!("https://127.0.0.1:{}/", pebble.acme_port))
-        ));
+        let directory = directory.as_object_mut().expect("an object");
+        directory.remove("renewalInfo");
+        let pebble_directory = pebble_directory.as_object().expect("an object");
+        assert_eq!(
+            directory.keys().collect::<Vec<_>>(),
+            pebble_directory.keys().collect::<Vec<_>>()
+        );
+        let (pebble_origin, front_origin) = (
+            format!("https://127.0.0.1:{}/", pebble.acme_port),
+            format!("https://127.0.0.1:{}/", front.port),
+        );
+        for (key, pebble_value) in pebble_directory {
+            match pebble_value.as_str() {
+                Some(pebble_url) => {
+                    let path = pebble_url
+                        .strip_prefix(&pebble_origin)
+                        .unwrap_or_else(|| panic!("{key}: {pebble_url} is not on Pebble"));
+                    assert_eq!(
+                        directory[key],
+                        json!(format!("{front_origin}{path}")),
+                        "{key}"
+                    );
+                }
+                None => assert_eq!(&directory[key], pebble_value, "{key}"),
+            }
+        }
+        assert!(directory.contains_key("newOrder") && directory.contains_key("newNonce"));
+
+        // Anything else passes to Pebble as it is: a new nonce, and Pebble's own 404.
+        let nonce = client
+            .head(directory["newNonce"].as_str().expect("a URL"))
+            .send()
+            .await
+            .expect("HEAD newNonce");
+        assert_eq!(nonce.status(), 200);
+        assert!(nonce.headers().contains_key("replay-nonce"));
+        assert_eq!(
+            nonce
+                .headers()
+                .get("link")
+                .map(|v| v.to_str().expect("ASCII")),
+            Some(format!("<{}>;rel=\"index\"", front.directory_url()).as_str())
+        );
+        let missing = client
+            .get(format!("{front_origin}no-such-path"))
+            .send()
+            .await
+            .expect("GET a path Pebble lacks");
+        assert_eq!(missing.status(), 404);
 
         // Nothing set yet: a 404 problem.
         let (status, _, body) = get(&client, &format!("{renewal_info}/abc.def")).await;
@@ -561,7 +818,9 @@ mod tests {
                 None,
             )
             .await
-            .expect("newAccount, signed for Pebble's URL from the front's directory, is accepted");
+            .expect(
+                "newAccount, signed for the front's URL and forwarded with its Host, is accepted",
+            );
         let certid = instant_acme::CertificateIdentifier {
             authority_key_identifier: "aki".into(),
             serial: "AIQ".into(),
@@ -587,5 +846,30 @@ mod tests {
         front.answer_error(503);
         assert!(account.renewal_info(&certid).await.is_err());
         assert_eq!(front.requests(), ["aki.AIQ", "aki.AIQ"]);
+
+        // A renewal order names the certificate it replaces; Pebble ignores the field and the
+        // front echoes it, as instant-acme checks ("replaces field mismatch" without).
+        let identifiers = [instant_acme::Identifier::Dns("renewal.example.test".into())];
+        let mut order = account
+            .new_order(&instant_acme::NewOrder::new(&identifiers).replaces(certid))
+            .await
+            .expect("newOrder with replaces, echoed by the front");
+        assert_eq!(order.state().status, instant_acme::OrderStatus::Pending);
+        assert!(
+            order
+                .url()
+                .starts_with(&format!("https://127.0.0.1:{}/", front.port)),
+            "{}",
+            order.url()
+        );
+        assert_eq!(front.replaces_seen(), ["aki.AIQ"]);
+
+        // An order that replaces nothing gets Pebble's order as it is, with nothing recorded.
+        let mut order = account
+            .new_order(&instant_acme::NewOrder::new(&identifiers))
+            .await
+            .expect("newOrder");
+        assert_eq!(order.state().replaces, None);
+        assert_eq!(front.replaces_seen(), ["aki.AIQ"]);
     }
 }
