@@ -1,9 +1,10 @@
 //! Renewal by the CA's suggested window (ACME Renewal Information, RFC 9773), on both stores.
 //!
-//! Pebble 2.4 has no `renewalInfo`. The testkit's `AriFront` adds exactly that: its directory
-//! is Pebble's with a `renewalInfo` URL of its own, which answers the windows this test sets;
-//! every other URL, and so every signed request (new orders with their `replaces` included),
-//! goes to Pebble untouched.
+//! Pebble 2.4 has no `renewalInfo`. The testkit's `AriFront` stands in front of it: it serves
+//! `renewalInfo` windows this test sets and lists `renewalInfo` in the directory; every other
+//! request goes to Pebble and comes back unchanged, except that a new order's response echoes
+//! the request's `replaces`, as an ARI-capable CA does (Pebble 2.4 drops it). Signed requests
+//! are never altered.
 
 use std::time::{Duration, Instant};
 
@@ -96,6 +97,11 @@ async fn a_renewal_follows_the_window_the_ca_suggests_and_names_what_it_replaces
     let requested: Value = serde_json::from_str(&requested[0]).expect("JSON");
     assert_eq!(requested["RenewalRequested"]["reason"], "ari");
     assert_eq!(requested["RenewalRequested"]["replaces"], certid.as_str());
+    assert_eq!(
+        front.replaces_seen(),
+        [certid.clone()],
+        "the order named it to the CA"
+    );
     for challenge in view["renewal"]["challenges"]
         .as_array()
         .expect("challenges")
