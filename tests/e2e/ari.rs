@@ -99,7 +99,7 @@ async fn a_renewal_follows_the_window_the_ca_suggests_and_names_what_it_replaces
     assert_eq!(requested["RenewalRequested"]["replaces"], certid.as_str());
     assert_eq!(
         front.replaces_seen(),
-        [certid.clone()],
+        std::slice::from_ref(&certid),
         "the order named it to the CA"
     );
     for challenge in view["renewal"]["challenges"]
