@@ -19,7 +19,7 @@
 //! - [`read`]: the read side. [`read::projector`] keeps the views (crate
 //!   `dns-handling-projections`, `projections/`) in step with the events;
 //!   [`read::view_reader`] serves them, concurrent reads coalesced.
-//! - [`actors`]: the supervisor and its per-order pollers (actix).
+//! - [`actors`]: the supervisor and its per-order pollers, and the renewal scheduler (actix).
 //! - [`audit`]: tamper evidence. [`audit::checkpoints`] signs checkpoints of the log;
 //!   [`audit::verify`] is `audit verify`.
 //! - [`http`]: the REST API (actix-web), its bodies, errors, authentication and OpenAPI.

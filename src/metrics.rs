@@ -89,8 +89,8 @@ pub struct Metrics {
     pub checkpoint_refusals: Counter,
     /// Seconds to append one command's events to the store, by outcome.
     pub event_append_duration: HistogramFamily<OutcomeLabel>,
-    /// Renewals by outcome (`started_ari`, `started_lifetime`, `started_manual`, `issued`,
-    /// `failed`), as this process saw them.
+    /// Renewals by outcome (`started_ari`, `started_lifetime`, `started_manual`,
+    /// `started_revoked`, `issued`, `failed`), as this process saw them.
     pub renewals: Family<OutcomeLabel, Counter>,
     /// Certificates in service ending within a horizon (`expired`, `1d`, `7d`, `30d`, `all`),
     /// from the store at each scrape: `within="7d"` above 0 means a certificate ends within a
@@ -188,7 +188,7 @@ impl Metrics {
         let renewals = Family::<OutcomeLabel, Counter>::default();
         registry.register(
             "renewals",
-            "Renewals by outcome: started_ari, started_lifetime, started_manual, issued, failed",
+            "Renewals by outcome: started_ari, started_lifetime, started_manual, started_revoked, issued, failed",
             renewals.clone(),
         );
         let certificates_expiring = Family::<WithinLabel, Gauge>::default();
@@ -243,11 +243,12 @@ impl Metrics {
             .inc();
     }
 
-    /// Counts a renewal started for `reason` (`ari`, `lifetime`, `manual`).
+    /// Counts a renewal started for `reason` (`ari`, `lifetime`, `manual`, `revoked`).
     pub fn renewal_started(&self, reason: &'static str) {
         let outcome = match reason {
             "ari" => "started_ari",
             "manual" => "started_manual",
+            "revoked" => "started_revoked",
             _ => "started_lifetime",
         };
         self.renewals.get_or_create(&OutcomeLabel { outcome }).inc();

@@ -107,11 +107,11 @@ pub async fn poll_once(
                 at: now,
             },
         };
-        let outcome = settle(
-            Box::pin(services.execute(domain_id, command, origin())).await,
-            domain_id,
-        );
-        return (outcome, memory);
+        let result = Box::pin(services.execute(domain_id, command, origin())).await;
+        if result.is_ok() && pending.renewal {
+            METRICS.renewal_finished("failed");
+        }
+        return (settle(result, domain_id), memory);
     }
 
     if !memory.record_seen {

@@ -164,6 +164,9 @@ pub async fn tend_due_domains(
         .await;
     check_renewal_info(services, now).await;
     destroy_due_keys(services, now).await;
+    if let Err(error) = services.store.forget_lapsed_work_leases().await {
+        tracing::warn!(%error, "could not delete lapsed work leases");
+    }
     count
 }
 
@@ -195,20 +198,22 @@ async fn tend(
     if renewal.in_progress {
         return;
     }
-    // On several replicas, one of them at a time: a lease named after where the domain
-    // stands, which nobody else holds while it is fresh (no order is open, so no poller holds
-    // the domain's lease).
-    let work = format!("renewal:{}:{}", certificate.id, view.last_sequence);
+    // On several replicas, one of them at a time: a lease on the work named after where the
+    // domain stands, which nobody else holds while it is fresh. It is a row of its own
+    // (`<domain>#renewal`), never the domain's order lease: a replica acting on a stale view
+    // must not take the lease of the order another replica has just placed and is polling.
+    let lease = format!("{}#renewal", view.id);
+    let work = format!("{}:{}", certificate.id, view.last_sequence);
     match services
         .store
         .claim_leases(
-            &[(view.id.as_str(), work.as_str())],
+            &[(lease.as_str(), work.as_str())],
             &services.replica_id,
             services.settings.lease_ttl,
         )
         .await
     {
-        Ok(granted) if granted.contains(&view.id) => {}
+        Ok(granted) if granted.contains(&lease) => {}
         Ok(_) => return,
         Err(error) => {
             tracing::warn!(domain_id = %view.id, %error, "could not claim the renewal; next tick");

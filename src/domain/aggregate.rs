@@ -236,6 +236,14 @@ pub enum DomainError {
         /// The certificate.
         certificate_id: String,
     },
+    /// A key asked for that is no longer available.
+    #[error("the key of certificate {certificate_id} is no longer available: {reason}")]
+    KeyUnavailable {
+        /// The certificate.
+        certificate_id: String,
+        /// Why.
+        reason: String,
+    },
     /// A second destruction of one key.
     #[error("the key of order {order_id} was destroyed already")]
     KeyAlreadyDestroyed {
@@ -315,6 +323,8 @@ pub struct CustomDomain {
     renewal_retry_at: Option<DateTime<Utc>>,
     /// The orders whose certificate key was destroyed.
     destroyed_keys: Vec<String>,
+    /// The certificates the current one replaced, newest last.
+    previous_certificates: Vec<CurrentCertificate>,
     removed: bool,
 }
 
@@ -322,6 +332,7 @@ pub struct CustomDomain {
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 struct CurrentCertificate {
     certificate_id: String,
+    order_id: String,
     not_after: DateTime<Utc>,
     revoked: bool,
 }
@@ -639,7 +650,10 @@ impl CustomDomain {
             return Err(DomainError::NotCurrentCertificate { certificate_id });
         }
         // The same schedule again (a scheduler on another replica, or after a restart): once.
-        if self.renewal_due == Some((due_at, reason)) {
+        // And a revoked certificate's replacement is due now, whatever a scheduler that read
+        // the domain before the revocation decided.
+        let revoked = current.is_some_and(|c| c.revoked);
+        if self.renewal_due == Some((due_at, reason)) || revoked {
             return Ok(None);
         }
         Ok(Some(CustomDomainEvent::RenewalScheduled {
@@ -784,7 +798,30 @@ impl CustomDomain {
         self.require_status(DomainStatus::Active)?;
         let current = self.current_certificate.as_ref();
         if current.map(|c| c.certificate_id.as_str()) != Some(certificate_id.as_str()) {
-            return Err(DomainError::NotCurrentCertificate { certificate_id });
+            // A certificate it replaced stays readable, key included, until its own end (edges
+            // may still serve it), unless it was revoked or its key destroyed.
+            let Some(previous) = self
+                .previous_certificates
+                .iter()
+                .find(|c| c.certificate_id == certificate_id)
+            else {
+                return Err(DomainError::NotCurrentCertificate { certificate_id });
+            };
+            let gone = if at >= previous.not_after {
+                Some(format!("it expired at {}", previous.not_after))
+            } else if previous.revoked {
+                Some("it was revoked".to_owned())
+            } else if self.destroyed_keys.contains(&previous.order_id) {
+                Some("its key was destroyed".to_owned())
+            } else {
+                None
+            };
+            if let Some(reason) = gone {
+                return Err(DomainError::KeyUnavailable {
+                    certificate_id,
+                    reason,
+                });
+            }
         }
         Ok(CustomDomainEvent::PrivateKeyRead {
             certificate_id,
@@ -922,11 +959,13 @@ impl Aggregate for CustomDomain {
                 self.status = DomainStatus::Active;
                 self.open_order = None;
                 self.renewing = false;
-                self.current_certificate = Some(CurrentCertificate {
+                let replaced = self.current_certificate.replace(CurrentCertificate {
                     certificate_id: certificate.certificate_id,
+                    order_id: certificate.order_id,
                     not_after: certificate.not_after,
                     revoked: false,
                 });
+                self.previous_certificates.extend(replaced);
                 self.renewal_due = None;
                 self.renewal_attempts = 0;
                 self.renewal_retry_at = None;

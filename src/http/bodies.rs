@@ -146,7 +146,8 @@ pub struct RenewalBody {
         skip_serializing_if = "Option::is_none"
     )]
     pub due_at: Option<DateTime<Utc>>,
-    /// Why then: `ari` (inside the window the CA suggests) or `lifetime` (`RENEW_BEFORE`).
+    /// Why then: `ari` (inside the window the CA suggests), `lifetime` (`RENEW_BEFORE`), or
+    /// `revoked` (the certificate was revoked: its replacement is due at once).
     #[serde(skip_serializing_if = "Option::is_none")]
     pub reason: Option<RenewalReason>,
     /// The CA's suggested window, for `ari`.
@@ -209,7 +210,8 @@ impl From<RenewalView> for RenewalBody {
 pub struct IssuanceStarted {
     /// The service's id of the ACME order.
     pub order_id: String,
-    /// Always `certificate_pending`.
+    /// `certificate_pending` for a first issuance; a renewal keeps the domain's status
+    /// (`active`, or `expired`).
     pub status: DomainStatus,
     /// Where to publish the domain's own TXT record (when the CA already holds a valid
     /// authorization for the domain itself: the first challenge's).

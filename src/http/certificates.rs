@@ -276,7 +276,12 @@ pub async fn certificate_key(
         .vault
         .certificate_key(&certificate.order_id)
         .await?
-        .ok_or_else(|| ApiError::Internal("the certificate's private key is missing".into()))?;
+        .ok_or_else(|| {
+            ApiError::NotFound(format!(
+                "the private key of certificate {} was destroyed (it expired at {})",
+                certificate.id, certificate.not_after
+            ))
+        })?;
     let reader = match request.peer_addr() {
         Some(peer) => format!("{} from {}", Role::of(&request).label(), peer.ip()),
         None => Role::of(&request).label().to_owned(),

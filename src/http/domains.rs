@@ -395,10 +395,13 @@ pub struct RemoveQuery {
 pub async fn remove(
     services: SharedState,
     supervisor: web::Data<Addr<Supervisor>>,
+    locks: web::Data<DomainLocks>,
     request: HttpRequest,
     id: web::Path<String>,
     query: web::Query<RemoveQuery>,
 ) -> Result<HttpResponse, ApiError> {
+    let lock = locks.lock_for(&id);
+    let _held = lock.lock().await;
     let view = find(&services, &id).await?;
     if query.revoke.unwrap_or(false) {
         // Revoked first: if the CA cannot revoke, nothing is removed and the client may retry.

@@ -156,6 +156,10 @@ pub fn register_routes(cfg: &mut web::ServiceConfig) -> Vec<(Method, &'static st
         "/domains/{id}/certificates",
         certificates,
     );
+    let past = "/domains/{id}/certificates/{certificate_id}";
+    table.add(Token, Method::GET, past, web::to(renewals::one));
+    let past_key = "/domains/{id}/certificates/{certificate_id}/key";
+    table.add(Token, Method::GET, past_key, web::to(renewals::key));
     let revoke = web::to(renewals::revoke);
     table.add(
         Token,

@@ -36,6 +36,8 @@ use super::{audit, certificates, domains, events, renewals};
         renewals::renew,
         renewals::history,
         renewals::revoke,
+        renewals::one,
+        renewals::key,
         events::history,
         events::feed,
         audit::list,

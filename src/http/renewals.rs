@@ -9,15 +9,16 @@ use dns_handling_events::{CustomDomainEvent, DomainStatus, RenewalReason, Revoca
 use dns_handling_projections::DomainView;
 use serde::{Deserialize, Serialize};
 
+use super::auth::Role;
 use super::bodies::{
     rfc3339, rfc3339_opt, CallerErrors, ChangeErrors, DomainBody, ErrorBody, IssuanceStarted,
-    NotFoundError,
+    NotFoundError, PrivateKeyBody,
 };
 use super::certificates::{issuance_started, DomainLocks};
 use super::domains::{find, origin};
 use super::{ApiError, SharedState};
 use crate::actors::{start_renewal, RenewalStartError, Supervisor};
-use crate::adapters::acme::{certificate_issuer, certificate_names};
+use crate::adapters::acme::{certificate_issuer, certificate_names, AcmeError};
 use crate::app_state::{AppState, CommandOrigin};
 use crate::domain::aggregate::CustomDomainCommand;
 
@@ -101,7 +102,7 @@ pub struct CertificateHistoryItem {
     pub issued_at: DateTime<Utc>,
     /// The certificate it replaced, for a renewal.
     pub replaced: Option<String>,
-    /// Why it was renewed (`ari`, `lifetime`, `manual`), for a renewal.
+    /// Why it was renewed (`ari`, `lifetime`, `manual`, `revoked`), for a renewal.
     pub renewal_reason: Option<RenewalReason>,
     /// The domain's certificate in service now.
     pub current: bool,
@@ -139,9 +140,22 @@ pub async fn history(
     id: web::Path<String>,
 ) -> Result<HttpResponse, ApiError> {
     find(&services, &id).await?;
-    let mut items: Vec<CertificateHistoryItem> = Vec::new();
+    let items = certificates_of(&services, &id)
+        .await?
+        .into_iter()
+        .map(|(item, _)| item)
+        .collect();
+    Ok(HttpResponse::Ok().json(CertificateHistory { items }))
+}
+
+/// Every certificate of a domain, newest first, with its chain, folded from its events.
+async fn certificates_of(
+    services: &AppState,
+    id: &str,
+) -> Result<Vec<(CertificateHistoryItem, String)>, ApiError> {
+    let mut items: Vec<(CertificateHistoryItem, String)> = Vec::new();
     let mut renewal: Option<(RenewalReason, String)> = None;
-    for stored in services.store.domain_history(&id).await? {
+    for stored in services.store.domain_history(id).await? {
         let event = stored
             .decode()
             .map_err(|e| ApiError::Internal(format!("stored event is unreadable: {e}")))?;
@@ -157,7 +171,7 @@ pub async fn history(
                 issued_at,
             } => {
                 let renewed = renewal.take();
-                items.push(CertificateHistoryItem {
+                let item = CertificateHistoryItem {
                     names: certificate_names(&certificate.chain_pem),
                     issuer: certificate_issuer(&certificate.chain_pem),
                     id: certificate.certificate_id,
@@ -171,14 +185,17 @@ pub async fn history(
                     current: false,
                     revoked_at: None,
                     revocation_reason: None,
-                });
+                };
+                items.push((item, certificate.chain_pem));
             }
             CustomDomainEvent::CertificateRevoked {
                 certificate_id,
                 reason,
                 revoked_at,
             } => {
-                if let Some(item) = items.iter_mut().find(|item| item.id == certificate_id) {
+                if let Some((item, _)) =
+                    items.iter_mut().find(|(item, _)| item.id == certificate_id)
+                {
                     item.revoked_at = Some(revoked_at);
                     item.revocation_reason = Some(reason);
                 }
@@ -186,11 +203,115 @@ pub async fn history(
             _ => {}
         }
     }
-    if let Some(last) = items.last_mut() {
+    if let Some((last, _)) = items.last_mut() {
         last.current = true;
     }
     items.reverse();
-    Ok(HttpResponse::Ok().json(CertificateHistory { items }))
+    Ok(items)
+}
+
+/// One certificate of a domain with its chain, current or past.
+async fn one_certificate(
+    services: &AppState,
+    id: &str,
+    certificate_id: &str,
+) -> Result<(CertificateHistoryItem, String), ApiError> {
+    find(services, id).await?;
+    certificates_of(services, id)
+        .await?
+        .into_iter()
+        .find(|(item, _)| item.id == certificate_id)
+        .ok_or_else(|| {
+            ApiError::NotFound(format!("domain {id} has no certificate {certificate_id}"))
+        })
+}
+
+/// `200` body of `GET /domains/{id}/certificates/{certificate_id}`.
+#[derive(Debug, Serialize, utoipa::ToSchema)]
+pub struct PastCertificateBody {
+    /// Its facts, as the history lists them.
+    #[serde(flatten)]
+    pub certificate: CertificateHistoryItem,
+    /// The chain as PEM, leaf first.
+    pub chain_pem: String,
+}
+
+/// `GET /domains/{id}/certificates/{certificate_id}`: one certificate, current or past, with
+/// its chain (a renewed certificate stays readable: edges may still serve it).
+#[utoipa::path(
+    get, path = "/domains/{id}/certificates/{certificate_id}", operation_id = "getPastCertificate", tag = "certificates",
+    params(
+        ("id" = String, Path, description = "The domain's id"),
+        ("certificate_id" = String, Path, description = "The certificate's id")
+    ),
+    responses(
+        (status = 200, description = "The certificate and its chain", body = PastCertificateBody),
+        CallerErrors, NotFoundError
+    ),
+    security(("bearer" = []))
+)]
+pub async fn one(
+    services: SharedState,
+    path: web::Path<(String, String)>,
+) -> Result<HttpResponse, ApiError> {
+    let (id, certificate_id) = path.into_inner();
+    let (certificate, chain_pem) = one_certificate(&services, &id, &certificate_id).await?;
+    Ok(HttpResponse::Ok().json(PastCertificateBody {
+        certificate,
+        chain_pem,
+    }))
+}
+
+/// `GET /domains/{id}/certificates/{certificate_id}/key`: the private key of a certificate in
+/// service or of one it replaced, until that one's end of validity (then its key is destroyed).
+/// Admins only; every read is recorded before the key leaves.
+#[utoipa::path(
+    get, path = "/domains/{id}/certificates/{certificate_id}/key", operation_id = "getPastCertificateKey", tag = "certificates",
+    params(
+        ("id" = String, Path, description = "The domain's id"),
+        ("certificate_id" = String, Path, description = "The certificate's id")
+    ),
+    responses(
+        (status = 200, description = "The private key (the read is recorded first)", body = PrivateKeyBody),
+        CallerErrors, NotFoundError, ChangeErrors
+    ),
+    security(("bearer" = []))
+)]
+pub async fn key(
+    services: SharedState,
+    request: HttpRequest,
+    path: web::Path<(String, String)>,
+) -> Result<HttpResponse, ApiError> {
+    Role::require_admin(&request, "read private keys")?;
+    let (id, certificate_id) = path.into_inner();
+    let (certificate, _) = one_certificate(&services, &id, &certificate_id).await?;
+    let key = services
+        .vault
+        .certificate_key(&certificate.order_id)
+        .await?
+        .ok_or_else(|| {
+            ApiError::NotFound(format!(
+                "the key of certificate {certificate_id} was destroyed"
+            ))
+        })?;
+    let reader = match request.peer_addr() {
+        Some(peer) => format!("{} from {}", Role::of(&request).label(), peer.ip()),
+        None => Role::of(&request).label().to_owned(),
+    };
+    // The audit record comes first: if it cannot be written, the key is not handed out.
+    let command = CustomDomainCommand::RecordPrivateKeyRead {
+        certificate_id: certificate_id.clone(),
+        reader,
+        at: Utc::now(),
+    };
+    services.execute(&id, command, origin(&request)).await?;
+    Ok(HttpResponse::Ok()
+        .insert_header(("cache-control", "no-store"))
+        .json(PrivateKeyBody {
+            domain_id: id,
+            certificate_id,
+            private_key_pem: key,
+        }))
 }
 
 /// Body of `POST /domains/{id}/certificate/revoke`.
@@ -220,7 +341,12 @@ pub(super) async fn revoke_current(
     let Some(certificate) = services.store.certificate_view(&view.id).await? else {
         return Ok(false);
     };
-    services.acme.revoke(&certificate.chain_pem, reason).await?;
+    match services.acme.revoke(&certificate.chain_pem, reason).await {
+        Ok(()) => {}
+        // Revoked at the CA by an earlier call whose record did not go through: record it now.
+        Err(AcmeError::Refused(refusal)) if refusal.detail.contains("alreadyRevoked") => {}
+        Err(error) => return Err(error.into()),
+    }
     let command = CustomDomainCommand::RevokeCertificate {
         certificate_id: certificate.id,
         reason,
@@ -239,6 +365,8 @@ pub(super) async fn revoke_current(
     request_body = RevokeRequest,
     responses(
         (status = 200, description = "Revoked; the domain's renewal shows the replacement's order and records", body = DomainBody),
+        (status = 413, description = "Body too large", body = ErrorBody),
+        (status = 415, description = "Body is not JSON", body = ErrorBody),
         (status = 500, description = "The CA could not be reached or refused (nothing was recorded)", body = ErrorBody),
         CallerErrors, NotFoundError, ChangeErrors
     ),

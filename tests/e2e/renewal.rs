@@ -172,6 +172,22 @@ async fn a_due_certificate_is_renewed_to_a_new_serial_while_the_domain_stays_act
     );
     assert_eq!(old["current"], false);
 
+    // The replaced certificate stays readable, key included, until its own end.
+    let (code, past) = service
+        .get(&format!("/domains/{id}/certificates/{first_id}"))
+        .await;
+    assert_eq!(code, 200, "{past}");
+    assert!(past["chain_pem"]
+        .as_str()
+        .is_some_and(|pem| pem.contains("BEGIN CERTIFICATE")));
+    let (code, key) = service
+        .get(&format!("/domains/{id}/certificates/{first_id}/key"))
+        .await;
+    assert_eq!(code, 200, "{key}");
+    assert!(key["private_key_pem"]
+        .as_str()
+        .is_some_and(|pem| pem.contains("PRIVATE KEY")));
+
     let requested = payloads(&database, &id, "RenewalRequested").await;
     assert_eq!(requested[0]["renews_certificate_id"], first_id.as_str());
     assert_eq!(requested[0]["reason"], "lifetime");

@@ -149,7 +149,12 @@ async fn a_revoked_certificate_is_revoked_at_the_ca_and_replaced(kind: StoreKind
     wait_for_view(&service, &id, |view| view["certificate"]["id"] != first_id).await;
     let (_, history) = service.get(&format!("/domains/{id}/certificates")).await;
     let items = history["items"].as_array().expect("items");
-    assert_eq!(items[0]["renewal_reason"], "revoked", "{history}");
+    assert_eq!(
+        items[0]["renewal_reason"],
+        "revoked",
+        "{history} {:?}",
+        database.event_types(&id).await
+    );
     assert_eq!(items[1]["revocation_reason"], "keyCompromise", "{history}");
     assert!(items[1]["revoked_at"].is_string(), "{history}");
 }

@@ -81,6 +81,9 @@ impl Store {
     /// the domains granted. One statement for the whole batch: claimed one by one (a round trip
     /// and a commit each), 20,000 pending orders took seconds to resume. SQLite mode is
     /// single-replica, so there every claim is granted.
+    ///
+    /// The same rows guard one-off work too: a "domain" of the form `<domain id>#<work>` (the
+    /// renewal scheduler's `…#renewal`) is a work lease, never renewed, deleted once lapsed.
     pub async fn claim_leases(
         &self,
         claims: &[(&str, &str)],
@@ -128,8 +131,10 @@ impl Store {
         let Store::Postgres(pool) = self else {
             return Ok(held.to_vec());
         };
+        // Work leases (`<domain>#…`, see `claim_leases`) are not renewed: they guard one step
+        // and lapse after it.
         let sql = "UPDATE order_leases SET expires_at = now() + make_interval(secs => $2) \
-                   WHERE owner = $1 RETURNING domain_id";
+                   WHERE owner = $1 AND domain_id NOT LIKE '%#%' RETURNING domain_id";
         Ok(sqlx::query(sql)
             .bind(owner)
             .bind(ttl.as_secs_f64())
@@ -138,6 +143,19 @@ impl Store {
             .iter()
             .map(|row| row.try_get("domain_id"))
             .collect::<Result<_, _>>()?)
+    }
+
+    /// Deletes the work leases (`<domain>#…`) that have lapsed: each guarded one step, which
+    /// is over.
+    pub async fn forget_lapsed_work_leases(&self) -> Result<(), StoreError> {
+        if let Store::Postgres(pool) = self {
+            sqlx::query(
+                "DELETE FROM order_leases WHERE domain_id LIKE '%#%' AND expires_at < now()",
+            )
+            .execute(pool)
+            .await?;
+        }
+        Ok(())
     }
 
     /// Whether `owner` holds an unexpired lease on the domain's order (always, in SQLite mode).

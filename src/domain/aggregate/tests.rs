@@ -1224,3 +1224,65 @@ fn a_key_destruction_is_recorded_once_even_for_a_removed_domain() {
             order_id: "order-1".into(),
         });
 }
+
+#[test]
+fn the_key_of_a_replaced_certificate_is_readable_until_its_end() {
+    let mut given = active_with_renewal_due_at(t(100));
+    given.push(renewal_requested(RenewalReason::Lifetime, t(100)));
+    given.push(CustomDomainEvent::ChallengeRecordObserved {
+        order_id: "order-2".into(),
+        observed_values: vec!["digest".into()],
+        resolver: "r".into(),
+        observed_at: t(110),
+    });
+    given.push(CustomDomainEvent::CertificateIssued {
+        certificate: IssuedCertificate {
+            certificate_id: "cert-2".into(),
+            order_id: "order-2".into(),
+            not_after: t(200 * 86_400),
+            ..certificate()
+        },
+        issued_at: t(120),
+    });
+    let read = |at| CustomDomainCommand::RecordPrivateKeyRead {
+        certificate_id: "cert-1".into(),
+        reader: "admin".into(),
+        at,
+    };
+    DomainTest::with(RenewalPolicy::default())
+        .given(given.clone())
+        .when(read(t(130)))
+        .then_expect_events(vec![CustomDomainEvent::PrivateKeyRead {
+            certificate_id: "cert-1".into(),
+            reader: "admin".into(),
+            read_at: t(130),
+        }]);
+    let end = certificate().not_after;
+    DomainTest::with(RenewalPolicy::default())
+        .given(given)
+        .when(read(end))
+        .then_expect_error(DomainError::KeyUnavailable {
+            certificate_id: "cert-1".into(),
+            reason: format!("it expired at {end}"),
+        });
+}
+
+#[test]
+fn a_schedule_decided_before_a_revocation_does_not_postpone_the_replacement() {
+    let mut given = active_with_renewal_due_at(t(10_000));
+    given.push(CustomDomainEvent::CertificateRevoked {
+        certificate_id: "cert-1".into(),
+        reason: RevocationReason::KeyCompromise,
+        revoked_at: t(50),
+    });
+    DomainTest::with(RenewalPolicy::default())
+        .given(given)
+        .when(CustomDomainCommand::ScheduleRenewal {
+            certificate_id: "cert-1".into(),
+            due_at: t(20_000),
+            reason: RenewalReason::Lifetime,
+            window: None,
+            at: t(51),
+        })
+        .then_expect_events(vec![]);
+}
