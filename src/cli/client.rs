@@ -2,12 +2,13 @@
 //!
 //! It speaks only the public REST API (so it works against any deployment), prints the
 //! instructions the API returns, and `wait` follows a domain with a spinner until it is
-//! `active` (exit 0) or `failed` (exit 1).
+//! `active` (exit 0), or `failed` or `expired` (exit 1: no usable certificate).
 
 use std::process::ExitCode;
 use std::time::{Duration, Instant};
 
 use anyhow::{bail, Context as _};
+use clap::builder::PossibleValuesParser;
 use clap::CommandFactory as _;
 use reqwest::Method;
 use serde_json::{json, Value};
@@ -60,7 +61,8 @@ pub enum DomainsCommand {
     },
     /// Every domain (optionally of one status)
     List {
-        /// Only the domains of this status
+        /// Only the domains of this status: pending, verified, certificate_pending, active,
+        /// failed or expired
         #[arg(long, value_name = "S")]
         status: Option<String>,
     },
@@ -79,7 +81,15 @@ pub enum DomainsCommand {
         /// The domain's id
         id: String,
     },
-    /// Follow the domain until active (exit 0) or failed (exit 1); exit 2 on the timeout
+    /// Renew the certificate now; prints the challenge TXT records to publish (the current
+    /// certificate stays in service until the new one is issued)
+    Renew {
+        /// The domain's id
+        id: String,
+    },
+    /// Follow the domain until active (exit 0), or failed or expired (exit 1); exit 2 on the
+    /// timeout. An expired domain whose renewal waits for its records is followed on; a renewal
+    /// waiting for records, or failing, is reported on stderr
     Wait {
         /// The domain's id
         id: String,
@@ -100,7 +110,30 @@ pub enum DomainsCommand {
         #[arg(long)]
         key: bool,
     },
+    /// Every certificate the domain had, newest first; `*` marks the current one
+    Certificates {
+        /// The domain's id
+        id: String,
+    },
+    /// Revoke the current certificate at the CA; its replacement is ordered at once
+    Revoke {
+        /// The domain's id
+        id: String,
+        /// Why (RFC 5280); the server's default is unspecified
+        #[arg(long, value_name = "REASON", value_parser = PossibleValuesParser::new(REVOCATION_REASONS))]
+        reason: Option<String>,
+    },
 }
+
+/// The revocation reasons the API takes, as it spells them.
+const REVOCATION_REASONS: [&str; 6] = [
+    "unspecified",
+    "keyCompromise",
+    "affiliationChanged",
+    "superseded",
+    "cessationOfOperation",
+    "privilegeWithdrawn",
+];
 
 /// A connection to a running server.
 struct Client {
@@ -212,9 +245,23 @@ async fn dispatch(client: &Client, command: DomainsCommand) -> anyhow::Result<Ex
             println!("{}", text(&started["instructions"]));
             Ok(ExitCode::SUCCESS)
         }
+        DomainsCommand::Renew { id } => {
+            let started = client
+                .call(Method::POST, &format!("/domains/{id}/renew"), None)
+                .await?;
+            println!(
+                "Renewal order {} placed; the domain stays {} with its current certificate until the new one is issued.",
+                text(&started["order_id"]),
+                text(&started["status"])
+            );
+            println!("{}", text(&started["instructions"]));
+            Ok(ExitCode::SUCCESS)
+        }
         DomainsCommand::Wait { id, timeout } => wait(client, &id, timeout).await,
         DomainsCommand::Events { id } => events(client, &id).await,
         DomainsCommand::Certificate { id, key } => certificate(client, &id, key).await,
+        DomainsCommand::Certificates { id } => certificates(client, &id).await,
+        DomainsCommand::Revoke { id, reason } => revoke(client, &id, reason.as_deref()).await,
     }
 }
 
@@ -269,12 +316,16 @@ async fn wait(client: &Client, id: &str, timeout: Duration) -> anyhow::Result<Ex
     spinner.enable_steady_tick(Duration::from_millis(120));
     let started = Instant::now();
     let path = format!("/domains/{id}");
+    // The renewal order whose records were last printed: each is printed once, beside the
+    // spinner, which shows nothing when stderr is not a terminal.
+    let mut announced: Option<String> = None;
     loop {
         let domain = client.call(Method::GET, &path, None).await?;
         let status = text(&domain["status"]);
+        let name = text(&domain["domain_name"]);
+        let renewing = renewal_waiting(&domain);
         spinner.set_message(format!(
-            "{} is {status} ({} s)",
-            text(&domain["domain_name"]),
+            "{name} is {status} ({} s)",
             started.elapsed().as_secs()
         ));
         match status {
@@ -282,47 +333,127 @@ async fn wait(client: &Client, id: &str, timeout: Duration) -> anyhow::Result<Ex
                 spinner.finish_and_clear();
                 let certificate = &domain["certificate"];
                 println!(
-                    "{} is active: certificate {} valid until {}.",
-                    text(&domain["domain_name"]),
+                    "{name} is active: certificate {} valid until {}.",
                     text(&certificate["serial"]),
                     text(&certificate["not_after"])
                 );
+                report_renewal(&domain);
                 return Ok(ExitCode::SUCCESS);
             }
             "failed" => {
                 spinner.finish_and_clear();
                 let reason = &domain["failure_reason"];
                 eprintln!(
-                    "{} failed: {}: {}",
-                    text(&domain["domain_name"]),
+                    "{name} failed: {}: {}",
                     text(&reason["code"]),
                     text(&reason["detail"])
                 );
                 return Ok(ExitCode::FAILURE);
             }
+            // Expired with no renewal order open: nothing will change before the next attempt.
+            "expired" if renewing.is_none() => {
+                spinner.finish_and_clear();
+                eprintln!(
+                    "{name} is expired: certificate {} ended at {}; no renewal order is open.",
+                    text(&domain["certificate"]["serial"]),
+                    text(&domain["certificate"]["not_after"])
+                );
+                report_renewal(&domain);
+                return Ok(ExitCode::FAILURE);
+            }
             _ if started.elapsed() >= timeout => {
                 spinner.finish_and_clear();
                 eprintln!(
-                    "{} is still {status} after {} s; giving up waiting",
-                    text(&domain["domain_name"]),
+                    "{name} is still {status} after {} s; giving up waiting",
                     timeout.as_secs()
                 );
+                if status == "expired" {
+                    report_renewal(&domain);
+                }
                 return Ok(ExitCode::from(2));
             }
             "certificate_pending" => {
                 if let Some(challenge) = domain["challenge"].as_object() {
                     spinner.set_message(format!(
-                        "{} is waiting for TXT {} = {} ({} s)",
-                        text(&domain["domain_name"]),
+                        "{name} is waiting for TXT {} = {} ({} s)",
                         challenge.get("challenge_domain").map_or("-", text),
                         challenge.get("expected_txt_value").map_or("-", text),
                         started.elapsed().as_secs()
                     ));
                 }
             }
+            "expired" => {
+                let (order_id, challenges) = renewing.unwrap_or_default();
+                if announced.as_deref() != Some(order_id.as_str()) {
+                    spinner.suspend(|| {
+                        eprintln!(
+                            "{name} is expired; its renewal (order {order_id}) waits for these TXT records:"
+                        );
+                        eprint!("{}", records(&challenges));
+                    });
+                    announced = Some(order_id);
+                }
+                spinner.set_message(format!(
+                    "{name} is expired, its renewal waiting for {} TXT record(s) ({} s)",
+                    challenges.len(),
+                    started.elapsed().as_secs()
+                ));
+            }
             _ => {}
         }
         tokio::time::sleep(Duration::from_millis(500)).await;
+    }
+}
+
+/// The open renewal order of a domain: its id and the TXT records it waits for.
+fn renewal_waiting(domain: &Value) -> Option<(String, Vec<Value>)> {
+    let renewal = &domain["renewal"];
+    if renewal["in_progress"] != true {
+        return None;
+    }
+    let challenges = renewal["challenges"]
+        .as_array()
+        .cloned()
+        .unwrap_or_default();
+    Some((text(&renewal["order_id"]).to_owned(), challenges))
+}
+
+/// One line per TXT record to publish.
+fn records(challenges: &[Value]) -> String {
+    challenges
+        .iter()
+        .map(|challenge| {
+            format!(
+                "  {} TXT {}   (for {})\n",
+                text(&challenge["challenge_domain"]),
+                text(&challenge["expected_txt_value"]),
+                text(&challenge["identifier"])
+            )
+        })
+        .collect()
+}
+
+/// Says on stderr what needs a person in the domain's renewal: an open order's records, and
+/// failed attempts in a row with the next one.
+fn report_renewal(domain: &Value) {
+    let name = text(&domain["domain_name"]);
+    let renewal = &domain["renewal"];
+    if let Some((order_id, challenges)) = renewal_waiting(domain) {
+        eprintln!(
+            "warning: the renewal of {name} (order {order_id}) waits for these TXT records; the current certificate ends at {}:",
+            text(&domain["certificate"]["not_after"])
+        );
+        eprint!("{}", records(&challenges));
+    }
+    let attempts = renewal["attempts"].as_u64().unwrap_or(0);
+    if attempts > 0 {
+        let failure = &renewal["last_failure"];
+        eprintln!(
+            "warning: {attempts} renewal attempt(s) of {name} failed in a row, the last with {}: {}; the next is due at {}",
+            text(&failure["code"]),
+            text(&failure["detail"]),
+            text(&renewal["next_attempt_at"])
+        );
     }
 }
 
@@ -367,4 +498,138 @@ async fn certificate(client: &Client, id: &str, with_key: bool) -> anyhow::Resul
         print!("{}", text(&key["private_key_pem"]));
     }
     Ok(ExitCode::SUCCESS)
+}
+
+async fn certificates(client: &Client, id: &str) -> anyhow::Result<ExitCode> {
+    let history = client
+        .call(Method::GET, &format!("/domains/{id}/certificates"), None)
+        .await?;
+    let header = [
+        "",
+        "ID",
+        "SERIAL",
+        "NOT_AFTER",
+        "ISSUED",
+        "NAMES",
+        "REPLACED",
+        "REASON",
+        "REVOKED",
+    ];
+    let mut rows: Vec<Vec<String>> = vec![header.iter().map(|h| (*h).to_owned()).collect()];
+    for item in history["items"].as_array().into_iter().flatten() {
+        let names: Vec<&str> = item["names"]
+            .as_array()
+            .into_iter()
+            .flatten()
+            .filter_map(Value::as_str)
+            .collect();
+        let revoked = match item["revoked_at"].as_str() {
+            Some(at) => format!("{at} {}", text(&item["revocation_reason"])),
+            None => "-".to_owned(),
+        };
+        let current = if item["current"] == true { "*" } else { " " };
+        rows.push(vec![
+            current.to_owned(),
+            text(&item["id"]).to_owned(),
+            text(&item["serial"]).to_owned(),
+            text(&item["not_after"]).to_owned(),
+            text(&item["issued_at"]).to_owned(),
+            names.join(","),
+            text(&item["replaced"]).to_owned(),
+            text(&item["renewal_reason"]).to_owned(),
+            revoked,
+        ]);
+    }
+    print!("{}", table(&rows));
+    Ok(ExitCode::SUCCESS)
+}
+
+/// Rows as columns padded to their widest cell, two spaces apart (the last column unpadded).
+fn table(rows: &[Vec<String>]) -> String {
+    let columns = rows.first().map_or(0, Vec::len);
+    let widths: Vec<usize> = (0..columns)
+        .map(|column| {
+            rows.iter()
+                .map(|row| row.get(column).map_or(0, |cell| cell.chars().count()))
+                .max()
+                .unwrap_or(0)
+        })
+        .collect();
+    let mut out = String::new();
+    for row in rows {
+        let mut line = String::new();
+        for (column, cell) in row.iter().enumerate() {
+            if column + 1 == row.len() {
+                line.push_str(cell);
+            } else {
+                line.push_str(&format!("{cell:<width$}  ", width = widths[column]));
+            }
+        }
+        out.push_str(line.trim_end());
+        out.push('\n');
+    }
+    out
+}
+
+async fn revoke(client: &Client, id: &str, reason: Option<&str>) -> anyhow::Result<ExitCode> {
+    let body = match reason {
+        Some(reason) => json!({ "reason": reason }),
+        None => json!({}),
+    };
+    let path = format!("/domains/{id}/certificate/revoke");
+    let domain = client.call(Method::POST, &path, Some(body)).await?;
+    let certificate = &domain["certificate"];
+    println!(
+        "Certificate {} of {} is revoked ({}); the domain is {}.",
+        text(&certificate["serial"]),
+        text(&domain["domain_name"]),
+        text(&certificate["revocation_reason"]),
+        text(&domain["status"])
+    );
+    match renewal_waiting(&domain) {
+        Some((order_id, challenges)) => {
+            println!(
+                "Its replacement, order {order_id}, waits for these TXT records (the revoked certificate is served until it is issued):"
+            );
+            print!("{}", records(&challenges));
+        }
+        None => println!(
+            "Its replacement could not be ordered now; the service orders it at its next renewal check (see `domains get {id}`)."
+        ),
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_table_pads_every_column_but_the_last() {
+        let rows = vec![
+            vec!["".to_owned(), "ID".to_owned(), "NAMES".to_owned()],
+            vec!["*".to_owned(), "abc".to_owned(), "a.test,b.test".to_owned()],
+        ];
+        assert_eq!(table(&rows), "   ID   NAMES\n*  abc  a.test,b.test\n");
+    }
+
+    #[test]
+    fn records_list_each_challenge_on_its_own_line() {
+        let challenges = vec![json!({
+            "identifier": "*.shop.test",
+            "challenge_domain": "_acme-challenge.shop.test.",
+            "expected_txt_value": "v1"
+        })];
+        assert_eq!(
+            records(&challenges),
+            "  _acme-challenge.shop.test. TXT v1   (for *.shop.test)\n"
+        );
+        let domain =
+            json!({"renewal": {"in_progress": true, "order_id": "o", "challenges": challenges}});
+        assert_eq!(
+            renewal_waiting(&domain).map(|(id, c)| (id, c.len())),
+            Some(("o".to_owned(), 1))
+        );
+        assert!(renewal_waiting(&json!({"renewal": {"in_progress": false}})).is_none());
+    }
 }

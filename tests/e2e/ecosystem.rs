@@ -574,6 +574,57 @@ async fn the_cli_takes_a_domain_through_the_flow_and_wait_reports_the_outcome() 
     );
 }
 
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_cli_renews_a_certificate_and_lists_the_old_and_the_new() {
+    let (pebble, _database, env) = pebble_and_database(StoreKind::Sqlite).await;
+    let service = Service::start(BINARY, &env);
+    let id = active_domain(&service, &pebble, "renew-cli.example.test").await;
+    let (_, first) = service.get(&format!("/domains/{id}")).await;
+    let first_id = first["certificate"]["id"].as_str().expect("id").to_owned();
+
+    let (code, stdout, stderr) = cli(&service, &["renew", &id]);
+    assert_eq!(code, 0, "{stderr}");
+    assert!(stdout.contains("stays active"), "{stdout}");
+    assert!(
+        stdout.contains("Set a TXT record at _acme-challenge.renew-cli.example.test."),
+        "{stdout}"
+    );
+    // Still usable, and the records the renewal waits for are said out loud.
+    let (code, stdout, stderr) = cli_wait(&service, &id).await;
+    assert_eq!(code, 0, "{stdout}{stderr}");
+    assert!(stderr.contains("waits for these TXT records"), "{stderr}");
+
+    let (_, view) = service.get(&format!("/domains/{id}")).await;
+    for challenge in view["renewal"]["challenges"].as_array().expect("records") {
+        pebble.set_txt(
+            challenge["challenge_domain"].as_str().expect("name"),
+            challenge["expected_txt_value"].as_str().expect("value"),
+        );
+    }
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(60);
+    while service.get(&format!("/domains/{id}")).await.1["certificate"]["id"] == first_id.as_str() {
+        assert!(std::time::Instant::now() < deadline, "not renewed");
+        tokio::time::sleep(std::time::Duration::from_millis(200)).await;
+    }
+
+    let (code, stdout, stderr) = cli(&service, &["certificates", &id]);
+    assert_eq!(code, 0, "{stderr}");
+    let lines: Vec<&str> = stdout.lines().collect();
+    assert_eq!(lines.len(), 3, "a header and two certificates: {stdout}");
+    assert!(
+        lines[0].contains("SERIAL") && lines[0].contains("REVOKED"),
+        "{stdout}"
+    );
+    assert!(
+        lines[1].starts_with('*') && lines[1].contains("manual") && lines[1].contains(&first_id),
+        "the current one, a manual renewal replacing the first: {stdout}"
+    );
+    assert!(
+        lines[2].starts_with(' ') && lines[2].contains(&first_id),
+        "{stdout}"
+    );
+}
+
 #[test]
 fn the_quick_start_script_gets_a_certificate() {
     let root = PathBuf::from(env!("CARGO_MANIFEST_DIR"));
