@@ -22,7 +22,8 @@ use std::collections::HashMap;
 use std::time::{Duration, Instant};
 
 use dns_handling_testkit::{
-    service_env, verified_domain, Pebble, PebbleOptions, Service, StoreKind, TestDatabase,
+    service_env, verified_domain_with_alt_names, Pebble, PebbleOptions, Service, StoreKind,
+    TestDatabase,
 };
 use futures::future::join_all;
 use process::{cpu_seconds, status_mib};
@@ -40,28 +41,13 @@ async fn verified_domain_with_names(
     name: &str,
     names: usize,
 ) -> String {
-    if names == 1 {
-        return verified_domain(service, pebble, name).await;
-    }
-    let alt_names: Vec<String> = [format!("www.{name}"), format!("*.{name}")]
-        .into_iter()
+    let alt_names = [format!("www.{name}"), format!("*.{name}")];
+    let alt_names: Vec<&str> = alt_names
+        .iter()
+        .map(String::as_str)
         .take(names - 1)
         .collect();
-    let (code, body) = service
-        .post(
-            "/domains",
-            Some(json!({"domain_name": name, "alt_names": alt_names})),
-        )
-        .await;
-    assert_eq!(code, 201, "{body}");
-    let id = body["id"].as_str().expect("id").to_owned();
-    pebble.set_txt(
-        body["verification_record"]["name"].as_str().expect("name"),
-        body["verification_token"].as_str().expect("token"),
-    );
-    let (code, body) = service.post(&format!("/domains/{id}/verify"), None).await;
-    assert_eq!(code, 200, "{body}");
-    id
+    verified_domain_with_alt_names(service, pebble, name, &alt_names).await
 }
 
 async fn run(

@@ -282,22 +282,35 @@ pub async fn certificate_key(
                 certificate.id, certificate.not_after
             ))
         })?;
+    hand_out_key(&services, &request, &id, certificate.id, key).await
+}
+
+/// Records who reads a certificate's private key, then answers it: if the audit record cannot
+/// be written, the key is not handed out.
+pub(super) async fn hand_out_key(
+    services: &AppState,
+    request: &HttpRequest,
+    domain_id: &str,
+    certificate_id: String,
+    key: String,
+) -> Result<HttpResponse, ApiError> {
     let reader = match request.peer_addr() {
-        Some(peer) => format!("{} from {}", Role::of(&request).label(), peer.ip()),
-        None => Role::of(&request).label().to_owned(),
+        Some(peer) => format!("{} from {}", Role::of(request).label(), peer.ip()),
+        None => Role::of(request).label().to_owned(),
     };
-    // The audit record comes first: if it cannot be written, the key is not handed out.
     let command = CustomDomainCommand::RecordPrivateKeyRead {
-        certificate_id: certificate.id.clone(),
+        certificate_id: certificate_id.clone(),
         reader,
         at: Utc::now(),
     };
-    services.execute(&id, command, origin(&request)).await?;
+    services
+        .execute(domain_id, command, origin(request))
+        .await?;
     Ok(HttpResponse::Ok()
         .insert_header(("cache-control", "no-store"))
         .json(PrivateKeyBody {
-            domain_id: certificate.domain_id,
-            certificate_id: certificate.id,
+            domain_id: domain_id.to_owned(),
+            certificate_id,
             private_key_pem: key,
         }))
 }

@@ -14,7 +14,7 @@ use super::bodies::{
     rfc3339, rfc3339_opt, CallerErrors, ChangeErrors, DomainBody, ErrorBody, IssuanceStarted,
     NotFoundError, PrivateKeyBody,
 };
-use super::certificates::{issuance_started, DomainLocks};
+use super::certificates::{hand_out_key, issuance_started, DomainLocks};
 use super::domains::{find, origin};
 use super::{ApiError, SharedState};
 use crate::actors::{start_renewal, RenewalStartError, Supervisor};
@@ -294,24 +294,7 @@ pub async fn key(
                 "the key of certificate {certificate_id} was destroyed"
             ))
         })?;
-    let reader = match request.peer_addr() {
-        Some(peer) => format!("{} from {}", Role::of(&request).label(), peer.ip()),
-        None => Role::of(&request).label().to_owned(),
-    };
-    // The audit record comes first: if it cannot be written, the key is not handed out.
-    let command = CustomDomainCommand::RecordPrivateKeyRead {
-        certificate_id: certificate_id.clone(),
-        reader,
-        at: Utc::now(),
-    };
-    services.execute(&id, command, origin(&request)).await?;
-    Ok(HttpResponse::Ok()
-        .insert_header(("cache-control", "no-store"))
-        .json(PrivateKeyBody {
-            domain_id: id,
-            certificate_id,
-            private_key_pem: key,
-        }))
+    hand_out_key(&services, &request, &id, certificate_id, key).await
 }
 
 /// Body of `POST /domains/{id}/certificate/revoke`.

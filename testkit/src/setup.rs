@@ -42,6 +42,32 @@ pub async fn verified_domain(service: &Service, pebble: &Pebble, name: &str) -> 
     id
 }
 
+/// Registers `name` with further names `alt_names` and proves its ownership through Pebble's
+/// DNS server; returns its id.
+pub async fn verified_domain_with_alt_names(
+    service: &Service,
+    pebble: &Pebble,
+    name: &str,
+    alt_names: &[&str],
+) -> String {
+    let (status, body) = service
+        .post(
+            "/domains",
+            Some(serde_json::json!({"domain_name": name, "alt_names": alt_names})),
+        )
+        .await;
+    assert_eq!(status, 201, "register {name}: {body}");
+    let id = body["id"].as_str().expect("id").to_owned();
+    pebble.set_txt(
+        body["verification_record"]["name"].as_str().expect("name"),
+        body["verification_token"].as_str().expect("token"),
+    );
+    let (code, body) = service.post(&format!("/domains/{id}/verify"), None).await;
+    assert_eq!(code, 200, "{body}");
+    assert_eq!(body["status"], "verified");
+    id
+}
+
 /// Takes `name` all the way to `active`; returns its id.
 pub async fn active_domain(service: &Service, pebble: &Pebble, name: &str) -> String {
     let id = verified_domain(service, pebble, name).await;

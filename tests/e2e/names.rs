@@ -5,7 +5,9 @@
 
 use std::time::Duration;
 
-use dns_handling_testkit::{pebble_and_database, Pebble, Service, StoreKind, TestDatabase};
+use dns_handling_testkit::{
+    pebble_and_database, verified_domain_with_alt_names, Pebble, Service, StoreKind, TestDatabase,
+};
 use serde_json::{json, Value};
 
 use crate::issuance::verify_chain;
@@ -24,21 +26,7 @@ crate::on_both_stores!(a_crash_between_the_order_and_finalization_resumes_with_e
 
 /// Registers `DOMAIN` with `alt_names` and proves its ownership; returns its id.
 async fn verified_with(service: &Service, pebble: &Pebble, alt_names: &[&str]) -> String {
-    let (code, body) = service
-        .post(
-            "/domains",
-            Some(json!({"domain_name": DOMAIN, "alt_names": alt_names})),
-        )
-        .await;
-    assert_eq!(code, 201, "{body}");
-    let id = body["id"].as_str().expect("id").to_owned();
-    pebble.set_txt(
-        body["verification_record"]["name"].as_str().expect("name"),
-        body["verification_token"].as_str().expect("token"),
-    );
-    let (code, body) = service.post(&format!("/domains/{id}/verify"), None).await;
-    assert_eq!(code, 200, "{body}");
-    id
+    verified_domain_with_alt_names(service, pebble, DOMAIN, alt_names).await
 }
 
 /// The `challenges` of a `202`, as (identifier, challenge_domain, expected_txt_value).

@@ -80,7 +80,7 @@ fn certificate_id(view: &Value) -> String {
 fn publish_renewal_records(pebble: &Pebble, view: &Value) {
     let challenges = view["renewal"]["challenges"]
         .as_array()
-        .expect("challenges");
+        .unwrap_or_else(|| panic!("no challenges in {view}"));
     assert!(!challenges.is_empty(), "{view}");
     for challenge in challenges {
         pebble.set_txt(
@@ -268,15 +268,21 @@ async fn a_manual_renewal_waits_for_its_records_while_the_domain_stays_active(ki
 }
 
 async fn a_failed_renewal_is_retried_on_the_schedule_while_the_certificate_stays(kind: StoreKind) {
-    let (pebble, database, mut env) = pebble_and_database(kind).await;
-    renewing(&mut env, DUE_AT_ONCE);
-    env.insert("RENEWAL_TXT_TIMEOUT".into(), "1s".into());
+    let (mut pebble, database, mut env) = pebble_and_database(kind).await;
     env.insert("RENEWAL_RETRY_SCHEDULE".into(), "2s,4s".into());
     let service = Service::start(BINARY, &env);
     let id = active_domain(&service, &pebble, "failing.example.test").await;
     let (_, first) = service.get(&format!("/domains/{id}")).await;
     let first_id = certificate_id(&first);
-    // Nobody publishes the renewal's records: each attempt times out.
+    // The CA goes away (whether a CA would want fresh proof for a renewal is its choice: one
+    // that reuses the valid authorization renews without any record), then the renewal is due.
+    pebble.stop_acme();
+    let (code, body) = service.post(&format!("/domains/{id}/renew"), None).await;
+    assert_eq!(
+        code, 500,
+        "a manual renewal the CA cannot take records nothing: {body}"
+    );
+    let service = restart_renewing(service, &env, DUE_AT_ONCE);
     let view = wait_until(
         &service,
         &id,
@@ -291,18 +297,10 @@ async fn a_failed_renewal_is_retried_on_the_schedule_while_the_certificate_stays
         "the certificate stays in service"
     );
     assert_eq!(
-        view["renewal"]["last_failure"]["code"], "dns_timeout",
-        "{view}"
-    );
-    assert!(
-        view["renewal"]["last_failure"]["detail"]
-            .as_str()
-            .unwrap_or("")
-            .contains("failing.example.test"),
+        view["renewal"]["last_failure"]["code"], "acme_unavailable",
         "{view}"
     );
     let failed = payloads(&database, &id, "RenewalFailed").await;
-    let requested = payloads(&database, &id, "RenewalRequested").await;
     let waits: Vec<i64> = failed
         .iter()
         .map(|f| (time(&f["next_attempt_at"]) - time(&f["failed_at"])).num_seconds())
@@ -312,15 +310,28 @@ async fn a_failed_renewal_is_retried_on_the_schedule_while_the_certificate_stays
         [2, 4, 4],
         "the schedule, its last wait repeating"
     );
-    for (n, failure) in failed.iter().enumerate().take(2) {
-        assert_eq!(failure["attempt"], n as u64 + 1);
-        let next = &requested[n + 1];
+    for (n, pair) in failed.windows(2).enumerate().take(2) {
+        assert_eq!(pair[0]["attempt"], n as u64 + 1);
         assert!(
-            time(&next["requested_at"]) >= time(&failure["next_attempt_at"]),
-            "attempt {} came before its time: {next} after {failure}",
-            n + 2
+            time(&pair[1]["failed_at"]) >= time(&pair[0]["next_attempt_at"]),
+            "attempt {} came before its time: {} after {}",
+            n + 2,
+            pair[1],
+            pair[0]
         );
     }
+}
+
+/// The same service, restarted with `RENEW_BEFORE` and a quick scheduler.
+fn restart_renewing(
+    mut service: Service,
+    env: &HashMap<String, String>,
+    renew_before: &str,
+) -> Service {
+    service.terminate();
+    let mut env = env.clone();
+    renewing(&mut env, renew_before);
+    Service::start(BINARY, &env)
 }
 
 async fn an_expired_certificate_makes_the_domain_expired_until_its_renewal_is_issued(
@@ -432,7 +443,11 @@ async fn two_replicas_renew_twenty_due_certificates_each_exactly_once() {
             if certificate_id(&view) != first[id] {
                 renewed.push(id);
             } else if renewal_in_progress(&view) {
-                publish_renewal_records(&pebble, &view);
+                // Nothing to publish when the CA holds a valid authorization still: the order
+                // goes on by itself.
+                if view["renewal"]["challenges"].is_array() {
+                    publish_renewal_records(&pebble, &view);
+                }
             }
         }
         tokio::time::sleep(Duration::from_millis(300)).await;
