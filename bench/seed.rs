@@ -1,14 +1,20 @@
-//! Seeding shared by the `pending` and `readpath` benches: writes domains' events straight into
-//! a store with multi-row inserts (as `bench/store.rs` loads its million events), each stream
-//! linked into its hash chain as the service links it, and reserves each domain's name. The
-//! service builds the read views itself when it next starts (projection catch-up).
+//! Seeding shared by the `pending`, `readpath` and `renewals` benches: writes domains' events
+//! straight into a store with multi-row inserts (as `bench/store.rs` loads its million events),
+//! each stream linked into its hash chain as the service links it, and reserves each domain's
+//! name. Either the service builds the read views itself when it next starts (projection
+//! catch-up), or [`seed_with`] writes them too, folded from the same events and stored as the
+//! projector stores them, with the checkpoint at the end of the feed: a start has nothing to
+//! catch up.
 
 use chrono::{DateTime, Utc};
-use dns_handling::adapters::store::Store;
+use dns_handling::adapters::store::{ProjectionWrite, Store};
+use dns_handling::read::projector::DOMAIN_VIEWS;
 use dns_handling_events::chain::{event_hash, ChainedContent, GENESIS, HASH_KEY, PREV_HASH_KEY};
 use dns_handling_events::{
     CertificateKeyType, CustomDomainEvent, IssuedCertificate, OrderChallenge, OrderDetails,
+    RenewalReason,
 };
+use dns_handling_projections::{CertificateView, DomainView};
 use serde_json::{json, Value};
 
 /// How far each seeded domain got.
@@ -23,6 +29,11 @@ pub enum Lifecycle {
     },
     /// Registered, verified, requested, observed and issued: `active`.
     Active,
+    /// `active`, and the renewal scheduler has scheduled its renewal (by lifetime) for `due_at`.
+    RenewalScheduled {
+        /// When the renewal is due.
+        due_at: DateTime<Utc>,
+    },
 }
 
 /// The id of seeded domain `n` (a UUID, like the ids `POST /domains` hands out).
@@ -50,7 +61,9 @@ fn domain_events(n: usize, lifecycle: Lifecycle) -> Vec<CustomDomainEvent> {
             poll_interval_ms,
             deadline,
         } => (poll_interval_ms, deadline),
-        Lifecycle::Active => (10_000, now + chrono::Duration::minutes(5)),
+        Lifecycle::Active | Lifecycle::RenewalScheduled { .. } => {
+            (10_000, now + chrono::Duration::minutes(5))
+        }
     };
     let mut events = vec![
         CustomDomainEvent::DomainRegistered {
@@ -84,7 +97,7 @@ fn domain_events(n: usize, lifecycle: Lifecycle) -> Vec<CustomDomainEvent> {
             requested_at: now,
         },
     ];
-    if let Lifecycle::Active = lifecycle {
+    if let Lifecycle::Active | Lifecycle::RenewalScheduled { .. } = lifecycle {
         events.push(CustomDomainEvent::ChallengeRecordObserved {
             order_id: order_id.clone(),
             observed_values: vec!["LoqXcYV8q5ONbJQxbmR7SCTNo3tiAXDfowyjxAjEuX0".into()],
@@ -105,6 +118,15 @@ fn domain_events(n: usize, lifecycle: Lifecycle) -> Vec<CustomDomainEvent> {
                 ),
             },
             issued_at: now,
+        });
+    }
+    if let Lifecycle::RenewalScheduled { due_at } = lifecycle {
+        events.push(CustomDomainEvent::RenewalScheduled {
+            certificate_id: format!("cert-{n}"),
+            due_at,
+            reason: RenewalReason::Lifetime,
+            window: None,
+            scheduled_at: now,
         });
     }
     events
@@ -138,19 +160,18 @@ fn insert_sql(rows: usize, postgres: bool) -> String {
 type Row = (String, i64, &'static str, String, String, String);
 
 /// A domain's events as stored rows, hash-chained from the genesis hash.
-fn rows_of(n: usize, lifecycle: Lifecycle) -> anyhow::Result<Vec<Row>> {
-    let id = domain_id(n);
+fn rows_of(id: &str, events: &[CustomDomainEvent]) -> anyhow::Result<Vec<Row>> {
     let mut prev_hash = GENESIS.to_owned();
     let mut rows = Vec::new();
-    for (index, event) in domain_events(n, lifecycle).into_iter().enumerate() {
-        let payload = serde_json::to_value(&event)?;
+    for (index, event) in events.iter().enumerate() {
+        let payload = serde_json::to_value(event)?;
         let mut metadata = json!({"actor": "bench-seed"});
         let sequence = index as u64 + 1;
         let hash = event_hash(
             &prev_hash,
             &ChainedContent {
                 aggregate_type: "CustomDomain",
-                aggregate_id: &id,
+                aggregate_id: id,
                 sequence,
                 event_type: event.type_name(),
                 event_version: event.version(),
@@ -164,7 +185,7 @@ fn rows_of(n: usize, lifecycle: Lifecycle) -> anyhow::Result<Vec<Row>> {
         }
         prev_hash = hash;
         rows.push((
-            id.clone(),
+            id.to_owned(),
             sequence as i64,
             event.type_name(),
             event.version().to_owned(),
@@ -178,15 +199,44 @@ fn rows_of(n: usize, lifecycle: Lifecycle) -> anyhow::Result<Vec<Row>> {
 /// Writes `domains` domains' events and name reservations into `store` (migrated here), in
 /// large transactions. Returns the number of events written.
 pub async fn seed(store: &Store, domains: usize, lifecycle: Lifecycle) -> anyhow::Result<usize> {
+    seed_with(store, domains, |_| lifecycle, false).await
+}
+
+/// As [`seed`], domain `n` as far as `lifecycle(n)` says; with `views`, also each domain's view
+/// and certificate view (folded from its events, written by `Store::write_projection` as the
+/// projector writes them) and, at the end, the views' checkpoint at the last event.
+pub async fn seed_with(
+    store: &Store,
+    domains: usize,
+    lifecycle: impl Fn(usize) -> Lifecycle,
+    views: bool,
+) -> anyhow::Result<usize> {
     const ROWS_PER_STATEMENT: usize = 100;
     store.migrate().await?;
     let reserved_at = Utc::now().format("%Y-%m-%dT%H:%M:%S%.6fZ").to_string();
     let mut written = 0;
     let mut rows: Vec<Row> = Vec::new();
     let mut names: Vec<(String, String)> = Vec::new();
+    let mut domain_views: Vec<DomainView> = Vec::new();
+    let mut certificates: Vec<CertificateView> = Vec::new();
     for n in 0..domains {
-        rows.extend(rows_of(n, lifecycle)?);
-        names.push((domain_name(n), domain_id(n)));
+        let id = domain_id(n);
+        let events = domain_events(n, lifecycle(n));
+        rows.extend(rows_of(&id, &events)?);
+        if views {
+            let numbered = || (1u64..).zip(events.iter());
+            let view = DomainView::fold(&id, numbered())
+                .ok_or_else(|| anyhow::anyhow!("domain {n}'s events do not fold into a view"))?;
+            domain_views.push(view);
+            // The current certificate: the last one issued.
+            if let Some(certificate) = numbered()
+                .filter_map(|(sequence, event)| CertificateView::from_event(&id, sequence, event))
+                .last()
+            {
+                certificates.push(certificate);
+            }
+        }
+        names.push((domain_name(n), id));
         if rows.len() < 30_000 && n + 1 < domains {
             continue;
         }
@@ -228,9 +278,29 @@ pub async fn seed(store: &Store, domains: usize, lifecycle: Lifecycle) -> anyhow
             Store::Postgres(pool) => insert_all!(pool, true),
             Store::Sqlite(pool) => insert_all!(pool, false),
         }
+        if views {
+            store
+                .write_projection(ProjectionWrite {
+                    views: &domain_views,
+                    certificates: &certificates,
+                    ..ProjectionWrite::default()
+                })
+                .await?;
+            domain_views.clear();
+            certificates.clear();
+        }
         written += rows.len();
         rows.clear();
         names.clear();
+    }
+    if views {
+        let (last, _) = store.feed_extent().await?;
+        store
+            .write_projection(ProjectionWrite {
+                checkpoint: Some((DOMAIN_VIEWS, last)),
+                ..ProjectionWrite::default()
+            })
+            .await?;
     }
     Ok(written)
 }
