@@ -25,7 +25,8 @@
 //!   service's CPU share, beside the PostgreSQL server's (every `postgres` process) and
 //!   Pebble's over the same window, and the events written in it;
 //! - then one `GET /metrics` (its counts read the views) and, in the first run only, the first
-//!   signed audit checkpoint of the process (`POST /audit/checkpoints`, which walks the log).
+//!   signed audit checkpoint of the process (`POST /audit/checkpoints`, which walks the log;
+//!   SIGN_CHECKPOINT=0 leaves it out).
 
 // A bench binary: its items need no docs.
 #![allow(missing_docs)]
@@ -77,6 +78,8 @@ struct Config {
     check_interval: Duration,
     poll_interval: Duration,
     idle_window: Duration,
+    /// Whether the first run also times the process's first audit checkpoint.
+    sign_checkpoint: bool,
 }
 
 /// Whether seeded domain `n` is one of the `due` due ones (spread evenly over the ids).
@@ -256,18 +259,15 @@ async fn renewal_span(
     Ok(parse(first).zip(parse(last)))
 }
 
-/// The stored views' size in MiB (PostgreSQL: `domain_views` with its indexes and TOAST;
-/// SQLite: the whole file, which is all there is to say without `dbstat`).
-async fn views_mib(store: &Store, url: &str) -> anyhow::Result<f64> {
-    Ok(match store {
-        Store::Postgres(pool) => {
-            let bytes: i64 = sqlx::query_scalar("SELECT pg_total_relation_size('domain_views')")
-                .fetch_one(pool)
-                .await?;
-            bytes as f64 / 1048576.0
-        }
-        Store::Sqlite(_) => std::fs::metadata(sqlite_file(url))?.len() as f64 / 1048576.0,
-    })
+/// The stored domain views' size in MiB: on PostgreSQL `domain_views` with its indexes and
+/// TOAST; on SQLite (no `dbstat` here) the bytes of their payloads, a lower bound.
+async fn views_mib(store: &Store) -> anyhow::Result<f64> {
+    let sql = match store {
+        Store::Postgres(_) => "SELECT pg_total_relation_size('domain_views')",
+        Store::Sqlite(_) => "SELECT SUM(LENGTH(payload)) FROM domain_views",
+    };
+    let bytes: i64 = on_pool!(store, pool => sqlx::query_scalar(sql).fetch_one(pool).await?);
+    Ok(bytes as f64 / 1048576.0)
 }
 
 /// Every process whose command name is `comm` (and whose command line contains `marker`).
@@ -543,17 +543,14 @@ async fn one_run(
         .sum::<i64>()
         - events_before;
     let (hwm_mib, rss_mib) = (status_mib(pid, "VmHWM:"), status_mib(pid, "VmRSS:"));
-    let views = views_mib(&store, &copy.url).await?;
 
     let scraping = Instant::now();
     let metrics = client.get(service.url("/metrics")).send().await?;
     let metrics_status = metrics.status();
     let _ = metrics.text().await?;
     let metrics_s = scraping.elapsed().as_secs_f64();
-    eprintln!(
-        "{kind:?} run {run}: GET /metrics {metrics_status} in {metrics_s:.3} s; stored views {views:.0} MiB"
-    );
-    if run == 1 {
+    eprintln!("{kind:?} run {run}: GET /metrics {metrics_status} in {metrics_s:.3} s");
+    if run == 1 && config.sign_checkpoint {
         let cpu = cpu_seconds(pid);
         let signing = Instant::now();
         let signed = client
@@ -624,7 +621,7 @@ async fn run(kind: StoreKind, config: &Config) -> anyhow::Result<()> {
         );
     }
     let (seeded_position, stored) = store.feed_extent().await?;
-    let views = views_mib(&store, &seeded.url).await?;
+    let views = views_mib(&store).await?;
     seed::close(store).await;
     if kind == StoreKind::Sqlite {
         // Everything into the database file, the WAL emptied, before the file is copied.
@@ -677,7 +674,7 @@ async fn run(kind: StoreKind, config: &Config) -> anyhow::Result<()> {
         figures.push(run_figures);
     }
     println!(
-        "{kind:?} summary over {runs} runs, median (min–max): start {} s = {} × the raw COUNT(*) ({} s) | due query {} ms | renewals started {} s to {} s after spawn (spread {} s) | VmHWM {} MiB = {} % of the stored views | idle CPU {} % of a core (PostgreSQL {} %, Pebble {} %) | GET /metrics {} s",
+        "{kind:?} summary over {runs} runs, median (min–max): start {} s = {} × the raw COUNT(*) ({} s) | due query {} ms | renewals started {} s to {} s after spawn (spread {} s) | VmHWM {} MiB = {} % of the stored views ({views:.0} MiB) | idle CPU {} % of a core (PostgreSQL backends {}, Pebble {} %) | GET /metrics {} s",
         summary(&figures, |f| f.ready_s, 2),
         summary(&figures, |f| f.ready_s / f.count_s, 2),
         summary(&figures, |f| f.count_s, 2),
@@ -688,7 +685,10 @@ async fn run(kind: StoreKind, config: &Config) -> anyhow::Result<()> {
         summary(&figures, |f| f.hwm_mib, 0),
         summary(&figures, |f| f.hwm_mib / views * 100.0, 1),
         summary(&figures, |f| f.idle_cpu_pct, 2),
-        summary(&figures, |f| f.postgres_cpu_pct, 2),
+        match kind {
+            StoreKind::Postgres => format!("{} %", summary(&figures, |f| f.postgres_cpu_pct, 2)),
+            StoreKind::Sqlite => "n/a".to_owned(),
+        },
         summary(&figures, |f| f.pebble_cpu_pct, 2),
         summary(&figures, |f| f.metrics_s, 3),
     );
@@ -708,6 +708,7 @@ fn main() -> anyhow::Result<()> {
         check_interval: seconds("RENEWAL_CHECK_INTERVAL_S", 10, 1),
         poll_interval: seconds("POLL_INTERVAL_S", 10, 10),
         idle_window: seconds("IDLE_WINDOW", 60, 2),
+        sign_checkpoint: number("SIGN_CHECKPOINT") != Some(0),
     };
     anyhow::ensure!(
         config.due <= 1_000,
