@@ -6,7 +6,8 @@
 //! The renewal scale test. Seeds a store once with N `active` domains whose renewal is
 //! scheduled (events hash-chained as the service chains them, names reserved, domain and
 //! certificate views written as the projector writes them, the checkpoint at the last event):
-//! DUE of them, spread over the id range, were due an hour ago; the rest are due in 60 days.
+//! DUE of them, spread over the id range, fell due within the last hour; the rest are due 30 to
+//! 42 days on (each domain its own time).
 //! Then, RUNS times, on a fresh copy of that store (PostgreSQL: `CREATE DATABASE … TEMPLATE`;
 //! SQLite: a copy of the file) and with a fresh Pebble, it starts the release binary and
 //! measures:
@@ -601,11 +602,13 @@ async fn run(kind: StoreKind, config: &Config) -> anyhow::Result<()> {
     let store = Store::connect(&seeded.url).await?;
     let seeding = Instant::now();
     let now = Utc::now();
+    // Every domain its own due time, as a real schedule has them (the index holds N distinct
+    // keys): the due ones within the last hour, the rest 30 to 42 days on, before their expiry.
     let lifecycle = |n: usize| seed::Lifecycle::RenewalScheduled {
         due_at: if is_due(n, domains, due) {
-            now - chrono::Duration::hours(1)
+            now - chrono::Duration::hours(1) + chrono::Duration::milliseconds(n as i64 % 3_600_000)
         } else {
-            now + chrono::Duration::days(60)
+            now + chrono::Duration::days(30) + chrono::Duration::seconds(n as i64)
         },
     };
     let events = seed::seed_with(&store, domains, lifecycle, true).await?;
