@@ -9,8 +9,9 @@ UPDATE projection_checkpoints SET position = 0 WHERE name = 'domain_views';
 
 -- What the background work looks for, without reading every view: the order a poller must
 -- carry on (`open_order`: its id), and when the renewal scheduler must next look at a domain
--- (`wake_at`: its renewal or retry is due, or its certificate expires). Both are null for most
--- domains most of the time, so the partial indexes hold only the few that are not.
+-- (`wake_at`: its renewal or retry is due, or its certificate expires). `open_order` is null for
+-- most domains most of the time; `wake_at` is set for every domain with a certificate (its due
+-- time or its expiry), and the scheduler reads only the range that has passed.
 ALTER TABLE domain_views ADD COLUMN open_order text;
 ALTER TABLE domain_views ADD COLUMN wake_at text;
 -- The current certificate's end of validity, for the metrics of certificates by time to expiry.
