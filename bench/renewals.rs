@@ -50,8 +50,8 @@ use chrono::{DateTime, Utc};
 use dns_handling::adapters::store::Store;
 use dns_handling::read::projector::DOMAIN_VIEWS;
 use dns_handling_testkit::{
-    postgres_admin_url, service_env, ChildGuard, Pebble, PebbleOptions, StoreKind, TempDir,
-    TestDatabase,
+    drop_postgres_database, postgres_admin_url, service_env, ChildGuard, Pebble, PebbleOptions,
+    StoreKind, TempDir, TestDatabase,
 };
 use process::{cpu_seconds, status_mib};
 use sqlx::{Connection, Row};
@@ -152,24 +152,7 @@ impl Copy {
 impl Drop for Copy {
     fn drop(&mut self) {
         if let Some(name) = self.postgres_name.take() {
-            let admin = postgres_admin_url();
-            let _ = std::thread::spawn(move || {
-                let runtime = tokio::runtime::Builder::new_current_thread()
-                    .enable_all()
-                    .build();
-                if let Ok(runtime) = runtime {
-                    runtime.block_on(async {
-                        if let Ok(mut connection) = sqlx::PgConnection::connect(&admin).await {
-                            let _ = sqlx::query(&format!(
-                                "DROP DATABASE IF EXISTS {name} WITH (FORCE)"
-                            ))
-                            .execute(&mut connection)
-                            .await;
-                        }
-                    });
-                }
-            })
-            .join();
+            drop_postgres_database(&name);
         }
     }
 }

@@ -141,26 +141,29 @@ impl TestDatabase {
 impl Drop for TestDatabase {
     fn drop(&mut self) {
         if let Some(name) = self.postgres_name.take() {
-            // Drop runs outside any runtime guarantee: use psql-free plain blocking SQL through a
-            // short-lived runtime on another thread.
-            let admin = postgres_admin_url();
-            let _ = std::thread::spawn(move || {
-                let runtime = tokio::runtime::Builder::new_current_thread()
-                    .enable_all()
-                    .build();
-                if let Ok(runtime) = runtime {
-                    runtime.block_on(async {
-                        if let Ok(mut connection) = sqlx::PgConnection::connect(&admin).await {
-                            let _ = sqlx::query(&format!(
-                                "DROP DATABASE IF EXISTS {name} WITH (FORCE)"
-                            ))
-                            .execute(&mut connection)
-                            .await;
-                        }
-                    });
-                }
-            })
-            .join();
+            drop_postgres_database(&name);
         }
     }
+}
+
+/// Drops a PostgreSQL database (with its connections), from anywhere: `Drop` runs outside any
+/// runtime guarantee, so this uses a short-lived runtime on another thread.
+pub fn drop_postgres_database(name: &str) {
+    let admin = postgres_admin_url();
+    let name = name.to_owned();
+    let _ = std::thread::spawn(move || {
+        let runtime = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build();
+        if let Ok(runtime) = runtime {
+            runtime.block_on(async {
+                if let Ok(mut connection) = sqlx::PgConnection::connect(&admin).await {
+                    let _ = sqlx::query(&format!("DROP DATABASE IF EXISTS {name} WITH (FORCE)"))
+                        .execute(&mut connection)
+                        .await;
+                }
+            });
+        }
+    })
+    .join();
 }

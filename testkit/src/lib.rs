@@ -25,7 +25,7 @@ mod service;
 mod setup;
 
 pub use ari::AriFront;
-pub use database::{postgres_admin_url, StoreKind, TestDatabase};
+pub use database::{drop_postgres_database, postgres_admin_url, StoreKind, TestDatabase};
 pub use pebble::{Pebble, PebbleOptions};
 pub use process::{free_dns_port, free_port, ChildGuard, TempDir};
 pub use service::{run_command, sample, start_expecting_refusal, Service};
