@@ -50,6 +50,9 @@ pub struct AppState {
     pub replica_id: String,
 }
 
+/// How many times a command is decided again after its append lost a race.
+const CONFLICT_RETRIES: u32 = 4;
+
 /// Who caused a command, recorded as the metadata of the events it produces.
 #[derive(Debug, Clone, Default)]
 pub struct CommandOrigin(pub HashMap<String, String>);
@@ -87,14 +90,30 @@ impl AppState {
     }
 
     /// Executes a command on one domain, recording `origin` with its events.
+    ///
+    /// Another writer may append to the domain between the load and the append (the renewal
+    /// scheduler, a poller, another replica): the append is then refused as a conflict and
+    /// nothing is recorded. The command is decided again on the domain as it now stands, a few
+    /// times, before the conflict reaches the caller: a request should not fail because
+    /// background work recorded something a moment earlier.
     pub async fn execute(
         &self,
         domain_id: &str,
         command: CustomDomainCommand,
         origin: CommandOrigin,
     ) -> Result<(), AggregateError<DomainError>> {
-        self.cqrs
-            .execute_with_metadata(domain_id, command, origin.0)
-            .await
+        let mut conflicts = 0;
+        loop {
+            let result = self
+                .cqrs
+                .execute_with_metadata(domain_id, command.clone(), origin.0.clone())
+                .await;
+            match result {
+                Err(AggregateError::AggregateConflict) if conflicts < CONFLICT_RETRIES => {
+                    conflicts += 1;
+                }
+                other => return other,
+            }
+        }
     }
 }

@@ -268,6 +268,8 @@ pub enum RevocationReason {
 pub enum KeyDisposal {
     /// Its order failed or was abandoned: no certificate will ever use it.
     OrderEnded,
+    /// Its certificate was revoked for `keyCompromise`: the key may be known to others.
+    KeyCompromised,
     /// Its certificate is past its end of validity.
     CertificateExpired,
     /// Its domain was removed.

@@ -797,6 +797,14 @@ impl CustomDomain {
     ) -> Result<CustomDomainEvent, DomainError> {
         self.require_status(DomainStatus::Active)?;
         let current = self.current_certificate.as_ref();
+        if current.is_some_and(|c| c.certificate_id == certificate_id && c.revoked) {
+            // Revoked: no edge should serve it any more (and after `keyCompromise` its key is
+            // destroyed).
+            return Err(DomainError::KeyUnavailable {
+                certificate_id,
+                reason: "it was revoked".to_owned(),
+            });
+        }
         if current.map(|c| c.certificate_id.as_str()) != Some(certificate_id.as_str()) {
             // A certificate it replaced stays readable, key included, until its own end (edges
             // may still serve it), unless it was revoked or its key destroyed.

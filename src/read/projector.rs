@@ -16,7 +16,7 @@ use std::collections::HashMap;
 
 use async_trait::async_trait;
 use cqrs_es::{EventEnvelope, Query};
-use dns_handling_events::{CustomDomainEvent, KeyDisposal};
+use dns_handling_events::{CustomDomainEvent, KeyDisposal, RevocationReason};
 use dns_handling_projections::{Applied, CertificateView, DomainView};
 
 use crate::adapters::store::{KeyDisposalMark, ProjectionRow, ProjectionWrite, Store, StoreError};
@@ -64,8 +64,8 @@ impl Prepared {
 }
 
 /// When an event decides the fate of certificate keys: a certificate's key goes at its end of
-/// validity, a key whose order ended without a certificate at once, every key of a removed
-/// domain at once.
+/// validity, or at once when it was revoked for `keyCompromise`; a key whose order ended
+/// without a certificate at once; every key of a removed domain at once.
 fn key_disposal(domain_id: &str, event: &CustomDomainEvent) -> Option<KeyDisposalMark> {
     let mark = |order_id: Option<&String>, certificate_id: Option<&String>, why, after| {
         Some(KeyDisposalMark {
@@ -98,6 +98,16 @@ fn key_disposal(domain_id: &str, event: &CustomDomainEvent) -> Option<KeyDisposa
             failed_at,
             ..
         } => mark(Some(order_id), None, KeyDisposal::OrderEnded, *failed_at),
+        CustomDomainEvent::CertificateRevoked {
+            certificate_id,
+            reason: RevocationReason::KeyCompromise,
+            revoked_at,
+        } => mark(
+            None,
+            Some(certificate_id),
+            KeyDisposal::KeyCompromised,
+            *revoked_at,
+        ),
         CustomDomainEvent::DomainRemoved { removed_at, .. } => {
             mark(None, None, KeyDisposal::DomainRemoved, *removed_at)
         }

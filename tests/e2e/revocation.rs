@@ -129,6 +129,13 @@ async fn a_revoked_certificate_is_revoked_at_the_ca_and_replaced(kind: StoreKind
         "the replacement is ordered at once: {view}"
     );
     assert_eq!(view["renewal"]["reason"], "revoked");
+    // Revoked for keyCompromise: its key is destroyed at once, and never handed out again.
+    let destroyed = wait_for_event(&database, &id, "CertificateKeyDestroyed").await;
+    assert_eq!(destroyed[0]["why"], "key_compromised", "{destroyed:?}");
+    assert_eq!(destroyed[0]["certificate_id"], first["certificate"]["id"]);
+    let (code, key) = service.get(&format!("/domains/{id}/certificate/key")).await;
+    assert!(code == 400 || code == 404, "{code} {key}");
+    assert!(key.get("private_key_pem").is_none(), "{key}");
     let (code, again) = service
         .post(
             &format!("/domains/{id}/certificate/revoke"),

@@ -35,7 +35,8 @@ pub struct ProjectionWrite<'a> {
 pub struct KeyDisposalMark {
     /// The domain.
     pub domain_id: String,
-    /// The order whose key it is; `None` for every key of the domain.
+    /// The order whose key it is. `None` with a `certificate_id`: the key of that certificate;
+    /// `None` with neither: every key of the domain.
     pub order_id: Option<String>,
     /// The certificate the key served, if any.
     pub certificate_id: Option<String>,
@@ -153,8 +154,19 @@ impl Store {
                 .as_str()
                 .unwrap_or_default()
                 .to_owned();
-            statements.push(match &mark.order_id {
-                Some(order_id) => (
+            statements.push(match (&mark.order_id, &mark.certificate_id) {
+                (None, Some(certificate_id)) => (
+                    "UPDATE certificate_keys SET destroy_after = $1, destroy_reason = $2 \
+                     WHERE certificate_id = $3 AND domain_id = $4"
+                        .to_owned(),
+                    vec![
+                        Param::Text(sortable_time(mark.after)),
+                        Param::Text(why),
+                        Param::Text(certificate_id.clone()),
+                        Param::Text(mark.domain_id.clone()),
+                    ],
+                ),
+                (Some(order_id), _) => (
                     "UPDATE certificate_keys SET destroy_after = $1, destroy_reason = $2, \
                      certificate_id = $3 WHERE order_id = $4"
                         .to_owned(),
@@ -165,7 +177,7 @@ impl Store {
                         Param::Text(order_id.clone()),
                     ],
                 ),
-                None => (
+                (None, None) => (
                     "UPDATE certificate_keys SET destroy_after = $1, destroy_reason = $2 \
                      WHERE domain_id = $3 AND (destroy_after IS NULL OR destroy_after > $1)"
                         .to_owned(),

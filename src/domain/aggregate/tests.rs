@@ -1286,3 +1286,24 @@ fn a_schedule_decided_before_a_revocation_does_not_postpone_the_replacement() {
         })
         .then_expect_events(vec![]);
 }
+
+#[test]
+fn the_key_of_a_revoked_certificate_is_not_handed_out() {
+    let mut given = active_with_renewal_due_at(t(10_000));
+    given.push(CustomDomainEvent::CertificateRevoked {
+        certificate_id: "cert-1".into(),
+        reason: RevocationReason::KeyCompromise,
+        revoked_at: t(50),
+    });
+    DomainTest::with(RenewalPolicy::default())
+        .given(given)
+        .when(CustomDomainCommand::RecordPrivateKeyRead {
+            certificate_id: "cert-1".into(),
+            reader: "admin".into(),
+            at: t(60),
+        })
+        .then_expect_error(DomainError::KeyUnavailable {
+            certificate_id: "cert-1".into(),
+            reason: "it was revoked".into(),
+        });
+}
