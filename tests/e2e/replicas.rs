@@ -134,7 +134,18 @@ async fn three_replicas_issue_sixty_domains_and_survive_losing_one() {
     );
     let ok: f64 = spread.iter().map(|(ok, _)| ok).sum();
     let failed: f64 = spread.iter().map(|(_, error)| error).sum();
-    assert_eq!((ok, failed), (60.0, 0.0), "{spread:?}");
+    let failures: Vec<String> = replicas[1..]
+        .iter()
+        .flat_map(|replica| {
+            replica
+                .log()
+                .lines()
+                .filter(|line| line.contains("ACME step failed"))
+                .map(str::to_owned)
+                .collect::<Vec<_>>()
+        })
+        .collect();
+    assert_eq!((ok, failed), (60.0, 0.0), "{spread:?} {failures:#?}");
     assert_eq!(database.count("acme_accounts").await, 1);
 }
 
