@@ -104,7 +104,8 @@ async fn a_renewal_follows_the_window_the_ca_suggests_and_names_what_it_replaces
     );
     for challenge in view["renewal"]["challenges"]
         .as_array()
-        .expect("challenges")
+        .into_iter()
+        .flatten()
     {
         pebble.set_txt(
             challenge["challenge_domain"].as_str().expect("name"),

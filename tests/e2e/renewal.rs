@@ -212,10 +212,32 @@ async fn a_manual_renewal_waits_for_its_records_while_the_domain_stays_active(ki
     assert_eq!(database.count("events").await, before, "nothing recorded");
 
     let id = active_domain(&service, &pebble, "manual.example.test").await;
-    let (_, first) = service.get(&format!("/domains/{id}")).await;
-    let first_id = certificate_id(&first);
-    let (code, started) = service.post(&format!("/domains/{id}/renew"), None).await;
-    assert_eq!(code, 202, "{started}");
+    // A CA may renew on an authorization it still holds as valid, with nothing to publish
+    // (Pebble does now and then): such a renewal completes by itself; ask again until one
+    // needs its record, which is what this test is about.
+    let mut attempts = 0;
+    let (first_id, started) = loop {
+        let (_, first) = service.get(&format!("/domains/{id}")).await;
+        let first_id = certificate_id(&first);
+        let (code, started) = service.post(&format!("/domains/{id}/renew"), None).await;
+        assert_eq!(code, 202, "{started}");
+        if started["challenges"]
+            .as_array()
+            .is_some_and(|c| !c.is_empty())
+        {
+            break (first_id, started);
+        }
+        attempts += 1;
+        assert!(attempts < 5, "the CA never asked for a record: {started}");
+        wait_until(
+            &service,
+            &id,
+            Duration::from_secs(60),
+            stays_active,
+            |view| certificate_id(view) != first_id && !renewal_in_progress(view),
+        )
+        .await;
+    };
     assert_eq!(started["status"], "active");
     assert_eq!(
         started["challenges"].as_array().map(Vec::len),
@@ -245,12 +267,11 @@ async fn a_manual_renewal_waits_for_its_records_while_the_domain_stays_active(ki
             .await,
         Some(1.0)
     );
-    assert!(
-        payloads(&database, &id, "ChallengeRecordObserved")
-            .await
-            .len()
-            == 1,
-        "only the first issuance's"
+    let types = database.event_types(&id).await;
+    assert_eq!(
+        types.last().map(String::as_str),
+        Some("RenewalRequested"),
+        "nothing observed since the renewal was asked for: {types:?}"
     );
 
     publish_renewal_records(&pebble, &view);
@@ -389,7 +410,7 @@ async fn a_restart_in_the_middle_of_a_renewal_resumes_it(kind: StoreKind) {
     let (code, started) = service.post(&format!("/domains/{id}/renew"), None).await;
     assert_eq!(code, 202, "{started}");
     service.kill();
-    for challenge in started["challenges"].as_array().expect("challenges") {
+    for challenge in started["challenges"].as_array().into_iter().flatten() {
         pebble.set_txt(
             challenge["challenge_domain"].as_str().expect("name"),
             challenge["expected_txt_value"].as_str().expect("value"),

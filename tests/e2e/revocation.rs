@@ -57,8 +57,10 @@ async fn key_rows(database: &TestDatabase, id: &str) -> Vec<String> {
         .await
 }
 
+/// Publishes the records a renewal asks for (none when the CA still holds a valid
+/// authorization: the order then goes on by itself).
 fn publish(pebble: &Pebble, challenges: &Value) {
-    for challenge in challenges.as_array().expect("challenges") {
+    for challenge in challenges.as_array().into_iter().flatten() {
         pebble.set_txt(
             challenge["challenge_domain"].as_str().expect("name"),
             challenge["expected_txt_value"].as_str().expect("value"),
