@@ -68,11 +68,14 @@ fn order(n: usize) -> OrderDetails {
             challenge_url: format!("https://acme.example/chall/{n}"),
             challenge_domain: "_acme-challenge.shop.example.com.".into(),
             expected_txt_value: CHALLENGE_VALUE.into(),
+            delegated_to: None,
         }],
         account_id: "https://acme.example/acct/1".into(),
         poll_interval_ms: 10_000,
         deadline: Utc::now() + Duration::minutes(5),
         key_type: CertificateKeyType::Rsa2048,
+        validation: dns_handling_events::Validation::Manual,
+        delegation_problem: None,
     }
 }
 
@@ -123,6 +126,7 @@ fn history(refused_orders: usize, key_reads: usize) -> Vec<CustomDomainEvent> {
         &mut domain,
         CustomDomainCommand::VerifyOwnership {
             observed_values: vec![TOKEN.into()],
+            delegation: None,
             at: now,
         },
     ));

@@ -75,6 +75,8 @@ fn domain_events(n: usize, lifecycle: Lifecycle) -> Vec<CustomDomainEvent> {
         },
         CustomDomainEvent::OwnershipVerified {
             observed_values: vec![token],
+            proof: dns_handling_events::OwnershipProof::Txt,
+            cname_target: None,
             verified_at: now,
         },
         CustomDomainEvent::CertificateRequested {
@@ -88,11 +90,14 @@ fn domain_events(n: usize, lifecycle: Lifecycle) -> Vec<CustomDomainEvent> {
                     challenge_url: format!("https://acme.invalid/chall/{n}"),
                     challenge_domain: challenge_domain(n),
                     expected_txt_value: "LoqXcYV8q5ONbJQxbmR7SCTNo3tiAXDfowyjxAjEuX0".into(),
+                    delegated_to: None,
                 }],
                 account_id: "https://acme.invalid/acct/1".into(),
                 poll_interval_ms,
                 deadline,
                 key_type: CertificateKeyType::Rsa2048,
+                validation: dns_handling_events::Validation::Manual,
+                delegation_problem: None,
             },
             requested_at: now,
         },

@@ -13,7 +13,8 @@ use cqrs_es::CqrsFramework;
 use crate::actors::{RenewalScheduler, ResumePending, Shutdown, Supervisor};
 use crate::adapters::acme::AcmeClient;
 use crate::adapters::certificate_keys::CertificateKeys;
-use crate::adapters::dns::{HickoryTxtLookup, TxtLookup};
+use crate::adapters::dns::{DnsLookup, HickoryDnsLookup};
+use crate::adapters::dns_server::{ChallengeZone, DnsServer};
 use crate::adapters::event_repository::Upcasters;
 use crate::adapters::store::{lock_sqlite_exclusively, SqliteReplicaLock, Store};
 use crate::adapters::vault::{KeyRing, KeyVault};
@@ -23,6 +24,7 @@ use crate::domain::renewal::RenewalPolicy;
 use crate::http;
 use crate::read::projector::ViewProjector;
 use crate::read::view_reader::ViewReader;
+use crate::read::zone_follower;
 use crate::settings::{redact_url_password, Settings};
 
 /// The running service: its HTTP server and its supervisor.
@@ -34,6 +36,8 @@ pub struct Application {
     /// The background tasks (catch-up, checkpoints, commit listener), ended before the runtime
     /// is: a database connection dropped after it panics in sqlx and aborts the process.
     background: Vec<actix_web::rt::task::JoinHandle<()>>,
+    /// The delegation zone's DNS server, when `DELEGATION_ZONE` is set.
+    dns_server: Option<DnsServer>,
     /// Held for the life of the process in SQLite mode: one process per database.
     _sqlite_lock: Option<SqliteReplicaLock>,
 }
@@ -49,7 +53,7 @@ impl Application {
     /// configured resolvers when given: tests wrap the real lookup to make it fail from inside.
     pub async fn build_with_lookup(
         settings: Settings,
-        lookup: Option<Arc<dyn TxtLookup>>,
+        lookup: Option<Arc<dyn DnsLookup>>,
     ) -> anyhow::Result<Application> {
         let key = KeyRing::resolve(&settings)?;
         let signer = Arc::new(AuditSigner::resolve(&settings)?);
@@ -70,10 +74,10 @@ impl Application {
             settings.acme_ca_bundle.clone(),
             vault.clone(),
         );
-        let dns: Arc<dyn TxtLookup> = match lookup {
+        let dns: Arc<dyn DnsLookup> = match lookup {
             Some(lookup) => lookup,
             None => Arc::new(
-                HickoryTxtLookup::new(&settings.dns_nameservers, settings.dns_timeout)
+                HickoryDnsLookup::new(&settings.dns_nameservers, settings.dns_timeout)
                     .context("setting up the DNS resolver")?,
             ),
         };
@@ -91,6 +95,31 @@ impl Application {
             // Other replicas commit too: their commits wake this one's following feed streams.
             background.push(actix_web::rt::spawn(listener));
         }
+        // The delegation zone is filled before pending orders resume, so their values are
+        // served from the first lookup on.
+        let dns_server = match settings.delegation() {
+            Some(zone) => {
+                let challenges = Arc::new(
+                    ChallengeZone::new(&zone, &settings.delegation_nameservers)
+                        .context("setting up the delegation zone (DELEGATION_NAMESERVERS)")?,
+                );
+                let position = zone_follower::fill(&store, &challenges)
+                    .await
+                    .context("filling the delegation zone from the open orders")?;
+                background.push(actix_web::rt::spawn(zone_follower::follow(
+                    store.clone(),
+                    challenges.clone(),
+                    position,
+                    settings.feed_poll_interval,
+                )));
+                Some(DnsServer::start(
+                    &challenges,
+                    &zone,
+                    settings.dns_listen_addr,
+                )?)
+            }
+            None => None,
+        };
         let event_store = PersistedEventStore::new_event_store(store.event_repository())
             .with_upcasters(vec![Box::new(Upcasters)]);
         let policy = RenewalPolicy {
@@ -151,6 +180,7 @@ impl Application {
             supervisor,
             renewals,
             background,
+            dns_server,
             _sqlite_lock: sqlite_lock,
         })
     }
@@ -158,6 +188,11 @@ impl Application {
     /// The address the server listens on (the real port when port 0 was asked for).
     pub fn address(&self) -> SocketAddr {
         self.address
+    }
+
+    /// Where the delegation zone's DNS server listens, when there is one.
+    pub fn dns_address(&self) -> Option<SocketAddr> {
+        self.dns_server.as_ref().map(|server| server.address)
     }
 
     /// Serves until the server is stopped (SIGINT or SIGTERM: in-flight requests finish first),
@@ -170,6 +205,7 @@ impl Application {
             task.abort();
             let _ = task.await;
         }
+        drop(self.dns_server);
         result
     }
 }

@@ -5,7 +5,8 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use chrono::Utc;
-use dns_handling_events::OrderDetails;
+use dns_handling_events::{OrderDetails, Validation};
+use dns_handling_projections::DomainView;
 use instant_acme::CertificateIdentifier;
 
 use cqrs_es::persist::PersistedEventStore;
@@ -13,12 +14,13 @@ use cqrs_es::{AggregateError, CqrsFramework};
 
 use crate::adapters::acme::{AcmeClient, AcmeError};
 use crate::adapters::certificate_keys::CertificateKeys;
-use crate::adapters::dns::TxtLookup;
+use crate::adapters::dns::DnsLookup;
 use crate::adapters::event_repository::EventRepository;
 use crate::adapters::store::Store;
 use crate::adapters::vault::KeyVault;
 use crate::audit::checkpoints::AuditSigner;
 use crate::domain::aggregate::{CustomDomain, CustomDomainCommand, DomainError};
+use crate::domain::delegation::{DelegationRecord, DelegationZone};
 use crate::read::view_reader::ViewReader;
 use crate::settings::Settings;
 
@@ -37,7 +39,7 @@ pub struct AppState {
     /// The ACME client with its one account.
     pub acme: Arc<AcmeClient>,
     /// TXT lookups.
-    pub dns: Arc<dyn TxtLookup>,
+    pub dns: Arc<dyn DnsLookup>,
     /// Private keys, encrypted at rest.
     pub vault: KeyVault,
     /// The certificate keys of orders: read, or generated and stored before first use.
@@ -65,28 +67,74 @@ impl CommandOrigin {
 }
 
 impl AppState {
-    /// Places one ACME order for `names` (a renewal names the certificate it `replaces`) and
-    /// gives what the aggregate records of it: polled every `POLL_INTERVAL`, waiting for its
-    /// records for `wait`.
+    /// Places one ACME order for every name of the domain (a renewal names the certificate it
+    /// `replaces`) and gives what the aggregate records of it: polled every `POLL_INTERVAL`,
+    /// waiting for its records for `wait`. With delegated validation on, the order is
+    /// `delegated` when every name's `_acme-challenge` is a CNAME to its record in the
+    /// service's zone, and `manual`, saying why, when one is not.
     pub async fn place_order(
         &self,
-        names: Vec<String>,
+        view: &DomainView,
         replaces: Option<&CertificateIdentifier<'static>>,
         wait: Duration,
     ) -> Result<OrderDetails, AcmeError> {
+        let names = view.names();
+        let delegation = match self.settings.delegation() {
+            Some(zone) => Some((self.delegation_problems(&zone, view).await, zone)),
+            None => None,
+        };
         let created = self.acme.create_order(&names, replaces).await?;
         let settings = &self.settings;
+        let mut challenges = created.challenges;
+        let (validation, delegation_problem) = match delegation {
+            Some((problems, zone)) if problems.is_empty() => {
+                for challenge in &mut challenges {
+                    let record = zone.record_for(&view.verification_token, &challenge.identifier);
+                    challenge.delegated_to = Some(record.target);
+                }
+                (Validation::Delegated, None)
+            }
+            Some((problems, _)) => (Validation::Manual, Some(problems.join("; "))),
+            None => (Validation::Manual, None),
+        };
         Ok(OrderDetails {
             order_id: uuid::Uuid::now_v7().to_string(),
             order_url: created.order_url,
             names,
-            challenges: created.challenges,
+            challenges,
             account_id: created.account_id,
             poll_interval_ms: u64::try_from(settings.poll_interval.as_millis()).unwrap_or(u64::MAX),
             deadline: Utc::now()
                 + chrono::Duration::from_std(wait).unwrap_or_else(|_| chrono::Duration::minutes(5)),
             key_type: settings.cert_key_type,
+            validation,
+            delegation_problem,
         })
+    }
+
+    /// What stops the domain's names from being validated by delegation: for each distinct
+    /// `_acme-challenge` name, its CNAME missing, pointing elsewhere, or not looked up. Checked
+    /// through the configured resolvers, as the CA will follow it.
+    async fn delegation_problems(&self, zone: &DelegationZone, view: &DomainView) -> Vec<String> {
+        let mut records: Vec<DelegationRecord> = Vec::new();
+        for name in view.names() {
+            let record = zone.record_for(&view.verification_token, &name);
+            if !records.contains(&record) {
+                records.push(record);
+            }
+        }
+        let lookups = records
+            .iter()
+            .map(|record| self.dns.cname_target(&record.name));
+        let seen = futures::future::join_all(lookups).await;
+        records
+            .iter()
+            .zip(seen)
+            .filter_map(|(record, seen)| match seen {
+                Ok(seen) => DelegationZone::problem_with(record, seen.as_deref()),
+                Err(error) => Some(error.to_string()),
+            })
+            .collect()
     }
 
     /// Executes a command on one domain, recording `origin` with its events.

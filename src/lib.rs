@@ -6,10 +6,12 @@
 //!   commands, the events they emit, its refusals (given/when/then tests in
 //!   `domain/aggregate/tests.rs`); [`domain::domain_name`] is the parsed, normalised host name;
 //!   [`domain::alt_names`], the further names a certificate covers, checked against the domain;
-//!   [`domain::renewal`], when a certificate is due and when a failed renewal is tried again.
+//!   [`domain::renewal`], when a certificate is due and when a failed renewal is tried again;
+//!   [`domain::delegation`], each name's label in the delegation zone and what a CNAME proves.
 //!   The events themselves are the crate `dns-handling-events` (`events/`).
 //! - [`adapters`]: the world outside. [`adapters::acme`]: the CA (instant-acme, rcgen);
-//!   [`adapters::dns`]: TXT lookups (hickory-resolver); [`adapters::store`]: PostgreSQL or
+//!   [`adapters::dns`]: TXT and CNAME lookups (hickory-resolver); [`adapters::dns_server`]: the
+//!   delegation zone's authoritative DNS server (hickory-server); [`adapters::store`]: PostgreSQL or
 //!   SQLite, each difference between the two decided inside it;
 //!   [`adapters::event_repository`]: the cqrs-es repository with the hash chain;
 //!   [`adapters::vault`]: private keys encrypted at rest; [`adapters::certificate_keys`]: the
@@ -18,7 +20,8 @@
 //!   `store/` are folders of a file per concern, mapped in their own `mod.rs`.
 //! - [`read`]: the read side. [`read::projector`] keeps the views (crate
 //!   `dns-handling-projections`, `projections/`) in step with the events;
-//!   [`read::view_reader`] serves them, concurrent reads coalesced.
+//!   [`read::view_reader`] serves them, concurrent reads coalesced; [`read::zone_follower`]
+//!   keeps every replica's delegation zone in step with the feed.
 //! - [`actors`]: the supervisor and its per-order pollers, and the renewal scheduler (actix).
 //! - [`audit`]: tamper evidence. [`audit::checkpoints`] signs checkpoints of the log;
 //!   [`audit::verify`] is `audit verify`.

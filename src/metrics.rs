@@ -102,6 +102,18 @@ pub struct Metrics {
     /// Renewals whose order waits for its TXT records, from the store at each scrape: where a
     /// person publishes them, each needs that person now.
     pub renewals_waiting_for_records: Gauge,
+    /// Queries the delegation zone's DNS server answered, by response code (`noerror`,
+    /// `nxdomain`, `refused`, `formerr`, …).
+    pub dns_queries: Family<RcodeLabel, Counter>,
+    /// Challenge values the delegation zone serves now.
+    pub delegation_zone_values: Gauge,
+}
+
+/// A single `rcode` label: a DNS response code in lower case.
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct RcodeLabel {
+    /// The response code, e.g. `noerror` or `nxdomain`.
+    pub rcode: String,
 }
 
 /// The process's metrics.
@@ -209,8 +221,22 @@ impl Metrics {
             "Renewals whose order waits for its TXT records to be published",
             renewals_waiting_for_records.clone(),
         );
+        let dns_queries = Family::<RcodeLabel, Counter>::default();
+        registry.register(
+            "dns_queries",
+            "Queries the delegation zone's DNS server answered, by response code",
+            dns_queries.clone(),
+        );
+        let delegation_zone_values = Gauge::default();
+        registry.register(
+            "delegation_zone_values",
+            "Challenge values the delegation zone serves now",
+            delegation_zone_values.clone(),
+        );
         Self {
             registry,
+            dns_queries,
+            delegation_zone_values,
             renewals,
             renewals_waiting_for_records,
             certificates_expiring,

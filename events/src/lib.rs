@@ -161,6 +161,10 @@ pub struct OrderChallenge {
     pub challenge_domain: String,
     /// The base64url SHA-256 key authorization digest the TXT record must hold.
     pub expected_txt_value: String,
+    /// Where the service publishes the value itself, in its own zone (`<label>.<zone>.`), when
+    /// the order is validated by delegation: `challenge_domain` is a CNAME to it (added in
+    /// `CertificateRequested` 4.0 and `RenewalRequested` 2.0; `null` for manual orders).
+    pub delegated_to: Option<String>,
 }
 
 impl OrderChallenge {
@@ -196,6 +200,64 @@ pub struct OrderDetails {
     /// The kind of key the certificate is issued for (added in `CertificateRequested` 2.0;
     /// version 1.0 events are upcast to `rsa2048`, the only kind there was).
     pub key_type: CertificateKeyType,
+    /// Who publishes the challenge records: the owner (`manual`) or the service, in its own
+    /// zone (`delegated`) (added in `CertificateRequested` 4.0 and `RenewalRequested` 2.0).
+    pub validation: Validation,
+    /// Why a domain set up for delegation fell back to `manual` (its CNAME missing or wrong);
+    /// `null` otherwise.
+    pub delegation_problem: Option<String>,
+}
+
+/// Who publishes an order's challenge records.
+#[derive(
+    Debug,
+    Clone,
+    Copy,
+    PartialEq,
+    Eq,
+    Serialize,
+    Deserialize,
+    schemars::JsonSchema,
+    utoipa::ToSchema,
+)]
+#[serde(rename_all = "snake_case")]
+pub enum Validation {
+    /// The domain's owner publishes each TXT record by hand.
+    Manual,
+    /// Every `_acme-challenge` name of the order is a CNAME into the service's delegation
+    /// zone, where the service publishes the values itself.
+    Delegated,
+}
+
+impl Validation {
+    /// The method as the API spells it.
+    pub const fn as_str(self) -> &'static str {
+        match self {
+            Self::Manual => "manual",
+            Self::Delegated => "delegated",
+        }
+    }
+}
+
+/// How ownership of a domain was proven.
+#[derive(
+    Debug,
+    Clone,
+    Copy,
+    PartialEq,
+    Eq,
+    Serialize,
+    Deserialize,
+    schemars::JsonSchema,
+    utoipa::ToSchema,
+)]
+#[serde(rename_all = "snake_case")]
+pub enum OwnershipProof {
+    /// The verification token was found in the TXT record at the verification name.
+    Txt,
+    /// `_acme-challenge.<domain>.` was found to be a CNAME to the domain's name in the
+    /// service's delegation zone: only who controls the domain's zone can set it.
+    Cname,
 }
 
 /// Why a certificate is (or was) renewed.
@@ -331,10 +393,14 @@ pub enum CustomDomainEvent {
         /// When it happened.
         replaced_at: DateTime<Utc>,
     },
-    /// The verification token was found in DNS.
+    /// Ownership was proven in DNS: the verification token, or the delegation CNAME.
     OwnershipVerified {
         /// All TXT values seen at the verification record name.
         observed_values: Vec<String>,
+        /// Which proof was seen (added in 2.0; older verifications were all `txt`).
+        proof: OwnershipProof,
+        /// The CNAME target seen at `_acme-challenge.<domain>.`, for a `cname` proof.
+        cname_target: Option<String>,
         /// When it happened.
         verified_at: DateTime<Utc>,
     },
@@ -509,8 +575,11 @@ impl CustomDomainEvent {
     /// The current version of this event's payload.
     pub fn version(&self) -> &'static str {
         match self {
-            Self::DomainRegistered { .. } | Self::IssuanceTimedOut { .. } => "2.0",
-            Self::CertificateRequested { .. } => "3.0",
+            Self::DomainRegistered { .. }
+            | Self::IssuanceTimedOut { .. }
+            | Self::OwnershipVerified { .. }
+            | Self::RenewalRequested { .. } => "2.0",
+            Self::CertificateRequested { .. } => "4.0",
             _ => INITIAL_EVENT_VERSION,
         }
     }
@@ -564,11 +633,14 @@ mod tests {
                 challenge_url: "https://ca.test/chall/1".into(),
                 challenge_domain: OrderChallenge::record_name("*.shop.example.com"),
                 expected_txt_value: "digest".into(),
+                delegated_to: Some("k7q2.acme.platform.example.".into()),
             }],
             account_id: "https://ca.test/acct/1".into(),
             poll_interval_ms: 10_000,
             deadline: at,
             key_type: CertificateKeyType::EcdsaP256,
+            validation: Validation::Delegated,
+            delegation_problem: None,
         };
         let certificate = IssuedCertificate {
             certificate_id: "c".into(),
@@ -593,7 +665,9 @@ mod tests {
                 replaced_at: at,
             },
             CustomDomainEvent::OwnershipVerified {
-                observed_values: vec!["t".into()],
+                observed_values: vec![],
+                proof: OwnershipProof::Cname,
+                cname_target: Some("k7q2.acme.platform.example.".into()),
                 verified_at: at,
             },
             CustomDomainEvent::CertificateRequested {

@@ -28,6 +28,24 @@ const UPCASTERS: &[Upcaster] = &[
         upcast: certificate_requested_2_to_3,
     },
     Upcaster {
+        event_type: "CertificateRequested",
+        from_version: "3.0",
+        to_version: "4.0",
+        upcast: certificate_requested_3_to_4,
+    },
+    Upcaster {
+        event_type: "RenewalRequested",
+        from_version: "1.0",
+        to_version: "2.0",
+        upcast: renewal_requested_1_to_2,
+    },
+    Upcaster {
+        event_type: "OwnershipVerified",
+        from_version: "1.0",
+        to_version: "2.0",
+        upcast: ownership_verified_1_to_2,
+    },
+    Upcaster {
         event_type: "DomainRegistered",
         from_version: "1.0",
         to_version: "2.0",
@@ -54,6 +72,55 @@ fn domain_registered_1_to_2(mut payload: Value) -> Value {
     if let Some(body) = body_of(&mut payload, "DomainRegistered") {
         body.entry("alt_names")
             .or_insert_with(|| Value::Array(Vec::new()));
+    }
+    payload
+}
+
+/// Before delegated validation every order was published by hand: `validation` is `manual`,
+/// with no problem to report, and no challenge was published by the service.
+fn order_published_by_hand(order: &mut serde_json::Map<String, Value>) {
+    order
+        .entry("validation")
+        .or_insert_with(|| Value::from("manual"));
+    order.entry("delegation_problem").or_insert(Value::Null);
+    if let Some(challenges) = order.get_mut("challenges").and_then(Value::as_array_mut) {
+        for challenge in challenges.iter_mut().filter_map(Value::as_object_mut) {
+            challenge.entry("delegated_to").or_insert(Value::Null);
+        }
+    }
+}
+
+/// The order object of a `CertificateRequested` or `RenewalRequested` payload.
+fn order_of_request<'a>(
+    payload: &'a mut Value,
+    event_type: &str,
+) -> Option<&'a mut serde_json::Map<String, Value>> {
+    body_of(payload, event_type)
+        .and_then(|body| body.get_mut("order"))
+        .and_then(Value::as_object_mut)
+}
+
+/// `CertificateRequested` 3.0 orders were all published by hand.
+fn certificate_requested_3_to_4(mut payload: Value) -> Value {
+    if let Some(order) = order_of_request(&mut payload, "CertificateRequested") {
+        order_published_by_hand(order);
+    }
+    payload
+}
+
+/// `RenewalRequested` 1.0 orders were all published by hand.
+fn renewal_requested_1_to_2(mut payload: Value) -> Value {
+    if let Some(order) = order_of_request(&mut payload, "RenewalRequested") {
+        order_published_by_hand(order);
+    }
+    payload
+}
+
+/// `OwnershipVerified` 1.0 was always the verification token, found in TXT.
+fn ownership_verified_1_to_2(mut payload: Value) -> Value {
+    if let Some(body) = body_of(&mut payload, "OwnershipVerified") {
+        body.entry("proof").or_insert_with(|| Value::from("txt"));
+        body.entry("cname_target").or_insert(Value::Null);
     }
     payload
 }
@@ -167,9 +234,10 @@ mod tests {
         assert!(serde_json::from_value::<CustomDomainEvent>(stored.clone()).is_err());
         assert!(needs_upcast("CertificateRequested", "1.0"));
         let (payload, version) = upcast("CertificateRequested", "1.0", stored);
-        assert_eq!(version, "3.0");
-        let order = order_of(serde_json::from_value(payload).expect("reads as 3.0"));
+        assert_eq!(version, "4.0");
+        let order = order_of(serde_json::from_value(payload).expect("reads as 4.0"));
         assert_eq!(order.key_type, CertificateKeyType::Rsa2048);
+        assert_eq!(order.validation, crate::Validation::Manual);
         assert_eq!(order.order_id, "o-1");
         assert_eq!(order.names, ["shop.example.com"]);
     }
@@ -179,8 +247,8 @@ mod tests {
         let stored: Value = serde_json::from_str(STORED_V2).expect("JSON");
         assert!(serde_json::from_value::<CustomDomainEvent>(stored.clone()).is_err());
         let (payload, version) = upcast("CertificateRequested", "2.0", stored);
-        assert_eq!(version, "3.0");
-        let order = order_of(serde_json::from_value(payload).expect("reads as 3.0"));
+        assert_eq!(version, "4.0");
+        let order = order_of(serde_json::from_value(payload).expect("reads as 4.0"));
         assert_eq!(order.key_type, CertificateKeyType::EcdsaP256);
         assert_eq!(order.names, ["shop.example.com"]);
         assert_eq!(
@@ -190,8 +258,49 @@ mod tests {
                 challenge_url: "https://ca.test/chall/2".into(),
                 challenge_domain: "_acme-challenge.shop.example.com.".into(),
                 expected_txt_value: "digest".into(),
+                delegated_to: None,
             }]
         );
+    }
+
+    #[test]
+    fn a_version_1_renewal_request_reads_as_an_order_published_by_hand() {
+        let stored = serde_json::json!({"RenewalRequested": {"order": {
+            "order_id": "o", "order_url": "https://ca.test/order/3", "names": ["shop.example.com"],
+            "challenges": [{"identifier": "shop.example.com", "challenge_url": "https://ca.test/chall/3",
+                "challenge_domain": "_acme-challenge.shop.example.com.", "expected_txt_value": "d"}],
+            "account_id": "https://ca.test/acct/1", "poll_interval_ms": 10000,
+            "deadline": "2026-11-26T12:05:00Z", "key_type": "ecdsa-p256"},
+            "reason": "lifetime", "renews_certificate_id": "c", "replaces": null,
+            "requested_at": "2026-11-26T12:00:00Z"}});
+        assert!(serde_json::from_value::<CustomDomainEvent>(stored.clone()).is_err());
+        let (payload, version) = upcast("RenewalRequested", "1.0", stored);
+        assert_eq!(version, "2.0");
+        let event: CustomDomainEvent = serde_json::from_value(payload).expect("reads as 2.0");
+        let CustomDomainEvent::RenewalRequested { order, .. } = event else {
+            panic!("wrong variant");
+        };
+        assert_eq!(order.validation, crate::Validation::Manual);
+        assert_eq!(order.delegation_problem, None);
+        assert_eq!(order.challenges[0].delegated_to, None);
+    }
+
+    #[test]
+    fn a_version_1_verification_reads_as_a_txt_proof() {
+        let stored = serde_json::json!({"OwnershipVerified": {"observed_values": ["t"],
+            "verified_at": "2026-11-26T12:00:00Z"}});
+        assert!(serde_json::from_value::<CustomDomainEvent>(stored.clone()).is_err());
+        let (payload, version) = upcast("OwnershipVerified", "1.0", stored);
+        assert_eq!(version, "2.0");
+        let event: CustomDomainEvent = serde_json::from_value(payload).expect("reads as 2.0");
+        assert!(matches!(
+            event,
+            CustomDomainEvent::OwnershipVerified {
+                proof: crate::OwnershipProof::Txt,
+                cname_target: None,
+                ..
+            }
+        ));
     }
 
     #[test]
@@ -226,10 +335,11 @@ mod tests {
 
     #[test]
     fn current_versions_pass_unchanged() {
-        let payload = serde_json::json!({"OwnershipVerified": {"observed_values": [], "verified_at": "2026-11-26T12:00:00Z"}});
-        let (same, version) = upcast("OwnershipVerified", "1.0", payload.clone());
+        let payload = serde_json::json!({"PrivateKeyRead": {"certificate_id": "c", "reader": "admin", "read_at": "2026-11-26T12:00:00Z"}});
+        let (same, version) = upcast("PrivateKeyRead", "1.0", payload.clone());
         assert_eq!((same, version.as_str()), (payload, "1.0"));
-        assert!(!needs_upcast("CertificateRequested", "3.0"));
+        assert!(!needs_upcast("CertificateRequested", "4.0"));
+        assert!(!needs_upcast("OwnershipVerified", "2.0"));
         assert!(!needs_upcast("DomainRegistered", "2.0"));
     }
 }

@@ -23,6 +23,10 @@ pub struct ChallengeView {
     pub challenge_domain: String,
     /// The value the record must hold.
     pub expected_txt_value: String,
+    /// Where the service publishes the value itself (delegated validation), which
+    /// `challenge_domain` is a CNAME to; absent when the owner publishes it.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub delegated_to: Option<String>,
 }
 
 /// A short summary of the domain's current certificate.
@@ -50,6 +54,7 @@ impl From<&OrderChallenge> for ChallengeView {
             identifier: challenge.identifier.clone(),
             challenge_domain: challenge.challenge_domain.clone(),
             expected_txt_value: challenge.expected_txt_value.clone(),
+            delegated_to: challenge.delegated_to.clone(),
         }
     }
 }
@@ -501,6 +506,8 @@ mod tests {
         assert_eq!(view.status, DomainStatus::Pending);
         let verified = CustomDomainEvent::OwnershipVerified {
             observed_values: vec!["tok".into()],
+            proof: dns_handling_events::OwnershipProof::Txt,
+            cname_target: None,
             verified_at: Utc::now(),
         };
         assert_eq!(view.apply(2, &verified), Applied::Moved);
@@ -545,6 +552,8 @@ mod tests {
     fn a_stream_with_a_missing_sequence_does_not_fold() {
         let verified = CustomDomainEvent::OwnershipVerified {
             observed_values: vec!["tok".into()],
+            proof: dns_handling_events::OwnershipProof::Txt,
+            cname_target: None,
             verified_at: Utc::now(),
         };
         let registration = registered();
@@ -572,6 +581,7 @@ mod tests {
             challenge_url: "https://ca.test/chall".into(),
             challenge_domain: OrderChallenge::record_name(identifier),
             expected_txt_value: value.into(),
+            delegated_to: None,
         };
         let order = OrderDetails {
             order_id: "o".into(),
@@ -585,6 +595,8 @@ mod tests {
             poll_interval_ms: 1000,
             deadline: Utc::now(),
             key_type: dns_handling_events::CertificateKeyType::EcdsaP256,
+            validation: dns_handling_events::Validation::Manual,
+            delegation_problem: None,
         };
         view.apply(
             3,
@@ -607,6 +619,8 @@ mod tests {
     fn only_a_registration_starts_a_view() {
         let event = CustomDomainEvent::OwnershipVerified {
             observed_values: vec![],
+            proof: dns_handling_events::OwnershipProof::Txt,
+            cname_target: None,
             verified_at: Utc::now(),
         };
         assert!(DomainView::from_registration("d1", 1, &event).is_none());

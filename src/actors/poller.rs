@@ -9,7 +9,7 @@ use std::time::Duration;
 use actix::prelude::*;
 use chrono::Utc;
 use cqrs_es::AggregateError;
-use dns_handling_events::{FailureReason, OrderDetails};
+use dns_handling_events::{FailureReason, OrderDetails, Validation};
 
 use super::supervisor::{PendingOrder, PollerStopped, Shutdown, Supervisor};
 use crate::adapters::acme::AcmeError;
@@ -40,13 +40,27 @@ pub struct PollerMemory {
     last_acme_error: Option<String>,
     /// Transient ACME failures in a row: the next attempt backs off exponentially.
     acme_failures_in_a_row: u32,
+    /// Lookups that did not find every record yet.
+    lookups_unseen: u32,
 }
+
+/// The first wait of a delegated order's lookups. The service publishes its records itself
+/// (every replica's zone follows the feed within milliseconds), so the CA is told at once rather
+/// than a poll interval later: lookups start this soon and double until they reach the interval.
+const DELEGATED_FIRST_WAIT: Duration = Duration::from_millis(50);
 
 impl PollerMemory {
     /// The wait before the next poll: the interval, doubled for each transient ACME failure in
     /// a row (up to 32 times), so an unavailable CA is not hammered.
     pub fn delay(&self, interval: Duration) -> Duration {
         interval.saturating_mul(1u32 << self.acme_failures_in_a_row.min(5))
+    }
+
+    /// The wait before the next lookup of a delegated order's records, until they are seen.
+    pub fn delegated_delay(&self, interval: Duration) -> Duration {
+        DELEGATED_FIRST_WAIT
+            .saturating_mul(1u32 << self.lookups_unseen.min(16))
+            .min(interval)
     }
 }
 
@@ -138,6 +152,7 @@ pub async fn poll_once(
         if !unseen.is_empty() {
             METRICS.txt_poll("not_found");
             memory.unseen_names = Some(unseen);
+            memory.lookups_unseen += 1;
             return (PollOutcome::Waiting, memory);
         }
         METRICS.txt_poll("found");
@@ -287,10 +302,12 @@ impl OrderPoller {
     /// is recorded on time.
     fn next_delay(&self) -> Duration {
         let interval = Duration::from_millis(self.pending.order.poll_interval_ms.max(1));
-        let interval = self
-            .memory
-            .as_ref()
-            .map_or(interval, |memory| memory.delay(interval));
+        let delegated = self.pending.order.validation == Validation::Delegated;
+        let interval = match &self.memory {
+            Some(memory) if delegated && !memory.record_seen => memory.delegated_delay(interval),
+            Some(memory) => memory.delay(interval),
+            None => interval,
+        };
         match (self.pending.order.deadline - Utc::now()).to_std() {
             Ok(until_deadline) if !until_deadline.is_zero() => interval.min(until_deadline),
             // Past the deadline, only recording the end is left; if the store refused it (down,
@@ -341,5 +358,16 @@ mod tests {
         assert_eq!(memory.delay(interval), Duration::from_secs(8));
         memory.acme_failures_in_a_row = 40;
         assert_eq!(memory.delay(interval), Duration::from_secs(32));
+    }
+
+    #[test]
+    fn a_delegated_orders_lookups_start_within_milliseconds_and_slow_to_the_interval() {
+        let interval = Duration::from_secs(10);
+        let mut memory = PollerMemory::default();
+        assert_eq!(memory.delegated_delay(interval), DELEGATED_FIRST_WAIT);
+        memory.lookups_unseen = 2;
+        assert_eq!(memory.delegated_delay(interval), DELEGATED_FIRST_WAIT * 4);
+        memory.lookups_unseen = 60;
+        assert_eq!(memory.delegated_delay(interval), interval);
     }
 }

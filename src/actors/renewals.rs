@@ -60,7 +60,7 @@ pub async fn start_renewal(
     };
     let order = services
         .place_order(
-            view.names(),
+            view,
             replaces.as_ref(),
             services.settings.renewal_txt_timeout,
         )

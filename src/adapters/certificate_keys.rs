@@ -115,6 +115,8 @@ mod tests {
             poll_interval_ms: 1000,
             deadline: chrono::Utc::now(),
             key_type: CertificateKeyType::EcdsaP256,
+            validation: dns_handling_events::Validation::Manual,
+            delegation_problem: None,
         }
     }
 

@@ -1,5 +1,5 @@
-//! TXT lookups through hickory-resolver, with no caching: a poller must see a record the moment
-//! the authoritative answer changes, not when a cached negative answer expires.
+//! TXT and CNAME lookups through hickory-resolver, with no caching: a poller must see a record
+//! the moment the authoritative answer changes, not when a cached negative answer expires.
 
 use std::net::SocketAddr;
 use std::time::Duration;
@@ -7,7 +7,7 @@ use std::time::Duration;
 use async_trait::async_trait;
 use hickory_resolver::config::{ConnectionConfig, NameServerConfig, ResolverConfig, ResolverOpts};
 use hickory_resolver::net::runtime::TokioRuntimeProvider;
-use hickory_resolver::proto::rr::RData;
+use hickory_resolver::proto::rr::{RData, RecordType};
 use hickory_resolver::TokioResolver;
 
 /// A DNS lookup that failed (timeout, SERVFAIL, refused), as opposed to "no such record".
@@ -20,12 +20,15 @@ pub struct DnsError {
     pub reason: String,
 }
 
-/// Looks up every TXT value at a name.
+/// The lookups the service makes: TXT values, and the CNAME of a delegated name.
 #[async_trait]
-pub trait TxtLookup: Send + Sync {
+pub trait DnsLookup: Send + Sync {
     /// All TXT values at `name` (each record's strings joined); empty when the name or the
     /// record does not exist.
     async fn txt_values(&self, name: &str) -> Result<Vec<String>, DnsError>;
+
+    /// The target of the CNAME at `name`, with its trailing dot; `None` when there is none.
+    async fn cname_target(&self, name: &str) -> Result<Option<String>, DnsError>;
 
     /// Which resolvers answer, for the record of what was observed where.
     fn describe(&self) -> String;
@@ -39,13 +42,13 @@ pub trait TxtLookup: Send + Sync {
 const MAX_LOOKUPS_IN_FLIGHT: usize = 64;
 
 /// The production lookup: hickory-resolver against the configured name servers.
-pub struct HickoryTxtLookup {
+pub struct HickoryDnsLookup {
     resolver: TokioResolver,
     description: String,
     in_flight: tokio::sync::Semaphore,
 }
 
-impl HickoryTxtLookup {
+impl HickoryDnsLookup {
     /// A resolver for `nameservers`, or the system's resolvers when the list is empty.
     pub fn new(nameservers: &[SocketAddr], timeout: Duration) -> Result<Self, DnsError> {
         let setup_error = |error: &dyn std::fmt::Display| DnsError {
@@ -93,13 +96,9 @@ impl HickoryTxtLookup {
 }
 
 #[async_trait]
-impl TxtLookup for HickoryTxtLookup {
+impl DnsLookup for HickoryDnsLookup {
     async fn txt_values(&self, name: &str) -> Result<Vec<String>, DnsError> {
-        let fqdn = if name.ends_with('.') {
-            name.to_owned()
-        } else {
-            format!("{name}.")
-        };
+        let fqdn = fully_qualified(name);
         // The semaphore is never closed, so a permit always comes.
         let _turn = self.in_flight.acquire().await.map_err(|error| DnsError {
             name: fqdn.clone(),
@@ -128,7 +127,48 @@ impl TxtLookup for HickoryTxtLookup {
         }
     }
 
+    async fn cname_target(&self, name: &str) -> Result<Option<String>, DnsError> {
+        let fqdn = fully_qualified(name);
+        let _turn = self.in_flight.acquire().await.map_err(|error| DnsError {
+            name: fqdn.clone(),
+            reason: error.to_string(),
+        })?;
+        match self.resolver.lookup(fqdn.as_str(), RecordType::CNAME).await {
+            // A resolver answers a CNAME query with the chain it followed: the record owned by
+            // the name asked is the one wanted.
+            Ok(lookup) => Ok(lookup
+                .answers()
+                .iter()
+                .find_map(|record| match &record.data {
+                    RData::CNAME(target) if names_equal(&record.name.to_string(), &fqdn) => {
+                        Some(target.0.to_string())
+                    }
+                    _ => None,
+                })),
+            Err(error) if error.is_nx_domain() || error.is_no_records_found() => Ok(None),
+            Err(error) => Err(DnsError {
+                name: fqdn,
+                reason: error.to_string(),
+            }),
+        }
+    }
+
     fn describe(&self) -> String {
         self.description.clone()
     }
+}
+
+/// `name` with its trailing dot, so the resolver never appends a search domain.
+fn fully_qualified(name: &str) -> String {
+    if name.ends_with('.') {
+        name.to_owned()
+    } else {
+        format!("{name}.")
+    }
+}
+
+/// DNS names compare without regard to case or a trailing dot.
+fn names_equal(a: &str, b: &str) -> bool {
+    a.trim_end_matches('.')
+        .eq_ignore_ascii_case(b.trim_end_matches('.'))
 }

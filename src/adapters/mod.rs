@@ -5,6 +5,7 @@ pub mod acme;
 pub mod certificate_keys;
 pub mod commit_signal;
 pub mod dns;
+pub mod dns_server;
 pub mod event_repository;
 pub mod store;
 pub mod vault;

@@ -310,6 +310,8 @@ mod tests {
             },
             CustomDomainEvent::OwnershipVerified {
                 observed_values: vec!["token".into()],
+                proof: dns_handling_events::OwnershipProof::Txt,
+                cname_target: None,
                 verified_at: at,
             },
         ];

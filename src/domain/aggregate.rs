@@ -12,10 +12,11 @@ use dns_handling_events::{
     CustomDomainEvent, DomainStatus, FailureReason, IssuedCertificate, OrderDetails, RenewalReason,
     RenewalWindow, AGGREGATE_TYPE,
 };
-use dns_handling_events::{KeyDisposal, RevocationReason};
+use dns_handling_events::{KeyDisposal, OwnershipProof, RevocationReason};
 use serde::{Deserialize, Serialize};
 
 use crate::domain::alt_names::AltNames;
+use crate::domain::delegation::{DelegationRecord, DelegationZone};
 use crate::domain::domain_name::DomainName;
 use crate::domain::renewal::RenewalPolicy;
 
@@ -46,6 +47,9 @@ pub enum CustomDomainCommand {
     VerifyOwnership {
         /// Every value found there.
         observed_values: Vec<String>,
+        /// With delegated validation on: the domain's delegation record and the CNAME target
+        /// seen at its name (`None` when there was none), a proof of ownership in its own right.
+        delegation: Option<(DelegationRecord, Option<String>)>,
         /// When they were looked up.
         at: DateTime<Utc>,
     },
@@ -202,12 +206,14 @@ pub enum DomainError {
         actual: DomainStatus,
     },
     /// Verification found no TXT value equal to the token.
-    #[error("verification token not found in TXT records at {record_name}; found {}", describe_values(.found))]
+    #[error("verification token not found in TXT records at {record_name}; found {}{}", describe_values(.found), .delegation_problem.as_ref().map(|problem| format!("; and {problem}")).unwrap_or_default())]
     TokenNotFound {
         /// Where it was looked for.
         record_name: String,
         /// What was there.
         found: Vec<String>,
+        /// Why the delegation CNAME did not prove ownership either, when delegation is on.
+        delegation_problem: Option<String>,
     },
     /// A renewal asked for while one is in progress.
     #[error("a renewal is in progress already (order {order_id})")]
@@ -443,19 +449,39 @@ impl CustomDomain {
     fn verify(
         &self,
         observed_values: Vec<String>,
+        delegation: Option<(DelegationRecord, Option<String>)>,
         at: DateTime<Utc>,
     ) -> Result<CustomDomainEvent, DomainError> {
         self.require_status(DomainStatus::Pending)?;
         // Exact comparison: a token differing in case or quoting is a different token.
-        if !observed_values.contains(&self.verification_token) {
-            return Err(DomainError::TokenNotFound {
-                record_name: self.verification_record_name.clone(),
-                found: observed_values,
+        if observed_values.contains(&self.verification_token) {
+            return Ok(CustomDomainEvent::OwnershipVerified {
+                observed_values,
+                proof: OwnershipProof::Txt,
+                cname_target: None,
+                verified_at: at,
             });
         }
-        Ok(CustomDomainEvent::OwnershipVerified {
-            observed_values,
-            verified_at: at,
+        // Pointing `_acme-challenge` of a name at the platform takes control of the name's zone,
+        // as publishing the token does.
+        let delegation_problem = match &delegation {
+            Some((record, seen)) => match DelegationZone::problem_with(record, seen.as_deref()) {
+                None => {
+                    return Ok(CustomDomainEvent::OwnershipVerified {
+                        observed_values,
+                        proof: OwnershipProof::Cname,
+                        cname_target: seen.clone(),
+                        verified_at: at,
+                    })
+                }
+                problem => problem,
+            },
+            None => None,
+        };
+        Err(DomainError::TokenNotFound {
+            record_name: self.verification_record_name.clone(),
+            found: observed_values,
+            delegation_problem,
         })
     }
 
@@ -871,8 +897,9 @@ impl Aggregate for CustomDomain {
             }
             CustomDomainCommand::VerifyOwnership {
                 observed_values,
+                delegation,
                 at,
-            } => Some(self.verify(observed_values, at)?),
+            } => Some(self.verify(observed_values, delegation, at)?),
             CustomDomainCommand::RequestCertificate { order, at } => {
                 Some(self.request_certificate(order, at)?)
             }

@@ -3,5 +3,6 @@
 
 pub mod aggregate;
 pub mod alt_names;
+pub mod delegation;
 pub mod domain_name;
 pub mod renewal;

@@ -1,9 +1,11 @@
 //! The JSON bodies the API answers with, built from the read projections.
 
 use chrono::{DateTime, SecondsFormat, Utc};
-use dns_handling_events::{DomainStatus, FailureReason, RenewalReason};
+use dns_handling_events::{DomainStatus, FailureReason, RenewalReason, Validation};
 use dns_handling_projections::{CertificateSummary, ChallengeView, DomainView, RenewalView};
 use serde::{Serialize, Serializer};
+
+use crate::domain::delegation::DelegationZone;
 
 /// RFC 3339 UTC with second precision and a `Z`, as the contract asks.
 pub fn rfc3339<S: Serializer>(time: &DateTime<Utc>, serializer: S) -> Result<S::Ok, S::Error> {
@@ -43,6 +45,42 @@ impl VerificationRecord {
     }
 }
 
+/// The CNAME an owner sets once to let the service publish a name's challenges itself.
+#[derive(Debug, Clone, Serialize, utoipa::ToSchema)]
+pub struct DelegationRecordBody {
+    /// `_acme-challenge.<name>.`, with the trailing dot.
+    #[schema(example = "_acme-challenge.shop.example.com.")]
+    pub name: String,
+    /// Always `CNAME`.
+    #[serde(rename = "type")]
+    pub record_type: &'static str,
+    /// `<label>.<zone>.`: the domain's own name in the service's delegation zone.
+    #[schema(example = "3f1c0e9a4b7d2e6f8a1b2c3d4e5f6a7b.acme.platform.example.")]
+    pub value: String,
+    /// The names the record serves: a name and its wildcard share one.
+    pub names: Vec<String>,
+}
+
+impl DelegationRecordBody {
+    /// One record per `_acme-challenge` name the domain's names need, the domain's own first.
+    pub fn all(zone: &DelegationZone, view: &DomainView) -> Vec<Self> {
+        let mut records: Vec<Self> = Vec::new();
+        for name in view.names() {
+            let record = zone.record_for(&view.verification_token, &name);
+            match records.iter_mut().find(|known| known.name == record.name) {
+                Some(known) => known.names.push(name),
+                None => records.push(Self {
+                    name: record.name,
+                    record_type: "CNAME",
+                    value: record.target,
+                    names: vec![name],
+                }),
+            }
+        }
+        records
+    }
+}
+
 /// `201` body of `POST /domains`.
 #[derive(Debug, Serialize, utoipa::ToSchema)]
 pub struct RegisteredDomain {
@@ -59,6 +97,13 @@ pub struct RegisteredDomain {
     pub verification_token: String,
     /// Where and how to publish it.
     pub verification_record: VerificationRecord,
+    /// With delegated validation on: the CNAME that proves ownership in place of the token
+    /// and lets the service publish every challenge of the domain itself.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub delegation_record: Option<DelegationRecordBody>,
+    /// With delegated validation on: the CNAME of every name (the domain's own first).
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub delegation_records: Vec<DelegationRecordBody>,
     /// Human-readable instructions.
     pub instructions: String,
     /// When it was registered.
@@ -112,14 +157,35 @@ pub struct DomainBody {
     /// The id of the open or last ACME order.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub order_id: Option<String>,
+    /// Who publishes the open order's records: the owner (`manual`) or the service
+    /// (`delegated`).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub validation: Option<Validation>,
+    /// Why the open order fell back to `manual` although delegation is on.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub delegation_problem: Option<String>,
+    /// With delegated validation on: the CNAME of every name (the domain's own first).
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub delegation_records: Vec<DelegationRecordBody>,
 }
 
-impl From<DomainView> for DomainBody {
-    fn from(view: DomainView) -> Self {
+impl DomainBody {
+    /// The body of a domain view; `zone` when delegated validation is on.
+    pub fn of(view: DomainView, zone: Option<&DelegationZone>) -> Self {
         let verification_record =
             (view.status == DomainStatus::Pending).then(|| VerificationRecord::of(&view));
+        let delegation_records = match zone {
+            Some(zone) if !view.removed => DelegationRecordBody::all(zone, &view),
+            _ => Vec::new(),
+        };
+        let open_order = view.open_order();
+        let validation = open_order.map(|order| order.validation);
+        let delegation_problem = open_order.and_then(|order| order.delegation_problem.clone());
         Self {
             verification_record,
+            validation,
+            delegation_problem,
+            delegation_records,
             order_id: view.order.as_ref().map(|order| order.order_id.clone()),
             id: view.id,
             domain_name: view.domain_name,
@@ -223,6 +289,14 @@ pub struct IssuanceStarted {
     /// Every record to publish, one per authorization of the order. A domain and its wildcard
     /// share one `challenge_domain`: both values must be published there at once.
     pub challenges: Vec<ChallengeView>,
+    /// `delegated`: every `_acme-challenge` name is a CNAME into the service's zone, where the
+    /// service publishes the values itself, and nobody need publish anything. `manual`: publish
+    /// the `challenges`.
+    pub validation: Validation,
+    /// Why the order fell back to `manual` although delegation is on (a CNAME missing or
+    /// pointing elsewhere).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub delegation_problem: Option<String>,
 }
 
 /// `200` body of `GET /domains?…`.

@@ -7,7 +7,7 @@ use std::sync::{Arc, Mutex};
 use actix::Addr;
 use actix_web::{web, HttpRequest, HttpResponse};
 use chrono::Utc;
-use dns_handling_events::{DomainStatus, OrderChallenge, OrderDetails};
+use dns_handling_events::{DomainStatus, OrderChallenge, OrderDetails, Validation};
 use dns_handling_projections::{CertificateView, ChallengeView, DomainView};
 
 use super::auth::Role;
@@ -71,7 +71,7 @@ pub async fn issue_certificate(
     }
     let settings = &services.settings;
     let order = services
-        .place_order(view.names(), None, settings.poll_timeout)
+        .place_order(&view, None, settings.poll_timeout)
         .await?;
     let now = Utc::now();
     // The order URL is persisted before any poller exists: from here on a crash resumes this
@@ -108,12 +108,22 @@ pub(super) fn issuance_started(
     wait: std::time::Duration,
 ) -> IssuanceStarted {
     let (own, challenges) = ChallengeView::of_order(&order, domain_name);
-    let instructions = format!(
-        "{} The service checks DNS every {}s for up to {}s.",
-        publishing_instructions(&challenges),
-        settings.poll_interval.as_secs_f64(),
-        wait.as_secs_f64()
-    );
+    let instructions = match (order.validation, &order.delegation_problem) {
+        (Validation::Delegated, _) => "Nothing to publish: every _acme-challenge name is a CNAME \
+             into the service's delegation zone, where the service publishes the values itself \
+             and asks the CA to validate as soon as they are visible."
+            .to_owned(),
+        (Validation::Manual, problem) => format!(
+            "{}{} The service checks DNS every {}s for up to {}s.",
+            problem
+                .as_ref()
+                .map(|problem| format!("Delegated validation is not possible: {problem}. "))
+                .unwrap_or_default(),
+            publishing_instructions(&challenges),
+            settings.poll_interval.as_secs_f64(),
+            wait.as_secs_f64()
+        ),
+    };
     // The seed's single-record fields show the domain's own challenge; with none to publish
     // (the CA holds every authorization already) they name where it would be, with no value.
     let (challenge_domain, expected_txt_value) = match own {
@@ -127,6 +137,8 @@ pub(super) fn issuance_started(
         expected_txt_value,
         instructions,
         challenges,
+        validation: order.validation,
+        delegation_problem: order.delegation_problem,
     }
 }
 
@@ -250,7 +262,10 @@ pub async fn retry(
     }
     let command = CustomDomainCommand::RetryIssuance { at: Utc::now() };
     services.execute(&id, command, origin(&request)).await?;
-    Ok(HttpResponse::Ok().json(DomainBody::from(find(&services, &id).await?)))
+    Ok(HttpResponse::Ok().json(DomainBody::of(
+        find(&services, &id).await?,
+        services.settings.delegation().as_ref(),
+    )))
 }
 
 /// `GET /domains/{id}/certificate/key`: the current certificate's private key, for the

@@ -13,8 +13,8 @@ use serde::Deserialize;
 
 use super::auth::Role;
 use super::bodies::{
-    CallerErrors, ChangeErrors, DomainBody, DomainList, ErrorBody, NotFoundError, RegisteredDomain,
-    VerificationRecord,
+    CallerErrors, ChangeErrors, DelegationRecordBody, DomainBody, DomainList, ErrorBody,
+    NotFoundError, RegisteredDomain, VerificationRecord,
 };
 use super::certificates::DomainLocks;
 use super::observe::RequestId;
@@ -156,10 +156,23 @@ pub async fn register(
     }
     let view = find(&services, &id).await?;
     let record = VerificationRecord::of(&view);
-    let instructions = format!(
-        "Create a TXT record at {} with the value {} , then call POST /domains/{}/verify.",
-        record.name, record.value, view.id
-    );
+    let delegation_records = match services.settings.delegation() {
+        Some(zone) => DelegationRecordBody::all(&zone, &view),
+        None => Vec::new(),
+    };
+    let instructions = match delegation_records.first() {
+        None => format!(
+            "Create a TXT record at {} with the value {} , then call POST /domains/{}/verify.",
+            record.name, record.value, view.id
+        ),
+        Some(own) => format!(
+            "Either create a CNAME record at {} pointing to {} (once: it proves ownership and lets \
+             the service publish every challenge, for every renewal too; each of the \
+             delegation_records likewise for the other names), or a TXT record at {} with the \
+             value {} ; then call POST /domains/{}/verify.",
+            own.name, own.value, record.name, record.value, view.id
+        ),
+    };
     Ok(HttpResponse::Created().json(RegisteredDomain {
         id: view.id,
         domain_name: view.domain_name,
@@ -167,6 +180,8 @@ pub async fn register(
         status: view.status,
         verification_token: view.verification_token,
         verification_record: record,
+        delegation_record: delegation_records.first().cloned(),
+        delegation_records,
         instructions,
         created_at: view.created_at,
     }))
@@ -233,7 +248,10 @@ pub async fn replace_alt_names(
         services.store.release_names(&added, &id).await?;
         return Err(error.into());
     }
-    Ok(HttpResponse::Ok().json(DomainBody::from(find(&services, &id).await?)))
+    Ok(HttpResponse::Ok().json(DomainBody::of(
+        find(&services, &id).await?,
+        services.settings.delegation().as_ref(),
+    )))
 }
 
 /// `GET /domains`: one page of domains, optionally of one status.
@@ -263,8 +281,13 @@ pub async fn list(
         .store
         .list_domain_views(status, limit, query.cursor.as_deref())
         .await?;
+    let zone = services.settings.delegation();
     Ok(HttpResponse::Ok().json(DomainList {
-        items: page.items.into_iter().map(DomainBody::from).collect(),
+        items: page
+            .items
+            .into_iter()
+            .map(|view| DomainBody::of(view, zone.as_ref()))
+            .collect(),
         next_cursor: page.next_cursor,
     }))
 }
@@ -297,7 +320,10 @@ pub async fn get(
 ) -> Result<HttpResponse, ApiError> {
     let Some(as_of) = &query.as_of else {
         let view = find(&services, &id).await?;
-        return Ok(HttpResponse::Ok().json(DomainBody::from(view)));
+        return Ok(HttpResponse::Ok().json(DomainBody::of(
+            view,
+            services.settings.delegation().as_ref(),
+        )));
     };
     let as_of = chrono::DateTime::parse_from_rfc3339(as_of)
         .map_err(|e| ApiError::BadRequest(format!("as_of must be an RFC 3339 time: {e}")))?
@@ -321,7 +347,10 @@ pub async fn get(
         }
     }
     match view {
-        Some(view) if !view.removed => Ok(HttpResponse::Ok().json(DomainBody::from(view))),
+        Some(view) if !view.removed => Ok(HttpResponse::Ok().json(DomainBody::of(
+            view,
+            services.settings.delegation().as_ref(),
+        ))),
         Some(_) => Err(ApiError::NotFound(format!(
             "domain {id} was removed by {as_of}"
         ))),
@@ -331,7 +360,8 @@ pub async fn get(
     }
 }
 
-/// `POST /domains/{id}/verify`: look the token up in DNS and, if it is there, record ownership.
+/// `POST /domains/{id}/verify`: look the token up in DNS (or, with delegated validation on, the
+/// domain's delegation CNAME) and, if it is there, record ownership.
 #[utoipa::path(
     post, path = "/domains/{id}/verify", operation_id = "verifyDomain", tag = "domains",
     params(("id" = String, Path, description = "The domain's id")),
@@ -362,13 +392,31 @@ pub async fn verify(
         .txt_values(&view.verification_record_name)
         .await
         .map_err(|e| ApiError::FailedDependency(e.to_string()))?;
+    // The delegation CNAME is looked up only when the token is not there: either proves
+    // ownership, and the token is what most owners publish.
+    let delegation = match services.settings.delegation() {
+        Some(zone) if !values.contains(&view.verification_token) => {
+            let record = zone.record_for(&view.verification_token, &view.domain_name);
+            let seen = services
+                .dns
+                .cname_target(&record.name)
+                .await
+                .map_err(|e| ApiError::FailedDependency(e.to_string()))?;
+            Some((record, seen))
+        }
+        _ => None,
+    };
     let command = CustomDomainCommand::VerifyOwnership {
         observed_values: values,
+        delegation,
         at: Utc::now(),
     };
     services.execute(&id, command, origin(&request)).await?;
     let view = find(&services, &id).await?;
-    Ok(HttpResponse::Ok().json(DomainBody::from(view)))
+    Ok(HttpResponse::Ok().json(DomainBody::of(
+        view,
+        services.settings.delegation().as_ref(),
+    )))
 }
 
 /// Query of `DELETE /domains/{id}`.

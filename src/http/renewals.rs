@@ -401,5 +401,8 @@ pub async fn revoke(
             tracing::warn!(domain_id = %id, %error, "replacement not ordered yet; the renewal scheduler will");
         }
     }
-    Ok(HttpResponse::Ok().json(DomainBody::from(find(&services, &id).await?)))
+    Ok(HttpResponse::Ok().json(DomainBody::of(
+        find(&services, &id).await?,
+        services.settings.delegation().as_ref(),
+    )))
 }

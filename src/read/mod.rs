@@ -3,3 +3,4 @@
 
 pub mod projector;
 pub mod view_reader;
+pub mod zone_follower;

@@ -171,6 +171,19 @@ pub struct Settings {
     /// stays valid at Let's Encrypt (7 days), since a person may have to publish them.
     #[serde(with = "duration")]
     pub renewal_txt_timeout: Duration,
+    /// The zone this service serves itself for delegated validation (e.g.
+    /// `acme.platform.example`): owners point `_acme-challenge.<name>` at it with one CNAME and
+    /// the service publishes every challenge there. Unset, delegation is off.
+    #[serde(deserialize_with = "parse::dns_zone")]
+    pub delegation_zone: Option<String>,
+    /// Where the delegation zone's DNS server listens, UDP and TCP (only with
+    /// `DELEGATION_ZONE`).
+    #[serde(deserialize_with = "parse::server_addr")]
+    pub dns_listen_addr: SocketAddr,
+    /// The host names of the delegation zone's nameservers (this service's replicas, as the
+    /// parent zone's NS records name them), for the zone's SOA and NS answers.
+    #[serde(deserialize_with = "parse::host_names")]
+    pub delegation_nameservers: Vec<String>,
 }
 
 /// How log lines are written.
@@ -228,6 +241,9 @@ impl Default for Settings {
             renewal_retry_schedule: crate::domain::renewal::RenewalPolicy::default().retry_schedule,
             renewal_check_interval: Duration::from_secs(60),
             renewal_txt_timeout: Duration::from_secs(7 * 86_400),
+            delegation_zone: None,
+            dns_listen_addr: SocketAddr::from(([0, 0, 0, 0], 53)),
+            delegation_nameservers: Vec::new(),
         }
     }
 }
@@ -266,7 +282,23 @@ impl Settings {
                     .into(),
             });
         }
+        if settings.delegation_zone.is_some() && settings.delegation_nameservers.is_empty() {
+            return Err(SettingsError {
+                name: "DELEGATION_NAMESERVERS".into(),
+                value: String::new(),
+                reason: "DELEGATION_ZONE needs the names of its nameservers (the replicas the \
+                         parent zone delegates it to) for its SOA and NS answers"
+                    .into(),
+            });
+        }
         Ok(settings)
+    }
+
+    /// The delegation zone, when delegated validation is on.
+    pub fn delegation(&self) -> Option<crate::domain::delegation::DelegationZone> {
+        // Parsed when read (`parse::dns_zone`), so it parses again.
+        let zone = self.delegation_zone.as_deref()?;
+        crate::domain::delegation::DelegationZone::parse(zone).ok()
     }
 
     /// The effective configuration as TOML, secrets replaced by `"<redacted>"`: what

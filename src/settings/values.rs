@@ -173,6 +173,27 @@ pub(super) mod parse {
         servers.collect()
     }
 
+    /// A DNS zone, normalised like a domain name.
+    pub fn dns_zone<'de, D: Deserializer<'de>>(d: D) -> Result<Option<String>, D::Error> {
+        read(d, |text| {
+            crate::domain::domain_name::DomainName::parse(text)
+                .map(|zone| Some(zone.to_string()))
+                .map_err(|error| error.to_string())
+        })
+    }
+
+    /// Host names, each normalised like a domain name.
+    pub fn host_names<'de, D: Deserializer<'de>>(d: D) -> Result<Vec<String>, D::Error> {
+        list(d)?
+            .iter()
+            .map(|part| {
+                crate::domain::domain_name::DomainName::parse(part)
+                    .map(|name| name.to_string())
+                    .map_err(|error| de::Error::custom(error.to_string()))
+            })
+            .collect()
+    }
+
     /// A non-empty list of durations (`1m,10m,100m,1d`).
     pub fn durations<'de, D: Deserializer<'de>>(d: D) -> Result<Vec<Duration>, D::Error> {
         let durations = list(d)?

@@ -40,11 +40,14 @@ fn order(n: usize, round: usize) -> OrderDetails {
             challenge_url: format!("https://ca.test/chall/{n}/{round}"),
             challenge_domain: format!("_acme-challenge.d{n}.example.test."),
             expected_txt_value: "digest".into(),
+            delegated_to: None,
         }],
         account_id: "https://ca.test/acct/1".into(),
         poll_interval_ms: 1000,
         deadline: Utc::now() - chrono::Duration::seconds(1),
         key_type: CertificateKeyType::Rsa2048,
+        validation: dns_handling_events::Validation::Manual,
+        delegation_problem: None,
     }
 }
 
@@ -100,6 +103,7 @@ async fn concurrent_writers_and_a_tailing_reader_agree_on_the_feed(kind: StoreKi
                 cqrs.execute(&id, command).await.expect("register");
                 let verify = CustomDomainCommand::VerifyOwnership {
                     observed_values: vec!["token".into()],
+                    delegation: None,
                     at: Utc::now(),
                 };
                 cqrs.execute(&id, verify).await.expect("verify");

@@ -7,7 +7,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use async_trait::async_trait;
-use dns_handling::adapters::dns::{DnsError, HickoryTxtLookup, TxtLookup};
+use dns_handling::adapters::dns::{DnsError, DnsLookup, HickoryDnsLookup};
 use dns_handling::app::Application;
 use dns_handling::settings::Settings;
 use dns_handling_testkit::{
@@ -95,17 +95,21 @@ on_both_stores!(a_view_that_missed_an_event_is_rebuilt_from_its_stream_not_moved
 /// The real lookup, which panics once, the first time it is asked after being armed: a poll
 /// that dies from the inside, as a bug in any step of it would.
 struct DiesOnceArmed {
-    real: HickoryTxtLookup,
+    real: HickoryDnsLookup,
     armed: AtomicBool,
 }
 
 #[async_trait]
-impl TxtLookup for DiesOnceArmed {
+impl DnsLookup for DiesOnceArmed {
     async fn txt_values(&self, name: &str) -> Result<Vec<String>, DnsError> {
         if self.armed.swap(false, Ordering::SeqCst) {
             panic!("the poll of {name} dies from the inside");
         }
         self.real.txt_values(name).await
+    }
+
+    async fn cname_target(&self, name: &str) -> Result<Option<String>, DnsError> {
+        self.real.cname_target(name).await
     }
 
     fn describe(&self) -> String {
@@ -118,13 +122,13 @@ async fn a_poller_whose_work_dies_is_started_again_and_its_order_finishes(kind: 
     env.insert("SERVER_ADDR".into(), "127.0.0.1:0".into());
     let settings = Settings::from_map(&env).expect("settings");
     let lookup = Arc::new(DiesOnceArmed {
-        real: HickoryTxtLookup::new(&settings.dns_nameservers, settings.dns_timeout)
+        real: HickoryDnsLookup::new(&settings.dns_nameservers, settings.dns_timeout)
             .expect("a resolver"),
         armed: AtomicBool::new(false),
     });
     // The service in this process, so that its lookup can be the one above.
     let (sender, receiver) = std::sync::mpsc::channel();
-    let in_process_lookup: Arc<dyn TxtLookup> = lookup.clone();
+    let in_process_lookup: Arc<dyn DnsLookup> = lookup.clone();
     let server = std::thread::spawn(move || {
         dns_handling::install_crypto_provider();
         actix_web::rt::System::new().block_on(async move {

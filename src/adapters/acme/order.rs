@@ -210,6 +210,7 @@ async fn place_order(
             identifier,
             challenge_url: challenge.url.clone(),
             expected_txt_value: challenge.key_authorization().dns_value(),
+            delegated_to: None,
         });
     }
     Ok(CreatedOrder {

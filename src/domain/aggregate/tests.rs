@@ -39,6 +39,7 @@ fn challenge(identifier: &str, value: &str) -> dns_handling_events::OrderChallen
         challenge_url: format!("https://ca.test/chall/{identifier}"),
         challenge_domain: dns_handling_events::OrderChallenge::record_name(identifier),
         expected_txt_value: value.into(),
+        delegated_to: None,
     }
 }
 
@@ -74,6 +75,8 @@ fn observed_at(records: &[(&str, &[&str])]) -> BTreeMap<String, Vec<String>> {
 fn verified() -> CustomDomainEvent {
     CustomDomainEvent::OwnershipVerified {
         observed_values: vec!["token-123".into()],
+        proof: dns_handling_events::OwnershipProof::Txt,
+        cname_target: None,
         verified_at: t(1),
     }
 }
@@ -88,6 +91,8 @@ fn order() -> OrderDetails {
         poll_interval_ms: 10_000,
         deadline: t(2) + Duration::minutes(5),
         key_type: dns_handling_events::CertificateKeyType::Rsa2048,
+        validation: dns_handling_events::Validation::Manual,
+        delegation_problem: None,
     }
 }
 
@@ -172,6 +177,7 @@ fn any_command_on_an_unregistered_domain_is_refused() {
     DomainTest::with(RenewalPolicy::default())
         .given_no_previous_events()
         .when(CustomDomainCommand::VerifyOwnership {
+            delegation: None,
             observed_values: vec![],
             at: t(1),
         })
@@ -183,6 +189,7 @@ fn verifying_with_the_token_among_the_values_records_ownership() {
     DomainTest::with(RenewalPolicy::default())
         .given(vec![registered()])
         .when(CustomDomainCommand::VerifyOwnership {
+            delegation: None,
             observed_values: vec!["token-123".into()],
             at: t(1),
         })
@@ -194,12 +201,14 @@ fn verifying_with_a_different_case_of_the_token_is_refused() {
     DomainTest::with(RenewalPolicy::default())
         .given(vec![registered()])
         .when(CustomDomainCommand::VerifyOwnership {
+            delegation: None,
             observed_values: vec!["TOKEN-123".into(), "\"token-123\"".into()],
             at: t(1),
         })
         .then_expect_error(DomainError::TokenNotFound {
             record_name: "_acme-challenge.shop.example.com.".into(),
             found: vec!["TOKEN-123".into(), "\"token-123\"".into()],
+            delegation_problem: None,
         });
 }
 
@@ -208,6 +217,7 @@ fn verifying_a_verified_domain_is_refused() {
     DomainTest::with(RenewalPolicy::default())
         .given(vec![registered(), verified()])
         .when(CustomDomainCommand::VerifyOwnership {
+            delegation: None,
             observed_values: vec!["token-123".into()],
             at: t(2),
         })
@@ -1306,4 +1316,59 @@ fn the_key_of_a_revoked_certificate_is_not_handed_out() {
             certificate_id: "cert-1".into(),
             reason: "it was revoked".into(),
         });
+}
+
+fn delegation_record() -> crate::domain::delegation::DelegationRecord {
+    crate::domain::delegation::DelegationZone::parse("acme.platform.example")
+        .expect("a zone")
+        .record_for("token-123", "shop.example.com")
+}
+
+#[test]
+fn a_cname_to_the_domains_delegation_record_proves_ownership_without_the_token() {
+    let record = delegation_record();
+    DomainTest::with(RenewalPolicy::default())
+        .given(vec![registered()])
+        .when(CustomDomainCommand::VerifyOwnership {
+            observed_values: vec![],
+            delegation: Some((record.clone(), Some(record.target.clone()))),
+            at: t(1),
+        })
+        .then_expect_events(vec![CustomDomainEvent::OwnershipVerified {
+            observed_values: vec![],
+            proof: dns_handling_events::OwnershipProof::Cname,
+            cname_target: Some(record.target),
+            verified_at: t(1),
+        }]);
+}
+
+#[test]
+fn a_cname_elsewhere_is_refused_and_the_refusal_says_where_it_points() {
+    let record = delegation_record();
+    let result = DomainTest::with(RenewalPolicy::default())
+        .given(vec![registered()])
+        .when(CustomDomainCommand::VerifyOwnership {
+            observed_values: vec![],
+            delegation: Some((record, Some("other.acme.platform.example.".into()))),
+            at: t(1),
+        })
+        .inspect_result();
+    let refusal = result.expect_err("refused").to_string();
+    assert!(
+        refusal.contains("other.acme.platform.example."),
+        "{refusal}"
+    );
+}
+
+#[test]
+fn the_token_is_the_proof_when_both_token_and_cname_are_there() {
+    let record = delegation_record();
+    DomainTest::with(RenewalPolicy::default())
+        .given(vec![registered()])
+        .when(CustomDomainCommand::VerifyOwnership {
+            observed_values: vec!["token-123".into()],
+            delegation: Some((record.clone(), Some(record.target))),
+            at: t(1),
+        })
+        .then_expect_events(vec![verified()]);
 }

@@ -1,0 +1,327 @@
+//! The authoritative DNS server of the delegation zone (hickory-server): SOA and NS at the apex,
+//! the TXT values of live delegated challenges at their labels, NXDOMAIN for other names of the
+//! zone, REFUSED for names outside it, never recursion. hickory's catalog answers the protocol
+//! (EDNS, truncation of UDP answers that do not fit and the TCP fallback, FORMERR for malformed
+//! queries, RFC 8482's minimal answer to ANY, AXFR refused); this module keeps its in-memory zone
+//! current and runs it apart from the API.
+//!
+//! Answers stay small whatever the query asks, so the server is no amplifier: a label holds the
+//! values of one order's authorizations for one `_acme-challenge` name (a name and its wildcard:
+//! two), and the apex only the operator's few NS names.
+
+use std::collections::{BTreeMap, HashMap};
+use std::net::SocketAddr;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use dns_handling_events::{OrderDetails, Validation};
+use hickory_server::net::runtime::Time;
+use hickory_server::proto::rr::rdata::{NS, SOA, TXT};
+use hickory_server::proto::rr::{LowerName, Name, RData, Record, RecordSet, RecordType, RrKey};
+use hickory_server::server::{Request, RequestHandler, ResponseHandler, ResponseInfo};
+use hickory_server::store::in_memory::InMemoryZoneHandler;
+use hickory_server::zone_handler::{AxfrPolicy, Catalog, ZoneHandler, ZoneType};
+use hickory_server::Server;
+
+use crate::domain::delegation::DelegationZone;
+use crate::metrics::{RcodeLabel, METRICS};
+
+/// TTL of the challenge values and of negative answers (the SOA minimum): a resolver that asked
+/// a moment before a value was published asks again a second later, not minutes later.
+const CHALLENGE_TTL: u32 = 1;
+
+/// TTL of the apex's SOA and NS records, which change only with the configuration.
+const APEX_TTL: u32 = 3600;
+
+/// How long a TCP connection may stay idle before the server closes it.
+const TCP_IDLE_TIMEOUT: Duration = Duration::from_secs(5);
+
+/// Outgoing buffer per TCP connection, in messages.
+const TCP_RESPONSE_BUFFER: usize = 16;
+
+/// What the zone publishes for one domain: its open delegated order's values, by record name.
+struct Published {
+    order_id: String,
+    values: BTreeMap<LowerName, Vec<String>>,
+}
+
+/// The delegation zone in memory: the apex records, and the values of every open delegated
+/// order, one order per domain (a domain has one open order at a time).
+pub struct ChallengeZone {
+    handler: Arc<InMemoryZoneHandler>,
+    published: Mutex<HashMap<String, Published>>,
+}
+
+/// Why the zone or its server could not be set up.
+#[derive(Debug, thiserror::Error)]
+#[error("delegation zone: {0}")]
+pub struct ZoneError(String);
+
+impl ChallengeZone {
+    /// An empty zone with its SOA and NS records: `nameservers` are the names the parent zone
+    /// delegates it to, the first one the SOA's primary.
+    pub fn new(zone: &DelegationZone, nameservers: &[String]) -> Result<Self, ZoneError> {
+        let name = |text: &str| {
+            Name::from_ascii(format!("{}.", text.trim_end_matches('.')))
+                .map_err(|error| ZoneError(format!("{text}: {error}")))
+        };
+        let origin = name(zone.name())?;
+        let primary = nameservers
+            .first()
+            .ok_or_else(|| ZoneError("no nameserver names".into()))?;
+        // The serial only needs to grow between starts: nothing transfers this zone.
+        let serial =
+            u32::try_from(chrono::Utc::now().timestamp() % i64::from(u32::MAX)).unwrap_or_default();
+        let soa = SOA::new(
+            name(primary)?,
+            name(&format!("hostmaster.{}", zone.name()))?,
+            serial,
+            3600,
+            600,
+            86_400,
+            CHALLENGE_TTL,
+        );
+        let mut handler =
+            InMemoryZoneHandler::empty(origin.clone(), ZoneType::Primary, AxfrPolicy::Deny);
+        handler.upsert_mut(
+            Record::from_rdata(origin.clone(), APEX_TTL, RData::SOA(soa)),
+            serial,
+        );
+        for nameserver in nameservers {
+            let ns = RData::NS(NS(name(nameserver)?));
+            handler.upsert_mut(Record::from_rdata(origin.clone(), APEX_TTL, ns), serial);
+        }
+        Ok(Self {
+            handler: Arc::new(handler),
+            published: Mutex::new(HashMap::new()),
+        })
+    }
+
+    /// Serves `order`'s values for `domain_id`, in place of whatever the domain served before.
+    /// A manual order serves nothing: the domain's previous values go.
+    pub async fn publish(&self, domain_id: &str, order: &OrderDetails) {
+        let mut values: BTreeMap<LowerName, Vec<String>> = BTreeMap::new();
+        if order.validation == Validation::Delegated {
+            for challenge in &order.challenges {
+                let Some(target) = &challenge.delegated_to else {
+                    continue;
+                };
+                let Ok(name) = Name::from_ascii(target) else {
+                    tracing::warn!(%domain_id, %target, "not a DNS name; not published");
+                    continue;
+                };
+                let at = values.entry(LowerName::new(&name)).or_default();
+                if !at.contains(&challenge.expected_txt_value) {
+                    at.push(challenge.expected_txt_value.clone());
+                }
+            }
+        }
+        let previous = {
+            let mut published = self.lock();
+            let previous = published.remove(domain_id);
+            if !values.is_empty() {
+                published.insert(
+                    domain_id.to_owned(),
+                    Published {
+                        order_id: order.order_id.clone(),
+                        values: values.clone(),
+                    },
+                );
+            }
+            previous
+        };
+        let mut changes: BTreeMap<LowerName, Vec<String>> = previous
+            .map(|previous| previous.values.into_keys().map(|name| (name, Vec::new())))
+            .into_iter()
+            .flatten()
+            .collect();
+        changes.extend(values);
+        self.apply(changes).await;
+    }
+
+    /// Stops serving the values of `domain_id`'s order `order_id` (of whatever order it has,
+    /// when `None`): the order completed, failed, timed out, or the domain was removed.
+    pub async fn withdraw(&self, domain_id: &str, order_id: Option<&str>) {
+        let removed = {
+            let mut published = self.lock();
+            match published.get(domain_id) {
+                Some(found) if order_id.is_none_or(|id| id == found.order_id) => {
+                    published.remove(domain_id)
+                }
+                _ => None,
+            }
+        };
+        if let Some(removed) = removed {
+            let changes = removed
+                .values
+                .into_keys()
+                .map(|name| (name, Vec::new()))
+                .collect();
+            self.apply(changes).await;
+        }
+    }
+
+    /// The values served at `name` now.
+    pub async fn values_at(&self, name: &str) -> Vec<String> {
+        let Ok(name) = Name::from_ascii(name) else {
+            return Vec::new();
+        };
+        let key = RrKey::new(LowerName::new(&name), RecordType::TXT);
+        let records = self.handler.records().await;
+        records
+            .get(&key)
+            .map(|set| {
+                set.records_without_rrsigs()
+                    .filter_map(|record| match &record.data {
+                        RData::TXT(txt) => Some(txt.to_string()),
+                        _ => None,
+                    })
+                    .collect()
+            })
+            .unwrap_or_default()
+    }
+
+    /// Replaces the TXT record set of each name with its values (none: the name goes, and
+    /// answers NXDOMAIN).
+    async fn apply(&self, changes: BTreeMap<LowerName, Vec<String>>) {
+        let mut records = self.handler.records_mut().await;
+        for (name, values) in changes {
+            let key = RrKey::new(name.clone(), RecordType::TXT);
+            if values.is_empty() {
+                records.remove(&key);
+                continue;
+            }
+            let mut set = RecordSet::with_ttl(Name::from(name), RecordType::TXT, CHALLENGE_TTL);
+            for value in values {
+                set.add_rdata(RData::TXT(TXT::new(vec![value])));
+            }
+            records.insert(key, Arc::new(set));
+        }
+        let served: usize = records
+            .iter()
+            .filter(|(key, _)| key.record_type == RecordType::TXT)
+            .map(|(_, set)| set.records_count())
+            .sum();
+        METRICS
+            .delegation_zone_values
+            .set(i64::try_from(served).unwrap_or(i64::MAX));
+    }
+
+    fn lock(&self) -> std::sync::MutexGuard<'_, HashMap<String, Published>> {
+        self.published
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner())
+    }
+}
+
+/// The catalog of the one zone, counting its answers by response code.
+struct ZoneServer {
+    catalog: Catalog,
+}
+
+#[async_trait::async_trait]
+impl RequestHandler for ZoneServer {
+    async fn handle_request<R: ResponseHandler, T: Time>(
+        &self,
+        request: &Request,
+        response_handle: R,
+    ) -> ResponseInfo {
+        let info = self
+            .catalog
+            .handle_request::<R, T>(request, response_handle)
+            .await;
+        METRICS
+            .dns_queries
+            .get_or_create(&RcodeLabel {
+                rcode: format!("{:?}", info.response_code).to_ascii_lowercase(),
+            })
+            .inc();
+        info
+    }
+}
+
+/// The running DNS server: stops when dropped.
+pub struct DnsServer {
+    /// Where it listens, UDP and TCP.
+    pub address: SocketAddr,
+    stop: Option<tokio::sync::oneshot::Sender<()>>,
+    thread: Option<std::thread::JoinHandle<()>>,
+}
+
+impl DnsServer {
+    /// Binds `listen` (UDP and TCP, on the same port when `listen`'s is 0) and serves `zone`
+    /// on a thread of its own, with its own single-threaded runtime: a flood of queries can
+    /// take that one thread, never the API's workers.
+    pub fn start(
+        zone: &ChallengeZone,
+        origin: &DelegationZone,
+        listen: SocketAddr,
+    ) -> Result<Self, ZoneError> {
+        let bind_error = |error: std::io::Error| {
+            ZoneError(format!(
+                "cannot listen on {listen} (DNS_LISTEN_ADDR): {error}"
+            ))
+        };
+        let udp = std::net::UdpSocket::bind(listen).map_err(bind_error)?;
+        let address = udp.local_addr().map_err(bind_error)?;
+        let tcp = std::net::TcpListener::bind(address).map_err(bind_error)?;
+        udp.set_nonblocking(true).map_err(bind_error)?;
+        tcp.set_nonblocking(true).map_err(bind_error)?;
+        let mut catalog = Catalog::new();
+        let origin = Name::from_ascii(format!("{}.", origin.name()))
+            .map_err(|error| ZoneError(error.to_string()))?;
+        let handler: Arc<dyn ZoneHandler> = zone.handler.clone();
+        catalog.upsert(LowerName::new(&origin), vec![handler]);
+        let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
+        let runtime = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .map_err(|error| ZoneError(format!("no runtime for the DNS server: {error}")))?;
+        let thread = std::thread::Builder::new()
+            .name("dns-server".into())
+            .spawn(move || {
+                runtime.block_on(async move {
+                    let mut server = Server::new(ZoneServer { catalog });
+                    match (
+                        tokio::net::UdpSocket::from_std(udp),
+                        tokio::net::TcpListener::from_std(tcp),
+                    ) {
+                        (Ok(udp), Ok(tcp)) => {
+                            server.register_socket(udp);
+                            server.register_listener(tcp, TCP_IDLE_TIMEOUT, TCP_RESPONSE_BUFFER);
+                        }
+                        (udp, tcp) => {
+                            tracing::error!(
+                                ?udp,
+                                ?tcp,
+                                "the DNS server's sockets could not be used"
+                            );
+                            return;
+                        }
+                    }
+                    let _ = stopped.await;
+                    if let Err(error) = server.shutdown_gracefully().await {
+                        tracing::warn!(%error, "the DNS server did not stop cleanly");
+                    }
+                });
+            })
+            .map_err(|error| ZoneError(format!("no thread for the DNS server: {error}")))?;
+        tracing::info!(%address, zone = %origin, "DNS server of the delegation zone listening");
+        Ok(Self {
+            address,
+            stop: Some(stop),
+            thread: Some(thread),
+        })
+    }
+}
+
+impl Drop for DnsServer {
+    fn drop(&mut self) {
+        if let Some(stop) = self.stop.take() {
+            let _ = stop.send(());
+        }
+        if let Some(thread) = self.thread.take() {
+            let _ = thread.join();
+        }
+    }
+}
