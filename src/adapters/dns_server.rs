@@ -173,7 +173,12 @@ impl ChallengeZone {
             .map(|set| {
                 set.records_without_rrsigs()
                     .filter_map(|record| match &record.data {
-                        RData::TXT(txt) => Some(txt.to_string()),
+                        RData::TXT(txt) => Some(
+                            txt.txt_data
+                                .iter()
+                                .map(|part| String::from_utf8_lossy(part).into_owned())
+                                .collect::<String>(),
+                        ),
                         _ => None,
                     })
                     .collect()
@@ -323,5 +328,108 @@ impl Drop for DnsServer {
         if let Some(thread) = self.thread.take() {
             let _ = thread.join();
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use chrono::Utc;
+    use dns_handling_events::{CertificateKeyType, OrderChallenge};
+
+    fn zone() -> ChallengeZone {
+        let zone = DelegationZone::parse("acme.platform.test").expect("a zone");
+        ChallengeZone::new(&zone, &["ns1.platform.test".to_owned()]).expect("a zone")
+    }
+
+    /// An order of `id` with one challenge per (identifier, published at, value).
+    fn order(id: &str, validation: Validation, challenges: &[(&str, &str, &str)]) -> OrderDetails {
+        OrderDetails {
+            order_id: id.into(),
+            order_url: format!("https://ca.test/order/{id}"),
+            names: challenges
+                .iter()
+                .map(|(name, _, _)| (*name).to_owned())
+                .collect(),
+            challenges: challenges
+                .iter()
+                .map(|(identifier, at, value)| OrderChallenge {
+                    identifier: (*identifier).to_owned(),
+                    challenge_url: "https://ca.test/chall".into(),
+                    challenge_domain: OrderChallenge::record_name(identifier),
+                    expected_txt_value: (*value).to_owned(),
+                    delegated_to: Some((*at).to_owned()),
+                })
+                .collect(),
+            account_id: "https://ca.test/acct/1".into(),
+            poll_interval_ms: 1000,
+            deadline: Utc::now(),
+            key_type: CertificateKeyType::EcdsaP256,
+            validation,
+            delegation_problem: None,
+        }
+    }
+
+    const LABEL: &str = "a1.acme.platform.test.";
+    const OTHER: &str = "b2.acme.platform.test.";
+
+    #[tokio::test]
+    async fn a_domain_and_its_wildcard_are_served_as_two_values_at_one_name() {
+        let zone = zone();
+        let both = [
+            ("shop.test", LABEL, "value-apex"),
+            ("*.shop.test", LABEL, "value-wildcard"),
+        ];
+        zone.publish("d1", &order("o1", Validation::Delegated, &both))
+            .await;
+        let mut values = zone.values_at(LABEL).await;
+        values.sort();
+        assert_eq!(values, ["value-apex", "value-wildcard"]);
+    }
+
+    #[tokio::test]
+    async fn the_end_of_an_order_withdraws_its_values_and_only_its_own() {
+        let zone = zone();
+        let first = [("shop.test", LABEL, "v1")];
+        zone.publish("d1", &order("o1", Validation::Delegated, &first))
+            .await;
+        zone.withdraw("d1", Some("an-older-order")).await;
+        assert_eq!(zone.values_at(LABEL).await, ["v1"]);
+        zone.withdraw("d1", Some("o1")).await;
+        assert!(zone.values_at(LABEL).await.is_empty());
+    }
+
+    #[tokio::test]
+    async fn a_new_order_replaces_the_domains_values_and_a_manual_one_serves_none() {
+        let zone = zone();
+        let first = [("shop.test", LABEL, "v1"), ("www.shop.test", OTHER, "w1")];
+        zone.publish("d1", &order("o1", Validation::Delegated, &first))
+            .await;
+        let second = [("shop.test", LABEL, "v2")];
+        zone.publish("d1", &order("o2", Validation::Delegated, &second))
+            .await;
+        assert_eq!(zone.values_at(LABEL).await, ["v2"]);
+        assert!(zone.values_at(OTHER).await.is_empty());
+        zone.publish("d1", &order("o3", Validation::Manual, &second))
+            .await;
+        assert!(zone.values_at(LABEL).await.is_empty());
+    }
+
+    #[tokio::test]
+    async fn removing_a_domain_withdraws_whatever_order_it_had() {
+        let zone = zone();
+        zone.publish(
+            "d1",
+            &order("o1", Validation::Delegated, &[("shop.test", LABEL, "v1")]),
+        )
+        .await;
+        zone.publish(
+            "d2",
+            &order("o2", Validation::Delegated, &[("blog.test", OTHER, "v2")]),
+        )
+        .await;
+        zone.withdraw("d1", None).await;
+        assert!(zone.values_at(LABEL).await.is_empty());
+        assert_eq!(zone.values_at(OTHER).await, ["v2"]);
     }
 }

@@ -87,3 +87,76 @@ pub async fn follow(
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use chrono::Utc;
+    use dns_handling_events::{
+        CertificateKeyType, FailureReason, OrderChallenge, OrderDetails, Validation,
+    };
+
+    use crate::domain::delegation::DelegationZone;
+
+    const AT: &str = "a1.acme.platform.test.";
+
+    fn zone() -> ChallengeZone {
+        let zone = DelegationZone::parse("acme.platform.test").expect("a zone");
+        ChallengeZone::new(&zone, &["ns1.platform.test".to_owned()]).expect("a zone")
+    }
+
+    fn requested(order_id: &str) -> CustomDomainEvent {
+        CustomDomainEvent::CertificateRequested {
+            order: OrderDetails {
+                order_id: order_id.into(),
+                order_url: "https://ca.test/order/1".into(),
+                names: vec!["shop.test".into()],
+                challenges: vec![OrderChallenge {
+                    identifier: "shop.test".into(),
+                    challenge_url: "https://ca.test/chall/1".into(),
+                    challenge_domain: "_acme-challenge.shop.test.".into(),
+                    expected_txt_value: format!("value-{order_id}"),
+                    delegated_to: Some(AT.into()),
+                }],
+                account_id: "https://ca.test/acct/1".into(),
+                poll_interval_ms: 1000,
+                deadline: Utc::now(),
+                key_type: CertificateKeyType::EcdsaP256,
+                validation: Validation::Delegated,
+                delegation_problem: None,
+            },
+            requested_at: Utc::now(),
+        }
+    }
+
+    #[tokio::test]
+    async fn a_delegated_request_is_served_until_its_order_fails() {
+        let zone = zone();
+        apply(&zone, "d1", &requested("o1")).await;
+        assert_eq!(zone.values_at(AT).await, ["value-o1"]);
+        let failed = CustomDomainEvent::IssuanceFailed {
+            order_id: "o1".into(),
+            reason: FailureReason::new("challenge_invalid", "refused"),
+            failed_at: Utc::now(),
+        };
+        apply(&zone, "d1", &failed).await;
+        assert!(zone.values_at(AT).await.is_empty());
+    }
+
+    #[tokio::test]
+    async fn replaying_events_the_views_already_hold_ends_where_the_feed_does() {
+        let zone = zone();
+        let timed_out = CustomDomainEvent::IssuanceTimedOut {
+            order_id: "o1".into(),
+            deadline: Utc::now(),
+            unseen_names: vec![],
+            timed_out_at: Utc::now(),
+        };
+        // Filled from a view that already shows o2 open, then the feed from an older checkpoint.
+        apply(&zone, "d1", &requested("o2")).await;
+        for event in [requested("o1"), timed_out, requested("o2")] {
+            apply(&zone, "d1", &event).await;
+        }
+        assert_eq!(zone.values_at(AT).await, ["value-o2"]);
+    }
+}
