@@ -10,6 +10,8 @@
 //! | --- | --- |
 //! | `process` | temporary directories, free ports, child processes killed on drop |
 //! | `pebble` | Pebble and pebble-challtestsrv: the CA and the DNS server the tests publish on |
+//! | `unbound` | a recursive resolver chaining DNS servers on loopback (Pebble's, for delegations) |
+//! | `dig` | dig as a test's DNS client: status, flags and records of an answer |
 //! | `ari` | an HTTPS front for Pebble adding ACME Renewal Information with windows the test sets |
 //! | `database` | a test database of its own on SQLite or PostgreSQL, and SQL straight at it |
 //! | `service` | the service binary as a process, its operator commands, HTTP calls to it |
@@ -19,13 +21,16 @@
 
 mod ari;
 mod database;
+mod dig;
 mod pebble;
 mod process;
 mod service;
 mod setup;
+mod unbound;
 
 pub use ari::AriFront;
 pub use database::{drop_postgres_database, postgres_admin_url, StoreKind, TestDatabase};
+pub use dig::{dig, try_dig, DigAnswer, DigRecord};
 pub use pebble::{Pebble, PebbleOptions};
 pub use process::{free_dns_port, free_port, ChildGuard, TempDir};
 pub use service::{run_command, sample, start_expecting_refusal, Service};
@@ -34,3 +39,4 @@ pub use setup::{
     verified_domain, verified_domain_with_alt_names, TEST_AUDIT_SIGNING_KEY,
     TEST_KEY_ENCRYPTION_KEY,
 };
+pub use unbound::Unbound;

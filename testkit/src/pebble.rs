@@ -1,12 +1,21 @@
 //! Pebble, the ACME test CA, with pebble-challtestsrv as the DNS server it validates against
 //! and the tests publish TXT records on.
+//!
+//! With delegated zones ([`PebbleOptions::delegated_zones`]) a private unbound stands between
+//! Pebble and the DNS servers, as a recursive resolver does on the internet: every name is
+//! resolved at challtestsrv except those under a delegated zone, which go to that zone's server
+//! (the service's own DNS server), and a CNAME is followed from one into the other. The start
+//! order is challtestsrv, unbound, Pebble (`-dnsserver` unbound), so the delegated zone's
+//! server address must be known up front (`free_dns_port()`), but that server may start later.
 
+use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
 
 use serde_json::{json, Value};
 
 use crate::process::{free_dns_port, free_port, spawn, wait_for_tcp, ChildGuard, TempDir};
+use crate::unbound::Unbound;
 
 /// Where a missing Pebble comes from.
 const INSTALL_HINT: &str =
@@ -24,7 +33,9 @@ pub struct Pebble {
     pub dns_port: u16,
     /// pebble-challtestsrv's management API (TXT records, SERVFAIL, request history).
     pub challtestsrv_port: u16,
+    // Dropped in this order: Pebble, its resolver, then the DNS server the resolver asks.
     pebble: ChildGuard,
+    resolver: Option<Unbound>,
     _challtestsrv: ChildGuard,
 }
 
@@ -36,6 +47,12 @@ pub struct PebbleOptions {
     /// How long the certificates Pebble issues are valid, in seconds (its
     /// `certificateValidityPeriod`); `None` keeps Pebble's default (5 years).
     pub certificate_validity_secs: Option<u64>,
+    /// Zones (`"acme.platform.test."`) whose names Pebble resolves at another DNS server (the
+    /// service's `DNS_LISTEN_ADDR`) rather than at challtestsrv. Empty (the default): Pebble
+    /// asks challtestsrv directly. Not empty: Pebble asks a private unbound that sends these
+    /// zones to their servers and every other name to challtestsrv, following CNAMEs across;
+    /// [`Pebble::nameserver`] is then that unbound.
+    pub delegated_zones: Vec<(String, SocketAddr)>,
 }
 
 impl Pebble {
@@ -98,12 +115,30 @@ impl Pebble {
             &mut challtestsrv.child,
         )
         .map_err(|error| format!("{error}; its log:\n{}", log_of("challtestsrv.log")))?;
+        let dns_address = SocketAddr::from(([127, 0, 0, 1], dns_port));
+        let resolver = if options.delegated_zones.is_empty() {
+            None
+        } else {
+            // "." is the least specific zone: every name no delegated zone covers goes to
+            // challtestsrv, as it does without a resolver.
+            let mut zones = vec![(".", dns_address)];
+            zones.extend(
+                options
+                    .delegated_zones
+                    .iter()
+                    .map(|(zone, server)| (zone.as_str(), *server)),
+            );
+            Some(Unbound::try_start(&zones)?)
+        };
+        let pebble_dns = resolver
+            .as_ref()
+            .map_or(dns_address, |resolver| resolver.address());
 
         let pebble_log = std::fs::File::create(dir.path().join("pebble.log")).expect("log file");
         let mut command = Command::new("pebble");
         command
             .args(["-config", &config_path.to_string_lossy()])
-            .args(["-dnsserver", &format!("127.0.0.1:{dns_port}")])
+            .args(["-dnsserver", &pebble_dns.to_string()])
             .arg("-strict=false")
             .env("PEBBLE_VA_NOSLEEP", "1")
             .env("PEBBLE_AUTHZREUSE", "0")
@@ -124,6 +159,7 @@ impl Pebble {
             dns_port,
             challtestsrv_port,
             pebble,
+            resolver,
             _challtestsrv: challtestsrv,
         })
     }
@@ -148,9 +184,25 @@ impl Pebble {
         )
     }
 
-    /// The DNS server as `DNS_NAMESERVERS` takes it (`127.0.0.1:<port>`).
+    /// The DNS server Pebble validates with, as `DNS_NAMESERVERS` takes it (`127.0.0.1:<port>`):
+    /// challtestsrv, or the resolver in front of it when there are delegated zones.
     pub fn nameserver(&self) -> String {
-        format!("127.0.0.1:{}", self.dns_port)
+        match &self.resolver {
+            Some(resolver) => resolver.nameserver(),
+            None => self.dns_address().to_string(),
+        }
+    }
+
+    /// challtestsrv's DNS address (UDP and TCP), where the records a test publishes are served,
+    /// whether or not a resolver stands in front of it.
+    pub fn dns_address(&self) -> SocketAddr {
+        SocketAddr::from(([127, 0, 0, 1], self.dns_port))
+    }
+
+    /// The unbound between Pebble and the DNS servers, when there are delegated zones (its
+    /// address, its log).
+    pub fn resolver(&self) -> Option<&Unbound> {
+        self.resolver.as_ref()
     }
 
     fn challtestsrv(&self, path: &str, body: Value) {
@@ -165,6 +217,21 @@ impl Pebble {
             "challtestsrv ignores hosts without the trailing dot"
         );
         self.challtestsrv("/set-txt", json!({"host": host, "value": value}));
+    }
+
+    /// Publishes a CNAME at `host` pointing to `target` (both end with a dot). challtestsrv
+    /// answers it but does not follow it into another server; a resolver does.
+    pub fn set_cname(&self, host: &str, target: &str) {
+        assert!(
+            host.ends_with('.') && target.ends_with('.'),
+            "challtestsrv ignores names without the trailing dot"
+        );
+        self.challtestsrv("/set-cname", json!({"host": host, "target": target}));
+    }
+
+    /// Removes the CNAME at `host`.
+    pub fn clear_cname(&self, host: &str) {
+        self.challtestsrv("/clear-cname", json!({"host": host}));
     }
 
     /// Stops the ACME server (its DNS server keeps running), as a CA outage would.
@@ -188,7 +255,8 @@ impl Pebble {
     }
 
     /// How many DNS queries for `host` the DNS server has answered so far (its request history;
-    /// Pebble's own validation lookups count too). `host` may end with a dot.
+    /// Pebble's own validation lookups count too, and with delegated zones the resolver's
+    /// queries, which may be more than one a lookup). `host` may end with a dot.
     pub fn dns_queries(&self, host: &str) -> usize {
         let url = format!(
             "http://127.0.0.1:{}/dns-request-history",

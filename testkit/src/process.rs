@@ -105,3 +105,22 @@ pub(crate) fn spawn(command: &mut Command, name: &str, hint: &str) -> ChildGuard
         .unwrap_or_else(|error| panic!("cannot start {name}: {error}. {hint}"));
     ChildGuard { child }
 }
+
+/// The path of `name` on `PATH`, else in `/usr/sbin`, where Debian puts unbound and nsd and
+/// which a non-root user's `PATH` may lack.
+pub(crate) fn program(name: &str) -> PathBuf {
+    let on_path = std::env::var_os("PATH")
+        .map(|path| std::env::split_paths(&path).collect::<Vec<_>>())
+        .unwrap_or_default()
+        .into_iter()
+        .map(|dir| dir.join(name))
+        .find(|candidate| candidate.is_file());
+    on_path.unwrap_or_else(|| {
+        let sbin = Path::new("/usr/sbin").join(name);
+        if sbin.is_file() {
+            sbin
+        } else {
+            PathBuf::from(name)
+        }
+    })
+}
