@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # The test command: on a fresh machine it installs what the tests need (Pebble, its DNS server,
-# wrk, PostgreSQL where none runs, schemathesis from PyPI), starts PostgreSQL when it is down, checks
+# unbound, nsd, dnsperf and dig for the delegation tests, wrk, PostgreSQL where none runs,
+# schemathesis from PyPI), starts PostgreSQL when it is down, checks
 # formatting and clippy, and runs every test of the workspace: the Pebble end-to-end tests, the
 # schemathesis conformance run and the quick-start script included.
 #
@@ -16,6 +17,11 @@ command -v pebble >/dev/null && command -v pebble-challtestsrv >/dev/null || mis
 command -v curl >/dev/null || missing+=(curl)
 command -v openssl >/dev/null || missing+=(openssl)
 command -v wrk >/dev/null || missing+=(wrk)
+# Debian puts unbound and nsd in /usr/sbin, which a non-root PATH may lack.
+command -v unbound >/dev/null || [ -x /usr/sbin/unbound ] || missing+=(unbound)
+command -v nsd >/dev/null || [ -x /usr/sbin/nsd ] || missing+=(nsd)
+command -v dnsperf >/dev/null || missing+=(dnsperf)
+command -v dig >/dev/null || missing+=(bind9-dnsutils)
 command -v python3 >/dev/null || missing+=(python3 python3-venv)
 if [ -z "${TEST_POSTGRES_URL:-}" ] && ! command -v pg_ctlcluster >/dev/null; then
   missing+=(postgresql)
@@ -23,8 +29,24 @@ if [ -z "${TEST_POSTGRES_URL:-}" ] && ! command -v pg_ctlcluster >/dev/null; the
 fi
 if [ ${#missing[@]} -gt 0 ]; then
   echo "tests/run.sh: installing ${missing[*]}"
-  as_root apt-get update -qq
-  as_root env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq "${missing[@]}" >/dev/null
+  # unbound's, nsd's and PostgreSQL's packages start their system daemons on install; the tests
+  # start their own on free ports (and PostgreSQL below). Where no policy-rc.d is in place (a
+  # container image usually has one), one denies those starts for the install, so that a daemon
+  # failing to start (port 53 taken, no init system) cannot fail the install.
+  if [ ! -e /usr/sbin/policy-rc.d ]; then
+    printf '#!/bin/sh\nexit 101\n' | as_root tee /usr/sbin/policy-rc.d >/dev/null
+    as_root chmod +x /usr/sbin/policy-rc.d
+    added_policy_rc_d=1
+  fi
+  installed=0
+  as_root apt-get update -qq \
+    && as_root env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq "${missing[@]}" >/dev/null \
+    || installed=$?
+  if [ -n "${added_policy_rc_d:-}" ]; then as_root rm -f /usr/sbin/policy-rc.d; fi
+  if [ "$installed" -ne 0 ]; then
+    echo "tests/run.sh: installing ${missing[*]} failed" >&2
+    exit "$installed"
+  fi
 fi
 
 if [ -z "${TEST_POSTGRES_URL:-}" ]; then
