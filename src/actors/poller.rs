@@ -134,6 +134,9 @@ pub async fn poll_once(
             Err(error) => {
                 METRICS.txt_poll("lookup_failed");
                 tracing::debug!(%domain_id, %error, "TXT lookup failed; polling on");
+                // A failing lookup slows a delegated order's lookups down too, or a resolver
+                // that fails fast would be asked every 50 ms until the deadline.
+                memory.lookups_unseen += 1;
                 return (PollOutcome::Waiting, memory);
             }
         };

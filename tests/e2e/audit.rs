@@ -213,7 +213,7 @@ async fn history_feed_replay_audit_and_export_tell_the_same_story(kind: StoreKin
     assert_eq!(history.len(), 2);
     assert_eq!(history[0]["event_type"], "DomainRegistered");
     assert_eq!(history[1]["event_type"], "OwnershipVerified");
-    assert_eq!(history[1]["event_version"], "1.0");
+    assert_eq!(history[1]["event_version"], "2.0");
     assert_eq!(history[1]["metadata"]["request_id"], "audit-test-request-1");
     assert_eq!(history[1]["metadata"]["role"], "admin");
     assert_eq!(history[1]["prev_hash"], history[0]["hash"]);

@@ -28,6 +28,7 @@ macro_rules! on_both_stores {
 mod ari;
 mod audit;
 mod crash;
+mod delegation;
 mod ecosystem;
 mod hardening;
 mod http_contract;
