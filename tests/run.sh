@@ -1,9 +1,9 @@
 #!/usr/bin/env bash
 # The test command: on a fresh machine it installs what the tests need (Pebble, its DNS server,
 # unbound, nsd, dnsperf and dig for the delegation tests, wrk, PostgreSQL where none runs,
-# schemathesis from PyPI), starts PostgreSQL when it is down, checks
-# formatting and clippy, and runs every test of the workspace: the Pebble end-to-end tests, the
-# schemathesis conformance run and the quick-start script included.
+# schemathesis and the standardwebhooks verifier from PyPI), starts PostgreSQL when it is down,
+# checks formatting and clippy, and runs every test of the workspace: the Pebble end-to-end
+# tests, the schemathesis conformance run and the quick-start script included.
 #
 #   ./tests/run.sh            # everything
 #   ./tests/run.sh <filter>   # passes extra arguments to `cargo test`
@@ -63,13 +63,17 @@ if [ -z "${TEST_POSTGRES_URL:-}" ]; then
   export TEST_POSTGRES_URL="postgres://postgres:postgres@127.0.0.1:5432/postgres"
 fi
 
-# Schemathesis (from PyPI) checks the running service against its OpenAPI description; it lives
-# in a virtual environment under target/, installed once per checkout with every package pinned
-# (tests/schemathesis-requirements.txt), and again whenever that list changes.
+# The Python test tools, from PyPI, in one virtual environment under target/schemathesis:
+# schemathesis, which checks the running service against its OpenAPI description, and
+# standardwebhooks, the reference verifier the webhook tests' receiver (tests/webhook_receiver.py,
+# run with this environment's python) checks every delivery's signatures with. It is installed
+# once per checkout with every package pinned (tests/schemathesis-requirements.txt), and again
+# whenever that list changes or a tool in it is missing.
 SCHEMATHESIS_REQUIREMENTS=tests/schemathesis-requirements.txt
 if ! cmp -s "$SCHEMATHESIS_REQUIREMENTS" target/schemathesis/requirements.txt \
-  || ! target/schemathesis/bin/schemathesis --version >/dev/null 2>&1; then
-  echo "tests/run.sh: installing schemathesis ($SCHEMATHESIS_REQUIREMENTS)"
+  || ! target/schemathesis/bin/schemathesis --version >/dev/null 2>&1 \
+  || ! target/schemathesis/bin/python -c 'import standardwebhooks' >/dev/null 2>&1; then
+  echo "tests/run.sh: installing schemathesis and standardwebhooks ($SCHEMATHESIS_REQUIREMENTS)"
   if ! python3 -m venv --help >/dev/null 2>&1 || ! python3 -c 'import ensurepip' 2>/dev/null; then
     as_root apt-get update -qq
     as_root env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq python3 python3-venv >/dev/null
@@ -80,6 +84,8 @@ if ! cmp -s "$SCHEMATHESIS_REQUIREMENTS" target/schemathesis/requirements.txt \
     -r "$SCHEMATHESIS_REQUIREMENTS"
   cp "$SCHEMATHESIS_REQUIREMENTS" target/schemathesis/requirements.txt
 fi
+# The tests find the environment through this (the webhook receiver takes its python from the
+# same bin/ directory).
 export SCHEMATHESIS="$PWD/target/schemathesis/bin/schemathesis"
 
 cargo fmt --all -- --check
