@@ -16,6 +16,7 @@
 //! | `database` | a test database of its own on SQLite or PostgreSQL, and SQL straight at it |
 //! | `service` | the service binary as a process, its operator commands, HTTP calls to it |
 //! | `setup` | the environment a service starts with, and domains taken to `verified`/`active` |
+//! | `webhooks` | a webhook receiver that verifies signatures with the Standard Webhooks library |
 
 #![forbid(unsafe_code)]
 
@@ -27,6 +28,7 @@ mod process;
 mod service;
 mod setup;
 mod unbound;
+mod webhooks;
 
 pub use ari::AriFront;
 pub use database::{drop_postgres_database, postgres_admin_url, StoreKind, TestDatabase};
@@ -40,3 +42,4 @@ pub use setup::{
     TEST_KEY_ENCRYPTION_KEY,
 };
 pub use unbound::Unbound;
+pub use webhooks::{ReceivedWebhook, WebhookReceiver};
