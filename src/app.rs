@@ -10,14 +10,15 @@ use anyhow::Context as _;
 use cqrs_es::persist::PersistedEventStore;
 use cqrs_es::CqrsFramework;
 
-use crate::actors::{RenewalScheduler, ResumePending, Shutdown, Supervisor};
+use crate::actors::{webhooks, RenewalScheduler, ResumePending, Shutdown, Supervisor};
 use crate::adapters::acme::AcmeClient;
 use crate::adapters::certificate_keys::CertificateKeys;
 use crate::adapters::dns::{DnsLookup, HickoryDnsLookup};
 use crate::adapters::dns_server::{ChallengeZone, DnsServer};
-use crate::adapters::event_repository::Upcasters;
+use crate::adapters::event_repository::{EventRepository, Upcasters};
 use crate::adapters::store::{lock_sqlite_exclusively, SqliteReplicaLock, Store};
 use crate::adapters::vault::{KeyRing, KeyVault};
+use crate::adapters::webhook_sender::WebhookSender;
 use crate::app_state::AppState;
 use crate::audit::checkpoints::{self, AuditSigner};
 use crate::domain::renewal::RenewalPolicy;
@@ -131,7 +132,17 @@ impl Application {
             signer.clone(),
             settings.audit_checkpoint_interval,
         ));
+        let webhook_events =
+            || PersistedEventStore::new_event_store(EventRepository::for_webhooks(store.clone()));
+        let webhooks = CqrsFramework::new(webhook_events(), vec![], ());
+        let webhook_sender = WebhookSender::new(
+            settings.webhook_timeout,
+            settings.webhook_allow_private_targets,
+        )?;
         let services = Arc::new(AppState {
+            webhooks,
+            webhook_events: webhook_events(),
+            webhook_sender,
             cqrs,
             views: ViewReader::new(store.clone()),
             store,
@@ -154,6 +165,7 @@ impl Application {
             .context("reading pending orders")?;
         tracing::info!(resumed, "supervisor started");
         let renewals = RenewalScheduler::new(services.clone(), supervisor.clone()).start();
+        background.push(actix_web::rt::spawn(webhooks::dispatch(services.clone())));
 
         let listener = TcpListener::bind(settings.server_addr)
             .with_context(|| format!("binding SERVER_ADDR={}", settings.server_addr))?;

@@ -18,15 +18,23 @@ use crate::adapters::dns::DnsLookup;
 use crate::adapters::event_repository::EventRepository;
 use crate::adapters::store::Store;
 use crate::adapters::vault::KeyVault;
+use crate::adapters::webhook_sender::WebhookSender;
 use crate::audit::checkpoints::AuditSigner;
 use crate::domain::aggregate::{CustomDomain, CustomDomainCommand, DomainError};
 use crate::domain::delegation::{DelegationRecord, DelegationZone};
+use crate::domain::webhook_endpoint::{WebhookEndpoint, WebhookEndpointError};
 use crate::read::view_reader::ViewReader;
 use crate::settings::Settings;
 
 /// The cqrs-es framework for custom domains over the configured store.
 pub type DomainCqrs =
     CqrsFramework<CustomDomain, PersistedEventStore<EventRepository, CustomDomain>>;
+
+/// The event store of webhook endpoints (table `webhook_events`).
+pub type WebhookEventStore = PersistedEventStore<EventRepository, WebhookEndpoint>;
+
+/// The cqrs-es framework for webhook endpoints.
+pub type WebhookCqrs = CqrsFramework<WebhookEndpoint, WebhookEventStore>;
 
 /// The shared parts of the running service.
 pub struct AppState {
@@ -50,6 +58,12 @@ pub struct AppState {
     pub settings: Settings,
     /// This process's name as a lease owner: unique per start.
     pub replica_id: String,
+    /// Executes commands against webhook endpoints.
+    pub webhooks: WebhookCqrs,
+    /// Loads webhook endpoints (the same events the framework writes).
+    pub webhook_events: WebhookEventStore,
+    /// Delivers webhook messages.
+    pub webhook_sender: WebhookSender,
 }
 
 /// How many times a command is decided again after its append lost a race.
@@ -135,6 +149,21 @@ impl AppState {
                 Err(error) => Some(error.to_string()),
             })
             .collect()
+    }
+
+    /// The webhook endpoint `id` as its events make it (a default, not created, when it has
+    /// none).
+    pub async fn webhook_endpoint(
+        &self,
+        id: &str,
+    ) -> Result<WebhookEndpoint, AggregateError<WebhookEndpointError>> {
+        use cqrs_es::{AggregateContext, EventStore};
+        Ok(self
+            .webhook_events
+            .load_aggregate(id)
+            .await?
+            .aggregate()
+            .clone())
     }
 
     /// Executes a command on one domain, recording `origin` with its events.

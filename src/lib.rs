@@ -7,7 +7,9 @@
 //!   `domain/aggregate/tests.rs`); [`domain::domain_name`] is the parsed, normalised host name;
 //!   [`domain::alt_names`], the further names a certificate covers, checked against the domain;
 //!   [`domain::renewal`], when a certificate is due and when a failed renewal is tried again;
-//!   [`domain::delegation`], each name's label in the delegation zone and what a CNAME proves.
+//!   [`domain::delegation`], each name's label in the delegation zone and what a CNAME proves;
+//!   [`domain::webhook_endpoint`], the `WebhookEndpoint` aggregate; [`domain::notifications`],
+//!   what the platform is told of each event.
 //!   The events themselves are the crate `dns-handling-events` (`events/`).
 //! - [`adapters`]: the world outside. [`adapters::acme`]: the CA (instant-acme, rcgen);
 //!   [`adapters::dns`]: TXT and CNAME lookups (hickory-resolver); [`adapters::dns_server`]: the
@@ -16,13 +18,16 @@
 //!   [`adapters::event_repository`]: the cqrs-es repository with the hash chain;
 //!   [`adapters::vault`]: private keys encrypted at rest; [`adapters::certificate_keys`]: the
 //!   custody of each order's certificate key (stored before the CA sees a CSR);
-//!   [`adapters::commit_signal`]: commits wake feed followers, across replicas too. `acme/` and
+//!   [`adapters::commit_signal`]: commits wake feed followers, across replicas too;
+//!   [`adapters::webhook_sender`]: signed webhook deliveries (Standard Webhooks), never to
+//!   private addresses. `acme/` and
 //!   `store/` are folders of a file per concern, mapped in their own `mod.rs`.
 //! - [`read`]: the read side. [`read::projector`] keeps the views (crate
 //!   `dns-handling-projections`, `projections/`) in step with the events;
 //!   [`read::view_reader`] serves them, concurrent reads coalesced; [`read::zone_follower`]
 //!   keeps every replica's delegation zone in step with the feed.
-//! - [`actors`]: the supervisor and its per-order pollers, and the renewal scheduler (actix).
+//! - [`actors`]: the supervisor and its per-order pollers, the renewal scheduler (actix), and
+//!   the webhook dispatcher with a driver per endpoint.
 //! - [`audit`]: tamper evidence. [`audit::checkpoints`] signs checkpoints of the log;
 //!   [`audit::verify`] is `audit verify`.
 //! - [`http`]: the REST API (actix-web), its bodies, errors, authentication and OpenAPI.

@@ -107,6 +107,12 @@ pub struct Metrics {
     pub dns_queries: Family<RcodeLabel, Counter>,
     /// Challenge values the delegation zone serves now.
     pub delegation_zone_values: Gauge,
+    /// Webhook delivery attempts by outcome: `delivered`, `retry`, `failed` (retries spent),
+    /// `disabled` (the receiver answered 410).
+    pub webhook_deliveries: Family<OutcomeLabel, Counter>,
+    /// Seconds from an event's commit to the delivery of its message, for messages delivered
+    /// at their first attempt.
+    pub webhook_delivery_lag: Histogram,
 }
 
 /// A single `rcode` label: a DNS response code in lower case.
@@ -233,8 +239,22 @@ impl Metrics {
             "Challenge values the delegation zone serves now",
             delegation_zone_values.clone(),
         );
+        let webhook_deliveries = Family::<OutcomeLabel, Counter>::default();
+        registry.register(
+            "webhook_deliveries",
+            "Webhook delivery attempts by outcome",
+            webhook_deliveries.clone(),
+        );
+        let webhook_delivery_lag = Histogram::new(exponential_buckets(0.001, 2.0, 16));
+        registry.register(
+            "webhook_delivery_lag_seconds",
+            "Seconds from an event's commit to its message's delivery (first attempts)",
+            webhook_delivery_lag.clone(),
+        );
         Self {
             registry,
+            webhook_deliveries,
+            webhook_delivery_lag,
             dns_queries,
             delegation_zone_values,
             renewals,

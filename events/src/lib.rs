@@ -599,6 +599,7 @@ pub mod chain;
 pub mod feed;
 pub mod schema;
 pub mod upcast;
+pub mod webhooks;
 
 #[cfg(test)]
 mod tests {

@@ -1,5 +1,7 @@
 //! The actors: a supervisor that owns one poller per pending order (first issuances and
-//! renewals alike), and the renewal scheduler that finds due renewals and starts them.
+//! renewals alike), the renewal scheduler that finds due renewals and starts them, and the
+//! webhook dispatcher with its driver per endpoint (`webhooks.rs`; tasks rather than actix
+//! actors, since each is one loop that owns nothing but its endpoint's lease).
 //!
 //! The actors do the waiting and the I/O (DNS polling, ACME round trips) and report what they
 //! saw back to the aggregate as commands; they hold no state that is not also in the events, so
@@ -8,6 +10,7 @@
 mod poller;
 mod renewals;
 mod supervisor;
+pub mod webhooks;
 
 pub use renewals::{start_renewal, RenewalScheduler, RenewalStartError};
 pub use supervisor::{

@@ -12,7 +12,7 @@ use postgres_es::PostgresEventRepository;
 use serde_json::Value;
 use sqlite_es::SqliteEventRepository;
 
-use crate::adapters::store::Store;
+use crate::adapters::store::{EventTable, Store};
 use crate::metrics::METRICS;
 
 enum Backend {
@@ -37,16 +37,39 @@ pub struct BrokenChain {
 pub struct EventRepository {
     backend: Backend,
     store: Store,
+    table: EventTable,
 }
 
 impl EventRepository {
-    /// The repository of `store`'s database.
+    /// The repository of the domains' log in `store`'s database.
     pub fn new(store: Store) -> Self {
         let backend = match &store {
             Store::Postgres(pool) => Backend::Postgres(PostgresEventRepository::new(pool.clone())),
             Store::Sqlite(pool) => Backend::Sqlite(SqliteEventRepository::new(pool.clone())),
         };
-        Self { backend, store }
+        Self {
+            backend,
+            store,
+            table: EventTable::Events,
+        }
+    }
+
+    /// The repository of the webhook endpoints' log (`webhook_events`), chained the same way.
+    pub fn for_webhooks(store: Store) -> Self {
+        let (events, snapshots) = (EventTable::WebhookEvents.name(), "webhook_snapshots");
+        let backend = match &store {
+            Store::Postgres(pool) => Backend::Postgres(
+                PostgresEventRepository::new(pool.clone()).with_tables(events, snapshots),
+            ),
+            Store::Sqlite(pool) => Backend::Sqlite(
+                SqliteEventRepository::new(pool.clone()).with_tables(events, snapshots),
+            ),
+        };
+        Self {
+            backend,
+            store,
+            table: EventTable::WebhookEvents,
+        }
     }
 
     /// Adds `prev_hash` and `hash` to each event's metadata. The previous hash of the first
@@ -64,7 +87,8 @@ impl EventRepository {
             GENESIS.to_owned()
         } else {
             self.store
-                .event_hash(
+                .event_hash_in(
+                    self.table,
                     &first.aggregate_type,
                     &first.aggregate_id,
                     first.sequence as i64 - 1,

@@ -9,3 +9,4 @@ pub mod dns_server;
 pub mod event_repository;
 pub mod store;
 pub mod vault;
+pub mod webhook_sender;

@@ -257,6 +257,8 @@ pub struct Rotation {
     pub certificate_keys: u64,
     /// ACME account credentials re-sealed under the current key.
     pub acme_accounts: u64,
+    /// Webhook signing secrets re-sealed under the current key.
+    pub webhook_secrets: u64,
     /// Values that were under the current key already.
     pub already_current: u64,
 }
@@ -319,7 +321,12 @@ impl KeyVault {
     pub async fn rotate(&self) -> Result<Rotation, VaultError> {
         const PAGE: u32 = 500;
         let mut rotation = Rotation::default();
-        for table in [SecretTable::CertificateKeys, SecretTable::AcmeAccounts] {
+        let tables = [
+            SecretTable::CertificateKeys,
+            SecretTable::AcmeAccounts,
+            SecretTable::WebhookSecrets,
+        ];
+        for table in tables {
             let mut after = String::new();
             loop {
                 let page = self.store.sealed_secrets(table, &after, PAGE).await?;
@@ -339,6 +346,7 @@ impl KeyVault {
                 match table {
                     SecretTable::CertificateKeys => rotation.certificate_keys += count,
                     SecretTable::AcmeAccounts => rotation.acme_accounts += count,
+                    SecretTable::WebhookSecrets => rotation.webhook_secrets += count,
                 }
             }
         }
@@ -369,6 +377,31 @@ impl KeyVault {
             .insert_certificate_key(order_id, domain_id, &sealed)
             .await?;
         self.key.open(&of_record, &context)
+    }
+
+    /// Stores a webhook signing secret (`whsec_…`), sealed.
+    pub async fn store_webhook_secret(
+        &self,
+        secret_id: &str,
+        endpoint_id: &str,
+        secret: &str,
+    ) -> Result<(), VaultError> {
+        let context = Self::context(SecretTable::WebhookSecrets, secret_id);
+        let sealed = self.key.seal(secret, &context)?;
+        Ok(self
+            .store
+            .insert_webhook_secret(secret_id, endpoint_id, &sealed)
+            .await?)
+    }
+
+    /// A webhook signing secret, if stored.
+    pub async fn webhook_secret(&self, secret_id: &str) -> Result<Option<String>, VaultError> {
+        let context = Self::context(SecretTable::WebhookSecrets, secret_id);
+        self.store
+            .webhook_secret(secret_id)
+            .await?
+            .map(|sealed| self.key.open(&sealed, &context))
+            .transpose()
     }
 
     /// Runs `work` under the cluster-wide lock that serialises ACME account creation.

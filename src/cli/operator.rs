@@ -259,11 +259,12 @@ pub async fn keys_rotate(settings: &Settings, out: &mut impl Write) -> anyhow::R
         .await?;
     writeln!(
         out,
-        "re-sealed {} values under the current key ({} certificate keys, {} ACME accounts); \
-         {} were under it already",
-        rotation.certificate_keys + rotation.acme_accounts,
+        "re-sealed {} values under the current key ({} certificate keys, {} ACME accounts, \
+         {} webhook secrets); {} were under it already",
+        rotation.certificate_keys + rotation.acme_accounts + rotation.webhook_secrets,
         rotation.certificate_keys,
         rotation.acme_accounts,
+        rotation.webhook_secrets,
         rotation.already_current
     )?;
     Ok(())

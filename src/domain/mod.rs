@@ -5,4 +5,6 @@ pub mod aggregate;
 pub mod alt_names;
 pub mod delegation;
 pub mod domain_name;
+pub mod notifications;
 pub mod renewal;
+pub mod webhook_endpoint;

@@ -12,6 +12,7 @@ use crate::adapters::acme::AcmeError;
 use crate::adapters::store::{is_unreachable_cause, StoreError};
 use crate::adapters::vault::VaultError;
 use crate::domain::aggregate::DomainError;
+use crate::domain::webhook_endpoint::WebhookEndpointError;
 
 /// The `Retry-After` of a `503` for an unreachable store, in seconds. A restart or failover of
 /// PostgreSQL takes seconds, and each request waits `STORE_TIMEOUT` (2 s) for a connection
@@ -150,6 +151,32 @@ impl From<AggregateError<DomainError>> for ApiError {
             }
             other => {
                 tracing::error!(error = %other, "event store failure");
+                Self::Internal(format!("event store failure: {other}"))
+            }
+        }
+    }
+}
+
+impl From<AggregateError<WebhookEndpointError>> for ApiError {
+    fn from(error: AggregateError<WebhookEndpointError>) -> Self {
+        match error {
+            AggregateError::UserError(
+                refusal @ (WebhookEndpointError::NotFound | WebhookEndpointError::Deleted),
+            ) => Self::NotFound(refusal.to_string()),
+            AggregateError::UserError(refusal) => Self::Conflict(refusal.to_string()),
+            AggregateError::AggregateConflict => Self::Conflict(
+                "the webhook endpoint was changed by another request at the same time; nothing \
+                 was recorded, retry"
+                    .into(),
+            ),
+            AggregateError::DatabaseConnectionError(cause)
+            | AggregateError::UnexpectedError(cause)
+                if is_unreachable_cause(cause.as_ref()) =>
+            {
+                Self::store_unavailable(cause)
+            }
+            other => {
+                tracing::error!(error = %other, "webhook event store failure");
                 Self::Internal(format!("event store failure: {other}"))
             }
         }

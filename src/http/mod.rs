@@ -11,6 +11,7 @@ mod events;
 pub mod observe;
 pub mod openapi;
 mod renewals;
+mod webhooks;
 
 use actix_web::error::{JsonPayloadError, PathError, QueryPayloadError};
 use actix_web::http::Method;
@@ -173,6 +174,19 @@ pub fn register_routes(cfg: &mut web::ServiceConfig) -> Vec<(Method, &'static st
     let checkpoints = "/audit/checkpoints";
     table.add(Token, Method::GET, checkpoints, web::to(audit::list));
     table.add(Token, Method::POST, checkpoints, web::to(audit::sign));
+    table.add(Token, Method::POST, "/webhooks", web::to(webhooks::create));
+    table.add(Token, Method::GET, "/webhooks", web::to(webhooks::list));
+    table.add(Token, Method::GET, "/webhooks/{id}", web::to(webhooks::get));
+    table.add(
+        Token,
+        Method::DELETE,
+        "/webhooks/{id}",
+        web::to(webhooks::delete),
+    );
+    let rotate = web::to(webhooks::rotate_secret);
+    table.add(Token, Method::POST, "/webhooks/{id}/rotate-secret", rotate);
+    let deliveries = web::to(webhooks::deliveries);
+    table.add(Token, Method::GET, "/webhooks/{id}/deliveries", deliveries);
     table.register(cfg)
 }
 

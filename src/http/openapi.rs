@@ -8,7 +8,7 @@ use actix_web::{web, HttpResponse};
 use utoipa::openapi::security::{HttpAuthScheme, HttpBuilder, SecurityScheme};
 use utoipa::OpenApi;
 
-use super::{audit, certificates, domains, events, renewals};
+use super::{audit, certificates, domains, events, renewals, webhooks};
 
 /// The API's description: every route of [`super::register_routes`] (a test holds the two
 /// together).
@@ -42,6 +42,12 @@ use super::{audit, certificates, domains, events, renewals};
         events::feed,
         audit::list,
         audit::sign,
+        webhooks::create,
+        webhooks::list,
+        webhooks::get,
+        webhooks::delete,
+        webhooks::rotate_secret,
+        webhooks::deliveries,
         super::healthz,
         super::readyz,
         super::metrics,
@@ -52,6 +58,7 @@ use super::{audit, certificates, domains, events, renewals};
         (name = "domains", description = "Register domains and prove ownership"),
         (name = "certificates", description = "Issue certificates and read them"),
         (name = "events", description = "The history of each domain and the global event feed"),
+        (name = "webhooks", description = "Signed notifications (Standard Webhooks) of what happens to certificates"),
         (name = "operations", description = "Health, readiness, metrics and this description"),
     )
 )]

@@ -184,6 +184,24 @@ pub struct Settings {
     /// parent zone's NS records name them), for the zone's SOA and NS answers.
     #[serde(deserialize_with = "parse::host_names")]
     pub delegation_nameservers: Vec<String>,
+    /// The waits after the 1st, 2nd, … failed delivery of a webhook message; after the last,
+    /// the message is marked failed and the endpoint moves on. Each wait varies by up to a
+    /// tenth either way, so endpoints that failed together are not retried together.
+    #[serde(
+        deserialize_with = "parse::durations",
+        serialize_with = "show::durations"
+    )]
+    pub webhook_retry_schedule: Vec<Duration>,
+    /// Allow webhook URLs that resolve to loopback, private, link-local or metadata addresses
+    /// (for tests and closed networks; never on a platform whose users add endpoints).
+    #[serde(deserialize_with = "parse::boolean")]
+    pub webhook_allow_private_targets: bool,
+    /// How long one webhook delivery may take before it counts as failed.
+    #[serde(with = "duration")]
+    pub webhook_timeout: Duration,
+    /// How long a rotated webhook secret keeps signing beside its replacement.
+    #[serde(with = "duration")]
+    pub webhook_secret_overlap: Duration,
 }
 
 /// How log lines are written.
@@ -244,6 +262,13 @@ impl Default for Settings {
             delegation_zone: None,
             dns_listen_addr: SocketAddr::from(([0, 0, 0, 0], 53)),
             delegation_nameservers: Vec::new(),
+            webhook_retry_schedule: [5, 300, 1800, 7200, 18_000, 36_000, 50_400, 72_000, 86_400]
+                .into_iter()
+                .map(Duration::from_secs)
+                .collect(),
+            webhook_allow_private_targets: false,
+            webhook_timeout: Duration::from_secs(15),
+            webhook_secret_overlap: Duration::from_secs(86_400),
         }
     }
 }

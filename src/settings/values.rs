@@ -173,6 +173,15 @@ pub(super) mod parse {
         servers.collect()
     }
 
+    /// `true` or `false` (also `1`/`0`, `yes`/`no`).
+    pub fn boolean<'de, D: Deserializer<'de>>(d: D) -> Result<bool, D::Error> {
+        read(d, |text| match text.trim().to_ascii_lowercase().as_str() {
+            "true" | "1" | "yes" => Ok(true),
+            "false" | "0" | "no" => Ok(false),
+            _ => Err("use true or false".to_owned()),
+        })
+    }
+
     /// A DNS zone, normalised like a domain name.
     pub fn dns_zone<'de, D: Deserializer<'de>>(d: D) -> Result<Option<String>, D::Error> {
         read(d, |text| {

@@ -233,7 +233,7 @@ async fn the_key_encryption_key_is_rotated_without_losing_a_key(kind: StoreKind)
     let (status, report, stderr) = run_command(BINARY, &rotating, &["keys", "rotate"]);
     assert!(status.success(), "{report}{stderr}");
     assert!(
-        report.contains("re-sealed 2 values under the current key (1 certificate keys, 1 ACME accounts); 0 were under it already"),
+        report.contains("re-sealed 2 values under the current key (1 certificate keys, 1 ACME accounts, 0 webhook secrets); 0 were under it already"),
         "{report}"
     );
     let after = sealed_values(&database).await;

@@ -15,6 +15,25 @@ use sqlx::Row;
 use super::{Store, StoreError};
 use crate::adapters::commit_signal;
 
+/// A table of hash-chained events.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum EventTable {
+    /// The domains' log: the global feed.
+    Events,
+    /// The webhook endpoints' log.
+    WebhookEvents,
+}
+
+impl EventTable {
+    /// The table's name.
+    pub fn name(self) -> &'static str {
+        match self {
+            Self::Events => "events",
+            Self::WebhookEvents => "webhook_events",
+        }
+    }
+}
+
 /// The columns of a feed row, for every query that reads events as `FeedEvent`s.
 const FEED_COLUMNS: &str = "SELECT position, aggregate_id, sequence, event_type, event_version, \
      COALESCE(recorded_at, '') AS recorded_at, CAST(payload AS TEXT) AS payload, \
@@ -74,16 +93,32 @@ impl ProjectionRow {
 }
 
 impl Store {
-    /// The stored hash of one event of a stream (`None` when absent or unhashed).
+    /// The stored hash of one event of a stream of the domains' log (`None` when absent or
+    /// unhashed).
     pub async fn event_hash(
         &self,
         aggregate_type: &str,
         aggregate_id: &str,
         sequence: i64,
     ) -> Result<Option<String>, StoreError> {
-        let sql = "SELECT CAST(metadata AS TEXT) AS metadata FROM events \
-                   WHERE aggregate_type = $1 AND aggregate_id = $2 AND sequence = $3";
-        let metadata: Option<String> = on_pool!(self, pool => sqlx::query(sql)
+        self.event_hash_in(EventTable::Events, aggregate_type, aggregate_id, sequence)
+            .await
+    }
+
+    /// The stored hash of one event of a stream of `table` (`None` when absent or unhashed).
+    pub async fn event_hash_in(
+        &self,
+        table: EventTable,
+        aggregate_type: &str,
+        aggregate_id: &str,
+        sequence: i64,
+    ) -> Result<Option<String>, StoreError> {
+        let sql = format!(
+            "SELECT CAST(metadata AS TEXT) AS metadata FROM {} \
+             WHERE aggregate_type = $1 AND aggregate_id = $2 AND sequence = $3",
+            table.name()
+        );
+        let metadata: Option<String> = on_pool!(self, pool => sqlx::query(&sql)
             .bind(aggregate_type)
             .bind(aggregate_id)
             .bind(sequence)

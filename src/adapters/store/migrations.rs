@@ -10,7 +10,7 @@ use super::leases::MIGRATION_LOCK;
 use super::{sortable_time, Store, StoreError};
 
 /// The PostgreSQL schema, in order; never edit one that has shipped, add the next.
-const POSTGRES_MIGRATIONS: [(i64, &str); 6] = [
+const POSTGRES_MIGRATIONS: [(i64, &str); 7] = [
     (1, include_str!("migrations/postgres/0001_initial.sql")),
     (2, include_str!("migrations/postgres/0002_global_feed.sql")),
     (3, include_str!("migrations/postgres/0003_order_leases.sql")),
@@ -26,10 +26,11 @@ const POSTGRES_MIGRATIONS: [(i64, &str); 6] = [
         6,
         include_str!("migrations/postgres/0006_names_and_renewals.sql"),
     ),
+    (7, include_str!("migrations/postgres/0007_webhooks.sql")),
 ];
 
 /// The SQLite schema, in order; never edit one that has shipped, add the next.
-const SQLITE_MIGRATIONS: [(i64, &str); 6] = [
+const SQLITE_MIGRATIONS: [(i64, &str); 7] = [
     (1, include_str!("migrations/sqlite/0001_initial.sql")),
     (2, include_str!("migrations/sqlite/0002_global_feed.sql")),
     (3, include_str!("migrations/sqlite/0003_order_leases.sql")),
@@ -45,6 +46,7 @@ const SQLITE_MIGRATIONS: [(i64, &str); 6] = [
         6,
         include_str!("migrations/sqlite/0006_names_and_renewals.sql"),
     ),
+    (7, include_str!("migrations/sqlite/0007_webhooks.sql")),
 ];
 
 impl Store {

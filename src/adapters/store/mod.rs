@@ -22,6 +22,8 @@
 //! - `views.rs`: the read projections, their writes, reads and checkpoints.
 //! - `secrets.rs`: the sealed ACME credentials and certificate keys, and re-sealing them.
 //! - `checkpoints.rs`: the signed checkpoints of the audit log.
+//! - `webhooks.rs`: webhook delivery: each endpoint's feed cursor, its outbox of messages, every
+//!   attempt, the sealed signing secrets.
 
 use std::str::FromStr;
 use std::time::Duration;
@@ -131,11 +133,13 @@ mod names;
 mod renewal_info_checks;
 mod secrets;
 mod views;
+mod webhooks;
 
-pub use feed::ProjectionRow;
+pub use feed::{EventTable, ProjectionRow};
 pub use leases::{lock_sqlite_exclusively, SqliteReplicaLock};
 pub use secrets::SecretTable;
 pub use views::{DomainPage, ExpiryCounts, KeyDisposalMark, ProjectionWrite};
+pub use webhooks::{AttemptRecord, MessageFate, NewMessage, StoredMessage};
 
 /// Rows per multi-row statement: well under SQLite's and PostgreSQL's parameter limits.
 const BATCH_ROWS: usize = 500;

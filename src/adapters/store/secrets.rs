@@ -1,4 +1,5 @@
-//! The tables of sealed secrets: the ACME account's credentials and the certificate keys, as
+//! The tables of sealed secrets: the ACME account's credentials, the certificate keys and the
+//! webhook signing secrets (written in `webhooks.rs`), as
 //! the vault stores them (the store sees only ciphertext), and the paging and replacing that
 //! re-sealing under a new key needs.
 
@@ -14,6 +15,8 @@ pub enum SecretTable {
     CertificateKeys,
     /// ACME account credentials, by directory URL.
     AcmeAccounts,
+    /// Webhook signing secrets, by secret id.
+    WebhookSecrets,
 }
 
 impl SecretTable {
@@ -22,6 +25,7 @@ impl SecretTable {
         match self {
             SecretTable::CertificateKeys => "certificate_keys",
             SecretTable::AcmeAccounts => "acme_accounts",
+            SecretTable::WebhookSecrets => "webhook_secrets",
         }
     }
 
@@ -30,6 +34,7 @@ impl SecretTable {
         match self {
             SecretTable::CertificateKeys => ("order_id", "private_key"),
             SecretTable::AcmeAccounts => ("directory_url", "credentials"),
+            SecretTable::WebhookSecrets => ("secret_id", "secret"),
         }
     }
 }

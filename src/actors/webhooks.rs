@@ -1,0 +1,365 @@
+//! Webhook delivery, driven from the global feed: one driver per live endpoint, on whichever
+//! replica holds the endpoint's lease.
+//!
+//! A driver reads the feed after its endpoint's cursor, turns the first event the endpoint
+//! wants into its messages (stored with the cursor's move, in one transaction), and sends them
+//! one at a time, in feed order, each until a `2xx` or until its retries are spent; then it reads
+//! on. Everything it needs after a crash is in the store (cursor, messages with their attempts
+//! and next attempt time), so a restarted replica, or another replica once the lease lapses,
+//! carries on where it stood: at least once, in order. A message can go out twice only when a
+//! replica dies between a receiver's answer and its record; the same `webhook-id` tells the
+//! receiver.
+//!
+//! Endpoints are independent: each has its own driver, so a slow or failing receiver holds up
+//! only its own messages.
+
+use std::collections::HashMap;
+use std::sync::Arc;
+use std::time::Duration;
+
+use chrono::{DateTime, Utc};
+use dns_handling_events::CustomDomainEvent;
+use dns_handling_projections::DomainView;
+use rand::Rng as _;
+
+use crate::adapters::commit_signal::CommitWaiter;
+use crate::adapters::store::{AttemptRecord, MessageFate, NewMessage, StoreError, StoredMessage};
+use crate::app_state::{AppState, CommandOrigin};
+use crate::domain::notifications::{notifications, Notification};
+use crate::domain::webhook_endpoint::{WebhookEndpoint, WebhookEndpointCommand};
+use crate::metrics::{OutcomeLabel, METRICS};
+use crate::tasks::AbortOnDrop;
+
+/// How often the dispatcher looks for endpoints without a driver (new ones, or ones whose
+/// replica died).
+const DISCOVERY_INTERVAL: Duration = Duration::from_secs(1);
+
+/// Feed events read per batch by a driver.
+const FEED_BATCH: u32 = 500;
+
+/// How long a driver waits after a store failure.
+const RETRY_AFTER: Duration = Duration::from_secs(1);
+
+/// Runs for as long as the process does: starts a driver for every live endpoint whose lease
+/// this replica takes.
+pub async fn dispatch(services: Arc<AppState>) {
+    let mut drivers: HashMap<String, AbortOnDrop<()>> = HashMap::new();
+    loop {
+        drivers.retain(|_, driver| !driver.0.is_finished());
+        match services.store.webhook_endpoint_ids().await {
+            Ok(ids) => {
+                for id in ids {
+                    if drivers.contains_key(&id) {
+                        continue;
+                    }
+                    let live =
+                        matches!(services.webhook_endpoint(&id).await, Ok(e) if e.is_active());
+                    if live && claim(&services, &id).await {
+                        let driver = tokio::spawn(drive(services.clone(), id.clone()));
+                        drivers.insert(id, AbortOnDrop(driver));
+                    }
+                }
+            }
+            Err(error) => tracing::warn!(%error, "could not list webhook endpoints"),
+        }
+        tokio::time::sleep(DISCOVERY_INTERVAL).await;
+    }
+}
+
+/// The lease of an endpoint's delivery (a work lease: see `Store::claim_leases`).
+fn lease_of(endpoint_id: &str) -> String {
+    format!("{endpoint_id}#webhook")
+}
+
+/// Takes, or extends, this replica's lease on the endpoint's delivery.
+async fn claim(services: &AppState, endpoint_id: &str) -> bool {
+    let lease = lease_of(endpoint_id);
+    let claims = [(lease.as_str(), "webhook")];
+    match services
+        .store
+        .claim_leases(&claims, &services.replica_id, services.settings.lease_ttl)
+        .await
+    {
+        Ok(granted) => granted.iter().any(|granted| *granted == lease),
+        Err(error) => {
+            tracing::warn!(%endpoint_id, %error, "could not claim a webhook lease");
+            false
+        }
+    }
+}
+
+/// Delivers one endpoint's messages while this replica holds its lease and the endpoint lives.
+async fn drive(services: Arc<AppState>, endpoint_id: String) {
+    let lease_ttl = services.settings.lease_ttl;
+    let renew_every = lease_ttl / 3;
+    let mut lease_claimed = tokio::time::Instant::now();
+    let mut waiter = CommitWaiter::new();
+    tracing::info!(%endpoint_id, "webhook driver started");
+    loop {
+        if lease_claimed.elapsed() >= renew_every {
+            if !claim(&services, &endpoint_id).await {
+                tracing::info!(%endpoint_id, "webhook lease lost; another replica delivers");
+                return;
+            }
+            lease_claimed = tokio::time::Instant::now();
+        }
+        let endpoint = match services.webhook_endpoint(&endpoint_id).await {
+            Ok(endpoint) if endpoint.is_active() => endpoint,
+            Ok(_) => {
+                let lease = lease_of(&endpoint_id);
+                let _ = services
+                    .store
+                    .release_lease(&lease, &services.replica_id)
+                    .await;
+                tracing::info!(%endpoint_id, "webhook endpoint no longer live; driver stops");
+                return;
+            }
+            Err(error) => {
+                tracing::warn!(%endpoint_id, %error, "could not load the webhook endpoint");
+                tokio::time::sleep(RETRY_AFTER).await;
+                continue;
+            }
+        };
+        let next = services.store.next_webhook_message(&endpoint_id).await;
+        let outcome = match next {
+            Ok(Some(message)) => {
+                let due = message.next_attempt_at.unwrap_or_default();
+                match (due - Utc::now()).to_std() {
+                    // Not due yet: wait, but wake in time to keep the lease.
+                    Ok(wait) if !wait.is_zero() => {
+                        tokio::time::sleep(wait.min(renew_every)).await;
+                        Ok(())
+                    }
+                    _ => send(&services, &endpoint_id, &endpoint, &message).await,
+                }
+            }
+            Ok(None) => match read_feed(&services, &endpoint_id, &endpoint).await {
+                Ok(true) => Ok(()),
+                Ok(false) => {
+                    waiter.wait(renew_every.min(DISCOVERY_INTERVAL)).await;
+                    Ok(())
+                }
+                Err(error) => Err(error),
+            },
+            Err(error) => Err(error),
+        };
+        if let Err(error) = outcome {
+            tracing::warn!(%endpoint_id, %error, "webhook delivery step failed; trying again");
+            tokio::time::sleep(RETRY_AFTER).await;
+        }
+    }
+}
+
+/// Reads the feed after the endpoint's cursor up to the first event it is told of, and stores
+/// that event's messages; or moves the cursor past a batch that tells it nothing. Answers
+/// whether the feed had anything after the cursor.
+async fn read_feed(
+    services: &AppState,
+    endpoint_id: &str,
+    endpoint: &WebhookEndpoint,
+) -> Result<bool, StoreError> {
+    let store = &services.store;
+    let cursor = store
+        .webhook_cursor(endpoint_id, endpoint.starts_after_position)
+        .await?;
+    let batch = store.projection_batch(cursor, FEED_BATCH).await?;
+    let Some(last) = batch.last() else {
+        return Ok(false);
+    };
+    for row in &batch {
+        if !may_notify(&row.event_type) {
+            continue;
+        }
+        let event = match row.decode() {
+            Ok(event) => event,
+            Err(error) => {
+                tracing::warn!(position = row.position, %error, "an event webhooks cannot read");
+                continue;
+            }
+        };
+        let sequence = u64::try_from(row.sequence).unwrap_or(0);
+        let Some((before, after)) = views_around(services, &row.aggregate_id, sequence).await?
+        else {
+            tracing::warn!(position = row.position, "no view of the domain; no webhook");
+            continue;
+        };
+        let told: Vec<Notification> = notifications(&event, before.as_ref(), &after, row.position)
+            .into_iter()
+            .filter(|notification| endpoint.wants(notification.kind))
+            .collect();
+        if !told.is_empty() {
+            let messages: Vec<NewMessage> = told
+                .iter()
+                .map(|notification| NewMessage {
+                    message_id: format!("msg_{}", uuid::Uuid::now_v7().simple()),
+                    message_type: notification.kind.as_str().to_owned(),
+                    body: notification.body().to_string(),
+                })
+                .collect();
+            store
+                .enqueue_webhook_messages(endpoint_id, row.position, &messages)
+                .await?;
+            return Ok(true);
+        }
+    }
+    store
+        .enqueue_webhook_messages(endpoint_id, last.position, &[])
+        .await?;
+    Ok(true)
+}
+
+/// Whether an event of this type can make a notification (the others are passed over without
+/// being decoded).
+fn may_notify(event_type: &str) -> bool {
+    matches!(
+        event_type,
+        "CertificateIssued"
+            | "CertificateRevoked"
+            | "IssuanceFailed"
+            | "IssuanceTimedOut"
+            | "RenewalFailed"
+            | "RenewalRequested"
+            | "CertificateExpired"
+            | "DomainRemoved"
+    )
+}
+
+/// The domain's view just before and just after its event `sequence`, folded from its
+/// history: exactly as it was then, whatever happened since.
+async fn views_around(
+    services: &AppState,
+    domain_id: &str,
+    sequence: u64,
+) -> Result<Option<(Option<DomainView>, DomainView)>, StoreError> {
+    let history = services.store.domain_history(domain_id).await?;
+    let mut decoded: Vec<(u64, CustomDomainEvent)> = Vec::with_capacity(history.len());
+    for event in history.iter().filter(|e| e.sequence as u64 <= sequence) {
+        decoded.push((event.sequence as u64, event.decode()?));
+    }
+    let fold = |up_to: u64| {
+        DomainView::fold(
+            domain_id,
+            decoded
+                .iter()
+                .filter(|(at, _)| *at <= up_to)
+                .map(|(at, event)| (*at, event)),
+        )
+    };
+    Ok(fold(sequence).map(|after| (fold(sequence - 1), after)))
+}
+
+/// Sends one message, records the attempt, and decides what comes next for the message: the
+/// next one after a `2xx` or a spent schedule, a retry after a wait otherwise; a `410` disables
+/// the endpoint.
+async fn send(
+    services: &AppState,
+    endpoint_id: &str,
+    endpoint: &WebhookEndpoint,
+    message: &StoredMessage,
+) -> Result<(), StoreError> {
+    let now = Utc::now();
+    let mut secrets = Vec::new();
+    for secret_id in endpoint.signing_secrets(now) {
+        match services.vault.webhook_secret(&secret_id).await {
+            Ok(Some(secret)) => secrets.push(secret),
+            Ok(None) => tracing::error!(%endpoint_id, %secret_id, "a signing secret is missing"),
+            Err(error) => return Err(StoreError::Io(error.to_string())),
+        }
+    }
+    let attempt = services
+        .webhook_sender
+        .send(&endpoint.url, &message.message_id, &message.body, &secrets)
+        .await;
+    let number = message.attempts + 1;
+    let schedule = &services.settings.webhook_retry_schedule;
+    let (fate, outcome) = match attempt.status {
+        Some(200..=299) => (MessageFate::Delivered, "delivered"),
+        Some(410) => (MessageFate::Failed, "disabled"),
+        _ => match schedule.get(usize::try_from(number - 1).unwrap_or(usize::MAX)) {
+            Some(wait) => (MessageFate::RetryAt(now + jittered(*wait)), "retry"),
+            None => (MessageFate::Failed, "failed"),
+        },
+    };
+    let record = AttemptRecord {
+        endpoint_id: endpoint_id.to_owned(),
+        message_id: message.message_id.clone(),
+        position: message.position,
+        attempt: number,
+        attempted_at: now,
+        status_code: attempt.status.map(i64::from),
+        latency_ms: i64::try_from(attempt.latency.as_millis()).unwrap_or(i64::MAX),
+        error: attempt.error.clone(),
+        replica: services.replica_id.clone(),
+    };
+    services
+        .store
+        .record_webhook_attempt(message, &record, fate)
+        .await?;
+    METRICS
+        .webhook_deliveries
+        .get_or_create(&OutcomeLabel { outcome })
+        .inc();
+    if fate == MessageFate::Delivered && number == 1 {
+        if let Some(lag) = lag_of(&message.body) {
+            METRICS.webhook_delivery_lag.observe(lag);
+        }
+    }
+    tracing::info!(
+        %endpoint_id, message_id = %message.message_id, attempt = number,
+        status = ?attempt.status, error = ?attempt.error, outcome, "webhook attempt"
+    );
+    if outcome == "disabled" {
+        let command = WebhookEndpointCommand::Disable {
+            reason: format!(
+                "the receiver answered 410 Gone to message {}",
+                message.message_id
+            ),
+            at: Utc::now(),
+        };
+        let origin = CommandOrigin::actor("webhook-dispatcher");
+        if let Err(error) = services
+            .webhooks
+            .execute_with_metadata(endpoint_id, command, origin.0)
+            .await
+        {
+            tracing::warn!(%endpoint_id, %error, "could not disable the webhook endpoint");
+        }
+    }
+    Ok(())
+}
+
+/// `wait`, give or take a tenth, so that endpoints that failed together are not retried
+/// together.
+fn jittered(wait: Duration) -> chrono::Duration {
+    let factor = rand::thread_rng().gen_range(0.9..=1.1);
+    chrono::Duration::from_std(wait.mul_f64(factor)).unwrap_or_else(|_| chrono::Duration::days(1))
+}
+
+/// Seconds since the event a message reports (its body's `timestamp`).
+fn lag_of(body: &str) -> Option<f64> {
+    let body: serde_json::Value = serde_json::from_str(body).ok()?;
+    let at: DateTime<Utc> = body["timestamp"].as_str()?.parse().ok()?;
+    (Utc::now() - at).to_std().ok().map(|lag| lag.as_secs_f64())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_retry_waits_its_scheduled_time_give_or_take_a_tenth() {
+        for _ in 0..100 {
+            let wait = jittered(Duration::from_secs(100));
+            assert!(wait >= chrono::Duration::seconds(90), "{wait}");
+            assert!(wait <= chrono::Duration::seconds(110), "{wait}");
+        }
+    }
+
+    #[test]
+    fn only_events_that_can_be_told_are_decoded() {
+        assert!(may_notify("CertificateIssued"));
+        assert!(may_notify("RenewalRequested"));
+        assert!(!may_notify("ChallengeRecordObserved"));
+        assert!(!may_notify("PrivateKeyRead"));
+    }
+}

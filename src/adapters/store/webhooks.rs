@@ -1,0 +1,287 @@
+//! Webhook delivery's tables: each endpoint's cursor in the feed, its messages (the outbox it is
+//! sent from, in order), every attempt, and the sealed signing secrets.
+
+use chrono::{DateTime, Utc};
+use sqlx::Row;
+
+use super::{sortable_time, Store, StoreError};
+
+/// A message as stored: sent as built, whatever the retry.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct StoredMessage {
+    /// The endpoint it is for.
+    pub endpoint_id: String,
+    /// The feed position of the event it reports.
+    pub position: i64,
+    /// Its place among the messages of that event.
+    pub ordinal: i64,
+    /// `webhook-id`: the same on every attempt.
+    pub message_id: String,
+    /// Its notification type.
+    pub message_type: String,
+    /// The JSON body.
+    pub body: String,
+    /// Failed attempts so far.
+    pub attempts: i64,
+    /// When the next attempt is due (`None`: now).
+    pub next_attempt_at: Option<DateTime<Utc>>,
+}
+
+/// A message to be stored.
+#[derive(Debug, Clone)]
+pub struct NewMessage {
+    /// `webhook-id`.
+    pub message_id: String,
+    /// Its notification type.
+    pub message_type: String,
+    /// The JSON body.
+    pub body: String,
+}
+
+/// One delivery attempt, for the record.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct AttemptRecord {
+    /// The endpoint.
+    pub endpoint_id: String,
+    /// `webhook-id` of the message.
+    pub message_id: String,
+    /// The feed position of the event it reports.
+    pub position: i64,
+    /// Which attempt of the message (1 for the first).
+    pub attempt: i64,
+    /// When it was made.
+    pub attempted_at: DateTime<Utc>,
+    /// The receiver's status code, when it answered.
+    pub status_code: Option<i64>,
+    /// How long it took, in milliseconds.
+    pub latency_ms: i64,
+    /// What went wrong, when something did.
+    pub error: Option<String>,
+    /// The replica that made it.
+    pub replica: String,
+}
+
+/// What an attempt decided for its message.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum MessageFate {
+    /// Delivered: the next message is sent.
+    Delivered,
+    /// Tried again at the given time.
+    RetryAt(DateTime<Utc>),
+    /// Failed for good (its retries are spent, or the endpoint is gone): the next message
+    /// is sent.
+    Failed,
+}
+
+fn parse_time(text: Option<String>) -> Option<DateTime<Utc>> {
+    text.and_then(|text| DateTime::parse_from_rfc3339(&text).ok())
+        .map(|time| time.with_timezone(&Utc))
+}
+
+impl Store {
+    /// Every webhook endpoint's id (deleted ones too), in id order.
+    pub async fn webhook_endpoint_ids(&self) -> Result<Vec<String>, StoreError> {
+        let sql = "SELECT DISTINCT aggregate_id FROM webhook_events ORDER BY aggregate_id";
+        Ok(on_pool!(self, pool => sqlx::query_scalar(sql).fetch_all(pool).await?))
+    }
+
+    /// Stores a sealed secret.
+    pub async fn insert_webhook_secret(
+        &self,
+        secret_id: &str,
+        endpoint_id: &str,
+        sealed: &str,
+    ) -> Result<(), StoreError> {
+        let sql = "INSERT INTO webhook_secrets (secret_id, endpoint_id, secret, created_at) \
+                   VALUES ($1, $2, $3, $4)";
+        on_pool!(self, pool => sqlx::query(sql)
+            .bind(secret_id)
+            .bind(endpoint_id)
+            .bind(sealed)
+            .bind(sortable_time(Utc::now()))
+            .execute(pool)
+            .await?
+            .rows_affected());
+        Ok(())
+    }
+
+    /// A sealed secret.
+    pub async fn webhook_secret(&self, secret_id: &str) -> Result<Option<String>, StoreError> {
+        let sql = "SELECT secret FROM webhook_secrets WHERE secret_id = $1";
+        Ok(on_pool!(self, pool => sqlx::query_scalar(sql)
+            .bind(secret_id)
+            .fetch_optional(pool)
+            .await?))
+    }
+
+    /// How far the endpoint has read the feed; set to `start` the first time it is asked.
+    pub async fn webhook_cursor(&self, endpoint_id: &str, start: i64) -> Result<i64, StoreError> {
+        let insert = "INSERT INTO webhook_cursors (endpoint_id, position) VALUES ($1, $2) \
+                      ON CONFLICT (endpoint_id) DO NOTHING";
+        let select = "SELECT position FROM webhook_cursors WHERE endpoint_id = $1";
+        Ok(on_pool!(self, pool => {
+            sqlx::query(insert).bind(endpoint_id).bind(start).execute(pool).await?;
+            sqlx::query_scalar(select).bind(endpoint_id).fetch_one(pool).await?
+        }))
+    }
+
+    /// Moves the endpoint's cursor to `position` and stores the messages the event there made
+    /// for it, in one transaction: a crash leaves either both or neither. Messages stored
+    /// before (a replica that stalled and came back) are kept as they were.
+    pub async fn enqueue_webhook_messages(
+        &self,
+        endpoint_id: &str,
+        position: i64,
+        messages: &[NewMessage],
+    ) -> Result<(), StoreError> {
+        let insert = "INSERT INTO webhook_messages (endpoint_id, position, ordinal, message_id, \
+                      message_type, body, created_at, state) \
+                      VALUES ($1, $2, $3, $4, $5, $6, $7, 'pending') \
+                      ON CONFLICT (endpoint_id, position, ordinal) DO NOTHING";
+        let cursor = "UPDATE webhook_cursors SET position = $2 \
+                      WHERE endpoint_id = $1 AND position < $2";
+        let now = sortable_time(Utc::now());
+        on_pool!(self, pool => {
+            let mut tx = pool.begin().await?;
+            for (ordinal, message) in messages.iter().enumerate() {
+                sqlx::query(insert)
+                    .bind(endpoint_id)
+                    .bind(position)
+                    .bind(ordinal as i64)
+                    .bind(&message.message_id)
+                    .bind(&message.message_type)
+                    .bind(&message.body)
+                    .bind(&now)
+                    .execute(&mut *tx)
+                    .await?;
+            }
+            sqlx::query(cursor).bind(endpoint_id).bind(position).execute(&mut *tx).await?;
+            tx.commit().await?;
+        });
+        Ok(())
+    }
+
+    /// The endpoint's next message to send, if any.
+    pub async fn next_webhook_message(
+        &self,
+        endpoint_id: &str,
+    ) -> Result<Option<StoredMessage>, StoreError> {
+        let sql = "SELECT position, ordinal, message_id, message_type, body, attempts, \
+                   next_attempt_at FROM webhook_messages \
+                   WHERE endpoint_id = $1 AND state = 'pending' \
+                   ORDER BY position, ordinal LIMIT 1";
+        let row = on_pool!(self, pool => sqlx::query(sql)
+            .bind(endpoint_id)
+            .fetch_optional(pool)
+            .await?
+            .map(|row| -> Result<StoredMessage, sqlx::Error> {
+                Ok(StoredMessage {
+                    endpoint_id: endpoint_id.to_owned(),
+                    position: row.try_get("position")?,
+                    ordinal: row.try_get("ordinal")?,
+                    message_id: row.try_get("message_id")?,
+                    message_type: row.try_get("message_type")?,
+                    body: row.try_get("body")?,
+                    attempts: row.try_get("attempts")?,
+                    next_attempt_at: parse_time(row.try_get("next_attempt_at")?),
+                })
+            })
+            .transpose()?);
+        Ok(row)
+    }
+
+    /// Records an attempt and what it decided for its message, in one transaction.
+    pub async fn record_webhook_attempt(
+        &self,
+        message: &StoredMessage,
+        attempt: &AttemptRecord,
+        fate: MessageFate,
+    ) -> Result<(), StoreError> {
+        let insert = "INSERT INTO webhook_attempts (endpoint_id, message_id, position, attempt, \
+                      attempted_at, status_code, latency_ms, error, replica) \
+                      VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9)";
+        let (state, next_attempt_at) = match fate {
+            MessageFate::Delivered => ("delivered", None),
+            MessageFate::Failed => ("failed", None),
+            MessageFate::RetryAt(at) => ("pending", Some(sortable_time(at))),
+        };
+        let update = "UPDATE webhook_messages SET state = $4, attempts = $5, next_attempt_at = $6 \
+                      WHERE endpoint_id = $1 AND position = $2 AND ordinal = $3";
+        on_pool!(self, pool => {
+            let mut tx = pool.begin().await?;
+            sqlx::query(insert)
+                .bind(&attempt.endpoint_id)
+                .bind(&attempt.message_id)
+                .bind(attempt.position)
+                .bind(attempt.attempt)
+                .bind(sortable_time(attempt.attempted_at))
+                .bind(attempt.status_code)
+                .bind(attempt.latency_ms)
+                .bind(&attempt.error)
+                .bind(&attempt.replica)
+                .execute(&mut *tx)
+                .await?;
+            sqlx::query(update)
+                .bind(&message.endpoint_id)
+                .bind(message.position)
+                .bind(message.ordinal)
+                .bind(state)
+                .bind(attempt.attempt)
+                .bind(next_attempt_at)
+                .execute(&mut *tx)
+                .await?;
+            tx.commit().await?;
+        });
+        Ok(())
+    }
+
+    /// The endpoint's attempts, newest first: up to `limit` of them before attempt id `before`.
+    pub async fn webhook_attempts(
+        &self,
+        endpoint_id: &str,
+        before: i64,
+        limit: u32,
+    ) -> Result<Vec<(i64, AttemptRecord)>, StoreError> {
+        let sql = "SELECT id, message_id, position, attempt, attempted_at, status_code, \
+                   latency_ms, error, replica FROM webhook_attempts \
+                   WHERE endpoint_id = $1 AND id < $2 ORDER BY id DESC LIMIT $3";
+        let rows = on_pool!(self, pool => sqlx::query(sql)
+            .bind(endpoint_id)
+            .bind(before)
+            .bind(i64::from(limit))
+            .fetch_all(pool)
+            .await?
+            .iter()
+            .map(|row| -> Result<(i64, AttemptRecord), sqlx::Error> {
+                Ok((row.try_get("id")?, AttemptRecord {
+                    endpoint_id: endpoint_id.to_owned(),
+                    message_id: row.try_get("message_id")?,
+                    position: row.try_get("position")?,
+                    attempt: row.try_get("attempt")?,
+                    attempted_at: parse_time(row.try_get("attempted_at")?).unwrap_or_default(),
+                    status_code: row.try_get("status_code")?,
+                    latency_ms: row.try_get("latency_ms")?,
+                    error: row.try_get("error")?,
+                    replica: row.try_get("replica")?,
+                }))
+            })
+            .collect::<Result<Vec<_>, _>>()?);
+        Ok(rows)
+    }
+
+    /// How many of the endpoint's messages are in each state: (pending, delivered, failed).
+    pub async fn webhook_message_counts(
+        &self,
+        endpoint_id: &str,
+    ) -> Result<(i64, i64, i64), StoreError> {
+        let sql = "SELECT \
+                   COALESCE(SUM(CASE WHEN state = 'pending' THEN 1 ELSE 0 END), 0) AS pending, \
+                   COALESCE(SUM(CASE WHEN state = 'delivered' THEN 1 ELSE 0 END), 0) AS delivered, \
+                   COALESCE(SUM(CASE WHEN state = 'failed' THEN 1 ELSE 0 END), 0) AS failed \
+                   FROM webhook_messages WHERE endpoint_id = $1";
+        Ok(on_pool!(self, pool => {
+            let row = sqlx::query(sql).bind(endpoint_id).fetch_one(pool).await?;
+            (row.try_get("pending")?, row.try_get("delivered")?, row.try_get("failed")?)
+        }))
+    }
+}
