@@ -60,7 +60,7 @@ fn main() -> anyhow::Result<ExitCode> {
 /// Logs to stderr: human-readable lines (coloured only at a terminal), or JSON objects with
 /// `LOG_FORMAT=json`, the request id of each HTTP request in its span.
 fn init_tracing(settings: &Settings) -> anyhow::Result<()> {
-    let filter = tracing_subscriber::EnvFilter::try_new(&settings.log_level)
+    let filter = log_filter(&settings.log_level)
         .with_context(|| format!("invalid setting LOG_LEVEL={:?}", settings.log_level))?;
     let builder = tracing_subscriber::fmt()
         .with_env_filter(filter)
@@ -76,6 +76,21 @@ fn init_tracing(settings: &Settings) -> anyhow::Result<()> {
             .init(),
     }
     Ok(())
+}
+
+/// The filter of `LOG_LEVEL`. hickory-server logs a line at info for every DNS query it answers
+/// (`hickory_server::server: request:… QUERY …`), which at the delegation zone's query rates
+/// cost the DNS server most of its throughput (`bench/dns.rs`): its server module logs at warn
+/// unless `LOG_LEVEL` names `hickory_server` itself (e.g. `info,hickory_server=info` to see
+/// every query).
+fn log_filter(
+    level: &str,
+) -> Result<tracing_subscriber::EnvFilter, tracing_subscriber::filter::ParseError> {
+    let filter = tracing_subscriber::EnvFilter::try_new(level)?;
+    if level.contains("hickory_server") {
+        return Ok(filter);
+    }
+    Ok(filter.add_directive("hickory_server::server=warn".parse()?))
 }
 
 /// Runs an operator command; exits 1 when an audit finds something.
@@ -142,4 +157,18 @@ async fn serve(settings: Settings) -> anyhow::Result<()> {
     app.run_until_stopped().await?;
     tracing::info!("stopped");
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::log_filter;
+
+    #[test]
+    fn dns_queries_are_not_logged_one_by_one_unless_asked_for() {
+        let filter = |level: &str| log_filter(level).map(|f| f.to_string()).unwrap_or_default();
+        assert!(filter("info").contains("hickory_server::server=warn"));
+        assert!(filter("debug,dns_handling=trace").contains("hickory_server::server=warn"));
+        assert!(!filter("info,hickory_server=info").contains("hickory_server::server=warn"));
+        assert!(log_filter("info,[").is_err());
+    }
 }
