@@ -80,7 +80,7 @@ async fn claim(services: &AppState, endpoint_id: &str) -> bool {
         .claim_leases(&claims, &services.replica_id, services.settings.lease_ttl)
         .await
     {
-        Ok(granted) => granted.iter().any(|granted| *granted == lease),
+        Ok(granted) => granted.contains(&lease),
         Err(error) => {
             tracing::warn!(%endpoint_id, %error, "could not claim a webhook lease");
             false

@@ -243,7 +243,7 @@ pub async fn list(services: SharedState) -> Result<HttpResponse, ApiError> {
             items.push(body_of(&services, &id, endpoint).await?);
         }
     }
-    items.sort_by(|a, b| a.created_at.cmp(&b.created_at));
+    items.sort_by_key(|item| item.created_at);
     Ok(HttpResponse::Ok().json(WebhookList { items }))
 }
 

@@ -42,3 +42,4 @@ mod resilience;
 mod revocation;
 mod store_outage;
 mod tamper;
+mod webhooks;
