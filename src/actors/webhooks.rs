@@ -13,7 +13,7 @@
 //! Endpoints are independent: each has its own driver, so a slow or failing receiver holds up
 //! only its own messages.
 
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -44,16 +44,24 @@ const RETRY_AFTER: Duration = Duration::from_secs(1);
 /// this replica takes.
 pub async fn dispatch(services: Arc<AppState>) {
     let mut drivers: HashMap<String, AbortOnDrop<()>> = HashMap::new();
+    // Deleted and disabled endpoints stay so: they are not loaded again every second.
+    let mut ended: HashSet<String> = HashSet::new();
     loop {
         drivers.retain(|_, driver| !driver.0.is_finished());
         match services.store.webhook_endpoint_ids().await {
             Ok(ids) => {
                 for id in ids {
-                    if drivers.contains_key(&id) {
+                    if drivers.contains_key(&id) || ended.contains(&id) {
                         continue;
                     }
-                    let live =
-                        matches!(services.webhook_endpoint(&id).await, Ok(e) if e.is_active());
+                    let live = match services.webhook_endpoint(&id).await {
+                        Ok(endpoint) if endpoint.created && !endpoint.is_active() => {
+                            ended.insert(id);
+                            continue;
+                        }
+                        Ok(endpoint) => endpoint.is_active(),
+                        Err(_) => false,
+                    };
                     if live && claim(&services, &id).await {
                         let driver = tokio::spawn(drive(services.clone(), id.clone()));
                         drivers.insert(id, AbortOnDrop(driver));
