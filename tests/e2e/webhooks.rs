@@ -375,3 +375,47 @@ async fn two_replicas_send_each_message_once_while_both_live() {
     assert_eq!(ids.len(), DOMAINS);
     all_verified(&received_now, 0);
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_dead_replicas_deliveries_move_on_to_the_other() {
+    let (_pebble, _database, mut env) = setup(StoreKind::Postgres).await;
+    env.insert("LEASE_TTL".into(), "2s".into());
+    let mut on_a = env.clone();
+    on_a.insert("REPLICA_ID".into(), "replica-a".into());
+    let mut on_b = env.clone();
+    on_b.insert("REPLICA_ID".into(), "replica-b".into());
+    // A alone first, so that A holds the endpoint's lease.
+    let mut replica_a = Service::start(BINARY, &on_a);
+    let receiver = WebhookReceiver::start();
+    receiver.plan("/moving", &[], Duration::from_millis(300));
+    let (_, secret) =
+        create_endpoint(&replica_a, &receiver.url("/moving"), &["domain.removed"]).await;
+    receiver.trust("/moving", &[&secret]);
+    remove_new_domain(&replica_a, "warm.moving.webhooks.test").await;
+    receiver
+        .wait_for("/moving", 1, Duration::from_secs(20))
+        .await;
+    let replica_b = Service::start(BINARY, &on_b);
+    const DOMAINS: usize = 6;
+    for n in 0..DOMAINS {
+        remove_new_domain(&replica_b, &format!("d{n}.moving.webhooks.test")).await;
+    }
+    replica_a.kill();
+    let deadline = std::time::Instant::now() + Duration::from_secs(60);
+    loop {
+        let received = receiver.received("/moving");
+        let distinct: BTreeSet<&str> = received.iter().map(|d| d.id.as_str()).collect();
+        if distinct.len() == DOMAINS + 1 {
+            all_verified(&received, 0);
+            break;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "{} of {} arrived\n{}",
+            distinct.len(),
+            DOMAINS + 1,
+            replica_b.log()
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}
