@@ -73,6 +73,7 @@ impl Application {
             settings.acme_directory.clone(),
             settings.acme_email.clone(),
             settings.acme_ca_bundle.clone(),
+            settings.external_account_binding(),
             vault.clone(),
         );
         let dns: Arc<dyn DnsLookup> = match lookup {

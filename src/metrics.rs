@@ -110,8 +110,8 @@ pub struct Metrics {
     /// Webhook delivery attempts by outcome: `delivered`, `retry`, `failed` (retries spent),
     /// `disabled` (the receiver answered 410).
     pub webhook_deliveries: Family<OutcomeLabel, Counter>,
-    /// Seconds from an event's commit to the delivery of its message, for messages delivered
-    /// at their first attempt.
+    /// Seconds from an event (the time it records, within milliseconds of its commit) to the
+    /// delivery of its message, for messages delivered at their first attempt.
     pub webhook_delivery_lag: Histogram,
 }
 
@@ -248,7 +248,7 @@ impl Metrics {
         let webhook_delivery_lag = Histogram::new(exponential_buckets(0.001, 2.0, 16));
         registry.register(
             "webhook_delivery_lag_seconds",
-            "Seconds from an event's commit to its message's delivery (first attempts)",
+            "Seconds from an event (its own time) to its message's delivery (first attempts)",
             webhook_delivery_lag.clone(),
         );
         Self {

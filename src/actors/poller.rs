@@ -42,6 +42,8 @@ pub struct PollerMemory {
     acme_failures_in_a_row: u32,
     /// Lookups that did not find every record yet.
     lookups_unseen: u32,
+    /// The CA said not to come back before then (`Retry-After`).
+    not_before: Option<chrono::DateTime<Utc>>,
 }
 
 /// The first wait of a delegated order's lookups. The service publishes its records itself
@@ -202,6 +204,16 @@ pub async fn poll_once(
             reason,
             at: Utc::now(),
         },
+        Err(AcmeError::RateLimited {
+            detail,
+            retry_after,
+        }) => {
+            tracing::warn!(%domain_id, %detail, ?retry_after, "the CA refused for now; waiting");
+            memory.last_acme_error = Some(detail);
+            memory.not_before = retry_after;
+            memory.acme_failures_in_a_row += 1;
+            return (PollOutcome::Waiting, memory);
+        }
         Err(error) => {
             tracing::warn!(%domain_id, %error, "ACME step failed; retrying at the next poll");
             memory.last_acme_error = Some(error.to_string());
@@ -309,6 +321,13 @@ impl OrderPoller {
         let interval = match &self.memory {
             Some(memory) if delegated && !memory.record_seen => memory.delegated_delay(interval),
             Some(memory) => memory.delay(interval),
+            None => interval,
+        };
+        // Never before the time the CA gave.
+        let interval = match self.memory.as_ref().and_then(|memory| memory.not_before) {
+            Some(not_before) => {
+                interval.max((not_before - Utc::now()).to_std().unwrap_or_default())
+            }
             None => interval,
         };
         match (self.pending.order.deadline - Utc::now()).to_std() {

@@ -238,12 +238,17 @@ async fn tend(
         Err(RenewalStartError::Acme(error)) => {
             // No order: the attempt counts as failed, and the next one follows the schedule.
             tracing::warn!(domain_id = %view.id, %error, "could not place the renewal order");
+            let not_before = match &error {
+                AcmeError::RateLimited { retry_after, .. } => *retry_after,
+                _ => None,
+            };
             let reason = match error {
                 AcmeError::Refused(reason) => reason,
                 other => FailureReason::new(FailureReason::ACME_UNAVAILABLE, other.to_string()),
             };
             let command = CustomDomainCommand::RenewalAttemptFailed {
                 reason,
+                not_before,
                 at: Utc::now(),
             };
             METRICS.renewal_finished("failed");

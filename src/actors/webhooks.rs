@@ -138,7 +138,16 @@ async fn drive(services: Arc<AppState>, endpoint_id: String) {
                         tokio::time::sleep(wait.min(renew_every)).await;
                         Ok(())
                     }
-                    _ => send(&services, &endpoint_id, &endpoint, &message).await,
+                    // The lease is taken again first: it then outlasts the send (the
+                    // settings keep WEBHOOK_TIMEOUT under LEASE_TTL).
+                    _ if !claim(&services, &endpoint_id).await => {
+                        tracing::info!(%endpoint_id, "webhook lease lost before a send");
+                        return;
+                    }
+                    _ => {
+                        lease_claimed = tokio::time::Instant::now();
+                        send(&services, &endpoint_id, &endpoint, &message).await
+                    }
                 }
             }
             Ok(None) => match read_feed(&services, &endpoint_id, &endpoint).await {

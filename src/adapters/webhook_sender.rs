@@ -21,7 +21,7 @@ pub struct TargetError(pub String);
 pub fn is_forbidden_address(ip: IpAddr) -> bool {
     match ip {
         IpAddr::V4(v4) => {
-            let [a, b, ..] = v4.octets();
+            let [a, b, c, _] = v4.octets();
             v4.is_loopback()
                 || v4.is_private()
                 || v4.is_link_local()
@@ -29,18 +29,35 @@ pub fn is_forbidden_address(ip: IpAddr) -> bool {
                 || v4.is_multicast()
                 || v4.is_broadcast()
                 || a == 0
+                || a >= 240
                 || (a == 100 && (64..128).contains(&b))
+                || (a == 192 && b == 0 && c == 0)
+                || (a == 198 && (18..20).contains(&b))
         }
         IpAddr::V6(v6) => {
-            if let Some(v4) = v6.to_ipv4_mapped() {
+            let segments = v6.segments();
+            // IPv4 inside IPv6: mapped, compatible, NAT64 (64:ff9b::/96) and 6to4 (2002::/16).
+            let embedded = v6.to_ipv4().or_else(|| {
+                let [a, b] = (segments[0] == 0x2002)
+                    .then(|| [segments[1], segments[2]])
+                    .or_else(|| {
+                        (segments[..6] == [0x64, 0xff9b, 0, 0, 0, 0])
+                            .then(|| [segments[6], segments[7]])
+                    })?;
+                Some(std::net::Ipv4Addr::from(
+                    (u32::from(a) << 16) | u32::from(b),
+                ))
+            });
+            if let Some(v4) = embedded.filter(|v4| !v4.is_unspecified() || v6.is_unspecified()) {
                 return is_forbidden_address(IpAddr::V4(v4));
             }
-            let first = v6.segments()[0];
+            let first = segments[0];
             v6.is_loopback()
                 || v6.is_unspecified()
                 || v6.is_multicast()
                 || (first & 0xfe00) == 0xfc00
                 || (first & 0xffc0) == 0xfe80
+                || (first & 0xffc0) == 0xfec0
         }
     }
 }
@@ -133,6 +150,8 @@ impl WebhookSender {
             .timeout(timeout)
             .connect_timeout(timeout)
             .redirect(reqwest::redirect::Policy::none())
+            // A proxy from the environment would resolve the target itself, past the guard.
+            .no_proxy()
             .user_agent(concat!("dns-handling-webhooks/", env!("CARGO_PKG_VERSION")));
         if !allow_private {
             builder = builder.dns_resolver(Arc::new(PublicOnly));
@@ -249,6 +268,12 @@ mod tests {
             "fd00:ec2::254",
             "fe80::1",
             "::ffff:127.0.0.1",
+            "64:ff9b::a9fe:a9fe",
+            "2002:7f00:1::",
+            "fec0::1",
+            "192.0.0.8",
+            "198.18.0.1",
+            "240.0.0.1",
         ] {
             let ip: IpAddr = forbidden.parse().expect("an address");
             assert!(is_forbidden_address(ip), "{forbidden}");

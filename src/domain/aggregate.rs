@@ -127,6 +127,8 @@ pub enum CustomDomainCommand {
     RenewalAttemptFailed {
         /// Why.
         reason: FailureReason,
+        /// The earliest the CA will take another order (its `Retry-After`), when it said.
+        not_before: Option<DateTime<Utc>>,
         /// When.
         at: DateTime<Utc>,
     },
@@ -721,11 +723,23 @@ impl CustomDomain {
     fn record_renewal_attempt_failure(
         &self,
         reason: FailureReason,
+        not_before: Option<DateTime<Utc>>,
         at: DateTime<Utc>,
         policy: &RenewalPolicy,
     ) -> Result<CustomDomainEvent, DomainError> {
         self.require_renewable()?;
-        Ok(self.renewal_failed(None, reason, at, policy))
+        let mut failed = self.renewal_failed(None, reason, at, policy);
+        // The schedule's next try, but never before the time the CA gave.
+        if let (
+            CustomDomainEvent::RenewalFailed {
+                next_attempt_at, ..
+            },
+            Some(not_before),
+        ) = (&mut failed, not_before)
+        {
+            *next_attempt_at = (*next_attempt_at).max(not_before);
+        }
+        Ok(failed)
     }
 
     fn expire(
@@ -935,9 +949,11 @@ impl Aggregate for CustomDomain {
                 replaces,
                 at,
             } => Some(self.request_renewal(order, reason, replaces, at)?),
-            CustomDomainCommand::RenewalAttemptFailed { reason, at } => {
-                Some(self.record_renewal_attempt_failure(reason, at, policy)?)
-            }
+            CustomDomainCommand::RenewalAttemptFailed {
+                reason,
+                not_before,
+                at,
+            } => Some(self.record_renewal_attempt_failure(reason, not_before, at, policy)?),
             CustomDomainCommand::ExpireCertificate { certificate_id, at } => {
                 Some(self.expire(certificate_id, at)?)
             }

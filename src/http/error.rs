@@ -56,6 +56,15 @@ pub enum ApiError {
     /// 503: the store cannot be reached; answered with `Retry-After`.
     #[error("{0}")]
     ServiceUnavailable(String),
+    /// 429: the CA refused for now (or a budget kept for it is spent); answered with
+    /// `Retry-After` in seconds; nothing was recorded.
+    #[error("{message}")]
+    TooManyRequests {
+        /// What the CA said, or which budget is spent.
+        message: String,
+        /// Seconds until a retry may succeed.
+        retry_after_secs: u64,
+    },
 }
 
 impl ApiError {
@@ -83,13 +92,22 @@ impl ResponseError for ApiError {
             Self::FailedDependency(_) => StatusCode::FAILED_DEPENDENCY,
             Self::Internal(_) => StatusCode::INTERNAL_SERVER_ERROR,
             Self::ServiceUnavailable(_) => StatusCode::SERVICE_UNAVAILABLE,
+            Self::TooManyRequests { .. } => StatusCode::TOO_MANY_REQUESTS,
         }
     }
 
     fn error_response(&self) -> HttpResponse {
         let mut response = HttpResponse::build(self.status_code());
-        if let Self::ServiceUnavailable(_) = self {
-            response.insert_header((RETRY_AFTER, RETRY_AFTER_SECONDS.to_string()));
+        match self {
+            Self::ServiceUnavailable(_) => {
+                response.insert_header((RETRY_AFTER, RETRY_AFTER_SECONDS.to_string()));
+            }
+            Self::TooManyRequests {
+                retry_after_secs, ..
+            } => {
+                response.insert_header((RETRY_AFTER, retry_after_secs.to_string()));
+            }
+            _ => {}
         }
         response.json(serde_json::json!({ "error": self.to_string() }))
     }
@@ -121,6 +139,22 @@ impl From<AcmeError> for ApiError {
     fn from(error: AcmeError) -> Self {
         match error {
             AcmeError::Vault(VaultError::Store(error)) if error.is_unavailable() => error.into(),
+            AcmeError::RateLimited {
+                detail,
+                retry_after,
+            } => {
+                // Without a time from the CA, a minute: sooner would only be refused again.
+                let retry_after_secs = retry_after
+                    .and_then(|at| (at - chrono::Utc::now()).to_std().ok())
+                    .map_or(60, |wait| wait.as_secs().max(1));
+                Self::TooManyRequests {
+                    message: format!(
+                        "the CA refused for now; nothing was recorded, retry after \
+                         {retry_after_secs} s: {detail}"
+                    ),
+                    retry_after_secs,
+                }
+            }
             error => {
                 tracing::error!(%error, "ACME failure");
                 Self::Internal(error.to_string())

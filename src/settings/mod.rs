@@ -85,6 +85,12 @@ pub struct Settings {
     pub acme_directory: String,
     /// Contact e-mail for the ACME account.
     pub acme_email: Option<String>,
+    /// The key id of an External Account Binding, for CAs that require one (ZeroSSL, Google
+    /// Trust Services, SSL.com); with `ACME_EAB_HMAC_KEY`.
+    #[serde(deserialize_with = "parse::trimmed")]
+    pub acme_eab_kid: Option<String>,
+    /// The HMAC key of the External Account Binding, base64url as CAs hand it out.
+    pub acme_eab_hmac_key: Option<Secret>,
     /// Extra root certificate (PEM) to trust for the ACME server's HTTPS (Pebble needs one).
     #[serde(deserialize_with = "parse::existing_file")]
     pub acme_ca_bundle: Option<PathBuf>,
@@ -233,6 +239,8 @@ impl Default for Settings {
             server_addr: SocketAddr::from(([127, 0, 0, 1], 8080)),
             acme_directory: LETS_ENCRYPT_STAGING.to_owned(),
             acme_email: None,
+            acme_eab_kid: None,
+            acme_eab_hmac_key: None,
             acme_ca_bundle: None,
             dns_nameservers: Vec::new(),
             dns_timeout: Duration::from_secs(3),
@@ -307,6 +315,42 @@ impl Settings {
                     .into(),
             });
         }
+        match (&settings.acme_eab_kid, &settings.acme_eab_hmac_key) {
+            (Some(_), None) | (None, Some(_)) => {
+                return Err(SettingsError {
+                    name: if settings.acme_eab_kid.is_some() {
+                        "ACME_EAB_HMAC_KEY".into()
+                    } else {
+                        "ACME_EAB_KID".into()
+                    },
+                    value: String::new(),
+                    reason: "External Account Binding needs both ACME_EAB_KID and \
+                             ACME_EAB_HMAC_KEY"
+                        .into(),
+                })
+            }
+            (Some(_), Some(key)) if decode_eab_key(key.expose()).is_none() => {
+                return Err(SettingsError {
+                    name: "ACME_EAB_HMAC_KEY".into(),
+                    value: REDACTED.into(),
+                    reason: "not base64url (the key as the CA handed it out)".into(),
+                })
+            }
+            _ => {}
+        }
+        // A webhook driver takes its lease again right before a send: the send must end before
+        // the lease can lapse, or a second replica could send beside it.
+        if settings.webhook_timeout >= settings.lease_ttl {
+            return Err(SettingsError {
+                name: "WEBHOOK_TIMEOUT".into(),
+                value: format!("{}ms", settings.webhook_timeout.as_millis()),
+                reason: format!(
+                    "must be under LEASE_TTL ({}ms), so that a delivery ends before its \
+                     lease can pass to another replica",
+                    settings.lease_ttl.as_millis()
+                ),
+            });
+        }
         if settings.delegation_zone.is_some() && settings.delegation_nameservers.is_empty() {
             return Err(SettingsError {
                 name: "DELEGATION_NAMESERVERS".into(),
@@ -317,6 +361,13 @@ impl Settings {
             });
         }
         Ok(settings)
+    }
+
+    /// The External Account Binding (key id, HMAC key bytes), when both are set.
+    pub fn external_account_binding(&self) -> Option<(String, Vec<u8>)> {
+        let kid = self.acme_eab_kid.clone()?;
+        let key = decode_eab_key(self.acme_eab_hmac_key.as_ref()?.expose())?;
+        Some((kid, key))
     }
 
     /// The delegation zone, when delegated validation is on.
@@ -345,6 +396,16 @@ impl Settings {
     pub fn uses_postgres(&self) -> bool {
         crate::adapters::store::is_postgres_url(&self.database_url)
     }
+}
+
+/// An EAB HMAC key as CAs hand it out: base64url, with or without padding.
+fn decode_eab_key(text: &str) -> Option<Vec<u8>> {
+    use base64::Engine as _;
+    let unpadded = text.trim().trim_end_matches('=');
+    base64::engine::general_purpose::URL_SAFE_NO_PAD
+        .decode(unpadded)
+        .ok()
+        .filter(|key| !key.is_empty())
 }
 
 /// The settings' names in lower case, in the struct's order. They are asked of the derived
@@ -415,6 +476,50 @@ mod tests {
         assert_eq!(settings.poll_timeout, Duration::from_secs(120));
         assert_eq!(settings.dns_nameservers.len(), 2);
         assert_eq!(settings.dns_nameservers[1].port(), 53);
+    }
+
+    #[test]
+    fn an_external_account_binding_needs_both_halves_and_a_base64url_key() {
+        let half = Settings::from_map(&vars(&[("ACME_EAB_KID", "kid-1")])).expect_err("half");
+        assert_eq!(half.name, "ACME_EAB_HMAC_KEY");
+        let other_half =
+            Settings::from_map(&vars(&[("ACME_EAB_HMAC_KEY", "c2VjcmV0")])).expect_err("half");
+        assert_eq!(other_half.name, "ACME_EAB_KID");
+        let garbled = Settings::from_map(&vars(&[
+            ("ACME_EAB_KID", "kid-1"),
+            ("ACME_EAB_HMAC_KEY", "not base64!"),
+        ]))
+        .expect_err("garbled");
+        assert_eq!(garbled.name, "ACME_EAB_HMAC_KEY");
+        assert!(
+            !garbled.to_string().contains("not base64!"),
+            "a secret is never shown"
+        );
+        let both = Settings::from_map(&vars(&[
+            ("ACME_EAB_KID", "kid-1"),
+            ("ACME_EAB_HMAC_KEY", "c2VjcmV0LWtleQ"),
+        ]))
+        .expect("both");
+        let (kid, key) = both.external_account_binding().expect("a binding");
+        assert_eq!(
+            (kid.as_str(), key.as_slice()),
+            ("kid-1", b"secret-key".as_slice())
+        );
+    }
+
+    #[test]
+    fn a_webhook_timeout_as_long_as_the_lease_is_refused() {
+        let refused =
+            Settings::from_map(&vars(&[("LEASE_TTL", "10s"), ("WEBHOOK_TIMEOUT", "10s")]))
+                .expect_err("refused");
+        assert_eq!(refused.name, "WEBHOOK_TIMEOUT");
+        assert!(refused.reason.contains("LEASE_TTL"), "{refused}");
+        let schedule =
+            Settings::from_map(&vars(&[("WEBHOOK_RETRY_SCHEDULE", "1s,5m")])).expect("a schedule");
+        assert_eq!(
+            schedule.webhook_retry_schedule,
+            [Duration::from_secs(1), Duration::from_secs(300)]
+        );
     }
 
     #[test]

@@ -16,6 +16,7 @@ use crate::BINARY;
 fn replica_env(pebble: &Pebble, database: &TestDatabase) -> HashMap<String, String> {
     let mut env = service_env(pebble, database);
     env.insert("LEASE_TTL".into(), "3s".into());
+    env.insert("WEBHOOK_TIMEOUT".into(), "2s".into());
     // Each replica its own name.
     env.remove("REPLICA_ID");
     env.insert("POLL_TIMEOUT".into(), "5m".into());

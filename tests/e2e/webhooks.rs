@@ -380,6 +380,7 @@ async fn two_replicas_send_each_message_once_while_both_live() {
 async fn a_dead_replicas_deliveries_move_on_to_the_other() {
     let (_pebble, _database, mut env) = setup(StoreKind::Postgres).await;
     env.insert("LEASE_TTL".into(), "2s".into());
+    env.insert("WEBHOOK_TIMEOUT".into(), "1s".into());
     let mut on_a = env.clone();
     on_a.insert("REPLICA_ID".into(), "replica-a".into());
     let mut on_b = env.clone();

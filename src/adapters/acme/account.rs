@@ -1,16 +1,19 @@
 //! The one ACME account: loaded from the vault, or registered with the CA and stored, once per
 //! directory for every replica.
 
-use instant_acme::{Account, AccountCredentials, NewAccount};
+use instant_acme::{Account, AccountCredentials, ExternalAccountKey, NewAccount};
 
-use super::http::acme_http_client;
+use super::http::{acme_http_client, RetryAfterNoting};
 use super::retry::with_retries;
 use super::{counted, AcmeClient, AcmeError, REQUEST_TIMEOUT};
+
+/// The problem a CA answers a new account with when it wants External Account Binding.
+const EXTERNAL_ACCOUNT_REQUIRED: &str = "urn:ietf:params:acme:error:externalAccountRequired";
 
 impl AcmeClient {
     fn builder(&self) -> Result<instant_acme::AccountBuilder, instant_acme::Error> {
         let http = acme_http_client(self.ca_bundle.as_deref())?;
-        Ok(Account::builder_with_http(Box::new(http)))
+        Ok(Account::builder_with_http(Box::new(RetryAfterNoting(http))))
     }
 
     /// The account: loaded from the store, or registered with the CA and stored, exactly once.
@@ -74,16 +77,31 @@ impl AcmeClient {
             terms_of_service_agreed: true,
             only_return_existing: false,
         };
+        let binding = self
+            .external_account
+            .as_ref()
+            .map(|(kid, key)| ExternalAccountKey::new(kid.clone(), key));
         let (account, credentials) = with_retries(|| async {
             counted(
                 "new_account",
                 self.builder()?
-                    .create(&new_account, self.directory_url.clone(), None)
+                    .create(&new_account, self.directory_url.clone(), binding.as_ref())
                     .await,
             )
         })
         .await
-        .map_err(|e| setup(&e))?;
+        .map_err(|error| match &error {
+            instant_acme::Error::Api(problem)
+                if problem.r#type.as_deref() == Some(EXTERNAL_ACCOUNT_REQUIRED) =>
+            {
+                AcmeError::AccountSetup(format!(
+                    "the CA requires External Account Binding: set ACME_EAB_KID and \
+                     ACME_EAB_HMAC_KEY to the key id and HMAC key it issued ({})",
+                    super::describe_problem(problem)
+                ))
+            }
+            _ => setup(&error),
+        })?;
         let json = serde_json::to_string(&credentials).map_err(|e| setup(&e))?;
         // Stored unless a process without the lock (SQLite mode has none to share) stored one
         // first: the stored one wins, so every process uses the same account.

@@ -98,5 +98,78 @@ pub(super) fn acme_http_client(
     )
 }
 
+tokio::task_local! {
+    /// Where the CA's `Retry-After` of a refusal is noted for the request being made: instant-acme
+    /// turns a refusal into a problem document and drops the header, and a rate limit is only
+    /// honoured when its time is known. Set by the caller around the requests it makes
+    /// ([`noting_retry_after`]).
+    static RETRY_AFTER: std::cell::Cell<Option<std::time::SystemTime>>;
+}
+
+/// Runs `work`, and answers with its result the `Retry-After` of the last `429` or `503` the CA
+/// answered while it ran.
+pub(super) async fn noting_retry_after<T>(
+    work: impl std::future::Future<Output = T>,
+) -> (T, Option<std::time::SystemTime>) {
+    RETRY_AFTER
+        .scope(std::cell::Cell::new(None), async {
+            let result = work.await;
+            (result, RETRY_AFTER.with(std::cell::Cell::get))
+        })
+        .await
+}
+
+/// The `Retry-After` noted so far in the current [`noting_retry_after`] scope.
+pub(super) fn retry_after_noted() -> Option<std::time::SystemTime> {
+    RETRY_AFTER.try_with(std::cell::Cell::get).ok().flatten()
+}
+
+/// The client the ACME conversation goes through: [`acme_http_client`]'s, noting the
+/// `Retry-After` of every `429` or `503` (see [`noting_retry_after`]).
+pub(super) struct RetryAfterNoting(pub(super) AcmeHttpClient);
+
+impl instant_acme::HttpClient for RetryAfterNoting {
+    fn request(
+        &self,
+        request: ::http::Request<instant_acme::BodyWrapper<bytes::Bytes>>,
+    ) -> std::pin::Pin<
+        Box<
+            dyn std::future::Future<
+                    Output = Result<instant_acme::BytesResponse, instant_acme::Error>,
+                > + Send,
+        >,
+    > {
+        let sent = instant_acme::HttpClient::request(&self.0, request);
+        Box::pin(async move {
+            let response = sent.await?;
+            let status = response.parts.status.as_u16();
+            if status == 429 || status == 503 {
+                let at = response
+                    .parts
+                    .headers
+                    .get(::http::header::RETRY_AFTER)
+                    .and_then(|value| value.to_str().ok())
+                    .and_then(retry_after_time);
+                if let Some(at) = at {
+                    // Outside a noting scope nobody asked: the header is dropped as before.
+                    let _ = RETRY_AFTER.try_with(|noted| noted.set(Some(at)));
+                }
+            }
+            Ok(response)
+        })
+    }
+}
+
+/// A `Retry-After` value (seconds, or an HTTP date) as a time.
+fn retry_after_time(value: &str) -> Option<std::time::SystemTime> {
+    let value = value.trim();
+    match value.parse::<u64>() {
+        Ok(seconds) => Some(std::time::SystemTime::now() + Duration::from_secs(seconds)),
+        Err(_) => chrono::DateTime::parse_from_rfc2822(value)
+            .ok()
+            .map(std::time::SystemTime::from),
+    }
+}
+
 /// How long the readiness probe waits for the directory.
 const PROBE_TIMEOUT: Duration = Duration::from_secs(3);

@@ -58,6 +58,15 @@ pub enum AcmeError {
     /// Our own store (or its key vault) failed.
     #[error(transparent)]
     Vault(#[from] VaultError),
+    /// The CA refused for now (`rateLimited`, or `503`), saying until when when it did: nothing
+    /// is to be asked of it before then.
+    #[error("the CA refused for now: {detail}")]
+    RateLimited {
+        /// The CA's problem document, rendered.
+        detail: String,
+        /// When the CA said to try again (`Retry-After`).
+        retry_after: Option<chrono::DateTime<chrono::Utc>>,
+    },
 }
 
 /// What a new order gives the caller.
@@ -78,6 +87,8 @@ pub struct AcmeClient {
     contact_email: Option<String>,
     ca_bundle: Option<std::path::PathBuf>,
     vault: KeyVault,
+    /// External Account Binding (key id, HMAC key) for CAs that require it.
+    external_account: Option<(String, Vec<u8>)>,
     /// Single flight: concurrent first calls wait here for the one that creates the account.
     account: Mutex<Option<Account>>,
     /// How many new orders this process asks the CA for at once. Hundreds of simultaneous
@@ -105,15 +116,18 @@ impl From<KeyCustodyError> for AcmeError {
 }
 
 impl AcmeClient {
-    /// A client for `directory_url`, trusting `ca_bundle`'s roots (else the platform's).
+    /// A client for `directory_url`, trusting `ca_bundle`'s roots (else the platform's),
+    /// binding a new account to `external_account` (key id, HMAC key) when given.
     pub fn new(
         directory_url: String,
         contact_email: Option<String>,
         ca_bundle: Option<std::path::PathBuf>,
+        external_account: Option<(String, Vec<u8>)>,
         vault: KeyVault,
     ) -> Arc<Self> {
         Arc::new(Self {
             directory_url,
+            external_account,
             contact_email,
             ca_bundle,
             vault,

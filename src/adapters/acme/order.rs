@@ -9,7 +9,8 @@ use instant_acme::{
 };
 
 use super::certificate::{build_csr, describe_certificate};
-use super::retry::{classify, describe_problem, with_retries};
+use super::http::noting_retry_after;
+use super::retry::{classify, describe_problem, rate_limited, with_retries};
 use super::{counted, AcmeClient, AcmeError, CreatedOrder, COMPLETION_TIMEOUT, REQUEST_TIMEOUT};
 use crate::adapters::certificate_keys::OrderKey;
 
@@ -29,7 +30,7 @@ impl AcmeClient {
             .map_err(|e| AcmeError::OrderCreation(e.to_string()))?;
         // Fails here, with the setup's own message, when the account cannot be had at all.
         self.account().await?;
-        with_retries(|| async {
+        let placing = with_retries(|| async {
             let account = self
                 .account()
                 .await
@@ -45,9 +46,12 @@ impl AcmeClient {
                     ))
                 }
             }
+        });
+        let (placed, retry_after) = noting_retry_after(placing).await;
+        placed.map_err(|error| {
+            rate_limited(&error, retry_after)
+                .unwrap_or_else(|| AcmeError::OrderCreation(error.to_string()))
         })
-        .await
-        .map_err(|e| AcmeError::OrderCreation(e.to_string()))
     }
 
     /// Carries an order whose challenge record is published to a downloaded certificate,
@@ -64,9 +68,17 @@ impl AcmeClient {
     ) -> Result<IssuedCertificate, AcmeError> {
         // A CA that accepts a connection and never answers must not hold the poller (and the
         // account lock) for ever: past this, the attempt counts as a transient failure.
-        let completed =
-            tokio::time::timeout(COMPLETION_TIMEOUT, self.complete_order_once(order, key)).await;
+        let completing =
+            tokio::time::timeout(COMPLETION_TIMEOUT, self.complete_order_once(order, key));
+        let (completed, retry_after) = noting_retry_after(completing).await;
         match completed {
+            // A CA that said when to come back is not asked again before then.
+            Ok(Err(AcmeError::Unavailable(detail))) if retry_after.is_some() => {
+                Err(AcmeError::RateLimited {
+                    detail,
+                    retry_after: retry_after.map(chrono::DateTime::<chrono::Utc>::from),
+                })
+            }
             Ok(result) => result,
             Err(_) => {
                 self.forget_account().await;

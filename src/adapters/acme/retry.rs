@@ -31,9 +31,29 @@ pub fn describe_problem(problem: &Problem) -> String {
 /// Problem types that say "not now" rather than "no" (RFC 8555 §6.7): worth another try.
 const TRANSIENT_PROBLEMS: [&str; 3] = [
     "urn:ietf:params:acme:error:badNonce",
-    "urn:ietf:params:acme:error:rateLimited",
+    RATE_LIMITED,
     "urn:ietf:params:acme:error:serverInternal",
 ];
+
+/// The problem type of a CA's rate limit.
+pub(super) const RATE_LIMITED: &str = "urn:ietf:params:acme:error:rateLimited";
+
+/// The refusal a CA's "not now" becomes: [`AcmeError::RateLimited`] for a rate limit, or for
+/// any refusal that came with a `Retry-After` (a `503`), so that nothing asks again before the
+/// time the CA gave; `None` for other errors.
+pub(super) fn rate_limited(
+    error: &instant_acme::Error,
+    retry_after: Option<std::time::SystemTime>,
+) -> Option<AcmeError> {
+    let instant_acme::Error::Api(problem) = error else {
+        return None;
+    };
+    let limited = problem.r#type.as_deref() == Some(RATE_LIMITED);
+    (limited || retry_after.is_some()).then(|| AcmeError::RateLimited {
+        detail: describe_problem(problem),
+        retry_after: retry_after.map(chrono::DateTime::<chrono::Utc>::from),
+    })
+}
 
 /// Sorts an instant-acme error into a final refusal (recorded with `code`) or a transient
 /// failure (retried at the next poll).
@@ -57,13 +77,17 @@ pub(super) fn classify(error: instant_acme::Error, code: &str) -> AcmeError {
 /// How many times a request the client waits for (account, order) is tried.
 const ATTEMPTS: u32 = 5;
 
-/// Whether an error says "try again" rather than "no".
+/// Whether an error says "try again at once" rather than "no". A rate limit, or any refusal
+/// that said when to come back (`Retry-After`), is not tried again before then.
 fn is_transient(error: &instant_acme::Error) -> bool {
+    if super::http::retry_after_noted().is_some() {
+        return false;
+    }
     match error {
         instant_acme::Error::Api(problem) => problem
             .r#type
             .as_deref()
-            .is_some_and(|kind| TRANSIENT_PROBLEMS.contains(&kind)),
+            .is_some_and(|kind| kind != RATE_LIMITED && TRANSIENT_PROBLEMS.contains(&kind)),
         instant_acme::Error::Http(_)
         | instant_acme::Error::Hyper(_)
         | instant_acme::Error::Other(_)

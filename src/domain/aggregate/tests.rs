@@ -1021,6 +1021,7 @@ fn a_renewal_attempt_that_placed_no_order_counts_as_the_next_failure() {
         .given(given)
         .when(CustomDomainCommand::RenewalAttemptFailed {
             reason: reason.clone(),
+            not_before: None,
             at: t(800),
         })
         .then_expect_events(vec![CustomDomainEvent::RenewalFailed {
@@ -1371,4 +1372,24 @@ fn the_token_is_the_proof_when_both_token_and_cname_are_there() {
             at: t(1),
         })
         .then_expect_events(vec![verified()]);
+}
+
+#[test]
+fn a_renewal_refused_for_now_is_not_tried_again_before_the_time_the_ca_gave() {
+    let given = active_with_renewal_due_at(t(100));
+    let reason = FailureReason::new("acme_unavailable", "rateLimited");
+    DomainTest::with(RenewalPolicy::default())
+        .given(given)
+        .when(CustomDomainCommand::RenewalAttemptFailed {
+            reason: reason.clone(),
+            not_before: Some(t(100 + 3_600)),
+            at: t(100),
+        })
+        .then_expect_events(vec![CustomDomainEvent::RenewalFailed {
+            order_id: None,
+            reason,
+            attempt: 1,
+            next_attempt_at: t(100 + 3_600),
+            failed_at: t(100),
+        }]);
 }
