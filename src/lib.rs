@@ -32,7 +32,8 @@
 //!   [`audit::verify`] is `audit verify`.
 //! - [`http`]: the REST API (actix-web), its bodies, errors, authentication and OpenAPI.
 //! - [`cli`]: the command line's grammar (clap); [`cli::operator`], the operator commands
-//!   (`replay`, `audit`, `export`, `keys`); [`cli::client`], `dns-handling domains …` for people.
+//!   (`replay`, `audit`, `export`, `keys`); [`cli::client`], `dns-handling domains …` and
+//!   `dns-handling webhooks …` for people.
 //! - [`app`]: builds the service from its settings; [`app_state`]: what handlers and actors
 //!   share; [`settings`]: configuration (figment), its layers ([`settings::layers`]) and values
 //!   ([`settings::values`]); [`metrics`]: the Prometheus metrics;

@@ -1,6 +1,7 @@
 //! The `dns-handling` binary: with no command, serves; `config`, `replay`, `audit …`, `keys
-//! rotate` and `export` are operator commands on the same configuration; `domains …` is the
-//! client for people, against a running server; `completions` prints a shell's completions.
+//! rotate` and `export` are operator commands on the same configuration; `domains …` and
+//! `webhooks …` are the client for people, against a running server; `completions` prints a
+//! shell's completions.
 //! The grammar is `dns_handling::cli::Cli`.
 
 use std::process::ExitCode;
@@ -27,6 +28,10 @@ fn main() -> anyhow::Result<ExitCode> {
         Some(Command::Domains(args)) => {
             dns_handling::install_crypto_provider();
             client::run(args)
+        }
+        Some(Command::Webhooks(args)) => {
+            dns_handling::install_crypto_provider();
+            client::run_webhooks(args)
         }
         Some(Command::Completions { shell }) => {
             let script = dns_handling::cli::completions(shell);
@@ -143,7 +148,10 @@ async fn run(settings: Settings, command: Command) -> anyhow::Result<ExitCode> {
             std::io::Write::flush(&mut out)?;
         }
         // Answered before the settings were read.
-        Command::Config | Command::Domains(_) | Command::Completions { .. } => {}
+        Command::Config
+        | Command::Domains(_)
+        | Command::Webhooks(_)
+        | Command::Completions { .. } => {}
     }
     Ok(ExitCode::SUCCESS)
 }

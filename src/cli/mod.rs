@@ -57,6 +57,9 @@ pub enum Command {
     },
     /// The client for people, against a running server
     Domains(client::DomainsArgs),
+    /// The platform's webhook endpoints, against a running server: signed notifications of
+    /// certificates issued, renewed, revoked or failing, and of records to publish
+    Webhooks(client::WebhooksArgs),
     /// Print the completion script for a shell
     Completions {
         /// The shell to complete in
@@ -146,9 +149,69 @@ mod tests {
     }
 
     #[test]
+    fn the_webhook_commands_take_the_api_s_types_and_a_positive_limit() {
+        let cli = Cli::try_parse_from([
+            "dns-handling",
+            "webhooks",
+            "add",
+            "https://hooks.platform.test/a",
+            "--event",
+            "certificate.issued",
+            "--event",
+            "renewal.records_required",
+            "--description",
+            "edge",
+            "--server",
+            "http://127.0.0.1:1",
+        ])
+        .expect("webhooks add");
+        let Some(Command::Webhooks(args)) = cli.command else {
+            panic!("not webhooks: {cli:?}");
+        };
+        assert_eq!(args.server.server, "http://127.0.0.1:1");
+        assert!(matches!(
+            args.command,
+            Some(client::WebhooksCommand::Add { ref events, .. })
+                if events == &["certificate.issued", "renewal.records_required"]
+        ));
+        let cli = Cli::try_parse_from(["dns-handling", "webhooks", "deliveries", "w1"])
+            .expect("deliveries");
+        assert!(matches!(
+            cli.command,
+            Some(Command::Webhooks(client::WebhooksArgs {
+                command: Some(client::WebhooksCommand::Deliveries { limit: 50, .. }),
+                ..
+            }))
+        ));
+        for wrong in [
+            &[
+                "dns-handling",
+                "webhooks",
+                "add",
+                "https://a.test",
+                "--event",
+                "bogus",
+            ][..],
+            &[
+                "dns-handling",
+                "webhooks",
+                "deliveries",
+                "w1",
+                "--limit",
+                "0",
+            ],
+            &["dns-handling", "webhooks", "show"],
+        ] {
+            assert!(Cli::try_parse_from(wrong).is_err(), "{wrong:?}");
+        }
+    }
+
+    #[test]
     fn completions_are_written_for_bash() {
         let script = String::from_utf8(completions(clap_complete::Shell::Bash)).expect("text");
         assert!(script.contains("dns-handling"), "{script}");
         assert!(script.contains("public-key"), "{script}");
+        assert!(script.contains("rotate-secret"), "{script}");
+        assert!(script.contains("renewal.records_required"), "{script}");
     }
 }

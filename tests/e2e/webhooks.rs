@@ -3,14 +3,15 @@
 //! issued and renewed certificates arrive signed; a receiver that fails twice gets the same
 //! `webhook-id` a third time; `410` disables; a SIGKILL with deliveries pending loses none;
 //! a rotated secret signs beside the new one; private targets are refused; a slow receiver
-//! holds up nobody else. On PostgreSQL, two replicas send each message once.
+//! holds up nobody else. On PostgreSQL, two replicas send each message once. The CLI
+//! (`dns-handling webhooks …`) takes an endpoint through its life against a live service.
 
 use std::collections::{BTreeSet, HashMap};
 use std::time::Duration;
 
 use dns_handling_testkit::{
-    active_domain, pebble_and_database, Pebble, ReceivedWebhook, Service, StoreKind, TestDatabase,
-    WebhookReceiver,
+    active_domain, pebble_and_database, run_command, Pebble, ReceivedWebhook, Service, StoreKind,
+    TestDatabase, WebhookReceiver,
 };
 use serde_json::{json, Value};
 
@@ -419,4 +420,107 @@ async fn a_dead_replicas_deliveries_move_on_to_the_other() {
         );
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
+}
+
+/// Runs `dns-handling webhooks <args> --server <service>`: (exit code, stdout, stderr).
+fn webhooks_cli(service: &Service, args: &[&str]) -> (i32, String, String) {
+    let server = service.url("");
+    let mut all: Vec<&str> = vec!["webhooks"];
+    all.extend_from_slice(args);
+    all.extend_from_slice(&["--server", &server]);
+    let (status, stdout, stderr) = run_command(BINARY, &HashMap::new(), &all);
+    (status.code().unwrap_or(-1), stdout, stderr)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_cli_adds_lists_shows_rotates_and_removes_an_endpoint() {
+    let (_pebble, _database, env) = setup(StoreKind::Sqlite).await;
+    let service = Service::start(BINARY, &env);
+    let receiver = WebhookReceiver::start();
+    let url = receiver.url("/cli");
+
+    let (code, stdout, stderr) = webhooks_cli(
+        &service,
+        &[
+            "add",
+            &url,
+            "--event",
+            "domain.removed",
+            "--description",
+            "the CLI's receiver",
+        ],
+    );
+    assert_eq!(code, 0, "{stderr}");
+    assert!(stdout.contains("(sent: domain.removed)"), "{stdout}");
+    assert!(stderr.contains("shown this once"), "{stderr}");
+    let id = stdout
+        .split("webhook endpoint ")
+        .nth(1)
+        .and_then(|rest| rest.split_whitespace().next())
+        .expect("the id is printed")
+        .to_owned();
+    let secret = stdout
+        .lines()
+        .find_map(|line| line.strip_prefix("Signing secret: "))
+        .expect("the secret is printed")
+        .to_owned();
+    assert!(secret.starts_with("whsec_"), "{stdout}");
+    receiver.trust("/cli", &[&secret]);
+
+    let (code, stdout, stderr) = webhooks_cli(&service, &["list"]);
+    assert_eq!(code, 0, "{stderr}");
+    let row = stdout
+        .lines()
+        .find(|line| line.starts_with(&id))
+        .unwrap_or_else(|| panic!("{id} is not listed:\n{stdout}"));
+    assert!(
+        row.contains("active") && row.contains("domain.removed") && row.ends_with(&url),
+        "{row}"
+    );
+
+    // A message, delivered and verified, then shown among the deliveries.
+    remove_new_domain(&service, "cli.webhooks.test").await;
+    let received = receiver.wait_for("/cli", 1, Duration::from_secs(20)).await;
+    all_verified(&received, 0);
+    let mut table = String::new();
+    for _ in 0..100 {
+        let (code, stdout, stderr) = webhooks_cli(&service, &["deliveries", &id]);
+        assert_eq!(code, 0, "{stderr}");
+        table = stdout;
+        if table.lines().count() > 1 {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    let lines: Vec<&str> = table.lines().collect();
+    assert!(lines[0].starts_with("TIME"), "{table}");
+    assert_eq!(lines.len(), 2, "{table}");
+    assert!(lines[1].contains(&received[0].id), "{table}");
+    assert!(
+        lines[1].contains(" 200 ") && lines[1].ends_with('-'),
+        "{table}"
+    );
+
+    let (code, stdout, stderr) = webhooks_cli(&service, &["show", &id]);
+    assert_eq!(code, 0, "{stderr}");
+    assert!(stdout.contains("the CLI's receiver"), "{stdout}");
+    assert!(stdout.contains("1 delivered"), "{stdout}");
+    assert!(
+        !stdout.contains("whsec_"),
+        "a secret is shown once: {stdout}"
+    );
+
+    let (code, stdout, stderr) = webhooks_cli(&service, &["rotate-secret", &id]);
+    assert_eq!(code, 0, "{stderr}");
+    assert!(stdout.contains("The previous secret signs"), "{stdout}");
+    assert!(!stdout.contains(&secret), "a new secret: {stdout}");
+
+    let (code, stdout, stderr) = webhooks_cli(&service, &["remove", &id]);
+    assert_eq!(code, 0, "{stderr}");
+    assert!(stdout.contains("removed"), "{stdout}");
+    let (_, stdout, _) = webhooks_cli(&service, &["list"]);
+    assert!(!stdout.contains(&id), "{stdout}");
+    let (code, _, stderr) = webhooks_cli(&service, &["show", &id]);
+    assert_eq!(code, 1);
+    assert!(stderr.contains("404"), "{stderr}");
 }
