@@ -66,6 +66,12 @@ pub struct AppState {
     pub webhook_sender: WebhookSender,
 }
 
+/// The budget of new orders, by ACME directory.
+pub const NEW_ORDERS: &str = "new_orders";
+
+/// The budget of failed validations, by name.
+pub const FAILED_VALIDATIONS: &str = "failed_validations";
+
 /// How many times a command is decided again after its append lost a race.
 const CONFLICT_RETRIES: u32 = 4;
 
@@ -93,11 +99,14 @@ impl AppState {
         wait: Duration,
     ) -> Result<OrderDetails, AcmeError> {
         let names = view.names();
+        // Each step boxed: inline, their futures made a request's future overflow the stack of
+        // an actix worker.
+        Box::pin(self.spend_budgets(&names, replaces.is_some())).await?;
         let delegation = match self.settings.delegation() {
-            Some(zone) => Some((self.delegation_problems(&zone, view).await, zone)),
+            Some(zone) => Some((Box::pin(self.delegation_problems(&zone, view)).await, zone)),
             None => None,
         };
-        let created = self.acme.create_order(&names, replaces).await?;
+        let created = Box::pin(self.acme.create_order(&names, replaces)).await?;
         let settings = &self.settings;
         let mut challenges = created.challenges;
         let (validation, delegation_problem) = match delegation {
@@ -123,6 +132,74 @@ impl AppState {
             key_type: settings.cert_key_type,
             validation,
             delegation_problem,
+        })
+    }
+
+    /// Keeps the CA's limits before it has to refuse: no order for a name whose validations
+    /// failed too often in the window, and no new order past the account's budget (an ARI
+    /// renewal, which Let's Encrypt exempts, spends none). Shared by every replica.
+    async fn spend_budgets(&self, names: &[String], ari_renewal: bool) -> Result<(), AcmeError> {
+        let settings = &self.settings;
+        let store_failed = |error: crate::adapters::store::StoreError| {
+            AcmeError::Vault(crate::adapters::vault::VaultError::Store(error))
+        };
+        let failures = settings.acme_failed_validation_budget;
+        for name in names {
+            let left = self
+                .store
+                .budget_left(
+                    FAILED_VALIDATIONS,
+                    name,
+                    failures.limit,
+                    failures.chrono_window(),
+                )
+                .await
+                .map_err(store_failed)?;
+            if let Err(retry_after) = left {
+                crate::metrics::METRICS
+                    .ca_refusals
+                    .get_or_create(&crate::metrics::BudgetLabel {
+                        budget: FAILED_VALIDATIONS,
+                    })
+                    .inc();
+                return Err(AcmeError::BudgetSpent {
+                    detail: format!(
+                        "{name} failed validation {} times within {} \
+                         (ACME_FAILED_VALIDATION_BUDGET)",
+                        failures.limit,
+                        humantime::format_duration(failures.window)
+                    ),
+                    retry_after,
+                });
+            }
+        }
+        if ari_renewal {
+            return Ok(());
+        }
+        let orders = settings.acme_new_order_budget;
+        let spent = self
+            .store
+            .spend_budget(
+                NEW_ORDERS,
+                &[settings.acme_directory.as_str()],
+                orders.limit,
+                orders.chrono_window(),
+            )
+            .await
+            .map_err(store_failed)?;
+        if spent.is_err() {
+            crate::metrics::METRICS
+                .ca_refusals
+                .get_or_create(&crate::metrics::BudgetLabel { budget: NEW_ORDERS })
+                .inc();
+        }
+        spent.map_err(|retry_after| AcmeError::BudgetSpent {
+            detail: format!(
+                "the account's new-order budget of {} per {} is spent (ACME_NEW_ORDER_BUDGET)",
+                orders.limit,
+                humantime::format_duration(orders.window)
+            ),
+            retry_after,
         })
     }
 

@@ -110,9 +110,22 @@ pub struct Metrics {
     /// Webhook delivery attempts by outcome: `delivered`, `retry`, `failed` (retries spent),
     /// `disabled` (the receiver answered 410).
     pub webhook_deliveries: Family<OutcomeLabel, Counter>,
+    /// New orders left in the account's budget, as this process last saw it (at an order or
+    /// at `GET /ca`).
+    pub ca_new_orders_left: Gauge,
+    /// Requests refused with `429` by a budget or by the CA, by `budget`: `new_orders`,
+    /// `failed_validations`, `ca`.
+    pub ca_refusals: Family<BudgetLabel, Counter>,
     /// Seconds from an event (the time it records, within milliseconds of its commit) to the
     /// delivery of its message, for messages delivered at their first attempt.
     pub webhook_delivery_lag: Histogram,
+}
+
+/// A single `budget` label.
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct BudgetLabel {
+    /// `new_orders`, `failed_validations`, or `ca` (the CA itself said "not now").
+    pub budget: &'static str,
 }
 
 /// A single `rcode` label: a DNS response code in lower case.
@@ -251,8 +264,22 @@ impl Metrics {
             "Seconds from an event (its own time) to its message's delivery (first attempts)",
             webhook_delivery_lag.clone(),
         );
+        let ca_new_orders_left = Gauge::default();
+        registry.register(
+            "ca_new_orders_left",
+            "New orders left in the account's budget, as this process last saw it",
+            ca_new_orders_left.clone(),
+        );
+        let ca_refusals = Family::<BudgetLabel, Counter>::default();
+        registry.register(
+            "ca_refusals",
+            "Orders not placed because a budget was spent or the CA said not now",
+            ca_refusals.clone(),
+        );
         Self {
             registry,
+            ca_new_orders_left,
+            ca_refusals,
             webhook_deliveries,
             webhook_delivery_lag,
             dns_queries,

@@ -199,11 +199,16 @@ pub async fn poll_once(
             certificate,
             at: Utc::now(),
         },
-        Err(AcmeError::Refused(reason)) => CustomDomainCommand::OrderFailed {
-            order_id: order.order_id.clone(),
-            reason,
-            at: Utc::now(),
-        },
+        Err(AcmeError::Refused(reason)) => {
+            if reason.code == "challenge_invalid" {
+                spend_failed_validations(&services, order, &reason.detail).await;
+            }
+            CustomDomainCommand::OrderFailed {
+                order_id: order.order_id.clone(),
+                reason,
+                at: Utc::now(),
+            }
+        }
         Err(AcmeError::RateLimited {
             detail,
             retry_after,
@@ -232,6 +237,31 @@ pub async fn poll_once(
             .observe(elapsed.unwrap_or_default().as_secs_f64());
     }
     (settle(result, domain_id), memory)
+}
+
+/// Counts a failed validation against the budget of the name the CA's refusal names (its detail
+/// starts with the identifier), or of every name of the order when it names none.
+async fn spend_failed_validations(services: &AppState, order: &OrderDetails, detail: &str) {
+    let identifier = detail.split(": ").next().unwrap_or_default();
+    let named: Vec<&String> = order
+        .names
+        .iter()
+        .filter(|name| name.as_str() == identifier)
+        .collect();
+    let names = if named.is_empty() {
+        order.names.iter().collect()
+    } else {
+        named
+    };
+    for name in names {
+        if let Err(error) = services
+            .store
+            .record_budget_spend(crate::app_state::FAILED_VALIDATIONS, name)
+            .await
+        {
+            tracing::warn!(%name, %error, "could not count a failed validation");
+        }
+    }
 }
 
 /// The TXT values at each of the order's challenge domains (a domain and its wildcard share

@@ -240,6 +240,7 @@ async fn tend(
             tracing::warn!(domain_id = %view.id, %error, "could not place the renewal order");
             let not_before = match &error {
                 AcmeError::RateLimited { retry_after, .. } => *retry_after,
+                AcmeError::BudgetSpent { retry_after, .. } => Some(*retry_after),
                 _ => None,
             };
             let reason = match error {

@@ -139,10 +139,29 @@ impl From<AcmeError> for ApiError {
     fn from(error: AcmeError) -> Self {
         match error {
             AcmeError::Vault(VaultError::Store(error)) if error.is_unavailable() => error.into(),
+            AcmeError::BudgetSpent {
+                detail,
+                retry_after,
+            } => {
+                let retry_after_secs = (retry_after - chrono::Utc::now())
+                    .to_std()
+                    .map_or(1, |wait| wait.as_secs().max(1));
+                Self::TooManyRequests {
+                    message: format!(
+                        "{detail}; the CA was not asked and nothing was recorded, retry after \
+                         {retry_after_secs} s"
+                    ),
+                    retry_after_secs,
+                }
+            }
             AcmeError::RateLimited {
                 detail,
                 retry_after,
             } => {
+                crate::metrics::METRICS
+                    .ca_refusals
+                    .get_or_create(&crate::metrics::BudgetLabel { budget: "ca" })
+                    .inc();
                 // Without a time from the CA, a minute: sooner would only be refused again.
                 let retry_after_secs = retry_after
                     .and_then(|at| (at - chrono::Utc::now()).to_std().ok())

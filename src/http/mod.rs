@@ -4,6 +4,7 @@
 mod audit;
 mod auth;
 mod bodies;
+mod ca;
 mod certificates;
 mod domains;
 mod error;
@@ -106,6 +107,7 @@ pub fn register_routes(cfg: &mut web::ServiceConfig) -> Vec<(Method, &'static st
         web::to(openapi::serve),
     );
     table.add(Token, Method::GET, "/metrics", web::to(metrics));
+    table.add(Token, Method::GET, "/ca", web::to(ca::get));
     table.add(Token, Method::POST, "/domains", web::to(domains::register));
     table.add(Token, Method::GET, "/domains", web::to(domains::list));
     table.add(Token, Method::GET, "/domains/{id}", web::to(domains::get));

@@ -8,7 +8,7 @@ use actix_web::{web, HttpResponse};
 use utoipa::openapi::security::{HttpAuthScheme, HttpBuilder, SecurityScheme};
 use utoipa::OpenApi;
 
-use super::{audit, certificates, domains, events, renewals, webhooks};
+use super::{audit, ca, certificates, domains, events, renewals, webhooks};
 
 /// The API's description: every route of [`super::register_routes`] (a test holds the two
 /// together).
@@ -51,6 +51,7 @@ use super::{audit, certificates, domains, events, renewals, webhooks};
         super::healthz,
         super::readyz,
         super::metrics,
+        ca::get,
         serve,
     ),
     modifiers(&BearerToken),

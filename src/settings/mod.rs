@@ -91,6 +91,15 @@ pub struct Settings {
     pub acme_eab_kid: Option<String>,
     /// The HMAC key of the External Account Binding, base64url as CAs hand it out.
     pub acme_eab_hmac_key: Option<Secret>,
+    /// New orders the account may ask for per window, all replicas together (`300/3h`, Let's
+    /// Encrypt's limit; `0/1h` asks for none). ARI renewals, which Let's Encrypt exempts, are
+    /// not counted.
+    #[serde(deserialize_with = "parse::budget", serialize_with = "show::budget")]
+    pub acme_new_order_budget: Budget,
+    /// Failed validations one name may have per window before its orders wait (`5/1h`, Let's
+    /// Encrypt's limit).
+    #[serde(deserialize_with = "parse::budget", serialize_with = "show::budget")]
+    pub acme_failed_validation_budget: Budget,
     /// Extra root certificate (PEM) to trust for the ACME server's HTTPS (Pebble needs one).
     #[serde(deserialize_with = "parse::existing_file")]
     pub acme_ca_bundle: Option<PathBuf>,
@@ -210,6 +219,22 @@ pub struct Settings {
     pub webhook_secret_overlap: Duration,
 }
 
+/// A budget kept for the CA: so many units per window.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Budget {
+    /// Units per window.
+    pub limit: u32,
+    /// The sliding window.
+    pub window: Duration,
+}
+
+impl Budget {
+    /// The window as a chrono duration.
+    pub fn chrono_window(&self) -> chrono::Duration {
+        chrono::Duration::from_std(self.window).unwrap_or_else(|_| chrono::Duration::days(1))
+    }
+}
+
 /// How log lines are written.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
 #[serde(rename_all = "lowercase")]
@@ -240,6 +265,14 @@ impl Default for Settings {
             acme_directory: LETS_ENCRYPT_STAGING.to_owned(),
             acme_email: None,
             acme_eab_kid: None,
+            acme_new_order_budget: Budget {
+                limit: 300,
+                window: Duration::from_secs(3 * 3600),
+            },
+            acme_failed_validation_budget: Budget {
+                limit: 5,
+                window: Duration::from_secs(3600),
+            },
             acme_eab_hmac_key: None,
             acme_ca_bundle: None,
             dns_nameservers: Vec::new(),

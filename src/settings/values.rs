@@ -61,6 +61,11 @@ pub(super) mod show {
         serializer.serialize_str(&redact_url_password(url))
     }
 
+    /// A budget as the environment spells it: `300/10800000ms`.
+    pub fn budget<S: Serializer>(value: &Budget, serializer: S) -> Result<S::Ok, S::Error> {
+        serializer.serialize_str(&format!("{}/{}ms", value.limit, value.window.as_millis()))
+    }
+
     /// A list of durations as the environment spells it: `60000ms,600000ms`.
     pub fn durations<S: Serializer>(values: &[Duration], serializer: S) -> Result<S::Ok, S::Error> {
         let text: Vec<String> = values
@@ -171,6 +176,25 @@ pub(super) mod parse {
                 .map_err(|_| de::Error::custom(format!("{part:?} is not an ip or ip:port")))
         });
         servers.collect()
+    }
+
+    /// A budget: `<units>/<window>`, e.g. `300/3h`.
+    pub fn budget<'de, D: Deserializer<'de>>(d: D) -> Result<Budget, D::Error> {
+        read(d, |text| {
+            let (limit, window) = text
+                .trim()
+                .split_once('/')
+                .ok_or_else(|| "expected <units>/<window>, e.g. 300/3h".to_owned())?;
+            let limit: u32 = limit
+                .trim()
+                .parse()
+                .map_err(|_| format!("{limit:?} is not a whole number of units"))?;
+            let window = parse_duration(window.trim())?;
+            if window.is_zero() {
+                return Err("the window must be longer than zero".to_owned());
+            }
+            Ok(Budget { limit, window })
+        })
     }
 
     /// `true` or `false` (also `1`/`0`, `yes`/`no`).

@@ -27,6 +27,7 @@ macro_rules! on_both_stores {
 
 mod ari;
 mod audit;
+mod ca_etiquette;
 mod crash;
 mod delegation;
 mod ecosystem;

@@ -58,6 +58,14 @@ pub enum AcmeError {
     /// Our own store (or its key vault) failed.
     #[error(transparent)]
     Vault(#[from] VaultError),
+    /// A budget kept for the CA is spent: nothing was asked of it.
+    #[error("{detail}")]
+    BudgetSpent {
+        /// Which budget, and how it stands.
+        detail: String,
+        /// When it has a unit again.
+        retry_after: chrono::DateTime<chrono::Utc>,
+    },
     /// The CA refused for now (`rateLimited`, or `503`), saying until when when it did: nothing
     /// is to be asked of it before then.
     #[error("the CA refused for now: {detail}")]

@@ -47,7 +47,7 @@ impl AcmeClient {
                 }
             }
         });
-        let (placed, retry_after) = noting_retry_after(placing).await;
+        let (placed, retry_after) = noting_retry_after(Box::pin(placing)).await;
         placed.map_err(|error| {
             rate_limited(&error, retry_after)
                 .unwrap_or_else(|| AcmeError::OrderCreation(error.to_string()))
@@ -70,7 +70,7 @@ impl AcmeClient {
         // account lock) for ever: past this, the attempt counts as a transient failure.
         let completing =
             tokio::time::timeout(COMPLETION_TIMEOUT, self.complete_order_once(order, key));
-        let (completed, retry_after) = noting_retry_after(completing).await;
+        let (completed, retry_after) = noting_retry_after(Box::pin(completing)).await;
         match completed {
             // A CA that said when to come back is not asked again before then.
             Ok(Err(AcmeError::Unavailable(detail))) if retry_after.is_some() => {

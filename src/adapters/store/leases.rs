@@ -31,6 +31,10 @@ pub(super) const FEED_POSITION_LOCK: i64 = 7246002;
 /// register one ACME account.
 pub(super) const ACCOUNT_LOCK: i64 = 7246003;
 
+/// Serialises spending the CA budgets across replicas (a transaction lock), so that two
+/// replicas checking at once cannot both take the last unit.
+pub(super) const BUDGET_LOCK: i64 = 7246004;
+
 /// Holds a SQLite database for one process for as long as it lives (an OS file lock on
 /// `<database>.lock`, released by the OS when the process ends, however it ends).
 #[derive(Debug)]
@@ -219,7 +223,12 @@ mod tests {
 
     #[test]
     fn every_advisory_lock_has_a_number_of_its_own() {
-        let locks = [MIGRATION_LOCK, FEED_POSITION_LOCK, ACCOUNT_LOCK];
+        let locks = [
+            MIGRATION_LOCK,
+            FEED_POSITION_LOCK,
+            ACCOUNT_LOCK,
+            BUDGET_LOCK,
+        ];
         for (i, lock) in locks.iter().enumerate() {
             assert!(!locks[i + 1..].contains(lock), "{lock} is taken twice");
         }

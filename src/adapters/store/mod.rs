@@ -22,6 +22,8 @@
 //! - `views.rs`: the read projections, their writes, reads and checkpoints.
 //! - `secrets.rs`: the sealed ACME credentials and certificate keys, and re-sealing them.
 //! - `checkpoints.rs`: the signed checkpoints of the audit log.
+//! - `ca_budgets.rs`: the budgets kept for the CA (new orders, failed validations), shared by
+//!   every replica.
 //! - `webhooks.rs`: webhook delivery: each endpoint's feed cursor, its outbox of messages, every
 //!   attempt, the sealed signing secrets.
 
@@ -125,6 +127,7 @@ macro_rules! on_pool {
     };
 }
 
+mod ca_budgets;
 mod checkpoints;
 mod feed;
 mod leases;
@@ -135,6 +138,7 @@ mod secrets;
 mod views;
 mod webhooks;
 
+pub use ca_budgets::BudgetUse;
 pub use feed::{EventTable, ProjectionRow};
 pub use leases::{lock_sqlite_exclusively, SqliteReplicaLock};
 pub use secrets::SecretTable;

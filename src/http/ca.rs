@@ -1,0 +1,122 @@
+//! `GET /ca`: the CA the service asks, and how the budgets it keeps for it stand.
+
+use actix_web::HttpResponse;
+use chrono::{DateTime, Utc};
+use serde::Serialize;
+
+use super::bodies::{rfc3339, rfc3339_opt, CallerErrors};
+use super::{ApiError, SharedState};
+use crate::app_state::{FAILED_VALIDATIONS, NEW_ORDERS};
+use crate::metrics::METRICS;
+use crate::settings::Budget;
+
+/// How one budget stands.
+#[derive(Debug, Serialize, utoipa::ToSchema)]
+pub struct BudgetBody {
+    /// Units per window.
+    pub limit: u32,
+    /// The sliding window, e.g. `3h`.
+    pub window: String,
+    /// Units spent in the window (for `new_orders`: by every replica together).
+    pub spent: u32,
+    /// Units left.
+    pub left: u32,
+    /// When the oldest spent unit leaves the window; absent when none is spent.
+    #[serde(
+        serialize_with = "rfc3339_opt",
+        skip_serializing_if = "Option::is_none"
+    )]
+    pub frees_at: Option<DateTime<Utc>>,
+}
+
+/// A name whose validations failed in the window.
+#[derive(Debug, Serialize, utoipa::ToSchema)]
+pub struct NameBudgetBody {
+    /// The name.
+    pub name: String,
+    /// Failed validations in the window.
+    pub spent: u32,
+    /// Whether its orders wait (its budget is spent).
+    pub waiting: bool,
+    /// When the oldest failure leaves the window.
+    #[serde(serialize_with = "rfc3339")]
+    pub frees_at: DateTime<Utc>,
+}
+
+/// `200` body of `GET /ca`.
+#[derive(Debug, Serialize, utoipa::ToSchema)]
+pub struct CaBody {
+    /// The ACME directory asked.
+    pub directory: String,
+    /// Whether new accounts are bound to an external account (EAB).
+    pub external_account_binding: bool,
+    /// The account's new orders in the window (`ACME_NEW_ORDER_BUDGET`).
+    pub new_orders: BudgetBody,
+    /// The failed-validation budget per name (`ACME_FAILED_VALIDATION_BUDGET`): its limit and
+    /// window, and the names that spent some of it (up to 100, most spent first).
+    pub failed_validations: FailedValidationsBody,
+}
+
+/// The failed-validation budget and the names that spent some of it.
+#[derive(Debug, Serialize, utoipa::ToSchema)]
+pub struct FailedValidationsBody {
+    /// Failures per name per window.
+    pub limit: u32,
+    /// The sliding window, e.g. `1h`.
+    pub window: String,
+    /// Names with failures in the window.
+    pub names: Vec<NameBudgetBody>,
+}
+
+fn window_of(budget: &Budget) -> String {
+    humantime::format_duration(budget.window).to_string()
+}
+
+/// `GET /ca`: the CA asked, and the budgets kept so that it need not say no.
+#[utoipa::path(
+    get, path = "/ca", operation_id = "caBudgets", tag = "operations",
+    responses((status = 200, description = "The CA and the budgets kept for it", body = CaBody), CallerErrors),
+    security(("bearer" = []))
+)]
+pub async fn get(services: SharedState) -> Result<HttpResponse, ApiError> {
+    let settings = &services.settings;
+    let orders = settings.acme_new_order_budget;
+    let spent_orders = services
+        .store
+        .budget_use(NEW_ORDERS, orders.chrono_window())
+        .await?
+        .into_iter()
+        .find(|used| used.subject == settings.acme_directory);
+    let spent = spent_orders.as_ref().map_or(0, |used| used.spent);
+    let left = orders.limit.saturating_sub(spent);
+    METRICS.ca_new_orders_left.set(i64::from(left));
+    let failures = settings.acme_failed_validation_budget;
+    let names = services
+        .store
+        .budget_use(FAILED_VALIDATIONS, failures.chrono_window())
+        .await?
+        .into_iter()
+        .map(|used| NameBudgetBody {
+            waiting: used.spent >= failures.limit,
+            name: used.subject,
+            spent: used.spent,
+            frees_at: used.frees_at,
+        })
+        .collect();
+    Ok(HttpResponse::Ok().json(CaBody {
+        directory: settings.acme_directory.clone(),
+        external_account_binding: settings.external_account_binding().is_some(),
+        new_orders: BudgetBody {
+            limit: orders.limit,
+            window: window_of(&orders),
+            spent,
+            left,
+            frees_at: spent_orders.map(|used| used.frees_at),
+        },
+        failed_validations: FailedValidationsBody {
+            limit: failures.limit,
+            window: window_of(&failures),
+            names,
+        },
+    }))
+}

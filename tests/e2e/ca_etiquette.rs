@@ -1,0 +1,187 @@
+//! Keeping the CA's limits before it has to say no, on both stores against Pebble: the
+//! account's new-order budget answers `429` with `Retry-After` before the CA is asked, and
+//! records nothing; on PostgreSQL two replicas share it; a name whose validations failed too
+//! often waits; `GET /ca` shows where the budgets stand; bad budget settings stop the start.
+
+use std::collections::HashMap;
+
+use dns_handling_testkit::{
+    pebble_and_database, start_expecting_refusal, verified_domain, Pebble, PebbleOptions, Service,
+    StoreKind,
+};
+use serde_json::Value;
+
+use crate::BINARY;
+
+crate::on_both_stores!(the_new_order_budget_answers_429_before_the_ca_is_asked_and_records_nothing);
+crate::on_both_stores!(a_name_whose_validation_failed_too_often_waits_for_its_window);
+
+/// The number of events in a domain's history.
+async fn history_len(service: &Service, id: &str) -> usize {
+    let (code, history) = service.get(&format!("/domains/{id}/events")).await;
+    assert_eq!(code, 200, "{history}");
+    history.as_array().expect("a list").len()
+}
+
+async fn the_new_order_budget_answers_429_before_the_ca_is_asked_and_records_nothing(
+    kind: StoreKind,
+) {
+    let (pebble, _database, mut env) = pebble_and_database(kind).await;
+    env.insert("ACME_NEW_ORDER_BUDGET".into(), "2/1h".into());
+    let service = Service::start(BINARY, &env);
+    for n in 0..2 {
+        let id = verified_domain(&service, &pebble, &format!("d{n}.budget.test")).await;
+        let (code, started, _) = post_with_retry_after(&service, &id).await;
+        assert_eq!(code, 202, "{started}");
+    }
+    let id = verified_domain(&service, &pebble, "third.budget.test").await;
+    let before = history_len(&service, &id).await;
+    let (code, refused, retry_after) = post_with_retry_after(&service, &id).await;
+    assert_eq!(code, 429, "{refused}");
+    let message = refused["error"].as_str().expect("an error");
+    assert!(message.contains("ACME_NEW_ORDER_BUDGET"), "{message}");
+    let seconds: u64 = retry_after.expect("Retry-After").parse().expect("seconds");
+    assert!((3000..=3600).contains(&seconds), "{seconds}");
+    assert_eq!(history_len(&service, &id).await, before, "nothing recorded");
+    let (_, view) = service.get(&format!("/domains/{id}")).await;
+    assert_eq!(view["status"], "verified");
+
+    let (code, ca) = service.get("/ca").await;
+    assert_eq!(code, 200, "{ca}");
+    assert_eq!(ca["new_orders"]["limit"], 2);
+    assert_eq!(ca["new_orders"]["spent"], 2);
+    assert_eq!(ca["new_orders"]["left"], 0);
+    assert!(ca["new_orders"]["frees_at"].is_string(), "{ca}");
+    let metrics = service.metrics().await;
+    assert!(
+        metrics.contains("dns_handling_ca_refusals_total{budget=\"new_orders\"} 1"),
+        "{metrics}"
+    );
+}
+
+/// `POST /domains/{id}/issue-certificate`: status, body and `Retry-After`.
+async fn post_with_retry_after(service: &Service, id: &str) -> (u16, Value, Option<String>) {
+    let response = reqwest::Client::new()
+        .post(service.url(&format!("/domains/{id}/issue-certificate")))
+        .send()
+        .await
+        .unwrap_or_else(|error| panic!("no answer: {error}\n{}", service.log()));
+    let code = response.status().as_u16();
+    let retry_after = response
+        .headers()
+        .get("retry-after")
+        .and_then(|value| value.to_str().ok())
+        .map(str::to_owned);
+    let body = response.json().await.expect("JSON");
+    (code, body, retry_after)
+}
+
+async fn a_name_whose_validation_failed_too_often_waits_for_its_window(kind: StoreKind) {
+    let (pebble, _database, mut env) = pebble_and_database(kind).await;
+    env.insert("ACME_FAILED_VALIDATION_BUDGET".into(), "1/1h".into());
+    // The service looks records up at a DNS server of its own (a second challtestsrv) where
+    // the test publishes the right value; the CA looks at its own, which never gets it: the
+    // service tells the CA, and the CA's validation fails.
+    let decoy = Pebble::start(PebbleOptions::default());
+    env.insert("DNS_NAMESERVERS".into(), decoy.nameserver());
+    let service = Service::start(BINARY, &env);
+    let name = "unlucky.budget.test";
+    let id = verified_domain(&service, &decoy, name).await;
+    let (code, started) = service
+        .post(&format!("/domains/{id}/issue-certificate"), None)
+        .await;
+    assert_eq!(code, 202, "{started}");
+    decoy.set_txt(
+        started["challenge_domain"].as_str().expect("a name"),
+        started["expected_txt_value"].as_str().expect("a value"),
+    );
+    let view = service
+        .wait_for_status(&id, &["failed"], std::time::Duration::from_secs(60))
+        .await;
+    assert_eq!(
+        view["failure_reason"]["code"], "challenge_invalid",
+        "{view}"
+    );
+    let _ = &pebble;
+    let (code, retried) = service.post(&format!("/domains/{id}/retry"), None).await;
+    assert_eq!(code, 200, "{retried}");
+
+    let before = history_len(&service, &id).await;
+    let (code, refused, retry_after) = post_with_retry_after(&service, &id).await;
+    assert_eq!(code, 429, "{refused}");
+    let message = refused["error"].as_str().expect("an error");
+    assert!(
+        message.contains(name) && message.contains("ACME_FAILED_VALIDATION_BUDGET"),
+        "{message}"
+    );
+    assert!(retry_after.is_some());
+    assert_eq!(history_len(&service, &id).await, before, "nothing recorded");
+    let (_, ca) = service.get("/ca").await;
+    let names = ca["failed_validations"]["names"].as_array().expect("names");
+    assert!(
+        names
+            .iter()
+            .any(|n| n["name"] == name && n["waiting"] == true),
+        "{ca}"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn two_replicas_share_the_new_order_budget() {
+    let (pebble, _database, mut env) = pebble_and_database(StoreKind::Postgres).await;
+    env.insert("ACME_NEW_ORDER_BUDGET".into(), "2/1h".into());
+    let mut on_a = env.clone();
+    on_a.insert("REPLICA_ID".into(), "replica-a".into());
+    let mut on_b = env.clone();
+    on_b.insert("REPLICA_ID".into(), "replica-b".into());
+    let replica_a = Service::start(BINARY, &on_a);
+    let replica_b = Service::start(BINARY, &on_b);
+    for (n, replica) in [&replica_a, &replica_b].into_iter().enumerate() {
+        let id = verified_domain(replica, &pebble, &format!("r{n}.shared-budget.test")).await;
+        let (code, started) = replica
+            .post(&format!("/domains/{id}/issue-certificate"), None)
+            .await;
+        assert_eq!(code, 202, "{started}");
+    }
+    for replica in [&replica_a, &replica_b] {
+        let id = verified_domain(replica, &pebble, &format!("{}.over.test", uuid_label())).await;
+        let (code, refused, _) = post_with_retry_after(replica, &id).await;
+        assert_eq!(code, 429, "{refused}");
+    }
+}
+
+/// A label no other test uses.
+fn uuid_label() -> String {
+    format!(
+        "x{}",
+        std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map(|d| d.as_nanos())
+            .unwrap_or_default()
+    )
+}
+
+#[test]
+fn bad_budget_and_binding_settings_stop_the_start_naming_the_setting() {
+    for (setting, value) in [
+        ("ACME_NEW_ORDER_BUDGET", "many"),
+        ("ACME_NEW_ORDER_BUDGET", "300/0s"),
+        ("ACME_FAILED_VALIDATION_BUDGET", "5 per hour"),
+        ("ACME_EAB_KID", "kid-without-a-key"),
+    ] {
+        let env: HashMap<String, String> = [
+            (setting.to_owned(), value.to_owned()),
+            ("DATABASE_URL".to_owned(), "sqlite::memory:".to_owned()),
+        ]
+        .into_iter()
+        .collect();
+        let (status, log) = start_expecting_refusal(BINARY, &env);
+        assert!(!status.success());
+        let named = if setting == "ACME_EAB_KID" {
+            "ACME_EAB_HMAC_KEY"
+        } else {
+            setting
+        };
+        assert!(log.contains(named), "{setting}={value}: {log}");
+    }
+}
