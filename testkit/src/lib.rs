@@ -9,10 +9,11 @@
 //! | module | what |
 //! | --- | --- |
 //! | `process` | temporary directories, free ports, child processes killed on drop |
-//! | `pebble` | Pebble and pebble-challtestsrv: the CA and the DNS server the tests publish on |
+//! | `pebble` | Pebble (External Account Binding when asked) and pebble-challtestsrv, the DNS server the tests publish on |
 //! | `unbound` | a recursive resolver chaining DNS servers on loopback (Pebble's, for delegations) |
 //! | `dig` | dig as a test's DNS client: status, flags and records of an answer |
-//! | `ari` | an HTTPS front for Pebble adding ACME Renewal Information with windows the test sets |
+//! | `ca_front` | an HTTPS front for Pebble injecting rate limits, outages, profiles, renewal information |
+//! | `ari` | that front with ACME Renewal Information, under the names the renewal tests know |
 //! | `database` | a test database of its own on SQLite or PostgreSQL, and SQL straight at it |
 //! | `service` | the service binary as a process, its operator commands, HTTP calls to it |
 //! | `setup` | the environment a service starts with, and domains taken to `verified`/`active` |
@@ -21,19 +22,23 @@
 #![forbid(unsafe_code)]
 
 mod ari;
+mod ca_front;
 mod database;
 mod dig;
 mod pebble;
 mod process;
 mod service;
 mod setup;
+#[cfg(test)]
+mod test_support;
 mod unbound;
 mod webhooks;
 
 pub use ari::AriFront;
+pub use ca_front::{CaFront, FrontTarget};
 pub use database::{drop_postgres_database, postgres_admin_url, StoreKind, TestDatabase};
 pub use dig::{dig, try_dig, DigAnswer, DigRecord};
-pub use pebble::{Pebble, PebbleOptions};
+pub use pebble::{eab_key, Pebble, PebbleOptions};
 pub use process::{free_dns_port, free_port, ChildGuard, TempDir};
 pub use service::{run_command, sample, start_expecting_refusal, Service};
 pub use setup::{

@@ -17,6 +17,9 @@ use serde_json::{json, Value};
 use crate::process::{free_dns_port, free_port, spawn, wait_for_tcp, ChildGuard, TempDir};
 use crate::unbound::Unbound;
 
+#[cfg(test)]
+mod tests;
+
 /// Where a missing Pebble comes from.
 const INSTALL_HINT: &str =
     "Run the test script (tests/run.sh), which installs Pebble (apt-get install pebble).";
@@ -53,6 +56,19 @@ pub struct PebbleOptions {
     /// zones to their servers and every other name to challtestsrv, following CNAMEs across;
     /// [`Pebble::nameserver`] is then that unbound.
     pub delegated_zones: Vec<(String, SocketAddr)>,
+    /// External Account Binding (RFC 8555 §7.3.4): `Some` makes Pebble refuse a newAccount
+    /// without a binding (`externalAccountBindingRequired`) and accept bindings made with these
+    /// keys (`externalAccountMACKeys`): `(kid, key)`, the HMAC key as Pebble's config takes it,
+    /// base64url without padding (see [`eab_key`]). `None` (the default): no binding asked for.
+    pub external_account_binding: Option<Vec<(String, String)>>,
+}
+
+/// An External Account Binding key as [`PebbleOptions::external_account_binding`] takes it:
+/// `key` (the raw HMAC key, what instant-acme's `ExternalAccountKey::new` takes) in base64url
+/// without padding, the encoding Pebble 2.4 decodes its `externalAccountMACKeys` with.
+pub fn eab_key(key: &[u8]) -> String {
+    use base64::Engine as _;
+    base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(key)
 }
 
 impl Pebble {
@@ -91,6 +107,13 @@ impl Pebble {
         let mut config = config;
         if let Some(seconds) = options.certificate_validity_secs {
             config["pebble"]["certificateValidityPeriod"] = json!(seconds);
+        }
+        if let Some(keys) = &options.external_account_binding {
+            config["pebble"]["externalAccountBindingRequired"] = json!(true);
+            config["pebble"]["externalAccountMACKeys"] = keys
+                .iter()
+                .map(|(kid, key)| (kid.clone(), json!(key)))
+                .collect();
         }
         let config_path = dir.path().join("pebble.json");
         std::fs::write(&config_path, config.to_string()).expect("write pebble config");
@@ -174,8 +197,23 @@ impl Pebble {
         self.dir.path().join("test-ca.pem")
     }
 
+    /// A CA file trusting this Pebble's HTTPS certificate and each of `others`' (every Pebble has
+    /// a test CA of its own), for a client of a primary and a fallback CA that takes one bundle.
+    /// Written into this Pebble's directory: it lives as long as this Pebble.
+    pub fn ca_bundle_with(&self, others: &[&Pebble]) -> PathBuf {
+        let mut bundle = std::fs::read_to_string(self.ca_bundle()).expect("read the test CA");
+        let mut name = format!("test-ca-{}", self.acme_port);
+        for other in others {
+            bundle.push_str(&std::fs::read_to_string(other.ca_bundle()).expect("read a test CA"));
+            name.push_str(&format!("+{}", other.acme_port));
+        }
+        let path = self.dir.path().join(format!("{name}.pem"));
+        std::fs::write(&path, bundle).expect("write the CA bundle");
+        path
+    }
+
     /// Pebble's HTTPS certificate and key files (`localhost`/`127.0.0.1`, signed by the CA of
-    /// [`Pebble::ca_bundle`]): the ARI front serves with them, so clients that trust Pebble
+    /// [`Pebble::ca_bundle`]): the CA front serves with them, so clients that trust Pebble
     /// trust it too.
     pub(crate) fn https_identity(&self) -> (PathBuf, PathBuf) {
         (
