@@ -5,9 +5,11 @@
 
 use std::collections::HashMap;
 
+use std::time::{Duration, Instant};
+
 use dns_handling_testkit::{
-    pebble_and_database, start_expecting_refusal, verified_domain, Pebble, PebbleOptions, Service,
-    StoreKind,
+    eab_key, pebble_and_database, service_env, start_expecting_refusal, verified_domain, CaFront,
+    FrontTarget, Pebble, PebbleOptions, Service, StoreKind, TestDatabase,
 };
 use serde_json::Value;
 
@@ -15,6 +17,11 @@ use crate::BINARY;
 
 crate::on_both_stores!(the_new_order_budget_answers_429_before_the_ca_is_asked_and_records_nothing);
 crate::on_both_stores!(a_name_whose_validation_failed_too_often_waits_for_its_window);
+crate::on_both_stores!(
+    a_rate_limited_new_order_is_a_429_with_the_cas_retry_after_and_records_nothing
+);
+crate::on_both_stores!(a_finalization_the_ca_defers_waits_out_its_retry_after_then_completes);
+crate::on_both_stores!(a_ca_that_requires_external_account_binding_gets_it);
 
 /// The number of events in a domain's history.
 async fn history_len(service: &Service, id: &str) -> usize {
@@ -96,7 +103,7 @@ async fn a_name_whose_validation_failed_too_often_waits_for_its_window(kind: Sto
         started["expected_txt_value"].as_str().expect("a value"),
     );
     let view = service
-        .wait_for_status(&id, &["failed"], std::time::Duration::from_secs(60))
+        .wait_for_status(&id, &["failed"], Duration::from_secs(60))
         .await;
     assert_eq!(
         view["failure_reason"]["code"], "challenge_invalid",
@@ -184,4 +191,101 @@ fn bad_budget_and_binding_settings_stop_the_start_naming_the_setting() {
         };
         assert!(log.contains(named), "{setting}={value}: {log}");
     }
+}
+
+async fn a_rate_limited_new_order_is_a_429_with_the_cas_retry_after_and_records_nothing(
+    kind: StoreKind,
+) {
+    let (pebble, _database, mut env) = pebble_and_database(kind).await;
+    let front = CaFront::start(&pebble);
+    env.insert("ACME_DIRECTORY".into(), front.directory_url());
+    let service = Service::start(BINARY, &env);
+    let id = verified_domain(&service, &pebble, "limited.ca.test").await;
+    let before = history_len(&service, &id).await;
+    front.answer_rate_limited(FrontTarget::NewOrder, 1, Duration::from_secs(120));
+
+    let (code, refused, retry_after) = post_with_retry_after(&service, &id).await;
+    assert_eq!(code, 429, "{refused}");
+    let message = refused["error"].as_str().expect("an error");
+    assert!(
+        message.contains("rateLimited"),
+        "the CA's problem: {message}"
+    );
+    let seconds: u64 = retry_after.expect("Retry-After").parse().expect("seconds");
+    assert!(
+        (100..=120).contains(&seconds),
+        "the CA's Retry-After: {seconds}"
+    );
+    assert_eq!(
+        front.requests(FrontTarget::NewOrder),
+        1,
+        "not asked again at once"
+    );
+    assert_eq!(history_len(&service, &id).await, before, "nothing recorded");
+    // Once the CA takes orders again, the same request goes through.
+    let (code, started, _) = post_with_retry_after(&service, &id).await;
+    assert_eq!(code, 202, "{started}");
+}
+
+async fn a_finalization_the_ca_defers_waits_out_its_retry_after_then_completes(kind: StoreKind) {
+    let (pebble, _database, mut env) = pebble_and_database(kind).await;
+    let front = CaFront::start(&pebble);
+    env.insert("ACME_DIRECTORY".into(), front.directory_url());
+    let service = Service::start(BINARY, &env);
+    let id = verified_domain(&service, &pebble, "deferred.ca.test").await;
+    front.answer_unavailable(FrontTarget::Finalize, 1, Duration::from_secs(3));
+    let (code, started, _) = post_with_retry_after(&service, &id).await;
+    assert_eq!(code, 202, "{started}");
+    let published = Instant::now();
+    pebble.set_txt(
+        started["challenge_domain"].as_str().expect("a name"),
+        started["expected_txt_value"].as_str().expect("a value"),
+    );
+    let view = service
+        .wait_for_status(&id, &["active", "failed"], Duration::from_secs(60))
+        .await;
+    assert_eq!(view["status"], "active", "{view}");
+    assert!(
+        published.elapsed() >= Duration::from_secs(3),
+        "finalized again before the CA's Retry-After: {:?}",
+        published.elapsed()
+    );
+    assert_eq!(
+        front.requests(FrontTarget::Finalize),
+        2,
+        "one deferred finalization, one after the wait"
+    );
+}
+
+async fn a_ca_that_requires_external_account_binding_gets_it(kind: StoreKind) {
+    let key = b"an hmac key for the test account";
+    let pebble = Pebble::start(PebbleOptions {
+        external_account_binding: Some(vec![("kid-1".into(), eab_key(key))]),
+        ..PebbleOptions::default()
+    });
+    let database = TestDatabase::create(kind).await;
+    let env = service_env(&pebble, &database);
+
+    // Without the binding the CA refuses the account, and the error says what it wants.
+    let service = Service::start(BINARY, &env);
+    let id = verified_domain(&service, &pebble, "unbound.eab.test").await;
+    let (code, refused, _) = post_with_retry_after(&service, &id).await;
+    assert_eq!(code, 500, "{refused}");
+    let message = refused["error"].as_str().expect("an error");
+    assert!(
+        message.contains("requires External Account Binding"),
+        "{message}"
+    );
+    assert!(message.contains("ACME_EAB_KID"), "{message}");
+    drop(service);
+
+    let mut bound = env.clone();
+    bound.insert("ACME_EAB_KID".into(), "kid-1".into());
+    bound.insert("ACME_EAB_HMAC_KEY".into(), eab_key(key));
+    let service = Service::start(BINARY, &bound);
+    let (code, started, _) = post_with_retry_after(&service, &id).await;
+    assert_eq!(code, 202, "{started}");
+    let (code, ca) = service.get("/ca").await;
+    assert_eq!(code, 200);
+    assert_eq!(ca["external_account_binding"], true, "{ca}");
 }
