@@ -74,8 +74,14 @@ impl Application {
             settings.acme_email.clone(),
             settings.acme_ca_bundle.clone(),
             settings.external_account_binding(),
+            settings.acme_profile.clone(),
             vault.clone(),
         );
+        if settings.acme_profile.is_some() {
+            // Asks the CA (its directory, and the account): a profile it does not list stops
+            // the start here rather than failing every order.
+            acme.check_profile().await?;
+        }
         let dns: Arc<dyn DnsLookup> = match lookup {
             Some(lookup) => lookup,
             None => Arc::new(

@@ -85,6 +85,10 @@ pub struct Settings {
     pub acme_directory: String,
     /// Contact e-mail for the ACME account.
     pub acme_email: Option<String>,
+    /// The ACME profile orders ask for, where the CA lists profiles (Let's Encrypt: `classic`,
+    /// `tlsserver`, `shortlived`); checked against the CA's directory at start.
+    #[serde(deserialize_with = "parse::trimmed")]
+    pub acme_profile: Option<String>,
     /// The key id of an External Account Binding, for CAs that require one (ZeroSSL, Google
     /// Trust Services, SSL.com); with `ACME_EAB_HMAC_KEY`.
     #[serde(deserialize_with = "parse::trimmed")]
@@ -265,6 +269,7 @@ impl Default for Settings {
             acme_directory: LETS_ENCRYPT_STAGING.to_owned(),
             acme_email: None,
             acme_eab_kid: None,
+            acme_profile: None,
             acme_new_order_budget: Budget {
                 limit: 300,
                 window: Duration::from_secs(3 * 3600),

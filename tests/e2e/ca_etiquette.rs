@@ -22,6 +22,7 @@ crate::on_both_stores!(
 );
 crate::on_both_stores!(a_finalization_the_ca_defers_waits_out_its_retry_after_then_completes);
 crate::on_both_stores!(a_ca_that_requires_external_account_binding_gets_it);
+crate::on_both_stores!(orders_ask_for_the_profile_the_ca_lists);
 
 /// The number of events in a domain's history.
 async fn history_len(service: &Service, id: &str) -> usize {
@@ -288,4 +289,40 @@ async fn a_ca_that_requires_external_account_binding_gets_it(kind: StoreKind) {
     let (code, ca) = service.get("/ca").await;
     assert_eq!(code, 200);
     assert_eq!(ca["external_account_binding"], true, "{ca}");
+}
+
+/// Pebble 2.4 lists no profiles: the front lists Let's Encrypt's and records what each new
+/// order asks for (Pebble itself ignores the field).
+async fn orders_ask_for_the_profile_the_ca_lists(kind: StoreKind) {
+    let (pebble, _database, mut env) = pebble_and_database(kind).await;
+    let front = CaFront::start(&pebble);
+    front.profiles(&[
+        ("classic", "the default"),
+        ("shortlived", "certificates valid for about six days"),
+    ]);
+    env.insert("ACME_DIRECTORY".into(), front.directory_url());
+    env.insert("ACME_PROFILE".into(), "shortlived".into());
+    let service = Service::start(BINARY, &env);
+    let id = verified_domain(&service, &pebble, "profiled.ca.test").await;
+    let (code, started, _) = post_with_retry_after(&service, &id).await;
+    assert_eq!(code, 202, "{started}");
+    assert_eq!(front.orders_profiles(), [Some("shortlived".to_owned())]);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_profile_the_ca_does_not_list_stops_the_start_with_what_it_lists() {
+    let (pebble, _database, mut env) = pebble_and_database(StoreKind::Sqlite).await;
+    env.insert("ACME_PROFILE".into(), "tlsserver".into());
+    let (status, log) = start_expecting_refusal(BINARY, &env);
+    assert!(!status.success());
+    assert!(
+        log.contains("ACME_PROFILE=tlsserver") && log.contains("offers no profiles"),
+        "{log}"
+    );
+    let front = CaFront::start(&pebble);
+    front.profiles(&[("classic", "the default")]);
+    env.insert("ACME_DIRECTORY".into(), front.directory_url());
+    let (status, log) = start_expecting_refusal(BINARY, &env);
+    assert!(!status.success());
+    assert!(log.contains("it lists classic"), "{log}");
 }

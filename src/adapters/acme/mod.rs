@@ -97,6 +97,8 @@ pub struct AcmeClient {
     vault: KeyVault,
     /// External Account Binding (key id, HMAC key) for CAs that require it.
     external_account: Option<(String, Vec<u8>)>,
+    /// The ACME profile orders ask for (`ACME_PROFILE`), if any.
+    profile: Option<String>,
     /// Single flight: concurrent first calls wait here for the one that creates the account.
     account: Mutex<Option<Account>>,
     /// How many new orders this process asks the CA for at once. Hundreds of simultaneous
@@ -125,17 +127,20 @@ impl From<KeyCustodyError> for AcmeError {
 
 impl AcmeClient {
     /// A client for `directory_url`, trusting `ca_bundle`'s roots (else the platform's),
-    /// binding a new account to `external_account` (key id, HMAC key) when given.
+    /// binding a new account to `external_account` (key id, HMAC key) when given, its orders
+    /// asking for `profile` when given.
     pub fn new(
         directory_url: String,
         contact_email: Option<String>,
         ca_bundle: Option<std::path::PathBuf>,
         external_account: Option<(String, Vec<u8>)>,
+        profile: Option<String>,
         vault: KeyVault,
     ) -> Arc<Self> {
         Arc::new(Self {
             directory_url,
             external_account,
+            profile,
             contact_email,
             ca_bundle,
             vault,

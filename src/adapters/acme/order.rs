@@ -15,6 +15,28 @@ use super::{counted, AcmeClient, AcmeError, CreatedOrder, COMPLETION_TIMEOUT, RE
 use crate::adapters::certificate_keys::OrderKey;
 
 impl AcmeClient {
+    /// Checks that the CA lists the profile the orders are to ask for (`ACME_PROFILE`): a
+    /// profile it does not offer would fail every order, so the start fails instead.
+    pub async fn check_profile(&self) -> Result<(), AcmeError> {
+        let Some(profile) = &self.profile else {
+            return Ok(());
+        };
+        let account = self.account().await?;
+        let offered: Vec<&str> = account.profiles().map(|listed| listed.name).collect();
+        if offered.contains(&profile.as_str()) {
+            return Ok(());
+        }
+        let listed = if offered.is_empty() {
+            "none: it offers no profiles".to_owned()
+        } else {
+            offered.join(", ")
+        };
+        Err(AcmeError::AccountSetup(format!(
+            "ACME_PROFILE={profile}: the CA at {} does not list that profile (it lists {listed})",
+            self.directory_url
+        )))
+    }
+
     /// Places one new order for all of `names` (the domain first, wildcards as `*.name`) and
     /// reads the dns-01 challenge of each authorization. A renewal names the certificate it
     /// `replaces` (RFC 9773 §5) where the CA offers renewal information.
@@ -35,8 +57,11 @@ impl AcmeClient {
                 .account()
                 .await
                 .map_err(|_| instant_acme::Error::Str("the ACME account is unavailable"))?;
-            match tokio::time::timeout(REQUEST_TIMEOUT, place_order(&account, names, replaces))
-                .await
+            match tokio::time::timeout(
+                REQUEST_TIMEOUT,
+                place_order(&account, names, replaces, self.profile.as_deref()),
+            )
+            .await
             {
                 Ok(placed) => counted("new_order", placed),
                 Err(_) => {
@@ -195,9 +220,13 @@ async fn place_order(
     account: &Account,
     names: &[String],
     replaces: Option<&CertificateIdentifier<'static>>,
+    profile: Option<&str>,
 ) -> Result<CreatedOrder, instant_acme::Error> {
     let identifiers: Vec<Identifier> = names.iter().cloned().map(Identifier::Dns).collect();
     let mut new_order = NewOrder::new(&identifiers);
+    if let Some(profile) = profile {
+        new_order = new_order.profile(profile);
+    }
     if let Some(replaces) = replaces {
         new_order = new_order.replaces(replaces.clone());
     }
