@@ -76,6 +76,7 @@ fn order(n: usize) -> OrderDetails {
         key_type: CertificateKeyType::Rsa2048,
         validation: dns_handling_events::Validation::Manual,
         delegation_problem: None,
+        ca_directory: String::new(),
     }
 }
 
@@ -162,6 +163,7 @@ fn history(refused_orders: usize, key_reads: usize) -> Vec<CustomDomainEvent> {
                 not_after: now + Duration::days(90),
                 fingerprint_sha256: "ab".repeat(32),
                 chain_pem: "-----BEGIN CERTIFICATE-----\n".to_owned() + &"A".repeat(1500),
+                ca_directory: String::new(),
             },
             at: now,
         },

@@ -98,6 +98,7 @@ fn domain_events(n: usize, lifecycle: Lifecycle) -> Vec<CustomDomainEvent> {
                 key_type: CertificateKeyType::Rsa2048,
                 validation: dns_handling_events::Validation::Manual,
                 delegation_problem: None,
+                ca_directory: String::new(),
             },
             requested_at: now,
         },
@@ -121,6 +122,7 @@ fn domain_events(n: usize, lifecycle: Lifecycle) -> Vec<CustomDomainEvent> {
                     "-----BEGIN CERTIFICATE-----\n{}\n-----END CERTIFICATE-----\n",
                     "A".repeat(1400)
                 ),
+                ca_directory: String::new(),
             },
             issued_at: now,
         });

@@ -77,6 +77,22 @@ impl Application {
             settings.acme_profile.clone(),
             vault.clone(),
         );
+        let mut issuers = vec![acme.clone()];
+        for issuer in &settings.acme_fallback_issuers {
+            issuers.push(AcmeClient::new(
+                issuer.directory.clone(),
+                issuer.contact.clone(),
+                // Extra roots are extra trust, not a choice of CA: without its own, a further CA
+                // is reached with ACME_CA_BUNDLE's.
+                issuer
+                    .ca_bundle
+                    .clone()
+                    .or_else(|| settings.acme_ca_bundle.clone()),
+                issuer.external_account_binding(),
+                settings.acme_profile.clone(),
+                vault.clone(),
+            ));
+        }
         if settings.acme_profile.is_some() {
             // Asks the CA (its directory, and the account): a profile it does not list stops
             // the start here rather than failing every order.
@@ -147,6 +163,7 @@ impl Application {
             settings.webhook_allow_private_targets,
         )?;
         let services = Arc::new(AppState {
+            issuers,
             webhooks,
             webhook_events: webhook_events(),
             webhook_sender,

@@ -44,8 +44,10 @@ pub struct AppState {
     pub store: Store,
     /// Single domain views for the API, concurrent reads coalesced into one query.
     pub views: ViewReader,
-    /// The ACME client with its one account.
+    /// The ACME client of the first CA (`ACME_DIRECTORY`), with its account.
     pub acme: Arc<AcmeClient>,
+    /// Every CA, in the order orders try them: the first, then `ACME_FALLBACK_ISSUERS`.
+    pub issuers: Vec<Arc<AcmeClient>>,
     /// TXT lookups.
     pub dns: Arc<dyn DnsLookup>,
     /// Private keys, encrypted at rest.
@@ -101,12 +103,13 @@ impl AppState {
         let names = view.names();
         // Each step boxed: inline, their futures made a request's future overflow the stack of
         // an actix worker.
-        Box::pin(self.spend_budgets(&names, replaces.is_some())).await?;
+        // Each step boxed: inline, their futures made a request's future overflow the stack of
+        // an actix worker.
         let delegation = match self.settings.delegation() {
             Some(zone) => Some((Box::pin(self.delegation_problems(&zone, view)).await, zone)),
             None => None,
         };
-        let created = Box::pin(self.acme.create_order(&names, replaces)).await?;
+        let (created, acme) = Box::pin(self.create_order_somewhere(&names, replaces)).await?;
         let settings = &self.settings;
         let mut challenges = created.challenges;
         let (validation, delegation_problem) = match delegation {
@@ -132,13 +135,64 @@ impl AppState {
             key_type: settings.cert_key_type,
             validation,
             delegation_problem,
+            ca_directory: acme.directory_url().to_owned(),
         })
+    }
+
+    /// The client of the CA at `directory` (the first CA for an empty or unknown one: orders
+    /// and certificates from before several CAs went to it).
+    pub fn acme_for(&self, directory: &str) -> &Arc<AcmeClient> {
+        self.issuers
+            .iter()
+            .find(|acme| acme.directory_url() == directory)
+            .unwrap_or(&self.acme)
+    }
+
+    /// Places the order with the first CA that takes it, within that CA's budgets: the next CA
+    /// is tried when one is unreachable, refuses for now (rate limits, `503`), or its budget
+    /// is spent; a refusal on policy (the names, the account) is the answer. A renewal naming
+    /// what it `replaces` (ARI) tells only the CA that issued it; the others get a plain order.
+    async fn create_order_somewhere(
+        &self,
+        names: &[String],
+        replaces: Option<&CertificateIdentifier<'static>>,
+    ) -> Result<(crate::adapters::acme::CreatedOrder, &Arc<AcmeClient>), AcmeError> {
+        let mut last_error = None;
+        for (place, acme) in self.issuers.iter().enumerate() {
+            // ARI's `replaces` names a certificate of the first CA's choosing; another CA
+            // would refuse it.
+            let replaces = if place == 0 { replaces } else { None };
+            let attempt = async {
+                Box::pin(self.spend_budgets(acme.directory_url(), names, replaces.is_some()))
+                    .await?;
+                Box::pin(acme.create_order(names, replaces)).await
+            };
+            match attempt.await {
+                Ok(created) => return Ok((created, acme)),
+                Err(error @ AcmeError::Refused(_)) => return Err(error),
+                Err(error) => {
+                    if place + 1 < self.issuers.len() {
+                        tracing::warn!(
+                            directory = acme.directory_url(), %error,
+                            "this CA cannot take the order now; trying the next"
+                        );
+                    }
+                    last_error = Some(error);
+                }
+            }
+        }
+        Err(last_error.unwrap_or_else(|| AcmeError::OrderCreation("no CA configured".into())))
     }
 
     /// Keeps the CA's limits before it has to refuse: no order for a name whose validations
     /// failed too often in the window, and no new order past the account's budget (an ARI
     /// renewal, which Let's Encrypt exempts, spends none). Shared by every replica.
-    async fn spend_budgets(&self, names: &[String], ari_renewal: bool) -> Result<(), AcmeError> {
+    async fn spend_budgets(
+        &self,
+        directory: &str,
+        names: &[String],
+        ari_renewal: bool,
+    ) -> Result<(), AcmeError> {
         let settings = &self.settings;
         let store_failed = |error: crate::adapters::store::StoreError| {
             AcmeError::Vault(crate::adapters::vault::VaultError::Store(error))
@@ -181,7 +235,7 @@ impl AppState {
             .store
             .spend_budget(
                 NEW_ORDERS,
-                &[settings.acme_directory.as_str()],
+                &[directory],
                 orders.limit,
                 orders.chrono_window(),
             )

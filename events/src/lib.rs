@@ -206,6 +206,10 @@ pub struct OrderDetails {
     /// Why a domain set up for delegation fell back to `manual` (its CNAME missing or wrong);
     /// `null` otherwise.
     pub delegation_problem: Option<String>,
+    /// The ACME directory of the CA the order was placed with (added in
+    /// `CertificateRequested` 4.0 and `RenewalRequested` 2.0; empty for older orders, which
+    /// went to the one CA configured then).
+    pub ca_directory: String,
 }
 
 /// Who publishes an order's challenge records.
@@ -366,6 +370,9 @@ pub struct IssuedCertificate {
     pub fingerprint_sha256: String,
     /// The chain as the CA returned it (public material only).
     pub chain_pem: String,
+    /// The ACME directory of the CA that issued it (added in `CertificateIssued` 2.0; empty
+    /// for older certificates, issued by the one CA configured then).
+    pub ca_directory: String,
 }
 
 /// Every fact recorded about a custom domain.
@@ -578,7 +585,8 @@ impl CustomDomainEvent {
             Self::DomainRegistered { .. }
             | Self::IssuanceTimedOut { .. }
             | Self::OwnershipVerified { .. }
-            | Self::RenewalRequested { .. } => "2.0",
+            | Self::RenewalRequested { .. }
+            | Self::CertificateIssued { .. } => "2.0",
             Self::CertificateRequested { .. } => "4.0",
             _ => INITIAL_EVENT_VERSION,
         }
@@ -642,6 +650,7 @@ mod tests {
             key_type: CertificateKeyType::EcdsaP256,
             validation: Validation::Delegated,
             delegation_problem: None,
+            ca_directory: String::new(),
         };
         let certificate = IssuedCertificate {
             certificate_id: "c".into(),
@@ -651,6 +660,7 @@ mod tests {
             not_after: at,
             fingerprint_sha256: "ab".repeat(32),
             chain_pem: "-----BEGIN CERTIFICATE-----".into(),
+            ca_directory: String::new(),
         };
         let reason = FailureReason::new("challenge_invalid", "refused");
         vec![

@@ -13,7 +13,7 @@ pub const CURRENT_VERSIONS: &[(&str, &str)] = &[
     ("OwnershipVerified", "2.0"),
     ("CertificateRequested", "4.0"),
     ("ChallengeRecordObserved", "1.0"),
-    ("CertificateIssued", "1.0"),
+    ("CertificateIssued", "2.0"),
     ("IssuanceFailed", "1.0"),
     ("IssuanceTimedOut", "2.0"),
     ("IssuanceRetried", "1.0"),

@@ -40,6 +40,12 @@ const UPCASTERS: &[Upcaster] = &[
         upcast: renewal_requested_1_to_2,
     },
     Upcaster {
+        event_type: "CertificateIssued",
+        from_version: "1.0",
+        to_version: "2.0",
+        upcast: certificate_issued_1_to_2,
+    },
+    Upcaster {
         event_type: "OwnershipVerified",
         from_version: "1.0",
         to_version: "2.0",
@@ -76,13 +82,17 @@ fn domain_registered_1_to_2(mut payload: Value) -> Value {
     payload
 }
 
-/// Before delegated validation every order was published by hand: `validation` is `manual`,
-/// with no problem to report, and no challenge was published by the service.
+/// Before delegated validation and several CAs every order was published by hand and went to
+/// the one CA configured then: `validation` is `manual` with no problem to report, no challenge
+/// was published by the service, and `ca_directory` is empty.
 fn order_published_by_hand(order: &mut serde_json::Map<String, Value>) {
     order
         .entry("validation")
         .or_insert_with(|| Value::from("manual"));
     order.entry("delegation_problem").or_insert(Value::Null);
+    order
+        .entry("ca_directory")
+        .or_insert_with(|| Value::from(""));
     if let Some(challenges) = order.get_mut("challenges").and_then(Value::as_array_mut) {
         for challenge in challenges.iter_mut().filter_map(Value::as_object_mut) {
             challenge.entry("delegated_to").or_insert(Value::Null);
@@ -112,6 +122,19 @@ fn certificate_requested_3_to_4(mut payload: Value) -> Value {
 fn renewal_requested_1_to_2(mut payload: Value) -> Value {
     if let Some(order) = order_of_request(&mut payload, "RenewalRequested") {
         order_published_by_hand(order);
+    }
+    payload
+}
+
+/// `CertificateIssued` 1.0 came from the one CA configured then: `ca_directory` is empty.
+fn certificate_issued_1_to_2(mut payload: Value) -> Value {
+    if let Some(certificate) = body_of(&mut payload, "CertificateIssued")
+        .and_then(|body| body.get_mut("certificate"))
+        .and_then(Value::as_object_mut)
+    {
+        certificate
+            .entry("ca_directory")
+            .or_insert_with(|| Value::from(""));
     }
     payload
 }

@@ -455,6 +455,10 @@ pub struct CertificateView {
     /// alone. Views written before it was kept here are rebuilt by migration 0005.
     #[serde(default)]
     pub chain_pem: String,
+    /// The ACME directory of the CA that issued it (empty: the one CA configured when it was
+    /// issued).
+    #[serde(default)]
+    pub ca_directory: String,
 }
 
 impl CertificateView {
@@ -482,6 +486,7 @@ impl CertificateView {
             fingerprint_sha256: certificate.fingerprint_sha256.clone(),
             sequence,
             chain_pem: certificate.chain_pem.clone(),
+            ca_directory: certificate.ca_directory.clone(),
         })
     }
 }
@@ -597,6 +602,7 @@ mod tests {
             key_type: dns_handling_events::CertificateKeyType::EcdsaP256,
             validation: dns_handling_events::Validation::Manual,
             delegation_problem: None,
+            ca_directory: String::new(),
         };
         view.apply(
             3,

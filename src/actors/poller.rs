@@ -194,7 +194,8 @@ pub async fn poll_once(
     // The key is the custody's to keep (stored by order before any CSR is sent); the CA
     // conversation only asks for it when the order is ready to finalize.
     let key = services.certificate_keys.for_order(domain_id, order);
-    let command = match Box::pin(services.acme.complete_order(order, &key)).await {
+    let acme = services.acme_for(&order.ca_directory);
+    let command = match Box::pin(acme.complete_order(order, &key)).await {
         Ok(certificate) => CustomDomainCommand::OrderFinalized {
             certificate,
             at: Utc::now(),

@@ -53,7 +53,9 @@ pub async fn start_renewal(
     origin: CommandOrigin,
 ) -> Result<OrderDetails, RenewalStartError> {
     let replaces = match services.store.certificate_view(&view.id).await {
-        Ok(Some(certificate)) if ari_offered(services, &certificate.chain_pem).await => {
+        Ok(Some(certificate))
+            if ari_offered(services, &certificate.ca_directory, &certificate.chain_pem).await =>
+        {
             certificate_identifier(&certificate.chain_pem).ok()
         }
         _ => None,
@@ -85,8 +87,9 @@ pub async fn start_renewal(
 
 /// Whether the CA answers renewal information for this certificate (its directory lists
 /// `renewalInfo`); only then does a renewal order name what it replaces.
-async fn ari_offered(services: &AppState, chain_pem: &str) -> bool {
-    matches!(services.acme.renewal_info(chain_pem).await, Ok(Some(_)))
+async fn ari_offered(services: &AppState, ca_directory: &str, chain_pem: &str) -> bool {
+    let acme = services.acme_for(ca_directory);
+    matches!(acme.renewal_info(chain_pem).await, Ok(Some(_)))
 }
 
 /// The actor that finds due work every tick.
@@ -271,8 +274,8 @@ async fn schedule(
     certificate: &dns_handling_projections::CertificateSummary,
     now: DateTime<Utc>,
 ) {
-    let chain = match services.store.certificate_view(&view.id).await {
-        Ok(Some(stored)) => stored.chain_pem,
+    let (chain, ca_directory) = match services.store.certificate_view(&view.id).await {
+        Ok(Some(stored)) => (stored.chain_pem, stored.ca_directory),
         Ok(None) => return,
         Err(error) => {
             tracing::warn!(domain_id = %view.id, %error, "could not read the certificate; next tick");
@@ -284,7 +287,8 @@ async fn schedule(
         certificate.not_after,
         services.settings.renew_before,
     );
-    let (due_at, reason, window, check_again) = match services.acme.renewal_info(&chain).await {
+    let acme = services.acme_for(&ca_directory);
+    let (due_at, reason, window, check_again) = match acme.renewal_info(&chain).await {
         Ok(Some(answer)) => (
             due_in_window(&answer.window, now, rand::random::<f64>()),
             RenewalReason::Ari,
@@ -391,7 +395,8 @@ async fn recheck(services: &AppState, domain_id: &str, certificate_id: &str, now
         let _ = services.store.clear_renewal_info_check(domain_id).await;
         return;
     };
-    match services.acme.renewal_info(&stored.chain_pem).await {
+    let acme = services.acme_for(&stored.ca_directory);
+    match acme.renewal_info(&stored.chain_pem).await {
         Ok(Some(answer)) => {
             let renewal = view.renewal.clone().unwrap_or_default();
             let inside = renewal.reason == Some(RenewalReason::Ari)

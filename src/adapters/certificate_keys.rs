@@ -117,6 +117,7 @@ mod tests {
             key_type: CertificateKeyType::EcdsaP256,
             validation: dns_handling_events::Validation::Manual,
             delegation_problem: None,
+            ca_directory: String::new(),
         }
     }
 

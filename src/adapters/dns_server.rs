@@ -367,6 +367,7 @@ mod tests {
             key_type: CertificateKeyType::EcdsaP256,
             validation,
             delegation_problem: None,
+            ca_directory: String::new(),
         }
     }
 

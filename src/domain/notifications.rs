@@ -248,6 +248,7 @@ mod tests {
                 not_after,
                 fingerprint_sha256: "ab".repeat(32),
                 chain_pem: "-----BEGIN CERTIFICATE-----".into(),
+                ca_directory: String::new(),
             },
             issued_at: Utc::now(),
         }
@@ -336,6 +337,7 @@ mod tests {
             key_type: CertificateKeyType::EcdsaP256,
             validation: Validation::Manual,
             delegation_problem: None,
+            ca_directory: String::new(),
         };
         let requested = |order: &OrderDetails| CustomDomainEvent::RenewalRequested {
             order: order.clone(),

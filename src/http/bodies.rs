@@ -331,6 +331,9 @@ pub struct CertificateBody {
     pub issued_at: DateTime<Utc>,
     /// SHA-256 of the leaf's DER, lower-case hex.
     pub fingerprint_sha256: String,
+    /// The ACME directory of the CA that issued it (empty for a certificate issued before the
+    /// service recorded it, by the one CA configured then).
+    pub ca_directory: String,
     /// The chain as PEM.
     pub chain_pem: String,
 }

@@ -55,6 +55,20 @@ pub struct CaBody {
     /// The failed-validation budget per name (`ACME_FAILED_VALIDATION_BUDGET`): its limit and
     /// window, and the names that spent some of it (up to 100, most spent first).
     pub failed_validations: FailedValidationsBody,
+    /// Every CA in the order orders try them (the first is the one above), each with its own
+    /// account and new-order budget.
+    pub issuers: Vec<IssuerBody>,
+}
+
+/// One CA orders may go to.
+#[derive(Debug, Serialize, utoipa::ToSchema)]
+pub struct IssuerBody {
+    /// Its ACME directory.
+    pub directory: String,
+    /// Whether its account is bound to an external account (EAB).
+    pub external_account_binding: bool,
+    /// Its account's new orders in the window.
+    pub new_orders: BudgetBody,
 }
 
 /// The failed-validation budget and the names that spent some of it.
@@ -84,12 +98,32 @@ pub async fn get(services: SharedState) -> Result<HttpResponse, ApiError> {
     let spent_orders = services
         .store
         .budget_use(NEW_ORDERS, orders.chrono_window())
-        .await?
-        .into_iter()
-        .find(|used| used.subject == settings.acme_directory);
-    let spent = spent_orders.as_ref().map_or(0, |used| used.spent);
-    let left = orders.limit.saturating_sub(spent);
-    METRICS.ca_new_orders_left.set(i64::from(left));
+        .await?;
+    let budget_of = |directory: &str| {
+        let used = spent_orders.iter().find(|used| used.subject == directory);
+        let spent = used.map_or(0, |used| used.spent);
+        BudgetBody {
+            limit: orders.limit,
+            window: window_of(&orders),
+            spent,
+            left: orders.limit.saturating_sub(spent),
+            frees_at: used.map(|used| used.frees_at),
+        }
+    };
+    let mut issuers = vec![IssuerBody {
+        directory: settings.acme_directory.clone(),
+        external_account_binding: settings.external_account_binding().is_some(),
+        new_orders: budget_of(&settings.acme_directory),
+    }];
+    for issuer in &settings.acme_fallback_issuers {
+        issuers.push(IssuerBody {
+            directory: issuer.directory.clone(),
+            external_account_binding: issuer.external_account_binding().is_some(),
+            new_orders: budget_of(&issuer.directory),
+        });
+    }
+    let first = budget_of(&settings.acme_directory);
+    METRICS.ca_new_orders_left.set(i64::from(first.left));
     let failures = settings.acme_failed_validation_budget;
     let names = services
         .store
@@ -106,17 +140,12 @@ pub async fn get(services: SharedState) -> Result<HttpResponse, ApiError> {
     Ok(HttpResponse::Ok().json(CaBody {
         directory: settings.acme_directory.clone(),
         external_account_binding: settings.external_account_binding().is_some(),
-        new_orders: BudgetBody {
-            limit: orders.limit,
-            window: window_of(&orders),
-            spent,
-            left,
-            frees_at: spent_orders.map(|used| used.frees_at),
-        },
+        new_orders: first,
         failed_validations: FailedValidationsBody {
             limit: failures.limit,
             window: window_of(&failures),
             names,
         },
+        issuers,
     }))
 }

@@ -231,6 +231,7 @@ pub async fn certificate(
         not_after: certificate.not_after,
         issued_at: certificate.issued_at,
         fingerprint_sha256: certificate.fingerprint_sha256,
+        ca_directory: certificate.ca_directory,
         chain_pem: certificate.chain_pem,
     }))
 }

@@ -324,7 +324,8 @@ pub(super) async fn revoke_current(
     let Some(certificate) = services.store.certificate_view(&view.id).await? else {
         return Ok(false);
     };
-    match services.acme.revoke(&certificate.chain_pem, reason).await {
+    let acme = services.acme_for(&certificate.ca_directory);
+    match acme.revoke(&certificate.chain_pem, reason).await {
         Ok(()) => {}
         // Revoked at the CA by an earlier call whose record did not go through: record it now.
         Err(AcmeError::Refused(refusal)) if refusal.detail.contains("alreadyRevoked") => {}

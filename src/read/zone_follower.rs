@@ -124,6 +124,7 @@ mod tests {
                 key_type: CertificateKeyType::EcdsaP256,
                 validation: Validation::Delegated,
                 delegation_problem: None,
+                ca_directory: String::new(),
             },
             requested_at: Utc::now(),
         }

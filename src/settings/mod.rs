@@ -85,6 +85,12 @@ pub struct Settings {
     pub acme_directory: String,
     /// Contact e-mail for the ACME account.
     pub acme_email: Option<String>,
+    /// Further CAs, tried in this order when the first (`ACME_DIRECTORY`) is unreachable or
+    /// refuses for now: each with its `directory`, and optionally `contact`, `ca_bundle`,
+    /// `eab_kid` and `eab_hmac_key`, one account each. A TOML array of tables in the file;
+    /// the same as a JSON array in the environment.
+    #[serde(deserialize_with = "parse::issuers")]
+    pub acme_fallback_issuers: Vec<IssuerSettings>,
     /// The ACME profile orders ask for, where the CA lists profiles (Let's Encrypt: `classic`,
     /// `tlsserver`, `shortlived`); checked against the CA's directory at start.
     #[serde(deserialize_with = "parse::trimmed")]
@@ -223,6 +229,57 @@ pub struct Settings {
     pub webhook_secret_overlap: Duration,
 }
 
+/// One further CA (`ACME_FALLBACK_ISSUERS`).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct IssuerSettings {
+    /// Its ACME directory URL.
+    pub directory: String,
+    /// Contact e-mail for its account.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub contact: Option<String>,
+    /// Extra root certificate (PEM) to trust for its HTTPS; `ACME_CA_BUNDLE`'s when unset.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub ca_bundle: Option<PathBuf>,
+    /// The key id of its External Account Binding.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub eab_kid: Option<String>,
+    /// The HMAC key of its External Account Binding (base64url).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub eab_hmac_key: Option<Secret>,
+}
+
+impl IssuerSettings {
+    /// Its External Account Binding (key id, HMAC key bytes), when both are set.
+    pub fn external_account_binding(&self) -> Option<(String, Vec<u8>)> {
+        let kid = self.eab_kid.clone()?;
+        let key = decode_eab_key(self.eab_hmac_key.as_ref()?.expose())?;
+        Some((kid, key))
+    }
+
+    /// What is wrong with it, if anything.
+    fn problem(&self) -> Option<String> {
+        if !(self.directory.starts_with("https://") || self.directory.starts_with("http://")) {
+            return Some(format!(
+                "directory {:?} is not an http(s) URL",
+                self.directory
+            ));
+        }
+        if let Some(bundle) = self.ca_bundle.as_ref().filter(|path| !path.is_file()) {
+            return Some(format!("ca_bundle {} is no such file", bundle.display()));
+        }
+        match (&self.eab_kid, &self.eab_hmac_key) {
+            (Some(_), None) | (None, Some(_)) => {
+                Some("External Account Binding needs both eab_kid and eab_hmac_key".into())
+            }
+            (Some(_), Some(key)) if decode_eab_key(key.expose()).is_none() => {
+                Some("eab_hmac_key is not base64url".into())
+            }
+            _ => None,
+        }
+    }
+}
+
 /// A budget kept for the CA: so many units per window.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Budget {
@@ -270,6 +327,7 @@ impl Default for Settings {
             acme_email: None,
             acme_eab_kid: None,
             acme_profile: None,
+            acme_fallback_issuers: Vec::new(),
             acme_new_order_budget: Budget {
                 limit: 300,
                 window: Duration::from_secs(3 * 3600),
@@ -375,6 +433,15 @@ impl Settings {
                 })
             }
             _ => {}
+        }
+        for (place, issuer) in settings.acme_fallback_issuers.iter().enumerate() {
+            if let Some(problem) = issuer.problem() {
+                return Err(SettingsError {
+                    name: "ACME_FALLBACK_ISSUERS".into(),
+                    value: format!("[{place}]"),
+                    reason: problem,
+                });
+            }
         }
         // A webhook driver takes its lease again right before a send: the send must end before
         // the lease can lapse, or a second replica could send beside it.

@@ -178,6 +178,24 @@ pub(super) mod parse {
         servers.collect()
     }
 
+    /// Further CAs: a list of tables in the file, a JSON array of objects in the environment.
+    pub fn issuers<'de, D: Deserializer<'de>>(d: D) -> Result<Vec<IssuerSettings>, D::Error> {
+        #[derive(Deserialize)]
+        #[serde(untagged)]
+        enum Given {
+            Text(String),
+            List(Vec<IssuerSettings>),
+        }
+        match Given::deserialize(d)? {
+            Given::List(issuers) => Ok(issuers),
+            Given::Text(text) => serde_json::from_str(&text).map_err(|error| {
+                de::Error::custom(format!(
+                    "expected a JSON array of {{\"directory\": …}} objects: {error}"
+                ))
+            }),
+        }
+    }
+
     /// A budget: `<units>/<window>`, e.g. `300/3h`.
     pub fn budget<'de, D: Deserializer<'de>>(d: D) -> Result<Budget, D::Error> {
         read(d, |text| {

@@ -48,6 +48,7 @@ fn order(n: usize, round: usize) -> OrderDetails {
         key_type: CertificateKeyType::Rsa2048,
         validation: dns_handling_events::Validation::Manual,
         delegation_problem: None,
+        ca_directory: String::new(),
     }
 }
 

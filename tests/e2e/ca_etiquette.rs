@@ -23,6 +23,9 @@ crate::on_both_stores!(
 crate::on_both_stores!(a_finalization_the_ca_defers_waits_out_its_retry_after_then_completes);
 crate::on_both_stores!(a_ca_that_requires_external_account_binding_gets_it);
 crate::on_both_stores!(orders_ask_for_the_profile_the_ca_lists);
+crate::on_both_stores!(
+    a_first_ca_that_is_down_hands_the_order_to_the_next_and_renewals_start_from_the_first
+);
 
 /// The number of events in a domain's history.
 async fn history_len(service: &Service, id: &str) -> usize {
@@ -176,6 +179,15 @@ fn bad_budget_and_binding_settings_stop_the_start_naming_the_setting() {
         ("ACME_NEW_ORDER_BUDGET", "300/0s"),
         ("ACME_FAILED_VALIDATION_BUDGET", "5 per hour"),
         ("ACME_EAB_KID", "kid-without-a-key"),
+        (
+            "ACME_FALLBACK_ISSUERS",
+            r#"[{"directory": "ftp://ca.example/dir"}]"#,
+        ),
+        (
+            "ACME_FALLBACK_ISSUERS",
+            r#"[{"directory": "https://ca.example/dir", "eab_kid": "k"}]"#,
+        ),
+        ("ACME_FALLBACK_ISSUERS", "not json"),
     ] {
         let env: HashMap<String, String> = [
             (setting.to_owned(), value.to_owned()),
@@ -325,4 +337,97 @@ async fn a_profile_the_ca_does_not_list_stops_the_start_with_what_it_lists() {
     let (status, log) = start_expecting_refusal(BINARY, &env);
     assert!(!status.success());
     assert!(log.contains("it lists classic"), "{log}");
+}
+
+/// Publishes an order's TXT records where both CAs look (each Pebble validates at its own
+/// challtestsrv).
+fn publish_at_both(started: &Value, first: &Pebble, second: &Pebble) {
+    for challenge in started["challenges"].as_array().expect("challenges") {
+        let (at, value) = (
+            challenge["challenge_domain"].as_str().expect("a name"),
+            challenge["expected_txt_value"].as_str().expect("a value"),
+        );
+        first.set_txt(at, value);
+        second.set_txt(at, value);
+    }
+}
+
+async fn a_first_ca_that_is_down_hands_the_order_to_the_next_and_renewals_start_from_the_first(
+    kind: StoreKind,
+) {
+    let (first, _database, mut env) = pebble_and_database(kind).await;
+    let second = Pebble::start(PebbleOptions::default());
+    let front = CaFront::start(&first);
+    env.insert("ACME_DIRECTORY".into(), front.directory_url());
+    env.insert(
+        "ACME_CA_BUNDLE".into(),
+        first.ca_bundle_with(&[&second]).display().to_string(),
+    );
+    env.insert(
+        "ACME_FALLBACK_ISSUERS".into(),
+        serde_json::json!([{ "directory": second.directory_url() }]).to_string(),
+    );
+    let service = Service::start(BINARY, &env);
+    // Rate-limited at the first CA: the order goes to the second.
+    let limited = verified_domain(&service, &first, "limited-first.ca.test").await;
+    front.answer_rate_limited(FrontTarget::NewOrder, 1, Duration::from_secs(60));
+    let (code, started, _) = post_with_retry_after(&service, &limited).await;
+    assert_eq!(code, 202, "{started}");
+    let (_, history) = service.get(&format!("/domains/{limited}/events")).await;
+    let requested = history
+        .as_array()
+        .expect("a list")
+        .iter()
+        .find(|event| event["event_type"] == "CertificateRequested")
+        .expect("requested");
+    assert_eq!(
+        requested["payload"]["CertificateRequested"]["order"]["ca_directory"],
+        second.directory_url()
+    );
+    // Down at the first CA: the same, and the certificate says which CA issued it.
+    let id = verified_domain(&service, &first, "fallback.ca.test").await;
+    front.down();
+
+    let (code, started, _) = post_with_retry_after(&service, &id).await;
+    assert_eq!(code, 202, "{started}");
+    publish_at_both(&started, &first, &second);
+    let view = service
+        .wait_for_status(&id, &["active", "failed"], Duration::from_secs(60))
+        .await;
+    assert_eq!(view["status"], "active", "{view}");
+    let (_, certificate) = service.get(&format!("/domains/{id}/certificate")).await;
+    assert_eq!(
+        certificate["ca_directory"],
+        second.directory_url(),
+        "{certificate}"
+    );
+    let (_, history) = service.get(&format!("/domains/{id}/events")).await;
+    let issued = history
+        .as_array()
+        .expect("a list")
+        .iter()
+        .rev()
+        .find(|event| event["event_type"] == "CertificateIssued")
+        .expect("issued");
+    assert_eq!(
+        issued["payload"]["CertificateIssued"]["certificate"]["ca_directory"],
+        second.directory_url()
+    );
+
+    // Back up: the renewal goes to the first CA again.
+    front.up();
+    let old = certificate["serial"].clone();
+    let (code, renewing) = service.post(&format!("/domains/{id}/renew"), None).await;
+    assert_eq!(code, 202, "{renewing}");
+    publish_at_both(&renewing, &first, &second);
+    let deadline = Instant::now() + Duration::from_secs(60);
+    let renewed = loop {
+        let (_, now) = service.get(&format!("/domains/{id}/certificate")).await;
+        if now["serial"] != old {
+            break now;
+        }
+        assert!(Instant::now() < deadline, "not renewed\n{}", service.log());
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    };
+    assert_eq!(renewed["ca_directory"], front.directory_url(), "{renewed}");
 }

@@ -44,6 +44,7 @@ pub fn describe_certificate(
         not_after: to_utc(&validity.not_after)?,
         fingerprint_sha256: hex(&Sha256::digest(&pem.contents)),
         chain_pem,
+        ca_directory: String::new(),
     })
 }
 

@@ -154,6 +154,11 @@ impl AcmeClient {
         })
     }
 
+    /// The ACME directory of the CA this client asks.
+    pub fn directory_url(&self) -> &str {
+        &self.directory_url
+    }
+
     /// Drops the cached account and, with it, its HTTP connections: after a request that got
     /// no answer, the next attempt starts on fresh connections instead of queueing behind a
     /// stalled one.

@@ -142,7 +142,9 @@ impl AcmeClient {
                         acme_order.poll_certificate(&self.retry).await,
                     )
                     .map_err(|e| classify(e, "finalize_failed"))?;
-                    return describe_certificate(&order.order_id, chain_pem);
+                    let mut issued = describe_certificate(&order.order_id, chain_pem)?;
+                    issued.ca_directory = self.directory_url.clone();
+                    return Ok(issued);
                 }
                 OrderStatus::Invalid => {
                     return Err(AcmeError::Refused(

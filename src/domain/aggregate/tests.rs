@@ -93,6 +93,7 @@ fn order() -> OrderDetails {
         key_type: dns_handling_events::CertificateKeyType::Rsa2048,
         validation: dns_handling_events::Validation::Manual,
         delegation_problem: None,
+        ca_directory: String::new(),
     }
 }
 
@@ -121,6 +122,7 @@ fn certificate() -> IssuedCertificate {
         not_after: t(90 * 86_400),
         fingerprint_sha256: "ab".into(),
         chain_pem: "-----BEGIN CERTIFICATE-----".into(),
+        ca_directory: String::new(),
     }
 }
 
