@@ -290,10 +290,14 @@ impl Supervisor {
             .map(move |(renewed, pending), supervisor, ctx| {
                 match renewed {
                     Ok(still_held) => {
+                        // A set: a list's `contains` for every poller made this tick quadratic,
+                        // 10,000 pending orders blocking the actors' thread ~0.1 s every tick.
+                        let still_held: HashSet<&str> =
+                            still_held.iter().map(String::as_str).collect();
                         let lost: Vec<String> = supervisor
                             .pollers
                             .keys()
-                            .filter(|domain_id| !still_held.contains(domain_id))
+                            .filter(|domain_id| !still_held.contains(domain_id.as_str()))
                             .cloned()
                             .collect();
                         for domain_id in lost {
