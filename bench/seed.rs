@@ -1,4 +1,4 @@
-//! Seeding shared by the `pending`, `readpath` and `renewals` benches: writes domains' events
+//! Seeding shared by the `pending`, `readpath`, `renewals` and `dns` benches: writes domains' events
 //! straight into a store with multi-row inserts (as `bench/store.rs` loads its million events),
 //! each stream linked into its hash chain as the service links it, and reserves each domain's
 //! name. Either the service builds the read views itself when it next starts (projection
@@ -8,6 +8,7 @@
 
 use chrono::{DateTime, Utc};
 use dns_handling::adapters::store::{ProjectionWrite, Store};
+use dns_handling::domain::delegation::DelegationZone;
 use dns_handling::read::projector::DOMAIN_VIEWS;
 use dns_handling_events::chain::{event_hash, ChainedContent, GENESIS, HASH_KEY, PREV_HASH_KEY};
 use dns_handling_events::{
@@ -34,7 +35,20 @@ pub enum Lifecycle {
         /// When the renewal is due.
         due_at: DateTime<Utc>,
     },
+    /// Registered, verified by its CNAME into [`DELEGATION_ZONE`], and `certificate_pending` with
+    /// a delegated order: the service publishes the order's value at
+    /// [`delegation_target`] itself.
+    DelegatedPending {
+        /// The order's poll interval, as `issue-certificate` records it.
+        poll_interval_ms: u64,
+        /// The order's deadline.
+        deadline: DateTime<Utc>,
+    },
 }
+
+/// The delegation zone of [`Lifecycle::DelegatedPending`] domains (the service must be started
+/// with `DELEGATION_ZONE` set to it).
+pub const DELEGATION_ZONE: &str = "acme.platform.test";
 
 /// The id of seeded domain `n` (a UUID, like the ids `POST /domains` hands out).
 pub fn domain_id(n: usize) -> String {
@@ -51,13 +65,41 @@ pub fn challenge_domain(n: usize) -> String {
     format!("_acme-challenge.{}.", domain_name(n))
 }
 
+/// The verification token of seeded domain `n` (40 hex characters, like the 160 random bits
+/// the service hands out).
+fn verification_token(n: usize) -> String {
+    format!("6f1c0b0d9e3a4c5b8a7f6e5d4c3b{n:012}")
+}
+
+/// Where a [`Lifecycle::DelegatedPending`] domain `n`'s challenge is published: its label in
+/// [`DELEGATION_ZONE`], absolute (trailing dot), derived from its token and name exactly as the
+/// service derives it.
+pub fn delegation_target(n: usize) -> String {
+    let zone = DelegationZone::parse(DELEGATION_ZONE).expect("a valid zone name");
+    zone.record_for(&verification_token(n), &domain_name(n))
+        .target
+}
+
+/// The TXT value of seeded domain `n`'s challenge: 43 base64url characters (a SHA-256 digest
+/// without padding, as ACME's key authorization digests are), different for every domain.
+pub fn challenge_value(n: usize) -> String {
+    use base64::Engine;
+    use sha2::Digest;
+    let digest = sha2::Sha256::digest(format!("bench challenge {n}").as_bytes());
+    base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(digest)
+}
+
 fn domain_events(n: usize, lifecycle: Lifecycle) -> Vec<CustomDomainEvent> {
     let now = Utc::now();
     let name = domain_name(n);
     let order_id = format!("0193a7c3-0000-7000-8000-{n:012}");
-    let token = format!("6f1c0b0d9e3a4c5b8a7f6e5d4c3b{n:012}");
+    let token = verification_token(n);
     let (poll_interval_ms, deadline) = match lifecycle {
         Lifecycle::Pending {
+            poll_interval_ms,
+            deadline,
+        }
+        | Lifecycle::DelegatedPending {
             poll_interval_ms,
             deadline,
         } => (poll_interval_ms, deadline),
@@ -65,6 +107,9 @@ fn domain_events(n: usize, lifecycle: Lifecycle) -> Vec<CustomDomainEvent> {
             (10_000, now + chrono::Duration::minutes(5))
         }
     };
+    if let Lifecycle::DelegatedPending { .. } = lifecycle {
+        return delegated_events(n, &name, token, order_id, poll_interval_ms, deadline);
+    }
     let mut events = vec![
         CustomDomainEvent::DomainRegistered {
             domain_name: name.clone(),
@@ -137,6 +182,57 @@ fn domain_events(n: usize, lifecycle: Lifecycle) -> Vec<CustomDomainEvent> {
         });
     }
     events
+}
+
+/// The events of a domain verified by its CNAME whose order is delegated: what the aggregate
+/// records when `_acme-challenge.<name>` points at the domain's label in the zone.
+fn delegated_events(
+    n: usize,
+    name: &str,
+    token: String,
+    order_id: String,
+    poll_interval_ms: u64,
+    deadline: DateTime<Utc>,
+) -> Vec<CustomDomainEvent> {
+    let now = Utc::now();
+    let target = delegation_target(n);
+    vec![
+        CustomDomainEvent::DomainRegistered {
+            domain_name: name.to_owned(),
+            verification_token: token,
+            verification_record_name: format!("_acme-challenge.{name}."),
+            registered_at: now,
+            alt_names: vec![],
+        },
+        CustomDomainEvent::OwnershipVerified {
+            observed_values: vec![],
+            proof: dns_handling_events::OwnershipProof::Cname,
+            cname_target: Some(target.clone()),
+            verified_at: now,
+        },
+        CustomDomainEvent::CertificateRequested {
+            order: OrderDetails {
+                order_id,
+                // Never fetched: a poller only talks to the CA once it has seen the record.
+                order_url: format!("https://acme.invalid/order/{n}"),
+                names: vec![name.to_owned()],
+                challenges: vec![OrderChallenge {
+                    identifier: name.to_owned(),
+                    challenge_url: format!("https://acme.invalid/chall/{n}"),
+                    challenge_domain: challenge_domain(n),
+                    expected_txt_value: challenge_value(n),
+                    delegated_to: Some(target),
+                }],
+                account_id: "https://acme.invalid/acct/1".into(),
+                poll_interval_ms,
+                deadline,
+                key_type: CertificateKeyType::Rsa2048,
+                validation: dns_handling_events::Validation::Delegated,
+                delegation_problem: None,
+            },
+            requested_at: now,
+        },
+    ]
 }
 
 /// One multi-row insert of `rows` events; PostgreSQL's payload and metadata columns are `json`.

@@ -20,6 +20,7 @@ command -v wrk >/dev/null || missing+=(wrk)
 # Debian puts unbound and nsd in /usr/sbin, which a non-root PATH may lack.
 command -v unbound >/dev/null || [ -x /usr/sbin/unbound ] || missing+=(unbound)
 command -v nsd >/dev/null || [ -x /usr/sbin/nsd ] || missing+=(nsd)
+# The dns bench's smoke run loads the delegation zone's server with dnsperf, beside NSD.
 command -v dnsperf >/dev/null || missing+=(dnsperf)
 command -v dig >/dev/null || missing+=(bind9-dnsutils)
 command -v python3 >/dev/null || missing+=(python3 python3-venv)
