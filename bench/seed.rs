@@ -229,6 +229,7 @@ fn delegated_events(
                 key_type: CertificateKeyType::Rsa2048,
                 validation: dns_handling_events::Validation::Delegated,
                 delegation_problem: None,
+                ca_directory: String::new(),
             },
             requested_at: now,
         },
