@@ -68,6 +68,11 @@ pub struct AppState {
     pub webhook_sender: WebhookSender,
 }
 
+/// A store failure met while keeping a budget.
+fn store_failed(error: crate::adapters::store::StoreError) -> AcmeError {
+    AcmeError::Vault(crate::adapters::vault::VaultError::Store(error))
+}
+
 /// The budget of new orders, by ACME directory.
 pub const NEW_ORDERS: &str = "new_orders";
 
@@ -97,12 +102,10 @@ impl AppState {
     pub async fn place_order(
         &self,
         view: &DomainView,
-        replaces: Option<&CertificateIdentifier<'static>>,
+        replaces: Option<(&CertificateIdentifier<'static>, &str)>,
         wait: Duration,
     ) -> Result<OrderDetails, AcmeError> {
         let names = view.names();
-        // Each step boxed: inline, their futures made a request's future overflow the stack of
-        // an actix worker.
         // Each step boxed: inline, their futures made a request's future overflow the stack of
         // an actix worker.
         let delegation = match self.settings.delegation() {
@@ -148,55 +151,58 @@ impl AppState {
             .unwrap_or(&self.acme)
     }
 
-    /// Places the order with the first CA that takes it, within that CA's budgets: the next CA
-    /// is tried when one is unreachable, refuses for now (rate limits, `503`), or its budget
-    /// is spent; a refusal on policy (the names, the account) is the answer. A renewal naming
-    /// what it `replaces` (ARI) tells only the CA that issued it; the others get a plain order.
+    /// Places the order with the first CA that takes it, within that CA's budget: the next CA
+    /// is tried when one is unreachable, refuses for now (rate limits, `503`), or its budget is
+    /// spent; a refusal on policy (the names, the account) is the answer. A renewal that names
+    /// what it `replaces` (ARI) names it only to the CA that issued it (`replaces`' directory),
+    /// and only that order is exempt from the budget. When every CA fails, the answer is the
+    /// first "not now" met (a client can retry after it), else the last failure.
     async fn create_order_somewhere(
         &self,
         names: &[String],
-        replaces: Option<&CertificateIdentifier<'static>>,
+        replaces: Option<(&CertificateIdentifier<'static>, &str)>,
     ) -> Result<(crate::adapters::acme::CreatedOrder, &Arc<AcmeClient>), AcmeError> {
+        Box::pin(self.check_name_budgets(names)).await?;
+        let mut not_now = None;
         let mut last_error = None;
-        for (place, acme) in self.issuers.iter().enumerate() {
-            // ARI's `replaces` names a certificate of the first CA's choosing; another CA
-            // would refuse it.
-            let replaces = if place == 0 { replaces } else { None };
+        for acme in &self.issuers {
+            let replaces = replaces
+                .filter(|(_, directory)| {
+                    self.acme_for(directory).directory_url() == acme.directory_url()
+                })
+                .map(|(identifier, _)| identifier);
             let attempt = async {
-                Box::pin(self.spend_budgets(acme.directory_url(), names, replaces.is_some()))
-                    .await?;
+                Box::pin(self.spend_order_budget(acme.directory_url(), replaces.is_some())).await?;
                 Box::pin(acme.create_order(names, replaces)).await
             };
             match attempt.await {
                 Ok(created) => return Ok((created, acme)),
                 Err(error @ AcmeError::Refused(_)) => return Err(error),
                 Err(error) => {
-                    if place + 1 < self.issuers.len() {
-                        tracing::warn!(
-                            directory = acme.directory_url(), %error,
-                            "this CA cannot take the order now; trying the next"
-                        );
+                    tracing::warn!(
+                        directory = acme.directory_url(), %error,
+                        "this CA cannot take the order now"
+                    );
+                    match error {
+                        AcmeError::RateLimited { .. } | AcmeError::BudgetSpent { .. }
+                            if not_now.is_none() =>
+                        {
+                            not_now = Some(error);
+                        }
+                        other => last_error = Some(other),
                     }
-                    last_error = Some(error);
                 }
             }
         }
-        Err(last_error.unwrap_or_else(|| AcmeError::OrderCreation("no CA configured".into())))
+        Err(not_now
+            .or(last_error)
+            .unwrap_or_else(|| AcmeError::OrderCreation("no CA configured".into())))
     }
 
-    /// Keeps the CA's limits before it has to refuse: no order for a name whose validations
-    /// failed too often in the window, and no new order past the account's budget (an ARI
-    /// renewal, which Let's Encrypt exempts, spends none). Shared by every replica.
-    async fn spend_budgets(
-        &self,
-        directory: &str,
-        names: &[String],
-        ari_renewal: bool,
-    ) -> Result<(), AcmeError> {
+    /// Keeps the CA's limit on failed validations before it has to refuse: no order for a name
+    /// whose validations failed too often in the window, whichever CA. Shared by every replica.
+    async fn check_name_budgets(&self, names: &[String]) -> Result<(), AcmeError> {
         let settings = &self.settings;
-        let store_failed = |error: crate::adapters::store::StoreError| {
-            AcmeError::Vault(crate::adapters::vault::VaultError::Store(error))
-        };
         let failures = settings.acme_failed_validation_budget;
         for name in names {
             let left = self
@@ -227,10 +233,21 @@ impl AppState {
                 });
             }
         }
+        Ok(())
+    }
+
+    /// Keeps a CA's limit on new orders before it has to refuse: no new order past its
+    /// account's budget (an ARI renewal, which Let's Encrypt exempts, spends none). Shared by
+    /// every replica.
+    async fn spend_order_budget(
+        &self,
+        directory: &str,
+        ari_renewal: bool,
+    ) -> Result<(), AcmeError> {
         if ari_renewal {
             return Ok(());
         }
-        let orders = settings.acme_new_order_budget;
+        let orders = self.settings.acme_new_order_budget;
         let spent = self
             .store
             .spend_budget(

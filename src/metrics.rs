@@ -110,11 +110,10 @@ pub struct Metrics {
     /// Webhook delivery attempts by outcome: `delivered`, `retry`, `failed` (retries spent),
     /// `disabled` (the receiver answered 410).
     pub webhook_deliveries: Family<OutcomeLabel, Counter>,
-    /// New orders left in the account's budget, as this process last saw it (at an order or
-    /// at `GET /ca`).
+    /// New orders left in the first CA's account budget, as last read at `GET /ca`.
     pub ca_new_orders_left: Gauge,
-    /// Requests refused with `429` by a budget or by the CA, by `budget`: `new_orders`,
-    /// `failed_validations`, `ca`.
+    /// Orders not placed because a budget was spent (`new_orders`, `failed_validations`), or
+    /// client requests answered `429` because the CA said not now (`ca`).
     pub ca_refusals: Family<BudgetLabel, Counter>,
     /// Seconds from an event (the time it records, within milliseconds of its commit) to the
     /// delivery of its message, for messages delivered at their first attempt.

@@ -209,6 +209,7 @@ pub struct OrderDetails {
     /// The ACME directory of the CA the order was placed with (added in
     /// `CertificateRequested` 4.0 and `RenewalRequested` 2.0; empty for older orders, which
     /// went to the one CA configured then).
+    #[serde(default)]
     pub ca_directory: String,
 }
 
@@ -372,6 +373,7 @@ pub struct IssuedCertificate {
     pub chain_pem: String,
     /// The ACME directory of the CA that issued it (added in `CertificateIssued` 2.0; empty
     /// for older certificates, issued by the one CA configured then).
+    #[serde(default)]
     pub ca_directory: String,
 }
 

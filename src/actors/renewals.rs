@@ -52,25 +52,34 @@ pub async fn start_renewal(
     reason: RenewalReason,
     origin: CommandOrigin,
 ) -> Result<OrderDetails, RenewalStartError> {
+    // What the renewal replaces, and the CA that issued it: the only one told (ARI).
     let replaces = match services.store.certificate_view(&view.id).await {
         Ok(Some(certificate))
             if ari_offered(services, &certificate.ca_directory, &certificate.chain_pem).await =>
         {
-            certificate_identifier(&certificate.chain_pem).ok()
+            certificate_identifier(&certificate.chain_pem)
+                .ok()
+                .map(|identifier| (identifier, certificate.ca_directory))
         }
         _ => None,
     };
     let order = services
         .place_order(
             view,
-            replaces.as_ref(),
+            replaces
+                .as_ref()
+                .map(|(identifier, directory)| (identifier, directory.as_str())),
             services.settings.renewal_txt_timeout,
         )
         .await?;
+    // Recorded only when the order went to the CA it was named to.
+    let replaces = replaces
+        .filter(|(_, directory)| services.acme_for(directory).directory_url() == order.ca_directory)
+        .map(|(identifier, _)| identifier.to_string());
     let command = CustomDomainCommand::RequestRenewal {
         order: order.clone(),
         reason,
-        replaces: replaces.map(|identifier| identifier.to_string()),
+        replaces,
         at: Utc::now(),
     };
     services.execute(&view.id, command, origin).await?;

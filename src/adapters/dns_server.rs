@@ -20,7 +20,9 @@ use hickory_server::proto::rr::rdata::{NS, SOA, TXT};
 use hickory_server::proto::rr::{LowerName, Name, RData, Record, RecordSet, RecordType, RrKey};
 use hickory_server::server::{Request, RequestHandler, ResponseHandler, ResponseInfo};
 use hickory_server::store::in_memory::InMemoryZoneHandler;
-use hickory_server::zone_handler::{AxfrPolicy, Catalog, ZoneHandler, ZoneType};
+use hickory_server::zone_handler::{
+    AxfrPolicy, Catalog, MessageResponseBuilder, ZoneHandler, ZoneType,
+};
 use hickory_server::Server;
 
 use crate::domain::delegation::DelegationZone;
@@ -50,6 +52,35 @@ struct Published {
 pub struct ChallengeZone {
     handler: Arc<InMemoryZoneHandler>,
     published: Mutex<HashMap<String, Published>>,
+    /// The names that hold values now, and the zone's apex and SOA: what the server answers
+    /// NXDOMAIN from without asking hickory's zone, whose search for a missing name walks
+    /// every record (88 % of the server's time under a mix of missing names, at 10,000 orders).
+    index: Arc<NameIndex>,
+}
+
+/// What the server needs to answer a missing name itself.
+struct NameIndex {
+    origin: LowerName,
+    soa: Record,
+    names: std::sync::RwLock<std::collections::HashSet<LowerName>>,
+    /// Values served, kept as they change (recounting them at every change made filling a
+    /// large zone quadratic).
+    values: std::sync::atomic::AtomicI64,
+}
+
+impl NameIndex {
+    /// Whether `name` is in the zone below its apex and holds nothing: NXDOMAIN for sure
+    /// (every name the zone holds is one label below the apex, so no missing name has
+    /// something below it).
+    fn is_missing(&self, name: &LowerName) -> bool {
+        name != &self.origin
+            && self.origin.zone_of(name)
+            && !self
+                .names
+                .read()
+                .unwrap_or_else(|poisoned| poisoned.into_inner())
+                .contains(name)
+    }
 }
 
 /// Why the zone or its server could not be set up.
@@ -83,10 +114,8 @@ impl ChallengeZone {
         );
         let mut handler =
             InMemoryZoneHandler::empty(origin.clone(), ZoneType::Primary, AxfrPolicy::Deny);
-        handler.upsert_mut(
-            Record::from_rdata(origin.clone(), APEX_TTL, RData::SOA(soa)),
-            serial,
-        );
+        let soa = Record::from_rdata(origin.clone(), APEX_TTL, RData::SOA(soa));
+        handler.upsert_mut(soa.clone(), serial);
         for nameserver in nameservers {
             let ns = RData::NS(NS(name(nameserver)?));
             handler.upsert_mut(Record::from_rdata(origin.clone(), APEX_TTL, ns), serial);
@@ -94,6 +123,12 @@ impl ChallengeZone {
         Ok(Self {
             handler: Arc::new(handler),
             published: Mutex::new(HashMap::new()),
+            index: Arc::new(NameIndex {
+                origin: LowerName::new(&origin),
+                soa,
+                names: std::sync::RwLock::new(std::collections::HashSet::new()),
+                values: std::sync::atomic::AtomicI64::new(0),
+            }),
         })
     }
 
@@ -190,26 +225,36 @@ impl ChallengeZone {
     /// answers NXDOMAIN).
     async fn apply(&self, changes: BTreeMap<LowerName, Vec<String>>) {
         let mut records = self.handler.records_mut().await;
+        let mut names = self
+            .index
+            .names
+            .write()
+            .unwrap_or_else(|poisoned| poisoned.into_inner());
+        let mut change_in_values = 0i64;
         for (name, values) in changes {
             let key = RrKey::new(name.clone(), RecordType::TXT);
+            if let Some(old) = records.remove(&key) {
+                change_in_values -= i64::try_from(old.records_count()).unwrap_or(0);
+            }
             if values.is_empty() {
-                records.remove(&key);
+                names.remove(&name);
                 continue;
             }
-            let mut set = RecordSet::with_ttl(Name::from(name), RecordType::TXT, CHALLENGE_TTL);
+            change_in_values += i64::try_from(values.len()).unwrap_or(0);
+            let mut set =
+                RecordSet::with_ttl(Name::from(name.clone()), RecordType::TXT, CHALLENGE_TTL);
             for value in values {
                 set.add_rdata(RData::TXT(TXT::new(vec![value])));
             }
             records.insert(key, Arc::new(set));
+            names.insert(name);
         }
-        let served: usize = records
-            .iter()
-            .filter(|(key, _)| key.record_type == RecordType::TXT)
-            .map(|(_, set)| set.records_count())
-            .sum();
-        METRICS
-            .delegation_zone_values
-            .set(i64::try_from(served).unwrap_or(i64::MAX));
+        let served = self
+            .index
+            .values
+            .fetch_add(change_in_values, std::sync::atomic::Ordering::Relaxed)
+            + change_in_values;
+        METRICS.delegation_zone_values.set(served);
     }
 
     fn lock(&self) -> std::sync::MutexGuard<'_, HashMap<String, Published>> {
@@ -222,6 +267,51 @@ impl ChallengeZone {
 /// The catalog of the one zone, counting its answers by response code.
 struct ZoneServer {
     catalog: Catalog,
+    index: Arc<NameIndex>,
+}
+
+impl ZoneServer {
+    /// NXDOMAIN for a name of the zone that holds nothing, with the SOA for negative caching,
+    /// answered here rather than by hickory's zone (see [`ChallengeZone`]'s `index`); `None`
+    /// for every other query, which the catalog answers.
+    async fn missing<R: ResponseHandler>(
+        &self,
+        request: &Request,
+        mut response_handle: R,
+    ) -> Option<ResponseInfo> {
+        let info = request.request_info().ok()?;
+        if !self.index.is_missing(info.query.name()) {
+            return None;
+        }
+        let mut metadata =
+            hickory_server::proto::op::Metadata::response_from_request(&request.metadata);
+        metadata.authoritative = true;
+        metadata.recursion_available = false;
+        metadata.response_code = hickory_server::proto::op::ResponseCode::NXDomain;
+        let edns = request.edns.as_ref().map(|asked| {
+            let mut edns = hickory_server::proto::op::Edns::new();
+            edns.set_max_payload(asked.max_payload().max(512));
+            edns
+        });
+        let mut builder = MessageResponseBuilder::from_message_request(request);
+        if let Some(edns) = &edns {
+            builder.edns(edns);
+        }
+        let response = builder.build(
+            metadata,
+            std::iter::empty(),
+            std::iter::empty(),
+            std::iter::once(&self.index.soa),
+            std::iter::empty(),
+        );
+        Some(match response_handle.send_response(response).await {
+            Ok(info) => info,
+            Err(error) => {
+                tracing::debug!(%error, "could not send an NXDOMAIN answer");
+                return None;
+            }
+        })
+    }
 }
 
 #[async_trait::async_trait]
@@ -231,10 +321,14 @@ impl RequestHandler for ZoneServer {
         request: &Request,
         response_handle: R,
     ) -> ResponseInfo {
-        let info = self
-            .catalog
-            .handle_request::<R, T>(request, response_handle)
-            .await;
+        let info = match self.missing(request, response_handle.clone()).await {
+            Some(info) => info,
+            None => {
+                self.catalog
+                    .handle_request::<R, T>(request, response_handle)
+                    .await
+            }
+        };
         METRICS
             .dns_queries
             .get_or_create(&RcodeLabel {
@@ -276,6 +370,7 @@ impl DnsServer {
         let origin = Name::from_ascii(format!("{}.", origin.name()))
             .map_err(|error| ZoneError(error.to_string()))?;
         let handler: Arc<dyn ZoneHandler> = zone.handler.clone();
+        let index = zone.index.clone();
         catalog.upsert(LowerName::new(&origin), vec![handler]);
         let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
         let runtime = tokio::runtime::Builder::new_current_thread()
@@ -286,7 +381,7 @@ impl DnsServer {
             .name("dns-server".into())
             .spawn(move || {
                 runtime.block_on(async move {
-                    let mut server = Server::new(ZoneServer { catalog });
+                    let mut server = Server::new(ZoneServer { catalog, index });
                     match (
                         tokio::net::UdpSocket::from_std(udp),
                         tokio::net::TcpListener::from_std(tcp),

@@ -49,6 +49,7 @@ impl DomainLocks {
     responses(
         (status = 202, description = "One ACME order created for every name of the domain; publish each challenge's TXT record", body = IssuanceStarted),
         (status = 500, description = "The CA could not be reached or refused (the message says which step)", body = ErrorBody),
+        (status = 429, description = "A budget kept for the CA is spent, or the CA said not now: retry after `Retry-After` seconds; nothing was recorded", body = ErrorBody),
         CallerErrors, NotFoundError, ChangeErrors
     ),
     security(("bearer" = []))

@@ -30,6 +30,7 @@ use crate::domain::aggregate::CustomDomainCommand;
     responses(
         (status = 202, description = "A renewal order was created for every name of the domain; publish each challenge's TXT record (the domain stays active meanwhile)", body = IssuanceStarted),
         (status = 500, description = "The CA could not be reached or refused (nothing was recorded)", body = ErrorBody),
+        (status = 429, description = "A budget kept for the CA is spent, or the CA said not now: retry after `Retry-After` seconds; nothing was recorded", body = ErrorBody),
         CallerErrors, NotFoundError, ChangeErrors
     ),
     security(("bearer" = []))
