@@ -108,15 +108,7 @@ impl DnsLookup for HickoryDnsLookup {
             Ok(lookup) => Ok(lookup
                 .answers()
                 .iter()
-                .filter_map(|record| match &record.data {
-                    RData::TXT(txt) => Some(
-                        txt.txt_data
-                            .iter()
-                            .map(|part| String::from_utf8_lossy(part).into_owned())
-                            .collect::<String>(),
-                    ),
-                    _ => None,
-                })
+                .filter_map(|record| txt_value(&record.data))
                 .collect()),
             // "Not there (yet)" is an answer, not a failure.
             Err(error) if error.is_nx_domain() || error.is_no_records_found() => Ok(Vec::new()),
@@ -155,6 +147,19 @@ impl DnsLookup for HickoryDnsLookup {
 
     fn describe(&self) -> String {
         self.description.clone()
+    }
+}
+
+/// A TXT record's value: its strings joined (`None` for other records).
+pub fn txt_value(data: &RData) -> Option<String> {
+    match data {
+        RData::TXT(txt) => Some(
+            txt.txt_data
+                .iter()
+                .map(|part| String::from_utf8_lossy(part).into_owned())
+                .collect(),
+        ),
+        _ => None,
     }
 }
 

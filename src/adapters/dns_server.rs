@@ -207,15 +207,7 @@ impl ChallengeZone {
             .get(&key)
             .map(|set| {
                 set.records_without_rrsigs()
-                    .filter_map(|record| match &record.data {
-                        RData::TXT(txt) => Some(
-                            txt.txt_data
-                                .iter()
-                                .map(|part| String::from_utf8_lossy(part).into_owned())
-                                .collect::<String>(),
-                        ),
-                        _ => None,
-                    })
+                    .filter_map(|record| crate::adapters::dns::txt_value(&record.data))
                     .collect()
             })
             .unwrap_or_default()

@@ -192,10 +192,20 @@ impl From<AggregateError<DomainError>> for ApiError {
                 Self::NotFound("domain was removed".into())
             }
             AggregateError::UserError(refusal) => Self::BadRequest(refusal.to_string()),
-            AggregateError::AggregateConflict => Self::Conflict(
-                "the domain was changed by another request at the same time; nothing was recorded, retry"
-                    .into(),
-            ),
+            other => Self::from_event_store(other, "domain"),
+        }
+    }
+}
+
+impl ApiError {
+    /// What an aggregate's failure other than its own refusal answers: a lost race `409`, an
+    /// unreachable store `503`, anything else `500`.
+    fn from_event_store<E: std::error::Error>(error: AggregateError<E>, what: &str) -> Self {
+        match error {
+            AggregateError::AggregateConflict => Self::Conflict(format!(
+                "the {what} was changed by another request at the same time; nothing was \
+                 recorded, retry"
+            )),
             AggregateError::DatabaseConnectionError(cause)
             | AggregateError::UnexpectedError(cause)
                 if is_unreachable_cause(cause.as_ref()) =>
@@ -203,7 +213,7 @@ impl From<AggregateError<DomainError>> for ApiError {
                 Self::store_unavailable(cause)
             }
             other => {
-                tracing::error!(error = %other, "event store failure");
+                tracing::error!(error = %other, what, "event store failure");
                 Self::Internal(format!("event store failure: {other}"))
             }
         }
@@ -217,21 +227,7 @@ impl From<AggregateError<WebhookEndpointError>> for ApiError {
                 refusal @ (WebhookEndpointError::NotFound | WebhookEndpointError::Deleted),
             ) => Self::NotFound(refusal.to_string()),
             AggregateError::UserError(refusal) => Self::Conflict(refusal.to_string()),
-            AggregateError::AggregateConflict => Self::Conflict(
-                "the webhook endpoint was changed by another request at the same time; nothing \
-                 was recorded, retry"
-                    .into(),
-            ),
-            AggregateError::DatabaseConnectionError(cause)
-            | AggregateError::UnexpectedError(cause)
-                if is_unreachable_cause(cause.as_ref()) =>
-            {
-                Self::store_unavailable(cause)
-            }
-            other => {
-                tracing::error!(error = %other, "webhook event store failure");
-                Self::Internal(format!("event store failure: {other}"))
-            }
+            other => Self::from_event_store(other, "webhook endpoint"),
         }
     }
 }

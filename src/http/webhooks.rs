@@ -164,6 +164,22 @@ async fn body_of(
     })
 }
 
+/// Records a command that gave the endpoint a new secret (sealed before, so the endpoint never
+/// names a secret that is not stored), and answers the endpoint as it now stands.
+async fn record_with_secret(
+    services: &AppState,
+    request: &HttpRequest,
+    id: &str,
+    command: WebhookEndpointCommand,
+) -> Result<WebhookBody, ApiError> {
+    services
+        .webhooks
+        .execute_with_metadata(id, command, origin(request).0)
+        .await?;
+    let endpoint = live(services, id).await?;
+    body_of(services, id, endpoint).await
+}
+
 /// `POST /webhooks`: register an endpoint; it is sent what happens from now on.
 #[utoipa::path(
     post, path = "/webhooks", operation_id = "createWebhook", tag = "webhooks",
@@ -220,12 +236,7 @@ pub async fn create(
         starts_after_position,
         at: Utc::now(),
     };
-    services
-        .webhooks
-        .execute_with_metadata(&id, command, origin(&request).0)
-        .await?;
-    let endpoint = live(&services, &id).await?;
-    let endpoint = body_of(&services, &id, endpoint).await?;
+    let endpoint = record_with_secret(&services, &request, &id, command).await?;
     Ok(HttpResponse::Created().json(WebhookWithSecret { endpoint, secret }))
 }
 
@@ -311,12 +322,7 @@ pub async fn rotate_secret(
         previous_valid_until: now + overlap,
         at: now,
     };
-    services
-        .webhooks
-        .execute_with_metadata(&id, command, origin(&request).0)
-        .await?;
-    let endpoint = live(&services, &id).await?;
-    let endpoint = body_of(&services, &id, endpoint).await?;
+    let endpoint = record_with_secret(&services, &request, &id, command).await?;
     Ok(HttpResponse::Ok().json(WebhookWithSecret { endpoint, secret }))
 }
 
