@@ -15,8 +15,12 @@
 //! fresh Pebble, store and service; N domains verified by a TXT token (manual) and N by their
 //! CNAME (delegated), one untimed delegated issuance to warm up, then the 2N issuances one
 //! after the other, manual and delegated in turn, each waited for until `active`:
-//! - manual: from the moment challtestsrv has the TXT value (its `set-txt` answered, sent right
-//!   after the `202`) to the domain's `active` (`GET /domains/{id}` every 10 ms);
+//! - manual: from the moment challtestsrv has the TXT value (its `set-txt` answered) to the
+//!   domain's `active` (`GET /domains/{id}` every 10 ms). The value is published after the
+//!   poller's first lookup (seen in challtestsrv's query history), the n-th of the N at the
+//!   middle of the n-th of N equal slices of the poll interval after it, as a person comes at
+//!   any moment of the cycle: published straight after the `202`, it usually beats that first
+//!   lookup and is seen at once, which measures a race rather than the manual flow;
 //! - delegated: from the `202` to the service's zone serving the value (a UDP query of the
 //!   service's DNS port every millisecond, started before the `POST`, so the zone may be seen
 //!   serving it before the `202` arrives: a negative figure), and from the `202` to `active`;
@@ -281,6 +285,9 @@ struct Sample {
     observed: f64,
     /// From `ChallengeRecordObserved` to `CertificateIssued` (the CA's part).
     ca: f64,
+    /// From the `202` to the poller's first lookup, as the driver saw it in challtestsrv's
+    /// history (manual orders only).
+    first_lookup: f64,
 }
 
 /// Turns delegated validation on, the zone served at `dns`.
@@ -305,6 +312,15 @@ fn bench_env(pebble: &Pebble, database: &TestDatabase, interval: &str) -> HashMa
     env.insert("LOG_LEVEL".into(), "info".into());
     env.insert("CERT_KEY_TYPE".into(), "ecdsa-p256".into());
     env
+}
+
+/// The poll interval a `POLL_INTERVALS` entry stands for.
+fn poll_interval(interval: &str) -> anyhow::Result<Duration> {
+    match interval {
+        "default" => Ok(Duration::from_secs(10)),
+        other => humantime::parse_duration(other)
+            .with_context(|| format!("POLL_INTERVALS: {other:?} is not a duration")),
+    }
 }
 
 /// Pebble validating through unbound, which sends the delegation zone to `dns`.
@@ -396,21 +412,84 @@ async fn phases(service: &Service, id: &str, start: DateTime<Utc>) -> anyhow::Re
     Ok((ms(observed - start), ms(issued - observed)))
 }
 
-/// A manual issuance: the `202`, the TXT values published at challtestsrv, then `active`.
-async fn manual_order(
-    service: &Service,
-    challtestsrv: &(reqwest::Client, String),
-    id: &str,
-) -> anyhow::Result<Sample> {
-    let (started, _) = issue(service, id, "manual").await?;
-    let (client, set_txt) = challtestsrv;
-    for challenge in started["challenges"].as_array().into_iter().flatten() {
-        client
-            .post(set_txt)
-            .json(&json!({"host": challenge["challenge_domain"], "value": challenge["expected_txt_value"]}))
+/// pebble-challtestsrv's management API: the TXT records a person would publish, and the
+/// queries its DNS server answered.
+struct Challtestsrv {
+    client: reqwest::Client,
+    base: String,
+}
+
+impl Challtestsrv {
+    fn of(pebble: &Pebble) -> Challtestsrv {
+        Challtestsrv {
+            client: reqwest::Client::new(),
+            base: format!("http://127.0.0.1:{}", pebble.challtestsrv_port),
+        }
+    }
+
+    async fn set_txt(&self, host: &Value, value: &Value) -> anyhow::Result<()> {
+        self.client
+            .post(format!("{}/set-txt", self.base))
+            .json(&json!({"host": host, "value": value}))
             .send()
             .await?
             .error_for_status()?;
+        Ok(())
+    }
+
+    /// How many TXT queries for `host` (no trailing dot) the DNS server has answered.
+    async fn txt_queries(&self, host: &str) -> anyhow::Result<usize> {
+        let history: Value = self
+            .client
+            .post(format!("{}/dns-request-history", self.base))
+            .json(&json!({ "host": host }))
+            .send()
+            .await?
+            .error_for_status()?
+            .json()
+            .await?;
+        Ok(history
+            .as_array()
+            .into_iter()
+            .flatten()
+            .filter(|query| query["Question"]["Qtype"] == 16)
+            .count())
+    }
+}
+
+/// A manual issuance of `name`: the `202`, the poller's first lookup of the challenge name
+/// (seen in challtestsrv's query history), `phase` later the TXT values published, then
+/// `active`. The lookup is waited for because a driver publishing straight after the `202`
+/// usually beats the poller's first lookup (its actor starts as the `202` is sent), and is then
+/// seen at once: no person is that fast, and a script that is skips the poll wait only by
+/// winning that race.
+async fn manual_order(
+    service: &Service,
+    challtestsrv: &Challtestsrv,
+    id: &str,
+    name: &str,
+    phase: Duration,
+) -> anyhow::Result<Sample> {
+    let host = format!("_acme-challenge.{name}");
+    let lookups_before = challtestsrv.txt_queries(&host).await?;
+    let (started, accepted) = issue(service, id, "manual").await?;
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while challtestsrv.txt_queries(&host).await? == lookups_before {
+        ensure!(
+            Instant::now() < deadline,
+            "no lookup of {host} within 10 s of the 202"
+        );
+        tokio::time::sleep(Duration::from_millis(2)).await;
+    }
+    let first_lookup = Instant::now();
+    tokio::time::sleep(phase).await;
+    for challenge in started["challenges"].as_array().into_iter().flatten() {
+        challtestsrv
+            .set_txt(
+                &challenge["challenge_domain"],
+                &challenge["expected_txt_value"],
+            )
+            .await?;
     }
     let (published, published_wall) = (Instant::now(), Utc::now());
     let active = wait_active(service, id).await?;
@@ -420,6 +499,7 @@ async fn manual_order(
         zones: Vec::new(),
         observed,
         ca,
+        first_lookup: signed_ms(accepted, first_lookup),
     })
 }
 
@@ -456,6 +536,7 @@ async fn delegated_order(
         zones: served,
         observed,
         ca,
+        first_lookup: 0.0,
     })
 }
 
@@ -606,13 +687,17 @@ async fn flows(
         verified_by_cname(&service, &pebble, "warm.delegated.test").await?;
     delegated_order(&service, &[dns], &warm_id, &warm_target).await?;
 
-    let challtestsrv = (
-        reqwest::Client::new(),
-        format!("http://127.0.0.1:{}/set-txt", pebble.challtestsrv_port),
-    );
+    let challtestsrv = Challtestsrv::of(&pebble);
+    let cycle = poll_interval(interval)?;
     let (mut manual, mut delegated) = (Vec::new(), Vec::new());
-    for (manual_id, (delegated_id, target)) in manual_ids.iter().zip(&delegated_ids) {
-        manual.push(manual_order(&service, &challtestsrv, manual_id).await?);
+    for (n, (manual_id, (delegated_id, target))) in
+        manual_ids.iter().zip(&delegated_ids).enumerate()
+    {
+        // The n-th manual record is published at the middle of the n-th of N equal slices of
+        // the poll cycle after the first lookup: a person comes at any moment of the cycle.
+        let phase = cycle.mul_f64((n as f64 + 0.5) / config.domains as f64);
+        let name = format!("m{n}.manual.test");
+        manual.push(manual_order(&service, &challtestsrv, manual_id, &name, phase).await?);
         delegated.push(delegated_order(&service, &[dns], delegated_id, target).await?);
     }
     let load_after = load_average();
@@ -631,7 +716,9 @@ async fn flows(
         n = config.domains
     );
     println!(
-        "  manual:    TXT published → active {} | → observed {} | observed → issued {}",
+        "  manual:    202 → poller's first lookup {} | TXT published → active {} | → observed {} \
+         | observed → issued {}",
+        spread(&of(&manual, |s| s.first_lookup)),
         spread(&manual_active),
         spread(&of(&manual, |s| s.observed)),
         spread(&of(&manual, |s| s.ca)),
