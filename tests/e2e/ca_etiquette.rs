@@ -263,10 +263,12 @@ async fn a_finalization_the_ca_defers_waits_out_its_retry_after_then_completes(k
         "finalized again before the CA's Retry-After: {:?}",
         published.elapsed()
     );
-    assert_eq!(
-        front.requests(FrontTarget::Finalize),
-        2,
-        "one deferred finalization, one after the wait"
+    // One deferred finalization, one after the wait; Pebble rejects a nonce now and then, and
+    // the client's retry of a rejected nonce is one more request, not a retry before the wait.
+    let finalizations = front.requests(FrontTarget::Finalize);
+    assert!(
+        (2..=4).contains(&finalizations),
+        "one deferred finalization, one after the wait: {finalizations}"
     );
 }
 
