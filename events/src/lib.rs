@@ -42,6 +42,16 @@ pub enum DomainStatus {
 }
 
 impl DomainStatus {
+    /// Every status, in lifecycle order.
+    pub const ALL: [DomainStatus; 6] = [
+        Self::Pending,
+        Self::Verified,
+        Self::CertificatePending,
+        Self::Active,
+        Self::Failed,
+        Self::Expired,
+    ];
+
     /// The status as the REST contract spells it.
     pub const fn as_str(self) -> &'static str {
         match self {

@@ -58,11 +58,32 @@ pub struct ListQuery {
     /// Only domains in this status.
     #[param(value_type = Option<DomainStatus>)]
     status: Option<String>,
+    /// Only domains whose name contains this text (letters, digits, `.`, `-` and `*`; case
+    /// does not matter), e.g. `shop` or `.example.com`.
+    #[param(max_length = 253)]
+    name: Option<String>,
     /// Page size, 1 to 500 (default 50).
     #[param(minimum = 1, maximum = 500)]
     limit: Option<u32>,
     /// The `next_cursor` of the previous page.
     cursor: Option<String>,
+}
+
+/// The `name` of `GET /domains`, lower-cased, or why it is refused: only what a host name may
+/// hold, so that it can never be read as a pattern.
+fn name_filter(name: Option<&str>) -> Result<Option<String>, ApiError> {
+    let Some(name) = name.filter(|name| !name.is_empty()) else {
+        return Ok(None);
+    };
+    let lowered = name.to_ascii_lowercase();
+    let allowed =
+        |c: char| c.is_ascii_lowercase() || c.is_ascii_digit() || matches!(c, '.' | '-' | '*');
+    if lowered.len() > 253 || !lowered.chars().all(allowed) {
+        return Err(ApiError::BadRequest(format!(
+            "name {name:?} is not part of a host name: use letters, digits, '.', '-' or '*', at most 253"
+        )));
+    }
+    Ok(Some(lowered))
 }
 
 /// The metadata recorded with the events a request causes: its request id (see
@@ -254,7 +275,7 @@ pub async fn replace_alt_names(
     )))
 }
 
-/// `GET /domains`: one page of domains, optionally of one status.
+/// `GET /domains`: one page of domains, optionally of one status or matching a name.
 #[utoipa::path(
     get, path = "/domains", operation_id = "listDomains", tag = "domains",
     params(ListQuery),
@@ -276,10 +297,11 @@ pub async fn list(
             ))
         })?),
     };
+    let name = name_filter(query.name.as_deref())?;
     let limit = super::page_limit(query.limit, 50, 500)?;
     let page = services
         .store
-        .list_domain_views(status, limit, query.cursor.as_deref())
+        .list_domain_views(status, name.as_deref(), limit, query.cursor.as_deref())
         .await?;
     let zone = services.settings.delegation();
     Ok(HttpResponse::Ok().json(DomainList {

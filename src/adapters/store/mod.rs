@@ -20,6 +20,7 @@
 //! - `names.rs`: domain-name claims.
 //! - `renewal_info_checks.rs`: when to ask the CA again for a certificate's renewal window.
 //! - `views.rs`: the read projections, their writes, reads and checkpoints.
+//! - `overview.rs`: the figures of the console's overview, each through an index.
 //! - `secrets.rs`: the sealed ACME credentials and certificate keys, and re-sealing them.
 //! - `checkpoints.rs`: the signed checkpoints of the audit log.
 //! - `ca_budgets.rs`: the budgets kept for the CA (new orders, failed validations), shared by
@@ -133,6 +134,7 @@ mod feed;
 mod leases;
 mod migrations;
 mod names;
+mod overview;
 mod renewal_info_checks;
 mod secrets;
 mod views;
@@ -141,6 +143,7 @@ mod webhooks;
 pub use ca_budgets::BudgetUse;
 pub use feed::{EventTable, ProjectionRow};
 pub use leases::{lock_sqlite_exclusively, SqliteReplicaLock};
+pub use overview::DayActivity;
 pub use secrets::SecretTable;
 pub use views::{DomainPage, ExpiryCounts, KeyDisposalMark, ProjectionWrite};
 pub use webhooks::{AttemptRecord, MessageFate, NewMessage, StoredMessage};

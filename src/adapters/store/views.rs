@@ -244,22 +244,31 @@ impl Store {
             .transpose()?)
     }
 
-    /// A page of domain views, optionally of one status, after `cursor` (an id).
+    /// A page of domain views, optionally of one status and with `name_contains` in their
+    /// name, after `cursor` (an id).
     pub async fn list_domain_views(
         &self,
         status: Option<DomainStatus>,
+        name_contains: Option<&str>,
         limit: u32,
         cursor: Option<&str>,
     ) -> Result<DomainPage, StoreError> {
+        // `name_contains` is checked by the caller to hold only host-name characters, so it
+        // carries no LIKE wildcard of its own.
         let sql = "SELECT payload FROM domain_views \
                    WHERE (status = $1 OR ($1 = '' AND status <> 'removed')) AND id > $2 \
+                   AND ($4 = '' OR domain_name LIKE $5) \
                    ORDER BY id LIMIT $3";
         let status = status.map(DomainStatus::as_str).unwrap_or("");
         let cursor = cursor.unwrap_or("");
+        let name_contains = name_contains.unwrap_or("");
+        let pattern = format!("%{name_contains}%");
         let payloads: Vec<String> = on_pool!(self, pool => sqlx::query(sql)
             .bind(status)
             .bind(cursor)
             .bind(i64::from(limit))
+            .bind(name_contains)
+            .bind(pattern.as_str())
             .fetch_all(pool)
             .await?
             .iter()
