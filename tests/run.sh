@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # The test command: on a fresh machine it installs what the tests need (Pebble, its DNS server,
 # unbound, nsd, dnsperf and dig for the delegation tests, wrk, PostgreSQL where none runs,
-# schemathesis and the standardwebhooks verifier from PyPI), starts PostgreSQL when it is down,
+# Chromium and ChromeDriver for the console; schemathesis, the standardwebhooks verifier and
+# Selenium from PyPI; axe-core from npm), starts PostgreSQL when it is down,
 # checks formatting and clippy, and runs every test of the workspace: the Pebble end-to-end
 # tests, the schemathesis conformance run and the quick-start script included.
 #
@@ -24,6 +25,11 @@ command -v nsd >/dev/null || [ -x /usr/sbin/nsd ] || missing+=(nsd)
 command -v dnsperf >/dev/null || missing+=(dnsperf)
 command -v dig >/dev/null || missing+=(bind9-dnsutils)
 command -v python3 >/dev/null || missing+=(python3 python3-venv)
+# The console's browser test: Debian's Chromium, driven through its ChromeDriver by Selenium;
+# npm installs axe-core for its accessibility check.
+command -v chromium >/dev/null || missing+=(chromium)
+command -v chromedriver >/dev/null || missing+=(chromium-driver)
+command -v npm >/dev/null || missing+=(npm)
 if [ -z "${TEST_POSTGRES_URL:-}" ] && ! command -v pg_ctlcluster >/dev/null; then
   missing+=(postgresql)
   installed_postgres=1
@@ -73,8 +79,8 @@ fi
 SCHEMATHESIS_REQUIREMENTS=tests/schemathesis-requirements.txt
 if ! cmp -s "$SCHEMATHESIS_REQUIREMENTS" target/schemathesis/requirements.txt \
   || ! target/schemathesis/bin/schemathesis --version >/dev/null 2>&1 \
-  || ! target/schemathesis/bin/python -c 'import standardwebhooks' >/dev/null 2>&1; then
-  echo "tests/run.sh: installing schemathesis and standardwebhooks ($SCHEMATHESIS_REQUIREMENTS)"
+  || ! target/schemathesis/bin/python -c 'import standardwebhooks, selenium' >/dev/null 2>&1; then
+  echo "tests/run.sh: installing schemathesis, standardwebhooks and selenium ($SCHEMATHESIS_REQUIREMENTS)"
   if ! python3 -m venv --help >/dev/null 2>&1 || ! python3 -c 'import ensurepip' 2>/dev/null; then
     as_root apt-get update -qq
     as_root env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq python3 python3-venv >/dev/null
@@ -85,6 +91,19 @@ if ! cmp -s "$SCHEMATHESIS_REQUIREMENTS" target/schemathesis/requirements.txt \
     -r "$SCHEMATHESIS_REQUIREMENTS"
   cp "$SCHEMATHESIS_REQUIREMENTS" target/schemathesis/requirements.txt
 fi
+# axe-core, for the console's browser test only, pinned with its integrity hash in
+# tests/console/package-lock.json; installed again whenever that lock changes.
+CONSOLE_NPM=target/console-npm
+if ! cmp -s tests/console/package-lock.json "$CONSOLE_NPM/package-lock.json" \
+  || [ ! -f "$CONSOLE_NPM/node_modules/axe-core/axe.min.js" ]; then
+  echo "tests/run.sh: installing axe-core (tests/console/package-lock.json)"
+  rm -rf "$CONSOLE_NPM"
+  mkdir -p "$CONSOLE_NPM"
+  cp tests/console/package.json tests/console/package-lock.json "$CONSOLE_NPM/"
+  (cd "$CONSOLE_NPM" && npm ci --no-audit --no-fund --loglevel=error >/dev/null)
+fi
+export AXE_CORE_JS="$PWD/$CONSOLE_NPM/node_modules/axe-core/axe.min.js"
+
 # The tests find the environment through this (the webhook receiver takes its python from the
 # same bin/ directory).
 export SCHEMATHESIS="$PWD/target/schemathesis/bin/schemathesis"

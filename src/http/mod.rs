@@ -6,11 +6,13 @@ mod auth;
 mod bodies;
 mod ca;
 mod certificates;
+pub mod console;
 mod domains;
 mod error;
 mod events;
 pub mod observe;
 pub mod openapi;
+mod overview;
 mod renewals;
 mod webhooks;
 
@@ -108,6 +110,8 @@ pub fn register_routes(cfg: &mut web::ServiceConfig) -> Vec<(Method, &'static st
     );
     table.add(Token, Method::GET, "/metrics", web::to(metrics));
     table.add(Token, Method::GET, "/ca", web::to(ca::get));
+    table.add(Token, Method::GET, "/overview", web::to(overview::overview));
+    table.add(Token, Method::GET, "/whoami", web::to(overview::whoami));
     table.add(Token, Method::POST, "/domains", web::to(domains::register));
     table.add(Token, Method::GET, "/domains", web::to(domains::list));
     table.add(Token, Method::GET, "/domains/{id}", web::to(domains::get));
@@ -192,8 +196,8 @@ pub fn register_routes(cfg: &mut web::ServiceConfig) -> Vec<(Method, &'static st
     table.register(cfg)
 }
 
-/// Registers every route, the interactive reference at `/docs`, the JSON error handling and
-/// authentication.
+/// Registers every route, the interactive reference at `/docs`, the console at `/console/`,
+/// the JSON error handling and authentication.
 pub fn configure(cfg: &mut web::ServiceConfig) {
     cfg.app_data(
         web::JsonConfig::default()
@@ -204,6 +208,7 @@ pub fn configure(cfg: &mut web::ServiceConfig) {
     .app_data(web::QueryConfig::default().error_handler(query_error));
     register_routes(cfg);
     openapi::register_docs(cfg);
+    console::register(cfg);
     cfg.default_service(web::to(unknown_route));
 }
 

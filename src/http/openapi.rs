@@ -8,7 +8,7 @@ use actix_web::{web, HttpResponse};
 use utoipa::openapi::security::{HttpAuthScheme, HttpBuilder, SecurityScheme};
 use utoipa::OpenApi;
 
-use super::{audit, ca, certificates, domains, events, renewals, webhooks};
+use super::{audit, ca, certificates, domains, events, overview, renewals, webhooks};
 
 /// The API's description: every route of [`super::register_routes`] (a test holds the two
 /// together).
@@ -52,6 +52,8 @@ use super::{audit, ca, certificates, domains, events, renewals, webhooks};
         super::readyz,
         super::metrics,
         ca::get,
+        overview::overview,
+        overview::whoami,
         serve,
     ),
     modifiers(&BearerToken),
@@ -60,7 +62,7 @@ use super::{audit, ca, certificates, domains, events, renewals, webhooks};
         (name = "certificates", description = "Issue certificates and read them"),
         (name = "events", description = "The history of each domain and the global event feed"),
         (name = "webhooks", description = "Signed notifications (Standard Webhooks) of what happens to certificates"),
-        (name = "operations", description = "Health, readiness, metrics and this description"),
+        (name = "operations", description = "Health, readiness, metrics, the overview's figures and this description"),
     )
 )]
 pub struct ApiDoc;

@@ -1,0 +1,410 @@
+"""The console in a real browser: headless Chromium (Debian's), driven through its ChromeDriver
+by Selenium, against the real service on Pebble. tests/e2e/console.rs starts the service,
+Pebble and the domains this script expects, runs it with the environment below, and fails
+when it exits non-zero.
+
+Environment:
+  CONSOLE_BASE       the service's base URL, e.g. http://127.0.0.1:8080
+  ADMIN_TOKEN        the service's AUTH_TOKEN
+  AUDITOR_TOKEN      one of its READ_ONLY_TOKENS
+  CHALLTESTSRV       pebble-challtestsrv's management URL (the test publishes records there,
+                     as a person would at their DNS provider)
+  ACTIVE_DOMAIN_ID   an active domain, with a signed checkpoint covering its events
+  PENDING_DOMAIN_ID  a registered domain whose ownership is not proven
+  NEW_DOMAIN         a name to register through the console
+  SCREENSHOTS        where to save a PNG of every page
+  AXE_CORE_JS        axe-core's axe.min.js
+  CHROMIUM, CHROMEDRIVER (optional) the browser and its driver; Debian's paths by default
+
+Each check prints a line; the first that fails raises and ends the run with exit code 1.
+"""
+
+import json
+import os
+import sys
+import time
+import urllib.error
+import urllib.request
+
+from selenium import webdriver
+from selenium.common.exceptions import (
+    NoSuchElementException,
+    StaleElementReferenceException,
+    TimeoutException,
+)
+from selenium.webdriver.chrome.service import Service
+from selenium.webdriver.common.action_chains import ActionChains
+from selenium.webdriver.common.by import By
+from selenium.webdriver.common.keys import Keys
+from selenium.webdriver.support import expected_conditions as when
+from selenium.webdriver.support.ui import Select, WebDriverWait
+
+BASE = os.environ["CONSOLE_BASE"].rstrip("/")
+ADMIN_TOKEN = os.environ["ADMIN_TOKEN"]
+AUDITOR_TOKEN = os.environ["AUDITOR_TOKEN"]
+CHALLTESTSRV = os.environ["CHALLTESTSRV"].rstrip("/")
+ACTIVE_DOMAIN_ID = os.environ["ACTIVE_DOMAIN_ID"]
+PENDING_DOMAIN_ID = os.environ["PENDING_DOMAIN_ID"]
+NEW_DOMAIN = os.environ["NEW_DOMAIN"]
+SCREENSHOTS = os.environ["SCREENSHOTS"]
+AXE_CORE_JS = open(os.environ["AXE_CORE_JS"], encoding="utf-8").read()
+
+# Waits long enough for a loaded two-core machine: Pebble validates, the poller looks up.
+SHORT = 15
+LONG = 120
+
+
+def check(condition, sentence, detail=""):
+    """Prints the sentence when it holds; raises with the detail when it does not."""
+    if not condition:
+        raise AssertionError(f"NOT TRUE: {sentence} {detail}")
+    print(f"ok: {sentence}", flush=True)
+
+
+def api(method, path, token, body=None):
+    """Calls the service's API directly: (status, parsed body)."""
+    data = None if body is None else json.dumps(body).encode()
+    request = urllib.request.Request(BASE + path, data=data, method=method)
+    request.add_header("Authorization", f"Bearer {token}")
+    if data is not None:
+        request.add_header("Content-Type", "application/json")
+    try:
+        with urllib.request.urlopen(request, timeout=30) as response:
+            return response.status, json.loads(response.read() or b"null")
+    except urllib.error.HTTPError as error:
+        return error.code, json.loads(error.read() or b"null")
+
+
+def publish_txt(host, value):
+    """Publishes a TXT record at pebble-challtestsrv, as the domain's owner would."""
+    request = urllib.request.Request(
+        CHALLTESTSRV + "/set-txt",
+        data=json.dumps({"host": host, "value": value}).encode(),
+        method="POST",
+    )
+    with urllib.request.urlopen(request, timeout=10) as response:
+        assert response.status == 200, response.status
+
+
+def browser():
+    options = webdriver.ChromeOptions()
+    options.binary_location = os.environ.get("CHROMIUM", "/usr/bin/chromium")
+    for flag in (
+        "--headless=new",
+        "--no-sandbox",
+        "--disable-gpu",
+        "--disable-dev-shm-usage",
+        "--disable-quic",
+        "--no-first-run",
+        "--disable-background-networking",
+        "--disable-component-update",
+        "--disable-sync",
+        "--window-size=1280,1000",
+    ):
+        options.add_argument(flag)
+    service = Service(executable_path=os.environ.get("CHROMEDRIVER", "/usr/bin/chromedriver"))
+    driver = webdriver.Chrome(service=service, options=options)
+    driver.set_script_timeout(60)
+    return driver
+
+
+def wait(driver, seconds=SHORT):
+    # The page redraws itself as the feed brings events: an element found a moment ago may be
+    # replaced by its new copy, so a wait looks again rather than failing on the old one.
+    return WebDriverWait(
+        driver,
+        seconds,
+        poll_frequency=0.2,
+        ignored_exceptions=(NoSuchElementException, StaleElementReferenceException),
+    )
+
+
+def shown_records(driver):
+    """The records the page shows to publish now, as (name, value), read in one step."""
+    return driver.execute_script(
+        "return Array.from(document.querySelectorAll('#records-now .record'),"
+        " (r) => [r.dataset.recordName, r.dataset.recordValue])"
+    )
+
+
+def shoot(driver, name):
+    path = os.path.join(SCREENSHOTS, f"{name}.png")
+    driver.save_screenshot(path)
+    print(f"screenshot: {path}", flush=True)
+
+
+def axe(driver, page):
+    """Runs axe-core (WCAG 2 A and AA rules) on the page; fails on any serious or critical
+    violation."""
+    driver.execute_script(AXE_CORE_JS)
+    result = driver.execute_async_script(
+        """
+        const done = arguments[arguments.length - 1];
+        axe.run(document, {runOnly: {type: 'tag', values: ['wcag2a', 'wcag2aa', 'wcag21a', 'wcag21aa']}})
+          .then((r) => done(r.violations.map((v) => ({id: v.id, impact: v.impact, help: v.help,
+              nodes: v.nodes.slice(0, 3).map((n) => n.target.join(' '))}))))
+          .catch((e) => done([{id: 'axe-failed', impact: 'critical', help: String(e), nodes: []}]));
+        """
+    )
+    serious = [v for v in result if v["impact"] in ("serious", "critical")]
+    minor = [v["id"] for v in result if v not in serious]
+    check(not serious, f"axe-core finds no serious violation on the {page} page", json.dumps(serious))
+    if minor:
+        print(f"  (minor findings on the {page} page: {', '.join(minor)})", flush=True)
+
+
+def sign_in(driver, token):
+    field = wait(driver).until(when.element_to_be_clickable((By.ID, "token")))
+    field.clear()
+    # Typed and sent with the keyboard, as an operator would.
+    field.send_keys(token, Keys.ENTER)
+    wait(driver).until(when.visibility_of_element_located((By.ID, "sections")))
+
+
+def no_token_left(driver, token, where):
+    """The token is in no URL, no storage and no cookie of the page."""
+    check(token not in driver.current_url, f"the token is not in the URL ({where})")
+    stored = driver.execute_script(
+        "return JSON.stringify([Object.entries(localStorage), Object.entries(sessionStorage), document.cookie])"
+    )
+    check(token not in stored, f"the token is in no storage and no cookie ({where})", stored)
+    check(stored == '[[],[],""]', f"the console stores nothing in the browser ({where})", stored)
+
+
+def open_domain_from_list(driver, domain_id):
+    link = wait(driver).until(
+        when.element_to_be_clickable((By.CSS_SELECTOR, f'tr[data-domain-id="{domain_id}"] a'))
+    )
+    link.send_keys(Keys.ENTER)
+    wait(driver).until(when.presence_of_element_located((By.ID, "domain-status")))
+
+
+def confirm(driver):
+    wait(driver).until(when.visibility_of_element_located((By.ID, "confirm")))
+    click(driver, "confirm-ok")
+    wait(driver).until(when.invisibility_of_element_located((By.ID, "confirm")))
+
+
+def click(driver, element_id):
+    """Clicks an element, finding it again if the page redrew it meanwhile."""
+    wait(driver).until(lambda d: d.find_element(By.ID, element_id).click() or True)
+
+
+def status_text(driver):
+    return driver.find_element(By.ID, "domain-status").text.strip()
+
+
+def auditor_reads(driver):
+    driver.get(BASE + "/console/")
+    wait(driver).until(when.visibility_of_element_located((By.ID, "sign-in-form")))
+    axe(driver, "sign-in")
+    shoot(driver, "01-sign-in")
+    # A wrong token is refused with the API's own message.
+    sign_in_field = driver.find_element(By.ID, "token")
+    sign_in_field.send_keys("not-a-token", Keys.ENTER)
+    error = wait(driver).until(when.visibility_of_element_located((By.ID, "sign-in-error")))
+    wait(driver).until(lambda d: "bearer token" in error.text)
+    check("missing or invalid bearer token" in error.text, "a wrong token is refused with the API's error", error.text)
+
+    sign_in(driver, AUDITOR_TOKEN)
+    check("auditor" in driver.find_element(By.ID, "role").text, "the auditor is told their role")
+    wait(driver).until(when.presence_of_element_located((By.ID, "domain-table")))
+    rows = driver.find_elements(By.CSS_SELECTOR, "#domain-table tbody tr")
+    check(len(rows) >= 2, "the list shows the registered domains", str(len(rows)))
+    check(not driver.find_element(By.CSS_SELECTOR, '[data-section="register"]').is_displayed(),
+          "an auditor is not offered registration")
+    axe(driver, "domain list")
+    shoot(driver, "02-domains-auditor")
+
+    # Filtering by status and searching by name go through the API's own filters.
+    Select(driver.find_element(By.ID, "filter-status")).select_by_value("active")
+    wait(driver).until(lambda d: "status=active" in d.current_url)
+    wait(driver).until(lambda d: all(
+        "active" in cell.text for cell in d.find_elements(By.CSS_SELECTOR, "#domain-table tbody td[data-label=Status]")
+    ))
+    active_rows = driver.find_elements(By.CSS_SELECTOR, "#domain-table tbody tr")
+    check([row.get_attribute("data-domain-id") for row in active_rows] == [ACTIVE_DOMAIN_ID],
+          "filtering by status shows only the active domain")
+
+    open_domain_from_list(driver, ACTIVE_DOMAIN_ID)
+    verdict = wait(driver).until(when.presence_of_element_located((By.ID, "chain-verdict")))
+    check(verdict.get_attribute("data-verified") == "true",
+          "the timeline's hash chain verifies in the browser", verdict.text)
+    checkpoint = driver.find_element(By.ID, "checkpoint-verdict")
+    check(checkpoint.get_attribute("data-verified") == "true",
+          "the latest signed checkpoint's signature verifies in the browser", checkpoint.text)
+    events = driver.find_elements(By.CSS_SELECTOR, "#timeline li")
+    check(len(events) >= 5, "the timeline lists the domain's events", str(len(events)))
+    timeline = driver.find_element(By.ID, "timeline").text
+    check("by admin via http (POST /domains)" in timeline, "the timeline says who caused each event", timeline[:500])
+    check(driver.find_elements(By.CSS_SELECTOR, "#certificate-table tbody tr"),
+          "the domain page lists its certificates")
+    check(not driver.find_elements(By.CSS_SELECTOR, "button[id^=action-]"), "an auditor sees no actions")
+    axe(driver, "domain")
+    shoot(driver, "03-domain-auditor")
+
+    driver.find_element(By.CSS_SELECTOR, '[data-section="overview"]').click()
+    wait(driver).until(when.presence_of_element_located((By.ID, "status-figures")))
+    active_figure = driver.find_element(By.XPATH, '//table[@id="status-figures"]//tr[th="active"]/td').text
+    check(active_figure == "1", "the overview counts the active domain", active_figure)
+    check(len(driver.find_elements(By.CSS_SELECTOR, "svg.chart")) == 3, "the overview draws its three charts")
+    axe(driver, "overview")
+    shoot(driver, "04-overview")
+    no_token_left(driver, AUDITOR_TOKEN, "auditor")
+
+    driver.find_element(By.ID, "sign-out").click()
+    wait(driver).until(when.visibility_of_element_located((By.ID, "sign-in-form")))
+
+
+def admin_registers_and_issues(driver):
+    sign_in(driver, ADMIN_TOKEN)
+    # Marks this document: if it is still marked at the end, the page was never reloaded.
+    driver.execute_script("window.__notReloaded = true;")
+    driver.find_element(By.CSS_SELECTOR, '[data-section="register"]').click()
+    name_field = wait(driver).until(when.element_to_be_clickable((By.ID, "register-name")))
+    axe(driver, "register")
+    name_field.send_keys(NEW_DOMAIN)
+    driver.find_element(By.ID, "register-alt-names").send_keys(f"www.{NEW_DOMAIN}")
+    shoot(driver, "05-register")
+    click(driver, "register-submit")
+    confirm(driver)
+    wait(driver).until(lambda d: status_text(d) == "pending")
+    check(True, "a domain registered through the console opens as pending")
+
+    # Its ownership record, as the page shows it (and would copy it), published by "the owner".
+    records = wait(driver).until(lambda d: shown_records(d) or False)
+    for name, value in records:
+        publish_txt(name, value)
+    click(driver, "action-verify")
+    confirm(driver)
+    wait(driver).until(lambda d: status_text(d) == "verified")
+    check(True, "verifying through the console makes it verified")
+
+    click(driver, "action-issue")
+    confirm(driver)
+    wait(driver).until(lambda d: status_text(d) == "certificate pending")
+    records = wait(driver).until(lambda d: shown_records(d) if len(shown_records(d)) >= 2 else False)
+    check(len(records) == 2, "the order's two challenge records are shown to copy", str(records))
+    shoot(driver, "06-domain-records-to-publish")
+    for name, value in records:
+        publish_txt(name, value)
+    # No reload, no click: the feed brings the change.
+    try:
+        wait(driver, LONG).until(lambda d: status_text(d) == "active")
+    except TimeoutException:
+        raise AssertionError(f"NOT TRUE: the domain turns active without a reload (status {status_text(driver)!r})")
+    check(driver.execute_script("return window.__notReloaded === true"),
+          "the domain turns active without reloading the page")
+    check(f"{NEW_DOMAIN} is now active" in driver.find_element(By.ID, "live-state").text,
+          "the change is announced to screen readers")
+    shoot(driver, "07-domain-active")
+    no_token_left(driver, ADMIN_TOKEN, "admin")
+
+
+def a_refused_action_shows_the_api_error(driver):
+    code, expected = api("POST", f"/domains/{PENDING_DOMAIN_ID}/issue-certificate", ADMIN_TOKEN)
+    check(code in (400, 409) and "error" in expected, "the API refuses to issue for an unproven domain", str(expected))
+    driver.execute_script(f"location.hash = '#/domain/{PENDING_DOMAIN_ID}'")
+    wait(driver).until(lambda d: status_text(d) == "pending")
+    click(driver, "action-issue")
+    confirm(driver)
+    result = wait(driver).until(when.visibility_of_element_located((By.ID, "action-result")))
+    wait(driver).until(lambda d: d.find_element(By.ID, "action-result").text.strip() != "")
+    text = driver.find_element(By.ID, "action-result").text
+    check(expected["error"] in text and f"({code})" in text, "a refused action shows the API's error as it is", text)
+    check(result.get_attribute("role") == "alert", "the refusal is announced as an alert")
+    check(status_text(driver) == "pending", "the refused action changed nothing")
+    shoot(driver, "08-refused-action")
+
+    # Cancelling a confirmation does nothing at all.
+    click(driver, "action-remove")
+    wait(driver).until(when.visibility_of_element_located((By.ID, "confirm")))
+    click(driver, "confirm-cancel")
+    code, still = api("GET", f"/domains/{PENDING_DOMAIN_ID}", ADMIN_TOKEN)
+    check(code == 200, "a cancelled removal removes nothing", str(still))
+
+
+def readable_at_phone_width(driver):
+    driver.set_window_size(390, 844)
+    driver.execute_script("location.hash = '#/domains'")
+    wait(driver).until(when.presence_of_element_located((By.ID, "domain-table")))
+    overflow = driver.execute_script("return document.documentElement.scrollWidth - window.innerWidth")
+    check(overflow <= 1, "the domain list fits a phone's width", f"{overflow}px too wide")
+    shoot(driver, "09-domains-phone")
+    driver.execute_script(f"location.hash = '#/domain/{ACTIVE_DOMAIN_ID}'")
+    wait(driver).until(when.presence_of_element_located((By.ID, "chain-verdict")))
+    overflow = driver.execute_script("return document.documentElement.scrollWidth - window.innerWidth")
+    check(overflow <= 1, "a domain page fits a phone's width", f"{overflow}px too wide")
+    shoot(driver, "10-domain-phone")
+    driver.set_window_size(1280, 1000)
+
+
+def keyboard_only(driver):
+    """The skip link comes first, Tab then walks the sections in reading order, and the list's
+    filter and rows are reached and opened with the keyboard alone."""
+    driver.execute_script("location.hash = '#/domains'")
+    wait(driver).until(when.presence_of_element_located((By.ID, "domain-table")))
+    first = driver.execute_script(
+        "return Array.from(document.querySelectorAll('a[href], button, input, select, textarea, [tabindex]'))"
+        ".find((e) => e.tabIndex >= 0 && !e.closest('[hidden]') && !e.disabled).className"
+    )
+    check(first == "skip-link", "the skip link is the first thing Tab reaches", first)
+    driver.execute_script("document.querySelector('.skip-link').focus()")
+    keys = ActionChains(driver)
+    visited = []
+    for _ in range(6):
+        keys.send_keys(Keys.TAB).perform()
+        active = driver.switch_to.active_element
+        visited.append(active.get_attribute("id") or active.text)
+    check(visited[:3] == ["Domains", "Overview", "Register a domain"],
+          "Tab then walks the sections in reading order", str(visited))
+    check("filter-status" in visited and "filter-name" in visited, "then the list's filters", str(visited))
+    # Enter on a focused row link opens the domain.
+    link = driver.find_element(By.CSS_SELECTOR, f'tr[data-domain-id="{ACTIVE_DOMAIN_ID}"] a')
+    driver.execute_script("arguments[0].focus()", link)
+    keys.send_keys(Keys.ENTER).perform()
+    wait(driver).until(when.presence_of_element_located((By.ID, "chain-verdict")))
+    check(True, "Enter on a domain's link opens its page")
+
+
+def nothing_outlives_the_tab(driver):
+    """Closing the tab signs out: a new tab of the same browser finds no token and must sign in."""
+    console_tab = driver.current_window_handle
+    driver.switch_to.new_window("tab")
+    fresh = driver.current_window_handle
+    driver.switch_to.window(console_tab)
+    driver.close()
+    driver.switch_to.window(fresh)
+    driver.get(BASE + "/console/#/domains")
+    wait(driver).until(when.visibility_of_element_located((By.ID, "sign-in-form")))
+    check(not driver.find_element(By.ID, "sections").is_displayed(), "a new tab after the console's tab closed is signed out")
+    no_token_left(driver, ADMIN_TOKEN, "after the tab closed")
+    no_token_left(driver, AUDITOR_TOKEN, "after the tab closed")
+
+
+def main():
+    os.makedirs(SCREENSHOTS, exist_ok=True)
+    driver = browser()
+    try:
+        auditor_reads(driver)
+        admin_registers_and_issues(driver)
+        a_refused_action_shows_the_api_error(driver)
+        readable_at_phone_width(driver)
+        keyboard_only(driver)
+        nothing_outlives_the_tab(driver)
+    except Exception:
+        try:
+            shoot(driver, "failure")
+            print(driver.find_element(By.TAG_NAME, "body").text[:3000], file=sys.stderr)
+            for entry in driver.get_log("browser"):
+                print(f"browser log: {entry}", file=sys.stderr)
+        except Exception as error:  # the browser itself may be gone
+            print(f"(no failure screenshot: {error})", file=sys.stderr)
+        raise
+    finally:
+        driver.quit()
+    print("all console checks passed", flush=True)
+
+
+if __name__ == "__main__":
+    main()
