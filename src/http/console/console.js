@@ -149,6 +149,7 @@
     $('sections').hidden = true;
     $('sign-out').hidden = true;
     $('role').textContent = '';
+    $('feed-state').textContent = '';
     announce('');
     $('sign-in').hidden = false;
     $('sign-in-error').textContent = message || '';
@@ -168,8 +169,8 @@
           headers: headers({ Accept: 'application/x-ndjson' }), signal: controller.signal, cache: 'no-store', credentials: 'omit',
         });
         if (!response.ok) throw new Error(`feed answered ${response.status}`);
-        $('live-state').dataset.state = 'live';
-        $('live-state').textContent = '● live';
+        $('feed-state').dataset.state = 'live';
+        $('feed-state').textContent = '● live';
         const reader = response.body.getReader();
         const decoder = new TextDecoder();
         let buffer = '';
@@ -187,8 +188,8 @@
       } catch (_) {
         if (controller.signal.aborted) return;
       }
-      $('live-state').dataset.state = 'reconnecting';
-      $('live-state').textContent = '○ reconnecting';
+      $('feed-state').dataset.state = 'reconnecting';
+      $('feed-state').textContent = '○ reconnecting';
       await new Promise((resolve) => setTimeout(resolve, 2000));
     }
   }
