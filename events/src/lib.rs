@@ -66,16 +66,7 @@ impl DomainStatus {
 
     /// Parses the contract's spelling back into a status.
     pub fn parse(text: &str) -> Option<Self> {
-        [
-            Self::Pending,
-            Self::Verified,
-            Self::CertificatePending,
-            Self::Active,
-            Self::Failed,
-            Self::Expired,
-        ]
-        .into_iter()
-        .find(|status| status.as_str() == text)
+        Self::ALL.into_iter().find(|status| status.as_str() == text)
     }
 }
 

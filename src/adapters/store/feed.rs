@@ -232,6 +232,16 @@ impl Store {
         }))
     }
 
+    /// The last position of the feed (0 when empty): where a console starts following it.
+    pub async fn feed_head(&self) -> Result<i64, StoreError> {
+        let sql = "SELECT COALESCE(MAX(position), 0) AS last FROM events WHERE aggregate_type = $1";
+        Ok(on_pool!(self, pool => sqlx::query(sql)
+            .bind(AGGREGATE_TYPE)
+            .fetch_one(pool)
+            .await?
+            .try_get("last")?))
+    }
+
     /// The task that hears the commits of other replicas and wakes this process's feed
     /// followers, to run for as long as the process does: on PostgreSQL, a `LISTEN` on the
     /// events trigger's channel ([`commit_signal::listen_on_postgres`]); none on SQLite, whose

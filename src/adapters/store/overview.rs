@@ -75,14 +75,4 @@ impl Store {
             })
             .collect::<Result<Vec<_>, sqlx::Error>>()?))
     }
-
-    /// The last position of the feed (0 when empty): where a console starts following it.
-    pub async fn feed_head(&self) -> Result<i64, StoreError> {
-        let sql = "SELECT COALESCE(MAX(position), 0) AS last FROM events WHERE aggregate_type = $1";
-        Ok(on_pool!(self, pool => sqlx::query(sql)
-            .bind(AGGREGATE_TYPE)
-            .fetch_one(pool)
-            .await?
-            .try_get("last")?))
-    }
 }
