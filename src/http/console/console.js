@@ -197,18 +197,21 @@
   function onFeedEvent(event) {
     session.feedPosition = Math.max(session.feedPosition, event.position);
     const concerned = current.kind === 'list' || current.kind === 'overview' || (current.kind === 'domain' && current.id === event.aggregate_id);
-    if (!concerned || !current.refresh) return;
-    clearTimeout(refreshTimer);
+    if (!concerned || !current.refresh || refreshTimer !== null) return;
+    // At most one redraw per interval however busy the feed is (a burst of events is one
+    // redraw, a steady stream does not starve it).
     refreshTimer = setTimeout(refreshNow, current.kind === 'overview' ? 1500 : 250);
   }
 
   /** Draws the current page again in place, keeping the keyboard focus where it was; waits
-   *  while a confirmation is open. */
+   *  while a confirmation is open or the operator is typing in a field. */
   async function refreshNow() {
-    if ($('confirm').open) {
+    const typing = document.activeElement && ['INPUT', 'TEXTAREA', 'SELECT'].includes(document.activeElement.tagName);
+    if ($('confirm').open || typing) {
       refreshTimer = setTimeout(refreshNow, 500);
       return;
     }
+    refreshTimer = null;
     const focused = document.activeElement && document.activeElement.id;
     const scroll = window.scrollY;
     if (current.refresh) await current.refresh();
@@ -232,6 +235,7 @@
       else link.removeAttribute('aria-current');
     }
     clearTimeout(refreshTimer);
+    refreshTimer = null;
     if (section === 'domain' && parts[1]) await showDomain(decodeURIComponent(parts[1]));
     else if (section === 'overview') await showOverview();
     else if (section === 'register') showRegister();
