@@ -323,6 +323,32 @@ def a_refused_action_shows_the_api_error(driver):
     code, still = api("GET", f"/domains/{PENDING_DOMAIN_ID}", ADMIN_TOKEN)
     check(code == 200, "a cancelled removal removes nothing", str(still))
 
+    # Further names are edited in the confirmation itself; a name the API refuses is shown with
+    # its error and changes nothing.
+    www = "www.console-pending.example.test"
+    edit_names(driver, www)
+    wait(driver).until(lambda d: "Further names saved" in d.find_element(By.ID, "action-result").text)
+    code, edited = api("GET", f"/domains/{PENDING_DOMAIN_ID}", ADMIN_TOKEN)
+    check(edited["alt_names"] == [www], "further names edited in the console are the domain's", str(edited))
+    code, expected = api("PUT", f"/domains/{PENDING_DOMAIN_ID}/alt_names", ADMIN_TOKEN,
+                         {"alt_names": ["elsewhere.example.org"]})
+    check(code == 400, "the API refuses a further name outside the domain", str(expected))
+    edit_names(driver, "elsewhere.example.org")
+    wait(driver).until(lambda d: "refused" in d.find_element(By.ID, "action-result").text)
+    text = driver.find_element(By.ID, "action-result").text
+    check(expected["error"] in text, "a refused name edit shows the API's error as it is", text)
+    code, unchanged = api("GET", f"/domains/{PENDING_DOMAIN_ID}", ADMIN_TOKEN)
+    check(unchanged["alt_names"] == [www], "the refused edit changed nothing", str(unchanged))
+
+
+def edit_names(driver, names):
+    click(driver, "action-names")
+    area = wait(driver).until(when.element_to_be_clickable((By.ID, "edit-alt-names")))
+    area.clear()
+    area.send_keys(names)
+    click(driver, "confirm-ok")
+    wait(driver).until(when.invisibility_of_element_located((By.ID, "confirm")))
+
 
 def readable_at_phone_width(driver):
     driver.set_window_size(390, 844)

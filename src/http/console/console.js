@@ -492,20 +492,22 @@
       ['retry', 'Retry', ['failed'], `Place a new order for ${name}?`, () => api('POST', `${path}/retry`), 'Order placed again.'],
       ['renew', 'Renew now', ['active', 'expired'], `Renew the certificate of ${name} now, before it is due?`, () => api('POST', `${path}/renew`), 'Renewal order placed.'],
       ['revoke', 'Revoke certificate', hasCertificate ? ['active', 'expired'] : [], `Revoke the current certificate of ${name} at the CA? Clients stop trusting it; this cannot be undone.`, (extra) => api('POST', `${path}/certificate/revoke`, { reason: extra.reason }), 'Certificate revoked.', 'danger'],
+      ['names', 'Edit further names', STATUSES, `Set the further names of ${name}: the next order covers them (an open order keeps its own).`, (extra) => api('PUT', `${path}/alt_names`, { alt_names: extra.altNames }), 'Further names saved: the next order covers them.'],
       ['remove', 'Remove domain', STATUSES, `Remove ${name}? Its open order stops, its records leave the zone and its name is free again. Its history stays.`, () => api('DELETE', path), 'Domain removed.', 'danger'],
     ];
     const buttons = actions
       .filter(([, , statuses]) => statuses.includes(domain.status))
       .map(([key, label, , question, call, done, tone]) => h('button', { type: 'button', id: `action-${key}`, class: tone || null, text: label, onclick: async () => {
-        const extra = key === 'revoke' ? revocationReason() : null;
-        const confirmed = await confirmAction(label, question, tone, extra);
+        const extra = { revoke: revocationReason, names: () => altNamesEditor(domain) }[key];
+        const form = extra ? extra() : null;
+        const confirmed = await confirmAction(label, question, tone, form);
         if (!confirmed) {
           $(`action-${key}`).focus();
           return;
         }
         let result;
         try {
-          await call(extra ? { reason: extra.querySelector('select').value } : {});
+          await call(form ? readForm(form) : {});
           result = { ok: true, message: done };
         } catch (failure) {
           result = { ok: false, message: `${label} refused (${failure.status || 'network'}): ${failure.message}` };
@@ -519,6 +521,24 @@
         $('action-result').focus();
       } }));
     return h('section', { 'aria-labelledby': 'actions-title' }, h('h2', { id: 'actions-title', class: 'visually-hidden', text: 'Actions' }), h('div', { class: 'actions' }, buttons));
+  }
+
+  /** What the operator entered in a confirmation's form: the revocation's reason, or the
+   *  further names (separated by spaces, commas or lines). */
+  function readForm(form) {
+    const reason = form.querySelector('select');
+    const names = form.querySelector('textarea');
+    return {
+      reason: reason ? reason.value : undefined,
+      altNames: names ? names.value.split(/[\s,]+/).map((value) => value.trim()).filter(Boolean) : undefined,
+    };
+  }
+
+  function altNamesEditor(domain) {
+    const area = h('textarea', { id: 'edit-alt-names', rows: 4, spellcheck: 'false', 'aria-describedby': 'edit-alt-names-hint' });
+    area.value = domain.alt_names.join('\n');
+    return h('div', {}, h('label', { for: 'edit-alt-names', text: 'Further names' }), area,
+      h('p', { class: 'hint', id: 'edit-alt-names-hint', text: `Subdomains or wildcards under ${domain.domain_name}, one per line; empty for none.` }));
   }
 
   function revocationReason() {
