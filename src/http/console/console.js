@@ -345,7 +345,9 @@
   // ---- One domain --------------------------------------------------------------------------
 
   async function showDomain(id) {
-    current = { kind: 'domain', id, refresh: () => drawDomain(id, null) };
+    // The outcome of the last action stays on the page through the feed's redraws, until the
+    // next action or another page.
+    current = { kind: 'domain', id, result: null, refresh: () => drawDomain(id, current.result) };
     await drawDomain(id, null);
   }
 
@@ -517,6 +519,7 @@
           announce(`${name} removed`);
           return;
         }
+        current.result = result;
         await drawDomain(domain.id, result);
         $('action-result').focus();
       } }));
