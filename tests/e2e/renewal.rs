@@ -134,9 +134,19 @@ async fn a_due_certificate_is_renewed_to_a_new_serial_while_the_domain_stays_act
     )
     .await;
     assert_eq!(view["renewal"]["reason"], "lifetime", "{view}");
+    // Pebble now and then hands out an order whose authorizations are valid already (even with
+    // PEBBLE_AUTHZREUSE=0; seen in a CI run): that renewal completes at once, and the next one,
+    // due at once too, is the one that waits here for its records. Whichever it is, the
+    // certificate it replaces is the one served meanwhile.
+    let requested = payloads(&database, &id, "RenewalRequested").await;
+    let replaced_id = requested
+        .last()
+        .and_then(|renewal| renewal["renews_certificate_id"].as_str())
+        .expect("the open renewal's certificate")
+        .to_owned();
     assert_eq!(
         certificate_id(&view),
-        first_id,
+        replaced_id,
         "the old certificate is served meanwhile"
     );
     publish_renewal_records(&pebble, &view);
@@ -145,7 +155,7 @@ async fn a_due_certificate_is_renewed_to_a_new_serial_while_the_domain_stays_act
         &id,
         Duration::from_secs(60),
         stays_active,
-        |view| certificate_id(view) != first_id,
+        |view| certificate_id(view) != replaced_id,
     )
     .await;
     assert_ne!(renewed["certificate"]["serial"], first_serial);
@@ -159,7 +169,7 @@ async fn a_due_certificate_is_renewed_to_a_new_serial_while_the_domain_stays_act
     assert!(items.len() >= 2, "{history}");
     let newest = &items[0];
     assert_eq!(newest["current"], true);
-    assert_eq!(newest["replaced"], first_id.as_str());
+    assert_eq!(newest["replaced"], replaced_id.as_str());
     assert_eq!(newest["renewal_reason"], "lifetime");
     assert_eq!(newest["names"], serde_json::json!(["renew.example.test"]));
     let old = items
