@@ -53,8 +53,8 @@ use std::time::{Duration, Instant};
 use anyhow::{bail, ensure, Context};
 use chrono::{DateTime, Utc};
 use dns_handling_testkit::{
-    free_dns_port, service_env, verified_domain, Pebble, PebbleOptions, Service, StoreKind,
-    TestDatabase,
+    delegate_zone, free_dns_port, service_env, verified_domain, Pebble, PebbleOptions, Service,
+    StoreKind, TestDatabase,
 };
 use serde_json::{json, Value};
 
@@ -288,16 +288,6 @@ struct Sample {
     /// From the `202` to the poller's first lookup, as the driver saw it in challtestsrv's
     /// history (manual orders only).
     first_lookup: f64,
-}
-
-/// Turns delegated validation on, the zone served at `dns`.
-fn delegate_to(env: &mut HashMap<String, String>, dns: SocketAddr) {
-    env.insert("DELEGATION_ZONE".into(), ZONE.into());
-    env.insert("DNS_LISTEN_ADDR".into(), dns.to_string());
-    env.insert(
-        "DELEGATION_NAMESERVERS".into(),
-        "ns1.platform.test,ns2.platform.test".into(),
-    );
 }
 
 /// The environment every service of this bench starts with.
@@ -672,7 +662,7 @@ async fn flows(
     let pebble = pebble_delegating_to(dns);
     let database = TestDatabase::create(kind).await;
     let mut env = bench_env(&pebble, &database, interval);
-    delegate_to(&mut env, dns);
+    delegate_zone(&mut env, ZONE, dns);
     let service = Service::start(BINARY, &env);
 
     let mut manual_ids = Vec::with_capacity(config.domains);
@@ -809,10 +799,10 @@ async fn replicas(run: usize, config: &Config, summary: &SharedSummary) -> anyho
     let database = TestDatabase::create(StoreKind::Postgres).await;
     let env = bench_env(&pebble, &database, "default");
     let mut on_a = env.clone();
-    delegate_to(&mut on_a, dns_a);
+    delegate_zone(&mut on_a, ZONE, dns_a);
     on_a.insert("REPLICA_ID".into(), "replica-a".into());
     let mut on_b = env;
-    delegate_to(&mut on_b, dns_b);
+    delegate_zone(&mut on_b, ZONE, dns_b);
     on_b.insert("REPLICA_ID".into(), "replica-b".into());
     let replica_a = Service::start(BINARY, &on_a);
     let _replica_b = Service::start(BINARY, &on_b);

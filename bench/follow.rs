@@ -13,6 +13,7 @@
 // A bench binary: its items need no docs.
 #![allow(missing_docs)]
 
+mod feed_reader;
 mod harness;
 
 mod stats;
@@ -28,28 +29,6 @@ use tokio::sync::mpsc;
 const BINARY: &str = env!("CARGO_BIN_EXE_dns-handling");
 
 const TOKEN: &str = "follow-bench-admin-token";
-
-/// Reads a following stream and sends each event's domain id with the moment its line arrived.
-async fn follow(mut stream: reqwest::Response, arrivals: mpsc::UnboundedSender<(String, Instant)>) {
-    let mut buffer: Vec<u8> = Vec::new();
-    while let Ok(Some(chunk)) = stream.chunk().await {
-        let arrived = Instant::now();
-        buffer.extend_from_slice(&chunk);
-        while let Some(end) = buffer.iter().position(|byte| *byte == b'\n') {
-            let line: Vec<u8> = buffer.drain(..=end).collect();
-            let Ok(event) = serde_json::from_slice::<Value>(&line) else {
-                continue;
-            };
-            let id = event["aggregate_id"]
-                .as_str()
-                .unwrap_or_default()
-                .to_owned();
-            if arrivals.send((id, arrived)).is_err() {
-                return;
-            }
-        }
-    }
-}
 
 async fn run(kind: StoreKind, events: usize) -> anyhow::Result<()> {
     let database = TestDatabase::create(kind).await;
@@ -69,7 +48,7 @@ async fn run(kind: StoreKind, events: usize) -> anyhow::Result<()> {
         .await?;
     anyhow::ensure!(stream.status() == 200, "follow: {}", stream.status());
     let (sender, mut arrivals) = mpsc::unbounded_channel();
-    let follower = tokio::spawn(follow(stream, sender));
+    let follower = tokio::spawn(feed_reader::follow(stream, None, sender));
 
     let mut delivered = Vec::with_capacity(events);
     let mut acknowledged = Vec::with_capacity(events);

@@ -31,6 +31,7 @@
 // A bench binary: its items need no docs.
 #![allow(missing_docs)]
 
+mod feed_reader;
 mod harness;
 
 #[allow(dead_code)]
@@ -422,32 +423,6 @@ async fn throughput(
 // ---------------------------------------------------------------------------------------------
 // Latency.
 
-/// Reads a following stream and sends each `DomainRemoved`'s domain id with the moment its line
-/// arrived (as `bench/follow.rs` reads it).
-async fn follow(mut stream: reqwest::Response, seen: mpsc::UnboundedSender<(String, Instant)>) {
-    let mut buffer: Vec<u8> = Vec::new();
-    while let Ok(Some(chunk)) = stream.chunk().await {
-        let arrived = Instant::now();
-        buffer.extend_from_slice(&chunk);
-        while let Some(end) = buffer.iter().position(|byte| *byte == b'\n') {
-            let line: Vec<u8> = buffer.drain(..=end).collect();
-            let Ok(event) = serde_json::from_slice::<Value>(&line) else {
-                continue;
-            };
-            if event["event_type"] != "DomainRemoved" {
-                continue;
-            }
-            let id = event["aggregate_id"]
-                .as_str()
-                .unwrap_or_default()
-                .to_owned();
-            if seen.send((id, arrived)).is_err() {
-                return;
-            }
-        }
-    }
-}
-
 /// Milliseconds from `from` to `to`, negative when `to` came first.
 fn ms_between(from: Instant, to: Instant) -> f64 {
     match to.checked_duration_since(from) {
@@ -495,7 +470,7 @@ async fn latency(kind: StoreKind, config: &Config, run: usize) -> anyhow::Result
         .await?;
     anyhow::ensure!(stream.status() == 200, "follow: {}", stream.status());
     let (sender, mut seen) = mpsc::unbounded_channel();
-    let follower = tokio::spawn(follow(stream, sender));
+    let follower = tokio::spawn(feed_reader::follow(stream, Some("DomainRemoved"), sender));
 
     let removals = config.removals;
     let ids = write_domains(&service, &format!("l{run}"), removals + 1, false).await?;

@@ -42,8 +42,8 @@ pub use pebble::{eab_key, Pebble, PebbleOptions};
 pub use process::{free_dns_port, free_port, ChildGuard, TempDir};
 pub use service::{run_command, sample, start_expecting_refusal, Service};
 pub use setup::{
-    active_domain, database_env, issue_and_publish, pebble_and_database, service_env,
-    verified_domain, verified_domain_with_alt_names, TEST_AUDIT_SIGNING_KEY,
+    active_domain, database_env, delegate_zone, issue_and_publish, pebble_and_database,
+    service_env, verified_domain, verified_domain_with_alt_names, TEST_AUDIT_SIGNING_KEY,
     TEST_KEY_ENCRYPTION_KEY,
 };
 pub use unbound::Unbound;

@@ -2,6 +2,7 @@
 //! a Pebble, and a domain taken to `verified` or `active` through the real API.
 
 use std::collections::HashMap;
+use std::net::SocketAddr;
 use std::time::Duration;
 
 use crate::database::{StoreKind, TestDatabase};
@@ -123,4 +124,15 @@ pub fn service_env(pebble: &Pebble, database: &TestDatabase) -> HashMap<String, 
         ("REPLICA_ID".to_owned(), "test-replica".to_owned()),
     ]);
     env
+}
+
+/// Turns delegated validation on in a service's environment: `zone` served at `dns`, with two
+/// nameserver names for its SOA and NS answers.
+pub fn delegate_zone(env: &mut HashMap<String, String>, zone: &str, dns: SocketAddr) {
+    env.insert("DELEGATION_ZONE".into(), zone.into());
+    env.insert("DNS_LISTEN_ADDR".into(), dns.to_string());
+    env.insert(
+        "DELEGATION_NAMESERVERS".into(),
+        "ns1.platform.test,ns2.platform.test".into(),
+    );
 }

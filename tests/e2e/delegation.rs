@@ -9,8 +9,8 @@ use std::net::SocketAddr;
 use std::time::{Duration, Instant};
 
 use dns_handling_testkit::{
-    dig, free_dns_port, start_expecting_refusal, Pebble, PebbleOptions, Service, StoreKind,
-    TempDir, TestDatabase,
+    delegate_zone, dig, free_dns_port, start_expecting_refusal, Pebble, PebbleOptions, Service,
+    StoreKind, TempDir, TestDatabase,
 };
 use serde_json::{json, Value};
 
@@ -41,7 +41,7 @@ async fn delegated(kind: StoreKind) -> Delegated {
     });
     let database = TestDatabase::create(kind).await;
     let mut env = dns_handling_testkit::service_env(&pebble, &database);
-    delegate_to(&mut env, dns);
+    delegate_zone(&mut env, ZONE, dns);
     env.insert("CERT_KEY_TYPE".into(), "ecdsa-p256".into());
     Delegated {
         pebble,
@@ -49,16 +49,6 @@ async fn delegated(kind: StoreKind) -> Delegated {
         env,
         dns,
     }
-}
-
-/// Turns delegated validation on, the zone served at `dns`.
-fn delegate_to(env: &mut HashMap<String, String>, dns: SocketAddr) {
-    env.insert("DELEGATION_ZONE".into(), ZONE.into());
-    env.insert("DNS_LISTEN_ADDR".into(), dns.to_string());
-    env.insert(
-        "DELEGATION_NAMESERVERS".into(),
-        "ns1.platform.test,ns2.platform.test".into(),
-    );
 }
 
 /// Registers `name` (with `alt_names`): the `201` body.
@@ -339,7 +329,7 @@ async fn a_challenge_created_on_one_replica_is_answered_by_another() {
     let setup = delegated(StoreKind::Postgres).await;
     let mut on_a = setup.env.clone();
     let dns_a = SocketAddr::from(([127, 0, 0, 1], free_dns_port()));
-    delegate_to(&mut on_a, dns_a);
+    delegate_zone(&mut on_a, ZONE, dns_a);
     on_a.insert("REPLICA_ID".into(), "replica-a".into());
     let mut on_b = setup.env.clone();
     on_b.insert("REPLICA_ID".into(), "replica-b".into());

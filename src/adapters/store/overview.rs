@@ -1,5 +1,6 @@
-//! The figures of the console's overview (`GET /overview`), each read through an index so
-//! that the page costs the same with a hundred domains or a million.
+//! The figures of the console's overview (`GET /overview`) that the views' metrics queries do
+//! not give already, each read through an index: open orders, renewals due, and issuances and
+//! failures per day. (The counts by status, which the overview reuses, read every view.)
 
 use dns_handling_events::AGGREGATE_TYPE;
 use sqlx::Row as _;
