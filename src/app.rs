@@ -27,6 +27,7 @@ use crate::read::projector::ViewProjector;
 use crate::read::view_reader::ViewReader;
 use crate::read::zone_follower;
 use crate::settings::{redact_url_password, Settings};
+use crate::tasks::spawn_supervised;
 
 /// The running service: its HTTP server and its supervisor.
 pub struct Application {
@@ -114,10 +115,19 @@ impl Application {
         if caught_up > 0 {
             tracing::info!(caught_up, "read projections caught up with the event feed");
         }
+        // Every loop of the background is started again should it panic (`tasks`).
         let mut background = vec![spawn_catch_up_loop(projector.clone())];
-        if let Some(listener) = store.commit_listener() {
+        if store.commit_listener().is_some() {
             // Other replicas commit too: their commits wake this one's following feed streams.
-            background.push(actix_web::rt::spawn(listener));
+            let listening = store.clone();
+            background.push(spawn_supervised("commit-listener", move || {
+                let listener = listening.commit_listener();
+                async move {
+                    if let Some(listener) = listener {
+                        listener.await;
+                    }
+                }
+            }));
         }
         // The delegation zone is filled before pending orders resume, so their values are
         // served from the first lookup on.
@@ -130,12 +140,18 @@ impl Application {
                 let position = zone_follower::fill(&store, &challenges)
                     .await
                     .context("filling the delegation zone from the open orders")?;
-                background.push(actix_web::rt::spawn(zone_follower::follow(
-                    store.clone(),
-                    challenges.clone(),
-                    position,
-                    settings.feed_poll_interval,
-                )));
+                // Started again from the position the zone was filled at: the changes since
+                // are applied again in order, which leaves the zone as the feed says.
+                let (following, zone_values) = (store.clone(), challenges.clone());
+                let interval = settings.feed_poll_interval;
+                background.push(spawn_supervised("zone-follower", move || {
+                    zone_follower::follow(
+                        following.clone(),
+                        zone_values.clone(),
+                        position,
+                        interval,
+                    )
+                }));
                 Some(DnsServer::start(
                     &challenges,
                     &zone,
@@ -189,7 +205,10 @@ impl Application {
             .context("reading pending orders")?;
         tracing::info!(resumed, "supervisor started");
         let renewals = RenewalScheduler::new(services.clone(), supervisor.clone()).start();
-        background.push(actix_web::rt::spawn(webhooks::dispatch(services.clone())));
+        let dispatching = services.clone();
+        background.push(spawn_supervised("webhook-dispatch", move || {
+            webhooks::dispatch(dispatching.clone())
+        }));
 
         let listener = TcpListener::bind(settings.server_addr)
             .with_context(|| format!("binding SERVER_ADDR={}", settings.server_addr))?;
@@ -252,12 +271,15 @@ const CATCH_UP_INTERVAL: std::time::Duration = std::time::Duration::from_secs(1)
 
 /// Keeps the projections caught up with the feed for as long as the process runs.
 fn spawn_catch_up_loop(projector: ViewProjector) -> actix_web::rt::task::JoinHandle<()> {
-    actix_web::rt::spawn(async move {
-        let mut ticks = actix_web::rt::time::interval(CATCH_UP_INTERVAL);
-        loop {
-            ticks.tick().await;
-            if let Err(error) = projector.catch_up(|_| {}).await {
-                tracing::warn!(%error, "projection catch-up failed; retrying");
+    spawn_supervised("projection-catch-up", move || {
+        let projector = projector.clone();
+        async move {
+            let mut ticks = actix_web::rt::time::interval(CATCH_UP_INTERVAL);
+            loop {
+                ticks.tick().await;
+                if let Err(error) = projector.catch_up(|_| {}).await {
+                    tracing::warn!(%error, "projection catch-up failed; retrying");
+                }
             }
         }
     })

@@ -16,7 +16,7 @@ use crate::adapters::acme::{AcmeClient, AcmeError};
 use crate::adapters::certificate_keys::CertificateKeys;
 use crate::adapters::dns::DnsLookup;
 use crate::adapters::event_repository::EventRepository;
-use crate::adapters::store::Store;
+use crate::adapters::store::{SpentUnits, Store};
 use crate::adapters::vault::KeyVault;
 use crate::adapters::webhook_sender::WebhookSender;
 use crate::audit::checkpoints::AuditSigner;
@@ -157,6 +157,10 @@ impl AppState {
     /// what it `replaces` (ARI) names it only to the CA that issued it (`replaces`' directory),
     /// and only that order is exempt from the budget. When every CA fails, the answer is the
     /// first "not now" met (a client can retry after it), else the last failure.
+    ///
+    /// A CA that said when to come back, or did not answer a moment ago, is skipped without
+    /// spending its budget; a unit spent for an order the CA never got (it refused, or could
+    /// not be reached) is given back, so an outage does not spend the budget.
     async fn create_order_somewhere(
         &self,
         names: &[String],
@@ -172,8 +176,19 @@ impl AppState {
                 })
                 .map(|(identifier, _)| identifier);
             let attempt = async {
-                Box::pin(self.spend_order_budget(acme.directory_url(), replaces.is_some())).await?;
-                Box::pin(acme.create_order(names, replaces)).await
+                if let Some(paused) = acme.new_orders_paused() {
+                    return Err(paused);
+                }
+                let spent =
+                    Box::pin(self.spend_order_budget(acme.directory_url(), replaces.is_some()))
+                        .await?;
+                let created = Box::pin(acme.create_order(names, replaces)).await;
+                if let Err(error) = &created {
+                    if !error.may_have_placed_order() {
+                        self.refund_order_budget(&spent).await;
+                    }
+                }
+                created
             };
             match attempt.await {
                 Ok(created) => return Ok((created, acme)),
@@ -200,52 +215,49 @@ impl AppState {
     }
 
     /// Keeps the CA's limit on failed validations before it has to refuse: no order for a name
-    /// whose validations failed too often in the window, whichever CA. Shared by every replica.
+    /// whose validations failed too often in the window, whichever CA. Shared by every replica;
+    /// one query for all the names.
     async fn check_name_budgets(&self, names: &[String]) -> Result<(), AcmeError> {
-        let settings = &self.settings;
-        let failures = settings.acme_failed_validation_budget;
-        for name in names {
-            let left = self
-                .store
-                .budget_left(
-                    FAILED_VALIDATIONS,
-                    name,
-                    failures.limit,
-                    failures.chrono_window(),
-                )
-                .await
-                .map_err(store_failed)?;
-            if let Err(retry_after) = left {
-                crate::metrics::METRICS
-                    .ca_refusals
-                    .get_or_create(&crate::metrics::BudgetLabel {
-                        budget: FAILED_VALIDATIONS,
-                    })
-                    .inc();
-                return Err(AcmeError::BudgetSpent {
-                    detail: format!(
-                        "{name} failed validation {} times within {} \
-                         (ACME_FAILED_VALIDATION_BUDGET)",
-                        failures.limit,
-                        humantime::format_duration(failures.window)
-                    ),
-                    retry_after,
-                });
-            }
-        }
-        Ok(())
+        let failures = self.settings.acme_failed_validation_budget;
+        let left = self
+            .store
+            .budget_left(
+                FAILED_VALIDATIONS,
+                names,
+                failures.limit,
+                failures.chrono_window(),
+            )
+            .await
+            .map_err(store_failed)?;
+        let Err((name, retry_after)) = left else {
+            return Ok(());
+        };
+        crate::metrics::METRICS
+            .ca_refusals
+            .get_or_create(&crate::metrics::BudgetLabel {
+                budget: FAILED_VALIDATIONS,
+            })
+            .inc();
+        Err(AcmeError::BudgetSpent {
+            detail: format!(
+                "{name} failed validation {} times within {} (ACME_FAILED_VALIDATION_BUDGET)",
+                failures.limit,
+                humantime::format_duration(failures.window)
+            ),
+            retry_after,
+        })
     }
 
     /// Keeps a CA's limit on new orders before it has to refuse: no new order past its
     /// account's budget (an ARI renewal, which Let's Encrypt exempts, spends none). Shared by
-    /// every replica.
+    /// every replica. Answers the unit spent, to be given back if the CA never gets the order.
     async fn spend_order_budget(
         &self,
         directory: &str,
         ari_renewal: bool,
-    ) -> Result<(), AcmeError> {
+    ) -> Result<SpentUnits, AcmeError> {
         if ari_renewal {
-            return Ok(());
+            return Ok(SpentUnits::default());
         }
         let orders = self.settings.acme_new_order_budget;
         let spent = self
@@ -272,6 +284,14 @@ impl AppState {
             ),
             retry_after,
         })
+    }
+
+    /// Gives back the new-order unit of an order the CA never got. A store failure here only
+    /// leaves the unit spent until it leaves the window: logged, not the caller's failure.
+    async fn refund_order_budget(&self, spent: &SpentUnits) {
+        if let Err(error) = self.store.refund_budget(spent).await {
+            tracing::warn!(%error, "could not give back a new-order unit the CA never used");
+        }
     }
 
     /// What stops the domain's names from being validated by delegation: for each distinct

@@ -82,6 +82,9 @@ pub struct Metrics {
     pub live_pollers: Gauge,
     /// Pollers that died without finishing their order and were started again.
     pub poller_restarts: Counter,
+    /// Background work that panicked and was started again, by task (`renewal-scheduler`,
+    /// `zone-follower`, `webhook-driver`, …): see `crate::tasks`.
+    pub background_restarts: Family<TaskLabel, Counter>,
     /// Domain views that had missed events and were folded again from their streams.
     pub view_rebuilds: Counter,
     /// Checkpoint signings refused because the log or a stored checkpoint was not what this
@@ -118,6 +121,14 @@ pub struct Metrics {
     /// Seconds from an event (the time it records, within milliseconds of its commit) to the
     /// delivery of its message, for messages delivered at their first attempt.
     pub webhook_delivery_lag: Histogram,
+}
+
+/// A single `task` label: a kind of background work.
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct TaskLabel {
+    /// `renewal-scheduler`, `supervisor`, `zone-follower`, `webhook-dispatch`, `webhook-driver`,
+    /// `checkpoint-signer`, `projection-catch-up`, `commit-listener`.
+    pub task: &'static str,
 }
 
 /// A single `budget` label.
@@ -195,6 +206,12 @@ impl Metrics {
             "poller_restarts",
             "Pollers that died without finishing their order and were started again",
             poller_restarts.clone(),
+        );
+        let background_restarts = Family::<TaskLabel, Counter>::default();
+        registry.register(
+            "background_restarts",
+            "Background work that panicked and was started again, by task",
+            background_restarts.clone(),
         );
         let view_rebuilds = Counter::default();
         registry.register(
@@ -294,6 +311,7 @@ impl Metrics {
             acme_requests,
             live_pollers,
             poller_restarts,
+            background_restarts,
             view_rebuilds,
             checkpoint_refusals,
             event_append_duration,

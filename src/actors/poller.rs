@@ -44,6 +44,9 @@ pub struct PollerMemory {
     lookups_unseen: u32,
     /// The CA said not to come back before then (`Retry-After`).
     not_before: Option<chrono::DateTime<Utc>>,
+    /// The order's failed validation was counted against its names' budget: a poll that
+    /// runs again (its `OrderFailed` not recorded for a store error) does not count it twice.
+    failed_validation_counted: bool,
 }
 
 /// The first wait of a delegated order's lookups. The service publishes its records itself
@@ -201,8 +204,9 @@ pub async fn poll_once(
             at: Utc::now(),
         },
         Err(AcmeError::Refused(reason)) => {
-            if reason.code == "challenge_invalid" {
+            if reason.code == "challenge_invalid" && !memory.failed_validation_counted {
                 spend_failed_validations(&services, order, &reason.detail).await;
+                memory.failed_validation_counted = true;
             }
             CustomDomainCommand::OrderFailed {
                 order_id: order.order_id.clone(),
@@ -257,7 +261,14 @@ async fn spend_failed_validations(services: &AppState, order: &OrderDetails, det
     for name in names {
         if let Err(error) = services
             .store
-            .record_budget_spend(crate::app_state::FAILED_VALIDATIONS, name)
+            .record_budget_spend(
+                crate::app_state::FAILED_VALIDATIONS,
+                name,
+                services
+                    .settings
+                    .acme_failed_validation_budget
+                    .chrono_window(),
+            )
             .await
         {
             tracing::warn!(%name, %error, "could not count a failed validation");

@@ -94,11 +94,13 @@ pub async fn start_renewal(
     Ok(order)
 }
 
-/// Whether the CA answers renewal information for this certificate (its directory lists
-/// `renewalInfo`); only then does a renewal order name what it replaces.
+/// Whether the CA offers renewal information for this certificate (its directory lists
+/// `renewalInfo`); only then does a renewal order name what it replaces. A request for it that
+/// fails does not say the CA offers none: during an outage an ARI renewal keeps its exemption
+/// from the new-order budget (and an order the CA never gets spends nothing anyway).
 async fn ari_offered(services: &AppState, ca_directory: &str, chain_pem: &str) -> bool {
     let acme = services.acme_for(ca_directory);
-    matches!(acme.renewal_info(chain_pem).await, Ok(Some(_)))
+    !matches!(acme.renewal_info(chain_pem).await, Ok(None))
 }
 
 /// The actor that finds due work every tick.
@@ -125,8 +127,11 @@ impl RenewalScheduler {
         }
         self.busy = true;
         let (services, supervisor) = (self.services.clone(), self.supervisor.clone());
+        // The tick runs as a task of its own: a panic in it (a CA's answer nobody foresaw) ends
+        // that tick alone, counted and shown in `/readyz`, and the next tick comes as usual.
+        let tick = async move { tend_due_domains(&services, &supervisor, Utc::now()).await };
         ctx.spawn(
-            async move { tend_due_domains(&services, &supervisor, Utc::now()).await }
+            crate::tasks::contained(ACTOR_NAME, tick)
                 .into_actor(self)
                 .map(|_, scheduler, _| scheduler.busy = false),
         );
@@ -171,11 +176,18 @@ pub async fn tend_due_domains(
         }
     };
     let count = due.len();
-    futures::stream::iter(due)
-        .for_each_concurrent(CONCURRENCY, |view| tend(services, supervisor, view, now))
-        .await;
-    check_renewal_info(services, now).await;
-    destroy_due_keys(services, now).await;
+    // Each kind of work goes on whatever the CA does: expiries and key destruction ask it
+    // nothing, and run beside the renewals and the renewal-information checks, which do.
+    let expiries = futures::stream::iter(due.iter())
+        .for_each_concurrent(CONCURRENCY, |view| record_expiry(services, view, now));
+    let keys = destroy_due_keys(services, now);
+    let renewals = async {
+        futures::stream::iter(due.iter().cloned())
+            .for_each_concurrent(CONCURRENCY, |view| tend(services, supervisor, view, now))
+            .await;
+    };
+    let windows = check_renewal_info(services, now);
+    futures::join!(async { futures::join!(expiries, keys) }, renewals, windows);
     if let Err(error) = services.store.forget_lapsed_work_leases().await {
         tracing::warn!(%error, "could not delete lapsed work leases");
     }
@@ -194,19 +206,6 @@ async fn tend(
     };
     let renewal = view.renewal.clone().unwrap_or_default();
     let origin = || CommandOrigin::actor(ACTOR_NAME);
-    // An expiry needs no lease: the aggregate records it once, whoever reports it first (and
-    // a renewal in progress keeps its poller's lease, which a claim here would take).
-    if view.status == dns_handling_events::DomainStatus::Active && certificate.not_after <= now {
-        let command = CustomDomainCommand::ExpireCertificate {
-            certificate_id: certificate.id.clone(),
-            at: now,
-        };
-        report(
-            services.execute(&view.id, command, origin()).await,
-            &view.id,
-            "expiry",
-        );
-    }
     if renewal.in_progress {
         return;
     }
@@ -273,6 +272,28 @@ async fn tend(
         }
         Err(RenewalStartError::Command(error)) => report(Err(error), &view.id, "renewal"),
     }
+}
+
+/// Records that a due domain's certificate is past its end. An expiry needs no lease: the
+/// aggregate records it once, whoever reports it first (and a renewal in progress keeps its
+/// poller's lease, which a claim here would take).
+async fn record_expiry(services: &AppState, view: &DomainView, now: DateTime<Utc>) {
+    let Some(certificate) = &view.certificate else {
+        return;
+    };
+    if view.status != dns_handling_events::DomainStatus::Active || certificate.not_after > now {
+        return;
+    }
+    let command = CustomDomainCommand::ExpireCertificate {
+        certificate_id: certificate.id.clone(),
+        at: now,
+    };
+    let origin = CommandOrigin::actor(ACTOR_NAME);
+    report(
+        services.execute(&view.id, command, origin).await,
+        &view.id,
+        "expiry",
+    );
 }
 
 /// Records when a new certificate is to be renewed: inside the CA's suggested window where it

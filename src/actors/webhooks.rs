@@ -47,7 +47,18 @@ pub async fn dispatch(services: Arc<AppState>) {
     // Deleted and disabled endpoints stay so: they are not loaded again every second.
     let mut ended: HashSet<String> = HashSet::new();
     loop {
-        drivers.retain(|_, driver| !driver.0.is_finished());
+        // A driver that panicked is counted here and started again below, like one that ended.
+        drivers.retain(|_, driver| {
+            if !driver.0.is_finished() {
+                return true;
+            }
+            if let Some(Err(error)) = futures::FutureExt::now_or_never(&mut driver.0) {
+                if error.is_panic() {
+                    crate::tasks::BACKGROUND.panicked("webhook-driver", &error);
+                }
+            }
+            false
+        });
         match services.store.webhook_endpoint_ids().await {
             Ok(ids) => {
                 for id in ids {

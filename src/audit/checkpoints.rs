@@ -342,13 +342,25 @@ pub async fn sign_checkpoint(
 }
 
 /// Signs a checkpoint every `interval` in which events were added, for as long as the process
-/// runs. On several replicas each may sign: checkpoints of one position are kept once.
+/// runs (started again should it panic). On several replicas each may sign: checkpoints of one
+/// position are kept once.
 pub fn spawn_checkpoint_loop(
     store: Store,
     signer: std::sync::Arc<AuditSigner>,
     interval: std::time::Duration,
 ) -> actix_web::rt::task::JoinHandle<()> {
-    actix_web::rt::spawn(async move {
+    crate::tasks::spawn_supervised("checkpoint-signer", move || {
+        checkpoint_loop(store.clone(), signer.clone(), interval)
+    })
+}
+
+/// One run of the checkpoint loop: a tick every `interval`, the first skipped.
+async fn checkpoint_loop(
+    store: Store,
+    signer: std::sync::Arc<AuditSigner>,
+    interval: std::time::Duration,
+) {
+    {
         let mut ticks = actix_web::rt::time::interval(interval);
         // The first tick is immediate: skip it, so a start alone signs nothing.
         ticks.tick().await;
@@ -365,7 +377,7 @@ pub fn spawn_checkpoint_loop(
                 }
             }
         }
-    })
+    }
 }
 
 #[cfg(test)]

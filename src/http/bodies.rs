@@ -6,6 +6,7 @@ use dns_handling_projections::{CertificateSummary, ChallengeView, DomainView, Re
 use serde::{Serialize, Serializer};
 
 use crate::domain::delegation::DelegationZone;
+use crate::tasks::TaskHealth;
 
 /// RFC 3339 UTC with second precision and a `Z`, as the contract asks.
 pub fn rfc3339<S: Serializer>(time: &DateTime<Utc>, serializer: S) -> Result<S::Ok, S::Error> {
@@ -356,11 +357,21 @@ pub struct PrivateKeyBody {
     pub private_key_pem: String,
 }
 
-/// `200` body of `GET /healthz` and `GET /readyz`.
+/// `200` body of `GET /healthz`.
 #[derive(Debug, Serialize, utoipa::ToSchema)]
 pub struct HealthBody {
-    /// `ok` (alive) or `ready`.
+    /// `ok`: alive.
     pub status: &'static str,
+}
+
+/// `200` body of `GET /readyz`.
+#[derive(Debug, Serialize, utoipa::ToSchema)]
+pub struct ReadyBody {
+    /// `ready`.
+    pub status: &'static str,
+    /// Each kind of background work that panicked since the process started (the renewal
+    /// scheduler, the zone follower, a webhook driver, …): how often, and whether it is down.
+    pub background: std::collections::BTreeMap<&'static str, TaskHealth>,
 }
 
 /// The error answers every authenticated operation may give, for the OpenAPI description.
@@ -368,8 +379,9 @@ pub struct HealthBody {
 #[allow(dead_code)]
 #[derive(utoipa::IntoResponses)]
 pub enum CallerErrors {
-    /// Bad input: malformed JSON, a wrong field or query parameter (the message says which), or
-    /// a request the domain's current status does not allow (the message names the status).
+    /// Bad input: malformed JSON, a wrong field or query parameter (the message says which), a
+    /// request the domain's current status does not allow (the message names the status), or an
+    /// order the CA refused on policy (the message gives its problem; nothing was recorded).
     #[response(status = 400)]
     BadRequest(ErrorBody),
     /// A token is configured and the request carries no valid one.

@@ -21,7 +21,8 @@ pub struct BudgetBody {
     pub spent: u32,
     /// Units left.
     pub left: u32,
-    /// When the oldest spent unit leaves the window; absent when none is spent.
+    /// When one more unit fits: the oldest spent unit leaves the window (with more spent than
+    /// the limit, the unit that must leave for one to fit); absent when none is spent.
     #[serde(
         serialize_with = "rfc3339_opt",
         skip_serializing_if = "Option::is_none"
@@ -38,7 +39,8 @@ pub struct NameBudgetBody {
     pub spent: u32,
     /// Whether its orders wait (its budget is spent).
     pub waiting: bool,
-    /// When the oldest failure leaves the window.
+    /// When the oldest failure leaves the window (with more failures than the limit, the one
+    /// that must leave for an order to be placed again).
     #[serde(serialize_with = "rfc3339")]
     pub frees_at: DateTime<Utc>,
 }
@@ -97,7 +99,7 @@ pub async fn get(services: SharedState) -> Result<HttpResponse, ApiError> {
     let orders = settings.acme_new_order_budget;
     let spent_orders = services
         .store
-        .budget_use(NEW_ORDERS, orders.chrono_window())
+        .budget_use(NEW_ORDERS, orders.limit, orders.chrono_window())
         .await?;
     let budget_of = |directory: &str| {
         let used = spent_orders.iter().find(|used| used.subject == directory);
@@ -127,7 +129,7 @@ pub async fn get(services: SharedState) -> Result<HttpResponse, ApiError> {
     let failures = settings.acme_failed_validation_budget;
     let names = services
         .store
-        .budget_use(FAILED_VALIDATIONS, failures.chrono_window())
+        .budget_use(FAILED_VALIDATIONS, failures.limit, failures.chrono_window())
         .await?
         .into_iter()
         .map(|used| NameBudgetBody {

@@ -174,6 +174,12 @@ impl From<AcmeError> for ApiError {
                     retry_after_secs,
                 }
             }
+            // The CA's final word on the names or the account: the client's to act on.
+            AcmeError::Refused(reason) => Self::BadRequest(format!(
+                "the CA refused the order ({}): {}; no other CA was asked and nothing was \
+                 recorded",
+                reason.code, reason.detail
+            )),
             error => {
                 tracing::error!(%error, "ACME failure");
                 Self::Internal(error.to_string())

@@ -21,7 +21,7 @@ use actix_web::http::Method;
 use actix_web::middleware::{from_fn, ErrorHandlers};
 use actix_web::{web, HttpRequest, HttpResponse, Route};
 
-use bodies::{ErrorBody, HealthBody};
+use bodies::{ErrorBody, HealthBody, ReadyBody};
 pub use error::ApiError;
 
 use crate::app_state::AppState;
@@ -235,15 +235,21 @@ async fn healthz() -> HttpResponse {
 /// `GET /readyz`: the store answers and the ACME directory is reachable.
 #[utoipa::path(get, path = "/readyz", operation_id = "readyz", tag = "operations",
     responses(
-        (status = 200, description = "Ready", body = HealthBody),
-        (status = 503, description = "Store or ACME directory unreachable (the message says which)", body = ErrorBody)
+        (status = 200, description = "Ready", body = ReadyBody),
+        (status = 503, description = "Store or ACME directory unreachable, or background work down or panicking again and again (the message says which)", body = ErrorBody)
     ))]
 async fn readyz(services: SharedState) -> HttpResponse {
     let (store, acme) = futures::join!(services.store.ping(), services.acme.check_directory());
-    let problem = match (store, acme) {
-        (Ok(()), Ok(())) => return HttpResponse::Ok().json(HealthBody { status: "ready" }),
-        (Err(error), _) => format!("store unreachable: {error}"),
-        (Ok(()), Err(error)) => format!("ACME directory unreachable: {error}"),
+    let problem = match (store, acme, crate::tasks::BACKGROUND.problem()) {
+        (Ok(()), Ok(()), None) => {
+            return HttpResponse::Ok().json(ReadyBody {
+                status: "ready",
+                background: crate::tasks::BACKGROUND.report(),
+            })
+        }
+        (Err(error), _, _) => format!("store unreachable: {error}"),
+        (Ok(()), Err(error), _) => format!("ACME directory unreachable: {error}"),
+        (Ok(()), Ok(()), Some(problem)) => problem,
     };
     HttpResponse::ServiceUnavailable().json(ErrorBody { error: problem })
 }

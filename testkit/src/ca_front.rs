@@ -8,7 +8,10 @@
 //! - requests of a [`FrontTarget`] the test chose are answered by the front itself, with a `429
 //!   rateLimited` ([`CaFront::answer_rate_limited`]) or `503 serverInternal`
 //!   ([`CaFront::answer_unavailable`]) problem, `Retry-After` and a fresh `Replay-Nonce` of
-//!   Pebble's (the client may sign its next request with it, as it may with any error's);
+//!   Pebble's (the client may sign its next request with it, as it may with any error's), or
+//!   with a `400` policy problem of the kind the test names ([`CaFront::answer_refused`]);
+//! - requests of a [`FrontTarget`] the test chose go to Pebble, which acts on them, and their
+//!   answer is lost: the front closes the connection instead ([`CaFront::lose_answers`]);
 //! - while [`CaFront::down`], nothing listens on the front's port: connections are refused, as
 //!   at a CA that is gone, until [`CaFront::up`];
 //! - with profiles set ([`CaFront::profiles`]) the directory's `meta.profiles` lists them, as
@@ -107,6 +110,9 @@ struct Paths {
 struct State {
     paths: Paths,
     faults: HashMap<FrontTarget, Fault>,
+    /// Requests of a kind still to pass to Pebble whose answer is then lost (the connection
+    /// closed instead).
+    lost_answers: HashMap<FrontTarget, usize>,
     requests: HashMap<FrontTarget, usize>,
     /// `meta.profiles` of the directory: name, description; empty lists none (Pebble's own).
     profiles: Vec<(String, String)>,
@@ -143,6 +149,22 @@ impl Shared {
     /// The state; a test that panicked while holding it leaves it usable.
     fn state(&self) -> MutexGuard<'_, State> {
         self.state.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// Whether the answer to a request at `path` is to be lost, counted.
+    fn take_lost_answer(&self, path: &str) -> bool {
+        let mut state = self.state();
+        let Some(target) = state.paths.target(path) else {
+            return false;
+        };
+        let Some(remaining) = state.lost_answers.get_mut(&target) else {
+            return false;
+        };
+        *remaining -= 1;
+        if *remaining == 0 {
+            state.lost_answers.remove(&target);
+        }
+        true
     }
 }
 
@@ -257,6 +279,33 @@ impl CaFront {
             "serverInternal",
             detail,
         );
+    }
+
+    /// Answers the next `times` requests of kind `what` with `400 Bad Request` and a
+    /// `urn:ietf:params:acme:error:<kind>` problem, no `Retry-After`: a final refusal on policy,
+    /// as a CA refuses names it will not issue for (`rejectedIdentifier`, `caa`).
+    pub fn answer_refused(&self, what: FrontTarget, times: usize, kind: &'static str) {
+        let detail = format!("the CA will not do this ({kind}, injected by the test front)");
+        self.inject(
+            what,
+            times,
+            Duration::ZERO,
+            StatusCode::BAD_REQUEST,
+            kind,
+            detail,
+        );
+    }
+
+    /// Passes the next `times` requests of kind `what` to Pebble, which acts on them, and then
+    /// loses the answer: the front closes the connection instead of answering, as a network
+    /// that fails after the CA got the request does. The client cannot know whether it acted.
+    pub fn lose_answers(&self, what: FrontTarget, times: usize) {
+        let mut state = self.shared.state();
+        if times == 0 {
+            state.lost_answers.remove(&what);
+        } else {
+            state.lost_answers.insert(what, times);
+        }
     }
 
     /// Sets (or, `times` 0, ends) the error the next `times` requests of kind `what` get.

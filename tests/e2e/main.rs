@@ -28,6 +28,7 @@ macro_rules! on_both_stores {
 mod ari;
 mod audit;
 mod ca_etiquette;
+mod ca_outages;
 mod console;
 mod crash;
 mod delegation;

@@ -3,6 +3,8 @@
 
 use std::time::Duration;
 
+use chrono::{DateTime, Utc};
+
 use super::AcmeClient;
 
 impl AcmeClient {
@@ -103,14 +105,20 @@ tokio::task_local! {
     /// turns a refusal into a problem document and drops the header, and a rate limit is only
     /// honoured when its time is known. Set by the caller around the requests it makes
     /// ([`noting_retry_after`]).
-    static RETRY_AFTER: std::cell::Cell<Option<std::time::SystemTime>>;
+    static RETRY_AFTER: std::cell::Cell<Option<DateTime<Utc>>>;
 }
+
+/// The longest wait the CA can impose through `Retry-After`: a longer one is taken as this. Let's
+/// Encrypt's longest limit refills within a week; a value past that is a fault of the CA (or of a
+/// proxy before it), and unbounded it overflowed the clock arithmetic of the scheduler and of
+/// instant-acme's own polling.
+pub const MAX_RETRY_AFTER: Duration = Duration::from_secs(7 * 24 * 60 * 60);
 
 /// Runs `work`, and answers with its result the `Retry-After` of the last `429` or `503` the CA
 /// answered while it ran.
 pub(super) async fn noting_retry_after<T>(
     work: impl std::future::Future<Output = T>,
-) -> (T, Option<std::time::SystemTime>) {
+) -> (T, Option<DateTime<Utc>>) {
     RETRY_AFTER
         .scope(std::cell::Cell::new(None), async {
             let result = work.await;
@@ -120,12 +128,13 @@ pub(super) async fn noting_retry_after<T>(
 }
 
 /// The `Retry-After` noted so far in the current [`noting_retry_after`] scope.
-pub(super) fn retry_after_noted() -> Option<std::time::SystemTime> {
+pub(super) fn retry_after_noted() -> Option<DateTime<Utc>> {
     RETRY_AFTER.try_with(std::cell::Cell::get).ok().flatten()
 }
 
-/// The client the ACME conversation goes through: [`acme_http_client`]'s, noting the
-/// `Retry-After` of every `429` or `503` (see [`noting_retry_after`]).
+/// The client the ACME conversation goes through: [`acme_http_client`]'s, bounding every
+/// `Retry-After` the CA sends (see [`retry_after_time`]) before instant-acme reads it, and noting
+/// that of every `429` or `503` (see [`noting_retry_after`]).
 pub(super) struct RetryAfterNoting(pub(super) AcmeHttpClient);
 
 impl instant_acme::HttpClient for RetryAfterNoting {
@@ -141,35 +150,120 @@ impl instant_acme::HttpClient for RetryAfterNoting {
     > {
         let sent = instant_acme::HttpClient::request(&self.0, request);
         Box::pin(async move {
-            let response = sent.await?;
-            let status = response.parts.status.as_u16();
-            if status == 429 || status == 503 {
-                let at = response
-                    .parts
-                    .headers
-                    .get(::http::header::RETRY_AFTER)
-                    .and_then(|value| value.to_str().ok())
-                    .and_then(retry_after_time);
-                if let Some(at) = at {
-                    // Outside a noting scope nobody asked: the header is dropped as before.
-                    let _ = RETRY_AFTER.try_with(|noted| noted.set(Some(at)));
+            let mut response = sent.await?;
+            let headers = &mut response.parts.headers;
+            let Some(value) = headers.get(::http::header::RETRY_AFTER) else {
+                return Ok(response);
+            };
+            let now = Utc::now();
+            let at = value
+                .to_str()
+                .ok()
+                .and_then(|value| retry_after_time(value, now));
+            // instant-acme reads the header too (renewal information, order polling) and adds
+            // it to the clock unchecked: it only ever sees the bounded wait, in seconds, or no
+            // header when the value made no sense.
+            match at {
+                Some(at) => {
+                    let seconds = (at - now).num_seconds().max(0).to_string();
+                    if let Ok(bounded) = ::http::HeaderValue::from_str(&seconds) {
+                        headers.insert(::http::header::RETRY_AFTER, bounded);
+                    }
                 }
+                None => {
+                    headers.remove(::http::header::RETRY_AFTER);
+                }
+            }
+            let status = response.parts.status.as_u16();
+            if let (Some(at), 429 | 503) = (at, status) {
+                // Outside a noting scope nobody asked: the header is dropped as before.
+                let _ = RETRY_AFTER.try_with(|noted| noted.set(Some(at)));
             }
             Ok(response)
         })
     }
 }
 
-/// A `Retry-After` value (seconds, or an HTTP date) as a time.
-fn retry_after_time(value: &str) -> Option<std::time::SystemTime> {
+/// A `Retry-After` value (seconds, or an HTTP date) as a time from `now`, bounded to
+/// `now..=now + MAX_RETRY_AFTER`; `None` for a value that is neither.
+pub fn retry_after_time(value: &str, now: DateTime<Utc>) -> Option<DateTime<Utc>> {
     let value = value.trim();
-    match value.parse::<u64>() {
-        Ok(seconds) => Some(std::time::SystemTime::now() + Duration::from_secs(seconds)),
-        Err(_) => chrono::DateTime::parse_from_rfc2822(value)
-            .ok()
-            .map(std::time::SystemTime::from),
-    }
+    let longest = chrono::Duration::from_std(MAX_RETRY_AFTER).unwrap_or(chrono::Duration::MAX);
+    let wait = match value.parse::<u64>() {
+        Ok(seconds) => {
+            chrono::Duration::from_std(Duration::from_secs(seconds).min(MAX_RETRY_AFTER))
+                .unwrap_or(longest)
+        }
+        // A number too large for u64 is still a number of seconds: the longest wait.
+        Err(_) if !value.is_empty() && value.bytes().all(|b| b.is_ascii_digit()) => longest,
+        Err(_) => {
+            let at = DateTime::parse_from_rfc2822(value)
+                .ok()?
+                .with_timezone(&Utc);
+            at.signed_duration_since(now)
+                .clamp(chrono::Duration::zero(), longest)
+        }
+    };
+    Some(now + wait)
 }
 
 /// How long the readiness probe waits for the directory.
 const PROBE_TIMEOUT: Duration = Duration::from_secs(3);
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn now() -> DateTime<Utc> {
+        DateTime::parse_from_rfc3339("2026-12-06T12:00:00Z")
+            .expect("a time")
+            .with_timezone(&Utc)
+    }
+
+    fn longest() -> chrono::Duration {
+        chrono::Duration::from_std(MAX_RETRY_AFTER).expect("a week")
+    }
+
+    #[test]
+    fn a_retry_after_in_seconds_is_a_time_that_many_seconds_on() {
+        let at = retry_after_time(" 120 ", now()).expect("a time");
+        assert_eq!(at - now(), chrono::Duration::seconds(120));
+    }
+
+    #[test]
+    fn a_retry_after_of_the_largest_number_of_seconds_waits_a_week_and_does_not_overflow() {
+        for value in [
+            u64::MAX.to_string(),
+            "99999999999999999999999999".to_owned(),
+            (u64::MAX / 2).to_string(),
+        ] {
+            let at = retry_after_time(&value, now()).expect("a time");
+            assert_eq!(at - now(), longest(), "{value}");
+        }
+    }
+
+    #[test]
+    fn a_retry_after_date_far_in_the_future_waits_a_week() {
+        let at = retry_after_time("Fri, 31 Dec 9999 23:59:59 GMT", now()).expect("a time");
+        assert_eq!(at - now(), longest());
+    }
+
+    #[test]
+    fn a_retry_after_date_in_the_past_means_now() {
+        let at = retry_after_time("Fri, 31 Dec 1999 23:59:59 GMT", now()).expect("a time");
+        assert_eq!(at, now());
+    }
+
+    #[test]
+    fn a_retry_after_date_within_the_week_is_taken_as_it_is() {
+        let at = retry_after_time("Sun, 06 Dec 2026 13:00:00 GMT", now()).expect("a time");
+        assert_eq!(at - now(), chrono::Duration::hours(1));
+    }
+
+    #[test]
+    fn a_retry_after_that_is_neither_seconds_nor_a_date_is_ignored() {
+        for value in ["", "soon", "-5", "1.5", "Fri, 99 Foo 2026"] {
+            assert_eq!(retry_after_time(value, now()), None, "{value:?}");
+        }
+    }
+}

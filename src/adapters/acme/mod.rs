@@ -8,8 +8,10 @@
 //! - `order.rs`: placing an order, and completing it, resumably, step by step as the CA
 //!   stands.
 //! - `retry.rs`: which failures are worth another try, and retrying them.
-//! - `http.rs`: the HTTPS client the conversation goes through (with `TCP_NODELAY`), and the
-//!   readiness probe of the directory.
+//! - `pause.rs`: what the client remembers of the CA between new orders (its `Retry-After`,
+//!   its not answering), so nothing is sent to it before its time.
+//! - `http.rs`: the HTTPS client the conversation goes through (with `TCP_NODELAY`, every
+//!   `Retry-After` bounded to a week), and the readiness probe of the directory.
 //! - `certificate.rs`: the CSR, and reading an issued certificate.
 //! - `renewal_info.rs`: the renewal window the CA suggests (ARI, RFC 9773), and revocation.
 //!
@@ -33,6 +35,7 @@ mod account;
 mod certificate;
 mod http;
 mod order;
+mod pause;
 mod renewal_info;
 mod retry;
 
@@ -46,9 +49,15 @@ pub enum AcmeError {
     /// Loading, creating or storing the account failed.
     #[error("ACME account setup failed: {0}")]
     AccountSetup(String),
-    /// Creating the order or reading its challenge failed.
+    /// Creating the order or reading its challenges failed after the request may have reached
+    /// the CA (it did not answer in time, or the order was placed and its challenges could
+    /// not be read): the CA may count an order.
     #[error("ACME order creation failed: {0}")]
     OrderCreation(String),
+    /// The CA could not be reached, or is not asked for a while after it was not: nothing was
+    /// sent to it.
+    #[error("ACME server unreachable: {0}")]
+    Unreachable(String),
     /// The CA decided against the order (a final answer: retrying will not change it).
     #[error("{}: {}", .0.code, .0.detail)]
     Refused(FailureReason),
@@ -75,6 +84,15 @@ pub enum AcmeError {
         /// When the CA said to try again (`Retry-After`).
         retry_after: Option<chrono::DateTime<chrono::Utc>>,
     },
+}
+
+impl AcmeError {
+    /// Whether a failed new order may still have created an order at the CA, and so spent
+    /// what the CA counts of its limits: only when the request may have reached it and its
+    /// answer was lost. A refusal, a "not now", or a CA that could not be reached placed none.
+    pub fn may_have_placed_order(&self) -> bool {
+        matches!(self, AcmeError::OrderCreation(_))
+    }
 }
 
 /// What a new order gives the caller.
@@ -106,6 +124,8 @@ pub struct AcmeClient {
     /// new-order handling for good; queueing here costs milliseconds.
     in_flight: tokio::sync::Semaphore,
     retry: RetryPolicy,
+    /// New orders are not sent for now: the CA said when to come back, or did not answer.
+    new_order_pause: pause::NewOrderPause,
     /// The readiness probe's client (the ACME conversation's, so it trusts the same roots),
     /// built on first use.
     probe: std::sync::OnceLock<Result<AcmeHttpClient, String>>,
@@ -147,6 +167,7 @@ impl AcmeClient {
             account: Mutex::new(None),
             in_flight: tokio::sync::Semaphore::new(MAX_IN_FLIGHT),
             probe: std::sync::OnceLock::new(),
+            new_order_pause: pause::NewOrderPause::default(),
             retry: RetryPolicy::new()
                 .initial_delay(Duration::from_millis(200))
                 .backoff(1.5)
@@ -157,6 +178,13 @@ impl AcmeClient {
     /// The ACME directory of the CA this client asks.
     pub fn directory_url(&self) -> &str {
         &self.directory_url
+    }
+
+    /// Why no new order is to be sent to this CA now (the `Retry-After` it gave with a
+    /// refusal, or its not answering a moment ago), if so.
+    pub fn new_orders_paused(&self) -> Option<AcmeError> {
+        self.new_order_pause
+            .check(&self.directory_url, chrono::Utc::now())
     }
 
     /// Drops the cached account and, with it, its HTTP connections: after a request that got

@@ -10,7 +10,10 @@ use instant_acme::{
 
 use super::certificate::{build_csr, describe_certificate};
 use super::http::noting_retry_after;
-use super::retry::{classify, describe_problem, rate_limited, with_retries};
+use super::retry::{
+    classify, describe_problem, is_transient, never_connected, rate_limited, surely_unprocessed,
+    with_retries, with_retries_if,
+};
 use super::{counted, AcmeClient, AcmeError, CreatedOrder, COMPLETION_TIMEOUT, REQUEST_TIMEOUT};
 use crate::adapters::certificate_keys::OrderKey;
 
@@ -40,43 +43,130 @@ impl AcmeClient {
     /// Places one new order for all of `names` (the domain first, wildcards as `*.name`) and
     /// reads the dns-01 challenge of each authorization. A renewal names the certificate it
     /// `replaces` (RFC 9773 §5) where the CA offers renewal information.
+    ///
+    /// At most one order is placed per call: the request is sent again only when the CA surely
+    /// did not act on it (it answered with a problem, or could not be reached); once the order
+    /// exists its challenges are read on it, never by placing another. While the CA's last
+    /// `Retry-After` holds, or a moment after it did not answer, nothing is sent.
     pub async fn create_order(
         &self,
         names: &[String],
         replaces: Option<&CertificateIdentifier<'static>>,
     ) -> Result<CreatedOrder, AcmeError> {
+        if let Some(paused) = self.new_orders_paused() {
+            return Err(paused);
+        }
         let _permit = self
             .in_flight
             .acquire()
             .await
             .map_err(|e| AcmeError::OrderCreation(e.to_string()))?;
         // Fails here, with the setup's own message, when the account cannot be had at all.
-        self.account().await?;
-        let placing = with_retries(|| async {
-            let account = self
-                .account()
+        let account = self.account().await?;
+        let placing = with_retries_if(
+            || async {
+                let account = self
+                    .account()
+                    .await
+                    .map_err(|_| instant_acme::Error::Str("the ACME account is unavailable"))?;
+                match tokio::time::timeout(
+                    REQUEST_TIMEOUT,
+                    new_order(&account, names, replaces, self.profile.as_deref()),
+                )
                 .await
-                .map_err(|_| instant_acme::Error::Str("the ACME account is unavailable"))?;
-            match tokio::time::timeout(
-                REQUEST_TIMEOUT,
-                place_order(&account, names, replaces, self.profile.as_deref()),
-            )
-            .await
-            {
-                Ok(placed) => counted("new_order", placed),
-                Err(_) => {
-                    self.forget_account().await;
-                    Err(instant_acme::Error::Str(
-                        "the ACME server did not answer in time",
-                    ))
+                {
+                    Ok(placed) => counted("new_order", placed),
+                    Err(_) => {
+                        self.forget_account().await;
+                        Err(instant_acme::Error::Str(NO_ANSWER_IN_TIME))
+                    }
                 }
+            },
+            |error| surely_unprocessed(error) && is_transient(error),
+        );
+        let (placed, retry_after) = noting_retry_after(Box::pin(placing)).await;
+        let mut order = match placed {
+            Ok(order) => {
+                self.new_order_pause.answered();
+                order
+            }
+            Err(error) => return Err(self.new_order_failed(error, retry_after)),
+        };
+        let order_url = order.url().to_owned();
+        // The first reading uses the order just placed; a retry reads it again from its URL.
+        let mut placed = Some(&mut order);
+        let reading = with_retries(|| {
+            let placed = placed.take();
+            let order_url = &order_url;
+            async move {
+                let mut fetched;
+                let order = match placed {
+                    Some(order) => order,
+                    None => {
+                        let account = self.account().await.map_err(|_| {
+                            instant_acme::Error::Str("the ACME account is unavailable")
+                        })?;
+                        fetched = account.order(order_url.clone()).await?;
+                        &mut fetched
+                    }
+                };
+                tokio::time::timeout(REQUEST_TIMEOUT, dns01_challenges(order))
+                    .await
+                    .unwrap_or(Err(instant_acme::Error::Str(NO_ANSWER_IN_TIME)))
             }
         });
-        let (placed, retry_after) = noting_retry_after(Box::pin(placing)).await;
-        placed.map_err(|error| {
-            rate_limited(&error, retry_after)
-                .unwrap_or_else(|| AcmeError::OrderCreation(error.to_string()))
+        let challenges = reading.await.map_err(|error| {
+            AcmeError::OrderCreation(format!(
+                "the CA placed order {order_url} but its challenges could not be read: {error}"
+            ))
+        })?;
+        Ok(CreatedOrder {
+            order_url,
+            challenges,
+            account_id: account.id().to_owned(),
         })
+    }
+
+    /// What a new order that failed means, remembering for the CA what it said: a rate limit
+    /// or a `Retry-After` pauses new orders until then, a CA that did not answer pauses them a
+    /// moment. A problem that is not "not now" is the CA's final word on these names.
+    fn new_order_failed(
+        &self,
+        error: instant_acme::Error,
+        retry_after: Option<chrono::DateTime<chrono::Utc>>,
+    ) -> AcmeError {
+        if let Some(limited) = rate_limited(&error, retry_after) {
+            if let AcmeError::RateLimited {
+                detail,
+                retry_after: Some(until),
+            } = &limited
+            {
+                self.new_order_pause.refused_until(*until, detail);
+            }
+            return limited;
+        }
+        let now = chrono::Utc::now();
+        match error {
+            // A problem other than "not now" is a refusal on policy (the names, the account,
+            // the profile): final, so no other CA is asked and the client is told why.
+            api @ instant_acme::Error::Api(_) => {
+                self.new_order_pause.answered();
+                classify(api, ORDER_REFUSED)
+            }
+            other if never_connected(&other) => {
+                self.new_order_pause.unanswered(now, &other.to_string());
+                AcmeError::Unreachable(other.to_string())
+            }
+            instant_acme::Error::Str(message) if message != NO_ANSWER_IN_TIME => {
+                self.new_order_pause.unanswered(now, message);
+                AcmeError::Unreachable(message.to_owned())
+            }
+            other => {
+                // It may have been placed: the CA got the request, and its answer was lost.
+                self.new_order_pause.unanswered(now, &other.to_string());
+                AcmeError::OrderCreation(format!("{other}; the CA may have placed the order"))
+            }
+        }
     }
 
     /// Carries an order whose challenge record is published to a downloaded certificate,
@@ -101,7 +191,7 @@ impl AcmeClient {
             Ok(Err(AcmeError::Unavailable(detail))) if retry_after.is_some() => {
                 Err(AcmeError::RateLimited {
                     detail,
-                    retry_after: retry_after.map(chrono::DateTime::<chrono::Utc>::from),
+                    retry_after,
                 })
             }
             Ok(result) => result,
@@ -216,14 +306,19 @@ async fn invalid_order_reason(acme_order: &mut Order) -> FailureReason {
     }
 }
 
-/// Places a new order for `names` and reads the dns-01 challenge of each authorization that
-/// is still pending.
-async fn place_order(
+/// The code of a new order the CA refused on policy.
+pub const ORDER_REFUSED: &str = "order_refused";
+
+/// What a request that got no answer in time is told.
+const NO_ANSWER_IN_TIME: &str = "the ACME server did not answer in time";
+
+/// Sends one newOrder request for `names`.
+async fn new_order(
     account: &Account,
     names: &[String],
     replaces: Option<&CertificateIdentifier<'static>>,
     profile: Option<&str>,
-) -> Result<CreatedOrder, instant_acme::Error> {
+) -> Result<Order, instant_acme::Error> {
     let identifiers: Vec<Identifier> = names.iter().cloned().map(Identifier::Dns).collect();
     let mut new_order = NewOrder::new(&identifiers);
     if let Some(profile) = profile {
@@ -232,9 +327,12 @@ async fn place_order(
     if let Some(replaces) = replaces {
         new_order = new_order.replaces(replaces.clone());
     }
-    let mut order = account.new_order(&new_order).await?;
-    let order_url = order.url().to_owned();
-    let mut challenges = Vec::with_capacity(names.len());
+    account.new_order(&new_order).await
+}
+
+/// Reads the dns-01 challenge of each authorization of `order` that is still pending.
+async fn dns01_challenges(order: &mut Order) -> Result<Vec<OrderChallenge>, instant_acme::Error> {
+    let mut challenges = Vec::new();
     let mut authorizations = order.authorizations();
     while let Some(authorization) = authorizations.next().await {
         let mut authorization = authorization?;
@@ -256,9 +354,5 @@ async fn place_order(
             delegated_to: None,
         });
     }
-    Ok(CreatedOrder {
-        order_url,
-        challenges,
-        account_id: account.id().to_owned(),
-    })
+    Ok(challenges)
 }

@@ -33,13 +33,17 @@ impl AcmeClient {
     /// not offer renewal information (its directory has no `renewalInfo`).
     pub async fn renewal_info(&self, chain_pem: &str) -> Result<Option<AriAnswer>, AcmeError> {
         let identifier = certificate_identifier(chain_pem).map_err(AcmeError::Unavailable)?;
+        // A CA found not answering a moment ago is not waited for again, domain after domain.
+        if let Some(unreachable @ AcmeError::Unreachable(_)) = self.new_orders_paused() {
+            return Err(unreachable);
+        }
         let account = self.account().await?;
         let asked = tokio::time::timeout(REQUEST_TIMEOUT, account.renewal_info(&identifier)).await;
         let (info, retry_after) = match asked {
             Err(_) => {
-                return Err(AcmeError::Unavailable(
-                    "the CA did not answer the renewal information request in time".into(),
-                ))
+                let detail = "the CA did not answer the renewal information request in time";
+                self.new_order_pause.unanswered(Utc::now(), detail);
+                return Err(AcmeError::Unavailable(detail.into()));
             }
             Ok(Err(instant_acme::Error::Unsupported(_))) => return Ok(None),
             Ok(answer) => counted("renewal_info", answer)

@@ -43,7 +43,7 @@ pub(super) const RATE_LIMITED: &str = "urn:ietf:params:acme:error:rateLimited";
 /// time the CA gave; `None` for other errors.
 pub(super) fn rate_limited(
     error: &instant_acme::Error,
-    retry_after: Option<std::time::SystemTime>,
+    retry_after: Option<chrono::DateTime<chrono::Utc>>,
 ) -> Option<AcmeError> {
     let instant_acme::Error::Api(problem) = error else {
         return None;
@@ -51,8 +51,30 @@ pub(super) fn rate_limited(
     let limited = problem.r#type.as_deref() == Some(RATE_LIMITED);
     (limited || retry_after.is_some()).then(|| AcmeError::RateLimited {
         detail: describe_problem(problem),
-        retry_after: retry_after.map(chrono::DateTime::<chrono::Utc>::from),
+        retry_after,
     })
+}
+
+/// Whether a failed request surely never made the CA do anything: the CA answered with a
+/// problem (RFC 8555 §6.7: a request answered with a problem was not processed), or no
+/// connection to it could be made. A request that timed out, or whose connection broke after
+/// it was sent, may have been processed.
+pub(super) fn surely_unprocessed(error: &instant_acme::Error) -> bool {
+    match error {
+        instant_acme::Error::Api(_) => true,
+        other => never_connected(other),
+    }
+}
+
+/// Whether a request failed because no connection to the CA could be made (refused, no
+/// route, the TLS handshake failed): nothing reached it.
+pub(super) fn never_connected(error: &instant_acme::Error) -> bool {
+    match error {
+        instant_acme::Error::Other(inner) => inner
+            .downcast_ref::<hyper_util::client::legacy::Error>()
+            .is_some_and(hyper_util::client::legacy::Error::is_connect),
+        _ => false,
+    }
 }
 
 /// Sorts an instant-acme error into a final refusal (recorded with `code`) or a transient
@@ -79,7 +101,7 @@ const ATTEMPTS: u32 = 5;
 
 /// Whether an error says "try again at once" rather than "no". A rate limit, or any refusal
 /// that said when to come back (`Retry-After`), is not tried again before then.
-fn is_transient(error: &instant_acme::Error) -> bool {
+pub(super) fn is_transient(error: &instant_acme::Error) -> bool {
     if super::http::retry_after_noted().is_some() {
         return false;
     }
@@ -102,7 +124,20 @@ fn is_transient(error: &instant_acme::Error) -> bool {
 /// times per request; this covers a CA that rejects nonces often (Pebble can reject half) and
 /// short network failures, for the steps a client waits on. Retrying is safe: a rejected
 /// request was not processed, and an order created by a lost response is left to expire.
-pub(super) async fn with_retries<T, F, Fut>(mut attempt: F) -> Result<T, instant_acme::Error>
+pub(super) async fn with_retries<T, F, Fut>(attempt: F) -> Result<T, instant_acme::Error>
+where
+    F: FnMut() -> Fut,
+    Fut: std::future::Future<Output = Result<T, instant_acme::Error>>,
+{
+    with_retries_if(attempt, is_transient).await
+}
+
+/// As [`with_retries`], trying again only the failures `worth_retrying` accepts (a new order is
+/// tried again only when the CA surely did not process it: never two orders for one).
+pub(super) async fn with_retries_if<T, F, Fut>(
+    mut attempt: F,
+    worth_retrying: fn(&instant_acme::Error) -> bool,
+) -> Result<T, instant_acme::Error>
 where
     F: FnMut() -> Fut,
     Fut: std::future::Future<Output = Result<T, instant_acme::Error>>,
@@ -121,7 +156,7 @@ where
     };
     for _ in 1..ATTEMPTS {
         match timed(attempt()).await {
-            Err(error) if is_transient(&error) => {
+            Err(error) if worth_retrying(&error) => {
                 tracing::debug!(%error, "transient ACME failure; retrying");
                 tokio::time::sleep(delay).await;
                 delay *= 2;

@@ -140,7 +140,7 @@ mod secrets;
 mod views;
 mod webhooks;
 
-pub use ca_budgets::BudgetUse;
+pub use ca_budgets::{BudgetUse, SpentUnits};
 pub use feed::{EventTable, ProjectionRow};
 pub use leases::{lock_sqlite_exclusively, SqliteReplicaLock};
 pub use overview::DayActivity;

@@ -269,7 +269,7 @@ fn echo_in_order(shared: &Shared, order: &mut Value, asked: &NewOrderAsked) -> b
 
 impl Paths {
     /// The kind of a request to `path`, when it is one the front tells apart.
-    fn target(&self, path: &str) -> Option<FrontTarget> {
+    pub(super) fn target(&self, path: &str) -> Option<FrontTarget> {
         let is = |known: &Option<String>| known.as_deref() == Some(path);
         if is(&self.new_order) {
             Some(FrontTarget::NewOrder)

@@ -1,7 +1,6 @@
 //! The front's plumbing: its TLS, its listener (dropped while the CA is down), the connection
 //! to Pebble each forwarded request gets.
 
-use std::convert::Infallible;
 use std::path::Path;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -155,7 +154,16 @@ pub(super) async fn serve(
             };
             let service = hyper::service::service_fn(move |request| {
                 let shared = Arc::clone(&shared);
-                async move { Ok::<_, Infallible>(answer(&shared, request).await) }
+                async move {
+                    let lose = shared.take_lost_answer(request.uri().path());
+                    let response = answer(&shared, request).await;
+                    // An error from the service makes hyper close the connection unanswered.
+                    if lose {
+                        Err(LostAnswer)
+                    } else {
+                        Ok(response)
+                    }
+                }
             });
             let _ = hyper::server::conn::http1::Builder::new()
                 .serve_connection(hyper_util::rt::TokioIo::new(stream), service)
@@ -163,6 +171,19 @@ pub(super) async fn serve(
         });
     }
 }
+
+/// The answer the test chose to lose ([`super::CaFront::lose_answers`]): hyper closes the
+/// connection instead of answering.
+#[derive(Debug)]
+struct LostAnswer;
+
+impl std::fmt::Display for LostAnswer {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("the answer is lost (injected by the test front)")
+    }
+}
+
+impl std::error::Error for LostAnswer {}
 
 /// The next connection, or never while there is no listener (the CA is down).
 async fn accept(
