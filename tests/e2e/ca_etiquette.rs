@@ -147,18 +147,26 @@ async fn two_replicas_share_the_new_order_budget() {
     on_b.insert("REPLICA_ID".into(), "replica-b".into());
     let replica_a = Service::start(BINARY, &on_a);
     let replica_b = Service::start(BINARY, &on_b);
-    for (n, replica) in [&replica_a, &replica_b].into_iter().enumerate() {
-        let id = verified_domain(replica, &pebble, &format!("r{n}.shared-budget.test")).await;
-        let (code, started) = replica
+    let mut domains = Vec::new();
+    for n in 0..4 {
+        for replica in [&replica_a, &replica_b] {
+            let name = format!("r{n}-{}.shared-budget.test", uuid_label());
+            domains.push((replica, verified_domain(replica, &pebble, &name).await));
+        }
+    }
+    // All at once, half on each replica: only a budget shared under one lock holds them to two.
+    let asked = domains.iter().map(|(replica, id)| async move {
+        replica
             .post(&format!("/domains/{id}/issue-certificate"), None)
-            .await;
-        assert_eq!(code, 202, "{started}");
-    }
-    for replica in [&replica_a, &replica_b] {
-        let id = verified_domain(replica, &pebble, &format!("{}.over.test", uuid_label())).await;
-        let (code, refused, _) = post_with_retry_after(replica, &id).await;
-        assert_eq!(code, 429, "{refused}");
-    }
+            .await
+    });
+    let answers = futures::future::join_all(asked).await;
+    let codes: Vec<u16> = answers.iter().map(|(code, _)| *code).collect();
+    let placed = codes.iter().filter(|code| **code == 202).count();
+    let refused = codes.iter().filter(|code| **code == 429).count();
+    assert_eq!((placed, refused), (2, 6), "{codes:?}");
+    let (_, ca) = replica_b.get("/ca").await;
+    assert_eq!(ca["new_orders"]["spent"], 2, "{ca}");
 }
 
 /// A label no other test uses.
