@@ -2,6 +2,8 @@
 //! renewals alike), the renewal scheduler that finds due renewals and starts them, and the
 //! webhook dispatcher with its driver per endpoint (`webhooks.rs`; tasks rather than actix
 //! actors, since each is one loop that owns nothing but its endpoint's lease).
+//! `work_lease.rs` holds a work lease for as long as its work runs (a renewal being started),
+//! so two replicas never do the same renewal work at once.
 //!
 //! The actors do the waiting and the I/O (DNS polling, ACME round trips) and report what they
 //! saw back to the aggregate as commands; they hold no state that is not also in the events, so
@@ -11,6 +13,7 @@ mod poller;
 mod renewals;
 mod supervisor;
 pub mod webhooks;
+mod work_lease;
 
 pub use renewals::{start_renewal, RenewalScheduler, RenewalStartError};
 pub use supervisor::{

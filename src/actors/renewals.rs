@@ -14,7 +14,9 @@ use dns_handling_projections::DomainView;
 use futures::StreamExt;
 
 use super::supervisor::{PendingOrder, Shutdown, StartPolling, Supervisor};
+use super::work_lease::WorkLease;
 use crate::adapters::acme::{certificate_identifier, AcmeError};
+use crate::adapters::store::StoreError;
 use crate::app_state::{AppState, CommandOrigin};
 use crate::domain::aggregate::{CustomDomainCommand, DomainError};
 use crate::domain::renewal::{
@@ -41,10 +43,22 @@ pub enum RenewalStartError {
     /// The aggregate refused, or the store failed.
     #[error(transparent)]
     Command(#[from] AggregateError<DomainError>),
+    /// Another replica or request is starting this domain's renewal now, or the domain moved
+    /// on since it was read (renewing, renewed, removed): nothing was asked of the CA.
+    #[error("{0}")]
+    Busy(String),
+    /// The store could not be read, or the renewal's lease not taken.
+    #[error(transparent)]
+    Store(#[from] StoreError),
 }
 
 /// Places a renewal order for every name the domain has now, records it, and hands it to a
 /// poller. The order names the certificate it `replaces` where the CA offers ARI.
+///
+/// Holds the domain's renewal lease throughout (on every replica, one start at a time), and
+/// decides on the domain as the store has it once the lease is had: a renewal another replica
+/// has just started, or a certificate renewed since `view` was read, is [`RenewalStartError::Busy`]
+/// and nothing is asked of the CA.
 pub async fn start_renewal(
     services: &AppState,
     supervisor: &Addr<Supervisor>,
@@ -52,6 +66,41 @@ pub async fn start_renewal(
     reason: RenewalReason,
     origin: CommandOrigin,
 ) -> Result<OrderDetails, RenewalStartError> {
+    let certificate = view.certificate.as_ref().map_or("", |c| c.id.as_str());
+    let Some(lease) = WorkLease::take(services, renewal_lease(&view.id), certificate).await? else {
+        return Err(RenewalStartError::Busy(
+            "another replica or request is starting this domain's renewal".into(),
+        ));
+    };
+    let started = start_renewal_holding_lease(services, supervisor, view, reason, origin).await;
+    lease.release().await;
+    started
+}
+
+/// [`start_renewal`]'s work, under the lease.
+async fn start_renewal_holding_lease(
+    services: &AppState,
+    supervisor: &Addr<Supervisor>,
+    view: &DomainView,
+    reason: RenewalReason,
+    origin: CommandOrigin,
+) -> Result<OrderDetails, RenewalStartError> {
+    let wanted = view.certificate.as_ref().map(|c| c.id.clone());
+    let fresh = services.store.domain_view(&view.id).await?;
+    let Some(view) = fresh.filter(|fresh| !fresh.removed) else {
+        return Err(RenewalStartError::Busy("the domain was removed".into()));
+    };
+    if view.renewal.as_ref().is_some_and(|r| r.in_progress) {
+        return Err(RenewalStartError::Busy(
+            "a renewal is in progress already".into(),
+        ));
+    }
+    if wanted.as_ref() != view.certificate.as_ref().map(|c| &c.id) {
+        return Err(RenewalStartError::Busy(
+            "the certificate was renewed meanwhile".into(),
+        ));
+    }
+    let view = &view;
     // What the renewal replaces, and the CA that issued it: the only one told (ARI).
     let replaces = match services.store.certificate_view(&view.id).await {
         Ok(Some(certificate))
@@ -209,30 +258,8 @@ async fn tend(
     if renewal.in_progress {
         return;
     }
-    // On several replicas, one of them at a time: a lease on the work named after where the
-    // domain stands, which nobody else holds while it is fresh. It is a row of its own
-    // (`<domain>#renewal`), never the domain's order lease: a replica acting on a stale view
-    // must not take the lease of the order another replica has just placed and is polling.
-    let lease = format!("{}#renewal", view.id);
-    let work = format!("{}:{}", certificate.id, view.last_sequence);
-    match services
-        .store
-        .claim_leases(
-            &[(lease.as_str(), work.as_str())],
-            &services.replica_id,
-            services.settings.lease_ttl,
-        )
-        .await
-    {
-        Ok(granted) if granted.contains(&lease) => {}
-        Ok(_) => return,
-        Err(error) => {
-            tracing::warn!(domain_id = %view.id, %error, "could not claim the renewal; next tick");
-            return;
-        }
-    }
     let Some(due_at) = renewal.due_at else {
-        schedule(services, &view, &certificate, now).await;
+        schedule_once(services, &view, &certificate, now).await;
         return;
     };
     let due_at = renewal
@@ -271,7 +298,52 @@ async fn tend(
             );
         }
         Err(RenewalStartError::Command(error)) => report(Err(error), &view.id, "renewal"),
+        Err(RenewalStartError::Busy(why)) => {
+            tracing::debug!(domain_id = %view.id, %why, "renewal left to whoever holds it");
+        }
+        Err(RenewalStartError::Store(error)) => {
+            tracing::warn!(domain_id = %view.id, %error, "could not start the renewal; next tick");
+        }
     }
+}
+
+/// The work lease of a domain's renewal work (`<domain>#renewal`): scheduling and starting a
+/// renewal, by the scheduler or a request, on any replica, one at a time. A row of its own,
+/// never the domain's order lease: a replica acting on a stale view must not take the lease of
+/// the order another replica has just placed and is polling.
+fn renewal_lease(domain_id: &str) -> String {
+    format!("{domain_id}#renewal")
+}
+
+/// Schedules a new certificate's renewal under the domain's renewal lease, if it still has no
+/// schedule when the lease is had (another replica may have just recorded one).
+async fn schedule_once(
+    services: &AppState,
+    view: &DomainView,
+    certificate: &dns_handling_projections::CertificateSummary,
+    now: DateTime<Utc>,
+) {
+    let lease = match WorkLease::take(services, renewal_lease(&view.id), &certificate.id).await {
+        Ok(Some(lease)) => lease,
+        Ok(None) => return,
+        Err(error) => {
+            tracing::warn!(domain_id = %view.id, %error, "could not claim the renewal; next tick");
+            return;
+        }
+    };
+    match services.store.domain_view(&view.id).await {
+        Ok(Some(fresh))
+            if fresh.certificate.as_ref().map(|c| &c.id) == Some(&certificate.id)
+                && fresh.renewal.as_ref().is_none_or(|r| r.due_at.is_none()) =>
+        {
+            schedule(services, &fresh, certificate, now).await;
+        }
+        Ok(_) => {}
+        Err(error) => {
+            tracing::warn!(domain_id = %view.id, %error, "could not read the domain; next tick");
+        }
+    }
+    lease.release().await;
 }
 
 /// Records that a due domain's certificate is past its end. An expiry needs no lease: the

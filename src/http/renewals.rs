@@ -67,6 +67,10 @@ pub async fn renew(
     .map_err(|error| match error {
         RenewalStartError::Acme(error) => ApiError::from(error),
         RenewalStartError::Command(error) => ApiError::from(error),
+        RenewalStartError::Busy(why) => ApiError::Conflict(format!(
+            "{why}; nothing was asked of the CA, try again shortly"
+        )),
+        RenewalStartError::Store(error) => ApiError::from(error),
     })?;
     let settings = &services.settings;
     let started = issuance_started(

@@ -11,7 +11,8 @@
 //!   Pebble's (the client may sign its next request with it, as it may with any error's), or
 //!   with a `400` policy problem of the kind the test names ([`CaFront::answer_refused`]);
 //! - requests of a [`FrontTarget`] the test chose go to Pebble, which acts on them, and their
-//!   answer is lost: the front closes the connection instead ([`CaFront::lose_answers`]);
+//!   answer is lost: the front closes the connection instead ([`CaFront::lose_answers`]), or
+//!   they wait a while the test chose before they go ([`CaFront::slow_down`]);
 //! - while [`CaFront::down`], nothing listens on the front's port: connections are refused, as
 //!   at a CA that is gone, until [`CaFront::up`];
 //! - with profiles set ([`CaFront::profiles`]) the directory's `meta.profiles` lists them, as
@@ -114,6 +115,10 @@ struct State {
     /// closed instead).
     lost_answers: HashMap<FrontTarget, usize>,
     requests: HashMap<FrontTarget, usize>,
+    /// newOrder requests Pebble answered `201 Created`: the orders it placed.
+    orders_created: usize,
+    /// How long requests of a kind wait before they go to Pebble.
+    delays: HashMap<FrontTarget, Duration>,
     /// `meta.profiles` of the directory: name, description; empty lists none (Pebble's own).
     profiles: Vec<(String, String)>,
     /// The `profile` of every newOrder request, in order.
@@ -308,6 +313,17 @@ impl CaFront {
         }
     }
 
+    /// Holds every request of kind `what` for `delay` before passing it to Pebble (zero ends
+    /// it): a CA that answers slowly.
+    pub fn slow_down(&self, what: FrontTarget, delay: Duration) {
+        let mut state = self.shared.state();
+        if delay.is_zero() {
+            state.delays.remove(&what);
+        } else {
+            state.delays.insert(what, delay);
+        }
+    }
+
     /// Sets (or, `times` 0, ends) the error the next `times` requests of kind `what` get.
     fn inject(
         &self,
@@ -331,6 +347,13 @@ impl CaFront {
             remaining: times,
         };
         state.faults.insert(what, fault);
+    }
+
+    /// How many orders Pebble placed through the front (newOrder answered `201 Created`, the
+    /// answer lost or not): unlike [`CaFront::requests`], a request Pebble refused (a rejected
+    /// nonce, which the client sends again) is not one.
+    pub fn orders_created(&self) -> usize {
+        self.shared.state().orders_created
     }
 
     /// How many requests of kind `what` reached the front so far, answered by the front or

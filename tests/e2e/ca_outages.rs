@@ -204,3 +204,55 @@ async fn a_retry_after_of_any_size_is_bounded_and_the_scheduler_goes_on(kind: St
     assert_eq!(code, 200, "{ready}");
     assert!(!service.log().contains("panicked"), "{}", service.log());
 }
+
+/// A renewal whose new order takes the CA longer than `LEASE_TTL` to answer: the replica
+/// starting it keeps its lease for as long as it works, so the other never places a second
+/// order for the same renewal (every order the CA placed is one the domain recorded).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_slow_ca_does_not_let_a_second_replica_place_the_same_renewal() {
+    let (pebble, database, env) = pebble_and_database(StoreKind::Postgres).await;
+    let id = {
+        let service = Service::start(BINARY, &env);
+        active_domain(&service, &pebble, "slow.renewal.test").await
+    };
+    let front = CaFront::start(&pebble);
+    front.slow_down(FrontTarget::NewOrder, Duration::from_secs(6));
+    let mut replicated = env.clone();
+    replicated.remove("REPLICA_ID");
+    replicated.insert("ACME_DIRECTORY".into(), front.directory_url());
+    replicated.insert("RENEW_BEFORE".into(), "2000d".into());
+    replicated.insert("RENEWAL_CHECK_INTERVAL".into(), "300ms".into());
+    replicated.insert("LEASE_TTL".into(), "2s".into());
+    replicated.insert("WEBHOOK_TIMEOUT".into(), "1s".into());
+    let mut replicas = [
+        Service::start(BINARY, &replicated),
+        Service::start(BINARY, &replicated),
+    ];
+    let deadline = Instant::now() + Duration::from_secs(60);
+    loop {
+        let (_, view) = replicas[0].get(&format!("/domains/{id}")).await;
+        if view["renewal"]["in_progress"] == true {
+            break;
+        }
+        assert!(Instant::now() < deadline, "no renewal started: {view}");
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    // Long enough for a second replica's order, had it sent one, to be placed.
+    tokio::time::sleep(Duration::from_secs(8)).await;
+    for replica in &mut replicas {
+        replica.terminate();
+    }
+    let recorded = database
+        .texts(&format!(
+            "CAST(COUNT(*) AS TEXT) FROM events WHERE aggregate_id = '{id}' \
+             AND event_type = 'RenewalRequested'"
+        ))
+        .await;
+    let recorded: usize = recorded[0].parse().expect("a count");
+    assert_eq!(recorded, 1);
+    assert_eq!(
+        front.orders_created(),
+        recorded,
+        "orders the CA placed against renewals recorded"
+    );
+}

@@ -221,8 +221,7 @@ async fn the_key_of_an_expired_certificate_is_destroyed_and_the_current_one_kept
     let renewing =
         wait_for_view(&service, &id, |view| view["renewal"]["in_progress"] == true).await;
     publish(&pebble, &renewing["renewal"]["challenges"]);
-    let renewed =
-        wait_for_view(&service, &id, |view| view["certificate"]["id"] != first_id).await;
+    let renewed = wait_for_view(&service, &id, |view| view["certificate"]["id"] != first_id).await;
     let second_ends = chrono::DateTime::parse_from_rfc3339(
         renewed["certificate"]["not_after"]
             .as_str()

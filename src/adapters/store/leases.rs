@@ -149,6 +149,82 @@ impl Store {
             .collect::<Result<_, _>>()?)
     }
 
+    /// Takes the work lease `lease` (`<domain id>#<work>`) for `owner` when nobody holds it or
+    /// its holder stopped renewing it; never over a live holder, not even `owner` itself (one
+    /// piece of work at a time, in this process too). `work` names what is done under it. In
+    /// SQLite mode (one process) the lease lives in this process's memory.
+    pub async fn claim_work_lease(
+        &self,
+        lease: &str,
+        work: &str,
+        owner: &str,
+        ttl: Duration,
+    ) -> Result<bool, StoreError> {
+        let Store::Postgres(pool) = self else {
+            let mut local = local_work_leases();
+            let now = std::time::Instant::now();
+            local.retain(|_, expires| *expires > now);
+            if local.contains_key(lease) {
+                return Ok(false);
+            }
+            local.insert(lease.to_owned(), now + ttl);
+            return Ok(true);
+        };
+        let sql = "INSERT INTO order_leases (domain_id, order_id, owner, expires_at) \
+                   VALUES ($1, $2, $3, now() + make_interval(secs => $4)) \
+                   ON CONFLICT (domain_id) DO UPDATE SET order_id = excluded.order_id, \
+                   owner = excluded.owner, expires_at = excluded.expires_at \
+                   WHERE order_leases.expires_at < now() \
+                   RETURNING domain_id";
+        Ok(sqlx::query(sql)
+            .bind(lease)
+            .bind(work)
+            .bind(owner)
+            .bind(ttl.as_secs_f64())
+            .fetch_optional(pool)
+            .await?
+            .is_some())
+    }
+
+    /// Extends the work lease `lease` that `owner` holds; `false` when it no longer does.
+    pub async fn renew_work_lease(
+        &self,
+        lease: &str,
+        owner: &str,
+        ttl: Duration,
+    ) -> Result<bool, StoreError> {
+        let Store::Postgres(pool) = self else {
+            let mut local = local_work_leases();
+            return Ok(match local.get_mut(lease) {
+                Some(expires) => {
+                    *expires = std::time::Instant::now() + ttl;
+                    true
+                }
+                None => false,
+            });
+        };
+        let sql = "UPDATE order_leases SET expires_at = now() + make_interval(secs => $3) \
+                   WHERE domain_id = $1 AND owner = $2 AND expires_at > now() RETURNING domain_id";
+        Ok(sqlx::query(sql)
+            .bind(lease)
+            .bind(owner)
+            .bind(ttl.as_secs_f64())
+            .fetch_optional(pool)
+            .await?
+            .is_some())
+    }
+
+    /// Gives back the work lease `lease` that `owner` holds.
+    pub async fn release_work_lease(&self, lease: &str, owner: &str) -> Result<(), StoreError> {
+        match self {
+            Store::Postgres(_) => self.release_lease(lease, owner).await,
+            Store::Sqlite(_) => {
+                local_work_leases().remove(lease);
+                Ok(())
+            }
+        }
+    }
+
     /// Deletes the work leases (`<domain>#…`) that have lapsed: each guarded one step, which
     /// is over.
     pub async fn forget_lapsed_work_leases(&self) -> Result<(), StoreError> {
@@ -238,4 +314,16 @@ mod tests {
             "the feed's trigger takes the lock named here"
         );
     }
+}
+
+/// The work leases of a SQLite process (one process per database: see
+/// [`lock_sqlite_exclusively`]), each with when it lapses.
+fn local_work_leases(
+) -> std::sync::MutexGuard<'static, std::collections::HashMap<String, std::time::Instant>> {
+    static LEASES: std::sync::LazyLock<
+        std::sync::Mutex<std::collections::HashMap<String, std::time::Instant>>,
+    > = std::sync::LazyLock::new(Default::default);
+    LEASES
+        .lock()
+        .unwrap_or_else(std::sync::PoisonError::into_inner)
 }

@@ -45,9 +45,11 @@ pub(super) async fn answer(shared: &Shared, request: Request<Incoming>) -> Respo
         .map_or_else(|| shared.origin.clone(), |host| format!("https://{host}"));
 
     let mut asked = None;
+    let mut delay = None;
     let refusal = {
         let mut state = shared.state();
         let target = state.paths.target(&path);
+        delay = target.and_then(|target| state.delays.get(&target).copied());
         for counted in target.into_iter().chain([FrontTarget::Any]) {
             *state.requests.entry(counted).or_default() += 1;
         }
@@ -58,6 +60,9 @@ pub(super) async fn answer(shared: &Shared, request: Request<Incoming>) -> Respo
     };
     if let Some(fault) = refusal {
         return answer_fault(shared, host.as_deref(), &fault).await;
+    }
+    if let Some(delay) = delay {
+        tokio::time::sleep(delay).await;
     }
     let is_renewal_info =
         path == RENEWAL_INFO_PATH || path.starts_with(&format!("{RENEWAL_INFO_PATH}/"));
@@ -73,6 +78,9 @@ pub(super) async fn answer(shared: &Shared, request: Request<Incoming>) -> Respo
         Err(response) => return response,
     };
     remove_hop_by_hop(&mut parts.headers);
+    if asked.is_some() && parts.status == StatusCode::CREATED {
+        shared.state().orders_created += 1;
+    }
     let json = parts
         .status
         .is_success()
