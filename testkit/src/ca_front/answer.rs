@@ -45,18 +45,19 @@ pub(super) async fn answer(shared: &Shared, request: Request<Incoming>) -> Respo
         .map_or_else(|| shared.origin.clone(), |host| format!("https://{host}"));
 
     let mut asked = None;
-    let mut delay = None;
-    let refusal = {
+    let (refusal, delay) = {
         let mut state = shared.state();
         let target = state.paths.target(&path);
-        delay = target.and_then(|target| state.delays.get(&target).copied());
+        let delay = target.and_then(|target| state.delays.get(&target).copied());
         for counted in target.into_iter().chain([FrontTarget::Any]) {
             *state.requests.entry(counted).or_default() += 1;
         }
         if target == Some(FrontTarget::NewOrder) {
             asked = Some(record_new_order(&mut state, &body));
         }
-        take_fault(&mut state, target).or_else(|| refused_profile(&state, asked.as_ref()))
+        let fault =
+            take_fault(&mut state, target).or_else(|| refused_profile(&state, asked.as_ref()));
+        (fault, delay)
     };
     if let Some(fault) = refusal {
         return answer_fault(shared, host.as_deref(), &fault).await;
