@@ -293,6 +293,18 @@ impl Store {
     }
 }
 
+/// The work leases of a SQLite process (one process per database: see
+/// [`lock_sqlite_exclusively`]), each with when it lapses.
+fn local_work_leases(
+) -> std::sync::MutexGuard<'static, std::collections::HashMap<String, std::time::Instant>> {
+    static LEASES: std::sync::LazyLock<
+        std::sync::Mutex<std::collections::HashMap<String, std::time::Instant>>,
+    > = std::sync::LazyLock::new(Default::default);
+    LEASES
+        .lock()
+        .unwrap_or_else(std::sync::PoisonError::into_inner)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -314,16 +326,4 @@ mod tests {
             "the feed's trigger takes the lock named here"
         );
     }
-}
-
-/// The work leases of a SQLite process (one process per database: see
-/// [`lock_sqlite_exclusively`]), each with when it lapses.
-fn local_work_leases(
-) -> std::sync::MutexGuard<'static, std::collections::HashMap<String, std::time::Instant>> {
-    static LEASES: std::sync::LazyLock<
-        std::sync::Mutex<std::collections::HashMap<String, std::time::Instant>>,
-    > = std::sync::LazyLock::new(Default::default);
-    LEASES
-        .lock()
-        .unwrap_or_else(std::sync::PoisonError::into_inner)
 }
