@@ -10,7 +10,9 @@ use anyhow::Context as _;
 use clap::Parser as _;
 use dns_handling::app::Application;
 use dns_handling::audit::checkpoints::AuditSigner;
-use dns_handling::audit::verify::{read_kept_checkpoints, verify_log, LogSource};
+use dns_handling::audit::verify::{
+    keep_checkpoints, read_kept_checkpoints, verify_log, Freshness, LogSource,
+};
 use dns_handling::cli::{client, operator, AuditCommand, Cli, Command, KeysCommand};
 use dns_handling::settings::{LogFormat, Settings};
 
@@ -121,13 +123,27 @@ async fn run(settings: Settings, command: Command) -> anyhow::Result<ExitCode> {
                 )?,
                 None => Vec::new(),
             };
+            let freshness = match options.max_age {
+                Some(max_age) => Some(Freshness {
+                    max_age: chrono::Duration::from_std(max_age)
+                        .context("--max-age is too long")?,
+                    now: chrono::Utc::now(),
+                }),
+                None => None,
+            };
             let findings = verify_log(
                 &source,
                 options.public_key.as_deref(),
                 &known,
+                freshness,
                 &mut std::io::stdout().lock(),
             )
             .await?;
+            if let (Some(path), true, true) =
+                (&options.known, options.update_known, findings.is_empty())
+            {
+                keep_checkpoints(path, &source.checkpoints().await?, &known)?;
+            }
             return Ok(found(findings.len()));
         }
         Command::Audit(AuditCommand::PublicKey) => {

@@ -44,6 +44,29 @@ pub fn read_kept_checkpoints(text: &str) -> anyhow::Result<Vec<Checkpoint>> {
         .collect()
 }
 
+/// Writes `checked` and `kept` to `path`, one checkpoint per line in position order (a kept one
+/// wins over a checked one at the same position: it is what the auditor saw first), replacing
+/// the file at once (a temporary file, then a rename).
+pub fn keep_checkpoints(
+    path: &str,
+    checked: &[Checkpoint],
+    kept: &[Checkpoint],
+) -> anyhow::Result<()> {
+    let mut all: std::collections::BTreeMap<i64, &Checkpoint> = std::collections::BTreeMap::new();
+    for checkpoint in checked.iter().chain(kept) {
+        all.insert(checkpoint.position, checkpoint);
+    }
+    let mut text = String::new();
+    for checkpoint in all.values() {
+        text.push_str(&serde_json::to_string(checkpoint)?);
+        text.push('\n');
+    }
+    let temporary = format!("{path}.tmp");
+    std::fs::write(&temporary, text).with_context(|| format!("writing {temporary}"))?;
+    std::fs::rename(&temporary, path).with_context(|| format!("replacing {path}"))?;
+    Ok(())
+}
+
 impl LogSource {
     /// Reads the API of `server`.
     pub fn api(server: &str, token: Option<String>) -> Self {
@@ -99,7 +122,7 @@ impl LogSource {
     }
 
     /// Every checkpoint, oldest first.
-    async fn checkpoints(&self) -> anyhow::Result<Vec<Checkpoint>> {
+    pub async fn checkpoints(&self) -> anyhow::Result<Vec<Checkpoint>> {
         let mut all = Vec::new();
         let mut before: Option<i64> = None;
         loop {
@@ -167,16 +190,55 @@ pub enum Finding {
         /// after it and at or before `position`.
         after: i64,
     },
+    /// The newest checkpoint whose signature holds is older than the auditor's bound (or there
+    /// is none): the newest checkpoints may have been deleted, or signing stopped.
+    Stale {
+        /// When the newest one was signed, if there is one.
+        newest_signed_at: Option<String>,
+    },
+    /// Events older than the auditor's bound that no checkpoint covers: a checkpoint should
+    /// have been signed over them, so the ones that were may have been deleted and the events
+    /// after them rewritten.
+    Uncovered {
+        /// How many.
+        count: u64,
+        /// The feed position of the first of them.
+        first_position: i64,
+    },
+}
+
+/// How fresh the auditor requires the checkpoints to be: the newest one signed within `max_age`
+/// of `now`, and no event recorded longer than `max_age` before `now` left uncovered.
+#[derive(Debug, Clone, Copy)]
+pub struct Freshness {
+    /// The bound (at least the service's `AUDIT_CHECKPOINT_INTERVAL`, with room for a late one).
+    pub max_age: chrono::Duration,
+    /// The time the check is made at.
+    pub now: chrono::DateTime<chrono::Utc>,
+}
+
+impl Freshness {
+    /// Whether an RFC 3339 time lies before the bound (unreadable times count as before).
+    fn is_older(&self, time: &str) -> bool {
+        chrono::DateTime::parse_from_rfc3339(time).map_or(true, |at| {
+            at.with_timezone(&chrono::Utc) < self.now - self.max_age
+        })
+    }
 }
 
 /// Checks the whole log from `source`: prints each finding and a summary to `out` and returns
 /// the findings. With `trusted_key`, checkpoints must be signed by that key (standard base64);
 /// without, by the key each names, and all by the same one. `known` are checkpoints the auditor
 /// kept copies of: each must still be stored as it was, and the log must still match it.
+///
+/// With `freshness`, the newest signed checkpoint must be within its bound and every event
+/// older than it covered by one: without it, deleting the newest checkpoints and rewriting what
+/// came after them cannot be told from a log whose newest events are not yet signed.
 pub async fn verify_log(
     source: &LogSource,
     trusted_key: Option<&str>,
     known: &[Checkpoint],
+    freshness: Option<Freshness>,
     out: &mut impl Write,
 ) -> anyhow::Result<Vec<Finding>> {
     let mut findings = Vec::new();
@@ -229,6 +291,9 @@ pub async fn verify_log(
         });
     }
 
+    // Events after the newest checkpoint whose signature holds are not covered by any.
+    let covered_up_to = signed.last().map_or(0, |checkpoint| checkpoint.position);
+    let mut uncovered_old: Option<(u64, i64)> = None;
     // Only checkpoints whose signature holds say what the log was: a forged one is reported
     // above and must not hide where the log really changed.
     let mut walker = LogWalker::new(AGGREGATE_TYPE);
@@ -295,6 +360,13 @@ pub async fn verify_log(
             while let Some(checkpoint) = pending.next_if(|c| event.position > c.position) {
                 compare(&walker, checkpoint, false, out, &mut findings)?;
             }
+            if let Some(freshness) = &freshness {
+                if event.position > covered_up_to && freshness.is_older(&event.recorded_at) {
+                    let (count, first) = uncovered_old.get_or_insert((0, event.position));
+                    *count += 1;
+                    *first = (*first).min(event.position);
+                }
+            }
             if let Some(link) = walker.next(event) {
                 writeln!(
                     out,
@@ -324,6 +396,33 @@ pub async fn verify_log(
                  service"
             )?;
             findings.push(Finding::OutsideFeed { count: outside });
+        }
+    }
+    if let Some(freshness) = &freshness {
+        let newest = signed.last().map(|checkpoint| checkpoint.signed_at.clone());
+        if newest.as_deref().is_none_or(|at| freshness.is_older(at)) {
+            writeln!(
+                out,
+                "STALE: the newest checkpoint whose signature holds was signed {}, longer ago \
+                 than --max-age {}: newer ones may have been deleted, or signing stopped",
+                newest.as_deref().unwrap_or("never"),
+                humantime::format_duration(freshness.max_age.to_std().unwrap_or_default())
+            )?;
+            findings.push(Finding::Stale {
+                newest_signed_at: newest,
+            });
+        }
+        if let Some((count, first_position)) = uncovered_old {
+            writeln!(
+                out,
+                "UNCOVERED: {count} events recorded longer ago than --max-age (the first at \
+                 position {first_position}) are covered by no checkpoint whose signature holds: \
+                 the checkpoints over them may have been deleted and the events rewritten"
+            )?;
+            findings.push(Finding::Uncovered {
+                count,
+                first_position,
+            });
         }
     }
     let broken = findings

@@ -98,6 +98,15 @@ pub struct VerifyOptions {
     /// or one per line): each must still be stored as it was, and the log must still match it
     #[arg(long, value_name = "FILE")]
     pub known: Option<String>,
+    /// After a clean run, writes every checkpoint checked back to --known (one per line), so
+    /// the next run holds the store to every checkpoint this one saw
+    #[arg(long, requires = "known")]
+    pub update_known: bool,
+    /// The newest checkpoint must have been signed within this (e.g. `2h`: a few of the
+    /// service's AUDIT_CHECKPOINT_INTERVAL), and every event older than this must be covered by
+    /// a checkpoint: catches the newest checkpoints deleted and the events after them rewritten
+    #[arg(long, value_name = "DURATION", value_parser = humantime::parse_duration)]
+    pub max_age: Option<std::time::Duration>,
 }
 
 /// A stored domain view that disagrees with the history it says it reflects.

@@ -243,9 +243,14 @@ async fn a_rate_limited_new_order_is_a_429_with_the_cas_retry_after_and_records_
         "not asked again at once"
     );
     assert_eq!(history_len(&service, &id).await, before, "nothing recorded");
-    // Once the CA takes orders again, the same request goes through.
-    let (code, started, _) = post_with_retry_after(&service, &id).await;
-    assert_eq!(code, 202, "{started}");
+    // The CA's word holds for the CA, not for one request: asked again at once, the service
+    // answers with the CA's time and does not ask it.
+    let (code, refused, retry_after) = post_with_retry_after(&service, &id).await;
+    assert_eq!(code, 429, "{refused}");
+    let seconds: u64 = retry_after.expect("Retry-After").parse().expect("seconds");
+    assert!((100..=120).contains(&seconds), "{seconds}");
+    assert_eq!(front.requests(FrontTarget::NewOrder), 1, "not asked again");
+    assert_eq!(history_len(&service, &id).await, before, "nothing recorded");
 }
 
 async fn a_finalization_the_ca_defers_waits_out_its_retry_after_then_completes(kind: StoreKind) {
@@ -388,7 +393,8 @@ async fn a_first_ca_that_is_down_hands_the_order_to_the_next_and_renewals_start_
     let service = Service::start(BINARY, &env);
     // Rate-limited at the first CA: the order goes to the second.
     let limited = verified_domain(&service, &first, "limited-first.ca.test").await;
-    front.answer_rate_limited(FrontTarget::NewOrder, 1, Duration::from_secs(60));
+    // A short Retry-After: the first CA is not asked again before it ends.
+    front.answer_rate_limited(FrontTarget::NewOrder, 1, Duration::from_secs(1));
     let (code, started, _) = post_with_retry_after(&service, &limited).await;
     assert_eq!(code, 202, "{started}");
     let (_, history) = service.get(&format!("/domains/{limited}/events")).await;
@@ -432,8 +438,10 @@ async fn a_first_ca_that_is_down_hands_the_order_to_the_next_and_renewals_start_
         second.directory_url()
     );
 
-    // Back up: the renewal goes to the first CA again.
+    // Back up: the renewal goes to the first CA again (once the moment it is not asked after
+    // failing to answer has passed).
     front.up();
+    tokio::time::sleep(Duration::from_secs(2)).await;
     let old = certificate["serial"].clone();
     let (code, renewing) = service.post(&format!("/domains/{id}/renew"), None).await;
     assert_eq!(code, 202, "{renewing}");

@@ -543,3 +543,52 @@ async fn the_service_refuses_to_sign_over_a_rewritten_log_and_kept_copies_catch_
 on_both_stores!(
     the_service_refuses_to_sign_over_a_rewritten_log_and_kept_copies_catch_a_deleted_checkpoint
 );
+
+/// The newest checkpoint deleted and the events after the one before it rewritten: the log
+/// still verifies as it stands, but not as fresh as the auditor requires (`--max-age`), and an
+/// auditor who kept what the last clean run saw (`--known … --update-known`) sees it is gone.
+async fn a_deleted_newest_checkpoint_is_caught_by_max_age_and_by_the_checkpoints_kept(
+    kind: StoreKind,
+) {
+    let pebble = Pebble::start(PebbleOptions::default());
+    let log = SignedLog::build(&pebble, kind).await;
+    let kept = TempDir::new("seen-checkpoints");
+    let kept_file = kept.path().join("seen.jsonl");
+    std::fs::write(&kept_file, "").expect("an empty file");
+    let kept_path = kept_file.display().to_string();
+    let (passed, report) =
+        log.verify(&["--max-age", "1h", "--known", &kept_path, "--update-known"]);
+    assert!(passed, "an untouched, fresh log: {report}");
+    let seen = std::fs::read_to_string(&kept_file).expect("the checkpoints seen");
+    assert_eq!(seen.lines().count(), 2, "both checkpoints kept: {seen}");
+
+    let second = SignedLog::position(&log.second);
+    log.database
+        .execute(&format!(
+            "DELETE FROM audit_checkpoints WHERE position = {second}"
+        ))
+        .await;
+    rewrite_stream(&log, "d", |payload| {
+        payload.replace("d.tamper.test", "evil.tamper.test")
+    })
+    .await;
+    let (passed, report) = log.verify(&[]);
+    assert!(passed, "as it stands the log is consistent: {report}");
+    tokio::time::sleep(std::time::Duration::from_secs(2)).await;
+    let (passed, report) = log.verify(&["--max-age", "1s"]);
+    assert!(!passed, "{report}");
+    assert!(report.contains("STALE: the newest checkpoint"), "{report}");
+    let first = SignedLog::position(&log.first);
+    assert!(
+        report.contains("UNCOVERED: 4 events")
+            && report.contains(&format!("position {}", first + 1)),
+        "the four events after the first checkpoint: {report}"
+    );
+    let (passed, report) = log.verify(&["--known", &kept_path]);
+    assert!(!passed, "{report}");
+    assert!(
+        report.contains(&format!("MISSING checkpoint at position {second}:")),
+        "{report}"
+    );
+}
+on_both_stores!(a_deleted_newest_checkpoint_is_caught_by_max_age_and_by_the_checkpoints_kept);
