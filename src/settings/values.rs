@@ -257,9 +257,9 @@ pub(super) mod parse {
         list(d)?
             .iter()
             .map(|item| {
-                let (name, address) = item.split_once('=').ok_or_else(|| {
-                    de::Error::custom(format!("{item:?} is not name=ip"))
-                })?;
+                let (name, address) = item
+                    .split_once('=')
+                    .ok_or_else(|| de::Error::custom(format!("{item:?} is not name=ip")))?;
                 let name = crate::domain::domain_name::DomainName::parse(name.trim())
                     .map_err(|error| de::Error::custom(format!("{name:?}: {error}")))?;
                 let address = address.trim().parse().map_err(|_| {

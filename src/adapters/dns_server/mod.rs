@@ -429,7 +429,9 @@ impl RequestHandler for SharedZoneServer {
         request: &Request,
         response_handle: R,
     ) -> ResponseInfo {
-        self.0.handle_request::<R, T>(request, response_handle).await
+        self.0
+            .handle_request::<R, T>(request, response_handle)
+            .await
     }
 }
 

@@ -274,7 +274,10 @@ async fn serve_connection<H: RequestHandler>(
             }
         }
     };
-    if tokio::time::timeout(limits.lifetime, queries).await.is_err() {
+    if tokio::time::timeout(limits.lifetime, queries)
+        .await
+        .is_err()
+    {
         tracing::debug!(%peer, "DNS over TCP: connection closed at the end of its lifetime");
     }
 }

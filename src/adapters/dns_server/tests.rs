@@ -106,17 +106,25 @@ async fn removing_a_domain_withdraws_whatever_order_it_had() {
 
 /// A zone served on a loopback port, and the server (stops when dropped).
 fn served() -> (ChallengeZone, DnsServer) {
-    let zone = zone();
+    served_with(zone(), limits(64, 64))
+}
+
+/// `zone` served on a loopback port within `limits`, and the server (stops when dropped).
+fn served_with(zone: ChallengeZone, limits: TcpLimits) -> (ChallengeZone, DnsServer) {
     let origin = DelegationZone::parse("acme.platform.test").expect("a zone");
     let listen = "127.0.0.1:0".parse().expect("an address");
-    let limits = TcpLimits {
-        max_connections: 64,
-        max_per_source: 64,
-        idle: TcpLimits::IDLE,
-        lifetime: TcpLimits::LIFETIME,
-    };
     let server = DnsServer::start(&zone, &origin, listen, limits).expect("a server");
     (zone, server)
+}
+
+/// TCP limits of `max_connections` in total and `max_per_source` per source.
+fn limits(max_connections: usize, max_per_source: usize) -> TcpLimits {
+    TcpLimits {
+        max_connections,
+        max_per_source,
+        idle: TcpLimits::IDLE,
+        lifetime: TcpLimits::LIFETIME,
+    }
 }
 
 /// A query of `name` for `record_type`, with EDNS (this payload size, version) or without.
@@ -144,11 +152,10 @@ async fn ask(server: &DnsServer, query: &[u8]) -> hickory_server::proto::op::Mes
         .expect("a socket");
     socket.send_to(query, server.address).await.expect("sent");
     let mut buffer = vec![0u8; 65_535];
-    let (length, _) =
-        tokio::time::timeout(Duration::from_secs(5), socket.recv_from(&mut buffer))
-            .await
-            .expect("an answer in time")
-            .expect("received");
+    let (length, _) = tokio::time::timeout(Duration::from_secs(5), socket.recv_from(&mut buffer))
+        .await
+        .expect("an answer in time")
+        .expect("received");
     hickory_server::proto::op::Message::from_vec(&buffer[..length]).expect("a DNS message")
 }
 
@@ -322,4 +329,214 @@ async fn a_published_answer_too_large_for_udp_is_truncated_and_whole_over_tcp_or
     let over_tcp = ask_over_tcp(&server, &query(LABEL, RecordType::TXT, None)).await;
     assert!(!over_tcp.metadata.truncation);
     assert_eq!(txt_values(&over_tcp.answers), values);
+}
+
+/// A TCP connection to the server from the loopback address `source` (any of 127/8).
+async fn connect_from(server: &DnsServer, source: [u8; 4]) -> tokio::net::TcpStream {
+    let socket = tokio::net::TcpSocket::new_v4().expect("a socket");
+    socket
+        .bind(SocketAddr::from((source, 0)))
+        .expect("bound to a loopback address");
+    socket.connect(server.address).await.expect("connected")
+}
+
+/// Whether the server closed `stream` within `within` (end of stream or reset).
+async fn closed_within(stream: &mut tokio::net::TcpStream, within: Duration) -> bool {
+    use tokio::io::AsyncReadExt;
+    let mut buffer = [0u8; 512];
+    loop {
+        match tokio::time::timeout(within, stream.read(&mut buffer)).await {
+            Err(_) => return false,
+            Ok(Ok(0)) | Ok(Err(_)) => return true,
+            // An answer to an earlier query: read on.
+            Ok(Ok(_)) => {}
+        }
+    }
+}
+
+/// Asks `query` on an open connection and reads the answer.
+async fn ask_on(
+    stream: &mut tokio::net::TcpStream,
+    query: &[u8],
+) -> hickory_server::proto::op::Message {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let length = u16::try_from(query.len()).expect("a short query");
+    let mut framed = length.to_be_bytes().to_vec();
+    framed.extend_from_slice(query);
+    stream.write_all(&framed).await.expect("written");
+    let read = async {
+        let length = stream.read_u16().await.expect("a length");
+        let mut buffer = vec![0u8; usize::from(length)];
+        stream.read_exact(&mut buffer).await.expect("an answer");
+        buffer
+    };
+    let buffer = tokio::time::timeout(Duration::from_secs(5), read)
+        .await
+        .expect("an answer in time");
+    hickory_server::proto::op::Message::from_vec(&buffer).expect("a DNS message")
+}
+
+#[tokio::test]
+async fn tcp_connections_over_either_cap_are_closed_at_once_and_those_held_still_answer() {
+    let (_zone, server) = served_with(zone(), limits(4, 2));
+    let soa = query("acme.platform.test.", RecordType::SOA, None);
+    let mut held = Vec::new();
+    for source in [[127, 0, 0, 2], [127, 0, 0, 2], [127, 0, 0, 3]] {
+        held.push(connect_from(&server, source).await);
+    }
+    // A third from one source: over the per-source cap.
+    let mut third_from_one = connect_from(&server, [127, 0, 0, 2]).await;
+    assert!(closed_within(&mut third_from_one, Duration::from_secs(2)).await);
+    held.push(connect_from(&server, [127, 0, 0, 3]).await);
+    // A fifth in all: over the total cap, whatever its source.
+    let mut fifth = connect_from(&server, [127, 0, 0, 4]).await;
+    assert!(closed_within(&mut fifth, Duration::from_secs(2)).await);
+
+    for stream in &mut held {
+        let answer = ask_on(stream, &soa).await;
+        assert_eq!(answer.metadata.response_code, ResponseCode::NoError);
+        assert!(!closed_within(stream, Duration::from_millis(100)).await);
+    }
+    // A closed connection gives its slot back.
+    drop(held.pop());
+    let deadline = std::time::Instant::now() + Duration::from_secs(5);
+    loop {
+        let mut again = connect_from(&server, [127, 0, 0, 4]).await;
+        if !closed_within(&mut again, Duration::from_millis(200)).await {
+            let answer = ask_on(&mut again, &soa).await;
+            assert_eq!(answer.metadata.response_code, ResponseCode::NoError);
+            break;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "the slot never came back"
+        );
+    }
+}
+
+#[tokio::test]
+async fn a_tcp_connection_that_keeps_asking_is_closed_at_the_end_of_its_lifetime() {
+    let lifetime = Duration::from_millis(1500);
+    let (_zone, server) = served_with(
+        zone(),
+        TcpLimits {
+            lifetime,
+            ..limits(8, 8)
+        },
+    );
+    let soa = query("acme.platform.test.", RecordType::SOA, None);
+    let mut stream = connect_from(&server, [127, 0, 0, 5]).await;
+    let opened = std::time::Instant::now();
+    let mut answered = 0;
+    // A query well within the idle timeout each time, which reset hickory's idle timer for
+    // ever: the lifetime ends it all the same.
+    while opened.elapsed() < lifetime * 3 {
+        use tokio::io::AsyncWriteExt;
+        let length = u16::try_from(soa.len()).expect("a short query");
+        let mut framed = length.to_be_bytes().to_vec();
+        framed.extend_from_slice(&soa);
+        if stream.write_all(&framed).await.is_err() {
+            break;
+        }
+        if closed_within(&mut stream, Duration::from_millis(300)).await {
+            break;
+        }
+        answered += 1;
+    }
+    let lived = opened.elapsed();
+    assert!(answered >= 2, "answered while it lived: {answered}");
+    assert!(
+        lived >= lifetime && lived < lifetime * 3,
+        "closed after {lived:?}, lifetime {lifetime:?}"
+    );
+}
+
+/// The zone with nameservers inside it (one two labels down) and one outside, and the
+/// addresses of those inside.
+fn zone_with_its_own_nameservers() -> ChallengeZone {
+    let zone = DelegationZone::parse("acme.platform.test").expect("a zone");
+    let nameservers = [
+        "ns1.acme.platform.test",
+        "a.ns.acme.platform.test",
+        "ns2.platform.test",
+    ]
+    .map(str::to_owned);
+    let address = |name: &str, ip: &str| NameserverAddress {
+        name: name.to_owned(),
+        address: ip.parse().expect("an address"),
+    };
+    let addresses = [
+        address("ns1.acme.platform.test", "192.0.2.53"),
+        address("ns1.acme.platform.test", "2001:db8::53"),
+        address("a.ns.acme.platform.test", "192.0.2.54"),
+    ];
+    ChallengeZone::with_nameserver_addresses(&zone, &nameservers, &addresses).expect("a zone")
+}
+
+#[tokio::test]
+async fn the_zones_own_nameservers_are_answered_with_their_addresses_not_nxdomain() {
+    let (_zone, server) = served_with(zone_with_its_own_nameservers(), limits(8, 8));
+    let addresses = |answer: &hickory_server::proto::op::Message| -> Vec<String> {
+        answer
+            .answers
+            .iter()
+            .map(|record| record.data.to_string())
+            .collect()
+    };
+    let a = ask(
+        &server,
+        &query("NS1.acme.platform.test.", RecordType::A, None),
+    )
+    .await;
+    assert_eq!(a.metadata.response_code, ResponseCode::NoError, "{a:?}");
+    assert!(a.metadata.authoritative, "{a:?}");
+    assert_eq!(addresses(&a), ["192.0.2.53"]);
+    let aaaa = ask(
+        &server,
+        &query("ns1.acme.platform.test.", RecordType::AAAA, None),
+    )
+    .await;
+    assert_eq!(addresses(&aaaa), ["2001:db8::53"]);
+    let deeper = ask(
+        &server,
+        &query("a.ns.acme.platform.test.", RecordType::A, None),
+    )
+    .await;
+    assert_eq!(addresses(&deeper), ["192.0.2.54"]);
+
+    // NODATA for another type, and for the name between a nameserver and the apex; NXDOMAIN
+    // below a nameserver's name.
+    for (name, record_type) in [
+        ("ns1.acme.platform.test.", RecordType::TXT),
+        ("ns.acme.platform.test.", RecordType::A),
+    ] {
+        let answer = ask(&server, &query(name, record_type, None)).await;
+        assert_eq!(
+            answer.metadata.response_code,
+            ResponseCode::NoError,
+            "{name}"
+        );
+        assert!(answer.answers.is_empty(), "{answer:?}");
+    }
+    let below = ask(
+        &server,
+        &query("x.ns1.acme.platform.test.", RecordType::A, None),
+    )
+    .await;
+    assert_eq!(below.metadata.response_code, ResponseCode::NXDomain);
+}
+
+#[test]
+fn an_address_for_a_nameserver_outside_the_zone_is_refused() {
+    let zone = DelegationZone::parse("acme.platform.test").expect("a zone");
+    let outside = NameserverAddress {
+        name: "ns2.platform.test".to_owned(),
+        address: "192.0.2.1".parse().expect("an address"),
+    };
+    let refused = ChallengeZone::with_nameserver_addresses(
+        &zone,
+        &["ns2.platform.test".to_owned()],
+        &[outside],
+    );
+    assert!(refused.is_err());
 }
