@@ -889,6 +889,57 @@ replica_id = " pod-1 "
     }
 
     #[test]
+    fn in_zone_nameservers_need_their_addresses_and_only_they_may_have_some() {
+        let zone = [
+            ("DELEGATION_ZONE", "acme.example"),
+            ("DELEGATION_NAMESERVERS", "ns1.acme.example,ns2.example"),
+        ];
+        let with = |more: &[(&'static str, &'static str)]| {
+            let mut all = zone.to_vec();
+            all.extend_from_slice(more);
+            Settings::from_map(&vars(&all))
+        };
+        let lame = with(&[]).expect_err("ns1.acme.example has no address");
+        assert_eq!(lame.name, "DELEGATION_NAMESERVER_ADDRESSES");
+        assert!(lame.reason.contains("ns1.acme.example"), "{lame}");
+        let settings = with(&[(
+            "DELEGATION_NAMESERVER_ADDRESSES",
+            "NS1.acme.example.=192.0.2.53, ns1.acme.example=2001:db8::53",
+        )])
+        .expect("valid");
+        let given: Vec<String> = settings
+            .delegation_nameserver_addresses
+            .iter()
+            .map(ToString::to_string)
+            .collect();
+        assert_eq!(
+            given,
+            [
+                "ns1.acme.example=192.0.2.53",
+                "ns1.acme.example=2001:db8::53"
+            ]
+        );
+        let outside = with(&[(
+            "DELEGATION_NAMESERVER_ADDRESSES",
+            "ns1.acme.example=192.0.2.53,ns2.example=192.0.2.54",
+        )])
+        .expect_err("ns2.example is not in the zone");
+        assert!(outside.reason.contains("not inside"), "{outside}");
+        let unknown = with(&[(
+            "DELEGATION_NAMESERVER_ADDRESSES",
+            "ns1.acme.example=not-an-ip",
+        )]);
+        assert!(unknown.is_err());
+        assert_eq!(settings.dns_tcp_max_connections, 256);
+        assert_eq!(settings.dns_tcp_max_connections_per_address, 16);
+        let zero = Settings::from_map(&vars(&[("DNS_TCP_MAX_CONNECTIONS", "0")]));
+        assert_eq!(
+            zero.expect_err("no connections").name,
+            "DNS_TCP_MAX_CONNECTIONS"
+        );
+    }
+
+    #[test]
     fn the_auth_token_does_not_print_itself() {
         let settings = Settings::from_map(&vars(&[("AUTH_TOKEN", "hunter2")])).expect("valid");
         assert!(!format!("{settings:?}").contains("hunter2"));
