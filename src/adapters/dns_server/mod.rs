@@ -1,6 +1,7 @@
 //! The authoritative DNS server of the delegation zone (hickory-server): SOA and NS at the apex,
-//! the TXT values of live delegated challenges at their labels, NXDOMAIN for other names of the
-//! zone, REFUSED for names outside it, never recursion. hickory's catalog answers the protocol
+//! the TXT values of live delegated challenges at their labels, A and AAAA for the zone's own
+//! nameservers (`DELEGATION_NAMESERVER_ADDRESSES`), NXDOMAIN for other names of the zone,
+//! REFUSED for names outside it, never recursion. hickory's catalog answers the protocol
 //! (EDNS, truncation of UDP answers that do not fit and the TCP fallback, FORMERR for malformed
 //! queries, RFC 8482's minimal answer to ANY, AXFR refused); this module keeps its in-memory zone
 //! current and runs it apart from the API. The two answers it gives most, a published name's
@@ -10,6 +11,10 @@
 //! Answers stay small whatever the query asks, so the server is no amplifier: a label holds the
 //! values of one order's authorizations for one `_acme-challenge` name (a name and its wildcard:
 //! two), and the apex only the operator's few NS names.
+//!
+//! Its parts: this file (the zone, its index, the handler and the server's thread), `tcp.rs`
+//! (the TCP listener: connections capped in total and per source, a lifetime each, accept
+//! errors backed off), and `tests.rs`.
 
 use std::collections::{BTreeMap, HashMap, HashSet};
 use std::net::{IpAddr, SocketAddr};
