@@ -274,8 +274,11 @@ async fn held_tcp_connections_and_a_udp_flood_leave_the_api_and_the_cas_validati
     eprintln!("held connections: {outcomes:?}; UDP queries sent: {sent}");
     let open = outcomes.get(&Held::Open).copied().unwrap_or(0);
     assert!(open <= 256, "{outcomes:?}");
+    // Closed by the server rather than left unaccepted: without the cap the connections past
+    // the descriptors wait in the backlog or never connect. (On a loaded machine a few may
+    // time out connecting; the cap's 2,744 are far above this bound.)
     assert!(
-        outcomes.get(&Held::Closed).copied().unwrap_or(0) >= 3_000 - 256 - 100,
+        outcomes.get(&Held::Closed).copied().unwrap_or(0) >= 2_000,
         "connections over the cap are closed at once: {outcomes:?}"
     );
 }
