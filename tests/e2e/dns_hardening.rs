@@ -89,8 +89,10 @@ fn dns_thread_cpu_ticks(pid: u32) -> u64 {
 /// How a held connection ended.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 enum Held {
-    /// Still open, answering, when the test let it go.
+    /// Open, its last query answered, when the test let it go.
     Open,
+    /// Open, its last query unanswered within 2 s (still in the listen backlog, say).
+    Unanswered,
     /// Closed by the server.
     Closed,
     /// Never connected within 3 s.
@@ -118,24 +120,28 @@ async fn hold(
     let soa = framed(&query(7, ZONE, 6));
     let mut buffer = [0u8; 2048];
     let mut first = true;
+    let mut last = Held::Unanswered;
     while !stop.load(Ordering::Relaxed) {
-        let ended = match stream.write_all(&soa).await {
-            Err(_) => true,
-            Ok(()) => matches!(
-                tokio::time::timeout(Duration::from_secs(2), stream.read(&mut buffer)).await,
-                Ok(Ok(0)) | Ok(Err(_))
-            ),
+        last = match stream.write_all(&soa).await {
+            Err(_) => Held::Closed,
+            Ok(()) => {
+                match tokio::time::timeout(Duration::from_secs(2), stream.read(&mut buffer)).await {
+                    Ok(Ok(0)) | Ok(Err(_)) => Held::Closed,
+                    Ok(Ok(_)) => Held::Open,
+                    Err(_) => Held::Unanswered,
+                }
+            }
         };
         if first {
             settled.fetch_add(1, Ordering::Relaxed);
             first = false;
         }
-        if ended {
-            return Held::Closed;
+        if last == Held::Closed {
+            break;
         }
         tokio::time::sleep(Duration::from_secs(1)).await;
     }
-    Held::Open
+    last
 }
 
 /// Opens `connections` held connections to `dns`, 15 from each loopback address from
