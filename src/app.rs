@@ -14,7 +14,7 @@ use crate::actors::{webhooks, RenewalScheduler, ResumePending, Shutdown, Supervi
 use crate::adapters::acme::AcmeClient;
 use crate::adapters::certificate_keys::CertificateKeys;
 use crate::adapters::dns::{DnsLookup, HickoryDnsLookup};
-use crate::adapters::dns_server::{ChallengeZone, DnsServer};
+use crate::adapters::dns_server::{ChallengeZone, DnsServer, TcpLimits};
 use crate::adapters::event_repository::{EventRepository, Upcasters};
 use crate::adapters::store::{lock_sqlite_exclusively, SqliteReplicaLock, Store};
 use crate::adapters::vault::{KeyRing, KeyVault};
@@ -134,8 +134,15 @@ impl Application {
         let dns_server = match settings.delegation() {
             Some(zone) => {
                 let challenges = Arc::new(
-                    ChallengeZone::new(&zone, &settings.delegation_nameservers)
-                        .context("setting up the delegation zone (DELEGATION_NAMESERVERS)")?,
+                    ChallengeZone::with_nameserver_addresses(
+                        &zone,
+                        &settings.delegation_nameservers,
+                        &settings.delegation_nameserver_addresses,
+                    )
+                    .context(
+                        "setting up the delegation zone (DELEGATION_NAMESERVERS, \
+                         DELEGATION_NAMESERVER_ADDRESSES)",
+                    )?,
                 );
                 let position = zone_follower::fill(&store, &challenges)
                     .await
@@ -156,6 +163,12 @@ impl Application {
                     &challenges,
                     &zone,
                     settings.dns_listen_addr,
+                    TcpLimits {
+                        max_connections: settings.dns_tcp_max_connections,
+                        max_per_source: settings.dns_tcp_max_connections_per_address,
+                        idle: TcpLimits::IDLE,
+                        lifetime: TcpLimits::LIFETIME,
+                    },
                 )?)
             }
             None => None,

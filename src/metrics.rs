@@ -110,6 +110,12 @@ pub struct Metrics {
     pub dns_queries: Family<RcodeLabel, Counter>,
     /// Challenge values the delegation zone serves now.
     pub delegation_zone_values: Gauge,
+    /// TCP connections the delegation zone's DNS server holds now.
+    pub dns_tcp_connections: Gauge,
+    /// TCP connections of the delegation zone's DNS server closed unserved, by `outcome`:
+    /// `total` (the server held `DNS_TCP_MAX_CONNECTIONS`), `per_source` (the source held
+    /// `DNS_TCP_MAX_CONNECTIONS_PER_ADDRESS`), `accept_error` (an accept failed, e.g. `EMFILE`).
+    pub dns_tcp_refused: Family<OutcomeLabel, Counter>,
     /// Webhook delivery attempts by outcome: `delivered`, `retry`, `failed` (retries spent),
     /// `disabled` (the receiver answered 410).
     pub webhook_deliveries: Family<OutcomeLabel, Counter>,
@@ -268,6 +274,18 @@ impl Metrics {
             "Challenge values the delegation zone serves now",
             delegation_zone_values.clone(),
         );
+        let dns_tcp_connections = Gauge::default();
+        registry.register(
+            "dns_tcp_connections",
+            "TCP connections the delegation zone's DNS server holds now",
+            dns_tcp_connections.clone(),
+        );
+        let dns_tcp_refused = Family::<OutcomeLabel, Counter>::default();
+        registry.register(
+            "dns_tcp_refused",
+            "TCP connections of the delegation zone's DNS server closed unserved, by reason",
+            dns_tcp_refused.clone(),
+        );
         let webhook_deliveries = Family::<OutcomeLabel, Counter>::default();
         registry.register(
             "webhook_deliveries",
@@ -300,6 +318,8 @@ impl Metrics {
             webhook_delivery_lag,
             dns_queries,
             delegation_zone_values,
+            dns_tcp_connections,
+            dns_tcp_refused,
             renewals,
             renewals_waiting_for_records,
             certificates_expiring,
@@ -323,6 +343,13 @@ impl Metrics {
         let outcome = if result.is_ok() { "ok" } else { "error" };
         self.acme_requests
             .get_or_create(&AcmeLabels { endpoint, outcome })
+            .inc();
+    }
+
+    /// Counts one TCP connection of the delegation zone's DNS server closed unserved.
+    pub fn dns_tcp_refusal(&self, reason: &'static str) {
+        self.dns_tcp_refused
+            .get_or_create(&OutcomeLabel { outcome: reason })
             .inc();
     }
 

@@ -30,6 +30,21 @@ pub use values::{parse_duration, redact_url_password};
 /// production rate limits.
 pub const LETS_ENCRYPT_STAGING: &str = "https://acme-staging-v02.api.letsencrypt.org/directory";
 
+/// The address of one of the delegation zone's own nameservers (`ns1.acme.example=192.0.2.53`).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct NameserverAddress {
+    /// The nameserver's host name, normalised like a domain name (no final dot).
+    pub name: String,
+    /// One of its addresses: an A record for IPv4, AAAA for IPv6.
+    pub address: std::net::IpAddr,
+}
+
+impl std::fmt::Display for NameserverAddress {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "{}={}", self.name, self.address)
+    }
+}
+
 /// What a secret prints and serializes as.
 const REDACTED: &str = "<redacted>";
 
@@ -209,6 +224,25 @@ pub struct Settings {
     /// parent zone's NS records name them), for the zone's SOA and NS answers.
     #[serde(deserialize_with = "parse::host_names")]
     pub delegation_nameservers: Vec<String>,
+    /// The addresses of those nameservers whose names are inside `DELEGATION_ZONE` (such as
+    /// `ns1.acme.platform.example`), `name=ip` each, a name once per address (IPv4 and IPv6
+    /// alike): the zone answers their A and AAAA records itself, as the glue in its parent
+    /// says, rather than NXDOMAIN. Every in-zone name of `DELEGATION_NAMESERVERS` needs one.
+    #[serde(
+        deserialize_with = "parse::nameserver_addresses",
+        serialize_with = "show::nameserver_addresses"
+    )]
+    pub delegation_nameserver_addresses: Vec<NameserverAddress>,
+    /// TCP connections the delegation zone's DNS server holds at once, all clients together;
+    /// a connection over it is closed at once. Lowered at start to half the process's limit
+    /// of open files (after raising that to its hard limit), so that the rest stays for the
+    /// API, the database and webhook sends.
+    #[serde(deserialize_with = "parse::positive_count")]
+    pub dns_tcp_max_connections: usize,
+    /// TCP connections the delegation zone's DNS server holds at once from one client (an
+    /// IPv4 address, an IPv6 /64).
+    #[serde(deserialize_with = "parse::positive_count")]
+    pub dns_tcp_max_connections_per_address: usize,
     /// The waits after the 1st, 2nd, … failed delivery of a webhook message; after the last,
     /// the message is marked failed and the endpoint moves on. Each wait varies by up to a
     /// tenth either way, so endpoints that failed together are not retried together.
@@ -366,6 +400,9 @@ impl Default for Settings {
             delegation_zone: None,
             dns_listen_addr: SocketAddr::from(([0, 0, 0, 0], 53)),
             delegation_nameservers: Vec::new(),
+            delegation_nameserver_addresses: Vec::new(),
+            dns_tcp_max_connections: 256,
+            dns_tcp_max_connections_per_address: 16,
             webhook_retry_schedule: [5, 300, 1800, 7200, 18_000, 36_000, 50_400, 72_000, 86_400]
                 .into_iter()
                 .map(Duration::from_secs)
@@ -465,7 +502,62 @@ impl Settings {
                     .into(),
             });
         }
+        if let Some(problem) = settings.nameserver_address_problem() {
+            return Err(problem);
+        }
         Ok(settings)
+    }
+
+    /// What is wrong with `DELEGATION_NAMESERVER_ADDRESSES`, if anything: an address for a
+    /// name that is not among `DELEGATION_NAMESERVERS` or not inside the zone (the zone could
+    /// not answer for it), or an in-zone nameserver without an address (a lame delegation:
+    /// the parent's glue names an address the zone itself denies).
+    fn nameserver_address_problem(&self) -> Option<SettingsError> {
+        let refusal = |value: String, reason: String| SettingsError {
+            name: "DELEGATION_NAMESERVER_ADDRESSES".into(),
+            value,
+            reason,
+        };
+        let Some(zone) = self.delegation_zone.as_deref() else {
+            return (!self.delegation_nameserver_addresses.is_empty()).then(|| {
+                refusal(
+                    String::new(),
+                    "addresses of nameservers need a DELEGATION_ZONE".into(),
+                )
+            });
+        };
+        let in_zone = |name: &str| name == zone || name.ends_with(&format!(".{zone}"));
+        for given in &self.delegation_nameserver_addresses {
+            if !self.delegation_nameservers.contains(&given.name) {
+                return Some(refusal(
+                    given.to_string(),
+                    format!("{} is not among DELEGATION_NAMESERVERS", given.name),
+                ));
+            }
+            if !in_zone(&given.name) {
+                return Some(refusal(
+                    given.to_string(),
+                    format!(
+                        "{} is not inside {zone}: its addresses belong in its own zone",
+                        given.name
+                    ),
+                ));
+            }
+        }
+        let without_address = self.delegation_nameservers.iter().find(|name| {
+            in_zone(name)
+                && !self
+                    .delegation_nameserver_addresses
+                    .iter()
+                    .any(|given| &given.name == *name)
+        })?;
+        Some(refusal(
+            String::new(),
+            format!(
+                "{without_address} (in DELEGATION_NAMESERVERS) is inside {zone}, which must \
+                 answer its address: give it as {without_address}=<ip>"
+            ),
+        ))
     }
 
     /// The External Account Binding (key id, HMAC key bytes), when both are set.
@@ -794,6 +886,57 @@ replica_id = " pod-1 "
         let file = ConfigFileFixture::new("printed", &printed);
         let again = file.load(&[]).expect("the printed file reads");
         assert_eq!(again.to_redacted_toml(), printed);
+    }
+
+    #[test]
+    fn in_zone_nameservers_need_their_addresses_and_only_they_may_have_some() {
+        let zone = [
+            ("DELEGATION_ZONE", "acme.example"),
+            ("DELEGATION_NAMESERVERS", "ns1.acme.example,ns2.example"),
+        ];
+        let with = |more: &[(&'static str, &'static str)]| {
+            let mut all = zone.to_vec();
+            all.extend_from_slice(more);
+            Settings::from_map(&vars(&all))
+        };
+        let lame = with(&[]).expect_err("ns1.acme.example has no address");
+        assert_eq!(lame.name, "DELEGATION_NAMESERVER_ADDRESSES");
+        assert!(lame.reason.contains("ns1.acme.example"), "{lame}");
+        let settings = with(&[(
+            "DELEGATION_NAMESERVER_ADDRESSES",
+            "NS1.acme.example.=192.0.2.53, ns1.acme.example=2001:db8::53",
+        )])
+        .expect("valid");
+        let given: Vec<String> = settings
+            .delegation_nameserver_addresses
+            .iter()
+            .map(ToString::to_string)
+            .collect();
+        assert_eq!(
+            given,
+            [
+                "ns1.acme.example=192.0.2.53",
+                "ns1.acme.example=2001:db8::53"
+            ]
+        );
+        let outside = with(&[(
+            "DELEGATION_NAMESERVER_ADDRESSES",
+            "ns1.acme.example=192.0.2.53,ns2.example=192.0.2.54",
+        )])
+        .expect_err("ns2.example is not in the zone");
+        assert!(outside.reason.contains("not inside"), "{outside}");
+        let unknown = with(&[(
+            "DELEGATION_NAMESERVER_ADDRESSES",
+            "ns1.acme.example=not-an-ip",
+        )]);
+        assert!(unknown.is_err());
+        assert_eq!(settings.dns_tcp_max_connections, 256);
+        assert_eq!(settings.dns_tcp_max_connections_per_address, 16);
+        let zero = Settings::from_map(&vars(&[("DNS_TCP_MAX_CONNECTIONS", "0")]));
+        assert_eq!(
+            zero.expect_err("no connections").name,
+            "DNS_TCP_MAX_CONNECTIONS"
+        );
     }
 
     #[test]

@@ -75,6 +75,14 @@ pub(super) mod show {
         serializer.serialize_str(&text.join(","))
     }
 
+    /// Nameserver addresses as the environment spells them: `name=ip` each.
+    pub fn nameserver_addresses<S: Serializer>(
+        values: &[NameserverAddress],
+        serializer: S,
+    ) -> Result<S::Ok, S::Error> {
+        serializer.collect_seq(values.iter().map(ToString::to_string))
+    }
+
     /// An optional duration, in milliseconds when set.
     pub fn optional_duration<S: Serializer>(
         value: &Option<Duration>,
@@ -231,6 +239,38 @@ pub(super) mod parse {
                 .map(|zone| Some(zone.to_string()))
                 .map_err(|error| error.to_string())
         })
+    }
+
+    /// A whole number above zero.
+    pub fn positive_count<'de, D: Deserializer<'de>>(d: D) -> Result<usize, D::Error> {
+        read(d, |text| match text.trim().parse::<usize>() {
+            Ok(0) => Err("must be at least 1".to_owned()),
+            Ok(count) => Ok(count),
+            Err(_) => Err("expected a whole number".to_owned()),
+        })
+    }
+
+    /// `name=ip` items: a host name (normalised like a domain name) and one of its addresses.
+    pub fn nameserver_addresses<'de, D: Deserializer<'de>>(
+        d: D,
+    ) -> Result<Vec<NameserverAddress>, D::Error> {
+        list(d)?
+            .iter()
+            .map(|item| {
+                let (name, address) = item
+                    .split_once('=')
+                    .ok_or_else(|| de::Error::custom(format!("{item:?} is not name=ip")))?;
+                let name = crate::domain::domain_name::DomainName::parse(name.trim())
+                    .map_err(|error| de::Error::custom(format!("{name:?}: {error}")))?;
+                let address = address.trim().parse().map_err(|_| {
+                    de::Error::custom(format!("{address:?} is not an IPv4 or IPv6 address"))
+                })?;
+                Ok(NameserverAddress {
+                    name: name.to_string(),
+                    address,
+                })
+            })
+            .collect()
     }
 
     /// Host names, each normalised like a domain name.

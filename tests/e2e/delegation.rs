@@ -17,7 +17,7 @@ use serde_json::{json, Value};
 use crate::BINARY;
 
 /// The delegation zone of every test here.
-const ZONE: &str = "acme.platform.test";
+pub(crate) const ZONE: &str = "acme.platform.test";
 
 crate::on_both_stores!(a_domain_verified_by_its_cname_is_issued_and_renewed_without_a_txt_record);
 crate::on_both_stores!(a_domain_and_its_wildcard_are_validated_by_two_values_at_one_name);
@@ -26,14 +26,14 @@ crate::on_both_stores!(a_cname_pointing_elsewhere_proves_nothing_and_stores_noth
 
 /// Pebble behind unbound, which sends `ZONE` to `dns` (where the service will listen), a
 /// database, and the service's environment for all three.
-struct Delegated {
-    pebble: Pebble,
+pub(crate) struct Delegated {
+    pub(crate) pebble: Pebble,
     _database: TestDatabase,
-    env: HashMap<String, String>,
-    dns: SocketAddr,
+    pub(crate) env: HashMap<String, String>,
+    pub(crate) dns: SocketAddr,
 }
 
-async fn delegated(kind: StoreKind) -> Delegated {
+pub(crate) async fn delegated(kind: StoreKind) -> Delegated {
     let dns = SocketAddr::from(([127, 0, 0, 1], free_dns_port()));
     let pebble = Pebble::start(PebbleOptions {
         delegated_zones: vec![(format!("{ZONE}."), dns)],
@@ -75,7 +75,7 @@ fn set_delegation_records(pebble: &Pebble, registered: &Value) {
 }
 
 /// Registers `name`, sets its CNAMEs and verifies it by them; returns its id.
-async fn verified_by_cname(
+pub(crate) async fn verified_by_cname(
     service: &Service,
     pebble: &Pebble,
     name: &str,

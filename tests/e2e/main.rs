@@ -32,6 +32,7 @@ mod ca_outages;
 mod console;
 mod crash;
 mod delegation;
+mod dns_hardening;
 mod ecosystem;
 mod hardening;
 mod http_contract;
