@@ -40,6 +40,24 @@ const FEED_BATCH: u32 = 500;
 /// How long a driver waits after a store failure.
 const RETRY_AFTER: Duration = Duration::from_secs(1);
 
+/// How long a driver stopped at an event it cannot read waits before reading it again.
+const UNDECODABLE_RETRY_AFTER: Duration = Duration::from_secs(2);
+
+/// The driver's name in `feed_consumer_stuck` and `/readyz`.
+fn consumer_of(endpoint_id: &str) -> String {
+    format!("webhook:{endpoint_id}")
+}
+
+/// Clears the driver's stuck mark whenever it stops (lease lost, endpoint gone, aborted): a
+/// driver that no longer runs here is not stuck here.
+struct ClearStuckOnDrop(String);
+
+impl Drop for ClearStuckOnDrop {
+    fn drop(&mut self) {
+        crate::read::stuck::reads_on(&self.0);
+    }
+}
+
 /// Runs for as long as the process does: starts a driver for every live endpoint whose lease
 /// this replica takes.
 pub async fn dispatch(services: Arc<AppState>) {
@@ -102,6 +120,7 @@ async fn drive(services: Arc<AppState>, endpoint_id: String) {
     let renew_every = lease_ttl / 3;
     let mut lease_claimed = tokio::time::Instant::now();
     let mut waiter = CommitWaiter::new();
+    let consumer = ClearStuckOnDrop(consumer_of(&endpoint_id));
     tracing::info!(%endpoint_id, "webhook driver started");
     loop {
         if lease_claimed.elapsed() >= renew_every {
@@ -151,9 +170,18 @@ async fn drive(services: Arc<AppState>, endpoint_id: String) {
                 }
             }
             Ok(None) => match read_feed(&services, &endpoint_id, &endpoint).await {
-                Ok(true) => Ok(()),
-                Ok(false) => {
+                Ok(FeedRead::Moved) => {
+                    crate::read::stuck::reads_on(&consumer.0);
+                    Ok(())
+                }
+                Ok(FeedRead::Nothing) => {
+                    crate::read::stuck::reads_on(&consumer.0);
                     waiter.wait(renew_every.min(DISCOVERY_INTERVAL)).await;
+                    Ok(())
+                }
+                Ok(FeedRead::Undecodable { position, error }) => {
+                    crate::read::stuck::stopped_at(&consumer.0, position, &error);
+                    tokio::time::sleep(UNDECODABLE_RETRY_AFTER.min(renew_every)).await;
                     Ok(())
                 }
                 Err(error) => Err(error),
@@ -167,36 +195,62 @@ async fn drive(services: Arc<AppState>, endpoint_id: String) {
     }
 }
 
+/// What a driver found reading the feed after its cursor.
+#[derive(Debug, PartialEq, Eq)]
+enum FeedRead {
+    /// Nothing after the cursor.
+    Nothing,
+    /// The cursor moved (messages stored, or a batch passed over that tells nothing).
+    Moved,
+    /// An event the driver cannot read (or whose domain's history it cannot read): the cursor
+    /// moved up to just before it at most, and stays there until it reads.
+    Undecodable { position: i64, error: String },
+}
+
 /// Reads the feed after the endpoint's cursor up to the first event it is told of, and stores
-/// that event's messages; or moves the cursor past a batch that tells it nothing. Answers
-/// whether the feed had anything after the cursor.
+/// that event's messages; or moves the cursor past a batch that tells it nothing. An event it
+/// cannot read stops it: the cursor moves to just before it, never past it.
 async fn read_feed(
     services: &AppState,
     endpoint_id: &str,
     endpoint: &WebhookEndpoint,
-) -> Result<bool, StoreError> {
+) -> Result<FeedRead, StoreError> {
     let store = &services.store;
     let cursor = store
         .webhook_cursor(endpoint_id, endpoint.starts_after_position)
         .await?;
     let batch = store.projection_batch(cursor, FEED_BATCH).await?;
     let Some(last) = batch.last() else {
-        return Ok(false);
+        return Ok(FeedRead::Nothing);
     };
+    // The position of the last event passed over: where the cursor may move when stopped.
+    let mut passed = cursor;
     for row in &batch {
+        let stopped = |error: String| FeedRead::Undecodable {
+            position: row.position,
+            error: format!("{} {}: {error}", row.event_type, row.event_version),
+        };
         if !may_notify(&row.event_type) {
+            if !is_known_type(&row.event_type) {
+                // A type of a later release may be one that notifies: not passed over.
+                let error = stopped("an event type this release does not know".into());
+                return stop_before(store, endpoint_id, passed, error).await;
+            }
+            passed = row.position;
             continue;
         }
         let event = match row.decode() {
             Ok(event) => event,
             Err(error) => {
-                tracing::warn!(position = row.position, %error, "an event webhooks cannot read");
-                continue;
+                return stop_before(store, endpoint_id, passed, stopped(error.to_string())).await
             }
         };
         let sequence = u64::try_from(row.sequence).unwrap_or(0);
-        let Some((before, after)) = views_around(services, &row.aggregate_id, sequence).await?
-        else {
+        let around = match views_around(services, &row.aggregate_id, sequence).await? {
+            Ok(around) => around,
+            Err(error) => return stop_before(store, endpoint_id, passed, stopped(error)).await,
+        };
+        let Some((before, after)) = around else {
             tracing::warn!(position = row.position, "no view of the domain; no webhook");
             continue;
         };
@@ -216,13 +270,36 @@ async fn read_feed(
             store
                 .enqueue_webhook_messages(endpoint_id, row.position, &messages)
                 .await?;
-            return Ok(true);
+            return Ok(FeedRead::Moved);
         }
+        passed = row.position;
     }
     store
         .enqueue_webhook_messages(endpoint_id, last.position, &[])
         .await?;
-    Ok(true)
+    Ok(FeedRead::Moved)
+}
+
+/// Moves the cursor up to `passed` (the events before the unreadable one told nothing) and
+/// answers `stopped`.
+async fn stop_before(
+    store: &crate::adapters::store::Store,
+    endpoint_id: &str,
+    passed: i64,
+    stopped: FeedRead,
+) -> Result<FeedRead, StoreError> {
+    store
+        .enqueue_webhook_messages(endpoint_id, passed, &[])
+        .await?;
+    Ok(stopped)
+}
+
+/// Whether this release knows the event type (then one that cannot notify is passed over
+/// without being decoded).
+fn is_known_type(event_type: &str) -> bool {
+    dns_handling_events::schema::CURRENT_VERSIONS
+        .iter()
+        .any(|(known, _)| *known == event_type)
 }
 
 /// Whether an event of this type can make a notification (the others are passed over without
@@ -241,17 +318,29 @@ fn may_notify(event_type: &str) -> bool {
     )
 }
 
+/// The views around an event: the domain's view before it (if any) and after it.
+type ViewsAround = Option<(Option<DomainView>, DomainView)>;
+
 /// The domain's view just before and just after its event `sequence`, folded from its
-/// history: exactly as it was then, whatever happened since.
+/// history: exactly as it was then, whatever happened since. The inner error says which
+/// event of the history does not decode.
 async fn views_around(
     services: &AppState,
     domain_id: &str,
     sequence: u64,
-) -> Result<Option<(Option<DomainView>, DomainView)>, StoreError> {
+) -> Result<Result<ViewsAround, String>, StoreError> {
     let history = services.store.domain_history(domain_id).await?;
     let mut decoded: Vec<(u64, CustomDomainEvent)> = Vec::with_capacity(history.len());
     for event in history.iter().filter(|e| e.sequence as u64 <= sequence) {
-        decoded.push((event.sequence as u64, event.decode()?));
+        match event.decode() {
+            Ok(read) => decoded.push((event.sequence as u64, read)),
+            Err(error) => {
+                return Ok(Err(format!(
+                    "event {} of the domain's history does not decode: {error}",
+                    event.sequence
+                )))
+            }
+        }
     }
     let fold = |up_to: u64| {
         DomainView::fold(
@@ -262,7 +351,7 @@ async fn views_around(
                 .map(|(at, event)| (*at, event)),
         )
     };
-    Ok(fold(sequence).map(|after| (fold(sequence - 1), after)))
+    Ok(Ok(fold(sequence).map(|after| (fold(sequence - 1), after))))
 }
 
 /// Sends one message, records the attempt, and decides what comes next for the message: the

@@ -232,13 +232,17 @@ async fn healthz() -> HttpResponse {
     HttpResponse::Ok().json(HealthBody { status: "ok" })
 }
 
-/// `GET /readyz`: the store answers and the ACME directory is reachable.
+/// `GET /readyz`: the store answers and the ACME directory is reachable, and no feed consumer
+/// is stopped at an event it cannot read.
 #[utoipa::path(get, path = "/readyz", operation_id = "readyz", tag = "operations",
     responses(
         (status = 200, description = "Ready", body = HealthBody),
-        (status = 503, description = "Store or ACME directory unreachable (the message says which)", body = ErrorBody)
+        (status = 503, description = "Store or ACME directory unreachable, or a feed consumer stopped at an event it cannot read (the message says which)", body = ErrorBody)
     ))]
 async fn readyz(services: SharedState) -> HttpResponse {
+    if let Some(stuck) = crate::read::stuck::readiness_problem() {
+        return HttpResponse::ServiceUnavailable().json(ErrorBody { error: stuck });
+    }
     let (store, acme) = futures::join!(services.store.ping(), services.acme.check_directory());
     let problem = match (store, acme) {
         (Ok(()), Ok(())) => return HttpResponse::Ok().json(HealthBody { status: "ready" }),

@@ -31,6 +31,7 @@ mod ca_etiquette;
 mod console;
 mod crash;
 mod delegation;
+mod feed_consumers;
 mod ecosystem;
 mod hardening;
 mod http_contract;
