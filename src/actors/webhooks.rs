@@ -14,7 +14,7 @@
 //! only its own messages.
 
 use std::collections::{HashMap, HashSet};
-use std::sync::Arc;
+use std::sync::{Arc, LazyLock};
 use std::time::Duration;
 
 use chrono::{DateTime, Utc};
@@ -46,6 +46,46 @@ const UNDECODABLE_RETRY_AFTER: Duration = Duration::from_secs(2);
 /// The driver's name in `feed_consumer_stuck` and `/readyz`.
 fn consumer_of(endpoint_id: &str) -> String {
     format!("webhook:{endpoint_id}")
+}
+
+/// One lock per endpoint, held by its driver (on this replica) from its last look at the
+/// endpoint before a send until the send's outcome is recorded: `DELETE /webhooks/{id}` takes
+/// it after recording the deletion, so it answers only once no send of this replica can still
+/// go out (see [`wait_for_sends_to_end`]).
+static SEND_LOCKS: LazyLock<std::sync::Mutex<HashMap<String, Arc<tokio::sync::Mutex<()>>>>> =
+    LazyLock::new(Default::default);
+
+fn send_lock(endpoint_id: &str) -> Arc<tokio::sync::Mutex<()>> {
+    let mut locks = SEND_LOCKS
+        .lock()
+        .unwrap_or_else(|poisoned| poisoned.into_inner());
+    locks.entry(endpoint_id.to_owned()).or_default().clone()
+}
+
+/// Waits until no send to the endpoint can still go out: called once its deletion (or
+/// disabling) is recorded. This replica's driver looks at the endpoint again under the send
+/// lock before each send, so a send that was not under way when the lock is taken here sees
+/// the deletion and is not made. A driver on another replica stops when it next looks at the
+/// endpoint and gives its lease back; until then (at most `LEASE_TTL`, which outlasts any
+/// send) this waits for its lease to be given back or to lapse.
+pub async fn wait_for_sends_to_end(services: &AppState, endpoint_id: &str) {
+    drop(send_lock(endpoint_id).lock().await);
+    let lease = lease_of(endpoint_id);
+    let deadline = tokio::time::Instant::now() + services.settings.lease_ttl;
+    while tokio::time::Instant::now() < deadline {
+        match services
+            .store
+            .lease_held_by_another(&lease, &services.replica_id)
+            .await
+        {
+            Ok(false) => return,
+            Ok(true) => tokio::time::sleep(Duration::from_millis(100)).await,
+            Err(error) => {
+                tracing::warn!(%endpoint_id, %error, "could not read the webhook lease; waiting for it to lapse");
+                tokio::time::sleep(RETRY_AFTER).await;
+            }
+        }
+    }
 }
 
 /// Clears the driver's stuck mark whenever it stops (lease lost, endpoint gone, aborted): a
@@ -121,6 +161,9 @@ async fn drive(services: Arc<AppState>, endpoint_id: String) {
     let mut lease_claimed = tokio::time::Instant::now();
     let mut waiter = CommitWaiter::new();
     let consumer = ClearStuckOnDrop(consumer_of(&endpoint_id));
+    // Set when the receiver answered 410 and the endpoint is not disabled yet: nothing is sent
+    // until disabling it succeeds.
+    let mut gone: Option<String> = None;
     tracing::info!(%endpoint_id, "webhook driver started");
     loop {
         if lease_claimed.elapsed() >= renew_every {
@@ -147,6 +190,14 @@ async fn drive(services: Arc<AppState>, endpoint_id: String) {
                 continue;
             }
         };
+        if let Some(reason) = &gone {
+            if disable(&services, &endpoint_id, reason).await {
+                gone = None;
+            } else {
+                tokio::time::sleep(RETRY_AFTER).await;
+            }
+            continue;
+        }
         let next = services.store.next_webhook_message(&endpoint_id).await;
         let outcome = match next {
             Ok(Some(message)) => {
@@ -165,7 +216,24 @@ async fn drive(services: Arc<AppState>, endpoint_id: String) {
                     }
                     _ => {
                         lease_claimed = tokio::time::Instant::now();
-                        send(&services, &endpoint_id, &endpoint, &message).await
+                        let lock = send_lock(&endpoint_id);
+                        let _sending = lock.lock().await;
+                        // Looked at again under the lock: a deletion recorded before this
+                        // point is seen here; one recorded after it waits for this send.
+                        match services.webhook_endpoint(&endpoint_id).await {
+                            Ok(endpoint) if endpoint.is_active() => {
+                                match send(&services, &endpoint_id, &endpoint, &message).await {
+                                    Ok(answered_gone) => {
+                                        gone = answered_gone;
+                                        Ok(())
+                                    }
+                                    Err(error) => Err(error),
+                                }
+                            }
+                            // No longer live: the next turn stops the driver.
+                            Ok(_) => Ok(()),
+                            Err(error) => Err(StoreError::Io(error.to_string())),
+                        }
                     }
                 }
             }
@@ -355,14 +423,14 @@ async fn views_around(
 }
 
 /// Sends one message, records the attempt, and decides what comes next for the message: the
-/// next one after a `2xx` or a spent schedule, a retry after a wait otherwise; a `410` disables
-/// the endpoint.
+/// next one after a `2xx` or a spent schedule, a retry after a wait otherwise. Answers the
+/// reason to disable the endpoint with when the receiver answered `410`.
 async fn send(
     services: &AppState,
     endpoint_id: &str,
     endpoint: &WebhookEndpoint,
     message: &StoredMessage,
-) -> Result<(), StoreError> {
+) -> Result<Option<String>, StoreError> {
     let now = Utc::now();
     let mut secrets = Vec::new();
     for secret_id in endpoint.signing_secrets(now) {
@@ -397,10 +465,20 @@ async fn send(
         error: attempt.error.clone(),
         replica: services.replica_id.clone(),
     };
-    services
+    let lease = lease_of(endpoint_id);
+    if !services
         .store
-        .record_webhook_attempt(message, &record, fate)
-        .await?;
+        .record_webhook_attempt(message, &record, fate, &lease)
+        .await?
+    {
+        tracing::warn!(
+            %endpoint_id, message_id = %message.message_id, attempt = number,
+            status = ?attempt.status,
+            "webhook attempt not recorded: this replica no longer holds the endpoint's lease, \
+             or another holder recorded the message meanwhile"
+        );
+        return Ok(None);
+    }
     METRICS
         .webhook_deliveries
         .get_or_create(&OutcomeLabel { outcome })
@@ -414,24 +492,36 @@ async fn send(
         %endpoint_id, message_id = %message.message_id, attempt = number,
         status = ?attempt.status, error = ?attempt.error, outcome, "webhook attempt"
     );
-    if outcome == "disabled" {
-        let command = WebhookEndpointCommand::Disable {
-            reason: format!(
-                "the receiver answered 410 Gone to message {}",
-                message.message_id
-            ),
-            at: Utc::now(),
-        };
-        let origin = CommandOrigin::actor("webhook-dispatcher");
-        if let Err(error) = services
-            .webhooks
-            .execute_with_metadata(endpoint_id, command, origin.0)
-            .await
-        {
-            tracing::warn!(%endpoint_id, %error, "could not disable the webhook endpoint");
+    Ok((outcome == "disabled").then(|| {
+        format!(
+            "the receiver answered 410 Gone to message {}",
+            message.message_id
+        )
+    }))
+}
+
+/// Disables the endpoint after a `410`; answers whether it is done. The driver sends nothing
+/// more until it is.
+async fn disable(services: &AppState, endpoint_id: &str, reason: &str) -> bool {
+    let command = WebhookEndpointCommand::Disable {
+        reason: reason.to_owned(),
+        at: Utc::now(),
+    };
+    let origin = CommandOrigin::actor("webhook-dispatcher");
+    match services
+        .webhooks
+        .execute_with_metadata(endpoint_id, command, origin.0)
+        .await
+    {
+        Ok(()) => true,
+        Err(error) => {
+            tracing::warn!(
+                %endpoint_id, %error,
+                "could not disable the webhook endpoint after its 410; nothing is sent until it is"
+            );
+            false
         }
     }
-    Ok(())
 }
 
 /// `wait`, give or take a tenth, so that endpoints that failed together are not retried
