@@ -45,4 +45,5 @@ mod resilience;
 mod revocation;
 mod store_outage;
 mod tamper;
+mod webhook_races;
 mod webhooks;
