@@ -240,7 +240,10 @@ pub async fn create(
     let body = WebhookBody {
         id: id.clone(),
         url: url.to_string(),
-        events: event_types.iter().map(|kind| kind.as_str().to_owned()).collect(),
+        events: event_types
+            .iter()
+            .map(|kind| kind.as_str().to_owned())
+            .collect(),
         description: description.clone(),
         status: "active",
         disabled_reason: None,

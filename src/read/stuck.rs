@@ -25,7 +25,9 @@ static STUCK: LazyLock<Mutex<BTreeMap<String, StuckAt>>> =
 
 fn stuck_consumers() -> std::sync::MutexGuard<'static, BTreeMap<String, StuckAt>> {
     // A panic elsewhere while holding the lock leaves the map as it was: still usable.
-    STUCK.lock().unwrap_or_else(|poisoned| poisoned.into_inner())
+    STUCK
+        .lock()
+        .unwrap_or_else(|poisoned| poisoned.into_inner())
 }
 
 /// Records that `consumer` cannot read the event at `position` and stays on it. Logged at
@@ -44,7 +46,9 @@ pub fn stopped_at(consumer: &str, position: i64, error: &str) {
         .set(1);
     if newly {
         tracing::error!(
-            consumer, position, error,
+            consumer,
+            position,
+            error,
             "a feed consumer cannot read an event: it stays on it (nothing after it is \
              processed) until it can, after an upgrade or a repair of the row"
         );
@@ -95,7 +99,10 @@ mod tests {
         let consumer = "test-consumer-reported";
         stopped_at(consumer, 42, "unknown variant `FutureEvent`");
         let problem = readiness_problem().expect("a problem");
-        assert!(problem.contains("test-consumer-reported at position 42"), "{problem}");
+        assert!(
+            problem.contains("test-consumer-reported at position 42"),
+            "{problem}"
+        );
         assert!(problem.contains("FutureEvent"), "{problem}");
         reads_on(consumer);
         assert!(readiness_problem().is_none_or(|problem| !problem.contains(consumer)));

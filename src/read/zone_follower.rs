@@ -223,7 +223,11 @@ mod tests {
         ];
 
         let (applied, stopped) = apply_batch(&zone, &batch).await;
-        assert_eq!(applied, Some(1), "the follower's position stays before the event");
+        assert_eq!(
+            applied,
+            Some(1),
+            "the follower's position stays before the event"
+        );
         let (at, why) = stopped.expect("stopped");
         assert_eq!(at, 2);
         assert!(why.contains("FutureEvent"), "{why}");

@@ -269,6 +269,8 @@ def auditor_reads(driver):
     wait(driver).until(when.presence_of_element_located((By.ID, "status-figures")))
     active_figure = driver.find_element(By.XPATH, '//table[@id="status-figures"]//tr[th="active"]/td').text
     check(active_figure == "1", "the overview counts the active domain", active_figure)
+    due = driver.find_element(By.ID, "renewals-due-count").text
+    check(due == "0", "a certificate issued a minute ago is not a renewal due", due)
     check(len(driver.find_elements(By.CSS_SELECTOR, "svg.chart")) == 3, "the overview draws its three charts")
     axe(driver, "overview")
     shoot(driver, "04-overview")

@@ -171,6 +171,8 @@ async fn the_overview_counts_domains_certificates_orders_and_activity(kind: Stor
         .sum();
     assert_eq!(total, 1, "{figures}");
     assert_eq!(expiry["expired"], 0, "{figures}");
+    // Issued a moment ago, scheduled or not: not a renewal due.
+    assert_eq!(figures["renewals_due_within_7d"], 0, "{figures}");
     assert_eq!(figures["open_orders"], 1, "{figures}");
     let days = figures["activity"].as_array().expect("days");
     assert_eq!(days.len(), 3);
@@ -478,7 +480,10 @@ async fn replace_latest_checkpoint_with_a_foreign_one(
         signature: String::new(),
     };
     checkpoint.signature = STANDARD.encode(key_pair.sign(checkpoint.message().as_bytes()).as_ref());
-    assert!(checkpoint.is_signed_by(&public_key), "signed by the foreign key");
+    assert!(
+        checkpoint.is_signed_by(&public_key),
+        "signed by the foreign key"
+    );
     database
         .execute(&format!(
             "DELETE FROM audit_checkpoints WHERE position >= {head}"

@@ -15,7 +15,9 @@ use serde_json::{json, Value};
 
 use crate::BINARY;
 
-crate::on_both_stores!(an_event_no_consumer_can_read_stops_them_loudly_and_nothing_after_it_is_lost);
+crate::on_both_stores!(
+    an_event_no_consumer_can_read_stops_them_loudly_and_nothing_after_it_is_lost
+);
 
 /// `GET /readyz`: its status and body.
 async fn readyz(service: &Service) -> (u16, Value) {
@@ -103,7 +105,10 @@ async fn an_event_no_consumer_can_read_stops_them_loudly_and_nothing_after_it_is
     .await;
     assert_eq!(status, 503, "{body}");
     assert!(
-        body["error"].as_str().expect("error").contains("FutureEvent"),
+        body["error"]
+            .as_str()
+            .expect("error")
+            .contains("FutureEvent"),
         "{body}"
     );
     for consumer in ["zone_follower", webhook.as_str()] {
@@ -117,7 +122,10 @@ async fn an_event_no_consumer_can_read_stops_them_loudly_and_nothing_after_it_is
         "no error line in the log"
     );
     // Both stopped at the unreadable event (readyz says so): the removal after it was not sent.
-    assert_eq!(removed_names(&receiver, "/removed"), ["before.consumers.test"]);
+    assert_eq!(
+        removed_names(&receiver, "/removed"),
+        ["before.consumers.test"]
+    );
 
     // The row becomes readable (as an upgrade that knows the event would make it): a removal,
     // copied from the first domain's, of a domain with no view, which tells nobody anything.
@@ -136,10 +144,8 @@ async fn an_event_no_consumer_can_read_stops_them_loudly_and_nothing_after_it_is
         ["before.consumers.test", "after.consumers.test"],
         "the removal committed after the unreadable event is not lost"
     );
-    let (status, body) = wait_for_readyz(&service, Duration::from_secs(30), |status, _| {
-        status == 200
-    })
-    .await;
+    let (_, body) =
+        wait_for_readyz(&service, Duration::from_secs(30), |status, _| status == 200).await;
     assert_eq!(body["status"], "ready", "{body}");
     for consumer in ["zone_follower", webhook.as_str()] {
         let series = format!("dns_handling_feed_consumer_stuck{{consumer=\"{consumer}\"}}");

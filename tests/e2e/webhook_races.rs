@@ -71,7 +71,9 @@ async fn a_recorded_secret_is_shown_even_when_the_endpoint_cannot_be_read_back(k
     // The endpoint was created: its secret, shown only here, is in the answer.
     assert_eq!(code, 201, "{created}");
     assert!(
-        created["secret"].as_str().is_some_and(|s| s.starts_with("whsec_")),
+        created["secret"]
+            .as_str()
+            .is_some_and(|s| s.starts_with("whsec_")),
         "{created}"
     );
     assert_eq!(created["pending_messages"], 0, "{created}");
@@ -79,7 +81,10 @@ async fn a_recorded_secret_is_shown_even_when_the_endpoint_cannot_be_read_back(k
     let (code, stored) = service.get(&format!("/webhooks/{id}")).await;
     assert_eq!(code, 200, "{stored}");
     for field in ["url", "events", "status", "created_at", "description"] {
-        assert_eq!(stored[field], created[field], "{field}: {stored} vs {created}");
+        assert_eq!(
+            stored[field], created[field],
+            "{field}: {stored} vs {created}"
+        );
     }
     // The rotation could not be answered, so it was not recorded: the old secret stands alone.
     assert!(rotate_code >= 500, "{rotate_code} {rotated}");
@@ -92,7 +97,10 @@ async fn a_recorded_secret_is_shown_even_when_the_endpoint_cannot_be_read_back(k
         .post(&format!("/webhooks/{kept}/rotate-secret"), None)
         .await;
     assert_eq!(code, 200, "{rotated}");
-    assert!(rotated["previous_secret_valid_until"].is_string(), "{rotated}");
+    assert!(
+        rotated["previous_secret_valid_until"].is_string(),
+        "{rotated}"
+    );
 }
 
 async fn delete_answers_only_once_a_send_under_way_has_ended(kind: StoreKind) {
@@ -103,9 +111,7 @@ async fn delete_answers_only_once_a_send_under_way_has_ended(kind: StoreKind) {
     let endpoint = removals_endpoint(&service, &receiver.url("/slow")).await;
     remove_new_domain(&service, "slow.races.test").await;
     // The send is under way: the receiver has it and holds its answer for 3 s.
-    let arrived = receiver
-        .wait_for("/slow", 1, Duration::from_secs(20))
-        .await;
+    let arrived = receiver.wait_for("/slow", 1, Duration::from_secs(20)).await;
     assert!(arrived[0].answered_at.is_none(), "{arrived:?}");
 
     assert_eq!(service.delete(&format!("/webhooks/{endpoint}")).await, 204);
@@ -134,9 +140,7 @@ async fn a_410_stops_every_send_even_while_disabling_the_endpoint_fails() {
         )
         .await;
     remove_new_domain(&service, "first.races.test").await;
-    receiver
-        .wait_for("/gone", 1, Duration::from_secs(20))
-        .await;
+    receiver.wait_for("/gone", 1, Duration::from_secs(20)).await;
     remove_new_domain(&service, "second.races.test").await;
 
     // Until disabling has failed twice (so the driver has had time to send the second), or the
@@ -158,9 +162,7 @@ async fn a_410_stops_every_send_even_while_disabling_the_endpoint_fails() {
     );
 
     // Once disabling can be recorded, the endpoint is disabled, and nothing more was sent.
-    database
-        .execute("DROP TRIGGER refuse_disabling")
-        .await;
+    database.execute("DROP TRIGGER refuse_disabling").await;
     let deadline = Instant::now() + Duration::from_secs(30);
     let status = loop {
         let (_, body): (u16, Value) = service.get(&format!("/webhooks/{endpoint}")).await;

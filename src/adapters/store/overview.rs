@@ -112,7 +112,9 @@ fn renewal_due_at(
         None
     } else {
         Some(match (renewal.due_at, renewal.next_attempt_at) {
-            (None, _) => due_by_lifetime(certificate.not_before, certificate.not_after, renew_before),
+            (None, _) => {
+                due_by_lifetime(certificate.not_before, certificate.not_after, renew_before)
+            }
             (Some(due), None) => due,
             (Some(due), Some(retry)) => due.max(retry),
         })
@@ -186,9 +188,19 @@ mod tests {
             // Issued a minute ago for five years, not scheduled yet: not due.
             active("fresh", minute, five_years, None),
             // Scheduled in three days: due within the week.
-            active("soon", Duration::days(60), Duration::days(90), scheduled(now + Duration::days(3))),
+            active(
+                "soon",
+                Duration::days(60),
+                Duration::days(90),
+                scheduled(now + Duration::days(3)),
+            ),
             // Scheduled in a month: not due.
-            active("later", minute, Duration::days(90), scheduled(now + Duration::days(30))),
+            active(
+                "later",
+                minute,
+                Duration::days(90),
+                scheduled(now + Duration::days(30)),
+            ),
             // Not scheduled, but 85 days into 90: due by its lifetime (overdue).
             active("old", Duration::days(85), Duration::days(90), None),
         ];
@@ -208,7 +220,10 @@ mod tests {
             .renewals_due_by(now + Duration::days(7), None)
             .await
             .expect("counted");
-        assert_eq!(due, 2, "the scheduled one within the week and the old one only");
+        assert_eq!(
+            due, 2,
+            "the scheduled one within the week and the old one only"
+        );
         // A configured RENEW_BEFORE of five years makes even the fresh one due.
         let renew_before = std::time::Duration::from_secs(5 * 365 * 86_400);
         let due = store

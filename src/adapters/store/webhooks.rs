@@ -211,7 +211,8 @@ impl Store {
             MessageFate::Failed => ("failed", None),
             MessageFate::RetryAt(at) => ("pending", Some(sortable_time(at))),
         };
-        let as_read = "UPDATE webhook_messages SET state = $4, attempts = $5, next_attempt_at = $6 \
+        let as_read =
+            "UPDATE webhook_messages SET state = $4, attempts = $5, next_attempt_at = $6 \
                        WHERE endpoint_id = $1 AND position = $2 AND ordinal = $3 \
                        AND state = 'pending' AND attempts = $7";
         // On PostgreSQL the lease is a row; on SQLite one process holds every lease.
@@ -263,7 +264,11 @@ impl Store {
 
     /// Whether a replica other than `owner` holds `lease` now (always false on SQLite, where
     /// one process holds them all).
-    pub async fn lease_held_by_another(&self, lease: &str, owner: &str) -> Result<bool, StoreError> {
+    pub async fn lease_held_by_another(
+        &self,
+        lease: &str,
+        owner: &str,
+    ) -> Result<bool, StoreError> {
         let Store::Postgres(pool) = self else {
             return Ok(false);
         };
@@ -367,10 +372,23 @@ mod tests {
         let lease = "e1#webhook";
         // Replica A read the message and stalled while sending; its lease lapsed, replica B
         // took over, read the same message, sent it and recorded it delivered.
-        let read_by_a = store.next_webhook_message(endpoint).await.expect("read").expect("one");
-        let read_by_b = store.next_webhook_message(endpoint).await.expect("read").expect("one");
+        let read_by_a = store
+            .next_webhook_message(endpoint)
+            .await
+            .expect("read")
+            .expect("one");
+        let read_by_b = store
+            .next_webhook_message(endpoint)
+            .await
+            .expect("read")
+            .expect("one");
         let recorded = store
-            .record_webhook_attempt(&read_by_b, &attempt_by(&read_by_b, "b", 200), MessageFate::Delivered, lease)
+            .record_webhook_attempt(
+                &read_by_b,
+                &attempt_by(&read_by_b, "b", 200),
+                MessageFate::Delivered,
+                lease,
+            )
             .await
             .expect("recorded");
         assert!(recorded, "the current holder's result is recorded");
@@ -387,10 +405,23 @@ mod tests {
             None,
             "the message stays delivered, not pending again"
         );
-        assert_eq!(store.webhook_message_counts(endpoint).await.expect("counts"), (0, 1, 0));
-        let attempts = store.webhook_attempts(endpoint, i64::MAX, 10).await.expect("attempts");
+        assert_eq!(
+            store
+                .webhook_message_counts(endpoint)
+                .await
+                .expect("counts"),
+            (0, 1, 0)
+        );
+        let attempts = store
+            .webhook_attempts(endpoint, i64::MAX, 10)
+            .await
+            .expect("attempts");
         let replicas: Vec<&str> = attempts.iter().map(|(_, a)| a.replica.as_str()).collect();
-        assert_eq!(replicas, ["b"], "only the current holder's attempt is on record");
+        assert_eq!(
+            replicas,
+            ["b"],
+            "only the current holder's attempt is on record"
+        );
         let _ = std::fs::remove_file(path);
     }
 }
