@@ -62,8 +62,8 @@ fn send_lock(endpoint_id: &str) -> Arc<tokio::sync::Mutex<()>> {
     locks.entry(endpoint_id.to_owned()).or_default().clone()
 }
 
-/// Waits until no send to the endpoint can still go out: called once its deletion (or
-/// disabling) is recorded. This replica's driver looks at the endpoint again under the send
+/// Waits until no send to the endpoint can still go out: called once its deletion is
+/// recorded. This replica's driver looks at the endpoint again under the send
 /// lock before each send, so a send that was not under way when the lock is taken here sees
 /// the deletion and is not made. A driver on another replica stops when it next looks at the
 /// endpoint and gives its lease back; until then (at most `LEASE_TTL`, which outlasts any
