@@ -299,7 +299,7 @@ pub async fn get(services: SharedState, id: web::Path<String>) -> Result<HttpRes
 #[utoipa::path(
     delete, path = "/webhooks/{id}", operation_id = "deleteWebhook", tag = "webhooks",
     params(("id" = String, Path, description = "The endpoint's id")),
-    responses((status = 204, description = "Deleted"), CallerErrors, NotFoundError, ChangeErrors),
+    responses((status = 204, description = "Deleted; answered once no send to it is under way"), CallerErrors, NotFoundError, ChangeErrors),
     security(("bearer" = []))
 )]
 pub async fn delete(

@@ -1,7 +1,8 @@
 //! Webhooks where a step fails or two things meet: a secret recorded is always shown, even when
 //! the endpoint cannot be read back after the commit; `DELETE` answers only once no send can
 //! still go out; a receiver's `410` stops every send even while disabling the endpoint fails.
-//! (A stale lease holder's write refused is `adapters::store::webhooks`' own test.)
+//! A sender whose lease lapsed records nothing (on PostgreSQL, the store in process; the case of
+//! a result recorded meanwhile by the new holder is `adapters::store::webhooks`' own test).
 
 use std::collections::HashMap;
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
@@ -173,4 +174,84 @@ async fn a_410_stops_every_send_even_while_disabling_the_endpoint_fails() {
     };
     assert_eq!(status["status"], "disabled", "{status}");
     assert_eq!(receiver.received("/gone").len(), 1);
+}
+
+/// On PostgreSQL an attempt is recorded only while its sender holds the endpoint's lease: a
+/// replica whose lease lapsed mid-send, with the message still pending as it read it (the new
+/// holder's send not recorded yet), must not record its result in the new holder's place.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_sender_whose_lease_lapsed_cannot_record_its_attempt() {
+    use dns_handling::adapters::store::{AttemptRecord, MessageFate, NewMessage, Store};
+
+    let database = TestDatabase::create(StoreKind::Postgres).await;
+    let store = Store::connect(&database.url).await.expect("store");
+    store.migrate().await.expect("migrated");
+    let (endpoint, lease) = ("e1", "e1#webhook");
+    store.webhook_cursor(endpoint, 0).await.expect("a cursor");
+    let message = NewMessage {
+        message_id: "msg_1".into(),
+        message_type: "domain.removed".into(),
+        body: "{}".into(),
+    };
+    store
+        .enqueue_webhook_messages(endpoint, 1, &[message])
+        .await
+        .expect("stored");
+    let claim = [(lease, "webhook")];
+    let granted = store
+        .claim_leases(&claim, "replica-a", Duration::from_millis(200))
+        .await
+        .expect("claimed");
+    assert_eq!(granted, [lease]);
+    let read_by_a = store
+        .next_webhook_message(endpoint)
+        .await
+        .expect("read")
+        .expect("one");
+    // A stalls past its lease; B takes the endpoint over and reads the same message.
+    tokio::time::sleep(Duration::from_millis(400)).await;
+    let granted = store
+        .claim_leases(&claim, "replica-b", Duration::from_secs(30))
+        .await
+        .expect("claimed");
+    assert_eq!(granted, [lease]);
+    let read_by_b = store
+        .next_webhook_message(endpoint)
+        .await
+        .expect("read")
+        .expect("one");
+    let attempt = |replica: &str, status: i64| AttemptRecord {
+        endpoint_id: endpoint.into(),
+        message_id: "msg_1".into(),
+        position: 1,
+        attempt: 1,
+        attempted_at: chrono::Utc::now(),
+        status_code: Some(status),
+        latency_ms: 5,
+        error: None,
+        replica: replica.into(),
+    };
+    let retry = MessageFate::RetryAt(chrono::Utc::now() + chrono::Duration::minutes(5));
+    let recorded = store
+        .record_webhook_attempt(&read_by_a, &attempt("replica-a", 500), retry, lease)
+        .await
+        .expect("answered");
+    assert!(!recorded, "a sender without the lease records nothing");
+    let recorded = store
+        .record_webhook_attempt(
+            &read_by_b,
+            &attempt("replica-b", 200),
+            MessageFate::Delivered,
+            lease,
+        )
+        .await
+        .expect("answered");
+    assert!(recorded, "the lease holder's result is recorded");
+    assert_eq!(
+        store
+            .webhook_message_counts(endpoint)
+            .await
+            .expect("counts"),
+        (0, 1, 0)
+    );
 }
