@@ -127,6 +127,16 @@ pub struct Metrics {
     /// Seconds from an event (the time it records, within milliseconds of its commit) to the
     /// delivery of its message, for messages delivered at their first attempt.
     pub webhook_delivery_lag: Histogram,
+    /// 1 while a feed consumer (`zone_follower`, `webhook:<endpoint id>`) is stopped at an event
+    /// it cannot read (see `read::stuck`), 0 once it reads on.
+    pub feed_consumer_stuck: Family<ConsumerLabel, Gauge>,
+}
+
+/// A single `consumer` label: a reader of the event feed.
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct ConsumerLabel {
+    /// `zone_follower`, or `webhook:<endpoint id>`.
+    pub consumer: String,
 }
 
 /// A single `task` label: a kind of background work.
@@ -310,8 +320,15 @@ impl Metrics {
             "Orders not placed because a budget was spent or the CA said not now",
             ca_refusals.clone(),
         );
+        let feed_consumer_stuck = Family::<ConsumerLabel, Gauge>::default();
+        registry.register(
+            "feed_consumer_stuck",
+            "1 while a feed consumer is stopped at an event it cannot read",
+            feed_consumer_stuck.clone(),
+        );
         Self {
             registry,
+            feed_consumer_stuck,
             ca_new_orders_left,
             ca_refusals,
             webhook_deliveries,

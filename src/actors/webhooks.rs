@@ -14,7 +14,7 @@
 //! only its own messages.
 
 use std::collections::{HashMap, HashSet};
-use std::sync::Arc;
+use std::sync::{Arc, LazyLock};
 use std::time::Duration;
 
 use chrono::{DateTime, Utc};
@@ -39,6 +39,64 @@ const FEED_BATCH: u32 = 500;
 
 /// How long a driver waits after a store failure.
 const RETRY_AFTER: Duration = Duration::from_secs(1);
+
+/// How long a driver stopped at an event it cannot read waits before reading it again.
+const UNDECODABLE_RETRY_AFTER: Duration = Duration::from_secs(2);
+
+/// The driver's name in `feed_consumer_stuck` and `/readyz`.
+fn consumer_of(endpoint_id: &str) -> String {
+    format!("webhook:{endpoint_id}")
+}
+
+/// One lock per endpoint, held by its driver (on this replica) from its last look at the
+/// endpoint before a send until the send's outcome is recorded: `DELETE /webhooks/{id}` takes
+/// it after recording the deletion, so it answers only once no send of this replica can still
+/// go out (see [`wait_for_sends_to_end`]).
+static SEND_LOCKS: LazyLock<std::sync::Mutex<HashMap<String, Arc<tokio::sync::Mutex<()>>>>> =
+    LazyLock::new(Default::default);
+
+fn send_lock(endpoint_id: &str) -> Arc<tokio::sync::Mutex<()>> {
+    let mut locks = SEND_LOCKS
+        .lock()
+        .unwrap_or_else(|poisoned| poisoned.into_inner());
+    locks.entry(endpoint_id.to_owned()).or_default().clone()
+}
+
+/// Waits until no send to the endpoint can still go out: called once its deletion is
+/// recorded. This replica's driver looks at the endpoint again under the send
+/// lock before each send, so a send that was not under way when the lock is taken here sees
+/// the deletion and is not made. A driver on another replica stops when it next looks at the
+/// endpoint and gives its lease back; until then (at most `LEASE_TTL`, which outlasts any
+/// send) this waits for its lease to be given back or to lapse.
+pub async fn wait_for_sends_to_end(services: &AppState, endpoint_id: &str) {
+    drop(send_lock(endpoint_id).lock().await);
+    let lease = lease_of(endpoint_id);
+    let deadline = tokio::time::Instant::now() + services.settings.lease_ttl;
+    while tokio::time::Instant::now() < deadline {
+        match services
+            .store
+            .lease_held_by_another(&lease, &services.replica_id)
+            .await
+        {
+            Ok(false) => return,
+            Ok(true) => tokio::time::sleep(Duration::from_millis(100)).await,
+            Err(error) => {
+                tracing::warn!(%endpoint_id, %error, "could not read the webhook lease; waiting for it to lapse");
+                tokio::time::sleep(RETRY_AFTER).await;
+            }
+        }
+    }
+}
+
+/// Clears the driver's stuck mark whenever it stops (lease lost, endpoint gone, aborted): a
+/// driver that no longer runs here is not stuck here.
+struct ClearStuckOnDrop(String);
+
+impl Drop for ClearStuckOnDrop {
+    fn drop(&mut self) {
+        crate::read::stuck::reads_on(&self.0);
+    }
+}
 
 /// Runs for as long as the process does: starts a driver for every live endpoint whose lease
 /// this replica takes.
@@ -113,6 +171,10 @@ async fn drive(services: Arc<AppState>, endpoint_id: String) {
     let renew_every = lease_ttl / 3;
     let mut lease_claimed = tokio::time::Instant::now();
     let mut waiter = CommitWaiter::new();
+    let consumer = ClearStuckOnDrop(consumer_of(&endpoint_id));
+    // Set when the receiver answered 410 and the endpoint is not disabled yet: nothing is sent
+    // until disabling it succeeds.
+    let mut gone: Option<String> = None;
     tracing::info!(%endpoint_id, "webhook driver started");
     loop {
         if lease_claimed.elapsed() >= renew_every {
@@ -139,6 +201,14 @@ async fn drive(services: Arc<AppState>, endpoint_id: String) {
                 continue;
             }
         };
+        if let Some(reason) = &gone {
+            if disable(&services, &endpoint_id, reason).await {
+                gone = None;
+            } else {
+                tokio::time::sleep(RETRY_AFTER).await;
+            }
+            continue;
+        }
         let next = services.store.next_webhook_message(&endpoint_id).await;
         let outcome = match next {
             Ok(Some(message)) => {
@@ -157,14 +227,40 @@ async fn drive(services: Arc<AppState>, endpoint_id: String) {
                     }
                     _ => {
                         lease_claimed = tokio::time::Instant::now();
-                        send(&services, &endpoint_id, &endpoint, &message).await
+                        let lock = send_lock(&endpoint_id);
+                        let _sending = lock.lock().await;
+                        // Looked at again under the lock: a deletion recorded before this
+                        // point is seen here; one recorded after it waits for this send.
+                        match services.webhook_endpoint(&endpoint_id).await {
+                            Ok(endpoint) if endpoint.is_active() => {
+                                match send(&services, &endpoint_id, &endpoint, &message).await {
+                                    Ok(answered_gone) => {
+                                        gone = answered_gone;
+                                        Ok(())
+                                    }
+                                    Err(error) => Err(error),
+                                }
+                            }
+                            // No longer live: the next turn stops the driver.
+                            Ok(_) => Ok(()),
+                            Err(error) => Err(StoreError::Io(error.to_string())),
+                        }
                     }
                 }
             }
             Ok(None) => match read_feed(&services, &endpoint_id, &endpoint).await {
-                Ok(true) => Ok(()),
-                Ok(false) => {
+                Ok(FeedRead::Moved) => {
+                    crate::read::stuck::reads_on(&consumer.0);
+                    Ok(())
+                }
+                Ok(FeedRead::Nothing) => {
+                    crate::read::stuck::reads_on(&consumer.0);
                     waiter.wait(renew_every.min(DISCOVERY_INTERVAL)).await;
+                    Ok(())
+                }
+                Ok(FeedRead::Undecodable { position, error }) => {
+                    crate::read::stuck::stopped_at(&consumer.0, position, &error);
+                    tokio::time::sleep(UNDECODABLE_RETRY_AFTER.min(renew_every)).await;
                     Ok(())
                 }
                 Err(error) => Err(error),
@@ -178,36 +274,62 @@ async fn drive(services: Arc<AppState>, endpoint_id: String) {
     }
 }
 
+/// What a driver found reading the feed after its cursor.
+#[derive(Debug, PartialEq, Eq)]
+enum FeedRead {
+    /// Nothing after the cursor.
+    Nothing,
+    /// The cursor moved (messages stored, or a batch passed over that tells nothing).
+    Moved,
+    /// An event the driver cannot read (or whose domain's history it cannot read): the cursor
+    /// moved up to just before it at most, and stays there until it reads.
+    Undecodable { position: i64, error: String },
+}
+
 /// Reads the feed after the endpoint's cursor up to the first event it is told of, and stores
-/// that event's messages; or moves the cursor past a batch that tells it nothing. Answers
-/// whether the feed had anything after the cursor.
+/// that event's messages; or moves the cursor past a batch that tells it nothing. An event it
+/// cannot read stops it: the cursor moves to just before it, never past it.
 async fn read_feed(
     services: &AppState,
     endpoint_id: &str,
     endpoint: &WebhookEndpoint,
-) -> Result<bool, StoreError> {
+) -> Result<FeedRead, StoreError> {
     let store = &services.store;
     let cursor = store
         .webhook_cursor(endpoint_id, endpoint.starts_after_position)
         .await?;
     let batch = store.projection_batch(cursor, FEED_BATCH).await?;
     let Some(last) = batch.last() else {
-        return Ok(false);
+        return Ok(FeedRead::Nothing);
     };
+    // The position of the last event passed over: where the cursor may move when stopped.
+    let mut passed = cursor;
     for row in &batch {
+        let stopped = |error: String| FeedRead::Undecodable {
+            position: row.position,
+            error: format!("{} {}: {error}", row.event_type, row.event_version),
+        };
         if !may_notify(&row.event_type) {
+            if !is_known_type(&row.event_type) {
+                // A type of a later release may be one that notifies: not passed over.
+                let error = stopped("an event type this release does not know".into());
+                return stop_before(store, endpoint_id, passed, error).await;
+            }
+            passed = row.position;
             continue;
         }
         let event = match row.decode() {
             Ok(event) => event,
             Err(error) => {
-                tracing::warn!(position = row.position, %error, "an event webhooks cannot read");
-                continue;
+                return stop_before(store, endpoint_id, passed, stopped(error.to_string())).await
             }
         };
         let sequence = u64::try_from(row.sequence).unwrap_or(0);
-        let Some((before, after)) = views_around(services, &row.aggregate_id, sequence).await?
-        else {
+        let around = match views_around(services, &row.aggregate_id, sequence).await? {
+            Ok(around) => around,
+            Err(error) => return stop_before(store, endpoint_id, passed, stopped(error)).await,
+        };
+        let Some((before, after)) = around else {
             tracing::warn!(position = row.position, "no view of the domain; no webhook");
             continue;
         };
@@ -227,13 +349,36 @@ async fn read_feed(
             store
                 .enqueue_webhook_messages(endpoint_id, row.position, &messages)
                 .await?;
-            return Ok(true);
+            return Ok(FeedRead::Moved);
         }
+        passed = row.position;
     }
     store
         .enqueue_webhook_messages(endpoint_id, last.position, &[])
         .await?;
-    Ok(true)
+    Ok(FeedRead::Moved)
+}
+
+/// Moves the cursor up to `passed` (the events before the unreadable one told nothing) and
+/// answers `stopped`.
+async fn stop_before(
+    store: &crate::adapters::store::Store,
+    endpoint_id: &str,
+    passed: i64,
+    stopped: FeedRead,
+) -> Result<FeedRead, StoreError> {
+    store
+        .enqueue_webhook_messages(endpoint_id, passed, &[])
+        .await?;
+    Ok(stopped)
+}
+
+/// Whether this release knows the event type (then one that cannot notify is passed over
+/// without being decoded).
+fn is_known_type(event_type: &str) -> bool {
+    dns_handling_events::schema::CURRENT_VERSIONS
+        .iter()
+        .any(|(known, _)| *known == event_type)
 }
 
 /// Whether an event of this type can make a notification (the others are passed over without
@@ -252,17 +397,29 @@ fn may_notify(event_type: &str) -> bool {
     )
 }
 
+/// The views around an event: the domain's view before it (if any) and after it.
+type ViewsAround = Option<(Option<DomainView>, DomainView)>;
+
 /// The domain's view just before and just after its event `sequence`, folded from its
-/// history: exactly as it was then, whatever happened since.
+/// history: exactly as it was then, whatever happened since. The inner error says which
+/// event of the history does not decode.
 async fn views_around(
     services: &AppState,
     domain_id: &str,
     sequence: u64,
-) -> Result<Option<(Option<DomainView>, DomainView)>, StoreError> {
+) -> Result<Result<ViewsAround, String>, StoreError> {
     let history = services.store.domain_history(domain_id).await?;
     let mut decoded: Vec<(u64, CustomDomainEvent)> = Vec::with_capacity(history.len());
     for event in history.iter().filter(|e| e.sequence as u64 <= sequence) {
-        decoded.push((event.sequence as u64, event.decode()?));
+        match event.decode() {
+            Ok(read) => decoded.push((event.sequence as u64, read)),
+            Err(error) => {
+                return Ok(Err(format!(
+                    "event {} of the domain's history does not decode: {error}",
+                    event.sequence
+                )))
+            }
+        }
     }
     let fold = |up_to: u64| {
         DomainView::fold(
@@ -273,18 +430,18 @@ async fn views_around(
                 .map(|(at, event)| (*at, event)),
         )
     };
-    Ok(fold(sequence).map(|after| (fold(sequence - 1), after)))
+    Ok(Ok(fold(sequence).map(|after| (fold(sequence - 1), after))))
 }
 
 /// Sends one message, records the attempt, and decides what comes next for the message: the
-/// next one after a `2xx` or a spent schedule, a retry after a wait otherwise; a `410` disables
-/// the endpoint.
+/// next one after a `2xx` or a spent schedule, a retry after a wait otherwise. Answers the
+/// reason to disable the endpoint with when the receiver answered `410`.
 async fn send(
     services: &AppState,
     endpoint_id: &str,
     endpoint: &WebhookEndpoint,
     message: &StoredMessage,
-) -> Result<(), StoreError> {
+) -> Result<Option<String>, StoreError> {
     let now = Utc::now();
     let mut secrets = Vec::new();
     for secret_id in endpoint.signing_secrets(now) {
@@ -319,10 +476,20 @@ async fn send(
         error: attempt.error.clone(),
         replica: services.replica_id.clone(),
     };
-    services
+    let lease = lease_of(endpoint_id);
+    if !services
         .store
-        .record_webhook_attempt(message, &record, fate)
-        .await?;
+        .record_webhook_attempt(message, &record, fate, &lease)
+        .await?
+    {
+        tracing::warn!(
+            %endpoint_id, message_id = %message.message_id, attempt = number,
+            status = ?attempt.status,
+            "webhook attempt not recorded: this replica no longer holds the endpoint's lease, \
+             or another holder recorded the message meanwhile"
+        );
+        return Ok(None);
+    }
     METRICS
         .webhook_deliveries
         .get_or_create(&OutcomeLabel { outcome })
@@ -336,24 +503,36 @@ async fn send(
         %endpoint_id, message_id = %message.message_id, attempt = number,
         status = ?attempt.status, error = ?attempt.error, outcome, "webhook attempt"
     );
-    if outcome == "disabled" {
-        let command = WebhookEndpointCommand::Disable {
-            reason: format!(
-                "the receiver answered 410 Gone to message {}",
-                message.message_id
-            ),
-            at: Utc::now(),
-        };
-        let origin = CommandOrigin::actor("webhook-dispatcher");
-        if let Err(error) = services
-            .webhooks
-            .execute_with_metadata(endpoint_id, command, origin.0)
-            .await
-        {
-            tracing::warn!(%endpoint_id, %error, "could not disable the webhook endpoint");
+    Ok((outcome == "disabled").then(|| {
+        format!(
+            "the receiver answered 410 Gone to message {}",
+            message.message_id
+        )
+    }))
+}
+
+/// Disables the endpoint after a `410`; answers whether it is done. The driver sends nothing
+/// more until it is.
+async fn disable(services: &AppState, endpoint_id: &str, reason: &str) -> bool {
+    let command = WebhookEndpointCommand::Disable {
+        reason: reason.to_owned(),
+        at: Utc::now(),
+    };
+    let origin = CommandOrigin::actor("webhook-dispatcher");
+    match services
+        .webhooks
+        .execute_with_metadata(endpoint_id, command, origin.0)
+        .await
+    {
+        Ok(()) => true,
+        Err(error) => {
+            tracing::warn!(
+                %endpoint_id, %error,
+                "could not disable the webhook endpoint after its 410; nothing is sent until it is"
+            );
+            false
         }
     }
-    Ok(())
 }
 
 /// `wait`, give or take a tenth, so that endpoints that failed together are not retried

@@ -64,8 +64,8 @@ pub struct OverviewBody {
     pub domains_by_status: BTreeMap<String, i64>,
     /// Certificates in service by time to expiry.
     pub certificates_by_expiry: ExpiryBuckets,
-    /// Certificates whose renewal (or a retry of it) is due within 7 days, overdue included,
-    /// and certificates just issued whose renewal is not planned yet.
+    /// Certificates whose renewal (or a retry of it) is due within 7 days, overdue included;
+    /// a certificate whose renewal is not planned yet counts when it is due by its lifetime.
     pub renewals_due_within_7d: i64,
     /// Domains with an order open at the CA (first issuances and renewals).
     pub open_orders: i64,
@@ -103,7 +103,9 @@ pub async fn overview(
     let (by_status, expiry, due, open, activity) = futures::try_join!(
         services.store.domain_counts_by_status(),
         services.store.expiry_counts(now),
-        services.store.renewals_due_by(now + Duration::days(7)),
+        services
+            .store
+            .renewals_due_by(now + Duration::days(7), services.settings.renew_before),
         services.store.open_order_count(),
         services.store.activity_since(&since),
     )?;
@@ -155,10 +157,16 @@ pub struct WhoamiBody {
     /// The feed's last position now: a client that wants only what happens from now on
     /// follows `GET /events?after=` from here.
     pub feed_position: i64,
+    /// The Ed25519 public key this service signs its audit checkpoints with (standard base64),
+    /// from its own key, never from the database: the console checks checkpoints against it
+    /// (or against the key an auditor pastes), not against the key a checkpoint row names.
+    #[schema(example = "11qYAYKxCrfVS/7TyWQHOg7hcvPapiMlrwIaaPcHURo=")]
+    pub audit_public_key: String,
 }
 
 /// `GET /whoami`: the role the presented token gives (every caller is `admin` when the
-/// service has no token configured), and where the feed stands.
+/// service has no token configured), where the feed stands, and the service's own audit
+/// public key.
 #[utoipa::path(
     get, path = "/whoami", operation_id = "whoami", tag = "operations",
     responses(
@@ -171,5 +179,6 @@ pub async fn whoami(services: SharedState, request: HttpRequest) -> Result<HttpR
     Ok(HttpResponse::Ok().json(WhoamiBody {
         role: Role::of(&request).label(),
         feed_position: services.store.feed_head().await?,
+        audit_public_key: services.signer.public_key().to_owned(),
     }))
 }

@@ -164,20 +164,27 @@ async fn body_of(
     })
 }
 
-/// Records a command that gave the endpoint a new secret (sealed before, so the endpoint never
-/// names a secret that is not stored), and answers the endpoint as it now stands.
+/// Records a command that gives the endpoint a new secret (sealed before, so the endpoint never
+/// names a secret that is not stored) and answers `body`, the endpoint as it stands once the
+/// command is recorded, built before: nothing that can fail comes after the commit, so a
+/// secret that was recorded is always shown (it is shown only this once).
 async fn record_with_secret(
     services: &AppState,
     request: &HttpRequest,
     id: &str,
     command: WebhookEndpointCommand,
-) -> Result<WebhookBody, ApiError> {
+    body: WebhookBody,
+    secret: String,
+    status: actix_web::http::StatusCode,
+) -> Result<HttpResponse, ApiError> {
     services
         .webhooks
         .execute_with_metadata(id, command, origin(request).0)
         .await?;
-    let endpoint = live(services, id).await?;
-    body_of(services, id, endpoint).await
+    Ok(HttpResponse::build(status).json(WebhookWithSecret {
+        endpoint: body,
+        secret,
+    }))
 }
 
 /// `POST /webhooks`: register an endpoint; it is sent what happens from now on.
@@ -228,16 +235,34 @@ pub async fn create(
         .store_webhook_secret(&secret_id, &id, &secret)
         .await?;
     let (starts_after_position, _) = services.store.feed_extent().await?;
+    let at = Utc::now();
+    // What the endpoint will be: new, so no messages yet.
+    let body = WebhookBody {
+        id: id.clone(),
+        url: url.to_string(),
+        events: event_types
+            .iter()
+            .map(|kind| kind.as_str().to_owned())
+            .collect(),
+        description: description.clone(),
+        status: "active",
+        disabled_reason: None,
+        previous_secret_valid_until: None,
+        pending_messages: 0,
+        delivered_messages: 0,
+        failed_messages: 0,
+        created_at: at,
+    };
     let command = WebhookEndpointCommand::Create {
         url: url.to_string(),
         event_types,
         description,
         secret_id,
         starts_after_position,
-        at: Utc::now(),
+        at,
     };
-    let endpoint = record_with_secret(&services, &request, &id, command).await?;
-    Ok(HttpResponse::Created().json(WebhookWithSecret { endpoint, secret }))
+    let status = actix_web::http::StatusCode::CREATED;
+    record_with_secret(&services, &request, &id, command, body, secret, status).await
 }
 
 /// `GET /webhooks`: every endpoint not deleted.
@@ -274,7 +299,7 @@ pub async fn get(services: SharedState, id: web::Path<String>) -> Result<HttpRes
 #[utoipa::path(
     delete, path = "/webhooks/{id}", operation_id = "deleteWebhook", tag = "webhooks",
     params(("id" = String, Path, description = "The endpoint's id")),
-    responses((status = 204, description = "Deleted"), CallerErrors, NotFoundError, ChangeErrors),
+    responses((status = 204, description = "Deleted; answered once no send to it is under way"), CallerErrors, NotFoundError, ChangeErrors),
     security(("bearer" = []))
 )]
 pub async fn delete(
@@ -288,6 +313,8 @@ pub async fn delete(
         .webhooks
         .execute_with_metadata(&id, command, origin(&request).0)
         .await?;
+    // A send that was under way must not still go out once this answers.
+    crate::actors::webhooks::wait_for_sends_to_end(&services, &id).await;
     Ok(HttpResponse::NoContent().finish())
 }
 
@@ -308,7 +335,7 @@ pub async fn rotate_secret(
     request: HttpRequest,
     id: web::Path<String>,
 ) -> Result<HttpResponse, ApiError> {
-    live(&services, &id).await?;
+    let endpoint = live(&services, &id).await?;
     let (secret, secret_id) = (new_secret(), uuid::Uuid::now_v7().to_string());
     services
         .vault
@@ -317,13 +344,17 @@ pub async fn rotate_secret(
     let overlap = chrono::Duration::from_std(services.settings.webhook_secret_overlap)
         .unwrap_or_else(|_| chrono::Duration::days(1));
     let now = Utc::now();
+    // Read before the rotation is recorded: a read that fails then leaves the old secret as
+    // it was, instead of a new one recorded and never shown.
+    let mut body = body_of(&services, &id, endpoint).await?;
+    body.previous_secret_valid_until = Some(now + overlap);
     let command = WebhookEndpointCommand::RotateSecret {
         secret_id,
         previous_valid_until: now + overlap,
         at: now,
     };
-    let endpoint = record_with_secret(&services, &request, &id, command).await?;
-    Ok(HttpResponse::Ok().json(WebhookWithSecret { endpoint, secret }))
+    let status = actix_web::http::StatusCode::OK;
+    record_with_secret(&services, &request, &id, command, body, secret, status).await
 }
 
 /// `GET /webhooks/{id}/deliveries`: every attempt, newest first.

@@ -2,5 +2,6 @@
 //! with the events, and the reader that serves them to the API.
 
 pub mod projector;
+pub mod stuck;
 pub mod view_reader;
 pub mod zone_follower;

@@ -24,6 +24,12 @@ const BATCH_EVENTS: u32 = 1_000;
 /// How long a failed read waits before trying again.
 const RETRY_AFTER: Duration = Duration::from_secs(1);
 
+/// How long the follower waits before reading an event it could not read once more.
+const UNDECODABLE_RETRY_AFTER: Duration = Duration::from_secs(2);
+
+/// The follower's name in `feed_consumer_stuck` and `/readyz`.
+const CONSUMER: &str = "zone_follower";
+
 /// Applies one event of `domain_id` to the zone.
 pub async fn apply(zone: &ChallengeZone, domain_id: &str, event: &CustomDomainEvent) {
     match event {
@@ -55,7 +61,9 @@ pub async fn fill(store: &Store, zone: &ChallengeZone) -> Result<i64, StoreError
     Ok(position)
 }
 
-/// Follows the feed after `position` (from [`fill`]) for as long as the process runs.
+/// Follows the feed after `position` (from [`fill`]) for as long as the process runs. An event
+/// it cannot read stops it there, loudly (see [`crate::read::stuck`]): skipping it could leave
+/// a value served for good, or never serve one; it reads on once the event decodes.
 pub async fn follow(
     store: Store,
     zone: Arc<ChallengeZone>,
@@ -72,20 +80,40 @@ pub async fn follow(
                 continue;
             }
         };
-        for row in &batch {
-            match row.decode() {
-                Ok(event) => apply(&zone, &row.aggregate_id, &event).await,
-                Err(error) => tracing::warn!(
-                    position = row.position, %error,
-                    "an event the delegation zone cannot read; skipped"
-                ),
-            }
-            position = row.position;
+        let (applied, undecodable) = apply_batch(&zone, &batch).await;
+        if let Some(last) = applied {
+            position = last;
         }
+        if let Some((at, error)) = undecodable {
+            crate::read::stuck::stopped_at(CONSUMER, at, &error);
+            tokio::time::sleep(UNDECODABLE_RETRY_AFTER).await;
+            continue;
+        }
+        crate::read::stuck::reads_on(CONSUMER);
         if batch.len() < BATCH_EVENTS as usize {
             waiter.wait(fallback_poll).await;
         }
     }
+}
+
+/// Applies the batch's events in order up to the first one that does not decode. Answers the
+/// position of the last event applied, and the position of the one that stopped it with why.
+async fn apply_batch(
+    zone: &ChallengeZone,
+    batch: &[crate::adapters::store::ProjectionRow],
+) -> (Option<i64>, Option<(i64, String)>) {
+    let mut applied = None;
+    for row in batch {
+        match row.decode() {
+            Ok(event) => apply(zone, &row.aggregate_id, &event).await,
+            Err(error) => {
+                let why = format!("{} {}: {error}", row.event_type, row.event_version);
+                return (applied, Some((row.position, why)));
+            }
+        }
+        applied = Some(row.position);
+    }
+    (applied, None)
 }
 
 #[cfg(test)]
@@ -96,6 +124,7 @@ mod tests {
         CertificateKeyType, FailureReason, OrderChallenge, OrderDetails, Validation,
     };
 
+    use crate::adapters::store::ProjectionRow;
     use crate::domain::delegation::DelegationZone;
 
     const AT: &str = "a1.acme.platform.test.";
@@ -159,5 +188,63 @@ mod tests {
             apply(&zone, "d1", &event).await;
         }
         assert_eq!(zone.values_at(AT).await, ["value-o2"]);
+    }
+
+    fn row(position: i64, domain_id: &str, event: &CustomDomainEvent) -> ProjectionRow {
+        ProjectionRow {
+            position,
+            aggregate_id: domain_id.into(),
+            sequence: position,
+            event_type: event.type_name().into(),
+            event_version: event.version().into(),
+            payload: serde_json::to_string(event).expect("serialises"),
+        }
+    }
+
+    /// A request of `order_id` whose value is served at `a<n>.acme.platform.test.`.
+    fn requested_at(order_id: &str, n: u8) -> CustomDomainEvent {
+        let mut event = requested(order_id);
+        if let CustomDomainEvent::CertificateRequested { order, .. } = &mut event {
+            order.challenges[0].delegated_to = Some(format!("a{n}.acme.platform.test."));
+        }
+        event
+    }
+
+    #[tokio::test]
+    async fn an_undecodable_event_stops_the_follower_before_it_and_nothing_after_it_is_lost() {
+        let zone = zone();
+        let mut unreadable = row(2, "d2", &requested_at("o2", 2));
+        unreadable.event_type = "FutureEvent".into();
+        unreadable.payload = r#"{"FutureEvent":{"what":"a later release's event"}}"#.into();
+        let batch = [
+            row(1, "d1", &requested_at("o1", 1)),
+            unreadable,
+            row(3, "d3", &requested_at("o3", 3)),
+        ];
+
+        let (applied, stopped) = apply_batch(&zone, &batch).await;
+        assert_eq!(
+            applied,
+            Some(1),
+            "the follower's position stays before the event"
+        );
+        let (at, why) = stopped.expect("stopped");
+        assert_eq!(at, 2);
+        assert!(why.contains("FutureEvent"), "{why}");
+        assert_eq!(zone.values_at("a1.acme.platform.test.").await, ["value-o1"]);
+        assert!(
+            zone.values_at("a3.acme.platform.test.").await.is_empty(),
+            "nothing after it is applied yet"
+        );
+
+        // Once the event reads (here: repaired), the batch from the kept position goes through.
+        let batch = [
+            row(2, "d2", &requested_at("o2", 2)),
+            row(3, "d3", &requested_at("o3", 3)),
+        ];
+        let (applied, stopped) = apply_batch(&zone, &batch).await;
+        assert_eq!((applied, stopped), (Some(3), None));
+        assert_eq!(zone.values_at("a2.acme.platform.test.").await, ["value-o2"]);
+        assert_eq!(zone.values_at("a3.acme.platform.test.").await, ["value-o3"]);
     }
 }

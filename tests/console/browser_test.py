@@ -11,9 +11,14 @@ Environment:
                      as a person would at their DNS provider)
   ACTIVE_DOMAIN_ID   an active domain, with a signed checkpoint covering its events
   PENDING_DOMAIN_ID  a registered domain whose ownership is not proven
+  FAILED_DOMAIN_ID   a domain whose order failed
   NEW_DOMAIN         a name to register through the console
   SCREENSHOTS        where to save a PNG of every page
   AXE_CORE_JS        axe-core's axe.min.js
+  PHASE              `main` (default): everything above; `foreign-checkpoint`: the latest
+                     checkpoint was replaced by one signed with FOREIGN_KEY, and only that is
+                     checked (the auditor must not see it verified)
+  FOREIGN_KEY        the foreign checkpoint's public key (phase foreign-checkpoint)
   CHROMIUM, CHROMEDRIVER (optional) the browser and its driver; Debian's paths by default
 
 Each check prints a line; the first that fails raises and ends the run with exit code 1.
@@ -45,6 +50,11 @@ AUDITOR_TOKEN = os.environ["AUDITOR_TOKEN"]
 CHALLTESTSRV = os.environ["CHALLTESTSRV"].rstrip("/")
 ACTIVE_DOMAIN_ID = os.environ["ACTIVE_DOMAIN_ID"]
 PENDING_DOMAIN_ID = os.environ["PENDING_DOMAIN_ID"]
+FAILED_DOMAIN_ID = os.environ.get("FAILED_DOMAIN_ID", "")
+PHASE = os.environ.get("PHASE", "main")
+FOREIGN_KEY = os.environ.get("FOREIGN_KEY", "")
+# A well-formed Ed25519 public key that signed nothing here (32 bytes, standard base64).
+STRANGER_KEY = "11qYAYKxCrfVS/7TyWQHOg7hcvPapiMlrwIaaPcHURo="
 NEW_DOMAIN = os.environ["NEW_DOMAIN"]
 SCREENSHOTS = os.environ["SCREENSHOTS"]
 AXE_CORE_JS = open(os.environ["AXE_CORE_JS"], encoding="utf-8").read()
@@ -233,6 +243,18 @@ def auditor_reads(driver):
     checkpoint = driver.find_element(By.ID, "checkpoint-verdict")
     check(checkpoint.get_attribute("data-verified") == "true",
           "the latest signed checkpoint's signature verifies in the browser", checkpoint.text)
+    _, who = api("GET", "/whoami", AUDITOR_TOKEN)
+    check(driver.find_element(By.ID, "checkpoint-key").text == who["audit_public_key"],
+          "the checkpoint is checked against the service's own key", checkpoint.text)
+    # A key the auditor was given that did not sign it: not verified; cleared, verified again.
+    use_auditor_key(driver, STRANGER_KEY)
+    verdict = checkpoint_verdict(driver)
+    check(verdict.get_attribute("data-verified") == "false",
+          "a checkpoint is not verified under a pasted key that did not sign it", verdict.text)
+    use_auditor_key(driver, "")
+    verdict = checkpoint_verdict(driver)
+    check(verdict.get_attribute("data-verified") == "true",
+          "with the pasted key cleared, the service's own key is used again", verdict.text)
     events = driver.find_elements(By.CSS_SELECTOR, "#timeline li")
     check(len(events) >= 5, "the timeline lists the domain's events", str(len(events)))
     timeline = driver.find_element(By.ID, "timeline").text
@@ -247,6 +269,8 @@ def auditor_reads(driver):
     wait(driver).until(when.presence_of_element_located((By.ID, "status-figures")))
     active_figure = driver.find_element(By.XPATH, '//table[@id="status-figures"]//tr[th="active"]/td').text
     check(active_figure == "1", "the overview counts the active domain", active_figure)
+    due = driver.find_element(By.ID, "renewals-due-count").text
+    check(due == "0", "a certificate issued a minute ago is not a renewal due", due)
     check(len(driver.find_elements(By.CSS_SELECTOR, "svg.chart")) == 3, "the overview draws its three charts")
     axe(driver, "overview")
     shoot(driver, "04-overview")
@@ -301,12 +325,79 @@ def admin_registers_and_issues(driver):
     no_token_left(driver, ADMIN_TOKEN, "admin")
 
 
+def use_auditor_key(driver, key):
+    """Pastes a checkpoint key into the domain page's field (empty: clears it) and applies it."""
+    before = driver.find_element(By.ID, "checkpoint-verdict")
+    field = wait(driver).until(when.element_to_be_clickable((By.ID, "auditor-key")))
+    field.clear()
+    if key:
+        field.send_keys(key)
+    click(driver, "auditor-key-use")
+    # The page redraws the timeline with the new key.
+    wait(driver).until(when.staleness_of(before))
+
+
+def checkpoint_verdict(driver):
+    return wait(driver).until(when.presence_of_element_located((By.ID, "checkpoint-verdict")))
+
+
+def a_foreign_checkpoint_is_not_verified(driver):
+    """The latest checkpoint row was replaced by one signed with another key: whoever can write
+    the database could do it, with the row naming its own key. It must not show as verified."""
+    driver.get(BASE + "/console/")
+    sign_in(driver, AUDITOR_TOKEN)
+    driver.execute_script(f"location.hash = '#/domain/{ACTIVE_DOMAIN_ID}'")
+    verdict = checkpoint_verdict(driver)
+    code, latest = api("GET", "/audit/checkpoints?limit=1", AUDITOR_TOKEN)
+    check(code == 200 and latest["items"][0]["public_key"] == FOREIGN_KEY,
+          "the latest checkpoint names the foreign key", str(latest))
+    check(verdict.get_attribute("data-verified") == "false",
+          "a checkpoint signed by a foreign key is NOT verified", verdict.text)
+    check("NOT verified" in verdict.text and "another key" in verdict.text,
+          "the page says it is signed by another key than the service's", verdict.text)
+    shoot(driver, "11-foreign-checkpoint")
+    # The key an auditor was given decides: the foreign key verifies it, the service's does not.
+    use_auditor_key(driver, FOREIGN_KEY)
+    verdict = checkpoint_verdict(driver)
+    check(verdict.get_attribute("data-verified") == "true",
+          "under the pasted key (here the foreign one) the checkpoint is checked against that key", verdict.text)
+    _, who = api("GET", "/whoami", AUDITOR_TOKEN)
+    use_auditor_key(driver, who["audit_public_key"])
+    verdict = checkpoint_verdict(driver)
+    check(verdict.get_attribute("data-verified") == "false",
+          "under the service's key pasted by hand the foreign checkpoint is not verified", verdict.text)
+    no_token_left(driver, AUDITOR_TOKEN, "foreign checkpoint")
+    check(who["audit_public_key"] not in driver.execute_script(
+        "return JSON.stringify([Object.entries(localStorage), Object.entries(sessionStorage), document.cookie])"),
+        "the pasted key is stored nowhere in the browser")
+
+
+def retry_puts_a_failed_domain_back_to_verified(driver):
+    """Retry places no order: it puts the domain back to `verified`, and says so."""
+    driver.execute_script(f"location.hash = '#/domain/{FAILED_DOMAIN_ID}'")
+    wait(driver).until(lambda d: status_text(d) == "failed")
+    check(not driver.find_elements(By.ID, "action-issue"), "a failed domain is not offered issuing")
+    click(driver, "action-retry")
+    confirm(driver)
+    wait(driver).until(lambda d: d.find_element(By.ID, "action-result").text.strip() != "")
+    text = driver.find_element(By.ID, "action-result").text
+    wait(driver).until(lambda d: status_text(d) == "verified")
+    check("placed" not in text.replace("No order is placed", "") and "verified" in text,
+          "the console says what retry did: back to verified, no order placed", text)
+    code, domain = api("GET", f"/domains/{FAILED_DOMAIN_ID}", ADMIN_TOKEN)
+    check(domain["status"] == "verified" and not domain.get("challenges"),
+          "the API agrees: verified, no order open", str(domain))
+    check(driver.find_elements(By.ID, "action-issue"), "a verified domain is offered issuing")
+
+
 def a_refused_action_shows_the_api_error(driver):
-    code, expected = api("POST", f"/domains/{PENDING_DOMAIN_ID}/issue-certificate", ADMIN_TOKEN)
-    check(code in (400, 409) and "error" in expected, "the API refuses to issue for an unproven domain", str(expected))
+    code, expected = api("POST", f"/domains/{PENDING_DOMAIN_ID}/verify", ADMIN_TOKEN)
+    check(code in (400, 409, 422) and "error" in expected, "the API refuses to verify without the record", str(expected))
     driver.execute_script(f"location.hash = '#/domain/{PENDING_DOMAIN_ID}'")
     wait(driver).until(lambda d: status_text(d) == "pending")
-    click(driver, "action-issue")
+    check(not driver.find_elements(By.ID, "action-issue"),
+          "a pending domain is not offered issuing (the API accepts it only once verified)")
+    click(driver, "action-verify")
     confirm(driver)
     result = wait(driver).until(when.visibility_of_element_located((By.ID, "action-result")))
     wait(driver).until(lambda d: d.find_element(By.ID, "action-result").text.strip() != "")
@@ -412,12 +503,16 @@ def main():
     os.makedirs(SCREENSHOTS, exist_ok=True)
     driver = browser()
     try:
-        auditor_reads(driver)
-        admin_registers_and_issues(driver)
-        a_refused_action_shows_the_api_error(driver)
-        readable_at_phone_width(driver)
-        keyboard_only(driver)
-        nothing_outlives_the_tab(driver)
+        if PHASE == "foreign-checkpoint":
+            a_foreign_checkpoint_is_not_verified(driver)
+        else:
+            auditor_reads(driver)
+            admin_registers_and_issues(driver)
+            a_refused_action_shows_the_api_error(driver)
+            retry_puts_a_failed_domain_back_to_verified(driver)
+            readable_at_phone_width(driver)
+            keyboard_only(driver)
+            nothing_outlives_the_tab(driver)
     except Exception:
         try:
             shoot(driver, "failure")

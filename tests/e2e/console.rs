@@ -171,6 +171,8 @@ async fn the_overview_counts_domains_certificates_orders_and_activity(kind: Stor
         .sum();
     assert_eq!(total, 1, "{figures}");
     assert_eq!(expiry["expired"], 0, "{figures}");
+    // Issued a moment ago, scheduled or not: not a renewal due.
+    assert_eq!(figures["renewals_due_within_7d"], 0, "{figures}");
     assert_eq!(figures["open_orders"], 1, "{figures}");
     let days = figures["activity"].as_array().expect("days");
     assert_eq!(days.len(), 3);
@@ -298,58 +300,45 @@ async fn the_console_in_a_real_browser_reads_registers_issues_and_refuses() {
             path.display()
         );
     }
-    let (pebble, _database, mut env) = pebble_and_database(StoreKind::Postgres).await;
+    let (pebble, database, mut env) = pebble_and_database(StoreKind::Postgres).await;
     env.insert("AUTH_TOKEN".into(), ADMIN.into());
     env.insert("READ_ONLY_TOKENS".into(), AUDITOR.into());
     let service = Service::start(BINARY, &env);
 
     let active = active_domain(&service, &pebble, "console-active.example.test").await;
     let (pending, _, _) = service.register("console-pending.example.test").await;
+    let failed = failed_domain(&pebble, &env, &service).await;
     let (code, checkpoint) = service.post("/audit/checkpoints", None).await;
     assert!(code == 201 || code == 200, "{checkpoint}");
 
     let screenshots = screenshots_dir();
     let _ = std::fs::remove_dir_all(&screenshots);
-    let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/console/browser_test.py");
-    let run = tokio::task::spawn_blocking({
-        let base = service.url("");
-        let challtestsrv = format!("http://127.0.0.1:{}", pebble.challtestsrv_port);
-        let screenshots = screenshots.clone();
-        move || {
-            Command::new(python)
-                .arg(script)
-                .env("CONSOLE_BASE", base)
-                .env("ADMIN_TOKEN", ADMIN)
-                .env("AUDITOR_TOKEN", AUDITOR)
-                .env("CHALLTESTSRV", challtestsrv)
-                .env("ACTIVE_DOMAIN_ID", active)
-                .env("PENDING_DOMAIN_ID", pending)
-                .env("NEW_DOMAIN", "console-new.example.test")
-                .env("SCREENSHOTS", screenshots)
-                .env("AXE_CORE_JS", axe)
-                // Selenium must not look for a driver or a browser on the network.
-                .env("SE_OFFLINE", "true")
-                .output()
-                .expect("running the browser test")
-        }
-    })
-    .await
-    .expect("the browser test's thread");
-    let stdout = String::from_utf8_lossy(&run.stdout);
-    let stderr = String::from_utf8_lossy(&run.stderr);
-    println!("{stdout}");
-    assert!(
-        run.status.success(),
-        "the browser test failed:\n{stdout}\n{stderr}\nservice log tail:\n{}",
-        service
-            .log()
-            .lines()
-            .rev()
-            .take(40)
-            .collect::<Vec<_>>()
-            .join("\n")
-    );
-    assert!(stdout.contains("all console checks passed"), "{stdout}");
+    let browser_test = BrowserTest {
+        python,
+        axe,
+        base: service.url(""),
+        challtestsrv: format!("http://127.0.0.1:{}", pebble.challtestsrv_port),
+        screenshots: screenshots.clone(),
+        ids: [
+            ("ACTIVE_DOMAIN_ID", active.clone()),
+            ("PENDING_DOMAIN_ID", pending),
+            ("FAILED_DOMAIN_ID", failed),
+        ],
+    };
+    browser_test.run(&service, &[]).await;
+
+    // Whoever can write the database rewrites the log's end and signs it with a key of their
+    // own, naming that key in the row: the console must not call it verified.
+    let foreign_key = replace_latest_checkpoint_with_a_foreign_one(&database).await;
+    browser_test
+        .run(
+            &service,
+            &[
+                ("PHASE", "foreign-checkpoint"),
+                ("FOREIGN_KEY", foreign_key.as_str()),
+            ],
+        )
+        .await;
     for name in [
         "01-sign-in",
         "02-domains-auditor",
@@ -358,6 +347,7 @@ async fn the_console_in_a_real_browser_reads_registers_issues_and_refuses() {
         "07-domain-active",
         "08-refused-action",
         "09-domains-phone",
+        "11-foreign-checkpoint",
     ] {
         let png = std::fs::read(screenshots.join(format!("{name}.png"))).expect("a screenshot");
         assert!(
@@ -381,4 +371,135 @@ async fn the_console_in_a_real_browser_reads_registers_issues_and_refuses() {
     let registered = &history[0];
     assert_eq!(registered["event_type"], "DomainRegistered");
     assert_eq!(registered["metadata"]["role"], "admin", "{registered}");
+}
+
+/// One run of `tests/console/browser_test.py` against the service.
+struct BrowserTest {
+    python: PathBuf,
+    axe: PathBuf,
+    base: String,
+    challtestsrv: String,
+    screenshots: PathBuf,
+    /// The domains the script expects, by the variable that names each.
+    ids: [(&'static str, String); 3],
+}
+
+impl BrowserTest {
+    /// Runs the script with `extra` in its environment; fails the test when it fails.
+    async fn run(&self, service: &Service, extra: &[(&str, &str)]) {
+        let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/console/browser_test.py");
+        let mut command = Command::new(&self.python);
+        command
+            .arg(script)
+            .env("CONSOLE_BASE", &self.base)
+            .env("ADMIN_TOKEN", ADMIN)
+            .env("AUDITOR_TOKEN", AUDITOR)
+            .env("CHALLTESTSRV", &self.challtestsrv)
+            .env("NEW_DOMAIN", "console-new.example.test")
+            .env("SCREENSHOTS", &self.screenshots)
+            .env("AXE_CORE_JS", &self.axe)
+            // Selenium must not look for a driver or a browser on the network.
+            .env("SE_OFFLINE", "true");
+        for (name, value) in &self.ids {
+            command.env(name, value);
+        }
+        for (name, value) in extra {
+            command.env(name, value);
+        }
+        let run = tokio::task::spawn_blocking(move || {
+            command.output().expect("running the browser test")
+        })
+        .await
+        .expect("the browser test's thread");
+        let stdout = String::from_utf8_lossy(&run.stdout);
+        let stderr = String::from_utf8_lossy(&run.stderr);
+        println!("{stdout}");
+        assert!(
+            run.status.success(),
+            "the browser test {extra:?} failed:\n{stdout}\n{stderr}\nservice log tail:\n{}",
+            service
+                .log()
+                .lines()
+                .rev()
+                .take(40)
+                .collect::<Vec<_>>()
+                .join("\n")
+        );
+        assert!(stdout.contains("all console checks passed"), "{stdout}");
+    }
+}
+
+/// A domain whose order failed: placed by a second replica whose orders time out after two
+/// seconds (the deadline is the order's, so whichever replica polls it lets it fail).
+async fn failed_domain(
+    pebble: &dns_handling_testkit::Pebble,
+    env: &std::collections::HashMap<String, String>,
+    service: &Service,
+) -> String {
+    let mut hasty = env.clone();
+    hasty.insert("POLL_TIMEOUT".into(), "2s".into());
+    let mut replica = Service::start(BINARY, &hasty);
+    let id = verified_domain(&replica, pebble, "console-failed.example.test").await;
+    let (code, body) = replica
+        .post(&format!("/domains/{id}/issue-certificate"), None)
+        .await;
+    assert_eq!(code, 202, "{body}");
+    replica
+        .wait_for_status(&id, &["failed"], std::time::Duration::from_secs(60))
+        .await;
+    replica.kill();
+    service
+        .wait_for_status(&id, &["failed"], std::time::Duration::from_secs(30))
+        .await;
+    id
+}
+
+/// Deletes the checkpoints at the feed's end and puts there one signed by another Ed25519 key,
+/// naming that key, as whoever rewrote the log would; answers that key (standard base64).
+async fn replace_latest_checkpoint_with_a_foreign_one(
+    database: &dns_handling_testkit::TestDatabase,
+) -> String {
+    use aws_lc_rs::signature::{Ed25519KeyPair, KeyPair as _};
+    use base64::engine::general_purpose::STANDARD;
+    use base64::Engine as _;
+    use dns_handling::audit::checkpoints::Checkpoint;
+
+    let key_pair = Ed25519KeyPair::from_seed_unchecked(&[7u8; 32]).expect("a key");
+    let public_key = STANDARD.encode(key_pair.public_key().as_ref());
+    let head: i64 = database
+        .texts("CAST(MAX(position) AS TEXT) FROM events")
+        .await[0]
+        .parse()
+        .expect("a position");
+    let mut checkpoint = Checkpoint {
+        position: head,
+        event_count: head,
+        log_hash: "ab".repeat(32),
+        signed_at: chrono::Utc::now().to_rfc3339_opts(chrono::SecondsFormat::Secs, true),
+        public_key: public_key.clone(),
+        signature: String::new(),
+    };
+    checkpoint.signature = STANDARD.encode(key_pair.sign(checkpoint.message().as_bytes()).as_ref());
+    assert!(
+        checkpoint.is_signed_by(&public_key),
+        "signed by the foreign key"
+    );
+    database
+        .execute(&format!(
+            "DELETE FROM audit_checkpoints WHERE position >= {head}"
+        ))
+        .await;
+    database
+        .execute(&format!(
+            "INSERT INTO audit_checkpoints (position, event_count, log_hash, signed_at, public_key, signature) \
+             VALUES ({}, {}, '{}', '{}', '{}', '{}')",
+            checkpoint.position,
+            checkpoint.event_count,
+            checkpoint.log_hash,
+            checkpoint.signed_at,
+            checkpoint.public_key,
+            checkpoint.signature
+        ))
+        .await;
+    public_key
 }

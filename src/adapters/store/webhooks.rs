@@ -190,13 +190,19 @@ impl Store {
         Ok(row)
     }
 
-    /// Records an attempt and what it decided for its message, in one transaction.
+    /// Records an attempt and what it decided for its message, in one transaction, only when
+    /// the message is still as the sender read it (pending, with as many attempts) and, on a
+    /// store shared by replicas, the sender still holds `lease`. Answers false, recording
+    /// nothing, when not: a replica that lost the lease while it sent (it stalled, and another
+    /// replica took the endpoint over and recorded the message since) must not overwrite what
+    /// the current holder recorded.
     pub async fn record_webhook_attempt(
         &self,
         message: &StoredMessage,
         attempt: &AttemptRecord,
         fate: MessageFate,
-    ) -> Result<(), StoreError> {
+        lease: &str,
+    ) -> Result<bool, StoreError> {
         let insert = "INSERT INTO webhook_attempts (endpoint_id, message_id, position, attempt, \
                       attempted_at, status_code, latency_ms, error, replica) \
                       VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9)";
@@ -205,34 +211,75 @@ impl Store {
             MessageFate::Failed => ("failed", None),
             MessageFate::RetryAt(at) => ("pending", Some(sortable_time(at))),
         };
-        let update = "UPDATE webhook_messages SET state = $4, attempts = $5, next_attempt_at = $6 \
-                      WHERE endpoint_id = $1 AND position = $2 AND ordinal = $3";
-        on_pool!(self, pool => {
+        let as_read =
+            "UPDATE webhook_messages SET state = $4, attempts = $5, next_attempt_at = $6 \
+                       WHERE endpoint_id = $1 AND position = $2 AND ordinal = $3 \
+                       AND state = 'pending' AND attempts = $7";
+        // On PostgreSQL the lease is a row; on SQLite one process holds every lease.
+        let shared = self.is_shared_by_replicas();
+        let update = if shared {
+            format!(
+                "{as_read} AND EXISTS (SELECT 1 FROM order_leases WHERE domain_id = $8 \
+                 AND owner = $9 AND expires_at > now())"
+            )
+        } else {
+            as_read.to_owned()
+        };
+        let recorded = on_pool!(self, pool => {
             let mut tx = pool.begin().await?;
-            sqlx::query(insert)
-                .bind(&attempt.endpoint_id)
-                .bind(&attempt.message_id)
-                .bind(attempt.position)
-                .bind(attempt.attempt)
-                .bind(sortable_time(attempt.attempted_at))
-                .bind(attempt.status_code)
-                .bind(attempt.latency_ms)
-                .bind(&attempt.error)
-                .bind(&attempt.replica)
-                .execute(&mut *tx)
-                .await?;
-            sqlx::query(update)
+            let mut query = sqlx::query(&update)
                 .bind(&message.endpoint_id)
                 .bind(message.position)
                 .bind(message.ordinal)
                 .bind(state)
                 .bind(attempt.attempt)
-                .bind(next_attempt_at)
-                .execute(&mut *tx)
-                .await?;
-            tx.commit().await?;
+                .bind(next_attempt_at.clone())
+                .bind(message.attempts);
+            if shared {
+                query = query.bind(lease).bind(&attempt.replica);
+            }
+            let updated = query.execute(&mut *tx).await?.rows_affected();
+            if updated == 0 {
+                tx.rollback().await?;
+                false
+            } else {
+                sqlx::query(insert)
+                    .bind(&attempt.endpoint_id)
+                    .bind(&attempt.message_id)
+                    .bind(attempt.position)
+                    .bind(attempt.attempt)
+                    .bind(sortable_time(attempt.attempted_at))
+                    .bind(attempt.status_code)
+                    .bind(attempt.latency_ms)
+                    .bind(&attempt.error)
+                    .bind(&attempt.replica)
+                    .execute(&mut *tx)
+                    .await?;
+                tx.commit().await?;
+                true
+            }
         });
-        Ok(())
+        Ok(recorded)
+    }
+
+    /// Whether a replica other than `owner` holds `lease` now (always false on SQLite, where
+    /// one process holds them all).
+    pub async fn lease_held_by_another(
+        &self,
+        lease: &str,
+        owner: &str,
+    ) -> Result<bool, StoreError> {
+        let Store::Postgres(pool) = self else {
+            return Ok(false);
+        };
+        let sql = "SELECT 1 FROM order_leases WHERE domain_id = $1 AND owner <> $2 \
+                   AND expires_at > now()";
+        Ok(sqlx::query(sql)
+            .bind(lease)
+            .bind(owner)
+            .fetch_optional(pool)
+            .await?
+            .is_some())
     }
 
     /// The endpoint's attempts, newest first: up to `limit` of them before attempt id `before`.
@@ -283,5 +330,98 @@ impl Store {
             let row = sqlx::query(sql).bind(endpoint_id).fetch_one(pool).await?;
             (row.try_get("pending")?, row.try_get("delivered")?, row.try_get("failed")?)
         }))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn attempt_by(message: &StoredMessage, replica: &str, status: i64) -> AttemptRecord {
+        AttemptRecord {
+            endpoint_id: message.endpoint_id.clone(),
+            message_id: message.message_id.clone(),
+            position: message.position,
+            attempt: message.attempts + 1,
+            attempted_at: Utc::now(),
+            status_code: Some(status),
+            latency_ms: 5,
+            error: None,
+            replica: replica.into(),
+        }
+    }
+
+    #[tokio::test]
+    async fn a_stale_holder_cannot_overwrite_the_result_the_current_holder_recorded() {
+        let path = std::env::temp_dir().join(format!("webhooks-{}.db", uuid::Uuid::new_v4()));
+        let store = Store::connect(&format!("sqlite://{}", path.display()))
+            .await
+            .expect("connects");
+        store.migrate().await.expect("migrates");
+        let endpoint = "e1";
+        store.webhook_cursor(endpoint, 0).await.expect("a cursor");
+        let message = NewMessage {
+            message_id: "msg_1".into(),
+            message_type: "domain.removed".into(),
+            body: "{}".into(),
+        };
+        store
+            .enqueue_webhook_messages(endpoint, 7, &[message])
+            .await
+            .expect("stored");
+        let lease = "e1#webhook";
+        // Replica A read the message and stalled while sending; its lease lapsed, replica B
+        // took over, read the same message, sent it and recorded it delivered.
+        let read_by_a = store
+            .next_webhook_message(endpoint)
+            .await
+            .expect("read")
+            .expect("one");
+        let read_by_b = store
+            .next_webhook_message(endpoint)
+            .await
+            .expect("read")
+            .expect("one");
+        let recorded = store
+            .record_webhook_attempt(
+                &read_by_b,
+                &attempt_by(&read_by_b, "b", 200),
+                MessageFate::Delivered,
+                lease,
+            )
+            .await
+            .expect("recorded");
+        assert!(recorded, "the current holder's result is recorded");
+
+        // A comes back with its failure: refused, nothing written.
+        let retry = MessageFate::RetryAt(Utc::now() + chrono::Duration::seconds(30));
+        let recorded = store
+            .record_webhook_attempt(&read_by_a, &attempt_by(&read_by_a, "a", 500), retry, lease)
+            .await
+            .expect("answered");
+        assert!(!recorded, "the stale holder's write is refused");
+        assert_eq!(
+            store.next_webhook_message(endpoint).await.expect("read"),
+            None,
+            "the message stays delivered, not pending again"
+        );
+        assert_eq!(
+            store
+                .webhook_message_counts(endpoint)
+                .await
+                .expect("counts"),
+            (0, 1, 0)
+        );
+        let attempts = store
+            .webhook_attempts(endpoint, i64::MAX, 10)
+            .await
+            .expect("attempts");
+        let replicas: Vec<&str> = attempts.iter().map(|(_, a)| a.replica.as_str()).collect();
+        assert_eq!(
+            replicas,
+            ["b"],
+            "only the current holder's attempt is on record"
+        );
+        let _ = std::fs::remove_file(path);
     }
 }

@@ -12,8 +12,10 @@
   const GENESIS = '0'.repeat(64);
   const AGGREGATE_TYPE = 'CustomDomain';
 
-  /** The signed-in session: the token, the role it gives, and the feed being followed. */
-  const session = { token: null, role: null, feedPosition: 0, follow: null };
+  /** The signed-in session: the token, the role it gives, the feed being followed, the key the
+   *  service itself signs its checkpoints with (from `GET /whoami`, never from a checkpoint row),
+   *  and the key an auditor pasted, which then takes its place. */
+  const session = { token: null, role: null, feedPosition: 0, follow: null, serviceKey: null, pastedKey: null };
   /** Paging of the domain list: the cursors of the pages before, for the current filters. */
   const listPaging = { filters: null, cursors: [null], page: 0 };
   /** What the page shows now, so that the feed knows what to refresh. */
@@ -124,6 +126,7 @@
       const who = await api('GET', '/whoami');
       session.role = who.role;
       session.feedPosition = who.feed_position;
+      session.serviceKey = who.audit_public_key || null;
     } catch (failure) {
       session.token = null;
       throw failure;
@@ -142,6 +145,8 @@
   function signOut(message) {
     session.token = null;
     session.role = null;
+    session.serviceKey = null;
+    session.pastedKey = null;
     if (session.follow) session.follow.abort();
     session.follow = null;
     $('view').replaceChildren();
@@ -490,8 +495,8 @@
     const hasCertificate = domain.certificate && !domain.certificate.revoked_at;
     const actions = [
       ['verify', 'Verify ownership', ['pending'], `Check the ownership record of ${name} now?`, () => api('POST', `${path}/verify`), 'Ownership proven.'],
-      ['issue', 'Issue certificate', ['pending', 'verified'], `Ask the CA for a certificate for ${name}? The records to publish appear on this page.`, () => api('POST', `${path}/issue-certificate`), 'Order placed: publish the records below (delegated orders need nothing).'],
-      ['retry', 'Retry', ['failed'], `Place a new order for ${name}?`, () => api('POST', `${path}/retry`), 'Order placed again.'],
+      ['issue', 'Issue certificate', ['verified'], `Ask the CA for a certificate for ${name}? The records to publish appear on this page.`, () => api('POST', `${path}/issue-certificate`), 'Order placed: publish the records below (delegated orders need nothing).'],
+      ['retry', 'Retry', ['failed'], `Put ${name} back to verified, so that a certificate can be asked for again? No order is placed yet.`, () => api('POST', `${path}/retry`), 'Back to verified: issue a certificate to place a new order.'],
       ['renew', 'Renew now', ['active', 'expired'], `Renew the certificate of ${name} now, before it is due?`, () => api('POST', `${path}/renew`), 'Renewal order placed.'],
       ['revoke', 'Revoke certificate', hasCertificate ? ['active', 'expired'] : [], `Revoke the current certificate of ${name} at the CA? Clients stop trusting it; this cannot be undone.`, (extra) => api('POST', `${path}/certificate/revoke`, { reason: extra.reason }), 'Certificate revoked.', 'danger'],
       ['names', 'Edit further names', STATUSES, `Set the further names of ${name}: the next order covers them (an open order keeps its own).`, (extra) => api('PUT', `${path}/alt_names`, { alt_names: extra.altNames }), 'Further names saved: the next order covers them.'],
@@ -613,12 +618,21 @@
     return Uint8Array.from(atob(text), (char) => char.charCodeAt(0));
   }
 
-  /** Checks a checkpoint's Ed25519 signature here, in the browser; null when this browser
-   *  cannot check Ed25519. */
-  async function verifyCheckpoint(checkpoint) {
+  /** Checks a checkpoint's Ed25519 signature here, in the browser, under `publicKey` (standard
+   *  base64): the key the service holds or the one an auditor pasted, never the key the
+   *  checkpoint row names, which whoever rewrote the log would have written too. False when the
+   *  key is not a key; null when this browser cannot check Ed25519. */
+  async function verifyCheckpoint(checkpoint, publicKey) {
     const message = `dns-handling checkpoint v1\nposition=${checkpoint.position}\nevents=${checkpoint.event_count}\nlog_hash=${checkpoint.log_hash}\nsigned_at=${checkpoint.signed_at}`;
+    let raw;
     try {
-      const key = await crypto.subtle.importKey('raw', base64Bytes(checkpoint.public_key), { name: 'Ed25519' }, false, ['verify']);
+      raw = base64Bytes(publicKey);
+    } catch (_) {
+      return false;
+    }
+    if (raw.length !== 32) return false;
+    try {
+      const key = await crypto.subtle.importKey('raw', raw, { name: 'Ed25519' }, false, ['verify']);
       return await crypto.subtle.verify({ name: 'Ed25519' }, key, base64Bytes(checkpoint.signature), new TextEncoder().encode(message));
     } catch (_) {
       return null;
@@ -649,20 +663,42 @@
     if (!latest) {
       checkpoint = h('p', { class: 'notice', id: 'checkpoint-verdict', 'data-verified': 'none', text: 'No signed checkpoint yet: nothing vouches for the end of the log.' });
     } else {
-      const signed = await verifyCheckpoint(latest);
+      const pinned = session.pastedKey || session.serviceKey || '';
+      const whose = session.pastedKey ? 'the key you pasted' : "the service's own key";
+      const signed = await verifyCheckpoint(latest, pinned);
       const covered = entries.filter((entry) => entry.position <= latest.position).length;
-      const verdict = signed === null ? 'this browser cannot check Ed25519 signatures' : signed ? 'signature verified in this browser' : 'signature does NOT hold';
+      const verdict = signed === null ? 'this browser cannot check Ed25519 signatures'
+        : signed ? `signature verified in this browser under ${whose}`
+          : latest.public_key !== pinned ? `NOT verified: it is signed by another key than ${whose}` : 'NOT verified: the signature does not hold';
       checkpoint = h('p', { class: `notice ${signed ? 'good' : 'bad'}`, id: 'checkpoint-verdict', 'data-verified': String(signed) },
-        `Latest signed checkpoint: position ${latest.position}, ${latest.event_count} events, signed ${formatTime(latest.signed_at)}: ${verdict} (key `,
-        h('code', { text: latest.public_key }), `). It covers ${covered} of this domain's ${entries.length} events. `,
+        `Latest signed checkpoint: position ${latest.position}, ${latest.event_count} events, signed ${formatTime(latest.signed_at)}: ${verdict} (checked against `,
+        h('code', { id: 'checkpoint-key', text: pinned }), `). It covers ${covered} of this domain's ${entries.length} events. `,
         'That the whole log still matches it is checked by ', h('code', { text: 'dns-handling audit verify' }), '.');
     }
+    const keyForm = auditorKeyForm();
     const items = entries.slice().reverse().map((entry) => h('li', { class: broken !== null && entry.sequence >= broken ? 'broken' : null, 'data-event-type': entry.event_type },
       h('strong', { text: entry.event_type }), h('span', { class: 'hint', text: ` v${entry.event_version}` }),
       h('div', { class: 'when', text: `${formatTime(entry.recorded_at)} · #${entry.sequence} · by ${who(entry.metadata)}` }),
       h('details', {}, h('summary', { text: `Payload and hash ${(entry.hash || '').slice(0, 12)}…` }),
         h('pre', { text: JSON.stringify({ payload: entry.payload, metadata: entry.metadata, hash: entry.hash, prev_hash: entry.prev_hash }, null, 2) }))));
-    return h('section', { 'aria-labelledby': 'timeline-title' }, title, chain, checkpoint, h('ol', { class: 'timeline', id: 'timeline', reversed: true }, items));
+    return h('section', { 'aria-labelledby': 'timeline-title' }, title, chain, checkpoint, keyForm, h('ol', { class: 'timeline', id: 'timeline', reversed: true }, items));
+  }
+
+  /** A field for the checkpoint key an auditor was given elsewhere (`dns-handling audit
+   *  public-key` on the service's host): checkpoints are then checked against it, not against
+   *  the key the service serves. Kept in the tab's memory only, like the token. */
+  function auditorKeyForm() {
+    const field = h('input', { id: 'auditor-key', type: 'text', spellcheck: 'false', autocomplete: 'off', 'aria-describedby': 'auditor-key-hint' });
+    field.value = session.pastedKey || '';
+    return h('form', { class: 'filters', id: 'auditor-key-form', onsubmit: async (event) => {
+      event.preventDefault();
+      session.pastedKey = field.value.trim() || null;
+      if (current.refresh) await current.refresh();
+      announce(session.pastedKey ? 'Checkpoints are now checked against the key you pasted' : "Checkpoints are now checked against the service's own key");
+    } },
+    h('div', {}, h('label', { for: 'auditor-key', text: 'Checkpoint key you were given' }), field,
+      h('p', { class: 'hint', id: 'auditor-key-hint', text: "The Ed25519 public key (base64) from dns-handling audit public-key; empty for the service's own key." })),
+    h('div', {}, h('button', { type: 'submit', id: 'auditor-key-use', text: 'Check against this key' })));
   }
 
   // ---- Overview ----------------------------------------------------------------------------
