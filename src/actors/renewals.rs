@@ -152,12 +152,29 @@ async fn ari_offered(services: &AppState, ca_directory: &str, chain_pem: &str) -
     !matches!(acme.renewal_info(chain_pem).await, Ok(None))
 }
 
+/// The kinds of work a tick does, each on its own: a pass still running when the next tick
+/// comes is skipped then, without holding the others back. Only [`Pass::Renewals`] and
+/// [`Pass::Windows`] ask the CA, so a CA that does not answer delays nothing else.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum Pass {
+    /// Expiries, key destruction, lapsed work leases: the store alone.
+    Custody,
+    /// Scheduling and starting the renewals of the due domains.
+    Renewals,
+    /// Asking the CA again for renewal windows whose time has come.
+    Windows,
+}
+
+impl Pass {
+    const ALL: [Pass; 3] = [Pass::Custody, Pass::Renewals, Pass::Windows];
+}
+
 /// The actor that finds due work every tick.
 pub struct RenewalScheduler {
     services: Arc<AppState>,
     supervisor: Addr<Supervisor>,
-    /// A tick is running: the next one is skipped rather than run beside it.
-    busy: bool,
+    /// The passes running: each is skipped at a tick rather than run twice at once.
+    busy: std::collections::HashSet<Pass>,
 }
 
 impl RenewalScheduler {
@@ -166,24 +183,28 @@ impl RenewalScheduler {
         Self {
             services,
             supervisor,
-            busy: false,
+            busy: std::collections::HashSet::new(),
         }
     }
 
     fn tick(&mut self, ctx: &mut Context<Self>) {
-        if self.busy {
-            return;
+        for pass in Pass::ALL {
+            if !self.busy.insert(pass) {
+                continue;
+            }
+            let (services, supervisor) = (self.services.clone(), self.supervisor.clone());
+            // Each pass runs as a task of its own: a panic in it (a CA's answer nobody foresaw)
+            // ends that pass alone, counted and shown in `/readyz`, and the next tick comes as
+            // usual.
+            let work = async move { run_pass(pass, &services, &supervisor, Utc::now()).await };
+            ctx.spawn(
+                crate::tasks::contained(ACTOR_NAME, work)
+                    .into_actor(self)
+                    .map(move |_, scheduler, _| {
+                        scheduler.busy.remove(&pass);
+                    }),
+            );
         }
-        self.busy = true;
-        let (services, supervisor) = (self.services.clone(), self.supervisor.clone());
-        // The tick runs as a task of its own: a panic in it (a CA's answer nobody foresaw) ends
-        // that tick alone, counted and shown in `/readyz`, and the next tick comes as usual.
-        let tick = async move { tend_due_domains(&services, &supervisor, Utc::now()).await };
-        ctx.spawn(
-            crate::tasks::contained(ACTOR_NAME, tick)
-                .into_actor(self)
-                .map(|_, scheduler, _| scheduler.busy = false),
-        );
     }
 }
 
@@ -211,36 +232,45 @@ impl Handler<Shutdown> for RenewalScheduler {
     }
 }
 
-/// One tick: everything due by `now`, a bounded number at a time.
-pub async fn tend_due_domains(
+/// One pass of a tick over everything due by `now`, a bounded number at a time.
+pub async fn run_pass(
+    pass: Pass,
     services: &AppState,
     supervisor: &Addr<Supervisor>,
     now: DateTime<Utc>,
-) -> usize {
-    let due = match services.store.due_domain_views(now, DOMAINS_PER_TICK).await {
-        Ok(due) => due,
+) {
+    match pass {
+        Pass::Windows => check_renewal_info(services, now).await,
+        Pass::Custody => {
+            if let Some(due) = due_domains(services, now).await {
+                futures::stream::iter(due.iter())
+                    .for_each_concurrent(CONCURRENCY, |view| record_expiry(services, view, now))
+                    .await;
+            }
+            destroy_due_keys(services, now).await;
+            if let Err(error) = services.store.forget_lapsed_work_leases().await {
+                tracing::warn!(%error, "could not delete lapsed work leases");
+            }
+        }
+        Pass::Renewals => {
+            if let Some(due) = due_domains(services, now).await {
+                futures::stream::iter(due)
+                    .for_each_concurrent(CONCURRENCY, |view| tend(services, supervisor, view, now))
+                    .await;
+            }
+        }
+    }
+}
+
+/// The domains with something due by `now`, the longest waiting first.
+async fn due_domains(services: &AppState, now: DateTime<Utc>) -> Option<Vec<DomainView>> {
+    match services.store.due_domain_views(now, DOMAINS_PER_TICK).await {
+        Ok(due) => Some(due),
         Err(error) => {
             tracing::warn!(%error, "could not read the domains due; next tick");
-            return 0;
+            None
         }
-    };
-    let count = due.len();
-    // Each kind of work goes on whatever the CA does: expiries and key destruction ask it
-    // nothing, and run beside the renewals and the renewal-information checks, which do.
-    let expiries = futures::stream::iter(due.iter())
-        .for_each_concurrent(CONCURRENCY, |view| record_expiry(services, view, now));
-    let keys = destroy_due_keys(services, now);
-    let renewals = async {
-        futures::stream::iter(due.iter().cloned())
-            .for_each_concurrent(CONCURRENCY, |view| tend(services, supervisor, view, now))
-            .await;
-    };
-    let windows = check_renewal_info(services, now);
-    futures::join!(async { futures::join!(expiries, keys) }, renewals, windows);
-    if let Err(error) = services.store.forget_lapsed_work_leases().await {
-        tracing::warn!(%error, "could not delete lapsed work leases");
     }
-    count
 }
 
 /// What one due domain needs.

@@ -256,3 +256,67 @@ async fn a_slow_ca_does_not_let_a_second_replica_place_the_same_renewal() {
         "orders the CA placed against renewals recorded"
     );
 }
+
+crate::on_both_stores!(a_ca_that_does_not_answer_holds_back_no_key_destruction);
+
+/// Renewals waiting on a CA that takes new orders and never answers (each waits out its 20 s
+/// timeout) while a domain is removed: its keys are destroyed at the next tick, not after the
+/// renewals give up.
+async fn a_ca_that_does_not_answer_holds_back_no_key_destruction(kind: StoreKind) {
+    let (pebble, database, env) = pebble_and_database(kind).await;
+    let (renewing, gone) = {
+        let service = Service::start(BINARY, &env);
+        let mut renewing = Vec::new();
+        for n in 0..3 {
+            renewing.push(active_domain(&service, &pebble, &format!("r{n}.silent-ca.test")).await);
+        }
+        (
+            renewing,
+            active_domain(&service, &pebble, "gone.silent-ca.test").await,
+        )
+    };
+    let front = CaFront::start(&pebble);
+    front.slow_down(FrontTarget::NewOrder, Duration::from_secs(60));
+    let mut silent = env.clone();
+    silent.insert("ACME_DIRECTORY".into(), front.directory_url());
+    silent.insert("RENEW_BEFORE".into(), "2000d".into());
+    silent.insert("RENEWAL_CHECK_INTERVAL".into(), "300ms".into());
+    let service = Service::start(BINARY, &silent);
+    // The due renewals are with the CA, which holds them.
+    let deadline = Instant::now() + Duration::from_secs(15);
+    while front.requests(FrontTarget::NewOrder) < 1 {
+        assert!(
+            Instant::now() < deadline,
+            "no renewal asked the CA\n{}",
+            service.log()
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    assert_eq!(service.delete(&format!("/domains/{gone}")).await, 204);
+    let removed = Instant::now();
+    let destroyed = loop {
+        let destroyed = database
+            .texts(&format!(
+                "CAST(COUNT(*) AS TEXT) FROM events WHERE aggregate_id = '{gone}' \
+                 AND event_type = 'CertificateKeyDestroyed'"
+            ))
+            .await;
+        if destroyed[0] != "0" {
+            break removed.elapsed();
+        }
+        assert!(
+            removed.elapsed() < Duration::from_secs(10),
+            "the removed domain's key waited for the CA (it waits 20 s per order)\n{}",
+            service.log()
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    };
+    assert!(destroyed < Duration::from_secs(10));
+    for id in &renewing {
+        let (_, view) = service.get(&format!("/domains/{id}")).await;
+        assert_eq!(
+            view["renewal"]["in_progress"], false,
+            "still waiting on the CA: {view}"
+        );
+    }
+}
