@@ -173,8 +173,9 @@ impl Application {
             }
             None => None,
         };
-        let event_store = PersistedEventStore::new_event_store(store.event_repository())
-            .with_upcasters(vec![Box::new(Upcasters)]);
+        let event_store =
+            PersistedEventStore::new_snapshot_store(store.event_repository(), SNAPSHOT_EVERY)
+                .with_upcasters(vec![Box::new(Upcasters)]);
         let policy = RenewalPolicy {
             retry_schedule: settings.renewal_retry_schedule.clone(),
         };
@@ -277,6 +278,13 @@ impl Application {
         result
     }
 }
+
+/// Events between two snapshots of a domain's aggregate: a command loads the latest snapshot
+/// and at most this many events after it, however long the domain's history grows (a key
+/// read is an event of its stream, and so is every renewal). The events stay the truth: a
+/// snapshot that no longer reads as the aggregate (its shape changed) is set aside and the
+/// stream folded again, and no audit reads snapshots.
+const SNAPSHOT_EVERY: usize = 100;
 
 /// How often the projections look for events they have not applied (from another replica, or
 /// an in-process update that failed).

@@ -266,3 +266,48 @@ async fn the_key_encryption_key_is_rotated_without_losing_a_key(kind: StoreKind)
         "the rotated account was used, not a new one registered"
     );
 }
+
+crate::on_both_stores!(many_key_reads_leave_the_domain_s_commands_starting_from_a_snapshot);
+
+/// Every key read stays an event of the domain's stream (audited, in its history), and the
+/// domain's commands start from a snapshot instead of folding every read: after 250 reads the
+/// latest snapshot is at most 100 events behind, and the domain still decides as its history
+/// says (a renewal is placed).
+async fn many_key_reads_leave_the_domain_s_commands_starting_from_a_snapshot(kind: StoreKind) {
+    let (pebble, database, env) = pebble_and_database(kind).await;
+    let service = Service::start(BINARY, &env);
+    let id = active_domain(&service, &pebble, "read-often.keys.test").await;
+    for _ in 0..250 {
+        let (code, key) = service.get(&format!("/domains/{id}/certificate/key")).await;
+        assert_eq!(code, 200, "{key}");
+    }
+    let count = |sql: String| {
+        let database = &database;
+        async move {
+            database.texts(&sql).await[0]
+                .parse::<i64>()
+                .expect("a number")
+        }
+    };
+    let reads = count(format!(
+        "CAST(COUNT(*) AS TEXT) FROM events WHERE aggregate_id = '{id}' \
+         AND event_type = 'PrivateKeyRead'"
+    ))
+    .await;
+    assert_eq!(reads, 250, "every read recorded in the domain's stream");
+    let last = count(format!(
+        "CAST(MAX(sequence) AS TEXT) FROM events WHERE aggregate_id = '{id}'"
+    ))
+    .await;
+    let snapshot = count(format!(
+        "CAST(COALESCE(MAX(last_sequence), 0) AS TEXT) FROM snapshots WHERE aggregate_id = '{id}'"
+    ))
+    .await;
+    assert!(
+        last - snapshot <= 100,
+        "a command folds {} events after the snapshot at {snapshot}",
+        last - snapshot
+    );
+    let (code, renewing) = service.post(&format!("/domains/{id}/renew"), None).await;
+    assert_eq!(code, 202, "{renewing}");
+}

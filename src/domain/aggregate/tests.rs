@@ -1395,3 +1395,17 @@ fn a_renewal_refused_for_now_is_not_tried_again_before_the_time_the_ca_gave() {
             failed_at: t(100),
         }]);
 }
+
+/// A snapshot is the aggregate as JSON (`SNAPSHOT_EVERY` in `app.rs`): read back, it must be the
+/// aggregate the events made, or commands after a snapshot would decide otherwise.
+#[test]
+fn a_snapshot_of_the_aggregate_reads_back_as_the_same_aggregate() {
+    let mut folded = CustomDomain::default();
+    for event in [registered(), verified(), requested(), issued()] {
+        cqrs_es::Aggregate::apply(&mut folded, event);
+    }
+    assert!(folded.current_certificate.is_some(), "{folded:?}");
+    let snapshot = serde_json::to_value(&folded).expect("a snapshot");
+    let read: CustomDomain = serde_json::from_value(snapshot).expect("read back");
+    assert_eq!(read, folded);
+}
