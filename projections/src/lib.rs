@@ -394,6 +394,8 @@ impl DomainView {
                 let renewal = self.renewal.get_or_insert_with(RenewalView::default);
                 renewal.due_at = Some(*revoked_at);
                 renewal.reason = Some(RenewalReason::Revoked);
+                // A revocation starts a fresh series of attempts (as the aggregate counts them).
+                renewal.attempts = 0;
                 renewal.next_attempt_at = None;
                 self.updated_at = *revoked_at;
             }
@@ -619,6 +621,29 @@ mod tests {
             .challenges
             .iter()
             .all(|c| c.challenge_domain == "_acme-challenge.shop.example.com."));
+    }
+
+    #[test]
+    fn a_revocation_shows_a_fresh_series_of_renewal_attempts() {
+        let mut view = DomainView::from_registration("d1", 1, &registered()).expect("view");
+        let failed = CustomDomainEvent::RenewalFailed {
+            order_id: None,
+            reason: FailureReason::new("acme_unavailable", "down"),
+            attempt: 4,
+            next_attempt_at: Utc::now() + chrono::Duration::days(1),
+            failed_at: Utc::now(),
+        };
+        view.apply(2, &failed);
+        assert_eq!(view.renewal.as_ref().map(|r| r.attempts), Some(4));
+        let revoked = CustomDomainEvent::CertificateRevoked {
+            certificate_id: "c1".into(),
+            reason: dns_handling_events::RevocationReason::KeyCompromise,
+            revoked_at: Utc::now(),
+        };
+        view.apply(3, &revoked);
+        let renewal = view.renewal.expect("a renewal");
+        assert_eq!(renewal.attempts, 0);
+        assert_eq!(renewal.next_attempt_at, None);
     }
 
     #[test]

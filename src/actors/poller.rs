@@ -227,8 +227,23 @@ pub async fn poll_once(
             return (PollOutcome::Waiting, memory);
         }
     };
-    let finalized = matches!(command, CustomDomainCommand::OrderFinalized { .. });
+    let issued_chain = match &command {
+        CustomDomainCommand::OrderFinalized { certificate, .. } => {
+            Some(certificate.chain_pem.clone())
+        }
+        _ => None,
+    };
+    let finalized = issued_chain.is_some();
     let result = Box::pin(services.execute(domain_id, command, origin())).await;
+    if let (Some(chain_pem), Err(AggregateError::UserError(DomainError::Removed))) =
+        (&issued_chain, &result)
+    {
+        let outcome = Box::pin(revoke_orphan(&services, domain_id, order, chain_pem)).await;
+        if outcome == PollOutcome::Waiting {
+            memory.acme_failures_in_a_row += 1;
+        }
+        return (outcome, memory);
+    }
     if result.is_ok() && pending.renewal {
         METRICS.renewal_finished(if finalized { "issued" } else { "failed" });
     } else if finalized && result.is_ok() {
@@ -238,6 +253,37 @@ pub async fn poll_once(
             .observe(elapsed.unwrap_or_default().as_secs_f64());
     }
     (settle(result, domain_id), memory)
+}
+
+/// Revokes a certificate the CA issued for an order of a domain removed meanwhile (on another
+/// replica, or before this poller was stopped): the aggregate records nothing for a removed
+/// domain, so nobody would ever serve, renew or revoke it. Its key goes with the domain's other
+/// keys (the key-destruction pass finds every key of a removed domain). A CA that cannot be
+/// reached now is asked again at the next poll, which downloads the certificate again.
+async fn revoke_orphan(
+    services: &AppState,
+    domain_id: &str,
+    order: &OrderDetails,
+    chain_pem: &str,
+) -> PollOutcome {
+    let acme = services.acme_for(&order.ca_directory);
+    let reason = dns_handling_events::RevocationReason::CessationOfOperation;
+    match acme.revoke(chain_pem, reason).await {
+        Ok(()) => {
+            tracing::info!(%domain_id, order_id = %order.order_id, "the certificate of a removed domain's order was revoked at the CA");
+            PollOutcome::Finished
+        }
+        Err(AcmeError::Refused(refusal)) => {
+            // Final (revoked already, say): asking again would not change it.
+            let refusal = format!("{}: {}", refusal.code, refusal.detail);
+            tracing::warn!(%domain_id, order_id = %order.order_id, %refusal, "the CA refused to revoke the certificate of a removed domain's order");
+            PollOutcome::Finished
+        }
+        Err(error) => {
+            tracing::warn!(%domain_id, order_id = %order.order_id, %error, "could not revoke the certificate of a removed domain's order; trying again");
+            PollOutcome::Waiting
+        }
+    }
 }
 
 /// Counts a failed validation against the budget of the name the CA's refusal names (its detail

@@ -376,32 +376,11 @@ async fn check_renewal_info(services: &AppState, now: DateTime<Utc>) {
 }
 
 async fn recheck(services: &AppState, domain_id: &str, certificate_id: &str, now: DateTime<Utc>) {
-    let current = match services.store.domain_view(domain_id).await {
-        Ok(view) => view.filter(|view| {
-            !view.removed
-                && view
-                    .certificate
-                    .as_ref()
-                    .is_some_and(|c| c.id == certificate_id)
-                && !view.renewal.as_ref().is_some_and(|r| r.in_progress)
-        }),
-        Err(error) => {
-            tracing::warn!(%domain_id, %error, "could not read the domain; next tick");
-            return;
-        }
-    };
-    let stored = match current {
-        Some(_) => services
-            .store
-            .certificate_view(domain_id)
-            .await
-            .ok()
-            .flatten(),
-        None => None,
-    };
-    let (Some(view), Some(stored)) = (current, stored) else {
-        // Renewed, removed, or renewing now: the next certificate gets its own schedule.
-        let _ = services.store.clear_renewal_info_check(domain_id).await;
+    // A check that cannot be made now waits about a tick (at least a minute).
+    let postpone_by = ari_recheck_after(services.settings.renewal_check_interval);
+    let Some((view, stored)) =
+        ari_check_to_make(&services.store, domain_id, certificate_id, now, postpone_by).await
+    else {
         return;
     };
     let acme = services.acme_for(&stored.ca_directory);
@@ -428,22 +407,93 @@ async fn recheck(services: &AppState, domain_id: &str, certificate_id: &str, now
                 );
             }
             let after = ari_recheck_after(answer.retry_after);
-            plan_ari_check(services, domain_id, certificate_id, now, after).await;
+            postpone_ari_check(&services.store, domain_id, certificate_id, now, after).await;
         }
         Ok(None) => {
-            let _ = services.store.clear_renewal_info_check(domain_id).await;
+            let _ = services
+                .store
+                .clear_renewal_info_check(domain_id, certificate_id)
+                .await;
         }
         Err(error) => {
             tracing::warn!(%domain_id, %error, "renewal information unavailable; asking again later");
-            plan_ari_check(
-                services,
-                domain_id,
-                certificate_id,
-                now,
-                ARI_RECHECK_AFTER_ERROR,
-            )
-            .await;
+            let after = ARI_RECHECK_AFTER_ERROR;
+            postpone_ari_check(&services.store, domain_id, certificate_id, now, after).await;
         }
+    }
+}
+
+/// The domain's views when a due ARI check of `certificate_id` is to be made now. Its row is
+/// deleted only once the certificate is no longer current (renewed, or its domain removed):
+/// while a renewal is open, or the views cannot be read (or disagree), the check is moved
+/// `postpone_by` later instead, since a renewal may fail and leave the certificate in service,
+/// and a store that failed once may answer at the next tick.
+async fn ari_check_to_make(
+    store: &crate::adapters::store::Store,
+    domain_id: &str,
+    certificate_id: &str,
+    now: DateTime<Utc>,
+    postpone_by: std::time::Duration,
+) -> Option<(DomainView, dns_handling_projections::CertificateView)> {
+    let view = match store.domain_view(domain_id).await {
+        Ok(view) => view,
+        Err(error) => {
+            tracing::warn!(%domain_id, %error, "could not read the domain; its ARI check waits");
+            postpone_ari_check(store, domain_id, certificate_id, now, postpone_by).await;
+            return None;
+        }
+    };
+    let current = view.filter(|view| {
+        !view.removed
+            && view
+                .certificate
+                .as_ref()
+                .is_some_and(|c| c.id == certificate_id)
+    });
+    let Some(view) = current else {
+        // Renewed or removed: the next certificate gets its own schedule.
+        if let Err(error) = store
+            .clear_renewal_info_check(domain_id, certificate_id)
+            .await
+        {
+            tracing::warn!(%domain_id, %error, "could not drop the ARI check of a replaced certificate");
+        }
+        return None;
+    };
+    if view.renewal.as_ref().is_some_and(|r| r.in_progress) {
+        postpone_ari_check(store, domain_id, certificate_id, now, postpone_by).await;
+        return None;
+    }
+    match store.certificate_view(domain_id).await {
+        Ok(Some(stored)) if stored.id == certificate_id => Some((view, stored)),
+        Ok(_) => {
+            // The certificate's view is not (or no longer) the one the domain's names: the
+            // next read settles which it is.
+            postpone_ari_check(store, domain_id, certificate_id, now, postpone_by).await;
+            None
+        }
+        Err(error) => {
+            tracing::warn!(%domain_id, %error, "could not read the certificate; its ARI check waits");
+            postpone_ari_check(store, domain_id, certificate_id, now, postpone_by).await;
+            None
+        }
+    }
+}
+
+/// Moves `certificate_id`'s next ARI check to `after` from `now`, if its row still names it.
+async fn postpone_ari_check(
+    store: &crate::adapters::store::Store,
+    domain_id: &str,
+    certificate_id: &str,
+    now: DateTime<Utc>,
+    after: std::time::Duration,
+) {
+    let at = now + chrono::Duration::from_std(after).unwrap_or(chrono::Duration::hours(6));
+    if let Err(error) = store
+        .postpone_renewal_info_check(domain_id, certificate_id, at)
+        .await
+    {
+        tracing::warn!(%domain_id, %error, "could not plan the next renewal information check");
     }
 }
 
@@ -497,6 +547,165 @@ fn report(result: Result<(), AggregateError<DomainError>>, domain_id: &str, what
         }
         Err(error) => {
             tracing::warn!(%domain_id, %error, what, "renewal step not recorded; next tick")
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use chrono::Duration;
+    use dns_handling_events::{
+        CertificateKeyType, CustomDomainEvent, FailureReason, IssuedCertificate, OrderDetails,
+        Validation,
+    };
+    use dns_handling_projections::CertificateView;
+
+    use super::*;
+    use crate::adapters::store::{ProjectionWrite, Store};
+
+    /// A migrated store on a fresh SQLite file, and the file's path (for removing it).
+    async fn sqlite_store() -> (Store, std::path::PathBuf) {
+        let path = std::env::temp_dir().join(format!("ari-check-{}.db", uuid::Uuid::new_v4()));
+        let store = Store::connect_with(
+            &format!("sqlite://{}", path.display()),
+            std::time::Duration::from_secs(5),
+        )
+        .await
+        .expect("connects");
+        store.migrate().await.expect("migrates");
+        (store, path)
+    }
+
+    fn issued(certificate_id: &str, order_id: &str, at: DateTime<Utc>) -> CustomDomainEvent {
+        CustomDomainEvent::CertificateIssued {
+            certificate: IssuedCertificate {
+                certificate_id: certificate_id.into(),
+                order_id: order_id.into(),
+                serial: "01".into(),
+                not_before: at,
+                not_after: at + Duration::days(90),
+                fingerprint_sha256: "ab".into(),
+                chain_pem: "-----BEGIN CERTIFICATE-----".into(),
+                ca_directory: String::new(),
+            },
+            issued_at: at,
+        }
+    }
+
+    fn renewal_requested(at: DateTime<Utc>) -> CustomDomainEvent {
+        CustomDomainEvent::RenewalRequested {
+            renews_certificate_id: "cert-1".into(),
+            order: OrderDetails {
+                order_id: "order-2".into(),
+                order_url: "https://ca.test/order/2".into(),
+                names: vec!["shop.example.com".into()],
+                challenges: vec![],
+                account_id: "https://ca.test/acct/1".into(),
+                poll_interval_ms: 1000,
+                deadline: at + Duration::hours(1),
+                key_type: CertificateKeyType::EcdsaP256,
+                validation: Validation::Manual,
+                delegation_problem: None,
+                ca_directory: String::new(),
+            },
+            reason: RenewalReason::Ari,
+            replaces: None,
+            requested_at: at,
+        }
+    }
+
+    /// Stores the domain's views as the projection would after `events`.
+    async fn project(store: &Store, view: &mut DomainView, events: &[CustomDomainEvent]) {
+        let mut certificates = Vec::new();
+        for event in events {
+            let sequence = view.last_sequence + 1;
+            view.apply(sequence, event);
+            certificates.extend(CertificateView::from_event(&view.id, sequence, event));
+        }
+        store
+            .write_projection(ProjectionWrite {
+                views: std::slice::from_ref(view),
+                certificates: &certificates,
+                ..ProjectionWrite::default()
+            })
+            .await
+            .expect("views written");
+    }
+
+    #[tokio::test]
+    async fn an_ari_check_waits_out_an_open_renewal_and_goes_only_with_its_certificate() {
+        let (store, path) = sqlite_store().await;
+        let now = Utc::now();
+        let minute = std::time::Duration::from_secs(60);
+        let registered = CustomDomainEvent::DomainRegistered {
+            domain_name: "shop.example.com".into(),
+            verification_token: "token".into(),
+            verification_record_name: "_acme-challenge.shop.example.com.".into(),
+            registered_at: now,
+            alt_names: vec![],
+        };
+        let mut view = DomainView::from_registration("d1", 1, &registered).expect("a view");
+        project(&store, &mut view, &[issued("cert-1", "order-1", now)]).await;
+        store
+            .set_renewal_info_check("d1", "cert-1", now)
+            .await
+            .expect("planned");
+        let due = |at| {
+            let store = store.clone();
+            async move { store.due_renewal_info_checks(at, 10).await.expect("read") }
+        };
+        let planned = vec![("d1".to_owned(), "cert-1".to_owned())];
+
+        // A renewal is open: the certificate is still current, its check is moved, not dropped.
+        project(&store, &mut view, &[renewal_requested(now)]).await;
+        assert!(ari_check_to_make(&store, "d1", "cert-1", now, minute)
+            .await
+            .is_none());
+        assert_eq!(due(now).await, vec![], "postponed");
+        let later = now + Duration::seconds(61);
+        assert_eq!(due(later).await, planned, "still planned");
+
+        // The renewal failed: the certificate stays in service and is checked.
+        let failed = CustomDomainEvent::RenewalFailed {
+            order_id: Some("order-2".into()),
+            reason: FailureReason::new("challenge_invalid", "refused"),
+            attempt: 1,
+            next_attempt_at: later,
+            failed_at: later,
+        };
+        project(&store, &mut view, &[failed]).await;
+        let made = ari_check_to_make(&store, "d1", "cert-1", later, minute).await;
+        assert_eq!(made.map(|(_, stored)| stored.id).as_deref(), Some("cert-1"));
+
+        // Renewed: cert-1's stale check goes, the check planned for cert-2 stays.
+        project(&store, &mut view, &[issued("cert-2", "order-3", later)]).await;
+        store
+            .set_renewal_info_check("d1", "cert-2", later)
+            .await
+            .expect("planned");
+        assert!(ari_check_to_make(&store, "d1", "cert-1", later, minute)
+            .await
+            .is_none());
+        assert_eq!(
+            due(later).await,
+            vec![("d1".to_owned(), "cert-2".to_owned())]
+        );
+        store
+            .set_renewal_info_check("d1", "cert-1", later)
+            .await
+            .expect("planned");
+        assert!(ari_check_to_make(&store, "d1", "cert-1", later, minute)
+            .await
+            .is_none());
+        assert_eq!(
+            due(later).await,
+            vec![],
+            "replaced certificate's check dropped"
+        );
+
+        drop(store);
+        for suffix in ["", "-wal", "-shm"] {
+            let _ = std::fs::remove_file(format!("{}{suffix}", path.display()));
         }
     }
 }

@@ -1044,8 +1044,11 @@ impl Aggregate for CustomDomain {
                 if let Some(current) = self.current_certificate.as_mut() {
                     current.revoked = true;
                 }
-                // Its replacement is due at once, whatever was scheduled.
+                // Its replacement is due at once, whatever was scheduled, and starts a fresh
+                // series of attempts: the failures that led up to the revocation must not make
+                // the replacement of a compromised certificate wait a day after its first one.
                 self.renewal_due = Some((revoked_at, RenewalReason::Revoked));
+                self.renewal_attempts = 0;
                 self.renewal_retry_at = None;
             }
             CustomDomainEvent::CertificateKeyDestroyed { order_id, .. } => {

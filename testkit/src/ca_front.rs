@@ -122,6 +122,8 @@ struct State {
     renewal_info_error: Option<StatusCode>,
     /// The certids asked for at `/renewal-info/{certid}`.
     renewal_info_requests: Vec<String>,
+    /// The certificate chains (PEM) Pebble answered through the front, in order.
+    certificate_chains: Vec<String>,
 }
 
 /// What the server's connections share with the test's handle.
@@ -393,6 +395,12 @@ impl CaFront {
     /// were answered.
     pub fn replaces_seen(&self) -> Vec<String> {
         self.shared.state().replaces.clone()
+    }
+
+    /// Every certificate chain (PEM, leaf first) a client downloaded through the front, in
+    /// order: what the CA issued, whether or not the client recorded it.
+    pub fn certificate_chains(&self) -> Vec<String> {
+        self.shared.state().certificate_chains.clone()
     }
 }
 

@@ -35,6 +35,7 @@ mod ecosystem;
 mod hardening;
 mod http_contract;
 mod issuance;
+mod key_custody;
 mod keys_and_roles;
 mod lifecycle;
 mod names;

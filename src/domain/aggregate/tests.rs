@@ -1170,6 +1170,43 @@ fn revoking_the_current_certificate_makes_its_replacement_due_at_once() {
 }
 
 #[test]
+fn a_revocation_starts_a_fresh_series_of_renewal_attempts() {
+    // Four failed renewals in a row: the next try would be a day later.
+    let mut given = active_with_renewal_due_at(t(100));
+    for attempt in 1..=4 {
+        given.push(CustomDomainEvent::RenewalFailed {
+            order_id: None,
+            reason: FailureReason::new("acme_unavailable", "down"),
+            attempt,
+            next_attempt_at: t(200 + i64::from(attempt)),
+            failed_at: t(200),
+        });
+    }
+    given.push(CustomDomainEvent::CertificateRevoked {
+        certificate_id: "cert-1".into(),
+        reason: RevocationReason::KeyCompromise,
+        revoked_at: t(300),
+    });
+    given.push(renewal_requested(RenewalReason::Revoked, t(301)));
+    let reason = FailureReason::new("challenge_invalid", "refused");
+    // The replacement's first failure is the first of a new series: retried after a minute.
+    DomainTest::with(RenewalPolicy::default())
+        .given(given)
+        .when(CustomDomainCommand::OrderFailed {
+            order_id: "order-2".into(),
+            reason: reason.clone(),
+            at: t(400),
+        })
+        .then_expect_events(vec![CustomDomainEvent::RenewalFailed {
+            order_id: Some("order-2".into()),
+            reason,
+            attempt: 1,
+            next_attempt_at: t(460),
+            failed_at: t(400),
+        }]);
+}
+
+#[test]
 fn revoking_a_certificate_twice_is_refused() {
     let mut given = active_with_renewal_due_at(t(10_000));
     given.push(CustomDomainEvent::CertificateRevoked {

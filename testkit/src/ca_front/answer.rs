@@ -73,6 +73,12 @@ pub(super) async fn answer(shared: &Shared, request: Request<Incoming>) -> Respo
         Err(response) => return response,
     };
     remove_hop_by_hop(&mut parts.headers);
+    let is_chain = header(&parts.headers, CONTENT_TYPE)
+        .is_some_and(|kind| kind.starts_with("application/pem-certificate-chain"));
+    if parts.status.is_success() && is_chain {
+        let chain = String::from_utf8_lossy(&body).into_owned();
+        shared.state().certificate_chains.push(chain);
+    }
     let json = parts
         .status
         .is_success()
