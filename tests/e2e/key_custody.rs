@@ -57,8 +57,31 @@ async fn a_key_stored_after_its_domain_was_removed_is_destroyed(kind: StoreKind)
     let service = Service::start(BINARY, &env);
     let id = verified_domain(&service, &pebble, "late-key.example.test").await;
     assert_eq!(service.delete(&format!("/domains/{id}")).await, 204);
-    // The removal's mark has been written (with the view the `204` followed); a key stored now
-    // is what a replica finalizing an order of the domain at that moment leaves behind.
+    // The removal's mark has been written, with the view, by the command and again by the
+    // projection's catch-up once its checkpoint passed the removal: a key stored now is what a
+    // replica finalizing an order of the domain after that leaves behind, which no mark
+    // reaches.
+    let removal = format!(
+        "CAST(position AS TEXT) FROM events WHERE aggregate_id = '{id}' \
+         AND event_type = 'DomainRemoved'"
+    );
+    let removal: i64 = database.texts(&removal).await[0]
+        .parse()
+        .expect("a position");
+    let deadline = Instant::now() + Duration::from_secs(30);
+    loop {
+        let checkpoint = database
+            .texts("CAST(position AS TEXT) FROM projection_checkpoints WHERE name = 'domain_views'")
+            .await;
+        let checkpoint: i64 = checkpoint
+            .first()
+            .map_or(0, |p| p.parse().expect("a position"));
+        if checkpoint >= removal {
+            break;
+        }
+        assert!(Instant::now() < deadline, "the projection never caught up");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
     database
         .execute(&format!(
             "INSERT INTO certificate_keys (order_id, domain_id, private_key, created_at) \
