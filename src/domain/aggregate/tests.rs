@@ -1207,6 +1207,77 @@ fn a_revocation_starts_a_fresh_series_of_renewal_attempts() {
 }
 
 #[test]
+fn a_certificate_renewed_before_its_revocation_was_recorded_is_recorded_revoked() {
+    // The CA revoked cert-1; a renewal issued cert-2 before the revocation was recorded.
+    let mut given = active_with_renewal_due_at(t(100));
+    given.push(renewal_requested(RenewalReason::Lifetime, t(100)));
+    given.push(CustomDomainEvent::ChallengeRecordObserved {
+        order_id: "order-2".into(),
+        observed_values: vec!["digest".into()],
+        resolver: "127.0.0.1:53".into(),
+        observed_at: t(110),
+    });
+    given.push(CustomDomainEvent::CertificateIssued {
+        certificate: IssuedCertificate {
+            certificate_id: "cert-2".into(),
+            order_id: "order-2".into(),
+            ..certificate()
+        },
+        issued_at: t(120),
+    });
+    let revoked = CustomDomainEvent::CertificateRevoked {
+        certificate_id: "cert-1".into(),
+        reason: RevocationReason::KeyCompromise,
+        revoked_at: t(130),
+    };
+    DomainTest::with(RenewalPolicy::default())
+        .given(given.clone())
+        .when(CustomDomainCommand::RevokeCertificate {
+            certificate_id: "cert-1".into(),
+            reason: RevocationReason::KeyCompromise,
+            at: t(130),
+        })
+        .then_expect_events(vec![revoked.clone()]);
+    given.push(revoked);
+    // Its key is no longer handed out, though it has not reached its end.
+    DomainTest::with(RenewalPolicy::default())
+        .given(given.clone())
+        .when(CustomDomainCommand::RecordPrivateKeyRead {
+            certificate_id: "cert-1".into(),
+            reader: "edge".into(),
+            at: t(140),
+        })
+        .then_expect_error(DomainError::KeyUnavailable {
+            certificate_id: "cert-1".into(),
+            reason: "it was revoked".into(),
+        });
+    // The certificate in service is untouched: its key is handed out, and it is not due.
+    DomainTest::with(RenewalPolicy::default())
+        .given(given.clone())
+        .when(CustomDomainCommand::RecordPrivateKeyRead {
+            certificate_id: "cert-2".into(),
+            reader: "edge".into(),
+            at: t(140),
+        })
+        .then_expect_events(vec![CustomDomainEvent::PrivateKeyRead {
+            certificate_id: "cert-2".into(),
+            reader: "edge".into(),
+            read_at: t(140),
+        }]);
+    let mut replacement = renewal_order();
+    replacement.order_id = "order-3".into();
+    DomainTest::with(RenewalPolicy::default())
+        .given(given)
+        .when(CustomDomainCommand::RequestRenewal {
+            order: replacement,
+            reason: RenewalReason::Lifetime,
+            replaces: None,
+            at: t(150),
+        })
+        .then_expect_error(DomainError::NoRenewalScheduled);
+}
+
+#[test]
 fn revoking_a_certificate_twice_is_refused() {
     let mut given = active_with_renewal_due_at(t(10_000));
     given.push(CustomDomainEvent::CertificateRevoked {
