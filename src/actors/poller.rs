@@ -190,6 +190,35 @@ pub async fn poll_once(
             return (PollOutcome::Waiting, memory);
         }
     }
+    // A task of its own, which stopping the poller does not end: once the CSR may have reached
+    // the CA, a poller stopped meanwhile (its domain removed on this replica) must not abandon
+    // the certificate the CA issues, which the completion records, or revokes when its domain
+    // is gone. A panic in it is the poll's own, as before.
+    let completion = actix_web::rt::spawn(complete(services.clone(), pending.clone(), memory));
+    match completion.await {
+        Ok(completed) => completed,
+        Err(error) if error.is_panic() => std::panic::resume_unwind(error.into_panic()),
+        Err(error) => {
+            tracing::warn!(%domain_id, %error, "the completion of the order did not finish; will retry");
+            let memory = PollerMemory {
+                record_seen: true,
+                ..PollerMemory::default()
+            };
+            (PollOutcome::Waiting, memory)
+        }
+    }
+}
+
+/// Finishes the order with the CA, once its records were seen and the lease checked, and
+/// records the outcome.
+async fn complete(
+    services: Arc<AppState>,
+    pending: PendingOrder,
+    mut memory: PollerMemory,
+) -> (PollOutcome, PollerMemory) {
+    let origin = || CommandOrigin::actor(ACTOR_NAME);
+    let domain_id = pending.domain_id.as_str();
+    let order = &pending.order;
     tracing::info!(%domain_id, order_id = %order.order_id, "completing order with the CA");
     // The key is the custody's to keep (stored by order before any CSR is sent); the CA
     // conversation only asks for it when the order is ready to finalize.

@@ -9,6 +9,8 @@
 //!   rateLimited` ([`CaFront::answer_rate_limited`]) or `503 serverInternal`
 //!   ([`CaFront::answer_unavailable`]) problem, `Retry-After` and a fresh `Replay-Nonce` of
 //!   Pebble's (the client may sign its next request with it, as it may with any error's);
+//! - answers to requests of a [`FrontTarget`] the test holds ([`CaFront::hold_answers`]) wait,
+//!   Pebble having acted on the request, until the test releases them;
 //! - while [`CaFront::down`], nothing listens on the front's port: connections are refused, as
 //!   at a CA that is gone, until [`CaFront::up`];
 //! - with profiles set ([`CaFront::profiles`]) the directory's `meta.profiles` lists them, as
@@ -124,6 +126,8 @@ struct State {
     renewal_info_requests: Vec<String>,
     /// The certificate chains (PEM) Pebble answered through the front, in order.
     certificate_chains: Vec<String>,
+    /// The kinds of request whose answers wait, Pebble having acted on them already.
+    held: HashSet<FrontTarget>,
 }
 
 /// What the server's connections share with the test's handle.
@@ -395,6 +399,18 @@ impl CaFront {
     /// were answered.
     pub fn replaces_seen(&self) -> Vec<String> {
         self.shared.state().replaces.clone()
+    }
+
+    /// Holds the answers to requests of kind `what` (not `Any`) from now on: each request is
+    /// passed to Pebble, which acts on it, and its answer waits until
+    /// [`CaFront::release_answers`], as a CA that is slow to answer does.
+    pub fn hold_answers(&self, what: FrontTarget) {
+        self.shared.state().held.insert(what);
+    }
+
+    /// Lets the answers held for `what` go, and the next ones pass at once.
+    pub fn release_answers(&self, what: FrontTarget) {
+        self.shared.state().held.remove(&what);
     }
 
     /// Every certificate chain (PEM, leaf first) a client downloaded through the front, in

@@ -1,7 +1,8 @@
 //! No certificate key outlives its domain, whenever it was stored: a key row stored after its
 //! domain's removal was marked (the mark is an update of the rows that existed then) is still
 //! destroyed, and a certificate the CA issued for an order of a domain removed meanwhile on
-//! another replica is revoked at the CA (Pebble's management API confirms).
+//! another replica, or while the CA was finalizing it, is revoked at the CA (Pebble's management
+//! API confirms).
 
 use std::time::{Duration, Instant};
 
@@ -14,6 +15,7 @@ use serde_json::Value;
 use crate::BINARY;
 
 crate::on_both_stores!(a_key_stored_after_its_domain_was_removed_is_destroyed);
+crate::on_both_stores!(a_certificate_issued_while_its_domain_is_removed_is_revoked);
 
 async fn key_rows(database: &TestDatabase, id: &str) -> Vec<String> {
     database
@@ -112,6 +114,80 @@ fn leaf_serial(chain_pem: &str) -> String {
         .collect()
 }
 
+/// Waits for the first certificate chain downloaded through `front`, and then for Pebble to
+/// report its leaf revoked.
+async fn wait_for_revoked_download(front: &CaFront, pebble: &Pebble, log: impl Fn() -> String) {
+    let deadline = Instant::now() + Duration::from_secs(60);
+    let chain = loop {
+        if let Some(chain) = front.certificate_chains().pop() {
+            break chain;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "nobody downloaded the certificate the CA issued: {}",
+            log()
+        );
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    };
+    let serial = leaf_serial(&chain);
+    let deadline = Instant::now() + Duration::from_secs(30);
+    loop {
+        let status = pebble.certificate_status(&serial);
+        if status["Status"] == "Revoked" {
+            return;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "the orphan certificate is not revoked: {status}"
+        );
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+}
+
+/// The domain is removed while the CA finalizes its order (Pebble has the CSR, its answer is
+/// slow): the poller, stopped by the removal, still finishes the order and revokes the
+/// certificate the CA issued, and the order's key goes with the domain.
+async fn a_certificate_issued_while_its_domain_is_removed_is_revoked(kind: StoreKind) {
+    let (pebble, database, mut env) = pebble_and_database(kind).await;
+    let front = CaFront::start(&pebble);
+    env.insert("ACME_DIRECTORY".into(), front.directory_url());
+    env.insert("RENEWAL_CHECK_INTERVAL".into(), "300ms".into());
+    let service = Service::start(BINARY, &env);
+    let id = verified_domain(&service, &pebble, "midway.example.test").await;
+    front.hold_answers(FrontTarget::Finalize);
+    let (code, started) = service
+        .post(&format!("/domains/{id}/issue-certificate"), None)
+        .await;
+    assert_eq!(code, 202, "{started}");
+    pebble.set_txt(
+        started["challenge_domain"].as_str().expect("name"),
+        started["expected_txt_value"].as_str().expect("value"),
+    );
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while front.requests(FrontTarget::Finalize) == 0 {
+        assert!(
+            Instant::now() < deadline,
+            "the order never reached finalization"
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    assert_eq!(service.delete(&format!("/domains/{id}")).await, 204);
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    front.release_answers(FrontTarget::Finalize);
+
+    wait_for_revoked_download(&front, &pebble, || service.log()).await;
+    let types = database.event_types(&id).await;
+    assert!(
+        !types.iter().any(|t| t == "CertificateIssued"),
+        "nothing recorded for a removed domain: {types:?}"
+    );
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while !key_rows(&database, &id).await.is_empty() {
+        assert!(Instant::now() < deadline, "the key row is still there");
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+}
+
 /// Replica B polls the order; the CA does not take its challenge response (a `503` from the
 /// front) until replica A has removed the domain, so B stores the order's key after the
 /// removal and finalizes the order for a domain that is gone. The certificate the CA issued is
@@ -158,31 +234,7 @@ async fn an_order_finalized_after_its_domain_was_removed_on_another_replica_is_r
     assert_eq!(replica_a.delete(&format!("/domains/{id}")).await, 204);
     front.answer_unavailable(FrontTarget::Challenge, 0, Duration::ZERO);
 
-    let deadline = Instant::now() + Duration::from_secs(60);
-    let chain = loop {
-        if let Some(chain) = front.certificate_chains().pop() {
-            break chain;
-        }
-        assert!(
-            Instant::now() < deadline,
-            "B never finalized the order: {}",
-            replica_b.log()
-        );
-        tokio::time::sleep(Duration::from_millis(200)).await;
-    };
-    let serial = leaf_serial(&chain);
-    let deadline = Instant::now() + Duration::from_secs(30);
-    loop {
-        let status = pebble.certificate_status(&serial);
-        if status["Status"] == "Revoked" {
-            break;
-        }
-        assert!(
-            Instant::now() < deadline,
-            "the orphan certificate is not revoked: {status}"
-        );
-        tokio::time::sleep(Duration::from_millis(200)).await;
-    }
+    wait_for_revoked_download(&front, &pebble, || replica_b.log()).await;
     let types = database.event_types(&id).await;
     assert!(
         !types.iter().any(|t| t == "CertificateIssued"),
