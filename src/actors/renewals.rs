@@ -467,7 +467,7 @@ async fn ari_check_to_make(
     match store.certificate_view(domain_id).await {
         Ok(Some(stored)) if stored.id == certificate_id => Some((view, stored)),
         Ok(_) => {
-            // The certificate's view is not (or no longer) the one the domain's names: the
+            // The certificate's view is not (or no longer) the one the domain's view names: the
             // next read settles which it is.
             postpone_ari_check(store, domain_id, certificate_id, now, postpone_by).await;
             None
