@@ -385,15 +385,27 @@ impl DomainView {
                 self.updated_at = *expired_at;
             }
             CustomDomainEvent::CertificateRevoked {
-                reason, revoked_at, ..
+                certificate_id,
+                reason,
+                revoked_at,
             } => {
-                if let Some(certificate) = self.certificate.as_mut() {
-                    certificate.revoked_at = Some(*revoked_at);
-                    certificate.revocation_reason = Some(*reason);
-                }
+                self.updated_at = *revoked_at;
+                let current = self
+                    .certificate
+                    .as_mut()
+                    .filter(|certificate| certificate.id == *certificate_id);
+                let Some(certificate) = current else {
+                    // One a renewal replaced after the CA revoked it: the certificate in
+                    // service and its renewal are another's.
+                    return;
+                };
+                certificate.revoked_at = Some(*revoked_at);
+                certificate.revocation_reason = Some(*reason);
                 let renewal = self.renewal.get_or_insert_with(RenewalView::default);
                 renewal.due_at = Some(*revoked_at);
                 renewal.reason = Some(RenewalReason::Revoked);
+                // A revocation starts a fresh series of attempts (as the aggregate counts them).
+                renewal.attempts = 0;
                 renewal.next_attempt_at = None;
                 self.updated_at = *revoked_at;
             }
@@ -502,6 +514,23 @@ mod tests {
             verification_record_name: "_acme-challenge.shop.example.com.".into(),
             registered_at: Utc::now(),
             alt_names: vec!["www.shop.example.com".into()],
+        }
+    }
+
+    /// The issuance of certificate `id` (of order `order-<id>`), valid for 90 days from now.
+    fn issued(id: &str) -> CustomDomainEvent {
+        CustomDomainEvent::CertificateIssued {
+            certificate: dns_handling_events::IssuedCertificate {
+                certificate_id: id.into(),
+                order_id: format!("order-{id}"),
+                serial: "01".into(),
+                not_before: Utc::now(),
+                not_after: Utc::now() + chrono::Duration::days(90),
+                fingerprint_sha256: "ab".into(),
+                chain_pem: String::new(),
+                ca_directory: String::new(),
+            },
+            issued_at: Utc::now(),
         }
     }
 
@@ -619,6 +648,46 @@ mod tests {
             .challenges
             .iter()
             .all(|c| c.challenge_domain == "_acme-challenge.shop.example.com."));
+    }
+
+    #[test]
+    fn a_revocation_shows_a_fresh_series_of_renewal_attempts() {
+        let mut view = DomainView::from_registration("d1", 1, &registered()).expect("view");
+        view.apply(2, &issued("c1"));
+        let failed = CustomDomainEvent::RenewalFailed {
+            order_id: None,
+            reason: FailureReason::new("acme_unavailable", "down"),
+            attempt: 4,
+            next_attempt_at: Utc::now() + chrono::Duration::days(1),
+            failed_at: Utc::now(),
+        };
+        view.apply(3, &failed);
+        assert_eq!(view.renewal.as_ref().map(|r| r.attempts), Some(4));
+        let revoked = CustomDomainEvent::CertificateRevoked {
+            certificate_id: "c1".into(),
+            reason: dns_handling_events::RevocationReason::KeyCompromise,
+            revoked_at: Utc::now(),
+        };
+        view.apply(4, &revoked);
+        let renewal = view.renewal.expect("a renewal");
+        assert_eq!(renewal.attempts, 0);
+        assert_eq!(renewal.next_attempt_at, None);
+    }
+
+    #[test]
+    fn the_revocation_of_a_replaced_certificate_leaves_the_current_one_alone() {
+        let mut view = DomainView::from_registration("d1", 1, &registered()).expect("view");
+        view.apply(2, &issued("c1"));
+        view.apply(3, &issued("c2"));
+        let before = view.clone();
+        let revoked = CustomDomainEvent::CertificateRevoked {
+            certificate_id: "c1".into(),
+            reason: dns_handling_events::RevocationReason::KeyCompromise,
+            revoked_at: Utc::now(),
+        };
+        assert_eq!(view.apply(4, &revoked), Applied::Moved);
+        assert_eq!(view.certificate, before.certificate, "c2 is not revoked");
+        assert_eq!(view.renewal, before.renewal, "and not due");
     }
 
     #[test]

@@ -193,6 +193,35 @@ pub async fn poll_once(
             return (PollOutcome::Waiting, memory);
         }
     }
+    // A task of its own, which stopping the poller does not end: once the CSR may have reached
+    // the CA, a poller stopped meanwhile (its domain removed on this replica) must not abandon
+    // the certificate the CA issues, which the completion records, or revokes when its domain
+    // is gone. A panic in it is the poll's own, as before.
+    let completion = actix_web::rt::spawn(complete(services.clone(), pending.clone(), memory));
+    match completion.await {
+        Ok(completed) => completed,
+        Err(error) if error.is_panic() => std::panic::resume_unwind(error.into_panic()),
+        Err(error) => {
+            tracing::warn!(%domain_id, %error, "the completion of the order did not finish; will retry");
+            let memory = PollerMemory {
+                record_seen: true,
+                ..PollerMemory::default()
+            };
+            (PollOutcome::Waiting, memory)
+        }
+    }
+}
+
+/// Finishes the order with the CA, once its records were seen and the lease checked, and
+/// records the outcome.
+async fn complete(
+    services: Arc<AppState>,
+    pending: PendingOrder,
+    mut memory: PollerMemory,
+) -> (PollOutcome, PollerMemory) {
+    let origin = || CommandOrigin::actor(ACTOR_NAME);
+    let domain_id = pending.domain_id.as_str();
+    let order = &pending.order;
     tracing::info!(%domain_id, order_id = %order.order_id, "completing order with the CA");
     // The key is the custody's to keep (stored by order before any CSR is sent); the CA
     // conversation only asks for it when the order is ready to finalize.
@@ -231,8 +260,23 @@ pub async fn poll_once(
             return (PollOutcome::Waiting, memory);
         }
     };
-    let finalized = matches!(command, CustomDomainCommand::OrderFinalized { .. });
+    let issued_chain = match &command {
+        CustomDomainCommand::OrderFinalized { certificate, .. } => {
+            Some(certificate.chain_pem.clone())
+        }
+        _ => None,
+    };
+    let finalized = issued_chain.is_some();
     let result = Box::pin(services.execute(domain_id, command, origin())).await;
+    if let (Some(chain_pem), Err(AggregateError::UserError(DomainError::Removed))) =
+        (&issued_chain, &result)
+    {
+        let outcome = Box::pin(revoke_orphan(&services, domain_id, order, chain_pem)).await;
+        if outcome == PollOutcome::Waiting {
+            memory.acme_failures_in_a_row += 1;
+        }
+        return (outcome, memory);
+    }
     if result.is_ok() && pending.renewal {
         METRICS.renewal_finished(if finalized { "issued" } else { "failed" });
     } else if finalized && result.is_ok() {
@@ -242,6 +286,37 @@ pub async fn poll_once(
             .observe(elapsed.unwrap_or_default().as_secs_f64());
     }
     (settle(result, domain_id), memory)
+}
+
+/// Revokes a certificate the CA issued for an order of a domain removed meanwhile (on another
+/// replica, or before this poller was stopped): the aggregate records nothing for a removed
+/// domain, so nobody would ever serve, renew or revoke it. Its key goes with the domain's other
+/// keys (the key-destruction pass finds every key of a removed domain). A CA that cannot be
+/// reached now is asked again at the next poll, which downloads the certificate again.
+async fn revoke_orphan(
+    services: &AppState,
+    domain_id: &str,
+    order: &OrderDetails,
+    chain_pem: &str,
+) -> PollOutcome {
+    let acme = services.acme_for(&order.ca_directory);
+    let reason = dns_handling_events::RevocationReason::CessationOfOperation;
+    match acme.revoke(chain_pem, reason).await {
+        Ok(()) => {
+            tracing::info!(%domain_id, order_id = %order.order_id, "the certificate of a removed domain's order was revoked at the CA");
+            PollOutcome::Finished
+        }
+        Err(AcmeError::Refused(refusal)) => {
+            // Final (revoked already, say): asking again would not change it.
+            let refusal = format!("{}: {}", refusal.code, refusal.detail);
+            tracing::warn!(%domain_id, order_id = %order.order_id, %refusal, "the CA refused to revoke the certificate of a removed domain's order");
+            PollOutcome::Finished
+        }
+        Err(error) => {
+            tracing::warn!(%domain_id, order_id = %order.order_id, %error, "could not revoke the certificate of a removed domain's order; trying again");
+            PollOutcome::Waiting
+        }
+    }
 }
 
 /// Counts a failed validation against the budget of the name the CA's refusal names (its detail

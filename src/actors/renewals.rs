@@ -499,32 +499,11 @@ async fn check_renewal_info(services: &AppState, now: DateTime<Utc>) {
 }
 
 async fn recheck(services: &AppState, domain_id: &str, certificate_id: &str, now: DateTime<Utc>) {
-    let current = match services.store.domain_view(domain_id).await {
-        Ok(view) => view.filter(|view| {
-            !view.removed
-                && view
-                    .certificate
-                    .as_ref()
-                    .is_some_and(|c| c.id == certificate_id)
-                && !view.renewal.as_ref().is_some_and(|r| r.in_progress)
-        }),
-        Err(error) => {
-            tracing::warn!(%domain_id, %error, "could not read the domain; next tick");
-            return;
-        }
-    };
-    let stored = match current {
-        Some(_) => services
-            .store
-            .certificate_view(domain_id)
-            .await
-            .ok()
-            .flatten(),
-        None => None,
-    };
-    let (Some(view), Some(stored)) = (current, stored) else {
-        // Renewed, removed, or renewing now: the next certificate gets its own schedule.
-        let _ = services.store.clear_renewal_info_check(domain_id).await;
+    // A check that cannot be made now waits about a tick (at least a minute).
+    let postpone_by = ari_recheck_after(services.settings.renewal_check_interval);
+    let Some((view, stored)) =
+        ari_check_to_make(&services.store, domain_id, certificate_id, now, postpone_by).await
+    else {
         return;
     };
     let acme = services.acme_for(&stored.ca_directory);
@@ -551,22 +530,93 @@ async fn recheck(services: &AppState, domain_id: &str, certificate_id: &str, now
                 );
             }
             let after = ari_recheck_after(answer.retry_after);
-            plan_ari_check(services, domain_id, certificate_id, now, after).await;
+            postpone_ari_check(&services.store, domain_id, certificate_id, now, after).await;
         }
         Ok(None) => {
-            let _ = services.store.clear_renewal_info_check(domain_id).await;
+            let _ = services
+                .store
+                .clear_renewal_info_check(domain_id, certificate_id)
+                .await;
         }
         Err(error) => {
             tracing::warn!(%domain_id, %error, "renewal information unavailable; asking again later");
-            plan_ari_check(
-                services,
-                domain_id,
-                certificate_id,
-                now,
-                ARI_RECHECK_AFTER_ERROR,
-            )
-            .await;
+            let after = ARI_RECHECK_AFTER_ERROR;
+            postpone_ari_check(&services.store, domain_id, certificate_id, now, after).await;
         }
+    }
+}
+
+/// The domain's views when a due ARI check of `certificate_id` is to be made now. Its row is
+/// deleted only once the certificate is no longer current (renewed, or its domain removed):
+/// while a renewal is open, or the views cannot be read (or disagree), the check is moved
+/// `postpone_by` later instead, since a renewal may fail and leave the certificate in service,
+/// and a store that failed once may answer at the next tick.
+async fn ari_check_to_make(
+    store: &crate::adapters::store::Store,
+    domain_id: &str,
+    certificate_id: &str,
+    now: DateTime<Utc>,
+    postpone_by: std::time::Duration,
+) -> Option<(DomainView, dns_handling_projections::CertificateView)> {
+    let view = match store.domain_view(domain_id).await {
+        Ok(view) => view,
+        Err(error) => {
+            tracing::warn!(%domain_id, %error, "could not read the domain; its ARI check waits");
+            postpone_ari_check(store, domain_id, certificate_id, now, postpone_by).await;
+            return None;
+        }
+    };
+    let current = view.filter(|view| {
+        !view.removed
+            && view
+                .certificate
+                .as_ref()
+                .is_some_and(|c| c.id == certificate_id)
+    });
+    let Some(view) = current else {
+        // Renewed or removed: the next certificate gets its own schedule.
+        if let Err(error) = store
+            .clear_renewal_info_check(domain_id, certificate_id)
+            .await
+        {
+            tracing::warn!(%domain_id, %error, "could not drop the ARI check of a replaced certificate");
+        }
+        return None;
+    };
+    if view.renewal.as_ref().is_some_and(|r| r.in_progress) {
+        postpone_ari_check(store, domain_id, certificate_id, now, postpone_by).await;
+        return None;
+    }
+    match store.certificate_view(domain_id).await {
+        Ok(Some(stored)) if stored.id == certificate_id => Some((view, stored)),
+        Ok(_) => {
+            // The certificate's view is not (or no longer) the one the domain's view names: the
+            // next read settles which it is.
+            postpone_ari_check(store, domain_id, certificate_id, now, postpone_by).await;
+            None
+        }
+        Err(error) => {
+            tracing::warn!(%domain_id, %error, "could not read the certificate; its ARI check waits");
+            postpone_ari_check(store, domain_id, certificate_id, now, postpone_by).await;
+            None
+        }
+    }
+}
+
+/// Moves `certificate_id`'s next ARI check to `after` from `now`, if its row still names it.
+async fn postpone_ari_check(
+    store: &crate::adapters::store::Store,
+    domain_id: &str,
+    certificate_id: &str,
+    now: DateTime<Utc>,
+    after: std::time::Duration,
+) {
+    let at = now + chrono::Duration::from_std(after).unwrap_or(chrono::Duration::hours(6));
+    if let Err(error) = store
+        .postpone_renewal_info_check(domain_id, certificate_id, at)
+        .await
+    {
+        tracing::warn!(%domain_id, %error, "could not plan the next renewal information check");
     }
 }
 
@@ -623,3 +673,6 @@ fn report(result: Result<(), AggregateError<DomainError>>, domain_id: &str, what
         }
     }
 }
+
+#[cfg(test)]
+mod tests;

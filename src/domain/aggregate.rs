@@ -141,7 +141,7 @@ pub enum CustomDomainCommand {
     },
     /// Record that the CA revoked the current certificate (revoked there first).
     RevokeCertificate {
-        /// The certificate (must be the current one).
+        /// The certificate: the current one, or one a renewal replaced since the CA revoked it.
         certificate_id: String,
         /// Why.
         reason: RevocationReason,
@@ -771,14 +771,18 @@ impl CustomDomain {
         at: DateTime<Utc>,
     ) -> Result<CustomDomainEvent, DomainError> {
         self.require_registered()?;
-        let current = self
+        // The current certificate, or one a renewal replaced after the CA revoked it and before
+        // this was recorded: the CA's revocation is a fact either way, and the replaced one's
+        // key must not be handed out any more (or, after `keyCompromise`, kept).
+        let revoked = self
             .current_certificate
-            .as_ref()
-            .filter(|c| c.certificate_id == certificate_id)
+            .iter()
+            .chain(self.previous_certificates.iter())
+            .find(|c| c.certificate_id == certificate_id)
             .ok_or_else(|| DomainError::NotCurrentCertificate {
                 certificate_id: certificate_id.clone(),
             })?;
-        if current.revoked {
+        if revoked.revoked {
             return Err(DomainError::AlreadyRevoked { certificate_id });
         }
         Ok(CustomDomainEvent::CertificateRevoked {
@@ -1040,12 +1044,32 @@ impl Aggregate for CustomDomain {
                 self.renewal_retry_at = Some(next_attempt_at);
             }
             CustomDomainEvent::CertificateExpired { .. } => self.status = DomainStatus::Expired,
-            CustomDomainEvent::CertificateRevoked { revoked_at, .. } => {
-                if let Some(current) = self.current_certificate.as_mut() {
-                    current.revoked = true;
-                }
-                // Its replacement is due at once, whatever was scheduled.
+            CustomDomainEvent::CertificateRevoked {
+                certificate_id,
+                revoked_at,
+                ..
+            } => {
+                let current = self
+                    .current_certificate
+                    .as_mut()
+                    .filter(|c| c.certificate_id == certificate_id);
+                let Some(current) = current else {
+                    // One a renewal replaced: the certificate in service is another, whose
+                    // renewal stays as it was.
+                    let replaced = self.previous_certificates.iter_mut();
+                    if let Some(previous) =
+                        replaced.rev().find(|c| c.certificate_id == certificate_id)
+                    {
+                        previous.revoked = true;
+                    }
+                    return;
+                };
+                current.revoked = true;
+                // Its replacement is due at once, whatever was scheduled, and starts a fresh
+                // series of attempts: the failures that led up to the revocation must not make
+                // the replacement of a compromised certificate wait a day after its first one.
                 self.renewal_due = Some((revoked_at, RenewalReason::Revoked));
+                self.renewal_attempts = 0;
                 self.renewal_retry_at = None;
             }
             CustomDomainEvent::CertificateKeyDestroyed { order_id, .. } => {

@@ -112,12 +112,16 @@ pub fn notifications(
             };
             vec![with(kind, issued_at, json!({}))]
         }
+        // Which one: `certificate` is the current one, and a renewal may have replaced the
+        // revoked one while its revocation was under way.
         CustomDomainEvent::CertificateRevoked {
-            reason, revoked_at, ..
+            certificate_id,
+            reason,
+            revoked_at,
         } => vec![with(
             NotificationType::CertificateRevoked,
             revoked_at,
-            json!({ "revocation_reason": reason }),
+            json!({ "revocation_reason": reason, "revoked_certificate_id": certificate_id }),
         )],
         CustomDomainEvent::IssuanceFailed { failed_at: at, .. }
         | CustomDomainEvent::IssuanceTimedOut {
@@ -278,6 +282,33 @@ mod tests {
         assert!(!data.to_string().contains("PRIVATE"), "never a key: {data}");
         let again = notifications(&event, Some(&first_after), &first_after, 42);
         assert_eq!(again[0].kind, NotificationType::CertificateRenewed);
+    }
+
+    #[test]
+    fn a_revocation_names_the_certificate_revoked_even_once_replaced() {
+        // c1 current, then replaced by a renewal (c9) before c1's revocation was recorded.
+        let view = after(
+            registered_view(),
+            2,
+            &issued(Utc::now() + Duration::days(60)),
+        );
+        let mut renewed = issued(Utc::now() + Duration::days(90));
+        if let CustomDomainEvent::CertificateIssued { certificate, .. } = &mut renewed {
+            certificate.certificate_id = "c9".into();
+        }
+        let view = after(view, 3, &renewed);
+        let revoked = CustomDomainEvent::CertificateRevoked {
+            certificate_id: "c1".into(),
+            reason: dns_handling_events::RevocationReason::KeyCompromise,
+            revoked_at: Utc::now(),
+        };
+        let told = notifications(&revoked, Some(&view), &after(view.clone(), 4, &revoked), 7);
+        assert_eq!(told[0].kind, NotificationType::CertificateRevoked);
+        assert_eq!(told[0].data["revoked_certificate_id"], "c1");
+        assert_eq!(
+            told[0].data["certificate"]["id"], "c9",
+            "the one in service"
+        );
     }
 
     #[test]

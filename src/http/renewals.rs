@@ -394,7 +394,13 @@ pub async fn revoke(
     revoke_current(&services, &view, reason, origin(&request)).await?;
     let view = find(&services, &id).await?;
     let renewing = view.renewal.as_ref().is_some_and(|r| r.in_progress);
-    if !renewing {
+    // A renewal issued between the CA's revocation and its record replaced the revoked
+    // certificate already: the one in service now is not revoked and needs no replacement.
+    let replaced = view
+        .certificate
+        .as_ref()
+        .is_some_and(|current| current.revoked_at.is_none());
+    if !renewing && !replaced {
         let started = start_renewal(
             &services,
             &supervisor,

@@ -13,6 +13,8 @@
 //! - requests of a [`FrontTarget`] the test chose go to Pebble, which acts on them, and their
 //!   answer is lost: the front closes the connection instead ([`CaFront::lose_answers`]), or
 //!   they wait a while the test chose before they go ([`CaFront::slow_down`]);
+//! - answers to requests of a [`FrontTarget`] the test holds ([`CaFront::hold_answers`]) wait,
+//!   Pebble having acted on the request, until the test releases them;
 //! - while [`CaFront::down`], nothing listens on the front's port: connections are refused, as
 //!   at a CA that is gone, until [`CaFront::up`];
 //! - with profiles set ([`CaFront::profiles`]) the directory's `meta.profiles` lists them, as
@@ -133,6 +135,10 @@ struct State {
     renewal_info_error: Option<StatusCode>,
     /// The certids asked for at `/renewal-info/{certid}`.
     renewal_info_requests: Vec<String>,
+    /// The certificate chains (PEM) Pebble answered through the front, in order.
+    certificate_chains: Vec<String>,
+    /// The kinds of request whose answers wait, Pebble having acted on them already.
+    held: HashSet<FrontTarget>,
 }
 
 /// What the server's connections share with the test's handle.
@@ -465,6 +471,24 @@ impl CaFront {
     /// were answered.
     pub fn replaces_seen(&self) -> Vec<String> {
         self.shared.state().replaces.clone()
+    }
+
+    /// Holds the answers to requests of kind `what` (not `Any`) from now on: each request is
+    /// passed to Pebble, which acts on it, and its answer waits until
+    /// [`CaFront::release_answers`], as a CA that is slow to answer does.
+    pub fn hold_answers(&self, what: FrontTarget) {
+        self.shared.state().held.insert(what);
+    }
+
+    /// Lets the answers held for `what` go, and the next ones pass at once.
+    pub fn release_answers(&self, what: FrontTarget) {
+        self.shared.state().held.remove(&what);
+    }
+
+    /// Every certificate chain (PEM, leaf first) a client downloaded through the front, in
+    /// order: what the CA issued, whether or not the client recorded it.
+    pub fn certificate_chains(&self) -> Vec<String> {
+        self.shared.state().certificate_chains.clone()
     }
 }
 

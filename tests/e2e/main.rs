@@ -38,6 +38,7 @@ mod feed_consumers;
 mod hardening;
 mod http_contract;
 mod issuance;
+mod key_custody;
 mod keys_and_roles;
 mod lifecycle;
 mod names;

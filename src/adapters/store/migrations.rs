@@ -10,7 +10,7 @@ use super::leases::MIGRATION_LOCK;
 use super::{sortable_time, Store, StoreError};
 
 /// The PostgreSQL schema, in order; never edit one that has shipped, add the next.
-const POSTGRES_MIGRATIONS: [(i64, &str); 9] = [
+const POSTGRES_MIGRATIONS: [(i64, &str); 10] = [
     (1, include_str!("migrations/postgres/0001_initial.sql")),
     (2, include_str!("migrations/postgres/0002_global_feed.sql")),
     (3, include_str!("migrations/postgres/0003_order_leases.sql")),
@@ -32,10 +32,14 @@ const POSTGRES_MIGRATIONS: [(i64, &str); 9] = [
         9,
         include_str!("migrations/postgres/0009_activity_index.sql"),
     ),
+    (
+        11,
+        include_str!("migrations/postgres/0011_unmarked_keys_index.sql"),
+    ),
 ];
 
 /// The SQLite schema, in order; never edit one that has shipped, add the next.
-const SQLITE_MIGRATIONS: [(i64, &str); 9] = [
+const SQLITE_MIGRATIONS: [(i64, &str); 10] = [
     (1, include_str!("migrations/sqlite/0001_initial.sql")),
     (2, include_str!("migrations/sqlite/0002_global_feed.sql")),
     (3, include_str!("migrations/sqlite/0003_order_leases.sql")),
@@ -54,6 +58,10 @@ const SQLITE_MIGRATIONS: [(i64, &str); 9] = [
     (7, include_str!("migrations/sqlite/0007_webhooks.sql")),
     (8, include_str!("migrations/sqlite/0008_ca_budgets.sql")),
     (9, include_str!("migrations/sqlite/0009_activity_index.sql")),
+    (
+        11,
+        include_str!("migrations/sqlite/0011_unmarked_keys_index.sql"),
+    ),
 ];
 
 impl Store {

@@ -27,10 +27,41 @@ impl Store {
         Ok(())
     }
 
-    /// Stops asking for a domain's window (its certificate changed, or the CA stopped offering).
-    pub async fn clear_renewal_info_check(&self, domain_id: &str) -> Result<(), StoreError> {
-        let sql = "DELETE FROM renewal_info_checks WHERE domain_id = $1";
-        on_pool!(self, pool => sqlx::query(sql).bind(domain_id).execute(pool).await?.rows_affected());
+    /// Stops asking for `certificate_id`'s window (it is no longer the domain's current
+    /// certificate, or the CA stopped offering). A row that names another certificate by now
+    /// (the next one's, planned meanwhile) stays.
+    pub async fn clear_renewal_info_check(
+        &self,
+        domain_id: &str,
+        certificate_id: &str,
+    ) -> Result<(), StoreError> {
+        let sql = "DELETE FROM renewal_info_checks WHERE domain_id = $1 AND certificate_id = $2";
+        on_pool!(self, pool => sqlx::query(sql)
+            .bind(domain_id)
+            .bind(certificate_id)
+            .execute(pool)
+            .await?
+            .rows_affected());
+        Ok(())
+    }
+
+    /// Moves `certificate_id`'s next check to `check_at`, if the domain's row still names it:
+    /// a check planned meanwhile for the next certificate is neither moved nor replaced.
+    pub async fn postpone_renewal_info_check(
+        &self,
+        domain_id: &str,
+        certificate_id: &str,
+        check_at: DateTime<Utc>,
+    ) -> Result<(), StoreError> {
+        let sql = "UPDATE renewal_info_checks SET check_at = $3 \
+                   WHERE domain_id = $1 AND certificate_id = $2";
+        on_pool!(self, pool => sqlx::query(sql)
+            .bind(domain_id)
+            .bind(certificate_id)
+            .bind(sortable_time(check_at))
+            .execute(pool)
+            .await?
+            .rows_affected());
         Ok(())
     }
 

@@ -113,18 +113,32 @@ impl Store {
     }
 
     /// Up to `limit` certificate keys whose destruction is due by `now`: (order id, domain id,
-    /// why, certificate id), the longest due first, through the `destroy_after` index.
+    /// why, certificate id). First the keys of removed domains that no disposal mark reached
+    /// (stored after the removal's mark was written: a replica that finalized an order after
+    /// another removed its domain), due at once whenever they were stored, so that no key
+    /// outlives its domain; then the marked ones, the longest due first. Both through the
+    /// `destroy_after` index (unmarked keys are those of open orders, a few).
     pub async fn keys_due_for_destruction(
         &self,
         now: chrono::DateTime<Utc>,
         limit: u32,
     ) -> Result<Vec<(String, String, String, Option<String>)>, StoreError> {
-        let sql =
+        let unmarked =
+            "SELECT k.order_id, k.domain_id, CAST($1 AS TEXT) AS destroy_reason, k.certificate_id \
+                        FROM certificate_keys k JOIN domain_views v ON v.id = k.domain_id \
+                        WHERE k.destroy_after IS NULL AND v.status = $2 \
+                        ORDER BY k.order_id LIMIT $3";
+        let marked =
             "SELECT order_id, domain_id, destroy_reason, certificate_id FROM certificate_keys \
                    WHERE destroy_after IS NOT NULL AND destroy_after <= $1 \
                    ORDER BY destroy_after LIMIT $2";
-        Ok(on_pool!(self, pool => sqlx::query(sql)
-            .bind(super::sortable_time(now))
+        let domain_removed = serde_json::to_value(dns_handling_events::KeyDisposal::DomainRemoved)?
+            .as_str()
+            .unwrap_or_default()
+            .to_owned();
+        let mut due: Vec<(String, String, String, Option<String>)> = on_pool!(self, pool => sqlx::query(unmarked)
+            .bind(&domain_removed)
+            .bind(super::views::REMOVED_STATUS)
             .bind(i64::from(limit))
             .fetch_all(pool)
             .await?
@@ -137,7 +151,26 @@ impl Store {
                     row.try_get("certificate_id")?,
                 ))
             })
-            .collect::<Result<Vec<_>, sqlx::Error>>()?))
+            .collect::<Result<Vec<_>, sqlx::Error>>()?);
+        let left = i64::from(limit) - i64::try_from(due.len()).unwrap_or(i64::MAX);
+        if left > 0 {
+            due.extend(on_pool!(self, pool => sqlx::query(marked)
+                .bind(super::sortable_time(now))
+                .bind(left)
+                .fetch_all(pool)
+                .await?
+                .iter()
+                .map(|row| {
+                Ok((
+                    row.try_get("order_id")?,
+                    row.try_get("domain_id")?,
+                    row.try_get("destroy_reason")?,
+                    row.try_get("certificate_id")?,
+                ))
+            })
+                .collect::<Result<Vec<_>, sqlx::Error>>()?));
+        }
+        Ok(due)
     }
 
     /// Deletes an order's certificate key: nothing of it is kept (it was sealed at rest, so the
@@ -220,6 +253,83 @@ mod tests {
             .expect("connects");
         store.migrate().await.expect("migrates");
         (store, path)
+    }
+
+    #[tokio::test]
+    async fn a_key_stored_after_its_domain_was_removed_is_due_for_destruction_at_once() {
+        use dns_handling_events::CustomDomainEvent;
+        use dns_handling_projections::DomainView;
+
+        let (store, path) = sqlite_store().await;
+        let now = Utc::now();
+        let registered = |name: &str| CustomDomainEvent::DomainRegistered {
+            domain_name: name.into(),
+            verification_token: "token".into(),
+            verification_record_name: format!("_acme-challenge.{name}."),
+            registered_at: now,
+            alt_names: vec![],
+        };
+        let kept = DomainView::from_registration("kept", 1, &registered("kept.example.com"))
+            .expect("a view");
+        let mut gone = DomainView::from_registration("gone", 1, &registered("gone.example.com"))
+            .expect("a view");
+        let removed = CustomDomainEvent::DomainRemoved {
+            domain_name: "gone.example.com".into(),
+            removed_at: now,
+        };
+        gone.apply(2, &removed);
+        let views = [kept, gone];
+        // The removal's disposal mark is written with its view, before either key exists.
+        let marks = [super::super::KeyDisposalMark {
+            domain_id: "gone".into(),
+            order_id: None,
+            certificate_id: None,
+            why: dns_handling_events::KeyDisposal::DomainRemoved,
+            after: now,
+        }];
+        store
+            .write_projection(super::super::ProjectionWrite {
+                views: &views,
+                key_disposals: &marks,
+                ..Default::default()
+            })
+            .await
+            .expect("views written");
+        store
+            .insert_certificate_key("late-order", "gone", "sealed")
+            .await
+            .expect("stored");
+        store
+            .insert_certificate_key("open-order", "kept", "sealed")
+            .await
+            .expect("stored");
+        // Due whatever the time, and the key of a domain still there is not.
+        let due = store
+            .keys_due_for_destruction(now - chrono::Duration::days(1), 10)
+            .await
+            .expect("read");
+        assert_eq!(
+            due,
+            vec![(
+                "late-order".to_owned(),
+                "gone".to_owned(),
+                "domain_removed".to_owned(),
+                None
+            )]
+        );
+        store
+            .delete_certificate_key("late-order")
+            .await
+            .expect("deleted");
+        assert!(store
+            .keys_due_for_destruction(now, 10)
+            .await
+            .expect("read")
+            .is_empty());
+        drop(store);
+        for suffix in ["", "-wal", "-shm"] {
+            let _ = std::fs::remove_file(format!("{}{suffix}", path.display()));
+        }
     }
 
     #[tokio::test]

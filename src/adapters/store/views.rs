@@ -9,7 +9,7 @@ use sqlx::Row;
 use super::{sortable_time, Param, Store, StoreError, BATCH_ROWS};
 
 /// The `status` column of a removed domain's view row.
-const REMOVED_STATUS: &str = "removed";
+pub(super) const REMOVED_STATUS: &str = "removed";
 
 /// What one projection batch writes (see [`Store::write_projection`]).
 #[derive(Debug, Default)]

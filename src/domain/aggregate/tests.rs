@@ -1170,6 +1170,114 @@ fn revoking_the_current_certificate_makes_its_replacement_due_at_once() {
 }
 
 #[test]
+fn a_revocation_starts_a_fresh_series_of_renewal_attempts() {
+    // Four failed renewals in a row: the next try would be a day later.
+    let mut given = active_with_renewal_due_at(t(100));
+    for attempt in 1..=4 {
+        given.push(CustomDomainEvent::RenewalFailed {
+            order_id: None,
+            reason: FailureReason::new("acme_unavailable", "down"),
+            attempt,
+            next_attempt_at: t(200 + i64::from(attempt)),
+            failed_at: t(200),
+        });
+    }
+    given.push(CustomDomainEvent::CertificateRevoked {
+        certificate_id: "cert-1".into(),
+        reason: RevocationReason::KeyCompromise,
+        revoked_at: t(300),
+    });
+    given.push(renewal_requested(RenewalReason::Revoked, t(301)));
+    let reason = FailureReason::new("challenge_invalid", "refused");
+    // The replacement's first failure is the first of a new series: retried after a minute.
+    DomainTest::with(RenewalPolicy::default())
+        .given(given)
+        .when(CustomDomainCommand::OrderFailed {
+            order_id: "order-2".into(),
+            reason: reason.clone(),
+            at: t(400),
+        })
+        .then_expect_events(vec![CustomDomainEvent::RenewalFailed {
+            order_id: Some("order-2".into()),
+            reason,
+            attempt: 1,
+            next_attempt_at: t(460),
+            failed_at: t(400),
+        }]);
+}
+
+#[test]
+fn a_certificate_renewed_before_its_revocation_was_recorded_is_recorded_revoked() {
+    // The CA revoked cert-1; a renewal issued cert-2 before the revocation was recorded.
+    let mut given = active_with_renewal_due_at(t(100));
+    given.push(renewal_requested(RenewalReason::Lifetime, t(100)));
+    given.push(CustomDomainEvent::ChallengeRecordObserved {
+        order_id: "order-2".into(),
+        observed_values: vec!["digest".into()],
+        resolver: "127.0.0.1:53".into(),
+        observed_at: t(110),
+    });
+    given.push(CustomDomainEvent::CertificateIssued {
+        certificate: IssuedCertificate {
+            certificate_id: "cert-2".into(),
+            order_id: "order-2".into(),
+            ..certificate()
+        },
+        issued_at: t(120),
+    });
+    let revoked = CustomDomainEvent::CertificateRevoked {
+        certificate_id: "cert-1".into(),
+        reason: RevocationReason::KeyCompromise,
+        revoked_at: t(130),
+    };
+    DomainTest::with(RenewalPolicy::default())
+        .given(given.clone())
+        .when(CustomDomainCommand::RevokeCertificate {
+            certificate_id: "cert-1".into(),
+            reason: RevocationReason::KeyCompromise,
+            at: t(130),
+        })
+        .then_expect_events(vec![revoked.clone()]);
+    given.push(revoked);
+    // Its key is no longer handed out, though it has not reached its end.
+    DomainTest::with(RenewalPolicy::default())
+        .given(given.clone())
+        .when(CustomDomainCommand::RecordPrivateKeyRead {
+            certificate_id: "cert-1".into(),
+            reader: "edge".into(),
+            at: t(140),
+        })
+        .then_expect_error(DomainError::KeyUnavailable {
+            certificate_id: "cert-1".into(),
+            reason: "it was revoked".into(),
+        });
+    // The certificate in service is untouched: its key is handed out, and it is not due.
+    DomainTest::with(RenewalPolicy::default())
+        .given(given.clone())
+        .when(CustomDomainCommand::RecordPrivateKeyRead {
+            certificate_id: "cert-2".into(),
+            reader: "edge".into(),
+            at: t(140),
+        })
+        .then_expect_events(vec![CustomDomainEvent::PrivateKeyRead {
+            certificate_id: "cert-2".into(),
+            reader: "edge".into(),
+            read_at: t(140),
+        }]);
+    let mut replacement = renewal_order();
+    replacement.order_id = "order-3".into();
+    DomainTest::with(RenewalPolicy::default())
+        .given(given)
+        .when(CustomDomainCommand::RequestRenewal {
+            order: replacement,
+            reason: RenewalReason::Lifetime,
+            replaces: None,
+            at: t(150),
+        })
+        .then_expect_error(DomainError::NoRenewalScheduled);
+}
+
+#[test]
 fn revoking_a_certificate_twice_is_refused() {
     let mut given = active_with_renewal_due_at(t(10_000));
     given.push(CustomDomainEvent::CertificateRevoked {

@@ -1,0 +1,157 @@
+//! The ARI re-check's bookkeeping against a real SQLite store.
+
+use chrono::Duration;
+use dns_handling_events::{
+    CertificateKeyType, CustomDomainEvent, FailureReason, IssuedCertificate, OrderDetails,
+    Validation,
+};
+use dns_handling_projections::CertificateView;
+
+use super::*;
+use crate::adapters::store::{ProjectionWrite, Store};
+
+/// A migrated store on a fresh SQLite file, and the file's path (for removing it).
+async fn sqlite_store() -> (Store, std::path::PathBuf) {
+    let path = std::env::temp_dir().join(format!("ari-check-{}.db", uuid::Uuid::new_v4()));
+    let store = Store::connect_with(
+        &format!("sqlite://{}", path.display()),
+        std::time::Duration::from_secs(5),
+    )
+    .await
+    .expect("connects");
+    store.migrate().await.expect("migrates");
+    (store, path)
+}
+
+fn issued(certificate_id: &str, order_id: &str, at: DateTime<Utc>) -> CustomDomainEvent {
+    CustomDomainEvent::CertificateIssued {
+        certificate: IssuedCertificate {
+            certificate_id: certificate_id.into(),
+            order_id: order_id.into(),
+            serial: "01".into(),
+            not_before: at,
+            not_after: at + Duration::days(90),
+            fingerprint_sha256: "ab".into(),
+            chain_pem: "-----BEGIN CERTIFICATE-----".into(),
+            ca_directory: String::new(),
+        },
+        issued_at: at,
+    }
+}
+
+fn renewal_requested(at: DateTime<Utc>) -> CustomDomainEvent {
+    CustomDomainEvent::RenewalRequested {
+        renews_certificate_id: "cert-1".into(),
+        order: OrderDetails {
+            order_id: "order-2".into(),
+            order_url: "https://ca.test/order/2".into(),
+            names: vec!["shop.example.com".into()],
+            challenges: vec![],
+            account_id: "https://ca.test/acct/1".into(),
+            poll_interval_ms: 1000,
+            deadline: at + Duration::hours(1),
+            key_type: CertificateKeyType::EcdsaP256,
+            validation: Validation::Manual,
+            delegation_problem: None,
+            ca_directory: String::new(),
+        },
+        reason: RenewalReason::Ari,
+        replaces: None,
+        requested_at: at,
+    }
+}
+
+/// Stores the domain's views as the projection would after `events`.
+async fn project(store: &Store, view: &mut DomainView, events: &[CustomDomainEvent]) {
+    let mut certificates = Vec::new();
+    for event in events {
+        let sequence = view.last_sequence + 1;
+        view.apply(sequence, event);
+        certificates.extend(CertificateView::from_event(&view.id, sequence, event));
+    }
+    store
+        .write_projection(ProjectionWrite {
+            views: std::slice::from_ref(view),
+            certificates: &certificates,
+            ..ProjectionWrite::default()
+        })
+        .await
+        .expect("views written");
+}
+
+#[tokio::test]
+async fn an_ari_check_waits_out_an_open_renewal_and_goes_only_with_its_certificate() {
+    let (store, path) = sqlite_store().await;
+    let now = Utc::now();
+    let minute = std::time::Duration::from_secs(60);
+    let registered = CustomDomainEvent::DomainRegistered {
+        domain_name: "shop.example.com".into(),
+        verification_token: "token".into(),
+        verification_record_name: "_acme-challenge.shop.example.com.".into(),
+        registered_at: now,
+        alt_names: vec![],
+    };
+    let mut view = DomainView::from_registration("d1", 1, &registered).expect("a view");
+    project(&store, &mut view, &[issued("cert-1", "order-1", now)]).await;
+    store
+        .set_renewal_info_check("d1", "cert-1", now)
+        .await
+        .expect("planned");
+    let due = |at| {
+        let store = store.clone();
+        async move { store.due_renewal_info_checks(at, 10).await.expect("read") }
+    };
+    let planned = vec![("d1".to_owned(), "cert-1".to_owned())];
+
+    // A renewal is open: the certificate is still current, its check is moved, not dropped.
+    project(&store, &mut view, &[renewal_requested(now)]).await;
+    assert!(ari_check_to_make(&store, "d1", "cert-1", now, minute)
+        .await
+        .is_none());
+    assert_eq!(due(now).await, vec![], "postponed");
+    let later = now + Duration::seconds(61);
+    assert_eq!(due(later).await, planned, "still planned");
+
+    // The renewal failed: the certificate stays in service and is checked.
+    let failed = CustomDomainEvent::RenewalFailed {
+        order_id: Some("order-2".into()),
+        reason: FailureReason::new("challenge_invalid", "refused"),
+        attempt: 1,
+        next_attempt_at: later,
+        failed_at: later,
+    };
+    project(&store, &mut view, &[failed]).await;
+    let made = ari_check_to_make(&store, "d1", "cert-1", later, minute).await;
+    assert_eq!(made.map(|(_, stored)| stored.id).as_deref(), Some("cert-1"));
+
+    // Renewed: cert-1's stale check goes, the check planned for cert-2 stays.
+    project(&store, &mut view, &[issued("cert-2", "order-3", later)]).await;
+    store
+        .set_renewal_info_check("d1", "cert-2", later)
+        .await
+        .expect("planned");
+    assert!(ari_check_to_make(&store, "d1", "cert-1", later, minute)
+        .await
+        .is_none());
+    assert_eq!(
+        due(later).await,
+        vec![("d1".to_owned(), "cert-2".to_owned())]
+    );
+    store
+        .set_renewal_info_check("d1", "cert-1", later)
+        .await
+        .expect("planned");
+    assert!(ari_check_to_make(&store, "d1", "cert-1", later, minute)
+        .await
+        .is_none());
+    assert_eq!(
+        due(later).await,
+        vec![],
+        "replaced certificate's check dropped"
+    );
+
+    drop(store);
+    for suffix in ["", "-wal", "-shm"] {
+        let _ = std::fs::remove_file(format!("{}{suffix}", path.display()));
+    }
+}
