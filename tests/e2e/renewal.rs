@@ -10,7 +10,7 @@ use std::collections::HashMap;
 use std::time::{Duration, Instant};
 
 use dns_handling_testkit::{
-    active_domain, pebble_and_database, service_env, verified_domain, CaFront, Pebble,
+    active_domain, pebble_and_database, service_env, verified_domain, CaFront, FrontTarget, Pebble,
     PebbleOptions, Service, StoreKind, TestDatabase,
 };
 use serde_json::Value;
@@ -502,7 +502,12 @@ async fn two_replicas_renew_twenty_due_certificates_each_exactly_once() {
         assert_eq!(of_first, 1, "{id}: {requested:?}");
     }
     // Every order the CA received is one the domains recorded: none placed twice and dropped.
-    // (Each new certificate is due at once too, so renewals go on: stop them first.)
+    // Each new certificate is due at once too, so renewals go on: from here the front refuses
+    // new orders itself (none reaches Pebble), the ones already with Pebble are recorded, and
+    // only then do the replicas stop (a replica stopped between placing an order and recording
+    // it would leave one unrecorded, as any crash there may).
+    front.answer_rate_limited(FrontTarget::NewOrder, usize::MAX, Duration::from_secs(3600));
+    tokio::time::sleep(Duration::from_secs(3)).await;
     for replica in &mut replicas {
         replica.terminate();
     }
