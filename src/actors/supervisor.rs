@@ -18,6 +18,7 @@ use super::poller::OrderPoller;
 use crate::adapters::store::StoreError;
 use crate::app_state::AppState;
 use crate::metrics::METRICS;
+use crate::tasks::contained;
 
 /// An order waiting for its challenge record.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -66,6 +67,11 @@ pub(crate) struct PollerStopped {
     /// cancelled): the order is still pending and is polled again.
     pub finished: bool,
 }
+
+/// The supervisor's name as background work: its store round trips run as tasks of their own
+/// (`tasks::contained`), so a panic in one ends that step alone, counted under this name, and
+/// the supervisor (and every poller it owns) lives on.
+const SUPERVISOR: &str = "supervisor";
 
 /// How long a poller that died waits before it is started again, so that one that dies at
 /// once does not spin; doubled for each restart in a row, up to [`MAX_RESTART_DELAY`].
@@ -163,15 +169,20 @@ impl Supervisor {
         tracing::warn!(%domain_id, ?delay, "a poller died without finishing its order; starting it again");
         let services = self.services.clone();
         let (domain_id, dead) = (domain_id.to_owned(), dead.clone());
+        let reading = domain_id.clone();
         ctx.spawn(
-            async move {
+            contained(SUPERVISOR, async move {
                 actix_web::rt::time::sleep(delay).await;
-                let view = services.store.domain_view(&domain_id).await;
-                (domain_id, view)
-            }
+                services.store.domain_view(&reading).await
+            })
             .into_actor(self)
-            .map(move |(domain_id, view), supervisor, ctx| {
+            .map(move |view, supervisor, ctx| {
                 supervisor.restarting.remove(&domain_id);
+                // A read that panicked: the poller is still gone, and found so again at the
+                // next lease tick.
+                let Some(view) = view else {
+                    return;
+                };
                 // Only if nothing replaced or removed it meanwhile (a newer order, a lost lease).
                 let still_dead = supervisor
                     .pollers
@@ -222,13 +233,16 @@ impl Supervisor {
         let domain_id = domain_id.to_owned();
         ctx.spawn(
             async move {
-                if let Err(error) = services
-                    .store
-                    .release_lease(&domain_id, &services.replica_id)
-                    .await
-                {
-                    tracing::warn!(%error, "could not release a lease; it expires by itself");
-                }
+                contained(SUPERVISOR, async move {
+                    if let Err(error) = services
+                        .store
+                        .release_lease(&domain_id, &services.replica_id)
+                        .await
+                    {
+                        tracing::warn!(%error, "could not release a lease; it expires by itself");
+                    }
+                })
+                .await;
             }
             .into_actor(self),
         );
@@ -247,16 +261,19 @@ impl Supervisor {
         self.claiming.extend(claimed.iter().cloned());
         let services = self.services.clone();
         ctx.spawn(
-            async move { claim_leases(&services, orders).await }
-                .into_actor(self)
-                .map(move |granted, supervisor, ctx| {
-                    for domain_id in &claimed {
-                        supervisor.claiming.remove(domain_id);
-                    }
-                    for pending in granted {
-                        supervisor.spawn_poller(pending, ctx);
-                    }
-                }),
+            contained(
+                SUPERVISOR,
+                async move { claim_leases(&services, orders).await },
+            )
+            .into_actor(self)
+            .map(move |granted, supervisor, ctx| {
+                for domain_id in &claimed {
+                    supervisor.claiming.remove(domain_id);
+                }
+                for pending in granted.into_iter().flatten() {
+                    supervisor.spawn_poller(pending, ctx);
+                }
+            }),
         );
     }
 
@@ -273,7 +290,7 @@ impl Supervisor {
             .collect();
         let scan = self.scans_for_orphans();
         ctx.spawn(
-            async move {
+            contained(SUPERVISOR, async move {
                 let ttl = services.settings.lease_ttl;
                 let renewed = services
                     .store
@@ -285,9 +302,13 @@ impl Supervisor {
                     Ok(Vec::new())
                 };
                 (renewed, pending)
-            }
+            })
             .into_actor(self)
-            .map(move |(renewed, pending), supervisor, ctx| {
+            .map(move |tended, supervisor, ctx| {
+                // A tick that panicked leaves things as they were until the next one.
+                let Some((renewed, pending)) = tended else {
+                    return;
+                };
                 match renewed {
                     Ok(still_held) => {
                         // A set: a list's `contains` for every poller made this tick quadratic,
@@ -455,13 +476,16 @@ impl Handler<PollerStopped> for Supervisor {
         let services = self.services.clone();
         ctx.spawn(
             async move {
-                if let Err(error) = services
-                    .store
-                    .release_lease(&msg.domain_id, &services.replica_id)
-                    .await
-                {
-                    tracing::warn!(%error, "could not release a lease; it expires by itself");
-                }
+                contained(SUPERVISOR, async move {
+                    if let Err(error) = services
+                        .store
+                        .release_lease(&msg.domain_id, &services.replica_id)
+                        .await
+                    {
+                        tracing::warn!(%error, "could not release a lease; it expires by itself");
+                    }
+                })
+                .await;
             }
             .into_actor(self),
         );
