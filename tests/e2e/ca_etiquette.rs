@@ -28,7 +28,7 @@ crate::on_both_stores!(
 );
 
 /// The number of events in a domain's history.
-async fn history_len(service: &Service, id: &str) -> usize {
+pub(crate) async fn history_len(service: &Service, id: &str) -> usize {
     let (code, history) = service.get(&format!("/domains/{id}/events")).await;
     assert_eq!(code, 200, "{history}");
     history.as_array().expect("a list").len()

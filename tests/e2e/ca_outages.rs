@@ -13,6 +13,8 @@ use dns_handling_testkit::{
 };
 use serde_json::Value;
 
+use crate::ca_etiquette::history_len;
+use crate::issuance::issue;
 use crate::BINARY;
 
 crate::on_both_stores!(an_outage_at_the_ca_spends_none_of_the_new_order_budget);
@@ -34,19 +36,6 @@ async fn spent(service: &Service) -> u64 {
     let (code, ca) = service.get("/ca").await;
     assert_eq!(code, 200, "{ca}");
     ca["new_orders"]["spent"].as_u64().expect("spent")
-}
-
-/// The number of events in a domain's history.
-async fn history_len(service: &Service, id: &str) -> usize {
-    let (code, history) = service.get(&format!("/domains/{id}/events")).await;
-    assert_eq!(code, 200, "{history}");
-    history.as_array().expect("a list").len()
-}
-
-async fn issue(service: &Service, id: &str) -> (u16, Value) {
-    service
-        .post(&format!("/domains/{id}/issue-certificate"), None)
-        .await
 }
 
 async fn an_outage_at_the_ca_spends_none_of_the_new_order_budget(kind: StoreKind) {

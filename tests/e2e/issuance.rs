@@ -22,7 +22,8 @@ fn error_of(body: &Value) -> &str {
         .unwrap_or_else(|| panic!("no error message in {body}"))
 }
 
-async fn issue(service: &Service, id: &str) -> (u16, Value) {
+/// `POST /domains/{id}/issue-certificate`: status and body.
+pub(crate) async fn issue(service: &Service, id: &str) -> (u16, Value) {
     service
         .post(&format!("/domains/{id}/issue-certificate"), None)
         .await
