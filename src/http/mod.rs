@@ -274,6 +274,8 @@ async fn readyz(services: SharedState) -> HttpResponse {
     ),
     security(("bearer" = [])))]
 async fn metrics(services: SharedState) -> Result<HttpResponse, ApiError> {
+    // The zone's lag is read at each scrape too: a follower that is held up updates it no more.
+    crate::read::zone_lag::refresh(&services.store).await;
     let text = METRICS.render(&services.store).await?;
     Ok(HttpResponse::Ok()
         .content_type(crate::metrics::CONTENT_TYPE)
