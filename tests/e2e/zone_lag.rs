@@ -199,10 +199,14 @@ async fn the_ca_is_told_a_delegated_order_is_ready_only_once_every_live_replicas
         problem.contains(ZONE) && problem.contains("behind"),
         "{problem}"
     );
-    let lag = replica_b.metric("dns_handling_delegation_zone_lag_events").await;
+    let lag = replica_b
+        .metric("dns_handling_delegation_zone_lag_events")
+        .await;
     assert!(lag.is_some_and(|lag| lag >= 1.0), "{lag:?}");
     assert_eq!(
-        replica_a.metric("dns_handling_delegation_zone_lag_events").await,
+        replica_a
+            .metric("dns_handling_delegation_zone_lag_events")
+            .await,
         Some(0.0)
     );
     assert_eq!(readyz(&replica_a).await.0, 200);
@@ -231,7 +235,9 @@ async fn the_ca_is_told_a_delegated_order_is_ready_only_once_every_live_replicas
         tokio::time::sleep(Duration::from_millis(200)).await;
     }
     assert_eq!(
-        replica_b.metric("dns_handling_delegation_zone_lag_events").await,
+        replica_b
+            .metric("dns_handling_delegation_zone_lag_events")
+            .await,
         Some(0.0)
     );
 }
