@@ -125,6 +125,11 @@ impl Heartbeat {
         if !due {
             return;
         }
+        if self.written.is_none() {
+            if let Err(error) = store.forget_gone_zone_followers(replica_id).await {
+                tracing::warn!(%error, "could not forget the zone rows of replicas gone for good");
+            }
+        }
         match store.record_zone_follower(replica_id, position).await {
             Ok(()) => self.written = Some((position, Instant::now())),
             Err(error) => {

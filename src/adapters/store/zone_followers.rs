@@ -62,6 +62,32 @@ impl Store {
         Ok(())
     }
 
+    /// Deletes the rows of replicas gone for good, when `replica_id`'s follower starts: on
+    /// PostgreSQL those not written for a day (a replica without `REPLICA_ID` gets a new id at
+    /// each start, so its old rows would pile up); on SQLite every other row, since one process
+    /// holds the database (`lock_sqlite_exclusively`) and its previous run's row would
+    /// otherwise hold delegated orders back for the live window after a restart.
+    pub async fn forget_gone_zone_followers(&self, replica_id: &str) -> Result<(), StoreError> {
+        match self {
+            Store::Postgres(pool) => {
+                sqlx::query(
+                    "DELETE FROM zone_followers WHERE replica_id <> $1 \
+                     AND updated_at < now() - interval '1 day'",
+                )
+                .bind(replica_id)
+                .execute(pool)
+                .await?;
+            }
+            Store::Sqlite(pool) => {
+                sqlx::query("DELETE FROM zone_followers WHERE replica_id <> $1")
+                    .bind(replica_id)
+                    .execute(pool)
+                    .await?;
+            }
+        }
+        Ok(())
+    }
+
     /// The replicas whose follower wrote its row within `live_within` (live) and has not
     /// applied the feed up to `position`. A replica whose row is older is taken for gone
     /// (stopped, or cut off from the database, so it answers nobody from a current zone
@@ -278,6 +304,18 @@ mod tests {
                 .len(),
             1
         );
+
+        // A SQLite database has one process: at its start, the rows of earlier runs go.
+        store
+            .forget_gone_zone_followers("current")
+            .await
+            .expect("forgets");
+        let left = store
+            .zone_followers_behind(i64::MAX, live)
+            .await
+            .expect("reads");
+        assert_eq!(left.len(), 1);
+        assert_eq!(left[0].replica_id, "current");
         let _ = std::fs::remove_file(path);
     }
 
