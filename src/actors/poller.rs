@@ -171,7 +171,9 @@ pub async fn poll_once(
         if order.validation == Validation::Delegated
             && !Box::pin(every_live_zone_serves(&services, &pending, &mut memory)).await
         {
-            memory.unseen_names = Some(order.names.clone());
+            // Not yet served by every nameserver: a deadline now ends it as unseen records.
+            let identifiers = order.challenges.iter().map(|c| c.identifier.clone());
+            memory.unseen_names = Some(identifiers.collect());
             memory.lookups_unseen += 1;
             return (PollOutcome::Waiting, memory);
         }
