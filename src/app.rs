@@ -129,6 +129,11 @@ impl Application {
                 }
             }));
         }
+        // Who this replica is to the others: its leases, and its zone follower's row.
+        let replica_id = settings
+            .replica_id
+            .clone()
+            .unwrap_or_else(|| uuid::Uuid::now_v7().to_string());
         // The delegation zone is filled before pending orders resume, so their values are
         // served from the first lookup on.
         let dns_server = match settings.delegation() {
@@ -149,14 +154,17 @@ impl Application {
                     .context("filling the delegation zone from the open orders")?;
                 // Started again from the position the zone was filled at: the changes since
                 // are applied again in order, which leaves the zone as the feed says.
+                crate::read::zone_lag::track(zone.name(), position);
                 let (following, zone_values) = (store.clone(), challenges.clone());
                 let interval = settings.feed_poll_interval;
+                let following_as = replica_id.clone();
                 background.push(spawn_supervised("zone-follower", move || {
                     zone_follower::follow(
                         following.clone(),
                         zone_values.clone(),
                         position,
                         interval,
+                        following_as.clone(),
                     )
                 }));
                 Some(DnsServer::start(
@@ -206,10 +214,7 @@ impl Application {
             vault,
             signer,
             settings: settings.clone(),
-            replica_id: settings
-                .replica_id
-                .clone()
-                .unwrap_or_else(|| uuid::Uuid::now_v7().to_string()),
+            replica_id,
         });
         let supervisor = Supervisor::new(services.clone()).start();
         let resumed = supervisor

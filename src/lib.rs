@@ -25,7 +25,8 @@
 //! - [`read`]: the read side. [`read::projector`] keeps the views (crate
 //!   `dns-handling-projections`, `projections/`) in step with the events;
 //!   [`read::view_reader`] serves them, concurrent reads coalesced; [`read::zone_follower`]
-//!   keeps every replica's delegation zone in step with the feed; [`read::stuck`], the feed
+//!   keeps every replica's delegation zone in step with the feed, [`read::zone_lag`] how far
+//!   behind it is; [`read::stuck`], the feed
 //!   consumers stopped at an event they cannot read.
 //! - [`actors`]: the supervisor and its per-order pollers, the renewal scheduler (actix), and
 //!   the webhook dispatcher with a driver per endpoint.

@@ -110,6 +110,9 @@ pub struct Metrics {
     pub dns_queries: Family<RcodeLabel, Counter>,
     /// Challenge values the delegation zone serves now.
     pub delegation_zone_values: Gauge,
+    /// Events the delegation zone of this replica is behind the feed head (the head minus the
+    /// position its zone follower applied; see `read::zone_lag`).
+    pub delegation_zone_lag_events: Gauge,
     /// TCP connections the delegation zone's DNS server holds now.
     pub dns_tcp_connections: Gauge,
     /// TCP connections of the delegation zone's DNS server closed unserved, by `outcome`:
@@ -278,6 +281,12 @@ impl Metrics {
             "Queries the delegation zone's DNS server answered, by response code",
             dns_queries.clone(),
         );
+        let delegation_zone_lag_events = Gauge::default();
+        registry.register(
+            "delegation_zone_lag_events",
+            "Events this replica's delegation zone is behind the event feed",
+            delegation_zone_lag_events.clone(),
+        );
         let delegation_zone_values = Gauge::default();
         registry.register(
             "delegation_zone_values",
@@ -335,6 +344,7 @@ impl Metrics {
             webhook_delivery_lag,
             dns_queries,
             delegation_zone_values,
+            delegation_zone_lag_events,
             dns_tcp_connections,
             dns_tcp_refused,
             renewals,

@@ -47,6 +47,8 @@ pub struct PollerMemory {
     /// The order's failed validation was counted against its names' budget: a poll that
     /// runs again (its `OrderFailed` not recorded for a store error) does not count it twice.
     failed_validation_counted: bool,
+    /// The feed position of the event that opened the order (a delegated order's, once read).
+    opened_at: Option<i64>,
 }
 
 /// The first wait of a delegated order's lookups. The service publishes its records itself
@@ -164,6 +166,17 @@ pub async fn poll_once(
             return (PollOutcome::Waiting, memory);
         }
         METRICS.txt_poll("found");
+        // Found on the nameserver asked; the CA may ask another replica's, which serves the
+        // values only once its zone follower has applied the order's request.
+        if order.validation == Validation::Delegated
+            && !Box::pin(every_live_zone_serves(&services, &pending, &mut memory)).await
+        {
+            // Not yet served by every nameserver: a deadline now ends it as unseen records.
+            let identifiers = order.challenges.iter().map(|c| c.identifier.clone());
+            memory.unseen_names = Some(identifiers.collect());
+            memory.lookups_unseen += 1;
+            return (PollOutcome::Waiting, memory);
+        }
         memory.unseen_names = Some(Vec::new());
         let observed = CustomDomainCommand::TxtObserved {
             order_id: order.order_id.clone(),
@@ -347,6 +360,53 @@ async fn spend_failed_validations(services: &AppState, order: &OrderDetails, det
             .await
         {
             tracing::warn!(%name, %error, "could not count a failed validation");
+        }
+    }
+}
+
+/// Whether every live replica's delegation zone has applied the event that opened the order,
+/// and so serves its values (see `read::zone_lag`): the CA asks one nameserver of the zone,
+/// any of them, and a validation it fails is spent. `false` (wait and ask again; the order's
+/// deadline still applies) while one lags or the store cannot say.
+async fn every_live_zone_serves(
+    services: &AppState,
+    pending: &PendingOrder,
+    memory: &mut PollerMemory,
+) -> bool {
+    let (domain_id, order_id) = (pending.domain_id.as_str(), pending.order.order_id.as_str());
+    let opened_at = match memory.opened_at {
+        Some(position) => position,
+        None => match services
+            .store
+            .order_request_position(domain_id, order_id)
+            .await
+        {
+            Ok(Some(position)) => *memory.opened_at.insert(position),
+            Ok(None) => {
+                // Not among the domain's latest requests: superseded, which the next command
+                // finds; nothing to wait for.
+                tracing::warn!(%domain_id, %order_id, "the order's request is not in its domain's latest events");
+                return true;
+            }
+            Err(error) => {
+                tracing::warn!(%domain_id, %error, "could not read where the order was opened; will retry");
+                return false;
+            }
+        },
+    };
+    match services
+        .store
+        .zone_followers_behind(opened_at, crate::read::zone_lag::LIVE_WITHIN)
+        .await
+    {
+        Ok(behind) if behind.is_empty() => true,
+        Ok(behind) => {
+            tracing::debug!(%domain_id, %order_id, opened_at, ?behind, "waiting for other replicas' delegation zones");
+            false
+        }
+        Err(error) => {
+            tracing::warn!(%domain_id, %error, "could not read the replicas' delegation zones; will retry");
+            false
         }
     }
 }

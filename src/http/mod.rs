@@ -233,16 +233,20 @@ async fn healthz() -> HttpResponse {
 }
 
 /// `GET /readyz`: the store answers and the ACME directory is reachable, no feed consumer is
-/// stopped at an event it cannot read, and no background work is down or panicking again and
+/// stopped at an event it cannot read, the delegation zone (if any) is not behind the feed for
+/// long (`read::zone_lag`), and no background work is down or panicking again and
 /// again.
 #[utoipa::path(get, path = "/readyz", operation_id = "readyz", tag = "operations",
     responses(
         (status = 200, description = "Ready", body = ReadyBody),
-        (status = 503, description = "Store or ACME directory unreachable, a feed consumer stopped at an event it cannot read, or background work down or panicking again and again (the message says which)", body = ErrorBody)
+        (status = 503, description = "Store or ACME directory unreachable, a feed consumer stopped at an event it cannot read, the delegation zone behind the event feed for more than 10 s, or background work down or panicking again and again (the message says which)", body = ErrorBody)
     ))]
 async fn readyz(services: SharedState) -> HttpResponse {
     if let Some(stuck) = crate::read::stuck::readiness_problem() {
         return HttpResponse::ServiceUnavailable().json(ErrorBody { error: stuck });
+    }
+    if let Some(behind) = crate::read::zone_lag::readiness_problem(&services.store).await {
+        return HttpResponse::ServiceUnavailable().json(ErrorBody { error: behind });
     }
     let (store, acme) = futures::join!(services.store.ping(), services.acme.check_directory());
     let problem = match (store, acme, crate::tasks::BACKGROUND.problem()) {
@@ -270,6 +274,8 @@ async fn readyz(services: SharedState) -> HttpResponse {
     ),
     security(("bearer" = [])))]
 async fn metrics(services: SharedState) -> Result<HttpResponse, ApiError> {
+    // The zone's lag is read at each scrape too: a follower that is held up updates it no more.
+    crate::read::zone_lag::refresh(&services.store).await;
     let text = METRICS.render(&services.store).await?;
     Ok(HttpResponse::Ok()
         .content_type(crate::metrics::CONTENT_TYPE)

@@ -5,3 +5,4 @@ pub mod projector;
 pub mod stuck;
 pub mod view_reader;
 pub mod zone_follower;
+pub mod zone_lag;

@@ -9,7 +9,7 @@
 //! feed does. Commits of any replica wake the follower at once (see `commit_signal`).
 
 use std::sync::Arc;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use dns_handling_events::CustomDomainEvent;
 
@@ -17,6 +17,7 @@ use crate::adapters::commit_signal::CommitWaiter;
 use crate::adapters::dns_server::ChallengeZone;
 use crate::adapters::store::{Store, StoreError};
 use crate::read::projector::DOMAIN_VIEWS;
+use crate::read::zone_lag;
 
 /// Events read per batch.
 const BATCH_EVENTS: u32 = 1_000;
@@ -64,13 +65,19 @@ pub async fn fill(store: &Store, zone: &ChallengeZone) -> Result<i64, StoreError
 /// Follows the feed after `position` (from [`fill`]) for as long as the process runs. An event
 /// it cannot read stops it there, loudly (see [`crate::read::stuck`]): skipping it could leave
 /// a value served for good, or never serve one; it reads on once the event decodes.
+///
+/// It records how far it has applied the feed in `zone_followers` under `replica_id`, after
+/// each batch it applies and at every [`zone_lag::HEARTBEAT`] while idle (or stopped at an
+/// event): the pollers of every replica read it before telling the CA an order is ready.
 pub async fn follow(
     store: Store,
     zone: Arc<ChallengeZone>,
     mut position: i64,
     fallback_poll: Duration,
+    replica_id: String,
 ) {
     let mut waiter = CommitWaiter::new();
+    let mut heartbeat = Heartbeat::default();
     loop {
         let batch = match store.projection_batch(position, BATCH_EVENTS).await {
             Ok(batch) => batch,
@@ -83,7 +90,9 @@ pub async fn follow(
         let (applied, undecodable) = apply_batch(&zone, &batch).await;
         if let Some(last) = applied {
             position = last;
+            zone_lag::applied(last);
         }
+        heartbeat.beat(&store, &replica_id, position).await;
         if let Some((at, error)) = undecodable {
             crate::read::stuck::stopped_at(CONSUMER, at, &error);
             tokio::time::sleep(UNDECODABLE_RETRY_AFTER).await;
@@ -91,8 +100,43 @@ pub async fn follow(
         }
         crate::read::stuck::reads_on(CONSUMER);
         if batch.len() < BATCH_EVENTS as usize {
-            waiter.wait(fallback_poll).await;
+            // Woken at the latest at the next heartbeat, which must be written even when idle.
+            waiter.wait(fallback_poll.min(zone_lag::HEARTBEAT)).await;
         }
+    }
+}
+
+/// The follower's last write of its row in `zone_followers`.
+#[derive(Debug, Default)]
+struct Heartbeat {
+    /// The position written and when (`None` before the first write).
+    written: Option<(i64, Instant)>,
+}
+
+impl Heartbeat {
+    /// Writes the row when the position moved or a heartbeat is due, and updates the lag
+    /// gauge. A failed write is tried again at the next loop: the row then ages, and other
+    /// replicas stop waiting for this one once it is older than [`zone_lag::LIVE_WITHIN`].
+    async fn beat(&mut self, store: &Store, replica_id: &str, position: i64) {
+        let due = match self.written {
+            Some((written, at)) => written != position || at.elapsed() >= zone_lag::HEARTBEAT,
+            None => true,
+        };
+        if !due {
+            return;
+        }
+        if self.written.is_none() {
+            if let Err(error) = store.forget_gone_zone_followers(replica_id).await {
+                tracing::warn!(%error, "could not forget the zone rows of replicas gone for good");
+            }
+        }
+        match store.record_zone_follower(replica_id, position).await {
+            Ok(()) => self.written = Some((position, Instant::now())),
+            Err(error) => {
+                tracing::warn!(%error, "could not record how far the delegation zone has applied the feed");
+            }
+        }
+        zone_lag::refresh(store).await;
     }
 }
 
@@ -246,5 +290,73 @@ mod tests {
         assert_eq!((applied, stopped), (Some(3), None));
         assert_eq!(zone.values_at("a2.acme.platform.test.").await, ["value-o2"]);
         assert_eq!(zone.values_at("a3.acme.platform.test.").await, ["value-o3"]);
+    }
+
+    #[tokio::test]
+    async fn the_follower_records_the_position_it_applied_and_stays_live_while_idle() {
+        let path = std::env::temp_dir().join(format!("follower-{}.db", uuid::Uuid::new_v4()));
+        let store = Store::connect(&format!("sqlite://{}", path.display()))
+            .await
+            .expect("connects");
+        store.migrate().await.expect("migrates");
+        let Store::Sqlite(pool) = &store else {
+            unreachable!("a SQLite store")
+        };
+        for sequence in 1..=3 {
+            let event = requested(&format!("o{sequence}"));
+            sqlx::query(
+                "INSERT INTO events (aggregate_type, aggregate_id, sequence, event_type, \
+                 event_version, payload, metadata) VALUES ('CustomDomain', 'd1', $1, $2, $3, \
+                 $4, '{}')",
+            )
+            .bind(sequence)
+            .bind(event.type_name())
+            .bind(event.version())
+            .bind(serde_json::to_string(&event).expect("serialises"))
+            .execute(pool)
+            .await
+            .expect("appends");
+        }
+        let head = store.feed_head().await.expect("a head");
+        let zone = Arc::new(zone());
+        let following = tokio::spawn(follow(
+            store.clone(),
+            zone,
+            0,
+            Duration::from_secs(60),
+            "replica-1".into(),
+        ));
+        let live = zone_lag::LIVE_WITHIN;
+        let applied = |position| {
+            let store = store.clone();
+            async move {
+                store
+                    .zone_followers_behind(position, live)
+                    .await
+                    .expect("reads")
+            }
+        };
+        let deadline = Instant::now() + Duration::from_secs(5);
+        while applied(head + 1).await.first().map(|row| row.position) != Some(head) {
+            assert!(
+                Instant::now() < deadline,
+                "the follower never recorded {head}"
+            );
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+        // Idle now: its row must still be renewed, or other replicas would take it for gone.
+        sqlx::query("UPDATE zone_followers SET updated_at = '2000-01-01T00:00:00.000000Z'")
+            .execute(pool)
+            .await
+            .expect("ages the row");
+        assert!(applied(head + 1).await.is_empty(), "stale");
+        tokio::time::sleep(zone_lag::HEARTBEAT + Duration::from_millis(500)).await;
+        assert_eq!(
+            applied(head + 1).await.len(),
+            1,
+            "live again after a heartbeat"
+        );
+        following.abort();
+        let _ = std::fs::remove_file(path);
     }
 }

@@ -50,3 +50,4 @@ mod store_outage;
 mod tamper;
 mod webhook_races;
 mod webhooks;
+mod zone_lag;

@@ -10,7 +10,7 @@ use super::leases::MIGRATION_LOCK;
 use super::{sortable_time, Store, StoreError};
 
 /// The PostgreSQL schema, in order; never edit one that has shipped, add the next.
-const POSTGRES_MIGRATIONS: [(i64, &str); 10] = [
+const POSTGRES_MIGRATIONS: [(i64, &str); 11] = [
     (1, include_str!("migrations/postgres/0001_initial.sql")),
     (2, include_str!("migrations/postgres/0002_global_feed.sql")),
     (3, include_str!("migrations/postgres/0003_order_leases.sql")),
@@ -36,10 +36,14 @@ const POSTGRES_MIGRATIONS: [(i64, &str); 10] = [
         11,
         include_str!("migrations/postgres/0011_unmarked_keys_index.sql"),
     ),
+    (
+        13,
+        include_str!("migrations/postgres/0013_zone_followers.sql"),
+    ),
 ];
 
 /// The SQLite schema, in order; never edit one that has shipped, add the next.
-const SQLITE_MIGRATIONS: [(i64, &str); 10] = [
+const SQLITE_MIGRATIONS: [(i64, &str); 11] = [
     (1, include_str!("migrations/sqlite/0001_initial.sql")),
     (2, include_str!("migrations/sqlite/0002_global_feed.sql")),
     (3, include_str!("migrations/sqlite/0003_order_leases.sql")),
@@ -61,6 +65,10 @@ const SQLITE_MIGRATIONS: [(i64, &str); 10] = [
     (
         11,
         include_str!("migrations/sqlite/0011_unmarked_keys_index.sql"),
+    ),
+    (
+        13,
+        include_str!("migrations/sqlite/0013_zone_followers.sql"),
     ),
 ];
 

@@ -25,6 +25,8 @@
 //! - `checkpoints.rs`: the signed checkpoints of the audit log.
 //! - `ca_budgets.rs`: the budgets kept for the CA (new orders, failed validations), shared by
 //!   every replica.
+//! - `zone_followers.rs`: how far each replica's delegation zone has applied the feed, and
+//!   where a delegated order was opened.
 //! - `webhooks.rs`: webhook delivery: each endpoint's feed cursor, its outbox of messages, every
 //!   attempt, the sealed signing secrets.
 
@@ -139,6 +141,7 @@ mod renewal_info_checks;
 mod secrets;
 mod views;
 mod webhooks;
+mod zone_followers;
 
 pub use ca_budgets::{BudgetUse, SpentUnits};
 pub use feed::{EventTable, ProjectionRow};
@@ -147,6 +150,7 @@ pub use overview::DayActivity;
 pub use secrets::SecretTable;
 pub use views::{DomainPage, ExpiryCounts, KeyDisposalMark, ProjectionWrite};
 pub use webhooks::{AttemptRecord, MessageFate, NewMessage, StoredMessage};
+pub use zone_followers::LaggingFollower;
 
 /// Rows per multi-row statement: well under SQLite's and PostgreSQL's parameter limits.
 const BATCH_ROWS: usize = 500;
