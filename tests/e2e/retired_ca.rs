@@ -3,7 +3,8 @@
 //! the first Pebble is revoked there (Pebble confirms) after a restart with only the second
 //! configured, also by `DELETE ?revoke=true`; an order pending at the first when the service
 //! restarts completes there; without an account stored for it, revocation is a `409` naming
-//! the CA, nothing is registered, and removing without `revoke` works.
+//! the CA, nothing is registered, and removing without `revoke` works; when it does not answer,
+//! a `502` naming it.
 
 use std::collections::HashMap;
 use std::time::Duration;
@@ -21,6 +22,7 @@ crate::on_both_stores!(an_order_pending_at_a_ca_no_longer_configured_completes_t
 crate::on_both_stores!(
     a_ca_no_longer_configured_without_a_stored_account_is_refused_with_a_409_naming_it
 );
+crate::on_both_stores!(a_ca_no_longer_configured_that_does_not_answer_is_a_502_naming_it);
 
 /// A first Pebble the service starts with, a second one, a database, and the environment of
 /// a service trusting both.
@@ -185,5 +187,31 @@ async fn a_ca_no_longer_configured_without_a_stored_account_is_refused_with_a_40
     );
     assert_eq!(first.certificate_status(&serial)["Status"], "Valid");
 
+    assert_eq!(service.delete(&format!("/domains/{id}")).await, 204);
+}
+
+async fn a_ca_no_longer_configured_that_does_not_answer_is_a_502_naming_it(kind: StoreKind) {
+    let (mut first, second, database, mut env) = two_cas(kind).await;
+    let service = Service::start(BINARY, &env);
+    let id = active_domain(&service, &first, "unanswered.retired-ca.test").await;
+    let service = restart_with_only(service, &second, &mut env);
+    first.stop_acme();
+
+    let (code, refused) = service
+        .post(&format!("/domains/{id}/certificate/revoke"), Some(json!({})))
+        .await;
+    assert_eq!(code, 502, "{refused}\n{}", service.log());
+    let message = refused["error"].as_str().expect("an error");
+    assert!(message.contains(&first.directory_url()), "{message}");
+    assert!(message.contains("without revoke=true"), "{message}");
+    let (code, refused) = delete_revoking(&service, &id).await;
+    assert_eq!(code, 502, "{refused}");
+    let recorded = database.event_types(&id).await;
+    assert!(
+        !recorded
+            .iter()
+            .any(|kind| kind == "CertificateRevoked" || kind == "DomainRemoved"),
+        "{recorded:?}"
+    );
     assert_eq!(service.delete(&format!("/domains/{id}")).await, 204);
 }
