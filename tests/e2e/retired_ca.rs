@@ -10,8 +10,8 @@ use std::collections::HashMap;
 use std::time::Duration;
 
 use dns_handling_testkit::{
-    active_domain, pebble_and_database, verified_domain, Pebble, PebbleOptions, Service,
-    StoreKind, TestDatabase,
+    active_domain, pebble_and_database, verified_domain, Pebble, PebbleOptions, Service, StoreKind,
+    TestDatabase,
 };
 use serde_json::{json, Value};
 
@@ -158,7 +158,10 @@ async fn a_ca_no_longer_configured_without_a_stored_account_is_refused_with_a_40
     let serial = serial(&service, &id).await;
 
     let (code, refused) = service
-        .post(&format!("/domains/{id}/certificate/revoke"), Some(json!({})))
+        .post(
+            &format!("/domains/{id}/certificate/revoke"),
+            Some(json!({})),
+        )
         .await;
     assert_eq!(code, 409, "{refused}\n{}", service.log());
     let message = refused["error"].as_str().expect("an error");
@@ -198,7 +201,10 @@ async fn a_ca_no_longer_configured_that_does_not_answer_is_a_502_naming_it(kind:
     first.stop_acme();
 
     let (code, refused) = service
-        .post(&format!("/domains/{id}/certificate/revoke"), Some(json!({})))
+        .post(
+            &format!("/domains/{id}/certificate/revoke"),
+            Some(json!({})),
+        )
         .await;
     assert_eq!(code, 502, "{refused}\n{}", service.log());
     let message = refused["error"].as_str().expect("an error");
