@@ -202,6 +202,7 @@ impl Application {
         )?;
         let services = Arc::new(AppState {
             issuers,
+            retired_issuers: std::sync::RwLock::default(),
             webhooks,
             webhook_events: webhook_events(),
             webhook_sender,

@@ -48,6 +48,12 @@ pub struct AppState {
     pub acme: Arc<AcmeClient>,
     /// Every CA, in the order orders try them: the first, then `ACME_FALLBACK_ISSUERS`.
     pub issuers: Vec<Arc<AcmeClient>>,
+    /// Clients of CAs no longer configured that issued an order or a certificate the store
+    /// still has (staging before production, say), by directory: built on first need and
+    /// kept, each with the account stored for its directory and never a new one. Only what
+    /// that CA issued goes there (polling, revocation, renewal information); new orders go to
+    /// `issuers` alone.
+    pub retired_issuers: std::sync::RwLock<HashMap<String, Arc<AcmeClient>>>,
     /// TXT lookups.
     pub dns: Arc<dyn DnsLookup>,
     /// Private keys, encrypted at rest.
@@ -142,13 +148,56 @@ impl AppState {
         })
     }
 
-    /// The client of the CA at `directory` (the first CA for an empty or unknown one: orders
-    /// and certificates from before several CAs went to it).
-    pub fn acme_for(&self, directory: &str) -> &Arc<AcmeClient> {
+    /// The client of the CA at `directory`, the one that placed an order or issued a
+    /// certificate recorded with it: a configured CA's (the first CA's for an empty directory,
+    /// recorded before several CAs), else that of a CA no longer configured, built once with
+    /// the default contact and `ACME_CA_BUNDLE` and the account stored for its directory
+    /// (see [`AcmeClient::of_stored_account`]). Never a CA other than the one named.
+    pub fn acme_for(&self, directory: &str) -> Arc<AcmeClient> {
+        if let Some(configured) = self.configured_acme(directory) {
+            return configured.clone();
+        }
+        let known = self
+            .retired_issuers
+            .read()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .get(directory)
+            .cloned();
+        if let Some(retired) = known {
+            return retired;
+        }
+        let mut retired = self
+            .retired_issuers
+            .write()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        retired
+            .entry(directory.to_owned())
+            .or_insert_with(|| {
+                tracing::info!(
+                    directory,
+                    "asking a CA that is no longer configured about what it issued, with the \
+                     account stored for it"
+                );
+                AcmeClient::of_stored_account(
+                    directory.to_owned(),
+                    self.settings.acme_email.clone(),
+                    self.settings.acme_ca_bundle.clone(),
+                    self.vault.clone(),
+                )
+            })
+            .clone()
+    }
+
+    /// The configured CA at `directory` (the first CA for an empty directory: orders and
+    /// certificates recorded before several CAs went to it); `None` for a CA no longer
+    /// configured.
+    pub fn configured_acme(&self, directory: &str) -> Option<&Arc<AcmeClient>> {
+        if directory.is_empty() {
+            return Some(&self.acme);
+        }
         self.issuers
             .iter()
             .find(|acme| acme.directory_url() == directory)
-            .unwrap_or(&self.acme)
     }
 
     /// Places the order with the first CA that takes it, within that CA's budget: the next CA
@@ -172,7 +221,8 @@ impl AppState {
         for acme in &self.issuers {
             let replaces = replaces
                 .filter(|(_, directory)| {
-                    self.acme_for(directory).directory_url() == acme.directory_url()
+                    self.configured_acme(directory)
+                        .is_some_and(|issuer| issuer.directory_url() == acme.directory_url())
                 })
                 .map(|(identifier, _)| identifier);
             let attempt = async {

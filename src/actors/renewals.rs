@@ -123,7 +123,11 @@ async fn start_renewal_holding_lease(
         .await?;
     // Recorded only when the order went to the CA it was named to.
     let replaces = replaces
-        .filter(|(_, directory)| services.acme_for(directory).directory_url() == order.ca_directory)
+        .filter(|(_, directory)| {
+            services
+                .configured_acme(directory)
+                .is_some_and(|issuer| issuer.directory_url() == order.ca_directory)
+        })
         .map(|(identifier, _)| identifier.to_string());
     let command = CustomDomainCommand::RequestRenewal {
         order: order.clone(),

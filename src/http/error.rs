@@ -53,6 +53,10 @@ pub enum ApiError {
     /// 500: ACME or the store failed.
     #[error("{0}")]
     Internal(String),
+    /// 502: a CA no longer configured, which alone can act on what it issued, could not be
+    /// asked (the message names it).
+    #[error("{0}")]
+    BadGateway(String),
     /// 503: the store cannot be reached; answered with `Retry-After`.
     #[error("{0}")]
     ServiceUnavailable(String),
@@ -91,6 +95,7 @@ impl ResponseError for ApiError {
             Self::UnsupportedMediaType(_) => StatusCode::UNSUPPORTED_MEDIA_TYPE,
             Self::FailedDependency(_) => StatusCode::FAILED_DEPENDENCY,
             Self::Internal(_) => StatusCode::INTERNAL_SERVER_ERROR,
+            Self::BadGateway(_) => StatusCode::BAD_GATEWAY,
             Self::ServiceUnavailable(_) => StatusCode::SERVICE_UNAVAILABLE,
             Self::TooManyRequests { .. } => StatusCode::TOO_MANY_REQUESTS,
         }

@@ -329,11 +329,23 @@ pub(super) async fn revoke_current(
     let Some(certificate) = services.store.certificate_view(&view.id).await? else {
         return Ok(false);
     };
+    // Only the CA that issued it can revoke it, configured or not any more.
+    let retired = services
+        .configured_acme(&certificate.ca_directory)
+        .is_none();
     let acme = services.acme_for(&certificate.ca_directory);
     match acme.revoke(&certificate.chain_pem, reason).await {
         Ok(()) => {}
         // Revoked at the CA by an earlier call whose record did not go through: record it now.
         Err(AcmeError::Refused(refusal)) if refusal.detail.contains("alreadyRevoked") => {}
+        Err(error) if retired => {
+            return Err(retired_ca_failed(
+                &view.id,
+                &certificate.id,
+                &certificate.ca_directory,
+                error,
+            ))
+        }
         Err(error) => return Err(error.into()),
     }
     let command = CustomDomainCommand::RevokeCertificate {
@@ -343,6 +355,38 @@ pub(super) async fn revoke_current(
     };
     services.execute(&view.id, command, origin).await?;
     Ok(true)
+}
+
+/// What a revocation answers when the CA that issued the certificate is no longer configured
+/// and could not revoke it: `409` when no account for it is stored (retrying cannot help), `502`
+/// when it could not be asked; a refusal of the CA and an unreachable store answer as usual.
+/// The message names the CA and says that removing the domain without `revoke=true` works.
+fn retired_ca_failed(
+    domain_id: &str,
+    certificate_id: &str,
+    directory: &str,
+    error: AcmeError,
+) -> ApiError {
+    let anyway = format!(
+        "nothing was revoked or recorded; DELETE /domains/{domain_id} without revoke=true \
+         removes the domain anyway (the certificate then stays valid at that CA until its end)"
+    );
+    match error {
+        AcmeError::NoStoredAccount { .. } => ApiError::Conflict(format!(
+            "certificate {certificate_id} was issued by {directory}, which is no longer \
+             configured (ACME_DIRECTORY, ACME_FALLBACK_ISSUERS), and no ACME account for it is \
+             stored to revoke it with: {anyway}"
+        )),
+        error @ (AcmeError::Refused(_) | AcmeError::Vault(_)) => error.into(),
+        error => {
+            tracing::warn!(%domain_id, directory, %error, "the CA that issued the certificate, no longer configured, could not revoke it");
+            ApiError::BadGateway(format!(
+                "certificate {certificate_id} was issued by {directory}, which is no longer \
+                 configured, and that CA could not be asked to revoke it ({error}): retry \
+                 later, or {anyway}"
+            ))
+        }
+    }
 }
 
 /// `POST /domains/{id}/certificate/revoke`: revoke the current certificate at the CA, record
@@ -357,6 +401,7 @@ pub(super) async fn revoke_current(
         (status = 413, description = "Body too large", body = ErrorBody),
         (status = 415, description = "Body is not JSON", body = ErrorBody),
         (status = 500, description = "The CA could not be reached or refused (nothing was recorded)", body = ErrorBody),
+        (status = 502, description = "The CA that issued the certificate is no longer configured and could not be asked (the message names it; nothing was recorded). A 409 when no account for it is stored", body = ErrorBody),
         CallerErrors, NotFoundError, ChangeErrors
     ),
     security(("bearer" = []))

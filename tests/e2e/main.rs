@@ -45,6 +45,7 @@ mod names;
 mod renewal;
 mod replicas;
 mod resilience;
+mod retired_ca;
 mod revocation;
 mod store_outage;
 mod tamper;

@@ -16,7 +16,8 @@ impl AcmeClient {
         Ok(Account::builder_with_http(Box::new(RetryAfterNoting(http))))
     }
 
-    /// The account: loaded from the store, or registered with the CA and stored, exactly once.
+    /// The account: loaded from the store, or registered with the CA and stored, exactly once
+    /// (never registered by a client of a CA no longer configured).
     pub async fn account(&self) -> Result<Account, AcmeError> {
         let mut slot = self.account.lock().await;
         if let Some(account) = slot.as_ref() {
@@ -30,6 +31,11 @@ impl AcmeClient {
             .map_err(|e| setup(&e))?;
         let credentials_json = match stored {
             Some(json) => json,
+            None if !self.registers_account => {
+                return Err(AcmeError::NoStoredAccount {
+                    directory: self.directory_url.clone(),
+                })
+            }
             // Replicas starting at once serialise here, and the first one's account is stored
             // before the next looks: one account is registered, not one per replica.
             None => self
@@ -112,5 +118,70 @@ impl AcmeClient {
             .map_err(|e| setup(&e))?;
         tracing::info!(account_id = account.id(), "registered ACME account");
         Ok(of_record)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::sync::atomic::{AtomicUsize, Ordering};
+    use std::sync::Arc;
+
+    use super::*;
+    use crate::adapters::store::Store;
+    use crate::adapters::vault::{KeyEncryptionKey, KeyRing, KeyVault};
+
+    /// A vault over a fresh SQLite file.
+    async fn vault() -> KeyVault {
+        let path = std::env::temp_dir().join(format!("account-test-{}.db", uuid::Uuid::new_v4()));
+        let store = Store::connect(&format!("sqlite://{}", path.display()))
+            .await
+            .expect("connects");
+        store.migrate().await.expect("migrates");
+        KeyVault::new(store, KeyRing::new(KeyEncryptionKey::generate(), vec![]))
+    }
+
+    #[tokio::test]
+    async fn a_ca_no_longer_configured_without_a_stored_account_is_refused_and_nothing_is_registered(
+    ) {
+        // As the service does: a client that would register reaches the CA instead of failing.
+        crate::install_crypto_provider();
+        // Where the CA would be: every connection to it is counted.
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
+            .await
+            .expect("binds");
+        let directory = format!("https://{}/dir", listener.local_addr().expect("address"));
+        let connections = Arc::new(AtomicUsize::new(0));
+        let counted = connections.clone();
+        let ca = tokio::spawn(async move {
+            while let Ok((connection, _)) = listener.accept().await {
+                counted.fetch_add(1, Ordering::SeqCst);
+                drop(connection);
+            }
+        });
+        let vault = vault().await;
+        let client = AcmeClient::of_stored_account(
+            directory.clone(),
+            Some("ops@example.test".into()),
+            None,
+            vault.clone(),
+        );
+
+        let refused = client.account().await.map(|_| ()).expect_err("no account");
+        assert!(
+            matches!(&refused, AcmeError::NoStoredAccount { directory: named } if *named == directory),
+            "{refused}"
+        );
+        assert!(refused.to_string().contains(&directory), "{refused}");
+        assert_eq!(
+            connections.load(Ordering::SeqCst),
+            0,
+            "the CA was not asked for an account"
+        );
+        assert_eq!(
+            vault.acme_credentials(&directory).await.expect("reads"),
+            None,
+            "nothing stored"
+        );
+        ca.abort();
     }
 }

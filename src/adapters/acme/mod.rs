@@ -49,6 +49,16 @@ pub enum AcmeError {
     /// Loading, creating or storing the account failed.
     #[error("ACME account setup failed: {0}")]
     AccountSetup(String),
+    /// No account is stored for a directory whose client may not register one (a CA no
+    /// longer configured, asked only about what it issued): nothing was sent to it.
+    #[error(
+        "no ACME account is stored for {directory}, which is no longer configured; none is \
+         registered with a CA that is not configured"
+    )]
+    NoStoredAccount {
+        /// The ACME directory without an account.
+        directory: String,
+    },
     /// Creating the order or reading its challenges failed after the request may have reached
     /// the CA (it did not answer in time, or the order was placed and its challenges could
     /// not be read): the CA may count an order.
@@ -117,6 +127,9 @@ pub struct AcmeClient {
     external_account: Option<(String, Vec<u8>)>,
     /// The ACME profile orders ask for (`ACME_PROFILE`), if any.
     profile: Option<String>,
+    /// Whether a missing account may be registered: not for a CA no longer configured, whose
+    /// client only asks about orders and certificates of the account it has.
+    registers_account: bool,
     /// Single flight: concurrent first calls wait here for the one that creates the account.
     account: Mutex<Option<Account>>,
     /// How many new orders this process asks the CA for at once. Hundreds of simultaneous
@@ -157,10 +170,53 @@ impl AcmeClient {
         profile: Option<String>,
         vault: KeyVault,
     ) -> Arc<Self> {
+        Self::build(
+            directory_url,
+            contact_email,
+            ca_bundle,
+            external_account,
+            profile,
+            vault,
+            true,
+        )
+    }
+
+    /// A client for a CA no longer configured (`directory_url`, trusting `ca_bundle`'s roots),
+    /// for the orders and certificates its account there has: polling them, revoking them,
+    /// their renewal information. It uses the account stored for that directory and never
+    /// registers one ([`AcmeError::NoStoredAccount`] when none is stored): an account that
+    /// exists needs no External Account Binding, and a new one could own nothing there.
+    pub fn of_stored_account(
+        directory_url: String,
+        contact_email: Option<String>,
+        ca_bundle: Option<std::path::PathBuf>,
+        vault: KeyVault,
+    ) -> Arc<Self> {
+        Self::build(
+            directory_url,
+            contact_email,
+            ca_bundle,
+            None,
+            None,
+            vault,
+            false,
+        )
+    }
+
+    fn build(
+        directory_url: String,
+        contact_email: Option<String>,
+        ca_bundle: Option<std::path::PathBuf>,
+        external_account: Option<(String, Vec<u8>)>,
+        profile: Option<String>,
+        vault: KeyVault,
+        registers_account: bool,
+    ) -> Arc<Self> {
         Arc::new(Self {
             directory_url,
             external_account,
             profile,
+            registers_account,
             contact_email,
             ca_bundle,
             vault,
