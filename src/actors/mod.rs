@@ -2,20 +2,21 @@
 //! renewals alike), the renewal scheduler that finds due renewals and starts them, and the
 //! webhook dispatcher with its driver per endpoint (`webhooks.rs`; tasks rather than actix
 //! actors, since each is one loop that owns nothing but its endpoint's lease).
-//! `work_lease.rs` holds a work lease for as long as its work runs (a renewal being started),
+//! `messages.rs` holds what the actors tell each other (the supervisor and its pollers meet
+//! only there). `work_lease.rs` holds a work lease for as long as its work runs (a renewal being started),
 //! so two replicas never do the same renewal work at once.
 //!
 //! The actors do the waiting and the I/O (DNS polling, ACME round trips) and report what they
 //! saw back to the aggregate as commands; they hold no state that is not also in the events, so
 //! a restart loses nothing: the supervisor resumes every pending order from the projection.
 
+mod messages;
 mod poller;
 mod renewals;
 mod supervisor;
 pub mod webhooks;
 mod work_lease;
 
+pub use messages::{PendingOrder, ResumePending, Shutdown, StartPolling, StopPolling};
 pub use renewals::{start_renewal, RenewalScheduler, RenewalStartError};
-pub use supervisor::{
-    PendingOrder, ResumePending, Shutdown, StartPolling, StopPolling, Supervisor,
-};
+pub use supervisor::Supervisor;

@@ -11,7 +11,7 @@ use chrono::Utc;
 use cqrs_es::AggregateError;
 use dns_handling_events::{FailureReason, OrderDetails, Validation};
 
-use super::supervisor::{PendingOrder, PollerStopped, Shutdown, Supervisor};
+use super::messages::{PendingOrder, PollerStopped, Shutdown};
 use crate::adapters::acme::AcmeError;
 use crate::app_state::{AppState, CommandOrigin};
 use crate::domain::aggregate::{CustomDomainCommand, DomainError};
@@ -432,7 +432,7 @@ pub struct OrderPoller {
     services: Arc<AppState>,
     pending: PendingOrder,
     memory: Option<PollerMemory>,
-    supervisor: Addr<Supervisor>,
+    supervisor: Recipient<PollerStopped>,
     /// True once the order reached an end, or the poller was told to stop: only then is its
     /// stopping the end of the order's polling.
     finished: bool,
@@ -443,7 +443,7 @@ impl OrderPoller {
     pub fn new(
         services: Arc<AppState>,
         pending: PendingOrder,
-        supervisor: Addr<Supervisor>,
+        supervisor: Recipient<PollerStopped>,
     ) -> Self {
         Self {
             services,

@@ -13,7 +13,8 @@ use dns_handling_events::{FailureReason, KeyDisposal, OrderDetails, RenewalReaso
 use dns_handling_projections::DomainView;
 use futures::StreamExt;
 
-use super::supervisor::{PendingOrder, Shutdown, StartPolling, Supervisor};
+use super::messages::{PendingOrder, Shutdown, StartPolling};
+use super::supervisor::Supervisor;
 use super::work_lease::WorkLease;
 use crate::adapters::acme::{certificate_identifier, AcmeError};
 use crate::adapters::store::StoreError;

@@ -11,62 +11,15 @@ use std::collections::{HashMap, HashSet};
 use std::sync::Arc;
 
 use actix::prelude::*;
-use chrono::{DateTime, Utc};
-use dns_handling_events::OrderDetails;
 
+use super::messages::{
+    PendingOrder, PollerStopped, ResumePending, Shutdown, StartPolling, StopPolling,
+};
 use super::poller::OrderPoller;
 use crate::adapters::store::StoreError;
 use crate::app_state::AppState;
 use crate::metrics::METRICS;
 use crate::tasks::contained;
-
-/// An order waiting for its challenge record.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct PendingOrder {
-    /// The domain (aggregate) id.
-    pub domain_id: String,
-    /// The domain's name, for the CSR.
-    pub domain_name: String,
-    /// The order as recorded in `CertificateRequested` or `RenewalRequested`.
-    pub order: OrderDetails,
-    /// The order renews a certificate in service (for the renewal metrics).
-    pub renewal: bool,
-    /// When the certificate was requested, for the issuance-duration metric (after a restart:
-    /// the view's last change, which is the request unless the record was already seen).
-    pub requested_at: DateTime<Utc>,
-}
-
-/// Start polling an order, if this replica gets its lease (ignored when already polled here).
-#[derive(Message)]
-#[rtype(result = "()")]
-pub struct StartPolling(pub PendingOrder);
-
-/// Stop polling a domain's order at once (the domain was removed): its poller ends and its
-/// lease is released. Ignored when this replica does not poll the domain.
-#[derive(Message)]
-#[rtype(result = "()")]
-pub struct StopPolling(pub String);
-
-/// Claim and start every pending order nobody else holds; answers how many are polled here.
-#[derive(Message)]
-#[rtype(result = "Result<usize, StoreError>")]
-pub struct ResumePending;
-
-/// Stop (sent to the supervisor: stop every poller, then itself).
-#[derive(Message)]
-#[rtype(result = "()")]
-pub struct Shutdown;
-
-/// A poller ended.
-#[derive(Message)]
-#[rtype(result = "()")]
-pub(crate) struct PollerStopped {
-    pub domain_id: String,
-    pub order_id: String,
-    /// False when it died without its order reaching an end (a poll panicked or was
-    /// cancelled): the order is still pending and is polled again.
-    pub finished: bool,
-}
 
 /// The supervisor's name as background work: its store round trips run as tasks of their own
 /// (`tasks::contained`), so a panic in one ends that step alone, counted under this name, and
@@ -140,7 +93,8 @@ impl Supervisor {
         }
         let domain_id = pending.domain_id.clone();
         let order_id = pending.order.order_id.clone();
-        let poller = OrderPoller::new(self.services.clone(), pending, ctx.address()).start();
+        let poller =
+            OrderPoller::new(self.services.clone(), pending, ctx.address().recipient()).start();
         // A newer order for the same domain replaces the old poller, whose reports the
         // aggregate would refuse from now on anyway.
         if let Some((_, previous)) = self.pollers.insert(domain_id, (order_id, poller)) {

@@ -16,28 +16,12 @@ use base64::Engine as _;
 use dns_handling_events::chain::{log_hash, GENESIS};
 use dns_handling_events::AGGREGATE_TYPE;
 use rand::RngCore as _;
-use serde::{Deserialize, Serialize};
 
+pub use crate::adapters::store::Checkpoint;
 use crate::adapters::store::{Store, StoreError};
 use crate::settings::{Secret, Settings};
 
-/// One signed checkpoint of the log.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
-pub struct Checkpoint {
-    /// The feed position covered up to (inclusive); 0 for an empty log.
-    pub position: i64,
-    /// How many events the log holds up to `position`.
-    pub event_count: i64,
-    /// The running SHA-256 over every event up to `position`, in feed order (hex).
-    pub log_hash: String,
-    /// When it was signed (RFC 3339, UTC).
-    pub signed_at: String,
-    /// The Ed25519 public key that signed it (standard base64 of 32 bytes).
-    pub public_key: String,
-    /// The Ed25519 signature of [`Checkpoint::message`] (standard base64).
-    pub signature: String,
-}
-
+/// What a checkpoint means (the struct is the store's row: `adapters/store/checkpoints.rs`).
 impl Checkpoint {
     /// The text that is signed.
     pub fn message(&self) -> String {

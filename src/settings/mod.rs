@@ -591,8 +591,14 @@ impl Settings {
 
     /// True when the store is PostgreSQL.
     pub fn uses_postgres(&self) -> bool {
-        crate::adapters::store::is_postgres_url(&self.database_url)
+        is_postgres_url(&self.database_url)
     }
+}
+
+/// True when `database_url` names a PostgreSQL database (`postgres://…` or
+/// `postgresql://…`); anything else is SQLite.
+pub fn is_postgres_url(database_url: &str) -> bool {
+    database_url.starts_with("postgres://") || database_url.starts_with("postgresql://")
 }
 
 /// An EAB HMAC key as CAs hand it out: base64url, with or without padding.

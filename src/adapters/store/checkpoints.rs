@@ -1,9 +1,27 @@
 //! The store's side of signed checkpoints: keeping them and reading them back.
 
+use serde::{Deserialize, Serialize};
 use sqlx::Row;
 
 use super::{Store, StoreError};
-use crate::audit::checkpoints::Checkpoint;
+
+/// One signed checkpoint of the log, as stored (what it means, its message and its signature
+/// check, is `audit/checkpoints.rs`'s).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
+pub struct Checkpoint {
+    /// The feed position covered up to (inclusive); 0 for an empty log.
+    pub position: i64,
+    /// How many events the log holds up to `position`.
+    pub event_count: i64,
+    /// The running SHA-256 over every event up to `position`, in feed order (hex).
+    pub log_hash: String,
+    /// When it was signed (RFC 3339, UTC).
+    pub signed_at: String,
+    /// The Ed25519 public key that signed it (standard base64 of 32 bytes).
+    pub public_key: String,
+    /// The Ed25519 signature of [`Checkpoint::message`] (standard base64).
+    pub signature: String,
+}
 
 const COLUMNS: &str = "position, event_count, log_hash, signed_at, public_key, signature";
 

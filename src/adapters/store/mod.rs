@@ -132,6 +132,7 @@ macro_rules! on_pool {
 
 mod ca_budgets;
 mod checkpoints;
+pub use checkpoints::Checkpoint;
 mod feed;
 mod leases;
 mod migrations;
@@ -160,11 +161,7 @@ fn sortable_time(time: chrono::DateTime<Utc>) -> String {
     time.to_rfc3339_opts(chrono::SecondsFormat::Micros, true)
 }
 
-/// True when `database_url` names a PostgreSQL database (`postgres://…` or
-/// `postgresql://…`); anything else is SQLite.
-pub fn is_postgres_url(database_url: &str) -> bool {
-    database_url.starts_with("postgres://") || database_url.starts_with("postgresql://")
-}
+pub use crate::settings::is_postgres_url;
 
 /// The file of a SQLite database URL (`sqlite://path?…`, `sqlite:path`, or a bare path);
 /// `None` for an in-memory database.
