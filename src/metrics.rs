@@ -16,10 +16,22 @@ use prometheus_client::metrics::gauge::Gauge;
 use prometheus_client::metrics::histogram::{exponential_buckets, Histogram};
 use prometheus_client::registry::Registry;
 
-use crate::adapters::store::{Store, StoreError};
-
 /// The content type of the text exposition format the endpoint serves.
 pub const CONTENT_TYPE: &str = "application/openmetrics-text; version=1.0.0; charset=utf-8";
+
+/// What the store says at a scrape, read by the store (`Store::scrape_figures`) so that every
+/// replica reports the same, current numbers.
+#[derive(Debug, Clone, Default)]
+pub struct ScrapeFigures {
+    /// Domains by status as the contract spells it (and `removed`).
+    pub domains_by_status: Vec<(String, i64)>,
+    /// Certificates in service ending within each horizon (`expired`, `1d`, `7d`, `30d`, `all`).
+    pub certificates_expiring: [(&'static str, i64); 5],
+    /// Seconds the most overdue renewal-scheduler work has waited (0 when none).
+    pub renewal_lag_seconds: i64,
+    /// Renewals whose order waits for its TXT records.
+    pub renewals_waiting_for_records: i64,
+}
 
 /// Labels of `http_requests`: the matched route pattern (never the raw path, which would make
 /// one series per domain id), the method and the status code.
@@ -411,11 +423,11 @@ impl Metrics {
             .observe(elapsed.as_secs_f64());
     }
 
-    /// Refreshes the domain counts from the store and renders every metric as text.
-    pub async fn render(&self, store: &Store) -> Result<String, StoreError> {
-        let counts = store.domain_counts_by_status().await?;
+    /// Sets the figures read from the store for this scrape and renders every metric as text.
+    pub fn render(&self, figures: &ScrapeFigures) -> String {
         for status in STATUSES {
-            let count = counts
+            let count = figures
+                .domains_by_status
                 .iter()
                 .find(|(stored, _)| stored == status)
                 .map_or(0, |(_, count)| *count);
@@ -423,29 +435,17 @@ impl Metrics {
                 .get_or_create(&StatusLabel { status })
                 .set(count);
         }
-        let now = chrono::Utc::now();
-        let expiring = store.expiry_counts(now).await?;
-        for (within, count) in [
-            ("expired", expiring.expired),
-            ("1d", expiring.within_1d),
-            ("7d", expiring.within_7d),
-            ("30d", expiring.within_30d),
-            ("all", expiring.all),
-        ] {
+        for (within, count) in figures.certificates_expiring {
             self.certificates_expiring
                 .get_or_create(&WithinLabel { within })
                 .set(count);
         }
-        let lag = store
-            .most_overdue_wake(now)
-            .await?
-            .map_or(0, |wake| (now - wake).num_seconds().max(0));
-        self.renewal_lag_seconds.set(lag);
+        self.renewal_lag_seconds.set(figures.renewal_lag_seconds);
         self.renewals_waiting_for_records
-            .set(store.renewals_waiting().await?);
+            .set(figures.renewals_waiting_for_records);
         let mut text = String::new();
         // Writing into a String cannot fail.
         let _ = prometheus_client::encoding::text::encode(&mut text, &self.registry);
-        Ok(text)
+        text
     }
 }

@@ -276,7 +276,8 @@ async fn readyz(services: SharedState) -> HttpResponse {
 async fn metrics(services: SharedState) -> Result<HttpResponse, ApiError> {
     // The zone's lag is read at each scrape too: a follower that is held up updates it no more.
     crate::read::zone_lag::refresh(&services.store).await;
-    let text = METRICS.render(&services.store).await?;
+    let figures = services.store.scrape_figures(chrono::Utc::now()).await?;
+    let text = METRICS.render(&figures);
     Ok(HttpResponse::Ok()
         .content_type(crate::metrics::CONTENT_TYPE)
         .body(text))

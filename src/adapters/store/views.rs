@@ -81,6 +81,31 @@ pub struct ExpiryCounts {
     pub all: i64,
 }
 
+impl Store {
+    /// The figures `GET /metrics` reports from the store, as of `now`.
+    pub async fn scrape_figures(
+        &self,
+        now: chrono::DateTime<chrono::Utc>,
+    ) -> Result<crate::metrics::ScrapeFigures, StoreError> {
+        let expiring = self.expiry_counts(now).await?;
+        Ok(crate::metrics::ScrapeFigures {
+            domains_by_status: self.domain_counts_by_status().await?,
+            certificates_expiring: [
+                ("expired", expiring.expired),
+                ("1d", expiring.within_1d),
+                ("7d", expiring.within_7d),
+                ("30d", expiring.within_30d),
+                ("all", expiring.all),
+            ],
+            renewal_lag_seconds: self
+                .most_overdue_wake(now)
+                .await?
+                .map_or(0, |wake| (now - wake).num_seconds().max(0)),
+            renewals_waiting_for_records: self.renewals_waiting().await?,
+        })
+    }
+}
+
 /// One page of domain views.
 #[derive(Debug, Clone)]
 pub struct DomainPage {
