@@ -200,6 +200,11 @@ def click(driver, element_id):
     wait(driver).until(lambda d: d.find_element(By.ID, element_id).click() or True)
 
 
+def refused_text(text):
+    """The text when it tells of a refusal, else None (a wait goes on)."""
+    return text if "refused" in text else None
+
+
 def status_text(driver):
     return driver.find_element(By.ID, "domain-status").text.strip()
 
@@ -379,15 +384,17 @@ def retry_puts_a_failed_domain_back_to_verified(driver):
     check(not driver.find_elements(By.ID, "action-issue"), "a failed domain is not offered issuing")
     click(driver, "action-retry")
     confirm(driver)
-    wait(driver).until(lambda d: d.find_element(By.ID, "action-result").text.strip() != "")
-    text = driver.find_element(By.ID, "action-result").text
+    # The retry's event redraws the page: the status first, then the outcome read inside a wait
+    # (an element read outside one may have been replaced by its redrawn copy).
     wait(driver).until(lambda d: status_text(d) == "verified")
+    text = wait(driver).until(lambda d: d.find_element(By.ID, "action-result").text.strip())
     check("placed" not in text.replace("No order is placed", "") and "verified" in text,
           "the console says what retry did: back to verified, no order placed", text)
     code, domain = api("GET", f"/domains/{FAILED_DOMAIN_ID}", ADMIN_TOKEN)
     check(domain["status"] == "verified" and not domain.get("challenges"),
           "the API agrees: verified, no order open", str(domain))
-    check(driver.find_elements(By.ID, "action-issue"), "a verified domain is offered issuing")
+    offered = wait(driver).until(lambda d: d.find_elements(By.ID, "action-issue"))
+    check(offered, "a verified domain is offered issuing")
 
 
 def a_refused_action_shows_the_api_error(driver):
@@ -400,8 +407,7 @@ def a_refused_action_shows_the_api_error(driver):
     click(driver, "action-verify")
     confirm(driver)
     result = wait(driver).until(when.visibility_of_element_located((By.ID, "action-result")))
-    wait(driver).until(lambda d: d.find_element(By.ID, "action-result").text.strip() != "")
-    text = driver.find_element(By.ID, "action-result").text
+    text = wait(driver).until(lambda d: d.find_element(By.ID, "action-result").text.strip())
     check(expected["error"] in text and f"({code})" in text, "a refused action shows the API's error as it is", text)
     check(result.get_attribute("role") == "alert", "the refusal is announced as an alert")
     check(status_text(driver) == "pending", "the refused action changed nothing")
@@ -425,8 +431,7 @@ def a_refused_action_shows_the_api_error(driver):
                          {"alt_names": ["elsewhere.example.org"]})
     check(code == 400, "the API refuses a further name outside the domain", str(expected))
     edit_names(driver, "elsewhere.example.org")
-    wait(driver).until(lambda d: "refused" in d.find_element(By.ID, "action-result").text)
-    text = driver.find_element(By.ID, "action-result").text
+    text = wait(driver).until(lambda d: refused_text(d.find_element(By.ID, "action-result").text))
     check(expected["error"] in text, "a refused name edit shows the API's error as it is", text)
     code, unchanged = api("GET", f"/domains/{PENDING_DOMAIN_ID}", ADMIN_TOKEN)
     check(unchanged["alt_names"] == [www], "the refused edit changed nothing", str(unchanged))
