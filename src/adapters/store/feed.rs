@@ -78,6 +78,23 @@ pub struct ProjectionRow {
 }
 
 impl ProjectionRow {
+    /// Reads one row of the `events` table that selects these columns (either database's row).
+    pub(super) fn read<R: Row>(row: &R) -> Result<Self, sqlx::Error>
+    where
+        for<'a> &'a str: sqlx::ColumnIndex<R>,
+        i64: for<'r> sqlx::Decode<'r, R::Database> + sqlx::Type<R::Database>,
+        String: for<'r> sqlx::Decode<'r, R::Database> + sqlx::Type<R::Database>,
+    {
+        Ok(Self {
+            position: row.try_get("position")?,
+            aggregate_id: row.try_get("aggregate_id")?,
+            sequence: row.try_get("sequence")?,
+            event_type: row.try_get("event_type")?,
+            event_version: row.try_get("event_version")?,
+            payload: row.try_get("payload")?,
+        })
+    }
+
     /// The payload as the current event version: straight from the text when it is current,
     /// through the upcasters when it is older.
     pub fn decode(&self) -> Result<dns_handling_events::CustomDomainEvent, serde_json::Error> {
@@ -169,16 +186,7 @@ impl Store {
             .fetch_all(pool)
             .await?
             .iter()
-            .map(|row| {
-                Ok(ProjectionRow {
-                    position: row.try_get("position")?,
-                    aggregate_id: row.try_get("aggregate_id")?,
-                    sequence: row.try_get("sequence")?,
-                    event_type: row.try_get("event_type")?,
-                    event_version: row.try_get("event_version")?,
-                    payload: row.try_get("payload")?,
-                })
-            })
+            .map(ProjectionRow::read)
             .collect::<Result<Vec<_>, sqlx::Error>>()?))
     }
 

@@ -155,16 +155,7 @@ impl Store {
             .fetch_all(pool)
             .await?
             .iter()
-            .map(|row| {
-                Ok(ProjectionRow {
-                    position: row.try_get("position")?,
-                    aggregate_id: row.try_get("aggregate_id")?,
-                    sequence: row.try_get("sequence")?,
-                    event_type: row.try_get("event_type")?,
-                    event_version: row.try_get("event_version")?,
-                    payload: row.try_get("payload")?,
-                })
-            })
+            .map(ProjectionRow::read)
             .collect::<Result<Vec<_>, sqlx::Error>>()?);
         for row in rows {
             match row.decode()? {
