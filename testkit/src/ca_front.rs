@@ -48,9 +48,11 @@
 
 mod answer;
 mod renewal_info;
+mod reply;
 mod server;
 #[cfg(test)]
 mod tests;
+mod upstream;
 
 use std::collections::{HashMap, HashSet};
 use std::sync::atomic::{AtomicBool, Ordering};

@@ -4,8 +4,7 @@ use chrono::{DateTime, SecondsFormat, Utc};
 use hyper::{Method, StatusCode};
 use serde_json::{json, Value};
 
-use super::answer::{problem, respond};
-use super::server::Body;
+use super::reply::{problem, respond, Body};
 use super::{Shared, RENEWAL_INFO_PATH};
 
 /// A suggested window as the test set it.

@@ -5,18 +5,11 @@ use std::path::Path;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use http_body_util::{BodyExt as _, Full};
-use hyper::body::Bytes;
-use hyper::header::{HeaderMap, HeaderName, CONNECTION, TE, TRANSFER_ENCODING, UPGRADE};
-use hyper::Request;
 use tokio_rustls::rustls;
 
 use super::answer::answer;
 use super::Shared;
 use crate::process::free_port;
-
-/// What the front answers and sends: a body of bytes, whole.
-pub(super) type Body = Full<Bytes>;
 
 /// What the test's handle tells the server; each is acknowledged once done.
 pub(super) enum Control {
@@ -192,59 +185,5 @@ async fn accept(
     match listener {
         Some(listener) => listener.accept().await.map(|(tcp, _)| tcp),
         None => std::future::pending().await,
-    }
-}
-
-/// One request to Pebble on a connection of its own, and Pebble's response, body read.
-pub(super) async fn send_to_pebble(
-    shared: &Shared,
-    request: Request<Body>,
-) -> Result<(hyper::http::response::Parts, Bytes), String> {
-    let tcp = tokio::net::TcpStream::connect(shared.pebble)
-        .await
-        .map_err(|e| format!("connect: {e}"))?;
-    let name = rustls::pki_types::ServerName::from(shared.pebble.ip());
-    let tls = shared
-        .pebble_tls
-        .connect(name, tcp)
-        .await
-        .map_err(|e| format!("TLS: {e}"))?;
-    // hyper's connection API sends the request as it is: the client's `Host`, no header added.
-    let (mut sender, connection) =
-        hyper::client::conn::http1::handshake(hyper_util::rt::TokioIo::new(tls))
-            .await
-            .map_err(|e| format!("HTTP: {e}"))?;
-    tokio::spawn(connection);
-    let response = sender
-        .send_request(request)
-        .await
-        .map_err(|e| format!("HTTP: {e}"))?;
-    let (parts, body) = response.into_parts();
-    let body = body
-        .collect()
-        .await
-        .map_err(|e| format!("body: {e}"))?
-        .to_bytes();
-    Ok((parts, body))
-}
-
-/// Removes the headers of one connection (RFC 9110 §7.6.1): those `Connection` names, and
-/// `Connection`, `Keep-Alive`, `Proxy-Connection`, `TE`, `Transfer-Encoding`, `Upgrade`.
-pub(super) fn remove_hop_by_hop(headers: &mut HeaderMap) {
-    let named: Vec<HeaderName> = headers
-        .get_all(CONNECTION)
-        .iter()
-        .filter_map(|value| value.to_str().ok())
-        .flat_map(|value| value.split(','))
-        .filter_map(|name| HeaderName::from_bytes(name.trim().as_bytes()).ok())
-        .collect();
-    for name in named {
-        headers.remove(name);
-    }
-    for name in [CONNECTION, TE, TRANSFER_ENCODING, UPGRADE] {
-        headers.remove(name);
-    }
-    for name in ["keep-alive", "proxy-connection"] {
-        headers.remove(name);
     }
 }
