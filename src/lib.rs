@@ -50,6 +50,7 @@ pub mod app_state;
 pub mod audit;
 pub mod cli;
 pub mod domain;
+pub mod edge;
 pub mod http;
 pub mod metrics;
 pub mod read;
