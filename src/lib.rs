@@ -38,7 +38,8 @@
 //!   `dns-handling webhooks …` for people.
 //! - [`app`]: builds the service from its settings; [`app_state`]: what handlers and actors
 //!   share; [`settings`]: configuration (figment), its layers ([`settings::layers`]) and values
-//!   ([`settings::values`]); [`metrics`]: the Prometheus metrics;
+//!   ([`settings::values`]), by concern: the CA ([`settings::acme`]), the delegation zone
+//!   ([`settings::delegation`]), secrets ([`settings::secret`]); [`metrics`]: the Prometheus metrics;
 //!   [`tasks`]: spawned tasks that end with their owner.
 
 #![forbid(unsafe_code)]
