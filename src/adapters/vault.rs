@@ -28,6 +28,24 @@ pub enum VaultError {
     /// The key-encryption key is missing or malformed.
     #[error("{0}")]
     Configuration(String),
+    /// A setting holding a key is not standard base64.
+    #[error("{setting} is not standard base64")]
+    NotBase64 {
+        /// The setting.
+        setting: String,
+        /// What the decoder found.
+        #[source]
+        source: base64::DecodeError,
+    },
+    /// A file holding the key-encryption key could not be read or created.
+    #[error("{context}")]
+    KeyFile {
+        /// What was being done, naming the file.
+        context: String,
+        /// Why it failed.
+        #[source]
+        source: std::io::Error,
+    },
     /// A stored value does not decrypt under the configured key (wrong key, or tampering).
     #[error(
         "stored secret for {0} cannot be decrypted with KEY_ENCRYPTION_KEY or any of \
@@ -60,9 +78,12 @@ impl KeyEncryptionKey {
 
     /// Parses standard base64 of exactly 32 bytes; errors name `setting`.
     fn from_setting(text: &str, setting: &str) -> Result<Self, VaultError> {
-        let bytes = STANDARD.decode(text.trim()).map_err(|e| {
-            VaultError::Configuration(format!("{setting} is not standard base64: {e}"))
-        })?;
+        let bytes = STANDARD
+            .decode(text.trim())
+            .map_err(|source| VaultError::NotBase64 {
+                setting: setting.to_owned(),
+                source,
+            })?;
         let key: [u8; 32] = bytes.try_into().map_err(|bytes: Vec<u8>| {
             VaultError::Configuration(format!(
                 "{setting} must be 32 bytes (openssl rand -base64 32), got {}",
@@ -95,11 +116,9 @@ impl KeyEncryptionKey {
             return Self::from_base64(inline.expose());
         }
         if let Some(file) = file {
-            let text = std::fs::read_to_string(file).map_err(|e| {
-                VaultError::Configuration(format!(
-                    "KEY_ENCRYPTION_KEY_FILE {} cannot be read: {e}",
-                    file.display()
-                ))
+            let text = std::fs::read_to_string(file).map_err(|source| VaultError::KeyFile {
+                context: format!("KEY_ENCRYPTION_KEY_FILE {} cannot be read", file.display()),
+                source,
             })?;
             return Self::from_base64(&text);
         }
@@ -121,14 +140,16 @@ impl KeyEncryptionKey {
 
     fn load_or_create(path: &Path) -> Result<Self, VaultError> {
         if path.exists() {
-            let text = std::fs::read_to_string(path).map_err(|e| {
-                VaultError::Configuration(format!("{} cannot be read: {e}", path.display()))
+            let text = std::fs::read_to_string(path).map_err(|source| VaultError::KeyFile {
+                context: format!("{} cannot be read", path.display()),
+                source,
             })?;
             return Self::from_base64(&text);
         }
         let key = Self::generate();
-        write_owner_only(path, &key.to_base64()).map_err(|e| {
-            VaultError::Configuration(format!("cannot create {}: {e}", path.display()))
+        write_owner_only(path, &key.to_base64()).map_err(|source| VaultError::KeyFile {
+            context: format!("cannot create {}", path.display()),
+            source,
         })?;
         tracing::warn!(
             path = %path.display(),

@@ -1,4 +1,9 @@
 //! `ApiError`: every failure a client can see, with its status code and `{"error": ...}` body.
+//!
+//! The status is decided here, in `status_code`, and nowhere else. The client-facing kinds
+//! (`4xx`) carry the message the client reads. The internal kinds (`500`, `502`, `503`) carry
+//! their cause as a boxed `source`: it is logged once, with the request id, when the answer is
+//! made, and the client reads a fixed text naming the request id, never the cause.
 
 use actix_web::body::MessageBody;
 use actix_web::dev::ServiceResponse;
@@ -13,12 +18,16 @@ use crate::adapters::store::{is_unreachable_cause, StoreError};
 use crate::adapters::vault::VaultError;
 use crate::domain::aggregate::DomainError;
 use crate::domain::webhook_endpoint::WebhookEndpointError;
+use crate::http::observe::current_request_id;
 
 /// The `Retry-After` of a `503` for an unreachable store, in seconds. A restart or failover of
 /// PostgreSQL takes seconds, and each request waits `STORE_TIMEOUT` (2 s) for a connection
 /// before it gets its `503`: retrying sooner than that only adds waiting requests, much later
 /// keeps clients away after the store is back. Two seconds is about one more `STORE_TIMEOUT`.
 pub const RETRY_AFTER_SECONDS: u32 = 2;
+
+/// The cause behind an internal answer: logged, never sent to the client.
+pub type Cause = Box<dyn std::error::Error + Send + Sync + 'static>;
 
 /// An error answered to a REST client.
 #[derive(Debug, thiserror::Error)]
@@ -50,16 +59,34 @@ pub enum ApiError {
     /// 424: a DNS lookup the request depends on failed.
     #[error("{0}")]
     FailedDependency(String),
-    /// 500: ACME or the store failed.
-    #[error("{0}")]
-    Internal(String),
+    /// 500: a fault of the service (the store, the CA client, the key vault, a stored value
+    /// that no longer reads). The client reads only "internal error" and the request id.
+    #[error("{context}")]
+    Internal {
+        /// What was being done, for the log.
+        context: String,
+        /// Why it failed, when an error said.
+        #[source]
+        source: Option<Cause>,
+    },
     /// 502: a CA no longer configured, which alone can act on what it issued, could not be
-    /// asked (the message names it).
-    #[error("{0}")]
-    BadGateway(String),
-    /// 503: the store cannot be reached; answered with `Retry-After`.
-    #[error("{0}")]
-    ServiceUnavailable(String),
+    /// asked. The client reads `message` (which names the CA and what to do, and nothing the
+    /// CA said); the CA's answer is the logged `source`.
+    #[error("{message}")]
+    BadGateway {
+        /// What the client reads.
+        message: String,
+        /// What went wrong with the CA.
+        #[source]
+        source: Option<Cause>,
+    },
+    /// 503: the store cannot be reached; answered with `Retry-After` and a fixed text.
+    #[error("the store is unavailable")]
+    ServiceUnavailable {
+        /// How the store failed.
+        #[source]
+        source: Cause,
+    },
     /// 429: the CA refused for now (or a budget kept for it is spent); answered with
     /// `Retry-After` in seconds; nothing was recorded.
     #[error("{message}")]
@@ -72,14 +99,82 @@ pub enum ApiError {
 }
 
 impl ApiError {
+    /// A `500` with no error behind it: `context` says what went wrong, for the log.
+    pub fn internal(context: impl Into<String>) -> Self {
+        Self::Internal {
+            context: context.into(),
+            source: None,
+        }
+    }
+
+    /// A `500` caused by `source` while doing `context`.
+    pub fn internal_from(context: impl Into<String>, source: impl Into<Cause>) -> Self {
+        Self::Internal {
+            context: context.into(),
+            source: Some(source.into()),
+        }
+    }
+
+    /// A `502`: the client reads `message`; `source`, the CA's failure, is logged.
+    pub fn bad_gateway(message: impl Into<String>, source: impl Into<Cause>) -> Self {
+        Self::BadGateway {
+            message: message.into(),
+            source: Some(source.into()),
+        }
+    }
+
     /// The answer while the store cannot be reached: not a fault of the request or of the
     /// service, so `503` with `Retry-After` rather than `500`.
-    fn store_unavailable(cause: impl std::fmt::Display) -> Self {
-        tracing::warn!(%cause, "store unavailable");
-        Self::ServiceUnavailable(format!(
-            "the store is unavailable ({cause}); retry in a few seconds"
-        ))
+    pub fn store_unavailable(source: impl Into<Cause>) -> Self {
+        Self::ServiceUnavailable {
+            source: source.into(),
+        }
     }
+
+    /// What the client reads in `error`: the message of a client-facing kind; a fixed text
+    /// naming the request id for an internal one.
+    fn client_text(&self) -> String {
+        let request =
+            current_request_id().map_or_else(String::new, |id| format!("; request id {id}"));
+        match self {
+            Self::Internal { .. } => format!("internal error{request}"),
+            Self::ServiceUnavailable { .. } => {
+                format!("the store is unavailable; retry in a few seconds{request}")
+            }
+            Self::BadGateway { message, .. } => format!("{message}{request}"),
+            client_facing => client_facing.to_string(),
+        }
+    }
+
+    /// Logs an internal error once, with the request id and its whole chain of causes; a
+    /// client-facing one is the client's to read and is not logged here.
+    fn log_cause(&self) {
+        let level_is_error = match self {
+            Self::Internal { .. } | Self::BadGateway { .. } => true,
+            Self::ServiceUnavailable { .. } => false,
+            _ => return,
+        };
+        let request_id = current_request_id().unwrap_or_default();
+        let chain = error_chain(self);
+        let status = self.status_code().as_u16();
+        if level_is_error {
+            tracing::error!(%request_id, status, error = %chain, "internal error");
+        } else {
+            tracing::warn!(%request_id, status, error = %chain, "store unavailable");
+        }
+    }
+}
+
+/// An error and every cause under it, `: `-separated, for the log.
+fn error_chain(error: &dyn std::error::Error) -> String {
+    let mut text = error.to_string();
+    let mut next = error.source();
+    while let Some(cause) = next {
+        text.push_str(": ");
+        text.push_str(&cause.to_string());
+        next = cause.source();
+    }
+    text
 }
 
 impl ResponseError for ApiError {
@@ -94,17 +189,18 @@ impl ResponseError for ApiError {
             Self::PayloadTooLarge(_) => StatusCode::PAYLOAD_TOO_LARGE,
             Self::UnsupportedMediaType(_) => StatusCode::UNSUPPORTED_MEDIA_TYPE,
             Self::FailedDependency(_) => StatusCode::FAILED_DEPENDENCY,
-            Self::Internal(_) => StatusCode::INTERNAL_SERVER_ERROR,
-            Self::BadGateway(_) => StatusCode::BAD_GATEWAY,
-            Self::ServiceUnavailable(_) => StatusCode::SERVICE_UNAVAILABLE,
+            Self::Internal { .. } => StatusCode::INTERNAL_SERVER_ERROR,
+            Self::BadGateway { .. } => StatusCode::BAD_GATEWAY,
+            Self::ServiceUnavailable { .. } => StatusCode::SERVICE_UNAVAILABLE,
             Self::TooManyRequests { .. } => StatusCode::TOO_MANY_REQUESTS,
         }
     }
 
     fn error_response(&self) -> HttpResponse {
+        self.log_cause();
         let mut response = HttpResponse::build(self.status_code());
         match self {
-            Self::ServiceUnavailable(_) => {
+            Self::ServiceUnavailable { .. } => {
                 response.insert_header((RETRY_AFTER, RETRY_AFTER_SECONDS.to_string()));
             }
             Self::TooManyRequests {
@@ -114,7 +210,7 @@ impl ResponseError for ApiError {
             }
             _ => {}
         }
-        response.json(serde_json::json!({ "error": self.to_string() }))
+        response.json(serde_json::json!({ "error": self.client_text() }))
     }
 }
 
@@ -123,8 +219,7 @@ impl From<StoreError> for ApiError {
         if error.is_unavailable() {
             return Self::store_unavailable(error);
         }
-        tracing::error!(%error, "store failure");
-        Self::Internal(error.to_string())
+        Self::internal_from("store failure", error)
     }
 }
 
@@ -132,10 +227,7 @@ impl From<VaultError> for ApiError {
     fn from(error: VaultError) -> Self {
         match error {
             VaultError::Store(error) => error.into(),
-            error => {
-                tracing::error!(%error, "key vault failure");
-                Self::Internal(error.to_string())
-            }
+            error => Self::internal_from("key vault failure", error),
         }
     }
 }
@@ -163,10 +255,6 @@ impl From<AcmeError> for ApiError {
                 detail,
                 retry_after,
             } => {
-                crate::metrics::METRICS
-                    .ca_refusals
-                    .get_or_create(&crate::metrics::BudgetLabel { budget: "ca" })
-                    .inc();
                 // Without a time from the CA, a minute: sooner would only be refused again.
                 let retry_after_secs = retry_after
                     .and_then(|at| (at - chrono::Utc::now()).to_std().ok())
@@ -185,10 +273,7 @@ impl From<AcmeError> for ApiError {
                  recorded",
                 reason.code, reason.detail
             )),
-            error => {
-                tracing::error!(%error, "ACME failure");
-                Self::Internal(error.to_string())
-            }
+            error => Self::internal_from("ACME failure", error),
         }
     }
 }
@@ -211,7 +296,10 @@ impl From<AggregateError<DomainError>> for ApiError {
 impl ApiError {
     /// What an aggregate's failure other than its own refusal answers: a lost race `409`, an
     /// unreachable store `503`, anything else `500`.
-    fn from_event_store<E: std::error::Error>(error: AggregateError<E>, what: &str) -> Self {
+    fn from_event_store<E>(error: AggregateError<E>, what: &str) -> Self
+    where
+        E: std::error::Error + Send + Sync + 'static,
+    {
         match error {
             AggregateError::AggregateConflict => Self::Conflict(format!(
                 "the {what} was changed by another request at the same time; nothing was \
@@ -223,10 +311,7 @@ impl ApiError {
             {
                 Self::store_unavailable(cause)
             }
-            other => {
-                tracing::error!(error = %other, what, "event store failure");
-                Self::Internal(format!("event store failure: {other}"))
-            }
+            other => Self::internal_from(format!("event store failure ({what})"), other),
         }
     }
 }
@@ -295,6 +380,10 @@ mod tests {
         sqlx::Error::Io(std::io::Error::from(std::io::ErrorKind::ConnectionRefused))
     }
 
+    fn disk() -> std::io::Error {
+        std::io::Error::other("no space left on the disk")
+    }
+
     /// Status, `Retry-After` and `error` of the answer an error gives.
     async fn answer(error: ApiError) -> (u16, Option<String>, String) {
         let response = error.error_response();
@@ -334,8 +423,9 @@ mod tests {
             assert!(!is_unreachable(&fault), "{fault:?}");
             assert!(!StoreError::Database(fault).is_unavailable());
         }
-        assert!(StoreError::Unavailable("pool timed out".into()).is_unavailable());
-        assert!(!StoreError::Io("cannot open the lock file".into()).is_unavailable());
+        let shared = std::sync::Arc::new(StoreError::Database(sqlx::Error::PoolTimedOut));
+        assert!(StoreError::Shared(shared).is_unavailable());
+        assert!(!StoreError::io("cannot open the lock file", disk()).is_unavailable());
         assert!(!StoreError::Locked("another process".into()).is_unavailable());
     }
 
@@ -345,20 +435,20 @@ mod tests {
             answer(StoreError::Database(sqlx::Error::PoolTimedOut).into()).await;
         assert_eq!((status, retry_after.as_deref()), (503, Some("2")));
         assert!(
-            message.starts_with("the store is unavailable (")
-                && message.ends_with("retry in a few seconds"),
+            message == "the store is unavailable; retry in a few seconds",
             "{message}"
         );
         // Through the key vault and the ACME client too.
         let vault = VaultError::Store(StoreError::Database(refused()));
         assert_eq!(answer(vault.into()).await.0, 503);
-        let acme = AcmeError::Vault(VaultError::Store(StoreError::Unavailable("down".into())));
+        let shared = std::sync::Arc::new(StoreError::Database(refused()));
+        let acme = AcmeError::Vault(VaultError::Store(StoreError::Shared(shared)));
         assert_eq!(answer(acme.into()).await.0, 503);
 
         let (status, retry_after, _) =
             answer(StoreError::Database(sqlx::Error::RowNotFound).into()).await;
         assert_eq!((status, retry_after), (500, None));
-        let acme = AcmeError::Vault(VaultError::Store(StoreError::Io("disk".into())));
+        let acme = AcmeError::Vault(VaultError::Store(StoreError::io("disk", disk())));
         assert_eq!(answer(acme.into()).await.0, 500);
     }
 
@@ -378,7 +468,7 @@ mod tests {
         }
         for error in [
             AggregateError::<DomainError>::UnexpectedError(Box::new(sqlx::Error::RowNotFound)),
-            AggregateError::DatabaseConnectionError(Box::new(StoreError::Io("disk".into()))),
+            AggregateError::DatabaseConnectionError(Box::new(StoreError::io("disk", disk()))),
             AggregateError::UnexpectedError("something else".into()),
         ] {
             assert_eq!(answer(error.into()).await.0, 500);
@@ -456,5 +546,72 @@ mod tests {
         for suffix in ["", "-wal", "-shm"] {
             let _ = std::fs::remove_file(format!("{}{suffix}", path.display()));
         }
+    }
+
+    /// A store failure's own words (here a statement the database did not understand, naming
+    /// a table) are for the log: the client reads a fixed text and the request id.
+    #[tokio::test]
+    async fn a_store_failure_s_text_never_reaches_the_client() {
+        let internal = || {
+            ApiError::from(StoreError::Database(sqlx::Error::Protocol(
+                "unexpected message from table secret_keys".into(),
+            )))
+        };
+        let (status, _, message) = answer(internal()).await;
+        assert_eq!(status, 500);
+        assert_eq!(message, "internal error");
+        let (_, _, message) =
+            crate::http::observe::with_request_id("req-7", answer(internal())).await;
+        assert_eq!(message, "internal error; request id req-7");
+
+        let unavailable = ApiError::from(StoreError::Database(sqlx::Error::PoolTimedOut));
+        let (status, _, message) = answer(unavailable).await;
+        assert_eq!(status, 503);
+        assert!(!message.contains("pool timed out"), "{message}");
+
+        let acme = AcmeError::Vault(VaultError::Store(StoreError::Database(
+            sqlx::Error::ColumnNotFound("sealed_private_key".into()),
+        )));
+        let (status, _, message) = answer(acme.into()).await;
+        assert_eq!(status, 500);
+        assert!(!message.contains("sealed_private_key"), "{message}");
+    }
+
+    /// What an internal answer hides from the client stays in its `source` chain, down to the
+    /// database's own error, for the log.
+    #[test]
+    fn the_cause_of_an_internal_error_is_kept_in_its_source_chain() {
+        fn causes(error: &dyn std::error::Error) -> Vec<&(dyn std::error::Error + 'static)> {
+            std::iter::successors(error.source(), |cause| cause.source()).collect()
+        }
+        let error = ApiError::from(StoreError::Database(sqlx::Error::RowNotFound));
+        assert!(
+            causes(&error)
+                .iter()
+                .any(|cause| matches!(cause.downcast_ref(), Some(sqlx::Error::RowNotFound))),
+            "{error:?}"
+        );
+        let error = ApiError::from(StoreError::Database(sqlx::Error::PoolTimedOut));
+        assert!(
+            causes(&error)
+                .iter()
+                .any(|cause| matches!(cause.downcast_ref(), Some(sqlx::Error::PoolTimedOut))),
+            "{error:?}"
+        );
+        let error = ApiError::from(AcmeError::Vault(VaultError::Store(StoreError::io(
+            "disk",
+            disk(),
+        ))));
+        assert!(
+            causes(&error)
+                .iter()
+                .any(|cause| cause.downcast_ref::<std::io::Error>().is_some()),
+            "{error:?}"
+        );
+        assert!(
+            error_chain(&error).ends_with("no space left on the disk"),
+            "{}",
+            error_chain(&error)
+        );
     }
 }
