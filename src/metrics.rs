@@ -137,7 +137,7 @@ pub struct Metrics {
     /// New orders left in the first CA's account budget, as last read at `GET /ca`.
     pub ca_new_orders_left: Gauge,
     /// Orders not placed because a budget was spent (`new_orders`, `failed_validations`), or
-    /// client requests answered `429` because the CA said not now (`ca`).
+    /// because the CA said not now to a new order (`ca`, counted where its answer is met).
     pub ca_refusals: Family<BudgetLabel, Counter>,
     /// Seconds from an event (the time it records, within milliseconds of its commit) to the
     /// delivery of its message, for messages delivered at their first attempt.

@@ -243,7 +243,7 @@ async fn drive(services: Arc<AppState>, endpoint_id: String) {
                             }
                             // No longer live: the next turn stops the driver.
                             Ok(_) => Ok(()),
-                            Err(error) => Err(StoreError::Io(error.to_string())),
+                            Err(error) => Err(StoreError::other("the key vault failed", error)),
                         }
                     }
                 }
@@ -448,7 +448,7 @@ async fn send(
         match services.vault.webhook_secret(&secret_id).await {
             Ok(Some(secret)) => secrets.push(secret),
             Ok(None) => tracing::error!(%endpoint_id, %secret_id, "a signing secret is missing"),
-            Err(error) => return Err(StoreError::Io(error.to_string())),
+            Err(error) => return Err(StoreError::other("the key vault failed", error)),
         }
     }
     let attempt = services

@@ -75,8 +75,7 @@ pub async fn sign(services: SharedState) -> Result<HttpResponse, ApiError> {
         Err(CheckpointError::Store(error)) => return Err(error.into()),
         Err(refused @ CheckpointError::Refused(_)) => {
             crate::metrics::METRICS.checkpoint_refusals.inc();
-            tracing::error!(error = %refused, "the log does not match its checkpoints");
-            return Err(ApiError::Internal(refused.to_string()));
+            return Err(ApiError::internal_from("signing a checkpoint", refused));
         }
     };
     Ok(if new {

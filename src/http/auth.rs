@@ -76,7 +76,7 @@ pub async fn require_token<B: MessageBody>(
 /// The caller's role, or why it is refused.
 fn decide_role(request: &ServiceRequest) -> Result<Role, ApiError> {
     let Some(services) = request.app_data::<web::Data<Arc<AppState>>>().cloned() else {
-        return Err(ApiError::Internal("service state missing".into()));
+        return Err(ApiError::internal("service state missing"));
     };
     let settings = &services.settings;
     let role = match &settings.auth_token {

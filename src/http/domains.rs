@@ -247,7 +247,7 @@ pub async fn replace_alt_names(
     let _held = lock.lock().await;
     let view = find(&services, &id).await?;
     let domain_name = DomainName::parse(&view.domain_name)
-        .map_err(|e| ApiError::Internal(format!("stored domain name is unreadable: {e}")))?;
+        .map_err(|e| ApiError::internal_from("stored domain name is unreadable", e))?;
     let alt_names = AltNames::parse(&domain_name, &body.alt_names)
         .map_err(|e| ApiError::BadRequest(e.to_string()))?;
     // New names are claimed before the set is recorded; the names the new set drops are given
@@ -353,14 +353,14 @@ pub async fn get(
     let mut view: Option<DomainView> = None;
     for event in services.store.domain_history(&id).await? {
         let recorded_at = chrono::DateTime::parse_from_rfc3339(&event.recorded_at)
-            .map_err(|e| ApiError::Internal(format!("stored event time is unreadable: {e}")))?;
+            .map_err(|e| ApiError::internal_from("stored event time is unreadable", e))?;
         if recorded_at > as_of {
             break;
         }
         let sequence = u64::try_from(event.sequence).unwrap_or(0);
         let payload = event
             .decode()
-            .map_err(|e| ApiError::Internal(format!("stored event is unreadable: {e}")))?;
+            .map_err(|e| ApiError::internal_from("stored event is unreadable", e))?;
         match view.as_mut() {
             Some(view) => {
                 view.apply(sequence, &payload);

@@ -1,4 +1,9 @@
 //! `ApiError`: every failure a client can see, with its status code and `{"error": ...}` body.
+//!
+//! The status is decided here, in `status_code`, and nowhere else. The client-facing kinds
+//! (`4xx`) carry the message the client reads. The internal kinds (`500`, `502`, `503`) carry
+//! their cause as a boxed `source`: it is logged once, with the request id, when the answer is
+//! made, and the client reads a fixed text naming the request id, never the cause.
 
 use actix_web::body::MessageBody;
 use actix_web::dev::ServiceResponse;
@@ -13,12 +18,16 @@ use crate::adapters::store::{is_unreachable_cause, StoreError};
 use crate::adapters::vault::VaultError;
 use crate::domain::aggregate::DomainError;
 use crate::domain::webhook_endpoint::WebhookEndpointError;
+use crate::http::observe::current_request_id;
 
 /// The `Retry-After` of a `503` for an unreachable store, in seconds. A restart or failover of
 /// PostgreSQL takes seconds, and each request waits `STORE_TIMEOUT` (2 s) for a connection
 /// before it gets its `503`: retrying sooner than that only adds waiting requests, much later
 /// keeps clients away after the store is back. Two seconds is about one more `STORE_TIMEOUT`.
 pub const RETRY_AFTER_SECONDS: u32 = 2;
+
+/// The cause behind an internal answer: logged, never sent to the client.
+pub type Cause = Box<dyn std::error::Error + Send + Sync + 'static>;
 
 /// An error answered to a REST client.
 #[derive(Debug, thiserror::Error)]
@@ -50,16 +59,34 @@ pub enum ApiError {
     /// 424: a DNS lookup the request depends on failed.
     #[error("{0}")]
     FailedDependency(String),
-    /// 500: ACME or the store failed.
-    #[error("{0}")]
-    Internal(String),
+    /// 500: a fault of the service (the store, the CA client, the key vault, a stored value
+    /// that no longer reads). The client reads only "internal error" and the request id.
+    #[error("{context}")]
+    Internal {
+        /// What was being done, for the log.
+        context: String,
+        /// Why it failed, when an error said.
+        #[source]
+        source: Option<Cause>,
+    },
     /// 502: a CA no longer configured, which alone can act on what it issued, could not be
-    /// asked (the message names it).
-    #[error("{0}")]
-    BadGateway(String),
-    /// 503: the store cannot be reached; answered with `Retry-After`.
-    #[error("{0}")]
-    ServiceUnavailable(String),
+    /// asked. The client reads `message` (which names the CA and what to do, and nothing the
+    /// CA said); the CA's answer is the logged `source`.
+    #[error("{message}")]
+    BadGateway {
+        /// What the client reads.
+        message: String,
+        /// What went wrong with the CA.
+        #[source]
+        source: Option<Cause>,
+    },
+    /// 503: the store cannot be reached; answered with `Retry-After` and a fixed text.
+    #[error("the store is unavailable")]
+    ServiceUnavailable {
+        /// How the store failed.
+        #[source]
+        source: Cause,
+    },
     /// 429: the CA refused for now (or a budget kept for it is spent); answered with
     /// `Retry-After` in seconds; nothing was recorded.
     #[error("{message}")]
@@ -72,14 +99,82 @@ pub enum ApiError {
 }
 
 impl ApiError {
+    /// A `500` with no error behind it: `context` says what went wrong, for the log.
+    pub fn internal(context: impl Into<String>) -> Self {
+        Self::Internal {
+            context: context.into(),
+            source: None,
+        }
+    }
+
+    /// A `500` caused by `source` while doing `context`.
+    pub fn internal_from(context: impl Into<String>, source: impl Into<Cause>) -> Self {
+        Self::Internal {
+            context: context.into(),
+            source: Some(source.into()),
+        }
+    }
+
+    /// A `502`: the client reads `message`; `source`, the CA's failure, is logged.
+    pub fn bad_gateway(message: impl Into<String>, source: impl Into<Cause>) -> Self {
+        Self::BadGateway {
+            message: message.into(),
+            source: Some(source.into()),
+        }
+    }
+
     /// The answer while the store cannot be reached: not a fault of the request or of the
     /// service, so `503` with `Retry-After` rather than `500`.
-    fn store_unavailable(cause: impl std::fmt::Display) -> Self {
-        tracing::warn!(%cause, "store unavailable");
-        Self::ServiceUnavailable(format!(
-            "the store is unavailable ({cause}); retry in a few seconds"
-        ))
+    pub fn store_unavailable(source: impl Into<Cause>) -> Self {
+        Self::ServiceUnavailable {
+            source: source.into(),
+        }
     }
+
+    /// What the client reads in `error`: the message of a client-facing kind; a fixed text
+    /// naming the request id for an internal one.
+    fn client_text(&self) -> String {
+        let request =
+            current_request_id().map_or_else(String::new, |id| format!("; request id {id}"));
+        match self {
+            Self::Internal { .. } => format!("internal error{request}"),
+            Self::ServiceUnavailable { .. } => {
+                format!("the store is unavailable; retry in a few seconds{request}")
+            }
+            Self::BadGateway { message, .. } => format!("{message}{request}"),
+            client_facing => client_facing.to_string(),
+        }
+    }
+
+    /// Logs an internal error once, with the request id and its whole chain of causes; a
+    /// client-facing one is the client's to read and is not logged here.
+    fn log_cause(&self) {
+        let level_is_error = match self {
+            Self::Internal { .. } | Self::BadGateway { .. } => true,
+            Self::ServiceUnavailable { .. } => false,
+            _ => return,
+        };
+        let request_id = current_request_id().unwrap_or_default();
+        let chain = error_chain(self);
+        let status = self.status_code().as_u16();
+        if level_is_error {
+            tracing::error!(%request_id, status, error = %chain, "internal error");
+        } else {
+            tracing::warn!(%request_id, status, error = %chain, "store unavailable");
+        }
+    }
+}
+
+/// An error and every cause under it, `: `-separated, for the log.
+fn error_chain(error: &dyn std::error::Error) -> String {
+    let mut text = error.to_string();
+    let mut next = error.source();
+    while let Some(cause) = next {
+        text.push_str(": ");
+        text.push_str(&cause.to_string());
+        next = cause.source();
+    }
+    text
 }
 
 impl ResponseError for ApiError {
@@ -94,17 +189,18 @@ impl ResponseError for ApiError {
             Self::PayloadTooLarge(_) => StatusCode::PAYLOAD_TOO_LARGE,
             Self::UnsupportedMediaType(_) => StatusCode::UNSUPPORTED_MEDIA_TYPE,
             Self::FailedDependency(_) => StatusCode::FAILED_DEPENDENCY,
-            Self::Internal(_) => StatusCode::INTERNAL_SERVER_ERROR,
-            Self::BadGateway(_) => StatusCode::BAD_GATEWAY,
-            Self::ServiceUnavailable(_) => StatusCode::SERVICE_UNAVAILABLE,
+            Self::Internal { .. } => StatusCode::INTERNAL_SERVER_ERROR,
+            Self::BadGateway { .. } => StatusCode::BAD_GATEWAY,
+            Self::ServiceUnavailable { .. } => StatusCode::SERVICE_UNAVAILABLE,
             Self::TooManyRequests { .. } => StatusCode::TOO_MANY_REQUESTS,
         }
     }
 
     fn error_response(&self) -> HttpResponse {
+        self.log_cause();
         let mut response = HttpResponse::build(self.status_code());
         match self {
-            Self::ServiceUnavailable(_) => {
+            Self::ServiceUnavailable { .. } => {
                 response.insert_header((RETRY_AFTER, RETRY_AFTER_SECONDS.to_string()));
             }
             Self::TooManyRequests {
@@ -114,7 +210,7 @@ impl ResponseError for ApiError {
             }
             _ => {}
         }
-        response.json(serde_json::json!({ "error": self.to_string() }))
+        response.json(serde_json::json!({ "error": self.client_text() }))
     }
 }
 
@@ -123,8 +219,7 @@ impl From<StoreError> for ApiError {
         if error.is_unavailable() {
             return Self::store_unavailable(error);
         }
-        tracing::error!(%error, "store failure");
-        Self::Internal(error.to_string())
+        Self::internal_from("store failure", error)
     }
 }
 
@@ -132,10 +227,7 @@ impl From<VaultError> for ApiError {
     fn from(error: VaultError) -> Self {
         match error {
             VaultError::Store(error) => error.into(),
-            error => {
-                tracing::error!(%error, "key vault failure");
-                Self::Internal(error.to_string())
-            }
+            error => Self::internal_from("key vault failure", error),
         }
     }
 }
@@ -163,10 +255,6 @@ impl From<AcmeError> for ApiError {
                 detail,
                 retry_after,
             } => {
-                crate::metrics::METRICS
-                    .ca_refusals
-                    .get_or_create(&crate::metrics::BudgetLabel { budget: "ca" })
-                    .inc();
                 // Without a time from the CA, a minute: sooner would only be refused again.
                 let retry_after_secs = retry_after
                     .and_then(|at| (at - chrono::Utc::now()).to_std().ok())
@@ -185,10 +273,7 @@ impl From<AcmeError> for ApiError {
                  recorded",
                 reason.code, reason.detail
             )),
-            error => {
-                tracing::error!(%error, "ACME failure");
-                Self::Internal(error.to_string())
-            }
+            error => Self::internal_from("ACME failure", error),
         }
     }
 }
@@ -211,7 +296,10 @@ impl From<AggregateError<DomainError>> for ApiError {
 impl ApiError {
     /// What an aggregate's failure other than its own refusal answers: a lost race `409`, an
     /// unreachable store `503`, anything else `500`.
-    fn from_event_store<E: std::error::Error>(error: AggregateError<E>, what: &str) -> Self {
+    fn from_event_store<E>(error: AggregateError<E>, what: &str) -> Self
+    where
+        E: std::error::Error + Send + Sync + 'static,
+    {
         match error {
             AggregateError::AggregateConflict => Self::Conflict(format!(
                 "the {what} was changed by another request at the same time; nothing was \
@@ -223,10 +311,7 @@ impl ApiError {
             {
                 Self::store_unavailable(cause)
             }
-            other => {
-                tracing::error!(error = %other, what, "event store failure");
-                Self::Internal(format!("event store failure: {other}"))
-            }
+            other => Self::internal_from(format!("event store failure ({what})"), other),
         }
     }
 }
@@ -280,181 +365,4 @@ pub fn json_error_body<B: MessageBody + 'static>(
 }
 
 #[cfg(test)]
-mod tests {
-    use std::time::{Duration, Instant};
-
-    use cqrs_es::persist::{PersistedEventRepository, PersistedEventStore, SerializedEvent};
-    use cqrs_es::CqrsFramework;
-
-    use super::*;
-    use crate::adapters::store::{is_unreachable, Store};
-    use crate::domain::aggregate::{CustomDomain, CustomDomainCommand};
-    use crate::domain::domain_name::DomainName;
-
-    fn refused() -> sqlx::Error {
-        sqlx::Error::Io(std::io::Error::from(std::io::ErrorKind::ConnectionRefused))
-    }
-
-    /// Status, `Retry-After` and `error` of the answer an error gives.
-    async fn answer(error: ApiError) -> (u16, Option<String>, String) {
-        let response = error.error_response();
-        let status = response.status().as_u16();
-        let retry_after = response
-            .headers()
-            .get(RETRY_AFTER)
-            .map(|value| value.to_str().expect("ASCII").to_owned());
-        let body = actix_web::body::to_bytes(response.into_body())
-            .await
-            .expect("body");
-        let body: serde_json::Value = serde_json::from_slice(&body).expect("JSON");
-        let message = body["error"].as_str().expect("error").to_owned();
-        (status, retry_after, message)
-    }
-
-    #[test]
-    fn only_errors_that_mean_an_unreachable_database_are_unavailable() {
-        for unreachable in [
-            sqlx::Error::PoolTimedOut,
-            sqlx::Error::PoolClosed,
-            refused(),
-            sqlx::Error::Io(std::io::Error::from(std::io::ErrorKind::UnexpectedEof)),
-            sqlx::Error::Tls("handshake failed".into()),
-        ] {
-            assert!(is_unreachable(&unreachable), "{unreachable:?}");
-            assert!(StoreError::Database(unreachable).is_unavailable());
-        }
-        for fault in [
-            sqlx::Error::RowNotFound,
-            sqlx::Error::Protocol("unexpected message".into()),
-            sqlx::Error::ColumnNotFound("payload".into()),
-            sqlx::Error::Decode("not text".into()),
-            sqlx::Error::Configuration("bad URL".into()),
-            sqlx::Error::WorkerCrashed,
-        ] {
-            assert!(!is_unreachable(&fault), "{fault:?}");
-            assert!(!StoreError::Database(fault).is_unavailable());
-        }
-        assert!(StoreError::Unavailable("pool timed out".into()).is_unavailable());
-        assert!(!StoreError::Io("cannot open the lock file".into()).is_unavailable());
-        assert!(!StoreError::Locked("another process".into()).is_unavailable());
-    }
-
-    #[tokio::test]
-    async fn an_unreachable_store_answers_503_with_retry_after_and_other_failures_500() {
-        let (status, retry_after, message) =
-            answer(StoreError::Database(sqlx::Error::PoolTimedOut).into()).await;
-        assert_eq!((status, retry_after.as_deref()), (503, Some("2")));
-        assert!(
-            message.starts_with("the store is unavailable (")
-                && message.ends_with("retry in a few seconds"),
-            "{message}"
-        );
-        // Through the key vault and the ACME client too.
-        let vault = VaultError::Store(StoreError::Database(refused()));
-        assert_eq!(answer(vault.into()).await.0, 503);
-        let acme = AcmeError::Vault(VaultError::Store(StoreError::Unavailable("down".into())));
-        assert_eq!(answer(acme.into()).await.0, 503);
-
-        let (status, retry_after, _) =
-            answer(StoreError::Database(sqlx::Error::RowNotFound).into()).await;
-        assert_eq!((status, retry_after), (500, None));
-        let acme = AcmeError::Vault(VaultError::Store(StoreError::Io("disk".into())));
-        assert_eq!(answer(acme.into()).await.0, 500);
-    }
-
-    #[tokio::test]
-    async fn command_errors_wrapping_an_unreachable_database_answer_503() {
-        // As postgres-es and sqlite-es box a timed-out pool, and as our EventRepository boxes
-        // a StoreError.
-        for error in [
-            AggregateError::<DomainError>::UnexpectedError(Box::new(sqlx::Error::PoolTimedOut)),
-            AggregateError::DatabaseConnectionError(Box::new(refused())),
-            AggregateError::DatabaseConnectionError(Box::new(StoreError::Database(
-                sqlx::Error::PoolClosed,
-            ))),
-        ] {
-            let (status, retry_after, _) = answer(error.into()).await;
-            assert_eq!((status, retry_after.as_deref()), (503, Some("2")));
-        }
-        for error in [
-            AggregateError::<DomainError>::UnexpectedError(Box::new(sqlx::Error::RowNotFound)),
-            AggregateError::DatabaseConnectionError(Box::new(StoreError::Io("disk".into()))),
-            AggregateError::UnexpectedError("something else".into()),
-        ] {
-            assert_eq!(answer(error.into()).await.0, 500);
-        }
-    }
-
-    /// A real SQLite store whose every connection is taken: what the service's command and query
-    /// paths return when no connection comes within `STORE_TIMEOUT`, and how fast.
-    #[tokio::test]
-    async fn a_store_without_a_free_connection_answers_503_after_its_store_timeout() {
-        let path = std::env::temp_dir().join(format!("error-test-{}.db", uuid::Uuid::new_v4()));
-        let timeout = Duration::from_millis(200);
-        let store = Store::connect_with(&format!("sqlite://{}", path.display()), timeout)
-            .await
-            .expect("connects");
-        store.migrate().await.expect("migrates");
-        let Store::Sqlite(pool) = &store else {
-            unreachable!("a SQLite URL")
-        };
-        let mut held = Vec::new();
-        for _ in 0..pool.options().get_max_connections() {
-            held.push(pool.acquire().await.expect("a connection"));
-        }
-
-        let started = Instant::now();
-        let error = store.domain_view("d").await.expect_err("no connection");
-        assert!(
-            started.elapsed() < Duration::from_secs(2),
-            "waited the STORE_TIMEOUT only"
-        );
-        assert!(error.is_unavailable(), "{error}");
-        assert_eq!(answer(error.into()).await.0, 503);
-
-        // The command side: sqlite-es loading the aggregate...
-        let event_store = PersistedEventStore::new_event_store(store.event_repository());
-        let cqrs = CqrsFramework::<CustomDomain, _>::new(event_store, vec![], Default::default());
-        let command = CustomDomainCommand::RegisterDomain {
-            domain_name: DomainName::parse("outage.example.com").expect("valid name"),
-            verification_token: "token".into(),
-            verification_record_name: "_acme-challenge.outage.example.com.".into(),
-            alt_names: Default::default(),
-            at: chrono::Utc::now(),
-        };
-        let error = cqrs.execute("d", command).await.expect_err("no connection");
-        assert!(
-            matches!(error, AggregateError::UnexpectedError(_)),
-            "{error:?}"
-        );
-        assert_eq!(answer(error.into()).await.0, 503);
-        // ...and our EventRepository reading the hash to chain a later event to.
-        let event = SerializedEvent {
-            aggregate_id: "d".into(),
-            sequence: 2,
-            aggregate_type: dns_handling_events::AGGREGATE_TYPE.into(),
-            event_type: "DomainVerified".into(),
-            event_version: "1.0".into(),
-            payload: serde_json::json!({}),
-            metadata: serde_json::json!({}),
-        };
-        let error: AggregateError<DomainError> = store
-            .event_repository()
-            .persist::<CustomDomain>(&[event], None)
-            .await
-            .expect_err("no connection")
-            .into();
-        assert!(
-            matches!(error, AggregateError::DatabaseConnectionError(_)),
-            "{error:?}"
-        );
-        assert_eq!(answer(error.into()).await.0, 503);
-
-        drop(held);
-        assert!(store.domain_view("d").await.is_ok(), "connections are back");
-        drop(store);
-        for suffix in ["", "-wal", "-shm"] {
-            let _ = std::fs::remove_file(format!("{}{suffix}", path.display()));
-        }
-    }
-}
+mod tests;

@@ -198,7 +198,7 @@ fn ndjson_stream(
             let events = match state.services.store.events_after(state.after, batch).await {
                 Ok(events) => events,
                 Err(error) => {
-                    state.failure = Some(ApiError::Internal(error.to_string()));
+                    state.failure = Some(ApiError::internal_from("reading the feed", error));
                     continue;
                 }
             };
@@ -213,7 +213,7 @@ fn ndjson_stream(
             let encoded = encode_lines(&events, |event| event.position);
             if let Some(failure) = encoded.failure {
                 tracing::error!(error = %failure, after = ?encoded.last_position, "a feed event could not be encoded; the stream ends");
-                state.failure = Some(ApiError::Internal(format!(
+                state.failure = Some(ApiError::internal(format!(
                     "the event after position {} could not be encoded: {failure}",
                     encoded.last_position.unwrap_or(state.after)
                 )));

@@ -36,6 +36,22 @@ impl RequestId {
     }
 }
 
+tokio::task_local! {
+    /// The id of the request being answered, for the errors that name it to the client.
+    static CURRENT_REQUEST_ID: String;
+}
+
+/// The id of the request being answered, when called while one is (inside [`observe`]).
+pub fn current_request_id() -> Option<String> {
+    CURRENT_REQUEST_ID.try_with(String::clone).ok()
+}
+
+/// Runs `work` as if it answered the request `id` (for tests of what an answer names).
+#[cfg(test)]
+pub(crate) async fn with_request_id<T>(id: &str, work: impl std::future::Future<Output = T>) -> T {
+    CURRENT_REQUEST_ID.scope(id.to_owned(), work).await
+}
+
 /// Runs the request inside a span carrying its id, then logs and counts its outcome and puts
 /// the id on the response.
 pub async fn observe(
@@ -48,7 +64,8 @@ pub async fn observe(
     let method = request.method().to_string();
     let span = tracing::info_span!("request", request_id = %request_id.0);
     // (The request must not be cloned before routing: actix needs to own it alone then.)
-    let mut response = match next.call(request).instrument(span).await {
+    let answered = CURRENT_REQUEST_ID.scope(request_id.0.clone(), next.call(request));
+    let mut response = match answered.instrument(span).await {
         Ok(response) => response.map_into_boxed_body(),
         Err(error) => {
             // Inner layers answer errors as responses; an error here is actix's own, passed on.

@@ -163,7 +163,7 @@ async fn certificates_of(
     for stored in services.store.domain_history(id).await? {
         let event = stored
             .decode()
-            .map_err(|e| ApiError::Internal(format!("stored event is unreadable: {e}")))?;
+            .map_err(|e| ApiError::internal_from("stored event is unreadable", e))?;
         match event {
             CustomDomainEvent::RenewalRequested {
                 reason,
@@ -379,12 +379,12 @@ fn retired_ca_failed(
         )),
         error @ (AcmeError::Refused(_) | AcmeError::Vault(_)) => error.into(),
         error => {
-            tracing::warn!(%domain_id, directory, %error, "the CA that issued the certificate, no longer configured, could not revoke it");
-            ApiError::BadGateway(format!(
+            let message = format!(
                 "certificate {certificate_id} was issued by {directory}, which is no longer \
-                 configured, and that CA could not be asked to revoke it ({error}): retry \
-                 later, or {anyway}"
-            ))
+                 configured, and that CA could not be asked to revoke it: retry later, or \
+                 {anyway}"
+            );
+            ApiError::bad_gateway(message, error)
         }
     }
 }

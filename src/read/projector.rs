@@ -126,7 +126,7 @@ struct Rebuilt {
 async fn join(write: AbortOnDrop<Result<u64, StoreError>>) -> Result<u64, StoreError> {
     write
         .await
-        .map_err(|e| StoreError::Io(format!("projection write task failed: {e}")))?
+        .map_err(|e| StoreError::other("projection write task failed", e))?
 }
 
 /// A domain's events in one batch, in order.

@@ -92,15 +92,9 @@ async fn answer_batch(store: &Store, batch: Vec<(String, Answer)>) {
             }
         }
         Err(error) => {
-            let message = error.to_string();
-            let unavailable = error.is_unavailable();
+            let error = std::sync::Arc::new(error);
             for (_, answer) in batch {
-                let error = if unavailable {
-                    StoreError::Unavailable(message.clone())
-                } else {
-                    StoreError::Io(message.clone())
-                };
-                let _ = answer.send(Err(error));
+                let _ = answer.send(Err(StoreError::Shared(error.clone())));
             }
         }
     }

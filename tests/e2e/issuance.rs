@@ -218,9 +218,16 @@ async fn unreachable_acme_directory_answers_500_and_records_nothing(kind: StoreK
 
     let (code, body) = issue(&service, &id).await;
     assert_eq!(code, 500, "{body}");
+    // The client reads the request id; the cause is in the log, beside it.
+    let request_id = error_of(&body)
+        .strip_prefix("internal error; request id ")
+        .unwrap_or_else(|| panic!("{body}"))
+        .to_owned();
+    let log = service.log();
     assert!(
-        error_of(&body).contains("ACME account setup failed"),
-        "{body}"
+        log.lines()
+            .any(|line| line.contains(&request_id) && line.contains("ACME account setup failed")),
+        "{body}\n{log}"
     );
 
     let (_, view) = service.get(&format!("/domains/{id}")).await;

@@ -493,10 +493,17 @@ async fn the_service_refuses_to_sign_over_a_rewritten_log_and_kept_copies_catch_
     let service = Service::start(BINARY, &log.env);
     let (code, refused) = service.post("/audit/checkpoints", None).await;
     assert_eq!(code, 500, "{refused}");
+    // The client reads the request id; why the signing was refused is in the log, beside it.
     let message = refused["error"].as_str().unwrap_or_default();
+    let request_id = message
+        .strip_prefix("internal error; request id ")
+        .unwrap_or_else(|| panic!("{refused}"));
+    let log = service.log();
     assert!(
-        message.contains("refusing to sign") && message.contains("no longer matches"),
-        "{refused}"
+        log.lines().any(|line| line.contains(request_id)
+            && line.contains("refusing to sign")
+            && line.contains("no longer matches")),
+        "{refused}\n{log}"
     );
     let refusals = service
         .metric("dns_handling_checkpoint_refusals_total")

@@ -136,6 +136,11 @@ impl AcmeClient {
         retry_after: Option<chrono::DateTime<chrono::Utc>>,
     ) -> AcmeError {
         if let Some(limited) = rate_limited(&error, retry_after) {
+            // Counted where the CA's refusal is met, whoever asked (a request or the scheduler).
+            crate::metrics::METRICS
+                .ca_refusals
+                .get_or_create(&crate::metrics::BudgetLabel { budget: "ca" })
+                .inc();
             if let AcmeError::RateLimited {
                 detail,
                 retry_after: Some(until),

@@ -56,7 +56,7 @@ pub fn lock_sqlite_exclusively(
         .truncate(false)
         .write(true)
         .open(&path)
-        .map_err(|e| StoreError::Io(format!("cannot open {}: {e}", path.display())))?;
+        .map_err(|e| StoreError::io(format!("cannot open {}", path.display()), e))?;
     match file.try_lock() {
         Ok(()) => Ok(Some(SqliteReplicaLock { _file: file })),
         Err(std::fs::TryLockError::WouldBlock) => Err(StoreError::Locked(format!(
@@ -64,10 +64,9 @@ pub fn lock_sqlite_exclusively(
              PostgreSQL (DATABASE_URL=postgres://…) for several replicas",
             database.display()
         ))),
-        Err(std::fs::TryLockError::Error(e)) => Err(StoreError::Io(format!(
-            "cannot lock {}: {e}",
-            path.display()
-        ))),
+        Err(std::fs::TryLockError::Error(e)) => {
+            Err(StoreError::io(format!("cannot lock {}", path.display()), e))
+        }
     }
 }
 

@@ -41,35 +41,78 @@ use sqlx::postgres::PgPoolOptions;
 use sqlx::sqlite::{SqliteConnectOptions, SqliteJournalMode, SqlitePoolOptions, SqliteSynchronous};
 use sqlx::{PgPool, SqlitePool};
 
-/// A failure of the database.
+/// A failure of the database, or of work done on its behalf; each keeps its cause as its
+/// `source`, for the log (the HTTP layer never shows it to a client).
 #[derive(Debug, thiserror::Error)]
 pub enum StoreError {
     /// The database refused or could not be reached.
     #[error("database error: {0}")]
     Database(#[from] sqlx::Error),
-    /// The database could not be reached: what [`StoreError::is_unavailable`] found, passed on
-    /// as text to several waiting readers (a `sqlx::Error` cannot be cloned).
-    #[error("{0}")]
-    Unavailable(String),
+    /// One failure handed to several waiting readers (a `sqlx::Error` cannot be cloned): the
+    /// same error, shared, meaning what it meant (unavailable or not).
+    #[error(transparent)]
+    Shared(std::sync::Arc<StoreError>),
     /// Another process holds this SQLite database.
     #[error("{0}")]
     Locked(String),
     /// A file next to the database could not be used.
+    #[error("{context}")]
+    Io {
+        /// What was being done, naming the file.
+        context: String,
+        /// Why it failed.
+        #[source]
+        source: std::io::Error,
+    },
+    /// A row changed under a rewrite of it: nothing of the rewrite was written.
     #[error("{0}")]
-    Io(String),
+    Changed(String),
+    /// Work for the store that failed outside the database: a write task that did not finish,
+    /// the key vault a stored secret is opened with.
+    #[error("{context}")]
+    Other {
+        /// What was being done.
+        context: String,
+        /// Why it failed.
+        #[source]
+        source: Box<dyn std::error::Error + Send + Sync + 'static>,
+    },
     /// A stored row could not be read back.
     #[error("stored data is corrupt: {0}")]
     Corrupt(#[from] serde_json::Error),
 }
 
 impl StoreError {
+    /// A file next to the database could not be used for `context`.
+    pub fn io(context: impl Into<String>, source: std::io::Error) -> Self {
+        Self::Io {
+            context: context.into(),
+            source,
+        }
+    }
+
+    /// Work for the store, `context`, failed outside the database.
+    pub fn other(
+        context: impl Into<String>,
+        source: impl Into<Box<dyn std::error::Error + Send + Sync + 'static>>,
+    ) -> Self {
+        Self::Other {
+            context: context.into(),
+            source: source.into(),
+        }
+    }
+
     /// True when the database could not be reached: a condition to wait out and retry (`503`),
     /// not a fault of the request or of the service.
     pub fn is_unavailable(&self) -> bool {
         match self {
             StoreError::Database(error) => is_unreachable(error),
-            StoreError::Unavailable(_) => true,
-            StoreError::Locked(_) | StoreError::Io(_) | StoreError::Corrupt(_) => false,
+            StoreError::Shared(error) => error.is_unavailable(),
+            StoreError::Locked(_)
+            | StoreError::Io { .. }
+            | StoreError::Changed(_)
+            | StoreError::Other { .. }
+            | StoreError::Corrupt(_) => false,
         }
     }
 }

@@ -228,7 +228,7 @@ impl Store {
                     .await?
                     .rows_affected();
                 if updated != 1 {
-                    return Err(StoreError::Io(format!(
+                    return Err(StoreError::Changed(format!(
                         "{}/{row} changed while it was re-sealed; nothing in its batch was \
                          written, run again",
                         table.name()

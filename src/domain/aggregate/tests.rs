@@ -1,10 +1,15 @@
 //! The aggregate's decisions, given/when/then: given the events so far, when a command
 //! arrives, then these events (or this refusal).
 
+use std::collections::BTreeMap;
+
 use chrono::Duration;
 use cqrs_es::test::TestFramework;
+use dns_handling_events::{IssuedCertificate, KeyDisposal, RevocationReason};
 
 use super::*;
+use crate::domain::alt_names::AltNames;
+use crate::domain::domain_name::DomainName;
 
 type DomainTest = TestFramework<CustomDomain>;
 
