@@ -35,6 +35,10 @@ fn main() -> anyhow::Result<ExitCode> {
             dns_handling::install_crypto_provider();
             client::run_webhooks(args)
         }
+        Some(Command::Edge(args)) => {
+            dns_handling::install_crypto_provider();
+            dns_handling::cli::edge_sync::run(args)
+        }
         Some(Command::Completions { shell }) => {
             let script = dns_handling::cli::completions(shell);
             std::io::Write::write_all(&mut std::io::stdout(), &script)?;
@@ -167,6 +171,7 @@ async fn run(settings: Settings, command: Command) -> anyhow::Result<ExitCode> {
         Command::Config
         | Command::Domains(_)
         | Command::Webhooks(_)
+        | Command::Edge(_)
         | Command::Completions { .. } => {}
     }
     Ok(ExitCode::SUCCESS)

@@ -3,6 +3,7 @@
 //! and the client for people against a running server.
 
 pub mod client;
+pub mod edge_sync;
 pub mod operator;
 
 use std::path::Path;
@@ -60,6 +61,9 @@ pub enum Command {
     /// The platform's webhook endpoints, against a running server: signed notifications of
     /// certificates issued, renewed, revoked or failing, and of records to publish
     Webhooks(client::WebhooksArgs),
+    /// For the platform's TLS edges: `edge sync` keeps a directory of certificates for
+    /// terminators that read files
+    Edge(edge_sync::EdgeArgs),
     /// Print the completion script for a shell
     Completions {
         /// The shell to complete in

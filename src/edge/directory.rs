@@ -77,6 +77,8 @@ struct State {
 pub struct EdgeDirectory {
     dir: PathBuf,
     state: State,
+    /// What is served changed since the lists were last written.
+    lists_stale: bool,
 }
 
 impl EdgeDirectory {
@@ -86,7 +88,7 @@ impl EdgeDirectory {
         fs::create_dir_all(dir).map_err(io("create", dir))?;
         let dir = dir.canonicalize().map_err(io("resolve", dir))?;
         let state_path = dir.join(STATE_FILE);
-        let state = match fs::read(&state_path) {
+        let mut state: State = match fs::read(&state_path) {
             Ok(bytes) => {
                 serde_json::from_slice(&bytes).map_err(|source| DirectoryError::State {
                     path: state_path.clone(),
@@ -96,8 +98,17 @@ impl EdgeDirectory {
             Err(error) if error.kind() == std::io::ErrorKind::NotFound => State::default(),
             Err(error) => return Err(io("read", &state_path)(error)),
         };
-        let directory = Self { dir, state };
+        // A snapshot cut short is received again from the start: the recorded position is still
+        // the one before it.
+        state.snapshot = None;
+        let mut directory = Self {
+            dir,
+            state,
+            lists_stale: true,
+        };
         directory.remove_unrecorded()?;
+        // The lists may be newer than the record (a crash between the two): write them from it.
+        directory.write_lists()?;
         Ok(directory)
     }
 
@@ -112,7 +123,8 @@ impl EdgeDirectory {
     }
 
     /// Applies a batch of lines, then records them; says whether what is served changed (a
-    /// terminator must reload).
+    /// terminator must reload). Inside a snapshot the lists and the position wait for its end, so
+    /// that a snapshot cut short is asked for again rather than taken as whole.
     pub fn apply(&mut self, lines: &[EdgeLine]) -> Result<bool, DirectoryError> {
         let before = self.state.served.clone();
         for line in lines {
@@ -140,16 +152,26 @@ impl EdgeDirectory {
                     }
                 }
             }
-            self.state.position = self.state.position.max(line.position());
+            if self.state.snapshot.is_none() {
+                self.state.position = self.state.position.max(line.position());
+            }
         }
         let changed = before != self.state.served;
-        if changed {
-            self.write(CRT_LIST_FILE, self.crt_list().as_bytes(), 0o644)?;
-            self.write(NGINX_MAP_FILE, self.nginx_map().as_bytes(), 0o644)?;
+        self.lists_stale |= changed;
+        if self.lists_stale && self.state.snapshot.is_none() {
+            self.write_lists()?;
         }
         let state = serde_json::to_vec_pretty(&self.state).expect("the state serializes");
         self.write(STATE_FILE, &state, 0o600)?;
         Ok(changed)
+    }
+
+    /// Writes the HAProxy crt-list and the nginx map of what is served.
+    fn write_lists(&mut self) -> Result<(), DirectoryError> {
+        self.write(CRT_LIST_FILE, self.crt_list().as_bytes(), 0o644)?;
+        self.write(NGINX_MAP_FILE, self.nginx_map().as_bytes(), 0o644)?;
+        self.lists_stale = false;
+        Ok(())
     }
 
     /// Writes a served certificate's files and records it.

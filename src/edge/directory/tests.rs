@@ -265,3 +265,36 @@ fn two_domains_whose_files_would_share_a_name_keep_apart() {
     assert!(read(&dir, "a.example.test~id-other.crt").contains("x1"));
     fs::remove_dir_all(dir).ok();
 }
+
+#[test]
+fn a_snapshot_cut_short_is_asked_for_again_from_the_position_before_it() {
+    let dir = scratch();
+    let mut directory = EdgeDirectory::open(&dir).expect("opens");
+    directory
+        .apply(&[served(2, "a.example.test", "a1", &["a.example.test"])])
+        .expect("applies");
+    directory
+        .apply(&[
+            EdgeLine::SnapshotBegins { position: 50 },
+            served(50, "b.example.test", "b1", &["b.example.test"]),
+        ])
+        .expect("applies");
+    assert_eq!(
+        directory.position(),
+        2,
+        "not past a snapshot before its end"
+    );
+    drop(directory);
+    let mut directory = EdgeDirectory::open(&dir).expect("opens again");
+    assert_eq!(directory.position(), 2);
+    // Asked again, the whole snapshot no longer names a.
+    directory
+        .apply(&snapshot(
+            50,
+            vec![served(50, "b.example.test", "b1", &["b.example.test"])],
+        ))
+        .expect("applies");
+    assert_eq!(directory.position(), 50);
+    assert!(!read(&dir, CRT_LIST_FILE).contains("a.example.test"));
+    fs::remove_dir_all(dir).ok();
+}
