@@ -28,6 +28,15 @@
 //!   keeps every replica's delegation zone in step with the feed, [`read::zone_lag`] how far
 //!   behind it is; [`read::stuck`], the feed
 //!   consumers stopped at an event they cannot read.
+//! - [`use_cases`]: what the service does for a caller, each one function that the HTTP
+//!   handlers and the renewal scheduler call alike: [`use_cases::register`] (and alt names),
+//!   [`use_cases::verify`], [`use_cases::issue`] (and retry), [`use_cases::renew`],
+//!   [`use_cases::revoke`], [`use_cases::remove`], [`use_cases::keys`] (handing out a key);
+//!   beneath them [`use_cases::command`] (executing a command, asking the aggregate first),
+//!   [`use_cases::place_order`] (the CA fallback and delegation), [`use_cases::budgets`] (the
+//!   budgets kept for the CA), [`use_cases::work_lease`] (one holder of a piece of work across
+//!   replicas) and [`use_cases::webhook_endpoints`]. Each answers its own error, which keeps
+//!   its cause.
 //! - [`actors`]: the supervisor and its per-order pollers, the renewal scheduler (actix), and
 //!   the webhook dispatcher with a driver per endpoint.
 //! - [`audit`]: tamper evidence. [`audit::checkpoints`] signs checkpoints of the log;
@@ -36,8 +45,8 @@
 //! - [`cli`]: the command line's grammar (clap); [`cli::operator`], the operator commands
 //!   (`replay`, `audit`, `export`, `keys`); [`cli::client`], `dns-handling domains …` and
 //!   `dns-handling webhooks …` for people.
-//! - [`app`]: builds the service from its settings; [`app_state`]: what handlers and actors
-//!   share; [`settings`]: configuration (figment), its layers ([`settings::layers`]) and values
+//! - [`app`]: builds the service from its settings; [`app_state`]: the handles the use cases,
+//!   handlers and actors share; [`settings`]: configuration (figment), its layers ([`settings::layers`]) and values
 //!   ([`settings::values`]); [`metrics`]: the Prometheus metrics;
 //!   [`tasks`]: spawned tasks that end with their owner.
 
@@ -55,6 +64,7 @@ pub mod metrics;
 pub mod read;
 pub mod settings;
 pub mod tasks;
+pub mod use_cases;
 
 /// Installs the process-wide rustls crypto provider. Both ring (through sqlx) and aws-lc-rs
 /// (through instant-acme and rcgen) are linked, so rustls cannot pick one by itself.
@@ -82,7 +92,8 @@ mod tests {
                     .and_then(|n| n.to_str())
                     .unwrap_or_default()
                     .to_owned();
-                let is_module_folder = entry.join("mod.rs").exists();
+                // A `tests/` folder is a test module, mapped in its parent's doc.
+                let is_module_folder = entry.join("mod.rs").exists() && name != "tests";
                 let is_module_file = entry.extension().is_some_and(|ext| ext == "rs")
                     && !["lib", "main", "mod", "tests"].contains(&name.as_str());
                 if !is_module_folder && !is_module_file {
