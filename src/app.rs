@@ -11,7 +11,7 @@ use cqrs_es::persist::PersistedEventStore;
 use cqrs_es::CqrsFramework;
 
 use crate::actors::{webhooks, RenewalScheduler, ResumePending, Shutdown, Supervisor};
-use crate::adapters::acme::AcmeClient;
+use crate::adapters::acme::{AcmeClient, CertificateAuthority, Issuers};
 use crate::adapters::certificate_keys::CertificateKeys;
 use crate::adapters::dns::{DnsLookup, HickoryDnsLookup};
 use crate::adapters::dns_server::{ChallengeZone, DnsServer, TcpLimits};
@@ -19,7 +19,7 @@ use crate::adapters::event_repository::{EventRepository, Upcasters};
 use crate::adapters::store::{lock_sqlite_exclusively, SqliteReplicaLock, Store};
 use crate::adapters::vault::{KeyRing, KeyVault};
 use crate::adapters::webhook_sender::WebhookSender;
-use crate::app_state::AppState;
+use crate::app_state::{AppState, DomainLocks};
 use crate::audit::checkpoints::{self, AuditSigner};
 use crate::domain::renewal::RenewalPolicy;
 use crate::http;
@@ -78,7 +78,7 @@ impl Application {
             settings.acme_profile.clone(),
             vault.clone(),
         );
-        let mut issuers = vec![acme.clone()];
+        let mut issuers: Vec<Arc<dyn CertificateAuthority>> = vec![acme.clone()];
         for issuer in &settings.acme_fallback_issuers {
             issuers.push(AcmeClient::new(
                 issuer.directory.clone(),
@@ -181,13 +181,14 @@ impl Application {
             }
             None => None,
         };
-        let event_store =
+        let domain_events = || {
             PersistedEventStore::new_snapshot_store(store.event_repository(), SNAPSHOT_EVERY)
-                .with_upcasters(vec![Box::new(Upcasters)]);
+                .with_upcasters(vec![Box::new(Upcasters)])
+        };
         let policy = RenewalPolicy {
             retry_schedule: settings.renewal_retry_schedule.clone(),
         };
-        let cqrs = CqrsFramework::new(event_store, vec![Box::new(projector)], policy);
+        let cqrs = CqrsFramework::new(domain_events(), vec![Box::new(projector)], policy);
         background.push(checkpoints::spawn_checkpoint_loop(
             store.clone(),
             signer.clone(),
@@ -200,16 +201,33 @@ impl Application {
             settings.webhook_timeout,
             settings.webhook_allow_private_targets,
         )?;
+        // A CA no longer configured is asked only about what it issued, with the account stored
+        // for its directory, the default contact and ACME_CA_BUNDLE's roots.
+        let retired = {
+            let (email, bundle, vault) = (
+                settings.acme_email.clone(),
+                settings.acme_ca_bundle.clone(),
+                vault.clone(),
+            );
+            move |directory: &str| -> Arc<dyn CertificateAuthority> {
+                AcmeClient::of_stored_account(
+                    directory.to_owned(),
+                    email.clone(),
+                    bundle.clone(),
+                    vault.clone(),
+                )
+            }
+        };
         let services = Arc::new(AppState {
-            issuers,
-            retired_issuers: std::sync::RwLock::default(),
+            issuers: Issuers::new(issuers, Box::new(retired)),
+            domain_events: domain_events(),
+            domain_locks: DomainLocks::default(),
             webhooks,
             webhook_events: webhook_events(),
             webhook_sender,
             cqrs,
             views: ViewReader::new(store.clone()),
             store,
-            acme,
             dns,
             certificate_keys: CertificateKeys::new(vault.clone()),
             vault,
@@ -235,14 +253,12 @@ impl Application {
         let address = listener.local_addr()?;
         let services_data = web::Data::new(services);
         let supervisor_data = web::Data::new(supervisor.clone());
-        let locks = web::Data::new(http::domain_locks());
         let mut server = HttpServer::new(move || {
             App::new()
                 .wrap(http::json_errors())
                 .wrap(actix_web::middleware::from_fn(http::observe::observe))
                 .app_data(services_data.clone())
                 .app_data(supervisor_data.clone())
-                .app_data(locks.clone())
                 .configure(http::configure)
         });
         if let Some(workers) = settings.server_workers {

@@ -19,6 +19,7 @@ pub mod metrics;
 pub mod read;
 pub mod settings;
 pub mod tasks;
+pub mod use_cases;
 
 /// Installs the process-wide rustls crypto provider. Both ring (through sqlx) and aws-lc-rs
 /// (through instant-acme and rcgen) are linked, so rustls cannot pick one by itself.

@@ -3,8 +3,8 @@
 //! webhook dispatcher with its driver per endpoint (`webhooks.rs`; tasks rather than actix
 //! actors, since each is one loop that owns nothing but its endpoint's lease).
 //! `messages.rs` holds what the actors tell each other (the supervisor and its pollers meet
-//! only there). `work_lease.rs` holds a work lease for as long as its work runs (a renewal being started),
-//! so two replicas never do the same renewal work at once.
+//! only there). What the scheduler starts (a renewal) is a use case (`use_cases::renew`), as
+//! a request's is; the supervisor takes the orders of both as their `Pollers`.
 //!
 //! The actors do the waiting and the I/O (DNS polling, ACME round trips) and report what they
 //! saw back to the aggregate as commands; they hold no state that is not also in the events, so
@@ -15,8 +15,7 @@ mod poller;
 mod renewals;
 mod supervisor;
 pub mod webhooks;
-mod work_lease;
 
 pub use messages::{PendingOrder, ResumePending, Shutdown, StartPolling, StopPolling};
-pub use renewals::{start_renewal, RenewalScheduler, RenewalStartError};
+pub use renewals::RenewalScheduler;
 pub use supervisor::Supervisor;

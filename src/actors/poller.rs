@@ -17,6 +17,7 @@ use crate::app_state::{AppState, CommandOrigin};
 use crate::domain::aggregate::{CustomDomainCommand, DomainError};
 use crate::metrics::METRICS;
 use crate::tasks::AbortOnDrop;
+use crate::use_cases::execute;
 
 const ACTOR_NAME: &str = "order-poller";
 
@@ -128,7 +129,7 @@ pub async fn poll_once(
                 at: now,
             },
         };
-        let result = Box::pin(services.execute(domain_id, command, origin())).await;
+        let result = Box::pin(execute(&services, domain_id, command, origin())).await;
         if result.is_ok() && pending.renewal {
             METRICS.renewal_finished("failed");
         }
@@ -184,7 +185,7 @@ pub async fn poll_once(
             resolver: services.dns.describe(),
             at: Utc::now(),
         };
-        match Box::pin(services.execute(domain_id, observed, origin())).await {
+        match Box::pin(execute(&services, domain_id, observed, origin())).await {
             Ok(()) => memory.record_seen = true,
             Err(AggregateError::UserError(DomainError::DeadlinePassed { .. })) => {
                 return (PollOutcome::Waiting, memory);
@@ -239,7 +240,7 @@ async fn complete(
     // The key is the custody's to keep (stored by order before any CSR is sent); the CA
     // conversation only asks for it when the order is ready to finalize.
     let key = services.certificate_keys.for_order(domain_id, order);
-    let acme = services.acme_for(&order.ca_directory);
+    let acme = services.issuers.at(&order.ca_directory);
     let command = match Box::pin(acme.complete_order(order, &key)).await {
         Ok(certificate) => CustomDomainCommand::OrderFinalized {
             certificate,
@@ -280,7 +281,7 @@ async fn complete(
         _ => None,
     };
     let finalized = issued_chain.is_some();
-    let result = Box::pin(services.execute(domain_id, command, origin())).await;
+    let result = Box::pin(execute(&services, domain_id, command, origin())).await;
     if let (Some(chain_pem), Err(AggregateError::UserError(DomainError::Removed))) =
         (&issued_chain, &result)
     {
@@ -312,7 +313,7 @@ async fn revoke_orphan(
     order: &OrderDetails,
     chain_pem: &str,
 ) -> PollOutcome {
-    let acme = services.acme_for(&order.ca_directory);
+    let acme = services.issuers.at(&order.ca_directory);
     let reason = dns_handling_events::RevocationReason::CessationOfOperation;
     match acme.revoke(chain_pem, reason).await {
         Ok(()) => {
@@ -350,7 +351,7 @@ async fn spend_failed_validations(services: &AppState, order: &OrderDetails, det
         if let Err(error) = services
             .store
             .record_budget_spend(
-                crate::app_state::FAILED_VALIDATIONS,
+                crate::use_cases::budgets::FAILED_VALIDATIONS,
                 name,
                 services
                     .settings

@@ -9,21 +9,22 @@ use std::sync::Arc;
 use actix::prelude::*;
 use chrono::{DateTime, Utc};
 use cqrs_es::AggregateError;
-use dns_handling_events::{FailureReason, KeyDisposal, OrderDetails, RenewalReason};
+use dns_handling_events::{FailureReason, KeyDisposal, RenewalReason};
 use dns_handling_projections::DomainView;
 use futures::StreamExt;
 
-use super::messages::{PendingOrder, Shutdown, StartPolling};
+use super::messages::Shutdown;
 use super::supervisor::Supervisor;
-use super::work_lease::WorkLease;
-use crate::adapters::acme::{certificate_identifier, AcmeError};
-use crate::adapters::store::StoreError;
+use crate::adapters::acme::AcmeError;
 use crate::app_state::{AppState, CommandOrigin};
 use crate::domain::aggregate::{CustomDomainCommand, DomainError};
 use crate::domain::renewal::{
     ari_recheck_after, due_by_lifetime, due_in_window, ARI_RECHECK_AFTER_ERROR,
 };
 use crate::metrics::METRICS;
+use crate::use_cases::renew::{renewal_lease, start_renewal, RenewError};
+use crate::use_cases::work_lease::WorkLease;
+use crate::use_cases::{execute, Pollers};
 
 const ACTOR_NAME: &str = "renewal-scheduler";
 
@@ -33,129 +34,6 @@ const DOMAINS_PER_TICK: u32 = 1_000;
 /// Domains worked on at once within a tick (each is a few store round trips, and an ACME
 /// order for a due renewal).
 const CONCURRENCY: usize = 8;
-
-/// Why a renewal could not be started.
-#[derive(Debug, thiserror::Error)]
-pub enum RenewalStartError {
-    /// The CA could not be asked for an order (nothing is recorded for a manual renewal; a
-    /// scheduled one records the failed attempt).
-    #[error(transparent)]
-    Acme(#[from] AcmeError),
-    /// The aggregate refused, or the store failed.
-    #[error(transparent)]
-    Command(#[from] AggregateError<DomainError>),
-    /// Another replica or request is starting this domain's renewal now, or the domain moved
-    /// on since it was read (renewing, renewed, removed): nothing was asked of the CA.
-    #[error("{0}")]
-    Busy(String),
-    /// The store could not be read, or the renewal's lease not taken.
-    #[error(transparent)]
-    Store(#[from] StoreError),
-}
-
-/// Places a renewal order for every name the domain has now, records it, and hands it to a
-/// poller. The order names the certificate it `replaces` where the CA offers ARI.
-///
-/// Holds the domain's renewal lease throughout (on every replica, one start at a time), and
-/// decides on the domain as the store has it once the lease is had: a renewal another replica
-/// has just started, or a certificate renewed since `view` was read, is [`RenewalStartError::Busy`]
-/// and nothing is asked of the CA.
-pub async fn start_renewal(
-    services: &AppState,
-    supervisor: &Addr<Supervisor>,
-    view: &DomainView,
-    reason: RenewalReason,
-    origin: CommandOrigin,
-) -> Result<OrderDetails, RenewalStartError> {
-    let certificate = view.certificate.as_ref().map_or("", |c| c.id.as_str());
-    let Some(lease) = WorkLease::take(services, renewal_lease(&view.id), certificate).await? else {
-        return Err(RenewalStartError::Busy(
-            "another replica or request is starting this domain's renewal".into(),
-        ));
-    };
-    let started = start_renewal_holding_lease(services, supervisor, view, reason, origin).await;
-    lease.release().await;
-    started
-}
-
-/// [`start_renewal`]'s work, under the lease.
-async fn start_renewal_holding_lease(
-    services: &AppState,
-    supervisor: &Addr<Supervisor>,
-    view: &DomainView,
-    reason: RenewalReason,
-    origin: CommandOrigin,
-) -> Result<OrderDetails, RenewalStartError> {
-    let wanted = view.certificate.as_ref().map(|c| c.id.clone());
-    let fresh = services.store.domain_view(&view.id).await?;
-    let Some(view) = fresh.filter(|fresh| !fresh.removed) else {
-        return Err(RenewalStartError::Busy("the domain was removed".into()));
-    };
-    if view.renewal.as_ref().is_some_and(|r| r.in_progress) {
-        return Err(RenewalStartError::Busy(
-            "a renewal is in progress already".into(),
-        ));
-    }
-    if wanted.as_ref() != view.certificate.as_ref().map(|c| &c.id) {
-        return Err(RenewalStartError::Busy(
-            "the certificate was renewed meanwhile".into(),
-        ));
-    }
-    let view = &view;
-    // What the renewal replaces, and the CA that issued it: the only one told (ARI).
-    let replaces = match services.store.certificate_view(&view.id).await {
-        Ok(Some(certificate))
-            if ari_offered(services, &certificate.ca_directory, &certificate.chain_pem).await =>
-        {
-            certificate_identifier(&certificate.chain_pem)
-                .ok()
-                .map(|identifier| (identifier, certificate.ca_directory))
-        }
-        _ => None,
-    };
-    let order = services
-        .place_order(
-            view,
-            replaces
-                .as_ref()
-                .map(|(identifier, directory)| (identifier, directory.as_str())),
-            services.settings.renewal_txt_timeout,
-        )
-        .await?;
-    // Recorded only when the order went to the CA it was named to.
-    let replaces = replaces
-        .filter(|(_, directory)| {
-            services
-                .configured_acme(directory)
-                .is_some_and(|issuer| issuer.directory_url() == order.ca_directory)
-        })
-        .map(|(identifier, _)| identifier.to_string());
-    let command = CustomDomainCommand::RequestRenewal {
-        order: order.clone(),
-        reason,
-        replaces,
-        at: Utc::now(),
-    };
-    services.execute(&view.id, command, origin).await?;
-    METRICS.renewal_started(reason.as_str());
-    supervisor.do_send(StartPolling(PendingOrder {
-        domain_id: view.id.clone(),
-        domain_name: view.domain_name.clone(),
-        order: order.clone(),
-        renewal: true,
-        requested_at: Utc::now(),
-    }));
-    Ok(order)
-}
-
-/// Whether the CA offers renewal information for this certificate (its directory lists
-/// `renewalInfo`); only then does a renewal order name what it replaces. A request for it that
-/// fails does not say the CA offers none: during an outage an ARI renewal keeps its exemption
-/// from the new-order budget (and an order the CA never gets spends nothing anyway).
-async fn ari_offered(services: &AppState, ca_directory: &str, chain_pem: &str) -> bool {
-    let acme = services.acme_for(ca_directory);
-    !matches!(acme.renewal_info(chain_pem).await, Ok(None))
-}
 
 /// The kinds of work a tick does, each on its own: a pass still running when the next tick
 /// comes is skipped then, without holding the others back. Only [`Pass::Renewals`] and
@@ -238,12 +116,7 @@ impl Handler<Shutdown> for RenewalScheduler {
 }
 
 /// One pass of a tick over everything due by `now`, a bounded number at a time.
-pub async fn run_pass(
-    pass: Pass,
-    services: &AppState,
-    supervisor: &Addr<Supervisor>,
-    now: DateTime<Utc>,
-) {
+pub async fn run_pass(pass: Pass, services: &AppState, pollers: &dyn Pollers, now: DateTime<Utc>) {
     match pass {
         Pass::Windows => check_renewal_info(services, now).await,
         Pass::Custody => {
@@ -260,7 +133,7 @@ pub async fn run_pass(
         Pass::Renewals => {
             if let Some(due) = due_domains(services, now).await {
                 futures::stream::iter(due)
-                    .for_each_concurrent(CONCURRENCY, |view| tend(services, supervisor, view, now))
+                    .for_each_concurrent(CONCURRENCY, |view| tend(services, pollers, view, now))
                     .await;
             }
         }
@@ -279,12 +152,7 @@ async fn due_domains(services: &AppState, now: DateTime<Utc>) -> Option<Vec<Doma
 }
 
 /// What one due domain needs.
-async fn tend(
-    services: &AppState,
-    supervisor: &Addr<Supervisor>,
-    view: DomainView,
-    now: DateTime<Utc>,
-) {
+async fn tend(services: &AppState, pollers: &dyn Pollers, view: DomainView, now: DateTime<Utc>) {
     let Some(certificate) = view.certificate.clone() else {
         return;
     };
@@ -304,11 +172,11 @@ async fn tend(
         return;
     }
     let reason = renewal.reason.unwrap_or(RenewalReason::Lifetime);
-    match start_renewal(services, supervisor, &view, reason, origin()).await {
+    match start_renewal(services, pollers, &view, reason, origin()).await {
         Ok(order) => {
             tracing::info!(domain_id = %view.id, order_id = %order.order_id, reason = reason.as_str(), "renewal started");
         }
-        Err(RenewalStartError::Acme(error)) => {
+        Err(RenewError::Ca(error)) => {
             // No order: the attempt counts as failed, and the next one follows the schedule.
             tracing::warn!(domain_id = %view.id, %error, "could not place the renewal order");
             let not_before = match &error {
@@ -327,27 +195,25 @@ async fn tend(
             };
             METRICS.renewal_finished("failed");
             report(
-                services.execute(&view.id, command, origin()).await,
+                execute(services, &view.id, command, origin()).await,
                 &view.id,
                 "failed attempt",
             );
         }
-        Err(RenewalStartError::Command(error)) => report(Err(error), &view.id, "renewal"),
-        Err(RenewalStartError::Busy(why)) => {
+        Err(RenewError::Refused(refusal)) => {
+            report(Err(AggregateError::UserError(refusal)), &view.id, "renewal")
+        }
+        Err(RenewError::Command(error)) => report(Err(error), &view.id, "renewal"),
+        Err(RenewError::Missing(missing)) => {
+            tracing::debug!(domain_id = %view.id, %missing, "renewal left: the domain is gone");
+        }
+        Err(RenewError::Busy(why)) => {
             tracing::debug!(domain_id = %view.id, %why, "renewal left to whoever holds it");
         }
-        Err(RenewalStartError::Store(error)) => {
+        Err(RenewError::Store(error)) => {
             tracing::warn!(domain_id = %view.id, %error, "could not start the renewal; next tick");
         }
     }
-}
-
-/// The work lease of a domain's renewal work (`<domain>#renewal`): scheduling and starting a
-/// renewal, by the scheduler or a request, on any replica, one at a time. A row of its own,
-/// never the domain's order lease: a replica acting on a stale view must not take the lease of
-/// the order another replica has just placed and is polling.
-fn renewal_lease(domain_id: &str) -> String {
-    format!("{domain_id}#renewal")
 }
 
 /// Schedules a new certificate's renewal under the domain's renewal lease, if it still has no
@@ -397,7 +263,7 @@ async fn record_expiry(services: &AppState, view: &DomainView, now: DateTime<Utc
     };
     let origin = CommandOrigin::actor(ACTOR_NAME);
     report(
-        services.execute(&view.id, command, origin).await,
+        execute(services, &view.id, command, origin).await,
         &view.id,
         "expiry",
     );
@@ -424,8 +290,8 @@ async fn schedule(
         certificate.not_after,
         services.settings.renew_before,
     );
-    let acme = services.acme_for(&ca_directory);
-    let (due_at, reason, window, check_again) = match acme.renewal_info(&chain).await {
+    let ca = services.issuers.at(&ca_directory);
+    let (due_at, reason, window, check_again) = match ca.renewal_info(&chain).await {
         Ok(Some(answer)) => (
             due_in_window(&answer.window, now, rand::random::<f64>()),
             RenewalReason::Ari,
@@ -455,9 +321,13 @@ async fn schedule(
         at: now,
     };
     report(
-        services
-            .execute(&view.id, command, CommandOrigin::actor(ACTOR_NAME))
-            .await,
+        execute(
+            services,
+            &view.id,
+            command,
+            CommandOrigin::actor(ACTOR_NAME),
+        )
+        .await,
         &view.id,
         "schedule",
     );
@@ -511,8 +381,8 @@ async fn recheck(services: &AppState, domain_id: &str, certificate_id: &str, now
     else {
         return;
     };
-    let acme = services.acme_for(&stored.ca_directory);
-    match acme.renewal_info(&stored.chain_pem).await {
+    let ca = services.issuers.at(&stored.ca_directory);
+    match ca.renewal_info(&stored.chain_pem).await {
         Ok(Some(answer)) => {
             let renewal = view.renewal.clone().unwrap_or_default();
             let inside = renewal.reason == Some(RenewalReason::Ari)
@@ -529,7 +399,7 @@ async fn recheck(services: &AppState, domain_id: &str, certificate_id: &str, now
                 };
                 let origin = CommandOrigin::actor(ACTOR_NAME);
                 report(
-                    services.execute(domain_id, command, origin).await,
+                    execute(services, domain_id, command, origin).await,
                     domain_id,
                     "reschedule",
                 );
@@ -650,7 +520,7 @@ async fn destroy_due_keys(services: &AppState, now: DateTime<Utc>) {
             at: Utc::now(),
         };
         let origin = CommandOrigin::actor(ACTOR_NAME);
-        match services.execute(&domain_id, command, origin).await {
+        match execute(services, &domain_id, command, origin).await {
             Ok(()) | Err(AggregateError::UserError(DomainError::KeyAlreadyDestroyed { .. })) => {}
             Err(error) => {
                 tracing::warn!(%domain_id, %order_id, %error, "key destruction not recorded; next tick");

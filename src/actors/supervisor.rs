@@ -20,6 +20,7 @@ use crate::adapters::store::StoreError;
 use crate::app_state::AppState;
 use crate::metrics::METRICS;
 use crate::tasks::contained;
+use crate::use_cases::Pollers;
 
 /// The supervisor's name as background work: its store round trips run as tasks of their own
 /// (`tasks::contained`), so a panic in one ends that step alone, counted under this name, and
@@ -32,6 +33,29 @@ const RESTART_DELAY: std::time::Duration = std::time::Duration::from_secs(1);
 
 /// The longest wait before a poller that keeps dying is started again.
 const MAX_RESTART_DELAY: std::time::Duration = std::time::Duration::from_secs(300);
+
+/// The use cases hand their orders to the supervisor through its address.
+impl Pollers for Addr<Supervisor> {
+    fn start(
+        &self,
+        domain_id: &str,
+        domain_name: &str,
+        order: &dns_handling_events::OrderDetails,
+        renewal: bool,
+    ) {
+        self.do_send(StartPolling(PendingOrder {
+            domain_id: domain_id.to_owned(),
+            domain_name: domain_name.to_owned(),
+            order: order.clone(),
+            renewal,
+            requested_at: chrono::Utc::now(),
+        }));
+    }
+
+    fn stop(&self, domain_id: &str) {
+        self.do_send(StopPolling(domain_id.to_owned()));
+    }
+}
 
 /// The wait before the restart that follows `in_a_row` restarts of one domain's poller.
 fn restart_delay(in_a_row: u32) -> std::time::Duration {

@@ -29,6 +29,7 @@ use crate::domain::notifications::{notifications, Notification};
 use crate::domain::webhook_endpoint::{WebhookEndpoint, WebhookEndpointCommand};
 use crate::metrics::{OutcomeLabel, METRICS};
 use crate::tasks::AbortOnDrop;
+use crate::use_cases::webhook_endpoints::webhook_endpoint;
 
 /// How often the dispatcher looks for endpoints without a driver (new ones, or ones whose
 /// replica died).
@@ -123,7 +124,7 @@ pub async fn dispatch(services: Arc<AppState>) {
                     if drivers.contains_key(&id) || ended.contains(&id) {
                         continue;
                     }
-                    let live = match services.webhook_endpoint(&id).await {
+                    let live = match webhook_endpoint(&services, &id).await {
                         Ok(endpoint) if endpoint.created && !endpoint.is_active() => {
                             ended.insert(id);
                             continue;
@@ -184,7 +185,7 @@ async fn drive(services: Arc<AppState>, endpoint_id: String) {
             }
             lease_claimed = tokio::time::Instant::now();
         }
-        let endpoint = match services.webhook_endpoint(&endpoint_id).await {
+        let endpoint = match webhook_endpoint(&services, &endpoint_id).await {
             Ok(endpoint) if endpoint.is_active() => endpoint,
             Ok(_) => {
                 let lease = lease_of(&endpoint_id);
@@ -231,7 +232,7 @@ async fn drive(services: Arc<AppState>, endpoint_id: String) {
                         let _sending = lock.lock().await;
                         // Looked at again under the lock: a deletion recorded before this
                         // point is seen here; one recorded after it waits for this send.
-                        match services.webhook_endpoint(&endpoint_id).await {
+                        match webhook_endpoint(&services, &endpoint_id).await {
                             Ok(endpoint) if endpoint.is_active() => {
                                 match send(&services, &endpoint_id, &endpoint, &message).await {
                                     Ok(answered_gone) => {

@@ -6,9 +6,9 @@ use serde::Serialize;
 
 use super::bodies::{rfc3339, rfc3339_opt, CallerErrors};
 use super::{ApiError, SharedState};
-use crate::app_state::{FAILED_VALIDATIONS, NEW_ORDERS};
 use crate::metrics::METRICS;
 use crate::settings::Budget;
+use crate::use_cases::budgets::{FAILED_VALIDATIONS, NEW_ORDERS};
 
 /// How one budget stands.
 #[derive(Debug, Serialize, utoipa::ToSchema)]

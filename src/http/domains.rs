@@ -1,31 +1,21 @@
 //! Handlers of `/domains…`: registering, listing, reading, verifying and removing domains (their
 //! certificates are `certificates.rs`).
 
-use std::collections::HashMap;
-
 use actix::Addr;
-use actix_web::{web, HttpMessage, HttpRequest, HttpResponse};
+use actix_web::{web, HttpRequest, HttpResponse};
 use chrono::Utc;
-use dns_handling_events::{DomainStatus, RevocationReason};
+use dns_handling_events::DomainStatus;
 use dns_handling_projections::DomainView;
-use rand::RngCore;
 use serde::Deserialize;
 
-use super::auth::Role;
 use super::bodies::{
     CallerErrors, ChangeErrors, DelegationRecordBody, DomainBody, DomainList, ErrorBody,
     NotFoundError, RegisteredDomain, VerificationRecord,
 };
-use super::certificates::DomainLocks;
-use super::observe::RequestId;
-use super::ApiError;
-use crate::actors::{StopPolling, Supervisor};
-use crate::app_state::{AppState, CommandOrigin};
-use crate::domain::aggregate::CustomDomainCommand;
-use crate::domain::alt_names::AltNames;
-use crate::domain::domain_name::DomainName;
-
-use super::SharedState;
+use super::origin::origin;
+use super::{ApiError, SharedState};
+use crate::actors::Supervisor;
+use crate::use_cases::{live_view, register, remove, verify};
 
 /// Body of `POST /domains`.
 #[derive(Debug, Deserialize, utoipa::ToSchema)]
@@ -86,41 +76,6 @@ fn name_filter(name: Option<&str>) -> Result<Option<String>, ApiError> {
     Ok(Some(lowered))
 }
 
-/// The metadata recorded with the events a request causes: its request id (see
-/// [`RequestId`]), the caller's role, its address and the route.
-pub(super) fn origin(request: &HttpRequest) -> CommandOrigin {
-    let mut metadata = HashMap::new();
-    metadata.insert("actor".to_owned(), "http".to_owned());
-    let request_id = request
-        .extensions()
-        .get::<RequestId>()
-        .map_or_else(|| uuid::Uuid::now_v7().to_string(), |id| id.0.clone());
-    metadata.insert("request_id".to_owned(), request_id);
-    metadata.insert("role".to_owned(), Role::of(request).label().to_owned());
-    if let Some(peer) = request.peer_addr() {
-        metadata.insert("client_addr".to_owned(), peer.ip().to_string());
-    }
-    metadata.insert(
-        "route".to_owned(),
-        format!("{} {}", request.method(), request.path()),
-    );
-    CommandOrigin(metadata)
-}
-
-pub(super) async fn find(services: &AppState, id: &str) -> Result<DomainView, ApiError> {
-    match services.views.domain_view(id).await? {
-        Some(view) if view.removed => Err(ApiError::NotFound(format!("domain {id} was removed"))),
-        Some(view) => Ok(view),
-        None => Err(ApiError::NotFound(format!("no domain with id {id}"))),
-    }
-}
-
-fn random_token() -> String {
-    let mut bytes = [0u8; 20];
-    rand::thread_rng().fill_bytes(&mut bytes);
-    crate::adapters::acme::hex(&bytes)
-}
-
 /// `POST /domains`: register a domain and hand out its verification token.
 #[utoipa::path(
     post, path = "/domains", operation_id = "registerDomain", tag = "domains",
@@ -147,35 +102,13 @@ pub async fn register(
     request: HttpRequest,
     body: web::Json<RegisterRequest>,
 ) -> Result<HttpResponse, ApiError> {
-    let domain_name =
-        DomainName::parse(&body.domain_name).map_err(|e| ApiError::BadRequest(e.to_string()))?;
-    let alt_names = AltNames::parse(&domain_name, &body.alt_names)
-        .map_err(|e| ApiError::BadRequest(e.to_string()))?;
-    let id = uuid::Uuid::now_v7().to_string();
-    let names: Vec<String> = std::iter::once(domain_name.to_string())
-        .chain(alt_names.as_slice().iter().cloned())
-        .collect();
-    if let Some(taken) = services.store.reserve_names(&names, &id).await? {
-        return Err(name_taken(&taken, domain_name.as_str()));
-    }
-    let verification_record_name = format!(
-        "{}.{}.",
-        services.settings.verification_record_prefix, domain_name
-    );
-    let token = random_token();
-    let command = CustomDomainCommand::RegisterDomain {
-        domain_name: domain_name.clone(),
-        verification_token: token,
-        verification_record_name,
-        alt_names,
-        at: Utc::now(),
-    };
-    if let Err(error) = services.execute(&id, command, origin(&request)).await {
-        // Nothing was recorded: give the names back so the client can simply try again.
-        services.store.release_names(&names, &id).await?;
-        return Err(error.into());
-    }
-    let view = find(&services, &id).await?;
+    let view = register::register(
+        &services,
+        &body.domain_name,
+        &body.alt_names,
+        origin(&request),
+    )
+    .await?;
     let record = VerificationRecord::of(&view);
     let delegation_records = match services.settings.delegation() {
         Some(zone) => DelegationRecordBody::all(&zone, &view),
@@ -208,17 +141,6 @@ pub async fn register(
     }))
 }
 
-/// The `409` for a name another live domain holds: the domain's own name, or an alt name.
-fn name_taken(taken: &str, domain_name: &str) -> ApiError {
-    if taken == domain_name {
-        ApiError::Conflict(format!("domain_name {taken} is already registered"))
-    } else {
-        ApiError::Conflict(format!(
-            "alt name {taken} is already a name of another domain"
-        ))
-    }
-}
-
 /// `PUT /domains/{id}/alt_names`: replace the further names; the next order (issuance, retry
 /// or renewal) covers the new set, a pending order keeps the names it was placed with.
 #[utoipa::path(
@@ -238,39 +160,14 @@ fn name_taken(taken: &str, domain_name: &str) -> ApiError {
 )]
 pub async fn replace_alt_names(
     services: SharedState,
-    locks: web::Data<DomainLocks>,
     request: HttpRequest,
     id: web::Path<String>,
     body: web::Json<AltNamesRequest>,
 ) -> Result<HttpResponse, ApiError> {
-    let lock = locks.lock_for(&id);
-    let _held = lock.lock().await;
-    let view = find(&services, &id).await?;
-    let domain_name = DomainName::parse(&view.domain_name)
-        .map_err(|e| ApiError::internal_from("stored domain name is unreadable", e))?;
-    let alt_names = AltNames::parse(&domain_name, &body.alt_names)
-        .map_err(|e| ApiError::BadRequest(e.to_string()))?;
-    // New names are claimed before the set is recorded; the names the new set drops are given
-    // back by the projection write that records it (so a crash in between loses nothing).
-    let added: Vec<String> = alt_names
-        .as_slice()
-        .iter()
-        .filter(|name| !view.alt_names.contains(name))
-        .cloned()
-        .collect();
-    if let Some(taken) = services.store.reserve_names(&added, &id).await? {
-        return Err(name_taken(&taken, domain_name.as_str()));
-    }
-    let command = CustomDomainCommand::ReplaceAltNames {
-        alt_names,
-        at: Utc::now(),
-    };
-    if let Err(error) = services.execute(&id, command, origin(&request)).await {
-        services.store.release_names(&added, &id).await?;
-        return Err(error.into());
-    }
+    let view =
+        register::replace_alt_names(&services, &id, &body.alt_names, origin(&request)).await?;
     Ok(HttpResponse::Ok().json(DomainBody::of(
-        find(&services, &id).await?,
+        view,
         services.settings.delegation().as_ref(),
     )))
 }
@@ -341,7 +238,7 @@ pub async fn get(
     query: web::Query<GetQuery>,
 ) -> Result<HttpResponse, ApiError> {
     let Some(as_of) = &query.as_of else {
-        let view = find(&services, &id).await?;
+        let view = live_view::<ApiError>(&services, &id).await?;
         return Ok(HttpResponse::Ok().json(DomainBody::of(
             view,
             services.settings.delegation().as_ref(),
@@ -402,46 +299,7 @@ pub async fn verify(
     request: HttpRequest,
     id: web::Path<String>,
 ) -> Result<HttpResponse, ApiError> {
-    let view = find(&services, &id).await?;
-    if view.status != DomainStatus::Pending {
-        return Err(ApiError::BadRequest(format!(
-            "domain status is {}; verification requires status pending",
-            view.status
-        )));
-    }
-    let zone = services.settings.delegation();
-    let values = match services
-        .dns
-        .txt_values(&view.verification_record_name)
-        .await
-    {
-        Ok(values) => values,
-        // With delegation on, the CNAME may prove ownership whatever became of the TXT lookup
-        // (with the CNAME in place, that lookup is a lookup in the delegation zone).
-        Err(_) if zone.is_some() => Vec::new(),
-        Err(error) => return Err(ApiError::FailedDependency(error.to_string())),
-    };
-    // The delegation CNAME is looked up only when the token is not there: either proves
-    // ownership, and the token is what most owners publish.
-    let delegation = match zone {
-        Some(zone) if !values.contains(&view.verification_token) => {
-            let record = zone.record_for(&view.verification_token, &view.domain_name);
-            let seen = services
-                .dns
-                .cname_target(&record.name)
-                .await
-                .map_err(|e| ApiError::FailedDependency(e.to_string()))?;
-            Some((record, seen))
-        }
-        _ => None,
-    };
-    let command = CustomDomainCommand::VerifyOwnership {
-        observed_values: values,
-        delegation,
-        at: Utc::now(),
-    };
-    services.execute(&id, command, origin(&request)).await?;
-    let view = find(&services, &id).await?;
+    let view = verify::verify(&services, &id, origin(&request)).await?;
     Ok(HttpResponse::Ok().json(DomainBody::of(
         view,
         services.settings.delegation().as_ref(),
@@ -474,28 +332,18 @@ pub struct RemoveQuery {
 pub async fn remove(
     services: SharedState,
     supervisor: web::Data<Addr<Supervisor>>,
-    locks: web::Data<DomainLocks>,
     request: HttpRequest,
     id: web::Path<String>,
     query: web::Query<RemoveQuery>,
 ) -> Result<HttpResponse, ApiError> {
-    let lock = locks.lock_for(&id);
-    let _held = lock.lock().await;
-    let view = find(&services, &id).await?;
-    if query.revoke.unwrap_or(false) {
-        // Revoked first: if the CA cannot revoke, nothing is removed and the client may retry.
-        super::renewals::revoke_current(
-            &services,
-            &view,
-            RevocationReason::CessationOfOperation,
-            origin(&request),
-        )
-        .await?;
-    }
-    let command = CustomDomainCommand::RemoveDomain { at: Utc::now() };
-    services.execute(&id, command, origin(&request)).await?;
-    // A pending order's poller stops now rather than at its next report, which the aggregate
-    // would refuse (on another replica, its supervisor sees the order gone at its next tick).
-    supervisor.do_send(StopPolling(id.into_inner()));
+    let revoke = query.revoke.unwrap_or(false);
+    remove::remove(
+        &services,
+        supervisor.get_ref(),
+        &id,
+        revoke,
+        origin(&request),
+    )
+    .await?;
     Ok(HttpResponse::NoContent().finish())
 }

@@ -1,6 +1,7 @@
 //! The REST API (actix-web): the contract is `docs/API.md`, the fields `/openapi.json`,
 //! generated from these handlers.
 
+mod answers;
 mod audit;
 mod auth;
 mod bodies;
@@ -12,8 +13,10 @@ mod error;
 mod events;
 pub mod observe;
 pub mod openapi;
+mod origin;
 mod overview;
 mod renewals;
+mod use_case_errors;
 mod webhooks;
 
 use actix_web::error::{JsonPayloadError, PathError, QueryPayloadError};
@@ -248,7 +251,13 @@ async fn readyz(services: SharedState) -> HttpResponse {
     if let Some(behind) = crate::read::zone_lag::readiness_problem(&services.store).await {
         return HttpResponse::ServiceUnavailable().json(ErrorBody { error: behind });
     }
-    let (store, acme) = futures::join!(services.store.ping(), services.acme.check_directory());
+    let first_ca = async {
+        match services.issuers.first() {
+            Some(ca) => ca.check_directory().await,
+            None => Err("no CA is configured".to_owned()),
+        }
+    };
+    let (store, acme) = futures::join!(services.store.ping(), first_ca);
     let problem = match (store, acme, crate::tasks::BACKGROUND.problem()) {
         (Ok(()), Ok(()), None) => {
             return HttpResponse::Ok().json(ReadyBody {
@@ -320,10 +329,4 @@ fn path_error(error: PathError, _request: &HttpRequest) -> actix_web::Error {
 
 fn query_error(error: QueryPayloadError, _request: &HttpRequest) -> actix_web::Error {
     ApiError::BadRequest(format!("invalid query: {error}")).into()
-}
-
-/// The per-domain locks of `issue-certificate` and of replacing alt names, shared by all HTTP
-/// workers.
-pub fn domain_locks() -> certificates::DomainLocks {
-    certificates::DomainLocks::default()
 }

@@ -5,22 +5,21 @@
 use actix::Addr;
 use actix_web::{web, HttpRequest, HttpResponse};
 use chrono::{DateTime, Utc};
-use dns_handling_events::{CustomDomainEvent, DomainStatus, RenewalReason, RevocationReason};
-use dns_handling_projections::DomainView;
+use dns_handling_events::{CustomDomainEvent, RenewalReason, RevocationReason};
 use serde::{Deserialize, Serialize};
 
+use super::answers::{issuance_started, key_handed_out};
 use super::auth::Role;
 use super::bodies::{
     rfc3339, rfc3339_opt, CallerErrors, ChangeErrors, DomainBody, ErrorBody, IssuanceStarted,
     NotFoundError, PrivateKeyBody,
 };
-use super::certificates::{hand_out_key, issuance_started, DomainLocks};
-use super::domains::{find, origin};
+use super::origin::{key_reader, origin};
 use super::{ApiError, SharedState};
-use crate::actors::{start_renewal, RenewalStartError, Supervisor};
-use crate::adapters::acme::{certificate_issuer, certificate_names, AcmeError};
-use crate::app_state::{AppState, CommandOrigin};
-use crate::domain::aggregate::CustomDomainCommand;
+use crate::actors::Supervisor;
+use crate::adapters::acme::{certificate_issuer, certificate_names};
+use crate::app_state::AppState;
+use crate::use_cases::{keys, live_view, renew, revoke};
 
 /// `POST /domains/{id}/renew`: renew the domain's certificate now, whatever its schedule says.
 /// The certificate in service stays until the new one is issued.
@@ -38,45 +37,15 @@ use crate::domain::aggregate::CustomDomainCommand;
 pub async fn renew(
     services: SharedState,
     supervisor: web::Data<Addr<Supervisor>>,
-    locks: web::Data<DomainLocks>,
     request: HttpRequest,
     id: web::Path<String>,
 ) -> Result<HttpResponse, ApiError> {
-    let lock = locks.lock_for(&id);
-    let _held = lock.lock().await;
-    let view = find(&services, &id).await?;
-    if !matches!(view.status, DomainStatus::Active | DomainStatus::Expired) {
-        return Err(ApiError::BadRequest(format!(
-            "domain status is {}; renewing requires a certificate (status active or expired)",
-            view.status
-        )));
-    }
-    if let Some(order_id) = view.renewal.as_ref().and_then(|r| r.order_id.clone()) {
-        return Err(ApiError::BadRequest(format!(
-            "a renewal is in progress already (order {order_id}); its records are in the domain's renewal.challenges"
-        )));
-    }
-    let order = start_renewal(
-        &services,
-        &supervisor,
-        &view,
-        RenewalReason::Manual,
-        origin(&request),
-    )
-    .await
-    .map_err(|error| match error {
-        RenewalStartError::Acme(error) => ApiError::from(error),
-        RenewalStartError::Command(error) => ApiError::from(error),
-        RenewalStartError::Busy(why) => ApiError::Conflict(format!(
-            "{why}; nothing was asked of the CA, try again shortly"
-        )),
-        RenewalStartError::Store(error) => ApiError::from(error),
-    })?;
+    let renewal = renew::renew_now(&services, supervisor.get_ref(), &id, origin(&request)).await?;
     let settings = &services.settings;
     let started = issuance_started(
-        order,
-        &view.domain_name,
-        view.status,
+        renewal.order,
+        &renewal.view.domain_name,
+        renewal.view.status,
         settings,
         settings.renewal_txt_timeout,
     );
@@ -144,7 +113,7 @@ pub async fn history(
     services: SharedState,
     id: web::Path<String>,
 ) -> Result<HttpResponse, ApiError> {
-    find(&services, &id).await?;
+    live_view::<ApiError>(&services, &id).await?;
     let items = certificates_of(&services, &id)
         .await?
         .into_iter()
@@ -221,7 +190,7 @@ async fn one_certificate(
     id: &str,
     certificate_id: &str,
 ) -> Result<(CertificateHistoryItem, String), ApiError> {
-    find(services, id).await?;
+    live_view::<ApiError>(services, id).await?;
     certificates_of(services, id)
         .await?
         .into_iter()
@@ -290,16 +259,16 @@ pub async fn key(
     Role::require_admin(&request, "read private keys")?;
     let (id, certificate_id) = path.into_inner();
     let (certificate, _) = one_certificate(&services, &id, &certificate_id).await?;
-    let key = services
-        .vault
-        .certificate_key(&certificate.order_id)
-        .await?
-        .ok_or_else(|| {
-            ApiError::NotFound(format!(
-                "the key of certificate {certificate_id} was destroyed"
-            ))
-        })?;
-    hand_out_key(&services, &request, &id, certificate_id, key).await
+    let key = keys::past_key(
+        &services,
+        &id,
+        certificate_id,
+        &certificate.order_id,
+        key_reader(&request),
+        origin(&request),
+    )
+    .await?;
+    Ok(key_handed_out(key))
 }
 
 /// Body of `POST /domains/{id}/certificate/revoke`.
@@ -309,84 +278,6 @@ pub struct RevokeRequest {
     /// Why (RFC 5280 reason): `unspecified` (the default), `keyCompromise`,
     /// `affiliationChanged`, `superseded`, `cessationOfOperation` or `privilegeWithdrawn`.
     reason: Option<RevocationReason>,
-}
-
-/// Revokes the domain's current certificate at the CA and records it; answers false when there
-/// is nothing to revoke (no certificate, or one revoked or expired already).
-pub(super) async fn revoke_current(
-    services: &AppState,
-    view: &DomainView,
-    reason: RevocationReason,
-    origin: CommandOrigin,
-) -> Result<bool, ApiError> {
-    let revocable = view
-        .certificate
-        .as_ref()
-        .is_some_and(|c| c.revoked_at.is_none() && c.not_after > Utc::now());
-    if !revocable {
-        return Ok(false);
-    }
-    let Some(certificate) = services.store.certificate_view(&view.id).await? else {
-        return Ok(false);
-    };
-    // Only the CA that issued it can revoke it, configured or not any more.
-    let retired = services
-        .configured_acme(&certificate.ca_directory)
-        .is_none();
-    let acme = services.acme_for(&certificate.ca_directory);
-    match acme.revoke(&certificate.chain_pem, reason).await {
-        Ok(()) => {}
-        // Revoked at the CA by an earlier call whose record did not go through: record it now.
-        Err(AcmeError::Refused(refusal)) if refusal.detail.contains("alreadyRevoked") => {}
-        Err(error) if retired => {
-            return Err(retired_ca_failed(
-                &view.id,
-                &certificate.id,
-                &certificate.ca_directory,
-                error,
-            ))
-        }
-        Err(error) => return Err(error.into()),
-    }
-    let command = CustomDomainCommand::RevokeCertificate {
-        certificate_id: certificate.id,
-        reason,
-        at: Utc::now(),
-    };
-    services.execute(&view.id, command, origin).await?;
-    Ok(true)
-}
-
-/// What a revocation answers when the CA that issued the certificate is no longer configured
-/// and could not revoke it: `409` when no account for it is stored (retrying cannot help), `502`
-/// when it could not be asked; a refusal of the CA and an unreachable store answer as usual.
-/// The message names the CA and says that removing the domain without `revoke=true` works.
-fn retired_ca_failed(
-    domain_id: &str,
-    certificate_id: &str,
-    directory: &str,
-    error: AcmeError,
-) -> ApiError {
-    let anyway = format!(
-        "nothing was revoked or recorded; DELETE /domains/{domain_id} without revoke=true \
-         removes the domain anyway (the certificate then stays valid at that CA until its end)"
-    );
-    match error {
-        AcmeError::NoStoredAccount { .. } => ApiError::Conflict(format!(
-            "certificate {certificate_id} was issued by {directory}, which is no longer \
-             configured (ACME_DIRECTORY, ACME_FALLBACK_ISSUERS), and no ACME account for it is \
-             stored to revoke it with: {anyway}"
-        )),
-        error @ (AcmeError::Refused(_) | AcmeError::Vault(_)) => error.into(),
-        error => {
-            let message = format!(
-                "certificate {certificate_id} was issued by {directory}, which is no longer \
-                 configured, and that CA could not be asked to revoke it: retry later, or \
-                 {anyway}"
-            );
-            ApiError::bad_gateway(message, error)
-        }
-    }
 }
 
 /// `POST /domains/{id}/certificate/revoke`: revoke the current certificate at the CA, record
@@ -409,57 +300,15 @@ fn retired_ca_failed(
 pub async fn revoke(
     services: SharedState,
     supervisor: web::Data<Addr<Supervisor>>,
-    locks: web::Data<DomainLocks>,
     request: HttpRequest,
     id: web::Path<String>,
     body: web::Json<RevokeRequest>,
 ) -> Result<HttpResponse, ApiError> {
-    let lock = locks.lock_for(&id);
-    let _held = lock.lock().await;
-    let view = find(&services, &id).await?;
-    let Some(certificate) = &view.certificate else {
-        return Err(ApiError::NotFound(format!(
-            "domain {id} has no certificate to revoke (status: {})",
-            view.status
-        )));
-    };
-    if certificate.revoked_at.is_some() {
-        return Err(ApiError::BadRequest(format!(
-            "certificate {} is revoked already",
-            certificate.id
-        )));
-    }
-    if certificate.not_after <= Utc::now() {
-        return Err(ApiError::BadRequest(format!(
-            "certificate {} expired at {}; there is nothing to revoke",
-            certificate.id, certificate.not_after
-        )));
-    }
     let reason = body.reason.unwrap_or(RevocationReason::Unspecified);
-    revoke_current(&services, &view, reason, origin(&request)).await?;
-    let view = find(&services, &id).await?;
-    let renewing = view.renewal.as_ref().is_some_and(|r| r.in_progress);
-    // A renewal issued between the CA's revocation and its record replaced the revoked
-    // certificate already: the one in service now is not revoked and needs no replacement.
-    let replaced = view
-        .certificate
-        .as_ref()
-        .is_some_and(|current| current.revoked_at.is_none());
-    if !renewing && !replaced {
-        let started = start_renewal(
-            &services,
-            &supervisor,
-            &view,
-            RenewalReason::Revoked,
-            origin(&request),
-        )
-        .await;
-        if let Err(error) = started {
-            tracing::warn!(domain_id = %id, %error, "replacement not ordered yet; the renewal scheduler will");
-        }
-    }
+    let pollers = supervisor.get_ref();
+    let view = revoke::revoke(&services, pollers, &id, reason, origin(&request)).await?;
     Ok(HttpResponse::Ok().json(DomainBody::of(
-        find(&services, &id).await?,
+        view,
         services.settings.delegation().as_ref(),
     )))
 }

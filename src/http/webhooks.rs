@@ -7,12 +7,13 @@ use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
 
 use super::bodies::{rfc3339, rfc3339_opt, CallerErrors, ChangeErrors, NotFoundError};
-use super::domains::origin;
+use super::origin::origin;
 use super::{ApiError, SharedState};
 use crate::adapters::webhook_sender::{check_target, new_secret};
 use crate::app_state::AppState;
 use crate::domain::notifications::NotificationType;
 use crate::domain::webhook_endpoint::{WebhookEndpoint, WebhookEndpointCommand};
+use crate::use_cases::webhook_endpoints::webhook_endpoint;
 
 /// Body of `POST /webhooks`.
 #[derive(Debug, Deserialize, utoipa::ToSchema)]
@@ -127,7 +128,7 @@ pub struct DeliveryQuery {
 
 /// The endpoint `id`, or `404` when it does not exist or was deleted.
 async fn live(services: &AppState, id: &str) -> Result<WebhookEndpoint, ApiError> {
-    let endpoint = services.webhook_endpoint(id).await?;
+    let endpoint = webhook_endpoint(services, id).await?;
     if !endpoint.created || endpoint.deleted_at.is_some() {
         return Err(ApiError::NotFound(format!(
             "no webhook endpoint with id {id}"
@@ -274,7 +275,7 @@ pub async fn create(
 pub async fn list(services: SharedState) -> Result<HttpResponse, ApiError> {
     let mut items = Vec::new();
     for id in services.store.webhook_endpoint_ids().await? {
-        let endpoint = services.webhook_endpoint(&id).await?;
+        let endpoint = webhook_endpoint(&services, &id).await?;
         if endpoint.created && endpoint.deleted_at.is_none() {
             items.push(body_of(&services, &id, endpoint).await?);
         }

@@ -1,4 +1,5 @@
-//! The ARI re-check's bookkeeping against a real SQLite store.
+//! The scheduler in process against a real SQLite store: the ARI re-check's bookkeeping, and a
+//! renewals pass with a scripted CA (the use cases' test world).
 
 use chrono::Duration;
 use dns_handling_events::{
@@ -9,6 +10,7 @@ use dns_handling_projections::CertificateView;
 
 use super::*;
 use crate::adapters::store::{ProjectionWrite, Store};
+use crate::use_cases::tests::World;
 
 /// A migrated store on a fresh SQLite file, and the file's path (for removing it).
 async fn sqlite_store() -> (Store, std::path::PathBuf) {
@@ -154,4 +156,54 @@ async fn an_ari_check_waits_out_an_open_renewal_and_goes_only_with_its_certifica
     for suffix in ["", "-wal", "-shm"] {
         let _ = std::fs::remove_file(format!("{}{suffix}", path.display()));
     }
+}
+
+/// A domain of `world` with a certificate whose renewal was due a minute ago.
+async fn due(world: &World, name: &str) -> DomainView {
+    let view = world.active(name).await;
+    let certificate_id = view.certificate.clone().expect("a certificate").id;
+    let now = Utc::now();
+    let schedule = CustomDomainCommand::ScheduleRenewal {
+        certificate_id,
+        due_at: now - Duration::minutes(1),
+        reason: RenewalReason::Lifetime,
+        window: None,
+        at: now,
+    };
+    world.execute(&view.id, schedule).await;
+    view
+}
+
+#[tokio::test]
+async fn a_renewals_pass_starts_a_due_renewal_and_hands_its_order_to_the_pollers() {
+    let world = World::new(1, |_| {}).await;
+    let view = due(&world, "due.example.com").await;
+
+    run_pass(Pass::Renewals, &world.services, &world.pollers, Utc::now()).await;
+
+    let started = world.pollers.started.lock().expect("lock").clone();
+    assert_eq!(started.len(), 1, "{started:?}");
+    assert_eq!(
+        (started[0].0.as_str(), started[0].2),
+        (view.id.as_str(), true)
+    );
+    let renewal = world.view(&view.id).await.renewal.expect("a renewal");
+    assert!(renewal.in_progress);
+}
+
+#[tokio::test]
+async fn a_renewals_pass_records_a_failed_attempt_when_no_ca_places_the_order() {
+    let world = World::new(1, |_| {}).await;
+    let view = due(&world, "outage.example.com").await;
+    world.cas[0].fails_next(AcmeError::Unreachable("connection refused".into()));
+
+    run_pass(Pass::Renewals, &world.services, &world.pollers, Utc::now()).await;
+
+    assert_eq!(world.pollers.orders(), 0);
+    let renewal = world.view(&view.id).await.renewal.expect("a renewal");
+    assert!(!renewal.in_progress);
+    assert_eq!(renewal.attempts, 1);
+    let failure = renewal.last_failure.expect("the failure");
+    assert_eq!(failure.code, FailureReason::ACME_UNAVAILABLE);
+    assert!(renewal.next_attempt_at.is_some_and(|at| at > Utc::now()));
 }

@@ -14,6 +14,8 @@
 //!   `Retry-After` bounded to a week), and the readiness probe of the directory.
 //! - `certificate.rs`: the CSR, and reading an issued certificate.
 //! - `renewal_info.rs`: the renewal window the CA suggests (ARI, RFC 9773), and revocation.
+//! - `authority.rs`: [`CertificateAuthority`], what the use cases ask of a CA (this client in
+//!   production, a scripted CA in tests), and [`Issuers`], every CA the service may ask.
 //!
 //! The certificate's private key is not this client's to keep: it is handed an
 //! [`OrderKey`](crate::adapters::certificate_keys::OrderKey) and asks it for the key when the
@@ -32,6 +34,7 @@ use crate::adapters::vault::{KeyVault, VaultError};
 use crate::metrics::METRICS;
 
 mod account;
+mod authority;
 mod certificate;
 mod http;
 mod order;
@@ -39,6 +42,7 @@ mod pause;
 mod renewal_info;
 mod retry;
 
+pub use authority::{CertificateAuthority, Issuers, RetiredCa};
 pub use certificate::{certificate_issuer, certificate_names, describe_certificate, hex};
 pub use renewal_info::{certificate_identifier, AriAnswer};
 pub use retry::describe_problem;

@@ -1,0 +1,38 @@
+//! Who a request is, as the events it causes record it.
+
+use std::collections::HashMap;
+
+use actix_web::{HttpMessage, HttpRequest};
+
+use super::auth::Role;
+use super::observe::RequestId;
+use crate::app_state::CommandOrigin;
+
+/// The metadata recorded with the events a request causes: its request id (see
+/// [`RequestId`]), the caller's role, its address and the route.
+pub fn origin(request: &HttpRequest) -> CommandOrigin {
+    let mut metadata = HashMap::new();
+    metadata.insert("actor".to_owned(), "http".to_owned());
+    let request_id = request
+        .extensions()
+        .get::<RequestId>()
+        .map_or_else(|| uuid::Uuid::now_v7().to_string(), |id| id.0.clone());
+    metadata.insert("request_id".to_owned(), request_id);
+    metadata.insert("role".to_owned(), Role::of(request).label().to_owned());
+    if let Some(peer) = request.peer_addr() {
+        metadata.insert("client_addr".to_owned(), peer.ip().to_string());
+    }
+    metadata.insert(
+        "route".to_owned(),
+        format!("{} {}", request.method(), request.path()),
+    );
+    CommandOrigin(metadata)
+}
+
+/// Who reads a private key, as its read is recorded: the caller's role, and its address.
+pub fn key_reader(request: &HttpRequest) -> String {
+    match request.peer_addr() {
+        Some(peer) => format!("{} from {}", Role::of(request).label(), peer.ip()),
+        None => Role::of(request).label().to_owned(),
+    }
+}
