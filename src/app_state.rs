@@ -261,7 +261,10 @@ impl AppState {
         }
         Err(not_now
             .or(last_error)
-            .unwrap_or_else(|| AcmeError::OrderCreation("no CA configured".into())))
+            .unwrap_or_else(|| AcmeError::OrderCreation {
+                context: "no CA configured".into(),
+                source: None,
+            }))
     }
 
     /// Keeps the CA's limit on failed validations before it has to refuse: no order for a name

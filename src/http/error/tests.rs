@@ -248,3 +248,25 @@ fn the_cause_of_an_internal_error_is_kept_in_its_source_chain() {
         error_chain(&error)
     );
 }
+
+/// A cause its error already tells (`"database error: {0}"`, an ACME failure naming why) is
+/// logged once, and the causes under it still are.
+#[test]
+fn the_log_tells_a_cause_its_error_already_tells_once() {
+    let error = ApiError::from(StoreError::Database(sqlx::Error::RowNotFound));
+    let chain = error_chain(&error);
+    let told = sqlx::Error::RowNotFound.to_string();
+    assert_eq!(chain.matches(&told).count(), 1, "{chain}");
+
+    let error = ApiError::from(AcmeError::unreachable(
+        "no connection to the CA could be made",
+        std::io::Error::from(std::io::ErrorKind::ConnectionRefused),
+    ));
+    let chain = error_chain(&error);
+    assert_eq!(
+        chain,
+        "ACME failure: ACME server unreachable: no connection to the CA could be made: \
+         connection refused",
+        "{chain}"
+    );
+}
