@@ -7,6 +7,7 @@ use cqrs_es::persist::{PersistedEventRepository, PersistedEventStore, Serialized
 use cqrs_es::CqrsFramework;
 
 use super::*;
+use crate::adapters::event_repository::EventRepository;
 use crate::adapters::store::{is_unreachable, Store};
 use crate::domain::aggregate::{CustomDomain, CustomDomainCommand};
 use crate::domain::domain_name::DomainName;
@@ -138,7 +139,7 @@ async fn a_store_without_a_free_connection_answers_503_after_its_store_timeout()
     assert_eq!(answer(error.into()).await.0, 503);
 
     // The command side: sqlite-es loading the aggregate...
-    let event_store = PersistedEventStore::new_event_store(store.event_repository());
+    let event_store = PersistedEventStore::new_event_store(EventRepository::new(store.clone()));
     let cqrs = CqrsFramework::<CustomDomain, _>::new(event_store, vec![], Default::default());
     let command = CustomDomainCommand::RegisterDomain {
         domain_name: DomainName::parse("outage.example.com").expect("valid name"),
@@ -163,8 +164,7 @@ async fn a_store_without_a_free_connection_answers_503_after_its_store_timeout()
         payload: serde_json::json!({}),
         metadata: serde_json::json!({}),
     };
-    let error: AggregateError<DomainError> = store
-        .event_repository()
+    let error: AggregateError<DomainError> = EventRepository::new(store.clone())
         .persist::<CustomDomain>(&[event], None)
         .await
         .expect_err("no connection")
