@@ -182,8 +182,11 @@ impl Application {
             None => None,
         };
         let domain_events = || {
-            PersistedEventStore::new_snapshot_store(store.event_repository(), SNAPSHOT_EVERY)
-                .with_upcasters(vec![Box::new(Upcasters)])
+            PersistedEventStore::new_snapshot_store(
+                EventRepository::new(store.clone()),
+                SNAPSHOT_EVERY,
+            )
+            .with_upcasters(vec![Box::new(Upcasters)])
         };
         let policy = RenewalPolicy {
             retry_schedule: settings.renewal_retry_schedule.clone(),

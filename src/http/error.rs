@@ -165,13 +165,18 @@ impl ApiError {
     }
 }
 
-/// An error and every cause under it, `: `-separated, for the log.
+/// An error and every cause under it, `: `-separated, for the log. A cause whose text the
+/// error above it already ends with (as `"database error: {0}"` or instant-acme's
+/// `"HTTP request failure: {0}"` tell their cause) is not told twice.
 fn error_chain(error: &dyn std::error::Error) -> String {
     let mut text = error.to_string();
     let mut next = error.source();
     while let Some(cause) = next {
-        text.push_str(": ");
-        text.push_str(&cause.to_string());
+        let told = cause.to_string();
+        if !text.ends_with(&told) {
+            text.push_str(": ");
+            text.push_str(&told);
+        }
         next = cause.source();
     }
     text

@@ -135,7 +135,10 @@ async fn create_order_somewhere(
     }
     Err(not_now
         .or(last_error)
-        .unwrap_or_else(|| AcmeError::OrderCreation("no CA configured".into())))
+        .unwrap_or_else(|| AcmeError::OrderCreation {
+            context: "no CA configured".into(),
+            source: None,
+        }))
 }
 
 /// What stops the domain's names from being validated by delegation: for each distinct

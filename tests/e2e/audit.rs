@@ -8,7 +8,7 @@ use std::time::Duration;
 use chrono::Utc;
 use cqrs_es::persist::PersistedEventStore;
 use cqrs_es::CqrsFramework;
-use dns_handling::adapters::event_repository::Upcasters;
+use dns_handling::adapters::event_repository::{EventRepository, Upcasters};
 use dns_handling::adapters::store::Store;
 use dns_handling::domain::aggregate::{CustomDomain, CustomDomainCommand};
 use dns_handling::domain::domain_name::DomainName;
@@ -57,8 +57,10 @@ async fn concurrent_writers_and_a_tailing_reader_agree_on_the_feed(kind: StoreKi
     let store = Store::connect(&database.url).await.expect("store");
     store.migrate().await.expect("migrate");
     let cqrs = Arc::new(CqrsFramework::new(
-        PersistedEventStore::<_, CustomDomain>::new_event_store(store.event_repository())
-            .with_upcasters(vec![Box::new(Upcasters)]),
+        PersistedEventStore::<_, CustomDomain>::new_event_store(EventRepository::new(
+            store.clone(),
+        ))
+        .with_upcasters(vec![Box::new(Upcasters)]),
         vec![],
         Default::default(),
     ));

@@ -195,7 +195,10 @@ async fn a_renewals_pass_starts_a_due_renewal_and_hands_its_order_to_the_pollers
 async fn a_renewals_pass_records_a_failed_attempt_when_no_ca_places_the_order() {
     let world = World::new(1, |_| {}).await;
     let view = due(&world, "outage.example.com").await;
-    world.cas[0].fails_next(AcmeError::Unreachable("connection refused".into()));
+    world.cas[0].fails_next(AcmeError::unreachable(
+        "connect",
+        std::io::Error::from(std::io::ErrorKind::ConnectionRefused),
+    ));
 
     run_pass(Pass::Renewals, &world.services, &world.pollers, Utc::now()).await;
 

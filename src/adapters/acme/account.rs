@@ -23,12 +23,11 @@ impl AcmeClient {
         if let Some(account) = slot.as_ref() {
             return Ok(account.clone());
         }
-        let setup = |e: &dyn std::fmt::Display| AcmeError::AccountSetup(e.to_string());
         let stored = self
             .vault
             .acme_credentials(&self.directory_url)
             .await
-            .map_err(|e| setup(&e))?;
+            .map_err(|e| AcmeError::account_setup("reading the stored account", e))?;
         let credentials_json = match stored {
             Some(json) => json,
             None if !self.registers_account => {
@@ -42,20 +41,22 @@ impl AcmeClient {
                 .vault
                 .with_account_lock(self.register_unless_stored())
                 .await
-                .map_err(|e| setup(&e))??,
+                .map_err(|e| AcmeError::account_setup("locking the account's registration", e))??,
         };
-        let credentials: AccountCredentials =
-            serde_json::from_str(&credentials_json).map_err(|e| setup(&e))?;
+        let credentials: AccountCredentials = serde_json::from_str(&credentials_json)
+            .map_err(|e| AcmeError::account_setup("reading the stored credentials", e))?;
         let account = self
             .builder()
-            .map_err(|e| setup(&e))?
+            .map_err(|e| AcmeError::account_setup("building the HTTPS client", e))?
             .from_credentials(credentials);
         let account = tokio::time::timeout(REQUEST_TIMEOUT, account)
             .await
-            .map_err(|_| setup(&"the ACME directory did not answer in time"));
+            .map_err(|e| AcmeError::account_setup("the ACME directory did not answer in time", e));
         let account = counted(
             "directory",
-            account.and_then(|loaded| loaded.map_err(|e| setup(&e))),
+            account.and_then(|loaded| {
+                loaded.map_err(|e| AcmeError::account_setup("loading the ACME directory", e))
+            }),
         )?;
         *slot = Some(account.clone());
         Ok(account)
@@ -64,12 +65,11 @@ impl AcmeClient {
     /// Under the account lock: the stored credentials if another process stored some
     /// meanwhile, or a newly registered account's, stored.
     async fn register_unless_stored(&self) -> Result<String, AcmeError> {
-        let setup = |e: &dyn std::fmt::Display| AcmeError::AccountSetup(e.to_string());
         if let Some(json) = self
             .vault
             .acme_credentials(&self.directory_url)
             .await
-            .map_err(|e| setup(&e))?
+            .map_err(|e| AcmeError::account_setup("reading the stored account", e))?
         {
             return Ok(json);
         }
@@ -100,22 +100,23 @@ impl AcmeClient {
             instant_acme::Error::Api(problem)
                 if problem.r#type.as_deref() == Some(EXTERNAL_ACCOUNT_REQUIRED) =>
             {
-                AcmeError::AccountSetup(format!(
+                AcmeError::account_setup(
                     "the CA requires External Account Binding: set ACME_EAB_KID and \
-                     ACME_EAB_HMAC_KEY to the key id and HMAC key it issued ({})",
-                    super::describe_problem(problem)
-                ))
+                     ACME_EAB_HMAC_KEY to the key id and HMAC key it issued",
+                    error,
+                )
             }
-            _ => setup(&error),
+            _ => AcmeError::account_setup("registering the account", error),
         })?;
-        let json = serde_json::to_string(&credentials).map_err(|e| setup(&e))?;
+        let json = serde_json::to_string(&credentials)
+            .map_err(|e| AcmeError::account_setup("writing the new account's credentials", e))?;
         // Stored unless a process without the lock (SQLite mode has none to share) stored one
         // first: the stored one wins, so every process uses the same account.
         let of_record = self
             .vault
             .store_acme_credentials(&self.directory_url, account.id(), &json)
             .await
-            .map_err(|e| setup(&e))?;
+            .map_err(|e| AcmeError::account_setup("storing the new account", e))?;
         tracing::info!(account_id = account.id(), "registered ACME account");
         Ok(of_record)
     }

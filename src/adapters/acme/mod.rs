@@ -21,6 +21,7 @@
 //! [`OrderKey`](crate::adapters::certificate_keys::OrderKey) and asks it for the key when the
 //! CA is ready for the CSR.
 
+use std::borrow::Cow;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -47,12 +48,27 @@ pub use certificate::{certificate_issuer, certificate_names, describe_certificat
 pub use renewal_info::{certificate_identifier, AriAnswer};
 pub use retry::describe_problem;
 
+/// What a failure on the ACME side was caused by: instant-acme's error, the vault's, a
+/// timeout's… (the causes differ by step, so they are boxed, as instant-acme's own `Other` is).
+pub type Cause = Box<dyn std::error::Error + Send + Sync + 'static>;
+
 /// A failure on the ACME side.
+///
+/// The kinds that a caller decides on (whether to retry, to pause, to fall back to another CA,
+/// which status to answer) carry what was being done as `context` and keep what went wrong as
+/// their `source`. Their text names the cause too, as instant-acme's own errors do, because it
+/// is what a failed order or renewal records as its reason.
 #[derive(Debug, thiserror::Error)]
 pub enum AcmeError {
     /// Loading, creating or storing the account failed.
-    #[error("ACME account setup failed: {0}")]
-    AccountSetup(String),
+    #[error("ACME account setup failed: {}", told(.context, .source))]
+    AccountSetup {
+        /// What was being done (or, without a `source`, what is wrong).
+        context: Cow<'static, str>,
+        /// Why it failed, when an error said.
+        #[source]
+        source: Option<Cause>,
+    },
     /// No account is stored for a directory whose client may not register one (a CA no
     /// longer configured, asked only about what it issued): nothing was sent to it.
     #[error(
@@ -66,18 +82,37 @@ pub enum AcmeError {
     /// Creating the order or reading its challenges failed after the request may have reached
     /// the CA (it did not answer in time, or the order was placed and its challenges could
     /// not be read): the CA may count an order.
-    #[error("ACME order creation failed: {0}")]
-    OrderCreation(String),
+    #[error("ACME order creation failed: {}", told(.context, .source))]
+    OrderCreation {
+        /// What was being done, and what it means for the order.
+        context: Cow<'static, str>,
+        /// Why it failed, when an error said.
+        #[source]
+        source: Option<Cause>,
+    },
     /// The CA could not be reached, or is not asked for a while after it was not: nothing was
     /// sent to it.
-    #[error("ACME server unreachable: {0}")]
-    Unreachable(String),
+    #[error("ACME server unreachable: {}", told(.context, .source))]
+    Unreachable {
+        /// What could not be done, or how long the CA is not asked.
+        context: Cow<'static, str>,
+        /// Why the CA could not be reached (the connection's error, the timeout).
+        #[source]
+        source: Option<Cause>,
+    },
     /// The CA decided against the order (a final answer: retrying will not change it).
     #[error("{}: {}", .0.code, .0.detail)]
     Refused(FailureReason),
     /// The CA or the network did not answer as expected; trying again later may work.
-    #[error("ACME server unavailable: {0}")]
-    Unavailable(String),
+    #[error("ACME server unavailable: {}", told(.context, .source))]
+    Unavailable {
+        /// What was being done.
+        context: Cow<'static, str>,
+        /// What went wrong (the CA's problem document, the network's error, the timeout),
+        /// when an error said.
+        #[source]
+        source: Option<Cause>,
+    },
     /// Our own store (or its key vault) failed.
     #[error(transparent)]
     Vault(#[from] VaultError),
@@ -93,7 +128,7 @@ pub enum AcmeError {
     /// is to be asked of it before then.
     #[error("the CA refused for now: {detail}")]
     RateLimited {
-        /// The CA's problem document, rendered.
+        /// The CA's problem document, rendered: the client is told it with its `429`.
         detail: String,
         /// When the CA said to try again (`Retry-After`).
         retry_after: Option<chrono::DateTime<chrono::Utc>>,
@@ -105,7 +140,76 @@ impl AcmeError {
     /// what the CA counts of its limits: only when the request may have reached it and its
     /// answer was lost. A refusal, a "not now", or a CA that could not be reached placed none.
     pub fn may_have_placed_order(&self) -> bool {
-        matches!(self, AcmeError::OrderCreation(_))
+        matches!(self, AcmeError::OrderCreation { .. })
+    }
+
+    /// The account could not be had while `context`, because of `source`.
+    pub fn account_setup(context: impl Into<Cow<'static, str>>, source: impl Into<Cause>) -> Self {
+        AcmeError::AccountSetup {
+            context: context.into(),
+            source: Some(source.into()),
+        }
+    }
+
+    /// A new order failed while `context`, because of `source`, after its request may have
+    /// reached the CA.
+    pub fn order_creation(context: impl Into<Cow<'static, str>>, source: impl Into<Cause>) -> Self {
+        AcmeError::OrderCreation {
+            context: context.into(),
+            source: Some(source.into()),
+        }
+    }
+
+    /// The CA could not be reached while `context`, because of `source`.
+    pub fn unreachable(context: impl Into<Cow<'static, str>>, source: impl Into<Cause>) -> Self {
+        AcmeError::Unreachable {
+            context: context.into(),
+            source: Some(source.into()),
+        }
+    }
+
+    /// The CA or the network failed while `context`, because of `source`; trying again later
+    /// may work.
+    pub fn unavailable(context: impl Into<Cow<'static, str>>, source: impl Into<Cause>) -> Self {
+        AcmeError::Unavailable {
+            context: context.into(),
+            source: Some(source.into()),
+        }
+    }
+}
+
+impl AcmeError {
+    /// What the failure says of its cause: the cause's text (a CA's problem document rendered
+    /// as it is recorded), else its context; the whole text for the kinds without a cause.
+    pub fn cause_text(&self) -> String {
+        match self {
+            AcmeError::AccountSetup { context, source }
+            | AcmeError::OrderCreation { context, source }
+            | AcmeError::Unreachable { context, source }
+            | AcmeError::Unavailable { context, source } => match source {
+                Some(source) => told_cause(source.as_ref()),
+                None => context.to_string(),
+            },
+            other => other.to_string(),
+        }
+    }
+}
+
+/// The text of a failure with a `context` and maybe a `source`: the context, then the cause (a
+/// CA's problem document rendered as it is recorded, with its type first).
+fn told(context: &str, source: &Option<Cause>) -> String {
+    match source {
+        Some(source) => format!("{context}: {}", told_cause(source.as_ref())),
+        None => context.to_owned(),
+    }
+}
+
+/// A cause's text: a CA's problem document as it is recorded ([`describe_problem`]), any
+/// other error as it displays itself.
+fn told_cause(source: &(dyn std::error::Error + Send + Sync + 'static)) -> String {
+    match source.downcast_ref::<instant_acme::Error>() {
+        Some(instant_acme::Error::Api(problem)) => describe_problem(problem),
+        _ => source.to_string(),
     }
 }
 
@@ -154,7 +258,9 @@ impl From<KeyCustodyError> for AcmeError {
     fn from(error: KeyCustodyError) -> Self {
         match error {
             KeyCustodyError::Vault(error) => AcmeError::Vault(error),
-            KeyCustodyError::Unavailable(reason) => AcmeError::Unavailable(reason),
+            error @ KeyCustodyError::Unavailable(_) => {
+                AcmeError::unavailable("the order's key could not be had this time", error)
+            }
             KeyCustodyError::GenerationFailed(reason) => {
                 AcmeError::Refused(FailureReason::new("key_generation_failed", reason))
             }

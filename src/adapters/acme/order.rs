@@ -2,6 +2,8 @@
 //! certificate, each step chosen by where the order stands at the CA so that completion can
 //! be run again after a crash at any point.
 
+use std::sync::Arc;
+
 use dns_handling_events::{FailureReason, IssuedCertificate, OrderChallenge, OrderDetails};
 use instant_acme::{
     Account, AuthorizationStatus, CertificateIdentifier, ChallengeType, Identifier, NewOrder,
@@ -34,10 +36,15 @@ impl AcmeClient {
         } else {
             offered.join(", ")
         };
-        Err(AcmeError::AccountSetup(format!(
-            "ACME_PROFILE={profile}: the CA at {} does not list that profile (it lists {listed})",
-            self.directory_url
-        )))
+        Err(AcmeError::AccountSetup {
+            context: format!(
+                "ACME_PROFILE={profile}: the CA at {} does not list that profile (it lists \
+                 {listed})",
+                self.directory_url
+            )
+            .into(),
+            source: None,
+        })
     }
 
     /// Places one new order for all of `names` (the domain first, wildcards as `*.name`) and
@@ -56,11 +63,10 @@ impl AcmeClient {
         if let Some(paused) = self.new_orders_paused() {
             return Err(paused);
         }
-        let _permit = self
-            .in_flight
-            .acquire()
-            .await
-            .map_err(|e| AcmeError::OrderCreation(e.to_string()))?;
+        let _permit =
+            self.in_flight.acquire().await.map_err(|e| {
+                AcmeError::order_creation("waiting for a turn to place the order", e)
+            })?;
         // Fails here, with the setup's own message, when the account cannot be had at all.
         let account = self.account().await?;
         let placing = with_retries_if(
@@ -116,9 +122,10 @@ impl AcmeClient {
             }
         });
         let challenges = reading.await.map_err(|error| {
-            AcmeError::OrderCreation(format!(
-                "the CA placed order {order_url} but its challenges could not be read: {error}"
-            ))
+            AcmeError::order_creation(
+                format!("the CA placed order {order_url} but its challenges could not be read"),
+                error,
+            )
         })?;
         Ok(CreatedOrder {
             order_url,
@@ -159,17 +166,29 @@ impl AcmeClient {
                 classify(api, ORDER_REFUSED)
             }
             other if never_connected(&other) => {
-                self.new_order_pause.unanswered(now, &other.to_string());
-                AcmeError::Unreachable(other.to_string())
+                let cause = Arc::new(other);
+                self.new_order_pause
+                    .unanswered(now, "no connection could be made", cause.clone());
+                AcmeError::unreachable("no connection to the CA could be made", cause)
             }
             instant_acme::Error::Str(message) if message != NO_ANSWER_IN_TIME => {
-                self.new_order_pause.unanswered(now, message);
-                AcmeError::Unreachable(message.to_owned())
+                let cause = Arc::new(instant_acme::Error::Str(message));
+                self.new_order_pause
+                    .unanswered(now, "the order could not be sent", cause.clone());
+                AcmeError::unreachable("the order could not be sent to the CA", cause)
             }
             other => {
                 // It may have been placed: the CA got the request, and its answer was lost.
-                self.new_order_pause.unanswered(now, &other.to_string());
-                AcmeError::OrderCreation(format!("{other}; the CA may have placed the order"))
+                let cause = Arc::new(other);
+                self.new_order_pause.unanswered(
+                    now,
+                    "its answer to a new order was lost",
+                    cause.clone(),
+                );
+                AcmeError::order_creation(
+                    "the CA's answer was lost, and it may have placed the order",
+                    cause,
+                )
             }
         }
     }
@@ -193,19 +212,22 @@ impl AcmeClient {
         let (completed, retry_after) = noting_retry_after(Box::pin(completing)).await;
         match completed {
             // A CA that said when to come back is not asked again before then.
-            Ok(Err(AcmeError::Unavailable(detail))) if retry_after.is_some() => {
+            Ok(Err(unavailable @ AcmeError::Unavailable { .. })) if retry_after.is_some() => {
                 Err(AcmeError::RateLimited {
-                    detail,
+                    detail: unavailable.cause_text(),
                     retry_after,
                 })
             }
             Ok(result) => result,
-            Err(_) => {
+            Err(elapsed) => {
                 self.forget_account().await;
-                Err(AcmeError::Unavailable(format!(
-                    "the CA did not complete the order within {} s",
-                    COMPLETION_TIMEOUT.as_secs()
-                )))
+                Err(AcmeError::unavailable(
+                    format!(
+                        "the CA did not complete the order within {} s",
+                        COMPLETION_TIMEOUT.as_secs()
+                    ),
+                    elapsed,
+                ))
             }
         }
     }
@@ -360,4 +382,88 @@ async fn dns01_challenges(order: &mut Order) -> Result<Vec<OrderChallenge>, inst
         });
     }
     Ok(challenges)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::adapters::store::Store;
+    use crate::adapters::vault::{KeyEncryptionKey, KeyRing, KeyVault};
+
+    /// A client of a CA at `directory`, its vault over a fresh SQLite file.
+    async fn client(directory: &str) -> Arc<AcmeClient> {
+        let path = std::env::temp_dir().join(format!("order-test-{}.db", uuid::Uuid::new_v4()));
+        let store = Store::connect(&format!("sqlite://{}", path.display()))
+            .await
+            .expect("connects");
+        store.migrate().await.expect("migrates");
+        let vault = KeyVault::new(store, KeyRing::new(KeyEncryptionKey::generate(), vec![]));
+        AcmeClient::new(directory.to_owned(), None, None, None, None, vault)
+    }
+
+    /// Every cause under `error`, nearest first.
+    fn causes(error: &dyn std::error::Error) -> Vec<&(dyn std::error::Error + 'static)> {
+        std::iter::successors(error.source(), |cause| cause.source()).collect()
+    }
+
+    /// The error a request to a port where nothing listens fails with, as instant-acme hands
+    /// it on: what the service meets when the CA is down.
+    async fn refused_connection() -> instant_acme::Error {
+        let listener = std::net::TcpListener::bind("127.0.0.1:0").expect("binds");
+        let url = format!("https://{}/dir", listener.local_addr().expect("address"));
+        drop(listener);
+        let http = super::super::http::acme_http_client(None).expect("a client");
+        let request = ::http::Request::get(url)
+            .body(instant_acme::BodyWrapper::default())
+            .expect("a request");
+        let error = http.request(request).await.expect_err("nothing listens");
+        instant_acme::Error::Other(Box::new(error))
+    }
+
+    #[tokio::test]
+    async fn the_cause_of_an_order_creation_failure_is_kept_in_its_source_chain() {
+        let client = client("https://ca.example/dir").await;
+
+        let failed = client.new_order_failed(instant_acme::Error::Str(NO_ANSWER_IN_TIME), None);
+
+        assert!(failed.may_have_placed_order(), "{failed:?}");
+        assert!(
+            causes(&failed).iter().any(|cause| matches!(
+                cause
+                    .downcast_ref::<Arc<instant_acme::Error>>()
+                    .map(|error| error.as_ref()),
+                Some(instant_acme::Error::Str(NO_ANSWER_IN_TIME))
+            )),
+            "{failed:?}"
+        );
+    }
+
+    #[tokio::test]
+    async fn the_cause_of_an_unreachable_ca_is_kept_in_its_source_chain_and_in_its_pause() {
+        crate::install_crypto_provider();
+        let client = client("https://ca.example/dir").await;
+        let refused = |error: &AcmeError| {
+            causes(error).iter().any(|cause| {
+                cause
+                    .downcast_ref::<std::io::Error>()
+                    .is_some_and(|io| io.kind() == std::io::ErrorKind::ConnectionRefused)
+            })
+        };
+
+        let failed = client.new_order_failed(refused_connection().await, None);
+
+        assert!(
+            matches!(failed, AcmeError::Unreachable { .. }),
+            "{failed:?}"
+        );
+        assert!(!failed.may_have_placed_order());
+        assert!(refused(&failed), "{failed:?}");
+        // The next new order is refused without asking the CA, for the same cause.
+        let paused = client.new_orders_paused().expect("paused");
+        assert!(
+            matches!(paused, AcmeError::Unreachable { .. }),
+            "{paused:?}"
+        );
+        assert!(refused(&paused), "{paused:?}");
+    }
 }

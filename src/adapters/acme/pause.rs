@@ -4,12 +4,15 @@
 //! just said "not now", or has just been found down, and so that the wait for a CA that does
 //! not answer is paid once rather than once per domain.
 
-use std::sync::Mutex;
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use chrono::{DateTime, Utc};
 
 use super::AcmeError;
+
+/// Why the CA did not answer, kept for every refusal the pause answers while it holds.
+pub(super) type SharedCause = Arc<dyn std::error::Error + Send + Sync + 'static>;
 
 /// The first pause after the CA did not answer; it doubles with every further failure in a row.
 const FIRST_UNANSWERED_PAUSE: Duration = Duration::from_secs(1);
@@ -22,8 +25,13 @@ const LONGEST_UNANSWERED_PAUSE: Duration = Duration::from_secs(60);
 enum Why {
     /// It refused for now, saying until when (`Retry-After`).
     RefusedForNow(String),
-    /// It could not be reached, or did not answer in time, `in_a_row` times.
-    Unanswered { detail: String, in_a_row: u32 },
+    /// It could not be reached, or did not answer in time, `in_a_row` times: the last time
+    /// when `context`, because of `cause`.
+    Unanswered {
+        context: &'static str,
+        cause: SharedCause,
+        in_a_row: u32,
+    },
 }
 
 /// A CA's pause on new orders, shared by every caller of one [`super::AcmeClient`].
@@ -40,10 +48,13 @@ impl NewOrderPause {
                 detail: detail.clone(),
                 retry_after: Some(*until),
             },
-            Why::Unanswered { detail, .. } => AcmeError::Unreachable(format!(
-                "{directory} did not answer ({detail}); it is not asked again before {}",
-                until.to_rfc3339_opts(chrono::SecondsFormat::Secs, true)
-            )),
+            Why::Unanswered { context, cause, .. } => AcmeError::unreachable(
+                format!(
+                    "{directory} did not answer ({context}); it is not asked again before {}",
+                    until.to_rfc3339_opts(chrono::SecondsFormat::Secs, true)
+                ),
+                cause.clone(),
+            ),
         })
     }
 
@@ -57,9 +68,9 @@ impl NewOrderPause {
         *state = Some((until, Why::RefusedForNow(detail.to_owned())));
     }
 
-    /// The CA did not answer at `now`: pause for a while that doubles with every failure in a
-    /// row, from a second up to a minute.
-    pub(super) fn unanswered(&self, now: DateTime<Utc>, detail: &str) {
+    /// The CA did not answer at `now` (when `context`, because of `cause`): pause for a while
+    /// that doubles with every failure in a row, from a second up to a minute.
+    pub(super) fn unanswered(&self, now: DateTime<Utc>, context: &'static str, cause: SharedCause) {
         let mut state = self.lock();
         let in_a_row = match state.as_ref() {
             Some((_, Why::Unanswered { in_a_row, .. })) => in_a_row.saturating_add(1),
@@ -77,7 +88,8 @@ impl NewOrderPause {
         *state = Some((
             until,
             Why::Unanswered {
-                detail: detail.to_owned(),
+                context,
+                cause,
                 in_a_row,
             },
         ));
@@ -107,6 +119,11 @@ mod tests {
 
     const CA: &str = "https://ca.example/directory";
 
+    /// What a CA that refuses connections causes.
+    fn refused() -> SharedCause {
+        Arc::new(std::io::Error::from(std::io::ErrorKind::ConnectionRefused))
+    }
+
     fn at(seconds: i64) -> DateTime<Utc> {
         DateTime::<Utc>::from_timestamp(1_800_000_000 + seconds, 0).expect("a time")
     }
@@ -129,7 +146,7 @@ mod tests {
         let pause = NewOrderPause::default();
         let mut waits = Vec::new();
         for _ in 0..9 {
-            pause.unanswered(at(0), "connection refused");
+            pause.unanswered(at(0), "connecting", refused());
             let until = (0..=120)
                 .find(|s| pause.check(CA, at(*s)).is_none())
                 .expect("a pause ends");
@@ -138,19 +155,19 @@ mod tests {
         assert_eq!(waits, [1, 2, 4, 8, 16, 32, 60, 60, 60]);
         assert!(matches!(
             pause.check(CA, at(0)),
-            Some(AcmeError::Unreachable(_))
+            Some(AcmeError::Unreachable { .. })
         ));
     }
 
     #[test]
     fn an_answer_ends_the_pause_of_a_ca_that_did_not_answer_but_not_its_retry_after() {
         let pause = NewOrderPause::default();
-        pause.unanswered(at(0), "timed out");
+        pause.unanswered(at(0), "connecting", refused());
         pause.answered();
         assert!(pause.check(CA, at(0)).is_none());
         pause.refused_until(at(600), "serverInternal");
         pause.answered();
-        pause.unanswered(at(0), "timed out");
+        pause.unanswered(at(0), "connecting", refused());
         assert!(matches!(
             pause.check(CA, at(30)),
             Some(AcmeError::RateLimited { .. })

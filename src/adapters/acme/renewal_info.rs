@@ -32,27 +32,33 @@ impl AcmeClient {
     /// The renewal window the CA suggests for the leaf of `chain_pem`; `None` when the CA does
     /// not offer renewal information (its directory has no `renewalInfo`).
     pub async fn renewal_info(&self, chain_pem: &str) -> Result<Option<AriAnswer>, AcmeError> {
-        let identifier = certificate_identifier(chain_pem).map_err(AcmeError::Unavailable)?;
+        let identifier = certificate_identifier(chain_pem).map_err(|reason| {
+            AcmeError::unavailable("reading the certificate's identifier", reason)
+        })?;
         // A CA found not answering a moment ago is not waited for again, domain after domain.
-        if let Some(unreachable @ AcmeError::Unreachable(_)) = self.new_orders_paused() {
+        if let Some(unreachable @ AcmeError::Unreachable { .. }) = self.new_orders_paused() {
             return Err(unreachable);
         }
         let account = self.account().await?;
         let asked = tokio::time::timeout(REQUEST_TIMEOUT, account.renewal_info(&identifier)).await;
         let (info, retry_after) = match asked {
-            Err(_) => {
-                let detail = "the CA did not answer the renewal information request in time";
-                self.new_order_pause.unanswered(Utc::now(), detail);
-                return Err(AcmeError::Unavailable(detail.into()));
+            Err(elapsed) => {
+                let context = "the CA did not answer the renewal information request in time";
+                let cause = std::sync::Arc::new(elapsed);
+                self.new_order_pause
+                    .unanswered(Utc::now(), context, cause.clone());
+                return Err(AcmeError::unavailable(context, cause));
             }
             Ok(Err(instant_acme::Error::Unsupported(_))) => return Ok(None),
             Ok(answer) => counted("renewal_info", answer)
-                .map_err(|e| AcmeError::Unavailable(format!("renewal information: {e}")))?,
+                .map_err(|e| AcmeError::unavailable("renewal information", e))?,
         };
         let window = &info.suggested_window;
         let at = |seconds: i64, nanos: u32| {
-            DateTime::<Utc>::from_timestamp(seconds, nanos)
-                .ok_or_else(|| AcmeError::Unavailable("the CA's window is out of range".into()))
+            DateTime::<Utc>::from_timestamp(seconds, nanos).ok_or_else(|| AcmeError::Unavailable {
+                context: "the CA's window is out of range".into(),
+                source: None,
+            })
         };
         Ok(Some(AriAnswer {
             window: RenewalWindow {
@@ -75,7 +81,7 @@ impl AcmeClient {
     ) -> Result<(), AcmeError> {
         use dns_handling_events::RevocationReason as Reason;
         let (_, pem) = x509_parser::pem::parse_x509_pem(chain_pem.as_bytes())
-            .map_err(|e| AcmeError::Unavailable(format!("the certificate is not PEM: {e}")))?;
+            .map_err(|e| AcmeError::unavailable("the certificate is not PEM", e))?;
         let certificate = CertificateDer::from(pem.contents);
         let reason = match reason {
             Reason::Unspecified => instant_acme::RevocationReason::Unspecified,
@@ -91,8 +97,9 @@ impl AcmeClient {
             reason: Some(reason),
         };
         match tokio::time::timeout(REQUEST_TIMEOUT, account.revoke(&request)).await {
-            Err(_) => Err(AcmeError::Unavailable(
-                "the CA did not answer the revocation in time".into(),
+            Err(elapsed) => Err(AcmeError::unavailable(
+                "the CA did not answer the revocation in time",
+                elapsed,
             )),
             Ok(answer) => counted("revoke", answer)
                 .map_err(|e| super::retry::classify(e, "revocation_refused")),

@@ -87,12 +87,15 @@ pub(super) fn classify(error: instant_acme::Error, code: &str) -> AcmeError {
                 .as_deref()
                 .is_some_and(|kind| TRANSIENT_PROBLEMS.contains(&kind)) =>
         {
-            AcmeError::Unavailable(describe_problem(&problem))
+            AcmeError::unavailable(
+                "the CA asked to try again",
+                instant_acme::Error::Api(problem),
+            )
         }
         instant_acme::Error::Api(problem) => {
             AcmeError::Refused(FailureReason::new(code, describe_problem(&problem)))
         }
-        other => AcmeError::Unavailable(other.to_string()),
+        other => AcmeError::unavailable("the CA did not answer as expected", other),
     }
 }
 

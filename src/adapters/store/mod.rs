@@ -35,7 +35,6 @@ use std::time::Duration;
 
 use chrono::Utc;
 
-use crate::adapters::event_repository::EventRepository;
 use crate::settings::Settings;
 use sqlx::postgres::PgPoolOptions;
 use sqlx::sqlite::{SqliteConnectOptions, SqliteJournalMode, SqlitePoolOptions, SqliteSynchronous};
@@ -287,11 +286,6 @@ impl Store {
     pub async fn ping(&self) -> Result<(), StoreError> {
         on_pool!(self, pool => sqlx::query("SELECT 1").execute(pool).await?.rows_affected());
         Ok(())
-    }
-
-    /// The cqrs-es event repository over the same pool.
-    pub fn event_repository(&self) -> EventRepository {
-        EventRepository::new(self.clone())
     }
 
     /// The placeholders of a statement built at run time, with thousands of parameters.

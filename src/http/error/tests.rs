@@ -7,6 +7,7 @@ use cqrs_es::persist::{PersistedEventRepository, PersistedEventStore, Serialized
 use cqrs_es::CqrsFramework;
 
 use super::*;
+use crate::adapters::event_repository::EventRepository;
 use crate::adapters::store::{is_unreachable, Store};
 use crate::domain::aggregate::{CustomDomain, CustomDomainCommand};
 use crate::domain::domain_name::DomainName;
@@ -138,7 +139,7 @@ async fn a_store_without_a_free_connection_answers_503_after_its_store_timeout()
     assert_eq!(answer(error.into()).await.0, 503);
 
     // The command side: sqlite-es loading the aggregate...
-    let event_store = PersistedEventStore::new_event_store(store.event_repository());
+    let event_store = PersistedEventStore::new_event_store(EventRepository::new(store.clone()));
     let cqrs = CqrsFramework::<CustomDomain, _>::new(event_store, vec![], Default::default());
     let command = CustomDomainCommand::RegisterDomain {
         domain_name: DomainName::parse("outage.example.com").expect("valid name"),
@@ -163,8 +164,7 @@ async fn a_store_without_a_free_connection_answers_503_after_its_store_timeout()
         payload: serde_json::json!({}),
         metadata: serde_json::json!({}),
     };
-    let error: AggregateError<DomainError> = store
-        .event_repository()
+    let error: AggregateError<DomainError> = EventRepository::new(store.clone())
         .persist::<CustomDomain>(&[event], None)
         .await
         .expect_err("no connection")
@@ -246,5 +246,27 @@ fn the_cause_of_an_internal_error_is_kept_in_its_source_chain() {
         error_chain(&error).ends_with("no space left on the disk"),
         "{}",
         error_chain(&error)
+    );
+}
+
+/// A cause its error already tells (`"database error: {0}"`, an ACME failure naming why) is
+/// logged once, and the causes under it still are.
+#[test]
+fn the_log_tells_a_cause_its_error_already_tells_once() {
+    let error = ApiError::from(StoreError::Database(sqlx::Error::RowNotFound));
+    let chain = error_chain(&error);
+    let told = sqlx::Error::RowNotFound.to_string();
+    assert_eq!(chain.matches(&told).count(), 1, "{chain}");
+
+    let error = ApiError::from(AcmeError::unreachable(
+        "no connection to the CA could be made",
+        std::io::Error::from(std::io::ErrorKind::ConnectionRefused),
+    ));
+    let chain = error_chain(&error);
+    assert_eq!(
+        chain,
+        "ACME failure: ACME server unreachable: no connection to the CA could be made: \
+         connection refused",
+        "{chain}"
     );
 }

@@ -105,7 +105,10 @@ async fn a_ca_refusal_is_the_answer_and_no_other_ca_is_asked() {
 async fn an_unreachable_ca_gives_its_budget_unit_back_and_the_next_ca_takes_the_order() {
     let world = World::new(2, |settings| settings.acme_new_order_budget.limit = 1).await;
     let view = world.verified("fallback.example.com").await;
-    world.cas[0].fails_next(AcmeError::Unreachable("connection refused".into()));
+    world.cas[0].fails_next(AcmeError::unreachable(
+        "connect",
+        std::io::Error::from(std::io::ErrorKind::ConnectionRefused),
+    ));
 
     let issued = issue(&world.services, &world.pollers, &view.id, World::origin())
         .await
@@ -135,7 +138,10 @@ async fn when_no_ca_takes_the_order_the_first_not_now_is_the_answer_and_nothing_
         retry_after: None,
     };
     world.cas[0].fails_next(not_now);
-    world.cas[1].fails_next(AcmeError::Unreachable("timed out".into()));
+    world.cas[1].fails_next(AcmeError::unreachable(
+        "connect",
+        std::io::Error::from(std::io::ErrorKind::TimedOut),
+    ));
 
     let error = issue(&world.services, &world.pollers, &view.id, World::origin())
         .await

@@ -100,7 +100,10 @@ impl CertificateAuthority for ScriptedCa {
         _order: &OrderDetails,
         _key: &OrderKey<'_>,
     ) -> Result<IssuedCertificate, AcmeError> {
-        Err(AcmeError::Unavailable("not scripted".into()))
+        Err(AcmeError::Unavailable {
+            context: "not scripted".into(),
+            source: None,
+        })
     }
 
     async fn renewal_info(&self, _chain_pem: &str) -> Result<Option<AriAnswer>, AcmeError> {
@@ -220,7 +223,7 @@ impl World {
         let retired =
             |directory: &str| -> Arc<dyn CertificateAuthority> { ScriptedCa::new(directory) };
         let domain_events = || {
-            PersistedEventStore::new_snapshot_store(store.event_repository(), 100)
+            PersistedEventStore::new_snapshot_store(EventRepository::new(store.clone()), 100)
                 .with_upcasters(vec![Box::new(Upcasters)])
         };
         let policy = RenewalPolicy {
