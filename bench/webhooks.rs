@@ -259,10 +259,10 @@ async fn fresh_database(kind: StoreKind, config: &Config) -> anyhow::Result<Test
 }
 
 fn start_service(database: &TestDatabase, config: &Config) -> Service {
-    start_service_logging(database, config, &config.log_level)
+    start_service_logging(database, &config.log_level)
 }
 
-fn start_service_logging(database: &TestDatabase, config: &Config, log_level: &str) -> Service {
+fn start_service_logging(database: &TestDatabase, log_level: &str) -> Service {
     let mut env = database_env(database);
     env.insert("AUTH_TOKEN".into(), TOKEN.into());
     env.insert("LOG_LEVEL".into(), log_level.to_owned());
@@ -705,7 +705,7 @@ async fn idle_cost(
         StoreKind::Sqlite => format!("{},sqlx::query=debug", config.log_level),
         StoreKind::Postgres => config.log_level.clone(),
     };
-    let service = Arc::new(start_service_logging(&database, config, &log_level));
+    let service = Arc::new(start_service_logging(&database, &log_level));
     let receiver = Receiver::start(false)?;
     create_idle_endpoints(&service, &receiver.url("/idle"), endpoints).await?;
     // Whatever starts for the endpoints (drivers, leases) has started.

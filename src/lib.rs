@@ -22,14 +22,17 @@
 //!   [`adapters::webhook_sender`]: signed webhook deliveries (Standard Webhooks), never to
 //!   private addresses. `acme/` and
 //!   `store/` are folders of a file per concern, mapped in their own `mod.rs`.
-//! - [`read`]: the read side. [`read::projector`] keeps the views (crate
+//! - [`read`]: the read side. [`read::feed_follower`] is the one loop that follows the event
+//!   feed, for each of its consumers; [`read::projector`] keeps the views (crate
 //!   `dns-handling-projections`, `projections/`) in step with the events;
 //!   [`read::view_reader`] serves them, concurrent reads coalesced; [`read::zone_follower`]
 //!   keeps every replica's delegation zone in step with the feed, [`read::zone_lag`] how far
 //!   behind it is; [`read::stuck`], the feed
 //!   consumers stopped at an event they cannot read.
-//! - [`actors`]: the supervisor and its per-order pollers, the renewal scheduler (actix), and
-//!   the webhook dispatcher with a driver per endpoint.
+//! - [`actors`]: the supervisor and its per-order pollers, the renewal scheduler (actix).
+//! - [`deliveries`]: webhook deliveries. [`deliveries::messages`] makes every endpoint's
+//!   messages from the feed, once per event; [`deliveries::sending`] sends each endpoint's
+//!   messages in order from the replica holding its lease.
 //! - [`audit`]: tamper evidence. [`audit::checkpoints`] signs checkpoints of the log;
 //!   [`audit::verify`] is `audit verify`.
 //! - [`http`]: the REST API (actix-web), its bodies, errors, authentication and OpenAPI.
@@ -49,6 +52,7 @@ pub mod app;
 pub mod app_state;
 pub mod audit;
 pub mod cli;
+pub mod deliveries;
 pub mod domain;
 pub mod http;
 pub mod metrics;
