@@ -708,8 +708,8 @@ async fn idle_cost(
     let service = Arc::new(start_service_logging(&database, &log_level));
     let receiver = Receiver::start(false)?;
     create_idle_endpoints(&service, &receiver.url("/idle"), endpoints).await?;
-    // Whatever starts for the endpoints (drivers, leases) has started.
-    tokio::time::sleep(Duration::from_secs(3)).await;
+    // Whatever starts for the endpoints (drivers, leases) has started (a smoke run waits less).
+    tokio::time::sleep(Duration::from_secs_f64(config.seconds.min(3.0))).await;
 
     let requests = ((config.seconds * config.rate).round() as usize).max(1);
     let period = Duration::from_secs_f64(1.0 / config.rate);

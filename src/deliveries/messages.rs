@@ -38,6 +38,9 @@ const FEED_BATCH: u32 = 500;
 /// How often the endpoints are looked at again (new ones, rotated secrets, removals).
 const REFRESH_EVERY: Duration = Duration::from_secs(1);
 
+/// How often, at most, a position that moved past events telling nobody anything is stored.
+const STORE_POSITION_EVERY: Duration = Duration::from_secs(5);
+
 /// How long the follower waits for a commit before looking at the feed again anyway.
 const LONGEST_WAIT: Duration = Duration::from_secs(1);
 
@@ -54,6 +57,8 @@ pub async fn make_messages(services: Arc<AppState>) {
         ended: HashMap::new(),
         refreshed: None,
         position: 0,
+        stored: 0,
+        stored_at: None,
         made: Vec::new(),
     };
     FeedFollower::new(services.store.clone(), maker)
@@ -77,8 +82,12 @@ struct MessageMaker {
     /// Endpoints deleted or disabled, by the version they were seen so at.
     ended: HashMap<String, i64>,
     refreshed: Option<Instant>,
-    /// The position stored in `webhook_feed`.
+    /// The position up to which every endpoint's messages are made (stored, or made of
+    /// events that told nobody anything).
     position: i64,
+    /// The position stored in `webhook_feed`, and when.
+    stored: i64,
+    stored_at: Option<Instant>,
     /// Messages made since the last store.
     made: Vec<EndpointMessages>,
 }
@@ -175,7 +184,13 @@ impl FeedConsumer for MessageMaker {
     }
 
     fn wait(&self) -> Wait {
-        Wait::ForCommitOrAfter(LONGEST_WAIT)
+        if self.endpoints.is_empty() {
+            // Nobody to make messages for: commits need not wake it; it looks for endpoints
+            // (and moves its position) every second.
+            Wait::After(REFRESH_EVERY)
+        } else {
+            Wait::ForCommitOrAfter(LONGEST_WAIT)
+        }
     }
 
     async fn load_position(&mut self) -> Result<i64, StoreError> {
@@ -189,6 +204,7 @@ impl FeedConsumer for MessageMaker {
                 None => store.feed_head().await?,
             },
         };
+        self.stored = self.position;
         self.made.clear();
         self.refreshed = None;
         self.endpoints.clear();
@@ -233,15 +249,23 @@ impl FeedConsumer for MessageMaker {
     }
 
     async fn save_position(&mut self, position: i64) -> Result<(), StoreError> {
-        if position != self.position || !self.made.is_empty() {
+        // A batch that made no message moves the stored position at most every few seconds:
+        // a commit that tells nobody anything then costs no write (on SQLite, no wait for the
+        // one writer). Reading those events again after a restart makes nothing twice.
+        let due = self
+            .stored_at
+            .is_none_or(|at| at.elapsed() >= STORE_POSITION_EVERY);
+        if !self.made.is_empty() || (position != self.stored && due) {
             let store = &self.services.store;
             store.store_webhook_messages(&self.made, position).await?;
             if !self.made.is_empty() {
                 super::sending::messages_stored();
             }
             self.made.clear();
-            self.position = position;
+            self.stored = position;
+            self.stored_at = Some(Instant::now());
         }
+        self.position = position;
         // New endpoints join while the feed is quiet too.
         self.refresh().await
     }
