@@ -49,8 +49,19 @@ pub fn consumer_of(endpoint_id: &str) -> String {
     format!("webhook:{endpoint_id}")
 }
 
-/// Makes every endpoint's messages from the feed, for as long as the process runs.
+/// Makes every endpoint's messages from the feed, for as long as the process runs. It starts
+/// following the feed once there is an endpoint (until then it asks every second), so that a
+/// service without webhooks pays for them one query a second.
 pub async fn make_messages(services: Arc<AppState>) {
+    loop {
+        // After the start's own burst of queries, not in it.
+        tokio::time::sleep(REFRESH_EVERY).await;
+        match services.store.webhook_endpoint_versions().await {
+            Ok(endpoints) if !endpoints.is_empty() => break,
+            Ok(_) => {}
+            Err(error) => tracing::warn!(%error, "could not list the webhook endpoints"),
+        }
+    }
     let maker = MessageMaker {
         services: services.clone(),
         endpoints: HashMap::new(),

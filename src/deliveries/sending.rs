@@ -106,6 +106,11 @@ pub async fn send_messages(services: Arc<AppState>) {
     // Deleted and disabled endpoints stay so: their messages left pending are not sent.
     let mut ended: HashSet<String> = HashSet::new();
     loop {
+        // Waits first: after the start's own burst of queries, not in it.
+        tokio::select! {
+            () = MESSAGES_STORED.notified() => {}
+            () = tokio::time::sleep(DISCOVERY_INTERVAL) => {}
+        }
         // A driver that panicked is counted here and started again below, like one that ended.
         drivers.retain(|id, driver| {
             if !driver.task.0.is_finished() {
@@ -141,10 +146,6 @@ pub async fn send_messages(services: Arc<AppState>) {
                 }
             }
             Err(error) => tracing::warn!(%error, "could not list the webhook messages to send"),
-        }
-        tokio::select! {
-            () = MESSAGES_STORED.notified() => {}
-            () = tokio::time::sleep(DISCOVERY_INTERVAL) => {}
         }
     }
 }
