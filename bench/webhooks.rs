@@ -1,5 +1,6 @@
 //! Run: `cargo bench --bench webhooks` (N=2000 messages per endpoint for the throughput,
-//! ENDPOINTS=1,4, REMOVALS=300 at RATE=20 per second for the latency, RUNS=5;
+//! ENDPOINTS=1,4, REMOVALS=300 at RATE=20 per second for the latency, RUNS=5; IDLE_ENDPOINTS=1000
+//! and SECONDS=20 for the API beside idle endpoints; PARTS=latency,throughput,writers,idle;
 //! STORES=sqlite,postgres; PostgreSQL at BENCH_POSTGRES_URL, else TEST_POSTGRES_URL, else
 //! postgres://postgres@127.0.0.1:5432/postgres; SERVICE_LOG_LEVEL, default warn;
 //! SYNCHRONOUS_COMMIT=off sets PostgreSQL's for the service's database, a diagnostic)
@@ -27,6 +28,17 @@
 //!   with no endpoint, then N more once the largest number of ENDPOINTS have running drivers
 //!   that have nothing to send: every commit wakes every driver, which reads the feed and moves
 //!   its cursor past the event.
+//! - **The API beside many idle endpoints** (the target of issue 24): registrations paced at
+//!   RATE per second for SECONDS (20 s; smoke 1 s), timed one by one, on a service with no
+//!   endpoint, then on one with IDLE_ENDPOINTS (1,000; smoke 10) endpoints told only of
+//!   `certificate.expired`, which no registration makes. Figures: the API's p50/p99, the
+//!   answers other than `201` (a `503` among them), and the database's queries per second over
+//!   the paced window: on PostgreSQL `xact_commit + xact_rollback` of `pg_stat_database` for the
+//!   service's database (every statement outside a transaction is one); on SQLite the statements
+//!   sqlx logs (the service runs with `LOG_LEVEL=warn,sqlx::query=debug` there, and the lines
+//!   of target `sqlx::query` written during the window are counted).
+//!
+//! PARTS (default `latency,throughput,writers,idle`) picks the parts to run.
 
 // A bench binary: its items need no docs.
 #![allow(missing_docs)]
@@ -74,6 +86,18 @@ struct Config {
     /// PostgreSQL's `synchronous_commit` for the service's database, when set (a diagnostic:
     /// how much of a delivery is waiting for the WAL flush of its two commits).
     synchronous_commit: Option<String>,
+    /// The parts to run: `latency`, `throughput`, `writers`, `idle`.
+    parts: Vec<String>,
+    /// Idle endpoints registered beside the paced API calls of the `idle` part.
+    idle_endpoints: usize,
+    /// How long the `idle` part paces its registrations.
+    seconds: f64,
+}
+
+impl Config {
+    fn runs_part(&self, part: &str) -> bool {
+        self.parts.iter().any(|p| p == part)
+    }
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -235,9 +259,13 @@ async fn fresh_database(kind: StoreKind, config: &Config) -> anyhow::Result<Test
 }
 
 fn start_service(database: &TestDatabase, config: &Config) -> Service {
+    start_service_logging(database, &config.log_level)
+}
+
+fn start_service_logging(database: &TestDatabase, log_level: &str) -> Service {
     let mut env = database_env(database);
     env.insert("AUTH_TOKEN".into(), TOKEN.into());
-    env.insert("LOG_LEVEL".into(), config.log_level.clone());
+    env.insert("LOG_LEVEL".into(), log_level.to_owned());
     env.insert("WEBHOOK_ALLOW_PRIVATE_TARGETS".into(), "true".into());
     // The throughput runs hold the first message while the backlog is written.
     env.insert("WEBHOOK_TIMEOUT".into(), "20s".into());
@@ -613,6 +641,122 @@ async fn writer_cost(
 }
 
 // ---------------------------------------------------------------------------------------------
+// The API beside many idle endpoints.
+
+struct IdleCost {
+    /// The registrations' latency, p50 and p99 (ms).
+    api: (f64, f64),
+    /// Answers other than `201`, and how many of them were `503`.
+    refused: usize,
+    unavailable: usize,
+    /// The database's queries per second over the paced window.
+    queries_per_second: f64,
+}
+
+/// Queries the database has run so far, by the measure of `kind` (see the file's head), and
+/// when they were counted.
+async fn queries_so_far(database: &TestDatabase, service: &Service) -> (f64, Instant) {
+    let count = match database.kind {
+        StoreKind::Postgres => {
+            // A backend reports its counts when idle for a moment: give the last ones time.
+            tokio::time::sleep(Duration::from_millis(1_100)).await;
+            let sql = "CAST(xact_commit + xact_rollback AS TEXT) FROM pg_stat_database \
+                       WHERE datname = current_database()";
+            let counts = database.texts(sql).await;
+            counts[0].parse().unwrap_or(0.0)
+        }
+        StoreKind::Sqlite => service.log().matches("sqlx::query").count() as f64,
+    };
+    (count, Instant::now())
+}
+
+/// Creates `count` endpoints told only of `certificate.expired`, eight at a time.
+async fn create_idle_endpoints(
+    service: &Arc<Service>,
+    url: &str,
+    count: usize,
+) -> anyhow::Result<()> {
+    let mut creating = Vec::new();
+    for writer in 0..WRITERS {
+        let (service, url) = (service.clone(), url.to_owned());
+        creating.push(tokio::spawn(async move {
+            for _ in (writer..count).step_by(WRITERS) {
+                let body = json!({"url": url, "events": ["certificate.expired"]});
+                let (code, created) = service.post("/webhooks", Some(body)).await;
+                anyhow::ensure!(code == 201, "POST /webhooks: {code} {created}");
+            }
+            anyhow::Ok(())
+        }));
+    }
+    for creating in creating {
+        creating.await??;
+    }
+    Ok(())
+}
+
+async fn idle_cost(
+    kind: StoreKind,
+    config: &Config,
+    endpoints: usize,
+    run: usize,
+) -> anyhow::Result<IdleCost> {
+    let database = fresh_database(kind, config).await?;
+    let log_level = match kind {
+        StoreKind::Sqlite => format!("{},sqlx::query=debug", config.log_level),
+        StoreKind::Postgres => config.log_level.clone(),
+    };
+    let service = Arc::new(start_service_logging(&database, &log_level));
+    let receiver = Receiver::start(false)?;
+    create_idle_endpoints(&service, &receiver.url("/idle"), endpoints).await?;
+    // Whatever starts for the endpoints (drivers, leases) has started (a smoke run waits less).
+    tokio::time::sleep(Duration::from_secs_f64(config.seconds.min(3.0))).await;
+
+    let requests = ((config.seconds * config.rate).round() as usize).max(1);
+    let period = Duration::from_secs_f64(1.0 / config.rate);
+    let (queries_before, counted_from) = queries_so_far(&database, &service).await;
+    let started = tokio::time::Instant::now();
+    let mut registering = Vec::with_capacity(requests);
+    for n in 0..requests {
+        tokio::time::sleep_until(started + period * n as u32).await;
+        let service = service.clone();
+        registering.push(tokio::spawn(async move {
+            let sent = Instant::now();
+            let response = service
+                .client
+                .post(service.url("/domains"))
+                .json(&json!({"domain_name": format!("d{n}.i{run}.example.test")}))
+                .send()
+                .await?;
+            anyhow::Ok((response.status().as_u16(), sent.elapsed()))
+        }));
+    }
+    let mut latencies = Vec::with_capacity(requests);
+    let (mut refused, mut unavailable) = (0, 0);
+    for registration in registering {
+        let (status, took) = registration.await??;
+        if status != 201 {
+            refused += 1;
+        }
+        if status == 503 {
+            unavailable += 1;
+        }
+        latencies.push(took.as_secs_f64() * 1e3);
+    }
+    let (queries_after, counted_to) = queries_so_far(&database, &service).await;
+    let window = (counted_to - counted_from).as_secs_f64();
+    let queries = queries_after - queries_before;
+    Ok(IdleCost {
+        api: (
+            quantile(&mut latencies, 0.50),
+            quantile(&mut latencies, 0.99),
+        ),
+        refused,
+        unavailable,
+        queries_per_second: queries / window,
+    })
+}
+
+// ---------------------------------------------------------------------------------------------
 // Summaries.
 
 /// `median (min–max)` of one figure over the runs.
@@ -638,7 +782,61 @@ async fn run(kind: StoreKind, config: &Config) -> anyhow::Result<()> {
     let mut latencies = Vec::new();
     let mut throughputs: BTreeMap<usize, Vec<Throughput>> = BTreeMap::new();
     let mut costs = Vec::new();
+    let mut idle: Vec<(IdleCost, IdleCost)> = Vec::new();
     for run in 0..config.runs {
+        if config.runs_part("idle") {
+            let without = idle_cost(kind, config, 0, run).await?;
+            let with = idle_cost(kind, config, config.idle_endpoints, run).await?;
+            println!(
+                "{kind:?} run {run}: API at {}/s for {} s, ms p50 / p99 | no endpoint {:.2} / {:.2}, {} idle endpoints {:.2} / {:.2} (p99 {:.2}×) | not 201: {} → {} (503: {} → {}) | database queries/s {:.0} → {:.0} ({:.2}×)",
+                config.rate,
+                config.seconds,
+                without.api.0,
+                without.api.1,
+                config.idle_endpoints,
+                with.api.0,
+                with.api.1,
+                with.api.1 / without.api.1,
+                without.refused,
+                with.refused,
+                without.unavailable,
+                with.unavailable,
+                without.queries_per_second,
+                with.queries_per_second,
+                with.queries_per_second / without.queries_per_second,
+            );
+            idle.push((without, with));
+        }
+        if config.runs_part("latency") {
+            latencies.push(latency_run(kind, config, run).await?);
+        }
+        if config.runs_part("throughput") {
+            for &endpoints in &config.endpoints {
+                let t = throughput(kind, config, endpoints, run).await?;
+                println!(
+                    "{kind:?} run {run}: throughput, {endpoints} endpoint(s) × {} messages | {:.1} deliveries/s in all, per endpoint {:.1}–{:.1} | service CPU {:.2} ms per delivery, PostgreSQL backends {:.2} ms | backlog written at {:.0} removals/s",
+                    config.events,
+                    t.rate,
+                    t.slowest,
+                    t.fastest,
+                    t.cpu_ms,
+                    t.postgres_cpu_ms,
+                    t.written,
+                );
+                throughputs.entry(endpoints).or_default().push(t);
+            }
+        }
+        if config.runs_part("writers") {
+            costs.push(writers_run(kind, config, most, run).await?);
+        }
+    }
+    summarize(kind, config, &latencies, &throughputs, &costs, &idle);
+    Ok(())
+}
+
+/// One latency run, printed.
+async fn latency_run(kind: StoreKind, config: &Config, run: usize) -> anyhow::Result<Latency> {
+    {
         let l = latency(kind, config, run).await?;
         println!(
             "{kind:?} run {run}: latency, {} removals at {}/s, ms p50 / p99 | from sending the DELETE: webhook {:.2} / {:.2} (max {:.2}), feed {:.2} / {:.2}, ratio {:.2} / {:.2} | after the 204: webhook {:.2} / {:.2}, feed {:.2} / {:.2} | webhook after the body's timestamp {:.1} / {:.1} | the 204 {:.2} / {:.2} | service CPU {:.1} %",
@@ -661,21 +859,18 @@ async fn run(kind: StoreKind, config: &Config) -> anyhow::Result<()> {
             l.acknowledged.1,
             l.cpu_pct,
         );
-        latencies.push(l);
-        for &endpoints in &config.endpoints {
-            let t = throughput(kind, config, endpoints, run).await?;
-            println!(
-                "{kind:?} run {run}: throughput, {endpoints} endpoint(s) × {} messages | {:.1} deliveries/s in all, per endpoint {:.1}–{:.1} | service CPU {:.2} ms per delivery, PostgreSQL backends {:.2} ms | backlog written at {:.0} removals/s",
-                config.events,
-                t.rate,
-                t.slowest,
-                t.fastest,
-                t.cpu_ms,
-                t.postgres_cpu_ms,
-                t.written,
-            );
-            throughputs.entry(endpoints).or_default().push(t);
-        }
+        Ok(l)
+    }
+}
+
+/// One run of the writers' cost, printed.
+async fn writers_run(
+    kind: StoreKind,
+    config: &Config,
+    most: usize,
+    run: usize,
+) -> anyhow::Result<WriterCost> {
+    {
         let c = writer_cost(kind, config, most, run).await?;
         println!(
             "{kind:?} run {run}: {} registrations | no endpoint {:.0}/s, {most} idle endpoints {:.0}/s ({:.2}×) | service CPU {:.2} → {:.2} ms per registration, PostgreSQL backends {:.2} → {:.2} ms",
@@ -688,10 +883,49 @@ async fn run(kind: StoreKind, config: &Config) -> anyhow::Result<()> {
             c.postgres_without,
             c.postgres_with,
         );
-        costs.push(c);
+        Ok(c)
     }
+}
+
+/// The summaries over the runs of every part that ran.
+fn summarize(
+    kind: StoreKind,
+    config: &Config,
+    latencies: &[Latency],
+    throughputs: &BTreeMap<usize, Vec<Throughput>>,
+    costs: &[WriterCost],
+    idle: &[(IdleCost, IdleCost)],
+) {
     let runs = config.runs;
-    let l = &latencies;
+    let most = config.endpoints.iter().copied().max().unwrap_or(1);
+    if !idle.is_empty() {
+        println!(
+            "{kind:?} summary over {runs} runs, median (min–max): API at {}/s, no endpoint → {} idle endpoints | p50 {} → {} ms, p99 {} → {} ms, p99 ratio {} | not 201: {} → {}, 503: {} → {} | database queries/s {} → {}, ratio {}",
+            config.rate,
+            config.idle_endpoints,
+            summary(idle, |(w, _)| w.api.0, 2),
+            summary(idle, |(_, w)| w.api.0, 2),
+            summary(idle, |(w, _)| w.api.1, 2),
+            summary(idle, |(_, w)| w.api.1, 2),
+            summary(idle, |(without, with)| with.api.1 / without.api.1, 2),
+            summary(idle, |(w, _)| w.refused as f64, 0),
+            summary(idle, |(_, w)| w.refused as f64, 0),
+            summary(idle, |(w, _)| w.unavailable as f64, 0),
+            summary(idle, |(_, w)| w.unavailable as f64, 0),
+            summary(idle, |(w, _)| w.queries_per_second, 0),
+            summary(idle, |(_, w)| w.queries_per_second, 0),
+            summary(
+                idle,
+                |(without, with)| with.queries_per_second / without.queries_per_second,
+                2
+            ),
+        );
+    }
+    if latencies.is_empty() {
+        summarize_deliveries(throughputs, costs, most);
+        return;
+    }
+    let l = latencies;
     println!(
         "{kind:?} summary over {runs} runs, median (min–max), ms:\n  latency from sending the DELETE: webhook p50 {} p99 {}, feed p50 {} p99 {}, webhook / feed p50 {} p99 {}\n  after the 204: webhook p50 {} p99 {}, feed p50 {} p99 {}; webhook after the body's timestamp: p50 {} p99 {}; the 204: p50 {} p99 {}; service CPU {} %",
         summary(l, |l| l.webhook.0, 2),
@@ -710,11 +944,20 @@ async fn run(kind: StoreKind, config: &Config) -> anyhow::Result<()> {
         summary(l, |l| l.acknowledged.1, 2),
         summary(l, |l| l.cpu_pct, 1),
     );
+    summarize_deliveries(throughputs, costs, most);
+}
+
+/// The summaries of the throughput and writers' parts.
+fn summarize_deliveries(
+    throughputs: &BTreeMap<usize, Vec<Throughput>>,
+    costs: &[WriterCost],
+    most: usize,
+) {
     // Several endpoints' rate is compared with one endpoint's in the same run.
     let one: Option<Vec<f64>> = throughputs
         .get(&1)
         .map(|one| one.iter().map(|t| t.rate).collect());
-    for (endpoints, t) in &throughputs {
+    for (endpoints, t) in throughputs {
         let spread = match (*endpoints > 1, &one) {
             (true, one) => format!(
                 "{}; slowest endpoint {}, fastest {}",
@@ -735,7 +978,10 @@ async fn run(kind: StoreKind, config: &Config) -> anyhow::Result<()> {
             summary(t, |t| t.written, 0),
         );
     }
-    let c = &costs;
+    if costs.is_empty() {
+        return;
+    }
+    let c = costs;
     println!(
         "  registrations: no endpoint {}/s, {most} idle endpoints {}/s ({}×) | service CPU {} → {} ms per registration, PostgreSQL backends {} → {} ms",
         summary(c, |c| c.without, 0),
@@ -746,7 +992,6 @@ async fn run(kind: StoreKind, config: &Config) -> anyhow::Result<()> {
         summary(c, |c| c.postgres_without, 2),
         summary(c, |c| c.postgres_with, 2),
     );
-    Ok(())
 }
 
 fn main() -> anyhow::Result<()> {
@@ -767,6 +1012,13 @@ fn main() -> anyhow::Result<()> {
         runs: pick("RUNS", 5.0, 1.0) as usize,
         log_level: std::env::var("SERVICE_LOG_LEVEL").unwrap_or_else(|_| "warn".into()),
         synchronous_commit: std::env::var("SYNCHRONOUS_COMMIT").ok(),
+        parts: std::env::var("PARTS")
+            .unwrap_or_else(|_| "latency,throughput,writers,idle".into())
+            .split(',')
+            .map(|part| part.trim().to_owned())
+            .collect(),
+        idle_endpoints: pick("IDLE_ENDPOINTS", 1_000.0, 10.0) as usize,
+        seconds: pick("SECONDS", 20.0, 1.0),
     };
     anyhow::ensure!(
         config.events >= 2 && config.removals >= 1 && config.runs >= 1,

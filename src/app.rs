@@ -10,7 +10,7 @@ use anyhow::Context as _;
 use cqrs_es::persist::PersistedEventStore;
 use cqrs_es::CqrsFramework;
 
-use crate::actors::{webhooks, RenewalScheduler, ResumePending, Shutdown, Supervisor};
+use crate::actors::{RenewalScheduler, ResumePending, Shutdown, Supervisor};
 use crate::adapters::acme::{AcmeClient, CertificateAuthority, Issuers};
 use crate::adapters::certificate_keys::CertificateKeys;
 use crate::adapters::dns::{DnsLookup, HickoryDnsLookup};
@@ -21,6 +21,7 @@ use crate::adapters::vault::{KeyRing, KeyVault};
 use crate::adapters::webhook_sender::WebhookSender;
 use crate::app_state::{AppState, DomainLocks};
 use crate::audit::checkpoints::{self, AuditSigner};
+use crate::deliveries;
 use crate::domain::renewal::RenewalPolicy;
 use crate::http;
 use crate::read::projector::ViewProjector;
@@ -246,9 +247,13 @@ impl Application {
             .context("reading pending orders")?;
         tracing::info!(resumed, "supervisor started");
         let renewals = RenewalScheduler::new(services.clone(), supervisor.clone()).start();
-        let dispatching = services.clone();
-        background.push(spawn_supervised("webhook-dispatch", move || {
-            webhooks::dispatch(dispatching.clone())
+        let making = services.clone();
+        background.push(spawn_supervised("webhook-messages", move || {
+            deliveries::messages::make_messages(making.clone())
+        }));
+        let sending = services.clone();
+        background.push(spawn_supervised("webhook-sending", move || {
+            deliveries::sending::send_messages(sending.clone())
         }));
 
         let listener = TcpListener::bind(settings.server_addr)
@@ -318,15 +323,6 @@ const CATCH_UP_INTERVAL: std::time::Duration = std::time::Duration::from_secs(1)
 /// Keeps the projections caught up with the feed for as long as the process runs.
 fn spawn_catch_up_loop(projector: ViewProjector) -> actix_web::rt::task::JoinHandle<()> {
     spawn_supervised("projection-catch-up", move || {
-        let projector = projector.clone();
-        async move {
-            let mut ticks = actix_web::rt::time::interval(CATCH_UP_INTERVAL);
-            loop {
-                ticks.tick().await;
-                if let Err(error) = projector.catch_up(|_| {}).await {
-                    tracing::warn!(%error, "projection catch-up failed; retrying");
-                }
-            }
-        }
+        projector.clone().follow(CATCH_UP_INTERVAL)
     })
 }

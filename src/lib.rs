@@ -12,6 +12,7 @@ pub mod app;
 pub mod app_state;
 pub mod audit;
 pub mod cli;
+pub mod deliveries;
 pub mod domain;
 pub mod edge;
 pub mod http;

@@ -1,7 +1,5 @@
 //! The actors: a supervisor that owns one poller per pending order (first issuances and
-//! renewals alike), the renewal scheduler that finds due renewals and starts them, and the
-//! webhook dispatcher with its driver per endpoint (`webhooks.rs`; tasks rather than actix
-//! actors, since each is one loop that owns nothing but its endpoint's lease).
+//! renewals alike) and the renewal scheduler that finds due renewals and starts them.
 //! `messages.rs` holds what the actors tell each other (the supervisor and its pollers meet
 //! only there). What the scheduler starts (a renewal) is a use case (`use_cases::renew`), as
 //! a request's is; the supervisor takes the orders of both as their `Pollers`.
@@ -14,7 +12,6 @@ mod messages;
 mod poller;
 mod renewals;
 mod supervisor;
-pub mod webhooks;
 
 pub use messages::{PendingOrder, ResumePending, Shutdown, StartPolling, StopPolling};
 pub use renewals::RenewalScheduler;

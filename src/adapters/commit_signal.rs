@@ -1,5 +1,6 @@
-//! Wakes the feed streams that follow (`GET /events?follow=true`) as soon as events are
-//! committed, instead of at their next poll.
+//! Wakes the feed followers (`read::feed_follower`: the delegation zone, webhook messages,
+//! `GET /events?follow=true` streams) as soon as events are committed, instead of at their
+//! next poll.
 //!
 //! Commits of this process are signalled by the event repository after each append; commits of
 //! other replicas arrive through PostgreSQL's `LISTEN`/`NOTIFY` (a trigger on `events` notifies

@@ -5,6 +5,7 @@ use std::sync::Arc;
 use actix_web::http::header::ACCEPT;
 use actix_web::web::Bytes;
 use actix_web::{web, HttpRequest, HttpResponse};
+use async_trait::async_trait;
 use dns_handling_events::chain::{HASH_KEY, PREV_HASH_KEY};
 use dns_handling_events::feed::FeedEvent;
 use serde::{Deserialize, Serialize};
@@ -12,8 +13,10 @@ use serde_json::Value;
 
 use super::bodies::{CallerErrors, NotFoundError};
 use super::ApiError;
-use crate::adapters::commit_signal::CommitWaiter;
+use crate::adapters::store::StoreError;
 use crate::app_state::AppState;
+use crate::read::feed_follower::{FeedConsumer, FeedFollower, Handed, Handled, Undecodable, Wait};
+use crate::tasks::AbortOnDrop;
 
 use super::SharedState;
 
@@ -160,6 +163,8 @@ pub async fn feed(
 /// One event per line from `after` on: up to `limit` events, then ends, unless `follow`, in
 /// which case it waits for new events until the client goes away: it looks again as soon as
 /// events are committed (see `commit_signal`), or every `FEED_POLL_INTERVAL` at the latest.
+/// A feed follower (`read::feed_follower`) does the reading, in a task that ends with the
+/// stream.
 ///
 /// An event that cannot be encoded ends the stream with an error after the events before it,
 /// never skipped: a consumer resuming from the last position it read asks for it again.
@@ -169,150 +174,103 @@ fn ndjson_stream(
     limit: Option<u32>,
     follow: bool,
 ) -> impl futures::Stream<Item = Result<Bytes, actix_web::Error>> {
-    struct State {
-        services: Arc<AppState>,
-        after: i64,
-        remaining: Option<u64>,
-        commits: CommitWaiter,
-        /// An error to end the stream with, once the lines before it are sent.
-        failure: Option<ApiError>,
-    }
-    let state = State {
-        services,
+    // One batch in hand and one waiting at most: the client's pace paces the reads.
+    let (lines, receiver) = tokio::sync::mpsc::channel(1);
+    let stream = StreamConsumer {
         after,
         remaining: limit.map(u64::from),
-        // Made before the first read, so a commit between that read and the first wait is seen.
-        commits: CommitWaiter::new(),
-        failure: None,
+        follow,
+        poll_interval: services.settings.feed_poll_interval,
+        lines,
     };
-    futures::stream::unfold(state, move |mut state| async move {
-        loop {
-            if let Some(failure) = state.failure.take() {
-                state.remaining = Some(0);
-                return Some((Err(failure.into()), state));
-            }
-            if state.remaining == Some(0) {
-                return None;
-            }
-            let batch = state.remaining.map_or(1000, |left| left.min(1000) as u32);
-            let events = match state.services.store.events_after(state.after, batch).await {
-                Ok(events) => events,
-                Err(error) => {
-                    state.failure = Some(ApiError::internal_from("reading the feed", error));
-                    continue;
-                }
-            };
-            if events.is_empty() {
-                if !follow {
-                    return None;
-                }
-                let interval = state.services.settings.feed_poll_interval;
-                state.commits.wait(interval).await;
-                continue;
-            }
-            let encoded = encode_lines(&events, |event| event.position);
-            if let Some(failure) = encoded.failure {
-                tracing::error!(error = %failure, after = ?encoded.last_position, "a feed event could not be encoded; the stream ends");
-                state.failure = Some(ApiError::internal(format!(
-                    "the event after position {} could not be encoded: {failure}",
-                    encoded.last_position.unwrap_or(state.after)
-                )));
-            }
-            state.after = encoded.last_position.unwrap_or(state.after);
-            state.remaining = state
-                .remaining
-                .map(|left| left.saturating_sub(encoded.count as u64));
-            if encoded.lines.is_empty() {
-                continue;
-            }
-            return Some((Ok(Bytes::from(encoded.lines)), state));
-        }
+    let follower = FeedFollower::new(services.store.clone(), stream);
+    let task = AbortOnDrop(actix_web::rt::spawn(follower.follow()));
+    futures::stream::unfold((receiver, task), |(mut receiver, task)| async move {
+        let item = receiver.recv().await?;
+        Some((item.map_err(actix_web::Error::from), (receiver, task)))
     })
 }
 
-/// NDJSON lines of a batch, up to the first event that failed to encode.
-struct EncodedLines {
-    /// One line per event encoded.
-    lines: Vec<u8>,
-    /// How many events the lines hold.
-    count: usize,
-    /// The position of the last event encoded.
-    last_position: Option<i64>,
-    /// Why the next event could not be encoded, if one could not.
-    failure: Option<String>,
+/// A `GET /events` stream as a consumer of the feed: its position is the client's, kept in
+/// memory; it hands the lines to the response, and ends when the client goes away, when it
+/// sent `limit` events, or (without `follow`) at the end of the feed.
+struct StreamConsumer {
+    /// The last position sent.
+    after: i64,
+    /// Events still to send, when limited.
+    remaining: Option<u64>,
+    follow: bool,
+    poll_interval: std::time::Duration,
+    lines: tokio::sync::mpsc::Sender<Result<Bytes, ApiError>>,
 }
 
-/// Encodes `events` one per line, stopping at the first that fails: the events after it are
-/// not sent either, since a consumer's position may only move past events it has received.
-fn encode_lines<E: Serialize>(events: &[E], position: impl Fn(&E) -> i64) -> EncodedLines {
-    let mut encoded = EncodedLines {
-        lines: Vec::with_capacity(events.len() * 512),
-        count: 0,
-        last_position: None,
-        failure: None,
-    };
-    for event in events {
-        let line = match serde_json::to_vec(event) {
-            Ok(line) => line,
-            Err(error) => {
-                encoded.failure = Some(error.to_string());
-                break;
-            }
-        };
-        encoded.lines.extend_from_slice(&line);
-        encoded.lines.push(b'\n');
-        encoded.count += 1;
-        encoded.last_position = Some(position(event));
-    }
-    encoded
-}
+#[async_trait]
+impl FeedConsumer for StreamConsumer {
+    type Record = FeedEvent;
 
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    /// An event whose encoding fails when `fails` is set.
-    struct Event {
-        position: i64,
-        fails: bool,
+    fn names(&self) -> Vec<String> {
+        vec!["events-stream".to_owned()]
     }
 
-    impl Serialize for Event {
-        fn serialize<S: serde::Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
-            if self.fails {
-                return Err(serde::ser::Error::custom("cannot encode"));
-            }
-            serializer.serialize_i64(self.position)
+    fn batch_size(&self) -> u32 {
+        self.remaining
+            .map_or(1000, |left| left.clamp(1, 1000) as u32)
+    }
+
+    fn wait(&self) -> Wait {
+        if self.follow {
+            Wait::ForCommitOrAfter(self.poll_interval)
+        } else {
+            Wait::Ends
         }
     }
 
-    fn event(position: i64, fails: bool) -> Event {
-        Event { position, fails }
+    async fn load_position(&mut self) -> Result<i64, StoreError> {
+        Ok(self.after)
     }
 
-    #[test]
-    fn an_event_that_fails_to_encode_stops_the_batch_without_moving_past_it() {
-        let events = [event(4, false), event(5, true), event(6, false)];
-        let encoded = encode_lines(&events, |event| event.position);
-        assert_eq!(encoded.lines, b"4\n");
-        assert_eq!(encoded.count, 1);
-        assert_eq!(encoded.last_position, Some(4));
-        assert_eq!(encoded.failure.as_deref(), Some("cannot encode"));
+    async fn handle(&mut self, rows: Vec<Handed<'_, FeedEvent>>) -> Result<Handled, StoreError> {
+        let mut lines = Vec::with_capacity(rows.len() * 512);
+        for handed in &rows {
+            lines.extend(handed.decoded.iter().flatten());
+        }
+        if self.lines.send(Ok(Bytes::from(lines))).await.is_err() {
+            return Ok(Handled::Finished);
+        }
+        self.remaining = self
+            .remaining
+            .map(|left| left.saturating_sub(rows.len() as u64));
+        Ok(match self.remaining {
+            Some(0) => Handled::Finished,
+            _ => Handled::All,
+        })
     }
 
-    #[test]
-    fn a_first_event_that_fails_to_encode_sends_nothing_and_keeps_the_position() {
-        let encoded = encode_lines(&[event(7, true)], |event| event.position);
-        assert!(encoded.lines.is_empty());
-        assert_eq!(encoded.last_position, None);
-        assert!(encoded.failure.is_some());
+    async fn save_position(&mut self, position: i64) -> Result<(), StoreError> {
+        self.after = position;
+        Ok(())
     }
 
-    #[test]
-    fn a_batch_that_encodes_moves_to_its_last_position() {
-        let encoded = encode_lines(&[event(1, false), event(2, false)], |event| event.position);
-        assert_eq!(encoded.lines, b"1\n2\n");
-        assert_eq!(encoded.last_position, Some(2));
-        assert!(encoded.failure.is_none());
+    async fn failed(&mut self, error: &StoreError) -> bool {
+        // The stream ends with the error; the client resumes from the last position it read.
+        let _ = self
+            .lines
+            .send(Err(ApiError::internal(format!(
+                "reading the feed: {error}"
+            ))))
+            .await;
+        false
+    }
+
+    async fn undecodable(&mut self, position: i64, why: &str) -> Undecodable {
+        tracing::error!(error = %why, after = self.after, position, "a feed event could not be encoded; the stream ends");
+        // Sent by `failed`, which the follower calls with this error.
+        Undecodable::Stop(StoreError::other(
+            format!(
+                "the event after position {} could not be encoded",
+                self.after
+            ),
+            why.to_owned(),
+        ))
     }
 }

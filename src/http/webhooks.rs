@@ -315,7 +315,7 @@ pub async fn delete(
         .execute_with_metadata(&id, command, origin(&request).0)
         .await?;
     // A send that was under way must not still go out once this answers.
-    crate::actors::webhooks::wait_for_sends_to_end(&services, &id).await;
+    crate::deliveries::sending::wait_for_sends_to_end(&services, &id).await;
     Ok(HttpResponse::NoContent().finish())
 }
 

@@ -1,6 +1,9 @@
-//! The read side: the projector that keeps the views (crate `dns-handling-projections`) in step
-//! with the events, and the reader that serves them to the API.
+//! The read side: the one loop that follows the event feed (`feed_follower`, for the
+//! projector, the delegation zone, webhook messages and `GET /events?follow=true`), the
+//! projector that keeps the views (crate `dns-handling-projections`) in step with the events,
+//! and the reader that serves them to the API.
 
+pub mod feed_follower;
 pub mod projector;
 pub mod stuck;
 pub mod view_reader;

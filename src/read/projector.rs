@@ -13,14 +13,16 @@
 //! than moved past the gap, which no later update could repair.
 
 use std::collections::HashMap;
+use std::time::Duration;
 
 use async_trait::async_trait;
 use cqrs_es::{EventEnvelope, Query};
 use dns_handling_events::{CustomDomainEvent, KeyDisposal, RevocationReason};
 use dns_handling_projections::{Applied, CertificateView, DomainView};
 
-use crate::adapters::store::{KeyDisposalMark, ProjectionRow, ProjectionWrite, Store, StoreError};
+use crate::adapters::store::{FeedRow, KeyDisposalMark, ProjectionWrite, Store, StoreError};
 use crate::domain::aggregate::CustomDomain;
+use crate::read::feed_follower::{FeedConsumer, FeedFollower, Handed, Handled, Undecodable, Wait};
 use crate::tasks::AbortOnDrop;
 
 /// The checkpoint name of the domain and certificate views.
@@ -261,20 +263,19 @@ impl ViewProjector {
         })
     }
 
-    /// Decodes a batch of feed rows and prepares its writes.
-    async fn prepare_feed(&self, batch: &[ProjectionRow]) -> Result<Prepared, StoreError> {
-        let mut decoded = Vec::with_capacity(batch.len());
-        for row in batch {
-            decoded.push((row, row.decode()?));
-        }
+    /// Prepares the writes of a batch of decoded feed rows.
+    async fn prepare_feed(
+        &self,
+        batch: &[(&FeedRow, &CustomDomainEvent)],
+    ) -> Result<Prepared, StoreError> {
         let mut order: Vec<&str> = Vec::new();
         let mut streams: HashMap<&str, Stream<'_>> = HashMap::new();
-        for (row, event) in &decoded {
+        for (row, event) in batch {
             let stream = streams.entry(row.aggregate_id.as_str()).or_insert_with(|| {
                 order.push(row.aggregate_id.as_str());
                 Vec::new()
             });
-            stream.push((u64::try_from(row.sequence).unwrap_or(0), event));
+            stream.push((u64::try_from(row.sequence).unwrap_or(0), *event));
         }
         let streams: Vec<(&str, Stream<'_>)> = order
             .into_iter()
@@ -287,68 +288,125 @@ impl ViewProjector {
     /// number of events applied after each batch. Returns how many were applied.
     ///
     /// Three things overlap, which is what makes a replay fast: the next batch is read while
-    /// the current one is decoded and applied, and the previous batch's writes (views, freed
-    /// names and checkpoint, in one transaction) finish meanwhile; a batch's views are only
-    /// read once the previous batch's writes are in.
-    pub async fn catch_up(&self, mut progress: impl FnMut(u64)) -> Result<u64, StoreError> {
-        let start = self.store.checkpoint(DOMAIN_VIEWS).await?;
-        let (batches, mut incoming) = tokio::sync::mpsc::channel(2);
-        let store = self.store.clone();
-        // Both the reader and the writes end with this catch-up, also when it is cancelled.
-        let reader = AbortOnDrop(tokio::spawn(async move {
-            let mut position = start;
-            loop {
-                let batch = store.projection_batch(position, BATCH_EVENTS).await;
-                let last = batch
-                    .as_ref()
-                    .ok()
-                    .and_then(|rows| rows.last().map(|row| row.position));
-                let done = last.is_none();
-                if batches.send(batch).await.is_err() || done {
-                    return;
-                }
-                position = last.unwrap_or(position);
-            }
-        }));
-        let mut applied = 0u64;
-        let mut writing: Option<AbortOnDrop<Result<u64, StoreError>>> = None;
-        let outcome = async {
-            while let Some(batch) = incoming.recv().await {
-                let batch = batch?;
-                let Some(last) = batch.last().map(|row| row.position) else {
-                    break;
-                };
-                if let Some(previous) = writing.take() {
-                    applied += join(previous).await?;
-                    progress(applied);
-                }
-                let prepared = self.prepare_feed(&batch).await?;
-                let count = batch.len() as u64;
-                let store = self.store.clone();
-                writing = Some(AbortOnDrop(tokio::spawn(async move {
-                    prepared.write(&store, Some(last)).await?;
-                    Ok(count)
-                })));
-            }
-            if let Some(previous) = writing.take() {
-                applied += join(previous).await?;
-                progress(applied);
-            }
-            Ok::<(), StoreError>(())
-        }
-        .await;
-        drop(reader);
-        if let Some(unfinished) = writing {
-            // An error stopped the loop: let the write in flight land before returning.
-            let _ = join(unfinished).await;
-        }
-        outcome.map(|()| applied)
+    /// the current one is decoded and applied (the feed follower reads ahead), and the previous
+    /// batch's writes (views, freed names and checkpoint, in one transaction) finish meanwhile;
+    /// a batch's views are only read once the previous batch's writes are in.
+    pub async fn catch_up(&self, progress: impl FnMut(u64) + Send) -> Result<u64, StoreError> {
+        let consumer = ViewsConsumer {
+            projector: self.clone(),
+            writing: None,
+            applied: 0,
+            progress: Box::new(progress),
+            interval: Duration::ZERO,
+        };
+        FeedFollower::new(self.store.clone(), consumer)
+            .catch_up()
+            .await
+    }
+
+    /// Applies the feed after the checkpoint for as long as the process runs, looking again
+    /// every `interval`: what an in-process update missed (it failed, or the process died
+    /// between the commit and the update) or another replica wrote still arrives.
+    pub async fn follow(self, interval: Duration) {
+        let consumer = ViewsConsumer {
+            projector: self.clone(),
+            writing: None,
+            applied: 0,
+            progress: Box::new(|_| {}),
+            interval,
+        };
+        FeedFollower::new(self.store.clone(), consumer)
+            .follow()
+            .await;
     }
 
     /// Empties the views and rebuilds them from the first event.
-    pub async fn rebuild(&self, progress: impl FnMut(u64)) -> Result<u64, StoreError> {
+    pub async fn rebuild(&self, progress: impl FnMut(u64) + Send) -> Result<u64, StoreError> {
         self.store.clear_projections().await?;
         self.catch_up(progress).await
+    }
+}
+
+/// The views as a consumer of the feed: their checkpoint moves in the transaction that writes
+/// a batch's views, and an event they cannot read stops the catch-up with an error (a view
+/// moved past it would be wrong for good).
+struct ViewsConsumer<'p> {
+    projector: ViewProjector,
+    /// The previous batch's write, with its number of events.
+    writing: Option<(AbortOnDrop<Result<u64, StoreError>>, u64)>,
+    /// Events applied (their writes landed) so far.
+    applied: u64,
+    progress: Box<dyn FnMut(u64) + Send + 'p>,
+    /// How long it waits between two looks at the feed while following.
+    interval: Duration,
+}
+
+impl ViewsConsumer<'_> {
+    /// Waits for the write in flight, if any.
+    async fn land(&mut self) -> Result<(), StoreError> {
+        if let Some((write, _)) = self.writing.take() {
+            self.applied += join(write).await?;
+            (self.progress)(self.applied);
+        }
+        Ok(())
+    }
+}
+
+#[async_trait]
+impl FeedConsumer for ViewsConsumer<'_> {
+    type Record = FeedRow;
+
+    fn names(&self) -> Vec<String> {
+        vec![DOMAIN_VIEWS.to_owned()]
+    }
+
+    fn batch_size(&self) -> u32 {
+        BATCH_EVENTS
+    }
+
+    fn wait(&self) -> Wait {
+        // Not on commits: the commit's own path updates the views in process.
+        Wait::After(self.interval)
+    }
+
+    async fn load_position(&mut self) -> Result<i64, StoreError> {
+        self.projector.store.checkpoint(DOMAIN_VIEWS).await
+    }
+
+    async fn handle(&mut self, rows: Vec<Handed<'_, FeedRow>>) -> Result<Handled, StoreError> {
+        // A batch's views are read once the previous batch's writes are in.
+        self.land().await?;
+        let Some(last) = rows.last().map(|handed| handed.row.position) else {
+            return Ok(Handled::All);
+        };
+        let decoded: Vec<(&FeedRow, &CustomDomainEvent)> = rows
+            .iter()
+            .filter_map(|handed| handed.decoded.as_ref().map(|event| (handed.row, event)))
+            .collect();
+        let prepared = self.projector.prepare_feed(&decoded).await?;
+        let count = rows.len() as u64;
+        let store = self.projector.store.clone();
+        let write = tokio::spawn(async move {
+            prepared.write(&store, Some(last)).await?;
+            Ok(count)
+        });
+        self.writing = Some((AbortOnDrop(write), count));
+        Ok(Handled::All)
+    }
+
+    async fn save_position(&mut self, _position: i64) -> Result<(), StoreError> {
+        // Written with the batch's views, in one transaction.
+        Ok(())
+    }
+
+    async fn undecodable(&mut self, position: i64, why: &str) -> Undecodable {
+        Undecodable::Stop(StoreError::Corrupt(serde::de::Error::custom(format!(
+            "the event at position {position} cannot be read: {why}"
+        ))))
+    }
+
+    async fn flush(&mut self) -> Result<(), StoreError> {
+        self.land().await
     }
 }
 

@@ -60,9 +60,10 @@ where
     })
 }
 
-/// An event as a projection reads it.
+/// An event of the global feed as its followers read it (the projector, the delegation zone,
+/// webhook messages): no metadata, the payload as stored text, decoded by the follower.
 #[derive(Debug, Clone)]
-pub struct ProjectionRow {
+pub struct FeedRow {
     /// Global position.
     pub position: i64,
     /// The stream.
@@ -77,7 +78,7 @@ pub struct ProjectionRow {
     pub payload: String,
 }
 
-impl ProjectionRow {
+impl FeedRow {
     /// Reads one row of the `events` table that selects these columns (either database's row).
     pub(super) fn read<R: Row>(row: &R) -> Result<Self, sqlx::Error>
     where
@@ -170,13 +171,9 @@ impl Store {
         Ok(rows)
     }
 
-    /// Up to `limit` events after `position` in the global order, with only what a projection
+    /// Up to `limit` events after `position` in the global order, with only what a feed follower
     /// needs (no metadata, payload left as text): the fast path of catch-up and replay.
-    pub async fn projection_batch(
-        &self,
-        position: i64,
-        limit: u32,
-    ) -> Result<Vec<ProjectionRow>, StoreError> {
+    pub async fn feed_batch(&self, position: i64, limit: u32) -> Result<Vec<FeedRow>, StoreError> {
         let sql = "SELECT position, aggregate_id, sequence, event_type, event_version, \
                    CAST(payload AS TEXT) AS payload FROM events \
                    WHERE position > $1 ORDER BY position LIMIT $2";
@@ -186,7 +183,7 @@ impl Store {
             .fetch_all(pool)
             .await?
             .iter()
-            .map(ProjectionRow::read)
+            .map(FeedRow::read)
             .collect::<Result<Vec<_>, sqlx::Error>>()?))
     }
 

@@ -187,12 +187,12 @@ mod webhooks;
 mod zone_followers;
 
 pub use ca_budgets::{BudgetUse, SpentUnits};
-pub use feed::{EventTable, ProjectionRow};
+pub use feed::{EventTable, FeedRow};
 pub use leases::{lock_sqlite_exclusively, SqliteReplicaLock};
 pub use overview::DayActivity;
 pub use secrets::SecretTable;
 pub use views::{DomainPage, ExpiryCounts, KeyDisposalMark, ProjectionWrite};
-pub use webhooks::{AttemptRecord, MessageFate, NewMessage, StoredMessage};
+pub use webhooks::{AttemptRecord, EndpointMessages, MessageFate, NewMessage, StoredMessage};
 pub use zone_followers::LaggingFollower;
 
 /// Rows per multi-row statement: well under SQLite's and PostgreSQL's parameter limits.

@@ -1,5 +1,8 @@
-//! Webhook delivery's tables: each endpoint's cursor in the feed, its messages (the outbox it is
-//! sent from, in order), every attempt, and the sealed signing secrets.
+//! Webhook delivery's tables: where the messages' follower of the feed stands (`webhook_feed`)
+//! and each endpoint's cursor in the feed, its messages (the outbox it is sent from, in order),
+//! every attempt, and the sealed signing secrets.
+
+use std::collections::HashMap;
 
 use chrono::{DateTime, Utc};
 use sqlx::Row;
@@ -61,6 +64,17 @@ pub struct AttemptRecord {
     pub replica: String,
 }
 
+/// The messages one event made for one endpoint.
+#[derive(Debug, Clone)]
+pub struct EndpointMessages {
+    /// The endpoint.
+    pub endpoint_id: String,
+    /// The event's feed position.
+    pub position: i64,
+    /// Its messages, in order (their ordinals).
+    pub messages: Vec<NewMessage>,
+}
+
 /// What an attempt decided for its message.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum MessageFate {
@@ -82,6 +96,116 @@ impl Store {
     /// Every webhook endpoint's id (deleted ones too), in id order.
     pub async fn webhook_endpoint_ids(&self) -> Result<Vec<String>, StoreError> {
         let sql = "SELECT DISTINCT aggregate_id FROM webhook_events ORDER BY aggregate_id";
+        Ok(on_pool!(self, pool => sqlx::query_scalar(sql).fetch_all(pool).await?))
+    }
+
+    /// Every webhook endpoint's id with the sequence of its last event: an endpoint whose
+    /// sequence moved has changed (created, rotated, disabled, deleted).
+    pub async fn webhook_endpoint_versions(&self) -> Result<Vec<(String, i64)>, StoreError> {
+        let sql = "SELECT aggregate_id, MAX(sequence) AS version FROM webhook_events \
+                   GROUP BY aggregate_id ORDER BY aggregate_id";
+        Ok(on_pool!(self, pool => sqlx::query(sql)
+            .fetch_all(pool)
+            .await?
+            .iter()
+            .map(|row| Ok((row.try_get("aggregate_id")?, row.try_get("version")?)))
+            .collect::<Result<Vec<_>, sqlx::Error>>()?))
+    }
+
+    /// Every endpoint's cursor row: the endpoints the messages' follower makes messages for.
+    pub async fn webhook_cursors(&self) -> Result<HashMap<String, i64>, StoreError> {
+        let sql = "SELECT endpoint_id, position FROM webhook_cursors";
+        Ok(on_pool!(self, pool => sqlx::query(sql)
+            .fetch_all(pool)
+            .await?
+            .iter()
+            .map(|row| Ok((row.try_get("endpoint_id")?, row.try_get("position")?)))
+            .collect::<Result<HashMap<_, _>, sqlx::Error>>()?))
+    }
+
+    /// Where the messages' follower of the feed stands (`None` before its first batch).
+    pub async fn webhook_feed_position(&self) -> Result<Option<i64>, StoreError> {
+        let sql = "SELECT position FROM webhook_feed WHERE id = 1";
+        Ok(on_pool!(self, pool => sqlx::query_scalar(sql)
+            .fetch_optional(pool)
+            .await?))
+    }
+
+    /// Stores the messages a batch of the feed made, for whichever endpoints, and moves the
+    /// messages' follower to `position`, in one transaction. A message already stored (another
+    /// replica's follower made it first) is kept as it was, so every endpoint has each message
+    /// once; the position never moves back.
+    pub async fn store_webhook_messages(
+        &self,
+        messages: &[EndpointMessages],
+        position: i64,
+    ) -> Result<(), StoreError> {
+        let feed = "INSERT INTO webhook_feed (id, position) VALUES (1, $1) \
+                    ON CONFLICT (id) DO UPDATE SET position = excluded.position \
+                    WHERE webhook_feed.position < excluded.position";
+        self.messages_then(messages, feed, None, position).await
+    }
+
+    /// Stores the messages of an endpoint the follower starts making messages for (those of the
+    /// events between where the endpoint starts and where the follower stands) and writes the
+    /// endpoint's cursor row at `position`, in one transaction: from then on the follower makes
+    /// its messages with everyone's.
+    pub async fn join_webhook_feed(
+        &self,
+        endpoint_id: &str,
+        messages: &[EndpointMessages],
+        position: i64,
+    ) -> Result<(), StoreError> {
+        let cursor = "INSERT INTO webhook_cursors (endpoint_id, position) VALUES ($1, $2) \
+                      ON CONFLICT (endpoint_id) DO UPDATE SET position = excluded.position \
+                      WHERE webhook_cursors.position < excluded.position";
+        self.messages_then(messages, cursor, Some(endpoint_id), position)
+            .await
+    }
+
+    /// Inserts messages (keeping any stored before), then runs `then` with `endpoint_id` (when
+    /// given) and `position` bound, in one transaction.
+    async fn messages_then(
+        &self,
+        messages: &[EndpointMessages],
+        then: &str,
+        endpoint_id: Option<&str>,
+        position: i64,
+    ) -> Result<(), StoreError> {
+        let insert = "INSERT INTO webhook_messages (endpoint_id, position, ordinal, message_id, \
+                      message_type, body, created_at, state) \
+                      VALUES ($1, $2, $3, $4, $5, $6, $7, 'pending') \
+                      ON CONFLICT (endpoint_id, position, ordinal) DO NOTHING";
+        let now = sortable_time(Utc::now());
+        on_pool!(self, pool => {
+            let mut tx = pool.begin().await?;
+            for each in messages {
+                for (ordinal, message) in each.messages.iter().enumerate() {
+                    sqlx::query(insert)
+                        .bind(&each.endpoint_id)
+                        .bind(each.position)
+                        .bind(ordinal as i64)
+                        .bind(&message.message_id)
+                        .bind(&message.message_type)
+                        .bind(&message.body)
+                        .bind(&now)
+                        .execute(&mut *tx)
+                        .await?;
+                }
+            }
+            let mut query = sqlx::query(then);
+            if let Some(endpoint_id) = endpoint_id {
+                query = query.bind(endpoint_id);
+            }
+            query.bind(position).execute(&mut *tx).await?;
+            tx.commit().await?;
+        });
+        Ok(())
+    }
+
+    /// The endpoints with a message waiting to be sent.
+    pub async fn endpoints_with_messages_to_send(&self) -> Result<Vec<String>, StoreError> {
+        let sql = "SELECT DISTINCT endpoint_id FROM webhook_messages WHERE state = 'pending'";
         Ok(on_pool!(self, pool => sqlx::query_scalar(sql).fetch_all(pool).await?))
     }
 

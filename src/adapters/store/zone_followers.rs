@@ -11,7 +11,7 @@ use chrono::Utc;
 use dns_handling_events::{CustomDomainEvent, AGGREGATE_TYPE};
 use sqlx::Row;
 
-use super::{sortable_time, ProjectionRow, Store, StoreError};
+use super::{sortable_time, FeedRow, Store, StoreError};
 
 /// A live replica whose zone follower has not applied the feed up to a position yet.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -155,7 +155,7 @@ impl Store {
             .fetch_all(pool)
             .await?
             .iter()
-            .map(ProjectionRow::read)
+            .map(FeedRow::read)
             .collect::<Result<Vec<_>, sqlx::Error>>()?);
         for row in rows {
             match row.decode()? {
