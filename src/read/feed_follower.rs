@@ -123,7 +123,9 @@ pub enum Undecodable {
 pub enum Wait {
     /// Until any replica commits, or this long at most.
     ForCommitOrAfter(Duration),
-    /// This long (a consumer that repairs what the commits' own path missed).
+    /// This long, then from its stored checkpoint again (a consumer that repairs what the
+    /// commits' own path missed: its checkpoint is shared, so another replica may have moved
+    /// it, or an operator reset it, meanwhile).
     After(Duration),
     /// It does not: caught up, it is finished (a stream that does not follow).
     Ends,
@@ -261,7 +263,11 @@ impl<C: FeedConsumer> FeedFollower<C> {
                     self.flush_or_warn().await;
                     match self.consumer.wait() {
                         Wait::ForCommitOrAfter(longest) => commits.wait(longest).await,
-                        Wait::After(interval) => tokio::time::sleep(interval).await,
+                        Wait::After(interval) => {
+                            tokio::time::sleep(interval).await;
+                            self.position = None;
+                            self.ahead = None;
+                        }
                         Wait::Ends => return,
                     }
                 }
