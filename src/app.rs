@@ -222,7 +222,7 @@ impl Application {
                 )
             }
         };
-        let services = Arc::new(AppState {
+        let state = Arc::new(AppState {
             issuers: Issuers::new(issuers, Box::new(retired)),
             domain_events: domain_events(),
             domain_locks: DomainLocks::default(),
@@ -239,19 +239,19 @@ impl Application {
             settings: settings.clone(),
             replica_id,
         });
-        let supervisor = Supervisor::new(services.clone()).start();
+        let supervisor = Supervisor::new(state.clone()).start();
         let resumed = supervisor
             .send(ResumePending)
             .await
             .context("supervisor did not answer")?
             .context("reading pending orders")?;
         tracing::info!(resumed, "supervisor started");
-        let renewals = RenewalScheduler::new(services.clone(), supervisor.clone()).start();
-        let making = services.clone();
+        let renewals = RenewalScheduler::new(state.clone(), supervisor.clone()).start();
+        let making = state.clone();
         background.push(spawn_supervised("webhook-messages", move || {
             deliveries::messages::make_messages(making.clone())
         }));
-        let sending = services.clone();
+        let sending = state.clone();
         background.push(spawn_supervised("webhook-sending", move || {
             deliveries::sending::send_messages(sending.clone())
         }));
@@ -259,7 +259,7 @@ impl Application {
         let listener = TcpListener::bind(settings.server_addr)
             .with_context(|| format!("binding SERVER_ADDR={}", settings.server_addr))?;
         let address = listener.local_addr()?;
-        let services_data = web::Data::new(services);
+        let services_data = web::Data::new(state);
         let supervisor_data = web::Data::new(supervisor.clone());
         let mut server = HttpServer::new(move || {
             App::new()

@@ -97,7 +97,7 @@ fn settle(result: Result<(), AggregateError<DomainError>>, domain_id: &str) -> P
 /// trips) are boxed: inline, they made every poll's future 18 kB, and all the pollers' polls
 /// are alive at once while their lookups wait for a turn (360 MB for 20,000 pending orders).
 pub async fn poll_once(
-    services: Arc<AppState>,
+    state: Arc<AppState>,
     pending: PendingOrder,
     mut memory: PollerMemory,
 ) -> (PollOutcome, PollerMemory) {
@@ -129,7 +129,7 @@ pub async fn poll_once(
                 at: now,
             },
         };
-        let result = Box::pin(execute(&services, domain_id, command, origin())).await;
+        let result = Box::pin(execute(&state, domain_id, command, origin())).await;
         if result.is_ok() && pending.renewal {
             METRICS.renewal_finished("failed");
         }
@@ -137,7 +137,7 @@ pub async fn poll_once(
     }
 
     if !memory.record_seen {
-        let values = match look_up_challenge_records(&services, order).await {
+        let values = match look_up_challenge_records(&state, order).await {
             Ok(values) => values,
             Err(error) => {
                 METRICS.txt_poll("lookup_failed");
@@ -170,7 +170,7 @@ pub async fn poll_once(
         // Found on the nameserver asked; the CA may ask another replica's, which serves the
         // values only once its zone follower has applied the order's request.
         if order.validation == Validation::Delegated
-            && !Box::pin(every_live_zone_serves(&services, &pending, &mut memory)).await
+            && !Box::pin(every_live_zone_serves(&state, &pending, &mut memory)).await
         {
             // Not yet served by every nameserver: a deadline now ends it as unseen records.
             let identifiers = order.challenges.iter().map(|c| c.identifier.clone());
@@ -182,10 +182,10 @@ pub async fn poll_once(
         let observed = CustomDomainCommand::TxtObserved {
             order_id: order.order_id.clone(),
             observed_values: values,
-            resolver: services.dns.describe(),
+            resolver: state.dns.describe(),
             at: Utc::now(),
         };
-        match Box::pin(execute(&services, domain_id, observed, origin())).await {
+        match Box::pin(execute(&state, domain_id, observed, origin())).await {
             Ok(()) => memory.record_seen = true,
             Err(AggregateError::UserError(DomainError::DeadlinePassed { .. })) => {
                 return (PollOutcome::Waiting, memory);
@@ -196,7 +196,7 @@ pub async fn poll_once(
 
     // Only the lease holder talks to the CA about an order: a replica that was stalled past
     // its lease (and may have been replaced) must not finalize the order a second time.
-    match Box::pin(services.store.holds_lease(domain_id, &services.replica_id)).await {
+    match Box::pin(state.store.holds_lease(domain_id, &state.replica_id)).await {
         Ok(true) => {}
         Ok(false) => {
             tracing::warn!(%domain_id, "lease no longer held; leaving the order to its holder");
@@ -211,7 +211,7 @@ pub async fn poll_once(
     // the CA, a poller stopped meanwhile (its domain removed on this replica) must not abandon
     // the certificate the CA issues, which the completion records, or revokes when its domain
     // is gone. A panic in it is the poll's own, as before.
-    let completion = actix_web::rt::spawn(complete(services.clone(), pending.clone(), memory));
+    let completion = actix_web::rt::spawn(complete(state.clone(), pending.clone(), memory));
     match completion.await {
         Ok(completed) => completed,
         Err(error) if error.is_panic() => std::panic::resume_unwind(error.into_panic()),
@@ -229,7 +229,7 @@ pub async fn poll_once(
 /// Finishes the order with the CA, once its records were seen and the lease checked, and
 /// records the outcome.
 async fn complete(
-    services: Arc<AppState>,
+    state: Arc<AppState>,
     pending: PendingOrder,
     mut memory: PollerMemory,
 ) -> (PollOutcome, PollerMemory) {
@@ -239,8 +239,8 @@ async fn complete(
     tracing::info!(%domain_id, order_id = %order.order_id, "completing order with the CA");
     // The key is the custody's to keep (stored by order before any CSR is sent); the CA
     // conversation only asks for it when the order is ready to finalize.
-    let key = services.certificate_keys.for_order(domain_id, order);
-    let acme = services.issuers.at(&order.ca_directory);
+    let key = state.certificate_keys.for_order(domain_id, order);
+    let acme = state.issuers.at(&order.ca_directory);
     let command = match Box::pin(acme.complete_order(order, &key)).await {
         Ok(certificate) => CustomDomainCommand::OrderFinalized {
             certificate,
@@ -248,7 +248,7 @@ async fn complete(
         },
         Err(AcmeError::Refused(reason)) => {
             if reason.code == "challenge_invalid" && !memory.failed_validation_counted {
-                spend_failed_validations(&services, order, &reason.detail).await;
+                spend_failed_validations(&state, order, &reason.detail).await;
                 memory.failed_validation_counted = true;
             }
             CustomDomainCommand::OrderFailed {
@@ -281,11 +281,11 @@ async fn complete(
         _ => None,
     };
     let finalized = issued_chain.is_some();
-    let result = Box::pin(execute(&services, domain_id, command, origin())).await;
+    let result = Box::pin(execute(&state, domain_id, command, origin())).await;
     if let (Some(chain_pem), Err(AggregateError::UserError(DomainError::Removed))) =
         (&issued_chain, &result)
     {
-        let outcome = Box::pin(revoke_orphan(&services, domain_id, order, chain_pem)).await;
+        let outcome = Box::pin(revoke_orphan(&state, domain_id, order, chain_pem)).await;
         if outcome == PollOutcome::Waiting {
             memory.acme_failures_in_a_row += 1;
         }
@@ -308,12 +308,12 @@ async fn complete(
 /// keys (the key-destruction pass finds every key of a removed domain). A CA that cannot be
 /// reached now is asked again at the next poll, which downloads the certificate again.
 async fn revoke_orphan(
-    services: &AppState,
+    state: &AppState,
     domain_id: &str,
     order: &OrderDetails,
     chain_pem: &str,
 ) -> PollOutcome {
-    let acme = services.issuers.at(&order.ca_directory);
+    let acme = state.issuers.at(&order.ca_directory);
     let reason = dns_handling_events::RevocationReason::CessationOfOperation;
     match acme.revoke(chain_pem, reason).await {
         Ok(()) => {
@@ -335,7 +335,7 @@ async fn revoke_orphan(
 
 /// Counts a failed validation against the budget of the name the CA's refusal names (its detail
 /// starts with the identifier), or of every name of the order when it names none.
-async fn spend_failed_validations(services: &AppState, order: &OrderDetails, detail: &str) {
+async fn spend_failed_validations(state: &AppState, order: &OrderDetails, detail: &str) {
     let identifier = detail.split(": ").next().unwrap_or_default();
     let named: Vec<&String> = order
         .names
@@ -348,15 +348,12 @@ async fn spend_failed_validations(services: &AppState, order: &OrderDetails, det
         named
     };
     for name in names {
-        if let Err(error) = services
+        if let Err(error) = state
             .store
             .record_budget_spend(
                 crate::use_cases::budgets::FAILED_VALIDATIONS,
                 name,
-                services
-                    .settings
-                    .acme_failed_validation_budget
-                    .chrono_window(),
+                state.settings.acme_failed_validation_budget.chrono_window(),
             )
             .await
         {
@@ -370,14 +367,14 @@ async fn spend_failed_validations(services: &AppState, order: &OrderDetails, det
 /// any of them, and a validation it fails is spent. `false` (wait and ask again; the order's
 /// deadline still applies) while one lags or the store cannot say.
 async fn every_live_zone_serves(
-    services: &AppState,
+    state: &AppState,
     pending: &PendingOrder,
     memory: &mut PollerMemory,
 ) -> bool {
     let (domain_id, order_id) = (pending.domain_id.as_str(), pending.order.order_id.as_str());
     let opened_at = match memory.opened_at {
         Some(position) => position,
-        None => match services
+        None => match state
             .store
             .order_request_position(domain_id, order_id)
             .await
@@ -395,7 +392,7 @@ async fn every_live_zone_serves(
             }
         },
     };
-    match services
+    match state
         .store
         .zone_followers_behind(opened_at, crate::read::zone_lag::LIVE_WITHIN)
         .await
@@ -415,13 +412,13 @@ async fn every_live_zone_serves(
 /// The TXT values at each of the order's challenge domains (a domain and its wildcard share
 /// one, looked up once).
 async fn look_up_challenge_records(
-    services: &AppState,
+    state: &AppState,
     order: &OrderDetails,
 ) -> Result<BTreeMap<String, Vec<String>>, crate::adapters::dns::DnsError> {
     let mut values = BTreeMap::new();
     for challenge in &order.challenges {
         if !values.contains_key(&challenge.challenge_domain) {
-            let found = services.dns.txt_values(&challenge.challenge_domain).await?;
+            let found = state.dns.txt_values(&challenge.challenge_domain).await?;
             values.insert(challenge.challenge_domain.clone(), found);
         }
     }
@@ -430,7 +427,7 @@ async fn look_up_challenge_records(
 
 /// The actor that polls one order.
 pub struct OrderPoller {
-    services: Arc<AppState>,
+    state: Arc<AppState>,
     pending: PendingOrder,
     memory: Option<PollerMemory>,
     supervisor: Recipient<PollerStopped>,
@@ -442,12 +439,12 @@ pub struct OrderPoller {
 impl OrderPoller {
     /// A poller for `pending`, reporting its end to `supervisor`.
     pub fn new(
-        services: Arc<AppState>,
+        state: Arc<AppState>,
         pending: PendingOrder,
         supervisor: Recipient<PollerStopped>,
     ) -> Self {
         Self {
-            services,
+            state,
             pending,
             memory: Some(PollerMemory::default()),
             supervisor,
@@ -461,7 +458,7 @@ impl OrderPoller {
     fn poll(&mut self, ctx: &mut Context<Self>) {
         let memory = self.memory.take().unwrap_or_default();
         let work = AbortOnDrop(actix_web::rt::spawn(poll_once(
-            self.services.clone(),
+            self.state.clone(),
             self.pending.clone(),
             memory,
         )));

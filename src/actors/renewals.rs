@@ -54,7 +54,7 @@ impl Pass {
 
 /// The actor that finds due work every tick.
 pub struct RenewalScheduler {
-    services: Arc<AppState>,
+    state: Arc<AppState>,
     supervisor: Addr<Supervisor>,
     /// The passes running: each is skipped at a tick rather than run twice at once.
     busy: std::collections::HashSet<Pass>,
@@ -62,9 +62,9 @@ pub struct RenewalScheduler {
 
 impl RenewalScheduler {
     /// A scheduler that hands renewal orders to `supervisor`'s pollers.
-    pub fn new(services: Arc<AppState>, supervisor: Addr<Supervisor>) -> Self {
+    pub fn new(state: Arc<AppState>, supervisor: Addr<Supervisor>) -> Self {
         Self {
-            services,
+            state,
             supervisor,
             busy: std::collections::HashSet::new(),
         }
@@ -75,11 +75,11 @@ impl RenewalScheduler {
             if !self.busy.insert(pass) {
                 continue;
             }
-            let (services, supervisor) = (self.services.clone(), self.supervisor.clone());
+            let (state, supervisor) = (self.state.clone(), self.supervisor.clone());
             // Each pass runs as a task of its own: a panic in it (a CA's answer nobody foresaw)
             // ends that pass alone, counted and shown in `/readyz`, and the next tick comes as
             // usual.
-            let work = async move { run_pass(pass, &services, &supervisor, Utc::now()).await };
+            let work = async move { run_pass(pass, &state, &supervisor, Utc::now()).await };
             ctx.spawn(
                 crate::tasks::contained(ACTOR_NAME, work)
                     .into_actor(self)
@@ -97,7 +97,7 @@ impl Actor for RenewalScheduler {
     fn started(&mut self, ctx: &mut Self::Context) {
         self.tick(ctx);
         ctx.run_interval(
-            self.services.settings.renewal_check_interval,
+            self.state.settings.renewal_check_interval,
             |scheduler, ctx| {
                 scheduler.tick(ctx);
             },
@@ -116,24 +116,24 @@ impl Handler<Shutdown> for RenewalScheduler {
 }
 
 /// One pass of a tick over everything due by `now`, a bounded number at a time.
-pub async fn run_pass(pass: Pass, services: &AppState, pollers: &dyn Pollers, now: DateTime<Utc>) {
+pub async fn run_pass(pass: Pass, state: &AppState, pollers: &dyn Pollers, now: DateTime<Utc>) {
     match pass {
-        Pass::Windows => check_renewal_info(services, now).await,
+        Pass::Windows => check_renewal_info(state, now).await,
         Pass::Custody => {
-            if let Some(due) = due_domains(services, now).await {
+            if let Some(due) = due_domains(state, now).await {
                 futures::stream::iter(due.iter())
-                    .for_each_concurrent(CONCURRENCY, |view| record_expiry(services, view, now))
+                    .for_each_concurrent(CONCURRENCY, |view| record_expiry(state, view, now))
                     .await;
             }
-            destroy_due_keys(services, now).await;
-            if let Err(error) = services.store.forget_lapsed_work_leases().await {
+            destroy_due_keys(state, now).await;
+            if let Err(error) = state.store.forget_lapsed_work_leases().await {
                 tracing::warn!(%error, "could not delete lapsed work leases");
             }
         }
         Pass::Renewals => {
-            if let Some(due) = due_domains(services, now).await {
+            if let Some(due) = due_domains(state, now).await {
                 futures::stream::iter(due)
-                    .for_each_concurrent(CONCURRENCY, |view| tend(services, pollers, view, now))
+                    .for_each_concurrent(CONCURRENCY, |view| tend(state, pollers, view, now))
                     .await;
             }
         }
@@ -141,8 +141,8 @@ pub async fn run_pass(pass: Pass, services: &AppState, pollers: &dyn Pollers, no
 }
 
 /// The domains with something due by `now`, the longest waiting first.
-async fn due_domains(services: &AppState, now: DateTime<Utc>) -> Option<Vec<DomainView>> {
-    match services.store.due_domain_views(now, DOMAINS_PER_TICK).await {
+async fn due_domains(state: &AppState, now: DateTime<Utc>) -> Option<Vec<DomainView>> {
+    match state.store.due_domain_views(now, DOMAINS_PER_TICK).await {
         Ok(due) => Some(due),
         Err(error) => {
             tracing::warn!(%error, "could not read the domains due; next tick");
@@ -152,7 +152,7 @@ async fn due_domains(services: &AppState, now: DateTime<Utc>) -> Option<Vec<Doma
 }
 
 /// What one due domain needs.
-async fn tend(services: &AppState, pollers: &dyn Pollers, view: DomainView, now: DateTime<Utc>) {
+async fn tend(state: &AppState, pollers: &dyn Pollers, view: DomainView, now: DateTime<Utc>) {
     let Some(certificate) = view.certificate.clone() else {
         return;
     };
@@ -162,7 +162,7 @@ async fn tend(services: &AppState, pollers: &dyn Pollers, view: DomainView, now:
         return;
     }
     let Some(due_at) = renewal.due_at else {
-        schedule_once(services, &view, &certificate, now).await;
+        schedule_once(state, &view, &certificate, now).await;
         return;
     };
     let due_at = renewal
@@ -172,7 +172,7 @@ async fn tend(services: &AppState, pollers: &dyn Pollers, view: DomainView, now:
         return;
     }
     let reason = renewal.reason.unwrap_or(RenewalReason::Lifetime);
-    match start_renewal(services, pollers, &view, reason, origin()).await {
+    match start_renewal(state, pollers, &view, reason, origin()).await {
         Ok(order) => {
             tracing::info!(domain_id = %view.id, order_id = %order.order_id, reason = reason.as_str(), "renewal started");
         }
@@ -195,7 +195,7 @@ async fn tend(services: &AppState, pollers: &dyn Pollers, view: DomainView, now:
             };
             METRICS.renewal_finished("failed");
             report(
-                execute(services, &view.id, command, origin()).await,
+                execute(state, &view.id, command, origin()).await,
                 &view.id,
                 "failed attempt",
             );
@@ -219,12 +219,12 @@ async fn tend(services: &AppState, pollers: &dyn Pollers, view: DomainView, now:
 /// Schedules a new certificate's renewal under the domain's renewal lease, if it still has no
 /// schedule when the lease is had (another replica may have just recorded one).
 async fn schedule_once(
-    services: &AppState,
+    state: &AppState,
     view: &DomainView,
     certificate: &dns_handling_projections::CertificateSummary,
     now: DateTime<Utc>,
 ) {
-    let lease = match WorkLease::take(services, renewal_lease(&view.id), &certificate.id).await {
+    let lease = match WorkLease::take(state, renewal_lease(&view.id), &certificate.id).await {
         Ok(Some(lease)) => lease,
         Ok(None) => return,
         Err(error) => {
@@ -232,12 +232,12 @@ async fn schedule_once(
             return;
         }
     };
-    match services.store.domain_view(&view.id).await {
+    match state.store.domain_view(&view.id).await {
         Ok(Some(fresh))
             if fresh.certificate.as_ref().map(|c| &c.id) == Some(&certificate.id)
                 && fresh.renewal.as_ref().is_none_or(|r| r.due_at.is_none()) =>
         {
-            schedule(services, &fresh, certificate, now).await;
+            schedule(state, &fresh, certificate, now).await;
         }
         Ok(_) => {}
         Err(error) => {
@@ -250,7 +250,7 @@ async fn schedule_once(
 /// Records that a due domain's certificate is past its end. An expiry needs no lease: the
 /// aggregate records it once, whoever reports it first (and a renewal in progress keeps its
 /// poller's lease, which a claim here would take).
-async fn record_expiry(services: &AppState, view: &DomainView, now: DateTime<Utc>) {
+async fn record_expiry(state: &AppState, view: &DomainView, now: DateTime<Utc>) {
     let Some(certificate) = &view.certificate else {
         return;
     };
@@ -263,7 +263,7 @@ async fn record_expiry(services: &AppState, view: &DomainView, now: DateTime<Utc
     };
     let origin = CommandOrigin::actor(ACTOR_NAME);
     report(
-        execute(services, &view.id, command, origin).await,
+        execute(state, &view.id, command, origin).await,
         &view.id,
         "expiry",
     );
@@ -272,12 +272,12 @@ async fn record_expiry(services: &AppState, view: &DomainView, now: DateTime<Utc
 /// Records when a new certificate is to be renewed: inside the CA's suggested window where it
 /// offers ARI (a uniformly drawn moment, at once if the window has passed), else by lifetime.
 async fn schedule(
-    services: &AppState,
+    state: &AppState,
     view: &DomainView,
     certificate: &dns_handling_projections::CertificateSummary,
     now: DateTime<Utc>,
 ) {
-    let (chain, ca_directory) = match services.store.certificate_view(&view.id).await {
+    let (chain, ca_directory) = match state.store.certificate_view(&view.id).await {
         Ok(Some(stored)) => (stored.chain_pem, stored.ca_directory),
         Ok(None) => return,
         Err(error) => {
@@ -288,9 +288,9 @@ async fn schedule(
     let by_lifetime = due_by_lifetime(
         certificate.not_before,
         certificate.not_after,
-        services.settings.renew_before,
+        state.settings.renew_before,
     );
-    let ca = services.issuers.at(&ca_directory);
+    let ca = state.issuers.at(&ca_directory);
     let (due_at, reason, window, check_again) = match ca.renewal_info(&chain).await {
         Ok(Some(answer)) => (
             due_in_window(&answer.window, now, rand::random::<f64>()),
@@ -311,7 +311,7 @@ async fn schedule(
         }
     };
     if let Some(after) = check_again {
-        plan_ari_check(services, &view.id, &certificate.id, now, after).await;
+        plan_ari_check(state, &view.id, &certificate.id, now, after).await;
     }
     let command = CustomDomainCommand::ScheduleRenewal {
         certificate_id: certificate.id.clone(),
@@ -321,13 +321,7 @@ async fn schedule(
         at: now,
     };
     report(
-        execute(
-            services,
-            &view.id,
-            command,
-            CommandOrigin::actor(ACTOR_NAME),
-        )
-        .await,
+        execute(state, &view.id, command, CommandOrigin::actor(ACTOR_NAME)).await,
         &view.id,
         "schedule",
     );
@@ -335,14 +329,14 @@ async fn schedule(
 
 /// Asks the CA again for a certificate's window `after` from `now`.
 async fn plan_ari_check(
-    services: &AppState,
+    state: &AppState,
     domain_id: &str,
     certificate_id: &str,
     now: DateTime<Utc>,
     after: std::time::Duration,
 ) {
     let at = now + chrono::Duration::from_std(after).unwrap_or(chrono::Duration::hours(6));
-    if let Err(error) = services
+    if let Err(error) = state
         .store
         .set_renewal_info_check(domain_id, certificate_id, at)
         .await
@@ -354,8 +348,8 @@ async fn plan_ari_check(
 /// Asks the CA again for the windows whose `Retry-After` has come, and moves a renewal whose
 /// due time the new window no longer holds (ARI lets a CA pull renewals forward, e.g. before a
 /// mass revocation).
-async fn check_renewal_info(services: &AppState, now: DateTime<Utc>) {
-    let due = match services
+async fn check_renewal_info(state: &AppState, now: DateTime<Utc>) {
+    let due = match state
         .store
         .due_renewal_info_checks(now, DOMAINS_PER_TICK)
         .await
@@ -368,20 +362,20 @@ async fn check_renewal_info(services: &AppState, now: DateTime<Utc>) {
     };
     futures::stream::iter(due)
         .for_each_concurrent(CONCURRENCY, |(domain_id, certificate_id)| async move {
-            recheck(services, &domain_id, &certificate_id, now).await;
+            recheck(state, &domain_id, &certificate_id, now).await;
         })
         .await;
 }
 
-async fn recheck(services: &AppState, domain_id: &str, certificate_id: &str, now: DateTime<Utc>) {
+async fn recheck(state: &AppState, domain_id: &str, certificate_id: &str, now: DateTime<Utc>) {
     // A check that cannot be made now waits about a tick (at least a minute).
-    let postpone_by = ari_recheck_after(services.settings.renewal_check_interval);
+    let postpone_by = ari_recheck_after(state.settings.renewal_check_interval);
     let Some((view, stored)) =
-        ari_check_to_make(&services.store, domain_id, certificate_id, now, postpone_by).await
+        ari_check_to_make(&state.store, domain_id, certificate_id, now, postpone_by).await
     else {
         return;
     };
-    let ca = services.issuers.at(&stored.ca_directory);
+    let ca = state.issuers.at(&stored.ca_directory);
     match ca.renewal_info(&stored.chain_pem).await {
         Ok(Some(answer)) => {
             let renewal = view.renewal.clone().unwrap_or_default();
@@ -399,16 +393,16 @@ async fn recheck(services: &AppState, domain_id: &str, certificate_id: &str, now
                 };
                 let origin = CommandOrigin::actor(ACTOR_NAME);
                 report(
-                    execute(services, domain_id, command, origin).await,
+                    execute(state, domain_id, command, origin).await,
                     domain_id,
                     "reschedule",
                 );
             }
             let after = ari_recheck_after(answer.retry_after);
-            postpone_ari_check(&services.store, domain_id, certificate_id, now, after).await;
+            postpone_ari_check(&state.store, domain_id, certificate_id, now, after).await;
         }
         Ok(None) => {
-            let _ = services
+            let _ = state
                 .store
                 .clear_renewal_info_check(domain_id, certificate_id)
                 .await;
@@ -416,7 +410,7 @@ async fn recheck(services: &AppState, domain_id: &str, certificate_id: &str, now
         Err(error) => {
             tracing::warn!(%domain_id, %error, "renewal information unavailable; asking again later");
             let after = ARI_RECHECK_AFTER_ERROR;
-            postpone_ari_check(&services.store, domain_id, certificate_id, now, after).await;
+            postpone_ari_check(&state.store, domain_id, certificate_id, now, after).await;
         }
     }
 }
@@ -498,8 +492,8 @@ async fn postpone_ari_check(
 /// Destroys the certificate keys whose time has come (their order ended without a certificate,
 /// their certificate expired, their domain was removed): the destruction is recorded first,
 /// then the key deleted, so a crash in between only deletes it at the next tick.
-async fn destroy_due_keys(services: &AppState, now: DateTime<Utc>) {
-    let due = match services
+async fn destroy_due_keys(state: &AppState, now: DateTime<Utc>) {
+    let due = match state
         .store
         .keys_due_for_destruction(now, DOMAINS_PER_TICK)
         .await
@@ -520,14 +514,14 @@ async fn destroy_due_keys(services: &AppState, now: DateTime<Utc>) {
             at: Utc::now(),
         };
         let origin = CommandOrigin::actor(ACTOR_NAME);
-        match execute(services, &domain_id, command, origin).await {
+        match execute(state, &domain_id, command, origin).await {
             Ok(()) | Err(AggregateError::UserError(DomainError::KeyAlreadyDestroyed { .. })) => {}
             Err(error) => {
                 tracing::warn!(%domain_id, %order_id, %error, "key destruction not recorded; next tick");
                 continue;
             }
         }
-        match services.store.delete_certificate_key(&order_id).await {
+        match state.store.delete_certificate_key(&order_id).await {
             Ok(()) => tracing::info!(%domain_id, %order_id, ?why, "certificate key destroyed"),
             Err(error) => {
                 tracing::warn!(%domain_id, %order_id, %error, "key not deleted; next tick")

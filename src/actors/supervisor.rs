@@ -70,7 +70,7 @@ const CLAIMS_PER_STATEMENT: usize = 1_000;
 
 /// Owns the pollers: exactly one per pending order held by this replica.
 pub struct Supervisor {
-    services: Arc<AppState>,
+    state: Arc<AppState>,
     /// By domain: the order id each poller polls, and the poller.
     pollers: HashMap<String, (String, Addr<OrderPoller>)>,
     /// Restarts in a row of each domain's poller, for the growing wait between them.
@@ -85,9 +85,9 @@ pub struct Supervisor {
 
 impl Supervisor {
     /// A supervisor with no pollers yet.
-    pub fn new(services: Arc<AppState>) -> Self {
+    pub fn new(state: Arc<AppState>) -> Self {
         Self {
-            services,
+            state,
             pollers: HashMap::new(),
             restarts: HashMap::new(),
             restarting: HashSet::new(),
@@ -107,7 +107,7 @@ impl Supervisor {
     /// `StartPolling` for each new one), so there are none; the scan decoded every pending
     /// order's view every tick, half the CPU of 20,000 waiting orders.
     fn scans_for_orphans(&self) -> bool {
-        self.services.store.is_shared_by_replicas() && !self.resuming
+        self.state.store.is_shared_by_replicas() && !self.resuming
     }
 
     /// Starts a poller for an order whose lease this replica holds.
@@ -118,7 +118,7 @@ impl Supervisor {
         let domain_id = pending.domain_id.clone();
         let order_id = pending.order.order_id.clone();
         let poller =
-            OrderPoller::new(self.services.clone(), pending, ctx.address().recipient()).start();
+            OrderPoller::new(self.state.clone(), pending, ctx.address().recipient()).start();
         // A newer order for the same domain replaces the old poller, whose reports the
         // aggregate would refuse from now on anyway.
         if let Some((_, previous)) = self.pollers.insert(domain_id, (order_id, poller)) {
@@ -145,13 +145,13 @@ impl Supervisor {
         *in_a_row += 1;
         METRICS.poller_restarts.inc();
         tracing::warn!(%domain_id, ?delay, "a poller died without finishing its order; starting it again");
-        let services = self.services.clone();
+        let state = self.state.clone();
         let (domain_id, dead) = (domain_id.to_owned(), dead.clone());
         let reading = domain_id.clone();
         ctx.spawn(
             contained(SUPERVISOR, async move {
                 actix_web::rt::time::sleep(delay).await;
-                services.store.domain_view(&reading).await
+                state.store.domain_view(&reading).await
             })
             .into_actor(self)
             .map(move |view, supervisor, ctx| {
@@ -207,14 +207,14 @@ impl Supervisor {
             return;
         };
         poller.do_send(Shutdown);
-        let services = self.services.clone();
+        let state = self.state.clone();
         let domain_id = domain_id.to_owned();
         ctx.spawn(
             async move {
                 contained(SUPERVISOR, async move {
-                    if let Err(error) = services
+                    if let Err(error) = state
                         .store
-                        .release_lease(&domain_id, &services.replica_id)
+                        .release_lease(&domain_id, &state.replica_id)
                         .await
                     {
                         tracing::warn!(%error, "could not release a lease; it expires by itself");
@@ -237,11 +237,11 @@ impl Supervisor {
         }
         let claimed: Vec<String> = orders.iter().map(|p| p.domain_id.clone()).collect();
         self.claiming.extend(claimed.iter().cloned());
-        let services = self.services.clone();
+        let state = self.state.clone();
         ctx.spawn(
             contained(
                 SUPERVISOR,
-                async move { claim_leases(&services, orders).await },
+                async move { claim_leases(&state, orders).await },
             )
             .into_actor(self)
             .map(move |granted, supervisor, ctx| {
@@ -259,7 +259,7 @@ impl Supervisor {
     /// orders that nobody holds.
     fn tend_leases(&mut self, ctx: &mut Context<Self>) {
         self.restart_vanished_pollers(ctx);
-        let services = self.services.clone();
+        let state = self.state.clone();
         let held: Vec<String> = self.pollers.keys().cloned().collect();
         let held_orders: Vec<(String, String)> = self
             .pollers
@@ -269,13 +269,13 @@ impl Supervisor {
         let scan = self.scans_for_orphans();
         ctx.spawn(
             contained(SUPERVISOR, async move {
-                let ttl = services.settings.lease_ttl;
-                let renewed = services
+                let ttl = state.settings.lease_ttl;
+                let renewed = state
                     .store
-                    .renew_leases(&services.replica_id, ttl, &held)
+                    .renew_leases(&state.replica_id, ttl, &held)
                     .await;
                 let pending = if scan {
-                    services.store.pending_domain_views().await
+                    state.store.pending_domain_views().await
                 } else {
                     Ok(Vec::new())
                 };
@@ -337,8 +337,8 @@ impl Supervisor {
 
 /// Claims the leases of `orders` for this replica, `CLAIMS_PER_STATEMENT` at a time; returns
 /// those granted. Orders whose claim fails are left for the next tick.
-async fn claim_leases(services: &AppState, orders: Vec<PendingOrder>) -> Vec<PendingOrder> {
-    let ttl = services.settings.lease_ttl;
+async fn claim_leases(state: &AppState, orders: Vec<PendingOrder>) -> Vec<PendingOrder> {
+    let ttl = state.settings.lease_ttl;
     let mut granted = Vec::with_capacity(orders.len());
     let mut orders = orders.into_iter().peekable();
     while orders.peek().is_some() {
@@ -347,8 +347,8 @@ async fn claim_leases(services: &AppState, orders: Vec<PendingOrder>) -> Vec<Pen
             .iter()
             .map(|pending| (pending.domain_id.as_str(), pending.order.order_id.as_str()))
             .collect();
-        let store = &services.store;
-        match store.claim_leases(&claims, &services.replica_id, ttl).await {
+        let store = &state.store;
+        match store.claim_leases(&claims, &state.replica_id, ttl).await {
             Ok(ids) => {
                 let ids: std::collections::HashSet<String> = ids.into_iter().collect();
                 granted.extend(batch.into_iter().filter(|p| ids.contains(&p.domain_id)));
@@ -383,7 +383,7 @@ impl Actor for Supervisor {
     type Context = Context<Self>;
 
     fn started(&mut self, ctx: &mut Self::Context) {
-        let every = self.services.settings.lease_ttl / 3;
+        let every = self.state.settings.lease_ttl / 3;
         ctx.run_interval(every, |supervisor, ctx| supervisor.tend_leases(ctx));
     }
 }
@@ -408,12 +408,12 @@ impl Handler<ResumePending> for Supervisor {
     type Result = ResponseActFuture<Self, Result<usize, StoreError>>;
 
     fn handle(&mut self, _msg: ResumePending, _ctx: &mut Self::Context) -> Self::Result {
-        let services = self.services.clone();
+        let state = self.state.clone();
         self.resuming = true;
         Box::pin(
             async move {
-                let views = services.store.pending_domain_views().await?;
-                Ok(claim_leases(&services, pending_orders(views)).await)
+                let views = state.store.pending_domain_views().await?;
+                Ok(claim_leases(&state, pending_orders(views)).await)
             }
             .into_actor(self)
             .map(
@@ -451,13 +451,13 @@ impl Handler<PollerStopped> for Supervisor {
         }
         self.pollers.remove(&msg.domain_id);
         self.restarts.remove(&msg.domain_id);
-        let services = self.services.clone();
+        let state = self.state.clone();
         ctx.spawn(
             async move {
                 contained(SUPERVISOR, async move {
-                    if let Err(error) = services
+                    if let Err(error) = state
                         .store
-                        .release_lease(&msg.domain_id, &services.replica_id)
+                        .release_lease(&msg.domain_id, &state.replica_id)
                         .await
                     {
                         tracing::warn!(%error, "could not release a lease; it expires by itself");

@@ -53,18 +53,18 @@ pub fn consumer_of(endpoint_id: &str) -> String {
 /// Makes every endpoint's messages from the feed, for as long as the process runs. It starts
 /// following the feed once there is an endpoint (until then it asks every second), so that a
 /// service without webhooks pays for them one query a second.
-pub async fn make_messages(services: Arc<AppState>) {
+pub async fn make_messages(state: Arc<AppState>) {
     loop {
         // After the start's own burst of queries, not in it.
         tokio::time::sleep(REFRESH_EVERY).await;
-        match services.store.webhook_endpoint_versions().await {
+        match state.store.webhook_endpoint_versions().await {
             Ok(endpoints) if !endpoints.is_empty() => break,
             Ok(_) => {}
             Err(error) => tracing::warn!(%error, "could not list the webhook endpoints"),
         }
     }
     let maker = MessageMaker {
-        services: services.clone(),
+        state: state.clone(),
         endpoints: HashMap::new(),
         ended: HashMap::new(),
         refreshed: None,
@@ -73,9 +73,7 @@ pub async fn make_messages(services: Arc<AppState>) {
         stored_at: None,
         made: Vec::new(),
     };
-    FeedFollower::new(services.store.clone(), maker)
-        .follow()
-        .await;
+    FeedFollower::new(state.store.clone(), maker).follow().await;
 }
 
 /// A live endpoint the follower makes messages for.
@@ -89,7 +87,7 @@ struct Following {
 
 /// The feed consumer that makes the messages.
 struct MessageMaker {
-    services: Arc<AppState>,
+    state: Arc<AppState>,
     endpoints: HashMap<String, Following>,
     /// Endpoints deleted or disabled, by the version they were seen so at.
     ended: HashMap<String, i64>,
@@ -113,18 +111,16 @@ impl MessageMaker {
         {
             return Ok(());
         }
-        let store = self.services.store.clone();
+        let store = self.state.store.clone();
         let mut cursors = None;
         for (id, version) in store.webhook_endpoint_versions().await? {
             let known = self.endpoints.get(&id).map(|following| following.version);
             if known == Some(version) || self.ended.get(&id) == Some(&version) {
                 continue;
             }
-            let endpoint = webhook_endpoint(&self.services, &id)
-                .await
-                .map_err(|error| {
-                    StoreError::other(format!("loading webhook endpoint {id}"), error)
-                })?;
+            let endpoint = webhook_endpoint(&self.state, &id).await.map_err(|error| {
+                StoreError::other(format!("loading webhook endpoint {id}"), error)
+            })?;
             if !endpoint.is_active() {
                 self.endpoints.remove(&id);
                 self.ended.insert(id.clone(), version);
@@ -158,7 +154,7 @@ impl MessageMaker {
     /// Makes a new endpoint's messages from where it starts up to the follower's position, and
     /// stores them with its cursor row; answers the position it now stands at.
     async fn join(&self, id: &str, endpoint: &WebhookEndpoint) -> Result<i64, StoreError> {
-        let store = &self.services.store;
+        let store = &self.state.store;
         let mut made = Vec::new();
         let mut read = endpoint.starts_after_position;
         while read < self.position {
@@ -172,7 +168,7 @@ impl MessageMaker {
                 }
                 let event = FeedRecord::decode(row)
                     .map_err(|why| StoreError::other("decoding a feed event", why))?;
-                let told = match told_of(&self.services, row, &event).await? {
+                let told = match told_of(&self.state, row, &event).await? {
                     Ok(told) => told,
                     Err(why) => {
                         return Err(StoreError::other("reading what a webhook is told", why))
@@ -211,7 +207,7 @@ impl FeedConsumer for MessageMaker {
     }
 
     async fn load_position(&mut self) -> Result<i64, StoreError> {
-        let store = &self.services.store;
+        let store = &self.state.store;
         self.position = match store.webhook_feed_position().await? {
             Some(position) => position,
             // The first start: every endpoint with a row stands at least there; one without
@@ -248,7 +244,7 @@ impl FeedConsumer for MessageMaker {
             if wanting.is_empty() {
                 continue;
             }
-            let told = match told_of(&self.services, row, event).await? {
+            let told = match told_of(&self.state, row, event).await? {
                 Ok(told) => told,
                 Err(why) => {
                     return Ok(Handled::StoppedAt {
@@ -273,7 +269,7 @@ impl FeedConsumer for MessageMaker {
             .stored_at
             .is_none_or(|at| at.elapsed() >= STORE_POSITION_EVERY);
         if !self.made.is_empty() || (position != self.stored && due) {
-            let store = &self.services.store;
+            let store = &self.state.store;
             store.store_webhook_messages(&self.made, position).await?;
             if !self.made.is_empty() {
                 super::sending::messages_stored();
@@ -319,12 +315,12 @@ fn messages_for(
 /// when the domain has no view. The inner error says which event of the domain's history does
 /// not decode.
 async fn told_of(
-    services: &AppState,
+    state: &AppState,
     row: &FeedRow,
     event: &CustomDomainEvent,
 ) -> Result<Result<Vec<Notification>, String>, StoreError> {
     let sequence = u64::try_from(row.sequence).unwrap_or(0);
-    let around = match views_around(services, &row.aggregate_id, sequence).await? {
+    let around = match views_around(state, &row.aggregate_id, sequence).await? {
         Ok(around) => around,
         Err(why) => {
             return Ok(Err(format!(
@@ -376,11 +372,11 @@ type ViewsAround = Option<(Option<DomainView>, DomainView)>;
 /// history: exactly as it was then, whatever happened since. Once per event, for every
 /// endpoint. The inner error says which event of the history does not decode.
 async fn views_around(
-    services: &AppState,
+    state: &AppState,
     domain_id: &str,
     sequence: u64,
 ) -> Result<Result<ViewsAround, String>, StoreError> {
-    let history = services.store.domain_history(domain_id).await?;
+    let history = state.store.domain_history(domain_id).await?;
     let mut decoded: Vec<(u64, CustomDomainEvent)> = Vec::with_capacity(history.len());
     for event in history.iter().filter(|e| e.sequence as u64 <= sequence) {
         match event.decode() {

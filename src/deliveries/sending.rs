@@ -65,14 +65,14 @@ fn send_lock(endpoint_id: &str) -> Arc<tokio::sync::Mutex<()>> {
 /// the deletion and is not made. A driver on another replica stops when it next looks at the
 /// endpoint (or when it has nothing to send) and gives its lease back; until then (at most `LEASE_TTL`, which outlasts any
 /// send) this waits for its lease to be given back or to lapse.
-pub async fn wait_for_sends_to_end(services: &AppState, endpoint_id: &str) {
+pub async fn wait_for_sends_to_end(state: &AppState, endpoint_id: &str) {
     drop(send_lock(endpoint_id).lock().await);
     let lease = lease_of(endpoint_id);
-    let deadline = tokio::time::Instant::now() + services.settings.lease_ttl;
+    let deadline = tokio::time::Instant::now() + state.settings.lease_ttl;
     while tokio::time::Instant::now() < deadline {
-        match services
+        match state
             .store
-            .lease_held_by_another(&lease, &services.replica_id)
+            .lease_held_by_another(&lease, &state.replica_id)
             .await
         {
             Ok(false) => return,
@@ -102,7 +102,7 @@ struct Driver {
 
 /// Runs for as long as the process does: starts a driver for every live endpoint with a
 /// message to send whose lease this replica takes.
-pub async fn send_messages(services: Arc<AppState>) {
+pub async fn send_messages(state: Arc<AppState>) {
     let mut drivers: HashMap<String, Driver> = HashMap::new();
     // Deleted and disabled endpoints stay so: their messages left pending are not sent.
     let mut ended: HashSet<String> = HashSet::new();
@@ -128,7 +128,7 @@ pub async fn send_messages(services: Arc<AppState>) {
             }
             false
         });
-        match services.store.endpoints_with_messages_to_send().await {
+        match state.store.endpoints_with_messages_to_send().await {
             Ok(ids) => {
                 for id in ids {
                     if ended.contains(&id) {
@@ -138,9 +138,9 @@ pub async fn send_messages(services: Arc<AppState>) {
                         driver.poke.notify_one();
                         continue;
                     }
-                    if claim(&services, &id).await {
+                    if claim(&state, &id).await {
                         let poke = Arc::new(Notify::new());
-                        let task = tokio::spawn(drive(services.clone(), id.clone(), poke.clone()));
+                        let task = tokio::spawn(drive(state.clone(), id.clone(), poke.clone()));
                         let task = AbortOnDrop(task);
                         drivers.insert(id, Driver { task, poke });
                     }
@@ -157,12 +157,12 @@ fn lease_of(endpoint_id: &str) -> String {
 }
 
 /// Takes, or extends, this replica's lease on the endpoint's delivery.
-async fn claim(services: &AppState, endpoint_id: &str) -> bool {
+async fn claim(state: &AppState, endpoint_id: &str) -> bool {
     let lease = lease_of(endpoint_id);
     let claims = [(lease.as_str(), "webhook")];
-    match services
+    match state
         .store
-        .claim_leases(&claims, &services.replica_id, services.settings.lease_ttl)
+        .claim_leases(&claims, &state.replica_id, state.settings.lease_ttl)
         .await
     {
         Ok(granted) => granted.contains(&lease),
@@ -175,8 +175,8 @@ async fn claim(services: &AppState, endpoint_id: &str) -> bool {
 
 /// Delivers one endpoint's messages while this replica holds its lease, the endpoint lives
 /// and it has messages to send.
-async fn drive(services: Arc<AppState>, endpoint_id: String, poke: Arc<Notify>) -> DriverEnd {
-    let lease_ttl = services.settings.lease_ttl;
+async fn drive(state: Arc<AppState>, endpoint_id: String, poke: Arc<Notify>) -> DriverEnd {
+    let lease_ttl = state.settings.lease_ttl;
     let renew_every = lease_ttl / 3;
     let mut lease_claimed = tokio::time::Instant::now();
     // Set when the receiver answered 410 and the endpoint is not disabled yet: nothing is sent
@@ -185,16 +185,16 @@ async fn drive(services: Arc<AppState>, endpoint_id: String, poke: Arc<Notify>) 
     tracing::debug!(%endpoint_id, "webhook driver started");
     loop {
         if lease_claimed.elapsed() >= renew_every {
-            if !claim(&services, &endpoint_id).await {
+            if !claim(&state, &endpoint_id).await {
                 tracing::info!(%endpoint_id, "webhook lease lost; another replica delivers");
                 return DriverEnd::Idle;
             }
             lease_claimed = tokio::time::Instant::now();
         }
-        match webhook_endpoint(&services, &endpoint_id).await {
+        match webhook_endpoint(&state, &endpoint_id).await {
             Ok(endpoint) if endpoint.is_active() => {}
             Ok(_) => {
-                release(&services, &endpoint_id).await;
+                release(&state, &endpoint_id).await;
                 tracing::info!(%endpoint_id, "webhook endpoint no longer live; driver stops");
                 return DriverEnd::EndpointGone;
             }
@@ -205,14 +205,14 @@ async fn drive(services: Arc<AppState>, endpoint_id: String, poke: Arc<Notify>) 
             }
         };
         if let Some(reason) = &gone {
-            if disable(&services, &endpoint_id, reason).await {
+            if disable(&state, &endpoint_id, reason).await {
                 gone = None;
             } else {
                 tokio::time::sleep(RETRY_AFTER).await;
             }
             continue;
         }
-        let next = services.store.next_webhook_message(&endpoint_id).await;
+        let next = state.store.next_webhook_message(&endpoint_id).await;
         let outcome = match next {
             Ok(Some(message)) => {
                 let due = message.next_attempt_at.unwrap_or_default();
@@ -224,7 +224,7 @@ async fn drive(services: Arc<AppState>, endpoint_id: String, poke: Arc<Notify>) 
                     }
                     // The lease is taken again first: it then outlasts the send (the
                     // settings keep WEBHOOK_TIMEOUT under LEASE_TTL).
-                    _ if !claim(&services, &endpoint_id).await => {
+                    _ if !claim(&state, &endpoint_id).await => {
                         tracing::info!(%endpoint_id, "webhook lease lost before a send");
                         return DriverEnd::Idle;
                     }
@@ -234,9 +234,9 @@ async fn drive(services: Arc<AppState>, endpoint_id: String, poke: Arc<Notify>) 
                         let _sending = lock.lock().await;
                         // Looked at again under the lock: a deletion recorded before this
                         // point is seen here; one recorded after it waits for this send.
-                        match webhook_endpoint(&services, &endpoint_id).await {
+                        match webhook_endpoint(&state, &endpoint_id).await {
                             Ok(endpoint) if endpoint.is_active() => {
-                                match send(&services, &endpoint_id, &endpoint, &message).await {
+                                match send(&state, &endpoint_id, &endpoint, &message).await {
                                     Ok(answered_gone) => {
                                         gone = answered_gone;
                                         Ok(())
@@ -259,7 +259,7 @@ async fn drive(services: Arc<AppState>, endpoint_id: String, poke: Arc<Notify>) 
                 let left = renew_every.saturating_sub(lease_claimed.elapsed());
                 let poked = tokio::time::timeout(left, poke.notified()).await.is_ok();
                 if !poked {
-                    release(&services, &endpoint_id).await;
+                    release(&state, &endpoint_id).await;
                     return DriverEnd::Idle;
                 }
                 Ok(())
@@ -274,19 +274,16 @@ async fn drive(services: Arc<AppState>, endpoint_id: String, poke: Arc<Notify>) 
 }
 
 /// Gives the endpoint's lease back.
-async fn release(services: &AppState, endpoint_id: &str) {
+async fn release(state: &AppState, endpoint_id: &str) {
     let lease = lease_of(endpoint_id);
-    let _ = services
-        .store
-        .release_lease(&lease, &services.replica_id)
-        .await;
+    let _ = state.store.release_lease(&lease, &state.replica_id).await;
 }
 
 /// Sends one message, records the attempt, and decides what comes next for the message: the
 /// next one after a `2xx` or a spent schedule, a retry after a wait otherwise. Answers the
 /// reason to disable the endpoint with when the receiver answered `410`.
 async fn send(
-    services: &AppState,
+    state: &AppState,
     endpoint_id: &str,
     endpoint: &WebhookEndpoint,
     message: &StoredMessage,
@@ -294,18 +291,18 @@ async fn send(
     let now = Utc::now();
     let mut secrets = Vec::new();
     for secret_id in endpoint.signing_secrets(now) {
-        match services.vault.webhook_secret(&secret_id).await {
+        match state.vault.webhook_secret(&secret_id).await {
             Ok(Some(secret)) => secrets.push(secret),
             Ok(None) => tracing::error!(%endpoint_id, %secret_id, "a signing secret is missing"),
             Err(error) => return Err(StoreError::other("the key vault failed", error)),
         }
     }
-    let attempt = services
+    let attempt = state
         .webhook_sender
         .send(&endpoint.url, &message.message_id, &message.body, &secrets)
         .await;
     let number = message.attempts + 1;
-    let schedule = &services.settings.webhook_retry_schedule;
+    let schedule = &state.settings.webhook_retry_schedule;
     let (fate, outcome) = match attempt.status {
         Some(200..=299) => (MessageFate::Delivered, "delivered"),
         Some(410) => (MessageFate::Failed, "disabled"),
@@ -323,10 +320,10 @@ async fn send(
         status_code: attempt.status.map(i64::from),
         latency_ms: i64::try_from(attempt.latency.as_millis()).unwrap_or(i64::MAX),
         error: attempt.error.clone(),
-        replica: services.replica_id.clone(),
+        replica: state.replica_id.clone(),
     };
     let lease = lease_of(endpoint_id);
-    if !services
+    if !state
         .store
         .record_webhook_attempt(message, &record, fate, &lease)
         .await?
@@ -362,13 +359,13 @@ async fn send(
 
 /// Disables the endpoint after a `410`; answers whether it is done. The driver sends nothing
 /// more until it is.
-async fn disable(services: &AppState, endpoint_id: &str, reason: &str) -> bool {
+async fn disable(state: &AppState, endpoint_id: &str, reason: &str) -> bool {
     let command = WebhookEndpointCommand::Disable {
         reason: reason.to_owned(),
         at: Utc::now(),
     };
     let origin = CommandOrigin::actor("webhook-dispatcher");
-    match services
+    match state
         .webhooks
         .execute_with_metadata(endpoint_id, command, origin.0)
         .await

@@ -40,7 +40,7 @@ pub struct CheckpointPage {
     security(("bearer" = []))
 )]
 pub async fn list(
-    services: SharedState,
+    state: SharedState,
     query: web::Query<CheckpointQuery>,
 ) -> Result<HttpResponse, ApiError> {
     let limit = super::page_limit(query.limit, 100, 1000)?;
@@ -49,10 +49,7 @@ pub async fn list(
             "before must be 0 or a position".into(),
         ));
     }
-    let items = services
-        .store
-        .audit_checkpoints(query.before, limit)
-        .await?;
+    let items = state.store.audit_checkpoints(query.before, limit).await?;
     let next_before = (items.len() == limit as usize)
         .then(|| items.last().map(|checkpoint| checkpoint.position))
         .flatten();
@@ -69,8 +66,8 @@ pub async fn list(
     ),
     security(("bearer" = []))
 )]
-pub async fn sign(services: SharedState) -> Result<HttpResponse, ApiError> {
-    let (checkpoint, new) = match sign_checkpoint(&services.store, &services.signer).await {
+pub async fn sign(state: SharedState) -> Result<HttpResponse, ApiError> {
+    let (checkpoint, new) = match sign_checkpoint(&state.store, &state.signer).await {
         Ok(signed) => signed,
         Err(CheckpointError::Store(error)) => return Err(error.into()),
         Err(refused @ CheckpointError::Refused(_)) => {

@@ -75,10 +75,10 @@ pub async fn require_token<B: MessageBody>(
 
 /// The caller's role, or why it is refused.
 fn decide_role(request: &ServiceRequest) -> Result<Role, ApiError> {
-    let Some(services) = request.app_data::<web::Data<Arc<AppState>>>().cloned() else {
+    let Some(state) = request.app_data::<web::Data<Arc<AppState>>>().cloned() else {
         return Err(ApiError::internal("service state missing"));
     };
-    let settings = &services.settings;
+    let settings = &state.settings;
     let role = match &settings.auth_token {
         None => Role::Admin,
         Some(admin_token) => {

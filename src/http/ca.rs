@@ -94,10 +94,10 @@ fn window_of(budget: &Budget) -> String {
     responses((status = 200, description = "The CA and the budgets kept for it", body = CaBody), CallerErrors),
     security(("bearer" = []))
 )]
-pub async fn get(services: SharedState) -> Result<HttpResponse, ApiError> {
-    let settings = &services.settings;
+pub async fn get(state: SharedState) -> Result<HttpResponse, ApiError> {
+    let settings = &state.settings;
     let orders = settings.acme_new_order_budget;
-    let spent_orders = services
+    let spent_orders = state
         .store
         .budget_use(NEW_ORDERS, orders.limit, orders.chrono_window())
         .await?;
@@ -127,7 +127,7 @@ pub async fn get(services: SharedState) -> Result<HttpResponse, ApiError> {
     let first = budget_of(&settings.acme_directory);
     METRICS.ca_new_orders_left.set(i64::from(first.left));
     let failures = settings.acme_failed_validation_budget;
-    let names = services
+    let names = state
         .store
         .budget_use(FAILED_VALIDATIONS, failures.limit, failures.chrono_window())
         .await?

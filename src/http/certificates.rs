@@ -30,14 +30,14 @@ use crate::use_cases::{issue, keys};
     security(("bearer" = []))
 )]
 pub async fn issue_certificate(
-    services: SharedState,
+    state: SharedState,
     supervisor: web::Data<Addr<Supervisor>>,
     request: HttpRequest,
     id: web::Path<String>,
 ) -> Result<HttpResponse, ApiError> {
     let pollers = supervisor.get_ref();
-    let issued = issue::issue(&services, pollers, &id, origin(&request)).await?;
-    let settings = &services.settings;
+    let issued = issue::issue(&state, pollers, &id, origin(&request)).await?;
+    let settings = &state.settings;
     let started = issuance_started(
         issued.order,
         &issued.view.domain_name,
@@ -59,10 +59,10 @@ pub async fn issue_certificate(
     security(("bearer" = []))
 )]
 pub async fn certificate(
-    services: SharedState,
+    state: SharedState,
     id: web::Path<String>,
 ) -> Result<HttpResponse, ApiError> {
-    let certificate = keys::current_certificate(&services, &id).await?;
+    let certificate = keys::current_certificate(&state, &id).await?;
     Ok(HttpResponse::Ok().json(CertificateBody {
         names: crate::adapters::acme::certificate_names(&certificate.chain_pem),
         id: certificate.id,
@@ -91,16 +91,13 @@ pub async fn certificate(
     security(("bearer" = []))
 )]
 pub async fn retry(
-    services: SharedState,
+    state: SharedState,
     request: HttpRequest,
     id: web::Path<String>,
 ) -> Result<HttpResponse, ApiError> {
-    issue::retry(&services, &id, origin(&request)).await?;
-    let view = crate::use_cases::live_view::<ApiError>(&services, &id).await?;
-    Ok(HttpResponse::Ok().json(DomainBody::of(
-        view,
-        services.settings.delegation().as_ref(),
-    )))
+    issue::retry(&state, &id, origin(&request)).await?;
+    let view = crate::use_cases::live_view::<ApiError>(&state, &id).await?;
+    Ok(HttpResponse::Ok().json(DomainBody::of(view, state.settings.delegation().as_ref())))
 }
 
 /// `GET /domains/{id}/certificate/key`: the current certificate's private key, for the
@@ -115,11 +112,11 @@ pub async fn retry(
     security(("bearer" = []))
 )]
 pub async fn certificate_key(
-    services: SharedState,
+    state: SharedState,
     request: HttpRequest,
     id: web::Path<String>,
 ) -> Result<HttpResponse, ApiError> {
     Role::require_admin(&request, "read private keys")?;
-    let key = keys::current_key(&services, &id, key_reader(&request), origin(&request)).await?;
+    let key = keys::current_key(&state, &id, key_reader(&request), origin(&request)).await?;
     Ok(key_handed_out(key))
 }

@@ -98,19 +98,14 @@ fn name_filter(name: Option<&str>) -> Result<Option<String>, ApiError> {
     security(("bearer" = []))
 )]
 pub async fn register(
-    services: SharedState,
+    state: SharedState,
     request: HttpRequest,
     body: web::Json<RegisterRequest>,
 ) -> Result<HttpResponse, ApiError> {
-    let view = register::register(
-        &services,
-        &body.domain_name,
-        &body.alt_names,
-        origin(&request),
-    )
-    .await?;
+    let view =
+        register::register(&state, &body.domain_name, &body.alt_names, origin(&request)).await?;
     let record = VerificationRecord::of(&view);
-    let delegation_records = match services.settings.delegation() {
+    let delegation_records = match state.settings.delegation() {
         Some(zone) => DelegationRecordBody::all(&zone, &view),
         None => Vec::new(),
     };
@@ -159,17 +154,13 @@ pub async fn register(
     security(("bearer" = []))
 )]
 pub async fn replace_alt_names(
-    services: SharedState,
+    state: SharedState,
     request: HttpRequest,
     id: web::Path<String>,
     body: web::Json<AltNamesRequest>,
 ) -> Result<HttpResponse, ApiError> {
-    let view =
-        register::replace_alt_names(&services, &id, &body.alt_names, origin(&request)).await?;
-    Ok(HttpResponse::Ok().json(DomainBody::of(
-        view,
-        services.settings.delegation().as_ref(),
-    )))
+    let view = register::replace_alt_names(&state, &id, &body.alt_names, origin(&request)).await?;
+    Ok(HttpResponse::Ok().json(DomainBody::of(view, state.settings.delegation().as_ref())))
 }
 
 /// `GET /domains`: one page of domains, optionally of one status or matching a name.
@@ -183,7 +174,7 @@ pub async fn replace_alt_names(
     security(("bearer" = []))
 )]
 pub async fn list(
-    services: SharedState,
+    state: SharedState,
     query: web::Query<ListQuery>,
 ) -> Result<HttpResponse, ApiError> {
     let status = match query.status.as_deref() {
@@ -196,11 +187,11 @@ pub async fn list(
     };
     let name = name_filter(query.name.as_deref())?;
     let limit = super::page_limit(query.limit, 50, 500)?;
-    let page = services
+    let page = state
         .store
         .list_domain_views(status, name.as_deref(), limit, query.cursor.as_deref())
         .await?;
-    let zone = services.settings.delegation();
+    let zone = state.settings.delegation();
     Ok(HttpResponse::Ok().json(DomainList {
         items: page
             .items
@@ -233,22 +224,21 @@ pub struct GetQuery {
     security(("bearer" = []))
 )]
 pub async fn get(
-    services: SharedState,
+    state: SharedState,
     id: web::Path<String>,
     query: web::Query<GetQuery>,
 ) -> Result<HttpResponse, ApiError> {
     let Some(as_of) = &query.as_of else {
-        let view = live_view::<ApiError>(&services, &id).await?;
-        return Ok(HttpResponse::Ok().json(DomainBody::of(
-            view,
-            services.settings.delegation().as_ref(),
-        )));
+        let view = live_view::<ApiError>(&state, &id).await?;
+        return Ok(
+            HttpResponse::Ok().json(DomainBody::of(view, state.settings.delegation().as_ref()))
+        );
     };
     let as_of = chrono::DateTime::parse_from_rfc3339(as_of)
         .map_err(|e| ApiError::BadRequest(format!("as_of must be an RFC 3339 time: {e}")))?
         .with_timezone(&Utc);
     let mut view: Option<DomainView> = None;
-    for event in services.store.domain_history(&id).await? {
+    for event in state.store.domain_history(&id).await? {
         let recorded_at = chrono::DateTime::parse_from_rfc3339(&event.recorded_at)
             .map_err(|e| ApiError::internal_from("stored event time is unreadable", e))?;
         if recorded_at > as_of {
@@ -266,10 +256,9 @@ pub async fn get(
         }
     }
     match view {
-        Some(view) if !view.removed => Ok(HttpResponse::Ok().json(DomainBody::of(
-            view,
-            services.settings.delegation().as_ref(),
-        ))),
+        Some(view) if !view.removed => {
+            Ok(HttpResponse::Ok().json(DomainBody::of(view, state.settings.delegation().as_ref())))
+        }
         Some(_) => Err(ApiError::NotFound(format!(
             "domain {id} was removed by {as_of}"
         ))),
@@ -295,15 +284,12 @@ pub async fn get(
     security(("bearer" = []))
 )]
 pub async fn verify(
-    services: SharedState,
+    state: SharedState,
     request: HttpRequest,
     id: web::Path<String>,
 ) -> Result<HttpResponse, ApiError> {
-    let view = verify::verify(&services, &id, origin(&request)).await?;
-    Ok(HttpResponse::Ok().json(DomainBody::of(
-        view,
-        services.settings.delegation().as_ref(),
-    )))
+    let view = verify::verify(&state, &id, origin(&request)).await?;
+    Ok(HttpResponse::Ok().json(DomainBody::of(view, state.settings.delegation().as_ref())))
 }
 
 /// Query of `DELETE /domains/{id}`.
@@ -330,20 +316,13 @@ pub struct RemoveQuery {
     security(("bearer" = []))
 )]
 pub async fn remove(
-    services: SharedState,
+    state: SharedState,
     supervisor: web::Data<Addr<Supervisor>>,
     request: HttpRequest,
     id: web::Path<String>,
     query: web::Query<RemoveQuery>,
 ) -> Result<HttpResponse, ApiError> {
     let revoke = query.revoke.unwrap_or(false);
-    remove::remove(
-        &services,
-        supervisor.get_ref(),
-        &id,
-        revoke,
-        origin(&request),
-    )
-    .await?;
+    remove::remove(&state, supervisor.get_ref(), &id, revoke, origin(&request)).await?;
     Ok(HttpResponse::NoContent().finish())
 }

@@ -78,11 +78,8 @@ impl From<FeedEvent> for HistoryEntry {
     ),
     security(("bearer" = []))
 )]
-pub async fn history(
-    services: SharedState,
-    id: web::Path<String>,
-) -> Result<HttpResponse, ApiError> {
-    let events = services.store.domain_history(&id).await?;
+pub async fn history(state: SharedState, id: web::Path<String>) -> Result<HttpResponse, ApiError> {
+    let events = state.store.domain_history(&id).await?;
     if events.is_empty() {
         return Err(ApiError::NotFound(format!("no domain with id {id}")));
     }
@@ -129,7 +126,7 @@ pub struct FeedPage {
     security(("bearer" = []))
 )]
 pub async fn feed(
-    services: SharedState,
+    state: SharedState,
     request: HttpRequest,
     query: web::Query<FeedQuery>,
 ) -> Result<HttpResponse, ApiError> {
@@ -150,11 +147,11 @@ pub async fn feed(
     }
     if !wants_ndjson {
         let limit = super::page_limit(query.limit, 100, 1000)?;
-        let items = services.store.events_after(after, limit).await?;
+        let items = state.store.events_after(after, limit).await?;
         let next_after = items.last().map_or(after, |event| event.position);
         return Ok(HttpResponse::Ok().json(FeedPage { items, next_after }));
     }
-    let stream = ndjson_stream(services.get_ref().clone(), after, query.limit, follow);
+    let stream = ndjson_stream(state.get_ref().clone(), after, query.limit, follow);
     Ok(HttpResponse::Ok()
         .content_type("application/x-ndjson")
         .streaming(stream))
@@ -169,7 +166,7 @@ pub async fn feed(
 /// An event that cannot be encoded ends the stream with an error after the events before it,
 /// never skipped: a consumer resuming from the last position it read asks for it again.
 fn ndjson_stream(
-    services: Arc<AppState>,
+    state: Arc<AppState>,
     after: i64,
     limit: Option<u32>,
     follow: bool,
@@ -180,10 +177,10 @@ fn ndjson_stream(
         after,
         remaining: limit.map(u64::from),
         follow,
-        poll_interval: services.settings.feed_poll_interval,
+        poll_interval: state.settings.feed_poll_interval,
         lines,
     };
-    let follower = FeedFollower::new(services.store.clone(), stream);
+    let follower = FeedFollower::new(state.store.clone(), stream);
     let task = AbortOnDrop(actix_web::rt::spawn(follower.follow()));
     futures::stream::unfold((receiver, task), |(mut receiver, task)| async move {
         let item = receiver.recv().await?;

@@ -244,20 +244,20 @@ async fn healthz() -> HttpResponse {
         (status = 200, description = "Ready", body = ReadyBody),
         (status = 503, description = "Store or ACME directory unreachable, a feed consumer stopped at an event it cannot read, the delegation zone behind the event feed for more than 10 s, or background work down or panicking again and again (the message says which)", body = ErrorBody)
     ))]
-async fn readyz(services: SharedState) -> HttpResponse {
+async fn readyz(state: SharedState) -> HttpResponse {
     if let Some(stuck) = crate::read::stuck::readiness_problem() {
         return HttpResponse::ServiceUnavailable().json(ErrorBody { error: stuck });
     }
-    if let Some(behind) = crate::read::zone_lag::readiness_problem(&services.store).await {
+    if let Some(behind) = crate::read::zone_lag::readiness_problem(&state.store).await {
         return HttpResponse::ServiceUnavailable().json(ErrorBody { error: behind });
     }
     let first_ca = async {
-        match services.issuers.first() {
+        match state.issuers.first() {
             Some(ca) => ca.check_directory().await,
             None => Err("no CA is configured".to_owned()),
         }
     };
-    let (store, acme) = futures::join!(services.store.ping(), first_ca);
+    let (store, acme) = futures::join!(state.store.ping(), first_ca);
     let problem = match (store, acme, crate::tasks::BACKGROUND.problem()) {
         (Ok(()), Ok(()), None) => {
             return HttpResponse::Ok().json(ReadyBody {
@@ -282,10 +282,10 @@ async fn readyz(services: SharedState) -> HttpResponse {
             headers(("Retry-After" = u32, description = "Seconds to wait before retrying")))
     ),
     security(("bearer" = [])))]
-async fn metrics(services: SharedState) -> Result<HttpResponse, ApiError> {
+async fn metrics(state: SharedState) -> Result<HttpResponse, ApiError> {
     // The zone's lag is read at each scrape too: a follower that is held up updates it no more.
-    crate::read::zone_lag::refresh(&services.store).await;
-    let figures = services.store.scrape_figures(chrono::Utc::now()).await?;
+    crate::read::zone_lag::refresh(&state.store).await;
+    let figures = state.store.scrape_figures(chrono::Utc::now()).await?;
     let text = METRICS.render(&figures);
     Ok(HttpResponse::Ok()
         .content_type(crate::metrics::CONTENT_TYPE)

@@ -84,7 +84,7 @@ pub struct OverviewBody {
     security(("bearer" = []))
 )]
 pub async fn overview(
-    services: SharedState,
+    state: SharedState,
     query: web::Query<OverviewQuery>,
 ) -> Result<HttpResponse, ApiError> {
     let (default_days, max_days) = ACTIVITY_DAYS;
@@ -97,17 +97,17 @@ pub async fn overview(
     let now = Utc::now();
     // Read first, so that an event committed while the figures are read is in them or after
     // this position, never skipped by a console following from it.
-    let feed_position = services.store.feed_head().await?;
+    let feed_position = state.store.feed_head().await?;
     let first_day = (now - Duration::days(i64::from(days) - 1)).date_naive();
     let since = first_day.to_string();
     let (by_status, expiry, due, open, activity) = futures::try_join!(
-        services.store.domain_counts_by_status(),
-        services.store.expiry_counts(now),
-        services
+        state.store.domain_counts_by_status(),
+        state.store.expiry_counts(now),
+        state
             .store
-            .renewals_due_by(now + Duration::days(7), services.settings.renew_before),
-        services.store.open_order_count(),
-        services.store.activity_since(&since),
+            .renewals_due_by(now + Duration::days(7), state.settings.renew_before),
+        state.store.open_order_count(),
+        state.store.activity_since(&since),
     )?;
     let mut domains_by_status: BTreeMap<String, i64> = dns_handling_events::DomainStatus::ALL
         .iter()
@@ -175,10 +175,10 @@ pub struct WhoamiBody {
     ),
     security(("bearer" = []))
 )]
-pub async fn whoami(services: SharedState, request: HttpRequest) -> Result<HttpResponse, ApiError> {
+pub async fn whoami(state: SharedState, request: HttpRequest) -> Result<HttpResponse, ApiError> {
     Ok(HttpResponse::Ok().json(WhoamiBody {
         role: Role::of(&request).label(),
-        feed_position: services.store.feed_head().await?,
-        audit_public_key: services.signer.public_key().to_owned(),
+        feed_position: state.store.feed_head().await?,
+        audit_public_key: state.signer.public_key().to_owned(),
     }))
 }

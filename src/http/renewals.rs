@@ -35,13 +35,13 @@ use crate::use_cases::{keys, live_view, renew, revoke};
     security(("bearer" = []))
 )]
 pub async fn renew(
-    services: SharedState,
+    state: SharedState,
     supervisor: web::Data<Addr<Supervisor>>,
     request: HttpRequest,
     id: web::Path<String>,
 ) -> Result<HttpResponse, ApiError> {
-    let renewal = renew::renew_now(&services, supervisor.get_ref(), &id, origin(&request)).await?;
-    let settings = &services.settings;
+    let renewal = renew::renew_now(&state, supervisor.get_ref(), &id, origin(&request)).await?;
+    let settings = &state.settings;
     let started = issuance_started(
         renewal.order,
         &renewal.view.domain_name,
@@ -109,12 +109,9 @@ pub struct CertificateHistory {
     ),
     security(("bearer" = []))
 )]
-pub async fn history(
-    services: SharedState,
-    id: web::Path<String>,
-) -> Result<HttpResponse, ApiError> {
-    live_view::<ApiError>(&services, &id).await?;
-    let items = certificates_of(&services, &id)
+pub async fn history(state: SharedState, id: web::Path<String>) -> Result<HttpResponse, ApiError> {
+    live_view::<ApiError>(&state, &id).await?;
+    let items = certificates_of(&state, &id)
         .await?
         .into_iter()
         .map(|(item, _)| item)
@@ -124,12 +121,12 @@ pub async fn history(
 
 /// Every certificate of a domain, newest first, with its chain, folded from its events.
 async fn certificates_of(
-    services: &AppState,
+    state: &AppState,
     id: &str,
 ) -> Result<Vec<(CertificateHistoryItem, String)>, ApiError> {
     let mut items: Vec<(CertificateHistoryItem, String)> = Vec::new();
     let mut renewal: Option<(RenewalReason, String)> = None;
-    for stored in services.store.domain_history(id).await? {
+    for stored in state.store.domain_history(id).await? {
         let event = stored
             .decode()
             .map_err(|e| ApiError::internal_from("stored event is unreadable", e))?;
@@ -186,12 +183,12 @@ async fn certificates_of(
 
 /// One certificate of a domain with its chain, current or past.
 async fn one_certificate(
-    services: &AppState,
+    state: &AppState,
     id: &str,
     certificate_id: &str,
 ) -> Result<(CertificateHistoryItem, String), ApiError> {
-    live_view::<ApiError>(services, id).await?;
-    certificates_of(services, id)
+    live_view::<ApiError>(state, id).await?;
+    certificates_of(state, id)
         .await?
         .into_iter()
         .find(|(item, _)| item.id == certificate_id)
@@ -225,11 +222,11 @@ pub struct PastCertificateBody {
     security(("bearer" = []))
 )]
 pub async fn one(
-    services: SharedState,
+    state: SharedState,
     path: web::Path<(String, String)>,
 ) -> Result<HttpResponse, ApiError> {
     let (id, certificate_id) = path.into_inner();
-    let (certificate, chain_pem) = one_certificate(&services, &id, &certificate_id).await?;
+    let (certificate, chain_pem) = one_certificate(&state, &id, &certificate_id).await?;
     Ok(HttpResponse::Ok().json(PastCertificateBody {
         certificate,
         chain_pem,
@@ -252,15 +249,15 @@ pub async fn one(
     security(("bearer" = []))
 )]
 pub async fn key(
-    services: SharedState,
+    state: SharedState,
     request: HttpRequest,
     path: web::Path<(String, String)>,
 ) -> Result<HttpResponse, ApiError> {
     Role::require_admin(&request, "read private keys")?;
     let (id, certificate_id) = path.into_inner();
-    let (certificate, _) = one_certificate(&services, &id, &certificate_id).await?;
+    let (certificate, _) = one_certificate(&state, &id, &certificate_id).await?;
     let key = keys::past_key(
-        &services,
+        &state,
         &id,
         certificate_id,
         &certificate.order_id,
@@ -298,7 +295,7 @@ pub struct RevokeRequest {
     security(("bearer" = []))
 )]
 pub async fn revoke(
-    services: SharedState,
+    state: SharedState,
     supervisor: web::Data<Addr<Supervisor>>,
     request: HttpRequest,
     id: web::Path<String>,
@@ -306,9 +303,6 @@ pub async fn revoke(
 ) -> Result<HttpResponse, ApiError> {
     let reason = body.reason.unwrap_or(RevocationReason::Unspecified);
     let pollers = supervisor.get_ref();
-    let view = revoke::revoke(&services, pollers, &id, reason, origin(&request)).await?;
-    Ok(HttpResponse::Ok().json(DomainBody::of(
-        view,
-        services.settings.delegation().as_ref(),
-    )))
+    let view = revoke::revoke(&state, pollers, &id, reason, origin(&request)).await?;
+    Ok(HttpResponse::Ok().json(DomainBody::of(view, state.settings.delegation().as_ref())))
 }

@@ -127,8 +127,8 @@ pub struct DeliveryQuery {
 }
 
 /// The endpoint `id`, or `404` when it does not exist or was deleted.
-async fn live(services: &AppState, id: &str) -> Result<WebhookEndpoint, ApiError> {
-    let endpoint = webhook_endpoint(services, id).await?;
+async fn live(state: &AppState, id: &str) -> Result<WebhookEndpoint, ApiError> {
+    let endpoint = webhook_endpoint(state, id).await?;
     if !endpoint.created || endpoint.deleted_at.is_some() {
         return Err(ApiError::NotFound(format!(
             "no webhook endpoint with id {id}"
@@ -138,11 +138,11 @@ async fn live(services: &AppState, id: &str) -> Result<WebhookEndpoint, ApiError
 }
 
 async fn body_of(
-    services: &AppState,
+    state: &AppState,
     id: &str,
     endpoint: WebhookEndpoint,
 ) -> Result<WebhookBody, ApiError> {
-    let (pending, delivered, failed) = services.store.webhook_message_counts(id).await?;
+    let (pending, delivered, failed) = state.store.webhook_message_counts(id).await?;
     Ok(WebhookBody {
         id: id.to_owned(),
         status: if endpoint.disabled.is_some() {
@@ -170,7 +170,7 @@ async fn body_of(
 /// command is recorded, built before: nothing that can fail comes after the commit, so a
 /// secret that was recorded is always shown (it is shown only this once).
 async fn record_with_secret(
-    services: &AppState,
+    state: &AppState,
     request: &HttpRequest,
     id: &str,
     command: WebhookEndpointCommand,
@@ -178,7 +178,7 @@ async fn record_with_secret(
     secret: String,
     status: actix_web::http::StatusCode,
 ) -> Result<HttpResponse, ApiError> {
-    services
+    state
         .webhooks
         .execute_with_metadata(id, command, origin(request).0)
         .await?;
@@ -201,7 +201,7 @@ async fn record_with_secret(
     security(("bearer" = []))
 )]
 pub async fn create(
-    services: SharedState,
+    state: SharedState,
     request: HttpRequest,
     body: web::Json<CreateWebhook>,
 ) -> Result<HttpResponse, ApiError> {
@@ -225,17 +225,17 @@ pub async fn create(
             "description is longer than 500 characters".into(),
         ));
     }
-    let url = check_target(&body.url, services.settings.webhook_allow_private_targets)
+    let url = check_target(&body.url, state.settings.webhook_allow_private_targets)
         .await
         .map_err(|refusal| ApiError::BadRequest(refusal.to_string()))?;
     let id = uuid::Uuid::now_v7().to_string();
     let (secret, secret_id) = (new_secret(), uuid::Uuid::now_v7().to_string());
     // Sealed before the endpoint exists: an endpoint never names a secret that is not stored.
-    services
+    state
         .vault
         .store_webhook_secret(&secret_id, &id, &secret)
         .await?;
-    let (starts_after_position, _) = services.store.feed_extent().await?;
+    let (starts_after_position, _) = state.store.feed_extent().await?;
     let at = Utc::now();
     // What the endpoint will be: new, so no messages yet.
     let body = WebhookBody {
@@ -263,7 +263,7 @@ pub async fn create(
         at,
     };
     let status = actix_web::http::StatusCode::CREATED;
-    record_with_secret(&services, &request, &id, command, body, secret, status).await
+    record_with_secret(&state, &request, &id, command, body, secret, status).await
 }
 
 /// `GET /webhooks`: every endpoint not deleted.
@@ -272,12 +272,12 @@ pub async fn create(
     responses((status = 200, description = "The endpoints, oldest first", body = WebhookList), CallerErrors),
     security(("bearer" = []))
 )]
-pub async fn list(services: SharedState) -> Result<HttpResponse, ApiError> {
+pub async fn list(state: SharedState) -> Result<HttpResponse, ApiError> {
     let mut items = Vec::new();
-    for id in services.store.webhook_endpoint_ids().await? {
-        let endpoint = webhook_endpoint(&services, &id).await?;
+    for id in state.store.webhook_endpoint_ids().await? {
+        let endpoint = webhook_endpoint(&state, &id).await?;
         if endpoint.created && endpoint.deleted_at.is_none() {
-            items.push(body_of(&services, &id, endpoint).await?);
+            items.push(body_of(&state, &id, endpoint).await?);
         }
     }
     items.sort_by_key(|item| item.created_at);
@@ -291,9 +291,9 @@ pub async fn list(services: SharedState) -> Result<HttpResponse, ApiError> {
     responses((status = 200, description = "The endpoint", body = WebhookBody), CallerErrors, NotFoundError),
     security(("bearer" = []))
 )]
-pub async fn get(services: SharedState, id: web::Path<String>) -> Result<HttpResponse, ApiError> {
-    let endpoint = live(&services, &id).await?;
-    Ok(HttpResponse::Ok().json(body_of(&services, &id, endpoint).await?))
+pub async fn get(state: SharedState, id: web::Path<String>) -> Result<HttpResponse, ApiError> {
+    let endpoint = live(&state, &id).await?;
+    Ok(HttpResponse::Ok().json(body_of(&state, &id, endpoint).await?))
 }
 
 /// `DELETE /webhooks/{id}`: nothing more is sent to it; its record stays in its events.
@@ -304,18 +304,18 @@ pub async fn get(services: SharedState, id: web::Path<String>) -> Result<HttpRes
     security(("bearer" = []))
 )]
 pub async fn delete(
-    services: SharedState,
+    state: SharedState,
     request: HttpRequest,
     id: web::Path<String>,
 ) -> Result<HttpResponse, ApiError> {
-    live(&services, &id).await?;
+    live(&state, &id).await?;
     let command = WebhookEndpointCommand::Delete { at: Utc::now() };
-    services
+    state
         .webhooks
         .execute_with_metadata(&id, command, origin(&request).0)
         .await?;
     // A send that was under way must not still go out once this answers.
-    crate::deliveries::sending::wait_for_sends_to_end(&services, &id).await;
+    crate::deliveries::sending::wait_for_sends_to_end(&state, &id).await;
     Ok(HttpResponse::NoContent().finish())
 }
 
@@ -332,22 +332,22 @@ pub async fn delete(
     security(("bearer" = []))
 )]
 pub async fn rotate_secret(
-    services: SharedState,
+    state: SharedState,
     request: HttpRequest,
     id: web::Path<String>,
 ) -> Result<HttpResponse, ApiError> {
-    let endpoint = live(&services, &id).await?;
+    let endpoint = live(&state, &id).await?;
     let (secret, secret_id) = (new_secret(), uuid::Uuid::now_v7().to_string());
-    services
+    state
         .vault
         .store_webhook_secret(&secret_id, &id, &secret)
         .await?;
-    let overlap = chrono::Duration::from_std(services.settings.webhook_secret_overlap)
+    let overlap = chrono::Duration::from_std(state.settings.webhook_secret_overlap)
         .unwrap_or_else(|_| chrono::Duration::days(1));
     let now = Utc::now();
     // Read before the rotation is recorded: a read that fails then leaves the old secret as
     // it was, instead of a new one recorded and never shown.
-    let mut body = body_of(&services, &id, endpoint).await?;
+    let mut body = body_of(&state, &id, endpoint).await?;
     body.previous_secret_valid_until = Some(now + overlap);
     let command = WebhookEndpointCommand::RotateSecret {
         secret_id,
@@ -355,7 +355,7 @@ pub async fn rotate_secret(
         at: now,
     };
     let status = actix_web::http::StatusCode::OK;
-    record_with_secret(&services, &request, &id, command, body, secret, status).await
+    record_with_secret(&state, &request, &id, command, body, secret, status).await
 }
 
 /// `GET /webhooks/{id}/deliveries`: every attempt, newest first.
@@ -366,11 +366,11 @@ pub async fn rotate_secret(
     security(("bearer" = []))
 )]
 pub async fn deliveries(
-    services: SharedState,
+    state: SharedState,
     id: web::Path<String>,
     query: web::Query<DeliveryQuery>,
 ) -> Result<HttpResponse, ApiError> {
-    live(&services, &id).await?;
+    live(&state, &id).await?;
     let limit = super::page_limit(query.limit, 100, 500)?;
     let before = match query.before {
         Some(before) if before < 1 => {
@@ -379,7 +379,7 @@ pub async fn deliveries(
         Some(before) => before,
         None => i64::MAX,
     };
-    let rows = services.store.webhook_attempts(&id, before, limit).await?;
+    let rows = state.store.webhook_attempts(&id, before, limit).await?;
     let next_before = (rows.len() == limit as usize)
         .then(|| rows.last().map(|(attempt_id, _)| *attempt_id))
         .flatten();

@@ -20,9 +20,9 @@ fn store_failed(error: StoreError) -> AcmeError {
 
 /// Keeps the CA's limit on failed validations before it has to refuse: no order for a name
 /// whose validations failed too often in the window, whichever CA. One query for all the names.
-pub async fn check_name_budgets(services: &AppState, names: &[String]) -> Result<(), AcmeError> {
-    let failures = services.settings.acme_failed_validation_budget;
-    let left = services
+pub async fn check_name_budgets(state: &AppState, names: &[String]) -> Result<(), AcmeError> {
+    let failures = state.settings.acme_failed_validation_budget;
+    let left = state
         .store
         .budget_left(
             FAILED_VALIDATIONS,
@@ -55,15 +55,15 @@ pub async fn check_name_budgets(services: &AppState, names: &[String]) -> Result
 /// budget (an ARI renewal, which Let's Encrypt exempts, spends none). Answers the unit spent,
 /// to be given back if the CA never gets the order.
 pub async fn spend_order_budget(
-    services: &AppState,
+    state: &AppState,
     directory: &str,
     ari_renewal: bool,
 ) -> Result<SpentUnits, AcmeError> {
     if ari_renewal {
         return Ok(SpentUnits::default());
     }
-    let orders = services.settings.acme_new_order_budget;
-    let spent = services
+    let orders = state.settings.acme_new_order_budget;
+    let spent = state
         .store
         .spend_budget(
             NEW_ORDERS,
@@ -91,8 +91,8 @@ pub async fn spend_order_budget(
 
 /// Gives back the new-order unit of an order the CA never got. A store failure here only
 /// leaves the unit spent until it leaves the window: logged, not the caller's failure.
-pub async fn refund_order_budget(services: &AppState, spent: &SpentUnits) {
-    if let Err(error) = services.store.refund_budget(spent).await {
+pub async fn refund_order_budget(state: &AppState, spent: &SpentUnits) {
+    if let Err(error) = state.store.refund_budget(spent).await {
         tracing::warn!(%error, "could not give back a new-order unit the CA never used");
     }
 }

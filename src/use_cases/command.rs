@@ -18,14 +18,14 @@ const CONFLICT_RETRIES: u32 = 4;
 /// times, before the conflict reaches the caller: a request should not fail because
 /// background work recorded something a moment earlier.
 pub async fn execute(
-    services: &AppState,
+    state: &AppState,
     domain_id: &str,
     command: CustomDomainCommand,
     origin: CommandOrigin,
 ) -> Result<(), AggregateError<DomainError>> {
     let mut conflicts = 0;
     loop {
-        let result = services
+        let result = state
             .cqrs
             .execute_with_metadata(domain_id, command.clone(), origin.0.clone())
             .await;
@@ -43,14 +43,14 @@ pub async fn execute(
 /// would waste (a CA's budget, an order at the CA, a DNS lookup), so that the rule stays the
 /// aggregate's alone.
 pub async fn refusal(
-    services: &AppState,
+    state: &AppState,
     domain_id: &str,
     command: CustomDomainCommand,
 ) -> Result<(), AggregateError<DomainError>> {
-    let mut context = services.domain_events.load_aggregate(domain_id).await?;
+    let mut context = state.domain_events.load_aggregate(domain_id).await?;
     let mut domain = context.aggregate().clone();
     let policy = RenewalPolicy {
-        retry_schedule: services.settings.renewal_retry_schedule.clone(),
+        retry_schedule: state.settings.renewal_retry_schedule.clone(),
     };
     domain
         .handle(command, &policy, &EventSink::default())

@@ -50,43 +50,43 @@ pub struct Issuance {
 /// `pollers`. One at a time per domain within this process (its `DomainLocks`), so concurrent
 /// calls do not place one order each.
 pub async fn issue(
-    services: &AppState,
+    state: &AppState,
     pollers: &dyn Pollers,
     domain_id: &str,
     origin: CommandOrigin,
 ) -> Result<Issuance, IssueError> {
-    let lock = services.domain_locks.lock_for(domain_id);
+    let lock = state.domain_locks.lock_for(domain_id);
     let _held = lock.lock().await;
-    let view = live_view::<IssueError>(services, domain_id).await?;
+    let view = live_view::<IssueError>(state, domain_id).await?;
     // The aggregate decides whether it would record an order for these names now; asked
     // first, so that a domain it refuses (not verified, say) spends nothing of the CA's budget.
     let probe = CustomDomainCommand::RequestCertificate {
         order: order_for(&view),
         at: Utc::now(),
     };
-    refusal(services, domain_id, probe).await?;
-    let settings = &services.settings;
-    let order = place_order(services, &view, None, settings.poll_timeout).await?;
+    refusal(state, domain_id, probe).await?;
+    let settings = &state.settings;
+    let order = place_order(state, &view, None, settings.poll_timeout).await?;
     // The order URL is persisted before any poller exists: from here on a crash resumes this
     // order instead of creating a second one.
     let command = CustomDomainCommand::RequestCertificate {
         order: order.clone(),
         at: Utc::now(),
     };
-    execute(services, domain_id, command, origin).await?;
+    execute(state, domain_id, command, origin).await?;
     pollers.start(&view.id, &view.domain_name, &order, false);
     Ok(Issuance { view, order })
 }
 
 /// Puts a failed domain back to `verified`, ready for another `issue`.
 pub async fn retry(
-    services: &AppState,
+    state: &AppState,
     domain_id: &str,
     origin: CommandOrigin,
 ) -> Result<(), IssueError> {
-    live_view::<IssueError>(services, domain_id).await?;
+    live_view::<IssueError>(state, domain_id).await?;
     let command = CustomDomainCommand::RetryIssuance { at: Utc::now() };
-    execute(services, domain_id, command, origin).await?;
+    execute(state, domain_id, command, origin).await?;
     Ok(())
 }
 

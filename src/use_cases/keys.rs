@@ -64,11 +64,11 @@ pub struct HandedKey {
 
 /// The domain's current certificate, unless it has none yet.
 pub async fn current_certificate(
-    services: &AppState,
+    state: &AppState,
     domain_id: &str,
 ) -> Result<CertificateView, KeyError> {
-    let view = live_view::<KeyError>(services, domain_id).await?;
-    services
+    let view = live_view::<KeyError>(state, domain_id).await?;
+    state
         .store
         .certificate_view(&view.id)
         .await?
@@ -80,13 +80,13 @@ pub async fn current_certificate(
 
 /// The current certificate's private key, handed to `reader`.
 pub async fn current_key(
-    services: &AppState,
+    state: &AppState,
     domain_id: &str,
     reader: String,
     origin: CommandOrigin,
 ) -> Result<HandedKey, KeyError> {
-    let certificate = current_certificate(services, domain_id).await?;
-    let key = services
+    let certificate = current_certificate(state, domain_id).await?;
+    let key = state
         .vault
         .certificate_key(&certificate.order_id)
         .await?
@@ -94,31 +94,31 @@ pub async fn current_key(
             certificate_id: certificate.id.clone(),
             expired_at: Some(certificate.not_after),
         })?;
-    hand_out(services, domain_id, certificate.id, key, reader, origin).await
+    hand_out(state, domain_id, certificate.id, key, reader, origin).await
 }
 
 /// The private key of the domain's certificate `certificate_id` (issued for `order_id`),
 /// current or one it replaced, handed to `reader`.
 pub async fn past_key(
-    services: &AppState,
+    state: &AppState,
     domain_id: &str,
     certificate_id: String,
     order_id: &str,
     reader: String,
     origin: CommandOrigin,
 ) -> Result<HandedKey, KeyError> {
-    let Some(key) = services.vault.certificate_key(order_id).await? else {
+    let Some(key) = state.vault.certificate_key(order_id).await? else {
         return Err(KeyError::Destroyed {
             certificate_id,
             expired_at: None,
         });
     };
-    hand_out(services, domain_id, certificate_id, key, reader, origin).await
+    hand_out(state, domain_id, certificate_id, key, reader, origin).await
 }
 
 /// Records who reads a certificate's private key, then answers it.
 async fn hand_out(
-    services: &AppState,
+    state: &AppState,
     domain_id: &str,
     certificate_id: String,
     key: String,
@@ -130,7 +130,7 @@ async fn hand_out(
         reader,
         at: Utc::now(),
     };
-    execute(services, domain_id, command, origin).await?;
+    execute(state, domain_id, command, origin).await?;
     Ok(HandedKey {
         domain_id: domain_id.to_owned(),
         certificate_id,

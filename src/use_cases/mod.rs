@@ -67,11 +67,11 @@ pub enum DomainMissing {
 }
 
 /// The view of domain `id`, unless it is unknown or removed.
-pub async fn live_view<E>(services: &AppState, id: &str) -> Result<DomainView, E>
+pub async fn live_view<E>(state: &AppState, id: &str) -> Result<DomainView, E>
 where
     E: From<DomainMissing> + From<StoreError>,
 {
-    match services.views.domain_view(id).await? {
+    match state.views.domain_view(id).await? {
         Some(view) if view.removed => Err(DomainMissing::Removed(id.to_owned()).into()),
         Some(view) => Ok(view),
         None => Err(DomainMissing::Unknown(id.to_owned()).into()),

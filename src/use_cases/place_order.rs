@@ -24,7 +24,7 @@ pub type Replaces<'a> = (&'a CertificateIdentifier<'static>, &'a str);
 /// when every name's `_acme-challenge` is a CNAME to its record in the service's zone, and
 /// `manual`, saying why, when one is not.
 pub async fn place_order(
-    services: &AppState,
+    state: &AppState,
     view: &DomainView,
     replaces: Option<Replaces<'_>>,
     wait: Duration,
@@ -32,15 +32,15 @@ pub async fn place_order(
     let names = view.names();
     // Each step boxed: inline, their futures made a request's future overflow the stack of an
     // actix worker.
-    let delegation = match services.settings.delegation() {
+    let delegation = match state.settings.delegation() {
         Some(zone) => Some((
-            Box::pin(delegation_problems(services, &zone, view)).await,
+            Box::pin(delegation_problems(state, &zone, view)).await,
             zone,
         )),
         None => None,
     };
-    let (created, ca) = Box::pin(create_order_somewhere(services, &names, replaces)).await?;
-    let settings = &services.settings;
+    let (created, ca) = Box::pin(create_order_somewhere(state, &names, replaces)).await?;
+    let settings = &state.settings;
     let mut challenges = created.challenges;
     let (validation, delegation_problem) = match delegation {
         Some((problems, zone)) if problems.is_empty() => {
@@ -80,17 +80,17 @@ pub async fn place_order(
 /// spending its budget; a unit spent for an order the CA never got (it refused, or could not
 /// be reached) is given back, so an outage does not spend the budget.
 async fn create_order_somewhere(
-    services: &AppState,
+    state: &AppState,
     names: &[String],
     replaces: Option<Replaces<'_>>,
 ) -> Result<(CreatedOrder, Arc<dyn CertificateAuthority>), AcmeError> {
-    Box::pin(check_name_budgets(services, names)).await?;
+    Box::pin(check_name_budgets(state, names)).await?;
     let mut not_now = None;
     let mut last_error = None;
-    for ca in services.issuers.configured() {
+    for ca in state.issuers.configured() {
         let replaces = replaces
             .filter(|(_, directory)| {
-                services
+                state
                     .issuers
                     .configured_at(directory)
                     .is_some_and(|issuer| issuer.directory_url() == ca.directory_url())
@@ -101,7 +101,7 @@ async fn create_order_somewhere(
                 return Err(paused);
             }
             let spent = Box::pin(spend_order_budget(
-                services,
+                state,
                 ca.directory_url(),
                 replaces.is_some(),
             ))
@@ -109,7 +109,7 @@ async fn create_order_somewhere(
             let created = Box::pin(ca.create_order(names, replaces)).await;
             if let Err(error) = &created {
                 if !error.may_have_placed_order() {
-                    refund_order_budget(services, &spent).await;
+                    refund_order_budget(state, &spent).await;
                 }
             }
             created
@@ -145,7 +145,7 @@ async fn create_order_somewhere(
 /// `_acme-challenge` name, its CNAME missing, pointing elsewhere, or not looked up. Checked
 /// through the configured resolvers, as the CA will follow it.
 async fn delegation_problems(
-    services: &AppState,
+    state: &AppState,
     zone: &DelegationZone,
     view: &DomainView,
 ) -> Vec<String> {
@@ -158,7 +158,7 @@ async fn delegation_problems(
     }
     let lookups = records
         .iter()
-        .map(|record| services.dns.cname_target(&record.name));
+        .map(|record| state.dns.cname_target(&record.name));
     let seen = futures::future::join_all(lookups).await;
     records
         .iter()

@@ -59,7 +59,7 @@ fn random_token() -> String {
 /// Registers `domain_name` with `alt_names` under a new id, with a fresh verification token,
 /// and answers its view.
 pub async fn register(
-    services: &AppState,
+    state: &AppState,
     domain_name: &str,
     alt_names: &[String],
     origin: CommandOrigin,
@@ -70,12 +70,12 @@ pub async fn register(
     let names: Vec<String> = std::iter::once(domain_name.to_string())
         .chain(alt_names.as_slice().iter().cloned())
         .collect();
-    if let Some(taken) = services.store.reserve_names(&names, &id).await? {
+    if let Some(taken) = state.store.reserve_names(&names, &id).await? {
         return Err(name_taken(taken, &domain_name));
     }
     let verification_record_name = format!(
         "{}.{}.",
-        services.settings.verification_record_prefix, domain_name
+        state.settings.verification_record_prefix, domain_name
     );
     let command = CustomDomainCommand::RegisterDomain {
         domain_name,
@@ -84,26 +84,26 @@ pub async fn register(
         alt_names,
         at: Utc::now(),
     };
-    if let Err(error) = execute(services, &id, command, origin).await {
+    if let Err(error) = execute(state, &id, command, origin).await {
         // Nothing was recorded: give the names back so the client can simply try again.
-        services.store.release_names(&names, &id).await?;
+        state.store.release_names(&names, &id).await?;
         return Err(error.into());
     }
-    live_view(services, &id).await
+    live_view(state, &id).await
 }
 
 /// Replaces the domain's further names; the next order (issuance, retry or renewal) covers the
 /// new set, a pending order keeps the names it was placed with. Under the domain's lock, so the
 /// set does not change between an issuance's reading the names and recording its order.
 pub async fn replace_alt_names(
-    services: &AppState,
+    state: &AppState,
     domain_id: &str,
     alt_names: &[String],
     origin: CommandOrigin,
 ) -> Result<DomainView, NamesError> {
-    let lock = services.domain_locks.lock_for(domain_id);
+    let lock = state.domain_locks.lock_for(domain_id);
     let _held = lock.lock().await;
-    let view = live_view::<NamesError>(services, domain_id).await?;
+    let view = live_view::<NamesError>(state, domain_id).await?;
     let domain_name =
         DomainName::parse(&view.domain_name).map_err(NamesError::StoredNameUnreadable)?;
     let alt_names = AltNames::parse(&domain_name, alt_names)?;
@@ -115,18 +115,18 @@ pub async fn replace_alt_names(
         .filter(|name| !view.alt_names.contains(name))
         .cloned()
         .collect();
-    if let Some(taken) = services.store.reserve_names(&added, domain_id).await? {
+    if let Some(taken) = state.store.reserve_names(&added, domain_id).await? {
         return Err(name_taken(taken, &domain_name));
     }
     let command = CustomDomainCommand::ReplaceAltNames {
         alt_names,
         at: Utc::now(),
     };
-    if let Err(error) = execute(services, domain_id, command, origin).await {
-        services.store.release_names(&added, domain_id).await?;
+    if let Err(error) = execute(state, domain_id, command, origin).await {
+        state.store.release_names(&added, domain_id).await?;
         return Err(error.into());
     }
-    live_view(services, domain_id).await
+    live_view(state, domain_id).await
 }
 
 /// The refusal of a name another live domain holds.

@@ -14,21 +14,21 @@ use crate::domain::aggregate::CustomDomainCommand;
 /// `cessationOfOperation`): if the CA cannot revoke, nothing is removed and the caller may
 /// retry. Fails as a revocation does.
 pub async fn remove(
-    services: &AppState,
+    state: &AppState,
     pollers: &dyn Pollers,
     domain_id: &str,
     revoke: bool,
     origin: CommandOrigin,
 ) -> Result<(), RevokeError> {
-    let lock = services.domain_locks.lock_for(domain_id);
+    let lock = state.domain_locks.lock_for(domain_id);
     let _held = lock.lock().await;
-    let view = live_view::<RevokeError>(services, domain_id).await?;
+    let view = live_view::<RevokeError>(state, domain_id).await?;
     if revoke {
         let reason = RevocationReason::CessationOfOperation;
-        revoke_current(services, &view, reason, origin.clone()).await?;
+        revoke_current(state, &view, reason, origin.clone()).await?;
     }
     let command = CustomDomainCommand::RemoveDomain { at: Utc::now() };
-    execute(services, domain_id, command, origin).await?;
+    execute(state, domain_id, command, origin).await?;
     // A pending order's poller stops now rather than at its next report, which the aggregate
     // would refuse (on another replica, its supervisor sees the order gone at its next tick).
     pollers.stop(domain_id);

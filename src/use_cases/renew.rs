@@ -57,14 +57,14 @@ pub struct Renewal {
 /// Renews the domain's certificate now, whatever its schedule says (`manual`), under the
 /// domain's lock in this process. The certificate in service stays until the new one is issued.
 pub async fn renew_now(
-    services: &AppState,
+    state: &AppState,
     pollers: &dyn Pollers,
     domain_id: &str,
     origin: CommandOrigin,
 ) -> Result<Renewal, RenewError> {
-    let lock = services.domain_locks.lock_for(domain_id);
+    let lock = state.domain_locks.lock_for(domain_id);
     let _held = lock.lock().await;
-    let view = live_view::<RenewError>(services, domain_id).await?;
+    let view = live_view::<RenewError>(state, domain_id).await?;
     // The aggregate decides whether it would take a renewal now (a certificate, no renewal
     // open), before the CA is asked anything.
     let probe = CustomDomainCommand::RequestRenewal {
@@ -73,8 +73,8 @@ pub async fn renew_now(
         replaces: None,
         at: Utc::now(),
     };
-    refusal(services, domain_id, probe).await?;
-    let order = start_renewal(services, pollers, &view, RenewalReason::Manual, origin).await?;
+    refusal(state, domain_id, probe).await?;
+    let order = start_renewal(state, pollers, &view, RenewalReason::Manual, origin).await?;
     Ok(Renewal { view, order })
 }
 
@@ -94,33 +94,33 @@ pub fn renewal_lease(domain_id: &str) -> String {
 /// has just started, or a certificate renewed since `view` was read, is [`RenewError::Busy`]
 /// and nothing is asked of the CA.
 pub async fn start_renewal(
-    services: &AppState,
+    state: &AppState,
     pollers: &dyn Pollers,
     view: &DomainView,
     reason: RenewalReason,
     origin: CommandOrigin,
 ) -> Result<OrderDetails, RenewError> {
     let certificate = view.certificate.as_ref().map_or("", |c| c.id.as_str());
-    let Some(lease) = WorkLease::take(services, renewal_lease(&view.id), certificate).await? else {
+    let Some(lease) = WorkLease::take(state, renewal_lease(&view.id), certificate).await? else {
         return Err(RenewError::Busy(
             "another replica or request is starting this domain's renewal",
         ));
     };
-    let started = start_renewal_holding_lease(services, pollers, view, reason, origin).await;
+    let started = start_renewal_holding_lease(state, pollers, view, reason, origin).await;
     lease.release().await;
     started
 }
 
 /// [`start_renewal`]'s work, under the lease.
 async fn start_renewal_holding_lease(
-    services: &AppState,
+    state: &AppState,
     pollers: &dyn Pollers,
     view: &DomainView,
     reason: RenewalReason,
     origin: CommandOrigin,
 ) -> Result<OrderDetails, RenewError> {
     let wanted = view.certificate.as_ref().map(|c| c.id.clone());
-    let fresh = services.store.domain_view(&view.id).await?;
+    let fresh = state.store.domain_view(&view.id).await?;
     let Some(view) = fresh.filter(|fresh| !fresh.removed) else {
         return Err(RenewError::Busy("the domain was removed"));
     };
@@ -132,9 +132,9 @@ async fn start_renewal_holding_lease(
     }
     let view = &view;
     // What the renewal replaces, and the CA that issued it: the only one told (ARI).
-    let replaces = match services.store.certificate_view(&view.id).await {
+    let replaces = match state.store.certificate_view(&view.id).await {
         Ok(Some(certificate))
-            if ari_offered(services, &certificate.ca_directory, &certificate.chain_pem).await =>
+            if ari_offered(state, &certificate.ca_directory, &certificate.chain_pem).await =>
         {
             certificate_identifier(&certificate.chain_pem)
                 .ok()
@@ -143,18 +143,18 @@ async fn start_renewal_holding_lease(
         _ => None,
     };
     let order = place_order(
-        services,
+        state,
         view,
         replaces
             .as_ref()
             .map(|(identifier, directory)| (identifier, directory.as_str())),
-        services.settings.renewal_txt_timeout,
+        state.settings.renewal_txt_timeout,
     )
     .await?;
     // Recorded only when the order went to the CA it was named to.
     let replaces = replaces
         .filter(|(_, directory)| {
-            services
+            state
                 .issuers
                 .configured_at(directory)
                 .is_some_and(|issuer| issuer.directory_url() == order.ca_directory)
@@ -166,7 +166,7 @@ async fn start_renewal_holding_lease(
         replaces,
         at: Utc::now(),
     };
-    execute(services, &view.id, command, origin).await?;
+    execute(state, &view.id, command, origin).await?;
     METRICS.renewal_started(reason.as_str());
     pollers.start(&view.id, &view.domain_name, &order, true);
     Ok(order)
@@ -176,7 +176,7 @@ async fn start_renewal_holding_lease(
 /// `renewalInfo`); only then does a renewal order name what it replaces. A request for it that
 /// fails does not say the CA offers none: during an outage an ARI renewal keeps its exemption
 /// from the new-order budget (and an order the CA never gets spends nothing anyway).
-async fn ari_offered(services: &AppState, ca_directory: &str, chain_pem: &str) -> bool {
-    let ca = services.issuers.at(ca_directory);
+async fn ari_offered(state: &AppState, ca_directory: &str, chain_pem: &str) -> bool {
+    let ca = state.issuers.at(ca_directory);
     !matches!(ca.renewal_info(chain_pem).await, Ok(None))
 }

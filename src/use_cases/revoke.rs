@@ -74,15 +74,15 @@ super::command::refusals_apart!(RevokeError);
 /// revoked one (the scheduler orders it at its next tick if the CA cannot be asked now).
 /// Answers the domain as it stands after.
 pub async fn revoke(
-    services: &AppState,
+    state: &AppState,
     pollers: &dyn Pollers,
     domain_id: &str,
     reason: RevocationReason,
     origin: CommandOrigin,
 ) -> Result<DomainView, RevokeError> {
-    let lock = services.domain_locks.lock_for(domain_id);
+    let lock = state.domain_locks.lock_for(domain_id);
     let _held = lock.lock().await;
-    let view = live_view::<RevokeError>(services, domain_id).await?;
+    let view = live_view::<RevokeError>(state, domain_id).await?;
     let Some(certificate) = &view.certificate else {
         return Err(RevokeError::NoCertificate {
             domain_id: domain_id.to_owned(),
@@ -98,8 +98,8 @@ pub async fn revoke(
             not_after: certificate.not_after,
         });
     }
-    revoke_current(services, &view, reason, origin.clone()).await?;
-    let view = live_view::<RevokeError>(services, domain_id).await?;
+    revoke_current(state, &view, reason, origin.clone()).await?;
+    let view = live_view::<RevokeError>(state, domain_id).await?;
     let renewing = view.renewal.as_ref().is_some_and(|r| r.in_progress);
     // A renewal issued between the CA's revocation and its record replaced the revoked
     // certificate already: the one in service now is not revoked and needs no replacement.
@@ -108,18 +108,18 @@ pub async fn revoke(
         .as_ref()
         .is_some_and(|current| current.revoked_at.is_none());
     if !renewing && !replaced {
-        let started = start_renewal(services, pollers, &view, RenewalReason::Revoked, origin).await;
+        let started = start_renewal(state, pollers, &view, RenewalReason::Revoked, origin).await;
         if let Err(error) = started {
             tracing::warn!(%domain_id, %error, "replacement not ordered yet; the renewal scheduler will");
         }
     }
-    live_view(services, domain_id).await
+    live_view(state, domain_id).await
 }
 
 /// Revokes the domain's current certificate at the CA and records it; answers false when there
 /// is nothing to revoke (no certificate, or one revoked or expired already).
 pub async fn revoke_current(
-    services: &AppState,
+    state: &AppState,
     view: &DomainView,
     reason: RevocationReason,
     origin: CommandOrigin,
@@ -131,15 +131,15 @@ pub async fn revoke_current(
     if !revocable {
         return Ok(false);
     }
-    let Some(certificate) = services.store.certificate_view(&view.id).await? else {
+    let Some(certificate) = state.store.certificate_view(&view.id).await? else {
         return Ok(false);
     };
     // Only the CA that issued it can revoke it, configured or not any more.
-    let retired = services
+    let retired = state
         .issuers
         .configured_at(&certificate.ca_directory)
         .is_none();
-    let ca = services.issuers.at(&certificate.ca_directory);
+    let ca = state.issuers.at(&certificate.ca_directory);
     match ca.revoke(&certificate.chain_pem, reason).await {
         Ok(()) => {}
         // Revoked at the CA by an earlier call whose record did not go through: record it now.
@@ -159,6 +159,6 @@ pub async fn revoke_current(
         reason,
         at: Utc::now(),
     };
-    execute(services, &view.id, command, origin).await?;
+    execute(state, &view.id, command, origin).await?;
     Ok(true)
 }

@@ -38,11 +38,11 @@ super::command::refusals_apart!(VerifyError);
 /// and records what was seen; the aggregate decides whether it proves ownership. Answers the
 /// domain as it stands after.
 pub async fn verify(
-    services: &AppState,
+    state: &AppState,
     domain_id: &str,
     origin: CommandOrigin,
 ) -> Result<DomainView, VerifyError> {
-    let view = live_view::<VerifyError>(services, domain_id).await?;
+    let view = live_view::<VerifyError>(state, domain_id).await?;
     // Whether the aggregate would take the proof at all (the domain still pending), before
     // DNS is asked: the token itself, as if it were found.
     let probe = CustomDomainCommand::VerifyOwnership {
@@ -50,13 +50,9 @@ pub async fn verify(
         delegation: None,
         at: Utc::now(),
     };
-    refusal(services, domain_id, probe).await?;
-    let zone = services.settings.delegation();
-    let values = match services
-        .dns
-        .txt_values(&view.verification_record_name)
-        .await
-    {
+    refusal(state, domain_id, probe).await?;
+    let zone = state.settings.delegation();
+    let values = match state.dns.txt_values(&view.verification_record_name).await {
         Ok(values) => values,
         // With delegation on, the CNAME may prove ownership whatever became of the TXT lookup
         // (with the CNAME in place, that lookup is a lookup in the delegation zone).
@@ -68,7 +64,7 @@ pub async fn verify(
     let delegation = match zone {
         Some(zone) if !values.contains(&view.verification_token) => {
             let record = zone.record_for(&view.verification_token, &view.domain_name);
-            let seen = services.dns.cname_target(&record.name).await?;
+            let seen = state.dns.cname_target(&record.name).await?;
             Some((record, seen))
         }
         _ => None,
@@ -78,6 +74,6 @@ pub async fn verify(
         delegation,
         at: Utc::now(),
     };
-    execute(services, domain_id, command, origin).await?;
-    live_view(services, domain_id).await
+    execute(state, domain_id, command, origin).await?;
+    live_view(state, domain_id).await
 }

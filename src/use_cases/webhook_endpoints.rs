@@ -7,10 +7,10 @@ use crate::domain::webhook_endpoint::{WebhookEndpoint, WebhookEndpointError};
 
 /// The webhook endpoint `id` as its events make it (a default, not created, when it has none).
 pub async fn webhook_endpoint(
-    services: &AppState,
+    state: &AppState,
     id: &str,
 ) -> Result<WebhookEndpoint, AggregateError<WebhookEndpointError>> {
-    Ok(services
+    Ok(state
         .webhook_events
         .load_aggregate(id)
         .await?

@@ -19,12 +19,12 @@ impl WorkLease {
     /// Takes the lease `name` (`<domain id>#<work>`) for this replica, doing `work`; `None`
     /// while another holder (in this process too) has it.
     pub async fn take(
-        services: &AppState,
+        state: &AppState,
         name: String,
         work: &str,
     ) -> Result<Option<WorkLease>, StoreError> {
-        let ttl = services.settings.lease_ttl;
-        let (store, owner) = (services.store.clone(), services.replica_id.clone());
+        let ttl = state.settings.lease_ttl;
+        let (store, owner) = (state.store.clone(), state.replica_id.clone());
         if !store.claim_work_lease(&name, work, &owner, ttl).await? {
             return Ok(None);
         }

@@ -179,7 +179,7 @@ async fn a_renewals_pass_starts_a_due_renewal_and_hands_its_order_to_the_pollers
     let world = World::new(1, |_| {}).await;
     let view = due(&world, "due.example.com").await;
 
-    run_pass(Pass::Renewals, &world.services, &world.pollers, Utc::now()).await;
+    run_pass(Pass::Renewals, &world.state, &world.pollers, Utc::now()).await;
 
     let started = world.pollers.started.lock().expect("lock").clone();
     assert_eq!(started.len(), 1, "{started:?}");
@@ -200,7 +200,7 @@ async fn a_renewals_pass_records_a_failed_attempt_when_no_ca_places_the_order() 
         std::io::Error::from(std::io::ErrorKind::ConnectionRefused),
     ));
 
-    run_pass(Pass::Renewals, &world.services, &world.pollers, Utc::now()).await;
+    run_pass(Pass::Renewals, &world.state, &world.pollers, Utc::now()).await;
 
     assert_eq!(world.pollers.orders(), 0);
     let renewal = world.view(&view.id).await.renewal.expect("a renewal");

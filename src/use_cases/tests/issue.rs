@@ -15,7 +15,7 @@ use crate::use_cases::DomainMissing;
 async fn new_orders_left(world: &World, directory: &str, limit: u32) -> bool {
     let window = chrono::Duration::hours(3);
     let left = world
-        .services
+        .state
         .store
         .budget_left(NEW_ORDERS, &[directory.to_owned()], limit, window)
         .await
@@ -35,7 +35,7 @@ async fn an_unverified_domain_is_refused_by_the_aggregate_before_any_ca_is_asked
     let world = World::new(1, |_| {}).await;
     let view = world.registered("pending.example.com").await;
 
-    let error = issue(&world.services, &world.pollers, &view.id, World::origin())
+    let error = issue(&world.state, &world.pollers, &view.id, World::origin())
         .await
         .expect_err("refused");
 
@@ -58,7 +58,7 @@ async fn a_removed_domain_is_missing_and_no_ca_is_asked() {
     let world = World::new(1, |_| {}).await;
     let view = world.verified("gone.example.com").await;
     remove(
-        &world.services,
+        &world.state,
         &world.pollers,
         &view.id,
         false,
@@ -67,7 +67,7 @@ async fn a_removed_domain_is_missing_and_no_ca_is_asked() {
     .await
     .expect("removed");
 
-    let error = issue(&world.services, &world.pollers, &view.id, World::origin())
+    let error = issue(&world.state, &world.pollers, &view.id, World::origin())
         .await
         .expect_err("missing");
 
@@ -85,7 +85,7 @@ async fn a_ca_refusal_is_the_answer_and_no_other_ca_is_asked() {
     let view = world.verified("refused.example.com").await;
     world.cas[0].fails_next(refused());
 
-    let error = issue(&world.services, &world.pollers, &view.id, World::origin())
+    let error = issue(&world.state, &world.pollers, &view.id, World::origin())
         .await
         .expect_err("refused");
 
@@ -110,7 +110,7 @@ async fn an_unreachable_ca_gives_its_budget_unit_back_and_the_next_ca_takes_the_
         std::io::Error::from(std::io::ErrorKind::ConnectionRefused),
     ));
 
-    let issued = issue(&world.services, &world.pollers, &view.id, World::origin())
+    let issued = issue(&world.state, &world.pollers, &view.id, World::origin())
         .await
         .expect("the second CA placed it");
 
@@ -143,7 +143,7 @@ async fn when_no_ca_takes_the_order_the_first_not_now_is_the_answer_and_nothing_
         std::io::Error::from(std::io::ErrorKind::TimedOut),
     ));
 
-    let error = issue(&world.services, &world.pollers, &view.id, World::origin())
+    let error = issue(&world.state, &world.pollers, &view.id, World::origin())
         .await
         .expect_err("no CA took it");
 
@@ -160,11 +160,11 @@ async fn a_spent_new_order_budget_answers_budget_spent_and_records_nothing() {
     let world = World::new(1, |settings| settings.acme_new_order_budget.limit = 1).await;
     let first = world.verified("first.example.com").await;
     let second = world.verified("second.example.com").await;
-    issue(&world.services, &world.pollers, &first.id, World::origin())
+    issue(&world.state, &world.pollers, &first.id, World::origin())
         .await
         .expect("the budget's one unit");
 
-    let error = issue(&world.services, &world.pollers, &second.id, World::origin())
+    let error = issue(&world.state, &world.pollers, &second.id, World::origin())
         .await
         .expect_err("spent");
 

@@ -185,7 +185,7 @@ impl NotedPollers {
 /// The service's shared state over a fresh SQLite file, with scripted CAs and DNS.
 pub(crate) struct World {
     /// What the use cases are given.
-    pub(crate) services: Arc<AppState>,
+    pub(crate) state: Arc<AppState>,
     /// The configured CAs, in the order orders try them.
     pub(crate) cas: Vec<Arc<ScriptedCa>>,
     /// The DNS the service looks up.
@@ -233,7 +233,7 @@ impl World {
         let webhook_events =
             || PersistedEventStore::new_event_store(EventRepository::for_webhooks(store.clone()));
         let dns = Arc::new(ScriptedDns::default());
-        let services = Arc::new(AppState {
+        let state = Arc::new(AppState {
             cqrs: CqrsFramework::new(domain_events(), vec![Box::new(projector)], policy),
             domain_events: domain_events(),
             views: ViewReader::new(store.clone()),
@@ -252,7 +252,7 @@ impl World {
             store,
         });
         Self {
-            services,
+            state,
             cas,
             dns,
             pollers: NotedPollers::default(),
@@ -267,7 +267,7 @@ impl World {
 
     /// The domain `name`, registered and not yet verified.
     pub(crate) async fn registered(&self, name: &str) -> DomainView {
-        super::register::register(&self.services, name, &[], Self::origin())
+        super::register::register(&self.state, name, &[], Self::origin())
             .await
             .expect("registered")
     }
@@ -279,7 +279,7 @@ impl World {
             view.verification_record_name.clone(),
             vec![view.verification_token.clone()],
         );
-        super::verify::verify(&self.services, &view.id, Self::origin())
+        super::verify::verify(&self.state, &view.id, Self::origin())
             .await
             .expect("verified")
     }
@@ -288,7 +288,7 @@ impl World {
     /// order the pollers were handed (then forgotten).
     pub(crate) async fn active(&self, name: &str) -> DomainView {
         let view = self.verified(name).await;
-        let issued = super::issue::issue(&self.services, &self.pollers, &view.id, Self::origin())
+        let issued = super::issue::issue(&self.state, &self.pollers, &view.id, Self::origin())
             .await
             .expect("ordered");
         let order = issued.order;
@@ -320,14 +320,14 @@ impl World {
 
     /// Executes `command` on domain `id`, which must take it.
     pub(crate) async fn execute(&self, id: &str, command: CustomDomainCommand) {
-        super::execute(&self.services, id, command, Self::origin())
+        super::execute(&self.state, id, command, Self::origin())
             .await
             .expect("recorded");
     }
 
     /// The domain's view as the store has it.
     pub(crate) async fn view(&self, id: &str) -> DomainView {
-        let view = self.services.store.domain_view(id).await.expect("read");
+        let view = self.state.store.domain_view(id).await.expect("read");
         view.expect("a view")
     }
 }

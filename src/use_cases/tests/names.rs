@@ -9,9 +9,9 @@ async fn a_name_another_domain_holds_is_refused_as_taken_and_nothing_is_recorded
     let shop = world.registered("shop.example.com").await;
     world.registered("www.shop.example.com").await;
 
-    let again = register(&world.services, "shop.example.com", &[], World::origin()).await;
+    let again = register(&world.state, "shop.example.com", &[], World::origin()).await;
     let alt = replace_alt_names(
-        &world.services,
+        &world.state,
         &shop.id,
         &["www.shop.example.com".into()],
         World::origin(),

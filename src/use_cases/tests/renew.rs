@@ -11,7 +11,7 @@ use crate::use_cases::work_lease::WorkLease;
 
 /// What the domain's last `RenewalRequested` names as replaced.
 async fn recorded_replaces(world: &World, id: &str) -> Option<String> {
-    let history = world.services.store.domain_history(id).await.expect("read");
+    let history = world.state.store.domain_history(id).await.expect("read");
     history
         .iter()
         .rev()
@@ -27,13 +27,13 @@ async fn a_renewal_while_another_holder_has_the_lease_is_busy_and_the_lease_is_f
     let world = World::new(1, |_| {}).await;
     let view = world.active("lease.example.com").await;
     let certificate = view.certificate.clone().expect("a certificate").id;
-    let held = WorkLease::take(&world.services, renewal_lease(&view.id), &certificate)
+    let held = WorkLease::take(&world.state, renewal_lease(&view.id), &certificate)
         .await
         .expect("store")
         .expect("free");
 
     let busy = start_renewal(
-        &world.services,
+        &world.state,
         &world.pollers,
         &view,
         RenewalReason::Manual,
@@ -44,7 +44,7 @@ async fn a_renewal_while_another_holder_has_the_lease_is_busy_and_the_lease_is_f
     assert_eq!(world.cas[0].orders_asked(), 1, "only the issuance's order");
     held.release().await;
 
-    let renewed = renew_now(&world.services, &world.pollers, &view.id, World::origin())
+    let renewed = renew_now(&world.state, &world.pollers, &view.id, World::origin())
         .await
         .expect("the lease is free");
     assert_eq!(world.pollers.orders(), 1);
@@ -53,7 +53,7 @@ async fn a_renewal_while_another_holder_has_the_lease_is_busy_and_the_lease_is_f
         "a renewal"
     );
     assert_eq!(renewed.order.ca_directory, world.cas[0].directory_url());
-    let again = WorkLease::take(&world.services, renewal_lease(&view.id), &certificate)
+    let again = WorkLease::take(&world.state, renewal_lease(&view.id), &certificate)
         .await
         .expect("store");
     assert!(again.is_some(), "the renewal gave its lease back");
@@ -70,17 +70,12 @@ async fn a_renewal_names_what_it_replaces_only_where_the_ca_offers_renewal_infor
         explanation_url: None,
     });
 
-    renew_now(
-        &world.services,
-        &world.pollers,
-        &with_ari.id,
-        World::origin(),
-    )
-    .await
-    .expect("renewing");
+    renew_now(&world.state, &world.pollers, &with_ari.id, World::origin())
+        .await
+        .expect("renewing");
     *world.cas[0].window.lock().expect("lock") = None;
     renew_now(
-        &world.services,
+        &world.state,
         &world.pollers,
         &without_ari.id,
         World::origin(),
@@ -89,7 +84,7 @@ async fn a_renewal_names_what_it_replaces_only_where_the_ca_offers_renewal_infor
     .expect("renewing");
 
     let stored = world
-        .services
+        .state
         .store
         .certificate_view(&with_ari.id)
         .await
@@ -117,7 +112,7 @@ async fn a_renewal_of_a_domain_without_a_certificate_is_refused_before_the_ca_is
     let world = World::new(1, |_| {}).await;
     let view = world.verified("early.example.com").await;
 
-    let refused = renew_now(&world.services, &world.pollers, &view.id, World::origin()).await;
+    let refused = renew_now(&world.state, &world.pollers, &view.id, World::origin()).await;
 
     assert!(
         matches!(refused, Err(RenewError::Refused(_))),
