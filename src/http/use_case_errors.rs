@@ -55,6 +55,11 @@ impl From<RevokeError> for ApiError {
             error @ (RevokeError::AlreadyRevoked(_) | RevokeError::Expired { .. }) => {
                 Self::BadRequest(error.to_string())
             }
+            // The CA's final word on this certificate: the client's to act on.
+            RevokeError::Ca(AcmeError::Refused(reason)) => Self::BadRequest(format!(
+                "the CA refused to revoke the certificate ({}): {}; nothing was recorded",
+                reason.code, reason.detail
+            )),
             RevokeError::Ca(error) => error.into(),
             RevokeError::RetiredCa {
                 domain_id,
@@ -143,5 +148,30 @@ impl From<KeyError> for ApiError {
             KeyError::Vault(error) => error.into(),
             KeyError::Store(error) => error.into(),
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use actix_web::ResponseError as _;
+    use dns_handling_events::FailureReason;
+
+    use super::*;
+
+    #[test]
+    fn a_revocation_the_ca_refuses_answers_400_and_says_the_revocation_was_refused() {
+        let refused = AcmeError::Refused(FailureReason::new(
+            "revocation_refused",
+            "urn:ietf:params:acme:error:unauthorized: not the key holder",
+        ));
+        let answer = ApiError::from(RevokeError::Ca(refused));
+        assert_eq!(answer.status_code(), 400);
+        let text = answer.to_string();
+        assert!(
+            text.starts_with("the CA refused to revoke the certificate (revocation_refused)")
+                && text.contains("not the key holder")
+                && !text.contains("order"),
+            "{text}"
+        );
     }
 }
