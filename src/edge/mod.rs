@@ -4,3 +4,4 @@
 
 pub mod directory;
 pub mod line;
+pub mod names;
