@@ -23,7 +23,7 @@ use crate::use_cases::{issue, keys};
     params(("id" = String, Path, description = "The domain's id")),
     responses(
         (status = 202, description = "One ACME order created for every name of the domain; publish each challenge's TXT record", body = IssuanceStarted),
-        (status = 500, description = "The CA could not be reached or refused (the message says which step)", body = ErrorBody),
+        (status = 500, description = "The CA could not be reached, or the store failed: the answer names the request id, the log says which step (a refusal by the CA is a 400)", body = ErrorBody),
         (status = 429, description = "A budget kept for the CA is spent, or the CA said not now: retry after `Retry-After` seconds; nothing was recorded", body = ErrorBody),
         CallerErrors, NotFoundError, ChangeErrors
     ),

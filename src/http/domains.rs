@@ -309,7 +309,7 @@ pub struct RemoveQuery {
     params(("id" = String, Path, description = "The domain's id"), RemoveQuery),
     responses(
         (status = 204, description = "Removed; the name is free again, the history stays"),
-        (status = 500, description = "With revoke=true: the CA could not revoke the certificate; nothing was removed", body = ErrorBody),
+        (status = 500, description = "With revoke=true: the CA could not be reached to revoke the certificate; nothing was removed (a refusal by the CA is a 400)", body = ErrorBody),
         (status = 502, description = "With revoke=true: the CA that issued the certificate is no longer configured and could not be asked (the message names it); nothing was removed. A 409 when no account for it is stored", body = ErrorBody),
         CallerErrors, NotFoundError, ChangeErrors
     ),

@@ -28,7 +28,7 @@ use crate::use_cases::{keys, live_view, renew, revoke};
     params(("id" = String, Path, description = "The domain's id")),
     responses(
         (status = 202, description = "A renewal order was created for every name of the domain; publish each challenge's TXT record (the domain stays active meanwhile)", body = IssuanceStarted),
-        (status = 500, description = "The CA could not be reached or refused (nothing was recorded)", body = ErrorBody),
+        (status = 500, description = "The CA could not be reached (nothing was recorded; the answer names the request id; a refusal by the CA is a 400)", body = ErrorBody),
         (status = 429, description = "A budget kept for the CA is spent, or the CA said not now: retry after `Retry-After` seconds; nothing was recorded", body = ErrorBody),
         CallerErrors, NotFoundError, ChangeErrors
     ),
@@ -288,7 +288,7 @@ pub struct RevokeRequest {
         (status = 200, description = "Revoked; the domain's renewal shows the replacement's order and records", body = DomainBody),
         (status = 413, description = "Body too large", body = ErrorBody),
         (status = 415, description = "Body is not JSON", body = ErrorBody),
-        (status = 500, description = "The CA could not be reached or refused (nothing was recorded)", body = ErrorBody),
+        (status = 500, description = "The CA could not be reached (nothing was recorded; the answer names the request id; a refusal by the CA is a 400)", body = ErrorBody),
         (status = 502, description = "The CA that issued the certificate is no longer configured and could not be asked (the message names it; nothing was recorded). A 409 when no account for it is stored", body = ErrorBody),
         CallerErrors, NotFoundError, ChangeErrors
     ),
