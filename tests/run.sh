@@ -110,4 +110,8 @@ export SCHEMATHESIS="$PWD/target/schemathesis/bin/schemathesis"
 
 cargo fmt --all -- --check
 cargo clippy --workspace --all-targets --locked -- -D warnings
+# The release binary, built once as the README's run command builds it (the binary alone, without
+# the tests' dependencies): the quick-start test runs it.
+cargo build --release --locked --bin dns-handling
+export DNS_HANDLING_RELEASE_BIN="$PWD/target/release/dns-handling"
 cargo test --workspace --all-targets --locked "$@"

@@ -629,7 +629,12 @@ async fn the_cli_renews_a_certificate_and_lists_the_old_and_the_new() {
 fn the_quick_start_script_gets_a_certificate() {
     let root = PathBuf::from(env!("CARGO_MANIFEST_DIR"));
     let output = Command::new(root.join("tests/quickstart.sh"))
-        .env("DNS_HANDLING_BIN", env!("CARGO_BIN_EXE_dns-handling"))
+        // The release binary where the test command built it (tests/run.sh), else this build's.
+        .env(
+            "DNS_HANDLING_BIN",
+            std::env::var("DNS_HANDLING_RELEASE_BIN")
+                .unwrap_or_else(|_| env!("CARGO_BIN_EXE_dns-handling").to_owned()),
+        )
         .stdin(Stdio::null())
         .output()
         .expect("the script runs");
