@@ -181,20 +181,26 @@ async fn a_410_stops_every_send_even_while_disabling_the_endpoint_fails() {
 /// holder's send not recorded yet), must not record its result in the new holder's place.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_sender_whose_lease_lapsed_cannot_record_its_attempt() {
-    use dns_handling::adapters::store::{AttemptRecord, MessageFate, NewMessage, Store};
+    use dns_handling::adapters::store::{
+        AttemptRecord, EndpointMessages, MessageFate, NewMessage, Store,
+    };
 
     let database = TestDatabase::create(StoreKind::Postgres).await;
     let store = Store::connect(&database.url).await.expect("store");
     store.migrate().await.expect("migrated");
     let (endpoint, lease) = ("e1", "e1#webhook");
-    store.webhook_cursor(endpoint, 0).await.expect("a cursor");
     let message = NewMessage {
         message_id: "msg_1".into(),
         message_type: "domain.removed".into(),
         body: "{}".into(),
     };
+    let made = EndpointMessages {
+        endpoint_id: endpoint.into(),
+        position: 1,
+        messages: vec![message],
+    };
     store
-        .enqueue_webhook_messages(endpoint, 1, &[message])
+        .join_webhook_feed(endpoint, &[made], 1)
         .await
         .expect("stored");
     let claim = [(lease, "webhook")];

@@ -238,53 +238,6 @@ impl Store {
             .await?))
     }
 
-    /// How far the endpoint has read the feed; set to `start` the first time it is asked.
-    pub async fn webhook_cursor(&self, endpoint_id: &str, start: i64) -> Result<i64, StoreError> {
-        let insert = "INSERT INTO webhook_cursors (endpoint_id, position) VALUES ($1, $2) \
-                      ON CONFLICT (endpoint_id) DO NOTHING";
-        let select = "SELECT position FROM webhook_cursors WHERE endpoint_id = $1";
-        Ok(on_pool!(self, pool => {
-            sqlx::query(insert).bind(endpoint_id).bind(start).execute(pool).await?;
-            sqlx::query_scalar(select).bind(endpoint_id).fetch_one(pool).await?
-        }))
-    }
-
-    /// Moves the endpoint's cursor to `position` and stores the messages the event there made
-    /// for it, in one transaction: a crash leaves either both or neither. Messages stored
-    /// before (a replica that stalled and came back) are kept as they were.
-    pub async fn enqueue_webhook_messages(
-        &self,
-        endpoint_id: &str,
-        position: i64,
-        messages: &[NewMessage],
-    ) -> Result<(), StoreError> {
-        let insert = "INSERT INTO webhook_messages (endpoint_id, position, ordinal, message_id, \
-                      message_type, body, created_at, state) \
-                      VALUES ($1, $2, $3, $4, $5, $6, $7, 'pending') \
-                      ON CONFLICT (endpoint_id, position, ordinal) DO NOTHING";
-        let cursor = "UPDATE webhook_cursors SET position = $2 \
-                      WHERE endpoint_id = $1 AND position < $2";
-        let now = sortable_time(Utc::now());
-        on_pool!(self, pool => {
-            let mut tx = pool.begin().await?;
-            for (ordinal, message) in messages.iter().enumerate() {
-                sqlx::query(insert)
-                    .bind(endpoint_id)
-                    .bind(position)
-                    .bind(ordinal as i64)
-                    .bind(&message.message_id)
-                    .bind(&message.message_type)
-                    .bind(&message.body)
-                    .bind(&now)
-                    .execute(&mut *tx)
-                    .await?;
-            }
-            sqlx::query(cursor).bind(endpoint_id).bind(position).execute(&mut *tx).await?;
-            tx.commit().await?;
-        });
-        Ok(())
-    }
-
     /// The endpoint's next message to send, if any.
     pub async fn next_webhook_message(
         &self,
@@ -483,14 +436,18 @@ mod tests {
             .expect("connects");
         store.migrate().await.expect("migrates");
         let endpoint = "e1";
-        store.webhook_cursor(endpoint, 0).await.expect("a cursor");
         let message = NewMessage {
             message_id: "msg_1".into(),
             message_type: "domain.removed".into(),
             body: "{}".into(),
         };
+        let made = EndpointMessages {
+            endpoint_id: endpoint.into(),
+            position: 7,
+            messages: vec![message],
+        };
         store
-            .enqueue_webhook_messages(endpoint, 7, &[message])
+            .join_webhook_feed(endpoint, &[made], 7)
             .await
             .expect("stored");
         let lease = "e1#webhook";
