@@ -100,11 +100,12 @@ pub enum SyncError {
         #[source]
         source: reqwest::Error,
     },
-    /// A line the agent does not understand: the service is newer than this agent.
-    #[error("the service sent a line this agent does not understand: {line}")]
+    /// A line the agent does not understand: the service is newer than this agent. The line
+    /// itself is not kept: it may carry a private key.
+    #[error("the service sent a line of {bytes} bytes this agent does not understand")]
     UnknownLine {
-        /// The line, cut short.
-        line: String,
+        /// The line's length.
+        bytes: usize,
         /// Why it was not understood.
         #[source]
         source: serde_json::Error,
@@ -258,7 +259,7 @@ impl EdgeSync {
             {
                 let line: EdgeLine =
                     serde_json::from_slice(text).map_err(|source| SyncError::UnknownLine {
-                        line: String::from_utf8_lossy(&text[..text.len().min(200)]).into_owned(),
+                        bytes: text.len(),
                         source,
                     })?;
                 lines.push(line);

@@ -50,8 +50,9 @@ impl EdgeLine {
     }
 }
 
-/// A certificate an edge serves for a domain's names, with its key.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+/// A certificate an edge serves for a domain's names, with its key. Its `Debug` leaves the key
+/// out, so that no log line can carry it.
+#[derive(Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct ServedCertificate {
     /// The feed position of the event that made it served (in a snapshot: the snapshot's).
     pub position: i64,
@@ -75,4 +76,46 @@ pub struct ServedCertificate {
     pub chain_pem: String,
     /// The private key, PEM (PKCS#8).
     pub key_pem: String,
+}
+
+impl std::fmt::Debug for ServedCertificate {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("ServedCertificate")
+            .field("position", &self.position)
+            .field("domain_id", &self.domain_id)
+            .field("domain_name", &self.domain_name)
+            .field("certificate_id", &self.certificate_id)
+            .field("replaces", &self.replaces)
+            .field("names", &self.names)
+            .field("not_before", &self.not_before)
+            .field("not_after", &self.not_after)
+            .field("key_pem", &"(left out)")
+            .finish_non_exhaustive()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_served_certificate_s_debug_text_leaves_its_key_out() {
+        let served = ServedCertificate {
+            position: 1,
+            domain_id: "d".into(),
+            domain_name: "shop.example.test".into(),
+            certificate_id: "c".into(),
+            replaces: None,
+            names: vec!["shop.example.test".into()],
+            not_before: Utc::now(),
+            not_after: Utc::now(),
+            chain_pem: "CHAIN".into(),
+            key_pem: "-----BEGIN PRIVATE KEY-----\nSECRET\n-----END PRIVATE KEY-----".into(),
+        };
+        let text = format!("{:?}", EdgeLine::Served(served));
+        assert!(
+            !text.contains("SECRET") && text.contains("shop.example.test"),
+            "{text}"
+        );
+    }
 }
