@@ -100,9 +100,14 @@ pub(crate) fn public_key(pem: &str, of_certificate: bool) -> String {
     String::from_utf8(output.stdout).expect("text")
 }
 
-/// Publishes every challenge record of a `202` (`challenges`, or a renewal's).
+/// Publishes every challenge record of a `202` (`challenges`, or a renewal's) in place of the
+/// earlier ones (four values at one name overflow Pebble's DNS answers).
 pub(crate) fn publish(pebble: &Pebble, challenges: &Value) {
-    for challenge in challenges.as_array().expect("challenges") {
+    let challenges = challenges.as_array().expect("challenges");
+    for challenge in challenges {
+        pebble.clear_txt(challenge["challenge_domain"].as_str().expect("name"));
+    }
+    for challenge in challenges {
         pebble.set_txt(
             challenge["challenge_domain"].as_str().expect("name"),
             challenge["expected_txt_value"].as_str().expect("value"),
@@ -149,7 +154,10 @@ pub(crate) async fn renewed(service: &Service, pebble: &Pebble, id: &str) -> Str
         if now != before {
             return now;
         }
-        assert!(Instant::now() < deadline, "not renewed within 90 s");
+        if Instant::now() > deadline {
+            let (_, view) = service.get(&format!("/domains/{id}")).await;
+            panic!("not renewed within 90 s: {view:#}\n{started:#}\n{}", service.log());
+        }
         tokio::time::sleep(Duration::from_millis(200)).await;
     }
 }
@@ -228,7 +236,10 @@ async fn an_edge_follows_issuance_renewal_revocation_and_removal(kind: StoreKind
     assert_eq!(names[0], DOMAIN, "the domain's name first");
     names.sort_unstable();
     assert_eq!(names, [WILDCARD, DOMAIN, WWW]);
-    assert_eq!(line["position"], position);
+    // In the snapshot (at its position), or after it when the read views' checkpoint had not
+    // reached the issuance yet.
+    let position_of = |line: &Value| line["position"].as_i64().expect("a position");
+    assert!(position_of(line) >= position, "{snapshot:#?}");
     let chain = line["chain_pem"].as_str().expect("a chain");
     let key = line["key_pem"].as_str().expect("a key");
     assert_eq!(
@@ -241,9 +252,10 @@ async fn an_edge_follows_issuance_renewal_revocation_and_removal(kind: StoreKind
         .position(|line| line["kind"] == "snapshot_ends")
         .expect("an end");
     assert_eq!(snapshot[end]["position"], position);
+    let last = snapshot.iter().map(position_of).max().expect("lines");
 
-    // Every later line comes from the other replica's stream, which follows from the snapshot.
-    let mut lines = follow(watcher, position);
+    // Every later line comes from the other replica's stream, which follows from there.
+    let mut lines = follow(watcher, last);
     let mut seen = Vec::new();
     let second = renewed(&service, &pebble, &id).await;
     let deadline = Duration::from_secs(30);
