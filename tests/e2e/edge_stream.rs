@@ -156,7 +156,10 @@ pub(crate) async fn renewed(service: &Service, pebble: &Pebble, id: &str) -> Str
         }
         if Instant::now() > deadline {
             let (_, view) = service.get(&format!("/domains/{id}")).await;
-            panic!("not renewed within 90 s: {view:#}\n{started:#}\n{}", service.log());
+            panic!(
+                "not renewed within 90 s: {view:#}\n{started:#}\n{}",
+                service.log()
+            );
         }
         tokio::time::sleep(Duration::from_millis(200)).await;
     }
