@@ -9,6 +9,7 @@ mod ca;
 mod certificates;
 pub mod console;
 mod domains;
+mod edge_stream;
 mod error;
 mod events;
 pub mod observe;
@@ -180,6 +181,12 @@ pub fn register_routes(cfg: &mut web::ServiceConfig) -> Vec<(Method, &'static st
     let key = web::to(certificates::certificate_key);
     table.add(Token, Method::GET, "/domains/{id}/certificate/key", key);
     table.add(Token, Method::GET, "/events", web::to(events::feed));
+    table.add(
+        Token,
+        Method::GET,
+        "/edge/certificates",
+        web::to(edge_stream::stream),
+    );
     let checkpoints = "/audit/checkpoints";
     table.add(Token, Method::GET, checkpoints, web::to(audit::list));
     table.add(Token, Method::POST, checkpoints, web::to(audit::sign));

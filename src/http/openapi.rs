@@ -8,7 +8,7 @@ use actix_web::{web, HttpResponse};
 use utoipa::openapi::security::{HttpAuthScheme, HttpBuilder, SecurityScheme};
 use utoipa::OpenApi;
 
-use super::{audit, ca, certificates, domains, events, overview, renewals, webhooks};
+use super::{audit, ca, certificates, domains, edge_stream, events, overview, renewals, webhooks};
 
 /// The API's description: every route of [`super::register_routes`] (a test holds the two
 /// together).
@@ -40,6 +40,7 @@ use super::{audit, ca, certificates, domains, events, overview, renewals, webhoo
         renewals::key,
         events::history,
         events::feed,
+        edge_stream::stream,
         audit::list,
         audit::sign,
         webhooks::create,

@@ -34,6 +34,8 @@ mod crash;
 mod delegation;
 mod dns_hardening;
 mod ecosystem;
+mod edge_stream;
+mod edge_sync;
 mod feed_consumers;
 mod hardening;
 mod http_contract;

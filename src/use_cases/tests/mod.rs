@@ -1,5 +1,6 @@
 //! The use cases in process: a scripted CA ([`ScriptedCa`]), a DNS whose records a test sets,
 //! pollers that only note what they are handed, and a real SQLite file store. The parts:
+//! - `edge_stream.rs`: the certificate stream of the TLS edges (`read::edge_stream`).
 //! - `issue.rs`: refusals, CA errors and fallback, budgets.
 //! - `names.rs`: names another domain holds.
 //! - `renew.rs`: the renewal lease, and what a renewal names as replaced.
@@ -31,6 +32,7 @@ use crate::read::projector::ViewProjector;
 use crate::read::view_reader::ViewReader;
 use crate::settings::Settings;
 
+mod edge_stream;
 mod issue;
 mod names;
 mod renew;
