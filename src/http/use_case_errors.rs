@@ -6,6 +6,8 @@ use cqrs_es::AggregateError;
 
 use super::ApiError;
 use crate::adapters::acme::AcmeError;
+use crate::read::edge_material::MaterialError;
+use crate::use_cases::edge_certificate::EdgeCertificateError;
 use crate::use_cases::issue::IssueError;
 use crate::use_cases::keys::KeyError;
 use crate::use_cases::register::NamesError;
@@ -173,5 +175,16 @@ mod tests {
                 && !text.contains("order"),
             "{text}"
         );
+    }
+}
+
+impl From<EdgeCertificateError> for ApiError {
+    fn from(error: EdgeCertificateError) -> Self {
+        match error {
+            EdgeCertificateError::BadName(why) => Self::BadRequest(why),
+            EdgeCertificateError::Material(MaterialError::Store(error)) => error.into(),
+            EdgeCertificateError::Material(MaterialError::Vault(error)) => error.into(),
+            EdgeCertificateError::Command(error) => error.into(),
+        }
     }
 }

@@ -3,6 +3,8 @@
 //! projector that keeps the views (crate `dns-handling-projections`) in step with the events,
 //! and the reader that serves them to the API.
 
+pub mod edge_index;
+pub mod edge_material;
 pub mod feed_follower;
 pub mod projector;
 pub mod stuck;

@@ -23,10 +23,11 @@ use crate::adapters::event_repository::{EventRepository, Upcasters};
 use crate::adapters::store::Store;
 use crate::adapters::vault::{KeyEncryptionKey, KeyRing, KeyVault};
 use crate::adapters::webhook_sender::WebhookSender;
-use crate::app_state::{AppState, CommandOrigin, DomainLocks};
+use crate::app_state::{AppState, CommandOrigin, DomainLocks, RecordedEdgeReads};
 use crate::audit::checkpoints::AuditSigner;
 use crate::domain::aggregate::CustomDomainCommand;
 use crate::domain::renewal::RenewalPolicy;
+use crate::read::edge_material::MaterialCache;
 use crate::read::projector::ViewProjector;
 use crate::read::view_reader::ViewReader;
 use crate::settings::Settings;
@@ -248,6 +249,9 @@ impl World {
             webhook_sender: WebhookSender::new(std::time::Duration::from_secs(1), false)
                 .expect("a sender"),
             domain_locks: DomainLocks::default(),
+            edge_index: Arc::default(),
+            edge_material: MaterialCache::new(settings.edge_cache_entries),
+            edge_reads: RecordedEdgeReads::default(),
             settings,
             store,
         });
