@@ -140,6 +140,11 @@ impl RecordedEdgeReads {
         reads.insert(Self::key(edge, certificate_id));
     }
 
+    /// Forgets every read (as a process that starts does).
+    pub fn forget_all(&self) {
+        self.reads().clear();
+    }
+
     /// How many reads it remembers.
     pub fn len(&self) -> usize {
         self.reads().len()

@@ -1,5 +1,6 @@
 //! The use cases in process: a scripted CA ([`ScriptedCa`]), a DNS whose records a test sets,
 //! pollers that only note what they are handed, and a real SQLite file store. The parts:
+//! - `edge.rs`: an edge's handshake: the index, the cache, the key reads recorded once.
 //! - `issue.rs`: refusals, CA errors and fallback, budgets.
 //! - `names.rs`: names another domain holds.
 //! - `renew.rs`: the renewal lease, and what a renewal names as replaced.
@@ -32,6 +33,7 @@ use crate::read::projector::ViewProjector;
 use crate::read::view_reader::ViewReader;
 use crate::settings::Settings;
 
+mod edge;
 mod issue;
 mod names;
 mod renew;
