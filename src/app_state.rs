@@ -123,7 +123,9 @@ impl RecordedEdgeReads {
     }
 
     fn reads(&self) -> std::sync::MutexGuard<'_, HashSet<String>> {
-        self.0.lock().unwrap_or_else(|poisoned| poisoned.into_inner())
+        self.0
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner())
     }
 
     /// Whether `edge`'s read of `certificate_id` was seen recorded.

@@ -92,7 +92,9 @@ impl NameIndex {
 
     /// What the domain serves now, if anything.
     pub fn served(&self, domain_id: &str) -> Option<&ServedEntry> {
-        self.names_of.get(domain_id).map(|(entry, _)| entry.as_ref())
+        self.names_of
+            .get(domain_id)
+            .map(|(entry, _)| entry.as_ref())
     }
 
     /// The certificate serving `server_name` at `now`: `Ok(None)` when none does (not ours, or

@@ -61,9 +61,7 @@ impl Role {
             Role::Auditor => Err(ApiError::Forbidden(format!(
                 "a read-only token may not {what}"
             ))),
-            Role::Edge(_) => Err(ApiError::Forbidden(format!(
-                "an edge token may not {what}"
-            ))),
+            Role::Edge(_) => Err(ApiError::Forbidden(format!("an edge token may not {what}"))),
         }
     }
 }

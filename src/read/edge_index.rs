@@ -57,15 +57,17 @@ impl EdgeIndex {
         server_name: &str,
         now: DateTime<Utc>,
     ) -> Result<Option<ServedEntry>, NotAHostName> {
-        let names = self.names.read().unwrap_or_else(|poisoned| poisoned.into_inner());
+        let names = self
+            .names
+            .read()
+            .unwrap_or_else(|poisoned| poisoned.into_inner());
         Ok(names.lookup(server_name, now)?.cloned())
     }
 
     /// Why the edge routes cannot be trusted yet: the index is not built from the feed.
     pub fn readiness_problem(&self) -> Option<String> {
-        (!self.ready.load(Ordering::Acquire)).then(|| {
-            format!("{CONSUMER}: the edge index is not caught up with the event feed yet")
-        })
+        (!self.ready.load(Ordering::Acquire))
+            .then(|| format!("{CONSUMER}: the edge index is not caught up with the event feed yet"))
     }
 
     fn write(&self) -> RwLockWriteGuard<'_, NameIndex> {
@@ -141,7 +143,9 @@ struct EdgeIndexConsumer {
 impl EdgeIndexConsumer {
     /// Hands the index built so far to `index`, and applies to it from now on.
     fn go_live(&mut self, index: Arc<EdgeIndex>) {
-        if let Target::Building(built) = std::mem::replace(&mut self.target, Target::Live(index.clone())) {
+        if let Target::Building(built) =
+            std::mem::replace(&mut self.target, Target::Live(index.clone()))
+        {
             index.replace(built);
         }
     }

@@ -115,7 +115,12 @@ async fn chain_of(
             return Ok(Some((view.order_id, view.chain_pem)));
         }
     }
-    for stored in store.domain_history(&served.domain_id).await?.into_iter().rev() {
+    for stored in store
+        .domain_history(&served.domain_id)
+        .await?
+        .into_iter()
+        .rev()
+    {
         let event = stored
             .decode()
             .map_err(|e| StoreError::other("a stored event of a served domain is unreadable", e))?;

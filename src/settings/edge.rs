@@ -59,7 +59,11 @@ pub(super) fn show_edge_tokens<S: Serializer>(
     tokens: &[EdgeToken],
     serializer: S,
 ) -> Result<S::Ok, S::Error> {
-    serializer.collect_seq(tokens.iter().map(|edge| format!("{}={REDACTED}", edge.name)))
+    serializer.collect_seq(
+        tokens
+            .iter()
+            .map(|edge| format!("{}={REDACTED}", edge.name)),
+    )
 }
 
 impl Settings {

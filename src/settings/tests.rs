@@ -325,12 +325,18 @@ fn edge_tokens_are_named_pairs_that_need_the_admin_token_and_never_print() {
     let without_admin = Settings::from_map(&vars(&[("EDGE_TOKENS", "edge1=tok-one")]))
         .expect_err("needs AUTH_TOKEN");
     assert_eq!(without_admin.name, "EDGE_TOKENS");
-    assert!(without_admin.reason.contains("AUTH_TOKEN"), "{without_admin}");
+    assert!(
+        without_admin.reason.contains("AUTH_TOKEN"),
+        "{without_admin}"
+    );
     let refused = |value: &str| {
-        let error = Settings::from_map(&vars(&[admin, ("EDGE_TOKENS", value)]))
-            .expect_err("refused");
+        let error =
+            Settings::from_map(&vars(&[admin, ("EDGE_TOKENS", value)])).expect_err("refused");
         assert_eq!(error.name, "EDGE_TOKENS");
-        assert!(!error.to_string().contains("tok-"), "a token shown: {error}");
+        assert!(
+            !error.to_string().contains("tok-"),
+            "a token shown: {error}"
+        );
         error.reason
     };
     assert!(refused("edge1tok-one").contains("not name=token"));

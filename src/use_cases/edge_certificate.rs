@@ -63,15 +63,18 @@ async fn answer(
     asker: Asker,
     origin: CommandOrigin,
 ) -> Result<Option<Arc<CertificateMaterial>>, EdgeCertificateError> {
-    let server_name = server_name.filter(|name| !name.trim().is_empty()).ok_or_else(|| {
-        EdgeCertificateError::BadName("server_name is missing: ?server_name=<host name>".into())
-    })?;
-    let served = state
-        .edge_index
-        .lookup(server_name, Utc::now())
-        .map_err(|NotAHostName(name)| {
-            EdgeCertificateError::BadName(format!("server_name {name:?} is not a host name"))
+    let server_name = server_name
+        .filter(|name| !name.trim().is_empty())
+        .ok_or_else(|| {
+            EdgeCertificateError::BadName("server_name is missing: ?server_name=<host name>".into())
         })?;
+    let served =
+        state
+            .edge_index
+            .lookup(server_name, Utc::now())
+            .map_err(|NotAHostName(name)| {
+                EdgeCertificateError::BadName(format!("server_name {name:?} is not a host name"))
+            })?;
     let Some(served) = served else {
         return Ok(None);
     };

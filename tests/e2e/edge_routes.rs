@@ -86,12 +86,18 @@ fn leaf_of(pem: &str) -> (String, Vec<u8>) {
 
 /// Every `(method, path)` of the API description but the edge routes and those that need no
 /// token, with `id` and `certificate_id` in place of their parameters.
-async fn every_other_route(service: &Service, id: &str, certificate_id: &str) -> Vec<(String, String)> {
+async fn every_other_route(
+    service: &Service,
+    id: &str,
+    certificate_id: &str,
+) -> Vec<(String, String)> {
     let (_, _, text) = call(service, "GET", "/openapi.json", As::Nobody).await;
     let document: Value = serde_json::from_str(&text).expect("the description");
     let mut routes = Vec::new();
     for (path, item) in document["paths"].as_object().expect("paths") {
-        if path.starts_with("/edge/") || ["/healthz", "/readyz", "/openapi.json"].contains(&path.as_str()) {
+        if path.starts_with("/edge/")
+            || ["/healthz", "/readyz", "/openapi.json"].contains(&path.as_str())
+        {
             continue;
         }
         let path = path
@@ -118,7 +124,11 @@ async fn an_edge_token_gets_the_certificate_of_its_names_and_nothing_else(kind: 
 
     // The index follows the feed: the certificate is served within moments of its issue.
     let deadline = Instant::now() + Duration::from_secs(10);
-    while call(&service, "GET", &edge_path(DOMAIN), As::Bearer(EDGE1)).await.0 != 200 {
+    while call(&service, "GET", &edge_path(DOMAIN), As::Bearer(EDGE1))
+        .await
+        .0
+        != 200
+    {
         assert!(Instant::now() < deadline, "never served");
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
@@ -153,19 +163,32 @@ async fn an_edge_token_gets_the_certificate_of_its_names_and_nothing_else(kind: 
 
     // The certificate of every name it covers, as the API reports it, with its key.
     let apex_www_and_under_the_wildcard = [DOMAIN, "www.shop.edge.test", "api.shop.edge.test"];
-    for (name, who) in apex_www_and_under_the_wildcard
-        .into_iter()
-        .zip([As::Basic("edge1", EDGE1), As::Bearer(EDGE1), As::Basic("edge1", EDGE1)])
-    {
+    for (name, who) in apex_www_and_under_the_wildcard.into_iter().zip([
+        As::Basic("edge1", EDGE1),
+        As::Bearer(EDGE1),
+        As::Basic("edge1", EDGE1),
+    ]) {
         let (code, content_type, body) = call(&service, "GET", &edge_path(name), who).await;
-        assert_eq!((code, content_type.as_str()), (200, "application/x-pem-file"), "{name}: {body}");
+        assert_eq!(
+            (code, content_type.as_str()),
+            (200, "application/x-pem-file"),
+            "{name}: {body}"
+        );
         let (served_serial, public_key) = leaf_of(&body);
         assert_eq!(served_serial, serial, "{name}");
         let key_pem = &body[body.find("-----BEGIN PRIVATE KEY-----").expect("a key")..];
         let key = rcgen::KeyPair::from_pem(key_pem).expect("a PEM key");
-        assert_eq!(key.public_key_raw(), public_key.as_slice(), "{name}: the key is the leaf's");
+        assert_eq!(
+            key.public_key_raw(),
+            public_key.as_slice(),
+            "{name}: the key is the leaf's"
+        );
     }
-    for (name, expected) in [("a.b.shop.edge.test", 204), ("other.test", 204), ("not%20a%20name", 400)] {
+    for (name, expected) in [
+        ("a.b.shop.edge.test", 204),
+        ("other.test", 204),
+        ("not%20a%20name", 400),
+    ] {
         let (code, _, body) = call(&service, "GET", &edge_path(name), As::Bearer(EDGE1)).await;
         assert_eq!(code, expected, "{name}: {body}");
     }
@@ -176,7 +199,13 @@ async fn an_edge_token_gets_the_certificate_of_its_names_and_nothing_else(kind: 
 
     // Many reads: one event per (edge, certificate); the admin's read is recorded as ever.
     for _ in 0..10 {
-        let (code, _, _) = call(&service, "GET", &edge_path(DOMAIN), As::Basic("edge1", EDGE1)).await;
+        let (code, _, _) = call(
+            &service,
+            "GET",
+            &edge_path(DOMAIN),
+            As::Basic("edge1", EDGE1),
+        )
+        .await;
         assert_eq!(code, 200);
     }
     let (code, _, _) = call(&service, "GET", &edge_path(DOMAIN), As::Bearer(EDGE2)).await;
@@ -203,5 +232,8 @@ async fn an_edge_token_gets_the_certificate_of_its_names_and_nothing_else(kind: 
         .lines()
         .find(|line| line.starts_with("dns_handling_edge_key_reads_total{edge=\"edge1\"}"))
         .and_then(|line| line.rsplit(' ').next()?.parse::<u64>().ok());
-    assert!(edge1_reads.is_some_and(|reads| reads >= 12), "{edge1_reads:?}");
+    assert!(
+        edge1_reads.is_some_and(|reads| reads >= 12),
+        "{edge1_reads:?}"
+    );
 }

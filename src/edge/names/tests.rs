@@ -141,7 +141,10 @@ fn withdrawing_a_certificate_the_domain_no_longer_serves_leaves_the_one_it_serve
     index.serve(&names(&["shop.example"]), entry("d1", "c2"));
     index.withdraw_certificate("d1", "c1");
     assert_eq!(served(&index, "shop.example").as_deref(), Some("c2"));
-    assert_eq!(index.served("d1").map(|e| e.certificate_id.as_str()), Some("c2"));
+    assert_eq!(
+        index.served("d1").map(|e| e.certificate_id.as_str()),
+        Some("c2")
+    );
     index.withdraw_certificate("d1", "c2");
     assert_eq!(served(&index, "shop.example"), None);
     assert!(index.served("d1").is_none() && index.is_empty());

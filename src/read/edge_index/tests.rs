@@ -51,7 +51,11 @@ fn an_issued_certificate_serves_every_name_of_its_leaf_and_a_renewal_replaces_it
     assert_eq!(serving(&index, "a.b.shop.example"), None, "one label only");
     apply(&mut index, "d1", &issued("c2", &["shop.example"]));
     assert_eq!(serving(&index, "shop.example").as_deref(), Some("c2"));
-    assert_eq!(serving(&index, "www.shop.example"), None, "a name it no longer has");
+    assert_eq!(
+        serving(&index, "www.shop.example"),
+        None,
+        "a name it no longer has"
+    );
 }
 
 #[test]
@@ -145,7 +149,10 @@ async fn the_index_is_ready_once_built_from_the_whole_feed_and_then_follows_it()
     };
     append(&store, "d2", 2, &removed).await;
     let index = Arc::new(EdgeIndex::default());
-    assert!(index.readiness_problem().is_some(), "not ready before it is built");
+    assert!(
+        index.readiness_problem().is_some(),
+        "not ready before it is built"
+    );
     let following = tokio::spawn(follow(
         store.clone(),
         index.clone(),
@@ -155,8 +162,17 @@ async fn the_index_is_ready_once_built_from_the_whole_feed_and_then_follows_it()
     eventually("ready", || index.readiness_problem().is_none()).await;
     let now = Utc::now();
     let served = index.lookup("x.shop.example", now).expect("a name");
-    assert_eq!(served.map(|entry| entry.certificate_id).as_deref(), Some("c1"));
-    assert!(index.lookup("other.example", now).expect("a name").is_none(), "removed");
+    assert_eq!(
+        served.map(|entry| entry.certificate_id).as_deref(),
+        Some("c1")
+    );
+    assert!(
+        index
+            .lookup("other.example", now)
+            .expect("a name")
+            .is_none(),
+        "removed"
+    );
 
     // Committed after the build: followed.
     append(&store, "d1", 2, &issued("c2", &SHOP)).await;

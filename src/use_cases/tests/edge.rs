@@ -94,7 +94,11 @@ fn in_90_days() -> chrono::DateTime<Utc> {
 
 /// What the index serves for `name` now (its certificate's id).
 fn indexed(world: &World, name: &str) -> Option<String> {
-    let found = world.state.edge_index.lookup(name, Utc::now()).expect("a name");
+    let found = world
+        .state
+        .edge_index
+        .lookup(name, Utc::now())
+        .expect("a name");
     found.map(|entry| entry.certificate_id)
 }
 
@@ -102,7 +106,10 @@ fn indexed(world: &World, name: &str) -> Option<String> {
 async fn until_indexed(world: &World, name: &str, expected: Option<&str>) {
     let deadline = Instant::now() + Wait::from_secs(10);
     while indexed(world, name).as_deref() != expected {
-        assert!(Instant::now() < deadline, "{name} never served {expected:?}");
+        assert!(
+            Instant::now() < deadline,
+            "{name} never served {expected:?}"
+        );
         tokio::time::sleep(Wait::from_millis(10)).await;
     }
 }
@@ -112,7 +119,10 @@ async fn ask(world: &World, name: &str, asker: Asker) -> Option<(String, String)
     let answer = certificate_for(&world.state, Some(name), asker, World::origin()).await;
     let material = answer.expect("answered")?;
     assert!(material.chain_pem.contains("BEGIN CERTIFICATE"));
-    Some((material.certificate_id.clone(), material.private_key_pem.clone()))
+    Some((
+        material.certificate_id.clone(),
+        material.private_key_pem.clone(),
+    ))
 }
 
 fn edge1() -> Asker {
@@ -122,14 +132,16 @@ fn edge1() -> Asker {
 /// The `PrivateKeyRead` events of domain `id`: (certificate, reader).
 async fn key_reads(world: &World, id: &str) -> Vec<(String, String)> {
     let history = world.state.store.domain_history(id).await.expect("read");
-    let reads = history.iter().filter_map(|stored| match stored.decode().ok()? {
-        CustomDomainEvent::PrivateKeyRead {
-            certificate_id,
-            reader,
-            ..
-        } => Some((certificate_id, reader)),
-        _ => None,
-    });
+    let reads = history
+        .iter()
+        .filter_map(|stored| match stored.decode().ok()? {
+            CustomDomainEvent::PrivateKeyRead {
+                certificate_id,
+                reader,
+                ..
+            } => Some((certificate_id, reader)),
+            _ => None,
+        });
     reads.collect()
 }
 
@@ -148,15 +160,22 @@ async fn every_name_of_the_certificate_is_served_and_a_renewal_replaces_it_at_on
         assert_eq!(certificate, first, "{name}");
         assert!(key.starts_with("KEY OF "), "{name}");
     }
-    assert_eq!(ask(&world, "a.b.shop.example.com", edge1()).await, None, "one label");
+    assert_eq!(
+        ask(&world, "a.b.shop.example.com", edge1()).await,
+        None,
+        "one label"
+    );
     assert_eq!(ask(&world, "example.com", edge1()).await, None, "not ours");
 
-    let renewal = crate::use_cases::renew::renew_now(&world.state, &world.pollers, &id, World::origin())
-        .await
-        .expect("renewing");
+    let renewal =
+        crate::use_cases::renew::renew_now(&world.state, &world.pollers, &id, World::origin())
+            .await
+            .expect("renewing");
     let second = finish(&world, &id, &renewal.order, in_90_days()).await;
     until_indexed(&world, "shop.example.com", Some(&second)).await;
-    let (certificate, key) = ask(&world, "api.shop.example.com", edge1()).await.expect("served");
+    let (certificate, key) = ask(&world, "api.shop.example.com", edge1())
+        .await
+        .expect("served");
     assert_eq!(certificate, second);
     assert_eq!(key, format!("KEY OF {}", renewal.order.order_id));
 }
@@ -170,7 +189,10 @@ async fn a_revoked_a_removed_or_an_ended_certificate_is_not_served() {
     let (_, ended) = served(&world, "ended.example.com", end).await;
     until_indexed(&world, "ended.example.com", Some(&ended)).await;
     for name in ["revoked.example.com", "removed.example.com"] {
-        assert!(ask(&world, name, edge1()).await.is_some(), "{name} served first");
+        assert!(
+            ask(&world, name, edge1()).await.is_some(),
+            "{name} served first"
+        );
     }
 
     let state = &world.state;
@@ -186,7 +208,11 @@ async fn a_revoked_a_removed_or_an_ended_certificate_is_not_served() {
     // Past its end, before any expiry is recorded: no longer served.
     let left = (end - Utc::now()).to_std().unwrap_or_default();
     tokio::time::sleep(left + Wait::from_millis(100)).await;
-    for name in ["revoked.example.com", "www.removed.example.com", "ended.example.com"] {
+    for name in [
+        "revoked.example.com",
+        "www.removed.example.com",
+        "ended.example.com",
+    ] {
         assert_eq!(ask(&world, name, edge1()).await, None, "{name}");
     }
 }
@@ -209,15 +235,23 @@ async fn an_edges_key_read_is_recorded_once_per_certificate_and_an_admins_every_
     let (id, first) = served(&world, "reads.example.com", in_90_days()).await;
     until_indexed(&world, "reads.example.com", Some(&first)).await;
     for _ in 0..5 {
-        ask(&world, "reads.example.com", edge1()).await.expect("served");
+        ask(&world, "reads.example.com", edge1())
+            .await
+            .expect("served");
     }
     // Another replica has not seen the read recorded: the aggregate records none again.
     world.state.edge_reads.forget_all();
-    ask(&world, "www.reads.example.com", edge1()).await.expect("served");
-    ask(&world, "reads.example.com", Asker::Edge("edge2".into())).await.expect("served");
+    ask(&world, "www.reads.example.com", edge1())
+        .await
+        .expect("served");
+    ask(&world, "reads.example.com", Asker::Edge("edge2".into()))
+        .await
+        .expect("served");
     for _ in 0..2 {
         let admin = Asker::Other("admin from 127.0.0.1".into());
-        ask(&world, "reads.example.com", admin).await.expect("served");
+        ask(&world, "reads.example.com", admin)
+            .await
+            .expect("served");
     }
     let readers: Vec<String> = key_reads(&world, &id)
         .await
