@@ -153,6 +153,17 @@ impl From<KeyError> for ApiError {
     }
 }
 
+impl From<EdgeCertificateError> for ApiError {
+    fn from(error: EdgeCertificateError) -> Self {
+        match error {
+            EdgeCertificateError::BadName(why) => Self::BadRequest(why),
+            EdgeCertificateError::Material(MaterialError::Store(error)) => error.into(),
+            EdgeCertificateError::Material(MaterialError::Vault(error)) => error.into(),
+            EdgeCertificateError::Command(error) => error.into(),
+        }
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use actix_web::ResponseError as _;
@@ -175,16 +186,5 @@ mod tests {
                 && !text.contains("order"),
             "{text}"
         );
-    }
-}
-
-impl From<EdgeCertificateError> for ApiError {
-    fn from(error: EdgeCertificateError) -> Self {
-        match error {
-            EdgeCertificateError::BadName(why) => Self::BadRequest(why),
-            EdgeCertificateError::Material(MaterialError::Store(error)) => error.into(),
-            EdgeCertificateError::Material(MaterialError::Vault(error)) => error.into(),
-            EdgeCertificateError::Command(error) => error.into(),
-        }
     }
 }

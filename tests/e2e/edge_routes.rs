@@ -5,7 +5,6 @@
 
 use std::time::{Duration, Instant};
 
-use base64::Engine as _;
 use dns_handling_testkit::{
     pebble_and_database, verified_domain_with_alt_names, Pebble, Service, StoreKind,
 };
