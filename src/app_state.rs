@@ -157,3 +157,21 @@ impl RecordedEdgeReads {
         self.len() == 0
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::RecordedEdgeReads;
+
+    #[test]
+    fn the_edge_reads_seen_recorded_are_kept_apart_by_edge_and_forgotten_past_the_limit() {
+        let reads = RecordedEdgeReads::default();
+        reads.insert("edge1", "c1");
+        assert!(reads.contains("edge1", "c1"));
+        assert!(!reads.contains("edge2", "c1") && !reads.contains("edge1", "c2"));
+        for n in 0..RecordedEdgeReads::LIMIT {
+            reads.insert("edge1", &format!("other-{n}"));
+        }
+        assert!(reads.len() <= RecordedEdgeReads::LIMIT, "bounded");
+        assert!(!reads.contains("edge1", "c1"), "forgotten");
+    }
+}

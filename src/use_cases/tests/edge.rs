@@ -239,6 +239,7 @@ async fn an_edges_key_read_is_recorded_once_per_certificate_and_an_admins_every_
             .await
             .expect("served");
     }
+    assert!(world.state.edge_reads.contains("edge1", &first), "seen recorded");
     // Another replica has not seen the read recorded: the aggregate records none again.
     world.state.edge_reads.forget_all();
     ask(&world, "www.reads.example.com", edge1())
