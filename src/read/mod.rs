@@ -4,6 +4,8 @@
 //! `dns-handling-projections`) in step with the events, and the reader that serves them to the
 //! API.
 
+pub mod edge_index;
+pub mod edge_material;
 pub mod edge_stream;
 pub mod feed_follower;
 pub mod projector;

@@ -34,6 +34,7 @@ mod crash;
 mod delegation;
 mod dns_hardening;
 mod ecosystem;
+mod edge_routes;
 mod edge_stream;
 mod edge_sync;
 mod feed_consumers;
