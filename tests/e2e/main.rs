@@ -34,6 +34,7 @@ mod crash;
 mod delegation;
 mod dns_hardening;
 mod ecosystem;
+mod edge_terminators;
 mod feed_consumers;
 mod hardening;
 mod http_contract;
