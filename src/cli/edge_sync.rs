@@ -155,6 +155,11 @@ impl EdgeSync {
     /// Follows the stream for good: connects again with backoff (0.2 s doubling to 30 s) after
     /// the connection drops, stops on an answer that waiting cannot mend.
     pub async fn run(mut self) -> Result<(), SyncError> {
+        // Killed after writing a batch and before its command ran, the agent finds nothing new
+        // to write when it resumes: the terminator would keep its older files.
+        if self.directory.reload_pending() {
+            self.changed().await?;
+        }
         let mut connected_once = false;
         let mut backoff = Duration::from_millis(200);
         loop {
@@ -230,7 +235,7 @@ impl EdgeSync {
                 chunk = response.chunk() => chunk,
                 () = settle => {
                     change_due = None;
-                    self.changed().await;
+                    self.changed().await?;
                     continue;
                 }
             };
@@ -239,7 +244,7 @@ impl EdgeSync {
                 Ok(None) | Err(_) => {
                     // What was applied is on disk: reload for it before connecting again.
                     if change_due.is_some() {
-                        self.changed().await;
+                        self.changed().await?;
                     }
                     let why = chunk
                         .err()
@@ -270,10 +275,11 @@ impl EdgeSync {
         }
     }
 
-    /// Runs the change command; a failure is reported, and the agent goes on.
-    async fn changed(&self) {
+    /// Runs the change command and records its success; a failure is reported (the command
+    /// runs again at the next change or start), and the agent goes on.
+    async fn changed(&mut self) -> Result<(), SyncError> {
         let Some(command) = &self.on_change else {
-            return;
+            return Ok(());
         };
         match tokio::process::Command::new("sh")
             .arg("-c")
@@ -281,10 +287,11 @@ impl EdgeSync {
             .status()
             .await
         {
-            Ok(status) if status.success() => {}
+            Ok(status) if status.success() => self.directory.reloaded()?,
             Ok(status) => eprintln!("edge sync: --on-change {command:?} exited with {status}"),
             Err(error) => eprintln!("edge sync: cannot run --on-change {command:?}: {error}"),
         }
+        Ok(())
     }
 }
 
