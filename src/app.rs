@@ -19,11 +19,13 @@ use crate::adapters::event_repository::{EventRepository, Upcasters};
 use crate::adapters::store::{lock_sqlite_exclusively, SqliteReplicaLock, Store};
 use crate::adapters::vault::{KeyRing, KeyVault};
 use crate::adapters::webhook_sender::WebhookSender;
-use crate::app_state::{AppState, DomainLocks};
+use crate::app_state::{AppState, DomainLocks, RecordedEdgeReads};
 use crate::audit::checkpoints::{self, AuditSigner};
 use crate::deliveries;
 use crate::domain::renewal::RenewalPolicy;
 use crate::http;
+use crate::read::edge_index::{self, EdgeIndex};
+use crate::read::edge_material::MaterialCache;
 use crate::read::projector::ViewProjector;
 use crate::read::view_reader::ViewReader;
 use crate::read::zone_follower;
@@ -222,7 +224,17 @@ impl Application {
                 )
             }
         };
+        // Built from the feed in the background: `/readyz` says so until it is.
+        let edges = Arc::new(EdgeIndex::default());
+        let (following, index) = (store.clone(), edges.clone());
+        let interval = settings.feed_poll_interval;
+        background.push(spawn_supervised("edge-index", move || {
+            edge_index::follow(following.clone(), index.clone(), interval)
+        }));
         let state = Arc::new(AppState {
+            edge_index: edges,
+            edge_material: MaterialCache::new(settings.edge_cache_entries),
+            edge_reads: RecordedEdgeReads::default(),
             issuers: Issuers::new(issuers, Box::new(retired)),
             domain_events: domain_events(),
             domain_locks: DomainLocks::default(),

@@ -2,7 +2,7 @@
 //! store, the CAs and DNS, and who caused a command. Handles only: what is done with them is
 //! `use_cases/`.
 
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 use std::sync::{Arc, Mutex};
 
 use cqrs_es::persist::PersistedEventStore;
@@ -18,6 +18,8 @@ use crate::adapters::webhook_sender::WebhookSender;
 use crate::audit::checkpoints::AuditSigner;
 use crate::domain::aggregate::CustomDomain;
 use crate::domain::webhook_endpoint::WebhookEndpoint;
+use crate::read::edge_index::EdgeIndex;
+use crate::read::edge_material::MaterialCache;
 use crate::read::view_reader::ViewReader;
 use crate::settings::Settings;
 
@@ -66,6 +68,12 @@ pub struct AppState {
     pub webhook_sender: WebhookSender,
     /// Serialises, per domain within this process, the requests that decide its next order.
     pub domain_locks: DomainLocks,
+    /// Which certificate serves each name, for the edge routes (kept from the feed).
+    pub edge_index: Arc<EdgeIndex>,
+    /// The chains and keys the edge routes hand out, bounded (`EDGE_CACHE_ENTRIES`).
+    pub edge_material: MaterialCache,
+    /// The edges' key reads this process saw recorded.
+    pub edge_reads: RecordedEdgeReads,
 }
 
 /// Who caused a command, recorded as the metadata of the events it produces.
@@ -95,5 +103,75 @@ impl DomainLocks {
         // Drop locks nobody holds, so the map stays as small as the set of calls in flight.
         locks.retain(|_, lock| Arc::strong_count(lock) > 1);
         locks.entry(domain_id.to_owned()).or_default().clone()
+    }
+}
+
+/// The (edge, certificate) key reads this process saw recorded: a repeat skips the command
+/// altogether (the aggregate would record nothing for it either, after a load). Forgotten
+/// whole past [`RecordedEdgeReads::LIMIT`]: a forgotten read costs one command that records
+/// nothing, never a second event.
+#[derive(Default)]
+pub struct RecordedEdgeReads(Mutex<HashSet<String>>);
+
+impl RecordedEdgeReads {
+    /// The most reads remembered.
+    pub const LIMIT: usize = 100_000;
+
+    fn key(edge: &str, certificate_id: &str) -> String {
+        // An edge's name holds no space.
+        format!("{edge} {certificate_id}")
+    }
+
+    fn reads(&self) -> std::sync::MutexGuard<'_, HashSet<String>> {
+        self.0
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner())
+    }
+
+    /// Whether `edge`'s read of `certificate_id` was seen recorded.
+    pub fn contains(&self, edge: &str, certificate_id: &str) -> bool {
+        self.reads().contains(&Self::key(edge, certificate_id))
+    }
+
+    /// Notes that `edge`'s read of `certificate_id` is recorded.
+    pub fn insert(&self, edge: &str, certificate_id: &str) {
+        let mut reads = self.reads();
+        if reads.len() >= Self::LIMIT {
+            reads.clear();
+        }
+        reads.insert(Self::key(edge, certificate_id));
+    }
+
+    /// Forgets every read (as a process that starts does).
+    pub fn forget_all(&self) {
+        self.reads().clear();
+    }
+
+    /// How many reads it remembers.
+    pub fn len(&self) -> usize {
+        self.reads().len()
+    }
+
+    /// Whether it remembers none.
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::RecordedEdgeReads;
+
+    #[test]
+    fn the_edge_reads_seen_recorded_are_kept_apart_by_edge_and_forgotten_past_the_limit() {
+        let reads = RecordedEdgeReads::default();
+        reads.insert("edge1", "c1");
+        assert!(reads.contains("edge1", "c1"));
+        assert!(!reads.contains("edge2", "c1") && !reads.contains("edge1", "c2"));
+        for n in 0..RecordedEdgeReads::LIMIT {
+            reads.insert("edge1", &format!("other-{n}"));
+        }
+        assert!(reads.len() <= RecordedEdgeReads::LIMIT, "bounded");
+        assert!(!reads.contains("edge1", "c1"), "forgotten");
     }
 }

@@ -16,6 +16,10 @@ use prometheus_client::metrics::gauge::Gauge;
 use prometheus_client::metrics::histogram::{exponential_buckets, Histogram};
 use prometheus_client::registry::Registry;
 
+mod edge;
+
+pub use edge::{EdgeLabel, EdgeMetrics};
+
 /// The content type of the text exposition format the endpoint serves.
 pub const CONTENT_TYPE: &str = "application/openmetrics-text; version=1.0.0; charset=utf-8";
 
@@ -145,6 +149,8 @@ pub struct Metrics {
     /// 1 while a feed consumer (`zone_follower`, `webhook:<endpoint id>`) is stopped at an event
     /// it cannot read (see `read::stuck`), 0 once it reads on.
     pub feed_consumer_stuck: Family<ConsumerLabel, Gauge>,
+    /// The edge routes' metrics (`edge_…`).
+    pub edge: EdgeMetrics,
 }
 
 /// A single `consumer` label: a reader of the event feed.
@@ -347,7 +353,9 @@ impl Metrics {
             "1 while a feed consumer is stopped at an event it cannot read",
             feed_consumer_stuck.clone(),
         );
+        let edge = EdgeMetrics::register(&mut registry);
         Self {
+            edge,
             registry,
             feed_consumer_stuck,
             ca_new_orders_left,

@@ -28,6 +28,7 @@ mod revocation;
 
 pub use command::CustomDomainCommand;
 pub use error::DomainError;
+pub use key_custody::edge_reader;
 
 /// One custom domain, rebuilt from its events.
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
@@ -53,6 +54,11 @@ pub struct CustomDomain {
     destroyed_keys: Vec<String>,
     /// The certificates the current one replaced, newest last.
     previous_certificates: Vec<CurrentCertificate>,
+    /// The edges (their readers, `edge:<name>`) that already received the current
+    /// certificate's key: an edge's first read of a certificate is recorded, its repeats are
+    /// not. Emptied by each new certificate (absent from older snapshots: empty).
+    #[serde(default)]
+    edge_readers: std::collections::BTreeSet<String>,
     removed: bool,
 }
 
@@ -189,7 +195,7 @@ impl Aggregate for CustomDomain {
                 certificate_id,
                 reader,
                 at,
-            } => Some(self.record_key_read(certificate_id, reader, at)?),
+            } => self.record_key_read(certificate_id, reader, at)?,
         };
         if let Some(event) = event {
             sink.write(event, self).await;
@@ -248,7 +254,11 @@ impl Aggregate for CustomDomain {
             } => self.fold_issuance_timed_out(deadline, &unseen_names),
             CustomDomainEvent::IssuanceRetried { .. } => self.fold_issuance_retried(),
             CustomDomainEvent::DomainRemoved { .. } => self.fold_removed(),
-            CustomDomainEvent::PrivateKeyRead { .. } => {}
+            CustomDomainEvent::PrivateKeyRead {
+                certificate_id,
+                reader,
+                ..
+            } => self.fold_key_read(certificate_id, reader),
         }
     }
 }

@@ -36,8 +36,8 @@ pub struct NameIndex {
     /// Exact names, and wildcards by their parent (`*.shop.example` under `shop.example`).
     exact: HashMap<Box<str>, Arc<ServedEntry>>,
     wildcards: HashMap<Box<str>, Arc<ServedEntry>>,
-    /// Each domain's names as indexed, to take them out again.
-    names_of: HashMap<String, Vec<Box<str>>>,
+    /// Each domain's entry and names as indexed, to take them out again.
+    names_of: HashMap<String, (Arc<ServedEntry>, Vec<Box<str>>)>,
 }
 
 impl NameIndex {
@@ -56,12 +56,15 @@ impl NameIndex {
             };
             indexed.push(name);
         }
-        self.names_of.insert(domain_id, indexed);
+        self.names_of.insert(domain_id, (entry, indexed));
     }
 
     /// Serves nothing more for the domain.
     pub fn withdraw(&mut self, domain_id: &str) {
-        for name in self.names_of.remove(domain_id).unwrap_or_default() {
+        let Some((_, names)) = self.names_of.remove(domain_id) else {
+            return;
+        };
+        for name in names {
             let (map, key) = match name.strip_prefix("*.") {
                 Some(parent) => (&mut self.wildcards, parent),
                 None => (&mut self.exact, &*name),
@@ -74,6 +77,24 @@ impl NameIndex {
                 map.remove(key);
             }
         }
+    }
+
+    /// Serves nothing more for the domain if it serves `certificate_id` now (a certificate it
+    /// replaced may be revoked, or its key destroyed, without touching the one in service).
+    pub fn withdraw_certificate(&mut self, domain_id: &str, certificate_id: &str) {
+        if self
+            .served(domain_id)
+            .is_some_and(|entry| entry.certificate_id == certificate_id)
+        {
+            self.withdraw(domain_id);
+        }
+    }
+
+    /// What the domain serves now, if anything.
+    pub fn served(&self, domain_id: &str) -> Option<&ServedEntry> {
+        self.names_of
+            .get(domain_id)
+            .map(|(entry, _)| entry.as_ref())
     }
 
     /// The certificate serving `server_name` at `now`: `Ok(None)` when none does (not ours, or

@@ -3,12 +3,14 @@
 
 mod answers;
 mod audit;
-mod auth;
+pub mod auth;
 mod bodies;
 mod ca;
 mod certificates;
 pub mod console;
 mod domains;
+mod edge;
+mod edge_stream;
 mod error;
 mod events;
 pub mod observe;
@@ -180,6 +182,15 @@ pub fn register_routes(cfg: &mut web::ServiceConfig) -> Vec<(Method, &'static st
     let key = web::to(certificates::certificate_key);
     table.add(Token, Method::GET, "/domains/{id}/certificate/key", key);
     table.add(Token, Method::GET, "/events", web::to(events::feed));
+    // Every path under auth::EDGE_ROUTES is an edge route: open to edge tokens and admins.
+    let edge_certificate = web::to(edge::certificate);
+    table.add(Token, Method::GET, "/edge/certificate", edge_certificate);
+    table.add(
+        Token,
+        Method::GET,
+        "/edge/certificates",
+        web::to(edge_stream::stream),
+    );
     let checkpoints = "/audit/checkpoints";
     table.add(Token, Method::GET, checkpoints, web::to(audit::list));
     table.add(Token, Method::POST, checkpoints, web::to(audit::sign));
@@ -236,17 +247,20 @@ async fn healthz() -> HttpResponse {
 }
 
 /// `GET /readyz`: the store answers and the ACME directory is reachable, no feed consumer is
-/// stopped at an event it cannot read, the delegation zone (if any) is not behind the feed for
+/// stopped at an event it cannot read, the edge index is built from the feed, the delegation zone (if any) is not behind the feed for
 /// long (`read::zone_lag`), and no background work is down or panicking again and
 /// again.
 #[utoipa::path(get, path = "/readyz", operation_id = "readyz", tag = "operations",
     responses(
         (status = 200, description = "Ready", body = ReadyBody),
-        (status = 503, description = "Store or ACME directory unreachable, a feed consumer stopped at an event it cannot read, the delegation zone behind the event feed for more than 10 s, or background work down or panicking again and again (the message says which)", body = ErrorBody)
+        (status = 503, description = "Store or ACME directory unreachable, a feed consumer stopped at an event it cannot read, the edge index not yet built from the event feed (at start), the delegation zone behind the event feed for more than 10 s, or background work down or panicking again and again (the message says which)", body = ErrorBody)
     ))]
 async fn readyz(state: SharedState) -> HttpResponse {
     if let Some(stuck) = crate::read::stuck::readiness_problem() {
         return HttpResponse::ServiceUnavailable().json(ErrorBody { error: stuck });
+    }
+    if let Some(building) = state.edge_index.readiness_problem() {
+        return HttpResponse::ServiceUnavailable().json(ErrorBody { error: building });
     }
     if let Some(behind) = crate::read::zone_lag::readiness_problem(&state.store).await {
         return HttpResponse::ServiceUnavailable().json(ErrorBody { error: behind });

@@ -8,7 +8,9 @@ use actix_web::{web, HttpResponse};
 use utoipa::openapi::security::{HttpAuthScheme, HttpBuilder, SecurityScheme};
 use utoipa::OpenApi;
 
-use super::{audit, ca, certificates, domains, events, overview, renewals, webhooks};
+use super::{
+    audit, ca, certificates, domains, edge, edge_stream, events, overview, renewals, webhooks,
+};
 
 /// The API's description: every route of [`super::register_routes`] (a test holds the two
 /// together).
@@ -40,6 +42,8 @@ use super::{audit, ca, certificates, domains, events, overview, renewals, webhoo
         renewals::key,
         events::history,
         events::feed,
+        edge::certificate,
+        edge_stream::stream,
         audit::list,
         audit::sign,
         webhooks::create,
@@ -61,6 +65,7 @@ use super::{audit, ca, certificates, domains, events, overview, renewals, webhoo
         (name = "domains", description = "Register domains and prove ownership"),
         (name = "certificates", description = "Issue certificates and read them"),
         (name = "events", description = "The history of each domain and the global event feed"),
+        (name = "edge", description = "What the platform's TLS terminators pull: the certificate and key serving a handshake's name"),
         (name = "webhooks", description = "Signed notifications (Standard Webhooks) of what happens to certificates"),
         (name = "operations", description = "Health, readiness, metrics, the overview's figures and this description"),
     )
@@ -79,8 +84,21 @@ impl utoipa::Modify for BearerToken {
                 HttpBuilder::new()
                     .scheme(HttpAuthScheme::Bearer)
                     .description(Some(
-                        "AUTH_TOKEN (admin) or one of READ_ONLY_TOKENS (auditor); not needed \
-                         when the service runs without tokens",
+                        "AUTH_TOKEN (admin), one of READ_ONLY_TOKENS (auditor), or on the edge \
+                         routes one of EDGE_TOKENS; not needed when the service runs without \
+                         tokens",
+                    ))
+                    .build(),
+            ),
+        );
+        components.add_security_scheme(
+            "basic",
+            SecurityScheme::Http(
+                HttpBuilder::new()
+                    .scheme(HttpAuthScheme::Basic)
+                    .description(Some(
+                        "On the edge routes only: an edge's name and its token from \
+                         EDGE_TOKENS (as a URL's user info, e.g. Caddy's get_certificate http)",
                     ))
                     .build(),
             ),

@@ -7,6 +7,7 @@ use actix_web::{HttpMessage, HttpRequest};
 use super::auth::Role;
 use super::observe::RequestId;
 use crate::app_state::CommandOrigin;
+use crate::domain::aggregate::edge_reader;
 
 /// The metadata recorded with the events a request causes: its request id (see
 /// [`RequestId`]), the caller's role, its address and the route.
@@ -29,10 +30,12 @@ pub fn origin(request: &HttpRequest) -> CommandOrigin {
     CommandOrigin(metadata)
 }
 
-/// Who reads a private key, as its read is recorded: the caller's role, and its address.
+/// Who reads a private key, as its read is recorded: an edge by its name (`edge:<name>`, its
+/// first read of each certificate recorded), anyone else by role and address.
 pub fn key_reader(request: &HttpRequest) -> String {
-    match request.peer_addr() {
-        Some(peer) => format!("{} from {}", Role::of(request).label(), peer.ip()),
-        None => Role::of(request).label().to_owned(),
+    match (Role::of(request), request.peer_addr()) {
+        (Role::Edge(name), _) => edge_reader(&name),
+        (role, Some(peer)) => format!("{} from {}", role.label(), peer.ip()),
+        (role, None) => role.label().to_owned(),
     }
 }

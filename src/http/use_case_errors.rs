@@ -6,6 +6,8 @@ use cqrs_es::AggregateError;
 
 use super::ApiError;
 use crate::adapters::acme::AcmeError;
+use crate::read::edge_material::MaterialError;
+use crate::use_cases::edge_certificate::EdgeCertificateError;
 use crate::use_cases::issue::IssueError;
 use crate::use_cases::keys::KeyError;
 use crate::use_cases::register::NamesError;
@@ -147,6 +149,17 @@ impl From<KeyError> for ApiError {
             KeyError::Command(error) => error.into(),
             KeyError::Vault(error) => error.into(),
             KeyError::Store(error) => error.into(),
+        }
+    }
+}
+
+impl From<EdgeCertificateError> for ApiError {
+    fn from(error: EdgeCertificateError) -> Self {
+        match error {
+            EdgeCertificateError::BadName(why) => Self::BadRequest(why),
+            EdgeCertificateError::Material(MaterialError::Store(error)) => error.into(),
+            EdgeCertificateError::Material(MaterialError::Vault(error)) => error.into(),
+            EdgeCertificateError::Command(error) => error.into(),
         }
     }
 }

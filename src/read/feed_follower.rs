@@ -224,6 +224,11 @@ impl<C: FeedConsumer> FeedFollower<C> {
         &self.consumer
     }
 
+    /// The consumer, to change between catching up and following.
+    pub fn consumer_mut(&mut self) -> &mut C {
+        &mut self.consumer
+    }
+
     /// Reads until the end of the feed (or until the consumer stays on an event or is
     /// finished); answers how many rows it handed over. A failed read, or a consumer that
     /// stops at an event, ends it with the error, after the consumer's work in flight landed.

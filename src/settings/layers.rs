@@ -118,7 +118,11 @@ impl SettingsError {
             (other, None) => return in_the_file(other.to_string()),
         };
         let (value, reason) = match &error.kind {
-            // The parsers' own refusals: the value is shown. Secrets' parsers never refuse.
+            // The parsers' own refusals: the value is shown, but for the settings holding
+            // secrets whose parser refuses (which says why without them).
+            Kind::Message(reason) if SECRET_LISTS.contains(&key.as_str()) => {
+                (REDACTED.to_owned(), reason.clone())
+            }
             Kind::Message(reason) => (
                 figment.find_value(key).map(shown).unwrap_or_default(),
                 reason.clone(),
@@ -134,6 +138,9 @@ impl SettingsError {
         }
     }
 }
+
+/// The settings that hold secrets and whose parser may refuse: their value is never shown.
+const SECRET_LISTS: [&str; 1] = ["edge_tokens"];
 
 /// A value as it would be written in the environment: lists with commas between the items.
 fn shown(value: Value) -> String {

@@ -21,12 +21,14 @@ use dns_handling_events::CertificateKeyType;
 
 mod acme;
 mod delegation;
+mod edge;
 mod layers;
 mod secret;
 mod values;
 
 pub use acme::{Budget, IssuerSettings, LETS_ENCRYPT_STAGING};
 pub use delegation::NameserverAddress;
+pub use edge::EdgeToken;
 use layers::{ConfigFile, Environment};
 pub use secret::Secret;
 use secret::REDACTED;
@@ -101,6 +103,18 @@ pub struct Settings {
     /// Read-only (auditor) bearer tokens: may read, get `403` on writes and on private keys.
     #[serde(deserialize_with = "parse::secrets")]
     pub read_only_tokens: Vec<Secret>,
+    /// The platform's TLS edges, `name=token` each (`edge1=…,edge2=…`): an edge's token may
+    /// use the edge routes (`/edge/…`) and nothing else; its key reads are recorded under its
+    /// name. Needs `AUTH_TOKEN`.
+    #[serde(
+        deserialize_with = "parse::edge_tokens",
+        serialize_with = "edge::show_edge_tokens"
+    )]
+    pub edge_tokens: Vec<EdgeToken>,
+    /// Certificates (chain and key) the edge routes keep in memory in front of the store, the
+    /// most used ones kept.
+    #[serde(deserialize_with = "parse::positive_count")]
+    pub edge_cache_entries: usize,
     /// The key-encryption key for private keys at rest (standard base64 of 32 bytes).
     pub key_encryption_key: Option<Secret>,
     /// A file holding the key-encryption key.
@@ -262,6 +276,8 @@ impl Default for Settings {
             verification_record_prefix: "_acme-challenge".to_owned(),
             auth_token: None,
             read_only_tokens: Vec::new(),
+            edge_tokens: Vec::new(),
+            edge_cache_entries: 10_000,
             key_encryption_key: None,
             key_encryption_key_file: None,
             previous_key_encryption_keys: Vec::new(),
@@ -329,6 +345,9 @@ impl Settings {
                          admin"
                     .into(),
             });
+        }
+        if let Some(problem) = settings.edge_problem() {
+            return Err(problem);
         }
         if let Some(problem) = settings.acme_problem() {
             return Err(problem);

@@ -299,3 +299,59 @@ fn the_auth_token_does_not_print_itself() {
     let settings = Settings::from_map(&vars(&[("AUTH_TOKEN", "hunter2")])).expect("valid");
     assert!(!format!("{settings:?}").contains("hunter2"));
 }
+
+#[test]
+fn edge_tokens_are_named_pairs_that_need_the_admin_token_and_never_print() {
+    let admin = ("AUTH_TOKEN", "admin-secret");
+    let settings = Settings::from_map(&vars(&[
+        admin,
+        ("EDGE_TOKENS", "edge1=tok-one, edge-2.b = tok-two"),
+    ]))
+    .expect("valid");
+    let named: Vec<(&str, &str)> = settings
+        .edge_tokens
+        .iter()
+        .map(|edge| (edge.name.as_str(), edge.token.expose()))
+        .collect();
+    assert_eq!(named, [("edge1", "tok-one"), ("edge-2.b", "tok-two")]);
+    let printed = format!("{settings:?}{}", settings.to_redacted_toml());
+    assert!(!printed.contains("tok-one") && !printed.contains("tok-two"));
+    assert!(
+        printed.contains("edge_tokens = [\"edge1=<redacted>\", \"edge-2.b=<redacted>\"]"),
+        "{printed}"
+    );
+    assert_eq!(settings.edge_cache_entries, 10_000);
+
+    let without_admin = Settings::from_map(&vars(&[("EDGE_TOKENS", "edge1=tok-one")]))
+        .expect_err("needs AUTH_TOKEN");
+    assert_eq!(without_admin.name, "EDGE_TOKENS");
+    assert!(
+        without_admin.reason.contains("AUTH_TOKEN"),
+        "{without_admin}"
+    );
+    let refused = |value: &str| {
+        let error =
+            Settings::from_map(&vars(&[admin, ("EDGE_TOKENS", value)])).expect_err("refused");
+        assert_eq!(error.name, "EDGE_TOKENS");
+        assert!(
+            !error.to_string().contains("tok-"),
+            "a token shown: {error}"
+        );
+        error.reason
+    };
+    assert!(refused("edge1tok-one").contains("not name=token"));
+    assert!(refused("=tok-one").contains("empty name"));
+    assert!(refused("edge1=tok-one,edge1=tok-two").contains("named twice"));
+    assert!(refused("edge 1=tok-one").contains("edge name"));
+    assert!(refused("edge1=").contains("empty token"));
+    assert!(refused("edge1=tok-one,edge2=tok-one").contains("another token's"));
+    assert!(refused("edge1=admin-secret").contains("another token's"));
+}
+
+#[test]
+fn the_edge_cache_size_is_a_positive_count() {
+    let settings = Settings::from_map(&vars(&[("EDGE_CACHE_ENTRIES", "500")])).expect("valid");
+    assert_eq!(settings.edge_cache_entries, 500);
+    let zero = Settings::from_map(&vars(&[("EDGE_CACHE_ENTRIES", "0")])).expect_err("zero");
+    assert_eq!(zero.name, "EDGE_CACHE_ENTRIES");
+}

@@ -304,6 +304,11 @@ pub(super) mod parse {
         read(d, parse_duration).map(Some)
     }
 
+    /// `name=token` items (`EDGE_TOKENS`); the refusal never shows a token.
+    pub fn edge_tokens<'de, D: Deserializer<'de>>(d: D) -> Result<Vec<EdgeToken>, D::Error> {
+        crate::settings::edge::parse_edge_tokens(list(d)?).map_err(de::Error::custom)
+    }
+
     pub fn secrets<'de, D: Deserializer<'de>>(d: D) -> Result<Vec<Secret>, D::Error> {
         Ok(list(d)?.into_iter().map(Secret::new).collect())
     }

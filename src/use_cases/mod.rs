@@ -17,6 +17,7 @@
 //! - `revoke.rs`: revoking at the CA that issued a certificate, and ordering its replacement.
 //! - `remove.rs`: removing a domain (revoking first, when asked).
 //! - `keys.rs`: handing out a certificate's private key, recorded first.
+//! - `edge_certificate.rs`: the certificate and key serving a TLS edge's handshake name.
 //! - `webhook_endpoints.rs`: reading a webhook endpoint as its events make it.
 //! - `tests/`: the use cases and the scheduler in process, with a scripted CA and a real
 //!   SQLite file.
@@ -29,6 +30,7 @@ use crate::app_state::AppState;
 
 pub mod budgets;
 pub mod command;
+pub mod edge_certificate;
 pub mod issue;
 pub mod keys;
 pub mod place_order;

@@ -229,6 +229,7 @@ impl CustomDomain {
             revoked: false,
         });
         self.previous_certificates.extend(replaced);
+        self.edge_readers.clear();
         self.renewal_due = None;
         self.renewal_attempts = 0;
         self.renewal_retry_at = None;

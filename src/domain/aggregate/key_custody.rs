@@ -5,6 +5,14 @@ use dns_handling_events::{CustomDomainEvent, DomainStatus, KeyDisposal};
 
 use super::{CustomDomain, DomainError};
 
+/// How an edge's key reads are recorded: `edge:<name>`, its name in `EDGE_TOKENS`.
+pub fn edge_reader(edge_name: &str) -> String {
+    format!("{EDGE_READER}{edge_name}")
+}
+
+/// The prefix of an edge's reader.
+const EDGE_READER: &str = "edge:";
+
 /// The commands.
 impl CustomDomain {
     /// Recorded for a removed domain too: its keys are destroyed after the removal.
@@ -29,14 +37,22 @@ impl CustomDomain {
         })
     }
 
+    /// An edge's first read of the current certificate's key is recorded; its later reads of
+    /// the same certificate record nothing (`Ok(None)`), so that an edge asking at every
+    /// handshake does not grow the domain's stream. Anyone else's read is recorded each time.
     pub(super) fn record_key_read(
         &self,
         certificate_id: String,
         reader: String,
         at: DateTime<Utc>,
-    ) -> Result<CustomDomainEvent, DomainError> {
+    ) -> Result<Option<CustomDomainEvent>, DomainError> {
         self.require_status(DomainStatus::Active)?;
         let current = self.current_certificate.as_ref();
+        let of_current = current.is_some_and(|c| c.certificate_id == certificate_id);
+        if of_current && !current.is_some_and(|c| c.revoked) && self.edge_readers.contains(&reader)
+        {
+            return Ok(None);
+        }
         if current.is_some_and(|c| c.certificate_id == certificate_id && c.revoked) {
             // Revoked: no edge should serve it any more (and after `keyCompromise` its key is
             // destroyed).
@@ -71,11 +87,11 @@ impl CustomDomain {
                 });
             }
         }
-        Ok(CustomDomainEvent::PrivateKeyRead {
+        Ok(Some(CustomDomainEvent::PrivateKeyRead {
             certificate_id,
             reader,
             read_at: at,
-        })
+        }))
     }
 }
 
@@ -83,5 +99,15 @@ impl CustomDomain {
 impl CustomDomain {
     pub(super) fn fold_key_destroyed(&mut self, order_id: String) {
         self.destroyed_keys.push(order_id);
+    }
+
+    pub(super) fn fold_key_read(&mut self, certificate_id: String, reader: String) {
+        let of_current = self
+            .current_certificate
+            .as_ref()
+            .is_some_and(|c| c.certificate_id == certificate_id);
+        if of_current && reader.starts_with(EDGE_READER) {
+            self.edge_readers.insert(reader);
+        }
     }
 }

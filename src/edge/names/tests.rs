@@ -134,3 +134,18 @@ fn a_server_name_that_is_not_a_host_name_is_refused() {
         assert!(index.lookup(name, Utc::now()).is_err(), "{name:?}");
     }
 }
+
+#[test]
+fn withdrawing_a_certificate_the_domain_no_longer_serves_leaves_the_one_it_serves() {
+    let mut index = NameIndex::default();
+    index.serve(&names(&["shop.example"]), entry("d1", "c2"));
+    index.withdraw_certificate("d1", "c1");
+    assert_eq!(served(&index, "shop.example").as_deref(), Some("c2"));
+    assert_eq!(
+        index.served("d1").map(|e| e.certificate_id.as_str()),
+        Some("c2")
+    );
+    index.withdraw_certificate("d1", "c2");
+    assert_eq!(served(&index, "shop.example"), None);
+    assert!(index.served("d1").is_none() && index.is_empty());
+}

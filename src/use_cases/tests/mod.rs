@@ -1,5 +1,7 @@
 //! The use cases in process: a scripted CA ([`ScriptedCa`]), a DNS whose records a test sets,
 //! pollers that only note what they are handed, and a real SQLite file store. The parts:
+//! - `edge.rs`: an edge's handshake: the index, the cache, the key reads recorded once.
+//! - `edge_stream.rs`: the certificate stream of the TLS edges (`read::edge_stream`).
 //! - `issue.rs`: refusals, CA errors and fallback, budgets.
 //! - `names.rs`: names another domain holds.
 //! - `renew.rs`: the renewal lease, and what a renewal names as replaced.
@@ -23,14 +25,17 @@ use crate::adapters::event_repository::{EventRepository, Upcasters};
 use crate::adapters::store::Store;
 use crate::adapters::vault::{KeyEncryptionKey, KeyRing, KeyVault};
 use crate::adapters::webhook_sender::WebhookSender;
-use crate::app_state::{AppState, CommandOrigin, DomainLocks};
+use crate::app_state::{AppState, CommandOrigin, DomainLocks, RecordedEdgeReads};
 use crate::audit::checkpoints::AuditSigner;
 use crate::domain::aggregate::CustomDomainCommand;
 use crate::domain::renewal::RenewalPolicy;
+use crate::read::edge_material::MaterialCache;
 use crate::read::projector::ViewProjector;
 use crate::read::view_reader::ViewReader;
 use crate::settings::Settings;
 
+mod edge;
+mod edge_stream;
 mod issue;
 mod names;
 mod renew;
@@ -248,6 +253,9 @@ impl World {
             webhook_sender: WebhookSender::new(std::time::Duration::from_secs(1), false)
                 .expect("a sender"),
             domain_locks: DomainLocks::default(),
+            edge_index: Arc::default(),
+            edge_material: MaterialCache::new(settings.edge_cache_entries),
+            edge_reads: RecordedEdgeReads::default(),
             settings,
             store,
         });

@@ -1,0 +1,211 @@
+//! Keeps this replica's edge index in step with the event feed: which certificate serves each
+//! name, for `GET /edge/certificate` to answer without a query. Every replica keeps its own.
+//!
+//! At start the index is built from the whole feed (position 0), aside: the index the edges
+//! read is replaced by it at once when it is caught up, and only then is the service ready
+//! (`/readyz`). Then the feed is followed, each commit of any replica waking the follower (see
+//! `commit_signal`), and applied to the index the edges read. Its position is kept in memory.
+//!
+//! A certificate issued serves its names (read from the chain's leaf), in place of what the
+//! domain served before; its revocation, its expiry, the destruction of its key and the
+//! domain's removal withdraw them.
+
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, RwLock, RwLockWriteGuard};
+use std::time::Duration;
+
+use async_trait::async_trait;
+use chrono::{DateTime, Utc};
+use dns_handling_events::CustomDomainEvent;
+
+use crate::adapters::acme::certificate_names;
+use crate::adapters::store::{FeedRow, Store, StoreError};
+use crate::edge::names::{NameIndex, NotAHostName, ServedEntry};
+use crate::metrics::METRICS;
+use crate::read::feed_follower::{FeedConsumer, FeedFollower, Handed, Handled, Undecodable, Wait};
+
+/// Events read per batch.
+const BATCH_EVENTS: u32 = 1_000;
+
+/// The follower's name in `feed_consumer_stuck` and `/readyz`.
+const CONSUMER: &str = "edge_index";
+
+/// How long the first build waits after a failed read before reading on.
+const RETRY_AFTER: Duration = Duration::from_secs(1);
+
+/// The events that change what the index serves (the others are not decoded).
+const EVENT_TYPES: [&str; 5] = [
+    "CertificateIssued",
+    "CertificateRevoked",
+    "CertificateExpired",
+    "CertificateKeyDestroyed",
+    "DomainRemoved",
+];
+
+/// The index the edge routes read, shared by the handlers and the follower.
+#[derive(Debug, Default)]
+pub struct EdgeIndex {
+    names: RwLock<NameIndex>,
+    /// Whether the index was built from the feed since the start.
+    ready: AtomicBool,
+}
+
+impl EdgeIndex {
+    /// The certificate serving `server_name` at `now` (`None`: not ours, or past its end).
+    pub fn lookup(
+        &self,
+        server_name: &str,
+        now: DateTime<Utc>,
+    ) -> Result<Option<ServedEntry>, NotAHostName> {
+        let names = self
+            .names
+            .read()
+            .unwrap_or_else(|poisoned| poisoned.into_inner());
+        Ok(names.lookup(server_name, now)?.cloned())
+    }
+
+    /// Why the edge routes cannot be trusted yet: the index is not built from the feed.
+    pub fn readiness_problem(&self) -> Option<String> {
+        (!self.ready.load(Ordering::Acquire))
+            .then(|| format!("{CONSUMER}: the edge index is not caught up with the event feed yet"))
+    }
+
+    fn write(&self) -> RwLockWriteGuard<'_, NameIndex> {
+        self.names
+            .write()
+            .unwrap_or_else(|poisoned| poisoned.into_inner())
+    }
+
+    /// Replaces the index by `built`, and says it is ready.
+    fn replace(&self, built: NameIndex) {
+        METRICS.edge.index_names.set(built.len() as i64);
+        *self.write() = built;
+        self.ready.store(true, Ordering::Release);
+    }
+}
+
+/// Applies one event of `domain_id` to `index`.
+pub fn apply(index: &mut NameIndex, domain_id: &str, event: &CustomDomainEvent) {
+    match event {
+        CustomDomainEvent::CertificateIssued { certificate, .. } => {
+            let entry = ServedEntry {
+                domain_id: domain_id.to_owned(),
+                certificate_id: certificate.certificate_id.clone(),
+                not_after: certificate.not_after,
+            };
+            index.serve(&certificate_names(&certificate.chain_pem), entry);
+        }
+        CustomDomainEvent::CertificateRevoked { certificate_id, .. }
+        | CustomDomainEvent::CertificateExpired { certificate_id, .. }
+        | CustomDomainEvent::CertificateKeyDestroyed {
+            certificate_id: Some(certificate_id),
+            ..
+        } => index.withdraw_certificate(domain_id, certificate_id),
+        CustomDomainEvent::DomainRemoved { .. } => index.withdraw(domain_id),
+        _ => {}
+    }
+}
+
+/// Builds the index from the feed, puts it in `index` (ready from then on), then follows the
+/// feed for as long as the process runs, waking at each commit or after `fallback_poll`.
+pub async fn follow(store: Store, index: Arc<EdgeIndex>, fallback_poll: Duration) {
+    let consumer = EdgeIndexConsumer {
+        target: Target::Building(NameIndex::default()),
+        position: 0,
+        fallback_poll,
+    };
+    let mut follower = FeedFollower::new(store, consumer);
+    while let Err(error) = follower.catch_up().await {
+        tracing::warn!(%error, "building the edge index failed; reading on");
+        tokio::time::sleep(RETRY_AFTER).await;
+    }
+    follower.consumer_mut().go_live(index);
+    follower.follow().await;
+}
+
+/// Where the follower applies what it reads.
+enum Target {
+    /// An index of its own, until it is caught up.
+    Building(NameIndex),
+    /// The index the edges read.
+    Live(Arc<EdgeIndex>),
+}
+
+/// The edge index as a consumer of the feed: its position is in memory (the index is built
+/// again at each start).
+struct EdgeIndexConsumer {
+    target: Target,
+    /// The last position applied.
+    position: i64,
+    fallback_poll: Duration,
+}
+
+impl EdgeIndexConsumer {
+    /// Hands the index built so far to `index`, and applies to it from now on.
+    fn go_live(&mut self, index: Arc<EdgeIndex>) {
+        if let Target::Building(built) =
+            std::mem::replace(&mut self.target, Target::Live(index.clone()))
+        {
+            index.replace(built);
+        }
+    }
+}
+
+#[async_trait]
+impl FeedConsumer for EdgeIndexConsumer {
+    type Record = FeedRow;
+
+    fn names(&self) -> Vec<String> {
+        vec![CONSUMER.to_owned()]
+    }
+
+    fn batch_size(&self) -> u32 {
+        BATCH_EVENTS
+    }
+
+    fn wait(&self) -> Wait {
+        Wait::ForCommitOrAfter(self.fallback_poll)
+    }
+
+    async fn load_position(&mut self) -> Result<i64, StoreError> {
+        Ok(self.position)
+    }
+
+    fn reads(&self, row: &FeedRow) -> bool {
+        EVENT_TYPES.contains(&row.event_type.as_str())
+    }
+
+    async fn handle(&mut self, rows: Vec<Handed<'_, FeedRow>>) -> Result<Handled, StoreError> {
+        let events = rows
+            .iter()
+            .filter_map(|handed| Some((&handed.row.aggregate_id, handed.decoded.as_ref()?)));
+        match &mut self.target {
+            Target::Building(index) => {
+                for (domain_id, event) in events {
+                    apply(index, domain_id, event);
+                }
+            }
+            Target::Live(shared) => {
+                let mut index = shared.write();
+                for (domain_id, event) in events {
+                    apply(&mut index, domain_id, event);
+                }
+                METRICS.edge.index_names.set(index.len() as i64);
+            }
+        }
+        Ok(Handled::All)
+    }
+
+    async fn save_position(&mut self, position: i64) -> Result<(), StoreError> {
+        self.position = position;
+        Ok(())
+    }
+
+    async fn undecodable(&mut self, _position: i64, _why: &str) -> Undecodable {
+        // Skipping it could serve a revoked certificate, or withhold a new one, for good.
+        Undecodable::StayOnIt
+    }
+}
+
+#[cfg(test)]
+mod tests;
