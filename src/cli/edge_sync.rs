@@ -49,7 +49,8 @@ pub struct SyncArgs {
     /// The directory to keep; it records where to resume in state.json
     #[arg(long, value_name = "DIR")]
     pub dir: std::path::PathBuf,
-    /// A command run (by sh -c) once per batch of changes, e.g. "nginx -s reload"
+    /// A command run (by sh -c) once per batch of changes, e.g. "nginx -s reload"; at start too
+    /// when the last batch's run did not succeed (say, the agent was killed first)
     #[arg(long, value_name = "CMD")]
     pub on_change: Option<String>,
     /// How long changes are gathered into one batch before the command runs
