@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # The test command: on a fresh machine it installs what the tests need (Pebble, its DNS server,
-# unbound, nsd, dnsperf and dig for the delegation tests, wrk, PostgreSQL where none runs,
+# unbound, nsd, dnsperf and dig for the delegation tests, wrk, Caddy, nginx and HAProxy for the
+# edge tests, PostgreSQL where none runs,
 # Chromium and ChromeDriver for the console; schemathesis, the standardwebhooks verifier and
 # Selenium from PyPI; axe-core from npm), starts PostgreSQL when it is down,
 # checks formatting and clippy, and runs every test of the workspace: the Pebble end-to-end
@@ -25,6 +26,11 @@ command -v nsd >/dev/null || [ -x /usr/sbin/nsd ] || missing+=(nsd)
 command -v dnsperf >/dev/null || missing+=(dnsperf)
 command -v dig >/dev/null || missing+=(bind9-dnsutils)
 command -v python3 >/dev/null || missing+=(python3 python3-venv)
+# The edge tests' TLS terminators, run on loopback from docs/edge/'s configurations; nginx and
+# HAProxy are in /usr/sbin too.
+command -v caddy >/dev/null || missing+=(caddy)
+command -v nginx >/dev/null || [ -x /usr/sbin/nginx ] || missing+=(nginx-light)
+command -v haproxy >/dev/null || [ -x /usr/sbin/haproxy ] || missing+=(haproxy)
 # The console's browser test: Debian's Chromium, driven through its ChromeDriver by Selenium;
 # npm installs axe-core for its accessibility check.
 command -v chromium >/dev/null || missing+=(chromium)
@@ -36,10 +42,11 @@ if [ -z "${TEST_POSTGRES_URL:-}" ] && ! command -v pg_ctlcluster >/dev/null; the
 fi
 if [ ${#missing[@]} -gt 0 ]; then
   echo "tests/run.sh: installing ${missing[*]}"
-  # unbound's, nsd's and PostgreSQL's packages start their system daemons on install; the tests
-  # start their own on free ports (and PostgreSQL below). Where no policy-rc.d is in place (a
-  # container image usually has one), one denies those starts for the install, so that a daemon
-  # failing to start (port 53 taken, no init system) cannot fail the install.
+  # unbound's, nsd's, Caddy's, nginx's, HAProxy's and PostgreSQL's packages start their system
+  # daemons on install; the tests start their own on free ports (and PostgreSQL below). Where no
+  # policy-rc.d is in place (a container image usually has one), one denies those starts for the
+  # install, so that a daemon failing to start (port 53 or 80 taken, no init system) cannot fail
+  # the install.
   if [ ! -e /usr/sbin/policy-rc.d ]; then
     printf '#!/bin/sh\nexit 101\n' | as_root tee /usr/sbin/policy-rc.d >/dev/null
     as_root chmod +x /usr/sbin/policy-rc.d

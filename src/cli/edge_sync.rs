@@ -49,7 +49,8 @@ pub struct SyncArgs {
     /// The directory to keep; it records where to resume in state.json
     #[arg(long, value_name = "DIR")]
     pub dir: std::path::PathBuf,
-    /// A command run (by sh -c) once per batch of changes, e.g. "nginx -s reload"
+    /// A command run (by sh -c) once per batch of changes, e.g. "nginx -s reload"; at start too
+    /// when the last batch's run did not succeed (say, the agent was killed first)
     #[arg(long, value_name = "CMD")]
     pub on_change: Option<String>,
     /// How long changes are gathered into one batch before the command runs
@@ -155,6 +156,11 @@ impl EdgeSync {
     /// Follows the stream for good: connects again with backoff (0.2 s doubling to 30 s) after
     /// the connection drops, stops on an answer that waiting cannot mend.
     pub async fn run(mut self) -> Result<(), SyncError> {
+        // Killed after writing a batch and before its command ran, the agent finds nothing new
+        // to write when it resumes: the terminator would keep its older files.
+        if self.directory.reload_pending() {
+            self.changed().await?;
+        }
         let mut connected_once = false;
         let mut backoff = Duration::from_millis(200);
         loop {
@@ -230,7 +236,7 @@ impl EdgeSync {
                 chunk = response.chunk() => chunk,
                 () = settle => {
                     change_due = None;
-                    self.changed().await;
+                    self.changed().await?;
                     continue;
                 }
             };
@@ -239,7 +245,7 @@ impl EdgeSync {
                 Ok(None) | Err(_) => {
                     // What was applied is on disk: reload for it before connecting again.
                     if change_due.is_some() {
-                        self.changed().await;
+                        self.changed().await?;
                     }
                     let why = chunk
                         .err()
@@ -270,10 +276,11 @@ impl EdgeSync {
         }
     }
 
-    /// Runs the change command; a failure is reported, and the agent goes on.
-    async fn changed(&self) {
+    /// Runs the change command and records its success; a failure is reported (the command
+    /// runs again at the next change or start), and the agent goes on.
+    async fn changed(&mut self) -> Result<(), SyncError> {
         let Some(command) = &self.on_change else {
-            return;
+            return Ok(());
         };
         match tokio::process::Command::new("sh")
             .arg("-c")
@@ -281,10 +288,11 @@ impl EdgeSync {
             .status()
             .await
         {
-            Ok(status) if status.success() => {}
+            Ok(status) if status.success() => self.directory.reloaded()?,
             Ok(status) => eprintln!("edge sync: --on-change {command:?} exited with {status}"),
             Err(error) => eprintln!("edge sync: cannot run --on-change {command:?}: {error}"),
         }
+        Ok(())
     }
 }
 

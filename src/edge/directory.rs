@@ -70,6 +70,10 @@ struct State {
     /// While a snapshot is being received: the domains it named so far.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     snapshot: Option<BTreeSet<String>>,
+    /// What is served changed since the terminator was last reloaded: an agent killed between a
+    /// batch and its change command runs the command when it starts again.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    reload_pending: bool,
 }
 
 /// A directory kept equal to the certificates the service serves.
@@ -158,12 +162,33 @@ impl EdgeDirectory {
         }
         let changed = before != self.state.served;
         self.lists_stale |= changed;
+        self.state.reload_pending |= changed;
         if self.lists_stale && self.state.snapshot.is_none() {
             self.write_lists()?;
         }
-        let state = serde_json::to_vec_pretty(&self.state).expect("the state serializes");
-        self.write(STATE_FILE, &state, 0o600)?;
+        self.write_state()?;
         Ok(changed)
+    }
+
+    /// Whether what is served changed since [`EdgeDirectory::reloaded`] was last called (say,
+    /// before a crash): the terminator may still hold older files.
+    pub fn reload_pending(&self) -> bool {
+        self.state.reload_pending
+    }
+
+    /// Records that the terminator was reloaded for what the directory holds.
+    pub fn reloaded(&mut self) -> Result<(), DirectoryError> {
+        if !self.state.reload_pending {
+            return Ok(());
+        }
+        self.state.reload_pending = false;
+        self.write_state()
+    }
+
+    /// Writes `state.json`.
+    fn write_state(&self) -> Result<(), DirectoryError> {
+        let state = serde_json::to_vec_pretty(&self.state).expect("the state serializes");
+        self.write(STATE_FILE, &state, 0o600)
     }
 
     /// Writes the HAProxy crt-list and the nginx map of what is served.

@@ -18,6 +18,8 @@
 //! | `service` | the service binary as a process, its operator commands, HTTP calls to it |
 //! | `setup` | the environment a service starts with, and domains taken to `verified`/`active` |
 //! | `webhooks` | a webhook receiver that verifies signatures with the Standard Webhooks library |
+//! | `edge_agent` | `dns-handling edge sync` as a process, killed and started again |
+//! | `terminators` | Caddy, nginx and HAProxy on loopback from `docs/edge/`'s configurations, and the serial each serves for a name |
 
 #![forbid(unsafe_code)]
 
@@ -25,10 +27,12 @@ mod ari;
 mod ca_front;
 mod database;
 mod dig;
+mod edge_agent;
 mod pebble;
 mod process;
 mod service;
 mod setup;
+mod terminators;
 #[cfg(test)]
 mod test_support;
 mod unbound;
@@ -38,6 +42,7 @@ pub use ari::AriFront;
 pub use ca_front::{CaFront, FrontTarget};
 pub use database::{drop_postgres_database, postgres_admin_url, StoreKind, TestDatabase};
 pub use dig::{dig, try_dig, DigAnswer, DigRecord};
+pub use edge_agent::EdgeAgent;
 pub use pebble::{eab_key, Pebble, PebbleOptions};
 pub use process::{free_dns_port, free_port, ChildGuard, TempDir};
 pub use service::{run_command, sample, start_expecting_refusal, Service};
@@ -45,6 +50,9 @@ pub use setup::{
     active_domain, database_env, delegate_zone, issue_and_publish, pebble_and_database,
     service_env, verified_domain, verified_domain_with_alt_names, TEST_AUDIT_SIGNING_KEY,
     TEST_KEY_ENCRYPTION_KEY,
+};
+pub use terminators::{
+    fill_template, normalized_serial, served_serial, wait_for_served, Caddy, Haproxy, Nginx,
 };
 pub use unbound::Unbound;
 pub use webhooks::{ReceivedWebhook, WebhookReceiver};

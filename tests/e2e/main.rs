@@ -37,6 +37,7 @@ mod ecosystem;
 mod edge_routes;
 mod edge_stream;
 mod edge_sync;
+mod edge_terminators;
 mod feed_consumers;
 mod hardening;
 mod http_contract;

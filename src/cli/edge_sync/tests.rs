@@ -205,6 +205,26 @@ async fn started_again_the_agent_asks_for_what_came_after_its_recorded_position(
 }
 
 #[actix_web::test]
+async fn started_again_after_a_batch_whose_command_never_ran_the_agent_runs_it() {
+    let (url, _) = serve(vec![Answer::LinesThenHold(Vec::new())]);
+    let dir = scratch();
+    // The batch was written, then the agent was killed before its command ran.
+    let mut directory = EdgeDirectory::open(&dir).expect("opens");
+    (directory.apply(&[served(3, "a.example.test", "a1")])).expect("applies");
+    drop(directory);
+    let counter = dir.with_extension("changes");
+    let command = format!("echo changed >> {}", counter.display());
+    let running = actix_web::rt::spawn(agent(&url, &dir, Some(command)).run());
+    let changes = || std::fs::read_to_string(&counter).map_or(0, |text| text.lines().count());
+    eventually("the command run at start", || changes() == 1).await;
+    running.abort();
+    let reopened = EdgeDirectory::open(&dir).expect("opens");
+    assert!(!reopened.reload_pending(), "the run is recorded");
+    std::fs::remove_dir_all(&dir).ok();
+    std::fs::remove_file(&counter).ok();
+}
+
+#[actix_web::test]
 async fn a_refused_token_stops_the_agent_with_a_message_that_says_so() {
     for status in [401, 403] {
         let (url, _) = serve(vec![Answer::Status(status)]);

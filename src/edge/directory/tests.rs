@@ -214,6 +214,28 @@ fn the_same_lines_applied_again_change_nothing() {
 }
 
 #[test]
+fn a_change_awaits_its_reload_until_one_is_recorded_even_across_a_crash() {
+    let dir = scratch();
+    let mut directory = EdgeDirectory::open(&dir).expect("opens");
+    assert!(!directory.reload_pending(), "nothing to reload for yet");
+    let lines = [served(1, "a.example.test", "a1", &["a.example.test"])];
+    directory.apply(&lines).expect("applies");
+    assert!(directory.reload_pending());
+    drop(directory);
+    let mut directory = EdgeDirectory::open(&dir).expect("opens again");
+    assert!(
+        directory.reload_pending(),
+        "the crash came before the reload"
+    );
+    directory.reloaded().expect("recorded");
+    directory.apply(&lines).expect("applies");
+    assert!(!directory.reload_pending(), "the same lines change nothing");
+    drop(directory);
+    assert!(!EdgeDirectory::open(&dir).expect("opens").reload_pending());
+    fs::remove_dir_all(dir).ok();
+}
+
+#[test]
 fn reopening_after_a_crash_removes_unrecorded_files_and_resumes_from_the_recorded_position() {
     let dir = scratch();
     let mut directory = EdgeDirectory::open(&dir).expect("opens");
