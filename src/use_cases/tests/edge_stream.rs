@@ -10,7 +10,7 @@ use dns_handling_events::{KeyDisposal, OrderDetails, RevocationReason};
 use super::World;
 use crate::domain::aggregate::CustomDomainCommand;
 use crate::edge::line::{EdgeLine, ServedCertificate};
-use crate::read::edge_stream::{served_names, EdgeStream, EdgeStreamSource};
+use crate::read::edge_stream::{served_names, EdgeStream, EdgeStreamSource, KeyReceiver};
 use crate::read::projector::ViewProjector;
 use crate::use_cases::{issue::issue, remove::remove, renew::renew_now, revoke::revoke};
 
@@ -86,6 +86,7 @@ fn open(world: &World, after: i64, follow: bool) -> EdgeStream {
         store: world.state.store.clone(),
         vault: world.state.vault.clone(),
         poll_interval: Duration::from_secs(60),
+        receiver: KeyReceiver::Edge("edge1".into()),
     };
     source.open(after, follow)
 }
