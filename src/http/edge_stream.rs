@@ -2,12 +2,13 @@
 //! (and `dns-handling edge sync`) follow. The stream itself is `read::edge_stream`.
 
 use actix_web::web::Bytes;
-use actix_web::{web, HttpResponse};
+use actix_web::{web, HttpRequest, HttpResponse};
 use serde::Deserialize;
 
+use super::auth::Role;
 use super::bodies::CallerErrors;
 use super::{ApiError, SharedState};
-use crate::read::edge_stream::EdgeStreamSource;
+use crate::read::edge_stream::{EdgeStreamSource, KeyReceiver};
 
 /// Query of `GET /edge/certificates`.
 #[derive(Debug, Deserialize, utoipa::IntoParams)]
@@ -29,7 +30,9 @@ pub struct EdgeStreamQuery {
 /// `snapshot_ends`) when `after` is `0`, absent or past the feed's head; then the changes after
 /// that position in commit order: `served` (a certificate issued, with the one it `replaces`)
 /// and `withdrawn` (revoked, expired, its key destroyed, the domain removed; no key). Every
-/// line carries the `position` to resume from.
+/// line carries the `position` to resume from. Every key sent is recorded for the asker
+/// (`edge:<name>`, or `admin`) before the chunk carrying it leaves: its first delivery, in
+/// `GET /audit/edge-deliveries`.
 #[utoipa::path(
     get, path = "/edge/certificates", operation_id = "edgeCertificateStream", tag = "certificates",
     params(EdgeStreamQuery),
@@ -42,6 +45,7 @@ pub struct EdgeStreamQuery {
 )]
 pub async fn stream(
     state: SharedState,
+    request: HttpRequest,
     query: web::Query<EdgeStreamQuery>,
 ) -> Result<HttpResponse, ApiError> {
     let after = query.after.unwrap_or(0);
@@ -52,6 +56,11 @@ pub async fn stream(
         store: state.store.clone(),
         vault: state.vault.clone(),
         poll_interval: state.settings.feed_poll_interval,
+        receiver: match Role::of(&request) {
+            Role::Edge(name) => KeyReceiver::Edge(name.to_string()),
+            // Auditors are refused on the edge routes: anyone else here is the admin.
+            _ => KeyReceiver::Admin,
+        },
     };
     let stream = source.open(after, query.follow.unwrap_or(false));
     let chunks = futures::stream::unfold(stream, |mut stream| async move {

@@ -194,6 +194,14 @@ pub fn register_routes(cfg: &mut web::ServiceConfig) -> Vec<(Method, &'static st
     let checkpoints = "/audit/checkpoints";
     table.add(Token, Method::GET, checkpoints, web::to(audit::list));
     table.add(Token, Method::POST, checkpoints, web::to(audit::sign));
+    // Outside EDGE_ROUTES on purpose: auditors read it, edge tokens may not.
+    let edge_deliveries = web::to(audit::edge_deliveries);
+    table.add(
+        Token,
+        Method::GET,
+        "/audit/edge-deliveries",
+        edge_deliveries,
+    );
     table.add(Token, Method::POST, "/webhooks", web::to(webhooks::create));
     table.add(Token, Method::GET, "/webhooks", web::to(webhooks::list));
     table.add(Token, Method::GET, "/webhooks/{id}", web::to(webhooks::get));

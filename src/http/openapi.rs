@@ -46,6 +46,7 @@ use super::{
         edge_stream::stream,
         audit::list,
         audit::sign,
+        audit::edge_deliveries,
         webhooks::create,
         webhooks::list,
         webhooks::get,

@@ -24,8 +24,9 @@ pub struct EdgeMetrics {
     pub cache_hits: Counter,
     /// Certificates read from the store because the edge cache did not hold them.
     pub cache_misses: Counter,
-    /// Private keys handed to each edge, every read counted (only an edge's first read of a
-    /// certificate is recorded as an event).
+    /// Private keys handed to each edge, every read counted, by `GET /edge/certificate` and
+    /// the certificate stream alike (only an edge's first read of a certificate is recorded:
+    /// an event for the first, a row of `edge_key_deliveries` for the second).
     pub key_reads: Family<EdgeLabel, Counter>,
     /// Names (exact and wildcard) the edge index of this replica serves.
     pub index_names: Gauge,
@@ -82,10 +83,15 @@ impl EdgeMetrics {
 
     /// Counts one key handed to `edge`.
     pub fn key_read(&self, edge: &str) {
+        self.keys_sent(edge, 1);
+    }
+
+    /// Counts `count` keys handed to `edge` at once (a chunk of the certificate stream).
+    pub fn keys_sent(&self, edge: &str, count: u64) {
         self.key_reads
             .get_or_create(&EdgeLabel {
                 edge: edge.to_owned(),
             })
-            .inc();
+            .inc_by(count);
     }
 }

@@ -24,6 +24,9 @@
 //! `CertificateKeyDestroyed` (for any certificate: an edge holding another ignores it). A
 //! `served` change whose key is already destroyed, or whose end has passed, is skipped: the
 //! edge must not take it up, and its withdrawal follows in the feed.
+//!
+//! **The keys it hands out** are recorded before each chunk carrying them leaves, for whoever
+//! asked ([`KeyReceiver`]; see `read::edge_chunk`).
 
 use std::time::Duration;
 
@@ -37,6 +40,8 @@ use crate::adapters::acme::certificate_names;
 use crate::adapters::store::{EdgeSnapshot, EdgeSnapshotRow, FeedRow, Store, StoreError};
 use crate::adapters::vault::{KeyVault, VaultError};
 use crate::edge::line::{EdgeLine, ServedCertificate};
+pub use crate::read::edge_chunk::KeyReceiver;
+use crate::read::edge_chunk::{Chunk, Outbox};
 use crate::read::feed_follower::{FeedConsumer, FeedFollower, Handed, Handled, Undecodable, Wait};
 use crate::read::projector::DOMAIN_VIEWS;
 use crate::tasks::AbortOnDrop;
@@ -66,7 +71,7 @@ const CHANGES: [&str; 5] = [
 ];
 
 /// What a stream reads: the store, the vault that opens the keys, how often a caught-up
-/// follower looks again when no commit woke it.
+/// follower looks again when no commit woke it; and who asked, whom its keys are recorded for.
 #[derive(Clone)]
 pub struct EdgeStreamSource {
     /// The store.
@@ -75,6 +80,8 @@ pub struct EdgeStreamSource {
     pub vault: KeyVault,
     /// `FEED_POLL_INTERVAL`.
     pub poll_interval: Duration,
+    /// Who asks: every key the stream sends is recorded for it.
+    pub receiver: KeyReceiver,
 }
 
 /// One client's stream: chunks of whole lines, produced by a task that ends with it.
@@ -97,9 +104,14 @@ impl EdgeStreamSource {
     pub fn open(self, after: i64, follow: bool) -> EdgeStream {
         // One chunk in hand and one waiting at most: the client's pace paces the reads.
         let (sender, chunks) = mpsc::channel(1);
+        let outbox = Outbox {
+            sender,
+            store: self.store.clone(),
+            receiver: self.receiver.clone(),
+        };
         let task = tokio::spawn(async move {
-            if let Err(error) = self.run(after, follow, sender.clone()).await {
-                let _ = sender.send(Err(error)).await;
+            if let Err(error) = self.run(after, follow, outbox.clone()).await {
+                outbox.fail(error).await;
             }
         });
         EdgeStream {
@@ -108,17 +120,12 @@ impl EdgeStreamSource {
         }
     }
 
-    async fn run(
-        self,
-        after: i64,
-        follow: bool,
-        sender: mpsc::Sender<Result<Vec<u8>, StoreError>>,
-    ) -> Result<(), StoreError> {
+    async fn run(self, after: i64, follow: bool, outbox: Outbox) -> Result<(), StoreError> {
         let resumable = after > 0 && after <= self.store.feed_head().await?;
         let position = if resumable {
             after
         } else {
-            match self.snapshot(&sender).await? {
+            match self.snapshot(&outbox).await? {
                 Some(position) => position,
                 None => return Ok(()),
             }
@@ -127,7 +134,7 @@ impl EdgeStreamSource {
             source: self.clone(),
             after: position,
             follow,
-            sender,
+            outbox,
         };
         FeedFollower::new(self.store.clone(), changes)
             .follow()
@@ -136,15 +143,12 @@ impl EdgeStreamSource {
     }
 
     /// Sends a snapshot; answers its position, or `None` when the client left.
-    async fn snapshot(
-        &self,
-        sender: &mpsc::Sender<Result<Vec<u8>, StoreError>>,
-    ) -> Result<Option<i64>, StoreError> {
+    async fn snapshot(&self, outbox: &Outbox) -> Result<Option<i64>, StoreError> {
         let _turn = SNAPSHOTS.acquire().await.expect("never closed");
         let mut snapshot = self.store.edge_snapshot(DOMAIN_VIEWS).await?;
         let position = snapshot.position();
         let now = Utc::now();
-        let mut lines = Lines::default();
+        let mut lines = Chunk::default();
         lines.push(&EdgeLine::SnapshotBegins { position });
         let mut cursor = String::new();
         loop {
@@ -167,13 +171,13 @@ impl EdgeStreamSource {
                     .map_err(vault_error)?;
                 lines.push(&EdgeLine::Served(certificate.line(position, None, key)));
             }
-            if !lines.send(sender).await || page.len() < SNAPSHOT_PAGE as usize {
+            if !outbox.send(&mut lines).await? || page.len() < SNAPSHOT_PAGE as usize {
                 break;
             }
         }
         snapshot.close().await?;
         lines.push(&EdgeLine::SnapshotEnds { position });
-        Ok(lines.send(sender).await.then_some(position))
+        Ok(outbox.send(&mut lines).await?.then_some(position))
     }
 }
 
@@ -294,22 +298,6 @@ async fn served_at_position(
     }))
 }
 
-/// Lines gathered for the response.
-#[derive(Default)]
-struct Lines(Vec<u8>);
-
-impl Lines {
-    fn push(&mut self, line: &EdgeLine) {
-        serde_json::to_writer(&mut self.0, line).expect("a line serializes");
-        self.0.push(b'\n');
-    }
-
-    /// Hands what is gathered to the response; `false` when the client left.
-    async fn send(&mut self, sender: &mpsc::Sender<Result<Vec<u8>, StoreError>>) -> bool {
-        self.0.is_empty() || sender.send(Ok(std::mem::take(&mut self.0))).await.is_ok()
-    }
-}
-
 /// A vault failure as the stream reports it.
 fn vault_error(error: VaultError) -> StoreError {
     match error {
@@ -323,7 +311,7 @@ struct Changes {
     source: EdgeStreamSource,
     after: i64,
     follow: bool,
-    sender: mpsc::Sender<Result<Vec<u8>, StoreError>>,
+    outbox: Outbox,
 }
 
 impl Changes {
@@ -431,7 +419,7 @@ impl FeedConsumer for Changes {
     }
 
     async fn handle(&mut self, rows: Vec<Handed<'_, FeedRow>>) -> Result<Handled, StoreError> {
-        let mut lines = Lines::default();
+        let mut lines = Chunk::default();
         for handed in &rows {
             let Some(event) = &handed.decoded else {
                 continue;
@@ -439,11 +427,11 @@ impl FeedConsumer for Changes {
             if let Some(line) = self.line(handed.row, event).await? {
                 lines.push(&line);
             }
-            if lines.0.len() >= CHUNK_BYTES && !lines.send(&self.sender).await {
+            if lines.len() >= CHUNK_BYTES && !self.outbox.send(&mut lines).await? {
                 return Ok(Handled::Finished);
             }
         }
-        Ok(if lines.send(&self.sender).await {
+        Ok(if self.outbox.send(&mut lines).await? {
             Handled::All
         } else {
             Handled::Finished
@@ -458,7 +446,7 @@ impl FeedConsumer for Changes {
     async fn failed(&mut self, error: &StoreError) -> bool {
         // The stream ends with the error; the client resumes from the last position it read.
         let error = StoreError::other("reading the certificate stream", error.to_string());
-        let _ = self.sender.send(Err(error)).await;
+        self.outbox.fail(error).await;
         false
     }
 

@@ -1,7 +1,8 @@
 //! The edge routes against Pebble, on both stores: an edge token gets `GET /edge/certificate`
 //! (Bearer or Basic, never a query string) and a `403` everywhere else, an auditor a `403` on
 //! it; the certificate of the apex, an alt name and a name under the wildcard is the one the
-//! API reports, with its key; an edge's many reads of one certificate are one event.
+//! API reports, with its key; an edge's many reads of one certificate are one event; the keys
+//! of the certificate stream are listed once per edge in `GET /audit/edge-deliveries`.
 
 use std::time::{Duration, Instant};
 
@@ -235,5 +236,34 @@ async fn an_edge_token_gets_the_certificate_of_its_names_and_nothing_else(kind: 
         edge1_reads.is_some_and(|reads| reads >= 12),
         "{edge1_reads:?}"
     );
+
+    // The certificate stream's keys are recorded for an auditor: once per edge and certificate.
+    for _ in 0..2 {
+        let (code, _, body) = call(&service, "GET", "/edge/certificates", As::Bearer(EDGE1)).await;
+        assert_eq!(code, 200, "{body}");
+        assert!(body.contains(&certificate_id), "{body}");
+    }
+    let deliveries = "/audit/edge-deliveries?edge=edge1";
+    let (code, _, body) = call(&service, "GET", deliveries, As::Bearer(AUDITOR)).await;
+    assert_eq!(code, 200, "{body}");
+    let page: Value = serde_json::from_str(&body).expect("a page");
+    let items = page["items"].as_array().expect("items");
+    assert_eq!(items.len(), 1, "{page}");
+    assert_eq!(
+        (
+            &items[0]["edge"],
+            &items[0]["certificate_id"],
+            &items[0]["domain_id"]
+        ),
+        (
+            &Value::from("edge:edge1"),
+            &Value::from(certificate_id.as_str()),
+            &Value::from(id.as_str())
+        ),
+        "{page}"
+    );
+    let (code, _, body) = call(&service, "GET", deliveries, As::Bearer(EDGE1)).await;
+    assert_eq!(code, 403, "an edge token may not read the receipts: {body}");
+
     assert!(!service.log().contains("PRIVATE KEY"), "a key in the log");
 }

@@ -10,7 +10,7 @@ use super::leases::MIGRATION_LOCK;
 use super::{sortable_time, Store, StoreError};
 
 /// The PostgreSQL schema, in order; never edit one that has shipped, add the next.
-const POSTGRES_MIGRATIONS: [(i64, &str); 12] = [
+const POSTGRES_MIGRATIONS: [(i64, &str); 13] = [
     (1, include_str!("migrations/postgres/0001_initial.sql")),
     (2, include_str!("migrations/postgres/0002_global_feed.sql")),
     (3, include_str!("migrations/postgres/0003_order_leases.sql")),
@@ -44,10 +44,14 @@ const POSTGRES_MIGRATIONS: [(i64, &str); 12] = [
         14,
         include_str!("migrations/postgres/0014_webhook_feed.sql"),
     ),
+    (
+        15,
+        include_str!("migrations/postgres/0015_edge_key_deliveries.sql"),
+    ),
 ];
 
 /// The SQLite schema, in order; never edit one that has shipped, add the next.
-const SQLITE_MIGRATIONS: [(i64, &str); 12] = [
+const SQLITE_MIGRATIONS: [(i64, &str); 13] = [
     (1, include_str!("migrations/sqlite/0001_initial.sql")),
     (2, include_str!("migrations/sqlite/0002_global_feed.sql")),
     (3, include_str!("migrations/sqlite/0003_order_leases.sql")),
@@ -75,6 +79,10 @@ const SQLITE_MIGRATIONS: [(i64, &str); 12] = [
         include_str!("migrations/sqlite/0013_zone_followers.sql"),
     ),
     (14, include_str!("migrations/sqlite/0014_webhook_feed.sql")),
+    (
+        15,
+        include_str!("migrations/sqlite/0015_edge_key_deliveries.sql"),
+    ),
 ];
 
 impl Store {

@@ -30,6 +30,8 @@
 //! - `edge_certificates.rs`: the certificate stream of the TLS edges: a snapshot of the views
 //!   as of one feed position, read in pages in one read transaction, and what its change lines
 //!   need from a domain's stream.
+//! - `edge_deliveries.rs`: the receipts of the keys that stream hands out (which receiver
+//!   first got which certificate's key, and when), written before each chunk leaves.
 //! - `webhooks.rs`: webhook delivery: each endpoint's feed cursor, its outbox of messages, every
 //!   attempt, the sealed signing secrets.
 
@@ -179,6 +181,7 @@ mod ca_budgets;
 mod checkpoints;
 pub use checkpoints::Checkpoint;
 mod edge_certificates;
+mod edge_deliveries;
 mod feed;
 mod leases;
 mod migrations;
@@ -192,6 +195,7 @@ mod zone_followers;
 
 pub use ca_budgets::{BudgetUse, SpentUnits};
 pub use edge_certificates::{EdgeSnapshot, EdgeSnapshotRow};
+pub use edge_deliveries::{DeliveriesOf, EdgeKeyDelivery, KeyDelivery};
 pub use feed::{EventTable, FeedRow};
 pub use leases::{lock_sqlite_exclusively, SqliteReplicaLock};
 pub use overview::DayActivity;

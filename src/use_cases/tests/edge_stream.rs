@@ -10,15 +10,15 @@ use dns_handling_events::{KeyDisposal, OrderDetails, RevocationReason};
 use super::World;
 use crate::domain::aggregate::CustomDomainCommand;
 use crate::edge::line::{EdgeLine, ServedCertificate};
-use crate::read::edge_stream::{served_names, EdgeStream, EdgeStreamSource};
+use crate::read::edge_stream::{served_names, EdgeStream, EdgeStreamSource, KeyReceiver};
 use crate::read::projector::ViewProjector;
 use crate::use_cases::{issue::issue, remove::remove, renew::renew_now, revoke::revoke};
 
 /// A certificate issued through the use cases, with the key stored for its order.
-struct Issued {
-    domain_id: String,
-    certificate_id: String,
-    key_pem: String,
+pub(super) struct Issued {
+    pub(super) domain_id: String,
+    pub(super) certificate_id: String,
+    pub(super) key_pem: String,
     order_id: String,
 }
 
@@ -72,7 +72,7 @@ async fn finalize(world: &World, domain_id: &str, order: &OrderDetails, names: &
 }
 
 /// Domain `name` with a certificate for it and `www.` under it in service.
-async fn served(world: &World, name: &str) -> Issued {
+pub(super) async fn served(world: &World, name: &str) -> Issued {
     let view = world.verified(name).await;
     let issuance = issue(&world.state, &world.pollers, &view.id, World::origin())
         .await
@@ -82,10 +82,21 @@ async fn served(world: &World, name: &str) -> Issued {
 }
 
 fn open(world: &World, after: i64, follow: bool) -> EdgeStream {
+    open_for(world, after, follow, KeyReceiver::Edge("edge1".into()))
+}
+
+/// The stream after `after`, asked by `receiver`.
+pub(super) fn open_for(
+    world: &World,
+    after: i64,
+    follow: bool,
+    receiver: KeyReceiver,
+) -> EdgeStream {
     let source = EdgeStreamSource {
         store: world.state.store.clone(),
         vault: world.state.vault.clone(),
         poll_interval: Duration::from_secs(60),
+        receiver,
     };
     source.open(after, follow)
 }
@@ -100,7 +111,7 @@ async fn lines(world: &World, after: i64) -> Vec<EdgeLine> {
     parse(&bytes)
 }
 
-fn parse(bytes: &[u8]) -> Vec<EdgeLine> {
+pub(super) fn parse(bytes: &[u8]) -> Vec<EdgeLine> {
     (bytes.split(|byte| *byte == b'\n'))
         .filter(|line| !line.is_empty())
         .map(|line| serde_json::from_slice(line).expect("a line"))
@@ -122,7 +133,7 @@ fn withdrawn(position: i64, issued: &Issued) -> EdgeLine {
     }
 }
 
-async fn catch_up(world: &World) -> i64 {
+pub(super) async fn catch_up(world: &World) -> i64 {
     let projector = ViewProjector::new(world.state.store.clone());
     projector.catch_up(|_| {}).await.expect("caught up");
     world.state.store.feed_head().await.expect("head")

@@ -2,6 +2,7 @@
 //! pollers that only note what they are handed, and a real SQLite file store. The parts:
 //! - `edge.rs`: an edge's handshake: the index, the cache, the key reads recorded once.
 //! - `edge_stream.rs`: the certificate stream of the TLS edges (`read::edge_stream`).
+//! - `edge_deliveries.rs`: the keys that stream hands out, recorded for whoever asked.
 //! - `issue.rs`: refusals, CA errors and fallback, budgets.
 //! - `names.rs`: names another domain holds.
 //! - `renew.rs`: the renewal lease, and what a renewal names as replaced.
@@ -35,6 +36,7 @@ use crate::read::view_reader::ViewReader;
 use crate::settings::Settings;
 
 mod edge;
+mod edge_deliveries;
 mod edge_stream;
 mod issue;
 mod names;
