@@ -476,6 +476,8 @@ async fn two_replicas_renew_twenty_due_certificates_each_exactly_once() {
     // Publish each renewal's records as they appear, until every first certificate is renewed.
     let deadline = Instant::now() + Duration::from_secs(240);
     let mut renewed: Vec<&String> = Vec::new();
+    // The challenge sets already published, so that each value is set once.
+    let mut published = std::collections::HashSet::new();
     while renewed.len() < ids.len() {
         if Instant::now() >= deadline {
             // What the domains left behind went through, and what the replicas warned of: a
@@ -507,7 +509,12 @@ async fn two_replicas_renew_twenty_due_certificates_each_exactly_once() {
             } else if renewal_in_progress(&view) {
                 // Nothing to publish when the CA holds a valid authorization still: the order
                 // goes on by itself.
-                if view["renewal"]["challenges"].is_array() {
+                // Each value once: challtestsrv appends a value set again, and a name with
+                // many values makes Pebble's lookup fail ("dns: overflowing header size"),
+                // which failed a renewal here once.
+                if view["renewal"]["challenges"].is_array()
+                    && published.insert(view["renewal"]["challenges"].to_string())
+                {
                     publish_renewal_records(&pebble, &view);
                 }
             }

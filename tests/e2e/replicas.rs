@@ -220,7 +220,11 @@ const LIVE_POLLERS: &str = "dns_handling_live_pollers";
 async fn ten_replicas_needing_an_account_at_once_register_one() {
     let pebble = Pebble::start(PebbleOptions::default());
     let database = TestDatabase::create(StoreKind::Postgres).await;
-    let env = replica_env(&pebble, &database);
+    let mut env = replica_env(&pebble, &database);
+    // Ten replicas starting at once share one server's connections with the tests beside them:
+    // a request may wait longer than the default 2 s for one (a 503 failed this test once on
+    // a loaded machine), which is not what this test is about.
+    env.insert("STORE_TIMEOUT".into(), "15s".into());
     let replicas: Vec<Service> = (0..10).map(|_| Service::start(BINARY, &env)).collect();
     let mut ids = Vec::new();
     for (n, replica) in replicas.iter().enumerate() {
