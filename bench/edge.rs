@@ -65,13 +65,23 @@ pub struct Config {
     pub cache_entries: usize,
     pub runs: usize,
     pub threads: u32,
-    pub connections: u32,
+    /// wrk's connections: each scenario runs at each of them.
+    pub connections: Vec<u32>,
     pub duration: String,
     pub warm_up: Option<String>,
     lookup_sizes: Vec<usize>,
     lookups: usize,
     commits: usize,
     rss_domains: Option<usize>,
+    /// Which parts run: `lookup`, `http`, `sync`, `commit` (which runs `sync` too: it needs
+    /// its agent).
+    parts: Vec<String>,
+}
+
+impl Config {
+    fn part(&self, name: &str) -> bool {
+        self.parts.iter().any(|part| part == name)
+    }
 }
 
 /// The median of `values`, with their range: `1.23 (1.01–1.40)`; one value alone.
@@ -182,28 +192,37 @@ async fn started(
 
 async fn run(kind: StoreKind, config: &Config) -> anyhow::Result<()> {
     let authority = Authority::new(KEK)?;
-    let database = seeded(kind, &authority, config.domains).await?;
-    let mut service = started(kind, &database, config.cache_entries, config.domains).await?;
-    let dir = TempDir::new("dns-handling-edge-bench");
-    http::measure(kind, &service, config, dir.path()).await?;
-
-    let store = Store::connect(&database.url).await?;
-    let sync_dir = dir.path().join("edge-sync");
-    let mut agent = sync::measure(kind, &store, &service, config.domains, &sync_dir).await?;
-    latency::measure(
-        kind,
-        &store,
-        &service,
-        &authority,
-        &mut agent,
-        config.domains,
-        config.commits,
-    )
-    .await?;
-    drop(agent);
-    seed::close(store).await;
-    service.terminate();
-
+    let service_parts = ["http", "sync", "commit"].map(|part| config.part(part));
+    if service_parts.contains(&true) {
+        let database = seeded(kind, &authority, config.domains).await?;
+        let mut service = started(kind, &database, config.cache_entries, config.domains).await?;
+        let dir = TempDir::new("dns-handling-edge-bench");
+        if config.part("http") {
+            http::measure(kind, &service, config, dir.path()).await?;
+        }
+        if config.part("sync") || config.part("commit") {
+            let store = Store::connect(&database.url).await?;
+            let sync_dir = dir.path().join("edge-sync");
+            let mut agent =
+                sync::measure(kind, &store, &service, config.domains, &sync_dir).await?;
+            if config.part("commit") {
+                let first = config.domains;
+                latency::measure(
+                    kind,
+                    &store,
+                    &service,
+                    &authority,
+                    &mut agent,
+                    first,
+                    config.commits,
+                )
+                .await?;
+            }
+            drop(agent);
+            seed::close(store).await;
+        }
+        service.terminate();
+    }
     if let Some(domains) = config.rss_domains {
         let database = seeded(kind, &authority, domains).await?;
         let mut service = started(kind, &database, config.cache_entries, domains).await?;
@@ -227,32 +246,35 @@ fn main() -> anyhow::Result<()> {
             .and_then(|v| v.parse::<usize>().ok())
             .unwrap_or(if benchmarking { bench } else { smoke })
     };
+    let list = |name: &str, bench: &str, smoke: &str| {
+        let text = std::env::var(name)
+            .unwrap_or_else(|_| if benchmarking { bench } else { smoke }.to_owned());
+        (text.split(','))
+            .filter_map(|item| item.trim().parse().ok())
+            .collect::<Vec<usize>>()
+    };
     let config = Config {
         domains: number("N", 100_000, 200),
         cache_entries: number("EDGE_CACHE_ENTRIES", 1_000, 20),
         runs: number("RUNS", 3, 1),
         threads: number("THREADS", 1, 1) as u32,
-        connections: number("CONNECTIONS", 16, 4) as u32,
+        connections: (list("CONNECTIONS", "1,16", "4").into_iter())
+            .map(|c| c as u32)
+            .collect(),
         duration: std::env::var("DURATION")
             .unwrap_or_else(|_| if benchmarking { "10s" } else { "1s" }.to_owned()),
         warm_up: benchmarking.then(|| "2s".to_owned()),
-        lookup_sizes: std::env::var("LOOKUP_SIZES")
-            .unwrap_or_else(|_| {
-                if benchmarking {
-                    "100000,1000000"
-                } else {
-                    "1000"
-                }
-                .to_owned()
-            })
-            .split(',')
-            .filter_map(|size| size.trim().parse().ok())
-            .collect(),
+        lookup_sizes: list("LOOKUP_SIZES", "100000,1000000", "1000"),
         lookups: number("LOOKUPS", 1_000_000, 10_000),
         commits: number("COMMITS", 20, 3),
         rss_domains: std::env::var("RSS_DOMAINS")
             .ok()
             .and_then(|v| v.parse().ok()),
+        parts: std::env::var("PARTS")
+            .unwrap_or_else(|_| "lookup,http,sync,commit".to_owned())
+            .split(',')
+            .map(|part| part.trim().to_owned())
+            .collect(),
     };
     // A smoke run that silently skipped would assert nothing: without wrk, fail and say why.
     anyhow::ensure!(
@@ -262,6 +284,8 @@ fn main() -> anyhow::Result<()> {
             .is_ok(),
         "wrk is not installed (apt-get install -y wrk; tests/run.sh installs it)"
     );
-    lookup::measure(&config.lookup_sizes, config.lookups, config.runs)?;
+    if config.part("lookup") {
+        lookup::measure(&config.lookup_sizes, config.lookups, config.runs)?;
+    }
     harness::on_each_store(|kind| run(kind, &config))
 }

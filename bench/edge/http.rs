@@ -89,6 +89,7 @@ pub async fn read_each_once(
 async fn scenario(
     service: &Service,
     config: &Config,
+    connections: u32,
     dir: &Path,
     label: &str,
     range: (usize, usize),
@@ -99,7 +100,7 @@ async fn scenario(
     std::fs::write(&healthz, script(None))?;
     std::fs::write(&edge, script(Some(range)))?;
     let load = |script: &Path, duration: &str| {
-        wrk::run(&url, script, config.threads, config.connections, duration)
+        wrk::run(&url, script, config.threads, connections, duration)
     };
     if let Some(warm_up) = &config.warm_up {
         load(&edge, warm_up)?;
@@ -125,21 +126,21 @@ async fn scenario(
     };
     println!(
         "  {label}, domains {}..={} ({} runs of wrk -t{} -c{} -d{} each):\n    \
-         GET /edge/certificate: p50 {} ms, p99 {} ms, {} requests/s, cache hit rate {}\n    \
-         GET /healthz:          p50 {} ms, p99 {} ms, {} requests/s\n    \
+         GET /edge/certificate: p50 {} µs, p99 {} µs, {} requests/s, cache hit rate {}\n    \
+         GET /healthz:          p50 {} µs, p99 {} µs, {} requests/s\n    \
          ratio edge / healthz:  p50 {}×, p99 {}×",
         range.0,
         range.1,
         config.runs,
         config.threads,
-        config.connections,
+        connections,
         config.duration,
-        spread(&|r| r.1.p50_ms),
-        spread(&|r| r.1.p99_ms),
+        spread(&|r| r.1.p50_ms * 1e3),
+        spread(&|r| r.1.p99_ms * 1e3),
         spread(&|r| r.1.requests_per_second),
         spread(&|r| r.2),
-        spread(&|r| r.0.p50_ms),
-        spread(&|r| r.0.p99_ms),
+        spread(&|r| r.0.p50_ms * 1e3),
+        spread(&|r| r.0.p99_ms * 1e3),
         spread(&|r| r.0.requests_per_second),
         spread(&|r| r.1.p50_ms / r.0.p50_ms),
         spread(&|r| r.1.p99_ms / r.0.p99_ms),
@@ -162,27 +163,19 @@ pub async fn measure(
         config.domains
     );
     let working_set = (config.cache_entries / 2).max(1);
-    scenario(
-        service,
-        config,
-        dir,
-        &format!(
+    for &connections in &config.connections {
+        let cached = format!(
             "{kind:?}, cached: {working_set} certificates, EDGE_CACHE_ENTRIES={}",
             config.cache_entries
-        ),
-        (0, working_set - 1),
-    )
-    .await?;
-    scenario(
-        service,
-        config,
-        dir,
-        &format!(
+        );
+        let range = (0, working_set - 1);
+        scenario(service, config, connections, dir, &cached, range).await?;
+        let missing = format!(
             "{kind:?}, missing: uniformly over all {} certificates, EDGE_CACHE_ENTRIES={}",
             config.domains, config.cache_entries
-        ),
-        (0, config.domains - 1),
-    )
-    .await?;
+        );
+        let range = (0, config.domains - 1);
+        scenario(service, config, connections, dir, &missing, range).await?;
+    }
     Ok(())
 }
