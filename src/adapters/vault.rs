@@ -384,6 +384,11 @@ impl KeyVault {
             .transpose()
     }
 
+    /// Opens an order's key as the store holds it sealed (read in bulk by the caller).
+    pub fn open_certificate_key(&self, order_id: &str, sealed: &str) -> Result<String, VaultError> {
+        self.key.open(sealed, &Self::certificate_context(order_id))
+    }
+
     /// Stores an order's key unless one is stored already; returns the key of record.
     pub async fn store_certificate_key(
         &self,

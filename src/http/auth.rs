@@ -136,11 +136,15 @@ fn decide_role(request: &ServiceRequest) -> Result<Role, ApiError> {
         None => Role::Admin,
         Some(admin_token) => {
             let unknown = || {
-                let how = match edge_route {
-                    true => "Authorization: Bearer <token>, or Basic <edge name>:<token>",
-                    false => "Authorization: Bearer <token>",
-                };
-                ApiError::Unauthorized(format!("missing or invalid token ({how})"))
+                ApiError::Unauthorized(match edge_route {
+                    true => "missing or invalid token (Authorization: Bearer <token>, or Basic \
+                             <edge name>:<token>)"
+                        .into(),
+                    // The console shows it as it is.
+                    false => {
+                        "missing or invalid bearer token (Authorization: Bearer <token>)".into()
+                    }
+                })
             };
             let (token, user) = match presented(request) {
                 Presented::Bearer(token) => (token.to_owned(), None),

@@ -10,6 +10,7 @@ mod certificates;
 pub mod console;
 mod domains;
 mod edge;
+mod edge_stream;
 mod error;
 mod events;
 pub mod observe;
@@ -184,6 +185,12 @@ pub fn register_routes(cfg: &mut web::ServiceConfig) -> Vec<(Method, &'static st
     // Every path under auth::EDGE_ROUTES is an edge route: open to edge tokens and admins.
     let edge_certificate = web::to(edge::certificate);
     table.add(Token, Method::GET, "/edge/certificate", edge_certificate);
+    table.add(
+        Token,
+        Method::GET,
+        "/edge/certificates",
+        web::to(edge_stream::stream),
+    );
     let checkpoints = "/audit/checkpoints";
     table.add(Token, Method::GET, checkpoints, web::to(audit::list));
     table.add(Token, Method::POST, checkpoints, web::to(audit::sign));

@@ -8,7 +8,9 @@ use actix_web::{web, HttpResponse};
 use utoipa::openapi::security::{HttpAuthScheme, HttpBuilder, SecurityScheme};
 use utoipa::OpenApi;
 
-use super::{audit, ca, certificates, domains, edge, events, overview, renewals, webhooks};
+use super::{
+    audit, ca, certificates, domains, edge, edge_stream, events, overview, renewals, webhooks,
+};
 
 /// The API's description: every route of [`super::register_routes`] (a test holds the two
 /// together).
@@ -41,6 +43,7 @@ use super::{audit, ca, certificates, domains, edge, events, overview, renewals, 
         events::history,
         events::feed,
         edge::certificate,
+        edge_stream::stream,
         audit::list,
         audit::sign,
         webhooks::create,

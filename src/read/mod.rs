@@ -1,10 +1,12 @@
 //! The read side: the one loop that follows the event feed (`feed_follower`, for the
-//! projector, the delegation zone, webhook messages and `GET /events?follow=true`), the
-//! projector that keeps the views (crate `dns-handling-projections`) in step with the events,
-//! and the reader that serves them to the API.
+//! projector, the delegation zone, webhook messages, `GET /events?follow=true` and the edges'
+//! certificate stream `edge_stream`), the projector that keeps the views (crate
+//! `dns-handling-projections`) in step with the events, and the reader that serves them to the
+//! API.
 
 pub mod edge_index;
 pub mod edge_material;
+pub mod edge_stream;
 pub mod feed_follower;
 pub mod projector;
 pub mod stuck;

@@ -235,4 +235,5 @@ async fn an_edge_token_gets_the_certificate_of_its_names_and_nothing_else(kind: 
         edge1_reads.is_some_and(|reads| reads >= 12),
         "{edge1_reads:?}"
     );
+    assert!(!service.log().contains("PRIVATE KEY"), "a key in the log");
 }

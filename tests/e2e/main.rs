@@ -35,6 +35,8 @@ mod delegation;
 mod dns_hardening;
 mod ecosystem;
 mod edge_routes;
+mod edge_stream;
+mod edge_sync;
 mod feed_consumers;
 mod hardening;
 mod http_contract;

@@ -27,6 +27,9 @@
 //!   every replica.
 //! - `zone_followers.rs`: how far each replica's delegation zone has applied the feed, and
 //!   where a delegated order was opened.
+//! - `edge_certificates.rs`: the certificate stream of the TLS edges: a snapshot of the views
+//!   as of one feed position, read in pages in one read transaction, and what its change lines
+//!   need from a domain's stream.
 //! - `webhooks.rs`: webhook delivery: each endpoint's feed cursor, its outbox of messages, every
 //!   attempt, the sealed signing secrets.
 
@@ -175,6 +178,7 @@ macro_rules! on_pool {
 mod ca_budgets;
 mod checkpoints;
 pub use checkpoints::Checkpoint;
+mod edge_certificates;
 mod feed;
 mod leases;
 mod migrations;
@@ -187,6 +191,7 @@ mod webhooks;
 mod zone_followers;
 
 pub use ca_budgets::{BudgetUse, SpentUnits};
+pub use edge_certificates::{EdgeSnapshot, EdgeSnapshotRow};
 pub use feed::{EventTable, FeedRow};
 pub use leases::{lock_sqlite_exclusively, SqliteReplicaLock};
 pub use overview::DayActivity;

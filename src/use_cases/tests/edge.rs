@@ -239,7 +239,10 @@ async fn an_edges_key_read_is_recorded_once_per_certificate_and_an_admins_every_
             .await
             .expect("served");
     }
-    assert!(world.state.edge_reads.contains("edge1", &first), "seen recorded");
+    assert!(
+        world.state.edge_reads.contains("edge1", &first),
+        "seen recorded"
+    );
     // Another replica has not seen the read recorded: the aggregate records none again.
     world.state.edge_reads.forget_all();
     ask(&world, "www.reads.example.com", edge1())
@@ -281,4 +284,14 @@ async fn the_cache_holds_no_more_certificates_than_its_size() {
     }
     assert!(world.state.edge_material.len() <= 2, "bounded");
     assert!(!world.state.edge_material.is_empty());
+    // Asked again and again, one comes from the cache (once the cache admits it: it keeps
+    // what is asked often; the counter is the process's, other tests only add to it).
+    let hits = crate::metrics::METRICS.edge.cache_hits.get();
+    for _ in 0..5 {
+        ask(&world, &names[4], edge1()).await.expect("served");
+    }
+    assert!(
+        crate::metrics::METRICS.edge.cache_hits.get() > hits,
+        "a hit"
+    );
 }

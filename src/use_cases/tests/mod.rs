@@ -1,6 +1,7 @@
 //! The use cases in process: a scripted CA ([`ScriptedCa`]), a DNS whose records a test sets,
 //! pollers that only note what they are handed, and a real SQLite file store. The parts:
 //! - `edge.rs`: an edge's handshake: the index, the cache, the key reads recorded once.
+//! - `edge_stream.rs`: the certificate stream of the TLS edges (`read::edge_stream`).
 //! - `issue.rs`: refusals, CA errors and fallback, budgets.
 //! - `names.rs`: names another domain holds.
 //! - `renew.rs`: the renewal lease, and what a renewal names as replaced.
@@ -34,6 +35,7 @@ use crate::read::view_reader::ViewReader;
 use crate::settings::Settings;
 
 mod edge;
+mod edge_stream;
 mod issue;
 mod names;
 mod renew;
