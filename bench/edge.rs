@@ -1,8 +1,9 @@
-//! Run: `cargo bench --bench edge` (N=100000 served certificates, EDGE_CACHE_ENTRIES=1000,
-//! RUNS=3, wrk with THREADS=1, CONNECTIONS=16, DURATION=10s; LOOKUP_SIZES=100000,1000000;
-//! COMMITS=20; RSS_DOMAINS=1000000 adds a start with that many certificates (opt-in: seeding
-//! takes minutes); STORES=sqlite,postgres; PostgreSQL at BENCH_POSTGRES_URL, else
-//! TEST_POSTGRES_URL; needs `wrk`)
+//! Run: `cargo bench --bench edge` (PARTS=lookup,http,sync,commit; N=100000 served
+//! certificates for `http`, SYNC_N=10000 for `sync` and `commit`; EDGE_CACHE_ENTRIES=1000,
+//! RUNS=3, wrk with THREADS=1, CONNECTIONS=1,16 (each), DURATION=10s; LOOKUP_SIZES=100000,1000000,
+//! LOOKUPS=1000000; COMMITS=20; RSS_DOMAINS=1000000 adds a start with that many certificates
+//! (opt-in: seeding takes minutes); STORES=sqlite,postgres; PostgreSQL at BENCH_POSTGRES_URL,
+//! else TEST_POSTGRES_URL; needs `wrk`)
 //!
 //! Edge delivery (issue 25), in four parts:
 //! 1. the in-process name lookup alone (`NameIndex::lookup`), and the index's bytes per name
@@ -12,7 +13,7 @@
 //!    service's RSS once its edge index is built;
 //! 3. commit → served: to `GET /edge/certificate`, to `edge sync`'s file, beside the feed's own
 //!    commit → follower latency (`edge/latency.rs`);
-//! 4. `edge sync` of the N certificates into an empty directory: time, peak RSS
+//! 4. `edge sync` of SYNC_N certificates into an empty directory: time, peak RSS
 //!    (`edge/sync.rs`).
 //!
 //! The store is seeded directly (`seed_certificates.rs`): real certificates for three names each,
@@ -72,6 +73,9 @@ pub struct Config {
     lookup_sizes: Vec<usize>,
     lookups: usize,
     commits: usize,
+    /// Certificates served to `edge sync` (parts `sync` and `commit`): fewer than `domains`,
+    /// since the agent's snapshot costs grow with the square of their number.
+    sync_domains: usize,
     rss_domains: Option<usize>,
     /// Which parts run: `lookup`, `http`, `sync`, `commit` (which runs `sync` too: it needs
     /// its agent).
@@ -192,36 +196,38 @@ async fn started(
 
 async fn run(kind: StoreKind, config: &Config) -> anyhow::Result<()> {
     let authority = Authority::new(KEK)?;
-    let service_parts = ["http", "sync", "commit"].map(|part| config.part(part));
-    if service_parts.contains(&true) {
+    let dir = TempDir::new("dns-handling-edge-bench");
+    if config.part("http") {
         let database = seeded(kind, &authority, config.domains).await?;
         let mut service = started(kind, &database, config.cache_entries, config.domains).await?;
-        let dir = TempDir::new("dns-handling-edge-bench");
-        if config.part("http") {
-            http::measure(kind, &service, config, dir.path()).await?;
-        }
-        if config.part("sync") || config.part("commit") {
-            let store = Store::connect(&database.url).await?;
-            let sync_dir = dir.path().join("edge-sync");
-            let mut agent =
-                sync::measure(kind, &store, &service, config.domains, &sync_dir).await?;
-            if config.part("commit") {
-                let first = config.domains;
-                latency::measure(
-                    kind,
-                    &store,
-                    &service,
-                    &authority,
-                    &mut agent,
-                    first,
-                    config.commits,
-                )
-                .await?;
-            }
-            drop(agent);
-            seed::close(store).await;
-        }
+        http::measure(kind, &service, config, dir.path()).await?;
         service.terminate();
+    }
+    if config.part("sync") || config.part("commit") {
+        let domains = config.sync_domains;
+        let database = seeded(kind, &authority, domains).await?;
+        let mut service = started(kind, &database, config.cache_entries, domains).await?;
+        let store = Store::connect(&database.url).await?;
+        let sync_dir = dir.path().join(format!("edge-sync-{kind:?}"));
+        let mut agent = sync::measure(kind, &service, domains, &sync_dir).await?;
+        if config.part("commit") {
+            latency::measure(
+                kind,
+                &store,
+                &service,
+                &authority,
+                &mut agent,
+                domains,
+                config.commits,
+            )
+            .await?;
+        }
+        drop(agent);
+        seed::close(store).await;
+        // Killed, not terminated: a `GET /edge/certificates?follow=true` stream whose client is
+        // gone holds the service's exit on SIGTERM for actix's 30 s shutdown timeout (an
+        // `/events?follow=true` stream does not).
+        service.kill();
     }
     if let Some(domains) = config.rss_domains {
         let database = seeded(kind, &authority, domains).await?;
@@ -267,6 +273,7 @@ fn main() -> anyhow::Result<()> {
         lookup_sizes: list("LOOKUP_SIZES", "100000,1000000", "1000"),
         lookups: number("LOOKUPS", 1_000_000, 10_000),
         commits: number("COMMITS", 20, 3),
+        sync_domains: number("SYNC_N", 10_000, 200),
         rss_domains: std::env::var("RSS_DOMAINS")
             .ok()
             .and_then(|v| v.parse().ok()),

@@ -16,7 +16,7 @@ use dns_handling::adapters::vault::KeyEncryptionKey;
 use dns_handling::domain::aggregate::edge_reader;
 use dns_handling_events::{
     CertificateKeyType, CustomDomainEvent, IssuedCertificate, OrderChallenge, OrderDetails,
-    OwnershipProof, Validation,
+    OwnershipProof, RenewalReason, Validation,
 };
 use sha2::Digest;
 
@@ -125,8 +125,9 @@ fn order_id(n: usize, generation: u32) -> String {
     format!("0193a7c3-{generation:04x}-7000-8000-{n:012}")
 }
 
-/// Domain `n`'s events up to `issued`, registered with its three names; with `read_by`, that
-/// edge's first read of the key is recorded too (as after the edge fetched it once).
+/// Domain `n`'s events up to `issued` and its renewal scheduled, registered with its three
+/// names; with `read_by`, that edge's first read of the key is recorded too (as after the edge
+/// fetched it once).
 pub fn domain_events(n: usize, issued: &Issued, read_by: Option<&str>) -> Vec<CustomDomainEvent> {
     let now = Utc::now();
     let name = seed::domain_name(n);
@@ -177,9 +178,19 @@ pub fn domain_events(n: usize, issued: &Issued, read_by: Option<&str>) -> Vec<Cu
         },
     ];
     let certificate_id = certificate.certificate_id.clone();
+    let due_at = certificate.not_after - chrono::Duration::days(30);
     events.push(CustomDomainEvent::CertificateIssued {
         certificate,
         issued_at: now,
+    });
+    // As the renewal scheduler records it: otherwise the service appends one for every domain
+    // after its start, writes that would run under the measurements.
+    events.push(CustomDomainEvent::RenewalScheduled {
+        certificate_id: certificate_id.clone(),
+        due_at,
+        reason: RenewalReason::Lifetime,
+        window: None,
+        scheduled_at: now,
     });
     if let Some(edge) = read_by {
         events.push(CustomDomainEvent::PrivateKeyRead {
