@@ -119,7 +119,14 @@ async fn scenario(
             );
         }
         let (hits, misses) = (hits_after - hits, misses_after - misses);
-        rows.push((healthz, edge, hits / (hits + misses).max(1.0)));
+        let hit_rate = hits / (hits + misses).max(1.0);
+        // Not a timing: a working set within the cache that misses means the cache is broken.
+        let within_cache = range.1 - range.0 < config.cache_entries;
+        anyhow::ensure!(
+            !within_cache || hit_rate > 0.5,
+            "{label}: a working set within the cache was found there at a rate of {hit_rate:.2}"
+        );
+        rows.push((healthz, edge, hit_rate));
     }
     let spread = |pick: &dyn Fn(&(WrkResult, WrkResult, f64)) -> f64| {
         crate::spread(rows.iter().map(pick).collect::<Vec<_>>())
