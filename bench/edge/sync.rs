@@ -6,6 +6,7 @@ use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
+use dns_handling::edge::directory::CRT_LIST_FILE;
 use dns_handling_testkit::{Service, StoreKind};
 
 use crate::process::status_mib;
@@ -42,8 +43,14 @@ impl Drop for Agent {
 }
 
 /// Whether `state.json` records a whole snapshot of `domains` certificates (the position it
-/// records is that of the last change it carried, which may be behind the feed's end).
+/// records is that of the last change it carried, which may be behind the feed's end). Read
+/// only once the agent wrote its lists, which it does first at a snapshot's end: the file is
+/// megabytes at 100,000 certificates, and parsing it ten times a second would compete with
+/// the agent for the cores.
 fn snapshot_recorded(dir: &Path, domains: usize) -> bool {
+    if !dir.join(CRT_LIST_FILE).exists() {
+        return false;
+    }
     let Ok(text) = std::fs::read(dir.join("state.json")) else {
         return false;
     };
