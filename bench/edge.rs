@@ -78,7 +78,7 @@ pub struct Config {
     sync_domains: usize,
     rss_domains: Option<usize>,
     /// Which parts run: `lookup`, `http`, `sync`, `commit` (which runs `sync` too: it needs
-    /// its agent).
+    /// its agent); `RSS_DOMAINS` runs whatever they are.
     parts: Vec<String>,
 }
 
