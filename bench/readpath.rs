@@ -13,6 +13,7 @@
 #![allow(missing_docs)]
 
 mod harness;
+mod wrk;
 
 #[allow(dead_code)]
 mod seed;
@@ -28,70 +29,6 @@ use dns_handling_testkit::{database_env, Service, StoreKind, TempDir, TestDataba
 const BINARY: &str = env!("CARGO_BIN_EXE_dns-handling");
 
 const TOKEN: &str = "readpath-bench-admin-token";
-
-/// What one wrk run measured.
-struct WrkResult {
-    requests_per_second: f64,
-    p50_ms: f64,
-    p99_ms: f64,
-    requests: u64,
-    errors: String,
-}
-
-/// A wrk latency figure (`812.00us`, `1.23ms`, `2.01s`) in milliseconds.
-fn milliseconds(text: &str) -> Option<f64> {
-    let split = text.find(|c: char| c.is_ascii_alphabetic())?;
-    let (number, unit) = text.split_at(split);
-    let number: f64 = number.parse().ok()?;
-    Some(match unit {
-        "us" => number / 1e3,
-        "ms" => number,
-        "s" => number * 1e3,
-        "m" => number * 60e3,
-        _ => return None,
-    })
-}
-
-fn parse_wrk(output: &str) -> anyhow::Result<WrkResult> {
-    let field = |prefix: &str| {
-        output
-            .lines()
-            .map(str::trim)
-            .find(|line| line.starts_with(prefix))
-            .and_then(|line| line.split_whitespace().nth(1))
-    };
-    let requests_per_second = output
-        .lines()
-        .find(|line| line.starts_with("Requests/sec:"))
-        .and_then(|line| line.split_whitespace().nth(1))
-        .and_then(|value| value.parse().ok())
-        .ok_or_else(|| anyhow::anyhow!("no Requests/sec in wrk's output:\n{output}"))?;
-    let p50_ms = field("50%")
-        .and_then(milliseconds)
-        .ok_or_else(|| anyhow::anyhow!("no p50 in wrk's output:\n{output}"))?;
-    let p99_ms = field("99%")
-        .and_then(milliseconds)
-        .ok_or_else(|| anyhow::anyhow!("no p99 in wrk's output:\n{output}"))?;
-    let requests = output
-        .lines()
-        .find(|line| line.contains("requests in"))
-        .and_then(|line| line.split_whitespace().next())
-        .and_then(|value| value.parse().ok())
-        .unwrap_or(0);
-    let errors = output
-        .lines()
-        .map(str::trim)
-        .filter(|line| line.starts_with("Non-2xx") || line.starts_with("Socket errors"))
-        .collect::<Vec<_>>()
-        .join("; ");
-    Ok(WrkResult {
-        requests_per_second,
-        p50_ms,
-        p99_ms,
-        requests,
-        errors,
-    })
-}
 
 /// The wrk script: a uniformly random seeded domain per request, with the admin token.
 fn lua_script(domains: usize) -> String {
@@ -115,32 +52,6 @@ end
 "#,
         last = domains - 1,
     )
-}
-
-fn run_wrk(
-    service: &Service,
-    script: &std::path::Path,
-    threads: u32,
-    connections: u32,
-    duration: &str,
-) -> anyhow::Result<WrkResult> {
-    let output = Command::new("wrk")
-        .arg(format!("-t{threads}"))
-        .arg(format!("-c{connections}"))
-        .arg(format!("-d{duration}"))
-        .arg("--latency")
-        .arg("-s")
-        .arg(script)
-        .arg(service.url(""))
-        .output()
-        .map_err(|e| anyhow::anyhow!("cannot run wrk ({e}); apt-get install -y wrk"))?;
-    let text = String::from_utf8_lossy(&output.stdout).into_owned();
-    anyhow::ensure!(
-        output.status.success(),
-        "wrk failed: {text}{}",
-        String::from_utf8_lossy(&output.stderr)
-    );
-    parse_wrk(&text)
 }
 
 struct Config {
@@ -185,8 +96,8 @@ async fn run(kind: StoreKind, config: &Config) -> anyhow::Result<()> {
         anyhow::ensure!(code == 200 && body["status"] == "active", "{code} {body}");
         // A short warm-up (connections, page cache, allocator), then the measured run.
         if let Some(warm_up) = &config.warm_up {
-            run_wrk(
-                &service,
+            wrk::run(
+                &service.url(""),
                 &script,
                 config.threads,
                 config.connections,
@@ -194,8 +105,8 @@ async fn run(kind: StoreKind, config: &Config) -> anyhow::Result<()> {
             )?;
         }
         let log_before = service.log().len();
-        let result = run_wrk(
-            &service,
+        let result = wrk::run(
+            &service.url(""),
             &script,
             config.threads,
             config.connections,

@@ -261,10 +261,10 @@ fn insert_sql(rows: usize, postgres: bool) -> String {
 }
 
 /// A stored event row: stream, sequence, type, version, payload, metadata.
-type Row = (String, i64, &'static str, String, String, String);
+pub type Row = (String, i64, &'static str, String, String, String);
 
 /// A domain's events as stored rows, hash-chained from the genesis hash.
-fn rows_of(id: &str, events: &[CustomDomainEvent]) -> anyhow::Result<Vec<Row>> {
+pub fn rows_of(id: &str, events: &[CustomDomainEvent]) -> anyhow::Result<Vec<Row>> {
     let mut prev_hash = GENESIS.to_owned();
     let mut rows = Vec::new();
     for (index, event) in events.iter().enumerate() {
@@ -315,9 +315,24 @@ pub async fn seed_with(
     lifecycle: impl Fn(usize) -> Lifecycle,
     views: bool,
 ) -> anyhow::Result<usize> {
-    const ROWS_PER_STATEMENT: usize = 100;
+    seed_events(
+        store,
+        domains,
+        |n| Ok(domain_events(n, lifecycle(n))),
+        views,
+    )
+    .await
+}
+
+/// As [`seed_with`], domain `n`'s events being `events_of(n)` (named [`domain_name`]`(n)`,
+/// with id [`domain_id`]`(n)`).
+pub async fn seed_events(
+    store: &Store,
+    domains: usize,
+    mut events_of: impl FnMut(usize) -> anyhow::Result<Vec<CustomDomainEvent>>,
+    views: bool,
+) -> anyhow::Result<usize> {
     store.migrate().await?;
-    let reserved_at = Utc::now().format("%Y-%m-%dT%H:%M:%S%.6fZ").to_string();
     let mut written = 0;
     let mut rows: Vec<Row> = Vec::new();
     let mut names: Vec<(String, String)> = Vec::new();
@@ -325,7 +340,7 @@ pub async fn seed_with(
     let mut certificates: Vec<CertificateView> = Vec::new();
     for n in 0..domains {
         let id = domain_id(n);
-        let events = domain_events(n, lifecycle(n));
+        let events = events_of(n)?;
         rows.extend(rows_of(&id, &events)?);
         if views {
             let numbered = || (1u64..).zip(events.iter());
@@ -344,44 +359,7 @@ pub async fn seed_with(
         if rows.len() < 30_000 && n + 1 < domains {
             continue;
         }
-        macro_rules! insert_all {
-            ($pool:expr, $postgres:expr) => {{
-                let mut tx = $pool.begin().await?;
-                for chunk in rows.chunks(ROWS_PER_STATEMENT) {
-                    let sql = insert_sql(chunk.len(), $postgres);
-                    let mut query = sqlx::query(&sql);
-                    for (id, sequence, kind, version, payload, metadata) in chunk {
-                        query = query
-                            .bind(id)
-                            .bind(sequence)
-                            .bind(*kind)
-                            .bind(version)
-                            .bind(payload)
-                            .bind(metadata);
-                    }
-                    query.execute(&mut *tx).await?;
-                }
-                for chunk in names.chunks(ROWS_PER_STATEMENT) {
-                    let values: Vec<String> = (0..chunk.len())
-                        .map(|r| format!("(${}, ${}, ${})", r * 3 + 1, r * 3 + 2, r * 3 + 3))
-                        .collect();
-                    let sql = format!(
-                        "INSERT INTO domain_names (domain_name, domain_id, reserved_at) VALUES {}",
-                        values.join(",")
-                    );
-                    let mut query = sqlx::query(&sql);
-                    for (name, id) in chunk {
-                        query = query.bind(name).bind(id).bind(&reserved_at);
-                    }
-                    query.execute(&mut *tx).await?;
-                }
-                tx.commit().await?;
-            }};
-        }
-        match store {
-            Store::Postgres(pool) => insert_all!(pool, true),
-            Store::Sqlite(pool) => insert_all!(pool, false),
-        }
+        insert(store, &rows, &names).await?;
         if views {
             store
                 .write_projection(ProjectionWrite {
@@ -407,6 +385,51 @@ pub async fn seed_with(
             .await?;
     }
     Ok(written)
+}
+
+/// Inserts event `rows` and name reservations `names` (name, domain id) in one transaction.
+pub async fn insert(store: &Store, rows: &[Row], names: &[(String, String)]) -> anyhow::Result<()> {
+    const ROWS_PER_STATEMENT: usize = 100;
+    let reserved_at = Utc::now().format("%Y-%m-%dT%H:%M:%S%.6fZ").to_string();
+    macro_rules! insert_all {
+        ($pool:expr, $postgres:expr) => {{
+            let mut tx = $pool.begin().await?;
+            for chunk in rows.chunks(ROWS_PER_STATEMENT) {
+                let sql = insert_sql(chunk.len(), $postgres);
+                let mut query = sqlx::query(&sql);
+                for (id, sequence, kind, version, payload, metadata) in chunk {
+                    query = query
+                        .bind(id)
+                        .bind(sequence)
+                        .bind(*kind)
+                        .bind(version)
+                        .bind(payload)
+                        .bind(metadata);
+                }
+                query.execute(&mut *tx).await?;
+            }
+            for chunk in names.chunks(ROWS_PER_STATEMENT) {
+                let values: Vec<String> = (0..chunk.len())
+                    .map(|r| format!("(${}, ${}, ${})", r * 3 + 1, r * 3 + 2, r * 3 + 3))
+                    .collect();
+                let sql = format!(
+                    "INSERT INTO domain_names (domain_name, domain_id, reserved_at) VALUES {}",
+                    values.join(",")
+                );
+                let mut query = sqlx::query(&sql);
+                for (name, id) in chunk {
+                    query = query.bind(name).bind(id).bind(&reserved_at);
+                }
+                query.execute(&mut *tx).await?;
+            }
+            tx.commit().await?;
+        }};
+    }
+    match store {
+        Store::Postgres(pool) => insert_all!(pool, true),
+        Store::Sqlite(pool) => insert_all!(pool, false),
+    }
+    Ok(())
 }
 
 /// Closes the store's pool, so the service finds the database to itself.
