@@ -3,12 +3,12 @@
 //! and a separate `.crt` and `.key` (nginx's), a HAProxy `crt-list` and an nginx map of names to
 //! files. Every file is written atomically (a temporary file, then a rename), keys mode `0600`.
 //!
-//! What the directory holds is recorded in `state.json`, written last in every batch, with the
-//! feed position to resume from. Opening the directory removes whatever that record does not
+//! What the directory holds is recorded in `state.json`, written last in every batch (a
+//! snapshot's batches once, at its end), with the feed position to resume from. Opening the directory removes whatever that record does not
 //! name (a crash between writing a certificate and recording it): the files then match the
 //! record, and the stream, resumed from the recorded position, sends the rest again.
 
-use std::collections::{BTreeMap, BTreeSet};
+use std::collections::{BTreeMap, BTreeSet, HashSet};
 use std::fs;
 use std::io::Write as _;
 use std::os::unix::fs::{OpenOptionsExt as _, PermissionsExt as _};
@@ -83,6 +83,8 @@ pub struct EdgeDirectory {
     state: State,
     /// What is served changed since the lists were last written.
     lists_stale: bool,
+    /// The stems of the files held, to find a free one without a walk through every domain.
+    stems: HashSet<String>,
 }
 
 impl EdgeDirectory {
@@ -105,10 +107,16 @@ impl EdgeDirectory {
         // A snapshot cut short is received again from the start: the recorded position is still
         // the one before it.
         state.snapshot = None;
+        let stems = state
+            .served
+            .values()
+            .map(|held| held.stem.clone())
+            .collect();
         let mut directory = Self {
             dir,
             state,
             lists_stale: true,
+            stems,
         };
         directory.remove_unrecorded()?;
         // The lists may be newer than the record (a crash between the two): write them from it.
@@ -127,10 +135,11 @@ impl EdgeDirectory {
     }
 
     /// Applies a batch of lines, then records them; says whether what is served changed (a
-    /// terminator must reload). Inside a snapshot the lists and the position wait for its end, so
-    /// that a snapshot cut short is asked for again rather than taken as whole.
+    /// terminator must reload). Inside a snapshot the lists and the record wait for its end, so
+    /// that a snapshot cut short is asked for again rather than taken as whole (and so that a
+    /// snapshot of many certificates does not rewrite the whole record at every batch).
     pub fn apply(&mut self, lines: &[EdgeLine]) -> Result<bool, DirectoryError> {
-        let before = self.state.served.clone();
+        let mut changed = false;
         for line in lines {
             match line {
                 EdgeLine::SnapshotBegins { .. } => self.state.snapshot = Some(BTreeSet::new()),
@@ -141,10 +150,10 @@ impl EdgeDirectory {
                         .cloned()
                         .collect();
                     for domain_id in gone {
-                        self.forget(&domain_id)?;
+                        changed |= self.forget(&domain_id)?;
                     }
                 }
-                EdgeLine::Served(served) => self.serve(served)?,
+                EdgeLine::Served(served) => changed |= self.serve(served)?,
                 EdgeLine::Withdrawn {
                     domain_id,
                     certificate_id,
@@ -152,7 +161,7 @@ impl EdgeDirectory {
                 } => {
                     let held = self.state.served.get(domain_id);
                     if held.is_some_and(|held| &held.certificate_id == certificate_id) {
-                        self.forget(domain_id)?;
+                        changed |= self.forget(domain_id)?;
                     }
                 }
             }
@@ -160,13 +169,14 @@ impl EdgeDirectory {
                 self.state.position = self.state.position.max(line.position());
             }
         }
-        let changed = before != self.state.served;
         self.lists_stale |= changed;
         self.state.reload_pending |= changed;
-        if self.lists_stale && self.state.snapshot.is_none() {
-            self.write_lists()?;
+        if self.state.snapshot.is_none() {
+            if self.lists_stale {
+                self.write_lists()?;
+            }
+            self.write_state()?;
         }
-        self.write_state()?;
         Ok(changed)
     }
 
@@ -200,7 +210,8 @@ impl EdgeDirectory {
     }
 
     /// Writes a served certificate's files and records it.
-    fn serve(&mut self, served: &ServedCertificate) -> Result<(), DirectoryError> {
+    /// Writes a domain's files for `served` and records it; says whether anything changed.
+    fn serve(&mut self, served: &ServedCertificate) -> Result<bool, DirectoryError> {
         if let Some(snapshot) = &mut self.state.snapshot {
             snapshot.insert(served.domain_id.clone());
         }
@@ -214,7 +225,7 @@ impl EdgeDirectory {
             names: served.names.clone(),
         };
         if self.state.served.get(&served.domain_id) == Some(&held) {
-            return Ok(());
+            return Ok(false);
         }
         let chain = with_final_newline(&served.chain_pem);
         let key = with_final_newline(&served.key_pem);
@@ -225,25 +236,28 @@ impl EdgeDirectory {
             format!("{chain}{key}").as_bytes(),
             0o600,
         )?;
+        self.stems.insert(stem);
         self.state.served.insert(served.domain_id.clone(), held);
-        Ok(())
+        Ok(true)
     }
 
-    /// Removes a domain's files and its record.
-    fn forget(&mut self, domain_id: &str) -> Result<(), DirectoryError> {
-        if let Some(held) = self.state.served.remove(domain_id) {
-            for extension in ["pem", "crt", "key"] {
-                remove(&self.dir.join(format!("{}.{extension}", held.stem)))?;
-            }
+    /// Removes a domain's files and its record; says whether it held any.
+    fn forget(&mut self, domain_id: &str) -> Result<bool, DirectoryError> {
+        let Some(held) = self.state.served.remove(domain_id) else {
+            return Ok(false);
+        };
+        for extension in ["pem", "crt", "key"] {
+            remove(&self.dir.join(format!("{}.{extension}", held.stem)))?;
         }
-        Ok(())
+        self.stems.remove(&held.stem);
+        Ok(true)
     }
 
     /// The stem of a domain's files: its name (`*` as `_wildcard`), or with its id appended
     /// where another domain's files have that name still.
     fn free_stem(&self, domain_name: &str, domain_id: &str) -> String {
         let stem = domain_name.replace('*', "_wildcard");
-        if self.state.served.values().any(|held| held.stem == stem) {
+        if self.stems.contains(&stem) {
             format!("{stem}~{domain_id}")
         } else {
             stem

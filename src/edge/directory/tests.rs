@@ -320,3 +320,54 @@ fn a_snapshot_cut_short_is_asked_for_again_from_the_position_before_it() {
     assert!(!read(&dir, CRT_LIST_FILE).contains("a.example.test"));
     fs::remove_dir_all(dir).ok();
 }
+
+#[test]
+fn a_snapshot_s_batches_are_recorded_once_at_its_end_and_a_cut_short_one_leaves_no_file() {
+    let dir = scratch();
+    let mut directory = EdgeDirectory::open(&dir).expect("opens");
+    directory
+        .apply(&[served(2, "a.example.test", "a1", &["a.example.test"])])
+        .expect("applies");
+    let recorded = read(&dir, STATE_FILE);
+    // A snapshot of many certificates comes in many batches: none of them rewrites the
+    // record (it would grow with every certificate held, each batch writing it whole).
+    for n in 0..3 {
+        let mut batch = Vec::new();
+        if n == 0 {
+            batch.push(EdgeLine::SnapshotBegins { position: 50 });
+        }
+        let name = format!("b{n}.example.test");
+        batch.push(served(50, &name, &format!("b{n}"), &[name.as_str()]));
+        directory.apply(&batch).expect("applies");
+        assert_eq!(
+            read(&dir, STATE_FILE),
+            recorded,
+            "batch {n} rewrote the record"
+        );
+    }
+    // Cut short: the files of the batches received are not in the record, and go at the
+    // next start.
+    drop(directory);
+    let directory = EdgeDirectory::open(&dir).expect("opens again");
+    assert!(
+        files(&dir).iter().all(|file| !file.starts_with("b")),
+        "{:?}",
+        files(&dir)
+    );
+    drop(directory);
+    // Whole, the snapshot is recorded at its end.
+    let mut directory = EdgeDirectory::open(&dir).expect("opens again");
+    directory
+        .apply(&snapshot(
+            50,
+            vec![served(50, "b0.example.test", "b0", &["b0.example.test"])],
+        ))
+        .expect("applies");
+    let state = read(&dir, STATE_FILE);
+    assert!(
+        state.contains("b0.example.test") && !state.contains("a.example.test"),
+        "{state}"
+    );
+    assert_eq!(directory.position(), 50);
+    fs::remove_dir_all(dir).ok();
+}
