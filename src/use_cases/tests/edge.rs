@@ -4,10 +4,9 @@
 use std::time::{Duration as Wait, Instant};
 
 use chrono::{Duration, Utc};
-use dns_handling_events::{CustomDomainEvent, IssuedCertificate, OrderDetails, RevocationReason};
+use dns_handling_events::{CustomDomainEvent, OrderDetails, RevocationReason};
 
 use super::World;
-use crate::domain::aggregate::CustomDomainCommand;
 use crate::read::edge_index;
 use crate::settings::Settings;
 use crate::use_cases::edge_certificate::{certificate_for, Asker, EdgeCertificateError};
@@ -41,29 +40,9 @@ async fn finish(
         .store_certificate_key(&order.order_id, id, &key)
         .await
         .expect("stored");
-    let observed = CustomDomainCommand::TxtObserved {
-        order_id: order.order_id.clone(),
-        observed_values: Default::default(),
-        resolver: "scripted".into(),
-        at: Utc::now(),
-    };
-    world.execute(id, observed).await;
-    let certificate_id = uuid::Uuid::now_v7().to_string();
-    let finalized = CustomDomainCommand::OrderFinalized {
-        certificate: IssuedCertificate {
-            certificate_id: certificate_id.clone(),
-            order_id: order.order_id.clone(),
-            serial: "01".into(),
-            not_before: Utc::now() - Duration::days(1),
-            not_after,
-            fingerprint_sha256: "ab".into(),
-            chain_pem: chain(&order.names),
-            ca_directory: order.ca_directory.clone(),
-        },
-        at: Utc::now(),
-    };
-    world.execute(id, finalized).await;
-    certificate_id
+    world
+        .finish_order(id, order, chain(&order.names), not_after)
+        .await
 }
 
 /// `name` with `www.` and `*.` of it, a certificate in service for the three; its id and the

@@ -40,29 +40,8 @@ async fn finalize(world: &World, domain_id: &str, order: &OrderDetails, names: &
         .store_certificate_key(&order.order_id, domain_id, &key_pem)
         .await
         .expect("stored");
-    let observed = CustomDomainCommand::TxtObserved {
-        order_id: order.order_id.clone(),
-        observed_values: Default::default(),
-        resolver: "scripted".into(),
-        at: Utc::now(),
-    };
-    world.execute(domain_id, observed).await;
-    let now = Utc::now();
-    let certificate_id = uuid::Uuid::now_v7().to_string();
-    let finalized = CustomDomainCommand::OrderFinalized {
-        certificate: dns_handling_events::IssuedCertificate {
-            certificate_id: certificate_id.clone(),
-            order_id: order.order_id.clone(),
-            serial: "01".into(),
-            not_before: now - chrono::Duration::days(1),
-            not_after: now + chrono::Duration::days(89),
-            fingerprint_sha256: "ab".into(),
-            chain_pem: leaf(names),
-            ca_directory: order.ca_directory.clone(),
-        },
-        at: now,
-    };
-    world.execute(domain_id, finalized).await;
+    let not_after = Utc::now() + chrono::Duration::days(89);
+    let certificate_id = (world.finish_order(domain_id, order, leaf(names), not_after)).await;
     Issued {
         domain_id: domain_id.to_owned(),
         certificate_id,
