@@ -36,20 +36,13 @@ fn lua_script(domains: usize) -> String {
     let prefix = example.trim_end_matches('0');
     let digits = example.len() - prefix.len();
     format!(
-        r#"local threads = 0
-function setup(thread)
-  threads = threads + 1
-  thread:set("number", threads)
-end
-function init(args)
-  math.randomseed(os.time() * 100 + number)
-end
-local headers = {{ ["Authorization"] = "Bearer {TOKEN}" }}
+        r#"{prologue}local headers = {{ ["Authorization"] = "Bearer {TOKEN}" }}
 request = function()
   local path = string.format("/domains/{prefix}%0{digits}d", math.random(0, {last}))
   return wrk.format("GET", path, headers)
 end
 "#,
+        prologue = wrk::SEEDED_THREADS,
         last = domains - 1,
     )
 }

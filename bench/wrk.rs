@@ -3,6 +3,18 @@
 
 use std::process::Command;
 
+/// The start of every script: each wrk thread seeds Lua's random numbers apart (by the time and
+/// its own number), so that the threads do not ask for the same sequence of requests.
+pub const SEEDED_THREADS: &str = r#"local threads = 0
+function setup(thread)
+  threads = threads + 1
+  thread:set("number", threads)
+end
+function init(args)
+  math.randomseed(os.time() * 100 + number)
+end
+"#;
+
 /// What one wrk run measured.
 pub struct WrkResult {
     pub requests_per_second: f64,

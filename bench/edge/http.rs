@@ -30,17 +30,7 @@ end
 "#
         .to_owned(),
     };
-    format!(
-        r#"local threads = 0
-function setup(thread)
-  threads = threads + 1
-  thread:set("number", threads)
-end
-function init(args)
-  math.randomseed(os.time() * 100 + number)
-end
-{request}"#
-    )
+    format!("{}{request}", wrk::SEEDED_THREADS)
 }
 
 /// The cache's hits and misses so far.
