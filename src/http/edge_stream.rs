@@ -34,14 +34,14 @@ pub struct EdgeStreamQuery {
 /// (`edge:<name>`, or `admin`) before the chunk carrying it leaves: its first delivery, in
 /// `GET /audit/edge-deliveries`.
 #[utoipa::path(
-    get, path = "/edge/certificates", operation_id = "edgeCertificateStream", tag = "certificates",
+    get, path = "/edge/certificates", operation_id = "edgeCertificateStream", tag = "edge",
     params(EdgeStreamQuery),
     responses(
         (status = 200, description = "The stream: one JSON line each (`kind`: `snapshot_begins`, `served`, `withdrawn`, `snapshot_ends`); an error mid-way ends it early, and the edge resumes from the last position it read",
             content_type = "application/x-ndjson", body = String),
         CallerErrors
     ),
-    security(("bearer" = []))
+    security(("bearer" = []), ("basic" = []))
 )]
 pub async fn stream(
     state: SharedState,
