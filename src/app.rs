@@ -233,7 +233,7 @@ impl Application {
         }));
         let state = Arc::new(AppState {
             edge_index: edges,
-            edge_material: MaterialCache::new(settings.edge_cache_entries),
+            edge_material: MaterialCache::new(settings.edge_cache_entries, store.clone()),
             edge_reads: RecordedEdgeReads::default(),
             issuers: Issuers::new(issuers, Box::new(retired)),
             domain_events: domain_events(),

@@ -187,14 +187,14 @@ fn role_of(settings: &Settings, admin_token: &Secret, presented: &str) -> Option
         .fold(false, |found, token| found | matches(presented, token));
     let edge = settings.edge_tokens.iter().fold(None, |found, edge| {
         match matches(presented, &edge.token) {
-            true => Some(edge.name.as_str()),
+            true => Some(&edge.name),
             false => found,
         }
     });
     match (is_admin, is_auditor, edge) {
         (true, _, _) => Some(Role::Admin),
         (false, true, _) => Some(Role::Auditor),
-        (false, false, Some(name)) => Some(Role::Edge(name.into())),
+        (false, false, Some(name)) => Some(Role::Edge(name.clone())),
         (false, false, None) => None,
     }
 }

@@ -43,22 +43,16 @@ pub async fn certificate(
     query: web::Query<CertificateQuery>,
 ) -> Result<HttpResponse, ApiError> {
     let asker = match Role::of(&request) {
-        Role::Edge(name) => Asker::Edge(name.to_string()),
+        Role::Edge(name) => Asker::Edge(name),
         _ => Asker::Other(key_reader(&request)),
     };
     let server_name = query.server_name.as_deref();
-    let served = certificate_for(&state, server_name, asker, origin(&request)).await?;
+    let served = certificate_for(&state, server_name, asker, || origin(&request)).await?;
     let Some(served) = served else {
         return Ok(HttpResponse::NoContent().finish());
     };
-    let mut body = String::with_capacity(served.chain_pem.len() + served.private_key_pem.len() + 1);
-    body.push_str(&served.chain_pem);
-    if !body.ends_with('\n') {
-        body.push('\n');
-    }
-    body.push_str(&served.private_key_pem);
     Ok(HttpResponse::Ok()
         .content_type("application/x-pem-file")
         .insert_header(("cache-control", "no-store"))
-        .body(body))
+        .body(served.pem_body.clone()))
 }

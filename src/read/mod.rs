@@ -4,6 +4,7 @@
 //! `dns-handling-projections`) in step with the events, and the reader that serves them to the
 //! API.
 
+pub mod batched_reads;
 pub mod edge_chunk;
 pub mod edge_index;
 pub mod edge_material;

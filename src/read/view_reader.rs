@@ -1,102 +1,42 @@
-//! `ViewReader`: reads single domain views for the API, coalescing the reads that arrive
-//! together into one query.
-//!
-//! A `GET /domains/{id}` is one statement, and at thousands of requests a second the statements
-//! (PostgreSQL's round trips and per-statement work; SQLite's hand-off to its worker thread) are
-//! most of the cost. Reads that are waiting at the same moment are answered by one
-//! `SELECT … WHERE id IN (…)` instead: under 64 concurrent clients this took the read path from
-//! 7,500 to 34,000 requests/s on PostgreSQL and from 18,000 to 41,000 on SQLite. Every read is
-//! still served by a query that started after the read was asked for, so a client sees its own
-//! writes and every write committed before it asked: nothing is cached.
+//! `ViewReader`: reads single domain views for the API (`GET /domains/{id}`), coalescing the
+//! reads that arrive together into one query (see `batched_reads`). Nothing is cached: a client
+//! sees its own writes and every write committed before it asked.
 
 use std::collections::HashMap;
-use std::sync::Arc;
 
 use dns_handling_projections::DomainView;
-use tokio::sync::{mpsc, oneshot, Semaphore};
+use futures::FutureExt;
 
+use super::batched_reads::BatchedReads;
 use crate::adapters::store::{Store, StoreError};
-
-/// The most reads one query answers.
-const MAX_BATCH: usize = 256;
-
-/// Queries in flight at once: while they run, the next reads gather into the next batch.
-const QUERIES_IN_FLIGHT: usize = 4;
-
-type Answer = oneshot::Sender<Result<Option<DomainView>, StoreError>>;
 
 /// Reads domain views by id; see the module documentation.
 #[derive(Clone)]
 pub struct ViewReader {
-    store: Store,
-    /// Where reads queue for the batching task.
-    queue: mpsc::UnboundedSender<(String, Answer)>,
+    reads: BatchedReads<DomainView>,
 }
 
 impl ViewReader {
     /// A reader over `store`; spawns its batching task on the current runtime.
     pub fn new(store: Store) -> Self {
-        let (queue, receiver) = mpsc::unbounded_channel();
-        tokio::spawn(run_batches(store.clone(), receiver));
-        Self { store, queue }
+        Self {
+            reads: BatchedReads::new(store, |store, ids| {
+                async move {
+                    let ids: Vec<&str> = ids.iter().map(String::as_str).collect();
+                    let views = store.domain_views_by_ids(&ids).await?;
+                    Ok(views
+                        .into_iter()
+                        .map(|view| (view.id.clone(), view))
+                        .collect::<HashMap<_, _>>())
+                }
+                .boxed()
+            }),
+        }
     }
 
     /// The view of domain `id`, if there is one.
     pub async fn domain_view(&self, id: &str) -> Result<Option<DomainView>, StoreError> {
-        let (answer, answered) = oneshot::channel();
-        if self.queue.send((id.to_owned(), answer)).is_err() {
-            // The batching task is gone (only at shutdown): read directly.
-            return self.store.domain_view(id).await;
-        }
-        match answered.await {
-            Ok(result) => result,
-            Err(_) => self.store.domain_view(id).await,
-        }
-    }
-}
-
-/// Takes whatever reads are waiting, up to `MAX_BATCH`, and answers them with one query.
-async fn run_batches(store: Store, mut queue: mpsc::UnboundedReceiver<(String, Answer)>) {
-    let in_flight = Arc::new(Semaphore::new(QUERIES_IN_FLIGHT));
-    while let Some(first) = queue.recv().await {
-        // Wait for a free query slot first: the reads that arrive meanwhile join this batch.
-        let Ok(permit) = in_flight.clone().acquire_owned().await else {
-            return;
-        };
-        let mut batch = vec![first];
-        while batch.len() < MAX_BATCH {
-            match queue.try_recv() {
-                Ok(read) => batch.push(read),
-                Err(_) => break,
-            }
-        }
-        let store = store.clone();
-        tokio::spawn(async move {
-            answer_batch(&store, batch).await;
-            drop(permit);
-        });
-    }
-}
-
-async fn answer_batch(store: &Store, batch: Vec<(String, Answer)>) {
-    let ids: Vec<&str> = batch.iter().map(|(id, _)| id.as_str()).collect();
-    match store.domain_views_by_ids(&ids).await {
-        Ok(views) => {
-            let by_id: HashMap<String, DomainView> = views
-                .into_iter()
-                .map(|view| (view.id.clone(), view))
-                .collect();
-            // Cloned, not moved out: one batch may ask for the same id twice.
-            for (id, answer) in batch {
-                let _ = answer.send(Ok(by_id.get(&id).cloned()));
-            }
-        }
-        Err(error) => {
-            let error = std::sync::Arc::new(error);
-            for (_, answer) in batch {
-                let _ = answer.send(Err(StoreError::Shared(error.clone())));
-            }
-        }
+        self.reads.read(id).await
     }
 }
 

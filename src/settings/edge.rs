@@ -2,6 +2,7 @@
 //! edge's name, and how many certificates the edges' cache holds.
 
 use std::collections::HashSet;
+use std::sync::Arc;
 
 use serde::Serializer;
 
@@ -12,8 +13,9 @@ use super::{Secret, Settings, SettingsError};
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct EdgeToken {
     /// The edge's name: how its key reads are recorded (`edge:<name>`), its metrics labelled,
-    /// and the user name of its HTTP Basic credentials.
-    pub name: String,
+    /// and the user name of its HTTP Basic credentials. Shared: every request of the edge
+    /// carries it in its role.
+    pub name: Arc<str>,
     /// Its token.
     pub token: Secret,
 }
@@ -43,11 +45,11 @@ pub(super) fn parse_edge_tokens(items: Vec<String>) -> Result<Vec<EdgeToken>, St
         if token.is_empty() {
             return Err(format!("edge {name:?} has an empty token"));
         }
-        if tokens.iter().any(|known| known.name == name) {
+        if tokens.iter().any(|known| *known.name == *name) {
             return Err(format!("edge {name:?} is named twice"));
         }
         tokens.push(EdgeToken {
-            name: name.to_owned(),
+            name: name.into(),
             token: Secret::new(token),
         });
     }

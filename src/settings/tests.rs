@@ -311,7 +311,7 @@ fn edge_tokens_are_named_pairs_that_need_the_admin_token_and_never_print() {
     let named: Vec<(&str, &str)> = settings
         .edge_tokens
         .iter()
-        .map(|edge| (edge.name.as_str(), edge.token.expose()))
+        .map(|edge| (&*edge.name, edge.token.expose()))
         .collect();
     assert_eq!(named, [("edge1", "tok-one"), ("edge-2.b", "tok-two")]);
     let printed = format!("{settings:?}{}", settings.to_redacted_toml());

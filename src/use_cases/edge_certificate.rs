@@ -19,7 +19,7 @@ use crate::read::edge_material::{CertificateMaterial, MaterialError};
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Asker {
     /// An edge, by its name: its first read of each certificate is recorded.
-    Edge(String),
+    Edge(Arc<str>),
     /// Anyone else allowed (an admin), as its reads are recorded: each one is.
     Other(String),
 }
@@ -39,12 +39,13 @@ pub enum EdgeCertificateError {
 }
 
 /// The certificate serving `server_name` now, with its key, the read recorded: `None` when
-/// none does (not ours, not issued yet, removed, revoked, past its end).
+/// none does (not ours, not issued yet, removed, revoked, past its end). `origin` is asked
+/// only when a read is recorded: an edge's repeated handshakes build no metadata.
 pub async fn certificate_for(
     state: &AppState,
     server_name: Option<&str>,
     asker: Asker,
-    origin: CommandOrigin,
+    origin: impl FnOnce() -> CommandOrigin,
 ) -> Result<Option<Arc<CertificateMaterial>>, EdgeCertificateError> {
     let answer = answer(state, server_name, asker, origin).await;
     let outcome = match &answer {
@@ -61,7 +62,7 @@ async fn answer(
     state: &AppState,
     server_name: Option<&str>,
     asker: Asker,
-    origin: CommandOrigin,
+    origin: impl FnOnce() -> CommandOrigin,
 ) -> Result<Option<Arc<CertificateMaterial>>, EdgeCertificateError> {
     let server_name = server_name
         .filter(|name| !name.trim().is_empty())
@@ -96,13 +97,15 @@ async fn answer(
 }
 
 /// Records the key read before the key leaves: each time for an admin, once per certificate
-/// for an edge (a read this process saw recorded skips the command; the aggregate records
-/// none for a repeat another replica recorded).
+/// for an edge. A read this process saw recorded skips the command: first asked of the cached
+/// certificate (no lock shared by other certificates), then of the process's set, which
+/// outlives the cache's evictions; the aggregate records none for a repeat another replica
+/// recorded.
 async fn record_read(
     state: &AppState,
     material: &CertificateMaterial,
     asker: Asker,
-    origin: CommandOrigin,
+    origin: impl FnOnce() -> CommandOrigin,
 ) -> Result<(), AggregateError<DomainError>> {
     let certificate_id = &material.certificate_id;
     let record = |reader| CustomDomainCommand::RecordPrivateKeyRead {
@@ -111,12 +114,15 @@ async fn record_read(
         at: Utc::now(),
     };
     match asker {
-        Asker::Other(reader) => execute(state, &material.domain_id, record(reader), origin).await,
+        Asker::Other(reader) => execute(state, &material.domain_id, record(reader), origin()).await,
         Asker::Edge(edge) => {
-            if !state.edge_reads.contains(&edge, certificate_id) {
-                let command = record(edge_reader(&edge));
-                execute(state, &material.domain_id, command, origin).await?;
-                state.edge_reads.insert(&edge, certificate_id);
+            if !material.read_recorded_for(&edge) {
+                if !state.edge_reads.contains(&edge, certificate_id) {
+                    let command = record(edge_reader(&edge));
+                    execute(state, &material.domain_id, command, origin()).await?;
+                    state.edge_reads.insert(&edge, certificate_id);
+                }
+                material.note_read_recorded(&edge);
             }
             METRICS.edge.key_read(&edge);
             Ok(())

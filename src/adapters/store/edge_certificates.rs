@@ -1,5 +1,7 @@
-//! The reads behind the certificate stream edges follow (`GET /edge/certificates`): a snapshot
-//! of the views as of one feed position, read a page at a time inside one read transaction, and
+//! The reads behind the edge routes: the current certificates of a batch of domains with their
+//! sealed keys, in one statement (`GET /edge/certificate`'s cache misses); and behind the
+//! certificate stream edges follow (`GET /edge/certificates`): a snapshot of the views as of one
+//! feed position, read a page at a time inside one read transaction, and
 //! what a change line needs from a domain's stream (its name, the certificate it replaces).
 //!
 //! The snapshot is one transaction so that every page shows the same moment: PostgreSQL's
@@ -13,9 +15,20 @@
 use std::collections::HashMap;
 
 use dns_handling_events::AGGREGATE_TYPE;
+use dns_handling_projections::CertificateView;
 use sqlx::Row;
 
-use super::{FeedRow, Store, StoreError};
+use super::{FeedRow, Store, StoreError, BATCH_ROWS};
+
+/// A domain's current certificate as the edges are handed it: its view and its private key,
+/// sealed as stored.
+#[derive(Debug, Clone)]
+pub struct EdgeMaterialRow {
+    /// The certificate (its chain included).
+    pub certificate: CertificateView,
+    /// Its order's private key, sealed (see `KeyVault`); `None` once destroyed.
+    pub sealed_key: Option<String>,
+}
 
 /// One domain of a snapshot page, as the views have it.
 #[derive(Debug, Clone)]
@@ -54,6 +67,51 @@ pub struct EdgeSnapshot {
 }
 
 impl Store {
+    /// The current certificates of these domains (those that have one) with their sealed keys,
+    /// by domain id: one statement per 500 domains, the key joined on the view's order id.
+    pub async fn edge_materials(
+        &self,
+        domain_ids: &[String],
+    ) -> Result<HashMap<String, EdgeMaterialRow>, StoreError> {
+        // The view is JSON text in both stores; each extracts its order id its own way.
+        let order_id = match self {
+            Store::Postgres(_) => "CAST(c.payload AS jsonb) ->> 'order_id'",
+            Store::Sqlite(_) => "c.payload ->> '$.order_id'",
+        };
+        let mut materials = HashMap::with_capacity(domain_ids.len());
+        for chunk in domain_ids.chunks(BATCH_ROWS) {
+            let sql = format!(
+                "SELECT CAST(c.payload AS TEXT) AS certificate, k.private_key \
+                 FROM certificate_views c LEFT JOIN certificate_keys k ON k.order_id = ({order_id}) \
+                 WHERE c.domain_id IN ({})",
+                self.placeholders(chunk.len(), 1).join(",")
+            );
+            let rows: Vec<(String, Option<String>)> = on_pool!(self, pool => {
+                let mut query = sqlx::query(&sql);
+                for domain_id in chunk {
+                    query = query.bind(domain_id.as_str());
+                }
+                query
+                    .fetch_all(pool)
+                    .await?
+                    .iter()
+                    .map(|row| Ok((row.try_get("certificate")?, row.try_get("private_key")?)))
+                    .collect::<Result<_, sqlx::Error>>()?
+            });
+            for (certificate, sealed_key) in rows {
+                let certificate: CertificateView = serde_json::from_str(&certificate)?;
+                materials.insert(
+                    certificate.domain_id.clone(),
+                    EdgeMaterialRow {
+                        certificate,
+                        sealed_key,
+                    },
+                );
+            }
+        }
+        Ok(materials)
+    }
+
     /// Opens a snapshot as of the checkpoint of projection `checkpoint`, which it reads first,
     /// inside the transaction.
     pub async fn edge_snapshot(&self, checkpoint: &str) -> Result<EdgeSnapshot, StoreError> {
@@ -176,7 +234,7 @@ impl EdgeSnapshot {
         order_ids: &[String],
     ) -> Result<HashMap<String, String>, StoreError> {
         let mut keys = HashMap::with_capacity(order_ids.len());
-        for chunk in order_ids.chunks(super::BATCH_ROWS) {
+        for chunk in order_ids.chunks(BATCH_ROWS) {
             let numbered = matches!(self.transaction, Transaction::Postgres(_));
             let placeholders: Vec<String> = (1..=chunk.len())
                 .map(|n| {
@@ -212,5 +270,72 @@ impl EdgeSnapshot {
     pub async fn close(self) -> Result<(), StoreError> {
         on_transaction!(self.transaction, tx => tx.rollback().await?);
         Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use chrono::Utc;
+
+    use super::*;
+    use crate::adapters::store::ProjectionWrite;
+
+    fn certificate(domain: &str, order: &str) -> CertificateView {
+        CertificateView {
+            id: format!("certificate-of-{domain}"),
+            domain_id: domain.into(),
+            order_id: order.into(),
+            serial: "01".into(),
+            not_before: Utc::now(),
+            not_after: Utc::now(),
+            issued_at: Utc::now(),
+            fingerprint_sha256: "00".into(),
+            sequence: 5,
+            chain_pem: format!("chain of {domain}"),
+            ca_directory: String::new(),
+        }
+    }
+
+    /// Each domain's current certificate comes with its own order's key (not an older order's
+    /// of the same domain), a destroyed key as none, and a domain without one not at all.
+    #[tokio::test]
+    async fn current_certificates_come_with_their_own_orders_sealed_keys_in_one_read() {
+        let path = std::env::temp_dir().join(format!("edge-materials-{}.db", uuid::Uuid::new_v4()));
+        let store = Store::connect(&format!("sqlite://{}", path.display()))
+            .await
+            .expect("connects");
+        store.migrate().await.expect("migrates");
+        let certificates = [certificate("a", "order-a2"), certificate("b", "order-b1")];
+        store
+            .write_projection(ProjectionWrite {
+                views: &[],
+                certificates: &certificates,
+                removed: &[],
+                renamed: &[],
+                key_disposals: &[],
+                checkpoint: None,
+            })
+            .await
+            .expect("views written");
+        for (order, domain) in [("order-a1", "a"), ("order-a2", "a"), ("order-b1", "b")] {
+            store
+                .insert_certificate_key(order, domain, &format!("sealed {order}"))
+                .await
+                .expect("key stored");
+        }
+        store
+            .delete_certificate_key("order-b1")
+            .await
+            .expect("key destroyed");
+
+        let asked: Vec<String> = ["a", "b", "c"].map(String::from).to_vec();
+        let found = store.edge_materials(&asked).await.expect("read");
+
+        assert_eq!(found.len(), 2, "{found:?}");
+        assert_eq!(found["a"].certificate, certificates[0]);
+        assert_eq!(found["a"].sealed_key.as_deref(), Some("sealed order-a2"));
+        assert_eq!(found["b"].certificate, certificates[1]);
+        assert_eq!(found["b"].sealed_key, None);
+        let _ = std::fs::remove_file(&path);
     }
 }

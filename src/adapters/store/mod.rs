@@ -27,7 +27,9 @@
 //!   every replica.
 //! - `zone_followers.rs`: how far each replica's delegation zone has applied the feed, and
 //!   where a delegated order was opened.
-//! - `edge_certificates.rs`: the certificate stream of the TLS edges: a snapshot of the views
+//! - `edge_certificates.rs`: what the TLS edges are handed: the current certificates of a
+//!   batch of domains with their sealed keys (one statement), and for the certificate stream
+//!   a snapshot of the views
 //!   as of one feed position, read in pages in one read transaction, and what its change lines
 //!   need from a domain's stream.
 //! - `edge_deliveries.rs`: the receipts of the keys that stream hands out (which receiver
@@ -194,7 +196,7 @@ mod webhooks;
 mod zone_followers;
 
 pub use ca_budgets::{BudgetUse, SpentUnits};
-pub use edge_certificates::{EdgeSnapshot, EdgeSnapshotRow};
+pub use edge_certificates::{EdgeMaterialRow, EdgeSnapshot, EdgeSnapshotRow};
 pub use edge_deliveries::{DeliveriesOf, EdgeKeyDelivery, KeyDelivery};
 pub use feed::{EventTable, FeedRow};
 pub use leases::{lock_sqlite_exclusively, SqliteReplicaLock};

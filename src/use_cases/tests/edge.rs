@@ -95,13 +95,14 @@ async fn until_indexed(world: &World, name: &str, expected: Option<&str>) {
 
 /// What `edge1` gets for `name`: the certificate's id and the body's key.
 async fn ask(world: &World, name: &str, asker: Asker) -> Option<(String, String)> {
-    let answer = certificate_for(&world.state, Some(name), asker, World::origin()).await;
+    let answer = certificate_for(&world.state, Some(name), asker, World::origin).await;
     let material = answer.expect("answered")?;
-    assert!(material.chain_pem.contains("BEGIN CERTIFICATE"));
-    Some((
-        material.certificate_id.clone(),
-        material.private_key_pem.clone(),
-    ))
+    let body = std::str::from_utf8(&material.pem_body).expect("PEM is text");
+    assert!(body.starts_with("-----BEGIN CERTIFICATE"), "{body}");
+    // The key is the body's last block.
+    let key = &body[body.rfind("-----BEGIN").expect("a key")..];
+    assert!(key.contains("PRIVATE KEY"), "{body}");
+    Some((material.certificate_id.clone(), key.to_owned()))
 }
 
 fn edge1() -> Asker {
@@ -200,7 +201,7 @@ async fn a_revoked_a_removed_or_an_ended_certificate_is_not_served() {
 async fn a_missing_or_malformed_name_is_refused() {
     let world = world(|_| {}).await;
     for name in [None, Some(""), Some("not a host"), Some("a..b")] {
-        let answer = certificate_for(&world.state, name, edge1(), World::origin()).await;
+        let answer = certificate_for(&world.state, name, edge1(), World::origin).await;
         assert!(
             matches!(answer, Err(EdgeCertificateError::BadName(_))),
             "{name:?}: {answer:?}"
@@ -224,6 +225,7 @@ async fn an_edges_key_read_is_recorded_once_per_certificate_and_an_admins_every_
     );
     // Another replica has not seen the read recorded: the aggregate records none again.
     world.state.edge_reads.forget_all();
+    world.state.edge_material.forget_all();
     ask(&world, "www.reads.example.com", edge1())
         .await
         .expect("served");

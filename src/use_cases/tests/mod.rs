@@ -256,7 +256,7 @@ impl World {
                 .expect("a sender"),
             domain_locks: DomainLocks::default(),
             edge_index: Arc::default(),
-            edge_material: MaterialCache::new(settings.edge_cache_entries),
+            edge_material: MaterialCache::new(settings.edge_cache_entries, store.clone()),
             edge_reads: RecordedEdgeReads::default(),
             settings,
             store,
