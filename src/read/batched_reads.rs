@@ -122,3 +122,62 @@ async fn answer_batch<V: Clone>(
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use std::sync::atomic::{AtomicUsize, Ordering};
+
+    use futures::FutureExt;
+
+    use super::*;
+
+    /// Queries run by `rows_of`.
+    static QUERIES: AtomicUsize = AtomicUsize::new(0);
+
+    /// A row for every id but those starting `missing`.
+    fn rows_of(
+        _: Store,
+        ids: Vec<String>,
+    ) -> BoxFuture<'static, Result<HashMap<String, String>, StoreError>> {
+        QUERIES.fetch_add(1, Ordering::SeqCst);
+        async move {
+            Ok(ids
+                .into_iter()
+                .filter(|id| !id.starts_with("missing"))
+                .map(|id| (id.clone(), format!("row of {id}")))
+                .collect())
+        }
+        .boxed()
+    }
+
+    /// Many reads waiting at once, some for the same id and some for none: a few queries
+    /// answer them all, each read with its own row.
+    #[tokio::test]
+    async fn reads_waiting_together_share_a_query_and_each_gets_its_own_row() {
+        let path = std::env::temp_dir().join(format!("batched-{}.db", uuid::Uuid::new_v4()));
+        let store = Store::connect(&format!("sqlite://{}", path.display()))
+            .await
+            .expect("connects");
+        let reads = BatchedReads::new(store, rows_of);
+        let asked: Vec<String> = (0..200)
+            .map(|n| match n % 5 {
+                0 => format!("missing-{n}"),
+                _ => format!("id-{}", n % 120),
+            })
+            .collect();
+        let answers = futures::future::join_all(asked.iter().map(|id| reads.read(id))).await;
+        for (id, answer) in asked.iter().zip(answers) {
+            let answer = answer.expect("read");
+            match id.starts_with("missing") {
+                true => assert_eq!(answer, None, "{id}"),
+                false => assert_eq!(answer, Some(format!("row of {id}")), "{id}"),
+            }
+        }
+        let queries = QUERIES.load(Ordering::SeqCst);
+        assert!(
+            queries <= 10,
+            "200 reads waiting together took {queries} queries"
+        );
+        let _ = std::fs::remove_file(&path);
+    }
+}

@@ -99,9 +99,9 @@ async fn ask(world: &World, name: &str, asker: Asker) -> Option<(String, String)
     let material = answer.expect("answered")?;
     let body = std::str::from_utf8(&material.pem_body).expect("PEM is text");
     assert!(body.starts_with("-----BEGIN CERTIFICATE"), "{body}");
-    // The key is the body's last block.
-    let key = &body[body.rfind("-----BEGIN").expect("a key")..];
-    assert!(key.contains("PRIVATE KEY"), "{body}");
+    // The key follows the chain.
+    const END: &str = "-----END CERTIFICATE-----\n";
+    let key = &body[body.rfind(END).expect("a chain") + END.len()..];
     Some((material.certificate_id.clone(), key.to_owned()))
 }
 
