@@ -362,14 +362,26 @@ impl Edges {
             Terminator {
                 name: "nginx",
                 port: self.nginx.port(),
-                log: Box::new(|| self.nginx.log()),
+                log: Box::new(|| self.fed_log(&self.nginx.log(), &self.nginx_agent)),
             },
             Terminator {
                 name: "haproxy",
                 port: self.haproxy.port(),
-                log: Box::new(|| self.haproxy.log()),
+                log: Box::new(|| self.fed_log(&self.haproxy.log(), &self.haproxy_agent)),
             },
         ]
+    }
+
+    /// A terminator's log with its agent's and the change scripts' runs: what a failure needs
+    /// to tell a reload that did not run from one that ran too early.
+    fn fed_log(&self, terminator: &str, agent: &Agent) -> String {
+        format!(
+            "{terminator}\n--- its agent:\n{}\n--- the change scripts' runs:\n{}\n--- its state.json:\n{}",
+            agent.process.log(),
+            self.runs(),
+            // The record names files and certificates, never a key.
+            std::fs::read_to_string(agent.dir.join("state.json")).unwrap_or_default()
+        )
     }
 
     fn agents(&self) -> [&Agent; 2] {
