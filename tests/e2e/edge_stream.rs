@@ -4,15 +4,15 @@
 //! are `withdrawn`, without a key; a stream resumed from a position gives exactly the changes
 //! after it; a following stream hears the changes another replica commits; a bad `after` is a
 //! `400` that changes nothing; a service with following streams open stops within seconds of
-//! SIGTERM, ending them.
+//! SIGTERM, ending them; `audit edge-deliveries` lists the keys the stream handed out.
 
 use std::collections::HashMap;
 use std::process::Command;
 use std::time::{Duration, Instant};
 
 use dns_handling_testkit::{
-    database_env, pebble_and_database, verified_domain_with_alt_names, Pebble, Service, StoreKind,
-    TempDir, TestDatabase,
+    database_env, pebble_and_database, run_command, verified_domain_with_alt_names, Pebble,
+    Service, StoreKind, TempDir, TestDatabase,
 };
 use serde_json::{json, Value};
 use tokio::sync::mpsc;
@@ -415,4 +415,73 @@ async fn a_service_with_a_following_event_feed_exits_within_seconds_of_sigterm_a
     let reading = following_until(&service, path, "DomainRegistered").await;
     drop(following_until(&service, path, "DomainRegistered").await);
     stops_within_seconds_ending(service, reading).await;
+}
+
+/// `dns-handling audit edge-deliveries` lists the keys the certificate stream handed out, as
+/// `GET /audit/edge-deliveries` does: one row per receiver and certificate however often the
+/// stream was read, by edge from the database, by certificate through the API with a read-only
+/// token; an edge token is refused there.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_audit_cli_lists_the_keys_the_certificate_stream_handed_out_by_edge_and_by_certificate()
+{
+    const AUDITOR: &str = "edge-stream-auditor-token";
+    const EDGE1: &str = "edge-stream-edge1-token";
+    let (pebble, _database, env) = pebble_and_database(StoreKind::Sqlite).await;
+    let mut env = env_with_token(&env, "replica-1");
+    env.insert("READ_ONLY_TOKENS".into(), AUDITOR.into());
+    env.insert("EDGE_TOKENS".into(), format!("edge1={EDGE1}"));
+    let service = Service::start(BINARY, &env);
+    let id = issued(&service, &pebble).await;
+    let certificate = current_certificate(&service, &id).await;
+    for _ in 0..2 {
+        let url = service.url("/edge/certificates?after=0");
+        let request = reqwest::Client::new().get(url).bearer_auth(EDGE1);
+        let body = request
+            .send()
+            .await
+            .expect("sent")
+            .text()
+            .await
+            .expect("read");
+        assert!(body.contains(&certificate), "{body}");
+    }
+    let admin_read = read_stream(&service, 0).await;
+    assert!(admin_read
+        .iter()
+        .any(|line| line["certificate_id"] == certificate.as_str()));
+
+    let (status, by_edge, stderr) = run_command(
+        BINARY,
+        &env,
+        &["audit", "edge-deliveries", "--edge", "edge1"],
+    );
+    assert!(status.success(), "{by_edge}{stderr}");
+    let rows: Vec<&str> = by_edge.lines().filter(|l| l.starts_with("edge:")).collect();
+    assert_eq!(rows.len(), 1, "{by_edge}");
+    let row: Vec<&str> = rows[0].split_whitespace().collect();
+    assert_eq!(row[..3], ["edge:edge1", &certificate, &id], "{by_edge}");
+    assert!(
+        by_edge
+            .ends_with("1 certificates' keys delivered to edge:edge1 by the certificate stream\n"),
+        "{by_edge}"
+    );
+
+    let server = service.url("");
+    let by_certificate = |token: &str| {
+        let args = ["audit", "edge-deliveries", "--certificate-id", &certificate];
+        let mut args = args.to_vec();
+        args.extend(["--server", &server, "--token", token]);
+        run_command(BINARY, &HashMap::new(), &args)
+    };
+    let (status, listed, stderr) = by_certificate(AUDITOR);
+    assert!(status.success(), "{listed}{stderr}");
+    let receivers: Vec<&str> = (listed.lines().skip(1))
+        .filter_map(|line| line.split_whitespace().next())
+        .filter(|first| *first == "admin" || first.starts_with("edge:"))
+        .collect();
+    assert_eq!(receivers, ["admin", "edge:edge1"], "{listed}");
+    assert!(listed.contains("delivered to 2 receivers"), "{listed}");
+    let (status, _, stderr) = by_certificate(EDGE1);
+    assert!(!status.success());
+    assert!(stderr.contains("403"), "{stderr}");
 }
