@@ -3,7 +3,7 @@
 //! RUNS=3, wrk with THREADS=1, CONNECTIONS=1,16 (each), DURATION=10s; LOOKUP_SIZES=100000,1000000,
 //! LOOKUPS=1000000; COMMITS=20; RSS_DOMAINS=1000000 adds a start with that many certificates
 //! (opt-in: seeding takes minutes); STORES=sqlite,postgres; PostgreSQL at BENCH_POSTGRES_URL,
-//! else TEST_POSTGRES_URL; needs `wrk`)
+//! else TEST_POSTGRES_URL; needs `wrk`, and `caddy` for `commit`)
 //!
 //! Edge delivery (issue 25), in four parts:
 //! 1. the in-process name lookup alone (`NameIndex::lookup`), and the index's bytes per name
@@ -11,8 +11,9 @@
 //! 2. `GET /edge/certificate` over HTTP at N served certificates beside `GET /healthz` in the
 //!    same runs, cache warm and missing, with the cache's hit rate (`edge/http.rs`); and the
 //!    service's RSS once its edge index is built;
-//! 3. commit → served: to `GET /edge/certificate`, to `edge sync`'s file, beside the feed's own
-//!    commit → follower latency (`edge/latency.rs`);
+//! 3. commit → served: to `GET /edge/certificate`, to Caddy presenting the certificate in a
+//!    handshake, to `edge sync`'s file, beside the feed's own commit → follower latency
+//!    (`edge/latency.rs`);
 //! 4. `edge sync` of SYNC_N certificates into an empty directory: time, peak RSS
 //!    (`edge/sync.rs`).
 //!
@@ -224,10 +225,7 @@ async fn run(kind: StoreKind, config: &Config) -> anyhow::Result<()> {
         }
         drop(agent);
         seed::close(store).await;
-        // Killed, not terminated: a `GET /edge/certificates?follow=true` stream whose client is
-        // gone holds the service's exit on SIGTERM for actix's 30 s shutdown timeout (an
-        // `/events?follow=true` stream does not).
-        service.kill();
+        service.terminate();
     }
     if let Some(domains) = config.rss_domains {
         let database = seeded(kind, &authority, domains).await?;

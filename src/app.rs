@@ -30,7 +30,7 @@ use crate::read::projector::ViewProjector;
 use crate::read::view_reader::ViewReader;
 use crate::read::zone_follower;
 use crate::settings::{redact_url_password, Settings};
-use crate::tasks::spawn_supervised;
+use crate::tasks::{spawn_supervised, AbortOnDrop, StopStreams, Stopping};
 
 /// The running service: its HTTP server and its supervisor.
 pub struct Application {
@@ -43,6 +43,8 @@ pub struct Application {
     background: Vec<actix_web::rt::task::JoinHandle<()>>,
     /// The delegation zone's DNS server, when `DELEGATION_ZONE` is set.
     dns_server: Option<DnsServer>,
+    /// Ends the following streams when a stop signal arrives.
+    stop_streams: StopStreams,
     /// Held for the life of the process in SQLite mode: one process per database.
     _sqlite_lock: Option<SqliteReplicaLock>,
 }
@@ -231,7 +233,9 @@ impl Application {
         background.push(spawn_supervised("edge-index", move || {
             edge_index::follow(following.clone(), index.clone(), interval)
         }));
+        let (stop_streams, stopping) = Stopping::channel();
         let state = Arc::new(AppState {
+            stopping,
             edge_index: edges,
             edge_material: MaterialCache::new(settings.edge_cache_entries, store.clone()),
             edge_reads: RecordedEdgeReads::default(),
@@ -292,6 +296,7 @@ impl Application {
             renewals,
             background,
             dns_server,
+            stop_streams,
             _sqlite_lock: sqlite_lock,
         })
     }
@@ -306,10 +311,26 @@ impl Application {
         self.dns_server.as_ref().map(|server| server.address)
     }
 
-    /// Serves until the server is stopped (SIGINT or SIGTERM: in-flight requests finish first),
-    /// then stops the pollers. Pending orders stay in the store and resume on the next start.
+    /// Serves until the server is stopped (SIGTERM: in-flight requests finish first, following
+    /// streams end at once; SIGINT, SIGQUIT: at once), then stops the pollers. Pending orders stay in the store and resume on the next start.
     pub async fn run_until_stopped(self) -> std::io::Result<()> {
+        // Beside actix's own handlers of the same signals. On SIGTERM actix stops gracefully,
+        // waiting for the responses in flight up to its shutdown timeout (30 s), and a following
+        // stream's response ends only when told (SIGINT and SIGQUIT stop at once anyway).
+        let stop_streams = self.stop_streams;
+        let signals = match stop_signals() {
+            Ok(signal) => Some(AbortOnDrop(actix_web::rt::spawn(async move {
+                let signal = signal.await;
+                tracing::info!(signal, "stopping: the following streams end");
+                stop_streams.stop();
+            }))),
+            Err(error) => {
+                tracing::warn!(%error, "cannot listen for stop signals: a following stream holds a graceful stop up to its timeout");
+                None
+            }
+        };
         let result = self.server.await;
+        drop(signals);
         let _ = self.renewals.send(Shutdown).await;
         let _ = self.supervisor.send(Shutdown).await;
         for task in self.background {
@@ -319,6 +340,22 @@ impl Application {
         drop(self.dns_server);
         result
     }
+}
+
+/// Listens for SIGTERM, SIGINT and SIGQUIT from now on: the first to arrive ends the future,
+/// with its name.
+fn stop_signals() -> std::io::Result<impl std::future::Future<Output = &'static str>> {
+    use tokio::signal::unix::{signal, SignalKind};
+    let mut terminate = signal(SignalKind::terminate())?;
+    let mut interrupt = signal(SignalKind::interrupt())?;
+    let mut quit = signal(SignalKind::quit())?;
+    Ok(async move {
+        tokio::select! {
+            _ = terminate.recv() => "SIGTERM",
+            _ = interrupt.recv() => "SIGINT",
+            _ = quit.recv() => "SIGQUIT",
+        }
+    })
 }
 
 /// Events between two snapshots of a domain's aggregate: a command loads the latest snapshot

@@ -22,6 +22,7 @@ use crate::read::edge_index::EdgeIndex;
 use crate::read::edge_material::MaterialCache;
 use crate::read::view_reader::ViewReader;
 use crate::settings::Settings;
+use crate::tasks::Stopping;
 
 /// The event store of custom domains (table `events`, with snapshots).
 pub type DomainEventStore = PersistedEventStore<EventRepository, CustomDomain>;
@@ -74,6 +75,8 @@ pub struct AppState {
     pub edge_material: MaterialCache,
     /// The edges' key reads this process saw recorded.
     pub edge_reads: RecordedEdgeReads,
+    /// Says when the process is stopping: the streams that follow end then.
+    pub stopping: Stopping,
 }
 
 /// Who caused a command, recorded as the metadata of the events it produces.

@@ -158,6 +158,17 @@ async fn run(settings: Settings, command: Command) -> anyhow::Result<ExitCode> {
             let mismatches = operator::audit_views(&store, &mut std::io::stdout().lock()).await?;
             return Ok(found(mismatches.len()));
         }
+        Command::Audit(AuditCommand::EdgeDeliveries(options)) => {
+            let source = match &options.server {
+                Some(server) => {
+                    let token = options.token.clone().filter(|token| !token.is_empty());
+                    LogSource::api(server, token)
+                }
+                None => LogSource::Store(operator::open_store(&settings).await?),
+            };
+            let mut out = std::io::stdout().lock();
+            operator::audit_edge_deliveries(&source, &options, &mut out).await?;
+        }
         Command::Keys(KeysCommand::Rotate) => {
             operator::keys_rotate(&settings, &mut std::io::stdout().lock()).await?
         }

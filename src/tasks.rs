@@ -26,6 +26,44 @@ impl<T> Drop for AbortOnDrop<T> {
     }
 }
 
+/// Tells the streams that would otherwise follow forever (`GET /events?follow=true`, the edges'
+/// certificate stream) that the process is stopping. actix stops gracefully on SIGTERM: it
+/// stops accepting, then waits for every response in flight to end, up to its shutdown timeout
+/// (30 s). A following stream's response never ends by itself, whether its client still reads
+/// it or has gone (nothing is written to notice that it has), so each ends on this signal: its
+/// client sees the stream end after its last whole line and resumes from the last position it
+/// read, on another replica or after the restart.
+#[derive(Debug, Clone)]
+pub struct Stopping(tokio::sync::watch::Receiver<bool>);
+
+/// Says [`Stopping`]: held by whoever hears the process's stop signals.
+#[derive(Debug)]
+pub struct StopStreams(tokio::sync::watch::Sender<bool>);
+
+impl Stopping {
+    /// The signal and its sender.
+    pub fn channel() -> (StopStreams, Stopping) {
+        let (sender, receiver) = tokio::sync::watch::channel(false);
+        (StopStreams(sender), Stopping(receiver))
+    }
+
+    /// Returns once the process is stopping; never, if its sender went without saying so (a
+    /// process that stops by other means, or a test's state).
+    pub async fn wait(&self) {
+        let mut receiver = self.0.clone();
+        if receiver.wait_for(|stopping| *stopping).await.is_err() {
+            std::future::pending::<()>().await;
+        }
+    }
+}
+
+impl StopStreams {
+    /// The process is stopping: every [`Stopping::wait`] returns.
+    pub fn stop(&self) {
+        self.0.send_replace(true);
+    }
+}
+
 /// How background work stands: which kinds of it panicked, how often, and whether one is down
 /// now. Process-wide, like the metrics: every piece of background work reports here, and
 /// `GET /readyz` reads it.

@@ -4,6 +4,10 @@
 //! the bench times, each watched at once:
 //! - `GET /edge/certificate?server_name=<its name>` answering with the new certificate
 //!   (asked every millisecond);
+//! - Caddy, run from `docs/edge/Caddyfile` (`get_certificate http` pointed at the service),
+//!   presenting the new certificate in a TLS handshake for its name (a handshake made in process
+//!   every millisecond; each one makes Caddy ask the service, which answers `204` until the
+//!   name is served);
 //! - the running `edge sync` having written its combined PEM (looked for every millisecond);
 //! - the feed's own commit → follower latency: the `CertificateIssued` line on a
 //!   `GET /events?follow=true` stream.
@@ -17,13 +21,18 @@
 use std::time::{Duration, Instant};
 
 use dns_handling::adapters::store::Store;
-use dns_handling_testkit::{Service, StoreKind};
+use dns_handling_testkit::{presented_leaf, Caddy, Service, StoreKind};
+use rustls::pki_types::pem::PemObject as _;
+use rustls::pki_types::CertificateDer;
 use serde_json::json;
 use tokio::sync::mpsc;
 
 use crate::seed_certificates::{commit_domain, Authority};
 use crate::sync::Agent;
-use crate::{feed_reader, seed, EDGE_TOKEN};
+use crate::{feed_reader, seed, EDGE, EDGE_TOKEN};
+
+/// The Caddyfile the README gives platform operators, as the edge tests run it.
+const CADDYFILE: &str = include_str!("../../docs/edge/Caddyfile");
 
 /// How long one observer waits before the bench fails.
 const PATIENCE: Duration = Duration::from_secs(30);
@@ -53,6 +62,25 @@ async fn served(service: &Service, name: &str, leaf_pem: &str) -> anyhow::Result
     anyhow::bail!("{name} was not served within {PATIENCE:?}")
 }
 
+/// Makes a TLS handshake with Caddy for `name` every millisecond until Caddy presents `leaf`
+/// (DER); returns when.
+async fn caddy_serves(caddy: &Caddy, name: &str, leaf: &[u8]) -> anyhow::Result<Instant> {
+    let deadline = Instant::now() + PATIENCE;
+    while Instant::now() < deadline {
+        if presented_leaf(caddy.port(), name).await.as_deref() == Some(leaf) {
+            return Ok(Instant::now());
+        }
+        tokio::time::sleep(Duration::from_millis(1)).await;
+    }
+    anyhow::bail!("Caddy did not serve {name} within {PATIENCE:?}")
+}
+
+/// The last lines of a log (Caddy logs each failed handshake: thousands in 30 s).
+fn tail(log: &str) -> String {
+    let lines: Vec<&str> = log.lines().collect();
+    lines[lines.len().saturating_sub(10)..].join("\n")
+}
+
 /// Looks for `path` every millisecond; returns when it is there.
 async fn written(path: std::path::PathBuf) -> anyhow::Result<Instant> {
     let deadline = Instant::now() + PATIENCE;
@@ -68,8 +96,8 @@ async fn written(path: std::path::PathBuf) -> anyhow::Result<Instant> {
     )
 }
 
-/// Commits `commits` more domains one after the other (numbered from `first`) and prints the
-/// three latencies' medians, p99s and maxima.
+/// Starts Caddy in front of `service`, commits `commits` more domains one after the other
+/// (numbered from `first`) and prints the four latencies' medians, p99s and maxima.
 pub async fn measure(
     kind: StoreKind,
     store: &Store,
@@ -79,6 +107,15 @@ pub async fn measure(
     first: usize,
     commits: usize,
 ) -> anyhow::Result<()> {
+    let service_address = service.address.to_string();
+    let caddy = Caddy::start(
+        CADDYFILE,
+        &[
+            ("SERVICE", &service_address),
+            ("EDGE_NAME", EDGE),
+            ("EDGE_TOKEN", EDGE_TOKEN),
+        ],
+    );
     let (end, _) = store.feed_extent().await?;
     let stream = service
         .client
@@ -94,10 +131,12 @@ pub async fn measure(
         sender,
     ));
 
-    let (mut to_edge, mut to_sync, mut to_feed) = (Vec::new(), Vec::new(), Vec::new());
+    let (mut to_edge, mut to_caddy) = (Vec::new(), Vec::new());
+    let (mut to_sync, mut to_feed) = (Vec::new(), Vec::new());
     for k in 0..commits {
         let n = first + k;
         let issued = authority.issue(n, 0)?;
+        let leaf = CertificateDer::from_pem_slice(issued.leaf_pem.as_bytes())?;
         let name = seed::domain_name(n);
         let id = seed::domain_id(n);
         let committing = async {
@@ -121,15 +160,19 @@ pub async fn measure(
             }
         };
         let file = agent.dir.join(format!("{name}.pem"));
-        let (committing, edge, file) = tokio::join!(
+        let (committing, edge, handshake, file) = tokio::join!(
             committing,
             served(service, &name, &issued.leaf_pem),
+            caddy_serves(&caddy, &name, &leaf),
             written(file)
         );
         let (committed, fed) = committing?;
         let since = |at: Instant| at.saturating_duration_since(committed);
         to_feed.push(since(fed));
         to_edge.push(since(edge?));
+        to_caddy.push(since(handshake.map_err(|e| {
+            anyhow::anyhow!("{e}; the end of Caddy's log: {}", tail(&caddy.log()))
+        })?));
         to_sync.push(since(file.map_err(|e| {
             anyhow::anyhow!("{e}; edge sync's log: {}", agent.log())
         })?));
@@ -146,19 +189,28 @@ pub async fn measure(
             ms(max)
         )
     };
+    let sqlite_wake = if kind == StoreKind::Sqlite {
+        " (then a POST /domains wakes it)"
+    } else {
+        " (NOTIFY wakes it)"
+    };
     println!(
         "{kind:?}: commit → served, {commits} domains committed one after the other from outside \
-         the service{}:\n    GET /edge/certificate answers the new certificate: {}\n    edge sync \
-         wrote its combined PEM:                 {}\n    GET /events?follow=true has the \
-         CertificateIssued line:     {}",
-        if kind == StoreKind::Sqlite {
-            " (then a POST /domains wakes it)"
-        } else {
-            " (NOTIFY wakes it)"
-        },
-        summary(&mut to_edge),
-        summary(&mut to_sync),
-        summary(&mut to_feed),
+         the service{sqlite_wake}:"
     );
+    for (what, samples) in [
+        (
+            "GET /edge/certificate answers the new certificate",
+            &mut to_edge,
+        ),
+        ("Caddy presents it in a handshake", &mut to_caddy),
+        ("edge sync wrote its combined PEM", &mut to_sync),
+        (
+            "GET /events?follow=true has the CertificateIssued line",
+            &mut to_feed,
+        ),
+    ] {
+        println!("    {:<56}{}", format!("{what}:"), summary(samples));
+    }
     Ok(())
 }

@@ -77,7 +77,9 @@ impl LogSource {
         }
     }
 
-    async fn get(&self, path: &str) -> anyhow::Result<serde_json::Value> {
+    /// `GET path` from the API, its JSON body; an error status is an error with the server's
+    /// message.
+    pub(crate) async fn get(&self, path: &str) -> anyhow::Result<serde_json::Value> {
         let Self::Api {
             http,
             server,

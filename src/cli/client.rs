@@ -18,7 +18,7 @@ use clap::CommandFactory as _;
 
 mod certificates;
 mod domains;
-mod format;
+pub(crate) mod format;
 mod records;
 mod server;
 mod webhooks;

@@ -82,6 +82,9 @@ pub enum AuditCommand {
     /// Check every stored domain view against its own history (safe while the service runs);
     /// exits 1 when one disagrees
     Views,
+    /// List the private keys the certificate stream (GET /edge/certificates) handed out: each
+    /// receiver's first delivery of each certificate's key, for one edge or one certificate
+    EdgeDeliveries(operator::DeliveriesOptions),
 }
 
 /// `dns-handling keys …`.
@@ -205,6 +208,55 @@ mod tests {
                 "0",
             ],
             &["dns-handling", "webhooks", "show"],
+        ] {
+            assert!(Cli::try_parse_from(wrong).is_err(), "{wrong:?}");
+        }
+    }
+
+    #[test]
+    fn audit_edge_deliveries_takes_exactly_one_of_an_edge_and_a_certificate() {
+        let cli = Cli::try_parse_from(["dns-handling", "audit", "edge-deliveries", "--edge", "e1"])
+            .expect("by edge");
+        let Some(Command::Audit(AuditCommand::EdgeDeliveries(options))) = cli.command else {
+            panic!("not audit edge-deliveries: {cli:?}");
+        };
+        assert_eq!(
+            (
+                options.edge.as_deref(),
+                options.certificate_id,
+                options.server
+            ),
+            (Some("e1"), None, None)
+        );
+        let cli = Cli::try_parse_from([
+            "dns-handling",
+            "audit",
+            "edge-deliveries",
+            "--certificate-id",
+            "c1",
+            "--server",
+            "http://127.0.0.1:1",
+        ])
+        .expect("by certificate, through the API");
+        assert!(matches!(
+            cli.command,
+            Some(Command::Audit(AuditCommand::EdgeDeliveries(operator::DeliveriesOptions {
+                certificate_id: Some(ref id),
+                server: Some(_),
+                ..
+            }))) if id == "c1"
+        ));
+        for wrong in [
+            &["dns-handling", "audit", "edge-deliveries"][..],
+            &[
+                "dns-handling",
+                "audit",
+                "edge-deliveries",
+                "--edge",
+                "e1",
+                "--certificate-id",
+                "c1",
+            ],
         ] {
             assert!(Cli::try_parse_from(wrong).is_err(), "{wrong:?}");
         }

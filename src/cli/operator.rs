@@ -1,4 +1,5 @@
-//! The operator commands: `replay`, `audit verify`, `audit views`, `keys rotate` and `export`.
+//! The operator commands: `replay`, `audit verify`, `audit views`, `audit edge-deliveries`,
+//! `keys rotate` and `export`.
 
 use std::io::Write;
 use std::time::Instant;
@@ -9,7 +10,9 @@ use indicatif::{ProgressBar, ProgressStyle};
 use dns_handling_events::feed::FeedEvent;
 use dns_handling_projections::DomainView;
 
-use crate::adapters::store::Store;
+use crate::adapters::store::{recorded_receiver, DeliveriesOf, EdgeKeyDelivery, Store};
+use crate::audit::verify::LogSource;
+use crate::cli::client::format::table;
 use crate::read::projector::ViewProjector;
 use crate::settings::Settings;
 
@@ -107,6 +110,124 @@ pub struct VerifyOptions {
     /// a checkpoint: catches the newest checkpoints deleted and the events after them rewritten
     #[arg(long, value_name = "DURATION", value_parser = humantime::parse_duration)]
     pub max_age: Option<std::time::Duration>,
+}
+
+/// The options of `audit edge-deliveries`: whose deliveries, and where they are read.
+#[derive(Debug, PartialEq, Eq, clap::Args)]
+#[command(group(clap::ArgGroup::new("of").required(true).args(["edge", "certificate_id"])))]
+pub struct DeliveriesOptions {
+    /// List every certificate whose key this receiver got: an edge's name in EDGE_TOKENS (or
+    /// `edge:<name>` as recorded), or `admin`
+    #[arg(long, value_name = "NAME")]
+    pub edge: Option<String>,
+    /// List every receiver of this certificate's key
+    #[arg(long, value_name = "ID")]
+    pub certificate_id: Option<String>,
+    /// Read through this server's API (GET /audit/edge-deliveries) instead of the database
+    #[arg(long, value_name = "URL")]
+    pub server: Option<String>,
+    /// The bearer token for --server (a read-only token will do)
+    #[arg(
+        long,
+        value_name = "TOKEN",
+        env = "DNS_HANDLING_TOKEN",
+        hide_env_values = true
+    )]
+    pub token: Option<String>,
+}
+
+/// Deliveries read per page.
+const DELIVERIES_PAGE: u32 = 1000;
+
+/// One page of deliveries after `after` (a certificate id for a receiver's, a receiver for a
+/// certificate's), from the store or through `GET /audit/edge-deliveries`.
+async fn deliveries_page(
+    source: &LogSource,
+    of: DeliveriesOf<'_>,
+    after: &str,
+) -> anyhow::Result<Vec<EdgeKeyDelivery>> {
+    let store = match source {
+        LogSource::Store(store) => store,
+        LogSource::Api { .. } => {
+            let (key, value) = match of {
+                DeliveriesOf::Receiver(receiver) => ("edge", receiver),
+                DeliveriesOf::Certificate(certificate_id) => ("certificate_id", certificate_id),
+            };
+            let query = reqwest::Url::parse_with_params(
+                "http://query.invalid/",
+                [(key, value), ("after", after)],
+            )?;
+            let limit = DELIVERIES_PAGE;
+            let path = format!(
+                "/audit/edge-deliveries?{}&limit={limit}",
+                query.query().unwrap_or_default()
+            );
+            let page = source.get(&path).await?;
+            return serde_json::from_value(page["items"].clone())
+                .with_context(|| format!("GET {path}: not a page of deliveries"));
+        }
+    };
+    Ok(store.key_deliveries(of, after, DELIVERIES_PAGE).await?)
+}
+
+/// Prints, as a table, the first delivery of each certificate's key by the certificate stream
+/// to the receiver (`--edge`) or of the certificate (`--certificate-id`) the options name, then
+/// how many; returns them. An edge's reads through `GET /edge/certificate` are not here: each
+/// edge's first read of a certificate's key is a `PrivateKeyRead` event of the domain.
+pub async fn audit_edge_deliveries(
+    source: &LogSource,
+    options: &DeliveriesOptions,
+    out: &mut impl Write,
+) -> anyhow::Result<Vec<EdgeKeyDelivery>> {
+    let receiver = options.edge.as_deref().map(recorded_receiver);
+    let of = match (&receiver, &options.certificate_id) {
+        (Some(receiver), None) => DeliveriesOf::Receiver(receiver),
+        (None, Some(certificate_id)) => DeliveriesOf::Certificate(certificate_id),
+        // clap's group asks for exactly one.
+        _ => anyhow::bail!("give one of --edge and --certificate-id"),
+    };
+    let mut deliveries = Vec::new();
+    let mut after = String::new();
+    loop {
+        let page = deliveries_page(source, of, &after).await?;
+        let Some(last) = page.last() else { break };
+        after = match of {
+            DeliveriesOf::Receiver(_) => last.certificate_id.clone(),
+            DeliveriesOf::Certificate(_) => last.edge.clone(),
+        };
+        let full = page.len() == DELIVERIES_PAGE as usize;
+        deliveries.extend(page);
+        if !full {
+            break;
+        }
+    }
+    if !deliveries.is_empty() {
+        let header = ["RECEIVER", "CERTIFICATE", "DOMAIN", "FIRST DELIVERED"];
+        let mut rows = vec![header.map(str::to_owned).to_vec()];
+        rows.extend(deliveries.iter().map(|delivery| {
+            vec![
+                delivery.edge.clone(),
+                delivery.certificate_id.clone(),
+                delivery.domain_id.clone(),
+                delivery.first_delivered_at.clone(),
+            ]
+        }));
+        write!(out, "{}", table(&rows))?;
+    }
+    match of {
+        DeliveriesOf::Receiver(receiver) => writeln!(
+            out,
+            "{} certificates' keys delivered to {receiver} by the certificate stream",
+            deliveries.len()
+        )?,
+        DeliveriesOf::Certificate(certificate_id) => writeln!(
+            out,
+            "the key of certificate {certificate_id} delivered to {} receivers by the \
+             certificate stream",
+            deliveries.len()
+        )?,
+    }
+    Ok(deliveries)
 }
 
 /// A stored domain view that disagrees with the history it says it reflects.

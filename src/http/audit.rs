@@ -6,9 +6,8 @@ use serde::{Deserialize, Serialize};
 
 use super::bodies::{CallerErrors, ChangeErrors, ErrorBody};
 use super::{ApiError, SharedState};
-use crate::adapters::store::{DeliveriesOf, EdgeKeyDelivery};
+use crate::adapters::store::{recorded_receiver, DeliveriesOf, EdgeKeyDelivery};
 use crate::audit::checkpoints::{sign_checkpoint, Checkpoint, CheckpointError};
-use crate::domain::aggregate::edge_reader;
 
 /// Query of `GET /audit/checkpoints`.
 #[derive(Debug, Deserialize, utoipa::IntoParams)]
@@ -130,11 +129,7 @@ pub async fn edge_deliveries(
     query: web::Query<DeliveriesQuery>,
 ) -> Result<HttpResponse, ApiError> {
     let limit = super::page_limit(query.limit, 100, 1000)?;
-    let receiver = query.edge.as_deref().map(|edge| match edge {
-        "admin" => edge.to_owned(),
-        edge if edge.starts_with("edge:") => edge.to_owned(),
-        name => edge_reader(name),
-    });
+    let receiver = query.edge.as_deref().map(recorded_receiver);
     let of = match (&receiver, &query.certificate_id) {
         (Some(receiver), None) => DeliveriesOf::Receiver(receiver),
         (None, Some(certificate_id)) => DeliveriesOf::Certificate(certificate_id),

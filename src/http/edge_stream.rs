@@ -56,6 +56,7 @@ pub async fn stream(
         store: state.store.clone(),
         vault: state.vault.clone(),
         poll_interval: state.settings.feed_poll_interval,
+        stopping: state.stopping.clone(),
         receiver: match Role::of(&request) {
             Role::Edge(name) => KeyReceiver::Edge(name.to_string()),
             // Auditors are refused on the edge routes: anyone else here is the admin.

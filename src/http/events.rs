@@ -158,8 +158,9 @@ pub async fn feed(
 }
 
 /// One event per line from `after` on: up to `limit` events, then ends, unless `follow`, in
-/// which case it waits for new events until the client goes away: it looks again as soon as
-/// events are committed (see `commit_signal`), or every `FEED_POLL_INTERVAL` at the latest.
+/// which case it waits for new events until the client goes away or the process stops: it
+/// looks again as soon as events are committed (see `commit_signal`), or every
+/// `FEED_POLL_INTERVAL` at the latest.
 /// A feed follower (`read::feed_follower`) does the reading, in a task that ends with the
 /// stream.
 ///
@@ -181,7 +182,15 @@ fn ndjson_stream(
         lines,
     };
     let follower = FeedFollower::new(state.store.clone(), stream);
-    let task = AbortOnDrop(actix_web::rt::spawn(follower.follow()));
+    let stopping = state.stopping.clone();
+    // Stopping drops the follower, and with it the sender of the lines: the response ends after
+    // the lines already handed over (see `tasks::Stopping`).
+    let task = AbortOnDrop(actix_web::rt::spawn(async move {
+        tokio::select! {
+            () = follower.follow() => {}
+            () = stopping.wait() => {}
+        }
+    }));
     futures::stream::unfold((receiver, task), |(mut receiver, task)| async move {
         let item = receiver.recv().await?;
         Some((item.map_err(actix_web::Error::from), (receiver, task)))

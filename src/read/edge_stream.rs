@@ -27,6 +27,9 @@
 //!
 //! **The keys it hands out** are recorded before each chunk carrying them leaves, for whoever
 //! asked ([`KeyReceiver`]; see `read::edge_chunk`).
+//!
+//! **When the process stops** ([`Stopping`]) the stream ends after its last whole chunk: a
+//! following stream never ends by itself, and actix's graceful stop waits for it.
 
 use std::time::Duration;
 
@@ -44,7 +47,7 @@ pub use crate::read::edge_chunk::KeyReceiver;
 use crate::read::edge_chunk::{Chunk, Outbox};
 use crate::read::feed_follower::{FeedConsumer, FeedFollower, Handed, Handled, Undecodable, Wait};
 use crate::read::projector::DOMAIN_VIEWS;
-use crate::tasks::AbortOnDrop;
+use crate::tasks::{AbortOnDrop, Stopping};
 
 /// Domains read per page of a snapshot.
 const SNAPSHOT_PAGE: u32 = 200;
@@ -82,6 +85,8 @@ pub struct EdgeStreamSource {
     pub poll_interval: Duration,
     /// Who asks: every key the stream sends is recorded for it.
     pub receiver: KeyReceiver,
+    /// The process is stopping: the stream ends.
+    pub stopping: Stopping,
 }
 
 /// One client's stream: chunks of whole lines, produced by a task that ends with it.
@@ -109,9 +114,18 @@ impl EdgeStreamSource {
             store: self.store.clone(),
             receiver: self.receiver.clone(),
         };
+        let stopping = self.stopping.clone();
         let task = tokio::spawn(async move {
-            if let Err(error) = self.run(after, follow, outbox.clone()).await {
-                outbox.fail(error).await;
+            let run = async {
+                if let Err(error) = self.run(after, follow, outbox.clone()).await {
+                    outbox.fail(error).await;
+                }
+            };
+            // Stopping drops the run, and with it every sender of the chunks: the response
+            // ends after the chunks already handed over.
+            tokio::select! {
+                () = run => {}
+                () = stopping.wait() => {}
             }
         });
         EdgeStream {

@@ -19,7 +19,7 @@
 //! | `setup` | the environment a service starts with, and domains taken to `verified`/`active` |
 //! | `webhooks` | a webhook receiver that verifies signatures with the Standard Webhooks library |
 //! | `edge_agent` | `dns-handling edge sync` as a process, killed and started again |
-//! | `terminators` | Caddy, nginx and HAProxy on loopback from `docs/edge/`'s configurations, and the serial each serves for a name |
+//! | `terminators` | Caddy, nginx and HAProxy on loopback from `docs/edge/`'s configurations, and the serial (or the leaf, in process) each serves for a name |
 
 #![forbid(unsafe_code)]
 
@@ -52,7 +52,8 @@ pub use setup::{
     TEST_KEY_ENCRYPTION_KEY,
 };
 pub use terminators::{
-    fill_template, normalized_serial, served_serial, wait_for_served, Caddy, Haproxy, Nginx,
+    fill_template, normalized_serial, presented_leaf, served_serial, wait_for_served, Caddy,
+    Haproxy, Nginx,
 };
 pub use unbound::Unbound;
 pub use webhooks::{ReceivedWebhook, WebhookReceiver};

@@ -9,7 +9,15 @@
 use std::os::unix::fs::MetadataExt as _;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
+use std::sync::{Arc, LazyLock};
 use std::time::{Duration, Instant};
+
+use tokio_rustls::rustls;
+use tokio_rustls::rustls::client::danger::{
+    HandshakeSignatureValid, ServerCertVerified, ServerCertVerifier,
+};
+use tokio_rustls::rustls::pki_types::{CertificateDer, ServerName, UnixTime};
+use tokio_rustls::rustls::{DigitallySignedStruct, SignatureScheme};
 
 use crate::process::{free_port, program, spawn, wait_for_tcp, ChildGuard, TempDir};
 
@@ -351,5 +359,83 @@ pub fn wait_for_served(
             ));
         }
         std::thread::sleep(Duration::from_millis(100));
+    }
+}
+
+/// The leaf certificate (DER) a terminator on `port` presents for `server_name`, from a TLS
+/// handshake made in process, or `None` when the handshake fails (or takes over 10 s). Where
+/// [`served_serial`] runs two `openssl` processes per handshake, this spawns nothing, so a bench
+/// can ask every millisecond. No session is resumed (a resumed handshake presents no
+/// certificate), and the chain is not checked (the terminator serves whatever the service hands
+/// it; a test compares the leaf), only the handshake's signature by the leaf's key.
+pub async fn presented_leaf(port: u16, server_name: &str) -> Option<Vec<u8>> {
+    let name = ServerName::try_from(server_name.to_owned()).ok()?;
+    let handshake = async {
+        let tcp = tokio::net::TcpStream::connect(("127.0.0.1", port))
+            .await
+            .ok()?;
+        let tls = HANDSHAKES.connect(name, tcp).await.ok()?;
+        let (_, connection) = tls.get_ref();
+        let leaf = connection.peer_certificates()?.first()?;
+        Some(leaf.to_vec())
+    };
+    tokio::time::timeout(Duration::from_secs(10), handshake)
+        .await
+        .ok()
+        .flatten()
+}
+
+/// The connector of [`presented_leaf`]: any certificate, no resumption.
+static HANDSHAKES: LazyLock<tokio_rustls::TlsConnector> = LazyLock::new(|| {
+    let provider = Arc::new(rustls::crypto::aws_lc_rs::default_provider());
+    let mut config = rustls::ClientConfig::builder_with_provider(provider.clone())
+        .with_safe_default_protocol_versions()
+        .expect("aws-lc-rs supports rustls's default protocol versions")
+        .dangerous()
+        .with_custom_certificate_verifier(Arc::new(AnyLeaf(provider)))
+        .with_no_client_auth();
+    config.resumption = rustls::client::Resumption::disabled();
+    tokio_rustls::TlsConnector::from(Arc::new(config))
+});
+
+/// Takes any certificate for any name, but still checks that the server signs the handshake
+/// with the leaf's key.
+#[derive(Debug)]
+struct AnyLeaf(Arc<rustls::crypto::CryptoProvider>);
+
+impl ServerCertVerifier for AnyLeaf {
+    fn verify_server_cert(
+        &self,
+        _end_entity: &CertificateDer<'_>,
+        _intermediates: &[CertificateDer<'_>],
+        _server_name: &ServerName<'_>,
+        _ocsp_response: &[u8],
+        _now: UnixTime,
+    ) -> Result<ServerCertVerified, rustls::Error> {
+        Ok(ServerCertVerified::assertion())
+    }
+
+    fn verify_tls12_signature(
+        &self,
+        message: &[u8],
+        certificate: &CertificateDer<'_>,
+        signature: &DigitallySignedStruct,
+    ) -> Result<HandshakeSignatureValid, rustls::Error> {
+        let algorithms = &self.0.signature_verification_algorithms;
+        rustls::crypto::verify_tls12_signature(message, certificate, signature, algorithms)
+    }
+
+    fn verify_tls13_signature(
+        &self,
+        message: &[u8],
+        certificate: &CertificateDer<'_>,
+        signature: &DigitallySignedStruct,
+    ) -> Result<HandshakeSignatureValid, rustls::Error> {
+        let algorithms = &self.0.signature_verification_algorithms;
+        rustls::crypto::verify_tls13_signature(message, certificate, signature, algorithms)
+    }
+
+    fn supported_verify_schemes(&self) -> Vec<SignatureScheme> {
+        self.0.signature_verification_algorithms.supported_schemes()
     }
 }

@@ -3,14 +3,16 @@
 //! matches its chain; a renewal is `served` with what it `replaces`; a revocation and a removal
 //! are `withdrawn`, without a key; a stream resumed from a position gives exactly the changes
 //! after it; a following stream hears the changes another replica commits; a bad `after` is a
-//! `400` that changes nothing.
+//! `400` that changes nothing; a service with following streams open stops within seconds of
+//! SIGTERM, ending them; `audit edge-deliveries` lists the keys the stream handed out.
 
 use std::collections::HashMap;
 use std::process::Command;
 use std::time::{Duration, Instant};
 
 use dns_handling_testkit::{
-    pebble_and_database, verified_domain_with_alt_names, Pebble, Service, StoreKind, TempDir,
+    database_env, pebble_and_database, run_command, verified_domain_with_alt_names, Pebble,
+    Service, StoreKind, TempDir, TestDatabase,
 };
 use serde_json::{json, Value};
 use tokio::sync::mpsc;
@@ -23,6 +25,9 @@ const WWW: &str = "www.shop.edge.test";
 const WILDCARD: &str = "*.shop.edge.test";
 
 crate::on_both_stores!(an_edge_follows_issuance_renewal_revocation_and_removal);
+crate::on_both_stores!(
+    a_service_with_a_following_edge_stream_exits_within_seconds_of_sigterm_and_the_client_sees_the_stream_end
+);
 
 /// The lines of a stream that does not follow, to its end.
 pub(crate) async fn read_stream(service: &Service, after: i64) -> Vec<Value> {
@@ -318,4 +323,165 @@ async fn an_edge_follows_issuance_renewal_revocation_and_removal(kind: StoreKind
             .all(|line| line["kind"] == "withdrawn"),
         "{resumed:#?}"
     );
+}
+
+/// Opens the following stream at `path` and reads until a line holds `until`: the stream then
+/// waits for changes.
+async fn following_until(service: &Service, path: &str, until: &str) -> reqwest::Response {
+    let request = service.client.get(service.url(path));
+    let request = request.header("accept", "application/x-ndjson");
+    let mut response = request.send().await.expect("sent");
+    assert_eq!(response.status(), 200);
+    let mut read = Vec::new();
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while !String::from_utf8_lossy(&read).contains(until) {
+        let left = deadline.saturating_duration_since(Instant::now());
+        let chunk = tokio::time::timeout(left, response.chunk())
+            .await
+            .unwrap_or_else(|_| panic!("{until} on {path} within 30 s"))
+            .expect("the stream reads");
+        read.extend_from_slice(&chunk.expect("the stream stays open"));
+    }
+    response
+}
+
+/// A service on `kind` that starts without a CA (nothing is issued), with the admin token.
+async fn service_without_a_ca(kind: StoreKind) -> (TestDatabase, Service) {
+    let database = TestDatabase::create(kind).await;
+    let mut env = database_env(&database);
+    env.insert("AUTH_TOKEN".into(), TOKEN.into());
+    // Never contacted.
+    env.insert("ACME_DIRECTORY".into(), "http://127.0.0.1:9/dir".into());
+    let service = Service::start(BINARY, &env);
+    (database, service)
+}
+
+/// SIGTERM to `service` while `reading` follows a stream (and another stream's client has gone):
+/// the service exits within 5 s, and `reading` ends as a whole response with nothing more.
+async fn stops_within_seconds_ending(mut service: Service, mut reading: reqwest::Response) {
+    let client = tokio::spawn(async move {
+        let mut rest = Vec::new();
+        loop {
+            match reading.chunk().await {
+                Ok(Some(chunk)) => rest.extend_from_slice(&chunk),
+                Ok(None) => return Ok(rest),
+                Err(error) => return Err(format!("{error:?}")),
+            }
+        }
+    });
+    // The streams wait for changes now.
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    let signalled = Instant::now();
+    let status = tokio::task::block_in_place(|| service.terminate());
+    let took = signalled.elapsed();
+    assert!(status.success(), "exit status {status}; {}", service.log());
+    assert!(
+        took < Duration::from_secs(5),
+        "the service took {took:?} to exit after SIGTERM"
+    );
+    let ended = tokio::time::timeout(Duration::from_secs(5), client)
+        .await
+        .expect("the client's stream ended with the service")
+        .expect("the client's task");
+    let rest = ended.expect("the stream ends as a whole response, not a broken connection");
+    assert!(
+        String::from_utf8_lossy(&rest).trim().is_empty(),
+        "nothing was committed meanwhile: {}",
+        String::from_utf8_lossy(&rest)
+    );
+}
+
+/// actix stops gracefully on SIGTERM: it waits for every response to end, up to its 30 s
+/// shutdown timeout. A following certificate stream never ends by itself, whether its client
+/// still reads it or has gone; the service ends it, so that the process exits at once and the
+/// edge, seeing the stream end, resumes from its last position elsewhere.
+async fn a_service_with_a_following_edge_stream_exits_within_seconds_of_sigterm_and_the_client_sees_the_stream_end(
+    kind: StoreKind,
+) {
+    let (_database, service) = service_without_a_ca(kind).await;
+    let path = "/edge/certificates?after=0&follow=true";
+    let reading = following_until(&service, path, "snapshot_ends").await;
+    drop(following_until(&service, path, "snapshot_ends").await);
+    stops_within_seconds_ending(service, reading).await;
+}
+
+/// The same for the event feed's `follow=true`, which actix's graceful stop waited for alike.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_service_with_a_following_event_feed_exits_within_seconds_of_sigterm_and_the_client_sees_the_feed_end(
+) {
+    let (_database, service) = service_without_a_ca(StoreKind::Sqlite).await;
+    service.register("feed-stop.example.test").await;
+    let path = "/events?after=0&follow=true";
+    let reading = following_until(&service, path, "DomainRegistered").await;
+    drop(following_until(&service, path, "DomainRegistered").await);
+    stops_within_seconds_ending(service, reading).await;
+}
+
+/// `dns-handling audit edge-deliveries` lists the keys the certificate stream handed out, as
+/// `GET /audit/edge-deliveries` does: one row per receiver and certificate however often the
+/// stream was read, by edge from the database, by certificate through the API with a read-only
+/// token; an edge token is refused there.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_audit_cli_lists_the_keys_the_certificate_stream_handed_out_by_edge_and_by_certificate()
+{
+    const AUDITOR: &str = "edge-stream-auditor-token";
+    const EDGE1: &str = "edge-stream-edge1-token";
+    let (pebble, _database, env) = pebble_and_database(StoreKind::Sqlite).await;
+    let mut env = env_with_token(&env, "replica-1");
+    env.insert("READ_ONLY_TOKENS".into(), AUDITOR.into());
+    env.insert("EDGE_TOKENS".into(), format!("edge1={EDGE1}"));
+    let service = Service::start(BINARY, &env);
+    let id = issued(&service, &pebble).await;
+    let certificate = current_certificate(&service, &id).await;
+    for _ in 0..2 {
+        let url = service.url("/edge/certificates?after=0");
+        let request = reqwest::Client::new().get(url).bearer_auth(EDGE1);
+        let body = request
+            .send()
+            .await
+            .expect("sent")
+            .text()
+            .await
+            .expect("read");
+        assert!(body.contains(&certificate), "{body}");
+    }
+    let admin_read = read_stream(&service, 0).await;
+    assert!(admin_read
+        .iter()
+        .any(|line| line["certificate_id"] == certificate.as_str()));
+
+    let (status, by_edge, stderr) = run_command(
+        BINARY,
+        &env,
+        &["audit", "edge-deliveries", "--edge", "edge1"],
+    );
+    assert!(status.success(), "{by_edge}{stderr}");
+    let rows: Vec<&str> = by_edge.lines().filter(|l| l.starts_with("edge:")).collect();
+    assert_eq!(rows.len(), 1, "{by_edge}");
+    let row: Vec<&str> = rows[0].split_whitespace().collect();
+    assert_eq!(row[..3], ["edge:edge1", &certificate, &id], "{by_edge}");
+    assert!(
+        by_edge
+            .ends_with("1 certificates' keys delivered to edge:edge1 by the certificate stream\n"),
+        "{by_edge}"
+    );
+
+    let server = service.url("");
+    let by_certificate = |token: &str| {
+        let args = ["audit", "edge-deliveries", "--certificate-id", &certificate];
+        let mut args = args.to_vec();
+        args.extend(["--server", &server, "--token", token]);
+        run_command(BINARY, &HashMap::new(), &args)
+    };
+    let (status, listed, stderr) = by_certificate(AUDITOR);
+    assert!(status.success(), "{listed}{stderr}");
+    let receivers: Vec<&str> = (listed.lines().skip(1))
+        .filter_map(|line| line.split_whitespace().next())
+        .filter(|first| *first == "admin" || first.starts_with("edge:"))
+        .collect();
+    assert_eq!(receivers, ["admin", "edge:edge1"], "{listed}");
+    assert!(listed.contains("delivered to 2 receivers"), "{listed}");
+    let (status, _, stderr) = by_certificate(EDGE1);
+    assert!(!status.success());
+    assert!(stderr.contains("403"), "{stderr}");
 }

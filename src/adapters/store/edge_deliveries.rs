@@ -7,7 +7,7 @@
 //! same receiver writes nothing new (`ON CONFLICT DO NOTHING` keeps the first time).
 
 use chrono::{DateTime, Utc};
-use serde::Serialize;
+use serde::{Deserialize, Serialize};
 use sqlx::Row;
 
 use super::{sortable_time, Store, StoreError, BATCH_ROWS};
@@ -22,7 +22,7 @@ pub struct KeyDelivery {
 }
 
 /// The first delivery of a certificate's key to a receiver, as recorded.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, utoipa::ToSchema)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
 pub struct EdgeKeyDelivery {
     /// Who received it: `edge:<name>` for an edge token, `admin` for the admin token.
     pub edge: String,
@@ -32,6 +32,16 @@ pub struct EdgeKeyDelivery {
     pub domain_id: String,
     /// When the key was first sent to this receiver (RFC 3339, UTC); later deliveries leave it.
     pub first_delivered_at: String,
+}
+
+/// The receiver as recorded for a name an auditor gives: `admin`, a receiver as recorded
+/// (`edge:<name>`), or an edge's name in `EDGE_TOKENS`.
+pub fn recorded_receiver(name: &str) -> String {
+    match name {
+        "admin" => name.to_owned(),
+        name if name.starts_with("edge:") => name.to_owned(),
+        name => crate::domain::aggregate::edge_reader(name),
+    }
 }
 
 /// Whose deliveries to list.

@@ -197,7 +197,7 @@ mod zone_followers;
 
 pub use ca_budgets::{BudgetUse, SpentUnits};
 pub use edge_certificates::{EdgeMaterialRow, EdgeSnapshot, EdgeSnapshotRow};
-pub use edge_deliveries::{DeliveriesOf, EdgeKeyDelivery, KeyDelivery};
+pub use edge_deliveries::{recorded_receiver, DeliveriesOf, EdgeKeyDelivery, KeyDelivery};
 pub use feed::{EventTable, FeedRow};
 pub use leases::{lock_sqlite_exclusively, SqliteReplicaLock};
 pub use overview::DayActivity;

@@ -8,7 +8,7 @@ pub(super) fn text(value: &Value) -> &str {
 }
 
 /// Rows as columns padded to their widest cell, two spaces apart (the last column unpadded).
-pub(super) fn table(rows: &[Vec<String>]) -> String {
+pub(crate) fn table(rows: &[Vec<String>]) -> String {
     let columns = rows.first().map_or(0, Vec::len);
     let widths: Vec<usize> = (0..columns)
         .map(|column| {

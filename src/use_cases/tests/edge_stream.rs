@@ -76,6 +76,7 @@ pub(super) fn open_for(
         vault: world.state.vault.clone(),
         poll_interval: Duration::from_secs(60),
         receiver,
+        stopping: world.state.stopping.clone(),
     };
     source.open(after, follow)
 }

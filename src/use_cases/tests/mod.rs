@@ -258,6 +258,8 @@ impl World {
             edge_index: Arc::default(),
             edge_material: MaterialCache::new(settings.edge_cache_entries, store.clone()),
             edge_reads: RecordedEdgeReads::default(),
+            // Never said: these tests stop with their runtime.
+            stopping: crate::tasks::Stopping::channel().1,
             settings,
             store,
         });
