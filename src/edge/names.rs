@@ -10,8 +10,9 @@
 //! # Representation, and why
 //!
 //! Every replica holds every served name, a million certificates' worth included, so the index
-//! is laid out for bytes per name (≈ 76 at a million domains of three names, against 279 for
-//! two maps of boxed names to `Arc`'d entries; `bench/README.md`, edge part 1):
+//! is laid out for bytes per name: 74 at a million domains of three names, where two maps of
+//! boxed names to `Arc`'d entries, and each domain's names kept again to withdraw them, took
+//! 279 (`bench/README.md`, edge part 1). So:
 //! - each domain served is one slot of a slab (`Vec` and a free list; a withdrawn domain's slot
 //!   is taken by the next one served), holding its ids, the certificate's end and its names
 //!   packed in one allocation (each a length byte and its text): a name is stored once, and

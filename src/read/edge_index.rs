@@ -12,7 +12,7 @@
 //!
 //! The index ([`NameIndex`]) is laid out for a million certificates on every replica: a slab
 //! of one slot per domain (16-byte UUID ids, the certificate's end, its names packed in one
-//! allocation) and two hash tables of small references into it, ≈ 76 bytes per name where
+//! allocation) and two hash tables of small references into it: 74 bytes per name where
 //! maps of boxed names to shared entries took 279 (see `edge/names.rs`). Readers hold the lock
 //! for one lookup and leave with a [`ServedEntry`] of their own, made from the slot.
 
