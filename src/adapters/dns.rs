@@ -233,3 +233,52 @@ fn names_equal(a: &str, b: &str) -> bool {
     a.trim_end_matches('.')
         .eq_ignore_ascii_case(b.trim_end_matches('.'))
 }
+
+#[cfg(test)]
+mod tests {
+    use hickory_resolver::proto::rr::{RData, RecordType};
+
+    use super::*;
+
+    /// A CAA record as a zone file writes it, read by hickory as from an answer.
+    fn read(presentation: &str) -> CaaRecord {
+        match RData::try_from_str(RecordType::CAA, presentation) {
+            Ok(RData::CAA(caa)) => caa_record(&caa),
+            other => panic!("{presentation}: {other:?}"),
+        }
+    }
+
+    #[test]
+    fn an_issue_record_is_read_with_its_issuer_and_parameters() {
+        let record = read(r#"0 issue "ca.example; accounturi=https://ca.example/acct/1""#);
+        assert_eq!(record.flags, 0);
+        assert_eq!(record.tag, "issue");
+        let issuer = record.issuer.clone().expect("an issuer value");
+        assert_eq!(issuer.domain.as_deref(), Some("ca.example"));
+        assert_eq!(
+            issuer.parameters,
+            [("accounturi".to_owned(), "https://ca.example/acct/1".to_owned())]
+        );
+        assert_eq!(
+            record.to_string(),
+            r#"0 issue "ca.example; accounturi=https://ca.example/acct/1""#
+        );
+    }
+
+    #[test]
+    fn an_empty_or_malformed_issue_value_names_no_issuer() {
+        for value in [";", "%%%%%"] {
+            let record = read(&format!(r#"0 issue "{value}""#));
+            let issuer = record.issuer.expect("an issuer value");
+            assert_eq!(issuer.domain, None, "{value}");
+        }
+    }
+
+    #[test]
+    fn a_critical_record_of_another_tag_keeps_its_flag_and_has_no_issuer() {
+        let record = read(r#"128 tbs "unknown""#);
+        assert!(record.critical());
+        assert_eq!(record.tag, "tbs");
+        assert_eq!(record.issuer, None);
+    }
+}
