@@ -257,7 +257,10 @@ mod tests {
         assert_eq!(issuer.domain.as_deref(), Some("ca.example"));
         assert_eq!(
             issuer.parameters,
-            [("accounturi".to_owned(), "https://ca.example/acct/1".to_owned())]
+            [(
+                "accounturi".to_owned(),
+                "https://ca.example/acct/1".to_owned()
+            )]
         );
         assert_eq!(
             record.to_string(),

@@ -192,7 +192,7 @@ fn an_accounturi_of_the_services_account_permits_and_another_forbids() {
         &[("accounturi", "https://first.example/dir/acct/999")],
     );
     assert!(matches!(
-        verdict("shop.test", &[theirs.clone()], &first()),
+        verdict("shop.test", std::slice::from_ref(&theirs), &first()),
         CaaVerdict::Forbidden(_)
     ));
     let unknown_account = CaaCa {
