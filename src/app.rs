@@ -81,6 +81,7 @@ impl Application {
             settings.acme_ca_bundle.clone(),
             settings.external_account_binding(),
             settings.acme_profile.clone(),
+            settings.acme_caa_identities.clone(),
             vault.clone(),
         );
         let mut issuers: Vec<Arc<dyn CertificateAuthority>> = vec![acme.clone()];
@@ -96,6 +97,7 @@ impl Application {
                     .or_else(|| settings.acme_ca_bundle.clone()),
                 issuer.external_account_binding(),
                 settings.acme_profile.clone(),
+                issuer.caa_identities.clone(),
                 vault.clone(),
             ));
         }

@@ -143,6 +143,12 @@ pub struct Metrics {
     /// Orders not placed because a budget was spent (`new_orders`, `failed_validations`), or
     /// because the CA said not now to a new order (`ca`, counted where its answer is met).
     pub ca_refusals: Family<BudgetLabel, Counter>,
+    /// Orders whose CAA records forbade a configured CA: `fallback` (sent to another CA they
+    /// permit), `refused` (they permit none: `CAA_CHECK=enforce`), `warned` (ordered anyway:
+    /// `CAA_CHECK=warn`).
+    pub caa_refusals: Family<OutcomeLabel, Counter>,
+    /// CAA lookups before an order that failed (SERVFAIL, timeout): the order went on.
+    pub caa_lookup_failures: Counter,
     /// Seconds from an event (the time it records, within milliseconds of its commit) to the
     /// delivery of its message, for messages delivered at their first attempt.
     pub webhook_delivery_lag: Histogram,
@@ -347,6 +353,18 @@ impl Metrics {
             "Orders not placed because a budget was spent or the CA said not now",
             ca_refusals.clone(),
         );
+        let caa_refusals = Family::<OutcomeLabel, Counter>::default();
+        registry.register(
+            "caa_refusals",
+            "Orders whose CAA records forbade a configured CA, by what was done",
+            caa_refusals.clone(),
+        );
+        let caa_lookup_failures = Counter::default();
+        registry.register(
+            "caa_lookup_failures",
+            "CAA lookups before an order that failed; the order went on",
+            caa_lookup_failures.clone(),
+        );
         let feed_consumer_stuck = Family::<ConsumerLabel, Gauge>::default();
         registry.register(
             "feed_consumer_stuck",
@@ -360,6 +378,8 @@ impl Metrics {
             feed_consumer_stuck,
             ca_new_orders_left,
             ca_refusals,
+            caa_refusals,
+            caa_lookup_failures,
             webhook_deliveries,
             webhook_delivery_lag,
             dns_queries,
@@ -416,6 +436,18 @@ impl Metrics {
             _ => "started_lifetime",
         };
         self.renewals.get_or_create(&OutcomeLabel { outcome }).inc();
+    }
+
+    /// Counts an order whose CAA records forbade a CA (`fallback`, `refused`, `warned`).
+    pub fn caa_refusal(&self, outcome: &'static str) {
+        self.caa_refusals
+            .get_or_create(&OutcomeLabel { outcome })
+            .inc();
+    }
+
+    /// Counts a CAA lookup before an order that failed.
+    pub fn caa_lookup_failed(&self) {
+        self.caa_lookup_failures.inc();
     }
 
     /// Counts a renewal that ended (`issued` or `failed`).

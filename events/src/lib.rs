@@ -95,6 +95,9 @@ impl FailureReason {
     /// deadline.
     pub const ACME_UNAVAILABLE: &'static str = "acme_unavailable";
 
+    /// The code recorded when CAA records forbade every configured CA, so no CA was asked.
+    pub const CAA_FORBIDS: &'static str = "caa_forbids";
+
     /// Builds a reason from a code and a detail.
     pub fn new(code: &str, detail: impl Into<String>) -> Self {
         Self {

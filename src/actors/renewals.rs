@@ -200,6 +200,22 @@ async fn tend(state: &AppState, pollers: &dyn Pollers, view: DomainView, now: Da
                 "failed attempt",
             );
         }
+        Err(RenewError::Caa(forbids)) => {
+            // No order: the attempt counts as failed for the reason CAA gives, and the next one
+            // follows the schedule (the records may have changed by then).
+            tracing::warn!(domain_id = %view.id, error = %forbids, "CAA forbids every CA the renewal could go to");
+            let command = CustomDomainCommand::RenewalAttemptFailed {
+                reason: FailureReason::new(FailureReason::CAA_FORBIDS, forbids.to_string()),
+                not_before: None,
+                at: Utc::now(),
+            };
+            METRICS.renewal_finished("failed");
+            report(
+                execute(state, &view.id, command, origin()).await,
+                &view.id,
+                "failed attempt",
+            );
+        }
         Err(RenewError::Refused(refusal)) => {
             report(Err(AggregateError::UserError(refusal)), &view.id, "renewal")
         }

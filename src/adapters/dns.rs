@@ -1,5 +1,5 @@
-//! TXT and CNAME lookups through hickory-resolver, with no caching: a poller must see a record
-//! the moment the authoritative answer changes, not when a cached negative answer expires.
+//! TXT, CNAME and CAA lookups through hickory-resolver, with no caching: a poller must see a
+//! record the moment the authoritative answer changes, not when a cached negative answer expires.
 
 use std::net::SocketAddr;
 use std::time::Duration;
@@ -7,8 +7,11 @@ use std::time::Duration;
 use async_trait::async_trait;
 use hickory_resolver::config::{ConnectionConfig, NameServerConfig, ResolverConfig, ResolverOpts};
 use hickory_resolver::net::runtime::TokioRuntimeProvider;
+use hickory_resolver::proto::rr::rdata::CAA;
 use hickory_resolver::proto::rr::{RData, RecordType};
 use hickory_resolver::TokioResolver;
+
+use crate::domain::caa::{CaaIssuer, CaaRecord};
 
 /// A DNS lookup that failed (timeout, SERVFAIL, refused), as opposed to "no such record".
 #[derive(Debug, Clone, thiserror::Error)]
@@ -20,7 +23,7 @@ pub struct DnsError {
     pub reason: String,
 }
 
-/// The lookups the service makes: TXT values, and the CNAME of a delegated name.
+/// The lookups the service makes: TXT values, the CNAME of a delegated name, CAA records.
 #[async_trait]
 pub trait DnsLookup: Send + Sync {
     /// All TXT values at `name` (each record's strings joined); empty when the name or the
@@ -29,6 +32,11 @@ pub trait DnsLookup: Send + Sync {
 
     /// The target of the CNAME at `name`, with its trailing dot; `None` when there is none.
     async fn cname_target(&self, name: &str) -> Result<Option<String>, DnsError>;
+
+    /// The CAA records at `name` (RFC 8659), following a CNAME there as a resolver does; empty
+    /// when the name or the record does not exist. One name: the climb towards the root is
+    /// `adapters::caa`'s.
+    async fn caa_records(&self, name: &str) -> Result<Vec<CaaRecord>, DnsError>;
 
     /// Which resolvers answer, for the record of what was observed where.
     fn describe(&self) -> String;
@@ -145,8 +153,56 @@ impl DnsLookup for HickoryDnsLookup {
         }
     }
 
+    async fn caa_records(&self, name: &str) -> Result<Vec<CaaRecord>, DnsError> {
+        let fqdn = fully_qualified(name);
+        let _turn = self.in_flight.acquire().await.map_err(|error| DnsError {
+            name: fqdn.clone(),
+            reason: error.to_string(),
+        })?;
+        match self.resolver.lookup(fqdn.as_str(), RecordType::CAA).await {
+            // Asked of a recursive resolver, a CAA query for an alias answers the CNAME chain
+            // and the CAA records at its end: those are the name's (RFC 8659 §3).
+            Ok(lookup) => Ok(lookup
+                .answers()
+                .iter()
+                .filter_map(|record| match &record.data {
+                    RData::CAA(caa) => Some(caa_record(caa)),
+                    _ => None,
+                })
+                .collect()),
+            Err(error) if error.is_nx_domain() || error.is_no_records_found() => Ok(Vec::new()),
+            Err(error) => Err(DnsError {
+                name: fqdn,
+                reason: error.to_string(),
+            }),
+        }
+    }
+
     fn describe(&self) -> String {
         self.description.clone()
+    }
+}
+
+/// A CAA record as the decisions read it, its `issue`/`issuewild` value read by hickory's
+/// parser; a value that does not parse names no issuer (RFC 8659 §4.2: "treated the same as
+/// one specifying an empty issuer-domain-name").
+pub fn caa_record(caa: &CAA) -> CaaRecord {
+    let tag = caa.tag.to_ascii_lowercase();
+    let issuer = (tag == "issue" || tag == "issuewild").then(|| match caa.value_as_issue() {
+        Ok((name, parameters)) => CaaIssuer {
+            domain: name.map(|name| name.to_ascii().trim_end_matches('.').to_owned()),
+            parameters: parameters
+                .iter()
+                .map(|pair| (pair.key().to_owned(), pair.value().to_owned()))
+                .collect(),
+        },
+        Err(_) => CaaIssuer::default(),
+    });
+    CaaRecord {
+        flags: caa.flags(),
+        tag,
+        value: String::from_utf8_lossy(&caa.value).into_owned(),
+        issuer,
     }
 }
 
@@ -176,4 +232,56 @@ fn fully_qualified(name: &str) -> String {
 fn names_equal(a: &str, b: &str) -> bool {
     a.trim_end_matches('.')
         .eq_ignore_ascii_case(b.trim_end_matches('.'))
+}
+
+#[cfg(test)]
+mod tests {
+    use hickory_resolver::proto::rr::{RData, RecordType};
+
+    use super::*;
+
+    /// A CAA record as a zone file writes it, read by hickory as from an answer.
+    fn read(presentation: &str) -> CaaRecord {
+        match RData::try_from_str(RecordType::CAA, presentation) {
+            Ok(RData::CAA(caa)) => caa_record(&caa),
+            other => panic!("{presentation}: {other:?}"),
+        }
+    }
+
+    #[test]
+    fn an_issue_record_is_read_with_its_issuer_and_parameters() {
+        let record = read(r#"0 issue "ca.example; accounturi=https://ca.example/acct/1""#);
+        assert_eq!(record.flags, 0);
+        assert_eq!(record.tag, "issue");
+        let issuer = record.issuer.clone().expect("an issuer value");
+        assert_eq!(issuer.domain.as_deref(), Some("ca.example"));
+        assert_eq!(
+            issuer.parameters,
+            [(
+                "accounturi".to_owned(),
+                "https://ca.example/acct/1".to_owned()
+            )]
+        );
+        assert_eq!(
+            record.to_string(),
+            r#"0 issue "ca.example; accounturi=https://ca.example/acct/1""#
+        );
+    }
+
+    #[test]
+    fn an_empty_or_malformed_issue_value_names_no_issuer() {
+        for value in [";", "%%%%%"] {
+            let record = read(&format!(r#"0 issue "{value}""#));
+            let issuer = record.issuer.expect("an issuer value");
+            assert_eq!(issuer.domain, None, "{value}");
+        }
+    }
+
+    #[test]
+    fn a_critical_record_of_another_tag_keeps_its_flag_and_has_no_issuer() {
+        let record = read(r#"128 tbs "unknown""#);
+        assert!(record.critical());
+        assert_eq!(record.tag, "tbs");
+        assert_eq!(record.issuer, None);
+    }
 }

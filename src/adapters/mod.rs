@@ -2,6 +2,7 @@
 //! decisions and the actors use.
 
 pub mod acme;
+pub mod caa;
 pub mod certificate_keys;
 pub mod commit_signal;
 pub mod dns;

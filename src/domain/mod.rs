@@ -3,6 +3,7 @@
 
 pub mod aggregate;
 pub mod alt_names;
+pub mod caa;
 pub mod delegation;
 pub mod domain_name;
 pub mod notifications;

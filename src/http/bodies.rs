@@ -346,6 +346,46 @@ pub struct ErrorBody {
     pub error: String,
 }
 
+/// `409` body of `issue-certificate` and `renew`: another request changed the domain first
+/// (`error` alone), or CAA records forbid every configured CA (`code` `caa_forbids`, and `caa`).
+#[derive(Debug, Serialize, utoipa::ToSchema)]
+pub struct OrderConflictBody {
+    /// What went wrong, for people.
+    pub error: String,
+    /// `caa_forbids` when CAA records forbid every configured CA.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub code: Option<String>,
+    /// With `caa_forbids`: for every configured CA, each name whose CAA records forbid it.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub caa: Option<Vec<CaaRefusalBody>>,
+}
+
+/// One name a CA may not issue for, and why (RFC 8659).
+#[derive(Debug, Serialize, utoipa::ToSchema)]
+pub struct CaaRefusalBody {
+    /// The CA (its ACME directory).
+    pub ca: String,
+    /// The name of the order (`*.` for a wildcard).
+    pub name: String,
+    /// Where the relevant CAA records are: the name itself or the nearest ancestor with some.
+    pub found_at: String,
+    /// The records that forbid the CA, as published (`0 issue "other-ca.example"`).
+    pub forbidding: Vec<String>,
+    /// A record that would let the CA issue, to add at `found_at`.
+    pub would_allow: Option<String>,
+    /// A record of the same set that lets another configured CA issue for this name.
+    pub allows_other: Option<CaaAllowsOther>,
+}
+
+/// A CAA record that lets another configured CA issue.
+#[derive(Debug, Serialize, utoipa::ToSchema)]
+pub struct CaaAllowsOther {
+    /// That CA (its ACME directory).
+    pub ca: String,
+    /// The record.
+    pub record: String,
+}
+
 /// `200` body of `GET /domains/{id}/certificate/key`.
 #[derive(Debug, Serialize, utoipa::ToSchema)]
 pub struct PrivateKeyBody {

@@ -9,7 +9,7 @@ use super::answers::{issuance_started, key_handed_out};
 use super::auth::Role;
 use super::bodies::{
     CallerErrors, CertificateBody, ChangeErrors, DomainBody, ErrorBody, IssuanceStarted,
-    NotFoundError, PrivateKeyBody,
+    NotFoundError, OrderConflictBody, PrivateKeyBody,
 };
 use super::origin::{key_reader, origin};
 use super::{ApiError, SharedState};
@@ -25,7 +25,9 @@ use crate::use_cases::{issue, keys};
         (status = 202, description = "One ACME order created for every name of the domain; publish each challenge's TXT record", body = IssuanceStarted),
         (status = 500, description = "The CA could not be reached, or the store failed: the answer names the request id, the log says which step (a refusal by the CA is a 400)", body = ErrorBody),
         (status = 429, description = "A budget kept for the CA is spent, or the CA said not now: retry after `Retry-After` seconds; nothing was recorded", body = ErrorBody),
-        CallerErrors, NotFoundError, ChangeErrors
+        CallerErrors, NotFoundError, ChangeErrors,
+        // After ChangeErrors: this 409 is the one described.
+        (status = 409, description = "Another request changed the domain at the same time (`error` alone), or CAA records forbid every configured CA to issue for its names (`code` is `caa_forbids`; `caa` names each CA, name, the records that forbid it and a record that would allow it); nothing was asked of any CA and nothing was recorded", body = OrderConflictBody)
     ),
     security(("bearer" = []))
 )]

@@ -50,6 +50,15 @@ pub enum ApiError {
     /// 409: the name is taken, or another request changed the domain first.
     #[error("{0}")]
     Conflict(String),
+    /// 409 `caa_forbids`: CAA records forbid every configured CA to issue; nothing was asked of
+    /// any. The body has `code` and `caa` (the refusals) beside `error`.
+    #[error("{message}")]
+    CaaForbids {
+        /// What the client reads in `error`.
+        message: String,
+        /// The refusals, as `OrderConflictBody::caa`.
+        caa: serde_json::Value,
+    },
     /// 413: the body is larger than allowed.
     #[error("{0}")]
     PayloadTooLarge(String),
@@ -190,7 +199,7 @@ impl ResponseError for ApiError {
             Self::Forbidden(_) => StatusCode::FORBIDDEN,
             Self::NotFound(_) => StatusCode::NOT_FOUND,
             Self::MethodNotAllowed(_) => StatusCode::METHOD_NOT_ALLOWED,
-            Self::Conflict(_) => StatusCode::CONFLICT,
+            Self::Conflict(_) | Self::CaaForbids { .. } => StatusCode::CONFLICT,
             Self::PayloadTooLarge(_) => StatusCode::PAYLOAD_TOO_LARGE,
             Self::UnsupportedMediaType(_) => StatusCode::UNSUPPORTED_MEDIA_TYPE,
             Self::FailedDependency(_) => StatusCode::FAILED_DEPENDENCY,
@@ -214,6 +223,13 @@ impl ResponseError for ApiError {
                 response.insert_header((RETRY_AFTER, retry_after_secs.to_string()));
             }
             _ => {}
+        }
+        if let Self::CaaForbids { caa, .. } = self {
+            return response.json(serde_json::json!({
+                "error": self.client_text(),
+                "code": "caa_forbids",
+                "caa": caa,
+            }));
         }
         response.json(serde_json::json!({ "error": self.client_text() }))
     }

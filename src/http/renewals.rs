@@ -12,7 +12,7 @@ use super::answers::{issuance_started, key_handed_out};
 use super::auth::Role;
 use super::bodies::{
     rfc3339, rfc3339_opt, CallerErrors, ChangeErrors, DomainBody, ErrorBody, IssuanceStarted,
-    NotFoundError, PrivateKeyBody,
+    NotFoundError, OrderConflictBody, PrivateKeyBody,
 };
 use super::origin::{key_reader, origin};
 use super::{ApiError, SharedState};
@@ -30,7 +30,9 @@ use crate::use_cases::{keys, live_view, renew, revoke};
         (status = 202, description = "A renewal order was created for every name of the domain; publish each challenge's TXT record (the domain stays active meanwhile)", body = IssuanceStarted),
         (status = 500, description = "The CA could not be reached (nothing was recorded; the answer names the request id; a refusal by the CA is a 400)", body = ErrorBody),
         (status = 429, description = "A budget kept for the CA is spent, or the CA said not now: retry after `Retry-After` seconds; nothing was recorded", body = ErrorBody),
-        CallerErrors, NotFoundError, ChangeErrors
+        CallerErrors, NotFoundError, ChangeErrors,
+        // After ChangeErrors: this 409 is the one described.
+        (status = 409, description = "A renewal is being started by another request or replica, or another request changed the domain at the same time (`error` alone), or CAA records forbid every configured CA to issue for its names (`code` is `caa_forbids`; `caa` names each CA, name, the records that forbid it and a record that would allow it); nothing was asked of any CA and nothing was recorded", body = OrderConflictBody)
     ),
     security(("bearer" = []))
 )]

@@ -4,9 +4,11 @@
 
 use cqrs_es::AggregateError;
 
+use super::bodies::{CaaAllowsOther, CaaRefusalBody};
 use super::ApiError;
 use crate::adapters::acme::AcmeError;
 use crate::read::edge_material::MaterialError;
+use crate::use_cases::caa::CaaForbids;
 use crate::use_cases::edge_certificate::EdgeCertificateError;
 use crate::use_cases::issue::IssueError;
 use crate::use_cases::keys::KeyError;
@@ -28,6 +30,7 @@ impl From<IssueError> for ApiError {
             IssueError::Missing(missing) => missing.into(),
             IssueError::Refused(refusal) => AggregateError::UserError(refusal).into(),
             IssueError::Ca(error) => error.into(),
+            IssueError::Caa(forbids) => forbids.into(),
             IssueError::Command(error) => error.into(),
             IssueError::Store(error) => error.into(),
         }
@@ -40,11 +43,42 @@ impl From<RenewError> for ApiError {
             RenewError::Missing(missing) => missing.into(),
             RenewError::Refused(refusal) => AggregateError::UserError(refusal).into(),
             RenewError::Ca(error) => error.into(),
+            RenewError::Caa(forbids) => forbids.into(),
             RenewError::Command(error) => error.into(),
             RenewError::Busy(why) => Self::Conflict(format!(
                 "{why}; nothing was asked of the CA, try again shortly"
             )),
             RenewError::Store(error) => error.into(),
+        }
+    }
+}
+
+impl From<CaaForbids> for ApiError {
+    /// `409 caa_forbids`, naming every refusal: the records that forbid, the one that would
+    /// allow, the one that allows another CA.
+    fn from(forbids: CaaForbids) -> Self {
+        let caa: Vec<CaaRefusalBody> = forbids
+            .refusals
+            .iter()
+            .map(|refusal| CaaRefusalBody {
+                ca: refusal.directory.clone(),
+                name: refusal.name.clone(),
+                found_at: refusal.found_at.clone(),
+                forbidding: refusal.forbidding.clone(),
+                would_allow: refusal.would_allow.clone(),
+                allows_other: refusal
+                    .allows_other
+                    .as_ref()
+                    .map(|(ca, record)| CaaAllowsOther {
+                        ca: ca.clone(),
+                        record: record.clone(),
+                    }),
+            })
+            .collect();
+        Self::CaaForbids {
+            message: forbids.to_string(),
+            // Plain strings and lists: serializing them cannot fail.
+            caa: serde_json::to_value(caa).unwrap_or_default(),
         }
     }
 }

@@ -31,6 +31,10 @@ pub struct IssuerSettings {
     /// The HMAC key of its External Account Binding (base64url).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub eab_hmac_key: Option<Secret>,
+    /// The issuer domain names it recognises in CAA records, where its directory's
+    /// `meta.caaIdentities` lists none; set, used in place of the directory's.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub caa_identities: Vec<String>,
 }
 
 impl IssuerSettings {

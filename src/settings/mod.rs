@@ -57,6 +57,17 @@ pub struct Settings {
     /// the same as a JSON array in the environment.
     #[serde(deserialize_with = "parse::issuers")]
     pub acme_fallback_issuers: Vec<IssuerSettings>,
+    /// The issuer domain names `ACME_DIRECTORY`'s CA recognises in CAA records (`issue
+    /// "letsencrypt.org"`), when its directory's `meta.caaIdentities` lists none (Pebble's does
+    /// not); set, it is used in place of the directory's.
+    #[serde(deserialize_with = "parse::host_names")]
+    pub acme_caa_identities: Vec<String>,
+    /// What CAA records (RFC 8659) do before an order: `enforce` (the order goes to the first
+    /// CA they permit, and is refused with `409 caa_forbids` when they permit none), `warn`
+    /// (ordered anyway, logged and counted) or `off` (not looked up). A failed lookup never
+    /// blocks an order.
+    #[serde(deserialize_with = "parse::caa_check")]
+    pub caa_check: CaaCheck,
     /// The ACME profile orders ask for, where the CA lists profiles (Let's Encrypt: `classic`,
     /// `tlsserver`, `shortlived`); checked against the CA's directory at start.
     #[serde(deserialize_with = "parse::trimmed")]
@@ -226,6 +237,19 @@ pub struct Settings {
     pub webhook_secret_overlap: Duration,
 }
 
+/// What CAA records do before an order (`CAA_CHECK`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Default)]
+#[serde(rename_all = "lowercase")]
+pub enum CaaCheck {
+    /// Orders go only to a CA CAA permits; none permitted, the order is refused.
+    #[default]
+    Enforce,
+    /// Orders go as without CAA; a CA it forbids is logged and counted.
+    Warn,
+    /// CAA is not looked up.
+    Off,
+}
+
 /// How log lines are written.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
 #[serde(rename_all = "lowercase")]
@@ -257,6 +281,8 @@ impl Default for Settings {
             acme_email: None,
             acme_eab_kid: None,
             acme_profile: None,
+            acme_caa_identities: Vec::new(),
+            caa_check: CaaCheck::Enforce,
             acme_fallback_issuers: Vec::new(),
             acme_new_order_budget: Budget {
                 limit: 300,

@@ -355,3 +355,44 @@ fn the_edge_cache_size_is_a_positive_count() {
     let zero = Settings::from_map(&vars(&[("EDGE_CACHE_ENTRIES", "0")])).expect_err("zero");
     assert_eq!(zero.name, "EDGE_CACHE_ENTRIES");
 }
+
+#[test]
+fn caa_check_and_caa_identities_are_read_from_the_environment_and_the_file() {
+    let defaults = Settings::from_map(&HashMap::new()).expect("defaults are valid");
+    assert_eq!(defaults.caa_check, CaaCheck::Enforce);
+    assert!(defaults.acme_caa_identities.is_empty());
+    let settings = Settings::from_map(&vars(&[
+        ("CAA_CHECK", "warn"),
+        ("ACME_CAA_IDENTITIES", "letsencrypt.org, pebble.test"),
+        (
+            "ACME_FALLBACK_ISSUERS",
+            r#"[{"directory": "https://ca.example/dir", "caa_identities": ["ca.example"]}]"#,
+        ),
+    ]))
+    .expect("valid");
+    assert_eq!(settings.caa_check, CaaCheck::Warn);
+    assert_eq!(
+        settings.acme_caa_identities,
+        ["letsencrypt.org", "pebble.test"]
+    );
+    assert_eq!(
+        settings.acme_fallback_issuers[0].caa_identities,
+        ["ca.example"]
+    );
+    let file = ConfigFileFixture::new(
+        "caa",
+        "caa_check = \"off\"\nacme_caa_identities = [\"letsencrypt.org\"]\n\
+         [[acme_fallback_issuers]]\ndirectory = \"https://ca.example/dir\"\n\
+         caa_identities = [\"ca.example\"]\n",
+    );
+    let settings = file.load(&[]).expect("valid");
+    assert_eq!(settings.caa_check, CaaCheck::Off);
+    assert_eq!(settings.acme_caa_identities, ["letsencrypt.org"]);
+    assert_eq!(
+        settings.acme_fallback_issuers[0].caa_identities,
+        ["ca.example"]
+    );
+    let error = Settings::from_map(&vars(&[("CAA_CHECK", "strict")])).expect_err("bad");
+    assert_eq!(error.name, "CAA_CHECK");
+    assert!(error.reason.contains("enforce, warn or off"), "{error}");
+}

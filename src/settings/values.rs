@@ -154,6 +154,15 @@ pub(super) mod parse {
         })
     }
 
+    pub fn caa_check<'de, D: Deserializer<'de>>(d: D) -> Result<CaaCheck, D::Error> {
+        read(d, |text| match text.trim() {
+            "enforce" => Ok(CaaCheck::Enforce),
+            "warn" => Ok(CaaCheck::Warn),
+            "off" => Ok(CaaCheck::Off),
+            _ => Err("use enforce, warn or off".to_owned()),
+        })
+    }
+
     pub fn cert_key_type<'de, D: Deserializer<'de>>(d: D) -> Result<CertificateKeyType, D::Error> {
         read(d, |text| {
             CertificateKeyType::parse(text.trim())

@@ -6,8 +6,9 @@ use cqrs_es::AggregateError;
 use dns_handling_events::{OrderDetails, Validation};
 use dns_handling_projections::DomainView;
 
+use super::caa::CaaForbids;
 use super::command::{execute, refusal};
-use super::place_order::place_order;
+use super::place_order::{place_order, PlaceOrderError};
 use super::{live_view, DomainMissing, Pollers};
 use crate::adapters::acme::AcmeError;
 use crate::adapters::store::StoreError;
@@ -27,6 +28,9 @@ pub enum IssueError {
     /// No CA placed the order (refused, unreachable, rate limited, or a budget spent).
     #[error(transparent)]
     Ca(#[from] AcmeError),
+    /// CAA forbids every configured CA: nothing was asked of any.
+    #[error(transparent)]
+    Caa(#[from] CaaForbids),
     /// The order could not be recorded (a lost race, the store).
     #[error(transparent)]
     Command(AggregateError<DomainError>),
@@ -36,6 +40,15 @@ pub enum IssueError {
 }
 
 super::command::refusals_apart!(IssueError);
+
+impl From<PlaceOrderError> for IssueError {
+    fn from(error: PlaceOrderError) -> Self {
+        match error {
+            PlaceOrderError::Ca(error) => Self::Ca(error),
+            PlaceOrderError::Caa(forbids) => Self::Caa(forbids),
+        }
+    }
+}
 
 /// A first issuance begun: the domain as it was read, and the order placed and recorded.
 #[derive(Debug, Clone)]

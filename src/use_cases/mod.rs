@@ -12,7 +12,7 @@
 //! - `verify.rs`: proving ownership through DNS.
 //! - `issue.rs`: a first issuance, and putting a failed one back.
 //! - `place_order.rs`: placing one order with the first CA that takes it (delegation, fallback,
-//!   budgets); `budgets.rs`: the budgets kept for the CA.
+//!   budgets); `budgets.rs`: the budgets kept for the CA; `caa.rs`: the CAs CAA lets issue.
 //! - `renew.rs`: starting a renewal, under the domain's renewal lease (`work_lease.rs`).
 //! - `revoke.rs`: revoking at the CA that issued a certificate, and ordering its replacement.
 //! - `remove.rs`: removing a domain (revoking first, when asked).
@@ -29,6 +29,7 @@ use crate::adapters::store::StoreError;
 use crate::app_state::AppState;
 
 pub mod budgets;
+pub mod caa;
 pub mod command;
 pub mod edge_certificate;
 pub mod issue;

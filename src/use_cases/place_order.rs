@@ -1,5 +1,6 @@
 //! Placing one ACME order for every name of a domain, with the first CA that takes it: the
-//! delegation decision, the fallback from CA to CA, and the budgets kept for each.
+//! CAA check, the delegation decision, the fallback from CA to CA, and the budgets kept for
+//! each.
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -10,6 +11,7 @@ use dns_handling_projections::DomainView;
 use instant_acme::CertificateIdentifier;
 
 use super::budgets::{check_name_budgets, refund_order_budget, spend_order_budget};
+use super::caa::{permitted_cas, CaaForbids};
 use crate::adapters::acme::{AcmeError, CertificateAuthority, CreatedOrder};
 use crate::app_state::AppState;
 use crate::domain::delegation::{DelegationRecord, DelegationZone};
@@ -18,18 +20,31 @@ use crate::domain::delegation::{DelegationRecord, DelegationZone};
 /// issued it: the only CA told.
 pub type Replaces<'a> = (&'a CertificateIdentifier<'static>, &'a str);
 
+/// Why no order was placed.
+#[derive(Debug, thiserror::Error)]
+pub enum PlaceOrderError {
+    /// No CA placed the order (refused, unreachable, rate limited, or a budget spent).
+    #[error(transparent)]
+    Ca(#[from] AcmeError),
+    /// CAA forbids every configured CA (`CAA_CHECK=enforce`): no CA was asked.
+    #[error(transparent)]
+    Caa(#[from] CaaForbids),
+}
+
 /// Places one ACME order for every name of the domain (a renewal names the certificate it
 /// `replaces`) and gives what the aggregate records of it: polled every `POLL_INTERVAL`,
 /// waiting for its records for `wait`. With delegated validation on, the order is `delegated`
 /// when every name's `_acme-challenge` is a CNAME to its record in the service's zone, and
-/// `manual`, saying why, when one is not.
+/// `manual`, saying why, when one is not. Only CAs the names' CAA records permit are asked.
 pub async fn place_order(
     state: &AppState,
     view: &DomainView,
     replaces: Option<Replaces<'_>>,
     wait: Duration,
-) -> Result<OrderDetails, AcmeError> {
+) -> Result<OrderDetails, PlaceOrderError> {
     let names = view.names();
+    // Before anything is asked of a CA: an order CAA forbids would be spent for nothing.
+    let permitted = Box::pin(permitted_cas(state, &names)).await?;
     // Each step boxed: inline, their futures made a request's future overflow the stack of an
     // actix worker.
     let delegation = match state.settings.delegation() {
@@ -39,7 +54,8 @@ pub async fn place_order(
         )),
         None => None,
     };
-    let (created, ca) = Box::pin(create_order_somewhere(state, &names, replaces)).await?;
+    let (created, ca) =
+        Box::pin(create_order_somewhere(state, &names, &permitted, replaces)).await?;
     let settings = &state.settings;
     let mut challenges = created.challenges;
     let (validation, delegation_problem) = match delegation {
@@ -78,16 +94,20 @@ pub async fn place_order(
 ///
 /// A CA that said when to come back, or did not answer a moment ago, is skipped without
 /// spending its budget; a unit spent for an order the CA never got (it refused, or could not
-/// be reached) is given back, so an outage does not spend the budget.
+/// be reached) is given back, so an outage does not spend the budget. A CA not `permitted`
+/// (by CAA, at its place among the configured) is passed over.
 async fn create_order_somewhere(
     state: &AppState,
     names: &[String],
+    permitted: &[bool],
     replaces: Option<Replaces<'_>>,
 ) -> Result<(CreatedOrder, Arc<dyn CertificateAuthority>), AcmeError> {
     Box::pin(check_name_budgets(state, names)).await?;
     let mut not_now = None;
     let mut last_error = None;
-    for ca in state.issuers.configured() {
+    let configured = state.issuers.configured().iter().enumerate();
+    let cas = configured.filter(|(place, _)| permitted.get(*place).copied().unwrap_or(true));
+    for (_, ca) in cas {
         let replaces = replaces
             .filter(|(_, directory)| {
                 state

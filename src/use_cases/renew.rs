@@ -7,9 +7,10 @@ use cqrs_es::AggregateError;
 use dns_handling_events::{OrderDetails, RenewalReason};
 use dns_handling_projections::DomainView;
 
+use super::caa::CaaForbids;
 use super::command::{execute, refusal};
 use super::issue::order_for;
-use super::place_order::place_order;
+use super::place_order::{place_order, PlaceOrderError};
 use super::work_lease::WorkLease;
 use super::{live_view, DomainMissing, Pollers};
 use crate::adapters::acme::{certificate_identifier, AcmeError};
@@ -31,6 +32,10 @@ pub enum RenewError {
     /// scheduled one records the failed attempt).
     #[error(transparent)]
     Ca(#[from] AcmeError),
+    /// CAA forbids every configured CA: nothing was asked of any (a scheduled renewal records
+    /// the failed attempt).
+    #[error(transparent)]
+    Caa(#[from] CaaForbids),
     /// The order could not be recorded (a lost race, the store).
     #[error(transparent)]
     Command(AggregateError<DomainError>),
@@ -44,6 +49,15 @@ pub enum RenewError {
 }
 
 super::command::refusals_apart!(RenewError);
+
+impl From<PlaceOrderError> for RenewError {
+    fn from(error: PlaceOrderError) -> Self {
+        match error {
+            PlaceOrderError::Ca(error) => Self::Ca(error),
+            PlaceOrderError::Caa(forbids) => Self::Caa(forbids),
+        }
+    }
+}
 
 /// A renewal begun at a request: the domain as it was read, and the order placed.
 #[derive(Debug, Clone)]

@@ -20,6 +20,8 @@
 //! - with profiles set ([`CaFront::profiles`]) the directory's `meta.profiles` lists them, as
 //!   Let's Encrypt's does; a newOrder naming another profile gets a `400 invalidProfile`
 //!   problem, one naming a listed profile has it echoed in the order Pebble answered;
+//! - with CAA identities set ([`CaFront::caa_identities`]) the directory's
+//!   `meta.caaIdentities` lists them;
 //! - with ARI ([`CaFront::start_with_ari`]) the directory lists `renewalInfo`, `GET
 //!   /renewal-info/{certid}` answers the window the test set ([`CaFront::set_window`]), and a
 //!   newOrder response echoes the request's `replaces` (RFC 9773 §5);
@@ -125,6 +127,8 @@ struct State {
     delays: HashMap<FrontTarget, Duration>,
     /// `meta.profiles` of the directory: name, description; empty lists none (Pebble's own).
     profiles: Vec<(String, String)>,
+    /// `meta.caaIdentities` of the directory; empty lists none (Pebble's own).
+    caa_identities: Vec<String>,
     /// The `profile` of every newOrder request, in order.
     orders_profiles: Vec<Option<String>>,
     /// The `replaces` of newOrder requests that had one, in order.
@@ -416,6 +420,13 @@ impl CaFront {
             .iter()
             .map(|(name, description)| ((*name).to_owned(), (*description).to_owned()))
             .collect();
+    }
+
+    /// Lists these issuer domain names in the directory's `meta.caaIdentities` (RFC 8555
+    /// §7.1.1), as Let's Encrypt lists `letsencrypt.org` (Pebble 2.4 lists none), for
+    /// directories fetched from now on.
+    pub fn caa_identities(&self, identities: &[&str]) {
+        self.shared.state().caa_identities = identities.iter().map(|i| (*i).to_owned()).collect();
     }
 
     /// The `profile` each newOrder request asked for (`None`: it named none), in order,

@@ -272,6 +272,26 @@ impl Pebble {
         self.challtestsrv("/clear-cname", json!({"host": host}));
     }
 
+    /// Adds CAA records at `host` (ends with a dot): `(tag, value)` each, flags 0
+    /// (`("issue", "other-ca.example")` is `0 issue "other-ca.example"`). Pebble itself does
+    /// not check CAA.
+    pub fn add_caa(&self, host: &str, records: &[(&str, &str)]) {
+        assert!(
+            host.ends_with('.'),
+            "challtestsrv ignores hosts without the trailing dot"
+        );
+        let policies: Vec<Value> = records
+            .iter()
+            .map(|(tag, value)| json!({"tag": tag, "value": value}))
+            .collect();
+        self.challtestsrv("/add-caa", json!({"host": host, "policies": policies}));
+    }
+
+    /// Removes every CAA record at `host`.
+    pub fn clear_caa(&self, host: &str) {
+        self.challtestsrv("/clear-caa", json!({"host": host}));
+    }
+
     /// Stops the ACME server (its DNS server keeps running), as a CA outage would.
     pub fn stop_acme(&mut self) {
         self.pebble.kill();

@@ -9,6 +9,7 @@ use std::time::Duration;
 use async_trait::async_trait;
 use dns_handling::adapters::dns::{DnsError, DnsLookup, HickoryDnsLookup};
 use dns_handling::app::Application;
+use dns_handling::domain::caa::CaaRecord;
 use dns_handling::settings::Settings;
 use dns_handling_testkit::{
     issue_and_publish, pebble_and_database, run_command, verified_domain, Service, StoreKind,
@@ -110,6 +111,10 @@ impl DnsLookup for DiesOnceArmed {
 
     async fn cname_target(&self, name: &str) -> Result<Option<String>, DnsError> {
         self.real.cname_target(name).await
+    }
+
+    async fn caa_records(&self, name: &str) -> Result<Vec<CaaRecord>, DnsError> {
+        self.real.caa_records(name).await
     }
 
     fn describe(&self) -> String {

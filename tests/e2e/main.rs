@@ -29,6 +29,7 @@ mod ari;
 mod audit;
 mod ca_etiquette;
 mod ca_outages;
+mod caa;
 mod console;
 mod crash;
 mod delegation;

@@ -210,3 +210,29 @@ async fn a_renewals_pass_records_a_failed_attempt_when_no_ca_places_the_order() 
     assert_eq!(failure.code, FailureReason::ACME_UNAVAILABLE);
     assert!(renewal.next_attempt_at.is_some_and(|at| at > Utc::now()));
 }
+
+#[tokio::test]
+async fn a_renewals_pass_records_caa_forbids_and_asks_no_ca_when_caa_forbids_every_ca() {
+    let world = World::new(1, |_| {}).await;
+    let view = due(&world, "forbidden.example.com").await;
+    world.forbid_by_caa("example.com", "other-ca.example");
+    let asked = world.cas[0].orders_asked();
+
+    run_pass(Pass::Renewals, &world.state, &world.pollers, Utc::now()).await;
+
+    assert_eq!(world.cas[0].orders_asked(), asked, "no CA was asked");
+    assert_eq!(world.pollers.orders(), 0);
+    let renewal = world.view(&view.id).await.renewal.expect("a renewal");
+    assert!(!renewal.in_progress);
+    assert_eq!(renewal.attempts, 1);
+    let failure = renewal.last_failure.expect("the failure");
+    assert_eq!(failure.code, FailureReason::CAA_FORBIDS);
+    assert!(
+        failure.detail.contains(r#"0 issue "other-ca.example""#),
+        "{failure:?}"
+    );
+    assert!(
+        renewal.next_attempt_at.is_some_and(|at| at > Utc::now()),
+        "retried on its schedule"
+    );
+}

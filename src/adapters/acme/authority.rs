@@ -47,6 +47,13 @@ pub trait CertificateAuthority: Send + Sync {
 
     /// Whether the directory answers, for the readiness probe.
     async fn check_directory(&self) -> Result<(), String>;
+
+    /// The issuer domain names this CA recognises in CAA records (configured, else its
+    /// directory's `meta.caaIdentities`); empty when neither lists any.
+    async fn caa_identities(&self) -> Result<Vec<String>, AcmeError>;
+
+    /// The URL of the service's account at this CA (RFC 8657 `accounturi`).
+    async fn account_url(&self) -> Result<String, AcmeError>;
 }
 
 #[async_trait]
@@ -85,6 +92,14 @@ impl CertificateAuthority for AcmeClient {
 
     async fn check_directory(&self) -> Result<(), String> {
         AcmeClient::check_directory(self).await
+    }
+
+    async fn caa_identities(&self) -> Result<Vec<String>, AcmeError> {
+        AcmeClient::caa_identities(self).await
+    }
+
+    async fn account_url(&self) -> Result<String, AcmeError> {
+        AcmeClient::account_url(self).await
     }
 }
 

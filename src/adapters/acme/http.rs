@@ -5,12 +5,52 @@ use std::time::Duration;
 
 use chrono::{DateTime, Utc};
 
-use super::AcmeClient;
+use super::{AcmeClient, AcmeError};
 
 impl AcmeClient {
     /// Checks that the directory answers with an ACME directory, for the readiness probe. A
     /// plain GET: it needs no account and sends nothing to the CA's rate-limited endpoints.
     pub async fn check_directory(&self) -> Result<(), String> {
+        let directory = self.fetch_directory().await?;
+        match directory.get("newOrder") {
+            Some(_) => Ok(()),
+            None => Err(format!("{} is not an ACME directory", self.directory_url)),
+        }
+    }
+
+    /// The issuer domain names this CA recognises in CAA records (RFC 8555 §7.1.1
+    /// `meta.caaIdentities`): the configured ones, else its directory's, read once (an empty
+    /// list is an answer too: the CA lists none).
+    pub async fn caa_identities(&self) -> Result<Vec<String>, AcmeError> {
+        if !self.caa_identities.is_empty() {
+            return Ok(self.caa_identities.clone());
+        }
+        self.directory_caa_identities
+            .get_or_try_init(|| async {
+                let directory = self.fetch_directory().await.map_err(|reason| {
+                    AcmeError::unavailable(
+                        "reading the directory's CAA identities",
+                        std::io::Error::other(reason),
+                    )
+                })?;
+                Ok(directory
+                    .pointer("/meta/caaIdentities")
+                    .and_then(serde_json::Value::as_array)
+                    .map(|listed| {
+                        listed
+                            .iter()
+                            .filter_map(serde_json::Value::as_str)
+                            .map(str::to_owned)
+                            .collect()
+                    })
+                    .unwrap_or_default())
+            })
+            .await
+            .cloned()
+    }
+
+    /// The directory, by a plain GET through the readiness probe's client.
+    async fn fetch_directory(&self) -> Result<serde_json::Value, String> {
         use http_body_util::BodyExt as _;
         let url = &self.directory_url;
         let client = self
@@ -40,12 +80,13 @@ impl AcmeClient {
         let body = tokio::time::timeout(PROBE_TIMEOUT, fetch)
             .await
             .map_err(|_| format!("{url} did not answer within {} s", PROBE_TIMEOUT.as_secs()))??;
-        let directory: serde_json::Value =
-            serde_json::from_slice(&body).map_err(|e| format!("{url} answered no JSON: {e}"))?;
-        match directory.get("newOrder") {
-            Some(_) => Ok(()),
-            None => Err(format!("{} is not an ACME directory", self.directory_url)),
-        }
+        serde_json::from_slice(&body).map_err(|e| format!("{url} answered no JSON: {e}"))
+    }
+
+    /// The URL of the service's account at this CA (what RFC 8657's `accounturi` names):
+    /// the stored account's, or one registered now.
+    pub async fn account_url(&self) -> Result<String, AcmeError> {
+        Ok(self.account().await?.id().to_owned())
     }
 }
 

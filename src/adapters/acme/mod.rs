@@ -235,6 +235,10 @@ pub struct AcmeClient {
     external_account: Option<(String, Vec<u8>)>,
     /// The ACME profile orders ask for (`ACME_PROFILE`), if any.
     profile: Option<String>,
+    /// The CAA identities configured for this CA; empty, its directory's are asked for.
+    caa_identities: Vec<String>,
+    /// Its directory's `meta.caaIdentities`, once read.
+    directory_caa_identities: tokio::sync::OnceCell<Vec<String>>,
     /// Whether a missing account may be registered: not for a CA no longer configured, whose
     /// client only asks about orders and certificates of the account it has.
     registers_account: bool,
@@ -271,16 +275,18 @@ impl From<KeyCustodyError> for AcmeError {
 impl AcmeClient {
     /// A client for `directory_url`, trusting `ca_bundle`'s roots (else the platform's),
     /// binding a new account to `external_account` (key id, HMAC key) when given, its orders
-    /// asking for `profile` when given.
+    /// asking for `profile` when given, recognising `caa_identities` in CAA records (none
+    /// given: what its directory lists).
     pub fn new(
         directory_url: String,
         contact_email: Option<String>,
         ca_bundle: Option<std::path::PathBuf>,
         external_account: Option<(String, Vec<u8>)>,
         profile: Option<String>,
+        caa_identities: Vec<String>,
         vault: KeyVault,
     ) -> Arc<Self> {
-        Self::build(
+        let mut client = Self::build(
             directory_url,
             contact_email,
             ca_bundle,
@@ -288,7 +294,9 @@ impl AcmeClient {
             profile,
             vault,
             true,
-        )
+        );
+        client.caa_identities = caa_identities;
+        Arc::new(client)
     }
 
     /// A client for a CA no longer configured (`directory_url`, trusting `ca_bundle`'s roots),
@@ -302,7 +310,7 @@ impl AcmeClient {
         ca_bundle: Option<std::path::PathBuf>,
         vault: KeyVault,
     ) -> Arc<Self> {
-        Self::build(
+        Arc::new(Self::build(
             directory_url,
             contact_email,
             ca_bundle,
@@ -310,7 +318,7 @@ impl AcmeClient {
             None,
             vault,
             false,
-        )
+        ))
     }
 
     fn build(
@@ -321,11 +329,13 @@ impl AcmeClient {
         profile: Option<String>,
         vault: KeyVault,
         registers_account: bool,
-    ) -> Arc<Self> {
-        Arc::new(Self {
+    ) -> Self {
+        Self {
             directory_url,
             external_account,
             profile,
+            caa_identities: Vec::new(),
+            directory_caa_identities: tokio::sync::OnceCell::new(),
             registers_account,
             contact_email,
             ca_bundle,
@@ -338,7 +348,7 @@ impl AcmeClient {
                 .initial_delay(Duration::from_millis(200))
                 .backoff(1.5)
                 .timeout(Duration::from_secs(60)),
-        })
+        }
     }
 
     /// The ACME directory of the CA this client asks.

@@ -398,7 +398,15 @@ mod tests {
             .expect("connects");
         store.migrate().await.expect("migrates");
         let vault = KeyVault::new(store, KeyRing::new(KeyEncryptionKey::generate(), vec![]));
-        AcmeClient::new(directory.to_owned(), None, None, None, None, vault)
+        AcmeClient::new(
+            directory.to_owned(),
+            None,
+            None,
+            None,
+            None,
+            Vec::new(),
+            vault,
+        )
     }
 
     /// Every cause under `error`, nearest first.

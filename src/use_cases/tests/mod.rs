@@ -1,5 +1,7 @@
 //! The use cases in process: a scripted CA ([`ScriptedCa`]), a DNS whose records a test sets,
 //! pollers that only note what they are handed, and a real SQLite file store. The parts:
+//! - `caa.rs`: CAA before an order: the fallback CA it permits, the refusal, `warn`, a failed
+//!   lookup.
 //! - `edge.rs`: an edge's handshake: the index, the cache, the key reads recorded once.
 //! - `edge_stream.rs`: the certificate stream of the TLS edges (`read::edge_stream`).
 //! - `edge_deliveries.rs`: the keys that stream hands out, recorded for whoever asked.
@@ -29,12 +31,14 @@ use crate::adapters::webhook_sender::WebhookSender;
 use crate::app_state::{AppState, CommandOrigin, DomainLocks, RecordedEdgeReads};
 use crate::audit::checkpoints::AuditSigner;
 use crate::domain::aggregate::CustomDomainCommand;
+use crate::domain::caa::CaaRecord;
 use crate::domain::renewal::RenewalPolicy;
 use crate::read::edge_material::MaterialCache;
 use crate::read::projector::ViewProjector;
 use crate::read::view_reader::ViewReader;
 use crate::settings::Settings;
 
+mod caa;
 mod edge;
 mod edge_deliveries;
 mod edge_stream;
@@ -132,11 +136,30 @@ impl CertificateAuthority for ScriptedCa {
     async fn check_directory(&self) -> Result<(), String> {
         Ok(())
     }
+
+    /// `caN.test` for the CA at `https://caN.test/directory`.
+    async fn caa_identities(&self) -> Result<Vec<String>, AcmeError> {
+        let host = self
+            .directory
+            .trim_start_matches("https://")
+            .split('/')
+            .next()
+            .unwrap_or_default();
+        Ok(vec![host.to_owned()])
+    }
+
+    async fn account_url(&self) -> Result<String, AcmeError> {
+        Ok(format!("{}/acct/1", self.directory))
+    }
 }
 
-/// DNS whose TXT records the test publishes; no CNAMEs.
+/// DNS whose TXT records (`.0`) and CAA records (`.1`; `None`: the lookup fails) the test
+/// publishes; no CNAMEs.
 #[derive(Default)]
-pub(crate) struct ScriptedDns(Mutex<HashMap<String, Vec<String>>>);
+pub(crate) struct ScriptedDns(
+    Mutex<HashMap<String, Vec<String>>>,
+    pub(crate) Mutex<HashMap<String, Option<Vec<CaaRecord>>>>,
+);
 
 #[async_trait]
 impl DnsLookup for ScriptedDns {
@@ -154,8 +177,32 @@ impl DnsLookup for ScriptedDns {
         Ok(None)
     }
 
+    async fn caa_records(&self, name: &str) -> Result<Vec<CaaRecord>, DnsError> {
+        match self.1.lock().expect("lock").get(name) {
+            Some(Some(records)) => Ok(records.clone()),
+            Some(None) => Err(DnsError {
+                name: name.to_owned(),
+                reason: "SERVFAIL (scripted)".into(),
+            }),
+            None => Ok(Vec::new()),
+        }
+    }
+
     fn describe(&self) -> String {
         "scripted".into()
+    }
+}
+
+/// A CAA `issue` or `issuewild` record naming `issuer`.
+pub(crate) fn caa_issue(tag: &str, issuer: &str) -> CaaRecord {
+    CaaRecord {
+        flags: 0,
+        tag: tag.into(),
+        value: issuer.into(),
+        issuer: Some(crate::domain::caa::CaaIssuer {
+            domain: Some(issuer.into()),
+            parameters: Vec::new(),
+        }),
     }
 }
 
@@ -287,13 +334,32 @@ impl World {
     /// The domain `name`, registered and verified by its TXT record.
     pub(crate) async fn verified(&self, name: &str) -> DomainView {
         let view = self.registered(name).await;
+        self.publish_verification(&view);
+        super::verify::verify(&self.state, &view.id, Self::origin())
+            .await
+            .expect("verified")
+    }
+
+    /// Publishes the verification TXT record of `view`.
+    pub(crate) fn publish_verification(&self, view: &DomainView) {
         self.dns.0.lock().expect("lock").insert(
             view.verification_record_name.clone(),
             vec![view.verification_token.clone()],
         );
-        super::verify::verify(&self.state, &view.id, Self::origin())
-            .await
-            .expect("verified")
+    }
+
+    /// Publishes `0 issue "<issuer>"` as the CAA RRset of `name`.
+    pub(crate) fn forbid_by_caa(&self, name: &str, issuer: &str) {
+        self.set_caa(name, Some(vec![caa_issue("issue", issuer)]));
+    }
+
+    /// Sets the CAA records of `name` (`None`: its lookup fails).
+    pub(crate) fn set_caa(&self, name: &str, records: Option<Vec<CaaRecord>>) {
+        self.dns
+            .1
+            .lock()
+            .expect("lock")
+            .insert(name.to_owned(), records);
     }
 
     /// The domain `name` with a certificate in service from the first CA, issued through an

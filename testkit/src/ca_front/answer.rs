@@ -234,10 +234,11 @@ async fn pebble_answer(
     }
 }
 
-/// Adds `renewalInfo` (with ARI) and `meta.profiles` (when the test set some) to Pebble's
-/// directory; whether it changed.
+/// Adds `renewalInfo` (with ARI), `meta.profiles` and `meta.caaIdentities` (when the test set
+/// some) to Pebble's directory; whether it changed.
 fn change_directory(shared: &Shared, directory: &mut Value, origin: &str) -> bool {
     let profiles = shared.state().profiles.clone();
+    let caa_identities = shared.state().caa_identities.clone();
     let Some(object) = directory.as_object_mut() else {
         return false;
     };
@@ -256,7 +257,14 @@ fn change_directory(shared: &Shared, directory: &mut Value, origin: &str) -> boo
             meta.insert("profiles".to_owned(), Value::Object(listed));
         }
     }
-    shared.ari || list_profiles
+    let list_caa_identities = !caa_identities.is_empty();
+    if list_caa_identities {
+        let meta = object.entry("meta").or_insert_with(|| json!({}));
+        if let Some(meta) = meta.as_object_mut() {
+            meta.insert("caaIdentities".to_owned(), json!(caa_identities));
+        }
+    }
+    shared.ari || list_profiles || list_caa_identities
 }
 
 /// Echoes in Pebble's order what the newOrder asked for and Pebble 2.4 ignores, as a CA that
