@@ -371,3 +371,49 @@ fn a_snapshot_s_batches_are_recorded_once_at_its_end_and_a_cut_short_one_leaves_
     assert_eq!(directory.position(), 50);
     fs::remove_dir_all(dir).ok();
 }
+
+/// What reached the disk since the last look, in order.
+fn journal(directory: &EdgeDirectory) -> Vec<String> {
+    std::mem::take(&mut *directory.journal.lock().expect("journal"))
+}
+
+#[test]
+fn new_certificates_reach_the_disk_in_one_sync_before_the_record_and_a_renewal_file_by_file() {
+    let dir = scratch();
+    let mut directory = EdgeDirectory::open(&dir).expect("opens");
+    journal(&directory);
+    let names = ["a.example.test", "b.example.test"];
+    let lines = names
+        .iter()
+        .enumerate()
+        .map(|(n, name)| served(10, name, &format!("c{n}"), &[name]))
+        .collect();
+    directory.apply(&snapshot(10, lines)).expect("applies");
+    let written = journal(&directory);
+    let sync = written.iter().position(|w| w == "syncfs");
+    let record = written.iter().position(|w| w == "synced state.json");
+    let certificate_files: Vec<&String> = (written.iter())
+        .filter(|w| [".pem", ".crt", ".key"].iter().any(|e| w.ends_with(e)))
+        .collect();
+    assert_eq!(certificate_files.len(), 6, "{written:?}");
+    assert!(
+        certificate_files.iter().all(|w| w.starts_with("unsynced ")),
+        "a new certificate's file was synced on its own: {written:?}"
+    );
+    assert!(
+        matches!((sync, record), (Some(sync), Some(record)) if sync < record),
+        "the record was written before its files were synced: {written:?}"
+    );
+    assert_eq!(written.iter().filter(|w| *w == "syncfs").count(), 1);
+    // A renewal rewrites files the record names: each is synced before its rename.
+    directory
+        .apply(&[served(11, "a.example.test", "c9", &["a.example.test"])])
+        .expect("applies");
+    let written = journal(&directory);
+    assert!(
+        written.contains(&"synced a.example.test.pem".to_owned())
+            && !written.iter().any(|w| w.starts_with("unsynced") || w == "syncfs"),
+        "{written:?}"
+    );
+    fs::remove_dir_all(dir).ok();
+}
