@@ -201,7 +201,9 @@ async fn run(kind: StoreKind, config: &Config) -> anyhow::Result<()> {
     if config.part("http") {
         let database = seeded(kind, &authority, config.domains).await?;
         let mut service = started(kind, &database, config.cache_entries, config.domains).await?;
-        http::measure(kind, &service, config, dir.path()).await?;
+        let store = Store::connect(&database.url).await?;
+        http::measure(kind, &service, &store, config, dir.path()).await?;
+        seed::close(store).await;
         service.terminate();
     }
     if config.part("sync") || config.part("commit") {

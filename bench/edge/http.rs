@@ -3,13 +3,19 @@
 //! and missing (names uniformly random over every served certificate).
 
 use std::path::Path;
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
+use dns_handling::adapters::store::Store;
 use dns_handling_testkit::{Service, StoreKind};
 use futures::StreamExt;
+use rand::Rng;
 
+use crate::stats::percentile;
 use crate::wrk::{self, WrkResult};
 use crate::{seed, Config, EDGE_TOKEN};
+
+/// Statements timed per run for the floor of a miss.
+const STATEMENTS: usize = 5_000;
 
 /// The wrk script: `GET /edge/certificate` for a domain in `first..=last` picked uniformly,
 /// its name, its www. or a name under its wildcard; or `GET /healthz` when `range` is `None`.
@@ -73,11 +79,33 @@ pub async fn read_each_once(
     Ok(domains as f64 / started.elapsed().as_secs_f64())
 }
 
+/// The floor of a cache miss: the statement a miss runs (`Store::edge_materials` of one
+/// domain, its row decoded), alone, in this process, one at a time, for domains picked
+/// uniformly among `domains`: its p50 and p99 in µs. A miss is this statement plus the
+/// request's own path, so its p50 cannot be under this one's.
+async fn statement_alone(store: &Store, domains: usize) -> anyhow::Result<(f64, f64)> {
+    let mut samples: Vec<Duration> = Vec::with_capacity(STATEMENTS);
+    for _ in 0..STATEMENTS {
+        let domain_id = seed::domain_id(rand::thread_rng().gen_range(0..domains));
+        let started = Instant::now();
+        let rows = store.edge_materials(std::slice::from_ref(&domain_id)).await?;
+        samples.push(started.elapsed());
+        anyhow::ensure!(rows.contains_key(&domain_id), "{domain_id} has no certificate");
+    }
+    let micros = |d: Duration| d.as_secs_f64() * 1e6;
+    Ok((
+        micros(percentile(&mut samples, 0.5)),
+        micros(percentile(&mut samples, 0.99)),
+    ))
+}
+
 /// One measured scenario: per run, `/healthz` then the edge route, each for the configured
 /// duration; medians and spreads of the latencies, of their ratio within a run, and the
-/// cache's hit rate during the edge runs.
+/// cache's hit rate during the edge runs. With `floor`, each run also times the statement a
+/// miss runs, alone (see `statement_alone`).
 async fn scenario(
     service: &Service,
+    floor: Option<&Store>,
     config: &Config,
     connections: u32,
     dir: &Path,
@@ -96,6 +124,7 @@ async fn scenario(
         load(&edge, warm_up)?;
     }
     let mut rows: Vec<(WrkResult, WrkResult, f64)> = Vec::new();
+    let mut floors: Vec<(f64, f64, f64)> = Vec::new();
     for _ in 0..config.runs {
         let healthz = load(&healthz, &config.duration)?;
         let (hits, misses) = cache_counts(service).await?;
@@ -116,6 +145,10 @@ async fn scenario(
             !within_cache || hit_rate > 0.5,
             "{label}: a working set within the cache was found there at a rate of {hit_rate:.2}"
         );
+        if let Some(store) = floor {
+            let (p50, p99) = statement_alone(store, range.1 + 1).await?;
+            floors.push((p50, p99, p50 / (healthz.p50_ms * 1e3)));
+        }
         rows.push((healthz, edge, hit_rate));
     }
     let spread = |pick: &dyn Fn(&(WrkResult, WrkResult, f64)) -> f64| {
@@ -142,6 +175,18 @@ async fn scenario(
         spread(&|r| r.1.p50_ms / r.0.p50_ms),
         spread(&|r| r.1.p99_ms / r.0.p99_ms),
     );
+    if !floors.is_empty() {
+        let spread = |pick: &dyn Fn(&(f64, f64, f64)) -> f64| {
+            crate::spread(floors.iter().map(pick).collect::<Vec<_>>())
+        };
+        println!(
+            "    the miss's statement alone ({STATEMENTS} in process, one at a time): p50 {} µs, \
+             p99 {} µs; its p50 / healthz p50: {}×",
+            spread(&|f| f.0),
+            spread(&|f| f.1),
+            spread(&|f| f.2),
+        );
+    }
     Ok(())
 }
 
@@ -150,6 +195,7 @@ async fn scenario(
 pub async fn measure(
     kind: StoreKind,
     service: &Service,
+    store: &Store,
     config: &Config,
     dir: &Path,
 ) -> anyhow::Result<()> {
@@ -166,13 +212,15 @@ pub async fn measure(
             config.cache_entries
         );
         let range = (0, working_set - 1);
-        scenario(service, config, connections, dir, &cached, range).await?;
+        scenario(service, None, config, connections, dir, &cached, range).await?;
         let missing = format!(
             "{kind:?}, missing: uniformly over all {} certificates, EDGE_CACHE_ENTRIES={}",
             config.domains, config.cache_entries
         );
         let range = (0, config.domains - 1);
-        scenario(service, config, connections, dir, &missing, range).await?;
+        // Once per store (with the first connection count: `-c1` unless told otherwise).
+        let floor = (connections == config.connections[0]).then_some(store);
+        scenario(service, floor, config, connections, dir, &missing, range).await?;
     }
     Ok(())
 }
