@@ -88,9 +88,14 @@ async fn statement_alone(store: &Store, domains: usize) -> anyhow::Result<(f64, 
     for _ in 0..STATEMENTS {
         let domain_id = seed::domain_id(rand::thread_rng().gen_range(0..domains));
         let started = Instant::now();
-        let rows = store.edge_materials(std::slice::from_ref(&domain_id)).await?;
+        let rows = store
+            .edge_materials(std::slice::from_ref(&domain_id))
+            .await?;
         samples.push(started.elapsed());
-        anyhow::ensure!(rows.contains_key(&domain_id), "{domain_id} has no certificate");
+        anyhow::ensure!(
+            rows.contains_key(&domain_id),
+            "{domain_id} has no certificate"
+        );
     }
     let micros = |d: Duration| d.as_secs_f64() * 1e6;
     Ok((

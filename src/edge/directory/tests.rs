@@ -412,7 +412,9 @@ fn new_certificates_reach_the_disk_in_one_sync_before_the_record_and_a_renewal_f
     let written = journal(&directory);
     assert!(
         written.contains(&"synced a.example.test.pem".to_owned())
-            && !written.iter().any(|w| w.starts_with("unsynced") || w == "syncfs"),
+            && !written
+                .iter()
+                .any(|w| w.starts_with("unsynced") || w == "syncfs"),
         "{written:?}"
     );
     fs::remove_dir_all(dir).ok();
