@@ -201,6 +201,11 @@ impl TokenTable {
         bool::from(found.digest.ct_eq(&digest)).then(|| found.clone())
     }
 
+    /// Whether it holds token `id` (made, not revoked).
+    pub fn holds(&self, id: &str) -> bool {
+        self.read().digest_of_id.contains_key(id)
+    }
+
     /// How many live tokens it holds.
     pub fn len(&self) -> usize {
         self.read().by_digest.len()

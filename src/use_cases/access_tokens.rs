@@ -2,6 +2,7 @@
 //! its digest recorded), revoking one, and reading them as their events make them.
 
 use std::collections::HashMap;
+use std::time::Duration;
 
 use base64::Engine as _;
 use chrono::{DateTime, Utc};
@@ -85,7 +86,21 @@ pub async fn create_token(
         .execute_with_metadata(&id, command, origin.0)
         .await?;
     let token = access_token(state, &id).await?;
+    settle(state, &id, true).await;
     Ok(CreatedToken { id, secret, token })
+}
+
+/// How long a change waits for this replica's table of tokens to show it before answering.
+const SETTLE_WITHIN: Duration = Duration::from_secs(2);
+
+/// Waits (for [`SETTLE_WITHIN`] at most) until this replica's table of tokens holds token `id`
+/// or not, as `held` says: a token made here is accepted here once its creation is answered,
+/// and one revoked here refused. The other replicas follow on their own commit wake-ups.
+async fn settle(state: &AppState, id: &str, held: bool) {
+    let deadline = tokio::time::Instant::now() + SETTLE_WITHIN;
+    while state.token_table.holds(id) != held && tokio::time::Instant::now() < deadline {
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    }
 }
 
 /// Revokes token `id`, recorded with `origin`: every replica refuses it once its table of
@@ -100,6 +115,7 @@ pub async fn revoke_token(
         .tokens
         .execute_with_metadata(id, command, origin.0)
         .await?;
+    settle(state, id, false).await;
     Ok(())
 }
 
