@@ -210,7 +210,8 @@ fn decide_role(request: &ServiceRequest) -> Result<(Role, Credential), ApiError>
 
 /// The role of a managed token the caller presented, or why it is refused: past its end
 /// (`401`), or from an address outside its `allowed_from` (`403`). A use is noted in the store
-/// at most once a minute per token and replica, after the answer, never on its path.
+/// at most once a minute per token and replica, by a task of its own: the request never waits
+/// for it.
 fn managed_role(
     state: &Arc<AppState>,
     request: &ServiceRequest,
