@@ -372,6 +372,27 @@ async fn hostile_token_bodies_are_refused_and_managed_roles_match_the_environmen
     assert_eq!(database.count("token_events").await, 0);
 
     // Each managed role answers every route as the environment's token of that role does.
+    let soon = (chrono::Utc::now() + chrono::Duration::seconds(1)).to_rfc3339();
+    let (_, expired) = made(
+        &service,
+        json!({"name": "m-expired", "role": "admin", "expires_at": soon}),
+    )
+    .await;
+    let (revoked_id, revoked) = made(&service, json!({"name": "m-revoked", "role": "admin"})).await;
+    let (code, text) = call(
+        &service,
+        "DELETE",
+        &format!("/tokens/{revoked_id}"),
+        Some(ADMIN),
+        None,
+    )
+    .await;
+    assert_eq!(code, 204, "{text}");
+    let (_, elsewhere) = made(
+        &service,
+        json!({"name": "m-elsewhere", "role": "admin", "allowed_from": ["10.0.0.0/8"]}),
+    )
+    .await;
     let (_, admin) = made(&service, json!({"name": "m-admin", "role": "admin"})).await;
     let (_, auditor) = made(&service, json!({"name": "m-auditor", "role": "auditor"})).await;
     let (_, edge) = made(&service, json!({"name": "edge9", "role": "edge"})).await;
@@ -393,15 +414,29 @@ async fn hostile_token_bodies_are_refused_and_managed_roles_match_the_environmen
             assert_eq!(code, expected, "{method} {path} as {managed}: {text}");
         }
     }
-    let (code, text) = call(
-        &service,
-        "GET",
-        "/edge/certificate?server_name=matrix.tokens.test",
-        None,
-        None,
-    )
-    .await;
-    assert_eq!(code, 401, "{text}");
+    // Expired, revoked, from elsewhere, or none: refused on every route alike, nothing done.
+    until_answered(&service, &expired, 401).await;
+    let events_before = database.count("events").await;
+    for (method, path) in &routes {
+        for (token, expected) in [
+            (Some(expired.as_str()), 401),
+            (Some(revoked.as_str()), 401),
+            (Some(elsewhere.as_str()), 403),
+            (None, 401),
+        ] {
+            let (code, text) = call(&service, method, path, token, None).await;
+            assert_eq!(code, expected, "{method} {path} as {token:?}: {text}");
+            assert!(
+                json_of(&text)["error"].is_string(),
+                "{method} {path}: {text}"
+            );
+        }
+    }
+    assert_eq!(
+        database.count("events").await,
+        events_before,
+        "a refused call did something"
+    );
     let edge_path = "/edge/certificate?server_name=matrix.tokens.test";
     let basic = reqwest::Client::new()
         .get(service.url(edge_path))
