@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# Run: bench/tokens.sh   (after `cargo build --release`; env DURATION=10s, ROUNDS=2, THREADS=2,
+# Run: bench/tokens.sh   (after `cargo build --release`; env DURATION=4s, ROUNDS=5, THREADS=2,
 # CONNECTIONS=32; needs wrk, curl, jq)
 #
 # What checking a managed token costs on the hot path. Starts the release binary on a fresh
@@ -9,13 +9,15 @@
 #   * GET /domains/{id} with the environment's admin token, then with the managed admin token;
 #   * GET /edge/certificate?server_name=<not ours> (answered 204 from the edge index) with the
 #     environment's edge token, then with the managed edge token.
-# Prints requests/s and p99 of each round and the managed/environment ratio of the rates.
+# Prints requests/s and p99 of each round, the managed/environment ratio of the time per request
+# (the inverse ratio of the rates) of each round, and the median ratio: short alternating rounds
+# so that load from elsewhere on the machine falls on both sides alike.
 set -euo pipefail
 
 here="$(cd "$(dirname "$0")/.." && pwd)"
 binary="$here/target/release/dns-handling"
-DURATION="${DURATION:-10s}"
-ROUNDS="${ROUNDS:-2}"
+DURATION="${DURATION:-4s}"
+ROUNDS="${ROUNDS:-5}"
 THREADS="${THREADS:-2}"
 CONNECTIONS="${CONNECTIONS:-32}"
 ADMIN=bench-admin-token-0123456789
@@ -52,12 +54,16 @@ load() {
 
 compare() {
   local path="$1" environment="$2" managed="$3" label="$4"
+  local ratios=()
   for round in $(seq "$ROUNDS"); do
     read -r env_rate env_p99 < <(load "$path" "$environment")
     read -r man_rate man_p99 < <(load "$path" "$managed")
     ratio="$(awk -v e="$env_rate" -v m="$man_rate" 'BEGIN {printf "%.3f", e / m}')"
+    ratios+=("$ratio")
     echo "$label round $round: environment $env_rate req/s (p99 $env_p99), managed $man_rate req/s (p99 $man_p99); time per request managed/environment = $ratio"
   done
+  median="$(printf '%s\n' "${ratios[@]}" | sort -n | awk '{a[NR] = $1} END {print a[int((NR + 1) / 2)]}')"
+  echo "$label: median managed/environment = $median over $ROUNDS rounds"
 }
 
 curl -sf -o /dev/null -w '%{http_code}\n' -H "Authorization: Bearer $managed_edge" \
