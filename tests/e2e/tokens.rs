@@ -7,13 +7,14 @@
 use std::collections::HashMap;
 use std::time::{Duration, Instant};
 
-use dns_handling_testkit::{pebble_and_database, Service, StoreKind, TestDatabase};
+use dns_handling_testkit::{pebble_and_database, run_command, Service, StoreKind, TestDatabase};
 use serde_json::{json, Value};
 
 use crate::BINARY;
 
 crate::on_both_stores!(a_managed_token_works_until_it_is_revoked_on_every_replica);
 crate::on_both_stores!(hostile_token_bodies_are_refused_and_managed_roles_match_the_environment_s);
+crate::on_both_stores!(the_cli_makes_lists_and_revokes_a_token);
 
 const ADMIN: &str = "admin-token-0123456789";
 const AUDITOR: &str = "auditor-token-9876543210";
@@ -460,4 +461,58 @@ async fn hostile_token_bodies_are_refused_and_managed_roles_match_the_environmen
         401,
         "under another edge's name"
     );
+}
+
+async fn the_cli_makes_lists_and_revokes_a_token(kind: StoreKind) {
+    let (_pebble, _database, mut env) = pebble_and_database(kind).await;
+    environment(&mut env);
+    let service = Service::start(BINARY, &env);
+    let client = HashMap::from([
+        ("DNS_HANDLING_SERVER".to_owned(), service.url("")),
+        ("DNS_HANDLING_TOKEN".to_owned(), ADMIN.to_owned()),
+    ]);
+    let cli = |args: &[&str]| run_command(BINARY, &client, args);
+
+    let (status, out, err) = cli(&[
+        "tokens",
+        "create",
+        "cli-made",
+        "--role",
+        "auditor",
+        "--allowed-from",
+        "127.0.0.0/8",
+    ]);
+    assert!(status.success(), "{out}{err}");
+    assert!(err.contains("shown this once"), "{err}");
+    let secret = out
+        .lines()
+        .find_map(|line| line.strip_prefix("Secret: "))
+        .expect("the secret printed")
+        .to_owned();
+    let id = out
+        .split_whitespace()
+        .nth(3)
+        .expect("Created auditor token <id>")
+        .to_owned();
+    until_answered(&service, &secret, 200).await;
+
+    let (status, out, err) = cli(&["tokens", "list"]);
+    assert!(status.success(), "{out}{err}");
+    let row = out
+        .lines()
+        .find(|line| line.starts_with(&id))
+        .expect("its row");
+    assert!(
+        row.contains("auditor") && row.contains("active") && row.contains("127.0.0.0/8"),
+        "{row}"
+    );
+    assert!(!out.contains(&secret), "{out}");
+
+    let (status, out, err) = cli(&["tokens", "revoke", &id]);
+    assert!(status.success(), "{out}{err}");
+    until_answered(&service, &secret, 401).await;
+    let (status, out, err) = cli(&["tokens", "revoke", &id]);
+    assert!(!status.success(), "revoked twice: {out}{err}");
+    let (status, _, err) = cli(&["tokens", "create", "x", "--role", "root"]);
+    assert!(!status.success(), "{err}");
 }
