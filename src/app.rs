@@ -27,6 +27,7 @@ use crate::http;
 use crate::read::edge_index::{self, EdgeIndex};
 use crate::read::edge_material::MaterialCache;
 use crate::read::projector::ViewProjector;
+use crate::read::token_table::{self, TokenTable};
 use crate::read::view_reader::ViewReader;
 use crate::read::zone_follower;
 use crate::settings::{redact_url_password, Settings};
@@ -235,6 +236,14 @@ impl Application {
         background.push(spawn_supervised("edge-index", move || {
             edge_index::follow(following.clone(), index.clone(), interval)
         }));
+        // Built from the tokens' log in the background: `/readyz` says so until it is.
+        let token_table = Arc::new(TokenTable::default());
+        let (following, table) = (store.clone(), token_table.clone());
+        background.push(spawn_supervised("token-table", move || {
+            token_table::follow(following.clone(), table.clone(), interval)
+        }));
+        let token_events =
+            || PersistedEventStore::new_event_store(EventRepository::for_tokens(store.clone()));
         let (stop_streams, stopping) = Stopping::channel();
         let state = Arc::new(AppState {
             stopping,
@@ -247,6 +256,9 @@ impl Application {
             webhooks,
             webhook_events: webhook_events(),
             webhook_sender,
+            tokens: CqrsFramework::new(token_events(), vec![], ()),
+            token_events: token_events(),
+            token_table,
             cqrs,
             views: ViewReader::new(store.clone()),
             store,

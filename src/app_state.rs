@@ -16,10 +16,12 @@ use crate::adapters::store::Store;
 use crate::adapters::vault::KeyVault;
 use crate::adapters::webhook_sender::WebhookSender;
 use crate::audit::checkpoints::AuditSigner;
+use crate::domain::access_token::AccessToken;
 use crate::domain::aggregate::CustomDomain;
 use crate::domain::webhook_endpoint::WebhookEndpoint;
 use crate::read::edge_index::EdgeIndex;
 use crate::read::edge_material::MaterialCache;
+use crate::read::token_table::TokenTable;
 use crate::read::view_reader::ViewReader;
 use crate::settings::Settings;
 use crate::tasks::Stopping;
@@ -35,6 +37,12 @@ pub type WebhookEventStore = PersistedEventStore<EventRepository, WebhookEndpoin
 
 /// The cqrs-es framework for webhook endpoints.
 pub type WebhookCqrs = CqrsFramework<WebhookEndpoint, WebhookEventStore>;
+
+/// The event store of access tokens (table `token_events`).
+pub type TokenEventStore = PersistedEventStore<EventRepository, AccessToken>;
+
+/// The cqrs-es framework for access tokens.
+pub type TokenCqrs = CqrsFramework<AccessToken, TokenEventStore>;
 
 /// The shared parts of the running service.
 pub struct AppState {
@@ -67,6 +75,12 @@ pub struct AppState {
     pub webhook_events: WebhookEventStore,
     /// Delivers webhook messages.
     pub webhook_sender: WebhookSender,
+    /// Executes commands against access tokens.
+    pub tokens: TokenCqrs,
+    /// Loads access tokens (the same events the framework writes).
+    pub token_events: TokenEventStore,
+    /// The managed tokens every request is checked against (kept from their log).
+    pub token_table: Arc<TokenTable>,
     /// Serialises, per domain within this process, the requests that decide its next order.
     pub domain_locks: DomainLocks,
     /// Which certificate serves each name, for the edge routes (kept from the feed).

@@ -35,6 +35,10 @@ fn main() -> anyhow::Result<ExitCode> {
             dns_handling::install_crypto_provider();
             client::run_webhooks(args)
         }
+        Some(Command::Tokens(args)) => {
+            dns_handling::install_crypto_provider();
+            client::run_tokens(args)
+        }
         Some(Command::Edge(args)) => {
             dns_handling::install_crypto_provider();
             dns_handling::cli::edge_sync::run(args)
@@ -182,6 +186,7 @@ async fn run(settings: Settings, command: Command) -> anyhow::Result<ExitCode> {
         Command::Config
         | Command::Domains(_)
         | Command::Webhooks(_)
+        | Command::Tokens(_)
         | Command::Edge(_)
         | Command::Completions { .. } => {}
     }

@@ -612,6 +612,7 @@ impl cqrs_es::DomainEvent for CustomDomainEvent {
 pub mod chain;
 pub mod feed;
 pub mod schema;
+pub mod tokens;
 pub mod upcast;
 pub mod webhooks;
 

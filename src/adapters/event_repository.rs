@@ -56,7 +56,17 @@ impl EventRepository {
 
     /// The repository of the webhook endpoints' log (`webhook_events`), chained the same way.
     pub fn for_webhooks(store: Store) -> Self {
-        let (events, snapshots) = (EventTable::WebhookEvents.name(), "webhook_snapshots");
+        Self::beside(store, EventTable::WebhookEvents, "webhook_snapshots")
+    }
+
+    /// The repository of the access tokens' log (`token_events`), chained the same way.
+    pub fn for_tokens(store: Store) -> Self {
+        Self::beside(store, EventTable::TokenEvents, "token_snapshots")
+    }
+
+    /// The repository of a log beside the domains', in `table` with its `snapshots`.
+    fn beside(store: Store, table: EventTable, snapshots: &str) -> Self {
+        let events = table.name();
         let backend = match &store {
             Store::Postgres(pool) => Backend::Postgres(
                 PostgresEventRepository::new(pool.clone()).with_tables(events, snapshots),
@@ -68,7 +78,7 @@ impl EventRepository {
         Self {
             backend,
             store,
-            table: EventTable::WebhookEvents,
+            table,
         }
     }
 

@@ -7,6 +7,7 @@
 //! until it is `active` (exit 0), or `failed` or `expired` (exit 1: no usable certificate).
 //! `webhooks …` registers the platform's webhook endpoints, shows a new signing secret the one
 //! time the server shows it, and prints each endpoint's delivery attempts as a table.
+//! `tokens …` makes, lists and revokes the access tokens the service manages.
 //!
 //! One file per command group: `domains` (register, follow, history), `certificates` (the chain,
 //! the key, the history, revocation), `webhooks`; `records` says which records an order waits
@@ -21,10 +22,12 @@ mod domains;
 pub(crate) mod format;
 mod records;
 mod server;
+mod tokens;
 mod webhooks;
 
 pub use domains::DomainsCommand;
 pub use server::ServerArgs;
+pub use tokens::TokensCommand;
 pub use webhooks::WebhooksCommand;
 
 use server::Client;
@@ -49,6 +52,17 @@ pub struct WebhooksArgs {
     /// What to ask; with none, this help
     #[command(subcommand)]
     pub command: Option<WebhooksCommand>,
+}
+
+/// `dns-handling tokens …`: where the server is, and what to ask it about access tokens.
+#[derive(Debug, clap::Args)]
+pub struct TokensArgs {
+    /// The server and the token
+    #[command(flatten)]
+    pub server: ServerArgs,
+    /// What to ask; with none, this help
+    #[command(subcommand)]
+    pub command: Option<TokensCommand>,
 }
 
 /// The help of `dns-handling <name>`, as a question answered rather than a mistake: what a
@@ -88,4 +102,13 @@ pub fn run_webhooks(args: WebhooksArgs) -> anyhow::Result<ExitCode> {
     };
     let client = Client::connect(args.server)?;
     block_on(webhooks::dispatch(&client, command))
+}
+
+/// Runs `dns-handling tokens …`.
+pub fn run_tokens(args: TokensArgs) -> anyhow::Result<ExitCode> {
+    let Some(command) = args.command else {
+        return help_of("tokens");
+    };
+    let client = Client::connect(args.server)?;
+    block_on(tokens::dispatch(&client, command))
 }

@@ -61,6 +61,9 @@ pub enum Command {
     /// The platform's webhook endpoints, against a running server: signed notifications of
     /// certificates issued, renewed, revoked or failing, and of records to publish
     Webhooks(client::WebhooksArgs),
+    /// The access tokens the service manages, against a running server: make one for a role
+    /// (expiring, limited to addresses), list them, revoke one
+    Tokens(client::TokensArgs),
     /// For the platform's TLS edges: `edge sync` keeps a directory of certificates for
     /// terminators that read files
     Edge(edge_sync::EdgeArgs),

@@ -1,6 +1,7 @@
 //! The decisions: the `CustomDomain` aggregate (its commands, the events it emits, what it
 //! refuses) and the domain types it decides over. Nothing here does I/O.
 
+pub mod access_token;
 pub mod aggregate;
 pub mod alt_names;
 pub mod caa;

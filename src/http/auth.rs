@@ -4,6 +4,13 @@
 //! [`EDGE_ROUTES`]) also take HTTP Basic credentials `<edge name>:<token>`, since Caddy's
 //! `get_certificate http` sends only what its URL holds (Go turns a URL's user info into Basic
 //! credentials). A token is never read from a query string.
+//!
+//! A token is the environment's (`AUTH_TOKEN`, `READ_ONLY_TOKENS`, `EDGE_TOKENS`) or one the
+//! service manages (`/tokens`), found in this replica's table of them without a query (see
+//! `read::token_table`): past its `expires_at` it is refused with `401`, from an address outside
+//! its `allowed_from` with `403`. The address is the connection's peer: behind a proxy, the
+//! proxy's. Each request is tagged with the [`Credential`] it presented, which the events it
+//! causes name.
 
 use std::sync::Arc;
 
@@ -14,10 +21,13 @@ use actix_web::http::Method;
 use actix_web::middleware::Next;
 use actix_web::{web, HttpMessage, HttpRequest};
 use base64::Engine as _;
+use chrono::Utc;
 use subtle::ConstantTimeEq;
 
 use super::ApiError;
 use crate::app_state::AppState;
+use crate::domain::access_token::TokenRole;
+use crate::read::token_table::ManagedToken;
 use crate::settings::{Secret, Settings};
 
 /// The prefix of the edge routes: an edge token may use these and nothing else, an auditor
@@ -66,6 +76,20 @@ impl Role {
     }
 }
 
+/// Which credential a request presented, as the events it causes name it (never its secret):
+/// a managed token's id, or for the environment's tokens `env:admin`, `env:auditor:<n>` (its
+/// place in `READ_ONLY_TOKENS`, from 1) and `env:edge:<name>`; `env:open` when no token is
+/// configured.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Credential(pub Arc<str>);
+
+impl Credential {
+    /// The credential the authentication middleware found for this request.
+    pub fn of(request: &HttpRequest) -> Option<Credential> {
+        request.extensions().get::<Credential>().cloned()
+    }
+}
+
 fn matches(presented: &str, expected: &Secret) -> bool {
     bool::from(presented.as_bytes().ct_eq(expected.expose().as_bytes()))
 }
@@ -78,8 +102,9 @@ pub async fn require_token<B: MessageBody>(
     next: Next<B>,
 ) -> Result<ServiceResponse<EitherBody<B>>, actix_web::Error> {
     match decide_role(&request) {
-        Ok(role) => {
+        Ok((role, credential)) => {
             request.extensions_mut().insert(role);
+            request.extensions_mut().insert(credential);
             Ok(next.call(request).await?.map_into_left_body())
         }
         // Answered here rather than raised, so the outer layers log and label it like any
@@ -126,14 +151,14 @@ fn presented(request: &ServiceRequest) -> Presented<'_> {
     }
 }
 
-/// The caller's role, or why it is refused.
-fn decide_role(request: &ServiceRequest) -> Result<Role, ApiError> {
+/// The caller's role and credential, or why it is refused.
+fn decide_role(request: &ServiceRequest) -> Result<(Role, Credential), ApiError> {
     let Some(state) = request.app_data::<web::Data<Arc<AppState>>>().cloned() else {
         return Err(ApiError::internal("service state missing"));
     };
     let edge_route = request.path().starts_with(EDGE_ROUTES);
-    let role = match &state.settings.auth_token {
-        None => Role::Admin,
+    let (role, credential) = match &state.settings.auth_token {
+        None => (Role::Admin, Credential("env:open".into())),
         Some(admin_token) => {
             let unknown = || {
                 ApiError::Unauthorized(match edge_route {
@@ -152,14 +177,20 @@ fn decide_role(request: &ServiceRequest) -> Result<Role, ApiError> {
                 Presented::Basic { user, token } if edge_route => (token, Some(user)),
                 Presented::Basic { .. } | Presented::Nothing => return Err(unknown()),
             };
-            let role = role_of(&state.settings, admin_token, &token).ok_or_else(unknown)?;
+            let (role, credential) = match role_of(&state.settings, admin_token, &token) {
+                Some(found) => found,
+                None => {
+                    let found = state.token_table.find(&token).ok_or_else(unknown)?;
+                    managed_role(&state, request, &found)?
+                }
+            };
             // Basic credentials name the edge: an edge's token under another name is refused.
             if let (Role::Edge(name), Some(user)) = (&role, user) {
                 if **name != *user {
                     return Err(unknown());
                 }
             }
-            role
+            (role, credential)
         }
     };
     let reads_only = matches!(*request.method(), Method::GET | Method::HEAD);
@@ -173,28 +204,87 @@ fn decide_role(request: &ServiceRequest) -> Result<Role, ApiError> {
         (Role::Edge(name), false) => Err(ApiError::Forbidden(format!(
             "the token of edge {name} may use the edge routes ({EDGE_ROUTES}…) only"
         ))),
-        _ => Ok(role),
+        _ => Ok((role, credential)),
     }
+}
+
+/// The role of a managed token the caller presented, or why it is refused: past its end
+/// (`401`), or from an address outside its `allowed_from` (`403`). A use is noted in the store
+/// at most once a minute per token and replica, by a task of its own: the request never waits
+/// for it.
+fn managed_role(
+    state: &Arc<AppState>,
+    request: &ServiceRequest,
+    token: &ManagedToken,
+) -> Result<(Role, Credential), ApiError> {
+    let now = Utc::now();
+    if token.is_expired(now) {
+        return Err(ApiError::Unauthorized("token expired".into()));
+    }
+    let peer = request.peer_addr().map(|address| address.ip());
+    if !token.admits(peer) {
+        return Err(ApiError::Forbidden(match peer {
+            Some(peer) => format!("this token is not accepted from {peer}"),
+            None => "this token is not accepted from an unknown address".into(),
+        }));
+    }
+    if token.use_due(now) {
+        let (store, id) = (state.store.clone(), token.id.clone());
+        actix_web::rt::spawn(async move {
+            if let Err(error) = store.record_token_use(&id, now).await {
+                tracing::warn!(token = %id, %error, "noting a token's use failed");
+            }
+        });
+    }
+    let role = match token.role {
+        TokenRole::Admin => Role::Admin,
+        TokenRole::Auditor => Role::Auditor,
+        TokenRole::Edge => Role::Edge(token.name.clone()),
+        // Never made (the aggregate refuses them until tenants are built).
+        TokenRole::Tenant => {
+            return Err(ApiError::Forbidden(
+                "tenant tokens are not available yet".into(),
+            ))
+        }
+    };
+    Ok((role, Credential(token.id.clone())))
 }
 
 /// Whose token `presented` is. Every token is compared (no early exit), so timing says
 /// nothing about which token came close.
-fn role_of(settings: &Settings, admin_token: &Secret, presented: &str) -> Option<Role> {
+fn role_of(
+    settings: &Settings,
+    admin_token: &Secret,
+    presented: &str,
+) -> Option<(Role, Credential)> {
     let is_admin = matches(presented, admin_token);
-    let is_auditor = settings
-        .read_only_tokens
-        .iter()
-        .fold(false, |found, token| found | matches(presented, token));
+    let auditor =
+        settings
+            .read_only_tokens
+            .iter()
+            .enumerate()
+            .fold(None, |found, (place, token)| {
+                match matches(presented, token) {
+                    true => Some(place + 1),
+                    false => found,
+                }
+            });
     let edge = settings.edge_tokens.iter().fold(None, |found, edge| {
         match matches(presented, &edge.token) {
             true => Some(&edge.name),
             false => found,
         }
     });
-    match (is_admin, is_auditor, edge) {
-        (true, _, _) => Some(Role::Admin),
-        (false, true, _) => Some(Role::Auditor),
-        (false, false, Some(name)) => Some(Role::Edge(name.clone())),
-        (false, false, None) => None,
+    let credential = |id: String| Credential(id.into());
+    match (is_admin, auditor, edge) {
+        (true, _, _) => Some((Role::Admin, credential("env:admin".into()))),
+        (false, Some(place), _) => {
+            Some((Role::Auditor, credential(format!("env:auditor:{place}"))))
+        }
+        (false, None, Some(name)) => Some((
+            Role::Edge(name.clone()),
+            credential(format!("env:edge:{name}")),
+        )),
+        (false, None, None) => None,
     }
 }

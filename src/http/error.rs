@@ -16,6 +16,7 @@ use cqrs_es::AggregateError;
 use crate::adapters::acme::AcmeError;
 use crate::adapters::store::{is_unreachable_cause, StoreError};
 use crate::adapters::vault::VaultError;
+use crate::domain::access_token::AccessTokenError;
 use crate::domain::aggregate::DomainError;
 use crate::domain::webhook_endpoint::WebhookEndpointError;
 use crate::http::observe::current_request_id;
@@ -345,6 +346,21 @@ impl From<AggregateError<WebhookEndpointError>> for ApiError {
             ) => Self::NotFound(refusal.to_string()),
             AggregateError::UserError(refusal) => Self::Conflict(refusal.to_string()),
             other => Self::from_event_store(other, "webhook endpoint"),
+        }
+    }
+}
+
+impl From<AggregateError<AccessTokenError>> for ApiError {
+    fn from(error: AggregateError<AccessTokenError>) -> Self {
+        match error {
+            AggregateError::UserError(AccessTokenError::NotFound) => {
+                Self::NotFound("no token with this id".into())
+            }
+            AggregateError::UserError(
+                refusal @ (AccessTokenError::Revoked | AccessTokenError::AlreadyExists),
+            ) => Self::Conflict(refusal.to_string()),
+            AggregateError::UserError(refusal) => Self::BadRequest(refusal.to_string()),
+            other => Self::from_event_store(other, "token"),
         }
     }
 }

@@ -18,6 +18,7 @@ pub mod openapi;
 mod origin;
 mod overview;
 mod renewals;
+mod tokens;
 mod use_case_errors;
 mod webhooks;
 
@@ -218,6 +219,11 @@ pub fn register_routes(cfg: &mut web::ServiceConfig) -> Vec<(Method, &'static st
     table.add(Token, Method::POST, "/webhooks/{id}/rotate-secret", rotate);
     let deliveries = web::to(webhooks::deliveries);
     table.add(Token, Method::GET, "/webhooks/{id}/deliveries", deliveries);
+    table.add(Token, Method::POST, "/tokens", web::to(tokens::create));
+    table.add(Token, Method::GET, "/tokens", web::to(tokens::list));
+    table.add(Token, Method::GET, "/tokens/{id}", web::to(tokens::get));
+    let revoke_token = web::to(tokens::revoke);
+    table.add(Token, Method::DELETE, "/tokens/{id}", revoke_token);
     table.register(cfg)
 }
 
@@ -264,13 +270,16 @@ async fn healthz() -> HttpResponse {
 #[utoipa::path(get, path = "/readyz", operation_id = "readyz", tag = "operations",
     responses(
         (status = 200, description = "Ready", body = ReadyBody),
-        (status = 503, description = "Store or ACME directory unreachable, a feed consumer stopped at an event it cannot read, the edge index not yet built from the event feed (at start), the delegation zone behind the event feed for more than 10 s, or background work down or panicking again and again (the message says which)", body = ErrorBody)
+        (status = 503, description = "Store or ACME directory unreachable, a feed consumer stopped at an event it cannot read, the edge index or the table of access tokens not yet built (at start), the delegation zone behind the event feed for more than 10 s, or background work down or panicking again and again (the message says which)", body = ErrorBody)
     ))]
 async fn readyz(state: SharedState) -> HttpResponse {
     if let Some(stuck) = crate::read::stuck::readiness_problem() {
         return HttpResponse::ServiceUnavailable().json(ErrorBody { error: stuck });
     }
     if let Some(building) = state.edge_index.readiness_problem() {
+        return HttpResponse::ServiceUnavailable().json(ErrorBody { error: building });
+    }
+    if let Some(building) = state.token_table.readiness_problem() {
         return HttpResponse::ServiceUnavailable().json(ErrorBody { error: building });
     }
     if let Some(behind) = crate::read::zone_lag::readiness_problem(&state.store).await {

@@ -9,7 +9,8 @@ use utoipa::openapi::security::{HttpAuthScheme, HttpBuilder, SecurityScheme};
 use utoipa::OpenApi;
 
 use super::{
-    audit, ca, certificates, domains, edge, edge_stream, events, overview, renewals, webhooks,
+    audit, ca, certificates, domains, edge, edge_stream, events, overview, renewals, tokens,
+    webhooks,
 };
 
 /// The API's description: every route of [`super::register_routes`] (a test holds the two
@@ -53,6 +54,10 @@ use super::{
         webhooks::delete,
         webhooks::rotate_secret,
         webhooks::deliveries,
+        tokens::create,
+        tokens::list,
+        tokens::get,
+        tokens::revoke,
         super::healthz,
         super::readyz,
         super::metrics,
@@ -68,6 +73,7 @@ use super::{
         (name = "events", description = "The history of each domain and the global event feed"),
         (name = "edge", description = "What the platform's TLS terminators pull: the certificate and key serving a handshake's name"),
         (name = "webhooks", description = "Signed notifications (Standard Webhooks) of what happens to certificates"),
+        (name = "tokens", description = "Access tokens the service manages: scoped to a role, expiring, limited to addresses, revocable"),
         (name = "operations", description = "Health, readiness, metrics, the overview's figures and this description"),
     )
 )]

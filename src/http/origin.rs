@@ -4,13 +4,13 @@ use std::collections::HashMap;
 
 use actix_web::{HttpMessage, HttpRequest};
 
-use super::auth::Role;
+use super::auth::{Credential, Role};
 use super::observe::RequestId;
 use crate::app_state::CommandOrigin;
 use crate::domain::aggregate::edge_reader;
 
 /// The metadata recorded with the events a request causes: its request id (see
-/// [`RequestId`]), the caller's role, its address and the route.
+/// [`RequestId`]), the caller's role and credential (`token_id`), its address and the route.
 pub fn origin(request: &HttpRequest) -> CommandOrigin {
     let mut metadata = HashMap::new();
     metadata.insert("actor".to_owned(), "http".to_owned());
@@ -20,6 +20,10 @@ pub fn origin(request: &HttpRequest) -> CommandOrigin {
         .map_or_else(|| uuid::Uuid::now_v7().to_string(), |id| id.0.clone());
     metadata.insert("request_id".to_owned(), request_id);
     metadata.insert("role".to_owned(), Role::of(request).label().to_owned());
+    // Which credential: a managed token's id or `env:…`, never a secret.
+    if let Some(Credential(id)) = Credential::of(request) {
+        metadata.insert("token_id".to_owned(), id.to_string());
+    }
     if let Some(peer) = request.peer_addr() {
         metadata.insert("client_addr".to_owned(), peer.ip().to_string());
     }

@@ -8,6 +8,7 @@ use super::bodies::{CaaAllowsOther, CaaRefusalBody};
 use super::ApiError;
 use crate::adapters::acme::AcmeError;
 use crate::read::edge_material::MaterialError;
+use crate::use_cases::access_tokens::AccessTokensError;
 use crate::use_cases::caa::CaaForbids;
 use crate::use_cases::edge_certificate::EdgeCertificateError;
 use crate::use_cases::issue::IssueError;
@@ -21,6 +22,15 @@ use crate::use_cases::DomainMissing;
 impl From<DomainMissing> for ApiError {
     fn from(missing: DomainMissing) -> Self {
         Self::NotFound(missing.to_string())
+    }
+}
+
+impl From<AccessTokensError> for ApiError {
+    fn from(error: AccessTokensError) -> Self {
+        match error {
+            AccessTokensError::Command(error) => error.into(),
+            AccessTokensError::Store(error) => error.into(),
+        }
     }
 }
 

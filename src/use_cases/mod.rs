@@ -19,6 +19,7 @@
 //! - `keys.rs`: handing out a certificate's private key, recorded first.
 //! - `edge_certificate.rs`: the certificate and key serving a TLS edge's handshake name.
 //! - `webhook_endpoints.rs`: reading a webhook endpoint as its events make it.
+//! - `access_tokens.rs`: making and revoking the tokens the service manages.
 //! - `tests/`: the use cases and the scheduler in process, with a scripted CA and a real
 //!   SQLite file.
 
@@ -28,6 +29,7 @@ use dns_handling_projections::DomainView;
 use crate::adapters::store::StoreError;
 use crate::app_state::AppState;
 
+pub mod access_tokens;
 pub mod budgets;
 pub mod caa;
 pub mod command;

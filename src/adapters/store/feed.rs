@@ -22,6 +22,8 @@ pub enum EventTable {
     Events,
     /// The webhook endpoints' log.
     WebhookEvents,
+    /// The access tokens' log.
+    TokenEvents,
 }
 
 impl EventTable {
@@ -30,6 +32,7 @@ impl EventTable {
         match self {
             Self::Events => "events",
             Self::WebhookEvents => "webhook_events",
+            Self::TokenEvents => "token_events",
         }
     }
 }

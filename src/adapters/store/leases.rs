@@ -35,6 +35,11 @@ pub(super) const ACCOUNT_LOCK: i64 = 7246003;
 /// replicas checking at once cannot both take the last unit.
 pub(super) const BUDGET_LOCK: i64 = 7246004;
 
+/// Taken by the trigger that gives access tokens' events their position (migration 0017), as
+/// [`FEED_POSITION_LOCK`] is for the domains' events; named here so it is not taken again.
+#[cfg_attr(not(test), allow(dead_code))]
+pub(super) const TOKEN_POSITION_LOCK: i64 = 7246017;
+
 /// Holds a SQLite database for one process for as long as it lives (an OS file lock on
 /// `<database>.lock`, released by the OS when the process ends, however it ends).
 #[derive(Debug)]
@@ -315,6 +320,7 @@ mod tests {
             FEED_POSITION_LOCK,
             ACCOUNT_LOCK,
             BUDGET_LOCK,
+            TOKEN_POSITION_LOCK,
         ];
         for (i, lock) in locks.iter().enumerate() {
             assert!(!locks[i + 1..].contains(lock), "{lock} is taken twice");
@@ -323,6 +329,11 @@ mod tests {
         assert!(
             feed.contains(&format!("pg_advisory_xact_lock({FEED_POSITION_LOCK})")),
             "the feed's trigger takes the lock named here"
+        );
+        let tokens = include_str!("migrations/postgres/0017_access_tokens.sql");
+        assert!(
+            tokens.contains(&format!("pg_advisory_xact_lock({TOKEN_POSITION_LOCK})")),
+            "the tokens' trigger takes the lock named here"
         );
     }
 }

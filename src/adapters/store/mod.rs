@@ -34,6 +34,7 @@
 //!   need from a domain's stream.
 //! - `edge_deliveries.rs`: the receipts of the keys that stream hands out (which receiver
 //!   first got which certificate's key, and when), written before each chunk leaves.
+//! - `tokens.rs`: the access tokens' log in position order, and when each token was last used.
 //! - `webhooks.rs`: webhook delivery: each endpoint's feed cursor, its outbox of messages, every
 //!   attempt, the sealed signing secrets.
 
@@ -191,6 +192,7 @@ mod names;
 mod overview;
 mod renewal_info_checks;
 mod secrets;
+mod tokens;
 mod views;
 mod webhooks;
 mod zone_followers;
@@ -202,6 +204,7 @@ pub use feed::{EventTable, FeedRow};
 pub use leases::{lock_sqlite_exclusively, SqliteReplicaLock};
 pub use overview::DayActivity;
 pub use secrets::SecretTable;
+pub use tokens::TokenRow;
 pub use views::{DomainPage, ExpiryCounts, KeyDisposalMark, ProjectionWrite};
 pub use webhooks::{AttemptRecord, EndpointMessages, MessageFate, NewMessage, StoredMessage};
 pub use zone_followers::LaggingFollower;

@@ -45,6 +45,7 @@ mod edge_stream;
 mod issue;
 mod names;
 mod renew;
+mod tokens;
 
 /// A CA that answers as the test scripted it, and notes what it was asked.
 pub(crate) struct ScriptedCa {
@@ -286,8 +287,13 @@ impl World {
         let projector = ViewProjector::new(store.clone());
         let webhook_events =
             || PersistedEventStore::new_event_store(EventRepository::for_webhooks(store.clone()));
+        let token_events =
+            || PersistedEventStore::new_event_store(EventRepository::for_tokens(store.clone()));
         let dns = Arc::new(ScriptedDns::default());
         let state = Arc::new(AppState {
+            tokens: CqrsFramework::new(token_events(), vec![], ()),
+            token_events: token_events(),
+            token_table: Arc::default(),
             cqrs: CqrsFramework::new(domain_events(), vec![Box::new(projector)], policy),
             domain_events: domain_events(),
             views: ViewReader::new(store.clone()),
