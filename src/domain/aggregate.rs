@@ -20,6 +20,7 @@ use crate::domain::renewal::RenewalPolicy;
 
 mod command;
 mod error;
+mod health;
 mod issuance;
 mod key_custody;
 mod registration;
@@ -60,6 +61,10 @@ pub struct CustomDomain {
     #[serde(default)]
     edge_readers: std::collections::BTreeSet<String>,
     removed: bool,
+    /// The outcomes of the domain's health checks as last recorded (absent from older
+    /// snapshots: none recorded).
+    #[serde(default)]
+    health: Option<dns_handling_events::HealthReport>,
 }
 
 /// What the aggregate remembers of the certificate in service.
@@ -196,6 +201,7 @@ impl Aggregate for CustomDomain {
                 reader,
                 at,
             } => self.record_key_read(certificate_id, reader, at)?,
+            CustomDomainCommand::RecordHealth { report, at } => self.record_health(report, at)?,
         };
         if let Some(event) = event {
             sink.write(event, self).await;
@@ -259,6 +265,7 @@ impl Aggregate for CustomDomain {
                 reader,
                 ..
             } => self.fold_key_read(certificate_id, reader),
+            CustomDomainEvent::HealthChanged { report, .. } => self.fold_health_changed(report),
         }
     }
 }
