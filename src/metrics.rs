@@ -196,13 +196,14 @@ pub static METRICS: LazyLock<Metrics> = LazyLock::new(Metrics::new);
 
 /// Statuses reported by the `domains` gauge, zero included, so a status never disappears from
 /// the series when its last domain leaves it.
-const STATUSES: [&str; 7] = [
+const STATUSES: [&str; 8] = [
     DomainStatus::Pending.as_str(),
     DomainStatus::Verified.as_str(),
     DomainStatus::CertificatePending.as_str(),
     DomainStatus::Active.as_str(),
     DomainStatus::Failed.as_str(),
     DomainStatus::Expired.as_str(),
+    DomainStatus::Moved.as_str(),
     "removed",
 ];
 

@@ -21,9 +21,22 @@ pub const INITIAL_EVENT_VERSION: &str = "1.0";
 
 /// Where a domain is in its lifecycle (see the REST contract's state diagram).
 #[derive(
-    Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize, Default, utoipa::ToSchema,
+    Debug,
+    Clone,
+    Copy,
+    PartialEq,
+    Eq,
+    Hash,
+    Serialize,
+    Deserialize,
+    Default,
+    schemars::JsonSchema,
+    utoipa::ToSchema,
 )]
 #[serde(rename_all = "snake_case")]
+// Inline in `DomainReturned`'s schema: a shared definition would change every older event's
+// schema file.
+#[schemars(inline)]
 pub enum DomainStatus {
     /// Registered; ownership not proven yet.
     #[default]
@@ -39,17 +52,22 @@ pub enum DomainStatus {
     /// The current certificate expired before a renewal succeeded; renewal carries on, and the
     /// next certificate makes the domain `active` again.
     Expired,
+    /// Every name routes elsewhere (or nowhere) and has for `MOVED_AFTER`: no renewal is
+    /// ordered, the certificate is served until its end; routing back makes the domain
+    /// `active` (or `expired`) again.
+    Moved,
 }
 
 impl DomainStatus {
     /// Every status, in lifecycle order.
-    pub const ALL: [DomainStatus; 6] = [
+    pub const ALL: [DomainStatus; 7] = [
         Self::Pending,
         Self::Verified,
         Self::CertificatePending,
         Self::Active,
         Self::Failed,
         Self::Expired,
+        Self::Moved,
     ];
 
     /// The status as the REST contract spells it.
@@ -61,6 +79,7 @@ impl DomainStatus {
             Self::Active => "active",
             Self::Failed => "failed",
             Self::Expired => "expired",
+            Self::Moved => "moved",
         }
     }
 
@@ -691,6 +710,21 @@ pub enum CustomDomainEvent {
         /// When the check that found the change was made.
         checked_at: DateTime<Utc>,
     },
+    /// Every name of the domain has routed elsewhere (or nowhere) since `routing_lost_at`, for
+    /// at least `MOVED_AFTER`: the domain is `moved`, and no renewal is ordered for it.
+    DomainMoved {
+        /// When the check that first found every name routing elsewhere or nowhere was made.
+        routing_lost_at: DateTime<Utc>,
+        /// When the check that found it still so, `MOVED_AFTER` later, was made.
+        moved_at: DateTime<Utc>,
+    },
+    /// A moved domain's names route to the platform again: it is back to `status`.
+    DomainReturned {
+        /// `active`, or `expired` when its certificate ended while it was moved.
+        status: DomainStatus,
+        /// When the check that found routing back was made.
+        returned_at: DateTime<Utc>,
+    },
 }
 
 impl CustomDomainEvent {
@@ -715,6 +749,8 @@ impl CustomDomainEvent {
             Self::DomainRemoved { .. } => "DomainRemoved",
             Self::PrivateKeyRead { .. } => "PrivateKeyRead",
             Self::HealthChanged { .. } => "HealthChanged",
+            Self::DomainMoved { .. } => "DomainMoved",
+            Self::DomainReturned { .. } => "DomainReturned",
         }
     }
 }
@@ -763,6 +799,7 @@ mod tests {
             DomainStatus::Active,
             DomainStatus::Failed,
             DomainStatus::Expired,
+            DomainStatus::Moved,
         ] {
             assert_eq!(DomainStatus::parse(status.as_str()), Some(status));
             let json = serde_json::to_string(&status).expect("serialises");
@@ -914,6 +951,14 @@ mod tests {
                 },
                 checked_at: at,
             },
+            CustomDomainEvent::DomainMoved {
+                routing_lost_at: at,
+                moved_at: at,
+            },
+            CustomDomainEvent::DomainReturned {
+                status: DomainStatus::Active,
+                returned_at: at,
+            },
         ]
     }
 
@@ -939,6 +984,8 @@ mod tests {
             CustomDomainEvent::DomainRemoved { .. } => 15,
             CustomDomainEvent::PrivateKeyRead { .. } => 16,
             CustomDomainEvent::HealthChanged { .. } => 17,
+            CustomDomainEvent::DomainMoved { .. } => 18,
+            CustomDomainEvent::DomainReturned { .. } => 19,
         }
     }
 

@@ -26,6 +26,8 @@ pub const CURRENT_VERSIONS: &[(&str, &str)] = &[
     ("DomainRemoved", "1.0"),
     ("PrivateKeyRead", "1.0"),
     ("HealthChanged", "1.0"),
+    ("DomainMoved", "1.0"),
+    ("DomainReturned", "1.0"),
 ];
 
 /// The file name of a schema: `<EventType>-<version>.json`.

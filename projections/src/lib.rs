@@ -464,6 +464,17 @@ impl DomainView {
             CustomDomainEvent::HealthChanged { report, checked_at } => {
                 self.health = Some(HealthView::of(report, *checked_at));
             }
+            CustomDomainEvent::DomainMoved { moved_at, .. } => {
+                self.status = DomainStatus::Moved;
+                self.updated_at = *moved_at;
+            }
+            CustomDomainEvent::DomainReturned {
+                status,
+                returned_at,
+            } => {
+                self.status = *status;
+                self.updated_at = *returned_at;
+            }
         }
     }
 }

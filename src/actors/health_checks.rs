@@ -1,7 +1,7 @@
-//! The periodic health checker: every `active`, `expired` and `verified` domain's DNS is
+//! The periodic health checker: every `active`, `expired`, `verified` and `moved` domain's DNS is
 //! checked once per `HEALTH_CHECK_INTERVAL`, the checks of a pass spread evenly over the
 //! interval (a steady trickle of queries, never a burst) with at most
-//! `HEALTH_CHECK_CONCURRENCY` at once, on the one replica holding the `health-checks` lease.
+//! `HEALTH_CHECK_CONCURRENCY` at once, on the one replica holding the `all-domains#health-checks` lease.
 //! What a check finds is recorded by the aggregate, only when an outcome changed
 //! (`use_cases::health`).
 
@@ -16,14 +16,17 @@ use crate::app_state::{AppState, CommandOrigin};
 use crate::use_cases::health::check_domain;
 use crate::use_cases::work_lease::WorkLease;
 
-/// The lease that keeps the checks on one replica.
-const LEASE: &str = "health-checks";
+/// The lease that keeps the checks on one replica: a work lease's name (`<domain id>#<work>`,
+/// the `#` keeping it apart from the pollers' order leases) for work over every domain.
+const LEASE: &str = "all-domains#health-checks";
 
-/// The statuses whose domains are checked: those with a certificate in service or to come.
-const CHECKED: [DomainStatus; 3] = [
+/// The statuses whose domains are checked: those with a certificate in service or to come,
+/// and the moved ones, which return when their routing does.
+const CHECKED: [DomainStatus; 4] = [
     DomainStatus::Active,
     DomainStatus::Expired,
     DomainStatus::Verified,
+    DomainStatus::Moved,
 ];
 
 /// Domain views read per page when a pass lists the domains to check.

@@ -1,5 +1,5 @@
 //! The health checks' settings: what users' names must route to (`ROUTING_TARGETS`), how often
-//! every domain is checked, and how many checks run at once.
+//! every domain is checked, how many checks run at once, and when a domain is `moved`.
 
 use serde::{Deserializer, Serializer};
 
@@ -8,6 +8,9 @@ use crate::domain::health::RoutingTargets;
 
 /// The default interval between two checks of one domain: 6 hours.
 pub(super) const DEFAULT_INTERVAL_SECS: u64 = 6 * 3600;
+
+/// The default time every name must route elsewhere before a domain is `moved`: 72 hours.
+pub(super) const DEFAULT_MOVED_AFTER_SECS: u64 = 72 * 3600;
 
 /// The default number of domains checked at once, all replicas together being one at a time.
 pub(super) const DEFAULT_CONCURRENCY: usize = 16;

@@ -251,6 +251,10 @@ pub struct Settings {
     /// How many domains are checked at once.
     #[serde(deserialize_with = "parse::positive_count")]
     pub health_check_concurrency: usize,
+    /// How long every name of an `active` or `expired` domain must route elsewhere or nowhere,
+    /// check after check, before it is `moved` (no renewal ordered).
+    #[serde(with = "duration")]
+    pub moved_after: Duration,
 }
 
 /// What CAA records do before an order (`CAA_CHECK`).
@@ -353,6 +357,7 @@ impl Default for Settings {
             routing_targets: crate::domain::health::RoutingTargets::default(),
             health_check_interval: Duration::from_secs(health::DEFAULT_INTERVAL_SECS),
             health_check_concurrency: health::DEFAULT_CONCURRENCY,
+            moved_after: Duration::from_secs(health::DEFAULT_MOVED_AFTER_SECS),
         }
     }
 }

@@ -57,8 +57,11 @@ pub async fn check_domain(
     let view = live_view::<HealthError>(state, domain_id).await?;
     let checked_at = Utc::now();
     let report = Box::pin(health_report(state, &view)).await;
+    let moved_after =
+        chrono::Duration::from_std(state.settings.moved_after).unwrap_or(chrono::Duration::MAX);
     let command = CustomDomainCommand::RecordHealth {
         report: report.clone(),
+        moved_after,
         at: checked_at,
     };
     let recorded = execute(state, domain_id, command, origin).await;

@@ -176,6 +176,9 @@ pub enum CustomDomainCommand {
     RecordHealth {
         /// What the checks found.
         report: HealthReport,
+        /// How long every name must have routed elsewhere or nowhere for the domain to be
+        /// `moved` (`MOVED_AFTER`).
+        moved_after: chrono::Duration,
         /// When the checks were made.
         at: DateTime<Utc>,
     },
