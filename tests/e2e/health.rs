@@ -188,7 +188,7 @@ async fn a_name_pointing_elsewhere_becomes_elsewhere_then_moved_then_active_agai
         .collect();
     assert_eq!(moves, ["DomainMoved", "DomainReturned"], "{history}");
     let checks = service
-        .metric("health_checks_total{outcome=\"recorded\"}")
+        .metric("dns_handling_health_checks_total{outcome=\"recorded\"}")
         .await
         .expect("checks counted");
     assert!(
