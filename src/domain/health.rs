@@ -198,10 +198,10 @@ pub fn settled(last: Option<&HealthReport>, report: HealthReport) -> HealthRepor
 
 /// Whether a configured CA may issue for a name under its relevant CAA records (`Err`: the
 /// lookup failed, why). `cas` are the CAs whose CAA identities are known; with none known,
-/// CAA cannot be judged and the outcome is `unknown`.
+/// records cannot be judged and the outcome is `unknown` (no records at all is `ok`).
 pub fn caa_check(name: &str, relevant: Result<&NameCaa, &str>, cas: &[CaaCa]) -> NameCheck {
     let expected = match cas {
-        [] => "a configured CA with known CAA identities".to_owned(),
+        [] => "no CAA records, or records permitting a configured CA".to_owned(),
         cas => format!(
             "no CAA records, or one permitting {}",
             cas.iter()
