@@ -742,6 +742,55 @@ mod tests {
     }
 
     #[test]
+    fn a_health_change_shows_with_its_problems_and_a_move_and_return_change_the_status() {
+        use dns_handling_events::{CheckOutcome, NameCheck};
+        let mut view = DomainView::from_registration("d1", 1, &registered()).expect("view");
+        view.apply(2, &issued("c1"));
+        let updated_at = view.updated_at;
+        let checked_at = Utc::now() + chrono::Duration::hours(1);
+        let report = HealthReport {
+            routing: vec![NameCheck {
+                name: "shop.example.com".into(),
+                outcome: CheckOutcome::Elsewhere,
+                expected: "edge.platform.example".into(),
+                found: "198.51.100.1".into(),
+            }],
+            ..HealthReport::default()
+        };
+        view.apply(3, &CustomDomainEvent::HealthChanged { report, checked_at });
+        let health = view.health.clone().expect("health");
+        assert_eq!(health.changed_at, checked_at);
+        assert_eq!(health.routing[0].outcome, CheckOutcome::Elsewhere);
+        assert_eq!(
+            health.problems,
+            ["routing of shop.example.com: elsewhere (expected edge.platform.example, found 198.51.100.1)"]
+        );
+        assert_eq!(
+            view.updated_at, updated_at,
+            "health is beside the lifecycle"
+        );
+        let moved_at = checked_at + chrono::Duration::hours(72);
+        view.apply(
+            4,
+            &CustomDomainEvent::DomainMoved {
+                routing_lost_at: checked_at,
+                moved_at,
+            },
+        );
+        assert_eq!(view.status, DomainStatus::Moved);
+        assert_eq!(view.wake_at(), None, "no renewal for a moved domain");
+        view.apply(
+            5,
+            &CustomDomainEvent::DomainReturned {
+                status: DomainStatus::Active,
+                returned_at: moved_at,
+            },
+        );
+        assert_eq!(view.status, DomainStatus::Active);
+        assert!(view.wake_at().is_some());
+    }
+
+    #[test]
     fn only_a_registration_starts_a_view() {
         let event = CustomDomainEvent::OwnershipVerified {
             observed_values: vec![],
