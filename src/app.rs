@@ -285,6 +285,10 @@ impl Application {
         background.push(spawn_supervised("webhook-sending", move || {
             deliveries::sending::send_messages(sending.clone())
         }));
+        let checking = state.clone();
+        background.push(spawn_supervised("health-checks", move || {
+            crate::actors::check_health_continuously(checking.clone())
+        }));
 
         let listener = TcpListener::bind(settings.server_addr)
             .with_context(|| format!("binding SERVER_ADDR={}", settings.server_addr))?;

@@ -149,6 +149,9 @@ pub struct Metrics {
     pub caa_refusals: Family<OutcomeLabel, Counter>,
     /// CAA lookups before an order that failed (SERVFAIL, timeout): the order went on.
     pub caa_lookup_failures: Counter,
+    /// Health checks of a domain made: `recorded` (given to the aggregate, which records only
+    /// a change), `failed` (the report could not be recorded).
+    pub health_checks: Family<OutcomeLabel, Counter>,
     /// Seconds from an event (the time it records, within milliseconds of its commit) to the
     /// delivery of its message, for messages delivered at their first attempt.
     pub webhook_delivery_lag: Histogram,
@@ -193,13 +196,14 @@ pub static METRICS: LazyLock<Metrics> = LazyLock::new(Metrics::new);
 
 /// Statuses reported by the `domains` gauge, zero included, so a status never disappears from
 /// the series when its last domain leaves it.
-const STATUSES: [&str; 7] = [
+const STATUSES: [&str; 8] = [
     DomainStatus::Pending.as_str(),
     DomainStatus::Verified.as_str(),
     DomainStatus::CertificatePending.as_str(),
     DomainStatus::Active.as_str(),
     DomainStatus::Failed.as_str(),
     DomainStatus::Expired.as_str(),
+    DomainStatus::Moved.as_str(),
     "removed",
 ];
 
@@ -365,6 +369,12 @@ impl Metrics {
             "CAA lookups before an order that failed; the order went on",
             caa_lookup_failures.clone(),
         );
+        let health_checks = Family::<OutcomeLabel, Counter>::default();
+        registry.register(
+            "health_checks",
+            "Health checks of a domain's DNS made, by whether their report was recorded",
+            health_checks.clone(),
+        );
         let feed_consumer_stuck = Family::<ConsumerLabel, Gauge>::default();
         registry.register(
             "feed_consumer_stuck",
@@ -380,6 +390,7 @@ impl Metrics {
             ca_refusals,
             caa_refusals,
             caa_lookup_failures,
+            health_checks,
             webhook_deliveries,
             webhook_delivery_lag,
             dns_queries,
@@ -448,6 +459,13 @@ impl Metrics {
     /// Counts a CAA lookup before an order that failed.
     pub fn caa_lookup_failed(&self) {
         self.caa_lookup_failures.inc();
+    }
+
+    /// Counts a health check of a domain (`recorded` or `failed`).
+    pub fn health_check(&self, outcome: &'static str) {
+        self.health_checks
+            .get_or_create(&OutcomeLabel { outcome })
+            .inc();
     }
 
     /// Counts a renewal that ended (`issued` or `failed`).

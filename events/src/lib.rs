@@ -21,9 +21,22 @@ pub const INITIAL_EVENT_VERSION: &str = "1.0";
 
 /// Where a domain is in its lifecycle (see the REST contract's state diagram).
 #[derive(
-    Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize, Default, utoipa::ToSchema,
+    Debug,
+    Clone,
+    Copy,
+    PartialEq,
+    Eq,
+    Hash,
+    Serialize,
+    Deserialize,
+    Default,
+    schemars::JsonSchema,
+    utoipa::ToSchema,
 )]
 #[serde(rename_all = "snake_case")]
+// Inline in `DomainReturned`'s schema: a shared definition would change every older event's
+// schema file.
+#[schemars(inline)]
 pub enum DomainStatus {
     /// Registered; ownership not proven yet.
     #[default]
@@ -39,17 +52,22 @@ pub enum DomainStatus {
     /// The current certificate expired before a renewal succeeded; renewal carries on, and the
     /// next certificate makes the domain `active` again.
     Expired,
+    /// Every name routes elsewhere (or nowhere) and has for `MOVED_AFTER`: no renewal is
+    /// ordered, the certificate is served until its end; routing back makes the domain
+    /// `active` (or `expired`) again.
+    Moved,
 }
 
 impl DomainStatus {
     /// Every status, in lifecycle order.
-    pub const ALL: [DomainStatus; 6] = [
+    pub const ALL: [DomainStatus; 7] = [
         Self::Pending,
         Self::Verified,
         Self::CertificatePending,
         Self::Active,
         Self::Failed,
         Self::Expired,
+        Self::Moved,
     ];
 
     /// The status as the REST contract spells it.
@@ -61,6 +79,7 @@ impl DomainStatus {
             Self::Active => "active",
             Self::Failed => "failed",
             Self::Expired => "expired",
+            Self::Moved => "moved",
         }
     }
 
@@ -381,6 +400,132 @@ pub struct IssuedCertificate {
     pub ca_directory: String,
 }
 
+/// What one check found for one name of a domain (`HealthChanged`).
+#[derive(
+    Debug,
+    Clone,
+    Copy,
+    PartialEq,
+    Eq,
+    Serialize,
+    Deserialize,
+    schemars::JsonSchema,
+    utoipa::ToSchema,
+)]
+#[serde(rename_all = "snake_case")]
+// Inline in `HealthChanged`'s schema: a shared definition would change every older event's
+// schema file, whose payloads did not change.
+#[schemars(inline)]
+pub enum CheckOutcome {
+    /// As expected: the name routes to the platform, its delegation CNAME leads to its record,
+    /// a configured CA may issue for it.
+    Ok,
+    /// Routing or delegation leads somewhere else (what was found says where).
+    Elsewhere,
+    /// Nothing there: NXDOMAIN or no address (routing), no CNAME (delegation).
+    Missing,
+    /// CAA forbids every configured CA to issue for the name.
+    Forbidden,
+    /// The lookup failed (SERVFAIL, timeout): nothing is known, and nothing is done about it.
+    Unknown,
+}
+
+impl CheckOutcome {
+    /// The outcome as the API spells it.
+    pub const fn as_str(self) -> &'static str {
+        match self {
+            Self::Ok => "ok",
+            Self::Elsewhere => "elsewhere",
+            Self::Missing => "missing",
+            Self::Forbidden => "forbidden",
+            Self::Unknown => "unknown",
+        }
+    }
+}
+
+/// One check of one name: what was expected, what was found, and what that means.
+#[derive(
+    Debug, Clone, PartialEq, Eq, Serialize, Deserialize, schemars::JsonSchema, utoipa::ToSchema,
+)]
+#[schemars(inline)]
+pub struct NameCheck {
+    /// The name checked, as the domain lists it.
+    pub name: String,
+    /// What the check concluded.
+    pub outcome: CheckOutcome,
+    /// What the service expected to find.
+    pub expected: String,
+    /// What it found (the addresses and aliases, the CNAME target, the CAA records), or why
+    /// the lookup failed.
+    pub found: String,
+}
+
+/// What the health checks of a domain found, per check and per name. A check that is not
+/// configured (no `ROUTING_TARGETS`, no `DELEGATION_ZONE` or a domain not delegated, CAA off)
+/// has no entries.
+#[derive(
+    Debug,
+    Clone,
+    Default,
+    PartialEq,
+    Eq,
+    Serialize,
+    Deserialize,
+    schemars::JsonSchema,
+    utoipa::ToSchema,
+)]
+#[schemars(inline)]
+pub struct HealthReport {
+    /// Whether each name resolves to the platform (`ROUTING_TARGETS`).
+    pub routing: Vec<NameCheck>,
+    /// Whether each name's `_acme-challenge` CNAME still leads to its record in the delegation
+    /// zone.
+    pub delegation: Vec<NameCheck>,
+    /// Whether a configured CA may issue for each name under its CAA records.
+    pub caa: Vec<NameCheck>,
+}
+
+impl HealthReport {
+    /// Every check of the report, each with the name of its kind (`routing`, `delegation`,
+    /// `caa`).
+    pub fn checks(&self) -> impl Iterator<Item = (&'static str, &NameCheck)> {
+        let kind = |kind: &'static str| move |check| (kind, check);
+        self.routing
+            .iter()
+            .map(kind("routing"))
+            .chain(self.delegation.iter().map(kind("delegation")))
+            .chain(self.caa.iter().map(kind("caa")))
+    }
+
+    /// Whether both reports come to the same outcomes for the same names (what they found
+    /// aside): a check that finds the same thing again is not a change.
+    pub fn same_outcomes(&self, other: &HealthReport) -> bool {
+        let outcomes = |report: &HealthReport| -> Vec<(&'static str, String, CheckOutcome)> {
+            report
+                .checks()
+                .map(|(kind, check)| (kind, check.name.clone(), check.outcome))
+                .collect()
+        };
+        outcomes(self) == outcomes(other)
+    }
+
+    /// The problems the report shows, one sentence each: every outcome but `ok`.
+    pub fn problems(&self) -> Vec<String> {
+        self.checks()
+            .filter(|(_, check)| check.outcome != CheckOutcome::Ok)
+            .map(|(kind, check)| {
+                format!(
+                    "{kind} of {}: {} (expected {}, found {})",
+                    check.name,
+                    check.outcome.as_str(),
+                    check.expected,
+                    check.found
+                )
+            })
+            .collect()
+    }
+}
+
 /// Every fact recorded about a custom domain.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize, schemars::JsonSchema)]
 pub enum CustomDomainEvent {
@@ -557,6 +702,29 @@ pub enum CustomDomainEvent {
         /// When it happened.
         read_at: DateTime<Utc>,
     },
+    /// A health check of the domain's DNS came to other outcomes than the last one recorded
+    /// (a check that changes nothing records nothing).
+    HealthChanged {
+        /// What the check found, per check and per name.
+        report: HealthReport,
+        /// When the check that found the change was made.
+        checked_at: DateTime<Utc>,
+    },
+    /// Every name of the domain has routed elsewhere (or nowhere) since `routing_lost_at`, for
+    /// at least `MOVED_AFTER`: the domain is `moved`, and no renewal is ordered for it.
+    DomainMoved {
+        /// When the check that first found every name routing elsewhere or nowhere was made.
+        routing_lost_at: DateTime<Utc>,
+        /// When the check that found it still so, `MOVED_AFTER` later, was made.
+        moved_at: DateTime<Utc>,
+    },
+    /// A moved domain's names route to the platform again: it is back to `status`.
+    DomainReturned {
+        /// `active`, or `expired` when its certificate ended while it was moved.
+        status: DomainStatus,
+        /// When the check that found routing back was made.
+        returned_at: DateTime<Utc>,
+    },
 }
 
 impl CustomDomainEvent {
@@ -580,6 +748,9 @@ impl CustomDomainEvent {
             Self::CertificateKeyDestroyed { .. } => "CertificateKeyDestroyed",
             Self::DomainRemoved { .. } => "DomainRemoved",
             Self::PrivateKeyRead { .. } => "PrivateKeyRead",
+            Self::HealthChanged { .. } => "HealthChanged",
+            Self::DomainMoved { .. } => "DomainMoved",
+            Self::DomainReturned { .. } => "DomainReturned",
         }
     }
 }
@@ -629,6 +800,7 @@ mod tests {
             DomainStatus::Active,
             DomainStatus::Failed,
             DomainStatus::Expired,
+            DomainStatus::Moved,
         ] {
             assert_eq!(DomainStatus::parse(status.as_str()), Some(status));
             let json = serde_json::to_string(&status).expect("serialises");
@@ -767,6 +939,27 @@ mod tests {
                 reader: "admin".into(),
                 read_at: at,
             },
+            CustomDomainEvent::HealthChanged {
+                report: HealthReport {
+                    routing: vec![NameCheck {
+                        name: "shop.example.com".into(),
+                        outcome: CheckOutcome::Elsewhere,
+                        expected: "edge.platform.example".into(),
+                        found: "198.51.100.1".into(),
+                    }],
+                    delegation: Vec::new(),
+                    caa: Vec::new(),
+                },
+                checked_at: at,
+            },
+            CustomDomainEvent::DomainMoved {
+                routing_lost_at: at,
+                moved_at: at,
+            },
+            CustomDomainEvent::DomainReturned {
+                status: DomainStatus::Active,
+                returned_at: at,
+            },
         ]
     }
 
@@ -791,6 +984,9 @@ mod tests {
             CustomDomainEvent::CertificateKeyDestroyed { .. } => 14,
             CustomDomainEvent::DomainRemoved { .. } => 15,
             CustomDomainEvent::PrivateKeyRead { .. } => 16,
+            CustomDomainEvent::HealthChanged { .. } => 17,
+            CustomDomainEvent::DomainMoved { .. } => 18,
+            CustomDomainEvent::DomainReturned { .. } => 19,
         }
     }
 

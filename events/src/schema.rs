@@ -25,6 +25,9 @@ pub const CURRENT_VERSIONS: &[(&str, &str)] = &[
     ("CertificateKeyDestroyed", "1.0"),
     ("DomainRemoved", "1.0"),
     ("PrivateKeyRead", "1.0"),
+    ("HealthChanged", "1.0"),
+    ("DomainMoved", "1.0"),
+    ("DomainReturned", "1.0"),
 ];
 
 /// The file name of a schema: `<EventType>-<version>.json`.

@@ -8,8 +8,8 @@
 
 use chrono::{DateTime, Utc};
 use dns_handling_events::{
-    CustomDomainEvent, DomainStatus, FailureReason, OrderChallenge, OrderDetails, RenewalReason,
-    RevocationReason,
+    CustomDomainEvent, DomainStatus, FailureReason, HealthReport, NameCheck, OrderChallenge,
+    OrderDetails, RenewalReason, RevocationReason,
 };
 use serde::{Deserialize, Serialize};
 
@@ -101,6 +101,37 @@ pub struct RenewalView {
     pub last_failure: Option<FailureReason>,
 }
 
+/// What the health checks of a domain's DNS found, as last recorded: each check per name, with
+/// what was expected and found. Only a change of outcome is an event, so the time shown is that
+/// of the check that found the last change (`changed_at`), not of the latest check.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
+pub struct HealthView {
+    /// Whether each name (wildcards aside) resolves to the platform (`ROUTING_TARGETS`).
+    pub routing: Vec<NameCheck>,
+    /// Whether each name's `_acme-challenge` CNAME leads to its record in the delegation zone
+    /// (delegated domains only).
+    pub delegation: Vec<NameCheck>,
+    /// Whether a configured CA may issue for each name under its CAA records.
+    pub caa: Vec<NameCheck>,
+    /// Every outcome but `ok`, one sentence each.
+    pub problems: Vec<String>,
+    /// When the check that found these outcomes was made.
+    pub changed_at: DateTime<Utc>,
+}
+
+impl HealthView {
+    /// The view of a report found at `changed_at`.
+    pub fn of(report: &HealthReport, changed_at: DateTime<Utc>) -> Self {
+        Self {
+            routing: report.routing.clone(),
+            delegation: report.delegation.clone(),
+            caa: report.caa.clone(),
+            problems: report.problems(),
+            changed_at,
+        }
+    }
+}
+
 /// The view behind `GET /domains/{id}` and `GET /domains`.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct DomainView {
@@ -145,6 +176,9 @@ pub struct DomainView {
     /// True once the domain was removed: it no longer appears in the API, its history stays.
     #[serde(default)]
     pub removed: bool,
+    /// What the health checks found, once a check was recorded.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub health: Option<HealthView>,
     /// The sequence number of the last event applied.
     pub last_sequence: u64,
 }
@@ -183,6 +217,7 @@ impl DomainView {
             renewal: None,
             order: None,
             removed: false,
+            health: None,
             last_sequence: sequence,
         })
     }
@@ -424,6 +459,22 @@ impl DomainView {
             }
             // An audit fact: the domain's state does not change.
             CustomDomainEvent::PrivateKeyRead { .. } => {}
+            // What the domain's DNS says, beside its lifecycle: `updated_at` stays the
+            // lifecycle's.
+            CustomDomainEvent::HealthChanged { report, checked_at } => {
+                self.health = Some(HealthView::of(report, *checked_at));
+            }
+            CustomDomainEvent::DomainMoved { moved_at, .. } => {
+                self.status = DomainStatus::Moved;
+                self.updated_at = *moved_at;
+            }
+            CustomDomainEvent::DomainReturned {
+                status,
+                returned_at,
+            } => {
+                self.status = *status;
+                self.updated_at = *returned_at;
+            }
         }
     }
 }
@@ -688,6 +739,55 @@ mod tests {
         assert_eq!(view.apply(4, &revoked), Applied::Moved);
         assert_eq!(view.certificate, before.certificate, "c2 is not revoked");
         assert_eq!(view.renewal, before.renewal, "and not due");
+    }
+
+    #[test]
+    fn a_health_change_shows_with_its_problems_and_a_move_and_return_change_the_status() {
+        use dns_handling_events::{CheckOutcome, NameCheck};
+        let mut view = DomainView::from_registration("d1", 1, &registered()).expect("view");
+        view.apply(2, &issued("c1"));
+        let updated_at = view.updated_at;
+        let checked_at = Utc::now() + chrono::Duration::hours(1);
+        let report = HealthReport {
+            routing: vec![NameCheck {
+                name: "shop.example.com".into(),
+                outcome: CheckOutcome::Elsewhere,
+                expected: "edge.platform.example".into(),
+                found: "198.51.100.1".into(),
+            }],
+            ..HealthReport::default()
+        };
+        view.apply(3, &CustomDomainEvent::HealthChanged { report, checked_at });
+        let health = view.health.clone().expect("health");
+        assert_eq!(health.changed_at, checked_at);
+        assert_eq!(health.routing[0].outcome, CheckOutcome::Elsewhere);
+        assert_eq!(
+            health.problems,
+            ["routing of shop.example.com: elsewhere (expected edge.platform.example, found 198.51.100.1)"]
+        );
+        assert_eq!(
+            view.updated_at, updated_at,
+            "health is beside the lifecycle"
+        );
+        let moved_at = checked_at + chrono::Duration::hours(72);
+        view.apply(
+            4,
+            &CustomDomainEvent::DomainMoved {
+                routing_lost_at: checked_at,
+                moved_at,
+            },
+        );
+        assert_eq!(view.status, DomainStatus::Moved);
+        assert_eq!(view.wake_at(), None, "no renewal for a moved domain");
+        view.apply(
+            5,
+            &CustomDomainEvent::DomainReturned {
+                status: DomainStatus::Active,
+                returned_at: moved_at,
+            },
+        );
+        assert_eq!(view.status, DomainStatus::Active);
+        assert!(view.wake_at().is_some());
     }
 
     #[test]

@@ -8,11 +8,13 @@
 //! saw back to the aggregate as commands; they hold no state that is not also in the events, so
 //! a restart loses nothing: the supervisor resumes every pending order from the projection.
 
+mod health_checks;
 mod messages;
 mod poller;
 mod renewals;
 mod supervisor;
 
+pub use health_checks::check_health_continuously;
 pub use messages::{PendingOrder, ResumePending, Shutdown, StartPolling, StopPolling};
 pub use renewals::RenewalScheduler;
 pub use supervisor::Supervisor;

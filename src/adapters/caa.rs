@@ -102,6 +102,13 @@ mod tests {
             Ok(self.records.get(name).cloned().unwrap_or_default())
         }
 
+        async fn resolve_addresses(
+            &self,
+            _name: &str,
+        ) -> Result<crate::domain::health::Resolution, DnsError> {
+            Ok(crate::domain::health::Resolution::NoSuchName)
+        }
+
         fn describe(&self) -> String {
             "a test zone".into()
         }

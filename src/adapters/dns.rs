@@ -1,7 +1,7 @@
 //! TXT, CNAME and CAA lookups through hickory-resolver, with no caching: a poller must see a
 //! record the moment the authoritative answer changes, not when a cached negative answer expires.
 
-use std::net::SocketAddr;
+use std::net::{IpAddr, SocketAddr};
 use std::time::Duration;
 
 use async_trait::async_trait;
@@ -12,6 +12,7 @@ use hickory_resolver::proto::rr::{RData, RecordType};
 use hickory_resolver::TokioResolver;
 
 use crate::domain::caa::{CaaIssuer, CaaRecord};
+use crate::domain::health::Resolution;
 
 /// A DNS lookup that failed (timeout, SERVFAIL, refused), as opposed to "no such record".
 #[derive(Debug, Clone, thiserror::Error)]
@@ -37,6 +38,10 @@ pub trait DnsLookup: Send + Sync {
     /// when the name or the record does not exist. One name: the climb towards the root is
     /// `adapters::caa`'s.
     async fn caa_records(&self, name: &str) -> Result<Vec<CaaRecord>, DnsError>;
+
+    /// The A and AAAA addresses of `name` and the CNAME chain on the way to them, as a
+    /// recursive resolver follows it (the health check's routing).
+    async fn resolve_addresses(&self, name: &str) -> Result<Resolution, DnsError>;
 
     /// Which resolvers answer, for the record of what was observed where.
     fn describe(&self) -> String;
@@ -176,6 +181,46 @@ impl DnsLookup for HickoryDnsLookup {
                 reason: error.to_string(),
             }),
         }
+    }
+
+    async fn resolve_addresses(&self, name: &str) -> Result<Resolution, DnsError> {
+        let fqdn = fully_qualified(name);
+        let _turn = self.in_flight.acquire().await.map_err(|error| DnsError {
+            name: fqdn.clone(),
+            reason: error.to_string(),
+        })?;
+        let mut aliases: Vec<String> = Vec::new();
+        let mut addresses = Vec::new();
+        for record_type in [RecordType::A, RecordType::AAAA] {
+            match self.resolver.lookup(fqdn.as_str(), record_type).await {
+                // The answer holds the CNAME chain the resolver followed, then the addresses.
+                Ok(lookup) => {
+                    for record in lookup.answers() {
+                        match &record.data {
+                            RData::CNAME(target) => {
+                                let target = target.0.to_string();
+                                let target = target.trim_end_matches('.').to_owned();
+                                if !aliases.contains(&target) {
+                                    aliases.push(target);
+                                }
+                            }
+                            RData::A(address) => addresses.push(IpAddr::V4(address.0)),
+                            RData::AAAA(address) => addresses.push(IpAddr::V6(address.0)),
+                            _ => {}
+                        }
+                    }
+                }
+                Err(error) if error.is_nx_domain() => return Ok(Resolution::NoSuchName),
+                Err(error) if error.is_no_records_found() => {}
+                Err(error) => {
+                    return Err(DnsError {
+                        name: fqdn,
+                        reason: error.to_string(),
+                    })
+                }
+            }
+        }
+        Ok(Resolution::Found { aliases, addresses })
     }
 
     fn describe(&self) -> String {

@@ -20,6 +20,7 @@ use crate::domain::renewal::RenewalPolicy;
 
 mod command;
 mod error;
+mod health;
 mod issuance;
 mod key_custody;
 mod registration;
@@ -60,6 +61,15 @@ pub struct CustomDomain {
     #[serde(default)]
     edge_readers: std::collections::BTreeSet<String>,
     removed: bool,
+    /// The outcomes of the domain's health checks as last recorded (absent from older
+    /// snapshots: none recorded).
+    #[serde(default)]
+    health: Option<dns_handling_events::HealthReport>,
+    /// When the check that first found every name routing elsewhere or nowhere was made, while
+    /// they still do (as recorded: the start of the `MOVED_AFTER` that makes the domain
+    /// `moved`).
+    #[serde(default)]
+    routing_lost_at: Option<DateTime<Utc>>,
 }
 
 /// What the aggregate remembers of the certificate in service.
@@ -196,6 +206,17 @@ impl Aggregate for CustomDomain {
                 reader,
                 at,
             } => self.record_key_read(certificate_id, reader, at)?,
+            CustomDomainCommand::RecordHealth {
+                report,
+                moved_after,
+                at,
+            } => {
+                // A health report may record a change and a move (or a return) together.
+                for event in self.record_health(report, moved_after, at)? {
+                    sink.write(event, self).await;
+                }
+                None
+            }
         };
         if let Some(event) = event {
             sink.write(event, self).await;
@@ -259,6 +280,11 @@ impl Aggregate for CustomDomain {
                 reader,
                 ..
             } => self.fold_key_read(certificate_id, reader),
+            CustomDomainEvent::HealthChanged { report, checked_at } => {
+                self.fold_health_changed(report, checked_at)
+            }
+            CustomDomainEvent::DomainMoved { .. } => self.fold_moved(),
+            CustomDomainEvent::DomainReturned { status, .. } => self.fold_returned(status),
         }
     }
 }

@@ -7,6 +7,7 @@ pub mod alt_names;
 pub mod caa;
 pub mod delegation;
 pub mod domain_name;
+pub mod health;
 pub mod notifications;
 pub mod renewal;
 pub mod webhook_endpoint;

@@ -30,11 +30,15 @@ pub enum NotificationType {
     CertificateExpired,
     /// The domain was removed.
     DomainRemoved,
+    /// A health check of the domain's DNS came to other outcomes (in `health`).
+    DomainHealthChanged,
+    /// Every name of the domain has routed elsewhere for `MOVED_AFTER`: no renewal is ordered.
+    DomainMoved,
 }
 
 impl NotificationType {
     /// Every type.
-    pub const ALL: [NotificationType; 9] = [
+    pub const ALL: [NotificationType; 11] = [
         Self::CertificateIssued,
         Self::CertificateRenewed,
         Self::CertificateRevoked,
@@ -44,6 +48,8 @@ impl NotificationType {
         Self::CertificateExpiring,
         Self::CertificateExpired,
         Self::DomainRemoved,
+        Self::DomainHealthChanged,
+        Self::DomainMoved,
     ];
 
     /// The type as receivers see it.
@@ -58,6 +64,8 @@ impl NotificationType {
             Self::CertificateExpiring => "certificate.expiring",
             Self::CertificateExpired => "certificate.expired",
             Self::DomainRemoved => "domain.removed",
+            Self::DomainHealthChanged => "domain.health_changed",
+            Self::DomainMoved => "domain.moved",
         }
     }
 
@@ -194,6 +202,21 @@ pub fn notifications(
         CustomDomainEvent::DomainRemoved { removed_at, .. } => {
             vec![with(NotificationType::DomainRemoved, removed_at, json!({}))]
         }
+        CustomDomainEvent::HealthChanged { report, checked_at } => vec![with(
+            NotificationType::DomainHealthChanged,
+            checked_at,
+            json!({ "health": report, "problems": report.problems() }),
+        )],
+        CustomDomainEvent::DomainMoved {
+            routing_lost_at,
+            moved_at,
+        } => vec![with(
+            NotificationType::DomainMoved,
+            moved_at,
+            json!({
+                "routing_lost_at": routing_lost_at.to_rfc3339_opts(SecondsFormat::Secs, true),
+            }),
+        )],
         _ => Vec::new(),
     }
 }
@@ -382,6 +405,41 @@ mod tests {
         assert_eq!(told[0].data["records"][0]["value"], "digest");
         order.validation = Validation::Delegated;
         assert!(notifications(&requested(&order), Some(&view), &view, 5).is_empty());
+    }
+
+    #[test]
+    fn a_health_change_and_a_move_are_told_with_what_was_found() {
+        use dns_handling_events::{CheckOutcome, HealthReport, NameCheck};
+        let before = registered_view();
+        let report = HealthReport {
+            routing: vec![NameCheck {
+                name: "shop.example.com".into(),
+                outcome: CheckOutcome::Elsewhere,
+                expected: "edge.platform.example".into(),
+                found: "198.51.100.1".into(),
+            }],
+            ..HealthReport::default()
+        };
+        let changed = CustomDomainEvent::HealthChanged {
+            report,
+            checked_at: Utc::now(),
+        };
+        let view = after(before.clone(), 2, &changed);
+        let told = notifications(&changed, Some(&before), &view, 7);
+        assert_eq!(told.len(), 1);
+        assert_eq!(told[0].kind.as_str(), "domain.health_changed");
+        assert_eq!(told[0].data["health"]["routing"][0]["outcome"], "elsewhere");
+        assert_eq!(told[0].data["problems"].as_array().map(Vec::len), Some(1));
+        let moved = CustomDomainEvent::DomainMoved {
+            routing_lost_at: Utc::now() - Duration::hours(72),
+            moved_at: Utc::now(),
+        };
+        let moved_view = after(view.clone(), 3, &moved);
+        let told = notifications(&moved, Some(&view), &moved_view, 8);
+        assert_eq!(told.len(), 1);
+        assert_eq!(told[0].kind.as_str(), "domain.moved");
+        assert_eq!(told[0].data["status"], "moved");
+        assert!(told[0].data["routing_lost_at"].is_string());
     }
 
     #[test]

@@ -1,8 +1,10 @@
 //! The JSON bodies the API answers with, built from the read projections.
 
 use chrono::{DateTime, SecondsFormat, Utc};
-use dns_handling_events::{DomainStatus, FailureReason, RenewalReason, Validation};
-use dns_handling_projections::{CertificateSummary, ChallengeView, DomainView, RenewalView};
+use dns_handling_events::{DomainStatus, FailureReason, NameCheck, RenewalReason, Validation};
+use dns_handling_projections::{
+    CertificateSummary, ChallengeView, DomainView, HealthView, RenewalView,
+};
 use serde::{Serialize, Serializer};
 
 use crate::domain::delegation::DelegationZone;
@@ -168,6 +170,43 @@ pub struct DomainBody {
     /// With delegated validation on: the CNAME of every name (the domain's own first).
     #[serde(skip_serializing_if = "Vec::is_empty")]
     pub delegation_records: Vec<DelegationRecordBody>,
+    /// What the health checks of its DNS found, as last recorded; absent until a check
+    /// recorded something.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub health: Option<DomainHealthBody>,
+}
+
+/// What the health checks of a domain's DNS found, as last recorded (in `GET /domains/{id}`).
+/// A check that finds the outcomes already recorded records nothing: `changed_at` is the
+/// time of the check that found the last change, not of the latest check.
+#[derive(Debug, Serialize, utoipa::ToSchema)]
+pub struct DomainHealthBody {
+    /// Whether each name (wildcards aside) resolves to the platform (`ROUTING_TARGETS`):
+    /// `ok`, `elsewhere`, `missing` or `unknown`.
+    pub routing: Vec<NameCheck>,
+    /// Whether each name's `_acme-challenge` CNAME still leads to its record in the delegation
+    /// zone (domains whose last order was delegated): `ok`, `elsewhere`, `missing`, `unknown`.
+    pub delegation: Vec<NameCheck>,
+    /// Whether a configured CA may issue for each name under its CAA records: `ok`,
+    /// `forbidden`, `unknown`.
+    pub caa: Vec<NameCheck>,
+    /// Every outcome but `ok`, one sentence each.
+    pub problems: Vec<String>,
+    /// When the check that found these outcomes was made.
+    #[serde(serialize_with = "rfc3339")]
+    pub changed_at: DateTime<Utc>,
+}
+
+impl From<HealthView> for DomainHealthBody {
+    fn from(view: HealthView) -> Self {
+        Self {
+            routing: view.routing,
+            delegation: view.delegation,
+            caa: view.caa,
+            problems: view.problems,
+            changed_at: view.changed_at,
+        }
+    }
 }
 
 impl DomainBody {
@@ -200,6 +239,7 @@ impl DomainBody {
             challenges: view.challenges,
             certificate: view.certificate,
             renewal: view.renewal.map(RenewalBody::from),
+            health: view.health.map(DomainHealthBody::from),
         }
     }
 }

@@ -8,6 +8,7 @@ mod bodies;
 mod ca;
 mod certificates;
 pub mod console;
+mod domain_health;
 mod domains;
 mod edge;
 mod edge_stream;
@@ -157,6 +158,8 @@ pub fn register_routes(cfg: &mut web::ServiceConfig) -> Vec<(Method, &'static st
         "/domains/{id}/verify",
         web::to(domains::verify),
     );
+    let health = web::to(domain_health::check);
+    table.add(Token, Method::POST, "/domains/{id}/health", health);
     table.add(
         Token,
         Method::PUT,

@@ -9,8 +9,8 @@ use utoipa::openapi::security::{HttpAuthScheme, HttpBuilder, SecurityScheme};
 use utoipa::OpenApi;
 
 use super::{
-    audit, ca, certificates, domains, edge, edge_stream, events, overview, renewals, tokens,
-    webhooks,
+    audit, ca, certificates, domain_health, domains, edge, edge_stream, events, overview, renewals,
+    tokens, webhooks,
 };
 
 /// The API's description: every route of [`super::register_routes`] (a test holds the two
@@ -31,6 +31,7 @@ use super::{
         domains::get,
         domains::remove,
         domains::verify,
+        domain_health::check,
         domains::replace_alt_names,
         certificates::issue_certificate,
         certificates::certificate,

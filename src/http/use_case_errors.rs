@@ -11,6 +11,7 @@ use crate::read::edge_material::MaterialError;
 use crate::use_cases::access_tokens::AccessTokensError;
 use crate::use_cases::caa::CaaForbids;
 use crate::use_cases::edge_certificate::EdgeCertificateError;
+use crate::use_cases::health::HealthError;
 use crate::use_cases::issue::IssueError;
 use crate::use_cases::keys::KeyError;
 use crate::use_cases::register::NamesError;
@@ -166,6 +167,17 @@ impl From<NamesError> for ApiError {
             NamesError::Refused(refusal) => AggregateError::UserError(refusal).into(),
             NamesError::Command(error) => error.into(),
             NamesError::Store(error) => error.into(),
+        }
+    }
+}
+
+impl From<HealthError> for ApiError {
+    fn from(error: HealthError) -> Self {
+        match error {
+            HealthError::Missing(missing) => missing.into(),
+            HealthError::Refused(refusal) => AggregateError::UserError(refusal).into(),
+            HealthError::Command(error) => error.into(),
+            HealthError::Store(error) => error.into(),
         }
     }
 }

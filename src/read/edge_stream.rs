@@ -237,9 +237,9 @@ impl Candidate {
 
 /// The certificate a view serves at `now`: a live domain's current certificate, neither
 /// revoked nor expired nor past its end. (Only `active` and `expired` domains have one: a
-/// renewal keeps the domain `active`.)
+/// renewal keeps the domain `active`; a `moved` domain's is served until its end.)
 pub fn serving(view: &DomainView, now: DateTime<Utc>) -> Option<&CertificateSummary> {
-    let live = !view.removed && view.status == DomainStatus::Active;
+    let live = !view.removed && matches!(view.status, DomainStatus::Active | DomainStatus::Moved);
     (view.certificate.as_ref()).filter(|c| live && c.revoked_at.is_none() && c.not_after > now)
 }
 

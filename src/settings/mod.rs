@@ -22,6 +22,7 @@ use dns_handling_events::CertificateKeyType;
 mod acme;
 mod delegation;
 mod edge;
+mod health;
 mod layers;
 mod secret;
 mod values;
@@ -235,6 +236,25 @@ pub struct Settings {
     /// How long a rotated webhook secret keeps signing beside its replacement.
     #[serde(with = "duration")]
     pub webhook_secret_overlap: Duration,
+    /// Where users point their names: host names they CNAME to and addresses or prefixes their
+    /// A/AAAA records may hold (`edge.platform.example,203.0.113.0/24,2001:db8::/32`). Unset,
+    /// routing is not checked.
+    #[serde(
+        deserialize_with = "health::parse_routing_targets",
+        serialize_with = "health::show_routing_targets"
+    )]
+    pub routing_targets: crate::domain::health::RoutingTargets,
+    /// How often every `active`, `expired` and `verified` domain's DNS is checked (routing,
+    /// delegation, CAA), the checks spread evenly over the interval.
+    #[serde(with = "duration")]
+    pub health_check_interval: Duration,
+    /// How many domains are checked at once.
+    #[serde(deserialize_with = "parse::positive_count")]
+    pub health_check_concurrency: usize,
+    /// How long every name of an `active` or `expired` domain must route elsewhere or nowhere,
+    /// check after check, before it is `moved` (no renewal ordered).
+    #[serde(with = "duration")]
+    pub moved_after: Duration,
 }
 
 /// What CAA records do before an order (`CAA_CHECK`).
@@ -334,6 +354,10 @@ impl Default for Settings {
             webhook_allow_private_targets: false,
             webhook_timeout: Duration::from_secs(15),
             webhook_secret_overlap: Duration::from_secs(86_400),
+            routing_targets: crate::domain::health::RoutingTargets::default(),
+            health_check_interval: Duration::from_secs(health::DEFAULT_INTERVAL_SECS),
+            health_check_concurrency: health::DEFAULT_CONCURRENCY,
+            moved_after: Duration::from_secs(health::DEFAULT_MOVED_AFTER_SECS),
         }
     }
 }

@@ -396,3 +396,30 @@ fn caa_check_and_caa_identities_are_read_from_the_environment_and_the_file() {
     assert_eq!(error.name, "CAA_CHECK");
     assert!(error.reason.contains("enforce, warn or off"), "{error}");
 }
+
+#[test]
+fn the_health_settings_are_read_with_their_defaults_and_a_bad_target_names_the_variable() {
+    let defaults = Settings::default();
+    assert!(defaults.routing_targets.is_empty());
+    assert_eq!(
+        defaults.health_check_interval,
+        Duration::from_secs(6 * 3600)
+    );
+    assert_eq!(defaults.moved_after, Duration::from_secs(72 * 3600));
+    let settings = Settings::from_map(&vars(&[
+        (
+            "ROUTING_TARGETS",
+            "edge.platform.test, 203.0.113.0/24,2001:db8::/32",
+        ),
+        ("HEALTH_CHECK_INTERVAL", "2s"),
+        ("MOVED_AFTER", "6s"),
+    ]))
+    .expect("valid");
+    assert_eq!(settings.routing_targets.hosts, ["edge.platform.test"]);
+    assert_eq!(settings.routing_targets.networks.len(), 2);
+    assert_eq!(settings.health_check_interval, Duration::from_secs(2));
+    assert_eq!(settings.moved_after, Duration::from_secs(6));
+    let error =
+        Settings::from_map(&vars(&[("ROUTING_TARGETS", "203.0.113.0/99")])).expect_err("invalid");
+    assert_eq!(error.name, "ROUTING_TARGETS");
+}

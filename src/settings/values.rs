@@ -324,7 +324,9 @@ pub(super) mod parse {
 
     /// A list: an array in the file, or text with commas between the items as the environment
     /// has it. Items are trimmed and blank ones dropped.
-    fn list<'de, D: Deserializer<'de>>(d: D) -> Result<Vec<String>, D::Error> {
+    pub(in crate::settings) fn list<'de, D: Deserializer<'de>>(
+        d: D,
+    ) -> Result<Vec<String>, D::Error> {
         struct List;
 
         impl<'de> Visitor<'de> for List {

@@ -115,7 +115,7 @@ pub(super) async fn permitted_cas(
 
 /// Each configured CA as CAA sees it (`None` where its identities could not be had or it lists
 /// none), its account URL asked for only when a record binds issuance to an account.
-async fn caa_identities(state: &AppState, relevant: &[NameCaa]) -> Vec<Option<CaaCa>> {
+pub(super) async fn caa_identities(state: &AppState, relevant: &[NameCaa]) -> Vec<Option<CaaCa>> {
     let binds_account = relevant
         .iter()
         .flat_map(|name| &name.records)

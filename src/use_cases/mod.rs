@@ -34,6 +34,7 @@ pub mod budgets;
 pub mod caa;
 pub mod command;
 pub mod edge_certificate;
+pub mod health;
 pub mod issue;
 pub mod keys;
 pub mod place_order;

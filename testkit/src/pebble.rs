@@ -287,6 +287,21 @@ impl Pebble {
         self.challtestsrv("/add-caa", json!({"host": host, "policies": policies}));
     }
 
+    /// Answers A queries for `host` (ends with a dot) with `addresses` in place of
+    /// challtestsrv's default (`127.0.0.1` for every name).
+    pub fn add_a(&self, host: &str, addresses: &[&str]) {
+        assert!(
+            host.ends_with('.'),
+            "challtestsrv ignores hosts without the trailing dot"
+        );
+        self.challtestsrv("/add-a", json!({"host": host, "addresses": addresses}));
+    }
+
+    /// Removes the A records set at `host`: its A queries get challtestsrv's default again.
+    pub fn clear_a(&self, host: &str) {
+        self.challtestsrv("/clear-a", json!({"host": host}));
+    }
+
     /// Removes every CAA record at `host`.
     pub fn clear_caa(&self, host: &str) {
         self.challtestsrv("/clear-caa", json!({"host": host}));

@@ -10,6 +10,7 @@ use async_trait::async_trait;
 use dns_handling::adapters::dns::{DnsError, DnsLookup, HickoryDnsLookup};
 use dns_handling::app::Application;
 use dns_handling::domain::caa::CaaRecord;
+use dns_handling::domain::health::Resolution;
 use dns_handling::settings::Settings;
 use dns_handling_testkit::{
     issue_and_publish, pebble_and_database, run_command, verified_domain, Service, StoreKind,
@@ -115,6 +116,10 @@ impl DnsLookup for DiesOnceArmed {
 
     async fn caa_records(&self, name: &str) -> Result<Vec<CaaRecord>, DnsError> {
         self.real.caa_records(name).await
+    }
+
+    async fn resolve_addresses(&self, name: &str) -> Result<Resolution, DnsError> {
+        self.real.resolve_addresses(name).await
     }
 
     fn describe(&self) -> String {

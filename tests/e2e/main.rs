@@ -41,6 +41,7 @@ mod edge_sync;
 mod edge_terminators;
 mod feed_consumers;
 mod hardening;
+mod health;
 mod http_contract;
 mod issuance;
 mod key_custody;

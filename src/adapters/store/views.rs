@@ -58,8 +58,11 @@ fn view_status(view: &DomainView) -> &'static str {
 
 /// The end of validity of the certificate a domain serves (or served, once `expired`).
 fn current_not_after(view: &DomainView) -> Option<chrono::DateTime<chrono::Utc>> {
-    let serving =
-        !view.removed && matches!(view.status, DomainStatus::Active | DomainStatus::Expired);
+    let serving = !view.removed
+        && matches!(
+            view.status,
+            DomainStatus::Active | DomainStatus::Expired | DomainStatus::Moved
+        );
     view.certificate
         .as_ref()
         .filter(|_| serving)

@@ -6,7 +6,7 @@ use std::time::{Duration, Instant};
 
 use clap::builder::PossibleValuesParser;
 use reqwest::Method;
-use serde_json::json;
+use serde_json::{json, Value};
 
 use super::certificates::{certificate, certificates, revoke, REVOCATION_REASONS};
 use super::format::text;
@@ -40,7 +40,7 @@ pub enum DomainsCommand {
     /// Every domain (optionally of one status)
     List {
         /// Only the domains of this status: pending, verified, certificate_pending, active,
-        /// failed or expired
+        /// failed, expired or moved
         #[arg(long, value_name = "S")]
         status: Option<String>,
     },
@@ -51,6 +51,12 @@ pub enum DomainsCommand {
     },
     /// Check the ownership record and mark the domain verified
     Verify {
+        /// The domain's id
+        id: String,
+    },
+    /// Check the domain's DNS now (routing, delegation, CAA): one line per check and name;
+    /// exit 1 when an outcome is not `ok`
+    Health {
         /// The domain's id
         id: String,
     },
@@ -133,6 +139,18 @@ pub(super) async fn dispatch(client: &Client, command: DomainsCommand) -> anyhow
                 text(&domain["status"])
             );
             Ok(ExitCode::SUCCESS)
+        }
+        DomainsCommand::Health { id } => {
+            let check = client
+                .call(Method::POST, &format!("/domains/{id}/health"), None)
+                .await?;
+            print!("{}", health_lines(&check));
+            let healthy = check["problems"].as_array().is_none_or(Vec::is_empty);
+            Ok(if healthy {
+                ExitCode::SUCCESS
+            } else {
+                ExitCode::FAILURE
+            })
         }
         DomainsCommand::Issue { id } => {
             let started = client
@@ -340,4 +358,24 @@ async fn events(client: &Client, id: &str) -> anyhow::Result<ExitCode> {
         );
     }
     Ok(ExitCode::SUCCESS)
+}
+
+/// A health check as lines: `<check> <name> <outcome>: found <found> (expected <expected>)`.
+fn health_lines(check: &Value) -> String {
+    let mut lines = String::new();
+    for kind in ["routing", "delegation", "caa"] {
+        for entry in check[kind].as_array().into_iter().flatten() {
+            lines.push_str(&format!(
+                "{kind} {} {}: found {} (expected {})\n",
+                text(&entry["name"]),
+                text(&entry["outcome"]),
+                text(&entry["found"]),
+                text(&entry["expected"])
+            ));
+        }
+    }
+    if lines.is_empty() {
+        lines.push_str("Nothing to check: no ROUTING_TARGETS, no delegation, CAA_CHECK=off.\n");
+    }
+    lines
 }

@@ -4,8 +4,8 @@ use std::collections::BTreeMap;
 
 use chrono::{DateTime, Utc};
 use dns_handling_events::{
-    FailureReason, IssuedCertificate, KeyDisposal, OrderDetails, RenewalReason, RenewalWindow,
-    RevocationReason,
+    FailureReason, HealthReport, IssuedCertificate, KeyDisposal, OrderDetails, RenewalReason,
+    RenewalWindow, RevocationReason,
 };
 
 use crate::domain::alt_names::AltNames;
@@ -169,6 +169,17 @@ pub enum CustomDomainCommand {
         /// Who reads it.
         reader: String,
         /// When.
+        at: DateTime<Utc>,
+    },
+    /// Record what the health checks of the domain's DNS found (recorded only when an outcome
+    /// changed).
+    RecordHealth {
+        /// What the checks found.
+        report: HealthReport,
+        /// How long every name must have routed elsewhere or nowhere for the domain to be
+        /// `moved` (`MOVED_AFTER`).
+        moved_after: chrono::Duration,
+        /// When the checks were made.
         at: DateTime<Utc>,
     },
 }

@@ -14,6 +14,7 @@ use crate::domain::domain_name::DomainName;
 type DomainTest = TestFramework<CustomDomain>;
 
 mod edge_reads;
+mod health;
 
 fn t(seconds: i64) -> DateTime<Utc> {
     DateTime::from_timestamp(1_800_000_000 + seconds, 0).expect("valid timestamp")

@@ -7,7 +7,7 @@
 'use strict';
 
 (() => {
-  const STATUSES = ['pending', 'verified', 'certificate_pending', 'active', 'failed', 'expired'];
+  const STATUSES = ['pending', 'verified', 'certificate_pending', 'active', 'failed', 'expired', 'moved'];
   const PAGE_SIZE = 50;
   const GENESIS = '0'.repeat(64);
   const AGGREGATE_TYPE = 'CustomDomain';
@@ -270,6 +270,8 @@
         return `a retry (${domain.failure_reason ? domain.failure_reason.code : 'failed'})`;
       case 'expired':
         return 'a renewal (the certificate expired)';
+      case 'moved':
+        return 'its names to route to the platform again (no renewal meanwhile)';
       case 'active':
         if (renewal && renewal.in_progress) return renewal.challenges.length ? 'renewal: challenge records' : 'renewal: the CA';
         if (renewal && renewal.next_attempt_at) return `renewal retry ${relative(renewal.next_attempt_at)}`;

@@ -32,6 +32,7 @@ use crate::app_state::{AppState, CommandOrigin, DomainLocks, RecordedEdgeReads};
 use crate::audit::checkpoints::AuditSigner;
 use crate::domain::aggregate::CustomDomainCommand;
 use crate::domain::caa::CaaRecord;
+use crate::domain::health::Resolution;
 use crate::domain::renewal::RenewalPolicy;
 use crate::read::edge_material::MaterialCache;
 use crate::read::projector::ViewProjector;
@@ -154,12 +155,13 @@ impl CertificateAuthority for ScriptedCa {
     }
 }
 
-/// DNS whose TXT records (`.0`) and CAA records (`.1`; `None`: the lookup fails) the test
-/// publishes; no CNAMEs.
+/// DNS whose TXT records (`.0`), CAA records (`.1`; `None`: the lookup fails) and addresses
+/// (`.2`; absent: NXDOMAIN) the test publishes; no CNAMEs.
 #[derive(Default)]
 pub(crate) struct ScriptedDns(
     Mutex<HashMap<String, Vec<String>>>,
     pub(crate) Mutex<HashMap<String, Option<Vec<CaaRecord>>>>,
+    pub(crate) Mutex<HashMap<String, Resolution>>,
 );
 
 #[async_trait]
@@ -187,6 +189,16 @@ impl DnsLookup for ScriptedDns {
             }),
             None => Ok(Vec::new()),
         }
+    }
+
+    async fn resolve_addresses(&self, name: &str) -> Result<Resolution, DnsError> {
+        Ok(self
+            .2
+            .lock()
+            .expect("lock")
+            .get(name)
+            .cloned()
+            .unwrap_or(Resolution::NoSuchName))
     }
 
     fn describe(&self) -> String {

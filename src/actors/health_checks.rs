@@ -1,0 +1,121 @@
+//! The periodic health checker: every `active`, `expired`, `verified` and `moved` domain's DNS is
+//! checked once per `HEALTH_CHECK_INTERVAL`, the checks of a pass spread evenly over the
+//! interval (a steady trickle of queries, never a burst) with at most
+//! `HEALTH_CHECK_CONCURRENCY` at once, on the one replica holding the `all-domains#health-checks` lease.
+//! What a check finds is recorded by the aggregate, only when an outcome changed
+//! (`use_cases::health`).
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use dns_handling_events::DomainStatus;
+use futures::StreamExt;
+use tokio::time::Instant;
+
+use crate::app_state::{AppState, CommandOrigin};
+use crate::use_cases::health::check_domain;
+use crate::use_cases::work_lease::WorkLease;
+
+/// The lease that keeps the checks on one replica: a work lease's name (`<domain id>#<work>`,
+/// the `#` keeping it apart from the pollers' order leases) for work over every domain.
+const LEASE: &str = "all-domains#health-checks";
+
+/// The statuses whose domains are checked: those with a certificate in service or to come,
+/// and the moved ones, which return when their routing does.
+const CHECKED: [DomainStatus; 4] = [
+    DomainStatus::Active,
+    DomainStatus::Expired,
+    DomainStatus::Verified,
+    DomainStatus::Moved,
+];
+
+/// Domain views read per page when a pass lists the domains to check.
+const PAGE: u32 = 500;
+
+/// Runs the passes for the life of the process, once this replica holds the lease (another
+/// replica takes it over when this one stops extending it).
+pub async fn check_health_continuously(state: Arc<AppState>) {
+    let _lease = hold_lease(&state).await;
+    loop {
+        let started = Instant::now();
+        let interval = state.settings.health_check_interval;
+        match domains_to_check(&state).await {
+            Ok(ids) => check_spread(&state, ids, started, interval).await,
+            Err(error) => tracing::warn!(%error, "could not list the domains to check; next pass"),
+        }
+        tokio::time::sleep_until(started + interval).await;
+    }
+}
+
+/// Waits until this replica holds the checks' lease, trying again every `LEASE_TTL`.
+async fn hold_lease(state: &AppState) -> WorkLease {
+    loop {
+        match WorkLease::take(state, LEASE.to_owned(), "health_checks").await {
+            Ok(Some(lease)) => return lease,
+            Ok(None) => {}
+            Err(error) => tracing::warn!(%error, "could not take the health checks' lease"),
+        }
+        tokio::time::sleep(state.settings.lease_ttl).await;
+    }
+}
+
+/// The ids of every domain to check this pass.
+async fn domains_to_check(
+    state: &AppState,
+) -> Result<Vec<String>, crate::adapters::store::StoreError> {
+    let mut ids = Vec::new();
+    for status in CHECKED {
+        let mut cursor: Option<String> = None;
+        loop {
+            let page = state
+                .store
+                .list_domain_views(Some(status), None, PAGE, cursor.as_deref())
+                .await?;
+            ids.extend(page.items.into_iter().map(|view| view.id));
+            match page.next_cursor {
+                Some(next) => cursor = Some(next),
+                None => break,
+            }
+        }
+    }
+    Ok(ids)
+}
+
+/// Checks `ids`, the `n`-th no earlier than `started + n × interval / len`, at most
+/// `HEALTH_CHECK_CONCURRENCY` at once.
+async fn check_spread(state: &AppState, ids: Vec<String>, started: Instant, interval: Duration) {
+    let spacing = slot_spacing(interval, ids.len());
+    let concurrency = state.settings.health_check_concurrency;
+    futures::stream::iter(ids.into_iter().enumerate())
+        .for_each_concurrent(concurrency, |(place, id)| async move {
+            let slot = started + spacing * u32::try_from(place).unwrap_or(u32::MAX);
+            tokio::time::sleep_until(slot).await;
+            let origin = CommandOrigin::actor("health-checker");
+            if let Err(error) = check_domain(state, &id, origin).await {
+                tracing::warn!(domain_id = %id, %error, "a health check could not be recorded");
+            }
+        })
+        .await;
+}
+
+/// The time between two checks' starts for `count` domains over `interval`.
+fn slot_spacing(interval: Duration, count: usize) -> Duration {
+    let count = u32::try_from(count.max(1)).unwrap_or(u32::MAX);
+    interval / count
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_pass_spreads_its_checks_evenly_over_the_interval() {
+        let interval = Duration::from_secs(6 * 3600);
+        assert_eq!(
+            slot_spacing(interval, 1_000_000),
+            Duration::from_micros(21_600)
+        );
+        assert_eq!(slot_spacing(interval, 0), interval);
+        assert_eq!(slot_spacing(interval, 4), Duration::from_secs(5400));
+    }
+}
