@@ -9,4 +9,5 @@ pub mod delegation;
 pub mod domain_name;
 pub mod notifications;
 pub mod renewal;
+pub mod tenant;
 pub mod webhook_endpoint;

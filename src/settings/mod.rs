@@ -24,6 +24,7 @@ mod delegation;
 mod edge;
 mod layers;
 mod secret;
+mod tenants;
 mod values;
 
 pub use acme::{Budget, IssuerSettings, LETS_ENCRYPT_STAGING};
@@ -235,6 +236,10 @@ pub struct Settings {
     /// How long a rotated webhook secret keeps signing beside its replacement.
     #[serde(with = "duration")]
     pub webhook_secret_overlap: Duration,
+    /// How many live domains one tenant may hold; a registration over it is refused. No limit
+    /// when unset.
+    #[serde(deserialize_with = "tenants::domain_limit")]
+    pub tenant_domain_limit: Option<u32>,
 }
 
 /// What CAA records do before an order (`CAA_CHECK`).
@@ -334,6 +339,7 @@ impl Default for Settings {
             webhook_allow_private_targets: false,
             webhook_timeout: Duration::from_secs(15),
             webhook_secret_overlap: Duration::from_secs(86_400),
+            tenant_domain_limit: None,
         }
     }
 }
