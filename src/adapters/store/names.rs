@@ -78,12 +78,18 @@ impl Store {
             let mut tx = pool.begin().await?;
             let mut outcome = NameClaim::Claimed;
             if let Some((tenant, limit)) = limited {
-                if matches!(self, Store::Postgres(_)) {
-                    sqlx::query("SELECT pg_advisory_xact_lock($1)")
-                        .bind(TENANT_LIMIT_LOCK)
-                        .execute(&mut *tx)
-                        .await?;
-                }
+                // The count and the claims must see one state: PostgreSQL takes turns on an
+                // advisory lock; SQLite's transaction starts as a writer (a statement that
+                // writes nothing still takes the write lock, waiting its busy timeout), since
+                // a reader that writes after another writer's commit is refused outright.
+                let take_turns = match self {
+                    Store::Postgres(_) => "SELECT pg_advisory_xact_lock($1)",
+                    Store::Sqlite(_) => "UPDATE domain_names SET tenant = tenant WHERE $1 = 0",
+                };
+                sqlx::query(take_turns)
+                    .bind(TENANT_LIMIT_LOCK)
+                    .execute(&mut *tx)
+                    .await?;
                 let count: i64 = sqlx::query_scalar(held)
                     .bind(tenant)
                     .bind(domain_id)

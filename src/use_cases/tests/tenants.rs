@@ -176,3 +176,24 @@ async fn a_tenant_that_removes_a_domain_may_register_another_under_its_limit() {
     .await
     .expect("room again");
 }
+
+#[tokio::test]
+async fn registrations_racing_for_one_tenant_never_pass_its_domain_limit() {
+    let world = World::new(1, |settings| settings.tenant_domain_limit = Some(2)).await;
+    let names: Vec<String> = (0..6).map(|n| format!("race{n}.example.com")).collect();
+
+    let outcomes = futures::future::join_all(
+        names
+            .iter()
+            .map(|name| register_for(&world.state, name, &[], Some("acct_A"), World::origin())),
+    )
+    .await;
+
+    let registered = outcomes.iter().filter(|outcome| outcome.is_ok()).count();
+    let refused = outcomes
+        .iter()
+        .filter(|outcome| matches!(outcome, Err(NamesError::TenantFull { limit: 2, .. })))
+        .count();
+    assert_eq!((registered, refused), (2, 4), "{outcomes:?}");
+    assert_eq!(listed(&world, "acct_A").await.len(), 2);
+}
