@@ -12,6 +12,7 @@ use serde_json::{json, Value};
 use crate::BINARY;
 
 crate::on_both_stores!(domains_belong_to_tenants_and_a_tenant_is_held_to_its_domain_limit);
+crate::on_both_stores!(registrations_racing_on_every_replica_never_pass_a_tenant_s_limit);
 
 const ADMIN: &str = "admin-token-0123456789";
 const AUDITOR: &str = "auditor-token-9876543210";
@@ -212,4 +213,33 @@ async fn domains_belong_to_tenants_and_a_tenant_is_held_to_its_domain_limit(kind
     )
     .await;
     assert_eq!(code, 400, "{token}");
+}
+
+/// Six registrations for one tenant at once, spread over two replicas on PostgreSQL (one
+/// process on SQLite), against a limit of two: two are registered, four refused with `403`.
+async fn registrations_racing_on_every_replica_never_pass_a_tenant_s_limit(kind: StoreKind) {
+    let (_pebble, database, mut env) = pebble_and_database(kind).await;
+    env.insert("AUTH_TOKEN".into(), ADMIN.into());
+    env.insert("TENANT_DOMAIN_LIMIT".into(), "2".into());
+    let replica_a = Service::start(BINARY, &env);
+    let replica_b = (kind == StoreKind::Postgres).then(|| Service::start(BINARY, &env));
+    let replicas = [&replica_a, replica_b.as_ref().unwrap_or(&replica_a)];
+
+    let answers = futures::future::join_all((0..6).map(|n| {
+        call(
+            replicas[n % 2],
+            "POST",
+            "/domains",
+            ADMIN,
+            Some(json!({"domain_name": format!("race{n}.tenants.test"), "tenant": "acct_R"})),
+        )
+    }))
+    .await;
+
+    let codes: Vec<u16> = answers.iter().map(|(code, _)| *code).collect();
+    let registered = codes.iter().filter(|code| **code == 201).count();
+    let refused = codes.iter().filter(|code| **code == 403).count();
+    assert_eq!((registered, refused), (2, 4), "{answers:?}");
+    assert_eq!(listed(&replica_a, ADMIN, "acct_R").await.len(), 2);
+    assert_eq!(database.count("events").await, 2);
 }
