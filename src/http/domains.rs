@@ -222,7 +222,7 @@ pub async fn list(
     };
     let page = state
         .store
-        .list_domain_views(filter, limit, query.cursor.as_deref())
+        .list_domains(filter, limit, query.cursor.as_deref())
         .await?;
     let zone = state.settings.delegation();
     Ok(HttpResponse::Ok().json(DomainList {

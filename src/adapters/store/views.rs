@@ -287,6 +287,22 @@ impl Store {
     /// name, after `cursor` (an id).
     pub async fn list_domain_views(
         &self,
+        status: Option<DomainStatus>,
+        name_contains: Option<&str>,
+        limit: u32,
+        cursor: Option<&str>,
+    ) -> Result<DomainPage, StoreError> {
+        let filter = DomainFilter {
+            status,
+            name_contains,
+            tenant: None,
+        };
+        self.list_domains(filter, limit, cursor).await
+    }
+
+    /// One page of the domains `filter` keeps, in id order, after `cursor`.
+    pub async fn list_domains(
+        &self,
         filter: DomainFilter<'_>,
         limit: u32,
         cursor: Option<&str>,

@@ -25,7 +25,7 @@ async fn listed(world: &World, tenant: &str) -> Vec<String> {
     let page = world
         .state
         .store
-        .list_domain_views(filter, 50, None)
+        .list_domains(filter, 50, None)
         .await
         .expect("a page");
     page.items
