@@ -120,6 +120,7 @@ fn history(refused_orders: usize, key_reads: usize) -> Vec<CustomDomainEvent> {
             verification_token: TOKEN.into(),
             verification_record_name: "_acme-challenge.shop.example.com.".into(),
             alt_names: Default::default(),
+            tenant: None,
             at: now,
         },
     );

@@ -117,6 +117,7 @@ fn domain_events(n: usize, lifecycle: Lifecycle) -> Vec<CustomDomainEvent> {
             verification_record_name: format!("_acme-challenge.{name}."),
             registered_at: now,
             alt_names: vec![],
+            tenant: None,
         },
         CustomDomainEvent::OwnershipVerified {
             observed_values: vec![token],
@@ -203,6 +204,7 @@ fn delegated_events(
             verification_record_name: format!("_acme-challenge.{name}."),
             registered_at: now,
             alt_names: vec![],
+            tenant: None,
         },
         CustomDomainEvent::OwnershipVerified {
             observed_values: vec![],

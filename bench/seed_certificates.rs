@@ -147,6 +147,7 @@ pub fn domain_events(n: usize, issued: &Issued, read_by: Option<&str>) -> Vec<Cu
             verification_record_name: format!("_acme-challenge.{name}."),
             registered_at: now,
             alt_names: names(n)[1..].to_vec(),
+            tenant: None,
         },
         CustomDomainEvent::OwnershipVerified {
             observed_values: vec![token],

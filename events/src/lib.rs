@@ -543,6 +543,10 @@ pub enum CustomDomainEvent {
         /// wildcard `*.` whose rest is the domain or a subdomain), normalised like
         /// `domain_name` (added in 2.0; older registrations had none).
         alt_names: Vec<String>,
+        /// The platform's account the domain belongs to, 1 to 64 letters, digits, `_` or `-`
+        /// (added in 3.0; absent when it belongs to none, as every older registration).
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        tenant: Option<String>,
     },
     /// The set of further names was replaced; it applies from the next order on.
     AltNamesReplaced {
@@ -759,12 +763,12 @@ impl CustomDomainEvent {
     /// The current version of this event's payload.
     pub fn version(&self) -> &'static str {
         match self {
-            Self::DomainRegistered { .. }
-            | Self::IssuanceTimedOut { .. }
+            Self::IssuanceTimedOut { .. }
             | Self::OwnershipVerified { .. }
             | Self::RenewalRequested { .. }
             | Self::CertificateIssued { .. } => "2.0",
             Self::CertificateRequested { .. } => "4.0",
+            Self::DomainRegistered { .. } => "3.0",
             _ => INITIAL_EVENT_VERSION,
         }
     }
@@ -849,6 +853,7 @@ mod tests {
                 verification_record_name: "_dns-handling.shop.example.com.".into(),
                 registered_at: at,
                 alt_names: vec!["www.shop.example.com".into()],
+                tenant: Some("acct_123".into()),
             },
             CustomDomainEvent::AltNamesReplaced {
                 alt_names: vec!["*.shop.example.com".into()],

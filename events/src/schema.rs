@@ -8,7 +8,7 @@ use crate::CustomDomainEvent;
 
 /// The current version of every event type.
 pub const CURRENT_VERSIONS: &[(&str, &str)] = &[
-    ("DomainRegistered", "2.0"),
+    ("DomainRegistered", "3.0"),
     ("AltNamesReplaced", "1.0"),
     ("OwnershipVerified", "2.0"),
     ("CertificateRequested", "4.0"),

@@ -58,6 +58,12 @@ const UPCASTERS: &[Upcaster] = &[
         upcast: domain_registered_1_to_2,
     },
     Upcaster {
+        event_type: "DomainRegistered",
+        from_version: "2.0",
+        to_version: "3.0",
+        upcast: domain_registered_2_to_3,
+    },
+    Upcaster {
         event_type: "IssuanceTimedOut",
         from_version: "1.0",
         to_version: "2.0",
@@ -79,6 +85,12 @@ fn domain_registered_1_to_2(mut payload: Value) -> Value {
         body.entry("alt_names")
             .or_insert_with(|| Value::Array(Vec::new()));
     }
+    payload
+}
+
+/// `DomainRegistered` 2.0 had no `tenant`: every 2.0 domain belonged to no tenant, which 3.0
+/// writes by leaving the field out. Nothing to add.
+fn domain_registered_2_to_3(payload: Value) -> Value {
     payload
 }
 
@@ -334,12 +346,27 @@ mod tests {
             "registered_at": "2026-11-26T12:00:00Z"}});
         assert!(serde_json::from_value::<CustomDomainEvent>(stored.clone()).is_err());
         let (payload, version) = upcast("DomainRegistered", "1.0", stored);
-        assert_eq!(version, "2.0");
-        let event: CustomDomainEvent = serde_json::from_value(payload).expect("reads as 2.0");
+        assert_eq!(version, "3.0");
+        let event: CustomDomainEvent = serde_json::from_value(payload).expect("reads as 3.0");
         let CustomDomainEvent::DomainRegistered { alt_names, .. } = event else {
             panic!("wrong variant");
         };
         assert!(alt_names.is_empty());
+    }
+
+    #[test]
+    fn a_version_2_registration_reads_as_a_domain_of_no_tenant() {
+        let stored = serde_json::json!({"DomainRegistered": {
+            "domain_name": "shop.example.com", "verification_token": "t",
+            "verification_record_name": "_dns-handling.shop.example.com.",
+            "registered_at": "2026-11-26T12:00:00Z", "alt_names": ["www.shop.example.com"]}});
+        let (payload, version) = upcast("DomainRegistered", "2.0", stored);
+        assert_eq!(version, "3.0");
+        let event: CustomDomainEvent = serde_json::from_value(payload).expect("reads as 3.0");
+        let CustomDomainEvent::DomainRegistered { tenant, .. } = event else {
+            panic!("wrong variant");
+        };
+        assert_eq!(tenant, None);
     }
 
     #[test]
@@ -363,6 +390,6 @@ mod tests {
         assert_eq!((same, version.as_str()), (payload, "1.0"));
         assert!(!needs_upcast("CertificateRequested", "4.0"));
         assert!(!needs_upcast("OwnershipVerified", "2.0"));
-        assert!(!needs_upcast("DomainRegistered", "2.0"));
+        assert!(!needs_upcast("DomainRegistered", "3.0"));
     }
 }

@@ -142,6 +142,9 @@ pub struct DomainView {
     /// The further names its next certificate covers.
     #[serde(default)]
     pub alt_names: Vec<String>,
+    /// The platform's account it belongs to (none for a domain registered without one).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub tenant: Option<String>,
     /// Lifecycle status.
     pub status: DomainStatus,
     /// The token the owner must publish to prove ownership.
@@ -196,6 +199,7 @@ impl DomainView {
             verification_record_name,
             registered_at,
             alt_names,
+            tenant,
         } = event
         else {
             return None;
@@ -204,6 +208,7 @@ impl DomainView {
             id: id.to_owned(),
             domain_name: domain_name.clone(),
             alt_names: alt_names.clone(),
+            tenant: tenant.clone(),
             status: DomainStatus::Pending,
             verification_token: verification_token.clone(),
             verification_record_name: verification_record_name.clone(),
@@ -565,6 +570,7 @@ mod tests {
             verification_record_name: "_acme-challenge.shop.example.com.".into(),
             registered_at: Utc::now(),
             alt_names: vec!["www.shop.example.com".into()],
+            tenant: None,
         }
     }
 

@@ -438,6 +438,7 @@ mod tests {
                 verification_record_name: "_dns-handling.shop.example.com.".into(),
                 registered_at: at,
                 alt_names: vec![],
+                tenant: None,
             },
             CustomDomainEvent::OwnershipVerified {
                 observed_values: vec!["token".into()],

@@ -11,6 +11,8 @@ use dns_handling_events::tokens::{AccessTokenEvent, TOKEN_AGGREGATE_TYPE};
 use ipnet::IpNet;
 use serde::{Deserialize, Serialize};
 
+use super::tenant::{TenantId, MAX_TENANT_CHARS};
+
 /// The longest name a token may have, in characters.
 pub const MAX_NAME_CHARS: usize = 100;
 
@@ -19,9 +21,6 @@ pub const MAX_EDGE_NAME_CHARS: usize = 64;
 
 /// The most prefixes one token's `allowed_from` may list.
 pub const MAX_ALLOWED_FROM: usize = 32;
-
-/// The longest tenant id, in characters.
-pub const MAX_TENANT_CHARS: usize = 64;
 
 /// What a managed token may do: the roles of the environment's tokens, and `tenant`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
@@ -183,11 +182,7 @@ fn check_name(name: &str, role: TokenRole) -> Result<(), AccessTokenError> {
 fn check_tenant(role: TokenRole, tenant: Option<&str>) -> Result<(), AccessTokenError> {
     match (role, tenant) {
         (TokenRole::Tenant, Some(tenant)) => {
-            let fits = (1..=MAX_TENANT_CHARS).contains(&tenant.chars().count())
-                && tenant
-                    .chars()
-                    .all(|c| c.is_ascii_alphanumeric() || c == '_' || c == '-');
-            if !fits {
+            if TenantId::parse(tenant).is_err() {
                 return Err(AccessTokenError::BadTenant);
             }
             // Scoping every domain route to a tenant is not built yet: a tenant token made

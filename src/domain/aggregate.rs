@@ -129,12 +129,14 @@ impl Aggregate for CustomDomain {
                 verification_token,
                 verification_record_name,
                 alt_names,
+                tenant,
                 at,
             } => Some(self.register(
                 domain_name,
                 verification_token,
                 verification_record_name,
                 alt_names,
+                tenant,
                 at,
             )?),
             CustomDomainCommand::ReplaceAltNames { alt_names, at } => {

@@ -10,4 +10,5 @@ pub mod domain_name;
 pub mod health;
 pub mod notifications;
 pub mod renewal;
+pub mod tenant;
 pub mod webhook_endpoint;

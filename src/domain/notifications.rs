@@ -261,6 +261,7 @@ mod tests {
             verification_record_name: "_acme-challenge.shop.example.com.".into(),
             registered_at: Utc::now(),
             alt_names: vec!["www.shop.example.com".into()],
+            tenant: None,
         };
         DomainView::from_registration("d1", 1, &registered).expect("a view")
     }

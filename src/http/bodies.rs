@@ -94,6 +94,10 @@ pub struct RegisteredDomain {
     /// The further names its certificates cover, normalised.
     #[schema(example = json!(["www.shop.example.com", "*.shop.example.com"]))]
     pub alt_names: Vec<String>,
+    /// The platform's account it belongs to; absent when it belongs to none.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    #[schema(example = "acct_123")]
+    pub tenant: Option<String>,
     /// Always `pending`.
     pub status: DomainStatus,
     /// The token to publish.
@@ -124,6 +128,10 @@ pub struct DomainBody {
     /// The further names its next certificate covers (a pending order keeps the names it was
     /// placed with: see `challenges`).
     pub alt_names: Vec<String>,
+    /// The platform's account it belongs to; absent when it belongs to none.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    #[schema(example = "acct_123")]
+    pub tenant: Option<String>,
     /// Lifecycle status.
     pub status: DomainStatus,
     /// When ownership was proven.
@@ -230,6 +238,7 @@ impl DomainBody {
             id: view.id,
             domain_name: view.domain_name,
             alt_names: view.alt_names,
+            tenant: view.tenant,
             status: view.status,
             verified_at: view.verified_at,
             created_at: view.created_at,

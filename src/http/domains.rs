@@ -15,6 +15,8 @@ use super::bodies::{
 use super::origin::origin;
 use super::{ApiError, SharedState};
 use crate::actors::Supervisor;
+use crate::adapters::store::DomainFilter;
+use crate::domain::tenant::TenantId;
 use crate::use_cases::{live_view, register, remove, verify};
 
 /// Body of `POST /domains`.
@@ -29,6 +31,15 @@ pub struct RegisterRequest {
     #[serde(default)]
     #[schema(max_items = 99, example = json!(["www.shop.example.com", "*.shop.example.com"]))]
     alt_names: Vec<String>,
+    /// The platform's account the domain belongs to: 1 to 64 ASCII letters, digits, `_` or
+    /// `-`, kept as given (case matters). Counted against `TENANT_DOMAIN_LIMIT`.
+    #[schema(
+        min_length = 1,
+        max_length = 64,
+        pattern = "^[A-Za-z0-9_-]{1,64}$",
+        example = "acct_123"
+    )]
+    tenant: Option<String>,
 }
 
 /// Body of `PUT /domains/{id}/alt_names`.
@@ -52,6 +63,9 @@ pub struct ListQuery {
     /// does not matter), e.g. `shop` or `.example.com`.
     #[param(max_length = 253)]
     name: Option<String>,
+    /// Only the domains of this tenant (as `POST /domains` takes it).
+    #[param(min_length = 1, max_length = 64, pattern = "^[A-Za-z0-9_-]{1,64}$")]
+    tenant: Option<String>,
     /// Page size, 1 to 500 (default 50).
     #[param(minimum = 1, maximum = 500)]
     limit: Option<u32>,
@@ -102,8 +116,14 @@ pub async fn register(
     request: HttpRequest,
     body: web::Json<RegisterRequest>,
 ) -> Result<HttpResponse, ApiError> {
-    let view =
-        register::register(&state, &body.domain_name, &body.alt_names, origin(&request)).await?;
+    let view = register::register_for(
+        &state,
+        &body.domain_name,
+        &body.alt_names,
+        body.tenant.as_deref(),
+        origin(&request),
+    )
+    .await?;
     let record = VerificationRecord::of(&view);
     let delegation_records = match state.settings.delegation() {
         Some(zone) => DelegationRecordBody::all(&zone, &view),
@@ -126,6 +146,7 @@ pub async fn register(
         id: view.id,
         domain_name: view.domain_name,
         alt_names: view.alt_names,
+        tenant: view.tenant,
         status: view.status,
         verification_token: view.verification_token,
         verification_record: record,
@@ -163,7 +184,8 @@ pub async fn replace_alt_names(
     Ok(HttpResponse::Ok().json(DomainBody::of(view, state.settings.delegation().as_ref())))
 }
 
-/// `GET /domains`: one page of domains, optionally of one status or matching a name.
+/// `GET /domains`: one page of domains, optionally of one status, matching a name, or of one
+/// tenant.
 #[utoipa::path(
     get, path = "/domains", operation_id = "listDomains", tag = "domains",
     params(ListQuery),
@@ -186,10 +208,21 @@ pub async fn list(
         })?),
     };
     let name = name_filter(query.name.as_deref())?;
+    let tenant = match query.tenant.as_deref() {
+        None => None,
+        Some(text) => {
+            Some(TenantId::parse(text).map_err(|error| ApiError::BadRequest(error.to_string()))?)
+        }
+    };
     let limit = super::page_limit(query.limit, 50, 500)?;
+    let filter = DomainFilter {
+        status,
+        name_contains: name.as_deref(),
+        tenant: tenant.as_ref().map(TenantId::as_str),
+    };
     let page = state
         .store
-        .list_domain_views(status, name.as_deref(), limit, query.cursor.as_deref())
+        .list_domains(filter, limit, query.cursor.as_deref())
         .await?;
     let zone = state.settings.delegation();
     Ok(HttpResponse::Ok().json(DomainList {

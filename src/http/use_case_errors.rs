@@ -156,9 +156,10 @@ fn retired_ca_failed(
 impl From<NamesError> for ApiError {
     fn from(error: NamesError) -> Self {
         match error {
-            error @ (NamesError::DomainName(_) | NamesError::AltNames(_)) => {
-                Self::BadRequest(error.to_string())
-            }
+            error @ NamesError::TenantFull { .. } => Self::Forbidden(error.to_string()),
+            error @ (NamesError::DomainName(_)
+            | NamesError::AltNames(_)
+            | NamesError::Tenant(_)) => Self::BadRequest(error.to_string()),
             error @ NamesError::Taken { .. } => Self::Conflict(error.to_string()),
             NamesError::Missing(missing) => missing.into(),
             error @ NamesError::StoredNameUnreadable(_) => {

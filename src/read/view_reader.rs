@@ -55,6 +55,7 @@ mod tests {
             verification_record_name: format!("_acme-challenge.d{n}.example.test."),
             registered_at: Utc::now(),
             alt_names: vec![],
+            tenant: None,
         };
         DomainView::from_registration(&format!("domain-{n}"), 1, &registered)
             .expect("a registration makes a view")

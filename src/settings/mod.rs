@@ -25,6 +25,7 @@ mod edge;
 mod health;
 mod layers;
 mod secret;
+mod tenants;
 mod values;
 
 pub use acme::{Budget, IssuerSettings, LETS_ENCRYPT_STAGING};
@@ -255,6 +256,10 @@ pub struct Settings {
     /// check after check, before it is `moved` (no renewal ordered).
     #[serde(with = "duration")]
     pub moved_after: Duration,
+    /// How many live domains one tenant may hold; a registration over it is refused. No limit
+    /// when unset.
+    #[serde(deserialize_with = "tenants::domain_limit")]
+    pub tenant_domain_limit: Option<u32>,
 }
 
 /// What CAA records do before an order (`CAA_CHECK`).
@@ -358,6 +363,7 @@ impl Default for Settings {
             health_check_interval: Duration::from_secs(health::DEFAULT_INTERVAL_SECS),
             health_check_concurrency: health::DEFAULT_CONCURRENCY,
             moved_after: Duration::from_secs(health::DEFAULT_MOVED_AFTER_SECS),
+            tenant_domain_limit: None,
         }
     }
 }

@@ -8,11 +8,12 @@ use rand::RngCore;
 
 use super::command::execute;
 use super::{live_view, DomainMissing};
-use crate::adapters::store::StoreError;
+use crate::adapters::store::{NameClaim, StoreError, TenantClaim};
 use crate::app_state::{AppState, CommandOrigin};
 use crate::domain::aggregate::{CustomDomainCommand, DomainError};
 use crate::domain::alt_names::{AltNameError, AltNames};
 use crate::domain::domain_name::{DomainName, DomainNameError};
+use crate::domain::tenant::{TenantId, TenantIdError};
 
 /// Why a domain's names were not recorded.
 #[derive(Debug, thiserror::Error)]
@@ -23,6 +24,17 @@ pub enum NamesError {
     /// An alt name is not one of the domain's.
     #[error(transparent)]
     AltNames(#[from] AltNameError),
+    /// The tenant id breaks the rule of tenant ids.
+    #[error(transparent)]
+    Tenant(#[from] TenantIdError),
+    /// The tenant already holds `TENANT_DOMAIN_LIMIT` domains.
+    #[error("tenant {tenant} already holds {limit} domains, the most TENANT_DOMAIN_LIMIT allows")]
+    TenantFull {
+        /// The tenant.
+        tenant: String,
+        /// `TENANT_DOMAIN_LIMIT`.
+        limit: u32,
+    },
     /// Another live domain holds a name: its own name, or one of its alt names.
     #[error("{}", if *.own { format!("domain_name {name} is already registered") } else { format!("alt name {name} is already a name of another domain") })]
     Taken {
@@ -64,14 +76,40 @@ pub async fn register(
     alt_names: &[String],
     origin: CommandOrigin,
 ) -> Result<DomainView, NamesError> {
+    register_for(state, domain_name, alt_names, None, origin).await
+}
+
+/// Registers `domain_name` as [`register`] does, as a domain of `tenant` when given: refused,
+/// with nothing stored, when the tenant id breaks the rule or the tenant already holds
+/// `TENANT_DOMAIN_LIMIT` domains.
+pub async fn register_for(
+    state: &AppState,
+    domain_name: &str,
+    alt_names: &[String],
+    tenant: Option<&str>,
+    origin: CommandOrigin,
+) -> Result<DomainView, NamesError> {
     let domain_name = DomainName::parse(domain_name)?;
     let alt_names = AltNames::parse(&domain_name, alt_names)?;
+    let tenant = tenant.map(TenantId::parse).transpose()?;
     let id = uuid::Uuid::now_v7().to_string();
     let names: Vec<String> = std::iter::once(domain_name.to_string())
         .chain(alt_names.as_slice().iter().cloned())
         .collect();
-    if let Some(taken) = state.store.reserve_names(&names, &id).await? {
-        return Err(name_taken(taken, &domain_name));
+    let limit = state.settings.tenant_domain_limit;
+    let claim = tenant.as_ref().map(|tenant| TenantClaim {
+        tenant: tenant.as_str(),
+        limit,
+    });
+    match state.store.claim_names(&names, &id, claim).await? {
+        NameClaim::Claimed => {}
+        NameClaim::Taken(taken) => return Err(name_taken(taken, &domain_name)),
+        NameClaim::TenantFull => {
+            return Err(NamesError::TenantFull {
+                tenant: tenant.map(TenantId::into_string).unwrap_or_default(),
+                limit: limit.unwrap_or_default(),
+            })
+        }
     }
     let verification_record_name = format!(
         "{}.{}.",
@@ -82,6 +120,7 @@ pub async fn register(
         verification_token: random_token(),
         verification_record_name,
         alt_names,
+        tenant,
         at: Utc::now(),
     };
     if let Err(error) = execute(state, &id, command, origin).await {

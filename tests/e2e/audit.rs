@@ -101,6 +101,7 @@ async fn concurrent_writers_and_a_tailing_reader_agree_on_the_feed(kind: StoreKi
                     verification_token: "token".into(),
                     verification_record_name: format!("_acme-challenge.d{n}.example.test."),
                     alt_names: Default::default(),
+                    tenant: None,
                     at: Utc::now(),
                 };
                 cqrs.execute(&id, command).await.expect("register");

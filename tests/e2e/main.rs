@@ -55,6 +55,7 @@ mod retired_ca;
 mod revocation;
 mod store_outage;
 mod tamper;
+mod tenants;
 mod tokens;
 mod webhook_races;
 mod webhooks;

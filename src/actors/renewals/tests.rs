@@ -92,6 +92,7 @@ async fn an_ari_check_waits_out_an_open_renewal_and_goes_only_with_its_certifica
         verification_record_name: "_acme-challenge.shop.example.com.".into(),
         registered_at: now,
         alt_names: vec![],
+        tenant: None,
     };
     let mut view = DomainView::from_registration("d1", 1, &registered).expect("a view");
     project(&store, &mut view, &[issued("cert-1", "order-1", now)]).await;

@@ -40,6 +40,11 @@ pub(super) const BUDGET_LOCK: i64 = 7246004;
 #[cfg_attr(not(test), allow(dead_code))]
 pub(super) const TOKEN_POSITION_LOCK: i64 = 7246017;
 
+/// Serialises claiming a tenant's names while `TENANT_DOMAIN_LIMIT` is set (a transaction
+/// lock), so that two replicas registering for one tenant at once cannot both take its last
+/// place.
+pub(super) const TENANT_LIMIT_LOCK: i64 = 7246019;
+
 /// Holds a SQLite database for one process for as long as it lives (an OS file lock on
 /// `<database>.lock`, released by the OS when the process ends, however it ends).
 #[derive(Debug)]
@@ -321,6 +326,7 @@ mod tests {
             ACCOUNT_LOCK,
             BUDGET_LOCK,
             TOKEN_POSITION_LOCK,
+            TENANT_LIMIT_LOCK,
         ];
         for (i, lock) in locks.iter().enumerate() {
             assert!(!locks[i + 1..].contains(lock), "{lock} is taken twice");

@@ -10,7 +10,7 @@ use super::leases::MIGRATION_LOCK;
 use super::{sortable_time, Store, StoreError};
 
 /// The PostgreSQL schema, in order; never edit one that has shipped, add the next.
-const POSTGRES_MIGRATIONS: [(i64, &str); 14] = [
+const POSTGRES_MIGRATIONS: [(i64, &str); 15] = [
     (1, include_str!("migrations/postgres/0001_initial.sql")),
     (2, include_str!("migrations/postgres/0002_global_feed.sql")),
     (3, include_str!("migrations/postgres/0003_order_leases.sql")),
@@ -52,10 +52,14 @@ const POSTGRES_MIGRATIONS: [(i64, &str); 14] = [
         17,
         include_str!("migrations/postgres/0017_access_tokens.sql"),
     ),
+    (
+        19,
+        include_str!("migrations/postgres/0019_domain_tenants.sql"),
+    ),
 ];
 
 /// The SQLite schema, in order; never edit one that has shipped, add the next.
-const SQLITE_MIGRATIONS: [(i64, &str); 14] = [
+const SQLITE_MIGRATIONS: [(i64, &str); 15] = [
     (1, include_str!("migrations/sqlite/0001_initial.sql")),
     (2, include_str!("migrations/sqlite/0002_global_feed.sql")),
     (3, include_str!("migrations/sqlite/0003_order_leases.sql")),
@@ -88,6 +92,10 @@ const SQLITE_MIGRATIONS: [(i64, &str); 14] = [
         include_str!("migrations/sqlite/0015_edge_key_deliveries.sql"),
     ),
     (17, include_str!("migrations/sqlite/0017_access_tokens.sql")),
+    (
+        19,
+        include_str!("migrations/sqlite/0019_domain_tenants.sql"),
+    ),
 ];
 
 impl Store {

@@ -202,10 +202,11 @@ pub use edge_certificates::{EdgeMaterialRow, EdgeSnapshot, EdgeSnapshotRow};
 pub use edge_deliveries::{recorded_receiver, DeliveriesOf, EdgeKeyDelivery, KeyDelivery};
 pub use feed::{EventTable, FeedRow};
 pub use leases::{lock_sqlite_exclusively, SqliteReplicaLock};
+pub use names::{NameClaim, TenantClaim};
 pub use overview::DayActivity;
 pub use secrets::SecretTable;
 pub use tokens::TokenRow;
-pub use views::{DomainPage, ExpiryCounts, KeyDisposalMark, ProjectionWrite};
+pub use views::{DomainFilter, DomainPage, ExpiryCounts, KeyDisposalMark, ProjectionWrite};
 pub use webhooks::{AttemptRecord, EndpointMessages, MessageFate, NewMessage, StoredMessage};
 pub use zone_followers::LaggingFollower;
 

@@ -150,6 +150,7 @@ mod tests {
             verification_record_name: format!("_verify.{id}.overview.test."),
             registered_at: now - issued_ago,
             alt_names: Vec::new(),
+            tenant: None,
         };
         let mut view = DomainView::from_registration(id, 1, &registered).expect("a view");
         view.status = DomainStatus::Active;

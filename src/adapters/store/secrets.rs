@@ -268,6 +268,7 @@ mod tests {
             verification_record_name: format!("_acme-challenge.{name}."),
             registered_at: now,
             alt_names: vec![],
+            tenant: None,
         };
         let kept = DomainView::from_registration("kept", 1, &registered("kept.example.com"))
             .expect("a view");

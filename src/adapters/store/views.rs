@@ -109,6 +109,17 @@ impl Store {
     }
 }
 
+/// Which domains `GET /domains` lists (removed ones never, unless asked by status).
+#[derive(Debug, Clone, Copy, Default)]
+pub struct DomainFilter<'a> {
+    /// Only domains in this status.
+    pub status: Option<DomainStatus>,
+    /// Only domains whose name contains this text (host-name characters only).
+    pub name_contains: Option<&'a str>,
+    /// Only the domains of this tenant.
+    pub tenant: Option<&'a str>,
+}
+
 /// One page of domain views.
 #[derive(Debug, Clone)]
 pub struct DomainPage {
@@ -125,7 +136,7 @@ impl Store {
     pub async fn write_projection(&self, write: ProjectionWrite<'_>) -> Result<(), StoreError> {
         let mut statements: Vec<(String, Vec<Param>)> = Vec::new();
         for chunk in write.views.chunks(BATCH_ROWS) {
-            let mut params = Vec::with_capacity(chunk.len() * 8);
+            let mut params = Vec::with_capacity(chunk.len() * 9);
             for view in chunk {
                 params.push(Param::Text(view.id.clone()));
                 params.push(Param::Text(view.domain_name.clone()));
@@ -141,17 +152,20 @@ impl Store {
                 params.push(Param::OptionalText(
                     current_not_after(view).map(sortable_time),
                 ));
+                params.push(Param::OptionalText(view.tenant.clone()));
             }
             statements.push((
                 format!(
                     "INSERT INTO domain_views \
-                     (id, domain_name, status, last_sequence, payload, open_order, wake_at, not_after) \
+                     (id, domain_name, status, last_sequence, payload, open_order, wake_at, not_after, \
+                     tenant) \
                      VALUES {} ON CONFLICT (id) DO UPDATE SET domain_name = excluded.domain_name, \
                      status = excluded.status, last_sequence = excluded.last_sequence, \
                      payload = excluded.payload, open_order = excluded.open_order, \
-                     wake_at = excluded.wake_at, not_after = excluded.not_after \
+                     wake_at = excluded.wake_at, not_after = excluded.not_after, \
+                     tenant = excluded.tenant \
                      WHERE domain_views.last_sequence < excluded.last_sequence",
-                    self.value_rows(chunk.len(), 8)
+                    self.value_rows(chunk.len(), 9)
                 ),
                 params,
             ));
@@ -281,22 +295,39 @@ impl Store {
         limit: u32,
         cursor: Option<&str>,
     ) -> Result<DomainPage, StoreError> {
+        let filter = DomainFilter {
+            status,
+            name_contains,
+            tenant: None,
+        };
+        self.list_domains(filter, limit, cursor).await
+    }
+
+    /// One page of the domains `filter` keeps, in id order, after `cursor`.
+    pub async fn list_domains(
+        &self,
+        filter: DomainFilter<'_>,
+        limit: u32,
+        cursor: Option<&str>,
+    ) -> Result<DomainPage, StoreError> {
         // `name_contains` is checked by the caller to hold only host-name characters, so it
         // carries no LIKE wildcard of its own.
         let sql = "SELECT payload FROM domain_views \
                    WHERE (status = $1 OR ($1 = '' AND status <> 'removed')) AND id > $2 \
-                   AND ($4 = '' OR domain_name LIKE $5) \
+                   AND ($4 = '' OR domain_name LIKE $5) AND ($6 = '' OR tenant = $6) \
                    ORDER BY id LIMIT $3";
-        let status = status.map(DomainStatus::as_str).unwrap_or("");
+        let status = filter.status.map(DomainStatus::as_str).unwrap_or("");
         let cursor = cursor.unwrap_or("");
-        let name_contains = name_contains.unwrap_or("");
+        let name_contains = filter.name_contains.unwrap_or("");
         let pattern = format!("%{name_contains}%");
+        let tenant = filter.tenant.unwrap_or("");
         let payloads: Vec<String> = on_pool!(self, pool => sqlx::query(sql)
             .bind(status)
             .bind(cursor)
             .bind(i64::from(limit))
             .bind(name_contains)
             .bind(pattern.as_str())
+            .bind(tenant)
             .fetch_all(pool)
             .await?
             .iter()

@@ -11,6 +11,7 @@ use dns_handling_events::{
 use crate::domain::alt_names::AltNames;
 use crate::domain::delegation::DelegationRecord;
 use crate::domain::domain_name::DomainName;
+use crate::domain::tenant::TenantId;
 
 /// What can be asked of a custom domain.
 #[derive(Debug, Clone, PartialEq)]
@@ -25,6 +26,8 @@ pub enum CustomDomainCommand {
         verification_record_name: String,
         /// The further names its certificates cover.
         alt_names: AltNames,
+        /// The platform's account it belongs to, if any.
+        tenant: Option<TenantId>,
         /// When the request arrived.
         at: DateTime<Utc>,
     },

@@ -8,6 +8,7 @@ use super::{CustomDomain, DomainError};
 use crate::domain::alt_names::AltNames;
 use crate::domain::delegation::{DelegationRecord, DelegationZone};
 use crate::domain::domain_name::DomainName;
+use crate::domain::tenant::TenantId;
 
 /// The commands.
 impl CustomDomain {
@@ -17,6 +18,7 @@ impl CustomDomain {
         verification_token: String,
         verification_record_name: String,
         alt_names: AltNames,
+        tenant: Option<TenantId>,
         at: DateTime<Utc>,
     ) -> Result<CustomDomainEvent, DomainError> {
         if self.registered {
@@ -28,6 +30,7 @@ impl CustomDomain {
             verification_record_name,
             registered_at: at,
             alt_names: alt_names.into_vec(),
+            tenant: tenant.map(TenantId::into_string),
         })
     }
 

@@ -10,6 +10,7 @@ use dns_handling_events::{IssuedCertificate, KeyDisposal, RevocationReason};
 use super::*;
 use crate::domain::alt_names::AltNames;
 use crate::domain::domain_name::DomainName;
+use crate::domain::tenant::TenantId;
 
 type DomainTest = TestFramework<CustomDomain>;
 
@@ -27,6 +28,7 @@ fn registered() -> CustomDomainEvent {
         verification_record_name: "_acme-challenge.shop.example.com.".into(),
         registered_at: t(0),
         alt_names: vec![],
+        tenant: None,
     }
 }
 
@@ -38,6 +40,7 @@ fn registered_with_alt_names() -> CustomDomainEvent {
         verification_record_name: "_acme-challenge.shop.example.com.".into(),
         registered_at: t(0),
         alt_names: vec!["www.shop.example.com".into(), "*.shop.example.com".into()],
+        tenant: None,
     }
 }
 
@@ -149,6 +152,7 @@ fn register_command() -> CustomDomainCommand {
         verification_token: "token-123".into(),
         verification_record_name: "_acme-challenge.shop.example.com.".into(),
         alt_names: AltNames::default(),
+        tenant: None,
         at: t(0),
     }
 }
@@ -679,9 +683,32 @@ fn registering_with_alt_names_records_them() {
             verification_token: "token-123".into(),
             verification_record_name: "_acme-challenge.shop.example.com.".into(),
             alt_names,
+            tenant: None,
             at: t(0),
         })
         .then_expect_events(vec![registered_with_alt_names()]);
+}
+
+#[test]
+fn registering_for_a_tenant_records_the_tenant() {
+    DomainTest::with(RenewalPolicy::default())
+        .given_no_previous_events()
+        .when(CustomDomainCommand::RegisterDomain {
+            domain_name: DomainName::parse("shop.example.com").expect("valid name"),
+            verification_token: "token-123".into(),
+            verification_record_name: "_acme-challenge.shop.example.com.".into(),
+            alt_names: AltNames::default(),
+            tenant: Some(TenantId::parse("acct_123").expect("valid tenant")),
+            at: t(0),
+        })
+        .then_expect_events(vec![CustomDomainEvent::DomainRegistered {
+            domain_name: "shop.example.com".into(),
+            verification_token: "token-123".into(),
+            verification_record_name: "_acme-challenge.shop.example.com.".into(),
+            registered_at: t(0),
+            alt_names: vec![],
+            tenant: Some("acct_123".into()),
+        }]);
 }
 
 #[test]

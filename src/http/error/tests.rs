@@ -146,6 +146,7 @@ async fn a_store_without_a_free_connection_answers_503_after_its_store_timeout()
         verification_token: "token".into(),
         verification_record_name: "_acme-challenge.outage.example.com.".into(),
         alt_names: Default::default(),
+        tenant: None,
         at: chrono::Utc::now(),
     };
     let error = cqrs.execute("d", command).await.expect_err("no connection");

@@ -46,6 +46,7 @@ mod edge_stream;
 mod issue;
 mod names;
 mod renew;
+mod tenants;
 mod tokens;
 
 /// A CA that answers as the test scripted it, and notes what it was asked.
