@@ -28,16 +28,14 @@ use crate::adapters::acme::certificate_names;
 use crate::adapters::store::{FeedRow, Store, StoreError};
 use crate::edge::names::{NameIndex, NotAHostName, ServedEntry};
 use crate::metrics::METRICS;
-use crate::read::feed_follower::{FeedConsumer, FeedFollower, Handed, Handled, Undecodable, Wait};
+use crate::read::built_aside::{build_then_follow, BuiltAside, LiveModel};
+use crate::read::feed_follower::{FeedConsumer, Handed, Handled, Undecodable, Wait};
 
 /// Events read per batch.
 const BATCH_EVENTS: u32 = 1_000;
 
 /// The follower's name in `feed_consumer_stuck` and `/readyz`.
 const CONSUMER: &str = "edge_index";
-
-/// How long the first build waits after a failed read before reading on.
-const RETRY_AFTER: Duration = Duration::from_secs(1);
 
 /// The events that change what the index serves (the others are not decoded).
 const EVENT_TYPES: [&str; 5] = [
@@ -75,6 +73,16 @@ impl EdgeIndex {
         (!self.ready.load(Ordering::Acquire))
             .then(|| format!("{CONSUMER}: the edge index is not caught up with the event feed yet"))
     }
+}
+
+impl LiveModel for EdgeIndex {
+    type Model = NameIndex;
+
+    fn replace(&self, built: NameIndex) {
+        METRICS.edge.index_names.set(built.len() as i64);
+        *self.write() = built;
+        self.ready.store(true, Ordering::Release);
+    }
 
     fn write(&self) -> RwLockWriteGuard<'_, NameIndex> {
         self.names
@@ -82,11 +90,8 @@ impl EdgeIndex {
             .unwrap_or_else(|poisoned| poisoned.into_inner())
     }
 
-    /// Replaces the index by `built`, and says it is ready.
-    fn replace(&self, built: NameIndex) {
-        METRICS.edge.index_names.set(built.len() as i64);
-        *self.write() = built;
-        self.ready.store(true, Ordering::Release);
+    fn applied(&self, index: &NameIndex) {
+        METRICS.edge.index_names.set(index.len() as i64);
     }
 }
 
@@ -116,45 +121,23 @@ pub fn apply(index: &mut NameIndex, domain_id: &str, event: &CustomDomainEvent) 
 /// feed for as long as the process runs, waking at each commit or after `fallback_poll`.
 pub async fn follow(store: Store, index: Arc<EdgeIndex>, fallback_poll: Duration) {
     let consumer = EdgeIndexConsumer {
-        target: Target::Building(NameIndex::default()),
+        target: BuiltAside::default(),
         position: 0,
         fallback_poll,
     };
-    let mut follower = FeedFollower::new(store, consumer);
-    while let Err(error) = follower.catch_up().await {
-        tracing::warn!(%error, "building the edge index failed; reading on");
-        tokio::time::sleep(RETRY_AFTER).await;
-    }
-    follower.consumer_mut().go_live(index);
-    follower.follow().await;
-}
-
-/// Where the follower applies what it reads.
-enum Target {
-    /// An index of its own, until it is caught up.
-    Building(NameIndex),
-    /// The index the edges read.
-    Live(Arc<EdgeIndex>),
+    build_then_follow(store, consumer, "the edge index", |consumer| {
+        consumer.target.go_live(index)
+    })
+    .await;
 }
 
 /// The edge index as a consumer of the feed: its position is in memory (the index is built
 /// again at each start).
 struct EdgeIndexConsumer {
-    target: Target,
+    target: BuiltAside<EdgeIndex>,
     /// The last position applied.
     position: i64,
     fallback_poll: Duration,
-}
-
-impl EdgeIndexConsumer {
-    /// Hands the index built so far to `index`, and applies to it from now on.
-    fn go_live(&mut self, index: Arc<EdgeIndex>) {
-        if let Target::Building(built) =
-            std::mem::replace(&mut self.target, Target::Live(index.clone()))
-        {
-            index.replace(built);
-        }
-    }
 }
 
 #[async_trait]
@@ -185,20 +168,11 @@ impl FeedConsumer for EdgeIndexConsumer {
         let events = rows
             .iter()
             .filter_map(|handed| Some((&handed.row.aggregate_id, handed.decoded.as_ref()?)));
-        match &mut self.target {
-            Target::Building(index) => {
-                for (domain_id, event) in events {
-                    apply(index, domain_id, event);
-                }
+        self.target.apply(|index| {
+            for (domain_id, event) in events {
+                apply(index, domain_id, event);
             }
-            Target::Live(shared) => {
-                let mut index = shared.write();
-                for (domain_id, event) in events {
-                    apply(&mut index, domain_id, event);
-                }
-                METRICS.edge.index_names.set(index.len() as i64);
-            }
-        }
+        });
         Ok(Handled::All)
     }
 

@@ -5,6 +5,7 @@
 //! API.
 
 pub mod batched_reads;
+pub mod built_aside;
 pub mod edge_chunk;
 pub mod edge_index;
 pub mod edge_material;

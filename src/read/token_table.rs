@@ -29,18 +29,14 @@ use subtle::ConstantTimeEq;
 
 use crate::adapters::store::{Store, StoreError, TokenRow};
 use crate::domain::access_token::{parse_prefixes, TokenRole};
-use crate::read::feed_follower::{
-    FeedConsumer, FeedFollower, FeedRecord, Handed, Handled, Undecodable, Wait,
-};
+use crate::read::built_aside::{build_then_follow, BuiltAside, LiveModel};
+use crate::read::feed_follower::{FeedConsumer, FeedRecord, Handed, Handled, Undecodable, Wait};
 
 /// Events read per batch.
 const BATCH_EVENTS: u32 = 1_000;
 
 /// The follower's name in `feed_consumer_stuck` and `/readyz`.
 const CONSUMER: &str = "token_table";
-
-/// How long the first build waits after a failed read before reading on.
-const RETRY_AFTER: Duration = Duration::from_secs(1);
 
 /// How often, at most, one replica notes that one token was used: `last_used_at` is to the
 /// minute or so, and a request does not write.
@@ -113,7 +109,7 @@ impl ManagedToken {
 
 /// The tokens live now (revoked ones are dropped), by digest and by id.
 #[derive(Debug, Default)]
-struct Tokens {
+pub(crate) struct Tokens {
     by_digest: HashMap<SecretDigest, Arc<ManagedToken>>,
     digest_of_id: HashMap<Arc<str>, SecretDigest>,
 }
@@ -228,17 +224,20 @@ impl TokenTable {
             .read()
             .unwrap_or_else(|poisoned| poisoned.into_inner())
     }
+}
+
+impl LiveModel for TokenTable {
+    type Model = Tokens;
+
+    fn replace(&self, built: Tokens) {
+        *self.write() = built;
+        self.ready.store(true, Ordering::Release);
+    }
 
     fn write(&self) -> std::sync::RwLockWriteGuard<'_, Tokens> {
         self.tokens
             .write()
             .unwrap_or_else(|poisoned| poisoned.into_inner())
-    }
-
-    /// Replaces the table by `built`, and says it is ready.
-    fn replace(&self, built: Tokens) {
-        *self.write() = built;
-        self.ready.store(true, Ordering::Release);
     }
 }
 
@@ -263,42 +262,21 @@ impl FeedRecord for TokenRow {
 /// the log for as long as the process runs, waking at each commit or after `fallback_poll`.
 pub async fn follow(store: Store, table: Arc<TokenTable>, fallback_poll: Duration) {
     let consumer = TokenTableConsumer {
-        target: Target::Building(Tokens::default()),
+        target: BuiltAside::default(),
         position: 0,
         fallback_poll,
     };
-    let mut follower = FeedFollower::new(store, consumer);
-    while let Err(error) = follower.catch_up().await {
-        tracing::warn!(%error, "building the table of access tokens failed; reading on");
-        tokio::time::sleep(RETRY_AFTER).await;
-    }
-    follower.consumer_mut().go_live(table);
-    follower.follow().await;
-}
-
-/// Where the follower applies what it reads.
-enum Target {
-    /// A table of its own, until it is caught up.
-    Building(Tokens),
-    /// The table the requests read.
-    Live(Arc<TokenTable>),
+    build_then_follow(store, consumer, "the table of access tokens", |consumer| {
+        consumer.target.go_live(table)
+    })
+    .await;
 }
 
 /// The token table as a consumer of the tokens' log: its position is in memory.
 struct TokenTableConsumer {
-    target: Target,
+    target: BuiltAside<TokenTable>,
     position: i64,
     fallback_poll: Duration,
-}
-
-impl TokenTableConsumer {
-    fn go_live(&mut self, table: Arc<TokenTable>) {
-        if let Target::Building(built) =
-            std::mem::replace(&mut self.target, Target::Live(table.clone()))
-        {
-            table.replace(built);
-        }
-    }
 }
 
 #[async_trait]
@@ -326,19 +304,11 @@ impl FeedConsumer for TokenTableConsumer {
             let row = handed.row;
             Some((&row.aggregate_id, handed.decoded?))
         });
-        match &mut self.target {
-            Target::Building(tokens) => {
-                for (id, event) in events {
-                    tokens.apply(id, event);
-                }
+        self.target.apply(|tokens| {
+            for (id, event) in events {
+                tokens.apply(id, event);
             }
-            Target::Live(shared) => {
-                let mut tokens = shared.write();
-                for (id, event) in events {
-                    tokens.apply(id, event);
-                }
-            }
-        }
+        });
         Ok(Handled::All)
     }
 
