@@ -66,14 +66,18 @@ impl Application {
         let key = KeyRing::resolve(&settings)?;
         let signer = Arc::new(AuditSigner::resolve(&settings)?);
         let sqlite_lock = lock_sqlite_exclusively(&settings.database_url)?;
-        let store = Store::connect_with(&settings.database_url, settings.store_timeout)
-            .await
-            .with_context(|| {
-                format!(
-                    "connecting to the store (DATABASE_URL={})",
-                    redact_url_password(&settings.database_url)
-                )
-            })?;
+        let store = Store::connect_pooled(
+            &settings.database_url,
+            settings.store_timeout,
+            settings.store_connections,
+        )
+        .await
+        .with_context(|| {
+            format!(
+                "connecting to the store (DATABASE_URL={})",
+                redact_url_password(&settings.database_url)
+            )
+        })?;
         store.migrate().await.context("migrating the store")?;
         let vault = KeyVault::new(store.clone(), key);
         let acme = AcmeClient::new(

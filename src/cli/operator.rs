@@ -18,9 +18,13 @@ use crate::settings::Settings;
 
 /// Opens (and migrates) the configured store.
 pub async fn open_store(settings: &Settings) -> anyhow::Result<Store> {
-    let store = Store::connect_with(&settings.database_url, settings.store_timeout)
-        .await
-        .context("connecting to the store (DATABASE_URL)")?;
+    let store = Store::connect_pooled(
+        &settings.database_url,
+        settings.store_timeout,
+        settings.store_connections,
+    )
+    .await
+    .context("connecting to the store (DATABASE_URL)")?;
     store.migrate().await.context("migrating the store")?;
     Ok(store)
 }

@@ -101,6 +101,10 @@ pub struct Settings {
     /// How long a request waits for a database connection before it is answered `503`.
     #[serde(with = "duration")]
     pub store_timeout: Duration,
+    /// The most connections one replica holds to PostgreSQL (every replica's count against the
+    /// server's `max_connections`).
+    #[serde(deserialize_with = "parse::positive_count")]
+    pub store_connections: usize,
     /// How often a pending order's TXT record is looked up.
     #[serde(with = "duration")]
     pub poll_interval: Duration,
@@ -322,6 +326,7 @@ impl Default for Settings {
             dns_nameservers: Vec::new(),
             dns_timeout: Duration::from_secs(3),
             store_timeout: Duration::from_secs(2),
+            store_connections: 16,
             poll_interval: Duration::from_secs(10),
             poll_timeout: Duration::from_secs(300),
             verification_record_prefix: "_acme-challenge".to_owned(),

@@ -112,6 +112,15 @@ fn the_store_timeout_is_parsed_printed_and_zero_is_refused() {
 }
 
 #[test]
+fn the_store_connections_are_sixteen_unless_set_and_zero_is_refused() {
+    assert_eq!(Settings::default().store_connections, 16);
+    let settings = Settings::from_map(&vars(&[("STORE_CONNECTIONS", "4")])).expect("valid");
+    assert_eq!(settings.store_connections, 4);
+    let error = Settings::from_map(&vars(&[("STORE_CONNECTIONS", "0")])).expect_err("invalid");
+    assert_eq!(error.name, "STORE_CONNECTIONS");
+}
+
+#[test]
 fn previous_key_encryption_keys_are_listed_and_never_printed() {
     let settings = Settings::from_map(&vars(&[(
         "PREVIOUS_KEY_ENCRYPTION_KEYS",

@@ -260,17 +260,28 @@ impl Store {
         Self::connect_with(database_url, Settings::default().store_timeout).await
     }
 
-    /// Connects to `database_url`: PostgreSQL for `postgres://…`, otherwise a SQLite file that is
-    /// created when missing. A query waits at most `acquire_timeout` (`STORE_TIMEOUT`) for a
-    /// connection: while the database is unreachable, requests fail that fast instead of
-    /// piling up.
+    /// Connects as [`Store::connect_pooled`] does, with the default `STORE_CONNECTIONS`.
     pub async fn connect_with(
         database_url: &str,
         acquire_timeout: Duration,
     ) -> Result<Store, StoreError> {
+        let connections = Settings::default().store_connections;
+        Self::connect_pooled(database_url, acquire_timeout, connections).await
+    }
+
+    /// Connects to `database_url`: PostgreSQL for `postgres://…` (at most `connections` of them:
+    /// `STORE_CONNECTIONS`, since every replica's pool counts against the server's
+    /// `max_connections`), otherwise a SQLite file that is created when missing. A query waits
+    /// at most `acquire_timeout` (`STORE_TIMEOUT`) for a connection: while the database is
+    /// unreachable, requests fail that fast instead of piling up.
+    pub async fn connect_pooled(
+        database_url: &str,
+        acquire_timeout: Duration,
+        connections: usize,
+    ) -> Result<Store, StoreError> {
         if is_postgres_url(database_url) {
             let pool = PgPoolOptions::new()
-                .max_connections(16)
+                .max_connections(u32::try_from(connections).unwrap_or(u32::MAX))
                 .acquire_timeout(acquire_timeout)
                 .connect(database_url)
                 .await?;
