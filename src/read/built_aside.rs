@@ -2,13 +2,21 @@
 //! fills a model of its own from position 0 while the live one, which readers use, stays empty
 //! and not ready (`/readyz` names it); caught up, it hands its model over whole, then applies
 //! each batch to the live one in place. The edge index and the table of access tokens are
-//! kept this way.
+//! kept this way: each says only which log it reads and what an event does to it
+//! ([`FollowedModel`]); the consumer that follows the log is written once, here.
 
 use std::sync::{Arc, RwLockWriteGuard};
 use std::time::Duration;
 
-use crate::adapters::store::Store;
-use crate::read::feed_follower::{FeedConsumer, FeedFollower};
+use async_trait::async_trait;
+
+use crate::adapters::store::{Store, StoreError};
+use crate::read::feed_follower::{
+    FeedConsumer, FeedFollower, FeedRecord, Handed, Handled, Undecodable, Wait,
+};
+
+/// How many events one read of the log brings.
+const BATCH_EVENTS: u32 = 1_000;
 
 /// How long the first build waits after a failed read before reading on.
 const RETRY_AFTER: Duration = Duration::from_secs(1);
@@ -65,19 +73,99 @@ impl<L: LiveModel> BuiltAside<L> {
     }
 }
 
-/// Builds `consumer`'s model from the log (reading on after a failure, logged as building
-/// `what`), hands it over with `go_live`, then follows the log for as long as the process runs.
-pub(crate) async fn build_then_follow<C: FeedConsumer>(
-    store: Store,
-    consumer: C,
-    what: &str,
-    go_live: impl FnOnce(&mut C),
-) {
+/// A live model kept from a log by [`follow`]: which log, and what each of its events does.
+pub(crate) trait FollowedModel: LiveModel {
+    /// The log's rows.
+    type Record: FeedRecord;
+
+    /// The consumer's name, as `/readyz` and the stuck consumers show it.
+    const CONSUMER: &'static str;
+
+    /// What the model is, for log lines ("the edge index").
+    const WHAT: &'static str;
+
+    /// Whether the model reads `row`; the others are passed over undecoded.
+    fn reads(_row: &Self::Record) -> bool {
+        true
+    }
+
+    /// Applies one event of the log, read from `row`, to the model.
+    fn apply(
+        model: &mut Self::Model,
+        row: &Self::Record,
+        event: <Self::Record as FeedRecord>::Decoded,
+    );
+}
+
+/// Builds `live`'s model from its log aside (reading on after a failure), hands it over whole,
+/// then follows the log for as long as the process runs, waking at each commit or after
+/// `fallback_poll`. The position is kept in memory: the model is built again at each start.
+pub(crate) async fn follow<L: FollowedModel>(store: Store, live: Arc<L>, fallback_poll: Duration) {
+    let consumer = Follower::<L> {
+        target: BuiltAside::default(),
+        position: 0,
+        fallback_poll,
+    };
     let mut follower = FeedFollower::new(store, consumer);
     while let Err(error) = follower.catch_up().await {
-        tracing::warn!(%error, "building {what} failed; reading on");
+        tracing::warn!(%error, "building {} failed; reading on", L::WHAT);
         tokio::time::sleep(RETRY_AFTER).await;
     }
-    go_live(follower.consumer_mut());
+    follower.consumer_mut().target.go_live(live);
     follower.follow().await;
+}
+
+/// The consumer of a model's log.
+struct Follower<L: FollowedModel> {
+    target: BuiltAside<L>,
+    /// The last position applied.
+    position: i64,
+    fallback_poll: Duration,
+}
+
+#[async_trait]
+impl<L: FollowedModel> FeedConsumer for Follower<L> {
+    type Record = L::Record;
+
+    fn names(&self) -> Vec<String> {
+        vec![L::CONSUMER.to_owned()]
+    }
+
+    fn batch_size(&self) -> u32 {
+        BATCH_EVENTS
+    }
+
+    fn wait(&self) -> Wait {
+        Wait::ForCommitOrAfter(self.fallback_poll)
+    }
+
+    async fn load_position(&mut self) -> Result<i64, StoreError> {
+        Ok(self.position)
+    }
+
+    fn reads(&self, row: &L::Record) -> bool {
+        L::reads(row)
+    }
+
+    async fn handle(&mut self, rows: Vec<Handed<'_, L::Record>>) -> Result<Handled, StoreError> {
+        self.target.apply(|model| {
+            for handed in rows {
+                if let Some(event) = handed.decoded {
+                    L::apply(model, handed.row, event);
+                }
+            }
+        });
+        Ok(Handled::All)
+    }
+
+    async fn save_position(&mut self, position: i64) -> Result<(), StoreError> {
+        self.position = position;
+        Ok(())
+    }
+
+    async fn undecodable(&mut self, _position: i64, _why: &str) -> Undecodable {
+        // Skipping an event could leave the model wrong for good: a revoked token accepted, a
+        // revoked certificate served, a new one withheld.
+        Undecodable::StayOnIt
+    }
 }

@@ -20,19 +20,14 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, RwLock, RwLockWriteGuard};
 use std::time::Duration;
 
-use async_trait::async_trait;
 use chrono::{DateTime, Utc};
 use dns_handling_events::CustomDomainEvent;
 
 use crate::adapters::acme::certificate_names;
-use crate::adapters::store::{FeedRow, Store, StoreError};
+use crate::adapters::store::{FeedRow, Store};
 use crate::edge::names::{NameIndex, NotAHostName, ServedEntry};
 use crate::metrics::METRICS;
-use crate::read::built_aside::{build_then_follow, BuiltAside, LiveModel};
-use crate::read::feed_follower::{FeedConsumer, Handed, Handled, Undecodable, Wait};
-
-/// Events read per batch.
-const BATCH_EVENTS: u32 = 1_000;
+use crate::read::built_aside::{self, FollowedModel, LiveModel};
 
 /// The follower's name in `feed_consumer_stuck` and `/readyz`.
 const CONSUMER: &str = "edge_index";
@@ -120,70 +115,20 @@ pub fn apply(index: &mut NameIndex, domain_id: &str, event: &CustomDomainEvent) 
 /// Builds the index from the feed, puts it in `index` (ready from then on), then follows the
 /// feed for as long as the process runs, waking at each commit or after `fallback_poll`.
 pub async fn follow(store: Store, index: Arc<EdgeIndex>, fallback_poll: Duration) {
-    let consumer = EdgeIndexConsumer {
-        target: BuiltAside::default(),
-        position: 0,
-        fallback_poll,
-    };
-    build_then_follow(store, consumer, "the edge index", |consumer| {
-        consumer.target.go_live(index)
-    })
-    .await;
+    built_aside::follow(store, index, fallback_poll).await;
 }
 
-/// The edge index as a consumer of the feed: its position is in memory (the index is built
-/// again at each start).
-struct EdgeIndexConsumer {
-    target: BuiltAside<EdgeIndex>,
-    /// The last position applied.
-    position: i64,
-    fallback_poll: Duration,
-}
-
-#[async_trait]
-impl FeedConsumer for EdgeIndexConsumer {
+impl FollowedModel for EdgeIndex {
     type Record = FeedRow;
+    const CONSUMER: &'static str = CONSUMER;
+    const WHAT: &'static str = "the edge index";
 
-    fn names(&self) -> Vec<String> {
-        vec![CONSUMER.to_owned()]
-    }
-
-    fn batch_size(&self) -> u32 {
-        BATCH_EVENTS
-    }
-
-    fn wait(&self) -> Wait {
-        Wait::ForCommitOrAfter(self.fallback_poll)
-    }
-
-    async fn load_position(&mut self) -> Result<i64, StoreError> {
-        Ok(self.position)
-    }
-
-    fn reads(&self, row: &FeedRow) -> bool {
+    fn reads(row: &FeedRow) -> bool {
         EVENT_TYPES.contains(&row.event_type.as_str())
     }
 
-    async fn handle(&mut self, rows: Vec<Handed<'_, FeedRow>>) -> Result<Handled, StoreError> {
-        let events = rows
-            .iter()
-            .filter_map(|handed| Some((&handed.row.aggregate_id, handed.decoded.as_ref()?)));
-        self.target.apply(|index| {
-            for (domain_id, event) in events {
-                apply(index, domain_id, event);
-            }
-        });
-        Ok(Handled::All)
-    }
-
-    async fn save_position(&mut self, position: i64) -> Result<(), StoreError> {
-        self.position = position;
-        Ok(())
-    }
-
-    async fn undecodable(&mut self, _position: i64, _why: &str) -> Undecodable {
-        // Skipping it could serve a revoked certificate, or withhold a new one, for good.
-        Undecodable::StayOnIt
+    fn apply(index: &mut NameIndex, row: &FeedRow, event: CustomDomainEvent) {
+        apply(index, &row.aggregate_id, &event);
     }
 }
 

@@ -29,11 +29,8 @@ use subtle::ConstantTimeEq;
 
 use crate::adapters::store::{Store, StoreError, TokenRow};
 use crate::domain::access_token::{parse_prefixes, TokenRole};
-use crate::read::built_aside::{build_then_follow, BuiltAside, LiveModel};
-use crate::read::feed_follower::{FeedConsumer, FeedRecord, Handed, Handled, Undecodable, Wait};
-
-/// Events read per batch.
-const BATCH_EVENTS: u32 = 1_000;
+use crate::read::built_aside::{self, FollowedModel, LiveModel};
+use crate::read::feed_follower::FeedRecord;
 
 /// The follower's name in `feed_consumer_stuck` and `/readyz`.
 const CONSUMER: &str = "token_table";
@@ -261,65 +258,16 @@ impl FeedRecord for TokenRow {
 /// Builds the table from the tokens' log, puts it in `table` (ready from then on), then follows
 /// the log for as long as the process runs, waking at each commit or after `fallback_poll`.
 pub async fn follow(store: Store, table: Arc<TokenTable>, fallback_poll: Duration) {
-    let consumer = TokenTableConsumer {
-        target: BuiltAside::default(),
-        position: 0,
-        fallback_poll,
-    };
-    build_then_follow(store, consumer, "the table of access tokens", |consumer| {
-        consumer.target.go_live(table)
-    })
-    .await;
+    built_aside::follow(store, table, fallback_poll).await;
 }
 
-/// The token table as a consumer of the tokens' log: its position is in memory.
-struct TokenTableConsumer {
-    target: BuiltAside<TokenTable>,
-    position: i64,
-    fallback_poll: Duration,
-}
-
-#[async_trait]
-impl FeedConsumer for TokenTableConsumer {
+impl FollowedModel for TokenTable {
     type Record = TokenRow;
+    const CONSUMER: &'static str = CONSUMER;
+    const WHAT: &'static str = "the table of access tokens";
 
-    fn names(&self) -> Vec<String> {
-        vec![CONSUMER.to_owned()]
-    }
-
-    fn batch_size(&self) -> u32 {
-        BATCH_EVENTS
-    }
-
-    fn wait(&self) -> Wait {
-        Wait::ForCommitOrAfter(self.fallback_poll)
-    }
-
-    async fn load_position(&mut self) -> Result<i64, StoreError> {
-        Ok(self.position)
-    }
-
-    async fn handle(&mut self, rows: Vec<Handed<'_, TokenRow>>) -> Result<Handled, StoreError> {
-        let events = rows.into_iter().filter_map(|handed| {
-            let row = handed.row;
-            Some((&row.aggregate_id, handed.decoded?))
-        });
-        self.target.apply(|tokens| {
-            for (id, event) in events {
-                tokens.apply(id, event);
-            }
-        });
-        Ok(Handled::All)
-    }
-
-    async fn save_position(&mut self, position: i64) -> Result<(), StoreError> {
-        self.position = position;
-        Ok(())
-    }
-
-    async fn undecodable(&mut self, _position: i64, _why: &str) -> Undecodable {
-        // Skipping it could leave a revoked token accepted for good.
-        Undecodable::StayOnIt
+    fn apply(tokens: &mut Tokens, row: &TokenRow, event: AccessTokenEvent) {
+        tokens.apply(&row.aggregate_id, event);
     }
 }
 
