@@ -26,8 +26,9 @@
 //!   service's CPU share, beside the PostgreSQL server's (every `postgres` process) and
 //!   Pebble's over the same window, and the events written in it;
 //! - then one `GET /metrics` (its counts read the views) and, in the first run only, the first
-//!   signed audit checkpoint of the process (`POST /audit/checkpoints`, which walks the log;
-//!   SIGN_CHECKPOINT=0 leaves it out).
+//!   signed audit checkpoint of the process (`POST /audit/checkpoints`, which walks the log, the
+//!   seed storing no checkpoint), then the service restarted on the same copy and its first
+//!   checkpoint, which starts from the one just signed (SIGN_CHECKPOINT=0 leaves both out).
 
 // A bench binary: its items need no docs.
 #![allow(missing_docs)]
@@ -461,15 +462,7 @@ async fn one_run(
     let spawned_wall = Utc::now();
     let spawned = Instant::now();
     let mut service = spawn(&env, &log_dir.join(format!("{kind:?}-run{run}.log")))?;
-    loop {
-        service.ensure_alive()?;
-        let ready = client.get(service.url("/readyz")).send().await;
-        if ready.is_ok_and(|response| response.status() == 200) {
-            break;
-        }
-        anyhow::ensure!(spawned.elapsed() < Duration::from_secs(600), "not ready");
-        tokio::time::sleep(Duration::from_millis(10)).await;
-    }
+    wait_ready(&client, &service).await?;
     let ready_s = spawned.elapsed().as_secs_f64();
 
     // Every due renewal started (or a deadline far past what one tick should take).
@@ -553,6 +546,24 @@ async fn one_run(
             cpu_seconds(pid) - cpu,
             status_mib(pid, "VmHWM:")
         );
+        // A restarted process starts from the checkpoint just signed and hashes only what
+        // came after; its walk of the log behind that checkpoint runs in the background.
+        service.guard.kill();
+        let restarted = Instant::now();
+        service = spawn(&env, &log_dir.join(format!("{kind:?}-run{run}-restart.log")))?;
+        wait_ready(&client, &service).await?;
+        let ready_s = restarted.elapsed().as_secs_f64();
+        let signing = Instant::now();
+        let signed = client
+            .post(service.url("/audit/checkpoints"))
+            .timeout(Duration::from_secs(900))
+            .send()
+            .await?;
+        eprintln!(
+            "{kind:?} run {run}: restarted, ready in {ready_s:.2} s; its first audit checkpoint: {} in {:.3} s",
+            signed.status(),
+            signing.elapsed().as_secs_f64()
+        );
     }
     service.guard.kill();
     seed::close(store).await;
@@ -574,6 +585,20 @@ async fn one_run(
         idle_events,
         metrics_s,
     })
+}
+
+/// Waits until `/readyz` answers 200 (ten minutes at most).
+async fn wait_ready(client: &reqwest::Client, service: &Running) -> anyhow::Result<()> {
+    let spawned = Instant::now();
+    loop {
+        service.ensure_alive()?;
+        let ready = client.get(service.url("/readyz")).send().await;
+        if ready.is_ok_and(|response| response.status() == 200) {
+            return Ok(());
+        }
+        anyhow::ensure!(spawned.elapsed() < Duration::from_secs(600), "not ready");
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
 }
 
 async fn run(kind: StoreKind, config: &Config) -> anyhow::Result<()> {

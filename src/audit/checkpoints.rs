@@ -58,6 +58,9 @@ pub struct AuditSigner {
     /// The log as this process last walked it; `None` until the first signing, which walks the
     /// whole log. Locked for the whole of a signing, so one process signs one at a time.
     tip: tokio::sync::Mutex<Option<Tip>>,
+    /// Why this process signs no more: the walk behind its first anchor found the log
+    /// rewritten ([`check_log_behind_anchor`]).
+    refused: std::sync::Mutex<Option<String>>,
 }
 
 /// A place in the log with the number of events and the log hash up to it.
@@ -66,6 +69,17 @@ struct Tip {
     position: i64,
     count: i64,
     hash: String,
+}
+
+impl Tip {
+    /// Before the first event.
+    fn genesis() -> Self {
+        Tip {
+            position: 0,
+            count: 0,
+            hash: GENESIS.to_owned(),
+        }
+    }
 }
 
 impl std::fmt::Debug for AuditSigner {
@@ -93,6 +107,7 @@ impl AuditSigner {
             key_pair,
             public_key,
             tip: tokio::sync::Mutex::new(None),
+            refused: std::sync::Mutex::new(None),
         })
     }
 
@@ -189,6 +204,22 @@ impl AuditSigner {
         &self.public_key
     }
 
+    /// Why this process refuses to sign, if it does.
+    fn refusal(&self) -> Option<String> {
+        self.refused
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner())
+            .clone()
+    }
+
+    /// Refuses every later signing of this process, saying `why`.
+    fn refuse(&self, why: String) {
+        *self
+            .refused
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner()) = Some(why);
+    }
+
     fn sign(&self, position: i64, event_count: i64, log_hash: String) -> Checkpoint {
         let mut checkpoint = Checkpoint {
             position,
@@ -228,68 +259,27 @@ pub enum CheckpointError {
 /// Signs a checkpoint of the log as it stands. Answers the checkpoint and whether it is new;
 /// when no event was added since the latest checkpoint, that one is answered.
 ///
-/// It never trusts the database's latest checkpoint as a starting point, which a writer of the
-/// database could have deleted or forged: the first signing of a process walks the whole log
-/// and checks every stored checkpoint on the way (signed by this key, same count, same hash);
-/// later ones go on from where this process last stood, checking the checkpoints other replicas
-/// signed meanwhile. Any disagreement refuses, loudly.
+/// A process's first signing starts from the newest stored checkpoint its own key signed (see
+/// [`anchor`]), so that it hashes only what came after: a checkpoint cannot be forged without
+/// the key, and the number of events up to it is checked, so an event deleted or slipped in
+/// below it refuses at once. A rewrite below it that keeps the number of events is what
+/// [`check_log_behind_anchor`] finds, walking the log from its start in the background after
+/// each start: from then on this process refuses to sign, and `audit verify` reports it too.
+/// Later signings go on from where this process last stood, checking the checkpoints other
+/// replicas signed meanwhile. Any disagreement refuses, loudly.
 pub async fn sign_checkpoint(
     store: &Store,
     signer: &AuditSigner,
 ) -> Result<(Checkpoint, bool), CheckpointError> {
+    if let Some(reason) = signer.refusal() {
+        return Err(CheckpointError::Refused(reason));
+    }
     let mut known = signer.tip.lock().await;
-    let mut tip = known.clone().unwrap_or(Tip {
-        position: 0,
-        count: 0,
-        hash: GENESIS.to_owned(),
-    });
-    let mut stored = store
-        .audit_checkpoints_after(tip.position)
-        .await?
-        .into_iter()
-        .peekable();
-    let mut latest_stored: Option<Checkpoint> = None;
-    let mut check = |checkpoint: Checkpoint, tip: &Tip| -> Result<(), CheckpointError> {
-        if checkpoint.public_key != signer.public_key
-            || !checkpoint.is_signed_by(&signer.public_key)
-        {
-            return Err(CheckpointError::Refused(format!(
-                "the checkpoint at position {} is not signed by this service's key",
-                checkpoint.position
-            )));
-        }
-        if checkpoint.event_count != tip.count || checkpoint.log_hash != tip.hash {
-            return Err(CheckpointError::Refused(format!(
-                "the log up to position {} no longer matches its checkpoint",
-                checkpoint.position
-            )));
-        }
-        latest_stored = Some(checkpoint);
-        Ok(())
+    let start = match known.clone() {
+        Some(tip) => tip,
+        None => anchor(store, signer).await?,
     };
-    loop {
-        let events = store.events_after(tip.position, PAGE).await?;
-        for event in &events {
-            while let Some(checkpoint) = stored.next_if(|c| event.position > c.position) {
-                check(checkpoint, &tip)?;
-            }
-            tip.hash = log_hash(&tip.hash, AGGREGATE_TYPE, event);
-            tip.position = event.position;
-            tip.count += 1;
-        }
-        if events.len() < PAGE as usize {
-            break;
-        }
-    }
-    for checkpoint in stored {
-        if checkpoint.position > tip.position {
-            return Err(CheckpointError::Refused(format!(
-                "a checkpoint claims position {}, beyond the end of the log at {}",
-                checkpoint.position, tip.position
-            )));
-        }
-        check(checkpoint, &tip)?;
-    }
+    let (tip, latest_stored) = walk(store, signer, start, None).await?;
     *known = Some(tip.clone());
     let previous = match latest_stored {
         Some(checked) => Some(checked),
@@ -325,6 +315,126 @@ pub async fn sign_checkpoint(
     Ok((stored, false))
 }
 
+/// Walks the log from its start to the newest checkpoint this service's key signed, checking
+/// every stored checkpoint on the way: what a process's first signing took on trust. Run once
+/// after each start, in the background (at 6 M events it takes a minute or more). A
+/// disagreement is kept: every later signing of this process is refused with it.
+pub async fn check_log_behind_anchor(
+    store: &Store,
+    signer: &AuditSigner,
+) -> Result<(), CheckpointError> {
+    let Some(newest) = newest_own_checkpoint(store, signer).await? else {
+        // No anchor: the first signing walks the whole log itself.
+        return Ok(());
+    };
+    match walk(store, signer, Tip::genesis(), Some(newest.position)).await {
+        Err(CheckpointError::Refused(reason)) => {
+            signer.refuse(reason.clone());
+            Err(CheckpointError::Refused(reason))
+        }
+        walked => walked.map(drop),
+    }
+}
+
+/// Where a process's first signing starts: the newest stored checkpoint this key signed, once
+/// the log holds as many events up to it as it counted; the log's start when there is none.
+async fn anchor(store: &Store, signer: &AuditSigner) -> Result<Tip, CheckpointError> {
+    let Some(newest) = newest_own_checkpoint(store, signer).await? else {
+        return Ok(Tip::genesis());
+    };
+    let counted = store.feed_events_up_to(newest.position).await?;
+    if counted != newest.event_count {
+        return Err(CheckpointError::Refused(format!(
+            "the number of events up to position {} is {counted}, where its checkpoint counted {}",
+            newest.position, newest.event_count
+        )));
+    }
+    Ok(Tip {
+        position: newest.position,
+        count: newest.event_count,
+        hash: newest.log_hash,
+    })
+}
+
+/// The newest stored checkpoint, when this service's key signed it. One signed by another key
+/// (or forged) is no anchor: the walk from the log's start meets it and refuses.
+async fn newest_own_checkpoint(
+    store: &Store,
+    signer: &AuditSigner,
+) -> Result<Option<Checkpoint>, StoreError> {
+    Ok(store.latest_audit_checkpoint().await?.filter(|newest| {
+        newest.public_key == signer.public_key && newest.is_signed_by(&signer.public_key)
+    }))
+}
+
+/// Hashes the log from `from` on (up to `until`, inclusive, or its end), checking each stored
+/// checkpoint it passes. Answers where it stopped and the last checkpoint it checked.
+async fn walk(
+    store: &Store,
+    signer: &AuditSigner,
+    from: Tip,
+    until: Option<i64>,
+) -> Result<(Tip, Option<Checkpoint>), CheckpointError> {
+    let within = |position: i64| until.is_none_or(|end| position <= end);
+    let mut tip = from;
+    let mut stored = store
+        .audit_checkpoints_after(tip.position)
+        .await?
+        .into_iter()
+        .filter(|checkpoint| within(checkpoint.position))
+        .peekable();
+    let mut latest_checked = None;
+    'pages: loop {
+        let events = store.events_after(tip.position, PAGE).await?;
+        for event in &events {
+            if !within(event.position) {
+                break 'pages;
+            }
+            while let Some(checkpoint) = stored.next_if(|c| event.position > c.position) {
+                latest_checked = Some(check(signer, checkpoint, &tip)?);
+            }
+            tip.hash = log_hash(&tip.hash, AGGREGATE_TYPE, event);
+            tip.position = event.position;
+            tip.count += 1;
+        }
+        if events.len() < PAGE as usize {
+            break;
+        }
+    }
+    for checkpoint in stored {
+        if checkpoint.position > tip.position {
+            return Err(CheckpointError::Refused(format!(
+                "a checkpoint claims position {}, beyond the end of the log at {}",
+                checkpoint.position, tip.position
+            )));
+        }
+        latest_checked = Some(check(signer, checkpoint, &tip)?);
+    }
+    Ok((tip, latest_checked))
+}
+
+/// Checks a stored checkpoint against the log as walked up to it: signed by this key, the same
+/// number of events, the same hash.
+fn check(
+    signer: &AuditSigner,
+    checkpoint: Checkpoint,
+    tip: &Tip,
+) -> Result<Checkpoint, CheckpointError> {
+    if checkpoint.public_key != signer.public_key || !checkpoint.is_signed_by(&signer.public_key) {
+        return Err(CheckpointError::Refused(format!(
+            "the checkpoint at position {} is not signed by this service's key",
+            checkpoint.position
+        )));
+    }
+    if checkpoint.event_count != tip.count || checkpoint.log_hash != tip.hash {
+        return Err(CheckpointError::Refused(format!(
+            "the log up to position {} no longer matches its checkpoint",
+            checkpoint.position
+        )));
+    }
+    Ok(checkpoint)
+}
+
 /// Signs a checkpoint every `interval` in which events were added, for as long as the process
 /// runs (started again should it panic). On several replicas each may sign: checkpoints of one
 /// position are kept once.
@@ -338,28 +448,33 @@ pub fn spawn_checkpoint_loop(
     })
 }
 
-/// One run of the checkpoint loop: a tick every `interval`, the first skipped.
+/// One run of the checkpoint loop: the walk behind the newest checkpoint, then a tick every
+/// `interval`, the first skipped.
 async fn checkpoint_loop(
     store: Store,
     signer: std::sync::Arc<AuditSigner>,
     interval: std::time::Duration,
 ) {
-    {
-        let mut ticks = actix_web::rt::time::interval(interval);
-        // The first tick is immediate: skip it, so a start alone signs nothing.
+    report(check_log_behind_anchor(&store, &signer).await);
+    let mut ticks = actix_web::rt::time::interval(interval);
+    // The first tick is immediate: skip it, so a start alone signs nothing.
+    ticks.tick().await;
+    loop {
         ticks.tick().await;
-        loop {
-            ticks.tick().await;
-            match sign_checkpoint(&store, &signer).await {
-                Ok(_) => {}
-                Err(error @ CheckpointError::Refused(_)) => {
-                    crate::metrics::METRICS.checkpoint_refusals.inc();
-                    tracing::error!(%error, "the log does not match its checkpoints");
-                }
-                Err(error) => {
-                    tracing::warn!(%error, "could not sign a checkpoint; trying again at the next interval");
-                }
-            }
+        report(sign_checkpoint(&store, &signer).await.map(drop));
+    }
+}
+
+/// Counts and logs a refusal loudly; a store's failure is tried again at the next interval.
+fn report(outcome: Result<(), CheckpointError>) {
+    match outcome {
+        Ok(()) => {}
+        Err(error @ CheckpointError::Refused(_)) => {
+            crate::metrics::METRICS.checkpoint_refusals.inc();
+            tracing::error!(%error, "the log does not match its checkpoints");
+        }
+        Err(error) => {
+            tracing::warn!(%error, "could not check the log; trying again at the next interval");
         }
     }
 }

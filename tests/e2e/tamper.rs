@@ -483,14 +483,24 @@ async fn the_service_refuses_to_sign_over_a_rewritten_log_and_kept_copies_catch_
 ) {
     let pebble = Pebble::start(PebbleOptions::default());
 
-    // The log rewritten under a stored checkpoint: a restarted service walks it before signing
-    // again, and refuses.
+    // The log rewritten under a stored checkpoint: a restarted service walks it behind its
+    // newest checkpoint in the background, finds it, and refuses to sign from then on.
     let log = SignedLog::build(&pebble, kind).await;
     rewrite_stream(&log, "d", |payload| {
         payload.replace("d.tamper.test", "evil.tamper.test")
     })
     .await;
     let service = Service::start(BINARY, &log.env);
+    let refusals = || service.metric("dns_handling_checkpoint_refusals_total");
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(30);
+    while refusals().await != Some(1.0) {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "the walk behind the newest checkpoint found nothing: {}",
+            service.log()
+        );
+        tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+    }
     let (code, refused) = service.post("/audit/checkpoints", None).await;
     assert_eq!(code, 500, "{refused}");
     // The client reads the request id; why the signing was refused is in the log, beside it.
@@ -505,10 +515,7 @@ async fn the_service_refuses_to_sign_over_a_rewritten_log_and_kept_copies_catch_
             && line.contains("no longer matches")),
         "{refused}\n{log}"
     );
-    let refusals = service
-        .metric("dns_handling_checkpoint_refusals_total")
-        .await;
-    assert_eq!(refusals, Some(1.0));
+    assert_eq!(refusals().await, Some(2.0), "the walk's and the request's");
     drop(service);
 
     // The same rewrite with the covering checkpoint deleted too: the service cannot tell, signs

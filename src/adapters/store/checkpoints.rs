@@ -99,6 +99,17 @@ impl Store {
             .try_get("n")?))
     }
 
+    /// How many events the feed holds from its start up to `position`, inclusive: what a
+    /// checkpoint at `position` counted, if nothing was inserted or deleted below it since.
+    pub async fn feed_events_up_to(&self, position: i64) -> Result<i64, StoreError> {
+        let sql = "SELECT COUNT(*) AS n FROM events WHERE position > 0 AND position <= $1";
+        Ok(on_pool!(self, pool => sqlx::query(sql)
+            .bind(position)
+            .fetch_one(pool)
+            .await?
+            .try_get("n")?))
+    }
+
     /// Every checkpoint after `position`, oldest first.
     pub async fn audit_checkpoints_after(
         &self,

@@ -40,6 +40,7 @@ use crate::read::view_reader::ViewReader;
 use crate::settings::Settings;
 
 mod caa;
+mod checkpoints;
 mod edge;
 mod edge_deliveries;
 mod edge_stream;
