@@ -1,13 +1,15 @@
 //! Revoking a domain's certificate at the CA that issued it (configured or not any more),
 //! recording it, and ordering its replacement.
 
+use std::time::Duration;
+
 use chrono::{DateTime, Utc};
 use cqrs_es::AggregateError;
 use dns_handling_events::{DomainStatus, RenewalReason, RevocationReason};
 use dns_handling_projections::DomainView;
 
 use super::command::execute;
-use super::renew::start_renewal;
+use super::renew::{start_renewal, RenewError};
 use super::{live_view, DomainMissing, Pollers};
 use crate::adapters::acme::AcmeError;
 use crate::adapters::store::StoreError;
@@ -109,11 +111,35 @@ pub async fn revoke(
         .is_some_and(|current| current.revoked_at.is_none());
     if !renewing && !replaced {
         let started = start_renewal(state, pollers, &view, RenewalReason::Revoked, origin).await;
-        if let Err(error) = started {
-            tracing::warn!(%domain_id, %error, "replacement not ordered yet; the renewal scheduler will");
+        match started {
+            Ok(_) => {}
+            // The scheduler saw the revoked certificate due and is starting its replacement
+            // this very moment: the answer waits for it to show, as it would for this request's.
+            Err(RenewError::Busy(_)) => return replacement_shown(state, domain_id).await,
+            Err(error) => {
+                tracing::warn!(%domain_id, %error, "replacement not ordered yet; the renewal scheduler will");
+            }
         }
     }
     live_view(state, domain_id).await
+}
+
+/// How long a revocation's answer waits for a replacement another starter is ordering.
+const REPLACEMENT_WAIT: Duration = Duration::from_secs(5);
+
+/// The domain once its replacement shows in progress (or is issued), or as it stands after
+/// [`REPLACEMENT_WAIT`] if the other starter could not order it (its scheduler retries).
+async fn replacement_shown(state: &AppState, domain_id: &str) -> Result<DomainView, RevokeError> {
+    let deadline = tokio::time::Instant::now() + REPLACEMENT_WAIT;
+    loop {
+        let view = live_view::<RevokeError>(state, domain_id).await?;
+        let under_way = view.renewal.as_ref().is_some_and(|r| r.in_progress)
+            || view.certificate.as_ref().is_some_and(|c| c.revoked_at.is_none());
+        if under_way || tokio::time::Instant::now() >= deadline {
+            return Ok(view);
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
 }
 
 /// Revokes the domain's current certificate at the CA and records it; answers false when there

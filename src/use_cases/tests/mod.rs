@@ -47,6 +47,7 @@ mod edge_stream;
 mod issue;
 mod names;
 mod renew;
+mod revoke;
 mod tenants;
 mod tokens;
 
