@@ -250,10 +250,19 @@ impl Haproxy {
     }
 
     /// The shell command that makes this HAProxy reload (edge sync's `--on-change`): SIGUSR2 to
-    /// the master, whose pid its pid file holds.
+    /// the master, whose pid its pid file holds, then a wait (10 s at most) until the master
+    /// logs the new worker's `Loading success`, as `systemctl reload` waits. A SIGUSR2 that
+    /// reaches the master while it is still re-executing itself for the previous one can be
+    /// lost, leaving the older files served; waiting keeps the agent's next reload after it.
     pub fn reload_command(&self) -> String {
         let pid_file = self.0.dir.path().join("haproxy.pid");
-        format!("kill -USR2 \"$(cat '{}')\"", pid_file.display())
+        let log = self.0.log_path.display();
+        format!(
+            "loaded=$(grep -c 'Loading success' '{log}'); kill -USR2 \"$(cat '{}')\"; \
+             for _ in $(seq 100); do \
+             [ \"$(grep -c 'Loading success' '{log}')\" -gt \"$loaded\" ] && break; sleep 0.1; done",
+            pid_file.display()
+        )
     }
 
     /// Runs [`Haproxy::reload_command`]. The new worker takes over after the command returns:
