@@ -138,7 +138,10 @@ mod tests {
         assert_eq!(own.tenant_to_register(None), Ok(Some("acct_a")));
         assert_eq!(own.tenant_to_register(Some("acct_a")), Ok(Some("acct_a")));
         assert!(own.tenant_to_register(Some("acct_b")).is_err());
-        assert_eq!(Scope::All.tenant_to_register(Some("acct_b")), Ok(Some("acct_b")));
+        assert_eq!(
+            Scope::All.tenant_to_register(Some("acct_b")),
+            Ok(Some("acct_b"))
+        );
         assert_eq!(own.tenant_to_list(None), Listed::Of("acct_a"));
         assert_eq!(own.tenant_to_list(Some("acct_b")), Listed::Nothing);
         assert_eq!(Scope::All.tenant_to_list(None), Listed::Every);

@@ -32,7 +32,10 @@ fn behind(peer: Option<IpAddr>, forwarded: &str, trusted: &[IpNet]) -> Option<Ip
     if !is_trusted(&client) {
         return Some(client);
     }
-    let hops = forwarded.split(',').map(str::trim).filter(|hop| !hop.is_empty());
+    let hops = forwarded
+        .split(',')
+        .map(str::trim)
+        .filter(|hop| !hop.is_empty());
     for hop in hops.rev() {
         client = hop.parse().ok()?;
         if !is_trusted(&client) {
@@ -47,7 +50,9 @@ mod tests {
     use super::*;
 
     fn nets(list: &[&str]) -> Vec<IpNet> {
-        list.iter().map(|net| net.parse().expect("a prefix")).collect()
+        list.iter()
+            .map(|net| net.parse().expect("a prefix"))
+            .collect()
     }
 
     fn address(text: &str) -> Option<IpAddr> {
@@ -82,7 +87,10 @@ mod tests {
     #[test]
     fn a_forwarded_entry_that_is_not_an_address_leaves_the_client_unknown() {
         let trusted = nets(&["192.0.2.0/24"]);
-        assert_eq!(behind(address("192.0.2.1"), "10.1.2.3, unknown", &trusted), None);
+        assert_eq!(
+            behind(address("192.0.2.1"), "10.1.2.3, unknown", &trusted),
+            None
+        );
         assert_eq!(behind(None, "10.1.2.3", &trusted), None);
     }
 }

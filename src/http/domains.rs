@@ -8,11 +8,11 @@ use dns_handling_events::DomainStatus;
 use dns_handling_projections::DomainView;
 use serde::Deserialize;
 
+use super::auth::Role;
 use super::bodies::{
     CallerErrors, ChangeErrors, DelegationRecordBody, DomainBody, DomainList, ErrorBody,
     NotFoundError, RegisteredDomain, VerificationRecord,
 };
-use super::auth::Role;
 use super::origin::origin;
 use super::{ApiError, SharedState};
 use crate::actors::Supervisor;

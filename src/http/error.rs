@@ -17,8 +17,8 @@ use crate::adapters::acme::AcmeError;
 use crate::adapters::store::{is_unreachable_cause, StoreError};
 use crate::adapters::vault::VaultError;
 use crate::domain::access_token::AccessTokenError;
-use crate::domain::tenant::OtherTenant;
 use crate::domain::aggregate::DomainError;
+use crate::domain::tenant::OtherTenant;
 use crate::domain::webhook_endpoint::WebhookEndpointError;
 use crate::http::observe::current_request_id;
 

@@ -17,8 +17,8 @@ use super::ApiError;
 use crate::adapters::store::StoreError;
 use crate::app_state::AppState;
 use crate::domain::tenant::Scope;
-use crate::read::tenant_filter::TenantFilter;
 use crate::read::feed_follower::{FeedConsumer, FeedFollower, Handed, Handled, Undecodable, Wait};
+use crate::read::tenant_filter::TenantFilter;
 use crate::tasks::AbortOnDrop;
 
 use super::SharedState;

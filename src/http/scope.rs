@@ -42,7 +42,11 @@ pub async fn confine(request: &ServiceRequest, tenant: &TenantId) -> Result<(), 
             "a tenant token may not read private keys".into(),
         ));
     }
-    let id = request.match_info().get("id").unwrap_or_default().to_owned();
+    let id = request
+        .match_info()
+        .get("id")
+        .unwrap_or_default()
+        .to_owned();
     let Some(state) = request.app_data::<web::Data<Arc<AppState>>>() else {
         return Err(ApiError::internal("service state missing"));
     };

@@ -60,7 +60,10 @@ mod tests {
         for bad in ["proxy.internal", "10.0.0.0/33", "10.0.0"] {
             let error = load(bad).expect_err(bad);
             let text = error.to_string();
-            assert!(text.contains("TRUSTED_PROXIES") && text.contains(bad), "{bad}: {text}");
+            assert!(
+                text.contains("TRUSTED_PROXIES") && text.contains(bad),
+                "{bad}: {text}"
+            );
         }
     }
 }

@@ -39,30 +39,138 @@ const TABLE: &[(&str, &str, Gets, Gets, Gets)] = &[
     ("POST", "/domains", Forbidden, Forbidden, HeldToTenant),
     ("GET", "/domains", AsAdmin, Forbidden, HeldToTenant),
     ("GET", "/domains/{id}", AsAdmin, Forbidden, OwnDomainOnly),
-    ("DELETE", "/domains/{id}", Forbidden, Forbidden, OwnDomainOnly),
-    ("POST", "/domains/{id}/retry", Forbidden, Forbidden, OwnDomainOnly),
-    ("GET", "/domains/{id}/events", AsAdmin, Forbidden, OwnDomainOnly),
-    ("POST", "/domains/{id}/verify", Forbidden, Forbidden, OwnDomainOnly),
-    ("POST", "/domains/{id}/health", Forbidden, Forbidden, OwnDomainOnly),
-    ("PUT", "/domains/{id}/alt_names", Forbidden, Forbidden, OwnDomainOnly),
-    ("POST", "/domains/{id}/issue-certificate", Forbidden, Forbidden, OwnDomainOnly),
-    ("GET", "/domains/{id}/certificate", AsAdmin, Forbidden, OwnDomainOnly),
-    ("POST", "/domains/{id}/renew", Forbidden, Forbidden, OwnDomainOnly),
-    ("GET", "/domains/{id}/certificates", AsAdmin, Forbidden, OwnDomainOnly),
-    ("GET", "/domains/{id}/certificates/{certificate_id}", AsAdmin, Forbidden, OwnDomainOnly),
-    ("GET", "/domains/{id}/certificates/{certificate_id}/key", Forbidden, Forbidden, Forbidden),
-    ("POST", "/domains/{id}/certificate/revoke", Forbidden, Forbidden, OwnDomainOnly),
-    ("GET", "/domains/{id}/certificate/key", Forbidden, Forbidden, Forbidden),
+    (
+        "DELETE",
+        "/domains/{id}",
+        Forbidden,
+        Forbidden,
+        OwnDomainOnly,
+    ),
+    (
+        "POST",
+        "/domains/{id}/retry",
+        Forbidden,
+        Forbidden,
+        OwnDomainOnly,
+    ),
+    (
+        "GET",
+        "/domains/{id}/events",
+        AsAdmin,
+        Forbidden,
+        OwnDomainOnly,
+    ),
+    (
+        "POST",
+        "/domains/{id}/verify",
+        Forbidden,
+        Forbidden,
+        OwnDomainOnly,
+    ),
+    (
+        "POST",
+        "/domains/{id}/health",
+        Forbidden,
+        Forbidden,
+        OwnDomainOnly,
+    ),
+    (
+        "PUT",
+        "/domains/{id}/alt_names",
+        Forbidden,
+        Forbidden,
+        OwnDomainOnly,
+    ),
+    (
+        "POST",
+        "/domains/{id}/issue-certificate",
+        Forbidden,
+        Forbidden,
+        OwnDomainOnly,
+    ),
+    (
+        "GET",
+        "/domains/{id}/certificate",
+        AsAdmin,
+        Forbidden,
+        OwnDomainOnly,
+    ),
+    (
+        "POST",
+        "/domains/{id}/renew",
+        Forbidden,
+        Forbidden,
+        OwnDomainOnly,
+    ),
+    (
+        "GET",
+        "/domains/{id}/certificates",
+        AsAdmin,
+        Forbidden,
+        OwnDomainOnly,
+    ),
+    (
+        "GET",
+        "/domains/{id}/certificates/{certificate_id}",
+        AsAdmin,
+        Forbidden,
+        OwnDomainOnly,
+    ),
+    (
+        "GET",
+        "/domains/{id}/certificates/{certificate_id}/key",
+        Forbidden,
+        Forbidden,
+        Forbidden,
+    ),
+    (
+        "POST",
+        "/domains/{id}/certificate/revoke",
+        Forbidden,
+        Forbidden,
+        OwnDomainOnly,
+    ),
+    (
+        "GET",
+        "/domains/{id}/certificate/key",
+        Forbidden,
+        Forbidden,
+        Forbidden,
+    ),
     ("GET", "/events", AsAdmin, Forbidden, HeldToTenant),
     ("GET", "/audit/checkpoints", AsAdmin, Forbidden, Forbidden),
-    ("POST", "/audit/checkpoints", Forbidden, Forbidden, Forbidden),
-    ("GET", "/audit/edge-deliveries", AsAdmin, Forbidden, Forbidden),
+    (
+        "POST",
+        "/audit/checkpoints",
+        Forbidden,
+        Forbidden,
+        Forbidden,
+    ),
+    (
+        "GET",
+        "/audit/edge-deliveries",
+        AsAdmin,
+        Forbidden,
+        Forbidden,
+    ),
     ("POST", "/webhooks", Forbidden, Forbidden, Forbidden),
     ("GET", "/webhooks", AsAdmin, Forbidden, Forbidden),
     ("GET", "/webhooks/{id}", AsAdmin, Forbidden, Forbidden),
     ("DELETE", "/webhooks/{id}", Forbidden, Forbidden, Forbidden),
-    ("POST", "/webhooks/{id}/rotate-secret", Forbidden, Forbidden, Forbidden),
-    ("GET", "/webhooks/{id}/deliveries", AsAdmin, Forbidden, Forbidden),
+    (
+        "POST",
+        "/webhooks/{id}/rotate-secret",
+        Forbidden,
+        Forbidden,
+        Forbidden,
+    ),
+    (
+        "GET",
+        "/webhooks/{id}/deliveries",
+        AsAdmin,
+        Forbidden,
+        Forbidden,
+    ),
     ("POST", "/tokens", Forbidden, Forbidden, Forbidden),
     ("GET", "/tokens", AsAdmin, Forbidden, Forbidden),
     ("GET", "/tokens/{id}", AsAdmin, Forbidden, Forbidden),
@@ -132,14 +240,17 @@ async fn feed_domains(service: &Service, token: &str, ndjson: bool) -> Vec<Strin
         false => json_of(&text)["items"].as_array().expect("items").clone(),
     };
     let ids = events.iter().map(|event| event["aggregate_id"].as_str());
-    ids.map(|id| id.expect("an aggregate id").to_owned()).collect()
+    ids.map(|id| id.expect("an aggregate id").to_owned())
+        .collect()
 }
 
 /// A tenant's `GET /events?follow=true`: registrations for another tenant and its own made
 /// while it follows, and it is handed its own only.
 async fn following_carries_its_own_domains_events_only(service: &Service, tenant: &str) {
     let (_, text) = call(service, "GET", "/whoami", Some(tenant), None).await;
-    let head = json_of(&text)["feed_position"].as_i64().expect("a position");
+    let head = json_of(&text)["feed_position"]
+        .as_i64()
+        .expect("a position");
     let mut stream = reqwest::Client::new()
         .get(service.url(&format!("/events?follow=true&after={head}")))
         .bearer_auth(tenant)
@@ -155,10 +266,17 @@ async fn following_carries_its_own_domains_events_only(service: &Service, tenant
     while !text.contains(&own) {
         let left = deadline.saturating_duration_since(std::time::Instant::now());
         let chunk = tokio::time::timeout(left, stream.chunk()).await;
-        let chunk = chunk.expect("its own registration within 10 s").expect("a chunk");
-        text.push_str(&String::from_utf8_lossy(&chunk.expect("the stream goes on")));
+        let chunk = chunk
+            .expect("its own registration within 10 s")
+            .expect("a chunk");
+        text.push_str(&String::from_utf8_lossy(
+            &chunk.expect("the stream goes on"),
+        ));
     }
-    assert!(!text.contains(&other), "another tenant's event in the stream: {text}");
+    assert!(
+        !text.contains(&other),
+        "another tenant's event in the stream: {text}"
+    );
 }
 
 async fn every_route_answers_every_role_as_the_table_says(kind: StoreKind) {
@@ -197,11 +315,18 @@ async fn every_route_answers_every_role_as_the_table_says(kind: StoreKind) {
         .collect();
     routes.sort();
     tabled.sort();
-    assert_eq!(routes, tabled, "the table lists every route, and only those");
+    assert_eq!(
+        routes, tabled,
+        "the table lists every route, and only those"
+    );
 
     for &(method, route, for_auditor, for_edge, for_tenant) in TABLE {
         let path = at(route, &plain);
-        let as_admin = call(&service, method, &path, Some(ADMIN), None).await.0;
+        // Only reads are compared with the admin's: its writes would change the domain.
+        let as_admin = match method {
+            "GET" => call(&service, method, &path, Some(ADMIN), None).await.0,
+            _ => 0,
+        };
         // The managed token of each role answers as the environment's, both as the table says.
         let roles = [
             (AUDITOR, auditor.as_str(), for_auditor),
@@ -251,7 +376,8 @@ async fn every_route_answers_every_role_as_the_table_says(kind: StoreKind) {
                         );
                         let as_of = format!("{path}?as_of={}", chrono::Utc::now().to_rfc3339());
                         if method == "GET" && route == "/domains/{id}" {
-                            let (code, text) = call(&service, method, &as_of, Some(token), None).await;
+                            let (code, text) =
+                                call(&service, method, &as_of, Some(token), None).await;
                             assert_eq!(code, 404, "{as_of}: {text}");
                         }
                     }
@@ -280,7 +406,10 @@ async fn every_route_answers_every_role_as_the_table_says(kind: StoreKind) {
             "/domains?name=matrix",
         ] {
             let listed = names(&service, token, path).await;
-            assert!(listed.iter().all(|listed| listed == name), "{path}: {listed:?}");
+            assert!(
+                listed.iter().all(|listed| listed == name),
+                "{path}: {listed:?}"
+            );
         }
         for ndjson in [false, true] {
             let domains = feed_domains(&service, token, ndjson).await;
@@ -288,7 +417,11 @@ async fn every_route_answers_every_role_as_the_table_says(kind: StoreKind) {
             assert!(domains.iter().all(|id| id == own), "{domains:?}");
         }
         let (code, text) = call(&service, "GET", "/whoami", Some(token), None).await;
-        assert_eq!((code, &json_of(&text)["role"]), (200, &json!("tenant")), "{text}");
+        assert_eq!(
+            (code, &json_of(&text)["role"]),
+            (200, &json!("tenant")),
+            "{text}"
+        );
     }
     let everyone = names(&service, AUDITOR, "/domains").await;
     assert_eq!(everyone.len(), 3, "{everyone:?}");
@@ -307,7 +440,10 @@ async fn every_route_answers_every_role_as_the_table_says(kind: StoreKind) {
         ] {
             let (code, text) = call(&service, method, &path, token, None).await;
             assert_eq!(code, expected, "{method} {path} as {token:?}: {text}");
-            assert!(json_of(&text)["error"].is_string(), "{method} {path}: {text}");
+            assert!(
+                json_of(&text)["error"].is_string(),
+                "{method} {path}: {text}"
+            );
         }
     }
     assert_eq!(
@@ -323,7 +459,11 @@ async fn every_route_answers_every_role_as_the_table_says(kind: StoreKind) {
         .send()
         .await
         .expect("a response");
-    assert_eq!(forwarded.status().as_u16(), 403, "a forwarded address believed");
+    assert_eq!(
+        forwarded.status().as_u16(),
+        403,
+        "a forwarded address believed"
+    );
     let edge_path = "/edge/certificate?server_name=plain.matrix.test";
     let basic = reqwest::Client::new()
         .get(service.url(edge_path))

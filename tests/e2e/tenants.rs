@@ -233,7 +233,10 @@ async fn domains_belong_to_tenants_and_a_tenant_is_held_to_its_domain_limit(kind
     )
     .await;
     assert_eq!(code, 403, "{refused}");
-    assert!(refused["error"].as_str().expect("an error").contains("acct_C"));
+    assert!(refused["error"]
+        .as_str()
+        .expect("an error")
+        .contains("acct_C"));
     assert_eq!(database.count("events").await, events);
     assert_eq!(database.count("domain_names").await, claims);
     let (code, c) = call(
@@ -266,7 +269,14 @@ async fn domains_belong_to_tenants_and_a_tenant_is_held_to_its_domain_limit(kind
     let (code, key) = call(&service, "GET", &path("/certificate/key"), &tenant, None).await;
     assert_eq!(code, 403, "a tenant reads no private key: {key}");
     let revoke = Some(json!({"reason": "superseded"}));
-    let (code, revoked) = call(&service, "POST", &path("/certificate/revoke"), &tenant, revoke).await;
+    let (code, revoked) = call(
+        &service,
+        "POST",
+        &path("/certificate/revoke"),
+        &tenant,
+        revoke,
+    )
+    .await;
     assert_eq!(code, 200, "{revoked}");
     let (code, renewed) = call(&service, "POST", &path("/renew"), &tenant, None).await;
     assert!(

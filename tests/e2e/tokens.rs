@@ -47,7 +47,11 @@ async fn a_token_s_address_is_the_forwarded_one_only_behind_a_trusted_proxy() {
         (Some("198.51.100.7, 10.1.2.3"), 200),
         (Some("10.1.2.3, not-an-address"), 403),
     ] {
-        assert_eq!(from(forwarded).await, expected, "X-Forwarded-For {forwarded:?}");
+        assert_eq!(
+            from(forwarded).await,
+            expected,
+            "X-Forwarded-For {forwarded:?}"
+        );
     }
 }
 
@@ -97,7 +101,11 @@ pub(crate) async fn made(service: &Service, body: Value) -> (String, String) {
 
 /// Polls `GET /domains` with `token` on `service` until it answers `expected`; answers how long
 /// that took, failing past [`PROPAGATION_BOUND`].
-pub(crate) async fn until_answered(service: &Service, token: &str, expected: u16) -> (Duration, String) {
+pub(crate) async fn until_answered(
+    service: &Service,
+    token: &str,
+    expected: u16,
+) -> (Duration, String) {
     let started = Instant::now();
     loop {
         let (code, text) = call(service, "GET", "/domains", Some(token), None).await;
@@ -410,7 +418,6 @@ async fn hostile_token_bodies_are_refused_with_nothing_stored(kind: StoreKind) {
     let (code, text) = call(&service, "DELETE", "/tokens/nope", Some(ADMIN), None).await;
     assert_eq!(code, 404, "{text}");
     assert_eq!(database.count("token_events").await, 0);
-
 }
 
 async fn the_cli_makes_lists_and_revokes_a_token(kind: StoreKind) {
