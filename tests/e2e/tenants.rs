@@ -229,7 +229,8 @@ async fn domains_belong_to_tenants_and_a_tenant_is_held_to_its_domain_limit(kind
         "POST",
         "/domains",
         &tenant,
-        Some(json!({"domain_name": "c1.tenants.test", "tenant": "acct_B"})),
+        // A tenant with room: only the scope refuses it.
+        Some(json!({"domain_name": "c1.tenants.test", "tenant": "acct_D"})),
     )
     .await;
     assert_eq!(code, 403, "{refused}");
