@@ -8,7 +8,9 @@
 # wrk, in alternating rounds:
 #   * GET /domains/{id} with the environment's admin token, then with the managed admin token;
 #   * GET /edge/certificate?server_name=<not ours> (answered 204 from the edge index) with the
-#     environment's edge token, then with the managed edge token.
+#     environment's edge token, then with the managed edge token;
+#   * GET /domains/{id} of a tenant's domain with the environment's admin token, then with a
+#     tenant token of that tenant (whose scope check reads the domain's view once more).
 # Prints requests/s and p99 of each round, the managed/environment ratio of the time per request
 # (the inverse ratio of the rates) of each round, and the median ratio: short alternating rounds
 # so that load from elsewhere on the machine falls on both sides alike.
@@ -39,6 +41,8 @@ api() { curl -sf -H "Authorization: Bearer $ADMIN" -H 'content-type: application
 id="$(api -X POST "$base/domains" -d '{"domain_name": "bench.tokens.test"}' | jq -r .id)"
 managed_admin="$(api -X POST "$base/tokens" -d '{"name": "bench", "role": "admin"}' | jq -r .secret)"
 managed_edge="$(api -X POST "$base/tokens" -d '{"name": "edge2", "role": "edge"}' | jq -r .secret)"
+tenant_id="$(api -X POST "$base/domains" -d '{"domain_name": "tenant.tokens.test", "tenant": "acct_bench"}' | jq -r .id)"
+tenant="$(api -X POST "$base/tokens" -d '{"name": "t", "role": "tenant", "tenant": "acct_bench"}' | jq -r .secret)"
 
 # wrk's requests/s and p99 (ms) of GET $1 with bearer $2.
 load() {
@@ -70,3 +74,4 @@ curl -sf -o /dev/null -w '%{http_code}\n' -H "Authorization: Bearer $managed_edg
   "$base/edge/certificate?server_name=unknown.bench.test" | grep -qx 204
 compare "/domains/$id" "$ADMIN" "$managed_admin" "GET /domains/{id}"
 compare "/edge/certificate?server_name=unknown.bench.test" "$EDGE" "$managed_edge" "GET /edge/certificate"
+compare "/domains/$tenant_id" "$ADMIN" "$tenant" "GET /domains/{id} as its tenant"

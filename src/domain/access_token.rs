@@ -111,9 +111,6 @@ pub enum AccessTokenError {
     /// The tenant id is empty, too long or holds other than letters, digits, `_` and `-`.
     #[error("tenant must be 1 to {MAX_TENANT_CHARS} letters, digits, '_' or '-'")]
     BadTenant,
-    /// Tenant tokens are not served by this version.
-    #[error("tenant tokens are not available yet")]
-    TenantsUnavailable,
     /// It would be expired from the start.
     #[error("expires_at must be in the future")]
     ExpiresInThePast,
@@ -181,14 +178,10 @@ fn check_name(name: &str, role: TokenRole) -> Result<(), AccessTokenError> {
 
 fn check_tenant(role: TokenRole, tenant: Option<&str>) -> Result<(), AccessTokenError> {
     match (role, tenant) {
-        (TokenRole::Tenant, Some(tenant)) => {
-            if TenantId::parse(tenant).is_err() {
-                return Err(AccessTokenError::BadTenant);
-            }
-            // Scoping every domain route to a tenant is not built yet: a tenant token made
-            // now would act on every domain.
-            Err(AccessTokenError::TenantsUnavailable)
-        }
+        (TokenRole::Tenant, Some(tenant)) => match TenantId::parse(tenant) {
+            Ok(_) => Ok(()),
+            Err(_) => Err(AccessTokenError::BadTenant),
+        },
         (TokenRole::Tenant, None) | (_, Some(_)) => Err(AccessTokenError::TenantMismatch),
         (_, None) => Ok(()),
     }

@@ -1,4 +1,4 @@
-//! Token authentication with three roles, tokens compared in constant time.
+//! Token authentication with four roles, tokens compared in constant time.
 //!
 //! Every route takes `Authorization: Bearer <token>`. The edge routes (every path under
 //! [`EDGE_ROUTES`]) also take HTTP Basic credentials `<edge name>:<token>`, since Caddy's
@@ -8,9 +8,9 @@
 //! A token is the environment's (`AUTH_TOKEN`, `READ_ONLY_TOKENS`, `EDGE_TOKENS`) or one the
 //! service manages (`/tokens`), found in this replica's table of them without a query (see
 //! `read::token_table`): past its `expires_at` it is refused with `401`, from an address outside
-//! its `allowed_from` with `403`. The address is the connection's peer: behind a proxy, the
-//! proxy's. Each request is tagged with the [`Credential`] it presented, which the events it
-//! causes name.
+//! its `allowed_from` with `403`. The address is the connection's peer, or behind one of
+//! `TRUSTED_PROXIES` the one it forwards (`http/client_address.rs`). Each request is tagged
+//! with the [`Credential`] it presented, which the events it causes name.
 
 use std::sync::Arc;
 
@@ -27,6 +27,7 @@ use subtle::ConstantTimeEq;
 use super::ApiError;
 use crate::app_state::AppState;
 use crate::domain::access_token::TokenRole;
+use crate::domain::tenant::{Scope, TenantId};
 use crate::read::token_table::ManagedToken;
 use crate::settings::{Secret, Settings};
 
@@ -43,6 +44,8 @@ pub enum Role {
     Auditor,
     /// One of the platform's TLS edges, by its name in `EDGE_TOKENS`: the edge routes only.
     Edge(Arc<str>),
+    /// A tenant's token: its tenant's domains only (see `http/scope.rs`).
+    Tenant(TenantId),
 }
 
 impl Role {
@@ -52,6 +55,15 @@ impl Role {
             Self::Admin => "admin",
             Self::Auditor => "auditor",
             Self::Edge(_) => "edge",
+            Self::Tenant(_) => "tenant",
+        }
+    }
+
+    /// Which domains the role sees and acts on.
+    pub fn scope(&self) -> Scope {
+        match self {
+            Self::Tenant(tenant) => Scope::Tenant(tenant.clone()),
+            Self::Admin | Self::Auditor | Self::Edge(_) => Scope::All,
         }
     }
 
@@ -72,6 +84,9 @@ impl Role {
                 "a read-only token may not {what}"
             ))),
             Role::Edge(_) => Err(ApiError::Forbidden(format!("an edge token may not {what}"))),
+            Role::Tenant(_) => Err(ApiError::Forbidden(format!(
+                "a tenant token may not {what}"
+            ))),
         }
     }
 }
@@ -101,7 +116,14 @@ pub async fn require_token<B: MessageBody>(
     request: ServiceRequest,
     next: Next<B>,
 ) -> Result<ServiceResponse<EitherBody<B>>, actix_web::Error> {
-    match decide_role(&request) {
+    let decided = match decide_role(&request) {
+        // A tenant's request goes on only to its own domains' routes (`http/scope.rs`).
+        Ok((Role::Tenant(tenant), credential)) => super::scope::confine(&request, &tenant)
+            .await
+            .map(|()| (Role::Tenant(tenant), credential)),
+        other => other,
+    };
+    match decided {
         Ok((role, credential)) => {
             request.extensions_mut().insert(role);
             request.extensions_mut().insert(credential);
@@ -204,6 +226,9 @@ fn decide_role(request: &ServiceRequest) -> Result<(Role, Credential), ApiError>
         (Role::Edge(name), false) => Err(ApiError::Forbidden(format!(
             "the token of edge {name} may use the edge routes ({EDGE_ROUTES}…) only"
         ))),
+        (Role::Tenant(_), true) => Err(ApiError::Forbidden(
+            "a tenant token may not use the edge routes: they hand out private keys".into(),
+        )),
         _ => Ok((role, credential)),
     }
 }
@@ -221,7 +246,7 @@ fn managed_role(
     if token.is_expired(now) {
         return Err(ApiError::Unauthorized("token expired".into()));
     }
-    let peer = request.peer_addr().map(|address| address.ip());
+    let peer = super::client_address::client_address(request, &state.settings.trusted_proxies);
     if !token.admits(peer) {
         return Err(ApiError::Forbidden(match peer {
             Some(peer) => format!("this token is not accepted from {peer}"),
@@ -240,12 +265,11 @@ fn managed_role(
         TokenRole::Admin => Role::Admin,
         TokenRole::Auditor => Role::Auditor,
         TokenRole::Edge => Role::Edge(token.name.clone()),
-        // Never made (the aggregate refuses them until tenants are built).
-        TokenRole::Tenant => {
-            return Err(ApiError::Forbidden(
-                "tenant tokens are not available yet".into(),
-            ))
-        }
+        // The aggregate made it with a valid tenant; a token without one is never accepted.
+        TokenRole::Tenant => match token.tenant.as_deref().map(TenantId::parse) {
+            Some(Ok(tenant)) => Role::Tenant(tenant),
+            _ => return Err(ApiError::internal("a tenant token without a valid tenant")),
+        },
     };
     Ok((role, Credential(token.id.clone())))
 }

@@ -489,7 +489,8 @@ pub enum CallerErrors {
 #[allow(dead_code)]
 #[derive(utoipa::IntoResponses)]
 pub enum NotFoundError {
-    /// No domain has this id (or it was removed); the message says which.
+    /// No domain has this id (or it was removed); the message says which. A tenant token gets
+    /// exactly this, `no domain with id <id>`, for every domain not of its tenant.
     #[response(status = 404)]
     NotFound(ErrorBody),
 }
@@ -498,7 +499,8 @@ pub enum NotFoundError {
 #[allow(dead_code)]
 #[derive(utoipa::IntoResponses)]
 pub enum ChangeErrors {
-    /// A read-only (auditor) token may not change anything or read private keys.
+    /// A read-only (auditor) token may not change anything or read private keys; a tenant
+    /// token reads no private key and registers for its own tenant only.
     #[response(status = 403)]
     Forbidden(ErrorBody),
     /// The name is registered already, or another request changed the domain at the same

@@ -21,7 +21,7 @@ struct Asset {
 }
 
 /// Every file of the console.
-const ASSETS: [Asset; 3] = [
+const ASSETS: [Asset; 4] = [
     Asset {
         name: "",
         content_type: "text/html; charset=utf-8",
@@ -31,6 +31,11 @@ const ASSETS: [Asset; 3] = [
         name: "console.js",
         content_type: "text/javascript; charset=utf-8",
         body: include_str!("console/console.js"),
+    },
+    Asset {
+        name: "tokens.js",
+        content_type: "text/javascript; charset=utf-8",
+        body: include_str!("console/tokens.js"),
     },
     Asset {
         name: "console.css",

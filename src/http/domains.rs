@@ -8,6 +8,7 @@ use dns_handling_events::DomainStatus;
 use dns_handling_projections::DomainView;
 use serde::Deserialize;
 
+use super::auth::Role;
 use super::bodies::{
     CallerErrors, ChangeErrors, DelegationRecordBody, DomainBody, DomainList, ErrorBody,
     NotFoundError, RegisteredDomain, VerificationRecord,
@@ -16,7 +17,7 @@ use super::origin::origin;
 use super::{ApiError, SharedState};
 use crate::actors::Supervisor;
 use crate::adapters::store::DomainFilter;
-use crate::domain::tenant::TenantId;
+use crate::domain::tenant::{Listed, TenantId};
 use crate::use_cases::{live_view, register, remove, verify};
 
 /// Body of `POST /domains`.
@@ -116,11 +117,13 @@ pub async fn register(
     request: HttpRequest,
     body: web::Json<RegisterRequest>,
 ) -> Result<HttpResponse, ApiError> {
+    let scope = Role::of(&request).scope();
+    let tenant = scope.tenant_to_register(body.tenant.as_deref())?;
     let view = register::register_for(
         &state,
         &body.domain_name,
         &body.alt_names,
-        body.tenant.as_deref(),
+        tenant,
         origin(&request),
     )
     .await?;
@@ -197,6 +200,7 @@ pub async fn replace_alt_names(
 )]
 pub async fn list(
     state: SharedState,
+    request: HttpRequest,
     query: web::Query<ListQuery>,
 ) -> Result<HttpResponse, ApiError> {
     let status = match query.status.as_deref() {
@@ -215,10 +219,22 @@ pub async fn list(
         }
     };
     let limit = super::page_limit(query.limit, 50, 500)?;
+    let scope = Role::of(&request).scope();
+    let tenant = match scope.tenant_to_list(tenant.as_ref().map(TenantId::as_str)) {
+        Listed::Every => None,
+        Listed::Of(tenant) => Some(tenant),
+        // Another tenant's: as empty as a tenant without domains.
+        Listed::Nothing => {
+            return Ok(HttpResponse::Ok().json(DomainList {
+                items: Vec::new(),
+                next_cursor: None,
+            }))
+        }
+    };
     let filter = DomainFilter {
         status,
         name_contains: name.as_deref(),
-        tenant: tenant.as_ref().map(TenantId::as_str),
+        tenant,
     };
     let page = state
         .store

@@ -18,6 +18,7 @@ use crate::adapters::store::{is_unreachable_cause, StoreError};
 use crate::adapters::vault::VaultError;
 use crate::domain::access_token::AccessTokenError;
 use crate::domain::aggregate::DomainError;
+use crate::domain::tenant::OtherTenant;
 use crate::domain::webhook_endpoint::WebhookEndpointError;
 use crate::http::observe::current_request_id;
 
@@ -347,6 +348,12 @@ impl From<AggregateError<WebhookEndpointError>> for ApiError {
             AggregateError::UserError(refusal) => Self::Conflict(refusal.to_string()),
             other => Self::from_event_store(other, "webhook endpoint"),
         }
+    }
+}
+
+impl From<OtherTenant> for ApiError {
+    fn from(refusal: OtherTenant) -> Self {
+        Self::Forbidden(refusal.to_string())
     }
 }
 

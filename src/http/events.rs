@@ -11,11 +11,14 @@ use dns_handling_events::feed::FeedEvent;
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
 
+use super::auth::Role;
 use super::bodies::{CallerErrors, NotFoundError};
 use super::ApiError;
 use crate::adapters::store::StoreError;
 use crate::app_state::AppState;
+use crate::domain::tenant::Scope;
 use crate::read::feed_follower::{FeedConsumer, FeedFollower, Handed, Handled, Undecodable, Wait};
+use crate::read::tenant_filter::TenantFilter;
 use crate::tasks::AbortOnDrop;
 
 use super::SharedState;
@@ -112,7 +115,8 @@ pub struct FeedPage {
     pub next_after: i64,
 }
 
-/// `GET /events?after=&limit=&follow=`: the global feed. A consumer that keeps the last
+/// `GET /events?after=&limit=&follow=`: the global feed (a tenant token's: its domains' events
+/// only, so its page may hold fewer than `limit`; `next_after` is past every event read). A consumer that keeps the last
 /// position it processed and asks again from it never misses or repeats an event: positions
 /// are handed out in commit order (see the migrations).
 #[utoipa::path(
@@ -145,13 +149,27 @@ pub async fn feed(
             "follow=true streams: send Accept: application/x-ndjson".into(),
         ));
     }
+    // A tenant's feed: its domains' events only.
+    let mut filter = match Role::of(&request).scope() {
+        Scope::All => None,
+        Scope::Tenant(tenant) => Some(TenantFilter::new(
+            tenant,
+            state.views.clone(),
+            state.store.clone(),
+        )),
+    };
     if !wants_ndjson {
         let limit = super::page_limit(query.limit, 100, 1000)?;
         let items = state.store.events_after(after, limit).await?;
+        // Past every event read, kept or not, so a tenant's next page goes on from there.
         let next_after = items.last().map_or(after, |event| event.position);
+        let items = match filter.as_mut() {
+            Some(filter) => filter.keep(items).await?,
+            None => items,
+        };
         return Ok(HttpResponse::Ok().json(FeedPage { items, next_after }));
     }
-    let stream = ndjson_stream(state.get_ref().clone(), after, query.limit, follow);
+    let stream = ndjson_stream(state.get_ref().clone(), after, query.limit, follow, filter);
     Ok(HttpResponse::Ok()
         .content_type("application/x-ndjson")
         .streaming(stream))
@@ -171,6 +189,7 @@ fn ndjson_stream(
     after: i64,
     limit: Option<u32>,
     follow: bool,
+    filter: Option<TenantFilter>,
 ) -> impl futures::Stream<Item = Result<Bytes, actix_web::Error>> {
     // One batch in hand and one waiting at most: the client's pace paces the reads.
     let (lines, receiver) = tokio::sync::mpsc::channel(1);
@@ -180,6 +199,7 @@ fn ndjson_stream(
         follow,
         poll_interval: state.settings.feed_poll_interval,
         lines,
+        filter,
     };
     let follower = FeedFollower::new(state.store.clone(), stream);
     let stopping = state.stopping.clone();
@@ -208,6 +228,8 @@ struct StreamConsumer {
     follow: bool,
     poll_interval: std::time::Duration,
     lines: tokio::sync::mpsc::Sender<Result<Bytes, ApiError>>,
+    /// A tenant's stream: the events of its domains only.
+    filter: Option<TenantFilter>,
 }
 
 #[async_trait]
@@ -237,15 +259,21 @@ impl FeedConsumer for StreamConsumer {
 
     async fn handle(&mut self, rows: Vec<Handed<'_, FeedEvent>>) -> Result<Handled, StoreError> {
         let mut lines = Vec::with_capacity(rows.len() * 512);
+        let mut sent = 0u64;
         for handed in &rows {
+            if let Some(filter) = self.filter.as_mut() {
+                if !filter.admits(handed.row).await? {
+                    continue;
+                }
+            }
             lines.extend(handed.decoded.iter().flatten());
+            sent += 1;
         }
-        if self.lines.send(Ok(Bytes::from(lines))).await.is_err() {
+        // A tenant's batch may hold none of its events: nothing to send then.
+        if !lines.is_empty() && self.lines.send(Ok(Bytes::from(lines))).await.is_err() {
             return Ok(Handled::Finished);
         }
-        self.remaining = self
-            .remaining
-            .map(|left| left.saturating_sub(rows.len() as u64));
+        self.remaining = self.remaining.map(|left| left.saturating_sub(sent));
         Ok(match self.remaining {
             Some(0) => Handled::Finished,
             _ => Handled::All,

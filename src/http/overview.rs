@@ -151,9 +151,14 @@ pub async fn overview(
 /// `200` body of `GET /whoami`.
 #[derive(Debug, Serialize, utoipa::ToSchema)]
 pub struct WhoamiBody {
-    /// `admin` (may change things) or `auditor` (reads only).
+    /// `admin` (may change things), `auditor` (reads only), `edge` or `tenant` (its tenant's
+    /// domains only).
     #[schema(example = "auditor")]
     pub role: &'static str,
+    /// The tenant of a `tenant` token, whose domains are the only ones it sees.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    #[schema(example = "acct_123")]
+    pub tenant: Option<String>,
     /// The feed's last position now: a client that wants only what happens from now on
     /// follows `GET /events?after=` from here.
     pub feed_position: i64,
@@ -176,8 +181,13 @@ pub struct WhoamiBody {
     security(("bearer" = []))
 )]
 pub async fn whoami(state: SharedState, request: HttpRequest) -> Result<HttpResponse, ApiError> {
+    let role = Role::of(&request);
     Ok(HttpResponse::Ok().json(WhoamiBody {
-        role: Role::of(&request).label(),
+        role: role.label(),
+        tenant: match role {
+            Role::Tenant(tenant) => Some(tenant.into_string()),
+            _ => None,
+        },
         feed_position: state.store.feed_head().await?,
         audit_public_key: state.signer.public_key().to_owned(),
     }))

@@ -23,15 +23,17 @@ pub struct CreateToken {
     /// letters, digits, `-`, `_` or `.`, the user of its Basic credentials).
     #[schema(example = "deploy pipeline")]
     pub name: String,
-    /// `admin`, `auditor` or `edge` (`tenant` is refused until tenants are served).
+    /// `admin`, `auditor`, `edge` or `tenant` (with `tenant`: its domains only).
     #[schema(example = "auditor")]
     pub role: String,
-    /// The tenant of a `tenant` token; refused with any other role.
+    /// The tenant of a `tenant` token (required with it; refused with any other role): 1 to
+    /// 64 ASCII letters, digits, `_` or `-`, as domains take it.
     pub tenant: Option<String>,
     /// When it stops being accepted (RFC 3339, in the future); omitted: never.
     pub expires_at: Option<DateTime<Utc>>,
     /// The prefixes (CIDR, at most 32) the caller's address must be in; omitted or empty: any
-    /// address. The address is the connection's peer (behind a proxy, the proxy's).
+    /// address. The address is the connection's peer, or, from one of `TRUSTED_PROXIES`, the
+    /// right-most address of `X-Forwarded-For` that is not a trusted proxy's.
     #[schema(example = json!(["10.0.0.0/8"]))]
     pub allowed_from: Option<Vec<String>>,
 }
@@ -43,7 +45,7 @@ pub struct TokenBody {
     pub id: String,
     /// What it is for.
     pub name: String,
-    /// `admin`, `auditor` or `edge`.
+    /// `admin`, `auditor`, `edge` or `tenant`.
     pub role: &'static str,
     /// The tenant of a `tenant` token.
     #[serde(skip_serializing_if = "Option::is_none")]

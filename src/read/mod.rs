@@ -13,6 +13,7 @@ pub mod edge_stream;
 pub mod feed_follower;
 pub mod projector;
 pub mod stuck;
+pub mod tenant_filter;
 pub mod token_table;
 pub mod view_reader;
 pub mod zone_follower;

@@ -24,6 +24,7 @@ mod delegation;
 mod edge;
 mod health;
 mod layers;
+mod proxies;
 mod secret;
 mod tenants;
 mod values;
@@ -264,6 +265,14 @@ pub struct Settings {
     /// when unset.
     #[serde(deserialize_with = "tenants::domain_limit")]
     pub tenant_domain_limit: Option<u32>,
+    /// The proxies in front of the service (addresses or prefixes): from one of them, a
+    /// client's address is the right-most one of `X-Forwarded-For` that is not theirs. None by
+    /// default: the address is the connection's peer.
+    #[serde(
+        deserialize_with = "proxies::trusted_proxies",
+        serialize_with = "proxies::show"
+    )]
+    pub trusted_proxies: Vec<ipnet::IpNet>,
 }
 
 /// What CAA records do before an order (`CAA_CHECK`).
@@ -369,6 +378,7 @@ impl Default for Settings {
             health_check_concurrency: health::DEFAULT_CONCURRENCY,
             moved_after: Duration::from_secs(health::DEFAULT_MOVED_AFTER_SECS),
             tenant_domain_limit: None,
+            trusted_proxies: Vec::new(),
         }
     }
 }

@@ -474,7 +474,8 @@ def keyboard_only(driver):
     driver.execute_script("document.querySelector('.skip-link').focus()")
     keys = ActionChains(driver)
     visited = []
-    for _ in range(6):
+    # The sections (Domains, Overview, Register a domain, Tokens), Sign out, the two filters.
+    for _ in range(7):
         keys.send_keys(Keys.TAB).perform()
         active = driver.switch_to.active_element
         visited.append(active.get_attribute("id") or active.text)
@@ -504,6 +505,62 @@ def nothing_outlives_the_tab(driver):
     no_token_left(driver, AUDITOR_TOKEN, "after the tab closed")
 
 
+def tokens_page_makes_a_tenant_token_whose_sign_in_shows_only_its_domains(driver):
+    """The admin's tokens page makes a tenant token, showing its secret once; signed in with
+    it, the console lists that tenant's domain only; the page then revokes it."""
+    name = "tenant-only.example.test"
+    status, body = api("POST", "/domains", ADMIN_TOKEN, {"domain_name": name, "tenant": "acct_console"})
+    check(status == 201, "a domain of tenant acct_console is registered", str(body))
+    driver.get(BASE + "/console/")
+    sign_in(driver, ADMIN_TOKEN)
+    click_section(driver, "tokens")
+    wait(driver).until(when.visibility_of_element_located((By.ID, "token-form")))
+    driver.find_element(By.ID, "token-name").send_keys("console tenant")
+    Select(driver.find_element(By.ID, "token-role")).select_by_value("tenant")
+    driver.find_element(By.ID, "token-tenant").send_keys("acct_console")
+    click(driver, "token-create")
+    secret = wait(driver).until(when.visibility_of_element_located((By.ID, "token-secret"))).text.strip()
+    check(secret.startswith("dnsh_"), "the new token's secret is shown", secret)
+    axe(driver, "tokens")
+    shoot(driver, "11-tokens")
+    _, tokens = api("GET", "/tokens", ADMIN_TOKEN)
+    made = [token for token in tokens["items"] if token["name"] == "console tenant"]
+    check(len(made) == 1 and made[0]["tenant"] == "acct_console", "the token is made for its tenant", str(made))
+    token_id = made[0]["id"]
+    row = driver.find_element(By.CSS_SELECTOR, f'tr[data-token-id="{token_id}"]')
+    check("acct_console" in row.text and "active" in row.text, "the list shows it, active, with its tenant", row.text)
+    click_section(driver, "domains")
+    click_section(driver, "tokens")
+    wait(driver).until(when.visibility_of_element_located((By.ID, "token-table")))
+    check(secret not in driver.find_element(By.TAG_NAME, "body").text, "the secret is shown once only")
+
+    click(driver, "sign-out")
+    sign_in(driver, secret)
+    check("tenant acct_console" in driver.find_element(By.ID, "role").text, "the tenant is told its tenant")
+    wait(driver).until(when.presence_of_element_located((By.ID, "domain-table")))
+    rows = driver.find_elements(By.CSS_SELECTOR, "#domain-table tbody tr")
+    check([r.text.split()[0] for r in rows] == [name], "a tenant's console lists its own domain only", str([r.text for r in rows]))
+    for section in ("overview", "tokens", "register"):
+        link = driver.find_element(By.CSS_SELECTOR, f'[data-section="{section}"]')
+        check(not link.is_displayed(), f"a tenant is not offered the {section} page")
+    shoot(driver, "12-tenant-domains")
+
+    click(driver, "sign-out")
+    sign_in(driver, ADMIN_TOKEN)
+    click_section(driver, "tokens")
+    click(driver, f"revoke-{token_id}")
+    confirm(driver)
+    wait(driver).until(lambda d: "revoked" in d.find_element(By.CSS_SELECTOR, f'tr[data-token-id="{token_id}"] .token-status').text)
+    check(api("GET", "/whoami", secret)[0] == 401, "the revoked token is refused")
+    no_token_left(driver, secret, "after a tenant's session")
+
+
+def click_section(driver, section):
+    """Follows a link of the top bar."""
+    wait(driver).until(lambda d: d.find_element(By.CSS_SELECTOR, f'[data-section="{section}"]').click() or True)
+    wait(driver).until(lambda d: f"#/{section}" in d.current_url)
+
+
 def main():
     os.makedirs(SCREENSHOTS, exist_ok=True)
     driver = browser()
@@ -515,6 +572,7 @@ def main():
             admin_registers_and_issues(driver)
             a_refused_action_shows_the_api_error(driver)
             retry_puts_a_failed_domain_back_to_verified(driver)
+            tokens_page_makes_a_tenant_token_whose_sign_in_shows_only_its_domains(driver)
             readable_at_phone_width(driver)
             keyboard_only(driver)
             nothing_outlives_the_tab(driver)

@@ -52,6 +52,7 @@ async fn the_console_is_served_from_the_binary_with_a_policy_that_loads_only_its
     for (path, content_type) in [
         ("/console/", "text/html"),
         ("/console/console.js", "text/javascript"),
+        ("/console/tokens.js", "text/javascript"),
         ("/console/console.css", "text/css"),
     ] {
         // No token: the assets hold no data.

@@ -53,6 +53,7 @@ mod replicas;
 mod resilience;
 mod retired_ca;
 mod revocation;
+mod role_matrix;
 mod store_outage;
 mod tamper;
 mod tenants;

@@ -1,10 +1,12 @@
 //! Domains of tenants, on both stores: registered for a tenant (the tenant in the registration
 //! event, in the domain's view and in its `GET /domains?tenant=` list, for the admin and the
 //! auditors alike), verified like any domain; a malformed tenant refused, and a tenant over
-//! `TENANT_DOMAIN_LIMIT` refused with `403` naming the limit, nothing stored either way.
-//! Tenant tokens themselves are still refused at creation.
+//! `TENANT_DOMAIN_LIMIT` refused with `403` naming the limit, nothing stored either way; a
+//! tenant's token registering for its own tenant only and carrying its own domains through
+//! their lives (what it gets on every route is `role_matrix.rs`).
 
 use std::collections::HashMap;
+use std::time::Duration;
 
 use dns_handling_testkit::{pebble_and_database, Service, StoreKind};
 use serde_json::{json, Value};
@@ -194,7 +196,7 @@ async fn domains_belong_to_tenants_and_a_tenant_is_held_to_its_domain_limit(kind
         ["a.tenants.test", "a2.tenants.test"]
     );
 
-    // Another tenant has room; tenant tokens are still refused.
+    // Another tenant has room.
     let (code, other) = call(
         &service,
         "POST",
@@ -204,15 +206,88 @@ async fn domains_belong_to_tenants_and_a_tenant_is_held_to_its_domain_limit(kind
     )
     .await;
     assert_eq!(code, 201, "{other}");
-    let (code, token) = call(
+
+    // A tenant's token registers for its tenant only: naming another is refused, nothing
+    // stored; its own domains it verifies, issues, revokes, renews and removes.
+    let (code, made) = call(
         &service,
         "POST",
         "/tokens",
         ADMIN,
-        Some(json!({"name": "tenant a", "role": "tenant", "tenant": "acct_A"})),
+        Some(json!({"name": "tenant c", "role": "tenant", "tenant": "acct_C"})),
     )
     .await;
-    assert_eq!(code, 400, "{token}");
+    assert_eq!(code, 201, "{made}");
+    assert_eq!(made["tenant"], "acct_C", "{made}");
+    let tenant = made["secret"].as_str().expect("a secret").to_owned();
+    let (events, claims) = (
+        database.count("events").await,
+        database.count("domain_names").await,
+    );
+    let (code, refused) = call(
+        &service,
+        "POST",
+        "/domains",
+        &tenant,
+        // A tenant with room: only the scope refuses it.
+        Some(json!({"domain_name": "c1.tenants.test", "tenant": "acct_D"})),
+    )
+    .await;
+    assert_eq!(code, 403, "{refused}");
+    assert!(refused["error"]
+        .as_str()
+        .expect("an error")
+        .contains("acct_C"));
+    assert_eq!(database.count("events").await, events);
+    assert_eq!(database.count("domain_names").await, claims);
+    let (code, c) = call(
+        &service,
+        "POST",
+        "/domains",
+        &tenant,
+        Some(json!({"domain_name": "c.tenants.test"})),
+    )
+    .await;
+    assert_eq!((code, &c["tenant"]), (201, &json!("acct_C")), "{c}");
+    let c_id = c["id"].as_str().expect("an id").to_owned();
+    pebble.set_txt(
+        c["verification_record"]["name"].as_str().expect("a name"),
+        c["verification_token"].as_str().expect("a token"),
+    );
+    let path = |action: &str| format!("/domains/{c_id}{action}");
+    let (code, verified) = call(&service, "POST", &path("/verify"), &tenant, None).await;
+    assert_eq!(code, 200, "{verified}");
+    let (code, started) = call(&service, "POST", &path("/issue-certificate"), &tenant, None).await;
+    assert_eq!(code, 202, "{started}");
+    pebble.set_txt(
+        started["challenge_domain"].as_str().expect("a domain"),
+        started["expected_txt_value"].as_str().expect("a value"),
+    );
+    let view = service
+        .wait_for_status(&c_id, &["active", "failed"], Duration::from_secs(60))
+        .await;
+    assert_eq!(view["status"], "active", "{view}");
+    let (code, key) = call(&service, "GET", &path("/certificate/key"), &tenant, None).await;
+    assert_eq!(code, 403, "a tenant reads no private key: {key}");
+    let revoke = Some(json!({"reason": "superseded"}));
+    let (code, revoked) = call(
+        &service,
+        "POST",
+        &path("/certificate/revoke"),
+        &tenant,
+        revoke,
+    )
+    .await;
+    assert_eq!(code, 200, "{revoked}");
+    let (code, renewed) = call(&service, "POST", &path("/renew"), &tenant, None).await;
+    assert!(
+        ![401, 403, 404].contains(&code),
+        "a tenant renews its own: {code} {renewed}"
+    );
+    let (code, removed) = call(&service, "DELETE", &path(""), &tenant, None).await;
+    assert_eq!(code, 204, "{removed}");
+    let (code, gone) = call(&service, "GET", &path(""), &tenant, None).await;
+    assert_eq!(code, 404, "{gone}");
 }
 
 /// Six registrations for one tenant at once, spread over two replicas on PostgreSQL (one

@@ -17,8 +17,12 @@ pub enum TokensCommand {
         /// What it is for (an edge token's name is its edge's name)
         name: String,
         /// What it may do
-        #[arg(long, value_parser = ["admin", "auditor", "edge"])]
+        #[arg(long, value_parser = ["admin", "auditor", "edge", "tenant"])]
         role: String,
+        /// The tenant of a `tenant` token (required with it, refused with any other role):
+        /// the token sees and acts on this tenant's domains only
+        #[arg(long, value_name = "ID")]
+        tenant: Option<String>,
         /// When it stops being accepted (RFC 3339, e.g. 2027-01-31T00:00:00Z); none: never
         #[arg(long, value_name = "TIME")]
         expires_at: Option<String>,
@@ -45,10 +49,14 @@ pub(super) async fn dispatch(client: &Client, command: TokensCommand) -> anyhow:
         TokensCommand::Create {
             name,
             role,
+            tenant,
             expires_at,
             allowed_from,
         } => {
             let mut body = json!({ "name": name, "role": role });
+            if let Some(tenant) = tenant {
+                body["tenant"] = json!(tenant);
+            }
             if let Some(expires_at) = expires_at {
                 body["expires_at"] = json!(expires_at);
             }
@@ -104,9 +112,14 @@ fn tokens_table(tokens: &[Value]) -> String {
             .flatten()
             .filter_map(Value::as_str)
             .collect();
+        // A tenant token's role names its tenant: `tenant:acct_123`.
+        let role = match token["tenant"].as_str() {
+            Some(tenant) => format!("{}:{tenant}", text(&token["role"])),
+            None => text(&token["role"]).to_owned(),
+        };
         rows.push(vec![
             text(&token["id"]).to_owned(),
-            text(&token["role"]).to_owned(),
+            role,
             text(&token["status"]).to_owned(),
             text(&token["expires_at"]).to_owned(),
             text(&token["last_used_at"]).to_owned(),
@@ -134,5 +147,14 @@ mod tests {
         assert!(listed.contains("t1  auditor  active"), "{listed}");
         assert!(listed.contains("any"), "{listed}");
         assert!(!listed.contains("dnsh_never"), "{listed}");
+    }
+
+    #[test]
+    fn the_list_names_a_tenant_token_s_tenant_in_its_role() {
+        let listed = tokens_table(&[json!({
+            "id": "t2", "role": "tenant", "tenant": "acct_1", "status": "active", "name": "x",
+            "allowed_from": []
+        })]);
+        assert!(listed.contains("t2  tenant:acct_1  active"), "{listed}");
     }
 }

@@ -119,12 +119,25 @@ fn a_tenant_token_without_its_tenant_is_refused() {
 }
 
 #[test]
-fn a_tenant_token_is_refused_while_tenants_are_not_built() {
-    let mut command = create("tenant", Utc::now());
+fn a_tenant_token_is_created_with_its_tenant_and_a_bad_tenant_is_refused() {
+    let at = Utc::now();
+    let mut command = create("tenant", at);
     if let AccessTokenCommand::Create { tenant, .. } = &mut command {
         *tenant = Some("acct_123".into());
     }
-    refused(command, AccessTokenError::TenantsUnavailable);
+    let mut expected = created(at);
+    if let AccessTokenEvent::TokenCreated { role, tenant, .. } = &mut expected {
+        *role = "tenant".into();
+        *tenant = Some("acct_123".into());
+    }
+    TokenTest::with(())
+        .given_no_previous_events()
+        .when(command.clone())
+        .then_expect_events(vec![expected]);
+    if let AccessTokenCommand::Create { tenant, .. } = &mut command {
+        *tenant = Some("acct 123".into());
+    }
+    refused(command, AccessTokenError::BadTenant);
 }
 
 #[test]

@@ -15,7 +15,7 @@
   /** The signed-in session: the token, the role it gives, the feed being followed, the key the
    *  service itself signs its checkpoints with (from `GET /whoami`, never from a checkpoint row),
    *  and the key an auditor pasted, which then takes its place. */
-  const session = { token: null, role: null, feedPosition: 0, follow: null, serviceKey: null, pastedKey: null };
+  const session = { token: null, role: null, tenant: null, feedPosition: 0, follow: null, serviceKey: null, pastedKey: null };
   /** Paging of the domain list: the cursors of the pages before, for the current filters. */
   const listPaging = { filters: null, cursors: [null], page: 0 };
   /** What the page shows now, so that the feed knows what to refresh. */
@@ -125,6 +125,7 @@
     try {
       const who = await api('GET', '/whoami');
       session.role = who.role;
+      session.tenant = who.tenant || null;
       session.feedPosition = who.feed_position;
       session.serviceKey = who.audit_public_key || null;
     } catch (failure) {
@@ -136,7 +137,9 @@
     $('sections').hidden = false;
     $('sign-out').hidden = session.token === '';
     for (const link of document.querySelectorAll('[data-admin-only]')) link.hidden = session.role !== 'admin';
-    $('role').textContent = `Signed in: ${session.role}`;
+    // A tenant's token sees its own domains and nothing of the service as a whole.
+    for (const link of document.querySelectorAll('[data-not-tenant]')) link.hidden = session.role === 'tenant';
+    $('role').textContent = session.tenant ? `Signed in: tenant ${session.tenant}` : `Signed in: ${session.role}`;
     startFollowing();
     if (!location.hash || location.hash === '#') location.hash = '#/domains';
     else route();
@@ -145,6 +148,7 @@
   function signOut(message) {
     session.token = null;
     session.role = null;
+    session.tenant = null;
     session.serviceKey = null;
     session.pastedKey = null;
     if (session.follow) session.follow.abort();
@@ -244,7 +248,10 @@
     if (section === 'domain' && parts[1]) await showDomain(decodeURIComponent(parts[1]));
     else if (section === 'overview') await showOverview();
     else if (section === 'register') showRegister();
-    else await showList(parameters);
+    else if (pages[section]) {
+      current = { kind: section, id: null, refresh: null };
+      await pages[section](parameters);
+    } else await showList(parameters);
     $('main').focus({ preventScroll: true });
   }
 
@@ -816,6 +823,18 @@
     error.tabIndex = -1;
     setView('Register', h('h1', { text: 'Register a domain' }), form);
   }
+
+  // ---- Pages in files of their own ------------------------------------------------------------
+
+  /** Pages whose script is a file of its own (`tokens.js`), by section. */
+  const pages = {};
+
+  /** What such a file draws with; it adds its page with `addPage`. */
+  window.dnsConsole = Object.freeze({
+    h, api, setView, confirmAction, formatTime, announce,
+    role: () => session.role,
+    addPage: (section, show) => { pages[section] = show; },
+  });
 
   // ---- Start -------------------------------------------------------------------------------
 
