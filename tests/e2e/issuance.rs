@@ -125,6 +125,7 @@ async fn issues_a_certificate_end_to_end(kind: StoreKind) {
         [
             "DomainRegistered",
             "OwnershipVerified",
+            "HealthChanged",
             "CertificateRequested",
             "ChallengeRecordObserved",
             "CertificateIssued"

@@ -43,6 +43,7 @@ mod caa;
 mod edge;
 mod edge_deliveries;
 mod edge_stream;
+mod health;
 mod issue;
 mod names;
 mod renew;
