@@ -361,6 +361,7 @@ async fn the_health_checker_stops_when_its_lease_is_taken_and_another_replica_ta
     let database = TestDatabase::create(StoreKind::Postgres).await;
     let mut env = service_env(&pebble, &database);
     env.insert("LEASE_TTL".into(), "3s".into());
+    env.insert("WEBHOOK_TIMEOUT".into(), "2s".into());
     env.insert("HEALTH_CHECK_INTERVAL".into(), "1s".into());
     let replica = |name: &str| {
         let mut env = env.clone();
