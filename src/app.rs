@@ -289,9 +289,9 @@ impl Application {
         background.push(spawn_supervised("webhook-sending", move || {
             deliveries::sending::send_messages(sending.clone())
         }));
-        let checking = state.clone();
+        let (checking, checking_pollers) = (state.clone(), supervisor.clone());
         background.push(spawn_supervised("health-checks", move || {
-            crate::actors::check_health_continuously(checking.clone())
+            crate::actors::check_health_continuously(checking.clone(), checking_pollers.clone())
         }));
 
         let listener = TcpListener::bind(settings.server_addr)

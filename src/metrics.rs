@@ -8,7 +8,7 @@
 use std::sync::LazyLock;
 use std::time::Duration;
 
-use dns_handling_events::DomainStatus;
+use dns_handling_events::{CheckOutcome, DomainStatus};
 use prometheus_client::encoding::EncodeLabelSet;
 use prometheus_client::metrics::counter::Counter;
 use prometheus_client::metrics::family::Family;
@@ -29,6 +29,8 @@ pub const CONTENT_TYPE: &str = "application/openmetrics-text; version=1.0.0; cha
 pub struct ScrapeFigures {
     /// Domains by status as the contract spells it (and `removed`).
     pub domains_by_status: Vec<(String, i64)>,
+    /// Live domains by each check's worst outcome over their names: `((check, outcome), count)`.
+    pub domains_by_health: Vec<((String, String), i64)>,
     /// Certificates in service ending within each horizon (`expired`, `1d`, `7d`, `30d`, `all`).
     pub certificates_expiring: [(&'static str, i64); 5],
     /// Seconds the most overdue renewal-scheduler work has waited (0 when none).
@@ -72,6 +74,16 @@ pub struct StatusLabel {
     pub status: &'static str,
 }
 
+/// The labels of `domains_health`.
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct HealthLabels {
+    /// `routing`, `delegation` or `caa`.
+    pub check: &'static str,
+    /// The domain's worst outcome of that check: `ok`, `elsewhere`, `missing`, `forbidden`,
+    /// `unknown`.
+    pub outcome: &'static str,
+}
+
 /// A single `within` label: a horizon of time to expiry.
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 pub struct WithinLabel {
@@ -88,6 +100,8 @@ pub struct Metrics {
     pub http_requests: Family<HttpLabels, Counter>,
     /// Domains by status, refreshed from the store at each scrape.
     pub domains: Family<StatusLabel, Gauge>,
+    /// Live domains by check and worst outcome, refreshed from the store at each scrape.
+    pub domains_health: Family<HealthLabels, Gauge>,
     /// Seconds from `issue-certificate` to `active`, for the orders this process finished.
     pub issuance_duration: Histogram,
     /// TXT lookups of the pollers by outcome: `found`, `not_found`, `lookup_failed`.
@@ -207,6 +221,16 @@ const STATUSES: [&str; 8] = [
     "removed",
 ];
 
+/// The checks and outcomes reported by the `domains_health` gauge, zero included.
+const HEALTH_CHECKS: [&str; 3] = ["routing", "delegation", "caa"];
+const HEALTH_OUTCOMES: [CheckOutcome; 5] = [
+    CheckOutcome::Ok,
+    CheckOutcome::Elsewhere,
+    CheckOutcome::Missing,
+    CheckOutcome::Forbidden,
+    CheckOutcome::Unknown,
+];
+
 fn append_histogram() -> Histogram {
     // 0.1 ms … ~3.3 s: a SQLite append is well under a millisecond, a loaded PostgreSQL more.
     Histogram::new(exponential_buckets(0.0001, 2.0, 16))
@@ -223,6 +247,12 @@ impl Metrics {
         );
         let domains = Family::<StatusLabel, Gauge>::default();
         registry.register("domains", "Domains by status", domains.clone());
+        let domains_health = Family::<HealthLabels, Gauge>::default();
+        registry.register(
+            "domains_health",
+            "Live domains by health check and the worst outcome over their names",
+            domains_health.clone(),
+        );
         // 1 s … ~2.3 h: a certificate takes seconds once DNS is right, minutes while it is not.
         let issuance_duration = Histogram::new(exponential_buckets(1.0, 2.0, 14));
         registry.register(
@@ -385,6 +415,7 @@ impl Metrics {
         Self {
             edge,
             registry,
+            domains_health,
             feed_consumer_stuck,
             ca_new_orders_left,
             ca_refusals,
@@ -492,6 +523,20 @@ impl Metrics {
             self.domains
                 .get_or_create(&StatusLabel { status })
                 .set(count);
+        }
+        for check in HEALTH_CHECKS {
+            for outcome in HEALTH_OUTCOMES.map(CheckOutcome::as_str) {
+                let count = figures
+                    .domains_by_health
+                    .iter()
+                    .find(|((known_check, known_outcome), _)| {
+                        known_check == check && known_outcome == outcome
+                    })
+                    .map_or(0, |(_, count)| *count);
+                self.domains_health
+                    .get_or_create(&HealthLabels { check, outcome })
+                    .set(count);
+            }
         }
         for (within, count) in figures.certificates_expiring {
             self.certificates_expiring

@@ -1,19 +1,23 @@
 //! The periodic health checker: every `active`, `expired`, `verified` and `moved` domain's DNS is
 //! checked once per `HEALTH_CHECK_INTERVAL`, the checks of a pass spread evenly over the
 //! interval (a steady trickle of queries, never a burst) with at most
-//! `HEALTH_CHECK_CONCURRENCY` at once, on the one replica holding the `all-domains#health-checks` lease.
+//! `HEALTH_CHECK_CONCURRENCY` at once, on the one replica holding the `all-domains#health-checks`
+//! lease (and only while it holds it).
 //! What a check finds is recorded by the aggregate, only when an outcome changed
-//! (`use_cases::health`).
+//! (`use_cases::health`); a domain `moved` for `MOVED_REMOVE_AFTER` is then removed, its
+//! certificate revoked.
 
 use std::sync::Arc;
 use std::time::Duration;
 
+use actix::Addr;
 use dns_handling_events::DomainStatus;
 use futures::StreamExt;
 use tokio::time::Instant;
 
+use super::supervisor::Supervisor;
 use crate::app_state::{AppState, CommandOrigin};
-use crate::use_cases::health::check_domain;
+use crate::use_cases::health::{check_domain, remove_if_moved_long_enough};
 use crate::use_cases::work_lease::WorkLease;
 
 /// The lease that keeps the checks on one replica: a work lease's name (`<domain id>#<work>`,
@@ -32,15 +36,29 @@ const CHECKED: [DomainStatus; 4] = [
 /// Domain views read per page when a pass lists the domains to check.
 const PAGE: u32 = 500;
 
-/// Runs the passes for the life of the process, once this replica holds the lease (another
-/// replica takes it over when this one stops extending it).
-pub async fn check_health_continuously(state: Arc<AppState>) {
-    let _lease = hold_lease(&state).await;
+/// Runs the passes for the life of the process while this replica holds the lease: when the
+/// lease is lost (another replica took it after this one failed to extend it), the pass under
+/// way stops and this replica waits to take the lease again.
+pub async fn check_health_continuously(state: Arc<AppState>, pollers: Addr<Supervisor>) {
+    loop {
+        let mut lease = hold_lease(&state).await;
+        tracing::info!("this replica checks the domains' health");
+        tokio::select! {
+            () = lease.lost() => {
+                tracing::warn!("the health checks' lease was lost: another replica checks");
+            }
+            () = run_passes(&state, &pollers) => {}
+        }
+    }
+}
+
+/// One pass per `HEALTH_CHECK_INTERVAL`, for ever.
+async fn run_passes(state: &AppState, pollers: &Addr<Supervisor>) {
     loop {
         let started = Instant::now();
         let interval = state.settings.health_check_interval;
-        match domains_to_check(&state).await {
-            Ok(ids) => check_spread(&state, ids, started, interval).await,
+        match domains_to_check(state).await {
+            Ok(ids) => check_spread(state, pollers, ids, started, interval).await,
             Err(error) => tracing::warn!(%error, "could not list the domains to check; next pass"),
         }
         tokio::time::sleep_until(started + interval).await;
@@ -82,8 +100,14 @@ async fn domains_to_check(
 }
 
 /// Checks `ids`, the `n`-th no earlier than `started + n × interval / len`, at most
-/// `HEALTH_CHECK_CONCURRENCY` at once.
-async fn check_spread(state: &AppState, ids: Vec<String>, started: Instant, interval: Duration) {
+/// `HEALTH_CHECK_CONCURRENCY` at once; a domain moved for `MOVED_REMOVE_AFTER` is removed.
+async fn check_spread(
+    state: &AppState,
+    pollers: &Addr<Supervisor>,
+    ids: Vec<String>,
+    started: Instant,
+    interval: Duration,
+) {
     let spacing = slot_spacing(interval, ids.len());
     let concurrency = state.settings.health_check_concurrency;
     futures::stream::iter(ids.into_iter().enumerate())
@@ -91,8 +115,15 @@ async fn check_spread(state: &AppState, ids: Vec<String>, started: Instant, inte
             let slot = started + spacing * u32::try_from(place).unwrap_or(u32::MAX);
             tokio::time::sleep_until(slot).await;
             let origin = CommandOrigin::actor("health-checker");
-            if let Err(error) = check_domain(state, &id, origin).await {
-                tracing::warn!(domain_id = %id, %error, "a health check could not be recorded");
+            let view = match check_domain(state, &id, origin.clone()).await {
+                Ok((_, view)) => view,
+                Err(error) => {
+                    tracing::warn!(domain_id = %id, %error, "a health check could not be recorded");
+                    return;
+                }
+            };
+            if let Err(error) = remove_if_moved_long_enough(state, pollers, &view, origin).await {
+                tracing::warn!(domain_id = %id, %error, "a domain moved for MOVED_REMOVE_AFTER could not be removed; next pass");
             }
         })
         .await;

@@ -7,6 +7,7 @@
 
 use std::net::IpAddr;
 
+use chrono::{DateTime, Utc};
 use dns_handling_events::{CheckOutcome, HealthReport, NameCheck};
 use ipnet::IpNet;
 
@@ -243,6 +244,16 @@ pub fn caa_check(name: &str, relevant: Result<&NameCaa, &str>, cas: &[CaaCa]) ->
         expected,
         found,
     }
+}
+
+/// Whether a domain `moved` since `moved_since` is to be removed at `now` under
+/// `MOVED_REMOVE_AFTER` (`remove_after`; unset, never).
+pub fn moved_long_enough(
+    moved_since: DateTime<Utc>,
+    remove_after: Option<chrono::Duration>,
+    now: DateTime<Utc>,
+) -> bool {
+    remove_after.is_some_and(|after| now - moved_since >= after)
 }
 
 #[cfg(test)]

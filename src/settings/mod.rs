@@ -261,6 +261,13 @@ pub struct Settings {
     /// check after check, before it is `moved` (no renewal ordered).
     #[serde(with = "duration")]
     pub moved_after: Duration,
+    /// How long a domain stays `moved` before it is removed, its certificate revoked
+    /// (`cessationOfOperation`). Unset, a moved domain is never removed.
+    #[serde(
+        deserialize_with = "parse::optional_duration",
+        serialize_with = "show::optional_duration"
+    )]
+    pub moved_remove_after: Option<Duration>,
     /// How many live domains one tenant may hold; a registration over it is refused. No limit
     /// when unset.
     #[serde(deserialize_with = "tenants::domain_limit")]
@@ -377,6 +384,7 @@ impl Default for Settings {
             health_check_interval: Duration::from_secs(health::DEFAULT_INTERVAL_SECS),
             health_check_concurrency: health::DEFAULT_CONCURRENCY,
             moved_after: Duration::from_secs(health::DEFAULT_MOVED_AFTER_SECS),
+            moved_remove_after: None,
             tenant_domain_limit: None,
             trusted_proxies: Vec::new(),
         }

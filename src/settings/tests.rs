@@ -432,3 +432,18 @@ fn the_health_settings_are_read_with_their_defaults_and_a_bad_target_names_the_v
         Settings::from_map(&vars(&[("ROUTING_TARGETS", "203.0.113.0/99")])).expect_err("invalid");
     assert_eq!(error.name, "ROUTING_TARGETS");
 }
+
+#[test]
+fn moved_remove_after_is_unset_by_default_and_a_bad_value_names_the_variable() {
+    assert_eq!(Settings::default().moved_remove_after, None);
+    let settings = Settings::from_map(&vars(&[("MOVED_REMOVE_AFTER", "7d")])).expect("valid");
+    assert_eq!(
+        settings.moved_remove_after,
+        Some(Duration::from_secs(7 * 86_400))
+    );
+    for bad in ["a week", "0s"] {
+        let error = Settings::from_map(&vars(&[("MOVED_REMOVE_AFTER", bad)])).expect_err(bad);
+        assert_eq!(error.name, "MOVED_REMOVE_AFTER", "{error}");
+        assert_eq!(error.value, bad, "{error}");
+    }
+}

@@ -6,7 +6,7 @@
 
 use std::fmt;
 
-use crate::adapters::caa::{relevant_caa, CaaLookup};
+use crate::adapters::caa::CaaLookup;
 use crate::app_state::AppState;
 use crate::domain::caa::{decide, CaaCa, CaaRefusal, NameCaa};
 use crate::metrics::METRICS;
@@ -45,23 +45,21 @@ impl fmt::Display for CaaForbids {
 }
 
 /// Which configured CAs (by their place in `state.issuers.configured()`) an order for `names`
-/// may go to: all but those CAA forbids, or [`CaaForbids`] when it forbids them all under
+/// may go to, by the relevant CAA records `found` for each (the health check before the order
+/// looked them up): all but those CAA forbids, or [`CaaForbids`] when it forbids them all under
 /// `enforce`.
 pub(super) async fn permitted_cas(
     state: &AppState,
     names: &[String],
+    found: &[CaaLookup],
 ) -> Result<Vec<bool>, CaaForbids> {
     let configured = state.issuers.configured();
     let everyone = vec![true; configured.len()];
     if state.settings.caa_check == CaaCheck::Off {
         return Ok(everyone);
     }
-    let lookups = names
-        .iter()
-        .map(|name| relevant_caa(state.dns.as_ref(), name));
-    let found = futures::future::join_all(lookups).await;
     let mut relevant = Vec::new();
-    for (name, lookup) in names.iter().zip(&found) {
+    for (name, lookup) in names.iter().zip(found) {
         match lookup {
             CaaLookup::Failed(error) => {
                 // cert-manager's lesson: a resolver that cannot see the truth must not stop

@@ -1,21 +1,25 @@
 //! Domain health: checking what the DNS says of a domain's names now (routing, delegation,
 //! CAA) and recording it, which the aggregate does only when an outcome changed. Called alike
-//! by the periodic checker and by `POST /domains/{id}/health`.
+//! by the periodic checker, by `POST /domains/{id}/health` and before every order.
 
 use chrono::{DateTime, Utc};
 use cqrs_es::AggregateError;
-use dns_handling_events::{HealthReport, NameCheck, Validation};
+use dns_handling_events::{DomainStatus, HealthReport, NameCheck, Validation};
 use dns_handling_projections::DomainView;
 
 use super::caa::caa_identities;
 use super::command::execute;
-use super::{live_view, DomainMissing};
+use super::remove::remove;
+use super::revoke::RevokeError;
+use super::{live_view, DomainMissing, Pollers};
 use crate::adapters::caa::{relevant_caa, CaaLookup};
 use crate::adapters::store::StoreError;
 use crate::app_state::{AppState, CommandOrigin};
 use crate::domain::aggregate::{CustomDomainCommand, DomainError};
 use crate::domain::caa::CaaCa;
-use crate::domain::health::{caa_check, delegation_check, routed_names, routing_check, Resolution};
+use crate::domain::health::{
+    caa_check, delegation_check, moved_long_enough, routed_names, routing_check, Resolution,
+};
 use crate::metrics::METRICS;
 use crate::settings::CaaCheck;
 
@@ -57,10 +61,65 @@ pub async fn check_domain(
     let view = live_view::<HealthError>(state, domain_id).await?;
     let checked_at = Utc::now();
     let report = Box::pin(health_report(state, &view)).await;
+    record(state, domain_id, report.clone(), checked_at, origin).await?;
+    let after = live_view::<HealthError>(state, domain_id).await?;
+    Ok((HealthCheck { report, checked_at }, after))
+}
+
+/// Removes a domain `moved` for `MOVED_REMOVE_AFTER` (`view` as a check left it; its
+/// `updated_at` is when it moved, nothing else of its lifecycle happening while it is moved),
+/// its certificate revoked first (`cessationOfOperation`), through the same use case as
+/// `DELETE /domains/{id}?revoke=true`: if the CA cannot revoke, nothing is removed and the next
+/// check tries again. Answers whether it removed the domain.
+pub async fn remove_if_moved_long_enough(
+    state: &AppState,
+    pollers: &dyn Pollers,
+    view: &DomainView,
+    origin: CommandOrigin,
+) -> Result<bool, RevokeError> {
+    let remove_after = state
+        .settings
+        .moved_remove_after
+        .map(|after| chrono::Duration::from_std(after).unwrap_or(chrono::Duration::MAX));
+    let moved = view.status == DomainStatus::Moved && !view.removed;
+    if !moved || !moved_long_enough(view.updated_at, remove_after, Utc::now()) {
+        return Ok(false);
+    }
+    remove(state, pollers, &view.id, true, origin).await?;
+    tracing::info!(domain_id = %view.id, moved_at = %view.updated_at, "a domain moved for MOVED_REMOVE_AFTER was removed");
+    Ok(true)
+}
+
+/// The full check made before every order (first issuance, renewal, manual renewal): recorded
+/// like a periodic one (only what changed), and its CAA lookups answered, so that the decision
+/// of which CAs may take the order (`caa::permitted_cas`) looks no name up twice. A report that
+/// cannot be recorded never holds the order back: it is logged and counted.
+pub(super) async fn check_before_order(
+    state: &AppState,
+    view: &DomainView,
+    origin: CommandOrigin,
+) -> Vec<CaaLookup> {
+    let checked_at = Utc::now();
+    let (report, caa) = Box::pin(health_report_and_caa(state, view)).await;
+    if let Err(error) = record(state, &view.id, report, checked_at, origin).await {
+        tracing::warn!(domain_id = %view.id, %error, "the health check before an order could not be recorded; the order goes on");
+    }
+    caa
+}
+
+/// Gives a report found at `checked_at` to the aggregate (which records only a change), and
+/// counts the check.
+async fn record(
+    state: &AppState,
+    domain_id: &str,
+    report: HealthReport,
+    checked_at: DateTime<Utc>,
+    origin: CommandOrigin,
+) -> Result<(), HealthError> {
     let moved_after =
         chrono::Duration::from_std(state.settings.moved_after).unwrap_or(chrono::Duration::MAX);
     let command = CustomDomainCommand::RecordHealth {
-        report: report.clone(),
+        report,
         moved_after,
         at: checked_at,
     };
@@ -71,25 +130,34 @@ pub async fn check_domain(
         "failed"
     });
     recorded?;
-    let after = live_view::<HealthError>(state, domain_id).await?;
-    Ok((HealthCheck { report, checked_at }, after))
+    Ok(())
 }
 
 /// What the DNS says of the domain's names now: routing when `ROUTING_TARGETS` is set,
 /// delegation when the domain's last order was delegated, CAA unless `CAA_CHECK=off`.
 pub async fn health_report(state: &AppState, view: &DomainView) -> HealthReport {
+    Box::pin(health_report_and_caa(state, view)).await.0
+}
+
+/// [`health_report`], and the CAA lookup of each name it was made of (none with
+/// `CAA_CHECK=off`).
+async fn health_report_and_caa(
+    state: &AppState,
+    view: &DomainView,
+) -> (HealthReport, Vec<CaaLookup>) {
     let names = view.names();
     let (routing, delegation, caa) = futures::future::join3(
         routing(state, &names),
         delegation(state, view),
-        caa(state, &names),
+        caa_lookups(state, &names),
     )
     .await;
-    HealthReport {
+    let report = HealthReport {
         routing,
         delegation,
-        caa,
-    }
+        caa: Box::pin(caa_checks(state, &names, &caa)).await,
+    };
+    (report, caa)
 }
 
 /// Each name but the wildcards, resolved through the service's resolvers.
@@ -151,18 +219,23 @@ async fn delegation(state: &AppState, view: &DomainView) -> Vec<NameCheck> {
         .collect()
 }
 
-/// Each name's relevant CAA records, judged for the configured CAs whose identities are known.
-async fn caa(state: &AppState, names: &[String]) -> Vec<NameCheck> {
+/// Each name's relevant CAA records (none looked up with `CAA_CHECK=off`).
+async fn caa_lookups(state: &AppState, names: &[String]) -> Vec<CaaLookup> {
     if state.settings.caa_check == CaaCheck::Off {
         return Vec::new();
     }
     let lookups = names
         .iter()
         .map(|name| relevant_caa(state.dns.as_ref(), name));
-    let found = futures::future::join_all(lookups).await;
+    futures::future::join_all(lookups).await
+}
+
+/// Each name's relevant CAA records (`found`, in the order of `names`), judged for the
+/// configured CAs whose identities are known.
+async fn caa_checks(state: &AppState, names: &[String], found: &[CaaLookup]) -> Vec<NameCheck> {
     let relevant: Vec<_> = names
         .iter()
-        .zip(&found)
+        .zip(found)
         .filter_map(|(name, lookup)| lookup.for_name(name))
         .collect();
     // The CAs' identities are asked for only when some name has records to judge them by.
@@ -177,7 +250,7 @@ async fn caa(state: &AppState, names: &[String]) -> Vec<NameCheck> {
     };
     names
         .iter()
-        .zip(&found)
+        .zip(found)
         .map(|(name, lookup)| match lookup {
             CaaLookup::Failed(error) => caa_check(name, Err(&error.to_string()), &cas),
             found => match found.for_name(name) {

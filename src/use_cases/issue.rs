@@ -8,6 +8,7 @@ use dns_handling_projections::DomainView;
 
 use super::caa::CaaForbids;
 use super::command::{execute, refusal};
+use super::health::check_before_order;
 use super::place_order::{place_order, PlaceOrderError};
 use super::{live_view, DomainMissing, Pollers};
 use crate::adapters::acme::AcmeError;
@@ -78,8 +79,9 @@ pub async fn issue(
         at: Utc::now(),
     };
     refusal(state, domain_id, probe).await?;
+    let caa = Box::pin(check_before_order(state, &view, origin.clone())).await;
     let settings = &state.settings;
-    let order = place_order(state, &view, None, settings.poll_timeout).await?;
+    let order = place_order(state, &view, &caa, None, settings.poll_timeout).await?;
     // The order URL is persisted before any poller exists: from here on a crash resumes this
     // order instead of creating a second one.
     let command = CustomDomainCommand::RequestCertificate {

@@ -13,6 +13,7 @@ use instant_acme::CertificateIdentifier;
 use super::budgets::{check_name_budgets, refund_order_budget, spend_order_budget};
 use super::caa::{permitted_cas, CaaForbids};
 use crate::adapters::acme::{AcmeError, CertificateAuthority, CreatedOrder};
+use crate::adapters::caa::CaaLookup;
 use crate::app_state::AppState;
 use crate::domain::delegation::{DelegationRecord, DelegationZone};
 
@@ -35,16 +36,18 @@ pub enum PlaceOrderError {
 /// `replaces`) and gives what the aggregate records of it: polled every `POLL_INTERVAL`,
 /// waiting for its records for `wait`. With delegated validation on, the order is `delegated`
 /// when every name's `_acme-challenge` is a CNAME to its record in the service's zone, and
-/// `manual`, saying why, when one is not. Only CAs the names' CAA records permit are asked.
+/// `manual`, saying why, when one is not. Only CAs the names' CAA records (`caa`, each name's
+/// as the health check before the order found them) permit are asked.
 pub async fn place_order(
     state: &AppState,
     view: &DomainView,
+    caa: &[CaaLookup],
     replaces: Option<Replaces<'_>>,
     wait: Duration,
 ) -> Result<OrderDetails, PlaceOrderError> {
     let names = view.names();
     // Before anything is asked of a CA: an order CAA forbids would be spent for nothing.
-    let permitted = Box::pin(permitted_cas(state, &names)).await?;
+    let permitted = Box::pin(permitted_cas(state, &names, caa)).await?;
     // Each step boxed: inline, their futures made a request's future overflow the stack of an
     // actix worker.
     let delegation = match state.settings.delegation() {

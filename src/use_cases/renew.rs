@@ -9,6 +9,7 @@ use dns_handling_projections::DomainView;
 
 use super::caa::CaaForbids;
 use super::command::{execute, refusal};
+use super::health::check_before_order;
 use super::issue::order_for;
 use super::place_order::{place_order, PlaceOrderError};
 use super::work_lease::WorkLease;
@@ -145,6 +146,16 @@ async fn start_renewal_holding_lease(
         return Err(RenewError::Busy("the certificate was renewed meanwhile"));
     }
     let view = &view;
+    // The domain's health checked and recorded first; a check that finds it moved leaves it
+    // unrenewed (the aggregate, asked again, refuses), before anything is asked of a CA.
+    let caa = Box::pin(check_before_order(state, view, origin.clone())).await;
+    let probe = CustomDomainCommand::RequestRenewal {
+        order: order_for(view),
+        reason,
+        replaces: None,
+        at: Utc::now(),
+    };
+    refusal(state, &view.id, probe).await?;
     // What the renewal replaces, and the CA that issued it: the only one told (ARI).
     let replaces = match state.store.certificate_view(&view.id).await {
         Ok(Some(certificate))
@@ -159,6 +170,7 @@ async fn start_renewal_holding_lease(
     let order = place_order(
         state,
         view,
+        &caa,
         replaces
             .as_ref()
             .map(|(identifier, directory)| (identifier, directory.as_str())),

@@ -266,6 +266,12 @@ def auditor_reads(driver):
     check("by admin via http (POST /domains)" in timeline, "the timeline says who caused each event", timeline[:500])
     check(driver.find_elements(By.CSS_SELECTOR, "#certificate-table tbody tr"),
           "the domain page lists its certificates")
+    health = [row.text for row in driver.find_elements(By.CSS_SELECTOR, "#health-table tbody tr")]
+    check(any("CAA" in row and "console-active.example.test" in row and "no CAA records" in row for row in health),
+          "the domain page shows its health, check by check and name by name", str(health))
+    problems = driver.find_elements(By.ID, "health-problems")
+    check(problems and problems[0].text == "No problems found.", "a healthy domain is said to have no problems",
+          problems[0].text if problems else "no problems shown")
     check(not driver.find_elements(By.CSS_SELECTOR, "button[id^=action-]"), "an auditor sees no actions")
     axe(driver, "domain")
     shoot(driver, "03-domain-auditor")

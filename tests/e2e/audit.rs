@@ -349,9 +349,10 @@ async fn history_feed_replay_audit_and_export_tell_the_same_story(kind: StoreKin
     let (status, report, _) = run_command(BINARY, &env, &["audit", "verify"]);
     assert!(status.success(), "{report}");
     assert!(report.contains(" 0 broken"), "{report}");
+    // Its order (sequence 4: after the health check made before it, sequence 3).
     let original = database
         .texts(&format!(
-            "CAST(payload AS TEXT) FROM events WHERE aggregate_id = '{second}' AND sequence = 3"
+            "CAST(payload AS TEXT) FROM events WHERE aggregate_id = '{second}' AND sequence = 4"
         ))
         .await
         .remove(0);
@@ -359,13 +360,13 @@ async fn history_feed_replay_audit_and_export_tell_the_same_story(kind: StoreKin
     assert_ne!(forged, original);
     database
         .execute(&format!(
-            "UPDATE events SET payload = '{forged}' WHERE aggregate_id = '{second}' AND sequence = 3"
+            "UPDATE events SET payload = '{forged}' WHERE aggregate_id = '{second}' AND sequence = 4"
         ))
         .await;
     let (status, report, _) = run_command(BINARY, &env, &["audit", "verify"]);
     assert!(!status.success(), "{report}");
     assert!(
-        report.contains(&format!("BROKEN stream {second} at sequence 3 ")),
+        report.contains(&format!("BROKEN stream {second} at sequence 4 ")),
         "{report}"
     );
     assert_eq!(report.matches("BROKEN").count(), 1, "{report}");

@@ -39,6 +39,32 @@ fn caa_refusals(code: u16, body: &Value) -> Vec<Value> {
     body["caa"].as_array().expect("the refusals").clone()
 }
 
+/// The domain's health once its CAA check of its first name has `outcome` (the periodic
+/// checker's first pass, at start, found no domain: only the check before an order records
+/// one here), and how many `HealthChanged` its history has.
+async fn caa_health(service: &Service, id: &str, outcome: &str) -> (Value, usize) {
+    let deadline = std::time::Instant::now() + Duration::from_secs(30);
+    loop {
+        let (_, view) = service.get(&format!("/domains/{id}")).await;
+        if view["health"]["caa"][0]["outcome"] == outcome {
+            let (code, history) = service.get(&format!("/domains/{id}/events")).await;
+            assert_eq!(code, 200, "{history}");
+            let changes = history
+                .as_array()
+                .expect("a list")
+                .iter()
+                .filter(|event| event["event_type"] == "HealthChanged")
+                .count();
+            return (view["health"].clone(), changes);
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "CAA never checked {outcome}: {view}"
+        );
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+}
+
 async fn caa_records_choose_the_ca_or_refuse_the_order_before_any_ca_is_asked(kind: StoreKind) {
     let (first, _database, mut env) = pebble_and_database(kind).await;
     let second = Pebble::start(PebbleOptions::default());
@@ -93,7 +119,14 @@ async fn caa_records_choose_the_ca_or_refuse_the_order_before_any_ca_is_asked(ki
         "no CA asked"
     );
     let (_, view) = service.get(&format!("/domains/{id}")).await;
-    assert_eq!(view["status"], "verified", "nothing recorded: {view}");
+    assert_eq!(view["status"], "verified", "no order recorded: {view}");
+    // The health check before the order recorded what it found, once.
+    let (health, changes) = caa_health(&service, &id, "forbidden").await;
+    assert_eq!(changes, 1, "{health}");
+    assert_eq!(
+        health["caa"][0]["found"], r#"0 issue "other-ca.example" at shop.elsewhere.test"#,
+        "{health}"
+    );
 
     // A record on the parent domain, found by climbing from the name.
     let id = verified_domain(&service, &first, "a.b.parent.test").await;
@@ -215,4 +248,7 @@ async fn caa_records_choose_the_ca_or_refuse_the_order_before_any_ca_is_asked(ki
         asked,
         "no CA asked"
     );
+    // Checked before the renewal too: `ok` at issuance, `forbidden` now, one change each.
+    let (health, changes) = caa_health(&service, &id, "forbidden").await;
+    assert_eq!(changes, 2, "{health}");
 }

@@ -7,7 +7,10 @@
 
 use std::time::{Duration, Instant};
 
-use dns_handling_testkit::{active_domain, pebble_and_database, Service, StoreKind, Unbound};
+use dns_handling_testkit::{
+    active_domain, pebble_and_database, service_env, verified_domain, Pebble, PebbleOptions,
+    Service, StoreKind, TestDatabase, Unbound,
+};
 use serde_json::Value;
 
 use crate::delegation::{delegated, verified_by_cname};
@@ -15,6 +18,7 @@ use crate::BINARY;
 
 crate::on_both_stores!(a_name_pointing_elsewhere_becomes_elsewhere_then_moved_then_active_again);
 crate::on_both_stores!(a_removed_delegation_cname_is_reported_before_renewal);
+crate::on_both_stores!(a_domain_moved_for_moved_remove_after_is_removed_its_certificate_revoked);
 
 /// Where users point their names in these tests.
 const TARGETS: &str = "edge.platform.test,203.0.113.0/24";
@@ -63,6 +67,13 @@ async fn health_changes(service: &Service, id: &str) -> Vec<Value> {
         .filter(|event| event["event_type"] == "HealthChanged")
         .map(|event| event["payload"]["HealthChanged"].clone())
         .collect()
+}
+
+/// `domains_health{check,outcome}` as `GET /metrics` says now.
+async fn domains_health(service: &Service, check: &str, outcome: &str) -> f64 {
+    let series = format!("dns_handling_domains_health{{check=\"{check}\",outcome=\"{outcome}\"}}");
+    let value = service.metric(&series).await;
+    value.unwrap_or_else(|| panic!("no {series}"))
 }
 
 /// The routing outcomes of each `HealthChanged`, in order.
@@ -126,6 +137,10 @@ async fn a_name_pointing_elsewhere_becomes_elsewhere_then_moved_then_active_agai
         "{health}"
     );
     let changed_at = health["changed_at"].clone();
+    // Counted from the views: this domain is `elsewhere` for routing, `ok` for CAA.
+    assert_eq!(domains_health(&service, "routing", "elsewhere").await, 1.0);
+    assert_eq!(domains_health(&service, "routing", "ok").await, 0.0);
+    assert_eq!(domains_health(&service, "caa", "ok").await, 1.0);
 
     // A failed lookup: the check answers `unknown`, and nothing recorded changes.
     pebble.set_servfail(&host);
@@ -175,6 +190,8 @@ async fn a_name_pointing_elsewhere_becomes_elsewhere_then_moved_then_active_agai
         .await;
     assert_eq!(back["health"]["routing"][0]["outcome"], "ok", "{back}");
     assert_eq!(back["renewal"]["due_at"], renewal_due, "{back}");
+    assert_eq!(domains_health(&service, "routing", "ok").await, 1.0);
+    assert_eq!(domains_health(&service, "routing", "elsewhere").await, 0.0);
 
     // Exactly one event per change, though the checker ran many times meanwhile.
     let changes = health_changes(&service, &id).await;
@@ -261,4 +278,142 @@ async fn a_removed_delegation_cname_is_reported_before_renewal(kind: StoreKind) 
         })
         .collect();
     assert_eq!(outcomes.last(), Some(&"missing"), "{changes:?}");
+}
+
+async fn a_domain_moved_for_moved_remove_after_is_removed_its_certificate_revoked(kind: StoreKind) {
+    let (pebble, database, mut env) = pebble_and_database(kind).await;
+    let resolver = Unbound::start(&[("test", pebble.dns_address())]);
+    env.insert("DNS_NAMESERVERS".into(), resolver.nameserver());
+    env.insert("ROUTING_TARGETS".into(), TARGETS.into());
+    env.insert("HEALTH_CHECK_INTERVAL".into(), "1s".into());
+    env.insert("MOVED_AFTER".into(), "2s".into());
+    env.insert("MOVED_REMOVE_AFTER".into(), "3s".into());
+    let service = Service::start(BINARY, &env);
+    let name = "gone.health.test";
+    let host = format!("{name}.");
+    pebble.add_a(&host, &["203.0.113.9"]);
+    let id = active_domain(&service, &pebble, name).await;
+    let (_, view) = service.get(&format!("/domains/{id}")).await;
+    let serial = view["certificate"]["serial"]
+        .as_str()
+        .expect("serial")
+        .to_owned();
+    wait_for_routing(&service, &id, "ok").await;
+
+    // Pointed elsewhere for good: moved, then removed, its certificate revoked first.
+    pebble.clear_a(&host);
+    pebble.add_a(&host, &["198.51.100.2"]);
+    service
+        .wait_for_status(&id, &["moved"], Duration::from_secs(30))
+        .await;
+    let deadline = Instant::now() + Duration::from_secs(30);
+    loop {
+        let (code, body) = service.get(&format!("/domains/{id}")).await;
+        if code == 404 {
+            break;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "never removed: {body}\n{}",
+            service.log()
+        );
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    assert_eq!(pebble.certificate_status(&serial)["Status"], "Revoked");
+    let types = database.event_types(&id).await;
+    let at = |wanted: &str| types.iter().position(|t| t == wanted);
+    let (moved, revoked, removed) = (
+        at("DomainMoved").expect("moved"),
+        at("CertificateRevoked").expect("revoked"),
+        at("DomainRemoved").expect("removed"),
+    );
+    assert!(moved < revoked && revoked < removed, "{types:?}");
+    let reason = database
+        .texts(&format!(
+            "CAST(payload AS TEXT) FROM events WHERE aggregate_id = '{id}' \
+             AND event_type = 'CertificateRevoked'"
+        ))
+        .await;
+    assert!(reason[0].contains("cessationOfOperation"), "{reason:?}");
+}
+
+/// The periodic checks a replica has recorded so far (the counter appears at its first).
+const RECORDED: &str = "dns_handling_health_checks_total{outcome=\"recorded\"}";
+
+/// The checks' lease, as the store names it.
+const LEASE: &str = "all-domains#health-checks";
+
+/// The replica holding the checks' lease, as the store says.
+async fn checks_lease_holder(database: &TestDatabase) -> Vec<String> {
+    database
+        .texts(&format!(
+            "owner FROM order_leases WHERE domain_id = '{LEASE}' AND expires_at > now()"
+        ))
+        .await
+}
+
+/// Two replicas on one PostgreSQL (SQLite is single-process): one checks, the other does not;
+/// the lease taken away, the checker stops; its holder gone and the lease lapsed, the other
+/// replica checks.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_health_checker_stops_when_its_lease_is_taken_and_another_replica_takes_over() {
+    let pebble = Pebble::start(PebbleOptions::default());
+    let database = TestDatabase::create(StoreKind::Postgres).await;
+    let mut env = service_env(&pebble, &database);
+    env.insert("LEASE_TTL".into(), "3s".into());
+    env.insert("WEBHOOK_TIMEOUT".into(), "2s".into());
+    env.insert("HEALTH_CHECK_INTERVAL".into(), "1s".into());
+    let replica = |name: &str| {
+        let mut env = env.clone();
+        env.insert("REPLICA_ID".into(), name.into());
+        Service::start(BINARY, &env)
+    };
+    let mut first = replica("replica-a");
+    verified_domain(&first, &pebble, "lease.health.test").await;
+    first
+        .wait_for_metric(RECORDED, Duration::from_secs(15), |checks| checks >= 2.0)
+        .await;
+    let second = replica("replica-b");
+    assert_eq!(checks_lease_holder(&database).await, ["replica-a"]);
+    tokio::time::sleep(Duration::from_secs(4)).await;
+    assert_eq!(
+        second.metric(RECORDED).await,
+        None,
+        "only the holder checks"
+    );
+
+    // The lease taken away (as another replica would once this one failed to extend it): the
+    // checker notices at its next extension and stops.
+    database
+        .execute(&format!(
+            "UPDATE order_leases SET owner = 'elsewhere', expires_at = now() + interval '1 hour' \
+             WHERE domain_id = '{LEASE}'"
+        ))
+        .await;
+    let deadline = Instant::now() + Duration::from_secs(15);
+    while !first.log().contains("the health checks' lease was lost") {
+        assert!(Instant::now() < deadline, "the loss went unnoticed");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    let stopped_at = first.metric(RECORDED).await;
+    tokio::time::sleep(Duration::from_secs(4)).await;
+    assert_eq!(
+        first.metric(RECORDED).await,
+        stopped_at,
+        "no check after the loss"
+    );
+    assert_eq!(second.metric(RECORDED).await, None, "nor by the other");
+
+    // The first replica gone and the lease lapsed: the second takes it and checks.
+    first.kill();
+    database
+        .execute(&format!(
+            "UPDATE order_leases SET expires_at = now() - interval '1 second' \
+             WHERE domain_id = '{LEASE}'"
+        ))
+        .await;
+    second
+        .wait_for_metric(RECORDED, Duration::from_secs(15), |checks| checks >= 2.0)
+        .await;
+    assert_eq!(checks_lease_holder(&database).await, ["replica-b"]);
 }

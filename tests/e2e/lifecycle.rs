@@ -60,6 +60,7 @@ async fn a_failed_domain_is_retried_and_then_issued(kind: StoreKind) {
         [
             "DomainRegistered",
             "OwnershipVerified",
+            "HealthChanged",
             "CertificateRequested",
             "IssuanceTimedOut",
             "IssuanceRetried",
@@ -133,6 +134,7 @@ async fn a_removed_domain_frees_its_name_keeps_its_history_and_its_poller_stops(
         [
             "DomainRegistered",
             "OwnershipVerified",
+            "HealthChanged",
             "CertificateRequested",
             "DomainRemoved"
         ]

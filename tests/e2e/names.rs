@@ -186,6 +186,7 @@ async fn a_shared_challenge_name_is_not_finalized_until_both_values_are_publishe
         [
             "DomainRegistered",
             "OwnershipVerified",
+            "HealthChanged",
             "CertificateRequested"
         ],
         "nothing observed, nothing told to the CA"

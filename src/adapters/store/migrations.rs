@@ -10,7 +10,7 @@ use super::leases::MIGRATION_LOCK;
 use super::{sortable_time, Store, StoreError};
 
 /// The PostgreSQL schema, in order; never edit one that has shipped, add the next.
-const POSTGRES_MIGRATIONS: [(i64, &str); 15] = [
+const POSTGRES_MIGRATIONS: [(i64, &str); 16] = [
     (1, include_str!("migrations/postgres/0001_initial.sql")),
     (2, include_str!("migrations/postgres/0002_global_feed.sql")),
     (3, include_str!("migrations/postgres/0003_order_leases.sql")),
@@ -56,10 +56,14 @@ const POSTGRES_MIGRATIONS: [(i64, &str); 15] = [
         19,
         include_str!("migrations/postgres/0019_domain_tenants.sql"),
     ),
+    (
+        26,
+        include_str!("migrations/postgres/0026_domain_health.sql"),
+    ),
 ];
 
 /// The SQLite schema, in order; never edit one that has shipped, add the next.
-const SQLITE_MIGRATIONS: [(i64, &str); 15] = [
+const SQLITE_MIGRATIONS: [(i64, &str); 16] = [
     (1, include_str!("migrations/sqlite/0001_initial.sql")),
     (2, include_str!("migrations/sqlite/0002_global_feed.sql")),
     (3, include_str!("migrations/sqlite/0003_order_leases.sql")),
@@ -96,6 +100,7 @@ const SQLITE_MIGRATIONS: [(i64, &str); 15] = [
         19,
         include_str!("migrations/sqlite/0019_domain_tenants.sql"),
     ),
+    (26, include_str!("migrations/sqlite/0026_domain_health.sql")),
 ];
 
 impl Store {

@@ -186,6 +186,7 @@ pub use checkpoints::Checkpoint;
 mod edge_certificates;
 mod edge_deliveries;
 mod feed;
+mod health_counts;
 mod leases;
 mod migrations;
 mod names;

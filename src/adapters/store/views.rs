@@ -6,6 +6,7 @@ use dns_handling_events::{DomainStatus, AGGREGATE_TYPE};
 use dns_handling_projections::{CertificateView, DomainView};
 use sqlx::Row;
 
+use super::health_counts::health_column;
 use super::{sortable_time, Param, Store, StoreError, BATCH_ROWS};
 
 /// The `status` column of a removed domain's view row.
@@ -93,6 +94,7 @@ impl Store {
         let expiring = self.expiry_counts(now).await?;
         Ok(crate::metrics::ScrapeFigures {
             domains_by_status: self.domain_counts_by_status().await?,
+            domains_by_health: self.domain_counts_by_health().await?,
             certificates_expiring: [
                 ("expired", expiring.expired),
                 ("1d", expiring.within_1d),
@@ -136,7 +138,7 @@ impl Store {
     pub async fn write_projection(&self, write: ProjectionWrite<'_>) -> Result<(), StoreError> {
         let mut statements: Vec<(String, Vec<Param>)> = Vec::new();
         for chunk in write.views.chunks(BATCH_ROWS) {
-            let mut params = Vec::with_capacity(chunk.len() * 9);
+            let mut params = Vec::with_capacity(chunk.len() * 10);
             for view in chunk {
                 params.push(Param::Text(view.id.clone()));
                 params.push(Param::Text(view.domain_name.clone()));
@@ -153,19 +155,20 @@ impl Store {
                     current_not_after(view).map(sortable_time),
                 ));
                 params.push(Param::OptionalText(view.tenant.clone()));
+                params.push(Param::OptionalText(health_column(view)));
             }
             statements.push((
                 format!(
                     "INSERT INTO domain_views \
                      (id, domain_name, status, last_sequence, payload, open_order, wake_at, not_after, \
-                     tenant) \
+                     tenant, health) \
                      VALUES {} ON CONFLICT (id) DO UPDATE SET domain_name = excluded.domain_name, \
                      status = excluded.status, last_sequence = excluded.last_sequence, \
                      payload = excluded.payload, open_order = excluded.open_order, \
                      wake_at = excluded.wake_at, not_after = excluded.not_after, \
-                     tenant = excluded.tenant \
+                     tenant = excluded.tenant, health = excluded.health \
                      WHERE domain_views.last_sequence < excluded.last_sequence",
-                    self.value_rows(chunk.len(), 9)
+                    self.value_rows(chunk.len(), 10)
                 ),
                 params,
             ));

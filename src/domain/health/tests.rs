@@ -201,3 +201,15 @@ fn an_unknown_outcome_keeps_the_last_recorded_one_for_its_name() {
         [CheckOutcome::Ok, CheckOutcome::Ok, CheckOutcome::Unknown]
     );
 }
+
+#[test]
+fn a_moved_domain_is_removed_only_once_moved_remove_after_has_passed_and_never_when_unset() {
+    let moved = chrono::DateTime::parse_from_rfc3339("2026-01-01T00:00:00Z")
+        .expect("a time")
+        .to_utc();
+    let week = Some(chrono::Duration::days(7));
+    let later = |days| moved + chrono::Duration::days(days);
+    assert!(!moved_long_enough(moved, week, later(6)));
+    assert!(moved_long_enough(moved, week, later(7)));
+    assert!(!moved_long_enough(moved, None, later(365)));
+}

@@ -397,6 +397,7 @@
       recordsSection(body),
       certificatesSection(body, history.status === 'fulfilled' ? history.value : null),
       renewalSection(body),
+      healthSection(body),
       await timelineSection(body, events, checkpoints),
     ];
     setView(body.domain_name, ...sections);
@@ -493,6 +494,28 @@
     if (renewal.last_failure) facts.push(['Last failure', `${renewal.last_failure.code}: ${renewal.last_failure.detail}`]);
     return h('section', { 'aria-labelledby': 'renewal-title' }, h('h2', { id: 'renewal-title', text: 'Renewal' }),
       h('dl', { class: 'facts' }, facts.map(([term, value]) => [h('dt', { text: term }), h('dd', {}, value)])));
+  }
+
+  /** What the checks of the domain's DNS found last (routing, delegation, CAA), name by name. */
+  function healthSection(domain) {
+    const health = domain.health;
+    if (!health) return null;
+    const checks = [['Routing', health.routing], ['Delegation', health.delegation], ['CAA', health.caa]];
+    const rows = checks.flatMap(([check, names]) => names.map((name) => h('tr', {},
+      h('td', { 'data-label': 'Check', text: check }),
+      h('td', { 'data-label': 'Name', text: name.name }),
+      h('td', { 'data-label': 'Outcome', text: name.outcome }),
+      h('td', { 'data-label': 'Expected', text: name.expected }),
+      h('td', { 'data-label': 'Found', text: name.found }))));
+    const problems = health.problems.length
+      ? h('ul', { id: 'health-problems', class: 'notice bad' }, health.problems.map((problem) => h('li', { text: problem })))
+      : h('p', { id: 'health-problems', class: 'hint', text: 'No problems found.' });
+    return h('section', { 'aria-labelledby': 'health-title' }, h('h2', { id: 'health-title', text: 'Health' }),
+      h('p', { class: 'hint', text: `As found by the check of ${formatTime(health.changed_at)}; only a change is recorded.` }),
+      problems,
+      h('table', { class: 'stack', id: 'health-table' },
+        h('thead', {}, h('tr', {}, ['Check', 'Name', 'Outcome', 'Expected', 'Found'].map((title) => h('th', { scope: 'col', text: title })))),
+        h('tbody', {}, rows)));
   }
 
   // ---- Actions -----------------------------------------------------------------------------

@@ -44,6 +44,7 @@ mod checkpoints;
 mod edge;
 mod edge_deliveries;
 mod edge_stream;
+mod health;
 mod issue;
 mod names;
 mod renew;
