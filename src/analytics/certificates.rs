@@ -359,7 +359,7 @@ impl CertificateRow {
                 .map(|issued| Cell::Int((issued - self.requested_at).num_seconds())),
             text(&self.names),
             (!self.ca_directory.is_empty())
-                .then(|| self.ca_directory.as_str())
+                .then_some(self.ca_directory.as_str())
                 .and_then(text),
             text(self.key_type),
             text(self.validation),

@@ -161,7 +161,7 @@ fn of_type<'a>(events: &'a [Value], event_type: &'a str) -> impl Iterator<Item =
         .filter(move |event| event["event_type"] == event_type)
 }
 
-fn body<'a>(event: &'a Value) -> &'a Value {
+fn body(event: &Value) -> &Value {
     let event_type = event["event_type"].as_str().expect("a type");
     &event["payload"][event_type]
 }
