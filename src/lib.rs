@@ -8,6 +8,7 @@
 
 pub mod actors;
 pub mod adapters;
+pub mod analytics;
 pub mod app;
 pub mod app_state;
 pub mod audit;

@@ -13,7 +13,7 @@ use dns_handling::audit::checkpoints::AuditSigner;
 use dns_handling::audit::verify::{
     keep_checkpoints, read_kept_checkpoints, verify_log, Freshness, LogSource,
 };
-use dns_handling::cli::{client, operator, AuditCommand, Cli, Command, KeysCommand};
+use dns_handling::cli::{client, export, operator, AuditCommand, Cli, Command, KeysCommand};
 use dns_handling::settings::{LogFormat, Settings};
 
 fn main() -> anyhow::Result<ExitCode> {
@@ -176,11 +176,23 @@ async fn run(settings: Settings, command: Command) -> anyhow::Result<ExitCode> {
         Command::Keys(KeysCommand::Rotate) => {
             operator::keys_rotate(&settings, &mut std::io::stdout().lock()).await?
         }
-        Command::Export { after } => {
+        Command::Export(args) => {
+            export::check(&args)?;
             let store = operator::open_store(&settings).await?;
-            let mut out = std::io::BufWriter::new(std::io::stdout().lock());
-            operator::export(&store, after, &mut out).await?;
-            std::io::Write::flush(&mut out)?;
+            match &args.dir {
+                Some(dir) => {
+                    let report = export::export_parquet(&store, dir, &args).await?;
+                    eprintln!(
+                        "wrote {} events in {} files, and {} certificates",
+                        report.events, report.files, report.certificates
+                    );
+                }
+                None => {
+                    let mut out = std::io::BufWriter::new(std::io::stdout().lock());
+                    operator::export(&store, args.after, &mut out).await?;
+                    std::io::Write::flush(&mut out)?;
+                }
+            }
         }
         // Answered before the settings were read.
         Command::Config

@@ -80,14 +80,15 @@ fi
 # The Python test tools, from PyPI, in one virtual environment under target/schemathesis:
 # schemathesis, which checks the running service against its OpenAPI description, and
 # standardwebhooks, the reference verifier the webhook tests' receiver (tests/webhook_receiver.py,
-# run with this environment's python) checks every delivery's signatures with. It is installed
+# run with this environment's python) checks every delivery's signatures with, selenium, and
+# duckdb for the analytics test's queries. It is installed
 # once per checkout with every package pinned (tests/schemathesis-requirements.txt), and again
 # whenever that list changes or a tool in it is missing.
 SCHEMATHESIS_REQUIREMENTS=tests/schemathesis-requirements.txt
 if ! cmp -s "$SCHEMATHESIS_REQUIREMENTS" target/schemathesis/requirements.txt \
   || ! target/schemathesis/bin/schemathesis --version >/dev/null 2>&1 \
-  || ! target/schemathesis/bin/python -c 'import standardwebhooks, selenium' >/dev/null 2>&1; then
-  echo "tests/run.sh: installing schemathesis, standardwebhooks and selenium ($SCHEMATHESIS_REQUIREMENTS)"
+  || ! target/schemathesis/bin/python -c 'import standardwebhooks, selenium, duckdb' >/dev/null 2>&1; then
+  echo "tests/run.sh: installing schemathesis, standardwebhooks, selenium and duckdb ($SCHEMATHESIS_REQUIREMENTS)"
   if ! python3 -m venv --help >/dev/null 2>&1 || ! python3 -c 'import ensurepip' 2>/dev/null; then
     as_root apt-get update -qq
     as_root env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq python3 python3-venv >/dev/null

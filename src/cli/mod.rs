@@ -4,6 +4,7 @@
 
 pub mod client;
 pub mod edge_sync;
+pub mod export;
 pub mod operator;
 
 use std::path::Path;
@@ -50,12 +51,10 @@ pub enum Command {
     /// The keys private keys are sealed under
     #[command(subcommand)]
     Keys(KeysCommand),
-    /// Write the event feed as NDJSON to stdout
-    Export {
-        /// Start after this feed position
-        #[arg(long, value_name = "POSITION", default_value_t = 0)]
-        after: i64,
-    },
+    /// Write the event feed as NDJSON to stdout, or as Parquet files for analysts (--format
+    /// parquet --dir DIR [--follow]: the events, their fields in columns, and a table of
+    /// certificates; see docs/analytics.md)
+    Export(export::ExportArgs),
     /// The client for people, against a running server
     Domains(client::DomainsArgs),
     /// The platform's webhook endpoints, against a running server: signed notifications of
@@ -150,7 +149,33 @@ mod tests {
             .expect("--config after the command");
         assert_eq!(cli.config_file(), Some(Path::new("a.toml")));
         let cli = Cli::try_parse_from(["dns-handling", "export", "--after", "7"]).expect("export");
-        assert!(matches!(cli.command, Some(Command::Export { after: 7 })));
+        assert!(matches!(
+            cli.command,
+            Some(Command::Export(export::ExportArgs { after: 7, .. }))
+        ));
+        let cli = Cli::try_parse_from([
+            "dns-handling",
+            "export",
+            "--format",
+            "parquet",
+            "--dir",
+            "out",
+            "--follow",
+        ])
+        .expect("export to parquet");
+        assert!(matches!(
+            cli.command,
+            Some(Command::Export(export::ExportArgs {
+                follow: true,
+                format: export::ExportFormat::Parquet,
+                dir: Some(_),
+                ..
+            }))
+        ));
+        assert!(
+            Cli::try_parse_from(["dns-handling", "export", "--format", "parquet"]).is_err(),
+            "parquet needs a directory"
+        );
         let cli = Cli::try_parse_from(["dns-handling"]).expect("serve");
         assert!(cli.command.is_none());
         for unknown in [&["dns-handling", "serve"][..], &["dns-handling", "audit"]] {

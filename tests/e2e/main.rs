@@ -25,6 +25,7 @@ macro_rules! on_both_stores {
     };
 }
 
+mod analytics;
 mod ari;
 mod audit;
 mod ca_etiquette;
