@@ -32,10 +32,7 @@ pub fn local_url(server_addr: SocketAddr) -> String {
 
 /// Asks `GET {url}/readyz`; prints `ready`, or on stderr why not, and exits accordingly.
 pub fn run(args: &HealthArgs, server_addr: SocketAddr) -> anyhow::Result<ExitCode> {
-    let base = args
-        .url
-        .clone()
-        .unwrap_or_else(|| local_url(server_addr));
+    let base = args.url.clone().unwrap_or_else(|| local_url(server_addr));
     let url = format!("{}/readyz", base.trim_end_matches('/'));
     let client = reqwest::Client::builder()
         .timeout(args.timeout)

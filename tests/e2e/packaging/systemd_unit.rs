@@ -78,7 +78,10 @@ fn exposure(root: &Path) -> (f64, String) {
     assert!(ok, "{stdout}\n{stderr}");
     let rating = stdout
         .lines()
-        .find_map(|line| line.split("Overall exposure level for dns-handling.service:").nth(1))
+        .find_map(|line| {
+            line.split("Overall exposure level for dns-handling.service:")
+                .nth(1)
+        })
         .and_then(|rest| rest.split_whitespace().next())
         .and_then(|number| number.parse().ok())
         .unwrap_or_else(|| panic!("no exposure level in:\n{stdout}"));
@@ -108,15 +111,17 @@ fn the_unit_and_its_delegation_drop_in_pass_systemd_analyze_verify() {
 }
 
 #[test]
-fn the_unit_is_rated_ok_by_systemd_analyze_security_and_grants_a_capability_only_with_delegation(
-) {
+fn the_unit_is_rated_ok_by_systemd_analyze_security_and_grants_a_capability_only_with_delegation() {
     let (rating, report) = exposure(unit_root(false).path());
     assert!(rating <= 2.0, "exposure {rating}:\n{report}");
     assert!(passes(&report, "AmbientCapabilities="), "{report}");
     assert!(passes(&report, "PrivateUsers="), "{report}");
 
     let (rating, report) = exposure(unit_root(true).path());
-    assert!(rating <= 2.0, "exposure with delegation {rating}:\n{report}");
+    assert!(
+        rating <= 2.0,
+        "exposure with delegation {rating}:\n{report}"
+    );
     assert!(!passes(&report, "AmbientCapabilities="), "{report}");
     // The one capability: binding ports below 1024 (the report rates CAP_NET_BIND_SERVICE
     // nowhere else, so it is checked in the unit itself).
