@@ -2,5 +2,7 @@
 //! (`notify`), the systemd unit (`systemd_unit`), the Debian package (`debian`) and the
 //! container image (`image`).
 
+mod debian;
+mod image;
 mod notify;
 mod systemd_unit;
