@@ -248,10 +248,19 @@ async fn the_image_runs_as_its_user_binds_port_53_and_keeps_its_orders_across_a_
     .expect("image config");
     assert_eq!(config["User"], "dns-handling:dns-handling", "{config}");
     assert_eq!(config["StopSignal"], "SIGTERM", "{config}");
+    // Docker's format keeps the health check beside the OCI configuration.
+    let healthcheck: Value = serde_json::from_str(&podman_ok(&[
+        "image",
+        "inspect",
+        "--format",
+        "{{json .Config.Healthcheck}}",
+        IMAGE,
+    ]))
+    .expect("health check");
     assert_eq!(
-        config["Healthcheck"]["Test"],
+        healthcheck["Test"],
         serde_json::json!(["CMD", "/usr/bin/dns-handling", "health", "--timeout", "4s"]),
-        "{config}"
+        "{healthcheck}"
     );
     for port in ["8080/tcp", "53/udp", "53/tcp"] {
         assert!(
