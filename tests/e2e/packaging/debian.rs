@@ -100,7 +100,6 @@ fn build_package(revision: &str, out: &Path) -> PathBuf {
         .args([
             "deb",
             "--no-build",
-            "--no-strip",
             "--deb-revision",
             revision,
             "--output",
