@@ -97,13 +97,7 @@ fn build_package(revision: &str, out: &Path) -> PathBuf {
     let path = out.join(format!("dns-handling_{revision}.deb"));
     let output = Command::new(std::env::var("CARGO").unwrap_or_else(|_| "cargo".into()))
         .current_dir(root_dir())
-        .args([
-            "deb",
-            "--no-build",
-            "--deb-revision",
-            revision,
-            "--output",
-        ])
+        .args(["deb", "--no-build", "--deb-revision", revision, "--output"])
         .arg(&path)
         .output()
         .expect("cargo runs");
