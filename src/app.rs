@@ -1,4 +1,7 @@
-//! `Application`: builds the whole service from `Settings` and runs it.
+//! `Application`: builds the whole service from `Settings` and runs it, telling a service
+//! manager how it is (`service_manager`).
+
+mod service_manager;
 
 use std::net::{SocketAddr, TcpListener};
 use std::sync::Arc;
@@ -46,6 +49,8 @@ pub struct Application {
     dns_server: Option<DnsServer>,
     /// Ends the following streams when a stop signal arrives.
     stop_streams: StopStreams,
+    /// What handlers share; the service manager is told when it is ready.
+    state: Arc<AppState>,
     /// Held for the life of the process in SQLite mode: one process per database.
     _sqlite_lock: Option<SqliteReplicaLock>,
 }
@@ -297,7 +302,7 @@ impl Application {
         let listener = TcpListener::bind(settings.server_addr)
             .with_context(|| format!("binding SERVER_ADDR={}", settings.server_addr))?;
         let address = listener.local_addr()?;
-        let services_data = web::Data::new(state);
+        let services_data = web::Data::new(state.clone());
         let supervisor_data = web::Data::new(supervisor.clone());
         let mut server = HttpServer::new(move || {
             App::new()
@@ -319,6 +324,7 @@ impl Application {
             background,
             dns_server,
             stop_streams,
+            state,
             _sqlite_lock: sqlite_lock,
         })
     }
@@ -335,7 +341,10 @@ impl Application {
 
     /// Serves until the server is stopped (SIGTERM: in-flight requests finish first, following
     /// streams end at once; SIGINT, SIGQUIT: at once), then stops the pollers. Pending orders stay in the store and resume on the next start.
+    /// A service manager listening (`NOTIFY_SOCKET`) is told `READY=1` once `/readyz` would say
+    /// ready, and `STOPPING=1` at the stop signal.
     pub async fn run_until_stopped(self) -> std::io::Result<()> {
+        let notifying = service_manager::start(self.state.clone());
         // Beside actix's own handlers of the same signals. On SIGTERM actix stops gracefully,
         // waiting for the responses in flight up to its shutdown timeout (30 s), and a following
         // stream's response ends only when told (SIGINT and SIGQUIT stop at once anyway).
@@ -344,6 +353,7 @@ impl Application {
             Ok(signal) => Some(AbortOnDrop(actix_web::rt::spawn(async move {
                 let signal = signal.await;
                 tracing::info!(signal, "stopping: the following streams end");
+                service_manager::stopping();
                 stop_streams.stop();
             }))),
             Err(error) => {
@@ -353,6 +363,7 @@ impl Application {
         };
         let result = self.server.await;
         drop(signals);
+        drop(notifying);
         let _ = self.renewals.send(Shutdown).await;
         let _ = self.supervisor.send(Shutdown).await;
         for task in self.background {

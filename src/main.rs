@@ -1,7 +1,7 @@
 //! The `dns-handling` binary: with no command, serves; `config`, `replay`, `audit …`, `keys
 //! rotate` and `export` are operator commands on the same configuration; `domains …` and
-//! `webhooks …` are the client for people, against a running server; `completions` prints a
-//! shell's completions.
+//! `webhooks …` are the client for people, against a running server; `health` asks a running
+//! server whether it is ready; `completions` prints a shell's completions.
 //! The grammar is `dns_handling::cli::Cli`.
 
 use std::process::ExitCode;
@@ -47,6 +47,10 @@ fn main() -> anyhow::Result<ExitCode> {
             let script = dns_handling::cli::completions(shell);
             std::io::Write::write_all(&mut std::io::stdout(), &script)?;
             Ok(ExitCode::SUCCESS)
+        }
+        Some(Command::Health(args)) => {
+            dns_handling::install_crypto_provider();
+            dns_handling::cli::health::run(&args, settings()?.server_addr)
         }
         Some(Command::Config) => {
             print!("{}", settings()?.to_redacted_toml());
@@ -200,6 +204,7 @@ async fn run(settings: Settings, command: Command) -> anyhow::Result<ExitCode> {
         | Command::Webhooks(_)
         | Command::Tokens(_)
         | Command::Edge(_)
+        | Command::Health(_)
         | Command::Completions { .. } => {}
     }
     Ok(ExitCode::SUCCESS)

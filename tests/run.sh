@@ -36,6 +36,14 @@ command -v haproxy >/dev/null || [ -x /usr/sbin/haproxy ] || missing+=(haproxy)
 command -v chromium >/dev/null || missing+=(chromium)
 command -v chromedriver >/dev/null || missing+=(chromium-driver)
 command -v npm >/dev/null || missing+=(npm)
+# The packaging tests: the image (mmdebstrap makes its base root, buildah builds it, podman runs
+# it with runc), the unit (systemd-analyze, from systemd) and the Debian package (lintian).
+command -v mmdebstrap >/dev/null || missing+=(mmdebstrap)
+command -v buildah >/dev/null || missing+=(buildah)
+command -v podman >/dev/null || missing+=(podman)
+command -v runc >/dev/null || [ -x /usr/sbin/runc ] || missing+=(runc)
+command -v systemd-analyze >/dev/null || missing+=(systemd)
+command -v lintian >/dev/null || missing+=(lintian)
 if [ -z "${TEST_POSTGRES_URL:-}" ] && ! command -v pg_ctlcluster >/dev/null; then
   missing+=(postgresql)
   installed_postgres=1
@@ -111,6 +119,13 @@ if ! cmp -s tests/console/package-lock.json "$CONSOLE_NPM/package-lock.json" \
   (cd "$CONSOLE_NPM" && npm ci --no-audit --no-fund --loglevel=error >/dev/null)
 fi
 export AXE_CORE_JS="$PWD/$CONSOLE_NPM/node_modules/axe-core/axe.min.js"
+
+# cargo-deb, which the Debian package test makes the package with, from crates.io.
+CARGO_DEB_VERSION=3.6.2
+if ! cargo deb --version 2>/dev/null | grep -q "$CARGO_DEB_VERSION"; then
+  echo "tests/run.sh: installing cargo-deb $CARGO_DEB_VERSION"
+  cargo install cargo-deb --locked --version "$CARGO_DEB_VERSION"
+fi
 
 # The tests find the environment through this (the webhook receiver takes its python from the
 # same bin/ directory).

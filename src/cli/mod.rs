@@ -5,6 +5,7 @@
 pub mod client;
 pub mod edge_sync;
 pub mod export;
+pub mod health;
 pub mod operator;
 
 use std::path::Path;
@@ -66,6 +67,9 @@ pub enum Command {
     /// For the platform's TLS edges: `edge sync` keeps a directory of certificates for
     /// terminators that read files
     Edge(edge_sync::EdgeArgs),
+    /// Ask a running service whether it is ready (GET /readyz): exit 0 when it is, 1 when not
+    /// or when it does not answer (a container's HEALTHCHECK)
+    Health(health::HealthArgs),
     /// Print the completion script for a shell
     Completions {
         /// The shell to complete in

@@ -278,17 +278,29 @@ async fn healthz() -> HttpResponse {
         (status = 503, description = "Store or ACME directory unreachable, a feed consumer stopped at an event it cannot read, the edge index or the table of access tokens not yet built (at start), the delegation zone behind the event feed for more than 10 s, or background work down or panicking again and again (the message says which)", body = ErrorBody)
     ))]
 async fn readyz(state: SharedState) -> HttpResponse {
+    match readiness_problem(&state).await {
+        None => HttpResponse::Ok().json(ReadyBody {
+            status: "ready",
+            background: crate::tasks::BACKGROUND.report(),
+        }),
+        Some(problem) => HttpResponse::ServiceUnavailable().json(ErrorBody { error: problem }),
+    }
+}
+
+/// Why the service is not ready, as `GET /readyz` says it; `None` when it is. The service
+/// manager is told `READY=1` by the same test (`app/service_manager.rs`).
+pub async fn readiness_problem(state: &AppState) -> Option<String> {
     if let Some(stuck) = crate::read::stuck::readiness_problem() {
-        return HttpResponse::ServiceUnavailable().json(ErrorBody { error: stuck });
+        return Some(stuck);
     }
     if let Some(building) = state.edge_index.readiness_problem() {
-        return HttpResponse::ServiceUnavailable().json(ErrorBody { error: building });
+        return Some(building);
     }
     if let Some(building) = state.token_table.readiness_problem() {
-        return HttpResponse::ServiceUnavailable().json(ErrorBody { error: building });
+        return Some(building);
     }
     if let Some(behind) = crate::read::zone_lag::readiness_problem(&state.store).await {
-        return HttpResponse::ServiceUnavailable().json(ErrorBody { error: behind });
+        return Some(behind);
     }
     let first_ca = async {
         match state.issuers.first() {
@@ -297,18 +309,12 @@ async fn readyz(state: SharedState) -> HttpResponse {
         }
     };
     let (store, acme) = futures::join!(state.store.ping(), first_ca);
-    let problem = match (store, acme, crate::tasks::BACKGROUND.problem()) {
-        (Ok(()), Ok(()), None) => {
-            return HttpResponse::Ok().json(ReadyBody {
-                status: "ready",
-                background: crate::tasks::BACKGROUND.report(),
-            })
-        }
-        (Err(error), _, _) => format!("store unreachable: {error}"),
-        (Ok(()), Err(error), _) => format!("ACME directory unreachable: {error}"),
-        (Ok(()), Ok(()), Some(problem)) => problem,
-    };
-    HttpResponse::ServiceUnavailable().json(ErrorBody { error: problem })
+    match (store, acme, crate::tasks::BACKGROUND.problem()) {
+        (Ok(()), Ok(()), None) => None,
+        (Err(error), _, _) => Some(format!("store unreachable: {error}")),
+        (Ok(()), Err(error), _) => Some(format!("ACME directory unreachable: {error}")),
+        (Ok(()), Ok(()), Some(problem)) => Some(problem),
+    }
 }
 
 /// `GET /metrics`: Prometheus metrics in the OpenMetrics text format.

@@ -49,6 +49,7 @@ mod key_custody;
 mod keys_and_roles;
 mod lifecycle;
 mod names;
+mod packaging;
 mod renewal;
 mod replicas;
 mod resilience;
