@@ -550,7 +550,10 @@ async fn one_run(
         // came after; its walk of the log behind that checkpoint runs in the background.
         service.guard.kill();
         let restarted = Instant::now();
-        service = spawn(&env, &log_dir.join(format!("{kind:?}-run{run}-restart.log")))?;
+        service = spawn(
+            &env,
+            &log_dir.join(format!("{kind:?}-run{run}-restart.log")),
+        )?;
         wait_ready(&client, &service).await?;
         let ready_s = restarted.elapsed().as_secs_f64();
         let signing = Instant::now();

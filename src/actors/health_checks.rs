@@ -17,7 +17,8 @@ use tokio::time::Instant;
 
 use super::supervisor::Supervisor;
 use crate::app_state::{AppState, CommandOrigin};
-use crate::use_cases::health::{check_domain, remove_if_moved_long_enough};
+use crate::use_cases::health::check_domain;
+use crate::use_cases::remove::remove_if_moved_long_enough;
 use crate::use_cases::work_lease::WorkLease;
 
 /// The lease that keeps the checks on one replica: a work lease's name (`<domain id>#<work>`,

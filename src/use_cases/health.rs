@@ -4,22 +4,18 @@
 
 use chrono::{DateTime, Utc};
 use cqrs_es::AggregateError;
-use dns_handling_events::{DomainStatus, HealthReport, NameCheck, Validation};
+use dns_handling_events::{HealthReport, NameCheck, Validation};
 use dns_handling_projections::DomainView;
 
 use super::caa::caa_identities;
 use super::command::execute;
-use super::remove::remove;
-use super::revoke::RevokeError;
-use super::{live_view, DomainMissing, Pollers};
+use super::{live_view, DomainMissing};
 use crate::adapters::caa::{relevant_caa, CaaLookup};
 use crate::adapters::store::StoreError;
 use crate::app_state::{AppState, CommandOrigin};
 use crate::domain::aggregate::{CustomDomainCommand, DomainError};
 use crate::domain::caa::CaaCa;
-use crate::domain::health::{
-    caa_check, delegation_check, moved_long_enough, routed_names, routing_check, Resolution,
-};
+use crate::domain::health::{caa_check, delegation_check, routed_names, routing_check, Resolution};
 use crate::metrics::METRICS;
 use crate::settings::CaaCheck;
 
@@ -64,30 +60,6 @@ pub async fn check_domain(
     record(state, domain_id, report.clone(), checked_at, origin).await?;
     let after = live_view::<HealthError>(state, domain_id).await?;
     Ok((HealthCheck { report, checked_at }, after))
-}
-
-/// Removes a domain `moved` for `MOVED_REMOVE_AFTER` (`view` as a check left it; its
-/// `updated_at` is when it moved, nothing else of its lifecycle happening while it is moved),
-/// its certificate revoked first (`cessationOfOperation`), through the same use case as
-/// `DELETE /domains/{id}?revoke=true`: if the CA cannot revoke, nothing is removed and the next
-/// check tries again. Answers whether it removed the domain.
-pub async fn remove_if_moved_long_enough(
-    state: &AppState,
-    pollers: &dyn Pollers,
-    view: &DomainView,
-    origin: CommandOrigin,
-) -> Result<bool, RevokeError> {
-    let remove_after = state
-        .settings
-        .moved_remove_after
-        .map(|after| chrono::Duration::from_std(after).unwrap_or(chrono::Duration::MAX));
-    let moved = view.status == DomainStatus::Moved && !view.removed;
-    if !moved || !moved_long_enough(view.updated_at, remove_after, Utc::now()) {
-        return Ok(false);
-    }
-    remove(state, pollers, &view.id, true, origin).await?;
-    tracing::info!(domain_id = %view.id, moved_at = %view.updated_at, "a domain moved for MOVED_REMOVE_AFTER was removed");
-    Ok(true)
 }
 
 /// The full check made before every order (first issuance, renewal, manual renewal): recorded

@@ -134,7 +134,10 @@ async fn replacement_shown(state: &AppState, domain_id: &str) -> Result<DomainVi
     loop {
         let view = live_view::<RevokeError>(state, domain_id).await?;
         let under_way = view.renewal.as_ref().is_some_and(|r| r.in_progress)
-            || view.certificate.as_ref().is_some_and(|c| c.revoked_at.is_none());
+            || view
+                .certificate
+                .as_ref()
+                .is_some_and(|c| c.revoked_at.is_none());
         if under_way || tokio::time::Instant::now() >= deadline {
             return Ok(view);
         }
