@@ -462,7 +462,7 @@ async fn one_run(
     let spawned_wall = Utc::now();
     let spawned = Instant::now();
     let mut service = spawn(&env, &log_dir.join(format!("{kind:?}-run{run}.log")))?;
-    wait_ready(&client, &service).await?;
+    wait_ready(&client, &mut service).await?;
     let ready_s = spawned.elapsed().as_secs_f64();
 
     // Every due renewal started (or a deadline far past what one tick should take).
@@ -554,7 +554,7 @@ async fn one_run(
             &env,
             &log_dir.join(format!("{kind:?}-run{run}-restart.log")),
         )?;
-        wait_ready(&client, &service).await?;
+        wait_ready(&client, &mut service).await?;
         let ready_s = restarted.elapsed().as_secs_f64();
         let signing = Instant::now();
         let signed = client
@@ -591,7 +591,7 @@ async fn one_run(
 }
 
 /// Waits until `/readyz` answers 200 (ten minutes at most).
-async fn wait_ready(client: &reqwest::Client, service: &Running) -> anyhow::Result<()> {
+async fn wait_ready(client: &reqwest::Client, service: &mut Running) -> anyhow::Result<()> {
     let spawned = Instant::now();
     loop {
         service.ensure_alive()?;
