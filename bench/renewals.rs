@@ -458,7 +458,7 @@ async fn one_run(
             std::env::var("SERVICE_LOG_LEVEL").unwrap_or_else(|_| "info".to_owned()),
         ),
     ]);
-    let client = reqwest::Client::new();
+    let client = dns_handling_testkit::client_builder().build()?;
     let spawned_wall = Utc::now();
     let spawned = Instant::now();
     let mut service = spawn(&env, &log_dir.join(format!("{kind:?}-run{run}.log")))?;

@@ -60,7 +60,7 @@ pub async fn read_each_once(
     domains: usize,
     concurrency: usize,
 ) -> anyhow::Result<f64> {
-    let client = reqwest::Client::new();
+    let client = dns_handling_testkit::client_builder().build()?;
     let started = Instant::now();
     let mut answers = futures::stream::iter(0..domains)
         .map(|n| {

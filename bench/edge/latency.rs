@@ -39,7 +39,7 @@ const PATIENCE: Duration = Duration::from_secs(30);
 
 /// Asks for `name` every millisecond until the answer carries `leaf_pem`; returns when.
 async fn served(service: &Service, name: &str, leaf_pem: &str) -> anyhow::Result<Instant> {
-    let client = reqwest::Client::new();
+    let client = dns_handling_testkit::client_builder().build()?;
     let deadline = Instant::now() + PATIENCE;
     while Instant::now() < deadline {
         let response = client

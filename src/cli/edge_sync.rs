@@ -143,6 +143,9 @@ impl EdgeSync {
         Ok(Self {
             http: reqwest::Client::builder()
                 .connect_timeout(Duration::from_secs(10))
+                // Below the service's keep-alive (actix-web's 5 s): a connection the service
+                // is closing that instant would fail the next request.
+                .pool_idle_timeout(Duration::from_secs(2))
                 .build()
                 .expect("a client without options that can fail"),
             server: args.server.trim_end_matches('/').to_owned(),

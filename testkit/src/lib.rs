@@ -45,7 +45,9 @@ pub use dig::{dig, try_dig, DigAnswer, DigRecord};
 pub use edge_agent::EdgeAgent;
 pub use pebble::{eab_key, Pebble, PebbleOptions};
 pub use process::{free_dns_port, free_port, ChildGuard, TempDir};
-pub use service::{run_command, sample, start_expecting_refusal, Service};
+pub use service::{
+    client_builder, run_command, sample, start_expecting_refusal, Service, CLIENT_IDLE,
+};
 pub use setup::{
     active_domain, database_env, delegate_zone, issue_and_publish, pebble_and_database,
     service_env, verified_domain, verified_domain_with_alt_names, TEST_AUDIT_SIGNING_KEY,

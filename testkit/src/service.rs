@@ -19,6 +19,18 @@ use serde_json::{json, Value};
 
 use crate::process::{spawn, ChildGuard, TempDir};
 
+/// How long a test's client keeps an idle connection to the service: less than actix-web's
+/// keep-alive (5 s), after which the service closes it. A client holding it longer may send a
+/// request on a connection the service is closing that instant, and the request fails with
+/// "connection closed before message completed" (a bench hit this on CI, exactly 5 s after its
+/// previous request).
+pub const CLIENT_IDLE: Duration = Duration::from_secs(2);
+
+/// A client builder for talking to the service: idle connections dropped after [`CLIENT_IDLE`].
+pub fn client_builder() -> reqwest::ClientBuilder {
+    reqwest::Client::builder().pool_idle_timeout(CLIENT_IDLE)
+}
+
 /// The real service binary, started with its own environment.
 pub struct Service {
     /// Where it listens.
@@ -97,7 +109,7 @@ impl Service {
                 format!("Bearer {token}").parse().expect("header value"),
             );
         }
-        let client = reqwest::Client::builder()
+        let client = client_builder()
             .default_headers(headers)
             .build()
             .expect("HTTP client");
