@@ -50,12 +50,13 @@ pub async fn confine(request: &ServiceRequest, tenant: &TenantId) -> Result<(), 
     let Some(state) = request.app_data::<web::Data<Arc<AppState>>>() else {
         return Err(ApiError::internal("service state missing"));
     };
-    // The view is kept for a removed domain too, with its tenant.
+    // The view is kept for a removed domain too, with its tenant; the reader keeps the tenant
+    // once read, so this costs no query on the requests that follow.
     let owned = state
         .views
-        .domain_view(&id)
+        .domain_tenant(&id)
         .await?
-        .is_some_and(|view| view.tenant.as_deref() == Some(tenant.as_str()));
+        .is_some_and(|owner| owner.as_deref() == Some(tenant.as_str()));
     match owned {
         true => Ok(()),
         // What `live_view` answers for an id no domain has: nothing tells the two apart.
