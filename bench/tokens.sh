@@ -10,7 +10,8 @@
 #   * GET /edge/certificate?server_name=<not ours> (answered 204 from the edge index) with the
 #     environment's edge token, then with the managed edge token;
 #   * GET /domains/{id} of a tenant's domain with the environment's admin token, then with a
-#     tenant token of that tenant (whose scope check reads the domain's view once more).
+#     tenant token of that tenant (whose scope check needs the domain's tenant, which the replica
+#     keeps once read: `read/view_reader.rs`).
 # Prints requests/s and p99 of each round, the managed/environment ratio of the time per request
 # (the inverse ratio of the rates) of each round, and the median ratio: short alternating rounds
 # so that load from elsewhere on the machine falls on both sides alike.
