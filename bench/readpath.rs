@@ -30,23 +30,6 @@ const BINARY: &str = env!("CARGO_BIN_EXE_dns-handling");
 
 const TOKEN: &str = "readpath-bench-admin-token";
 
-/// The wrk script: a uniformly random seeded domain per request, with the admin token.
-fn lua_script(domains: usize) -> String {
-    let example = seed::domain_id(0);
-    let prefix = example.trim_end_matches('0');
-    let digits = example.len() - prefix.len();
-    format!(
-        r#"{prologue}local headers = {{ ["Authorization"] = "Bearer {TOKEN}" }}
-request = function()
-  local path = string.format("/domains/{prefix}%0{digits}d", math.random(0, {last}))
-  return wrk.format("GET", path, headers)
-end
-"#,
-        prologue = wrk::SEEDED_THREADS,
-        last = domains - 1,
-    )
-}
-
 struct Config {
     domains: usize,
     log_levels: Vec<String>,
@@ -69,7 +52,10 @@ async fn run(kind: StoreKind, config: &Config) -> anyhow::Result<()> {
     );
     let dir = TempDir::new("dns-handling-readpath-bench");
     let script = dir.path().join("random-domain.lua");
-    std::fs::write(&script, lua_script(config.domains))?;
+    std::fs::write(
+        &script,
+        wrk::random_domain_script(&seed::domain_id(0), config.domains, TOKEN),
+    )?;
 
     for log_level in &config.log_levels {
         let mut env: HashMap<String, String> = database_env(&database);

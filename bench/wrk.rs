@@ -15,6 +15,23 @@ function init(args)
 end
 "#;
 
+/// A script asking `GET /domains/{id}` of a uniformly random one of `domains` seeded domains per
+/// request, with `token`; `first_id` is the id of seeded domain 0, whose trailing zeros the
+/// domain's number replaces (`bench/seed.rs`'s ids).
+pub fn random_domain_script(first_id: &str, domains: usize, token: &str) -> String {
+    let prefix = first_id.trim_end_matches('0');
+    let digits = first_id.len() - prefix.len();
+    format!(
+        r#"{SEEDED_THREADS}local headers = {{ ["Authorization"] = "Bearer {token}" }}
+request = function()
+  local path = string.format("/domains/{prefix}%0{digits}d", math.random(0, {last}))
+  return wrk.format("GET", path, headers)
+end
+"#,
+        last = domains - 1,
+    )
+}
+
 /// What one wrk run measured.
 pub struct WrkResult {
     pub requests_per_second: f64,
