@@ -1,0 +1,445 @@
+//! Run: `cargo bench --bench health` (N=100000 active domains; PASS=100 s, the
+//! `HEALTH_CHECK_INTERVAL` of the measured passes; wrk with THREADS=2, CONNECTIONS=16,
+//! DURATION=20s; STORES=sqlite,postgres; PostgreSQL at BENCH_POSTGRES_URL, else
+//! TEST_POSTGRES_URL; needs `wrk` and `unbound`)
+//!
+//! The periodic health checks at scale, against a real resolver. Seeds a fresh store with N
+//! `active` domains (`bench/seed.rs`), and starts unbound answering from local data for every
+//! seeded name (an `A` record at the routing target `192.0.2.10`, no `AAAA`, no CAA up the tree),
+//! as the users' DNS would; the service resolves through it (`DNS_NAMESERVERS`) with
+//! `ROUTING_TARGETS=192.0.2.10` (and CAA checked, the default), so a check asks unbound for `A`
+//! and `AAAA` of the name and CAA of the name and each parent.
+//!
+//! Three windows, each after a 2 s wrk warm-up, and each with wrk loading `GET /domains/{random id}` (the API a client uses
+//! meanwhile) for DURATION, one `unbound-control stats_noreset` a second, and the service's CPU:
+//! - **without checks**: the service started with `HEALTH_CHECK_INTERVAL=1000d` (a check every
+//!   864 s: none in the window);
+//! - **first pass**: started again with `HEALTH_CHECK_INTERVAL=PASS`; every check finds a
+//!   domain never checked, so each records a `HealthChanged` event;
+//! - **second pass**: the next pass, which finds nothing changed and records nothing (a platform's
+//!   steady state).
+//!
+//! Reports, per window: checks per second (the `health_checks` counter), the queries per second
+//! unbound answered (mean, and the busiest second against the mean: the pass is spread evenly,
+//! so no second should exceed 2× the mean), the service's CPU, and the API's requests/s, p50 and
+//! p99 beside the window without checks (the issue's target: p99 within 1.2×).
+//!
+//! Under `cargo test --all-targets`, a smoke run: 300 domains, a 3 s pass, 1 s windows. It fails
+//! when a check is missing or finds anything but `ok`, when unbound saw no queries during a pass
+//! or some without one, or when an API request fails.
+
+// A bench binary: its items need no docs.
+#![allow(missing_docs)]
+
+mod harness;
+mod process;
+mod wrk;
+
+#[allow(dead_code)]
+mod seed;
+
+use std::collections::HashMap;
+use std::path::{Path, PathBuf};
+use std::process::Command;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use dns_handling::adapters::store::Store;
+use dns_handling_testkit::{
+    database_env, free_dns_port, sample, ChildGuard, Service, StoreKind, TempDir, TestDatabase,
+};
+
+/// The service binary cargo built with this bench (the release one under `cargo bench`).
+const BINARY: &str = env!("CARGO_BIN_EXE_dns-handling");
+
+const TOKEN: &str = "health-bench-admin-token";
+
+/// Where every seeded name routes, and what the service is told the platform's edge is.
+const ROUTING_TARGET: &str = "192.0.2.10";
+
+struct Config {
+    domains: usize,
+    pass: Duration,
+    threads: u32,
+    connections: u32,
+    duration: Duration,
+    /// A wrk run before each window (connections, page cache, allocator), not measured.
+    warm_up: Option<Duration>,
+}
+
+impl Config {
+    fn from_env(benchmarking: bool) -> Config {
+        let number = |name: &str| std::env::var(name).ok().and_then(|v| v.parse::<u64>().ok());
+        Config {
+            domains: number("N").unwrap_or(if benchmarking { 100_000 } else { 300 }) as usize,
+            pass: Duration::from_secs(number("PASS").unwrap_or(if benchmarking { 100 } else { 3 })),
+            threads: number("THREADS").unwrap_or(2) as u32,
+            connections: number("CONNECTIONS").unwrap_or(if benchmarking { 16 } else { 4 }) as u32,
+            duration: Duration::from_secs(number("DURATION").unwrap_or(if benchmarking {
+                20
+            } else {
+                1
+            })),
+            warm_up: benchmarking.then(|| Duration::from_secs(2)),
+        }
+    }
+}
+
+/// Debian installs unbound's programs in /usr/sbin, which a non-root PATH may lack.
+fn sbin(program: &str) -> PathBuf {
+    let installed = Path::new("/usr/sbin").join(program);
+    if installed.exists() {
+        installed
+    } else {
+        PathBuf::from(program)
+    }
+}
+
+/// unbound answering every seeded name from local data, its statistics read through its control
+/// socket.
+struct Unbound {
+    _child: ChildGuard,
+    dir: TempDir,
+    port: u16,
+}
+
+impl Unbound {
+    fn start(domains: usize) -> anyhow::Result<Unbound> {
+        let dir = TempDir::new("health-bench-unbound");
+        let port = free_dns_port();
+        let mut data = String::with_capacity(domains * 64);
+        for n in 0..domains {
+            data.push_str(&format!(
+                "local-data: \"{}. 300 IN A {ROUTING_TARGET}\"\n",
+                seed::domain_name(n)
+            ));
+        }
+        std::fs::write(dir.path().join("records.conf"), data)?;
+        let config = format!(
+            r#"server:
+  interface: 127.0.0.1@{port}
+  do-ip6: no
+  access-control: 127.0.0.0/8 allow
+  module-config: "iterator"
+  username: ""
+  chroot: ""
+  directory: "{dir}"
+  pidfile: "{dir}/unbound.pid"
+  use-syslog: no
+  verbosity: 0
+  num-threads: 1
+  # Every answer from the local data below, none from elsewhere: a name with no data is
+  # NXDOMAIN, a name above the seeded ones (example.com, com) has no records of its own.
+  local-zone: "." static
+  include: "{dir}/records.conf"
+remote-control:
+  control-enable: yes
+  control-use-cert: no
+  control-interface: "{dir}/control.sock"
+"#,
+            dir = dir.path().display()
+        );
+        let config_path = dir.path().join("unbound.conf");
+        std::fs::write(&config_path, config)?;
+        let log = std::fs::File::create(dir.path().join("unbound.log"))?;
+        let child = Command::new(sbin("unbound"))
+            .args(["-d", "-c"])
+            .arg(&config_path)
+            .stdout(log.try_clone()?)
+            .stderr(log)
+            .spawn()
+            .map_err(|e| anyhow::anyhow!("cannot start unbound ({e}); apt-get install unbound"))?;
+        let unbound = Unbound {
+            _child: ChildGuard { child },
+            dir,
+            port,
+        };
+        let deadline = Instant::now() + Duration::from_secs(60);
+        while unbound.queries().is_err() {
+            anyhow::ensure!(
+                Instant::now() < deadline,
+                "unbound did not answer its control socket in 60 s: {}",
+                std::fs::read_to_string(unbound.dir.path().join("unbound.log"))?
+            );
+            std::thread::sleep(Duration::from_millis(100));
+        }
+        Ok(unbound)
+    }
+
+    fn nameserver(&self) -> String {
+        format!("127.0.0.1:{}", self.port)
+    }
+
+    /// The queries unbound has answered since it started.
+    fn queries(&self) -> anyhow::Result<u64> {
+        let output = Command::new(sbin("unbound-control"))
+            .arg("-c")
+            .arg(self.dir.path().join("unbound.conf"))
+            .arg("stats_noreset")
+            .output()?;
+        anyhow::ensure!(output.status.success(), "unbound-control failed");
+        String::from_utf8_lossy(&output.stdout)
+            .lines()
+            .find_map(|line| line.strip_prefix("total.num.queries="))
+            .and_then(|value| value.trim().parse().ok())
+            .ok_or_else(|| anyhow::anyhow!("no total.num.queries in unbound's statistics"))
+    }
+}
+
+/// Samples unbound's query count every second until told to stop: the queries of each second.
+fn sample_queries(
+    unbound: Arc<Unbound>,
+    stop: Arc<AtomicBool>,
+) -> std::thread::JoinHandle<Vec<u64>> {
+    std::thread::spawn(move || {
+        let mut per_second = Vec::new();
+        let mut last = unbound.queries().unwrap_or(0);
+        let mut next = Instant::now() + Duration::from_secs(1);
+        while !stop.load(Ordering::Relaxed) {
+            std::thread::sleep(next.saturating_duration_since(Instant::now()));
+            next += Duration::from_secs(1);
+            let now = unbound.queries().unwrap_or(last);
+            per_second.push(now - last);
+            last = now;
+        }
+        per_second
+    })
+}
+
+/// What one window measured.
+struct Window {
+    checks_per_second: f64,
+    queries_per_second: f64,
+    busiest_to_mean: f64,
+    queries: u64,
+    service_cpu_pct: f64,
+    rss_mib: f64,
+    api: wrk::WrkResult,
+}
+
+/// The `health_checks` counter, recorded or failed.
+async fn checks(service: &Service) -> (f64, f64) {
+    let metrics = service.metrics().await;
+    let recorded = sample(
+        &metrics,
+        r#"dns_handling_health_checks_total{outcome="recorded"}"#,
+    )
+    .unwrap_or(0.0);
+    let failed = sample(
+        &metrics,
+        r#"dns_handling_health_checks_total{outcome="failed"}"#,
+    )
+    .unwrap_or(0.0);
+    (recorded, failed)
+}
+
+/// Loads the API with wrk for the window while sampling unbound and the service's CPU.
+async fn measure(
+    service: &Service,
+    unbound: &Arc<Unbound>,
+    script: &Path,
+    config: &Config,
+) -> anyhow::Result<Window> {
+    let url = service.url("");
+    let (script, threads, connections) = (script.to_owned(), config.threads, config.connections);
+    if let Some(warm_up) = config.warm_up {
+        let (url, script) = (url.clone(), script.clone());
+        let duration = format!("{}s", warm_up.as_secs());
+        tokio::task::spawn_blocking(move || {
+            wrk::run(&url, &script, threads, connections, &duration)
+        })
+        .await??;
+    }
+    let (checks_before, _) = checks(service).await;
+    let stop = Arc::new(AtomicBool::new(false));
+    let sampler = sample_queries(unbound.clone(), stop.clone());
+    let cpu_before = process::cpu_seconds(service.pid());
+    let started = Instant::now();
+    let duration = format!("{}s", config.duration.as_secs());
+    let api = tokio::task::spawn_blocking(move || {
+        wrk::run(&url, &script, threads, connections, &duration)
+    })
+    .await??;
+    let wall = started.elapsed().as_secs_f64();
+    let cpu = process::cpu_seconds(service.pid()) - cpu_before;
+    stop.store(true, Ordering::Relaxed);
+    let per_second = sampler
+        .join()
+        .map_err(|_| anyhow::anyhow!("sampler panicked"))?;
+    let (checks_after, _) = checks(service).await;
+    let queries: u64 = per_second.iter().sum();
+    let mean = queries as f64 / per_second.len().max(1) as f64;
+    let busiest = per_second.iter().copied().max().unwrap_or(0) as f64;
+    Ok(Window {
+        checks_per_second: (checks_after - checks_before) / wall,
+        queries_per_second: mean,
+        busiest_to_mean: if mean > 0.0 { busiest / mean } else { 0.0 },
+        queries,
+        service_cpu_pct: cpu / wall * 100.0,
+        rss_mib: process::status_mib(service.pid(), "VmRSS:"),
+        api,
+    })
+}
+
+fn report(kind: StoreKind, name: &str, window: &Window, without: Option<&Window>) {
+    let ratio = without.map_or(String::new(), |without| {
+        format!(
+            " = p99 {:.2}× without checks",
+            window.api.p99_ms / without.api.p99_ms
+        )
+    });
+    println!(
+        "{kind:?} {name}: {:.0} checks/s | unbound {:.0} queries/s, busiest second {:.2}× the mean | service CPU {:.0} % of a core, VmRSS {:.0} MiB | API {:.0} requests/s ({} requests), p50 {:.2} ms, p99 {:.2} ms{ratio}",
+        window.checks_per_second,
+        window.queries_per_second,
+        window.busiest_to_mean,
+        window.service_cpu_pct,
+        window.rss_mib,
+        window.api.requests_per_second,
+        window.api.requests,
+        window.api.p50_ms,
+        window.api.p99_ms,
+    );
+}
+
+fn service_env(
+    database: &TestDatabase,
+    unbound: &Unbound,
+    interval: &str,
+) -> HashMap<String, String> {
+    let mut env = database_env(database);
+    env.extend(
+        [
+            ("AUTH_TOKEN", TOKEN.to_owned()),
+            ("LOG_LEVEL", "warn".to_owned()),
+            // Never contacted: nothing is issued here.
+            ("ACME_DIRECTORY", "http://127.0.0.1:9/dir".to_owned()),
+            ("DNS_NAMESERVERS", unbound.nameserver()),
+            ("ROUTING_TARGETS", ROUTING_TARGET.to_owned()),
+            ("HEALTH_CHECK_INTERVAL", interval.to_owned()),
+        ]
+        .map(|(name, value)| (name.to_owned(), value)),
+    );
+    env
+}
+
+/// Waits until `health_checks` reaches `count` (a pass finished), within `within`.
+async fn wait_for_checks(service: &Service, count: f64, within: Duration) -> anyhow::Result<()> {
+    let deadline = Instant::now() + within;
+    loop {
+        let (recorded, failed) = checks(service).await;
+        anyhow::ensure!(failed == 0.0, "{failed} checks could not be recorded");
+        if recorded >= count {
+            return Ok(());
+        }
+        anyhow::ensure!(
+            Instant::now() < deadline,
+            "{recorded} of {count} checks after {within:?}"
+        );
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+}
+
+async fn run(kind: StoreKind, config: &Config) -> anyhow::Result<()> {
+    let database = TestDatabase::create(kind).await;
+    let store = Store::connect(&database.url).await?;
+    let seeding = Instant::now();
+    let events = seed::seed(&store, config.domains, seed::Lifecycle::Active).await?;
+    seed::close(store).await;
+    eprintln!(
+        "{kind:?}: seeded {} active domains ({events} events) in {:.1} s",
+        config.domains,
+        seeding.elapsed().as_secs_f64()
+    );
+    let unbound = Arc::new(Unbound::start(config.domains)?);
+    let dir = TempDir::new("health-bench");
+    let script = dir.path().join("random-domain.lua");
+    std::fs::write(
+        &script,
+        wrk::random_domain_script(&seed::domain_id(0), config.domains, TOKEN),
+    )?;
+
+    // Without checks.
+    let mut service = Service::start(BINARY, &service_env(&database, &unbound, "1000d"));
+    let (code, body) = service
+        .get(&format!("/domains/{}", seed::domain_id(config.domains - 1)))
+        .await;
+    anyhow::ensure!(code == 200 && body["status"] == "active", "{code} {body}");
+    // Domain 0's check falls at the start; the window begins after it.
+    wait_for_checks(&service, 1.0, Duration::from_secs(30)).await?;
+    let without = measure(&service, &unbound, &script, config).await?;
+    report(kind, "without checks", &without, None);
+    service.terminate();
+
+    // The first pass (every check records), then the second (none does).
+    let pass = format!("{}s", config.pass.as_secs());
+    let service = Service::start(BINARY, &service_env(&database, &unbound, &pass));
+    // The checks' lease the previous process held lapses after LEASE_TTL (30 s) on PostgreSQL:
+    // the window begins with the pass.
+    wait_for_checks(&service, 1.0, Duration::from_secs(60)).await?;
+    let first = measure(&service, &unbound, &script, config).await?;
+    report(
+        kind,
+        "first pass (each check records)",
+        &first,
+        Some(&without),
+    );
+    let domains = config.domains as f64;
+    wait_for_checks(&service, domains, config.pass * 2).await?;
+    // The second pass starts a PASS after the first did.
+    wait_for_checks(&service, domains + 1.0, config.pass * 2).await?;
+    let second = measure(&service, &unbound, &script, config).await?;
+    report(
+        kind,
+        "second pass (nothing changed)",
+        &second,
+        Some(&without),
+    );
+
+    // What a smoke run holds to: every domain checked, and found routed here with no CAA.
+    let metrics = service.metrics().await;
+    let ok = sample(
+        &metrics,
+        r#"dns_handling_domains_health{check="routing",outcome="ok"}"#,
+    )
+    .unwrap_or(0.0);
+    anyhow::ensure!(
+        ok == domains,
+        "{ok} of {domains} domains route to the target: {}",
+        metrics
+            .lines()
+            .filter(|line| line.starts_with("dns_handling_domains_health"))
+            .collect::<Vec<_>>()
+            .join("\n")
+    );
+    for (name, window) in [("first pass", &first), ("second pass", &second)] {
+        anyhow::ensure!(window.queries > 0, "unbound saw no query in the {name}");
+        anyhow::ensure!(
+            window.api.errors.is_empty(),
+            "{name}: wrk saw {}",
+            window.api.errors
+        );
+    }
+    anyhow::ensure!(
+        without.queries < 20,
+        "unbound saw {} queries without checks",
+        without.queries
+    );
+    anyhow::ensure!(
+        without.api.errors.is_empty(),
+        "wrk saw {}",
+        without.api.errors
+    );
+    Ok(())
+}
+
+fn main() -> anyhow::Result<()> {
+    let config = Config::from_env(harness::benchmarking());
+    // A smoke run that silently skipped would assert nothing: without its tools, fail and say why.
+    anyhow::ensure!(
+        Command::new("wrk").arg("--version").output().is_ok(),
+        "wrk is not installed (apt-get install -y wrk; tests/run.sh installs it)"
+    );
+    harness::on_each_store(|kind| run(kind, &config))
+}
