@@ -596,21 +596,27 @@ async fn the_cli_renews_a_certificate_and_lists_the_old_and_the_new() {
     let (code, stdout, stderr) = cli(&service, &["renew", &id]);
     assert_eq!(code, 0, "{stderr}");
     assert!(stdout.contains("stays active"), "{stdout}");
-    assert!(
-        stdout.contains("Set a TXT record at _acme-challenge.renew-cli.example.test."),
-        "{stdout}"
-    );
-    // Still usable, and the records the renewal waits for are said out loud.
-    let (code, stdout, stderr) = cli_wait(&service, &id).await;
-    assert_eq!(code, 0, "{stdout}{stderr}");
-    assert!(stderr.contains("waits for these TXT records"), "{stderr}");
-
-    let (_, view) = service.get(&format!("/domains/{id}")).await;
-    for challenge in view["renewal"]["challenges"].as_array().expect("records") {
-        pebble.set_txt(
-            challenge["challenge_domain"].as_str().expect("name"),
-            challenge["expected_txt_value"].as_str().expect("value"),
+    // Pebble now and then hands out an order whose authorizations are valid already, even with
+    // PEBBLE_AUTHZREUSE=0 (seen in CI; `renewal.rs` meets it too): the CLI then says there is
+    // nothing to publish, and the renewal completes by itself.
+    let reused = stdout.contains("Nothing to publish: the CA already holds a valid authorization");
+    if !reused {
+        assert!(
+            stdout.contains("Set a TXT record at _acme-challenge.renew-cli.example.test."),
+            "{stdout}"
         );
+        // Still usable, and the records the renewal waits for are said out loud.
+        let (code, stdout, stderr) = cli_wait(&service, &id).await;
+        assert_eq!(code, 0, "{stdout}{stderr}");
+        assert!(stderr.contains("waits for these TXT records"), "{stderr}");
+
+        let (_, view) = service.get(&format!("/domains/{id}")).await;
+        for challenge in view["renewal"]["challenges"].as_array().expect("records") {
+            pebble.set_txt(
+                challenge["challenge_domain"].as_str().expect("name"),
+                challenge["expected_txt_value"].as_str().expect("value"),
+            );
+        }
     }
     let deadline = std::time::Instant::now() + std::time::Duration::from_secs(60);
     while service.get(&format!("/domains/{id}")).await.1["certificate"]["id"] == first_id.as_str() {
