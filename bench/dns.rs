@@ -40,6 +40,7 @@
 // comment all the same.
 #![allow(missing_docs)]
 
+mod api_probe;
 #[allow(dead_code)]
 mod harness;
 
@@ -52,8 +53,8 @@ mod seed;
 mod stats;
 
 use std::collections::HashMap;
-use std::io::{BufRead, BufReader, Read, Write};
-use std::net::{SocketAddr, TcpListener, TcpStream, UdpSocket};
+use std::io::{BufRead, BufReader, Write};
+use std::net::{SocketAddr, TcpListener, UdpSocket};
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -577,132 +578,18 @@ fn run_dnsperf(
     })
 }
 
-/// What the API probe measured over one window.
-#[derive(Default)]
-struct ApiResult {
-    /// Median latency of the answered requests, from when each was due.
-    p50: Duration,
-    /// Their 99th percentile.
-    p99: Duration,
-    /// The slowest.
-    max: Duration,
-    /// Requests answered `200`.
-    answered: usize,
-    /// Requests that failed: another status, or an I/O error (the connection is made again).
-    failed: usize,
-}
-
-/// A lean HTTP/1.1 client on one keep-alive connection: `GET path`, the status once the whole
-/// body is read.
-struct ApiConnection {
-    reader: BufReader<TcpStream>,
-}
-
-impl ApiConnection {
-    /// Connects, with Nagle's algorithm off (a request is one small write).
-    fn connect(address: SocketAddr) -> std::io::Result<ApiConnection> {
-        let stream = TcpStream::connect(address)?;
-        stream.set_nodelay(true)?;
-        stream.set_read_timeout(Some(Duration::from_secs(10)))?;
-        Ok(ApiConnection {
-            reader: BufReader::new(stream),
-        })
-    }
-
-    /// One request and its whole answer; the status code.
-    fn get(&mut self, path: &str) -> std::io::Result<u16> {
-        let request =
-            format!("GET {path} HTTP/1.1\r\nHost: bench\r\nAuthorization: Bearer {TOKEN}\r\n\r\n");
-        self.reader.get_mut().write_all(request.as_bytes())?;
-        let mut line = String::new();
-        self.reader.read_line(&mut line)?;
-        let status = line
-            .split_whitespace()
-            .nth(1)
-            .and_then(|code| code.parse().ok())
-            .ok_or_else(|| std::io::Error::other(format!("not an HTTP status line: {line:?}")))?;
-        let mut length = 0usize;
-        loop {
-            line.clear();
-            self.reader.read_line(&mut line)?;
-            let header = line.trim_end();
-            if header.is_empty() {
-                break;
-            }
-            if let Some((name, value)) = header.split_once(':') {
-                if name.eq_ignore_ascii_case("content-length") {
-                    length = value.trim().parse().unwrap_or(0);
-                }
-            }
-        }
-        let mut body = vec![0u8; length];
-        self.reader.read_exact(&mut body)?;
-        Ok(status)
-    }
-}
-
-/// Runs the API probe on a thread of its own until `stop`: `GET /domains/{id}` of the seeded
-/// domains in turn, `rate` a second on a fixed schedule. Each latency counts from the moment
-/// the request was due, not from when it went out, so a stall delays the requests queued
-/// behind it and is counted in them too (no coordinated omission).
-fn start_api_probe(
-    address: SocketAddr,
-    domains: usize,
-    rate: u32,
-    stop: Arc<AtomicBool>,
-) -> std::thread::JoinHandle<ApiResult> {
-    std::thread::spawn(move || {
-        let period = Duration::from_secs_f64(1.0 / f64::from(rate.max(1)));
-        let mut latencies = Vec::new();
-        let mut failed = 0;
-        let mut connection = None;
-        let started = Instant::now();
-        let mut sent = 0u32;
-        while !stop.load(Ordering::Relaxed) {
-            let due = started + period * sent;
-            if let Some(wait) = due.checked_duration_since(Instant::now()) {
-                std::thread::sleep(wait);
-            }
-            let path = format!("/domains/{}", seed::domain_id(sent as usize % domains));
-            sent += 1;
-            if connection.is_none() {
-                connection = ApiConnection::connect(address).ok();
-            }
-            match connection.as_mut().map(|c| c.get(&path)) {
-                Some(Ok(200)) => latencies.push(due.elapsed()),
-                Some(Ok(_)) => failed += 1,
-                Some(Err(_)) | None => {
-                    failed += 1;
-                    connection = None;
-                }
-            }
-        }
-        if latencies.is_empty() {
-            return ApiResult {
-                failed,
-                ..ApiResult::default()
-            };
-        }
-        ApiResult {
-            p50: percentile(&mut latencies, 0.50),
-            p99: percentile(&mut latencies, 0.99),
-            max: percentile(&mut latencies, 1.0),
-            answered: latencies.len(),
-            failed,
-        }
-    })
-}
-
 /// Runs `during` with the API probe beside it; both results.
 fn with_api_probe<T>(
     service: &Service,
     config: &Config,
     during: impl FnOnce() -> anyhow::Result<T>,
-) -> anyhow::Result<(T, ApiResult)> {
+) -> anyhow::Result<(T, api_probe::ApiResult)> {
     let stop = Arc::new(AtomicBool::new(false));
-    let probe = start_api_probe(
+    let domains = config.domains;
+    let probe = api_probe::start(
         service.address,
-        config.domains,
+        TOKEN,
+        move |n| format!("/domains/{}", seed::domain_id(n as usize % domains)),
         config.api_rate,
         stop.clone(),
     );
@@ -723,7 +610,7 @@ struct Measured {
     /// What dnsperf measured.
     dns: DnsperfResult,
     /// What the API probe measured meanwhile.
-    api: ApiResult,
+    api: api_probe::ApiResult,
     /// CPU seconds of the server's query-answering code during the run: the service's
     /// `dns-server` thread, or all of NSD's processes.
     server_cpu_seconds: f64,
@@ -877,12 +764,12 @@ fn spread(values: &[f64], decimals: usize) -> String {
 
 /// Prints the summary over all rounds: per server and load, the median and range of each figure,
 /// the ratio embedded / NSD of each round's pair, and the API probe's figures without DNS load.
-fn print_summary(runs: &[(usize, Measured)], idle_api: &[ApiResult]) {
+fn print_summary(runs: &[(usize, Measured)], idle_api: &[api_probe::ApiResult]) {
     println!(
         "\nsummary over {} rounds (median (min–max)):",
         idle_api.len()
     );
-    let idle = |pick: fn(&ApiResult) -> Duration| -> Vec<f64> {
+    let idle = |pick: fn(&api_probe::ApiResult) -> Duration| -> Vec<f64> {
         idle_api.iter().map(|api| ms(pick(api))).collect()
     };
     println!(
