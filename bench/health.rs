@@ -1,34 +1,36 @@
-//! Run: `cargo bench --bench health` (N=100000 active domains; PASS=100 s, the
-//! `HEALTH_CHECK_INTERVAL` of the measured passes; DURATION=20 s windows; API_RATE=200
-//! requests/s; STORES=sqlite,postgres; PostgreSQL at BENCH_POSTGRES_URL, else
-//! TEST_POSTGRES_URL; needs `unbound`)
+//! Run: `cargo bench --bench health` (N=100000 active domains; RECORD_RATE=500 checks/s asked
+//! of the recording pass; RATES=100,300,1000 checks/s asked of the steady passes; DURATION=20 s
+//! windows; API_RATE=200 requests/s; STORES=sqlite,postgres; PostgreSQL at BENCH_POSTGRES_URL,
+//! else TEST_POSTGRES_URL; needs `unbound`)
 //!
 //! The periodic health checks at scale, against a real resolver. Seeds a fresh store with N
 //! `active` domains (`bench/seed.rs`), and starts unbound answering from local data for every
 //! seeded name (an `A` record at the routing target `192.0.2.10`, no `AAAA`, no CAA up the tree),
 //! as the users' DNS would; the service resolves through it (`DNS_NAMESERVERS`) with
 //! `ROUTING_TARGETS=192.0.2.10` (and CAA checked, the default), so a check asks unbound for `A`
-//! and `AAAA` of the name and CAA of the name and each parent.
+//! and `AAAA` of the name and CAA of the name and each parent. A rate is asked of the service
+//! through `HEALTH_CHECK_INTERVAL` = N / rate.
 //!
-//! After an unmeasured window, three windows of DURATION, each with the API probe (`api_probe.rs`: `GET /domains/{id}` of
-//! the seeded domains in turn, API_RATE=200 a second on one keep-alive connection, each latency
-//! counted from when the request was due), one `unbound-control stats_noreset` a second, and the
+//! Windows of DURATION, each with the API probe (`api_probe.rs`: `GET /domains/{id}` of the
+//! seeded domains in turn, API_RATE a second on one keep-alive connection, each latency counted
+//! from when the request was due), one `unbound-control stats_noreset` a second, and the
 //! service's CPU:
 //! - **without checks**: the service started with `HEALTH_CHECK_INTERVAL=1000d` (a check every
-//!   864 s: none in the window);
-//! - **first pass**: started again with `HEALTH_CHECK_INTERVAL=PASS`; every check finds a
-//!   domain never checked, so each records a `HealthChanged` event;
-//! - **second pass**: the next pass, which finds nothing changed and records nothing (a platform's
-//!   steady state).
+//!   864 s: none in the window), after an unmeasured window;
+//! - **recording pass**: started again at RECORD_RATE; every check finds a domain never checked,
+//!   so each records a `HealthChanged` event (once in a domain's life, and again only when
+//!   something changes). The pass is awaited to its end;
+//! - **steady pass** at each of RATES: started again; every check finds nothing changed and
+//!   records nothing (a platform's steady state).
 //!
-//! Reports, per window: checks per second (the `health_checks` counter), the queries per second
-//! unbound answered (mean, and the busiest second against the mean: the pass is spread evenly,
-//! so no second should exceed 2× the mean), the service's CPU, and the probe's p50, p99 and
-//! max, its p99 beside the window without checks (the target: within 1.2×).
+//! Reports, per window: checks per second done (the `health_checks` counter), the queries per
+//! second unbound answered (mean, and the busiest second against the mean: a pass is spread
+//! evenly, so no second should exceed 2× the mean), the service's CPU and RSS, and the probe's
+//! p50, p99 and max, its p99 beside the window without checks (the target: within 1.2×).
 //!
-//! Under `cargo test --all-targets`, a smoke run: 300 domains, a 3 s pass, 1 s windows. It fails
-//! when a check is missing or finds anything but `ok`, when unbound saw no queries during a pass
-//! or some without one, or when an API request fails.
+//! Under `cargo test --all-targets`, a smoke run: 300 domains, 100 checks/s, 1 s windows. It
+//! fails when a check is missing or a domain is not found routed to the target, when unbound saw
+//! no queries during a pass or some without one, or when an API request fails.
 
 // A bench binary: its items need no docs.
 #![allow(missing_docs)]
@@ -63,7 +65,10 @@ const ROUTING_TARGET: &str = "192.0.2.10";
 
 struct Config {
     domains: usize,
-    pass: Duration,
+    /// Checks a second asked of the recording pass.
+    record_rate: u32,
+    /// Checks a second asked of each steady pass.
+    rates: Vec<u32>,
     duration: Duration,
     api_rate: u32,
     /// An unmeasured window first (connections, page cache, allocator after the start).
@@ -75,7 +80,13 @@ impl Config {
         let number = |name: &str| std::env::var(name).ok().and_then(|v| v.parse::<u64>().ok());
         Config {
             domains: number("N").unwrap_or(if benchmarking { 100_000 } else { 300 }) as usize,
-            pass: Duration::from_secs(number("PASS").unwrap_or(if benchmarking { 100 } else { 3 })),
+            record_rate: number("RECORD_RATE").unwrap_or(if benchmarking { 500 } else { 100 })
+                as u32,
+            rates: std::env::var("RATES")
+                .unwrap_or_else(|_| if benchmarking { "100,300,1000" } else { "100" }.to_owned())
+                .split(',')
+                .filter_map(|rate| rate.trim().parse().ok())
+                .collect(),
             duration: Duration::from_secs(number("DURATION").unwrap_or(if benchmarking {
                 20
             } else {
@@ -371,32 +382,25 @@ async fn run(kind: StoreKind, config: &Config) -> anyhow::Result<()> {
     report(kind, "without checks", &without, None);
     service.terminate();
 
-    // The first pass (every check records), then the second (none does).
-    let pass = format!("{}s", config.pass.as_secs());
-    let service = Service::start(BINARY, &service_env(&database, &unbound, &pass));
+    // The recording pass: every check finds a domain never checked and records it.
+    let domains = config.domains as f64;
+    let service = Service::start(
+        BINARY,
+        &service_env(
+            &database,
+            &unbound,
+            &interval(config.domains, config.record_rate),
+        ),
+    );
     // The checks' lease the previous process held lapses after LEASE_TTL (30 s) on PostgreSQL:
     // the window begins with the pass.
-    wait_for_checks(&service, 1.0, Duration::from_secs(60)).await?;
-    let first = measure(&service, &unbound, config).await?;
-    report(
-        kind,
-        "first pass (each check records)",
-        &first,
-        Some(&without),
-    );
-    let domains = config.domains as f64;
-    wait_for_checks(&service, domains, config.pass * 2).await?;
-    // The second pass starts a PASS after the first did.
-    wait_for_checks(&service, domains + 1.0, config.pass * 2).await?;
-    let second = measure(&service, &unbound, config).await?;
-    report(
-        kind,
-        "second pass (nothing changed)",
-        &second,
-        Some(&without),
-    );
-
-    // What a smoke run holds to: every domain checked, and found routed here with no CAA.
+    wait_for_checks(&service, 1.0, LEASE_LAPSE).await?;
+    let recording = measure(&service, &unbound, config).await?;
+    let name = format!("recording pass, {} checks/s asked", config.record_rate);
+    report(kind, &name, &recording, Some(&without));
+    let pass = Duration::from_secs_f64(domains / f64::from(config.record_rate));
+    wait_for_checks(&service, domains, pass * 3).await?;
+    // What a smoke run holds to: every domain checked, and found routed here.
     let metrics = service.metrics().await;
     let ok = sample(
         &metrics,
@@ -412,7 +416,23 @@ async fn run(kind: StoreKind, config: &Config) -> anyhow::Result<()> {
             .collect::<Vec<_>>()
             .join("\n")
     );
-    for (name, window) in [("first pass", &first), ("second pass", &second)] {
+    drop(service);
+
+    // Steady passes, which find nothing changed and record nothing, at each rate.
+    let mut windows = vec![(name, recording)];
+    for &rate in &config.rates {
+        let service = Service::start(
+            BINARY,
+            &service_env(&database, &unbound, &interval(config.domains, rate)),
+        );
+        wait_for_checks(&service, 1.0, LEASE_LAPSE).await?;
+        let window = measure(&service, &unbound, config).await?;
+        let name = format!("steady pass, {rate} checks/s asked");
+        report(kind, &name, &window, Some(&without));
+        windows.push((name, window));
+    }
+
+    for (name, window) in &windows {
         anyhow::ensure!(window.queries > 0, "unbound saw no query in the {name}");
         anyhow::ensure!(
             window.api.failed == 0,
@@ -431,6 +451,15 @@ async fn run(kind: StoreKind, config: &Config) -> anyhow::Result<()> {
         without.api.failed
     );
     Ok(())
+}
+
+/// How long a stopped process's checks' lease takes to lapse (`LEASE_TTL`, 30 s) and the next
+/// process's first check to follow.
+const LEASE_LAPSE: Duration = Duration::from_secs(60);
+
+/// The `HEALTH_CHECK_INTERVAL` at which `domains` are checked at `rate` a second.
+fn interval(domains: usize, rate: u32) -> String {
+    format!("{}ms", domains as u64 * 1000 / u64::from(rate.max(1)))
 }
 
 fn main() -> anyhow::Result<()> {

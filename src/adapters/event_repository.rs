@@ -183,6 +183,12 @@ impl PersistedEventRepository for EventRepository {
         events: &[SerializedEvent],
         snapshot_update: Option<(String, Value, usize)>,
     ) -> Result<(), PersistenceError> {
+        // A command the aggregate took without an event (a health check that found nothing
+        // changed, thousands a second on a large platform): nothing to store, no transaction
+        // to open, and no commit to wake the feed followers for.
+        if events.is_empty() && snapshot_update.is_none() {
+            return Ok(());
+        }
         let started = std::time::Instant::now();
         let linked = self.link(events).await?;
         let result = match &self.backend {
@@ -291,6 +297,22 @@ mod tests {
         );
         let stored = store.domain_history("d1").await.expect("history");
         assert_eq!(stored.len(), 1, "nothing was appended");
+        let _ = std::fs::remove_file(path);
+    }
+
+    /// What a command that records nothing commits: nothing, without touching the store (closed
+    /// here, so that any statement would fail).
+    #[tokio::test]
+    async fn persisting_no_events_touches_no_store() {
+        let (store, path) = sqlite_store().await;
+        let repository = EventRepository::new(store.clone());
+        if let Store::Sqlite(pool) = &store {
+            pool.close().await;
+        }
+        repository
+            .persist::<CustomDomain>(&[], None)
+            .await
+            .expect("nothing to store, and no statement run");
         let _ = std::fs::remove_file(path);
     }
 
