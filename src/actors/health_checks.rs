@@ -59,7 +59,10 @@ async fn run_passes(state: &AppState, pollers: &Addr<Supervisor>) {
         let started = Instant::now();
         let interval = state.settings.health_check_interval;
         match domains_to_check(state).await {
-            Ok(ids) => check_spread(state, pollers, ids, started, interval).await,
+            Ok(ids) => {
+                let (first, spacing) = schedule(started, Instant::now(), interval, ids.len());
+                check_spread(state, pollers, ids, first, spacing).await;
+            }
             Err(error) => tracing::warn!(%error, "could not list the domains to check; next pass"),
         }
         tokio::time::sleep_until(started + interval).await;
@@ -100,20 +103,34 @@ async fn domains_to_check(
     Ok(ids)
 }
 
-/// Checks `ids`, the `n`-th no earlier than `started + n × interval / len`, at most
+/// When a pass's first check is due and the time between two checks' starts, for `count`
+/// domains listed at `listed` by a pass that began at `started`: the checks spread over what is
+/// left of the interval from when the list is ready. Spread from `started` instead, the checks
+/// whose slots fell while the list was read (at a million domains, seconds of them) would all
+/// start at once, a burst of queries at the users' DNS.
+fn schedule(
+    started: Instant,
+    listed: Instant,
+    interval: Duration,
+    count: usize,
+) -> (Instant, Duration) {
+    let left = interval.saturating_sub(listed.saturating_duration_since(started));
+    (listed, slot_spacing(left, count))
+}
+
+/// Checks `ids`, the `n`-th no earlier than `first + n × spacing`, at most
 /// `HEALTH_CHECK_CONCURRENCY` at once; a domain moved for `MOVED_REMOVE_AFTER` is removed.
 async fn check_spread(
     state: &AppState,
     pollers: &Addr<Supervisor>,
     ids: Vec<String>,
-    started: Instant,
-    interval: Duration,
+    first: Instant,
+    spacing: Duration,
 ) {
-    let spacing = slot_spacing(interval, ids.len());
     let concurrency = state.settings.health_check_concurrency;
     futures::stream::iter(ids.into_iter().enumerate())
         .for_each_concurrent(concurrency, |(place, id)| async move {
-            let slot = started + spacing * u32::try_from(place).unwrap_or(u32::MAX);
+            let slot = first + spacing * u32::try_from(place).unwrap_or(u32::MAX);
             tokio::time::sleep_until(slot).await;
             let origin = CommandOrigin::actor("health-checker");
             let view = match check_domain(state, &id, origin.clone()).await {
@@ -149,5 +166,27 @@ mod tests {
         );
         assert_eq!(slot_spacing(interval, 0), interval);
         assert_eq!(slot_spacing(interval, 4), Duration::from_secs(5400));
+    }
+
+    #[test]
+    fn a_pass_that_took_long_to_list_spreads_its_checks_over_the_rest_of_its_interval() {
+        let started = Instant::now();
+        let listed = started + Duration::from_secs(10);
+        let (first, spacing) = schedule(started, listed, Duration::from_secs(100), 1_000);
+        assert_eq!(
+            first, listed,
+            "the first check waits for nothing once listed"
+        );
+        assert_eq!(
+            spacing,
+            Duration::from_millis(90),
+            "90 s left for 1,000 checks"
+        );
+        let (_, spacing) = schedule(started, listed, Duration::from_secs(5), 10);
+        assert_eq!(
+            spacing,
+            Duration::ZERO,
+            "a list slower than the interval: no waiting"
+        );
     }
 }
