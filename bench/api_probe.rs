@@ -126,3 +126,16 @@ pub fn start(
         }
     })
 }
+
+/// [`start`] asking `GET /domains/{id}` of the `domains` seeded domains in turn
+/// (`bench/seed.rs`'s ids).
+pub fn start_on_seeded_domains(
+    address: SocketAddr,
+    token: &'static str,
+    domains: usize,
+    rate: u32,
+    stop: Arc<AtomicBool>,
+) -> std::thread::JoinHandle<ApiResult> {
+    let path = move |n: u32| format!("/domains/{}", crate::seed::domain_id(n as usize % domains));
+    start(address, token, path, rate, stop)
+}

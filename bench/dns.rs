@@ -585,11 +585,10 @@ fn with_api_probe<T>(
     during: impl FnOnce() -> anyhow::Result<T>,
 ) -> anyhow::Result<(T, api_probe::ApiResult)> {
     let stop = Arc::new(AtomicBool::new(false));
-    let domains = config.domains;
-    let probe = api_probe::start(
+    let probe = api_probe::start_on_seeded_domains(
         service.address,
         TOKEN,
-        move |n| format!("/domains/{}", seed::domain_id(n as usize % domains)),
+        config.domains,
         config.api_rate,
         stop.clone(),
     );

@@ -50,7 +50,6 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use dns_handling::adapters::store::Store;
 use dns_handling_testkit::{
     database_env, free_dns_port, sample, ChildGuard, Service, StoreKind, TempDir, TestDatabase,
 };
@@ -255,11 +254,10 @@ async fn measure(
     let (checks_before, _) = checks(service).await;
     let stop = Arc::new(AtomicBool::new(false));
     let sampler = sample_queries(unbound.clone(), stop.clone());
-    let domains = config.domains;
-    let probe = api_probe::start(
+    let probe = api_probe::start_on_seeded_domains(
         service.address,
         TOKEN,
-        move |n| format!("/domains/{}", seed::domain_id(n as usize % domains)),
+        config.domains,
         config.api_rate,
         stop.clone(),
     );
@@ -355,16 +353,7 @@ async fn wait_for_checks(service: &Service, count: f64, within: Duration) -> any
 }
 
 async fn run(kind: StoreKind, config: &Config) -> anyhow::Result<()> {
-    let database = TestDatabase::create(kind).await;
-    let store = Store::connect(&database.url).await?;
-    let seeding = Instant::now();
-    let events = seed::seed(&store, config.domains, seed::Lifecycle::Active).await?;
-    seed::close(store).await;
-    eprintln!(
-        "{kind:?}: seeded {} active domains ({events} events) in {:.1} s",
-        config.domains,
-        seeding.elapsed().as_secs_f64()
-    );
+    let database = seed::active_database(kind, config.domains).await?;
     let unbound = Arc::new(Unbound::start(config.domains)?);
 
     // Without checks.

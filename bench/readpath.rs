@@ -20,10 +20,8 @@ mod seed;
 
 use std::collections::HashMap;
 use std::process::Command;
-use std::time::Instant;
 
-use dns_handling::adapters::store::Store;
-use dns_handling_testkit::{database_env, Service, StoreKind, TempDir, TestDatabase};
+use dns_handling_testkit::{database_env, Service, StoreKind, TempDir};
 
 /// The service binary cargo built with this bench (the release one under `cargo bench`).
 const BINARY: &str = env!("CARGO_BIN_EXE_dns-handling");
@@ -40,16 +38,7 @@ struct Config {
 }
 
 async fn run(kind: StoreKind, config: &Config) -> anyhow::Result<()> {
-    let database = TestDatabase::create(kind).await;
-    let store = Store::connect(&database.url).await?;
-    let seeding = Instant::now();
-    let events = seed::seed(&store, config.domains, seed::Lifecycle::Active).await?;
-    seed::close(store).await;
-    eprintln!(
-        "{kind:?}: seeded {} active domains ({events} events) in {:.1} s",
-        config.domains,
-        seeding.elapsed().as_secs_f64()
-    );
+    let database = seed::active_database(kind, config.domains).await?;
     let dir = TempDir::new("dns-handling-readpath-bench");
     let script = dir.path().join("random-domain.lua");
     std::fs::write(

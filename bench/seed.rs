@@ -302,6 +302,24 @@ pub fn rows_of(id: &str, events: &[CustomDomainEvent]) -> anyhow::Result<Vec<Row
     Ok(rows)
 }
 
+/// A fresh database of `kind` seeded with `domains` `active` domains, as [`seed`] writes them
+/// (the views left to the service's catch-up); says on stderr how long the seeding took.
+pub async fn active_database(
+    kind: dns_handling_testkit::StoreKind,
+    domains: usize,
+) -> anyhow::Result<dns_handling_testkit::TestDatabase> {
+    let database = dns_handling_testkit::TestDatabase::create(kind).await;
+    let store = Store::connect(&database.url).await?;
+    let seeding = std::time::Instant::now();
+    let events = seed(&store, domains, Lifecycle::Active).await?;
+    close(store).await;
+    eprintln!(
+        "{kind:?}: seeded {domains} active domains ({events} events) in {:.1} s",
+        seeding.elapsed().as_secs_f64()
+    );
+    Ok(database)
+}
+
 /// Writes `domains` domains' events and name reservations into `store` (migrated here), in
 /// large transactions. Returns the number of events written.
 pub async fn seed(store: &Store, domains: usize, lifecycle: Lifecycle) -> anyhow::Result<usize> {

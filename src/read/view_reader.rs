@@ -160,21 +160,8 @@ mod tests {
     async fn concurrent_reads_each_get_their_own_view() {
         let dir = std::env::temp_dir().join(format!("view-reader-{}", uuid::Uuid::new_v4()));
         std::fs::create_dir_all(&dir).expect("temp dir");
-        let url = format!("sqlite://{}", dir.join("views.db").display());
-        let store = Store::connect(&url).await.expect("open SQLite");
-        store.migrate().await.expect("migrate");
         let views: Vec<DomainView> = (0..300).map(view).collect();
-        store
-            .write_projection(ProjectionWrite {
-                views: &views,
-                certificates: &[],
-                removed: &[],
-                renamed: &[],
-                key_disposals: &[],
-                checkpoint: None,
-            })
-            .await
-            .expect("write views");
+        let store = store_of(&views, &dir).await;
 
         let reader = ViewReader::new(store);
         let asked: Vec<String> = (0..600)
