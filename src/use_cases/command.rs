@@ -2,6 +2,7 @@
 
 use cqrs_es::event_sink::EventSink;
 use cqrs_es::{Aggregate, AggregateContext, AggregateError, EventStore};
+use dns_handling_events::CustomDomainEvent;
 
 use crate::app_state::{AppState, CommandOrigin};
 use crate::domain::aggregate::{CustomDomainCommand, DomainError};
@@ -47,15 +48,29 @@ pub async fn refusal(
     domain_id: &str,
     command: CustomDomainCommand,
 ) -> Result<(), AggregateError<DomainError>> {
+    decide(state, domain_id, command).await.map(drop)
+}
+
+/// The events the aggregate would record for `command` on the domain as its events make it
+/// now, recording nothing (none: the command changes nothing). A use case whose command
+/// usually changes nothing asks this first and executes only on a change, which spares the
+/// usual case the command's transaction and a second load of the domain's events.
+pub async fn decide(
+    state: &AppState,
+    domain_id: &str,
+    command: CustomDomainCommand,
+) -> Result<Vec<CustomDomainEvent>, AggregateError<DomainError>> {
     let mut context = state.domain_events.load_aggregate(domain_id).await?;
     let mut domain = context.aggregate().clone();
     let policy = RenewalPolicy {
         retry_schedule: state.settings.renewal_retry_schedule.clone(),
     };
+    let sink = EventSink::default();
     domain
-        .handle(command, &policy, &EventSink::default())
+        .handle(command, &policy, &sink)
         .await
-        .map_err(AggregateError::UserError)
+        .map_err(AggregateError::UserError)?;
+    Ok(sink.collect().await)
 }
 
 /// `From<AggregateError<DomainError>>` for a use case's error: the aggregate's refusal as its

@@ -1,10 +1,14 @@
 //! The health check before every order: recorded like a periodic one (only a change), and a
-//! renewal whose check finds the domain moved orders nothing.
+//! renewal whose check finds the domain moved orders nothing; a check that finds nothing new
+//! records nothing and reads the domain once.
 
 use dns_handling_events::{CheckOutcome, DomainStatus};
 
+use dns_handling_projections::DomainView;
+
 use super::World;
 use crate::domain::health::{Resolution, RoutingTargets};
+use crate::use_cases::health::check_domain;
 use crate::use_cases::issue::issue;
 use crate::use_cases::renew::{renew_now, RenewError};
 
@@ -64,4 +68,52 @@ async fn a_renewal_whose_health_check_finds_the_domain_moved_orders_nothing() {
     let health = after.health.expect("health");
     assert_eq!(health.routing[0].outcome, CheckOutcome::Missing);
     assert!(health.changed_at > recorded.changed_at, "{health:?}");
+}
+
+#[tokio::test]
+async fn a_check_that_finds_nothing_new_records_nothing_and_reads_the_domain_once() {
+    let world = routed_world().await;
+    point(&world, "shop.steady.test", "203.0.113.5");
+    let view = world.active("shop.steady.test").await;
+    let stored = world.view(&view.id).await;
+    // A view is replaced only by one at a higher sequence.
+    let rewritten = DomainView {
+        tenant: Some("rewritten during the lookups".into()),
+        last_sequence: stored.last_sequence + 1,
+        ..stored.clone()
+    };
+    *world.dns.3.lock().expect("lock") = Some((world.state.store.clone(), rewritten));
+
+    let (check, after) = check_domain(&world.state, &view.id, World::origin())
+        .await
+        .expect("checked");
+
+    assert_eq!(check.report.routing[0].outcome, CheckOutcome::Ok);
+    assert_eq!(
+        world.view(&view.id).await.tenant.as_deref(),
+        Some("rewritten during the lookups"),
+        "the lookups rewrote the store's view, and no event was recorded over it"
+    );
+    assert_eq!(
+        after, stored,
+        "answered with the view read before the lookups"
+    );
+}
+
+#[tokio::test]
+async fn a_check_that_finds_a_change_records_it_and_answers_the_domain_as_it_stands_after() {
+    let world = routed_world().await;
+    point(&world, "shop.leaving.test", "203.0.113.5");
+    let view = world.active("shop.leaving.test").await;
+    point(&world, "shop.leaving.test", "198.51.100.7");
+
+    let (check, after) = check_domain(&world.state, &view.id, World::origin())
+        .await
+        .expect("checked");
+
+    assert_eq!(check.report.routing[0].outcome, CheckOutcome::Elsewhere);
+    assert_eq!(after, world.view(&view.id).await);
+    let health = after.health.expect("health");
+    assert_eq!(health.routing[0].outcome, CheckOutcome::Elsewhere);
+    assert_eq!(after.status, DomainStatus::Moved);
 }

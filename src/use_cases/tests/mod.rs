@@ -5,6 +5,7 @@
 //! - `edge.rs`: an edge's handshake: the index, the cache, the key reads recorded once.
 //! - `edge_stream.rs`: the certificate stream of the TLS edges (`read::edge_stream`).
 //! - `edge_deliveries.rs`: the keys that stream hands out, recorded for whoever asked.
+//! - `health.rs`: the health check before an order, and what a check records and answers.
 //! - `issue.rs`: refusals, CA errors and fallback, budgets.
 //! - `names.rs`: names another domain holds.
 //! - `renew.rs`: the renewal lease, and what a renewal names as replaced.
@@ -160,12 +161,15 @@ impl CertificateAuthority for ScriptedCa {
 }
 
 /// DNS whose TXT records (`.0`), CAA records (`.1`; `None`: the lookup fails) and addresses
-/// (`.2`; absent: NXDOMAIN) the test publishes; no CNAMEs.
+/// (`.2`; absent: NXDOMAIN) the test publishes; no CNAMEs. A view set in `.3` is written over
+/// the store's at the next address lookup, so that a test sees which read of a domain a use
+/// case answers with: the one before its lookups or one after.
 #[derive(Default)]
 pub(crate) struct ScriptedDns(
     Mutex<HashMap<String, Vec<String>>>,
     pub(crate) Mutex<HashMap<String, Option<Vec<CaaRecord>>>>,
     pub(crate) Mutex<HashMap<String, Resolution>>,
+    pub(crate) Mutex<Option<(Store, DomainView)>>,
 );
 
 #[async_trait]
@@ -196,6 +200,10 @@ impl DnsLookup for ScriptedDns {
     }
 
     async fn resolve_addresses(&self, name: &str) -> Result<Resolution, DnsError> {
+        let rewrite = self.3.lock().expect("lock").take();
+        if let Some((store, view)) = rewrite {
+            overwrite_view(&store, view).await;
+        }
         Ok(self
             .2
             .lock()
@@ -208,6 +216,21 @@ impl DnsLookup for ScriptedDns {
     fn describe(&self) -> String {
         "scripted".into()
     }
+}
+
+/// Writes `view` over the store's view of its domain, as no event would.
+pub(crate) async fn overwrite_view(store: &Store, view: DomainView) {
+    store
+        .write_projection(crate::adapters::store::ProjectionWrite {
+            views: &[view],
+            certificates: &[],
+            removed: &[],
+            renamed: &[],
+            key_disposals: &[],
+            checkpoint: None,
+        })
+        .await
+        .expect("the view overwritten");
 }
 
 /// A CAA `issue` or `issuewild` record naming `issuer`.
