@@ -19,7 +19,7 @@ use dns_handling_events::CustomDomainEvent;
 use crate::adapters::store::Store;
 use crate::analytics::certificates::{self, CertificateLedger, CERTIFICATE_COLUMNS};
 use crate::analytics::event_columns::{event_row, EVENT_COLUMNS};
-use crate::analytics::table::Table;
+use crate::analytics::table::{Table, TableError};
 
 /// The events read from the store at a time.
 const PAGE: u32 = 5_000;
@@ -114,6 +114,8 @@ struct Exporter {
     first: i64,
     last: i64,
     waiting_since: Option<Instant>,
+    /// The events file being encoded and written on a blocking thread, and its events.
+    writing: Option<(tokio::task::JoinHandle<Result<(), TableError>>, u64)>,
     report: ExportReport,
 }
 
@@ -147,21 +149,38 @@ impl Exporter {
         Ok(())
     }
 
-    /// Writes the waiting events as one file.
-    fn flush(&mut self) -> anyhow::Result<()> {
+    /// Starts writing the waiting events as one file, on a blocking thread, once the file
+    /// before it is written. Encoding and compressing a file is about half of an export's
+    /// work: done beside the reading and flattening of the next file's events, it takes a
+    /// second core. One file at a time, in order, so the directory's last file still says
+    /// where it stands, and at most two files' events are held.
+    async fn flush(&mut self) -> anyhow::Result<()> {
         if self.pending.is_empty() {
             return Ok(());
         }
+        self.written().await?;
         let events = self.pending.len() as u64;
         let name = file_name(self.first, self.last);
         let metadata = [
             ("dns_handling.first_position", self.first.to_string()),
             ("dns_handling.last_position", self.last.to_string()),
         ];
-        self.pending.write_atomically(&self.dir, &name, &metadata)?;
+        let mut table = std::mem::replace(&mut self.pending, Table::new(EVENT_COLUMNS));
+        let dir = self.dir.clone();
+        let writing =
+            tokio::task::spawn_blocking(move || table.write_atomically(&dir, &name, &metadata));
+        self.writing = Some((writing, events));
         self.waiting_since = None;
-        self.report.events += events;
-        self.report.files += 1;
+        Ok(())
+    }
+
+    /// Waits until the events file being written, if any, is written.
+    async fn written(&mut self) -> anyhow::Result<()> {
+        if let Some((writing, events)) = self.writing.take() {
+            writing.await.context("the file writer stopped")??;
+            self.report.events += events;
+            self.report.files += 1;
+        }
         Ok(())
     }
 
@@ -196,6 +215,7 @@ pub async fn export_parquet(
         first: 0,
         last: skip_through,
         waiting_since: None,
+        writing: None,
         report: ExportReport::default(),
     };
     // From the first event whatever the start: the certificates table and the domains' names
@@ -214,7 +234,7 @@ pub async fn export_parquet(
             position = event.position;
             exporter.take(event)?;
             if exporter.pending.bytes() >= args.roll_bytes {
-                exporter.flush()?;
+                exporter.flush().await?;
                 certificates_stale = true;
             }
         }
@@ -222,10 +242,11 @@ pub async fn export_parquet(
             .waiting_since
             .is_some_and(|since| since.elapsed() >= args.roll_after);
         if caught_up && !exporter.pending.is_empty() && (!args.follow || waited_enough) {
-            exporter.flush()?;
+            exporter.flush().await?;
             certificates_stale = true;
         }
         if caught_up {
+            exporter.written().await?;
             if certificates_stale {
                 exporter.write_certificates(position)?;
                 certificates_stale = false;
