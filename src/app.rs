@@ -45,6 +45,9 @@ pub struct Application {
     /// The background tasks (catch-up, checkpoints, commit listener), ended before the runtime
     /// is: a database connection dropped after it panics in sqlx and aborts the process.
     background: Vec<actix_web::rt::task::JoinHandle<()>>,
+    /// The thread the periodic health checks run on (see [`on_a_thread_of_its_own`]), stopped
+    /// and joined before the runtime ends, as the background tasks are.
+    health_checks: actix::Arbiter,
     /// The delegation zone's DNS server, when `DELEGATION_ZONE` is set.
     dns_server: Option<DnsServer>,
     /// Ends the following streams when a stop signal arrives.
@@ -294,10 +297,7 @@ impl Application {
         background.push(spawn_supervised("webhook-sending", move || {
             deliveries::sending::send_messages(sending.clone())
         }));
-        let (checking, checking_pollers) = (state.clone(), supervisor.clone());
-        background.push(spawn_supervised("health-checks", move || {
-            crate::actors::check_health_continuously(checking.clone(), checking_pollers.clone())
-        }));
+        let health_checks = on_a_thread_of_its_own(state.clone(), supervisor.clone());
 
         let listener = TcpListener::bind(settings.server_addr)
             .with_context(|| format!("binding SERVER_ADDR={}", settings.server_addr))?;
@@ -322,6 +322,7 @@ impl Application {
             supervisor,
             renewals,
             background,
+            health_checks,
             dns_server,
             stop_streams,
             state,
@@ -370,9 +371,29 @@ impl Application {
             task.abort();
             let _ = task.await;
         }
+        let health_checks = self.health_checks;
+        if health_checks.stop() {
+            let _ = actix_web::rt::task::spawn_blocking(move || health_checks.join()).await;
+        }
         drop(self.dns_server);
         result
     }
+}
+
+/// Starts the periodic health checks on a thread of their own (an actix arbiter). Everything
+/// else in the background shares the main thread: the feed followers, the batching of the
+/// API's view reads, and the driving of the database connections opened there, which the HTTP
+/// workers use too. A pass's checks (DNS answers parsed, a domain's events decoded and folded,
+/// hundreds a second at a short interval) kept that thread busy enough to hold the API's reads
+/// back (`bench/README.md`, the health bench).
+fn on_a_thread_of_its_own(state: Arc<AppState>, pollers: Addr<Supervisor>) -> actix::Arbiter {
+    let arbiter = actix::Arbiter::new();
+    arbiter.spawn_fn(move || {
+        drop(spawn_supervised("health-checks", move || {
+            crate::actors::check_health_continuously(state.clone(), pollers.clone())
+        }));
+    });
+    arbiter
 }
 
 /// Listens for SIGTERM, SIGINT and SIGQUIT from now on: the first to arrive ends the future,
