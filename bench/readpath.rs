@@ -1,5 +1,5 @@
 //! Run: `cargo bench --bench readpath` (N=10000 domains; wrk with THREADS=2, CONNECTIONS=64,
-//! DURATION=20s; STORES=sqlite,postgres; PostgreSQL at BENCH_POSTGRES_URL, else
+//! DURATION=20s; LOG_LEVELS=info,warn; STORES=sqlite,postgres; PostgreSQL at BENCH_POSTGRES_URL, else
 //! TEST_POSTGRES_URL, else postgres://postgres@127.0.0.1:5432/postgres; needs `wrk`)
 //!
 //! The read-path load test: seeds a fresh store with N `active` domains (their events written
@@ -80,7 +80,8 @@ async fn run(kind: StoreKind, config: &Config) -> anyhow::Result<()> {
             config.connections,
             &config.duration,
         )?;
-        let logged = service.log().len() - log_before;
+        let log = service.log();
+        let logged = log.len() - log_before;
         println!(
             "{kind:?} LOG_LEVEL={log_level}: GET /domains/{{random id of {}}} with wrk -t{} -c{} -d{}: {:.0} requests/s, p50 {:.2} ms, p99 {:.2} ms ({} requests{}; service log grew {logged} bytes)",
             config.domains,
@@ -97,6 +98,18 @@ async fn run(kind: StoreKind, config: &Config) -> anyhow::Result<()> {
                 format!("; {}", result.errors)
             },
         );
+        // What the service logged during the run, a few distinct lines of it, so that a log
+        // that grows under load says why.
+        let mut seen: Vec<&str> = Vec::new();
+        for line in log.get(log_before..).unwrap_or_default().lines() {
+            let message = line.get(..160).unwrap_or(line);
+            if seen.len() < 5 && !seen.contains(&message) {
+                seen.push(message);
+            }
+        }
+        for message in seen {
+            println!("  logged: {message}");
+        }
         anyhow::ensure!(
             result.errors.is_empty(),
             "wrk saw errors: {}",
@@ -112,10 +125,10 @@ fn main() -> anyhow::Result<()> {
     let number = |name: &str| std::env::var(name).ok().and_then(|v| v.parse::<u32>().ok());
     let config = Config {
         domains: number("N").unwrap_or(if benchmarking { 10_000 } else { 200 }) as usize,
-        log_levels: if benchmarking {
-            vec!["info".to_owned(), "warn".to_owned()]
-        } else {
-            vec!["info".to_owned()]
+        log_levels: match std::env::var("LOG_LEVELS") {
+            Ok(levels) => levels.split(',').map(str::to_owned).collect(),
+            Err(_) if benchmarking => vec!["info".to_owned(), "warn".to_owned()],
+            Err(_) => vec!["info".to_owned()],
         },
         warm_up: benchmarking.then(|| "2s".to_owned()),
         threads: number("THREADS").unwrap_or(2),
