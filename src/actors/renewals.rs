@@ -26,6 +26,9 @@ use crate::use_cases::renew::{renewal_lease, start_renewal, RenewError};
 use crate::use_cases::work_lease::WorkLease;
 use crate::use_cases::{execute, Pollers};
 
+mod ari_warnings;
+use ari_warnings::ari_unavailable;
+
 const ACTOR_NAME: &str = "renewal-scheduler";
 
 /// Domains looked at per tick; the rest wait for the next one, the longest waiting first.
@@ -317,7 +320,7 @@ async fn schedule(
         Ok(None) => (by_lifetime, RenewalReason::Lifetime, None, None),
         Err(error) => {
             // Renew by lifetime meanwhile, and ask the CA again later.
-            tracing::warn!(domain_id = %view.id, %error, "renewal information unavailable; renewing by lifetime until it answers");
+            ari_unavailable(&view.id, &error, "renewing by lifetime until it answers");
             (
                 by_lifetime,
                 RenewalReason::Lifetime,
@@ -424,7 +427,7 @@ async fn recheck(state: &AppState, domain_id: &str, certificate_id: &str, now: D
                 .await;
         }
         Err(error) => {
-            tracing::warn!(%domain_id, %error, "renewal information unavailable; asking again later");
+            ari_unavailable(domain_id, &error, "asking again later");
             let after = ARI_RECHECK_AFTER_ERROR;
             postpone_ari_check(&state.store, domain_id, certificate_id, now, after).await;
         }
