@@ -223,11 +223,7 @@ pub(crate) async fn overwrite_view(store: &Store, view: DomainView) {
     store
         .write_projection(crate::adapters::store::ProjectionWrite {
             views: &[view],
-            certificates: &[],
-            removed: &[],
-            renamed: &[],
-            key_disposals: &[],
-            checkpoint: None,
+            ..Default::default()
         })
         .await
         .expect("the view overwritten");
